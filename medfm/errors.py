@@ -1,0 +1,33 @@
+"""Errors that medfm reports to users as one line.
+
+Every error raised for bad input is a :class:`MedfmError`; the CLI prints its message
+alone and exits non-zero, so messages must name the file and what is wrong, and must
+never contain patient identifiers.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class MedfmError(Exception):
+    """A problem with the user's input or request, explained in one line."""
+
+
+class UnreadableFileError(MedfmError):
+    """A file that medfm cannot read as an image."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{display_path(path)}: {reason}")
+
+
+class UnsupportedError(MedfmError):
+    """An input medfm recognises but refuses to convert, with the reason."""
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """The path as text that is safe to print, whatever bytes its name holds."""
+    text = os.fsdecode(path)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -1,0 +1,11 @@
+"""Reading and writing medical images with their geometry; de-identification.
+
+``load(path)`` and ``save(image, path)`` cover every registered format; importing this
+package registers them all.
+"""
+
+from medfm.io import itk, nifti, npz, raster  # noqa: F401  (registers the formats)
+from medfm.io.formats import detect_format, formats, load, load_all, save
+from medfm.io.image import Image
+
+__all__ = ["Image", "detect_format", "formats", "load", "load_all", "save"]

@@ -1,0 +1,170 @@
+"""One registry of image formats behind :func:`load` and :func:`save`.
+
+Each format module registers a reader and/or writer with :func:`register_format`.
+``load`` picks the format from the path (a folder is a DICOM series, otherwise the
+suffix, otherwise the file's first bytes); ``save`` picks it from the output suffix
+and writes through a temporary file so that a failed write never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from medfm.errors import MedfmError, UnreadableFileError, display_path
+from medfm.io.image import Image
+
+Reader = Callable[[Path], list[Image]]
+Writer = Callable[[Image, Path], None]
+Sniffer = Callable[[bytes], bool]
+
+SNIFF_BYTES = 512
+
+
+@dataclass(frozen=True)
+class Format:
+    """A file format: its name, suffixes and the functions that read and write it.
+
+    ``read`` returns every image the path holds (a DICOM folder may hold several series).
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    read: Reader | None = None
+    write: Writer | None = None
+    sniff: Sniffer | None = None
+    reads_folders: bool = False
+
+
+_FORMATS: dict[str, Format] = {}
+
+
+def register_format(fmt: Format) -> Format:
+    _FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def formats() -> dict[str, Format]:
+    """The registered formats by name."""
+    return dict(_FORMATS)
+
+
+def _suffix_match(path: Path) -> Format | None:
+    name = path.name.lower()
+    best: tuple[int, Format] | None = None
+    for fmt in _FORMATS.values():
+        for suffix in fmt.suffixes:
+            if name.endswith(suffix) and (best is None or len(suffix) > best[0]):
+                best = (len(suffix), fmt)
+    return best[1] if best else None
+
+
+def detect_format(path: str | os.PathLike) -> Format:
+    """The format that can read ``path``, or a one-line error saying why none can."""
+    path = Path(path)
+    if path.is_dir():
+        for fmt in _FORMATS.values():
+            if fmt.reads_folders:
+                return fmt
+        raise UnreadableFileError(path, "is a folder and no folder reader is registered")
+    if not path.exists():
+        raise UnreadableFileError(path, "no such file")
+    fmt = _suffix_match(path)
+    if fmt is not None and fmt.read is not None:
+        return fmt
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError as exc:
+        raise UnreadableFileError(path, f"cannot open ({exc.strerror or exc})") from None
+    if not head:
+        raise UnreadableFileError(path, "file is empty (0 bytes)")
+    for fmt in _FORMATS.values():
+        if fmt.read is not None and fmt.sniff is not None and fmt.sniff(head):
+            return fmt
+    raise UnreadableFileError(path, "not a recognised image format")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    reason = text[0] if text else type(exc).__name__
+    return reason[:200]
+
+
+def load_all(path: str | os.PathLike) -> list[Image]:
+    """Every image that ``path`` holds: one for most files, one per series for a DICOM folder."""
+    path = Path(path)
+    fmt = detect_format(path)
+    try:
+        images = fmt.read(path)
+    except MedfmError:
+        raise
+    except MemoryError:
+        raise UnreadableFileError(path, "image is too large to fit in memory") from None
+    except Exception as exc:  # a reader library's own error becomes one line naming the file
+        raise UnreadableFileError(path, f"cannot read as {fmt.name}: {_first_line(exc)}") from None
+    if not images:
+        raise UnreadableFileError(path, f"no {fmt.name} image found")
+    return images
+
+
+def load(path: str | os.PathLike) -> Image:
+    """Read one image (file or DICOM series folder) with its geometry and metadata."""
+    images = load_all(path)
+    if len(images) > 1:
+        raise UnreadableFileError(
+            path, f"holds {len(images)} series; load them with load_all() or convert to a folder"
+        )
+    return images[0]
+
+
+def writer_for(path: str | os.PathLike) -> Format:
+    """The format that writes ``path``, chosen by its suffix."""
+    fmt = _suffix_match(Path(path))
+    if fmt is None or fmt.write is None:
+        writable = sorted({s for f in _FORMATS.values() if f.write for s in f.suffixes})
+        raise MedfmError(
+            f"{display_path(path)}: cannot choose an output format from the name; "
+            f"use one of {', '.join(writable)}"
+        )
+    return fmt
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it only if the block succeeds.
+
+    The temporary name keeps the final suffix, for libraries that choose the encoding
+    from it (``.nii.gz``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".medfm-tmp-", suffix="-" + path.name, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def save(image: Image, path: str | os.PathLike) -> Path:
+    """Write ``image`` in the format its suffix names; nothing is left behind on failure."""
+    path = Path(path)
+    fmt = writer_for(path)
+    with atomic_path(path) as tmp:
+        try:
+            fmt.write(image, tmp)
+        except MedfmError as exc:
+            raise MedfmError(f"{display_path(path)}: {exc}") from None
+        except Exception as exc:
+            raise MedfmError(
+                f"{display_path(path)}: cannot write as {fmt.name}: {_first_line(exc)}"
+            ) from None
+    return path

@@ -1,0 +1,133 @@
+"""PNG, JPEG, BMP (Pillow) and TIFF (tifffile): photographs and 2D frames without geometry.
+
+Such files carry no patient geometry, so pixels are given a nominal 1 mm spacing with
+DICOM's default orientation (columns toward patient left, rows toward posterior), as ITK
+does; ``metadata["spacing_known"]`` is False so that nobody mistakes it for a measurement.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medfm.errors import MedfmError
+from medfm.io.formats import Format, register_format
+from medfm.io.image import Image
+
+_MODE_CONVERSIONS = {"1": "L", "P": "RGBA", "PA": "RGBA", "LA": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+
+
+def _from_rows_columns(pixels: np.ndarray, planes: bool) -> np.ndarray:
+    """``([K,] rows, columns[, C])`` numpy order to ``(I, J, K, 1, C)``."""
+    if not planes:
+        pixels = pixels[None]
+    if pixels.ndim == 3:
+        pixels = pixels[..., None]
+    return pixels.transpose(2, 1, 0, 3)[:, :, :, None, :]
+
+
+def _photo_metadata() -> dict:
+    return {"spacing_known": False}
+
+
+def read_pillow(path: Path) -> list[Image]:
+    from PIL import Image as PILImage
+    from PIL import ImageOps
+
+    with PILImage.open(path) as picture:
+        picture.load()
+        picture = ImageOps.exif_transpose(picture)
+        if picture.mode in _MODE_CONVERSIONS:
+            target = _MODE_CONVERSIONS[picture.mode]
+            if picture.mode == "P" and "transparency" not in picture.info:
+                target = "RGB"
+            picture = picture.convert(target)
+        pixels = np.asarray(picture)
+    if pixels.size == 0:
+        raise ValueError("image has zero pixels")
+    return [Image(_from_rows_columns(pixels, planes=False), metadata=_photo_metadata())]
+
+
+def read_tiff(path: Path) -> list[Image]:
+    import tifffile
+
+    pixels = tifffile.imread(path)
+    if pixels.size == 0:
+        raise ValueError("image has zero pixels")
+    channels_last = pixels.ndim >= 3 and pixels.shape[-1] in (3, 4)
+    planes = pixels.ndim == (4 if channels_last else 3)
+    if pixels.ndim > (4 if channels_last else 3):
+        raise ValueError(f"TIFF array of shape {pixels.shape} has more axes than pages, rows, columns and channels")
+    return [Image(_from_rows_columns(pixels, planes=planes), metadata=_photo_metadata())]
+
+
+def _rows_columns(image: Image, what: str) -> np.ndarray:
+    if image.num_frames > 1 or not image.is_2d:
+        raise MedfmError(
+            f"{what} holds one 2D image; this one has shape {image.shape} (I, J, K, T, C): write .nii.gz or .tiff"
+        )
+    if image.num_channels not in (1, 3, 4):
+        raise MedfmError(f"{what} holds grey, RGB or RGBA pixels; this image has {image.num_channels} channels")
+    return image.frame()
+
+
+def _integer_pixels(pixels: np.ndarray, allowed: tuple[type, ...], what: str) -> np.ndarray:
+    if pixels.dtype == bool:
+        return pixels.astype(np.uint8) * 255
+    for dtype in allowed:
+        info = np.iinfo(dtype)
+        if np.issubdtype(pixels.dtype, np.integer) and (pixels.size == 0 or (pixels.min() >= info.min and pixels.max() <= info.max)):
+            return pixels.astype(dtype, copy=False)
+    low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+    names = " or ".join(np.dtype(d).name for d in allowed)
+    raise MedfmError(
+        f"{what} stores {names} pixels; this image is {pixels.dtype} in [{low:g}, {high:g}]: "
+        "write .tiff or .nii.gz to keep the values"
+    )
+
+
+def write_pillow(image: Image, path: Path) -> None:
+    from PIL import Image as PILImage
+
+    suffix = path.name.lower().rsplit(".", 1)[-1]
+    what = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP"}[suffix]
+    pixels = _rows_columns(image, what)
+    allowed = (np.uint8, np.uint16) if what == "PNG" and image.num_channels == 1 else (np.uint8,)
+    pixels = _integer_pixels(pixels, allowed, what)
+    if what == "JPEG" and image.num_channels == 4:
+        raise MedfmError("JPEG has no alpha channel; write .png")
+    PILImage.fromarray(pixels).save(path, format="JPEG" if what == "JPEG" else what, **({"quality": 95} if what == "JPEG" else {}))
+
+
+def write_tiff(image: Image, path: Path) -> None:
+    import tifffile
+
+    if image.num_frames > 1:
+        raise MedfmError(f"TIFF output holds slices, not frames; this image has {image.num_frames} frames: write .nii.gz")
+    planes = image.array[:, :, :, 0, :].transpose(2, 1, 0, 3)
+    if image.num_channels == 1:
+        planes = planes[..., 0]
+    tifffile.imwrite(path, planes[0] if image.is_2d else planes, photometric="rgb" if image.num_channels in (3, 4) else "minisblack")
+
+
+def _sniff_png(head: bytes) -> bool:
+    return head.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def _sniff_jpeg(head: bytes) -> bool:
+    return head.startswith(b"\xff\xd8\xff")
+
+
+def _sniff_bmp(head: bytes) -> bool:
+    return head.startswith(b"BM") and len(head) >= 26
+
+
+def _sniff_tiff(head: bytes) -> bool:
+    return head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+PNG = register_format(Format("png", (".png",), read_pillow, write_pillow, _sniff_png))
+JPEG = register_format(Format("jpeg", (".jpg", ".jpeg"), read_pillow, write_pillow, _sniff_jpeg))
+BMP = register_format(Format("bmp", (".bmp",), read_pillow, write_pillow, _sniff_bmp))
+TIFF = register_format(Format("tiff", (".tif", ".tiff"), read_tiff, write_tiff, _sniff_tiff))

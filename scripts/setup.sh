@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Creates .venv in the repository root with medfm installed (bin/medfm).
+# With --test, also installs the test tools: pytest, and the reference programs the
+# tests compare against (dcm2niix) and start (PostgreSQL), from Debian packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_tests=0
+[ "${1:-}" = "--test" ] && with_tests=1
+
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || python=python3
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+# torch and torchvision in one call, pinned together, so no later step swaps the build.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    torch==2.14.1 torchvision==0.29.1 -e ".[test]" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -c "import medfm, torch" >/dev/null
+
+if [ "$with_tests" = 1 ]; then
+    missing=()
+    command -v dcm2niix >/dev/null || missing+=(dcm2niix)
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+    if [ ${#missing[@]} -gt 0 ]; then
+        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+fi
