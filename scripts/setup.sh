@@ -19,6 +19,7 @@ command -v "$python" >/dev/null || python=python3
 if [ "$with_tests" = 1 ]; then
     missing=()
     command -v dcm2niix >/dev/null || missing+=(dcm2niix)
+    command -v plastimatch >/dev/null || missing+=(plastimatch)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
     if [ ${#missing[@]} -gt 0 ]; then
         sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -4,7 +4,8 @@
 package registers them all.
 """
 
-from medfm.io import itk, nifti, npz, raster  # noqa: F401  (registers the formats)
+from medfm.io import itk, nifti, npz, raster, video  # noqa: F401  (registers the formats)
+from medfm.io import dicom  # noqa: F401  (registers the dicom format)
 from medfm.io.formats import detect_format, formats, load, load_all, save
 from medfm.io.image import Image
 

@@ -8,9 +8,10 @@ and writes through a temporary file so that a failed write never leaves a partia
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,12 @@ Writer = Callable[[Image, Path], None]
 Sniffer = Callable[[bytes], bool]
 
 SNIFF_BYTES = 512
+#: Deflate (gzip, zlib) expands data at most 1032-fold, which bounds what a compressed file can hold.
+MAX_DEFLATE_RATIO = 1032
+
+# mkstemp creates owner-only files; outputs get the permissions that open() would give.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ def _suffix_match(path: Path) -> Format | None:
 
 def detect_format(path: str | os.PathLike) -> Format:
     """The format that can read ``path``, or a one-line error saying why none can."""
-    path = Path(path)
+    path = Path(os.fsdecode(path))
     if path.is_dir():
         for fmt in _FORMATS.values():
             if fmt.reads_folders:
@@ -73,6 +80,8 @@ def detect_format(path: str | os.PathLike) -> Format:
         raise UnreadableFileError(path, "is a folder and no folder reader is registered")
     if not path.exists():
         raise UnreadableFileError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise UnreadableFileError(path, "file is empty (0 bytes)")
     fmt = _suffix_match(path)
     if fmt is not None and fmt.read is not None:
         return fmt
@@ -81,8 +90,6 @@ def detect_format(path: str | os.PathLike) -> Format:
             head = handle.read(SNIFF_BYTES)
     except OSError as exc:
         raise UnreadableFileError(path, f"cannot open ({exc.strerror or exc})") from None
-    if not head:
-        raise UnreadableFileError(path, "file is empty (0 bytes)")
     for fmt in _FORMATS.values():
         if fmt.read is not None and fmt.sniff is not None and fmt.sniff(head):
             return fmt
@@ -97,7 +104,7 @@ def _first_line(exc: BaseException) -> str:
 
 def load_all(path: str | os.PathLike) -> list[Image]:
     """Every image that ``path`` holds: one for most files, one per series for a DICOM folder."""
-    path = Path(path)
+    path = Path(os.fsdecode(path))
     fmt = detect_format(path)
     try:
         images = fmt.read(path)
@@ -109,6 +116,9 @@ def load_all(path: str | os.PathLike) -> list[Image]:
         raise UnreadableFileError(path, f"cannot read as {fmt.name}: {_first_line(exc)}") from None
     if not images:
         raise UnreadableFileError(path, f"no {fmt.name} image found")
+    for image in images:
+        if image.array.size == 0:
+            raise UnreadableFileError(path, f"image has no voxels (shape {image.shape}, I, J, K, T, C)")
     return images
 
 
@@ -122,9 +132,20 @@ def load(path: str | os.PathLike) -> Image:
     return images[0]
 
 
+def check_claimed_size(path: Path, shape: Sequence[int], itemsize: int, room: int) -> None:
+    """Refuse, before allocating, a header that claims more voxel bytes than the file has ``room`` for."""
+    claimed = math.prod(int(n) for n in shape) * itemsize
+    if claimed > room:
+        raise UnreadableFileError(
+            path,
+            f"header claims {'x'.join(str(int(n)) for n in shape)} voxels ({claimed:,} bytes) "
+            f"but the file holds at most {room:,}: it is truncated or damaged",
+        )
+
+
 def writer_for(path: str | os.PathLike) -> Format:
     """The format that writes ``path``, chosen by its suffix."""
-    fmt = _suffix_match(Path(path))
+    fmt = _suffix_match(Path(os.fsdecode(path)))
     if fmt is None or fmt.write is None:
         writable = sorted({s for f in _FORMATS.values() if f.write for s in f.suffixes})
         raise MedfmError(
@@ -148,6 +169,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -156,7 +178,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def save(image: Image, path: str | os.PathLike) -> Path:
     """Write ``image`` in the format its suffix names; nothing is left behind on failure."""
-    path = Path(path)
+    path = Path(os.fsdecode(path))
     fmt = writer_for(path)
     with atomic_path(path) as tmp:
         try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfm.io.formats import Format, register_format
+from medfm.io.formats import MAX_DEFLATE_RATIO, Format, check_claimed_size, register_format
 from medfm.io.image import Image
 
 
@@ -20,12 +20,17 @@ def read_nifti(path: Path) -> list[Image]:
     img = nib.load(path)
     if img.ndim > 5 or img.ndim < 2:
         raise ValueError(f"{img.ndim}-dimensional NIfTI is not an image medfm handles")
+    file_bytes = path.stat().st_size
+    compressed = path.name.lower().endswith(".gz")
+    room = file_bytes * MAX_DEFLATE_RATIO if compressed else file_bytes - int(img.dataobj.offset)
+    check_claimed_size(path, img.shape, img.header.get_data_dtype().itemsize, room)
     array = np.asanyarray(img.dataobj)
     if array.dtype.fields and set(array.dtype.names) >= {"R", "G", "B"}:
         array = np.stack([array["R"], array["G"], array["B"]], axis=-1)
         array = array.reshape(array.shape[:3] + (1, 3)) if array.ndim == 4 else array
     header = img.header
-    metadata = {"description": header.get("descrip", np.array(b"")).item().decode("latin-1").strip("\x00 ")}
+    # descrip is a C string: what follows the first NUL is leftover bytes ("FSL3.3\0 v2.25 ...").
+    metadata = {"description": header.get("descrip", np.array(b"")).item().split(b"\x00")[0].decode("latin-1").strip()}
     if header.get_xyzt_units()[1] in ("sec", "msec", "usec") and array.ndim >= 4:
         metadata["frame_interval_s"] = float(header.get_zooms()[3]) * {"sec": 1, "msec": 1e-3, "usec": 1e-6}[header.get_xyzt_units()[1]]
     return [Image(array, img.affine, metadata={k: v for k, v in metadata.items() if v})]

@@ -30,6 +30,10 @@ def _from_numpy_order(pixels: np.ndarray) -> np.ndarray:
 
 
 def read_npz(path: Path) -> list[Image]:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # np.load would try to unpickle it and say so
+        raise ValueError("not a complete NPZ (zip) archive")
     with np.load(path, allow_pickle=False) as archive:
         keys = list(archive.files)
         if "array" in keys and "affine" in keys:

@@ -7,6 +7,7 @@ does; ``metadata["spacing_known"]`` is False so that nobody mistakes it for a me
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,14 @@ def read_pillow(path: Path) -> list[Image]:
 def read_tiff(path: Path) -> list[Image]:
     import tifffile
 
-    pixels = tifffile.imread(path)
+    # tifffile logs recoverable damage (a broken page chain after complete pixel data) as
+    # warnings, which would print around the CLI's one-line output; real failures raise.
+    logger = logging.getLogger("tifffile")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        pixels = tifffile.imread(path)
+    finally:
+        logger.disabled = disabled
     if pixels.size == 0:
         raise ValueError("image has zero pixels")
     channels_last = pixels.ndim >= 3 and pixels.shape[-1] in (3, 4)

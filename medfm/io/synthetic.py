@@ -6,6 +6,7 @@ can be shipped, logged and shared.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,19 +61,30 @@ def write_dicom_series(
     study_uid: str | None = None,
     series_uid: str | None = None,
     frame_of_reference_uid: str | None = None,
+    color: bool = False,
+    gantry_tilt: float = 0.0,
+    transfer_syntax: str | None = None,
+    enhanced: bool = False,
     seed: int = 0,
 ) -> list[Path]:
-    """Write ``volume`` (``(I, J, K)``: columns, rows, slices) as one single-frame file per slice.
+    """Write ``volume`` as a DICOM series: one single-frame file per slice, or one enhanced file.
+
+    ``volume`` is ``(I, J, K)`` (columns, rows, slices), ``(I, J, K, T)`` for ``T`` volumes
+    at the same positions (Temporal Position Identifier and Acquisition Number ``t + 1``),
+    or ``(I, J, K, 3)`` uint8 RGB when ``color``.
 
     Geometry is DICOM's (LPS): ``row_direction``/``column_direction`` are Image
     Orientation (Patient), ``spacing`` is (column, row, slice) in mm, and slice ``k`` sits at
-    ``origin + k * spacing[2] * (row × column)``. ``slice_order`` sets Instance Number
-    order: ``descending`` and ``interleaved`` number the slices as scanners do; ``shuffled``
-    numbers them at random. Stored values are ``(volume - intercept) / slope``. File names
+    ``origin + k * spacing[2] * (row × column)``, shifted along the column direction by
+    ``k * spacing[2] * tan(gantry_tilt)`` when ``gantry_tilt`` (degrees) is set, as a tilted
+    CT gantry does. ``slice_order`` sets Instance Number order: ``descending`` and
+    ``interleaved`` number the slices as scanners do; ``shuffled`` numbers them at random.
+    Stored values are ``(volume - intercept) / slope``. ``transfer_syntax`` compresses the
+    pixels with an encoder pydicom has (RLE Lossless, JPEG 2000 Lossless). ``enhanced``
+    writes one Enhanced CT/MR multi-frame file with per-frame positions instead. File names
     are random so that nothing can rely on them. Returns the files in slice order.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
+    from pydicom.uid import ExplicitVRLittleEndian
 
     if slice_order not in SLICE_ORDERS:
         raise ValueError(f"slice_order must be one of {SLICE_ORDERS}, got {slice_order!r}")
@@ -82,6 +94,7 @@ def write_dicom_series(
     row = np.asarray(row_direction, dtype=float)
     column = np.asarray(column_direction, dtype=float)
     normal = np.cross(row, column)
+    step = normal * spacing[2] + column * spacing[2] * np.tan(np.radians(gantry_tilt))
     n_slices = volume.shape[2]
     numbering = {
         "ascending": np.arange(n_slices),
@@ -89,59 +102,142 @@ def write_dicom_series(
         "interleaved": np.argsort(np.r_[np.arange(0, n_slices, 2), np.arange(1, n_slices, 2)]),
         "shuffled": rng.permutation(n_slices),
     }[slice_order]
-    slope, intercept = rescale
-    stored = np.round((volume.astype(np.float64) - intercept) / slope)
-    signed = stored.min() < 0
-    stored = stored.astype(np.int16 if signed else np.uint16)
-    study_uid = study_uid or _new_uid()
-    series_uid = series_uid or _new_uid()
-    frame_of_reference_uid = frame_of_reference_uid or _new_uid()
-    sop_class = CTImageStorage if modality == "CT" else MRImageStorage
+    if color:
+        stored = volume.astype(np.uint8)[:, :, :, None, :]
+    else:
+        slope, intercept = rescale
+        stored = np.round((volume.astype(np.float64) - intercept) / slope)
+        stored = stored.astype(np.int16 if stored.min() < 0 else np.uint16)
+        stored = stored.reshape(stored.shape[:3] + (-1, 1))
+    n_frames = stored.shape[3]
+    ds = _base_dataset(
+        modality, enhanced, patient_name, patient_id, study_uid, series_uid, frame_of_reference_uid,
+        series_number, series_description, body_part,
+    )
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if gantry_tilt:
+        ds.GantryDetectorTilt = float(gantry_tilt)
+    _pixel_module(ds, stored, rescale)
+    ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing, column spacing
+    ds.SliceThickness = float(spacing[2])
+    orientation = [float(v) for v in (*row, *column)]
+    positions = [[round(float(v), 6) for v in np.asarray(origin, dtype=float) + k * step] for k in range(n_slices)]
+    if enhanced:
+        order = [(t, int(k)) for t in range(n_frames) for k in np.argsort(numbering)]
+        _enhanced_frames(ds, order, orientation, positions, spacing, rescale)
+        ds.PixelData = b"".join(np.ascontiguousarray(stored[:, :, k, t].transpose(1, 0, 2)).tobytes() for t, k in order)
+        return [_save(ds, folder / f"{rng.integers(1 << 62):016x}.dcm", transfer_syntax)]
+    ds.ImageOrientationPatient = orientation
+    if n_frames > 1:
+        ds.NumberOfTemporalPositions = n_frames
     paths = []
-    for k in range(n_slices):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = sop_class
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = _new_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.PatientName = patient_name
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = "19700101"
-        ds.PatientSex = "O"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_of_reference_uid
-        ds.StudyDate = "20260101"
-        ds.StudyTime = "120000"
-        ds.AccessionNumber = "ACC0001"
-        ds.StudyID = "1"
-        ds.Modality = modality
-        ds.BodyPartExamined = body_part
-        ds.SeriesNumber = series_number
-        ds.SeriesDescription = series_description
-        ds.InstanceNumber = int(numbering[k]) + 1
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImageOrientationPatient = [float(v) for v in (*row, *column)]
-        position = np.asarray(origin, dtype=float) + k * spacing[2] * normal
-        ds.ImagePositionPatient = [round(float(v), 6) for v in position]
-        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing, column spacing
-        ds.SliceThickness = float(spacing[2])
-        ds.SliceLocation = round(float(position @ normal), 6)
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = int(volume.shape[1]), int(volume.shape[0])
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1 if signed else 0
-        ds.RescaleSlope = f"{slope:g}"
-        ds.RescaleIntercept = f"{intercept:g}"
-        if modality == "CT":
-            ds.RescaleType = "HU"
-        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
-        path = folder / f"{rng.integers(1 << 62):016x}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
+    for t in range(n_frames):
+        for k in range(n_slices):
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = _new_uid()
+            ds.InstanceNumber = t * n_slices + int(numbering[k]) + 1
+            ds.AcquisitionNumber = t + 1
+            if n_frames > 1:
+                ds.TemporalPositionIdentifier = t + 1
+            ds.ImagePositionPatient = positions[k]
+            ds.SliceLocation = round(float(np.asarray(positions[k]) @ normal), 6)
+            ds.PixelData = np.ascontiguousarray(stored[:, :, k, t].transpose(1, 0, 2)).tobytes()
+            paths.append(_save(ds, folder / f"{rng.integers(1 << 62):016x}.dcm", transfer_syntax))
     return paths
+
+
+def _base_dataset(
+    modality: str, enhanced: bool, patient_name: str, patient_id: str, study_uid: str | None,
+    series_uid: str | None, frame_of_reference_uid: str | None, series_number: int,
+    series_description: str, body_part: str,
+):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, EnhancedCTImageStorage, EnhancedMRImageStorage, MRImageStorage
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    sop_classes = {(True, True): EnhancedCTImageStorage, (True, False): CTImageStorage,
+                   (False, True): EnhancedMRImageStorage, (False, False): MRImageStorage}
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_classes[modality == "CT", enhanced]
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = _new_uid()
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.StudyInstanceUID = study_uid or _new_uid()
+    ds.SeriesInstanceUID = series_uid or _new_uid()
+    ds.FrameOfReferenceUID = frame_of_reference_uid or _new_uid()
+    ds.StudyDate = "20260101"
+    ds.StudyTime = "120000"
+    ds.AccessionNumber = "ACC0001"
+    ds.StudyID = "1"
+    ds.Modality = modality
+    ds.Manufacturer = "medfm synthetic"
+    ds.BodyPartExamined = body_part
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = series_description
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    return ds
+
+
+def _pixel_module(ds, stored: np.ndarray, rescale: tuple[float, float]) -> None:
+    """Image Pixel attributes for ``stored`` ``(I, J, K, T, C)``: uint8 RGB or 16-bit grey."""
+    ds.Rows, ds.Columns = int(stored.shape[1]), int(stored.shape[0])
+    if stored.shape[4] == 3:
+        ds.SamplesPerPixel = 3
+        ds.PhotometricInterpretation = "RGB"
+        ds.PlanarConfiguration = 0
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit = 7
+        ds.PixelRepresentation = 0
+        return
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
+    if "Enhanced" not in ds.SOPClassUID.name:  # enhanced objects carry rescale per frame
+        ds.RescaleSlope = f"{rescale[0]:g}"
+        ds.RescaleIntercept = f"{rescale[1]:g}"
+        ds.RescaleType = "HU" if ds.Modality == "CT" else "US"
+
+
+def _enhanced_frames(ds, order, orientation, positions, spacing, rescale) -> None:
+    """Shared and per-frame functional groups for frames ``order`` (``(t, k)`` pairs)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    def item(**attributes) -> DicomSequence:
+        element = Dataset()
+        for key, value in attributes.items():
+            setattr(element, key, value)
+        return DicomSequence([element])
+
+    shared = Dataset()
+    shared.PixelMeasuresSequence = item(PixelSpacing=[float(spacing[1]), float(spacing[0])], SliceThickness=float(spacing[2]))
+    shared.PlaneOrientationSequence = item(ImageOrientationPatient=orientation)
+    shared.PixelValueTransformationSequence = item(
+        RescaleSlope=f"{rescale[0]:g}", RescaleIntercept=f"{rescale[1]:g}", RescaleType="US"
+    )
+    ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    frames = []
+    for t, k in order:
+        frame = Dataset()
+        frame.PlanePositionSequence = item(ImagePositionPatient=positions[k])
+        frame.FrameContentSequence = item(TemporalPositionIndex=t + 1, InStackPositionNumber=k + 1, StackID="1")
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = DicomSequence(frames)
+    ds.NumberOfFrames = len(order)
+    ds.InstanceNumber = 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.ContentQualification = "PRODUCT"
+    ds.AcquisitionContextSequence = DicomSequence([])
+    ds.ContentDate = "20260101"
+    ds.ContentTime = "120000"
+
+
+def _save(ds, path: Path, transfer_syntax: str | None) -> Path:
+    if transfer_syntax is not None:
+        ds = copy.deepcopy(ds)  # compress() rewrites the pixels and the file meta in place
+        ds.compress(transfer_syntax)
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -1,0 +1,333 @@
+"""Walk folders and record every image in a catalog: idempotent, resumable, never stopped by one file.
+
+Which files count:
+
+* Folders are walked recursively; hidden files and folders (names starting with ``.``)
+  are passed over, and anything that is not a regular file is skipped. Paths given
+  explicitly are always taken.
+* A file is an *image* when its suffix belongs to a registered format (``.dcm``,
+  ``.nii.gz``, ``.png``...) or its first bytes carry a format's signature (DICOM's
+  ``DICM``, NIfTI's magic...). An image that cannot be read is *bad*: it is listed with
+  the reason and the run goes on.
+* Any other file (``README.txt``, ``.csv``...) is *skipped* as not an image.
+
+DICOM files are grouped by series (header only, :func:`medfm.io.dicom.scan_dicom`):
+one catalog image per series with its file list. Every other image file is one catalog
+image; NIfTI is described from its header alone.
+
+Files are keyed by resolved path, size and modification time: a file already
+catalogued with the same size and mtime is *unchanged* and not read again; a changed
+one is read again and its image replaced. New files of a series already catalogued
+make the whole series rescanned. Images are committed in small batches, each a
+transaction, so a run that is killed leaves a consistent catalog and the next run
+picks up the files it did not reach. Files deleted from disk stay in the catalog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from medfm.catalog.store import Catalog, FileRecord, ImageEntry, open_catalog
+from medfm.errors import MedfmError, UnreadableFileError, display_path
+from medfm.io import Image, detect_format, formats, load
+from medfm.io.dicom import DICOM, DicomSeries, scan_dicom
+from medfm.io.formats import MAX_DEFLATE_RATIO, check_claimed_size
+from nibabel.orientations import aff2axcodes
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+#: The registered format whose files are grouped into series.
+DICOM_FORMAT = DICOM.name
+#: A batch is committed once it holds this many images or files, whichever comes first.
+BATCH_IMAGES = 32
+BATCH_FILES = 1024
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did.
+
+    ``added`` and ``updated`` count catalog images; ``unchanged`` counts files already
+    catalogued with the same size and mtime; ``skipped`` counts files that are not
+    images; ``bad`` lists ``(path, reason)`` for images that could not be read.
+    """
+
+    catalog: str
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    bad: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Found:
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+def _walk(paths: Iterable[str | os.PathLike], bad: list[tuple[str, str]]) -> tuple[list[_Found], int]:
+    """Regular files under ``paths``, resolved and deduplicated; and how many were not regular files."""
+    candidates: list[Path] = []
+    for root in map(Path, paths):
+        if not root.exists():
+            raise MedfmError(f"{display_path(root)}: no such file or folder")
+        if not root.is_dir():
+            candidates.append(root)
+            continue
+        def unreadable(exc: OSError) -> None:
+            bad.append((display_path(exc.filename), f"cannot read folder ({exc.strerror or exc})"))
+
+        for folder, subfolders, names in os.walk(root, onerror=unreadable):
+            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+            candidates.extend(Path(folder, name) for name in sorted(names) if not name.startswith("."))
+    found: dict[Path, _Found] = {}
+    irregular = 0
+    for path in candidates:
+        try:
+            resolved = path.resolve()
+            info = resolved.stat()
+        except OSError as exc:
+            bad.append((display_path(path), f"cannot read ({exc.strerror or exc})"))
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            irregular += 1
+        elif _undecodable(resolved):
+            bad.append((display_path(path), "file name is not valid UTF-8 text; rename it"))
+        elif resolved not in found:
+            found[resolved] = _Found(resolved, info.st_size, info.st_mtime_ns)
+    return list(found.values()), irregular
+
+
+def _undecodable(path: Path) -> bool:
+    """Whether the name holds bytes that are not UTF-8, which the catalog cannot store as text."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _has_image_suffix(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(suffix) for fmt in formats().values() if fmt.read for suffix in fmt.suffixes)
+
+
+def _is_image(path: Path) -> tuple[str | None, str | None]:
+    """``(format name, None)`` for an image, ``(None, None)`` for another file, ``(None, reason)`` for a bad one."""
+    try:
+        return detect_format(path).name, None
+    except UnreadableFileError as exc:
+        if _has_image_suffix(path):  # an empty .png, say
+            return None, exc.reason
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as open_error:
+            return None, f"cannot open ({open_error.strerror or open_error})"
+        return None, None
+
+
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256 as hex, read in chunks."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _nifti_header(path: Path) -> Image:
+    """The image's grid and geometry from the NIfTI header, without decoding the voxels."""
+    import nibabel as nib
+
+    nifti = nib.load(path)
+    if not 2 <= len(nifti.shape) <= 5:
+        raise UnreadableFileError(path, f"{len(nifti.shape)}-dimensional NIfTI is not an image medfm handles")
+    header = nifti.header
+    dtype = header.get_data_dtype()
+    shape = tuple(nifti.shape)
+    if dtype.fields and set(dtype.names) >= {"R", "G", "B"}:
+        shape = shape[:3] + (1,) * (3 - len(shape[:3])) + (1, 3)
+    file_bytes = path.stat().st_size
+    room = file_bytes * MAX_DEFLATE_RATIO if path.name.lower().endswith(".gz") else file_bytes - int(nifti.dataobj.offset)
+    check_claimed_size(path, nifti.shape, dtype.itemsize, room)
+    if 0 in shape:
+        raise UnreadableFileError(path, f"image has no voxels (shape {shape})")
+    description = header["descrip"].item().decode("latin-1").strip("\x00 ")
+    # A zero-strided stand-in array: Image checks the affine and derives spacing and
+    # orientation as for a loaded image, with no voxel memory.
+    return Image(np.broadcast_to(np.zeros((), np.uint8), shape), nifti.affine, metadata={"description": description} if description else {})
+
+
+def _file_record(found: _Found) -> FileRecord:
+    return FileRecord(str(found.path), found.size, found.mtime_ns, sha256_of(found.path))
+
+
+def _describe(path: Path, fmt: str) -> Image:
+    if fmt != "nifti":
+        return load(path)
+    try:
+        return _nifti_header(path)
+    except MedfmError:
+        raise
+    except Exception as exc:  # nibabel's and gzip's own errors become one line naming the file
+        text = str(exc).strip().splitlines()
+        raise UnreadableFileError(path, f"cannot read as nifti: {text[0][:200] if text else type(exc).__name__}") from None
+
+
+def _file_entry(found: _Found, fmt: str) -> ImageEntry:
+    image = _describe(found.path, fmt)
+    meta = image.metadata
+    return ImageEntry(
+        format=fmt, source_path=str(found.path), modality=image.modality, body_part=meta.get("body_part"),
+        description=meta.get("series_description") or meta.get("description"), shape=image.shape,
+        spacing=image.spacing, orientation=image.orientation, files=[_file_record(found)],
+        metadata=meta, phi=image.phi,
+    )
+
+
+def _series_entry(series: DicomSeries, found: dict[Path, _Found]) -> ImageEntry:
+    meta = dict(series.metadata)
+    if series.problem:  # still catalogued, so that the user can find and fix it
+        meta["volume_problem"] = series.problem
+    files = [found.get(p) or _Found(p, p.stat().st_size, p.stat().st_mtime_ns) for p in map(Path, series.files)]
+    return ImageEntry(
+        format=DICOM_FORMAT, source_path=os.path.commonpath([str(f.path.parent) for f in files]),
+        modality=meta.get("modality") or "OT", body_part=meta.get("body_part"),
+        description=meta.get("series_description"), shape=series.shape, spacing=series.spacing,
+        orientation="".join(aff2axcodes(series.affine)), files=[_file_record(f) for f in files], metadata=meta, phi=series.phi,
+        study_uid=series.study_uid or None, series_uid=series.series_uid,
+    )
+
+
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, UnreadableFileError) else str(exc)
+
+
+class _Batch:
+    """Entries waiting for one commit."""
+
+    def __init__(self, catalog: Catalog, dataset: str | None, report: IngestReport) -> None:
+        self.catalog, self.dataset, self.report = catalog, dataset, report
+        self.entries: list[ImageEntry] = []
+
+    def add(self, entry: ImageEntry) -> None:
+        self.entries.append(entry)
+        if len(self.entries) >= BATCH_IMAGES or sum(len(e.files) for e in self.entries) >= BATCH_FILES:
+            self.commit()
+
+    def commit(self) -> None:
+        if self.entries:
+            added, updated = self.catalog.save(self.entries, self.dataset)
+            self.report.added += added
+            self.report.updated += updated
+            self.entries = []
+
+
+def _progress(enabled: bool) -> Progress:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True, disable=not enabled,
+    )
+
+
+def ingest(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    catalog: str | Catalog | None = None,
+    *,
+    dataset: str | None = None,
+    progress: bool = True,
+) -> IngestReport:
+    """Record every image under ``paths`` (files or folders, walked recursively) in ``catalog``.
+
+    ``catalog`` is an open :class:`Catalog` or a URL for :func:`open_catalog` (``None``:
+    the default catalog). ``dataset`` names the collection the new images belong to.
+    ``progress`` shows a progress bar on stderr. Bad files do not stop the run: they are
+    listed in the report's ``bad``.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    owned = not isinstance(catalog, Catalog)
+    store = open_catalog(catalog) if owned else catalog
+    try:
+        return _ingest(list(paths), store, dataset, progress)
+    finally:
+        if owned:
+            store.close()
+
+
+def _ingest(paths: list, catalog: Catalog, dataset: str | None, progress: bool) -> IngestReport:
+    report = IngestReport(catalog.url)
+    found, report.skipped = _walk(paths, report.bad)
+    known = catalog.file_states([str(f.path) for f in found])
+    dicom: list[_Found] = []
+    others: list[tuple[_Found, str]] = []
+    for item in found:
+        if known.get(str(item.path)) == (item.size, item.mtime_ns):
+            report.unchanged += 1
+            continue
+        fmt, reason = _is_image(item.path)
+        if reason:
+            report.bad.append((display_path(item.path), reason))
+        elif fmt is None:
+            report.skipped += 1
+        elif fmt == DICOM_FORMAT:
+            dicom.append(item)
+        else:
+            others.append((item, fmt))
+    batch = _Batch(catalog, dataset, report)
+    with _progress(progress) as bar:
+        task = bar.add_task("Cataloguing images", total=len(others) + len(dicom))
+        for item, fmt in others:
+            try:
+                entry = _file_entry(item, fmt)
+            except MedfmError as exc:
+                report.bad.append((display_path(item.path), _reason(exc)))
+            except OSError as exc:
+                report.bad.append((display_path(item.path), f"cannot read ({exc.strerror or exc})"))
+            else:
+                batch.add(entry)
+            bar.advance(task)
+        if dicom:
+            bar.update(task, description="Cataloguing DICOM series")
+            _ingest_dicom(dicom, batch, lambda files: bar.advance(task, files))
+        batch.commit()
+    report.bad.sort()
+    return report
+
+
+def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], None]) -> None:
+    """One catalog image per series; new files of a catalogued series make it rescanned whole."""
+    by_path = {item.path: item for item in dicom}
+    series_list, bad = scan_dicom(list(by_path))
+    advance(len(bad))
+    catalogued = batch.catalog.series_files([s.series_uid for s in series_list])
+    for series in series_list:
+        earlier = [path for path in map(Path, catalogued.get(series.series_uid, [])) if path not in by_path and path.is_file()]
+        try:
+            if earlier:
+                rescanned, more_bad = scan_dicom(earlier + list(series.files))
+                bad.extend(more_bad)
+                series = next(s for s in rescanned if s.series_uid == series.series_uid)
+            entry = _series_entry(series, by_path)
+        except MedfmError as exc:
+            bad.append((series.files[0], _reason(exc)))
+        except OSError as exc:
+            bad.append((series.files[0], f"cannot read ({exc.strerror or exc})"))
+        except StopIteration:
+            bad.append((series.files[0], "series files changed while being read; ingest again"))
+        else:
+            batch.add(entry)
+        advance(sum(1 for path in series.files if path in by_path))
+    batch.report.bad.extend((display_path(path), reason) for path, reason in bad)

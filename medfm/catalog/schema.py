@@ -1,0 +1,83 @@
+"""The catalog's tables: studies, images (one per DICOM series or per image file), files.
+
+The same models serve SQLite and PostgreSQL. Patient identifiers are kept only in
+``images.phi``; ``patient_key`` is a keyed hash of the patient ID (see
+:meth:`medfm.catalog.store.Catalog.patient_key`), so that images can be grouped by
+patient without the raw ID.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, String, Text, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+#: Bumped whenever a table changes; a catalog written with another version is refused.
+SCHEMA_VERSION = "1"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class MetaRow(Base):
+    """Catalog-wide settings: ``schema_version`` and the patient-key secret."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class StudyRow(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_key: Mapped[str | None] = mapped_column(String(64), index=True)
+
+    images: Mapped[list[ImageRow]] = relationship(back_populates="study")
+
+
+class ImageRow(Base):
+    """One image: a DICOM series (many files) or a single image file."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), index=True)
+    series_uid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    dataset: Mapped[str | None] = mapped_column(String(200), index=True)
+    format: Mapped[str] = mapped_column(String(32))
+    source_path: Mapped[str] = mapped_column(Text)
+    modality: Mapped[str] = mapped_column(String(16), index=True)
+    body_part: Mapped[str | None] = mapped_column(String(64), index=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    patient_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    shape: Mapped[list[Any]]
+    spacing: Mapped[list[Any]]
+    orientation: Mapped[str] = mapped_column(String(8))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    phi: Mapped[dict[str, Any]]
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+    study: Mapped[StudyRow | None] = relationship(back_populates="images")
+    files: Mapped[list[FileRow]] = relationship(back_populates="image", cascade="all, delete-orphan", order_by="FileRow.path")
+
+
+class FileRow(Base):
+    """A file on disk, keyed by its resolved path; size and mtime tell whether it changed."""
+
+    __tablename__ = "files"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+
+    image: Mapped[ImageRow] = relationship(back_populates="files")

@@ -1,0 +1,370 @@
+"""The catalog: open it by URL, write images with their files, query them back.
+
+One SQLAlchemy code path serves SQLite (the default, a file in the per-user data
+directory) and PostgreSQL (``postgresql://user@host/db``, driven by psycopg 3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, or_, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session
+
+from medfm.catalog.schema import SCHEMA_VERSION, Base, FileRow, ImageRow, MetaRow, StudyRow
+from medfm.errors import MedfmError
+
+# Keeps IN (...) lists well under SQLite's and PostgreSQL's bound-parameter limits.
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A catalogued file: resolved path, size in bytes, modification time in ns, SHA-256."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """An image to write: a DICOM series or one image file, with the files it comes from."""
+
+    format: str
+    source_path: str
+    modality: str
+    body_part: str | None
+    description: str | None
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    orientation: str
+    files: Sequence[FileRecord]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    phi: dict[str, Any] = field(default_factory=dict, repr=False)
+    study_uid: str | None = None
+    series_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """A catalogued image. ``files`` is filled by :meth:`Catalog.get` only."""
+
+    id: int
+    dataset: str | None
+    format: str
+    source_path: str
+    modality: str
+    body_part: str | None
+    description: str | None
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    orientation: str
+    study_uid: str | None
+    series_uid: str | None
+    patient_key: str | None
+    num_files: int
+    metadata: dict[str, Any]
+    added_at: datetime | None
+    updated_at: datetime | None
+    phi: dict[str, Any] = field(repr=False)
+    files: tuple[FileRecord, ...] | None = None
+
+    def to_dict(self, show_phi: bool = False) -> dict[str, Any]:
+        """JSON-ready fields; patient identifiers only when ``show_phi``."""
+        record = asdict(self)
+        record["shape"], record["spacing"] = list(self.shape), list(self.spacing)
+        for key in ("added_at", "updated_at"):
+            record[key] = record[key].isoformat() if record[key] else None
+        if self.files is None:
+            del record["files"]
+        if not show_phi:
+            del record["phi"]
+        return record
+
+
+def normalize_url(url: str) -> str:
+    """A SQLAlchemy URL: ``postgresql://`` (and ``postgres://``) use psycopg 3; a bare path is a SQLite file."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).expanduser().resolve()}"
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg://{rest}"
+    return url
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable URL)"
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _plain(value: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe copy: pydicom multi-values become lists, numpy scalars numbers, the rest text."""
+
+    def default(obj: Any) -> Any:
+        if hasattr(obj, "item"):
+            return obj.item()
+        if isinstance(obj, Iterable) and not isinstance(obj, (str, bytes)):
+            return list(obj)
+        return str(obj)
+
+    return json.loads(json.dumps(value, default=default))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (a server, a second shell) see the catalog while an ingest writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Catalog:
+    """A catalog database. Open with :func:`open_catalog`; usable as a context manager."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.url = _safe_url(str(engine.url))
+        self._secret = self._setup()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.url!r})"
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def _setup(self) -> bytes:
+        """Create missing tables, check the schema version; the patient-key secret, created once."""
+        Base.metadata.create_all(self._engine)
+        defaults = {"schema_version": SCHEMA_VERSION, "patient_key_secret": secrets.token_hex(32)}
+        values = {}
+        for key, default in defaults.items():
+            with Session(self._engine) as session:
+                row = session.get(MetaRow, key)
+                if row is None:
+                    session.add(MetaRow(key=key, value=default))
+                    try:
+                        session.commit()
+                    except IntegrityError:  # another process created it first: use theirs
+                        session.rollback()
+                    row = session.get(MetaRow, key)
+                values[key] = row.value
+        if values["schema_version"] != SCHEMA_VERSION:
+            raise MedfmError(
+                f"catalog {self.url} has schema version {values['schema_version']}; "
+                f"this medfm reads version {SCHEMA_VERSION}"
+            )
+        return bytes.fromhex(values["patient_key_secret"])
+
+    def patient_key(self, patient_id: str | None) -> str | None:
+        """A pseudonym for ``patient_id``: HMAC-SHA256 under this catalog's secret, 32 hex digits.
+
+        Stable within one catalog, unlinkable across catalogs, and not reversible without
+        the secret (unlike a plain hash of a short ID, which can be brute-forced).
+        """
+        if not patient_id:
+            return None
+        return hmac.new(self._secret, str(patient_id).encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+    def file_states(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """``{path: (size, mtime_ns)}`` for those of ``paths`` already catalogued."""
+        states: dict[str, tuple[int, int]] = {}
+        with Session(self._engine) as session:
+            for chunk in _chunks(paths):
+                rows = session.execute(select(FileRow.path, FileRow.size, FileRow.mtime_ns).where(FileRow.path.in_(chunk)))
+                states.update((path, (size, mtime)) for path, size, mtime in rows)
+        return states
+
+    def series_files(self, series_uids: Sequence[str]) -> dict[str, list[str]]:
+        """``{series_uid: [path, ...]}`` for those of ``series_uids`` already catalogued."""
+        found: dict[str, list[str]] = {}
+        with Session(self._engine) as session:
+            for chunk in _chunks(series_uids):
+                rows = session.execute(
+                    select(ImageRow.series_uid, FileRow.path).join(FileRow).where(ImageRow.series_uid.in_(chunk))
+                )
+                for uid, path in rows:
+                    found.setdefault(uid, []).append(path)
+        return found
+
+    def save(self, entries: Sequence[ImageEntry], dataset: str | None = None) -> tuple[int, int]:
+        """Add or replace ``entries`` in one transaction; returns ``(added, updated)``.
+
+        An entry replaces the image with the same series UID, or, without one, the image
+        that owns its file. Files that other images claimed move to the new entry, and
+        an image left with no files is removed.
+        """
+        added = updated = 0
+        try:
+            with Session(self._engine) as session, session.begin():
+                for entry in entries:
+                    if self._upsert(session, entry, dataset):
+                        added += 1
+                    else:
+                        updated += 1
+        except OperationalError as exc:  # locked, disk full, connection lost: nothing of this batch was written
+            reason = str(exc.orig or exc).strip().splitlines()
+            raise MedfmError(f"cannot write to catalog {self.url}: {reason[0] if reason else 'database error'}") from None
+        return added, updated
+
+    def _upsert(self, session: Session, entry: ImageEntry, dataset: str | None) -> bool:
+        paths = [f.path for f in entry.files]
+        if entry.series_uid:
+            row = session.scalar(select(ImageRow).where(ImageRow.series_uid == entry.series_uid))
+        else:
+            row = session.scalar(select(ImageRow).join(FileRow).where(FileRow.path == paths[0], ImageRow.series_uid.is_(None)))
+        orphans = set()
+        for chunk in _chunks(paths):
+            for file_row in session.scalars(select(FileRow).where(FileRow.path.in_(chunk))):
+                if row is None or file_row.image_id != row.id:
+                    orphans.add(file_row.image_id)
+                    session.delete(file_row)
+        is_new = row is None
+        if is_new:
+            row = ImageRow()
+        else:
+            row.files.clear()
+        # Old file rows must be gone before new ones take their unique paths.
+        session.flush()
+        patient_key = self.patient_key(entry.phi.get("patient_id"))
+        study = self._study(session, entry.study_uid, patient_key) if entry.study_uid else None
+        session.add(row)
+        row.study = study
+        row.series_uid = entry.series_uid
+        row.dataset = dataset
+        row.format = entry.format
+        row.source_path = entry.source_path
+        row.modality = (entry.modality or "OT").upper()
+        row.body_part = entry.body_part.upper() if entry.body_part else None
+        row.description = entry.description or None
+        row.patient_key = patient_key
+        row.shape = [int(n) for n in entry.shape]
+        row.spacing = [round(float(s), 6) for s in entry.spacing]
+        row.orientation = entry.orientation
+        row.metadata_ = _plain(entry.metadata)
+        row.phi = _plain(entry.phi)
+        row.files = [FileRow(path=f.path, size=f.size, mtime_ns=f.mtime_ns, sha256=f.sha256) for f in entry.files]
+        session.flush()
+        for image_id in orphans - {row.id}:
+            if session.scalar(select(func.count(FileRow.id)).where(FileRow.image_id == image_id)) == 0:
+                session.delete(session.get(ImageRow, image_id))
+        return is_new
+
+    @staticmethod
+    def _study(session: Session, study_uid: str, patient_key: str | None) -> StudyRow:
+        study = session.scalar(select(StudyRow).where(StudyRow.study_uid == study_uid))
+        if study is None:
+            study = StudyRow(study_uid=study_uid, patient_key=patient_key)
+            session.add(study)
+        return study
+
+    def _select(self) -> Any:
+        num_files = select(func.count(FileRow.id)).where(FileRow.image_id == ImageRow.id).scalar_subquery()
+        return select(ImageRow, StudyRow.study_uid, num_files).outerjoin(StudyRow).order_by(ImageRow.id)
+
+    @staticmethod
+    def _record(row: ImageRow, study_uid: str | None, num_files: int, files: Sequence[FileRow] | None = None) -> ImageRecord:
+        return ImageRecord(
+            id=row.id, dataset=row.dataset, format=row.format, source_path=row.source_path,
+            modality=row.modality, body_part=row.body_part, description=row.description,
+            shape=tuple(row.shape), spacing=tuple(row.spacing), orientation=row.orientation,
+            study_uid=study_uid, series_uid=row.series_uid, patient_key=row.patient_key,
+            num_files=num_files, metadata=row.metadata_, added_at=row.added_at,
+            updated_at=row.updated_at, phi=row.phi,
+            files=None if files is None else tuple(FileRecord(f.path, f.size, f.mtime_ns, f.sha256) for f in files),
+        )
+
+    def query(
+        self,
+        modality: str | None = None,
+        body_part: str | None = None,
+        dataset: str | None = None,
+        text: str | None = None,
+        limit: int | None = None,
+    ) -> list[ImageRecord]:
+        """Images matching every given filter, oldest first.
+
+        ``modality`` and ``body_part`` match whole values, ignoring case; ``dataset``
+        matches exactly; ``text`` is a case-insensitive substring of the description,
+        source path or dataset name.
+        """
+        if limit is not None and limit < 1:
+            raise MedfmError(f"limit must be a positive number of images, got {limit}")
+        stmt = self._select()
+        if modality:
+            stmt = stmt.where(ImageRow.modality == modality.upper())
+        if body_part:
+            stmt = stmt.where(ImageRow.body_part == body_part.upper())
+        if dataset:
+            stmt = stmt.where(ImageRow.dataset == dataset)
+        if text:
+            columns = (ImageRow.description, ImageRow.source_path, ImageRow.dataset)
+            stmt = stmt.where(or_(*(column.icontains(text, autoescape=True) for column in columns)))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with Session(self._engine) as session:
+            return [self._record(*row) for row in session.execute(stmt)]
+
+    def get(self, image_id: int) -> ImageRecord:
+        """One image with its file list."""
+        with Session(self._engine) as session:
+            row = session.execute(self._select().where(ImageRow.id == image_id)).first()
+            if row is None:
+                raise MedfmError(f"catalog {self.url} has no image with id {image_id}")
+            return self._record(*row, files=row[0].files)
+
+
+def open_catalog(url: str | None = None) -> Catalog:
+    """Open (creating if needed) the catalog at ``url``.
+
+    ``None`` means :func:`medfm.paths.default_catalog_url` (``$MEDFM_CATALOG``, else
+    SQLite in the per-user data directory). ``postgresql://`` URLs use psycopg 3; a path
+    without a scheme is a SQLite file.
+    """
+    from medfm.paths import default_catalog_url
+
+    url = normalize_url(url or default_catalog_url())
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, **({"connect_args": {"timeout": 30}} if parsed.get_backend_name() == "sqlite" else {}))
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise MedfmError(f"cannot use catalog URL {_safe_url(url)}: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        raise MedfmError(f"cannot create the catalog folder for {_safe_url(url)}: {exc.strerror or exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        return Catalog(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        reason = str(exc.orig or exc).strip().splitlines()
+        raise MedfmError(f"cannot open catalog {_safe_url(url)}: {reason[0] if reason else 'connection failed'}") from None
+    except MedfmError:
+        engine.dispose()
+        raise

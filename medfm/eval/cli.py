@@ -1,0 +1,113 @@
+"""``medfm evaluate``: segmentation and classification evaluation from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+evaluate_app = typer.Typer(no_args_is_help=True, help="Score predictions against references, with confidence intervals.")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one strict JSON object (undefined values are null).")]
+ReportOption = Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report here.")]
+BootOption = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples for the confidence intervals.")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resampling.")]
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, allow_nan=False))
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _interval(estimate: dict[str, float | None]) -> str:
+    return f"{_number(estimate['value'])} [{_number(estimate['low'])}, {_number(estimate['high'])}]"
+
+
+@evaluate_app.command("seg")
+def seg(
+    pred: Annotated[Path, typer.Option("--pred", help="Folder of predicted masks.")],
+    ref: Annotated[Path, typer.Option("--ref", help="Folder of reference masks; files pair by name without suffix.")],
+    tolerance_mm: Annotated[float, typer.Option("--tolerance-mm", help="Tolerance of the normalised surface distance (NSD).")] = 2.0,
+    labels: Annotated[str | None, typer.Option("--labels", help="Label values of label maps, e.g. 1,2,3 (default: binary masks).")] = None,
+    n_boot: BootOption = 1000,
+    seed: SeedOption = 0,
+    as_json: JsonOption = False,
+    report: ReportOption = None,
+) -> None:
+    """Dice, IoU, HD95, ASSD, NSD and volume difference per case, in mm, with a summary over cases."""
+    from medfm.errors import MedfmError
+    from medfm.eval.seg_evaluation import evaluate_segmentation
+
+    try:
+        label_values = [int(v) for v in labels.split(",")] if labels else None
+    except ValueError:
+        raise MedfmError(f"--labels must be integers separated by commas, got {labels!r}") from None
+    result = evaluate_segmentation(
+        pred, ref, tolerance_mm=tolerance_mm, labels=label_values, n_boot=n_boot, seed=seed, report=report
+    ).as_dict()
+    for skipped in result["skipped"]:
+        typer.echo(f"medfm: skipped {skipped['name']}: {skipped['reason']}", err=True)
+    if as_json:
+        _print_json(result)
+        return
+    metrics = list(result["summary"])
+    typer.echo("case".ljust(24) + "".join(m[:12].rjust(13) for m in metrics))
+    for case in result["cases"]:
+        typer.echo(case["name"][:23].ljust(24) + "".join(_number(case[m]).rjust(13) for m in metrics))
+    for metric, stats in result["summary"].items():
+        undefined = f", {stats['n_undefined']} undefined" if stats["n_undefined"] else ""
+        typer.echo(f"{metric}: mean {_number(stats['mean'])} [{_number(stats['low'])}, {_number(stats['high'])}], "
+                   f"median {_number(stats['median'])} (n={stats['n']}{undefined})")
+
+
+@evaluate_app.command("cls")
+def cls(
+    scores: Annotated[Path, typer.Option("--scores", help="CSV: id column and one score column, or one per class.")],
+    labels: Annotated[Path, typer.Option("--labels", help="CSV: id column, label column and metadata columns.")],
+    groups: Annotated[str | None, typer.Option("--groups", help="Metadata columns for subgroup analysis, e.g. sex,site.")] = None,
+    patient_column: Annotated[str | None, typer.Option("--patient-column", help="Resample whole patients by this column.")] = None,
+    id_column: Annotated[str, typer.Option("--id-column", help="Column that joins the two files.")] = "id",
+    label_column: Annotated[str, typer.Option("--label-column", help="Column of the label (0/1 or a class name).")] = "label",
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Operating point (default: Youden's J on these rows).")] = None,
+    n_boot: BootOption = 1000,
+    seed: SeedOption = 0,
+    as_json: JsonOption = False,
+    report: ReportOption = None,
+) -> None:
+    """AUC-ROC and AUPRC with bootstrap intervals; operating point, calibration and subgroups for binary tasks."""
+    from medfm.eval.cls_evaluation import evaluate_classification
+
+    result = evaluate_classification(
+        scores, labels, id_column=id_column, label_column=label_column,
+        groups=[g.strip() for g in groups.split(",") if g.strip()] if groups else (),
+        patient_column=patient_column, threshold=threshold, n_boot=n_boot, seed=seed, report=report,
+    ).as_dict()
+    for side, ids in result["unmatched"].items():
+        if ids:
+            shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+            typer.echo(f"medfm: unmatched ({side.replace('_', ' ')}): {len(ids)} id(s): {shown}", err=True)
+    if as_json:
+        _print_json(result)
+        return
+    typer.echo(f"{result['task']}: {result['n']} rows, bootstrap {result['bootstrap']['resampling']}")
+    for name, estimate in result["metrics"].items():
+        typer.echo(f"  {name:<22} {_interval(estimate)}")
+    point = result.get("operating_point")
+    if point:
+        typer.echo(f"threshold {point['threshold']:.4g} ({point['chosen_by']})")
+        for name in ("sensitivity", "specificity", "ppv", "npv"):
+            typer.echo(f"  {name:<22} {_interval(point[name])}")
+    if "ece" in result.get("calibration", {}):
+        typer.echo(f"  {'ece':<22} {_interval(result['calibration']['ece'])}")
+    for column, analysis in result.get("subgroups", {}).items():
+        typer.echo(f"subgroups by {column}:")
+        for name, group in analysis["groups"].items():
+            typer.echo(f"  {name:<14} n={group['n']:<6} auc {_interval(group['auc'])}  "
+                       f"sensitivity {_interval(group['sensitivity'])}  specificity {_interval(group['specificity'])}")
+        typer.echo(f"  auc gap {_interval(analysis['gaps']['auc']['difference'])}, "
+                   f"equalised-odds difference {_interval(analysis['equalised_odds_difference'])}")

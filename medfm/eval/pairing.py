@@ -1,0 +1,76 @@
+"""Pairing prediction and reference files by case name.
+
+A case's name is its file name without the image suffix the format registry knows
+(``case1.nii.gz``, ``case1.png`` and ``case1.nrrd`` are all ``case1``); a folder (a DICOM
+series) keeps its name. Nothing is dropped quietly: every entry that does not end up in
+exactly one pair is returned with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from medfm.errors import MedfmError, display_path
+from medfm.io.formats import formats
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    pred: Path
+    ref: Path
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A case left out of an evaluation and why, for the report and the JSON's ``skipped``."""
+
+    name: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "reason": self.reason}
+
+
+def case_name(path: Path) -> str:
+    """``path``'s name without the longest registered image suffix."""
+    if path.is_dir():
+        return path.name
+    lower = path.name.lower()
+    suffixes = [s for fmt in formats().values() for s in fmt.suffixes if lower.endswith(s) and len(s) < len(lower)]
+    return path.name[: -len(max(suffixes, key=len))] if suffixes else path.name
+
+
+def _cases(folder: Path, role: str) -> tuple[dict[str, Path], list[Skipped]]:
+    if not folder.is_dir():
+        raise MedfmError(f"{display_path(folder)}: {role} folder does not exist or is not a folder")
+    found: dict[str, list[Path]] = {}
+    for entry in sorted(folder.iterdir()):
+        found.setdefault(case_name(entry), []).append(entry)
+    unique = {name: paths[0] for name, paths in found.items() if len(paths) == 1}
+    ambiguous = [
+        Skipped(name, f"several {role} files have this name: {', '.join(p.name for p in paths)}")
+        for name, paths in found.items()
+        if len(paths) > 1
+    ]
+    return unique, ambiguous
+
+
+def pair_files(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike) -> tuple[list[Pair], list[Skipped]]:
+    """Cases found in both folders, sorted by name, and everything that could not be paired."""
+    preds, skipped = _cases(Path(pred_dir), "prediction")
+    refs, ref_skipped = _cases(Path(ref_dir), "reference")
+    skipped += ref_skipped
+    ambiguous = {s.name for s in skipped}
+    pairs = [Pair(name, preds[name], refs[name]) for name in sorted(preds.keys() & refs.keys())]
+    skipped += [
+        Skipped(name, f"{preds[name].name}: no reference with this name in {display_path(ref_dir)}")
+        for name in sorted(preds.keys() - refs.keys() - ambiguous)
+    ]
+    skipped += [
+        Skipped(name, f"{refs[name].name}: no prediction with this name in {display_path(pred_dir)}")
+        for name in sorted(refs.keys() - preds.keys() - ambiguous)
+    ]
+    return pairs, sorted(skipped, key=lambda s: s.name)

@@ -1,0 +1,237 @@
+"""Header-only scanning: each file to frames (pixels untouched), frames to series.
+
+Reading stops before Pixel Data; the file position there gives the pixel offset, so a
+native file's pixels can later be read with one seek and one read. One bad file never
+stops a scan: it lands on the bad list with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+
+from medfm.errors import MedfmError
+from medfm.io.dicom.frames import NATIVE_SYNTAXES, Frame, PixelLayout, looks_like_dicom
+
+if TYPE_CHECKING:
+    from medfm.io.dicom import DicomSeries
+
+#: Non-identifying attributes copied to ``metadata`` as ``name: keyword``.
+METADATA_KEYWORDS = {
+    "modality": "Modality",
+    "body_part": "BodyPartExamined",
+    "series_number": "SeriesNumber",
+    "series_description": "SeriesDescription",
+    "study_description": "StudyDescription",
+    "protocol_name": "ProtocolName",
+    "study_uid": "StudyInstanceUID",
+    "series_uid": "SeriesInstanceUID",
+    "frame_of_reference_uid": "FrameOfReferenceUID",
+    "sop_class_uid": "SOPClassUID",
+    "manufacturer": "Manufacturer",
+    "manufacturer_model": "ManufacturerModelName",
+    "image_type": "ImageType",
+    "slice_thickness": "SliceThickness",
+    "magnetic_field_strength": "MagneticFieldStrength",
+    "echo_time": "EchoTime",
+    "repetition_time": "RepetitionTime",
+    "kvp": "KVP",
+    "convolution_kernel": "ConvolutionKernel",
+    "photometric_interpretation": "PhotometricInterpretation",
+}
+#: Patient identifiers, kept in ``phi`` only.
+PHI_KEYWORDS = {
+    "patient_name": "PatientName",
+    "patient_id": "PatientID",
+    "birth_date": "PatientBirthDate",
+    "sex": "PatientSex",
+    "age": "PatientAge",
+    "accession_number": "AccessionNumber",
+    "study_id": "StudyID",
+    "study_date": "StudyDate",
+    "study_time": "StudyTime",
+    "series_date": "SeriesDate",
+    "institution_name": "InstitutionName",
+    "referring_physician": "ReferringPhysicianName",
+    "other_patient_ids": "OtherPatientIDs",
+}
+
+
+class BadFile(Exception):
+    """A file that is not a readable DICOM image; the message is the one-line reason."""
+
+
+def _plain(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple, MultiValue)):
+        return [_plain(v) for v in value]
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)
+
+
+def describe(ds: Dataset) -> tuple[dict[str, Any], dict[str, str]]:
+    """``(metadata, phi)`` of a header: non-identifying attributes, then patient identifiers."""
+    metadata = {name: _plain(ds.get(keyword)) for name, keyword in METADATA_KEYWORDS.items()}
+    metadata["transfer_syntax"] = _transfer_syntax(ds)
+    if not isinstance(metadata["series_number"], int):  # absent, or not a valid IS value
+        metadata["series_number"] = None
+    phi = {name: str(ds.get(keyword)) for name, keyword in PHI_KEYWORDS.items() if ds.get(keyword) not in (None, "")}
+    return {k: v for k, v in metadata.items() if v is not None}, phi
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    """The Transfer Syntax UID, or for a file without one the native encoding pydicom found."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID"):
+        return str(meta.TransferSyntaxUID)
+    implicit, little = ds.original_encoding
+    return "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
+
+
+def _read_header(path: Path) -> tuple[Dataset, int, int, int]:
+    """The header, the Pixel Data value's offset and length (-1, -1 if none), and the file size."""
+    try:
+        with open(path, "rb") as fp:
+            head = fp.read(132)
+            if not looks_like_dicom(head):
+                raise BadFile("not a DICOM file (no DICM marker at byte 128)")
+            fp.seek(0)
+            ds = dcmread(fp, stop_before_pixels=True, force=head[128:132] != b"DICM")
+            offset, length = _pixel_element(fp, ds)
+            size = os.fstat(fp.fileno()).st_size
+    except BadFile:
+        raise
+    except OSError as exc:
+        raise BadFile(f"cannot open ({exc.strerror or exc})") from None
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, IndexError, OverflowError) as exc:
+        text = str(exc).strip().splitlines()
+        raise BadFile(f"corrupt or truncated DICOM header ({text[0][:120] if text else type(exc).__name__})") from None
+    return ds, offset, length, size
+
+
+def _pixel_element(fp, ds: Dataset) -> tuple[int, int]:
+    """Read the element header at the position where pydicom stopped, before Pixel Data."""
+    start = fp.tell()
+    header = fp.read(12)
+    if len(header) < 8:
+        return -1, -1
+    implicit, little = ds.original_encoding
+    endian = "<" if little is not False else ">"
+    group, element = np.frombuffer(header[:4], dtype=f"{endian}u2")
+    if (group, element) != (0x7FE0, 0x0010):
+        return -1, -1
+    if implicit:
+        return start + 8, int(np.frombuffer(header[4:8], dtype=f"{endian}u4")[0])
+    if header[4:6] in (b"OB", b"OW", b"UN", b"OF", b"OD", b"OL", b"OV"):
+        return start + 12, int(np.frombuffer(header[8:12], dtype=f"{endian}u4")[0])
+    return start + 8, int(np.frombuffer(header[6:8], dtype=f"{endian}u2")[0])
+
+
+def _layout(ds: Dataset, offset: int, length: int, size: int) -> PixelLayout:
+    syntax = _transfer_syntax(ds)
+    rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    if rows == 0 or columns == 0:
+        raise BadFile(f"image has {rows} rows and {columns} columns: no pixels")
+    bits = int(ds.get("BitsAllocated") or 0)
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    native = syntax in NATIVE_SYNTAXES and length != 0xFFFFFFFF
+    dtype = f"{NATIVE_SYNTAXES.get(syntax, '<')}{'i' if signed else 'u'}{max(bits, 8) // 8}"
+    layout = PixelLayout(
+        syntax, offset, rows, columns, samples, frames, dtype, int(ds.get("BitsStored") or bits),
+        int(ds.get("PlanarConfiguration") or 0),
+    )
+    fast = native and bits in (8, 16, 32) and photometric in ("MONOCHROME1", "MONOCHROME2", "RGB")
+    if native and bits in (8, 16, 32):
+        expected = layout.frame_bytes * frames
+        held = min(length, size - offset)
+        if held < expected:
+            raise BadFile(
+                f"header claims {expected} bytes of pixel data ({frames} frame(s) of {columns}x{rows}x"
+                f"{samples}, {bits} bits) but the file holds {max(held, 0)}"
+            )
+    return layout if fast else replace(layout, offset=-1)
+
+
+def _common(ds: Dataset) -> dict[str, Any]:
+    """Per-file values that every frame of the file shares unless a functional group overrides them."""
+    spacing = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
+    return {
+        "rescale": (float(ds.get("RescaleSlope") or 1.0), float(ds.get("RescaleIntercept") or 0.0)),
+        "slice_spacing": abs(float(spacing)) if spacing else None,
+        "gantry_tilt": float(ds.get("GantryDetectorTilt") or 0.0),
+        "acquisition_3d": str(ds.get("MRAcquisitionType", "")).upper() == "3D",
+        "volume_key": tuple(
+            float(ds.get(k) or 0) for k in ("TemporalPositionIdentifier", "AcquisitionNumber", "TriggerTime", "InstanceNumber")
+        ),
+    }
+
+
+def file_frames(path: Path) -> tuple[Dataset, list[Frame]]:
+    """The header of ``path`` and its frames; :class:`BadFile` with the reason if it has none."""
+    from medfm.io.dicom import mosaic, multiframe
+
+    ds, offset, length, size = _read_header(path)
+    if offset < 0:
+        sop_class = ds.get("SOPClassUID")
+        if ds.get("Rows") or not sop_class:  # an image header, or one cut before even its SOP Class
+            raise BadFile("truncated or corrupt: the file ends before its pixel data")
+        raise BadFile(f"DICOM object without pixel data ({sop_class.name})")
+    try:
+        layout = _layout(ds, offset, length, size)
+        common = _common(ds)
+        if "PerFrameFunctionalGroupsSequence" in ds:
+            return ds, multiframe.frames(ds, path, layout, common)
+        if mosaic.is_mosaic(ds):
+            return ds, mosaic.frames(ds, path, layout, common)
+        position = tuple(float(v) for v in ds.get("ImagePositionPatient") or (0.0, 0.0, 0.0))
+        orientation = tuple(float(v) for v in ds.get("ImageOrientationPatient") or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+        pixel_spacing = tuple(float(v) for v in ds.get("PixelSpacing") or (1.0, 1.0))
+        frames = [
+            Frame(path, n, layout, position, orientation, pixel_spacing, layout.rows, layout.columns,
+                  common["rescale"], (*common["volume_key"], n), common["slice_spacing"],
+                  common["gantry_tilt"], common["acquisition_3d"])
+            for n in range(layout.number_of_frames)
+        ]
+    except BadFile:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, MedfmError) as exc:
+        raise BadFile(f"malformed DICOM attributes ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+    return ds, frames
+
+
+def scan(paths: Iterable[Path]) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
+    """Group DICOM files into series; see :func:`medfm.io.dicom.scan_dicom`."""
+    from medfm.io.dicom import DicomSeries
+
+    groups: dict[str, tuple[Dataset, list[Path], list[Frame]]] = {}
+    bad: list[tuple[Path, str]] = []
+    # One thread: parsing holds the GIL, and threads measured slower on local disks.
+    for path in map(Path, paths):
+        try:
+            ds, frames = file_frames(path)
+        except BadFile as exc:
+            bad.append((path, str(exc)))
+            continue
+        uid = str(ds.get("SeriesInstanceUID") or f"no-uid:{path.parent}")
+        group = groups.setdefault(uid, (ds, [], []))
+        group[1].append(path)
+        group[2].extend(frames)
+    series = [DicomSeries.from_frames(uid, ds, files, frames) for uid, (ds, files, frames) in groups.items()]
+    series.sort(key=lambda s: (s.study_uid, s.metadata.get("series_number", 0), s.series_uid))
+    return series, bad
