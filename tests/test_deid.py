@@ -178,7 +178,7 @@ def test_report_lists_actions_without_values(run):
     text = (run["root"] / "report.json").read_text()
     saved = json.loads(text)
     assert saved["written"] == 16 + len(SHIPPED) and saved["failed"] == 0
-    assert saved["skipped_files"] == [{"path": "notes.txt", "reason": "not a DICOM file (no DICM marker at byte 128)"}]
+    assert saved["skipped_files"] == [{"path": "notes.txt", "reason": "not a DICOM file"}]
     assert saved["uids_remapped"] == report.uids_remapped > 16 * 2
     entry = next(f for f in saved["files"] if f["path"] == _output(run, run["series"]["s2"][0]).relative_to(run["out"]).as_posix())
     actions = {(c["keyword"], c["action"]) for c in entry["changes"]}
@@ -266,3 +266,17 @@ def test_refuses_to_write_into_the_input(tmp_path):
         (tmp_path / "text").mkdir()
         (tmp_path / "text" / "a.txt").write_text("x")
         deidentify(tmp_path / "text", tmp_path / "out")
+
+
+def test_file_without_preamble_is_deidentified(tmp_path):
+    source = tmp_path / "in" / "rtstruct.dcm"
+    source.parent.mkdir()
+    shutil.copy(PYDICOM_FILES / "rtstruct.dcm", source)
+    original = pydicom.dcmread(source, force=True)
+    assert source.read_bytes()[128:132] != b"DICM" and original.PatientName
+    result = deidentify(tmp_path / "in", tmp_path / "out")
+    assert [f.path for f in result.files] == ["rtstruct.dcm"] and not result.skipped
+    cleaned = pydicom.dcmread(tmp_path / "out" / "rtstruct.dcm", force=True)
+    assert cleaned.PatientName != original.PatientName
+    assert cleaned.PatientIdentityRemoved == "YES"
+    assert cleaned.SOPInstanceUID != original.SOPInstanceUID

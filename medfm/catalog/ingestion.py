@@ -33,14 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
+from nibabel.orientations import aff2axcodes
 
 from medfm.catalog.store import Catalog, FileRecord, ImageEntry, open_catalog
 from medfm.errors import MedfmError, UnreadableFileError, display_path
-from medfm.io import Image, detect_format, formats, load
+from medfm.io import detect_format, probe_all
 from medfm.io.dicom import DICOM, DicomSeries, scan_dicom
-from medfm.io.formats import MAX_DEFLATE_RATIO, check_claimed_size
-from nibabel.orientations import aff2axcodes
+from medfm.io.formats import image_suffix
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -118,17 +117,12 @@ def _undecodable(path: Path) -> bool:
     return False
 
 
-def _has_image_suffix(path: Path) -> bool:
-    name = path.name.lower()
-    return any(name.endswith(suffix) for fmt in formats().values() if fmt.read for suffix in fmt.suffixes)
-
-
 def _is_image(path: Path) -> tuple[str | None, str | None]:
     """``(format name, None)`` for an image, ``(None, None)`` for another file, ``(None, reason)`` for a bad one."""
     try:
         return detect_format(path).name, None
     except UnreadableFileError as exc:
-        if _has_image_suffix(path):  # an empty .png, say
+        if image_suffix(path):  # an empty .png, say
             return None, exc.reason
         try:
             with open(path, "rb"):
@@ -144,47 +138,12 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _nifti_header(path: Path) -> Image:
-    """The image's grid and geometry from the NIfTI header, without decoding the voxels."""
-    import nibabel as nib
-
-    nifti = nib.load(path)
-    if not 2 <= len(nifti.shape) <= 5:
-        raise UnreadableFileError(path, f"{len(nifti.shape)}-dimensional NIfTI is not an image medfm handles")
-    header = nifti.header
-    dtype = header.get_data_dtype()
-    shape = tuple(nifti.shape)
-    if dtype.fields and set(dtype.names) >= {"R", "G", "B"}:
-        shape = shape[:3] + (1,) * (3 - len(shape[:3])) + (1, 3)
-    file_bytes = path.stat().st_size
-    room = file_bytes * MAX_DEFLATE_RATIO if path.name.lower().endswith(".gz") else file_bytes - int(nifti.dataobj.offset)
-    check_claimed_size(path, nifti.shape, dtype.itemsize, room)
-    if 0 in shape:
-        raise UnreadableFileError(path, f"image has no voxels (shape {shape})")
-    description = header["descrip"].item().decode("latin-1").strip("\x00 ")
-    # A zero-strided stand-in array: Image checks the affine and derives spacing and
-    # orientation as for a loaded image, with no voxel memory.
-    return Image(np.broadcast_to(np.zeros((), np.uint8), shape), nifti.affine, metadata={"description": description} if description else {})
-
-
 def _file_record(found: _Found) -> FileRecord:
     return FileRecord(str(found.path), found.size, found.mtime_ns, sha256_of(found.path))
 
 
-def _describe(path: Path, fmt: str) -> Image:
-    if fmt != "nifti":
-        return load(path)
-    try:
-        return _nifti_header(path)
-    except MedfmError:
-        raise
-    except Exception as exc:  # nibabel's and gzip's own errors become one line naming the file
-        text = str(exc).strip().splitlines()
-        raise UnreadableFileError(path, f"cannot read as nifti: {text[0][:200] if text else type(exc).__name__}") from None
-
-
 def _file_entry(found: _Found, fmt: str) -> ImageEntry:
-    image = _describe(found.path, fmt)
+    (image,) = probe_all(found.path)
     meta = image.metadata
     return ImageEntry(
         format=fmt, source_path=str(found.path), modality=image.modality, body_part=meta.get("body_part"),

@@ -65,6 +65,33 @@ def seg(
                    f"median {_number(stats['median'])} (n={stats['n']}{undefined})")
 
 
+@evaluate_app.command("frd")
+def frd(
+    dir_a: Annotated[Path, typer.Argument(help="Reference image folder (its statistics standardise the features).")],
+    dir_b: Annotated[Path, typer.Argument(help="Image folder compared against the reference.")],
+    masks_a: Annotated[Path | None, typer.Option("--masks-a", help="Masks of A's images, paired by name (default: whole image).")] = None,
+    masks_b: Annotated[Path | None, typer.Option("--masks-b", help="Masks of B's images, paired by name (default: whole image).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Feature extraction processes (default: one per CPU).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fréchet Radiomic Distance (FRDv1, as frd-score) of B against A, and an out-of-distribution score per B image."""
+    from medfm.eval.frd import compute_frd
+
+    result = compute_frd(dir_a, dir_b, masks_a=masks_a, masks_b=masks_b, workers=workers).as_dict()
+    for skipped in result["skipped"]:
+        typer.echo(f"medfm: skipped {skipped['name']}: {skipped['reason']}", err=True)
+    if as_json:
+        _print_json(result)
+        return
+    frd_text = "-inf (identical feature distributions)" if result["frd"] is None else f"{result['frd']:.4f}"
+    typer.echo(f"FRD {frd_text}: A {result['n_a']} images, B {result['n_b']} images, "
+               f"{result['n_features']} features ({result['n_features_dropped']} dropped as non-finite)")
+    flagged = sorted((o for o in result["ood"] if o["above_threshold"]), key=lambda o: -o["score"])
+    typer.echo(f"B images out of A's distribution (score > {result['ood_threshold']:.4g}): {len(flagged)} of {result['n_b']}")
+    for o in flagged[:10]:
+        typer.echo(f"  {o['name']:<24} {o['score']:.4g}")
+
+
 @evaluate_app.command("cls")
 def cls(
     scores: Annotated[Path, typer.Option("--scores", help="CSV: id column and one score column, or one per class.")],

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medfm.errors import MedfmError, display_path
-from medfm.io.formats import formats
+from medfm.io.formats import image_suffix
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,8 @@ def case_name(path: Path) -> str:
     """``path``'s name without the longest registered image suffix."""
     if path.is_dir():
         return path.name
-    lower = path.name.lower()
-    suffixes = [s for fmt in formats().values() for s in fmt.suffixes if lower.endswith(s) and len(s) < len(lower)]
-    return path.name[: -len(max(suffixes, key=len))] if suffixes else path.name
+    suffix = image_suffix(path)
+    return path.name[: -len(suffix)] if suffix else path.name
 
 
 def _cases(folder: Path, role: str) -> tuple[dict[str, Path], list[Skipped]]:

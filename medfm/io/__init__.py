@@ -4,9 +4,8 @@
 package registers them all.
 """
 
-from medfm.io import itk, nifti, npz, raster, video  # noqa: F401  (registers the formats)
-from medfm.io import dicom  # noqa: F401  (registers the dicom format)
-from medfm.io.formats import detect_format, formats, load, load_all, save
+from medfm.io import dicom, itk, nifti, npz, raster, video  # noqa: F401  (registers the formats)
+from medfm.io.formats import detect_format, load, load_all, probe_all, registered_formats, save
 from medfm.io.image import Image
 
-__all__ = ["Image", "detect_format", "formats", "load", "load_all", "save"]
+__all__ = ["Image", "detect_format", "load", "load_all", "probe_all", "registered_formats", "save"]

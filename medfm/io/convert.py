@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from medfm.io.formats import load_all, save, writer_for
+from medfm.io.formats import image_suffix, load_all, save, writer_for
 from medfm.io.image import Image
 
 DEFAULT_SUFFIX = ".nii.gz"
@@ -21,8 +21,8 @@ def series_stem(image: Image, index: int) -> str:
 
 
 def _split_suffix(path: Path) -> tuple[str, str]:
-    fmt = writer_for(path)
-    suffix = max((s for s in fmt.suffixes if path.name.lower().endswith(s)), key=len)
+    writer_for(path)  # refuse an unwritable name before reading anything
+    suffix = image_suffix(path)
     return path.name[: -len(suffix)], path.name[-len(suffix):]
 
 

@@ -36,7 +36,9 @@ os.umask(_UMASK)
 class Format:
     """A file format: its name, suffixes and the functions that read and write it.
 
-    ``read`` returns every image the path holds (a DICOM folder may hold several series).
+    ``read`` returns every image the path holds (a DICOM folder may hold several series);
+    ``probe``, where a format has one, returns the same images from headers alone, with
+    zero-strided stand-in arrays, for cataloguing without decoding voxels.
     """
 
     name: str
@@ -45,6 +47,7 @@ class Format:
     write: Writer | None = None
     sniff: Sniffer | None = None
     reads_folders: bool = False
+    probe: Reader | None = None
 
 
 _FORMATS: dict[str, Format] = {}
@@ -55,19 +58,25 @@ def register_format(fmt: Format) -> Format:
     return fmt
 
 
-def formats() -> dict[str, Format]:
+def registered_formats() -> dict[str, Format]:
     """The registered formats by name."""
     return dict(_FORMATS)
 
 
-def _suffix_match(path: Path) -> Format | None:
+def _suffix_match(path: Path) -> tuple[str, Format] | None:
     name = path.name.lower()
-    best: tuple[int, Format] | None = None
+    best: tuple[str, Format] | None = None
     for fmt in _FORMATS.values():
         for suffix in fmt.suffixes:
-            if name.endswith(suffix) and (best is None or len(suffix) > best[0]):
-                best = (len(suffix), fmt)
-    return best[1] if best else None
+            if name.endswith(suffix) and len(name) > len(suffix) and (best is None or len(suffix) > len(best[0])):
+                best = (suffix, fmt)
+    return best
+
+
+def image_suffix(path: str | os.PathLike) -> str | None:
+    """The registered suffix that ``path``'s name ends with (the longest: ``.nii.gz``), if any."""
+    match = _suffix_match(Path(os.fsdecode(path)))
+    return match[0] if match else None
 
 
 def detect_format(path: str | os.PathLike) -> Format:
@@ -82,9 +91,9 @@ def detect_format(path: str | os.PathLike) -> Format:
         raise UnreadableFileError(path, "no such file")
     if path.stat().st_size == 0:
         raise UnreadableFileError(path, "file is empty (0 bytes)")
-    fmt = _suffix_match(path)
-    if fmt is not None and fmt.read is not None:
-        return fmt
+    match = _suffix_match(path)
+    if match is not None and match[1].read is not None:
+        return match[1]
     try:
         with open(path, "rb") as handle:
             head = handle.read(SNIFF_BYTES)
@@ -96,7 +105,7 @@ def detect_format(path: str | os.PathLike) -> Format:
     raise UnreadableFileError(path, "not a recognised image format")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     reason = text[0] if text else type(exc).__name__
     return reason[:200]
@@ -104,16 +113,26 @@ def _first_line(exc: BaseException) -> str:
 
 def load_all(path: str | os.PathLike) -> list[Image]:
     """Every image that ``path`` holds: one for most files, one per series for a DICOM folder."""
+    return _read(path, header_only=False)
+
+
+def probe_all(path: str | os.PathLike) -> list[Image]:
+    """Like :func:`load_all`, from headers alone where the format allows (arrays are stand-ins)."""
+    return _read(path, header_only=True)
+
+
+def _read(path: str | os.PathLike, header_only: bool) -> list[Image]:
     path = Path(os.fsdecode(path))
     fmt = detect_format(path)
+    reader = fmt.probe if header_only and fmt.probe else fmt.read
     try:
-        images = fmt.read(path)
+        images = reader(path)
     except MedfmError:
         raise
     except MemoryError:
         raise UnreadableFileError(path, "image is too large to fit in memory") from None
     except Exception as exc:  # a reader library's own error becomes one line naming the file
-        raise UnreadableFileError(path, f"cannot read as {fmt.name}: {_first_line(exc)}") from None
+        raise UnreadableFileError(path, f"cannot read as {fmt.name}: {first_line(exc)}") from None
     if not images:
         raise UnreadableFileError(path, f"no {fmt.name} image found")
     for image in images:
@@ -145,7 +164,8 @@ def check_claimed_size(path: Path, shape: Sequence[int], itemsize: int, room: in
 
 def writer_for(path: str | os.PathLike) -> Format:
     """The format that writes ``path``, chosen by its suffix."""
-    fmt = _suffix_match(Path(os.fsdecode(path)))
+    match = _suffix_match(Path(os.fsdecode(path)))
+    fmt = match[1] if match else None
     if fmt is None or fmt.write is None:
         writable = sorted({s for f in _FORMATS.values() if f.write for s in f.suffixes})
         raise MedfmError(
@@ -187,6 +207,6 @@ def save(image: Image, path: str | os.PathLike) -> Path:
             raise MedfmError(f"{display_path(path)}: {exc}") from None
         except Exception as exc:
             raise MedfmError(
-                f"{display_path(path)}: cannot write as {fmt.name}: {_first_line(exc)}"
+                f"{display_path(path)}: cannot write as {fmt.name}: {first_line(exc)}"
             ) from None
     return path

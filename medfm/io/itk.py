@@ -109,8 +109,9 @@ def read_itk(path: Path) -> list[Image]:
     spacing = np.asarray(itk_image.GetSpacing())
     lps[:dimension, :dimension] = direction * spacing
     lps[:dimension, 3] = itk_image.GetOrigin()
-    metadata = {key: itk_image.GetMetaData(key) for key in ("modality",) if itk_image.HasMetaDataKey(key)}
-    return [Image(array, LPS_TO_RAS @ lps, metadata=metadata)]
+    # MetaImage may name the modality (MET_MOD_CT); NRRD has no such field.
+    modality = itk_image.GetMetaData("Modality").removeprefix("MET_MOD_") if itk_image.HasMetaDataKey("Modality") else ""
+    return [Image(array, LPS_TO_RAS @ lps, modality=modality if modality in ("CT", "MR", "NM", "US", "PT") else "OT")]
 
 
 def write_itk(image: Image, path: Path) -> None:

@@ -14,7 +14,7 @@ def _sniff(head: bytes) -> bool:
     return len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00", b"n+2\x00", b"ni2\x00")
 
 
-def read_nifti(path: Path) -> list[Image]:
+def _open(path: Path):
     import nibabel as nib
 
     img = nib.load(path)
@@ -24,16 +24,41 @@ def read_nifti(path: Path) -> list[Image]:
     compressed = path.name.lower().endswith(".gz")
     room = file_bytes * MAX_DEFLATE_RATIO if compressed else file_bytes - int(img.dataobj.offset)
     check_claimed_size(path, img.shape, img.header.get_data_dtype().itemsize, room)
-    array = np.asanyarray(img.dataobj)
-    if array.dtype.fields and set(array.dtype.names) >= {"R", "G", "B"}:
-        array = np.stack([array["R"], array["G"], array["B"]], axis=-1)
-        array = array.reshape(array.shape[:3] + (1, 3)) if array.ndim == 4 else array
+    return img
+
+
+def _metadata(img) -> dict:
     header = img.header
     # descrip is a C string: what follows the first NUL is leftover bytes ("FSL3.3\0 v2.25 ...").
     metadata = {"description": header.get("descrip", np.array(b"")).item().split(b"\x00")[0].decode("latin-1").strip()}
-    if header.get_xyzt_units()[1] in ("sec", "msec", "usec") and array.ndim >= 4:
-        metadata["frame_interval_s"] = float(header.get_zooms()[3]) * {"sec": 1, "msec": 1e-3, "usec": 1e-6}[header.get_xyzt_units()[1]]
-    return [Image(array, img.affine, metadata={k: v for k, v in metadata.items() if v})]
+    time_unit = header.get_xyzt_units()[1]
+    if time_unit in ("sec", "msec", "usec") and img.ndim >= 4:
+        metadata["frame_interval_s"] = float(header.get_zooms()[3]) * {"sec": 1, "msec": 1e-3, "usec": 1e-6}[time_unit]
+    return {k: v for k, v in metadata.items() if v}
+
+
+def _is_rgb(dtype: np.dtype) -> bool:
+    return bool(dtype.fields) and set(dtype.names) >= {"R", "G", "B"}
+
+
+def read_nifti(path: Path) -> list[Image]:
+    img = _open(path)
+    array = np.asanyarray(img.dataobj)
+    if _is_rgb(array.dtype):
+        array = np.stack([array["R"], array["G"], array["B"]], axis=-1)
+        array = array.reshape(array.shape[:3] + (1, 3)) if array.ndim == 4 else array
+    return [Image(array, img.affine, metadata=_metadata(img))]
+
+
+def probe_nifti(path: Path) -> list[Image]:
+    """The grid and geometry from the header alone; the array is a zero-strided stand-in."""
+    img = _open(path)
+    dtype = img.header.get_data_dtype()
+    shape = tuple(img.shape)
+    if _is_rgb(dtype):
+        shape = shape[:3] + (1,) * (3 - len(shape[:3])) + (1, 3)
+        dtype = np.dtype(np.uint8)
+    return [Image(np.broadcast_to(np.zeros((), dtype), shape), img.affine, metadata=_metadata(img))]
 
 
 def write_nifti(image: Image, path: Path) -> None:
@@ -51,4 +76,4 @@ def write_nifti(image: Image, path: Path) -> None:
     nib.save(nifti, path)
 
 
-NIFTI = register_format(Format("nifti", (".nii", ".nii.gz"), read_nifti, write_nifti, _sniff))
+NIFTI = register_format(Format("nifti", (".nii", ".nii.gz"), read_nifti, write_nifti, _sniff, probe=probe_nifti))

@@ -80,7 +80,7 @@ def _rows_columns(image: Image, what: str) -> np.ndarray:
     return image.frame()
 
 
-def _integer_pixels(pixels: np.ndarray, allowed: tuple[type, ...], what: str) -> np.ndarray:
+def integer_pixels(pixels: np.ndarray, allowed: tuple[type, ...], what: str) -> np.ndarray:
     if pixels.dtype == bool:
         return pixels.astype(np.uint8) * 255
     for dtype in allowed:
@@ -102,7 +102,7 @@ def write_pillow(image: Image, path: Path) -> None:
     what = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP"}[suffix]
     pixels = _rows_columns(image, what)
     allowed = (np.uint8, np.uint16) if what == "PNG" and image.num_channels == 1 else (np.uint8,)
-    pixels = _integer_pixels(pixels, allowed, what)
+    pixels = integer_pixels(pixels, allowed, what)
     if what == "JPEG" and image.num_channels == 4:
         raise MedfmError("JPEG has no alpha channel; write .png")
     PILImage.fromarray(pixels).save(path, format="JPEG" if what == "JPEG" else what, **({"quality": 95} if what == "JPEG" else {}))

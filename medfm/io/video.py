@@ -16,7 +16,7 @@ import numpy as np
 from medfm.errors import MedfmError, UnreadableFileError
 from medfm.io.formats import Format, register_format
 from medfm.io.image import Image
-from medfm.io.raster import _integer_pixels
+from medfm.io.raster import integer_pixels
 
 #: Largest decoded clip (RGB bytes) that ``load`` will hold in memory.
 MAX_DECODED_BYTES = 8 * 2**30
@@ -122,7 +122,7 @@ def _frames(image: Image, what: str) -> np.ndarray:
     if image.num_channels not in (1, 3):
         raise MedfmError(f"{what} holds grey or RGB frames; this image has {image.num_channels} channels")
     frames = image.array[:, :, 0].transpose(2, 1, 0, 3)
-    return _integer_pixels(frames, (np.uint8,), what)
+    return integer_pixels(frames, (np.uint8,), what)
 
 
 def _rate(image: Image) -> Fraction:

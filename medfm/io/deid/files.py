@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,10 @@ from pydicom.dataset import Dataset
 from medfm.errors import MedfmError, UnreadableFileError, display_path
 from medfm.io.deid.dataset import METHOD, Change, UIDMap, burned_in_reason, deidentify_dataset
 from medfm.io.deid.profile import profile_name
-from medfm.io.formats import _first_line, atomic_path
+from medfm.io.dicom.frames import looks_like_dicom
+from medfm.io.formats import SNIFF_BYTES, atomic_path, first_line
+from medfm.io.dicom import quiet_pydicom
 
-_DICM_OFFSET = 128
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
@@ -126,14 +126,8 @@ def _targets(source: Path, destination: Path) -> list[tuple[Path, Path, str]]:
     ]
 
 
-def _is_dicom(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        head = handle.read(_DICM_OFFSET + 4)
-    return head[_DICM_OFFSET:] == b"DICM"
-
-
 def _read(path: Path) -> Dataset:
-    ds = pydicom.dcmread(path)
+    ds = pydicom.dcmread(path, force=True)  # files without a preamble are DICOM too
     if not len(ds):
         raise ValueError("no data set after the file meta (truncated?)")
     last = ds.get_item(list(ds.keys())[-1])
@@ -146,15 +140,16 @@ def _read(path: Path) -> Dataset:
 def _process(path: Path, target: Path, name: str, uid_map: UIDMap, result: DeidReport) -> None:
     """De-identify one file into ``target``, recording the outcome in ``result``."""
     try:
-        if not _is_dicom(path):
-            result.skipped.append(FileProblem(name, "not a DICOM file (no DICM marker at byte 128)"))
-            return
+        with open(path, "rb") as handle:
+            if not looks_like_dicom(handle.read(SNIFF_BYTES)):
+                result.skipped.append(FileProblem(name, "not a DICOM file"))
+                return
         ds = _read(path)
     except OSError as exc:
         result.failed.append(FileProblem(name, f"cannot open ({exc.strerror or exc})"))
         return
     except Exception as exc:  # pydicom's parse errors name offsets and tags, not values
-        result.failed.append(FileProblem(name, f"cannot read as DICOM: {_first_line(exc)}"))
+        result.failed.append(FileProblem(name, f"cannot read as DICOM: {first_line(exc)}"))
         return
     try:
         changes = deidentify_dataset(ds, uid_map)
@@ -189,8 +184,7 @@ def deidentify(
         raise MedfmError(f"{display_path(report)}: the report must not be written into the input")
     uid_map = UIDMap(uid_secret)
     result = DeidReport()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom's value warnings can quote names and IDs
+    with quiet_pydicom():
         for path, target, name in targets:
             _process(path, target, name, uid_map, result)
     result.uids_remapped = len(uid_map)

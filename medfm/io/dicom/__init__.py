@@ -16,7 +16,9 @@ DICOM file is actually read.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,6 +84,14 @@ class DicomSeries:
         return cls(series_uid, str(metadata.get("study_uid", "")), list(files), metadata, phi, shape, spacing, affine, problem, frames)
 
 
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's value warnings: they quote element values, which can identify the patient."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def scan_dicom(paths: Iterable[Path]) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
     """Header-only scan (pydicom ``stop_before_pixels``): group DICOM files into series.
 
@@ -91,7 +101,8 @@ def scan_dicom(paths: Iterable[Path]) -> tuple[list[DicomSeries], list[tuple[Pat
     """
     from medfm.io.dicom.scan import scan
 
-    return scan(paths)
+    with quiet_pydicom():
+        return scan(paths)
 
 
 def series_label(series: DicomSeries) -> str:
@@ -124,7 +135,8 @@ def read_series(series: DicomSeries) -> list[Image]:
     except MedfmError as exc:
         raise MedfmError(f"{series_label(series)}: {exc}") from None
     modality = series.metadata.get("modality") or "OT"
-    return [assemble(plan, modality, series.metadata, series.phi)]
+    with quiet_pydicom():
+        return [assemble(plan, modality, series.metadata, series.phi)]
 
 
 def read_dicom(path: Path) -> list[Image]:
