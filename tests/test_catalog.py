@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import run_cli
 
 import medfm
 from medfm.catalog import ingest, open_catalog
@@ -60,24 +61,6 @@ def data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     return make_tree(tmp_path / "tree")
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    """``medfm ARGS`` through the real entry point: exit code, stdout, stderr."""
-    from medfm.cli import main
-
-    capsys.readouterr()
-    argv = sys.argv
-    sys.argv = ["medfm", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ---- checks shared with test_catalog_postgres.py -------------------------------------------

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clitools import run_cli
 from test_catalog import (
     PATIENT_NAME,
     check_first_ingest,
@@ -24,7 +25,6 @@ from test_catalog import (
     check_reingest_adds_nothing,
     check_resume_after_interrupt,
     make_tree,
-    run_cli,
 )
 
 from medfm.catalog import open_catalog

@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import run_cli
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 import medfm
@@ -19,24 +19,6 @@ from medfm.eval.segmentation import score_label_maps, score_masks
 SPACING = (0.8, 0.8, 2.5)
 AFFINE = np.diag([*SPACING, 1.0])
 SHAPE = (32, 32, 10)
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    """``medfm ARGS`` through the real entry point: exit code, stdout, stderr."""
-    from medfm.cli import main
-
-    capsys.readouterr()
-    argv = sys.argv
-    sys.argv = ["medfm", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def ball(radius_mm, shift=0):
