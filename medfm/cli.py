@@ -46,15 +46,15 @@ def info(
 
 
 def _format_summary(summary: dict[str, Any]) -> str:
+    fields = {key: summary[key] for key in ("modality", "shape", "dtype", "num_slices", "num_frames", "num_channels", "spacing_mm", "origin_mm", "orientation", "value_range")}
+    fields["affine"] = summary["coordinate_system"]
+    extra = {**summary["metadata"], **{key: f"{value}  [PHI]" for key, value in summary.get("phi", {}).items()}}
+    width = max(map(len, [*fields, *extra]))
     lines = [f"{summary['path']} ({summary['format']})"]
-    for key in ("modality", "shape", "dtype", "num_slices", "num_frames", "num_channels", "spacing_mm", "origin_mm", "orientation", "value_range"):
-        lines.append(f"  {key:<13} {summary[key]}")
-    lines.append(f"  {'affine':<13} {summary['coordinate_system']}")
+    for key, value in fields.items():
+        lines.append(f"  {key:<{width}}  {value}")
     lines.extend(f"    {row}" for row in summary["affine"])
-    for key, value in summary["metadata"].items():
-        lines.append(f"  {key:<13} {value}")
-    for key, value in summary.get("phi", {}).items():
-        lines.append(f"  {key:<13} {value}  [PHI]")
+    lines.extend(f"  {key:<{width}}  {value}" for key, value in extra.items())
     return "\n".join(lines)
 
 
