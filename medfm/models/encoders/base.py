@@ -1,0 +1,42 @@
+"""What every image(-text) encoder offers, whatever library it comes from."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medfm.errors import MedfmError
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """Provenance stamped on every embedding and index: which model, which weights."""
+
+    name: str
+    embed_dim: int
+    weights_sha256: str | None = None
+    has_text: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class Encoder(ABC):
+    """Turns 2D planes (and, for image-text models, text) into L2-normalised embeddings.
+
+    The encoder carries its own preprocessing (resize, channels, normalisation): callers
+    pass raw planes as they come out of :meth:`medfm.io.Image.frame`, never normalised
+    tensors. Volumes and videos are embedded plane by plane by :mod:`medfm.tasks.embed`.
+    """
+
+    info: EncoderInfo
+
+    @abstractmethod
+    def encode_planes(self, planes: Sequence[np.ndarray]) -> np.ndarray:
+        """``planes``: 2D arrays ``(rows, columns)`` or ``(rows, columns, C)``, any dtype
+        and range. Returns ``(N, embed_dim)`` float32, each row of unit length."""
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """``(N, embed_dim)`` float32 unit rows; image-only encoders refuse."""
+        raise MedfmError(f"encoder {self.info.name!r} has no text tower; use an image-text model")

@@ -1,0 +1,90 @@
+"""One factory for every model: name → config → family builder → weights.
+
+Architectures are data (open_clip's way): each ``configs/<name>.json`` names a
+``family`` and the family's arguments; a family module registers its builder with
+:func:`register_family`. :func:`create_encoder` resolves in a fixed order — the config,
+then the builder, then the weights (a path the user gives, else the weights the config
+ships with, checked against their sha256) — and never touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from medfm.errors import MedfmError, display_path
+from medfm.models.encoders.base import Encoder
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+#: Family name → module that registers it on import (imported only when needed).
+_FAMILY_MODULES = {
+    "medfm_clip": "medfm.models.encoders.medfm_clip",
+    "open_clip": "medfm.models.encoders.open_clip",
+    "timm": "medfm.models.encoders.timm",
+}
+Builder = Callable[[dict[str, Any], Path | None], Encoder]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_family(family: str) -> Callable[[Builder], Builder]:
+    """Decorator: ``builder(config, weights_path_or_None) -> Encoder`` for configs of ``family``."""
+
+    def decorate(builder: Builder) -> Builder:
+        _BUILDERS[family] = builder
+        return builder
+
+    return decorate
+
+
+@cache
+def list_encoders() -> dict[str, dict[str, Any]]:
+    """Every shipped model config by name."""
+    return {path.stem: json.loads(path.read_text()) for path in sorted(CONFIG_DIR.glob("*.json"))}
+
+
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _shipped_weights(name: str, config: dict[str, Any]) -> Path | None:
+    weights = config.get("weights")
+    if not weights:
+        return None
+    path = WEIGHTS_DIR / weights["file"]
+    if not path.exists():
+        raise MedfmError(f"model {name!r}: its weights {display_path(path)} are missing from the installation")
+    if sha256_of(path) != weights["sha256"]:
+        raise MedfmError(f"model {name!r}: {display_path(path)} does not match its recorded sha256; the file is damaged")
+    return path
+
+
+def create_encoder(name: str, checkpoint: str | os.PathLike | None = None) -> Encoder:
+    """The encoder ``name`` (see :func:`list_encoders`), with weights from ``checkpoint`` if given.
+
+    A ``checkpoint`` is a local file or folder in the family's official layout; without
+    one, the weights shipped with medfm are used (verified), or the model is randomly
+    initialised when the config ships none (e.g. an open_clip architecture).
+    """
+    configs = list_encoders()
+    if name not in configs:
+        raise MedfmError(f"unknown model {name!r}; choose one of: {', '.join(configs)}")
+    config = configs[name]
+    family = config["family"]
+    if family not in _BUILDERS:
+        importlib.import_module(_FAMILY_MODULES[family])
+    if checkpoint is not None:
+        weights = Path(checkpoint)
+        if not weights.exists():
+            raise MedfmError(f"{display_path(weights)}: checkpoint not found")
+    else:
+        weights = _shipped_weights(name, config)
+    return _BUILDERS[family]({"name": name, **config}, weights)
