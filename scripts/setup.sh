@@ -15,6 +15,12 @@ command -v "$python" >/dev/null || python=python3
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
     torch==2.14.1 torchvision==0.29.1 -e ".[test]" 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -c "import medfm, torch" >/dev/null
+# pyradiomics (the "frd" extra) has no wheel; its sdist builds only against the numpy
+# already installed, without build isolation, and needs setuptools' bdist_wheel.
+if ! .venv/bin/python -c "import radiomics, sys; sys.exit(radiomics.__version__ != 'v3.0.1')" 2>/dev/null; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check setuptools==84.2.1 wheel==0.48.0
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-build-isolation pyradiomics==3.0.1
+fi
 
 if [ "$with_tests" = 1 ]; then
     missing=()

@@ -71,13 +71,15 @@ def frd(
     dir_b: Annotated[Path, typer.Argument(help="Image folder compared against the reference.")],
     masks_a: Annotated[Path | None, typer.Option("--masks-a", help="Masks of A's images, paired by name (default: whole image).")] = None,
     masks_b: Annotated[Path | None, typer.Option("--masks-b", help="Masks of B's images, paired by name (default: whole image).")] = None,
+    feature_classes: Annotated[str | None, typer.Option("--feature-classes", help="PyRadiomics classes, e.g. firstorder,glcm,gldm,shape2D (default: FRDv1's).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Feature extraction processes (default: one per CPU).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Fréchet Radiomic Distance (FRDv1, as frd-score) of B against A, and an out-of-distribution score per B image."""
     from medfm.eval.frd import compute_frd
 
-    result = compute_frd(dir_a, dir_b, masks_a=masks_a, masks_b=masks_b, workers=workers).as_dict()
+    classes = {"feature_classes": [c.strip() for c in feature_classes.split(",") if c.strip()]} if feature_classes else {}
+    result = compute_frd(dir_a, dir_b, masks_a=masks_a, masks_b=masks_b, workers=workers, **classes).as_dict()
     for skipped in result["skipped"]:
         typer.echo(f"medfm: skipped {skipped['name']}: {skipped['reason']}", err=True)
     if as_json:

@@ -1,0 +1,142 @@
+"""Degradation curves: a model's metric against corruption severity, with the clean baseline.
+
+``predict`` is any callable from an image to a prediction (a segmenter's mask, a
+classifier's score); ``metric(prediction, reference)`` is a medfm metric such as
+:func:`medfm.eval.segmentation.dice`. Each case's image is corrupted by every corruption
+at every severity; for one case and corruption the random generator is seeded the same
+at every severity (from ``seed``, the case index and the corruption), so a curve shows
+the effect of severity and not of a new noise draw. The parameters applied to each
+case are recorded, so any corrupted image can be rebuilt with
+:meth:`~medfm.eval.corruptions.Corruption.apply`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medfm.errors import MedfmError
+from medfm.eval.corruptions import CORRUPTIONS, SEVERITIES, get_corruption
+from medfm.eval.results import json_ready
+from medfm.io.image import Image
+
+Case = tuple[np.ndarray | Image, Any]
+
+
+def _spatial(image: np.ndarray | Image) -> np.ndarray:
+    if isinstance(image, Image):
+        if image.num_frames > 1 or image.num_channels > 1:
+            raise MedfmError(f"corruptions take one grey frame; this image has shape {image.shape} (I, J, K, T, C)")
+        array = image.array[:, :, :, 0, 0]
+        return array[:, :, 0] if image.is_2d else array
+    return np.asarray(image)
+
+
+def _like(image: np.ndarray | Image, array: np.ndarray) -> np.ndarray | Image:
+    """The corrupted array in the form the caller gave: an Image on the same grid, or an array."""
+    return image.with_array(array) if isinstance(image, Image) else array
+
+
+@dataclass
+class RobustnessResult:
+    """``clean``: ``(N,)`` metric per case; ``scores[corruption]``: ``(S, N)`` per severity and case;
+    ``params[corruption][s][n]``: what was applied to case ``n`` at severity ``severities[s]``.
+    """
+
+    metric: str
+    severities: tuple[int, ...]
+    clean: np.ndarray
+    scores: dict[str, np.ndarray]
+    params: dict[str, list[list[dict[str, Any]]]]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: means over cases (NaN left out) per severity, per case values, and the parameters."""
+        clean_mean = float(np.nanmean(self.clean)) if np.isfinite(self.clean).any() else float("nan")
+        curves = {}
+        for name, scores in self.scores.items():
+            means = [float(np.nanmean(row)) if np.isfinite(row).any() else float("nan") for row in scores]
+            curves[name] = {"mean": means, "drop": [clean_mean - m for m in means], "per_case": scores, "params": self.params[name]}
+        all_means = [m for c in curves.values() for m in c["mean"]]
+        return json_ready({
+            "metric": self.metric, "severities": list(self.severities), "n_cases": len(self.clean),
+            "clean": {"mean": clean_mean, "per_case": self.clean},
+            "mean_corrupted": float(np.nanmean(all_means)) if np.isfinite(all_means).any() else float("nan"),
+            "corruptions": curves,
+        })
+
+
+def degradation_curves(
+    predict: Callable[[Any], Any],
+    cases: Iterable[Case],
+    metric: Callable[[Any, Any], float],
+    corruptions: Sequence[str] = tuple(CORRUPTIONS),
+    severities: Sequence[int] = SEVERITIES,
+    seed: int = 0,
+) -> RobustnessResult:
+    """``metric(predict(corrupted image), reference)`` for every case, corruption and severity.
+
+    ``cases`` are ``(image, reference)`` pairs; an image is an ``(I, J)`` or ``(I, J, K)``
+    array or a single-frame grey :class:`~medfm.io.image.Image`, and ``predict`` gets the
+    corrupted image in the same form.
+    """
+    cases = list(cases)
+    if not cases:
+        raise MedfmError("degradation curves need at least one (image, reference) case")
+    kinds = [get_corruption(name) for name in corruptions]
+    for s in severities:
+        if s not in SEVERITIES:
+            raise MedfmError(f"severities must be among {list(SEVERITIES)}, got {s!r}")
+    clean = np.array([metric(predict(image), reference) for image, reference in cases], dtype=np.float64)
+    scores, params = {}, {}
+    for c_index, corruption in enumerate(kinds):
+        rows, records = [], []
+        for severity in severities:
+            row, applied = [], []
+            for n, (image, reference) in enumerate(cases):
+                rng = np.random.default_rng([seed, n, c_index])  # the same draw at every severity
+                corrupted, record = corruption(_spatial(image), severity, rng)
+                row.append(metric(predict(_like(image, corrupted)), reference))
+                applied.append(record)
+            rows.append(row)
+            records.append(applied)
+        scores[corruption.name] = np.array(rows, dtype=np.float64)
+        params[corruption.name] = records
+    return RobustnessResult(getattr(metric, "__name__", "metric"), tuple(severities), clean, scores, params)
+
+
+def degradation_figure(result: RobustnessResult) -> Any:
+    """Matplotlib figure: mean metric against severity, one line per corruption, severity 0 the clean baseline."""
+    from medfm.eval.report import _pyplot
+
+    plt = _pyplot()
+    data = result.as_dict()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    x = [0, *data["severities"]]
+    for name, curve in data["corruptions"].items():
+        ax.plot(x, [data["clean"]["mean"], *curve["mean"]], marker="o", markersize=3, label=name)
+    ax.set_xticks(x, ["clean", *map(str, data["severities"])])
+    ax.set_xlabel("severity")
+    ax.set_ylabel(data["metric"])
+    ax.set_title(f"{data['metric']} under corruption ({data['n_cases']} cases)")
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def write_robustness_report(result: RobustnessResult, path: str | os.PathLike) -> Path:
+    """Self-contained HTML page: the degradation curves and a table of the means per severity."""
+    from medfm.eval.report import _img, _page, _table, _write
+
+    data = result.as_dict()
+    rows = [(name, data["clean"]["mean"], *curve["mean"]) for name, curve in data["corruptions"].items()]
+    sections = [
+        f"<p>{data['n_cases']} cases; mean {data['metric']} over cases at each severity; "
+        f"mean over all corruptions and severities {data['mean_corrupted']:.4g}.</p>",
+        _img(degradation_figure(result)),
+        _table(["corruption", "clean", *(f"severity {s}" for s in data["severities"])], rows),
+    ]
+    return _write(_page("Robustness to corruptions", sections), path)
