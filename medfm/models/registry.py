@@ -16,10 +16,18 @@ import os
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.base import Encoder
+
+if TYPE_CHECKING:
+    from medfm.models.segmenters.base import Segmenter
+
+# The field's libraries (huggingface_hub under timm, open_clip, transformers) read this
+# when first imported: with it, an accidental hub lookup fails at once instead of
+# waiting on a network that offline sites do not have.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -29,8 +37,10 @@ _FAMILY_MODULES = {
     "medfm_clip": "medfm.models.encoders.medfm_clip",
     "open_clip": "medfm.models.encoders.open_clip",
     "timm": "medfm.models.encoders.timm",
+    "sam": "medfm.models.segmenters.sam",
+    "medfm_interactive": "medfm.models.segmenters.medfm_interactive",
 }
-Builder = Callable[[dict[str, Any], Path | None], Encoder]
+Builder = Callable[[dict[str, Any], Path | None], "Encoder | Segmenter"]
 _BUILDERS: dict[str, Builder] = {}
 
 
@@ -45,9 +55,18 @@ def register_family(family: str) -> Callable[[Builder], Builder]:
 
 
 @cache
-def list_encoders() -> dict[str, dict[str, Any]]:
-    """Every shipped model config by name."""
+def _configs() -> dict[str, dict[str, Any]]:
     return {path.stem: json.loads(path.read_text()) for path in sorted(CONFIG_DIR.glob("*.json"))}
+
+
+def list_encoders() -> dict[str, dict[str, Any]]:
+    """Every shipped encoder config by name."""
+    return {name: config for name, config in _configs().items() if config.get("kind") != "segmenter"}
+
+
+def list_segmenters() -> dict[str, dict[str, Any]]:
+    """Every shipped interactive segmenter config (``"kind": "segmenter"``) by name."""
+    return {name: config for name, config in _configs().items() if config.get("kind") == "segmenter"}
 
 
 def sha256_of(path: Path) -> str:
@@ -72,9 +91,29 @@ def create_encoder(name: str, checkpoint: str | os.PathLike | None = None) -> En
 
     A ``checkpoint`` is a local file or folder in the family's official layout; without
     one, the weights shipped with medfm are used (verified), or the model is randomly
-    initialised when the config ships none (e.g. an open_clip architecture).
+    initialised when the config ships none (e.g. an open_clip architecture). A config
+    with ``checkpoint_required`` (what to give, in words) refuses to build without one.
     """
-    configs = list_encoders()
+    return _create(name, checkpoint, list_encoders())
+
+
+def create_segmenter(name: str, checkpoint: str | os.PathLike | None = None) -> Segmenter:
+    """The interactive segmenter ``name`` (see :func:`list_segmenters`), resolved as encoders are.
+
+    ``name`` may also be the path of a ``.json`` config in the same format, for an
+    architecture medfm does not ship.
+    """
+    configs = list_segmenters()
+    if name.endswith(".json") and Path(name).is_file():
+        try:
+            configs = {Path(name).stem: json.loads(Path(name).read_text())}
+        except (OSError, ValueError) as exc:
+            raise MedfmError(f"{display_path(name)}: cannot read as a model config ({exc})") from None
+        name = Path(name).stem
+    return _create(name, checkpoint, configs)
+
+
+def _create(name: str, checkpoint: str | os.PathLike | None, configs: dict[str, dict[str, Any]]) -> Any:
     if name not in configs:
         raise MedfmError(f"unknown model {name!r}; choose one of: {', '.join(configs)}")
     config = configs[name]
@@ -85,6 +124,8 @@ def create_encoder(name: str, checkpoint: str | os.PathLike | None = None) -> En
         weights = Path(checkpoint)
         if not weights.exists():
             raise MedfmError(f"{display_path(weights)}: checkpoint not found")
+    elif config.get("checkpoint_required"):
+        raise MedfmError(f"model {name!r} needs a checkpoint: {config['checkpoint_required']}")
     else:
         weights = _shipped_weights(name, config)
     return _BUILDERS[family]({"name": name, **config}, weights)

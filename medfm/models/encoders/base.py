@@ -34,8 +34,10 @@ class Encoder(ABC):
 
     @abstractmethod
     def encode_planes(self, planes: Sequence[np.ndarray]) -> np.ndarray:
-        """``planes``: 2D arrays ``(rows, columns)`` or ``(rows, columns, C)``, any dtype
-        and range. Returns ``(N, embed_dim)`` float32, each row of unit length."""
+        """``planes``: 2D arrays ``(rows, columns)`` or ``(rows, columns, C)`` with C = 1, 3
+        or 4 (alpha ignored), any dtype and range (:func:`medfm.models.encoders.planes.check_plane`
+        is the shared check). Returns ``(N, embed_dim)`` float32, each row of unit length;
+        ``(0, embed_dim)`` for no planes."""
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """``(N, embed_dim)`` float32 unit rows; image-only encoders refuse."""

@@ -1,0 +1,179 @@
+"""One embedding per image, for similar-case search and zero/few-shot classification.
+
+A 2D image is one plane. A volume or a video is embedded plane by plane and aggregated:
+up to ``max_planes`` planes, evenly spaced over all its ``(k, t)`` planes (the centres of
+``max_planes`` equal runs, so the first and last slices, often outside the body, are
+not favoured), are encoded, and the mean of their unit embeddings is re-normalised.
+
+:func:`embed_paths` caches each file's embedding on disk, keyed by the sha256 of the
+file's bytes (a folder: of its files' names and bytes) with the encoder's name, its
+weights' sha256 and the aggregation settings, so a re-run or a grown collection only
+embeds what is new. Encoders with random weights (no ``weights_sha256``) are never
+cached: nothing identifies their weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medfm.errors import MedfmError, display_path
+from medfm.io import Image, load
+from medfm.io.formats import atomic_path
+from medfm.models.encoders.base import Encoder
+from medfm.models.encoders.planes import Window, check_plane, to_rgb_uint8
+from medfm.paths import data_dir
+
+#: Planes encoded per volume or video, at most.
+MAX_PLANES = 16
+#: Bump when the aggregation changes, so that older cached embeddings are not reused.
+_CACHE_VERSION = 1
+
+#: ``progress(done, total)``: files finished so far, out of all.
+Progress = Callable[[int, int], None]
+
+
+def default_cache_dir() -> Path:
+    """``data_dir()/cache/embeddings``."""
+    return data_dir() / "cache" / "embeddings"
+
+
+def sample_planes(image: Image, max_planes: int = MAX_PLANES, window: Window | None = None) -> list[np.ndarray]:
+    """Up to ``max_planes`` evenly spaced planes of ``image`` (see the module), as the
+    encoders take them: ``(rows, columns)`` or ``(rows, columns, 3)``; with ``window``,
+    already scaled to ``(rows, columns, 3)`` uint8. Raises :class:`MedfmError` for planes no
+    encoder takes (empty, or a channel count other than 1, 3, 4)."""
+    if max_planes < 1:
+        raise MedfmError(f"max_planes must be at least 1; got {max_planes}")
+    slices, frames = image.shape[2], image.shape[3]
+    count = slices * frames
+    taken = min(count, max_planes)
+    chosen = [int((index + 0.5) * count / taken) for index in range(taken)]
+    planes = [check_plane(image.frame(flat % slices, flat // slices)) for flat in chosen]
+    return [to_rgb_uint8(plane, window) for plane in planes] if window is not None else planes
+
+
+def aggregate(embeddings: np.ndarray) -> np.ndarray:
+    """``(N, D)`` unit plane embeddings → ``(D,)`` float32: their mean, re-normalised."""
+    mean = embeddings.astype(np.float64).mean(axis=0)
+    norm = np.linalg.norm(mean)
+    # Opposite planes can cancel out exactly; the first plane then stands for the image.
+    return (mean / norm if norm > 1e-12 else embeddings[0]).astype(np.float32)
+
+
+def embed_image(image: Image, encoder: Encoder, *, max_planes: int = MAX_PLANES,
+                window: Window | None = None) -> np.ndarray:
+    """``(D,)`` float32 unit embedding of ``image`` (2D, volume or video); no caching."""
+    return aggregate(encoder.encode_planes(sample_planes(image, max_planes, window)))
+
+
+def content_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, or of a folder's relative file names and bytes in sorted order."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(os.fsencode(file.relative_to(path)) + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+class _Cache:
+    """``<folder>/<key[:2]>/<key>.npy`` files, each written whole or not at all."""
+
+    def __init__(self, folder: Path, encoder: Encoder, settings: dict) -> None:
+        self.folder = folder
+        self.dim = encoder.info.embed_dim
+        self.salt = json.dumps({"encoder": encoder.info.name, "weights": encoder.info.weights_sha256,
+                                "version": _CACHE_VERSION, **settings}, sort_keys=True)
+
+    def path(self, content: str) -> Path:
+        key = hashlib.sha256(f"{content}:{self.salt}".encode()).hexdigest()
+        return self.folder / key[:2] / f"{key}.npy"
+
+    def get(self, content: str) -> np.ndarray | None:
+        try:
+            vector = np.load(self.path(content))
+        except (OSError, ValueError):
+            return None
+        return vector if vector.shape == (self.dim,) else None
+
+    def put(self, content: str, vector: np.ndarray) -> None:
+        with atomic_path(self.path(content)) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, vector)
+
+
+def embed_paths(
+    paths: Sequence[str | os.PathLike],
+    encoder: Encoder,
+    *,
+    batch_size: int = 32,
+    cache: bool | str | os.PathLike = True,
+    max_planes: int = MAX_PLANES,
+    window: Window | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """``(len(paths), D)`` float32 unit embeddings, row ``i`` for ``paths[i]`` (files or DICOM folders).
+
+    Planes of several files go through the encoder together, ``batch_size`` at a time.
+    ``cache``: ``True`` for :func:`default_cache_dir`, a folder, or ``False`` for none.
+    ``progress(done, total)`` is called after each file. An unreadable file or one the
+    encoder cannot take raises :class:`MedfmError` naming it.
+    """
+    if batch_size < 1:
+        raise MedfmError(f"batch_size must be at least 1; got {batch_size}")
+    paths = [Path(os.fsdecode(p)) for p in paths]
+    store = None
+    if cache is not False and encoder.info.weights_sha256:
+        folder = default_cache_dir() if cache is True else Path(cache)
+        store = _Cache(folder, encoder, {"max_planes": max_planes, "window": window})
+    out = np.zeros((len(paths), encoder.info.embed_dim), np.float32)
+    pending: list[tuple[int, str | None, int]] = []  # (row, content hash, number of its planes)
+    planes: list[np.ndarray] = []
+    done = 0
+
+    def finished(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress is not None and count:
+            progress(done, len(paths))
+
+    def flush() -> None:
+        embeddings = np.concatenate([encoder.encode_planes(planes[start:start + batch_size])
+                                     for start in range(0, len(planes), batch_size)])
+        start = 0
+        for row, content, count in pending:
+            out[row] = aggregate(embeddings[start:start + count])
+            start += count
+            if store is not None:
+                store.put(content, out[row])
+        finished(len(pending))
+        pending.clear()
+        planes.clear()
+
+    for row, path in enumerate(paths):
+        content = content_sha256(path) if store is not None and path.exists() else None
+        cached = store.get(content) if content is not None else None
+        if cached is not None:
+            out[row] = cached
+            finished(1)
+            continue
+        image = load(path)  # its errors name the file already
+        try:
+            file_planes = sample_planes(image, max_planes, window)
+        except MedfmError as exc:
+            raise MedfmError(f"{display_path(path)}: {exc}") from None
+        pending.append((row, content, len(file_planes)))
+        planes.extend(file_planes)
+        if len(planes) >= batch_size:
+            flush()
+    if pending:
+        flush()
+    return out
