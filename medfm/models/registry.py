@@ -54,19 +54,21 @@ def register_family(family: str) -> Callable[[Builder], Builder]:
     return decorate
 
 
+def _configs(kind: str) -> dict[str, dict[str, Any]]:
+    configs = {path.stem: json.loads(path.read_text()) for path in sorted(CONFIG_DIR.glob("*.json"))}
+    return {name: config for name, config in configs.items() if config.get("kind", "encoder") == kind}
+
+
 @cache
-def _configs() -> dict[str, dict[str, Any]]:
-    return {path.stem: json.loads(path.read_text()) for path in sorted(CONFIG_DIR.glob("*.json"))}
-
-
 def list_encoders() -> dict[str, dict[str, Any]]:
     """Every shipped encoder config by name."""
-    return {name: config for name, config in _configs().items() if config.get("kind") != "segmenter"}
+    return _configs("encoder")
 
 
+@cache
 def list_segmenters() -> dict[str, dict[str, Any]]:
     """Every shipped interactive segmenter config (``"kind": "segmenter"``) by name."""
-    return {name: config for name, config in _configs().items() if config.get("kind") == "segmenter"}
+    return _configs("segmenter")
 
 
 def sha256_of(path: Path) -> str:

@@ -1,0 +1,174 @@
+"""The same index on a Chroma server (``chroma run``), addressed as ``chroma://HOST:PORT/COLLECTION``.
+
+The server persists and searches (HNSW, cosine space); the collection's metadata records
+the model, so that every client refuses queries from another one. Needs the ``chroma``
+extra (``chromadb``); medfm never starts the server itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from medfm.errors import MedfmError
+from medfm.index.base import Hit, Index, Metadata, clean_metadata
+
+SCHEME = "chroma://"
+_MODEL_KEYS = {"name": "medfm_model", "embed_dim": "medfm_embed_dim", "weights_sha256": "medfm_weights_sha256"}
+# Chroma refuses larger pages than its max batch size; this stays well under it
+_PAGE = 1000
+
+
+def _where(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    conditions = [{key: value} for key, value in clean_metadata(where or {}).items()]
+    if len(conditions) > 1:
+        return {"$and": conditions}
+    return conditions[0] if conditions else None
+
+
+def _connect(url: str) -> tuple[Any, str]:
+    try:
+        import chromadb
+        from chromadb.config import Settings
+    except ImportError:
+        raise MedfmError("chroma:// indexes need the chromadb package: pip install 'medfm[chroma]'") from None
+    parts = urlsplit(url)
+    name = parts.path.strip("/")
+    if not parts.hostname or not parts.port or not name:
+        raise MedfmError(f"Chroma index address must look like chroma://HOST:PORT/COLLECTION, got {url!r}")
+    try:
+        client = chromadb.HttpClient(host=parts.hostname, port=parts.port,
+                                     settings=Settings(anonymized_telemetry=False))
+        client.heartbeat()
+    except Exception as exc:
+        raise MedfmError(f"cannot reach the Chroma server at {parts.hostname}:{parts.port}: {str(exc).splitlines()[0]}") from None
+    return client, name
+
+
+class ChromaIndex(Index):
+    """A collection on a Chroma server; :meth:`create` or :meth:`open` it by URL."""
+
+    def __init__(self, url: str, collection: Any, model: dict[str, Any]) -> None:
+        self.location = url
+        self.model = model
+        self._collection = collection
+
+    @staticmethod
+    def exists(url: str) -> bool:
+        client, name = _connect(url)
+        return name in {collection.name for collection in client.list_collections()}
+
+    @classmethod
+    def create(cls, url: str, model: dict[str, Any], **settings: Any) -> ChromaIndex:
+        """A new collection for vectors of ``model``; refuses an existing one."""
+        if settings:
+            raise MedfmError(f"Chroma indexes are tuned on the server; drop the settings {sorted(settings)}")
+        if cls.exists(url):
+            raise MedfmError(f"{url} already holds an index; open it instead")
+        client, name = _connect(url)
+        metadata = {"hnsw:space": "cosine", **{_MODEL_KEYS[key]: value for key, value in model.items() if value is not None}}
+        try:
+            collection = client.create_collection(name, embedding_function=None, metadata=metadata)
+        except Exception as exc:
+            raise MedfmError(f"cannot create Chroma collection {name!r}: {str(exc).splitlines()[0]}") from None
+        return cls(url, collection, dict(model))
+
+    @classmethod
+    def open(cls, url: str) -> ChromaIndex:
+        client, name = _connect(url)
+        try:
+            collection = client.get_collection(name, embedding_function=None)
+        except Exception:
+            raise MedfmError(f"{url}: no such index on the Chroma server; build one with `medfm index build`") from None
+        stored = collection.metadata or {}
+        if _MODEL_KEYS["name"] not in stored:
+            raise MedfmError(f"{url}: this Chroma collection was not made by medfm (no model recorded)")
+        model = {key: stored.get(field) for key, field in _MODEL_KEYS.items()}
+        model["embed_dim"] = int(model["embed_dim"])
+        return cls(url, collection, model)
+
+    def __len__(self) -> int:
+        return self._collection.count()
+
+    def _pages(self, **query: Any) -> list[dict[str, Any]]:
+        pages, offset = [], 0
+        while True:
+            page = self._collection.get(limit=_PAGE, offset=offset, **query)
+            pages.append(page)
+            if len(page["ids"]) < _PAGE:
+                return pages
+            offset += _PAGE
+
+    def ids(self) -> set[int]:
+        return {int(i) for page in self._pages(include=[]) for i in page["ids"]}
+
+    def add(self, ids: Sequence[int], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]]) -> None:
+        vectors = self._check_vectors(ids, vectors, metadata)
+        keys = [str(int(i)) for i in ids]
+        held = self._collection.get(ids=keys, include=[])["ids"] if keys else []
+        if held:
+            raise MedfmError(f"index {self.location} already holds id(s) {', '.join(held[:5])}; use update")
+        for start in range(0, len(keys), _PAGE):
+            stop = start + _PAGE
+            self._collection.add(ids=keys[start:stop], embeddings=vectors[start:stop],
+                                 metadatas=[clean_metadata(m) for m in metadata[start:stop]])
+
+    def update(self, ids: Sequence[int], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]]) -> None:
+        self._check_vectors(ids, vectors, metadata)
+        keys = [str(int(i)) for i in ids]
+        absent = set(keys) - set(self._collection.get(ids=keys, include=[])["ids"]) if keys else set()
+        if absent:
+            raise MedfmError(f"index {self.location} has no id(s) {', '.join(sorted(absent)[:5])}; use add")
+        # delete then add: Chroma's update merges metadata, and a replaced record must not keep old keys
+        self.delete(ids)
+        self.add(ids, vectors, metadata)
+
+    def delete(self, ids: Sequence[int]) -> None:
+        if len(ids):
+            self._collection.delete(ids=[str(int(i)) for i in ids])
+
+    def records(self, where: Mapping[str, Any] | None = None) -> list[tuple[int, Metadata]]:
+        found = [(int(i), m) for page in self._pages(where=_where(where), include=["metadatas"])
+                 for i, m in zip(page["ids"], page["metadatas"])]
+        return sorted(found, key=lambda item: item[0])
+
+    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        keys = [str(int(i)) for i in ids]
+        got = self._collection.get(ids=keys, include=["embeddings"]) if keys else {"ids": [], "embeddings": []}
+        by_id = dict(zip(got["ids"], got["embeddings"]))
+        absent = [key for key in keys if key not in by_id]
+        if absent:
+            raise MedfmError(f"index {self.location} has no id(s) {', '.join(absent[:5])}")
+        # Chroma returns records in its own order, not the order asked for
+        return np.asarray([by_id[key] for key in keys], dtype=np.float32).reshape(len(keys), self.model["embed_dim"])
+
+    def search(self, query: np.ndarray, k: int = 10, where: Mapping[str, Any] | None = None, exact: bool = False) -> list[Hit]:
+        query = self._check_query(query, k)
+        if exact:
+            return self._exact(query, k, where)
+        size = len(self)
+        if not size:
+            return []
+        result = self._collection.query(query_embeddings=[query], n_results=min(k, size), where=_where(where),
+                                        include=["metadatas", "distances"])
+        return [Hit(int(i), 1.0 - float(d), m) for i, d, m in
+                zip(result["ids"][0], result["distances"][0], result["metadatas"][0])]
+
+    def _exact(self, query: np.ndarray, k: int, where: Mapping[str, Any] | None) -> list[Hit]:
+        # Chroma has no brute-force mode: score every matching vector here
+        ids, metadata, vectors = [], [], []
+        for page in self._pages(where=_where(where), include=["metadatas", "embeddings"]):
+            ids += page["ids"]
+            metadata += page["metadatas"]
+            vectors += list(page["embeddings"])
+        if not ids:
+            return []
+        scores = np.asarray(vectors, dtype=np.float32) @ query
+        best = np.argsort(-scores, kind="stable")[:k]
+        return [Hit(int(ids[i]), float(scores[i]), metadata[i]) for i in best]
+
+    def save(self) -> None:
+        """Nothing to do: the server makes each write durable."""

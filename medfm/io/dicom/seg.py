@@ -1,0 +1,120 @@
+"""DICOM Segmentation (SEG) output with highdicom, referencing the series it was drawn on.
+
+medfm's DICOM grid is dcm2niix's (rows flipped, slices along the normal, some 3D
+acquisitions reoriented), so no index arithmetic is trusted to undo it: every source
+frame's pixels are placed in the world from its own Image Position / Orientation and
+Pixel Spacing, and each takes the label of the label-map voxel there (nearest
+neighbour). The SEG's frames therefore correspond pixel for pixel to the source frames,
+which highdicom references one by one. Label values become segment numbers 1..n in
+ascending order, each named by its structure's ``label_name`` (else "label V").
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medfm.errors import MedfmError, UnreadableFileError
+from medfm.io.dicom import DicomSeries, quiet_pydicom
+from medfm.io.formats import atomic_path
+from medfm.io.image import Image
+
+
+def write_seg(labels: Image, series: DicomSeries, path: str | os.PathLike) -> Path:
+    """Write the label map ``labels`` (on ``series``' grid) as a BINARY DICOM SEG, atomically.
+
+    The algorithm identification carries ``labels.metadata["segmentation"]``'s model name
+    and weights sha256 (as the algorithm version), and medfm's version.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    from medfm import __version__
+
+    record: dict[str, Any] = labels.metadata.get("segmentation", {})
+    if labels.num_frames != 1:
+        raise MedfmError(f"DICOM SEG output takes one volume; this label map has {labels.num_frames} frames: write .nii.gz")
+    frames = sorted(series.frames, key=lambda f: (str(f.path), f.index))
+    if not frames:
+        raise MedfmError("the source series has no frames recorded; scan it with scan_dicom")
+    if any(f.layout.mosaic for f in frames):
+        raise MedfmError("DICOM SEG output of a Siemens mosaic series is not supported: write .nii.gz")
+    files = list(dict.fromkeys(f.path for f in frames))
+    if len(files) != len(frames) and len(files) != 1:
+        raise MedfmError("DICOM SEG output needs single-frame files or one multi-frame file; this series mixes them")
+    values = [int(v) for v in np.unique(labels.array) if v != 0]
+    if not values:
+        raise MedfmError("the segmentation is empty (no labelled voxel): no DICOM SEG written")
+    segment_number = np.zeros(max(values) + 1, np.uint16)
+    segment_number[values] = np.arange(1, len(values) + 1)
+    planes = np.stack([segment_number[_labels_on_frame(labels, frame)] for frame in frames])
+
+    names = {s["label"]: s.get("label_name") for s in record.get("structures", [])}
+    model = str(record.get("model") or "unknown")
+    sha256 = record.get("weights_sha256")
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=model[:64],
+        family=codes.cid7162.ArtificialIntelligence,
+        version=sha256 or "unrecorded",
+        parameters={"weights_sha256": sha256 or "unrecorded", "medfm_version": __version__},
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=(names.get(value) or f"label {value}")[:64],
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        for number, value in enumerate(values, start=1)
+    ]
+    with quiet_pydicom():
+        try:
+            sources = [dcmread(file, stop_before_pixels=True) for file in files]
+        except Exception as exc:  # pydicom's own errors become one line naming the file
+            raise UnreadableFileError(files[0], f"cannot read the source DICOM header ({exc})") from None
+        seg = hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=planes,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=generate_uid(),
+            series_number=int(series.metadata.get("series_number") or 0) + 1000,
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer="medfm",
+            manufacturer_model_name=model[:64],
+            software_versions=f"medfm {__version__}",
+            device_serial_number="none",
+            content_description=f"medfm segment with {model}"[:64],
+            series_description=f"SEG {model}"[:64],
+        )
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            seg.save_as(tmp)
+    return path
+
+
+def _labels_on_frame(labels: Image, frame: Any) -> np.ndarray:
+    """The label map's values at each pixel (rows, columns) of a source frame, by its geometry."""
+    row, column = np.asarray(frame.orientation[:3]), np.asarray(frame.orientation[3:])
+    rows, columns = np.mgrid[: frame.rows, : frame.columns]
+    world = (
+        np.asarray(frame.position)
+        + columns[..., None] * frame.pixel_spacing[1] * row
+        + rows[..., None] * frame.pixel_spacing[0] * column
+    )
+    inverse = np.linalg.inv(labels.lps_affine)
+    voxels = np.rint(world @ inverse[:3, :3].T + inverse[:3, 3]).astype(np.int64)
+    shape = np.asarray(labels.spatial_shape)
+    inside = np.all((voxels >= 0) & (voxels < shape), axis=-1)
+    if not inside.all():
+        raise MedfmError("the label map does not cover the source series (is it on another grid?)")
+    i, j, k = np.moveaxis(voxels, -1, 0)
+    return labels.array[i, j, k, 0, 0]

@@ -1,0 +1,239 @@
+"""Image-caption pairs for training medfm-clip from the project's datasets (``../shared/data``).
+
+MedPix-2.0 brings real captions. Every other dataset brings labels and metadata that
+template banks turn into captions in the UniMed-CLIP way (modality × body region ×
+structure × finding: "an endoscopy image of a colon polyp", "a fetal ultrasound of the
+head"...). Every sample is assigned to ``train``, ``val`` (loss and recipe choice) or
+``test`` (reported numbers only) by a stable hash of its patient/case/subject group, so
+that images of one group never straddle splits.
+
+:func:`build_cache` decodes every image once, downsamples it with the model's own
+:func:`~medfm.models.encoders.medfm_clip.prepare_plane` to a uint8 tensor, and embeds
+every distinct caption once with the frozen MiniLM, so that epochs only touch tensors.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: Zero-shot label texts for each modality key (the evaluation's classes).
+MODALITIES = {"ct": "CT", "mri": "MRI", "xray": "X-ray", "ultrasound": "ultrasound", "endoscopy": "endoscopy",
+              "dermoscopy": "dermoscopy", "fundus": "fundus photograph", "microscopy": "microscopy"}
+#: Zero-shot label texts for each body-region key.
+REGIONS = {"head": "head", "chest": "chest", "abdomen": "abdomen", "pelvis": "pelvis",
+           "msk": "spine and musculoskeletal system", "colon": "colon", "skin": "skin", "eye": "eye",
+           "blood": "blood"}
+#: MedPix ``location_category`` → region key.
+MEDPIX_REGIONS = {"Head": "head", "Thorax": "chest", "Abdomen": "abdomen",
+                  "Reproductive and Urinary System": "pelvis", "Spine and Muscles": "msk"}
+_MEDPIX_MODALITY_WORDS = {"CT": ["CT", "CT scan", "computed tomography"], "MR": ["MRI", "MR image", "magnetic resonance"]}
+_MEDPIX_REGION_WORDS = {"head": ["head", "brain"], "chest": ["chest", "thorax"], "abdomen": ["abdomen"],
+                        "pelvis": ["pelvis", "urinary tract"], "msk": ["spine", "musculoskeletal system"]}
+#: Fractions of groups held out; the rest trains.
+TEST_FRACTION, VAL_FRACTION = 0.15, 0.10
+#: Cached planes are this size; training crops them to the model's input size.
+CACHE_SIZE = 128
+VIDEO_FRAMES = 6
+
+
+@dataclass
+class Sample:
+    """One plane and its texts. ``frame`` is a video frame or npz row; ``caption`` is a real
+    caption (MedPix) and ``templates`` are captions made from labels; ``label`` is the class
+    that the templates describe (samples with equal labels are positives for each other)."""
+
+    dataset: str
+    path: str
+    group: str
+    modality: str
+    region: str
+    label: str
+    templates: list[str]
+    caption: str | None = None
+    frame: int | None = None
+    split: str = field(default="")
+
+
+def fill(templates: list[str], **slots: list[str]) -> list[str]:
+    """Every template with every combination of slot words, article fixed ("a endoscopy" → "an endoscopy")."""
+    out = []
+    for template in templates:
+        names = [name for name in slots if "{" + name + "}" in template]
+        for words in itertools.product(*(slots[name] for name in names)):
+            text = template.format(**dict(zip(names, words, strict=False)))
+            out.append(" ".join("an" if w == "a" and _vowel_sound(nxt) else w
+                                for w, nxt in zip(text.split(), text.split()[1:] + [""], strict=False)))
+    return sorted(set(out))
+
+
+def _vowel_sound(word: str) -> bool:
+    return word[:1].lower() in tuple("aeiou") or word.startswith(("MR", "X-"))
+
+
+GENERIC = ["a {mod} image of {thing}", "{mod} showing {thing}", "{thing} on {mod}", "a {mod} of {thing}"]
+
+
+def assign_splits(samples: list[Sample]) -> None:
+    """Give every sample without a split ``train``, ``val`` or ``test`` by its group: the groups of
+    each dataset are ordered by a stable hash and the first fractions held out (at least one group
+    each, so that small datasets such as POCUS are represented)."""
+    for dataset in sorted({s.dataset for s in samples}):
+        groups = sorted({s.group for s in samples if s.dataset == dataset and not s.split}, key=lambda g: zlib.crc32(g.encode()))
+        n_test = max(1, round(len(groups) * TEST_FRACTION))
+        n_val = max(1, round(len(groups) * VAL_FRACTION))
+        split = {g: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, g in enumerate(groups)}
+        for sample in samples:
+            if sample.dataset == dataset and not sample.split:
+                sample.split = split[sample.group]
+
+
+def _rows(root: Path, name: str) -> list[dict[str, str]]:
+    with open(root / name / "manifest.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def medpix(root: Path) -> Iterator[Sample]:
+    for row in _rows(root, "medpix2_image_text_train"):
+        region = MEDPIX_REGIONS[row["location_category"]]
+        mods = _MEDPIX_MODALITY_WORDS[row["modality"]]
+        plane = row["plane"].lower() if row["plane"] in ("Axial", "Coronal", "Sagittal") else ""
+        templates = fill(["a {plane} {mod} image of the {region}", "{mod} of the {region}", "a {mod} of the {region}"],
+                         plane=[plane] if plane else [""], mod=mods, region=_MEDPIX_REGION_WORDS[region])
+        templates = [" ".join(t.split()) for t in templates]
+        templates += [f"{mods[0]} showing {row['case_title'].lower()}", f"{row['modality_detail']} of the {row['location'].lower()}"]
+        yield Sample("medpix2_image_text_train", row["image"], row["case_id"], row["modality"].lower().replace("mr", "mri"),
+                     region, f"medpix:{row['modality']}:{region}:{plane}", templates, caption=row["caption"])
+
+
+def kvasir(root: Path) -> Iterator[Sample]:
+    templates = fill(GENERIC, mod=["endoscopy", "colonoscopy"], thing=["a colon polyp", "a colorectal polyp", "a polyp in the colon"])
+    for row in _rows(root, "kvasir_seg_polyp"):
+        yield Sample("kvasir_seg_polyp", row["image"], row["image"], "endoscopy", "colon", "kvasir:polyp", templates)
+
+
+def ph2(root: Path) -> Iterator[Sample]:
+    findings = {"common_nevus": ["a common nevus", "a benign mole"], "atypical_nevus": ["an atypical nevus", "a dysplastic nevus"],
+                "melanoma": ["a melanoma", "a malignant melanoma"]}
+    for row in _rows(root, "ph2_dermoscopy"):
+        name = row["clinical_diagnosis_name"]
+        templates = fill(GENERIC + ["a {mod} image of a skin lesion"], mod=["dermoscopy", "dermatoscopy"], thing=findings[name])
+        yield Sample("ph2_dermoscopy", row["image"], row["image"], "dermoscopy", "skin", f"ph2:{name}", templates)
+
+
+def hc18(root: Path) -> Iterator[Sample]:
+    templates = fill(["a fetal ultrasound of the head", "a {mod} of the fetal head", "a {mod} image of a fetal skull",
+                      "an obstetric {mod} showing the fetal head"], mod=["ultrasound", "sonography", "prenatal ultrasound"])
+    for row in _rows(root, "hc18_fetal_head_us"):
+        yield Sample("hc18_fetal_head_us", row["image"], row["subject_group"], "ultrasound", "head", "hc18:fetal_head", templates)
+
+
+def fundus(root: Path) -> Iterator[Sample]:
+    templates = fill(["a colour fundus photograph of the retina", "a {mod} of the retina", "a {mod} showing retinal vessels",
+                      "a {mod} of the eye"], mod=["fundus photograph", "fundus image", "retinal photograph"])
+    for row in _rows(root, "fundus_vessels"):
+        yield Sample("fundus_vessels", row["image"], f"{row['dataset']}:{row['subject']}", "fundus", "eye", "fundus:retina", templates)
+
+
+def bccd(root: Path) -> Iterator[Sample]:
+    templates = fill(GENERIC, mod=["microscopy", "light microscopy", "blood smear"],
+                     thing=["blood cells", "red and white blood cells", "a peripheral blood smear"])
+    for row in _rows(root, "bccd_blood_cells"):
+        # BCCD's own val split is the test split here; its train split is divided into train and val.
+        sample = Sample("bccd_blood_cells", row["image"], row["image"], "microscopy", "blood", "bccd:cells", templates)
+        sample.split = "test" if row["split"] == "val" else ""
+        yield sample
+
+
+def pocus(root: Path) -> Iterator[Sample]:
+    findings = {"regular": ["a normal lung", "healthy lungs with A-lines"], "COVID-19": ["covid-19 findings", "covid-19 pneumonia"],
+                "Viral pneumonia": ["viral pneumonia", "B-lines of viral pneumonia"]}
+    for row in _rows(root, "pocus_lung_ultrasound_video"):
+        templates = fill(["a lung ultrasound with {thing}", "a {mod} of the lung showing {thing}", "a chest {mod} with {thing}"],
+                         mod=["ultrasound", "point-of-care ultrasound"], thing=findings[row["label"]])
+        count = int(row["decoded_frames"] or 1)
+        for frame in sorted({round(x) for x in np.linspace(0, count - 1, min(count, VIDEO_FRAMES))}):
+            yield Sample("pocus_lung_ultrasound_video", row["file"], f"pocus:{row['split_group']}", "ultrasound", "chest",
+                         f"pocus:{row['label']}", templates, frame=frame if row["type"] == "video" else None)
+
+
+def pneumonia(root: Path, per_split: dict[str, int] = {"train": 700, "val": 150}) -> Iterator[Sample]:  # noqa: B006
+    names = {0: ["a normal chest", "clear lungs"], 1: ["pneumonia", "a lung infiltrate"]}
+    path = "volumes_3d_smoke/medmnist/pneumoniamnist_balanced_subset.npz"
+    labels = np.load(root / path)
+    for source, count in per_split.items():
+        for index in range(min(count, len(labels[f"{source}_labels"]))):
+            label = int(labels[f"{source}_labels"][index].item())
+            templates = fill(["a {mod} showing {thing}", "a pediatric {mod} with {thing}", "an X-ray of the chest"],
+                             mod=["chest X-ray", "chest radiograph"], thing=names[label])
+            sample = Sample("pneumoniamnist", f"{path}::{source}", f"pneumoniamnist:{source}:{index}", "xray", "chest",
+                            f"pneumonia:{label}", templates, frame=index)
+            # The npz's own val rows are the test split; its train rows are divided into train and val.
+            sample.split = "test" if source == "val" else ""
+            yield sample
+
+
+READERS = (medpix, kvasir, ph2, hc18, fundus, bccd, pocus, pneumonia)
+
+
+def collect(root: Path) -> list[Sample]:
+    """Every sample of every dataset under ``root``, each with its split."""
+    samples = [sample for reader in READERS for sample in reader(root)]
+    assign_splits(samples)
+    return samples
+
+
+def read_plane(root: Path, sample: Sample) -> np.ndarray:
+    """The raw plane ``(rows, columns[, C])`` of ``sample``, as stored."""
+    if sample.path.endswith(".npz::train") or sample.path.endswith(".npz::val"):
+        file, source = sample.path.split("::")
+        return np.load(root / file)[f"{source}_images"][sample.frame]
+    if sample.frame is not None:
+        import av
+
+        with av.open(str(root / sample.dataset / sample.path)) as container:
+            for index, frame in enumerate(container.decode(video=0)):
+                if index == sample.frame:
+                    return frame.to_ndarray(format="rgb24")
+            raise ValueError(f"{sample.path}: has no frame {sample.frame}")
+    from medfm.io import load
+
+    return load(root / sample.dataset / sample.path).frame(0, 0)
+
+
+def build_cache(root: Path, cache: Path, text_batch: int = 128) -> Path:
+    """Decode, downsample and embed everything once into ``cache`` (a ``.pt`` file); reuse it if present.
+
+    The file holds ``pixels`` ``(N, 3, CACHE_SIZE, CACHE_SIZE)`` uint8, ``samples`` (JSON),
+    ``texts`` (every distinct caption) and ``text_features`` ``(T, 384)`` float32.
+    """
+    if cache.exists():
+        return cache
+    from medfm.models.encoders.medfm_clip import MiniLM, prepare_plane
+
+    samples = collect(root)
+    pixels = torch.empty((len(samples), 3, CACHE_SIZE, CACHE_SIZE), dtype=torch.uint8)
+    for index, sample in enumerate(samples):
+        pixels[index] = (prepare_plane(read_plane(root, sample), CACHE_SIZE) * 255).round().to(torch.uint8)
+    texts = sorted({text for s in samples for text in s.templates + ([s.caption] if s.caption else [])})
+    text_features = MiniLM()(texts, batch_size=text_batch)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(".partial")
+    torch.save({"pixels": pixels, "samples": json.dumps([asdict(s) for s in samples]), "texts": texts,
+                "text_features": text_features}, partial)
+    partial.replace(cache)
+    return cache
+
+
+def load_cache(cache: Path) -> tuple[torch.Tensor, list[Sample], list[str], torch.Tensor]:
+    """``(pixels, samples, texts, text_features)`` as :func:`build_cache` wrote them."""
+    data = torch.load(cache, weights_only=True)
+    return data["pixels"], [Sample(**s) for s in json.loads(data["samples"])], data["texts"], data["text_features"]

@@ -1,0 +1,99 @@
+"""Held-out measures of medfm-clip: zero-shot modality and body region, text→image recall@K."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medfm.models.encoders.base import Encoder
+from medfm.tasks.clip_data import MODALITIES, REGIONS, Sample, collect, read_plane
+from medfm.tasks.zeroshot import DEFAULT_SCALE, label_embeddings, probabilities
+
+#: Prompts for the two zero-shot tasks (fixed before any measurement; never tuned on test).
+MODALITY_TEMPLATES = ("a {} image", "a {} scan", "a medical image acquired with {}", "{}")
+REGION_TEMPLATES = ("a medical image of the {}", "an image of the {}", "a scan of the {}", "the {}")
+
+
+def recall_at_k(text_embeddings: np.ndarray, image_embeddings: np.ndarray, relevant: Sequence[set[int]], k: int = 10) -> float:
+    """Fraction of queries ``(Q, D)`` with a relevant image among the top ``k`` of ``(N, D)`` by cosine."""
+    top = np.argsort(-(text_embeddings @ image_embeddings.T), axis=1)[:, :k]
+    return float(np.mean([bool(relevant[q] & set(top[q].tolist())) for q in range(len(top))]))
+
+
+def evaluate(samples: Sequence[Sample], image_embeddings: np.ndarray, encoder: Encoder, scale: float) -> dict:
+    """Zero-shot accuracies (overall, per dataset) and MedPix caption→image recall@1/10.
+
+    ``image_embeddings`` ``(N, D)`` are the unit embeddings of ``samples``. Captions shared by
+    several images (one caption per case figure) are one query whose relevant set is all of them.
+    """
+    result: dict = {}
+    for task, classes, templates, key in (("modality", MODALITIES, MODALITY_TEMPLATES, "modality"),
+                                          ("region", REGIONS, REGION_TEMPLATES, "region")):
+        keys = list(classes)
+        probs = probabilities(image_embeddings, label_embeddings(list(classes.values()), encoder, templates), scale)
+        correct = np.array([keys[i] == getattr(s, key) for i, s in zip(probs.argmax(1), samples, strict=False)])
+        result[f"{task}_accuracy"] = float(correct.mean())
+        for dataset in sorted({s.dataset for s in samples}):
+            mask = np.array([s.dataset == dataset for s in samples])
+            result.setdefault("per_dataset", {}).setdefault(dataset, {"n": int(mask.sum())})[f"{task}_accuracy"] = float(correct[mask].mean())
+    captions: dict[str, set[int]] = {}
+    for index, sample in enumerate(samples):
+        if sample.caption:
+            captions.setdefault(sample.caption, set()).add(index)
+    if captions:
+        medpix = [i for i, s in enumerate(samples) if s.caption]
+        position = {index: rank for rank, index in enumerate(medpix)}
+        queries = list(captions)
+        text = encoder.encode_text(queries)
+        relevant = [{position[i] for i in captions[q]} for q in queries]
+        result["medpix_queries"], result["medpix_images"] = len(queries), len(medpix)
+        for k in (1, 10):
+            result[f"text_to_image_recall@{k}"] = recall_at_k(text, image_embeddings[medpix], relevant, k)
+    return result
+
+
+def evaluate_split(data: Path, encoder: Encoder, split: str = "test") -> dict:
+    """:func:`evaluate` on one split of the datasets under ``data``, through the encoder's own
+    preprocessing on the raw planes (not the training cache)."""
+    samples = [s for s in collect(data) if s.split == split]
+    embeddings = encoder.encode_planes([read_plane(data, s) for s in samples])
+    return evaluate(samples, embeddings, encoder, getattr(encoder, "logit_scale", DEFAULT_SCALE))
+
+
+def throughput(encoder: Encoder, batch: int = 32, size: int = 256, repeats: int = 5) -> float:
+    """Images per second of ``encode_planes`` on ``(size, size)`` uint8 planes, batches of ``batch``
+    (preprocessing included), with whatever thread count torch is set to."""
+    planes = list(np.random.default_rng(0).integers(0, 256, (batch, size, size), dtype=np.uint8))
+    encoder.encode_planes(planes)  # warm-up: first-call allocations
+    began = time.perf_counter()
+    for _ in range(repeats):
+        encoder.encode_planes(planes)
+    return batch * repeats / (time.perf_counter() - began)
+
+
+def main() -> None:
+    import argparse
+
+    import torch
+
+    from medfm.models.registry import create_encoder
+
+    parser = argparse.ArgumentParser(description="Held-out measures of a medfm-clip model.")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--model", default="medfm-clip-small")
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--split", default="test")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    encoder = create_encoder(args.model, args.checkpoint)
+    result = {"model": args.model, "weights_sha256": encoder.info.weights_sha256, "split": args.split,
+              **evaluate_split(args.data, encoder, args.split), "images_per_second_1_thread_batch_32": throughput(encoder)}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Similar-case search: embed a collection into an index, then query it by image or text.
+
+:func:`build_index` is resumable: ids already in the index are skipped, and the index
+is saved after every chunk and at the end, so an interrupted build loses at most one
+chunk. Catalogued images keep their catalog id and metadata (path, modality, body
+part, dataset); a path given directly gets a stable id derived from its resolved path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medfm.errors import MedfmError, display_path
+from medfm.index import Hit, Index, open_or_create_index
+from medfm.io import Image
+from medfm.models.encoders.base import Encoder
+from medfm.tasks.embed import embed_image, embed_paths
+
+#: Paths embedded between two checkpoints of the index during a build.
+CHUNK = 256
+#: A build saves the index at least this often (seconds), and after the last chunk.
+SAVE_EVERY_S = 60.0
+
+
+@dataclass(frozen=True)
+class Item:
+    """Something to index: ``id``, the image ``path`` and its metadata (which holds ``path``)."""
+
+    id: int
+    path: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class BuildReport:
+    """What one build did: ``added`` items, ``skipped`` ones already indexed, ``bad`` ``(path, reason)``."""
+
+    index: str
+    added: int = 0
+    skipped: int = 0
+    bad: list[tuple[str, str]] = field(default_factory=list)
+
+
+def path_id(path: str | os.PathLike) -> int:
+    """A stable 63-bit id for an image given by path (its resolved path, hashed)."""
+    digest = hashlib.blake2b(os.fsencode(Path(path).resolve()), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def _looks_like_catalog(source: str) -> bool:
+    return "://" in source or source.endswith((".db", ".sqlite", ".sqlite3"))
+
+
+def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = None) -> list[Item]:
+    """The items named by ``sources`` (catalog URLs or ``.db`` files: all their images; else
+    image files or DICOM series folders) and by ``catalog`` (all its images)."""
+    from medfm.catalog import open_catalog
+
+    catalogs = [catalog] if catalog else []
+    items: dict[int, Item] = {}
+    for source in map(os.fspath, sources):
+        if _looks_like_catalog(source):
+            catalogs.append(source)
+        elif not Path(source).exists():
+            raise MedfmError(f"{display_path(source)}: no such file or folder")
+        else:
+            resolved = str(Path(source).resolve())
+            items.setdefault(path_id(resolved), Item(path_id(resolved), resolved, {"path": resolved}))
+    if len(catalogs) > 1:
+        raise MedfmError(f"give one catalog per index build (catalog ids would clash); got {len(catalogs)}")
+    for url in catalogs:
+        with open_catalog(url) as store:
+            for record in store.query():
+                metadata = {"path": record.source_path, "modality": record.modality,
+                            "body_part": record.body_part, "dataset": record.dataset}
+                items[record.id] = Item(record.id, record.source_path, metadata)
+    if not items:
+        raise MedfmError("nothing to index: give image paths, or a catalog with images")
+    return list(items.values())
+
+
+def _progress_bar(enabled: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=True, disable=not enabled)
+
+
+def _embed_chunk(items: list[Item], encoder: Encoder, batch_size: int, bad: list[tuple[str, str]]) -> tuple[list[Item], np.ndarray]:
+    """The items of the chunk that could be embedded, with their ``(N, D)`` vectors."""
+    try:
+        return items, embed_paths([item.path for item in items], encoder, batch_size=batch_size)
+    except MedfmError:
+        pass
+    # one bad file fails the whole call: find which, and keep the others
+    kept, vectors = [], []
+    for item in items:
+        try:
+            vectors.append(embed_paths([item.path], encoder, batch_size=batch_size)[0])
+            kept.append(item)
+        except MedfmError as exc:
+            bad.append((display_path(item.path), str(exc)))
+    return kept, np.asarray(vectors, np.float32).reshape(len(kept), encoder.info.embed_dim)
+
+
+def build_index(
+    sources: Sequence[str | os.PathLike],
+    encoder: Encoder,
+    index: str | os.PathLike,
+    *,
+    catalog: str | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+    **settings: Any,
+) -> BuildReport:
+    """Embed every item of ``sources`` and ``catalog`` (see :func:`collect_items`) not yet in
+    ``index`` (a folder or ``chroma://`` address, created if needed with ``settings``).
+
+    Bad images do not stop the build: they are listed in the report. An existing index
+    built with another model is refused.
+    """
+    items = collect_items(sources, catalog)
+    store = open_or_create_index(index, encoder.info, **settings)
+    report = BuildReport(store.location)
+    try:
+        held = store.ids()
+        todo = [item for item in items if item.id not in held]
+        report.skipped = len(items) - len(todo)
+        saved_at = time.monotonic()
+        with _progress_bar(progress) as bar:
+            task = bar.add_task("embedding", total=len(todo))
+            for start in range(0, len(todo), CHUNK):
+                kept, vectors = _embed_chunk(todo[start:start + CHUNK], encoder, batch_size, report.bad)
+                store.add([item.id for item in kept], vectors, [item.metadata for item in kept])
+                report.added += len(kept)
+                bar.advance(task, len(todo[start:start + CHUNK]))
+                if time.monotonic() - saved_at > SAVE_EVERY_S:
+                    store.save()
+                    saved_at = time.monotonic()
+        store.save()
+    finally:
+        store.close()
+    return report
+
+
+def embed_query(encoder: Encoder, *, image: str | os.PathLike | Image | None = None, text: str | None = None) -> np.ndarray:
+    """``(D,)`` unit embedding of exactly one of ``image`` (path or :class:`Image`) or ``text``."""
+    if (image is None) == (text is None):
+        raise MedfmError("give exactly one query: an image or a text")
+    if text is not None:
+        if not text.strip():
+            raise MedfmError("the text query is empty")
+        return encoder.encode_text([text])[0]
+    if isinstance(image, Image):
+        return embed_image(image, encoder)
+    # embed_paths names the file in its errors; no cache for one-off queries
+    return embed_paths([image], encoder, cache=False)[0]
+
+
+def search(
+    index: Index,
+    encoder: Encoder,
+    *,
+    image: str | os.PathLike | Image | None = None,
+    text: str | None = None,
+    k: int = 10,
+    where: Mapping[str, Any] | None = None,
+    exact: bool = False,
+) -> list[Hit]:
+    """The ``k`` indexed images most similar to ``image`` or ``text``, best first, among
+    those whose metadata matches ``where`` (``{"modality": "CT"}``, ...). ``encoder`` must
+    be the index's model."""
+    index.check_model(encoder.info)
+    return index.search(embed_query(encoder, image=image, text=text), k, where=where, exact=exact)

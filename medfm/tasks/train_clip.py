@@ -1,0 +1,189 @@
+"""Train medfm-clip: the image tower and both projections against the frozen MiniLM.
+
+Epochs run on the uint8 cache that :func:`medfm.tasks.clip_data.build_cache` writes once;
+augmentation (random zoom/shift crops, brightness and contrast) is batched on tensors. Every
+epoch writes a resumable ``checkpoint.pt`` and a line of validation measures to
+``history.jsonl``; the end writes ``<model>.safetensors`` with the architecture in its metadata.
+
+Run ``python -m medfm.tasks.train_clip --help`` or ``medfm train clip``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medfm.errors import MedfmError, display_path
+from medfm.models.encoders.base import EncoderInfo
+from medfm.models.encoders.medfm_clip import (
+    MedfmClip,
+    MedfmClipEncoder,
+    architecture_json,
+    build_model,
+)
+from medfm.models.losses import LOSSES, clip_loss, convirt_loss, siglip_loss
+from medfm.models.registry import list_encoders
+from medfm.tasks.clip_data import Sample, build_cache, load_cache
+from medfm.tasks.clip_eval import evaluate
+
+#: Share of MedPix steps that use the real caption rather than a metadata template.
+CAPTION_SHARE = 0.5
+
+
+def augment(pixels: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``(B, 3, H, W)`` uint8 → ``(B, 3, size, size)`` float in [0, 1]: a random crop of 70–100 %
+    of each side (aspect jittered ±10 %) at a random position, then contrast ×[0.8, 1.2] and
+    brightness ±0.1. One ``affine_grid`` for the whole batch keeps it cheap on a CPU."""
+    b = len(pixels)
+    rand = torch.rand((b, 5), generator=generator)
+    scale = 0.7 + 0.3 * rand[:, 0]
+    aspect = 0.9 + 0.2 * rand[:, 1]
+    sx, sy = (scale * aspect).clamp(max=1.0), (scale / aspect).clamp(max=1.0)
+    theta = torch.zeros((b, 2, 3))
+    theta[:, 0, 0], theta[:, 1, 1] = sx, sy
+    theta[:, 0, 2], theta[:, 1, 2] = (1 - sx) * (2 * rand[:, 2] - 1), (1 - sy) * (2 * rand[:, 3] - 1)
+    grid = F.affine_grid(theta, (b, 3, size, size), align_corners=False)
+    x = F.grid_sample(pixels.float() / 255, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    contrast = (0.8 + 0.4 * torch.rand((b, 1, 1, 1), generator=generator))
+    brightness = 0.2 * rand[:, 4].view(b, 1, 1, 1) - 0.1
+    return ((x - 0.5) * contrast + 0.5 + brightness).clamp(0.0, 1.0)
+
+
+def sample_texts(samples: list[Sample], batch: np.ndarray, text_index: dict[str, int],
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One text per image of ``batch`` → ``(B,)`` text ids and the ``(B, B)`` positives matrix:
+    pairs whose texts are identical or describe the same class (equal ``label``)."""
+    ids, groups = [], []
+    for index in batch:
+        sample = samples[index]
+        if sample.caption and rng.random() < CAPTION_SHARE:
+            text, group = sample.caption, f"caption:{sample.caption}"
+        else:
+            text, group = sample.templates[rng.integers(len(sample.templates))], sample.label
+        ids.append(text_index[text])
+        groups.append(group)
+    ids_t = torch.tensor(ids)
+    codes = torch.tensor([hash(g) for g in groups])
+    return ids_t, (ids_t[:, None] == ids_t[None, :]) | (codes[:, None] == codes[None, :])
+
+
+def embed_cached(model: MedfmClip, pixels: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """``(N, 3, H, W)`` cached uint8 → ``(N, D)`` unit embeddings at the model's input size."""
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(pixels), batch_size):
+            x = F.interpolate(pixels[start:start + batch_size].float() / 255, size=(model.image_size,) * 2,
+                              mode="bilinear", antialias=True, align_corners=False)
+            out.append(model.encode_pixels(x).numpy())
+    return np.concatenate(out)
+
+
+def contrastive_loss(name: str, model: MedfmClip, image: torch.Tensor, text: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    scale = model.logit_scale.exp()
+    if name == "siglip":
+        return siglip_loss(image, text, scale, model.logit_bias, positives)
+    if name == "convirt":
+        return convirt_loss(image, text, scale, 0.75, positives)
+    return clip_loss(image, text, scale, positives)
+
+
+def save_weights(model: MedfmClip, config: dict, path: Path, loss: str) -> Path:
+    """The trainable weights as safetensors, with the architecture and recipe in the metadata."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
+    save_file(state, path, metadata={"architecture": architecture_json(config), "loss": loss})
+    return path
+
+
+def train_clip(data: Path = Path("../shared/data"), out: Path = Path("runs/medfm-clip"), epochs: int = 40, loss: str = "clip", resume: bool = False,
+               model_name: str = "medfm-clip-small", batch_size: int = 128, lr: float = 2e-3,
+               weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None) -> Path:
+    """Train on the datasets under ``data``; checkpoints and logs go to ``out``. Returns the weights path."""
+    if loss not in LOSSES:
+        raise MedfmError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+    if not data.is_dir():
+        raise MedfmError(f"{display_path(data)}: data folder not found")
+    config = {"name": model_name, **list_encoders()[model_name]}
+    pixels, samples, texts, text_features = load_cache(build_cache(data, cache or out / "cache.pt"))
+    text_index = {text: i for i, text in enumerate(texts)}
+    train = np.array([i for i, s in enumerate(samples) if s.split == "train"])
+    val = [i for i, s in enumerate(samples) if s.split == "val"]
+
+    torch.manual_seed(seed)
+    model = build_model(config)
+    if loss == "siglip":  # SigLIP's initialisation: t' = log 10, b = -10
+        model.logit_scale.data.fill_(math.log(10.0))
+    decay = [p for p in model.parameters() if p.ndim > 1]  # conv and linear weights
+    rest = [p for p in model.parameters() if p.ndim <= 1]  # norms, temperature, bias
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=lr)
+    steps_per_epoch = len(train) // batch_size
+    total, warmup = epochs * steps_per_epoch, steps_per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    start_epoch, checkpoint = 0, out / "checkpoint.pt"
+    if resume and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True)
+        if state["loss"] != loss:
+            raise MedfmError(f"{display_path(checkpoint)} was trained with --loss {state['loss']}, not {loss}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start_epoch = state["epoch"] + 1
+    encoder = MedfmClipEncoder(model, EncoderInfo(model_name, config["embed_dim"], has_text=True))
+    generator, rng = torch.Generator().manual_seed(seed + start_epoch), np.random.default_rng(seed + start_epoch)
+    out.mkdir(parents=True, exist_ok=True)
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        began, running = time.time(), 0.0
+        order = rng.permutation(train)
+        for step in range(steps_per_epoch):
+            batch = order[step * batch_size:(step + 1) * batch_size]
+            ids, positives = sample_texts(samples, batch, text_index, rng)
+            image = model.encode_pixels(augment(pixels[batch], model.image_size, generator))
+            value = contrastive_loss(loss, model, image, model.encode_text_features(text_features[ids]), positives)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            schedule.step()
+            with torch.no_grad():  # CLIP's cap on the inverse temperature
+                model.logit_scale.clamp_(max=math.log(100.0))
+            running += value.item()
+        model.eval()
+        measures = evaluate([samples[i] for i in val], embed_cached(model, pixels[val]), encoder, encoder.logit_scale)
+        record = {"epoch": epoch, "loss": loss, "train_loss": running / steps_per_epoch, "seconds": time.time() - began,
+                  "logit_scale": encoder.logit_scale, **{k: v for k, v in measures.items() if k != "per_dataset"}}
+        with open(out / "history.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "epoch": epoch, "loss": loss}, checkpoint.with_suffix(".partial"))
+        checkpoint.with_suffix(".partial").replace(checkpoint)
+    return save_weights(model, config, out / f"{model_name}.safetensors", loss)
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--out", type=Path, default=Path("runs/medfm-clip"))
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--loss", choices=LOSSES, default="clip")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(display_path(train_clip(args.data, args.out, args.epochs, args.loss, args.resume, cache=args.cache)))
+
+
+if __name__ == "__main__":
+    main()

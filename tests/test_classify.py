@@ -1,0 +1,180 @@
+"""Few-shot heads, probe files with operating points, and `medfm classify` / `medfm fit-probe`."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from clitools import run_cli
+from fakeencoder import fake_models  # noqa: F401  (the fixture, used by every test below)
+
+from medfm.errors import MedfmError
+from medfm.io import Image, save
+from medfm.models import EncoderInfo
+from medfm.tasks.probe import KNNClassifier, LinearProbe, Probe, load_probe
+
+pytestmark = pytest.mark.usefixtures("fake_models")
+
+
+def blobs(n, seed, shift=1.5):
+    """Two overlapping Gaussian classes in 8-d: ``(n, 8)`` rows and labels "normal"/"polyp"."""
+    rng = np.random.default_rng(seed)
+    labels = np.array(["normal", "polyp"])[rng.integers(0, 2, n)]
+    x = rng.standard_normal((n, 8)) + shift * (labels == "polyp")[:, None] * np.eye(8)[0]
+    return x, labels
+
+
+@pytest.mark.parametrize("head", [LinearProbe(), KNNClassifier(k=15)])
+def test_heads_learn_and_refuse_use_before_fit(head):
+    with pytest.raises(MedfmError, match="not fitted yet"):
+        type(head)().predict_proba(np.ones((1, 8)))
+    x, y = blobs(400, 0)
+    assert head.fit(x, y) is head and head.classes_ == ["normal", "polyp"]
+    test_x, test_y = blobs(400, 1)
+    proba = head.predict_proba(test_x)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert np.mean(np.array(head.classes_)[proba.argmax(axis=1)] == test_y) > 0.7
+
+
+def test_linear_probe_matches_scikit_learn():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = blobs(200, 2)
+    reference = LogisticRegression().fit(x, y).predict_proba(x)
+    np.testing.assert_allclose(LinearProbe().fit(x, y).predict_proba(x), reference, atol=1e-6)
+    three = np.where(np.arange(200) % 3 == 0, "third", y)
+    multi = LogisticRegression().fit(x, three).predict_proba(x)
+    np.testing.assert_allclose(LinearProbe().fit(x, three).predict_proba(x), multi, atol=1e-6)
+
+
+@pytest.mark.parametrize("target,value", [("sensitivity", 0.9), ("specificity", 0.8), ("youden", None)])
+def test_operating_point_is_chosen_on_calibration_and_applied(tmp_path, target, value):
+    x, y = blobs(300, 3)
+    probe = Probe(LinearProbe().fit(x, y), {"name": "model-a", "embed_dim": 8, "weights_sha256": "a" * 64})
+    cal_x, cal_y = blobs(300, 4)
+    point = probe.calibrate(cal_x, cal_y, target, value).operating_point
+    matrix = point["confusion"]
+    assert sum(matrix.values()) == 300
+    sensitivity = matrix["tp"] / (matrix["tp"] + matrix["fn"])
+    specificity = matrix["tn"] / (matrix["tn"] + matrix["fp"])
+    assert (sensitivity, specificity) == pytest.approx((point["sensitivity"], point["specificity"]))
+    if target == "sensitivity":
+        assert sensitivity >= 0.9
+    if target == "specificity":
+        assert specificity >= 0.8
+    reloaded = load_probe(probe.save(tmp_path / "probe.json"))
+    proba, predicted = reloaded.predict(cal_x)
+    called = proba[:, 1] >= point["threshold"]
+    assert predicted == ["polyp" if c else "normal" for c in called]
+    assert np.sum(called & (cal_y == "polyp")) == matrix["tp"]
+
+
+def test_probe_file_refusals(tmp_path):
+    probe = Probe(LinearProbe().fit(*blobs(50, 5)), {"name": "model-a", "embed_dim": 8, "weights_sha256": "a" * 64})
+    with pytest.raises(MedfmError, match="fitted on model 'model-a'.*not 'model-b'"):
+        probe.check_model(EncoderInfo("model-b", 8, "c" * 64))
+    with pytest.raises(MedfmError, match="positive class 'x'"):
+        probe.calibrate(*blobs(50, 6), positive="x")
+    (tmp_path / "bad.json").write_text("[1, 2")
+    with pytest.raises(MedfmError, match="not a readable probe file"):
+        load_probe(tmp_path / "bad.json")
+    with pytest.raises(MedfmError, match="probe file not found"):
+        load_probe(tmp_path / "none.json")
+
+
+# --- command line, with the fake encoder and generated images ---------------------------
+
+def write_set(folder, count, seed):
+    """PNGs whose class is visible to the fake encoder: 'polyp' images are brighter. Returns a manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(count):
+        label = "polyp" if i % 2 else "normal"
+        base = (110 if label == "polyp" else 70) + rng.integers(-35, 35)
+        save(Image((base + rng.integers(0, 50, (24, 24))).astype(np.uint8)), folder / f"{i:03d}.png")
+        rows.append({"path": f"{i:03d}.png", "diagnosis": label})
+    with open(folder / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["path", "diagnosis"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder / "manifest.csv"
+
+
+def test_fit_probe_with_operating_point_then_classify(tmp_path, capsys):
+    train, calibration = write_set(tmp_path / "train", 40, 0), write_set(tmp_path / "cal", 40, 1)
+    probe = tmp_path / "probe.json"
+    code, out, err = run_cli(["fit-probe", str(train), "--model", "fake-clip", "--label-column", "diagnosis", "-o", str(probe),
+                              "--calibration", str(calibration), "--target-sensitivity", "0.9", "--positive", "polyp"], capsys)
+    assert code == 0, err
+    assert "confusion on calibration: TP" in out
+    stored = json.loads(probe.read_text())
+    assert stored["model"]["name"] == "fake-clip" and stored["operating_point"]["sensitivity"] >= 0.9
+    assert stored["training"]["counts"] == {"normal": 20, "polyp": 20}
+
+    images = [str(tmp_path / "cal" / f"{i:03d}.png") for i in range(6)]
+    code, out, err = run_cli(["classify", *images, "--probe", str(probe), "--json"], capsys)
+    assert code == 0, err
+    results = json.loads(out)
+    assert [r["path"] for r in results] == images
+    for result in results:
+        assert set(result["probabilities"]) == {"normal", "polyp"}
+        assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        called = result["probabilities"]["polyp"] >= stored["operating_point"]["threshold"]
+        assert result["prediction"] == ("polyp" if called else "normal")
+
+    code, _, err = run_cli(["classify", images[0], "--probe", str(probe), "--model", "other-clip"], capsys)
+    assert code == 2 and "fitted on model 'fake-clip'" in err
+
+
+def test_knn_probe_from_an_index(tmp_path, capsys):
+    train = write_set(tmp_path / "train", 30, 0)
+    index = str(tmp_path / "ix")
+    assert run_cli(["index", "build", *map(str, sorted((tmp_path / "train").glob("*.png"))), "--model", "fake-clip",
+                    "--index", index, "--no-progress"], capsys)[0] == 0
+    probe = tmp_path / "knn.json"
+    code, out, err = run_cli(["fit-probe", str(train), "--index", index, "--label-column", "diagnosis", "--knn", "5",
+                              "-o", str(probe), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["classes"] == ["normal", "polyp"] and json.loads(probe.read_text())["method"] == "knn"
+    code, _, err = run_cli(["fit-probe", str(write_set(tmp_path / "new", 4, 3)), "--index", index,
+                            "--label-column", "diagnosis", "-o", str(probe)], capsys)
+    assert code == 2 and "4 of 4 manifest images are not in index" in err
+    code, _, err = run_cli(["fit-probe", str(train), "--index", index, "--label-column", "grade", "-o", str(probe)], capsys)
+    assert code == 2 and "no column 'grade'" in err
+
+
+def test_zero_shot_with_templates_and_evidence(tmp_path, capsys):
+    write_set(tmp_path / "set", 10, 0)
+    bright = save(Image(np.full((24, 24), 230, np.uint8)), tmp_path / "bright.png")
+    dark = save(Image(np.full((24, 24), 10, np.uint8)), tmp_path / "dark.png")
+    templates = tmp_path / "templates.txt"
+    templates.write_text("# prompts\na {} picture\n{} tissue\n")
+    index = str(tmp_path / "ix")
+    run_cli(["index", "build", *map(str, sorted((tmp_path / "set").glob("*.png"))), "--model", "fake-clip", "--index", index, "--no-progress"], capsys)
+    code, out, err = run_cli(["classify", str(bright), str(dark), "--labels", "bright,dark", "--templates", str(templates),
+                              "--model", "fake-clip", "--index", index, "-k", "3", "--json"], capsys)
+    assert code == 0, err
+    first, second = json.loads(out)
+    assert first["prediction"] == "bright" and second["prediction"] == "dark"
+    assert first["probabilities"]["bright"] > 0.9 and first["templates"] == ["a {} picture", "{} tissue"]
+    assert len(first["evidence"]) == 3 and first["evidence"][0]["score"] >= first["evidence"][-1]["score"]
+    code, out, _ = run_cli(["classify", str(bright), "--labels", "bright,dark", "--model", "fake-clip"], capsys)
+    assert code == 0 and out.startswith(f"{bright}: bright")
+
+
+def test_classify_bad_input_is_one_line_errors(tmp_path, capsys):
+    image = save(Image(np.zeros((8, 8), np.uint8)), tmp_path / "a.png")
+    two_channels = save(Image(np.zeros((8, 8, 1, 1, 2), np.float32)), tmp_path / "two.npz")
+    cases = [
+        (["--labels", "a,b", "--model", "nope"], "unknown model 'nope'"),
+        (["--labels-file", str(tmp_path / "labels.txt"), "--model", "fake-clip"], "labels file not found"),
+        (["--labels", "a,b", "--templates", str(tmp_path / "t.txt"), "--model", "fake-clip"], "templates file not found"),
+        (["--labels", "only", "--model", "fake-clip"], "at least two distinct labels"),
+        (["--probe", str(tmp_path / "p.json"), "--model", "fake-clip"], "probe file not found"),
+    ]
+    for options, message in cases:
+        code, _, err = run_cli(["classify", str(image), *options], capsys)
+        assert code == 2 and message in err and len(err.splitlines()) == 1, (options, err)
+    code, _, err = run_cli(["classify", str(two_channels), "--labels", "a,b", "--model", "fake-clip"], capsys)
+    assert code == 2 and "two.npz" in err and "C = 1, 3 or 4" in err

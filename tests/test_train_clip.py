@@ -1,0 +1,73 @@
+"""medfm-clip training smoke test on a generated cache: no shared data needed."""
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medfm.models.registry import list_encoders
+from medfm.tasks.clip_data import CACHE_SIZE, Sample, fill
+from medfm.tasks.train_clip import augment, sample_texts, train_clip
+
+
+def write_cache(path, n=40):
+    """Two synthetic classes (bright disc vs dark stripes) with templated captions and random text features."""
+    rng = np.random.default_rng(0)
+    samples, pixels = [], torch.zeros((n, 3, CACHE_SIZE, CACHE_SIZE), dtype=torch.uint8)
+    yy, xx = np.mgrid[:CACHE_SIZE, :CACHE_SIZE]
+    for i in range(n):
+        disc = i % 2 == 0
+        image = ((xx - 64) ** 2 + (yy - 64) ** 2 < 900) * 255 if disc else (xx // 8 % 2) * 128
+        pixels[i] = torch.from_numpy(np.broadcast_to(image.astype(np.uint8), (3, CACHE_SIZE, CACHE_SIZE)).copy())
+        modality, region = ("ct", "head") if disc else ("endoscopy", "colon")
+        samples.append(Sample("synthetic", f"{i}.png", str(i), modality, region, modality,
+                              fill(["a {m} image", "{m} of a phantom"], m=[modality]),
+                              caption=f"case {i // 4} caption" if disc else None, split=["train", "train", "val"][i % 3]))
+    texts = sorted({t for s in samples for t in s.templates + ([s.caption] if s.caption else [])})
+    torch.save({"pixels": pixels, "samples": json.dumps([asdict(s) for s in samples]), "texts": texts,
+                "text_features": torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(len(texts), 384)).astype(np.float32)), dim=1)},
+               path)
+
+
+def test_fill_fixes_articles():
+    assert fill(["a {m} image of a {t}"], m=["endoscopy", "CT"], t=["polyp"]) == ["a CT image of a polyp", "an endoscopy image of a polyp"]
+
+
+def test_augment_keeps_range_and_size():
+    pixels = torch.randint(0, 256, (4, 3, 128, 128), dtype=torch.uint8)
+    out = augment(pixels, 112, torch.Generator().manual_seed(0))
+    assert out.shape == (4, 3, 112, 112) and 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_same_class_texts_are_positives():
+    samples = [Sample("d", "a", "1", "ct", "head", "L1", ["x"]), Sample("d", "b", "2", "ct", "head", "L1", ["y"]),
+               Sample("d", "c", "3", "mri", "head", "L2", ["x"])]
+    ids, positives = sample_texts(samples, np.arange(3), {"x": 0, "y": 1}, np.random.default_rng(0))
+    assert ids.tolist() == [0, 1, 0]
+    assert positives.tolist() == [[True, True, True], [True, True, False], [True, False, True]]
+
+
+@pytest.mark.parametrize("loss", ["clip", "siglip"])
+def test_one_epoch_trains_checkpoints_and_resumes(tmp_path, monkeypatch, loss):
+    torch.set_num_threads(1)
+    cache = tmp_path / "cache.pt"
+    write_cache(cache)
+    # A frozen-MiniLM stand-in: validation prompts get fixed random features (no 90 MB model in unit tests).
+    monkeypatch.setattr("medfm.tasks.train_clip.MedfmClipEncoder.encode_text",
+                        lambda self, texts: np.random.default_rng(len(texts)).normal(size=(len(texts), 256)).astype(np.float32))
+    out = tmp_path / "run"
+    weights = train_clip(tmp_path, out, epochs=1, loss=loss, batch_size=8, cache=cache)
+    state = load_file(weights)
+    assert "image_projection.weight" in state and not any(k.startswith("minilm") for k in state)
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert history[0]["epoch"] == 0 and np.isfinite(history[0]["train_loss"])
+    assert 0.0 <= history[0]["modality_accuracy"] <= 1.0
+    before = torch.load(out / "checkpoint.pt", weights_only=True)["model"]["image_projection.weight"]
+    train_clip(tmp_path, out, epochs=2, loss=loss, resume=True, batch_size=8, cache=cache)
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1]  # resumed at epoch 1, not from scratch
+    assert not torch.equal(before, load_file(out / "medfm-clip-small.safetensors")["image_projection.weight"])
+    assert list_encoders()["medfm-clip-small"]["family"] == "medfm_clip"
