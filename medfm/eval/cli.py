@@ -94,6 +94,43 @@ def frd(
         typer.echo(f"  {o['name']:<24} {o['score']:.4g}")
 
 
+@evaluate_app.command("robustness")
+def robustness(
+    manifest: Annotated[Path, typer.Argument(help="CSV with an image column and a mask column (segmenter) or a label column (classifier).")],
+    segmenter: Annotated[str | None, typer.Option("--segmenter", help="Registered segmenter, prompted with the reference's box.")] = None,
+    probe: Annotated[Path | None, typer.Option("--probe", help="Probe file from `medfm fit-probe` (a classifier).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Local weights for the segmenter or the probe's encoder.")] = None,
+    label_column: Annotated[str | None, typer.Option("--label-column", help="Manifest column with each image's class (classifier).")] = None,
+    corruptions: Annotated[str | None, typer.Option("--corruptions", help="Comma-separated corruption names (default: all).")] = None,
+    severities: Annotated[str, typer.Option("--severities", help="Comma-separated severities among 1-5.")] = "1,2,3,4,5",
+    limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N rows of the manifest.")] = None,
+    seed: SeedOption = 0,
+    as_json: JsonOption = False,
+    report: ReportOption = None,
+) -> None:
+    """Metric against corruption severity (Dice for a segmenter, accuracy for a classifier), per corruption."""
+    from medfm.errors import MedfmError
+    from medfm.eval.corruptions import CORRUPTIONS
+    from medfm.tasks.robustness import evaluate_robustness
+
+    try:
+        levels = tuple(int(v) for v in severities.split(","))
+    except ValueError:
+        raise MedfmError(f"--severities must be integers separated by commas, got {severities!r}") from None
+    names = tuple(c.strip() for c in corruptions.split(",")) if corruptions else tuple(CORRUPTIONS)
+    result = evaluate_robustness(
+        manifest, segmenter=segmenter, probe=probe, checkpoint=checkpoint, label_column=label_column,
+        limit=limit, corruptions=names, severities=levels, seed=seed, report=report,
+    ).as_dict()
+    if as_json:
+        _print_json(result)
+        return
+    typer.echo(f"{result['metric']} on {result['n_cases']} cases, clean {_number(result['clean']['mean'])}")
+    typer.echo("corruption".ljust(16) + "".join(f"s{s}".rjust(9) for s in result["severities"]))
+    for name, curve in result["corruptions"].items():
+        typer.echo(name[:15].ljust(16) + "".join(_number(m).rjust(9) for m in curve["mean"]))
+
+
 @evaluate_app.command("cls")
 def cls(
     scores: Annotated[Path, typer.Option("--scores", help="CSV: id column and one score column, or one per class.")],

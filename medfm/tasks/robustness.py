@@ -1,0 +1,161 @@
+"""How medfm's segmenters and classifiers hold up under the corruption suite.
+
+Thin over :func:`medfm.eval.robustness.degradation_curves`: this module turns a manifest
+into cases and a model into a ``predict`` callable. Segmenters follow the promptable
+segmentation convention of a box prompt simulated from the reference (its bounding box,
+taken before corruption, so every severity gets the same prompt) and are scored with
+Dice; classifiers (a fitted probe with its encoder) are scored with accuracy.
+
+The corruptions act on one grey plane, so colour images are converted to luminance
+(ITU-R BT.601 weights) before corruption; the model then sees the grey image.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medfm.errors import MedfmError, display_path
+from medfm.eval.corruptions import CORRUPTIONS, SEVERITIES, get_corruption
+from medfm.eval.robustness import RobustnessResult, degradation_curves
+from medfm.eval.segmentation import dice
+from medfm.io import Image, load
+from medfm.models.encoders.base import Encoder
+from medfm.models.segmenters import Prompt, Segmenter
+from medfm.tasks.classify import read_manifest
+from medfm.tasks.embed import embed_image
+from medfm.tasks.probe import Probe
+
+_LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+#: Image metadata key that carries a case's box prompt through the corruptions.
+BOX_KEY = "robustness_box_prompt"
+
+
+def grey_plane(image: Image, path: str) -> Image:
+    """One 2D grey plane of ``image`` (colour → luminance), on the same grid."""
+    if not image.is_2d or image.num_frames > 1:
+        raise MedfmError(f"{display_path(path)}: robustness takes 2D images; this one has shape {image.shape} (I, J, K, T, C)")
+    if image.num_channels == 1:
+        return image
+    if image.num_channels not in (3, 4):
+        raise MedfmError(f"{display_path(path)}: {image.num_channels} channels; expected grey or RGB")
+    return image.with_array(np.asarray(image.array[..., :3], np.float32) @ _LUMINANCE)
+
+
+def reference_box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """Bounding box ``x0, y0, x1, y1`` (x = column = i, y = row = j, inclusive) of an ``(I, J)`` mask."""
+    columns, rows = np.nonzero(mask)
+    return float(columns.min()), float(rows.min()), float(columns.max()), float(rows.max())
+
+
+def _mask(path: str, shape: tuple[int, int]) -> np.ndarray:
+    mask = load(path)
+    array = np.asarray(mask.array[:, :, 0, 0, :]).max(axis=-1)
+    if array.shape != shape:
+        raise MedfmError(f"{display_path(path)}: mask is {array.shape[0]}x{array.shape[1]} but its image is {shape[0]}x{shape[1]}")
+    # JPEG-compressed masks carry noise around 0 and 255: binarise at half the maximum.
+    return array > (array.max() / 2 if array.max() > 1 else 0)
+
+
+def segmenter_robustness(
+    manifest: str | os.PathLike,
+    segmenter: Segmenter,
+    *,
+    image_column: str = "image",
+    mask_column: str = "mask",
+    limit: int | None = None,
+    corruptions: Sequence[str] = tuple(CORRUPTIONS),
+    severities: Sequence[int] = SEVERITIES,
+    seed: int = 0,
+) -> RobustnessResult:
+    """Box-prompted Dice of ``segmenter`` per corruption and severity over a manifest's
+    ``image``/``mask`` rows (paths relative to the manifest's folder)."""
+    for name in corruptions:
+        get_corruption(name)  # refuse a bad name before loading anything
+    images, masks = read_manifest(manifest, mask_column, image_column)
+    folder = Path(manifest).parent
+    cases = []
+    for image_path, mask_name in list(zip(images, masks))[:limit]:
+        mask_path = str((folder / mask_name).resolve())
+        image = grey_plane(load(image_path), image_path)
+        reference = _mask(mask_path, image.spatial_shape[:2])
+        if not reference.any():
+            raise MedfmError(f"{display_path(mask_path)}: the mask is empty, so no box prompt can be simulated")
+        image.metadata[BOX_KEY] = reference_box(reference)
+        cases.append((image, reference))
+
+    def predict(image: Image) -> np.ndarray:
+        segmenter.set_image(image.frame())
+        mask = segmenter.predict(Prompt(boxes=[image.metadata[BOX_KEY]])).mask  # (rows, columns)
+        return mask.T
+
+    return degradation_curves(predict, cases, dice, corruptions, severities, seed)
+
+
+def accuracy(predicted: str, label: str) -> float:
+    """1 when the predicted class is the labelled one, else 0."""
+    return float(predicted == label)
+
+
+def classifier_robustness(
+    manifest: str | os.PathLike,
+    probe: Probe,
+    encoder: Encoder,
+    *,
+    label_column: str,
+    image_column: str = "image",
+    limit: int | None = None,
+    corruptions: Sequence[str] = tuple(CORRUPTIONS),
+    severities: Sequence[int] = SEVERITIES,
+    seed: int = 0,
+) -> RobustnessResult:
+    """Accuracy of a fitted ``probe`` (on ``encoder``'s embeddings) per corruption and severity."""
+    probe.check_model(encoder.info)
+    for name in corruptions:
+        get_corruption(name)
+    images, labels = read_manifest(manifest, label_column, image_column)
+    cases = [(grey_plane(load(path), path), label) for path, label in list(zip(images, labels))[:limit]]
+
+    def predict(image: Image) -> str:
+        return probe.predict(embed_image(image, encoder)[None])[1][0]
+
+    return degradation_curves(predict, cases, accuracy, corruptions, severities, seed)
+
+
+def evaluate_robustness(
+    manifest: str | os.PathLike,
+    *,
+    segmenter: str | None = None,
+    probe: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    label_column: str | None = None,
+    limit: int | None = None,
+    corruptions: Sequence[str] = tuple(CORRUPTIONS),
+    severities: Sequence[int] = SEVERITIES,
+    seed: int = 0,
+    report: str | os.PathLike | None = None,
+) -> RobustnessResult:
+    """Degradation curves of a registered ``segmenter`` (by name) or of a ``probe`` file
+    (with the encoder it was fitted on), optionally written as an HTML ``report``."""
+    from medfm.eval.robustness import write_robustness_report
+    from medfm.models import create_encoder
+    from medfm.models.registry import create_segmenter
+    from medfm.tasks.probe import load_probe
+
+    if (segmenter is None) == (probe is None):
+        raise MedfmError("give a segmenter (--segmenter NAME) or a classifier (--probe FILE), not both")
+    options = {"limit": limit, "corruptions": corruptions, "severities": severities, "seed": seed}
+    if segmenter is not None:
+        result = segmenter_robustness(manifest, create_segmenter(segmenter, checkpoint), **options)
+    else:
+        if not label_column:
+            raise MedfmError("a classifier's robustness needs --label-column, the manifest column with each image's class")
+        fitted = load_probe(probe)
+        encoder = create_encoder(fitted.model["name"], checkpoint)
+        result = classifier_robustness(manifest, fitted, encoder, label_column=label_column, **options)
+    if report is not None:
+        write_robustness_report(result, report)
+    return result
