@@ -17,7 +17,7 @@ embeddings cluster. Queries are drawn from the same mixture and are not in the i
 **Encoders.** Images per second of ``medfm-clip-small`` against open_clip ViT-B/16 with
 random weights (``open-clip-vit-b-16``), on the same CPU in the same run: batches of 32
 random 256x256 grey planes through ``encode_planes`` (preprocessing included), after a
-warm-up batch.
+warm-up batch, on one torch thread each.
 """
 
 from __future__ import annotations
@@ -149,6 +149,9 @@ def bench_encoders(batches: int) -> dict:
     from medfm.errors import MedfmError
     from medfm.models import create_encoder
 
+    # One thread for both, as on a laptop core: on a 2-core machine with any other load,
+    # multi-threaded small convolutions stall on synchronisation and the figures mean nothing.
+    torch.set_num_threads(1)
     planes = [np.random.default_rng(i).integers(0, 4096, (256, 256)).astype(np.uint16) for i in range(32)]
     speeds = {}
     for name in ("medfm-clip-small", "open-clip-vit-b-16"):
