@@ -434,6 +434,24 @@ def train_clip_command(
     given = {"data": data, "out": out, "epochs": epochs, "loss": loss}
     typer.echo(display_path(train_clip(resume=resume, **{k: v for k, v in given.items() if v is not None})))
 
+@train_app.command("interactive")
+def train_interactive_command(
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoint, weights and the validation manifest.")],
+    minutes: Annotated[float, typer.Option("--minutes", help="Wall-time budget, counted across resumes.")] = 45.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
+    data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets (default ../shared/data).")] = None,
+    cache: Annotated[Path, typer.Option("--cache", help="Decoded-data cache, outside the repository.")] = Path("/tmp/medfm_interactive_cache.npz"),
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+) -> None:
+    """Train medfm-interactive with simulated clicks, boxes, scribbles and correction loops; prints validation Dice."""
+    import torch
+
+    from medfm.tasks.train_interactive import DATA_ROOT, train
+
+    torch.set_num_threads(1)  # a shared CPU: one core
+    print_json(train(out, minutes, resume, cache, data or DATA_ROOT, batch_size=batch_size, log=typer.echo))
+
+
 def main() -> None:
     """Entry point: user errors print one line and exit 2, never a traceback."""
     try:

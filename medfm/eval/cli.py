@@ -131,6 +131,23 @@ def robustness(
         typer.echo(name[:15].ljust(16) + "".join(_number(m).rjust(9) for m in curve["mean"]))
 
 
+@evaluate_app.command("interactive")
+def interactive(
+    manifest: Annotated[Path, typer.Argument(help="CSV with image and mask columns (and dataset), paths relative to it.")],
+    model: Annotated[str, typer.Option("--model", help="A registered segmenter.")] = "medfm-interactive",
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many images per dataset.")] = None,
+    max_clicks: Annotated[int, typer.Option("--max-clicks", help="Corrective clicks after the first.")] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Simulated interaction protocol: box only, 1 click, up to 10 corrective clicks; Dice per step and NoC@80/90."""
+    from medfm.models.registry import create_segmenter
+    from medfm.tasks.evaluate_interactive import evaluate_interactive, format_table
+
+    report = evaluate_interactive(create_segmenter(model, checkpoint), manifest, limit, max_clicks)
+    typer.echo(json.dumps(report, indent=2) if as_json else format_table(report))
+
+
 @evaluate_app.command("cls")
 def cls(
     scores: Annotated[Path, typer.Option("--scores", help="CSV: id column and one score column, or one per class.")],
