@@ -8,7 +8,8 @@ from safetensors.torch import save_file
 from medfm.errors import MedfmError
 from medfm.io.image import Image
 from medfm.models.encoders.base import Encoder, EncoderInfo
-from medfm.models.encoders.medfm_clip import build_medfm_clip, build_model, prepare_plane
+from medfm.models.encoders.medfm_clip import build_medfm_clip, build_model
+from medfm.models.preprocess import prepare_plane
 from medfm.models.registry import create_encoder, list_encoders
 from medfm.tasks.zeroshot import zero_shot
 

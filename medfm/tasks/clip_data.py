@@ -8,7 +8,7 @@ head"...). Every sample is assigned to ``train``, ``val`` (loss and recipe choic
 that images of one group never straddle splits.
 
 :func:`build_cache` decodes every image once, downsamples it with the model's own
-:func:`~medfm.models.encoders.medfm_clip.prepare_plane` to a uint8 tensor, and embeds
+:func:`~medfm.models.preprocess.prepare_plane` to a uint8 tensor, and embeds
 every distinct caption once with the frozen MiniLM, so that epochs only touch tensors.
 """
 
@@ -217,7 +217,8 @@ def build_cache(root: Path, cache: Path, text_batch: int = 128) -> Path:
     """
     if cache.exists():
         return cache
-    from medfm.models.encoders.medfm_clip import MiniLM, prepare_plane
+    from medfm.models.encoders.medfm_clip import MiniLM
+    from medfm.models.preprocess import prepare_plane
 
     samples = collect(root)
     pixels = torch.empty((len(samples), 3, CACHE_SIZE, CACHE_SIZE), dtype=torch.uint8)

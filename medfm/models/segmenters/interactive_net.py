@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfm.models.encoders.medfm_clip import prepare_plane
+from medfm.models.preprocess import prepare_plane
 
 __all__ = ["PROMPT_CHANNELS", "InteractiveNet", "prepare_plane", "render_prompt_maps"]
 
