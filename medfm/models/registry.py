@@ -38,6 +38,7 @@ _FAMILY_MODULES = {
     "open_clip": "medfm.models.encoders.open_clip",
     "timm": "medfm.models.encoders.timm",
     "sam": "medfm.models.segmenters.sam",
+    "sam2": "medfm.models.segmenters.sam2",
     "medfm_interactive": "medfm.models.segmenters.medfm_interactive",
 }
 Builder = Callable[[dict[str, Any], Path | None], "Encoder | Segmenter"]
