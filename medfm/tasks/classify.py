@@ -112,18 +112,23 @@ def fit_probe(
     return probe
 
 
+def _entries(path: str | os.PathLike, what: str) -> list[str]:
+    """The non-blank lines of a text file that do not start with ``#``, stripped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise MedfmError(f"{display_path(path)}: {what} file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MedfmError(f"{display_path(path)}: cannot read the {what} file ({exc})") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
 def read_labels(labels: str | None = None, labels_file: str | os.PathLike | None = None) -> list[str]:
     """Class names from comma-separated ``labels`` or ``labels_file`` (one per line, ``#`` lines ignored)."""
     if (labels is None) == (labels_file is None):
         raise MedfmError("give the labels as a comma-separated list or as a file, not both")
     if labels_file is not None:
-        try:
-            lines = Path(labels_file).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise MedfmError(f"{display_path(labels_file)}: labels file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise MedfmError(f"{display_path(labels_file)}: cannot read the labels file ({exc})") from None
-        names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        names = _entries(labels_file, "labels")
     else:
         names = [name.strip() for name in labels.split(",") if name.strip()]
     if len(names) < 2 or len(set(names)) != len(names):
@@ -133,13 +138,7 @@ def read_labels(labels: str | None = None, labels_file: str | os.PathLike | None
 
 def read_templates(path: str | os.PathLike) -> list[str]:
     """Prompt templates, one per line with ``{}`` for the label; blank and ``#`` lines ignored."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise MedfmError(f"{display_path(path)}: templates file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MedfmError(f"{display_path(path)}: cannot read the templates file ({exc})") from None
-    templates = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    templates = _entries(path, "templates")
     if not templates:
         raise MedfmError(f"{display_path(path)}: no templates in the file")
     return templates
