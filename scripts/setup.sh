@@ -11,15 +11,26 @@ with_tests=0
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null || python=python3
 [ -x .venv/bin/python ] || "$python" -m venv .venv
+
+# pip's output without the line this machine's local package folders print for every
+# package they do not hold; pip's own exit status is kept, so a failed install stops setup.
+pip_install() {
+    local log status=0
+    log=$(mktemp)
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" >"$log" 2>&1 || status=$?
+    grep -v "is ignored" "$log" || true
+    rm -f "$log"
+    return "$status"
+}
+
 # torch and torchvision in one call, pinned together, so no later step swaps the build.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    torch==2.14.1 torchvision==0.29.1 -e ".[test]" 2>&1 | grep -v "is ignored" || true
+pip_install torch==2.14.1 torchvision==0.29.1 -e ".[test]"
 .venv/bin/python -c "import medfm, torch" >/dev/null
 # pyradiomics (the "frd" extra) has no wheel; its sdist builds only against the numpy
 # already installed, without build isolation, and needs setuptools' bdist_wheel.
 if ! .venv/bin/python -c "import radiomics, sys; sys.exit(radiomics.__version__ != 'v3.0.1')" 2>/dev/null; then
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check setuptools==84.2.1 wheel==0.48.0
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-build-isolation pyradiomics==3.0.1
+    pip_install setuptools==84.2.1 wheel==0.48.0
+    pip_install --no-build-isolation pyradiomics==3.0.1
 fi
 
 if [ "$with_tests" = 1 ]; then
