@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv in the repository root with medfm installed (bin/medfm).
-# With --test, also installs the test tools: pytest, and the reference programs the
-# tests compare against (dcm2niix) and start (PostgreSQL), from Debian packages.
+# With --test, also installs the test tools: pytest, and the programs the tests compare
+# against (dcm2niix, plastimatch) and start (PostgreSQL, Orthanc, Chromium), from Debian packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +38,10 @@ if [ "$with_tests" = 1 ]; then
     command -v dcm2niix >/dev/null || missing+=(dcm2niix)
     command -v plastimatch >/dev/null || missing+=(plastimatch)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+    # the PACS the DICOMweb tests start, and the browser the workbench tests drive
+    [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
+    ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so >/dev/null 2>&1 || missing+=(orthanc-dicomweb)
+    command -v chromium >/dev/null || missing+=(chromium chromium-driver)
     if [ ${#missing[@]} -gt 0 ]; then
         sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
         $sudo apt-get update -qq
