@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from medfm.catalog.pacs_cli import pacs_app
 from medfm.errors import MedfmError, display_path
 from medfm.eval.cli import evaluate_app
 
@@ -101,6 +102,7 @@ def ingest(
 catalog_app = typer.Typer(no_args_is_help=True, help="Find the images that were ingested.")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(pacs_app, name="pacs")
 
 
 def _print_records(records: list[Any], as_json: bool, show_phi: bool) -> None:
@@ -450,6 +452,31 @@ def train_interactive_command(
 
     torch.set_num_threads(1)  # a shared CPU: one core
     print_json(train(out, minutes, resume, cache, data or DATA_ROOT, batch_size=batch_size, log=typer.echo))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback requires a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    catalog: CatalogOption = None,
+    token: Annotated[str | None, typer.Option(help="Access token (default $MEDFM_TOKEN; generated when the host is not loopback).")] = None,
+    pacs: Annotated[str | None, typer.Option("--pacs", help="DICOMweb base URL of a PACS to search, pull from and push to.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Catalogue the example studies first and index them in the background.")] = False,
+    max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", help="Largest request body accepted, in MiB.")] = 512,
+) -> None:
+    """Serve the REST API (docs/server-api.md) and the browser workbench; prints the URL to open."""
+    from medfm.paths import default_catalog_url
+    from medfm.server.serve import resolve_token, serve as run_server
+    from medfm.server.settings import ServerSettings
+
+    if not 1 <= port <= 65535:
+        raise MedfmError(f"--port must be from 1 to 65535; got {port}")
+    if max_upload_mb < 1:
+        raise MedfmError(f"--max-upload-mb must be at least 1; got {max_upload_mb}")
+    settings = ServerSettings(host=host, port=port, catalog_url=catalog or default_catalog_url(), pacs_url=pacs,
+                              max_upload_bytes=max_upload_mb * 1024 * 1024)
+    settings.token = resolve_token(settings, token)
+    run_server(settings, demo, announce=typer.echo)
 
 
 def main() -> None:

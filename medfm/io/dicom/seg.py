@@ -7,6 +7,7 @@ Pixel Spacing, and each takes the label of the label-map voxel there (nearest
 neighbour). The SEG's frames therefore correspond pixel for pixel to the source frames,
 which highdicom references one by one. Label values become segment numbers 1..n in
 ascending order, each named by its structure's ``label_name`` (else "label V").
+:func:`read_seg` reads the segment numbers back onto the series' grid the same way.
 """
 
 from __future__ import annotations
@@ -103,6 +104,12 @@ def write_seg(labels: Image, series: DicomSeries, path: str | os.PathLike) -> Pa
 
 def _labels_on_frame(labels: Image, frame: Any) -> np.ndarray:
     """The label map's values at each pixel (rows, columns) of a source frame, by its geometry."""
+    i, j, k = _voxels_of_frame(labels, frame)
+    return labels.array[i, j, k, 0, 0]
+
+
+def _voxels_of_frame(grid: Image, frame: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel indices ``(i, j, k)`` of ``grid`` nearest to each pixel (rows, columns) of a source frame."""
     row, column = np.asarray(frame.orientation[:3]), np.asarray(frame.orientation[3:])
     rows, columns = np.mgrid[: frame.rows, : frame.columns]
     world = (
@@ -110,11 +117,46 @@ def _labels_on_frame(labels: Image, frame: Any) -> np.ndarray:
         + columns[..., None] * frame.pixel_spacing[1] * row
         + rows[..., None] * frame.pixel_spacing[0] * column
     )
-    inverse = np.linalg.inv(labels.lps_affine)
+    inverse = np.linalg.inv(grid.lps_affine)
     voxels = np.rint(world @ inverse[:3, :3].T + inverse[:3, 3]).astype(np.int64)
-    shape = np.asarray(labels.spatial_shape)
+    shape = np.asarray(grid.spatial_shape)
     inside = np.all((voxels >= 0) & (voxels < shape), axis=-1)
     if not inside.all():
         raise MedfmError("the label map does not cover the source series (is it on another grid?)")
-    i, j, k = np.moveaxis(voxels, -1, 0)
-    return labels.array[i, j, k, 0, 0]
+    return tuple(np.moveaxis(voxels, -1, 0))
+
+
+def read_seg(path: str | os.PathLike, series: DicomSeries, grid: Image) -> np.ndarray:
+    """The segment numbers of a BINARY SEG written by :func:`write_seg`, back on ``grid``: ``(I, J, K)`` uint16.
+
+    ``series`` is the source series and ``grid`` its image (or a label map on it); each
+    source frame's SEG pixels go to the voxels :func:`write_seg` took them from.
+    """
+    import highdicom as hd
+    from pydicom import dcmread
+
+    with quiet_pydicom():
+        try:
+            seg = hd.seg.segread(path)
+        except Exception as exc:  # pydicom's and highdicom's errors become one line naming the file
+            raise UnreadableFileError(path, f"cannot read the DICOM SEG ({type(exc).__name__})") from None
+        numbers = np.zeros(grid.spatial_shape, np.uint16)
+        uids = {file: str(dcmread(file, stop_before_pixels=True).SOPInstanceUID) for file in {f.path for f in series.frames}}
+        multi_frame = _multi_frame(series)
+        for frame in series.frames:
+            uid = uids[frame.path]
+            try:
+                if multi_frame:
+                    planes = seg.get_pixels_by_source_frame(uid, [frame.index + 1], combine_segments=True,
+                                                            skip_overlap_checks=True)
+                else:
+                    planes = seg.get_pixels_by_source_instance([uid], combine_segments=True, skip_overlap_checks=True)
+            except (KeyError, ValueError):  # no SEG frame for this source frame: nothing segmented there
+                continue
+            i, j, k = _voxels_of_frame(grid, frame)
+            numbers[i, j, k] = np.maximum(numbers[i, j, k], planes[0])
+    return numbers
+
+
+def _multi_frame(series: DicomSeries) -> bool:
+    return len({f.path for f in series.frames}) == 1 and len(series.frames) > 1

@@ -1,0 +1,148 @@
+"""Versioned annotations: every save is a new version, none is ever overwritten.
+
+Layout: ``<root>/<image_id>/<name>/v0001.nii.gz`` (or ``.dcm``, a DICOM SEG) with the
+sidecar ``v0001.json`` (labels, names, colours, prompts, model provenance, created time).
+A save writes a draft file first, then claims the next version number with
+:func:`os.link`, which fails when the name exists: two threads or processes saving at
+once get two numbers, and nobody sees a half-written file. A version is listed once its
+sidecar exists, which is written (through its own temporary file) after the claim.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medfm.errors import MedfmError
+from medfm.io import Image
+from medfm.io.dicom import DicomSeries
+from medfm.io.segmentation import save_segmentation
+from medfm.server.errors import NotFound
+
+#: Annotation names: letters, digits, ``-``, ``_`` and ``.``, not starting with a dot.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
+#: ``format`` value → file suffix.
+FORMATS = {"nifti": ".nii.gz", "dicom-seg": ".dcm"}
+_VERSION_FILE = re.compile(r"v(\d{4,})\.json")
+
+
+class AnnotationNotFound(NotFound):
+    """No such annotation or version (404)."""
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a valid annotation name, else a MedfmError saying what is allowed."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise MedfmError(f"annotation name {name!r} is not allowed: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'")
+    return name
+
+
+class AnnotationStore:
+    """The annotations of every image under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def save(self, image_id: int, name: str, labels: Image, fmt: str, sidecar: dict[str, Any],
+             series: DicomSeries | None = None) -> dict[str, Any]:
+        """Write ``labels`` as the next version of ``name``: ``{"name", "version", "format", "created", "voxels"}``.
+
+        The sidecar holds ``sidecar`` plus the label map's provenance
+        (``metadata["segmentation"]``: model, weights, prompts) and its voxels per label.
+        """
+        if fmt not in FORMATS:
+            raise MedfmError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+        if fmt == "dicom-seg" and series is None:
+            raise MedfmError("format dicom-seg needs an image that is a DICOM series; save as nifti")
+        folder = self.root / str(int(image_id)) / check_name(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = FORMATS[fmt]
+        draft = folder / f".draft-{uuid.uuid4().hex}{suffix}"
+        try:
+            save_segmentation(labels, draft, series)
+            version = self._claim(folder, draft, suffix)
+        finally:
+            draft.unlink(missing_ok=True)
+        values, counts = np.unique(labels.array, return_counts=True)
+        record = {**sidecar, **labels.metadata.get("segmentation", {}), "name": name, "version": version, "format": fmt,
+                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "voxels": {str(int(v)): int(c) for v, c in zip(values, counts) if v != 0}}
+        _write_json(folder / f"v{version:04d}.json", record)
+        return {key: record[key] for key in ("name", "version", "format", "created", "voxels")}
+
+    @staticmethod
+    def _claim(folder: Path, draft: Path, suffix: str) -> int:
+        version = max(_versions(folder), default=0) + 1
+        while True:
+            try:
+                os.link(draft, folder / f"v{version:04d}{suffix}")
+                return version
+            except FileExistsError:
+                version += 1
+
+    def list(self, image_id: int) -> list[dict[str, Any]]:
+        """``[{"name", "versions": [{"version", "format", "created", "labels"}]}]``, by name, oldest version first."""
+        folder = self.root / str(int(image_id))
+        if not folder.is_dir():
+            return []
+        listing = []
+        for name_dir in sorted(p for p in folder.iterdir() if p.is_dir() and NAME_PATTERN.fullmatch(p.name)):
+            versions = [self.sidecar(image_id, name_dir.name, v) for v in sorted(_versions(name_dir))]
+            listing.append({"name": name_dir.name, "versions": [
+                {key: record.get(key) for key in ("version", "format", "created", "labels")} for record in versions
+            ]})
+        return listing
+
+    def sidecar(self, image_id: int, name: str, version: int) -> dict[str, Any]:
+        path = self._folder(image_id, name) / f"v{int(version):04d}.json"
+        if not path.is_file():
+            raise AnnotationNotFound(f"image {image_id} has no annotation {name!r} version {version}")
+        return json.loads(path.read_text())
+
+    def file(self, image_id: int, name: str, version: int) -> Path:
+        """The saved label file of a version."""
+        record = self.sidecar(image_id, name, version)
+        return self._folder(image_id, name) / f"v{int(version):04d}{FORMATS[record['format']]}"
+
+    def labels(self, image_id: int, name: str, version: int, image: Image, series: DicomSeries | None = None) -> np.ndarray:
+        """A saved version's label map on ``image``'s grid: ``(I, J, K, T)`` uint8.
+
+        A DICOM SEG needs its source ``series``; its segments 1..n are the label values
+        the sidecar's ``voxels`` lists, in ascending order, as the SEG writer numbers them.
+        """
+        path = self.file(image_id, name, version)
+        shape = image.shape[:4]
+        if path.suffix == ".dcm":
+            if series is None:
+                raise MedfmError(f"annotation {name!r} version {version} is a DICOM SEG, but the image is not a DICOM series")
+            from medfm.io.dicom.seg import read_seg
+
+            values = np.array([0, *sorted(int(v) for v in self.sidecar(image_id, name, version)["voxels"])], np.uint8)
+            return values[read_seg(path, series, image)][..., None]
+        from medfm.io import load
+
+        array = np.asarray(load(path).array)[..., 0]
+        if array.shape != tuple(shape):
+            raise MedfmError(f"annotation {name!r} version {version} has shape {array.shape}, the image {tuple(shape)}")
+        return array.astype(np.uint8)
+
+    def _folder(self, image_id: int, name: str) -> Path:
+        return self.root / str(int(image_id)) / check_name(name)
+
+
+def _versions(folder: Path) -> list[int]:
+    """Version numbers in ``folder`` whose sidecar is written (the version is complete)."""
+    return [int(m.group(1)) for p in folder.iterdir() if (m := _VERSION_FILE.fullmatch(p.name))]
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)

@@ -1,0 +1,98 @@
+"""``create_app(settings)``: the FastAPI application behind ``medfm serve``."""
+
+from __future__ import annotations
+
+import html
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from medfm import __version__
+from medfm.errors import MedfmError
+from medfm.server.errors import NotFound
+from medfm.server.routes import annotations, catalog, evaluate, jobs, pacs, search, sessions
+from medfm.server.security import RateLimitMiddleware, TokenMiddleware, UploadLimitMiddleware
+from medfm.server.settings import ServerSettings
+from medfm.server.state import ServerState
+
+log = logging.getLogger("medfm.server")
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    """The API of docs/server-api.md under /api, offline docs at /docs, the workbench at /."""
+    state = ServerState(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        state.close()
+
+    # FastAPI's own /docs page loads Swagger UI from a CDN; ours is served from here
+    app = FastAPI(title="medfm", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.medfm = state
+    for module in (catalog, sessions, annotations, search, jobs, evaluate, pacs):
+        app.include_router(module.router)
+    _add_error_handlers(app)
+    app.add_api_route("/docs", lambda: HTMLResponse(_docs_page(app)), include_in_schema=False)
+    _mount_workbench(app, settings)
+    # the last added middleware runs first: the token check, then the rate limit, then the upload limit
+    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RateLimitMiddleware, rate=settings.rate_per_second, burst=settings.rate_burst)
+    if settings.token_required:
+        if not settings.token:
+            raise MedfmError(f"a server on {settings.host} needs a token (only loopback addresses run without one)")
+        app.add_middleware(TokenMiddleware, token=settings.token)
+    return app
+
+
+def _one_line(text: str) -> str:
+    return text.splitlines()[0] if text else "bad request"
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotFound)
+    async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(str(exc))}, status_code=404)
+
+    @app.exception_handler(MedfmError)
+    async def bad_input(_request: Request, exc: MedfmError) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(str(exc))}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # one line naming the field; the offending value is left out (it could be anything the client sent)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "request"
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        # the exception's text may hold patient data: log its type only, and tell the client nothing more
+        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+        log.debug("traceback", exc_info=exc)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+def _mount_workbench(app: FastAPI, settings: ServerSettings) -> None:
+    if settings.web_dir.is_dir():
+        app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="workbench")
+    else:
+        page = "<!doctype html><title>medfm</title><p>The workbench is not installed (no web folder); the API is at /api and its docs at /docs.</p>"
+        app.add_api_route("/", lambda: HTMLResponse(page), include_in_schema=False)
+
+
+def _docs_page(app: FastAPI) -> str:
+    """A self-contained list of the API's endpoints (the full schema is at /openapi.json)."""
+    rows = []
+    for path, operations in app.openapi()["paths"].items():
+        for method, operation in operations.items():
+            rows.append(f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
+                        f"<td>{html.escape(operation.get('summary', ''))}</td></tr>")
+    return ("<!doctype html><meta charset=utf-8><title>medfm API</title>"
+            f"<h1>medfm API {html.escape(__version__)}</h1>"
+            "<p>Machine-readable schema: <a href=openapi.json>/openapi.json</a>. Reference: docs/server-api.md.</p>"
+            f"<table>{''.join(rows)}</table>")

@@ -1,0 +1,72 @@
+"""Background jobs: long work (ingest, indexing, propagation, PACS pulls) that clients poll."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from medfm.errors import MedfmError
+from medfm.server.errors import NotFound
+
+log = logging.getLogger("medfm.server")
+
+#: ``progress(done, total)``: what a job's work calls to report how far it is.
+Progress = Callable[[int, int], None]
+#: Finished jobs remembered for polling; the oldest are forgotten first.
+KEEP_FINISHED = 1000
+
+
+class JobNotFound(NotFound):
+    """No job with that id (404)."""
+
+
+class Jobs:
+    """Runs ``work(progress)`` in a thread pool and keeps each job's state for polling."""
+
+    def __init__(self, workers: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medfm-job")
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, kind: str, work: Callable[[Progress], Any]) -> str:
+        """Queue ``work``; its JSON-able return value becomes the job's result. Returns the job id."""
+        job_id = uuid.uuid4().hex
+        with self._lock:
+            finished = [key for key, job in self._jobs.items() if job["state"] in ("done", "failed")]
+            for key in finished[: max(0, len(finished) - KEEP_FINISHED)]:
+                del self._jobs[key]
+            self._jobs[job_id] = {"job": job_id, "kind": kind, "state": "queued", "done": 0, "total": 0,
+                                  "result": None, "error": None}
+        self._pool.submit(self._run, job_id, kind, work)
+        return job_id
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """A copy of the job's state: ``{"job", "kind", "state", "done", "total", "result", "error"}``."""
+        with self._lock:
+            if job_id not in self._jobs:
+                raise JobNotFound(f"no job {job_id!r}")
+            return dict(self._jobs[job_id])
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _update(self, job_id: str, **fields: Any) -> None:
+        with self._lock:
+            self._jobs[job_id].update(fields)
+
+    def _run(self, job_id: str, kind: str, work: Callable[[Progress], Any]) -> None:
+        self._update(job_id, state="running")
+        try:
+            result = work(lambda done, total: self._update(job_id, done=int(done), total=int(total)))
+        except MedfmError as exc:
+            self._update(job_id, state="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except Exception as exc:  # a bug, not bad input: log its type; its text may hold PHI
+            log.error("job %s (%s) failed: %s", job_id, kind, type(exc).__name__)
+            log.debug("job %s traceback", job_id, exc_info=True)
+            self._update(job_id, state="failed", error=f"internal error ({type(exc).__name__})")
+        else:
+            self._update(job_id, state="done", result=result)

@@ -1,0 +1,74 @@
+"""Similar-case search over the server's index of the catalog, index builds, zero-shot classification."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from medfm.errors import MedfmError
+from medfm.server.state import ServerState, get_state
+
+router = APIRouter(prefix="/api", tags=["search"])
+
+
+@router.get("/search")
+def search(image_id: int | None = None, text: str | None = None, k: int = 10,
+           state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    from medfm.index import open_index
+    from medfm.tasks.search import search as search_index
+
+    if (image_id is None) == (text is None):
+        raise MedfmError("give exactly one of image_id and text")
+    if not 1 <= k <= 1000:
+        raise MedfmError(f"k must be from 1 to 1000; got {k}")
+    if not state.index_dir.exists():
+        raise MedfmError("the catalog is not indexed yet: POST /api/index/build first")
+    image = state.load_image(image_id).image if image_id is not None else None
+    with state.encoder_lock, open_index(state.index_dir) as index:
+        hits = search_index(index, state.encoder, image=image, text=text, k=k)
+    return {"hits": [_hit(state, hit.id, hit.score) for hit in hits]}
+
+
+def _hit(state: ServerState, image_id: int, score: float) -> dict[str, Any]:
+    record = state.record(image_id)
+    return {"image_id": image_id, "score": round(float(score), 6), "modality": record.modality,
+            "body_part": record.body_part, "dataset": record.dataset, "description": record.description}
+
+
+@router.post("/index/build")
+def build_index(state: ServerState = Depends(get_state)) -> dict[str, str]:
+    return {"job": state.jobs.submit("index", index_catalog_work(state))}
+
+
+def index_catalog_work(state: ServerState):
+    """Work for a job that embeds every catalog image not yet in the server's index."""
+    def work(progress) -> dict[str, int]:
+        from medfm.tasks.search import build_index as build
+
+        with state.encoder_lock:
+            report = build([], state.encoder, state.index_dir, catalog=state.catalog_url)
+            state.index_size = state.count_indexed()
+        total = report.added + report.skipped + len(report.bad)
+        progress(total, total)
+        # the bad files' paths may name patients: report only how many
+        return {"added": report.added, "skipped": report.skipped, "failed": len(report.bad)}
+    return work
+
+
+class ClassifyIn(BaseModel):
+    labels: list[str] = Field(min_length=2)
+
+
+@router.post("/images/{image_id}/classify")
+def classify(image_id: int, body: ClassifyIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    from medfm.tasks.classify import classify as classify_images
+
+    record = state.record(image_id)
+    try:
+        with state.encoder_lock:
+            (result,) = classify_images([record.source_path], state.encoder, labels=body.labels)
+    except MedfmError as exc:
+        raise MedfmError(f"image {image_id} cannot be classified: {str(exc).rsplit(': ', 1)[-1]}") from None
+    return {"probabilities": result["probabilities"], "prediction": result["prediction"], "model": result["model"]}

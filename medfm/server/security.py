@@ -1,0 +1,153 @@
+"""What keeps a server reachable from a network safe: a token, rate limits, upload limits, path checks.
+
+The middlewares are plain ASGI so that they cover everything the app serves (API, the
+workbench page and its static files) and can stop an upload while it streams in.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.exceptions import HTTPException
+
+from medfm.errors import MedfmError
+
+TOKEN_COOKIE = "medfm_token"
+
+Scope = dict[str, Any]
+
+
+async def send_error(send: Any, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """A JSON ``{"detail": ...}`` response sent straight from a middleware."""
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class TokenMiddleware:
+    """Every request needs ``token``: header ``Authorization: Bearer``, the cookie, or ``?token=``
+    (which sets the HttpOnly cookie so that the page's later requests carry it)."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    def _matches(self, given: str | None) -> bool:
+        return given is not None and hmac.compare_digest(given.encode(), self.token)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # lifespan events; the app has no websocket routes
+            return await self.app(scope, receive, send)
+        authorization = _header(scope, b"authorization") or ""
+        if authorization.startswith("Bearer ") and self._matches(authorization[7:].strip()):
+            return await self.app(scope, receive, send)
+        cookie = SimpleCookie(_header(scope, b"cookie") or "")
+        if TOKEN_COOKIE in cookie and self._matches(cookie[TOKEN_COOKIE].value):
+            return await self.app(scope, receive, send)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
+        if not self._matches(query):
+            return await send_error(send, 401, "this server needs its access token: open the URL medfm serve printed, or send Authorization: Bearer TOKEN")
+        cookie_header = f"{TOKEN_COOKIE}={query}; HttpOnly; SameSite=Strict; Path=/".encode()
+
+        async def send_with_cookie(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie_header)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+class RateLimitMiddleware:
+    """A token bucket per client address: ``rate`` requests per second, bursts up to ``burst``; else 429."""
+
+    def __init__(self, app: Any, rate: float, burst: int) -> None:
+        self.app = app
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def _take(self, client: str) -> float:
+        """0 if the request may go ahead, else the seconds until it may."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(client, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            if tokens < 1:
+                self._buckets[client] = (tokens, now)
+                return (1 - tokens) / self.rate
+            self._buckets[client] = (tokens - 1, now)
+            return 0.0
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            wait = self._take((scope.get("client") or ("unknown",))[0])
+            if wait:
+                return await send_error(send, 429, "too many requests: slow down and retry",
+                                        [(b"retry-after", str(max(1, round(wait))).encode())])
+        await self.app(scope, receive, send)
+
+
+class UploadLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` with 413: by Content-Length, and while streaming."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = f"request body is larger than the server's limit of {self.max_bytes // (1024 * 1024)} MiB"
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await send_error(send, 413, too_large)
+        received = 0
+
+        async def counted_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                # an HTTPException passes through FastAPI's body parsing unchanged
+                raise HTTPException(413, too_large)
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+def inside_data_dir(relative: str, data_dir: Path) -> Path:
+    """``data_dir / relative`` resolved, if it and everything under it stay inside ``data_dir``.
+
+    Refuses absolute paths, ``..`` escapes and symbolic links (at any depth) that lead
+    outside, before anything is read.
+    """
+    root = data_dir.resolve()
+    if not relative or os.path.isabs(relative):
+        raise MedfmError(f"path must be relative to the data directory; got {relative!r}")
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise MedfmError(f"path {relative!r} leads outside the data directory")
+    if not path.exists():
+        raise MedfmError(f"path {relative!r} does not exist in the data directory")
+    for folder, subfolders, names in os.walk(path):
+        for name in subfolders + names:
+            if not Path(folder, name).resolve().is_relative_to(root):
+                raise MedfmError(f"path {relative!r} holds a link leading outside the data directory")
+    return path

@@ -1,0 +1,248 @@
+"""Interactive segmentation sessions: one image, its label map, each structure's prompts, undo/redo.
+
+A client sends one interaction at a time. The session adds it to the structure's earlier
+prompts on that plane and predicts the plane again from all of them, with the previous
+logits as ``mask_input``, so a negative click refines the mask instead of starting over.
+Every change (an interaction, a propagation, an undo) is one step holding the planes and
+prompt records it replaced, which makes undo and redo exact. Coordinates here are plane
+pixels (:meth:`medfm.io.Image.frame`); :mod:`medfm.server.display` maps the browser's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medfm.errors import MedfmError
+from medfm.io import Image
+from medfm.models.segmenters import Prompt, Scribble, Segmenter, SegmenterInfo
+from medfm.server.errors import NotFound
+from medfm.tasks.segment import propagate
+
+#: Colours given to structures 1, 2, ... unless the client chooses one.
+PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
+           "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000", "#aaffc3", "#000075")
+#: Undo steps kept per session.
+HISTORY = 100
+#: Open sessions kept at most; beyond it the least recently used is dropped.
+MAX_SESSIONS = 256
+
+Plane = tuple[int, int]
+#: A structure on a plane: (label, k, t).
+Key = tuple[int, int, int]
+
+
+class SessionNotFound(NotFound):
+    """No session with that id, or it expired (404)."""
+
+
+@dataclass
+class Structure:
+    """One structure's interactions on one plane and the logits of its current mask."""
+
+    interactions: list[Prompt] = field(default_factory=list)
+    logits: np.ndarray | None = None
+
+    def combined(self, label: int, k: int, t: int) -> Prompt:
+        """All interactions as one prompt; the latest box stands (a box replaces the earlier one)."""
+        boxes = [box for prompt in self.interactions for box in prompt.boxes]
+        return Prompt(
+            points=[p for prompt in self.interactions for p in prompt.points],
+            point_labels=[v for prompt in self.interactions for v in prompt.point_labels],
+            boxes=boxes[-1:],
+            scribbles=[s for prompt in self.interactions for s in prompt.scribbles],
+            label=label, slice_index=k, frame_index=t,
+        )
+
+
+@dataclass
+class Step:
+    """One undoable change: label planes and structures before and after."""
+
+    focus: Plane
+    planes_before: dict[Plane, np.ndarray]
+    planes_after: dict[Plane, np.ndarray]
+    structures_before: dict[Key, Structure | None]
+    structures_after: dict[Key, Structure | None]
+
+
+class SegmentationSession:
+    """The label map being drawn on one image, with its history. Use under :attr:`lock`."""
+
+    def __init__(self, image_id: int, image: Image, labels: np.ndarray | None = None,
+                 label_info: dict[int, dict[str, str]] | None = None) -> None:
+        self.id = uuid.uuid4().hex
+        self.image_id = image_id
+        self.image = image
+        self.labels = np.zeros(image.shape[:4], np.uint8) if labels is None else labels.astype(np.uint8)
+        self.label_info: dict[int, dict[str, str]] = dict(label_info or {})
+        self.structures: dict[Key, Structure] = {}
+        self.undo_stack: list[Step] = []
+        self.redo_stack: list[Step] = []
+        self.revision = 0
+        self.lock = threading.Lock()
+        self.last_used = time.monotonic()
+
+    def plane(self, k: int, t: int) -> np.ndarray:
+        """The ``(rows, columns)`` label plane ``(k, t)`` (a view)."""
+        self._check_plane(k, t)
+        return self.labels[:, :, k, t].T
+
+    def set_label(self, label: int, name: str | None = None, color: str | None = None) -> None:
+        """Name or recolour structure ``label`` (1 to 255), creating it with a default if new."""
+        if not isinstance(label, int) or not 0 < label < 256:
+            raise MedfmError(f"label must be an integer from 1 to 255 (0 is background); got {label!r}")
+        info = self.label_info.setdefault(label, {"name": f"label {label}", "color": PALETTE[(label - 1) % len(PALETTE)]})
+        if name:
+            info["name"] = name
+        if color:
+            info["color"] = color
+
+    def interact(self, segmenter: Segmenter, segmenter_lock: threading.RLock, k: int, t: int, label: int,
+                 interaction: Prompt) -> float:
+        """Add ``interaction`` to structure ``label`` on plane ``(k, t)`` and predict it again; returns the score."""
+        self._check_plane(k, t)
+        self.set_label(label)
+        key = (label, k, t)
+        before = self.structures.get(key)
+        structure = Structure(list(before.interactions) if before else [], before.logits if before else None)
+        structure.interactions.append(interaction)
+        prompt = structure.combined(label, k, t)
+        prompt.mask_input = structure.logits
+        with segmenter_lock:
+            segmenter.set_image(self.image.frame(k, t))
+            prediction = segmenter.predict(prompt)
+        structure.logits = prediction.logits
+        plane = self.plane(k, t).copy()
+        plane[plane == label] = 0
+        plane[prediction.mask] = label
+        self._apply(Step((k, t), {(k, t): self.plane(k, t).copy()}, {(k, t): plane}, {key: before}, {key: structure}))
+        return float(prediction.score)
+
+    def propagate(self, segmenter: Segmenter, segmenter_lock: threading.RLock, label: int, axis: str) -> Plane:
+        """Carry structure ``label`` through the image from its prompted planes (one undoable step)."""
+        seeds = {key: s for key, s in self.structures.items() if key[0] == label and s.interactions}
+        if not seeds:
+            raise MedfmError(f"structure {label} has no prompts to propagate from: click on it first")
+        index = 1 if axis == "k" else 2
+        prompts = {key[index]: [s.combined(*key)] for key, s in seeds.items()}
+        with segmenter_lock:
+            result = propagate(self.image, segmenter, prompts, axis=axis).array[..., 0]
+        touched = {(k, t) for k, t in zip(*np.nonzero((result == label).any(axis=(0, 1))))}
+        touched |= {(key[1], key[2]) for key in seeds}
+        before = {(int(k), int(t)): self.plane(k, t).copy() for k, t in touched}
+        after = {}
+        for (k, t), plane in before.items():
+            plane = plane.copy()
+            plane[plane == label] = 0
+            plane[result[:, :, k, t].T == label] = label
+            after[(k, t)] = plane
+        focus = next(iter(seeds))[1:]
+        self._apply(Step(focus, before, after, {}, {}))
+        return focus
+
+    def undo(self) -> Plane:
+        if not self.undo_stack:
+            raise MedfmError("nothing to undo")
+        step = self.undo_stack.pop()
+        self._restore(step.planes_before, step.structures_before)
+        self.redo_stack.append(step)
+        self.revision += 1
+        return step.focus
+
+    def redo(self) -> Plane:
+        if not self.redo_stack:
+            raise MedfmError("nothing to redo")
+        step = self.redo_stack.pop()
+        self._restore(step.planes_after, step.structures_after)
+        self.undo_stack.append(step)
+        self.revision += 1
+        return step.focus
+
+    def label_image(self, model: SegmenterInfo) -> Image:
+        """A copy of the label map on the image's grid, stamped with ``model`` and every prompt, no patient data."""
+        from medfm import __version__
+
+        labels = self.image.with_array(self.labels.copy())
+        labels.phi = {}
+        labels.metadata["segmentation"] = {
+            "model": model.name, "weights_sha256": model.weights_sha256, "medfm_version": __version__,
+            "prompts": [
+                {**prompt.to_dict(), "label": label, "slice_index": k, "frame_index": t}
+                for (label, k, t), structure in sorted(self.structures.items()) for prompt in structure.interactions
+            ],
+            "structures": [{"label": value, "label_name": info["name"]} for value, info in sorted(self.label_info.items())],
+        }
+        return labels
+
+    def _apply(self, step: Step) -> None:
+        self._restore(step.planes_after, step.structures_after)
+        self.undo_stack.append(step)
+        del self.undo_stack[:-HISTORY]
+        self.redo_stack.clear()
+        self.revision += 1
+
+    def _restore(self, planes: dict[Plane, np.ndarray], structures: dict[Key, Structure | None]) -> None:
+        for (k, t), plane in planes.items():
+            self.labels[:, :, k, t] = plane.T
+        for key, structure in structures.items():
+            if structure is None:
+                self.structures.pop(key, None)
+            else:
+                self.structures[key] = structure
+
+    def _check_plane(self, k: int, t: int) -> None:
+        if not 0 <= k < self.image.shape[2]:
+            raise MedfmError(f"slice k={k} is outside the image (0 to {self.image.shape[2] - 1})")
+        if not 0 <= t < self.image.shape[3]:
+            raise MedfmError(f"frame t={t} is outside the image (0 to {self.image.shape[3] - 1})")
+
+
+class SessionStore:
+    """Open sessions by id; a session unused for ``idle_seconds`` is dropped, and the least
+    recently used one when :data:`MAX_SESSIONS` are open (each holds a label map in memory)."""
+
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
+        self._sessions: dict[str, SegmentationSession] = {}
+        self._lock = threading.Lock()
+
+    def add(self, session: SegmentationSession) -> SegmentationSession:
+        with self._lock:
+            self._expire()
+            while len(self._sessions) >= MAX_SESSIONS:
+                del self._sessions[min(self._sessions.values(), key=lambda s: s.last_used).id]
+            self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str) -> SegmentationSession:
+        with self._lock:
+            self._expire()
+            session = self._sessions.get(session_id)
+            if session is None:
+                raise SessionNotFound(f"no session {session_id!r} (it may have expired after being idle)")
+            session.last_used = time.monotonic()
+            return session
+
+    def remove(self, session_id: str) -> None:
+        with self._lock:
+            if self._sessions.pop(session_id, None) is None:
+                raise SessionNotFound(f"no session {session_id!r}")
+
+    def _expire(self) -> None:
+        cutoff = time.monotonic() - self.idle_seconds
+        for session_id in [s.id for s in self._sessions.values() if s.last_used < cutoff]:
+            del self._sessions[session_id]
+
+
+def interaction(points: list[tuple[float, float]], point_labels: list[int], box: tuple[float, float, float, float] | None,
+                scribble: tuple[list[tuple[float, float]], bool] | None) -> Prompt:
+    """One client interaction (plane pixels) as a prompt."""
+    return Prompt(
+        points=[(float(x), float(y)) for x, y in points], point_labels=[int(v) for v in point_labels],
+        boxes=[box] if box else [], scribbles=[Scribble(list(scribble[0]), positive=scribble[1])] if scribble else [],
+    )

@@ -1,0 +1,41 @@
+"""What one ``medfm serve`` process is configured with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medfm.paths import data_dir, default_catalog_url
+
+#: Hosts that only this machine can reach: no token is needed there.
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+#: The browser workbench's static files, next to the package in the repository.
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+
+
+@dataclass
+class ServerSettings:
+    """Where the server listens, what it serves and the limits it enforces.
+
+    ``token`` is required from every client when ``host`` is not a loopback address.
+    ``rate_per_second`` / ``rate_burst`` set each client's token bucket, generous enough
+    for a person clicking fast and many scripted clients on one machine.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = field(default_factory=data_dir)
+    catalog_url: str = field(default_factory=default_catalog_url)
+    token: str | None = None
+    max_upload_bytes: int = 512 * 1024 * 1024
+    rate_per_second: float = 50.0
+    rate_burst: int = 200
+    segmenter: str = "medfm-interactive"
+    encoder: str = "medfm-clip-small"
+    pacs_url: str | None = None
+    web_dir: Path = WEB_DIR
+    session_idle_seconds: float = 3600.0
+
+    @property
+    def token_required(self) -> bool:
+        return self.host not in LOOPBACK_HOSTS

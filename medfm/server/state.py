@@ -1,0 +1,171 @@
+"""What one server process shares between requests, reached from a route through :func:`get_state`.
+
+Models are created on first use and each is guarded by its own lock: segmenters and encoders keep
+per-image state (the embedding of the current plane) and are not thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+from medfm.catalog import Catalog, ImageRecord, open_catalog
+from medfm.errors import MedfmError, UnreadableFileError
+from medfm.io import Image
+from medfm.server.annotations import AnnotationStore
+from medfm.server.display import Display, default_window
+from medfm.server.errors import NotFound
+from medfm.server.jobs import Jobs
+from medfm.server.sessions import SessionStore
+from medfm.server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from medfm.io.dicom import DicomSeries
+    from medfm.models.encoders import Encoder
+    from medfm.models.segmenters import Segmenter
+
+#: Loaded images kept in memory, most recently used last.
+IMAGE_CACHE_SIZE = 16
+
+
+@dataclass
+class LoadedImage:
+    """A catalog image read into memory; ``series`` is set for DICOM (a SEG references it)."""
+
+    record: ImageRecord
+    image: Image
+    series: DicomSeries | None = None
+
+    @cached_property
+    def display(self) -> Display:
+        return Display.of(self.image)
+
+    @cached_property
+    def window(self) -> tuple[float, float]:
+        return default_window(self.image)
+
+
+class ServerState:
+    """Settings, catalog, models, jobs, sessions and annotations of one server process."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.data_dir: Path = Path(settings.data_dir).expanduser().resolve()
+        self.catalog_url: str = settings.catalog_url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog: Catalog = open_catalog(self.catalog_url)
+        self.jobs = Jobs()
+        self.sessions = SessionStore(settings.session_idle_seconds)
+        self.annotations = AnnotationStore(self.data_dir / "annotations")
+        #: held around every segmenter call, and around every encoder or index call: each model
+        #: keeps per-image state and is not thread-safe (re-entrant: creating the model takes it too)
+        self.segmenter_lock = threading.RLock()
+        self.encoder_lock = threading.RLock()
+        self._segmenter: Segmenter | None = None
+        self._encoder: Encoder | None = None
+        self._images: OrderedDict[int, LoadedImage] = OrderedDict()
+        self._images_lock = threading.Lock()
+        #: images in the search index, kept here so that /api/health never waits for a build
+        self.index_size = self.count_indexed()
+
+    @property
+    def segmenter(self) -> Segmenter:
+        """The promptable segmenter (settings.segmenter); call it only while holding ``segmenter_lock``."""
+        with self.segmenter_lock:
+            if self._segmenter is None:
+                from medfm.models.registry import create_segmenter
+
+                self._segmenter = create_segmenter(self.settings.segmenter)
+            return self._segmenter
+
+    @property
+    def encoder(self) -> Encoder:
+        """The image-text encoder (settings.encoder); call it, or the index, only while holding ``encoder_lock``."""
+        with self.encoder_lock:
+            if self._encoder is None:
+                from medfm.models.registry import create_encoder
+
+                self._encoder = create_encoder(self.settings.encoder)
+            return self._encoder
+
+    @property
+    def index_dir(self) -> Path:
+        """The search index of the catalog, one per encoder."""
+        return self.data_dir / "index" / self.settings.encoder
+
+    def count_indexed(self) -> int:
+        """How many images the search index holds (0 before the first build)."""
+        from medfm.index import open_index
+
+        if not self.index_dir.exists():
+            return 0
+        with open_index(self.index_dir) as index:
+            return len(index)
+
+    def load_image(self, image_id: int) -> LoadedImage:
+        """The catalog image ``image_id`` in memory (cached); MedfmError if unknown or unreadable."""
+        with self._images_lock:
+            if image_id in self._images:
+                self._images.move_to_end(image_id)
+                return self._images[image_id]
+        loaded = _read(self.record(image_id))
+        with self._images_lock:
+            self._images[image_id] = loaded
+            while len(self._images) > IMAGE_CACHE_SIZE:
+                self._images.popitem(last=False)
+        return loaded
+
+    def record(self, image_id: int) -> ImageRecord:
+        """The catalog record of ``image_id``; NotFound if there is none."""
+        try:
+            return self.catalog.get(image_id)
+        except MedfmError:
+            raise NotFound(f"no image {image_id} in the catalog") from None
+
+    def close(self) -> None:
+        self.jobs.shutdown()
+        self.catalog.close()
+
+
+def _read(record: ImageRecord) -> LoadedImage:
+    """Read a catalog record; errors say what is wrong without the file's path (it may name the patient)."""
+    try:
+        return _read_files(record)
+    except UnreadableFileError as exc:
+        raise MedfmError(f"image {record.id} cannot be read: {exc.reason}") from None
+    except MedfmError as exc:
+        reason = str(exc).rsplit(": ", 1)[-1]
+        raise MedfmError(f"image {record.id} cannot be read: {reason}") from None
+    except OSError as exc:
+        raise MedfmError(f"image {record.id} cannot be read: {exc.strerror or type(exc).__name__}") from None
+
+
+def _read_files(record: ImageRecord) -> LoadedImage:
+    """A DICOM series from its own files, anything else by its path."""
+    from medfm.catalog.ingestion import DICOM_FORMAT
+
+    if record.format != DICOM_FORMAT:
+        from medfm.io import load
+
+        return LoadedImage(record, load(record.source_path))
+    from medfm.io.dicom import read_series, scan_dicom
+
+    series_list, bad = scan_dicom([Path(f.path) for f in record.files or ()])
+    if bad:  # a series missing a file would show with a slice silently gone
+        raise MedfmError(f"{len(bad)} of its {len(record.files or ())} DICOM files cannot be read ({bad[0][1]})")
+    series = next((s for s in series_list if s.series_uid == record.series_uid), None)
+    if series is None:
+        raise MedfmError("its DICOM files changed since they were catalogued; ingest them again")
+    return LoadedImage(record, read_series(series)[0], series)
+
+
+def get_state(request: Request) -> ServerState:
+    """FastAPI dependency: ``state: ServerState = Depends(get_state)``."""
+    return request.app.state.medfm
+

@@ -1,0 +1,275 @@
+// Side panels: the catalog (filter, thumbnails), similar cases and text search, zero-shot
+// classification, and the saved annotations of the open image.
+
+import { api, apiUrl, query, showError, waitForJob, setStatus } from "./api.js";
+
+const el = (tag, props = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "testid") node.setAttribute("data-testid", value);
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key === "class") node.className = value;
+    else node[key] = value;
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+};
+
+function describe(image) {
+  const dims = [];
+  if (image.shape) dims.push(image.shape.slice(0, 2).join("×"));
+  if ((image.num_slices || 1) > 1) dims.push(`${image.num_slices} slices`);
+  if ((image.num_frames || 1) > 1) dims.push(`${image.num_frames} frames`);
+  return dims.join(" · ");
+}
+
+function thumb(id) {
+  return el("img", { class: "thumb", src: apiUrl(`/images/${encodeURIComponent(id)}/thumbnail.png`), alt: "", loading: "lazy", decoding: "async" });
+}
+
+// ---- catalog ------------------------------------------------------------------------
+
+export class Catalog {
+  constructor(root, onOpen) {
+    this.root = root;
+    this.onOpen = onOpen;
+    this.list = root.querySelector("[data-testid=catalog-list]");
+    this.text = root.querySelector("[data-testid=catalog-filter]");
+    this.modality = root.querySelector("[data-testid=modality-filter]");
+    this.count = root.querySelector("[data-testid=catalog-count]");
+    this.images = [];
+    this.selected = null;
+    this.seq = 0;
+    let timer = null;
+    this.text.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => this.load(), 250); });
+    this.modality.addEventListener("change", () => this.load());
+  }
+
+  async load() {
+    const seq = ++this.seq;
+    try {
+      const { images } = await api(`/images${query({ text: this.text.value.trim(), modality: this.modality.value, limit: 500 })}`);
+      if (seq !== this.seq) return;
+      this.images = images;
+      if (!this.text.value && !this.modality.value) this.fillModalities(images);
+      this.render();
+    } catch (error) {
+      showError(error, "catalog");
+    }
+  }
+
+  fillModalities(images) {
+    const current = this.modality.value;
+    const names = [...new Set(images.map((i) => i.modality).filter(Boolean))].sort();
+    this.modality.replaceChildren(el("option", { value: "", textContent: "All modalities" }),
+      ...names.map((m) => el("option", { value: m, textContent: m })));
+    this.modality.value = names.includes(current) ? current : "";
+  }
+
+  render() {
+    this.count.textContent = `${this.images.length} image${this.images.length === 1 ? "" : "s"}`;
+    if (!this.images.length) {
+      this.list.replaceChildren(el("li", { class: "empty", textContent: "No images. Drop files here or use “Add files…”." }));
+      return;
+    }
+    this.list.replaceChildren(...this.images.map((image) => {
+      const item = el("li", {
+        class: "catalog-item" + (String(image.id) === this.selected ? " selected" : ""), testid: "catalog-item",
+        dataset: { imageId: image.id }, tabIndex: 0,
+        title: `Open ${image.description || `image #${image.id}`}`,
+      },
+      thumb(image.id),
+      el("div", { class: "meta" },
+        el("div", { class: "title", textContent: image.description || `image #${image.id}` }),
+        el("div", { class: "sub", textContent: [image.modality, image.body_part, image.dataset, image.format].filter(Boolean).join(" · ") }),
+        el("div", { class: "sub", textContent: describe(image) })));
+      item.addEventListener("click", () => this.onOpen(image.id));
+      item.addEventListener("keydown", (e) => { if (e.key === "Enter") this.onOpen(image.id); });
+      return item;
+    }));
+  }
+
+  select(id) {
+    this.selected = String(id);
+    for (const item of this.list.querySelectorAll(".catalog-item")) item.classList.toggle("selected", item.dataset.imageId === this.selected);
+  }
+}
+
+// ---- similar cases and text search ------------------------------------------------
+
+export class Similar {
+  constructor(root, onOpen) {
+    this.root = root;
+    this.onOpen = onOpen;
+    this.list = root.querySelector("[data-testid=similar-list]");
+    this.note = root.querySelector("[data-testid=similar-note]");
+    this.textInput = root.querySelector("[data-testid=text-search]");
+    this.buildButton = root.querySelector("[data-testid=index-build]");
+    this.imageId = null;
+    this.seq = 0;
+    this.onIndexed = () => {};
+    root.querySelector("[data-testid=text-search-form]").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const text = this.textInput.value.trim();
+      if (text) this.search({ text }, `Images matching “${text}”`);
+    });
+    this.buildButton.addEventListener("click", () => this.build());
+  }
+
+  async forImage(id) {
+    this.imageId = id;
+    const seq = this.seq;
+    try {
+      const health = await api("/health");
+      if (seq !== this.seq || id !== this.imageId) return;
+      if (!health.index_size) {
+        this.list.replaceChildren();
+        this.note.textContent = "The search index is empty: build it to see similar cases.";
+        return;
+      }
+    } catch (error) {
+      showError(error, "health");
+      return;
+    }
+    await this.search({ image_id: id }, "Most similar to the open image");
+  }
+
+  async search(params, heading) {
+    const seq = ++this.seq;
+    this.note.textContent = "Searching…";
+    try {
+      const { hits } = await api(`/search${query({ ...params, k: 8 })}`);
+      if (seq !== this.seq) return;
+      this.render(hits, params.image_id, heading);
+    } catch (error) {
+      if (seq !== this.seq) return;
+      this.list.replaceChildren();
+      this.note.textContent = `Search unavailable: ${error.message}. Build the index to enable it.`;
+    }
+  }
+
+  render(hits, selfId, heading) {
+    const shown = hits.filter((h) => selfId === undefined || String(h.image_id) !== String(selfId));
+    this.note.textContent = shown.length ? heading : "No hits yet: the index may be empty. Build it below.";
+    this.list.replaceChildren(...shown.map((hit) => {
+      const name = hit.description || `image #${hit.image_id}`;
+      const about = [name, hit.modality, hit.body_part, hit.dataset].filter(Boolean).join(" · ");
+      const item = el("li", {
+        class: "hit", testid: "similar-item", dataset: { imageId: hit.image_id, score: String(hit.score) }, tabIndex: 0,
+        title: `${about}\nsimilarity ${Number(hit.score).toFixed(3)}: click to open`,
+      },
+      thumb(hit.image_id),
+      el("span", { class: "hit-name", textContent: name }),
+      el("span", { class: "score", testid: "similar-score", textContent: Number(hit.score).toFixed(3) }));
+      item.addEventListener("click", () => this.onOpen(hit.image_id));
+      item.addEventListener("keydown", (e) => { if (e.key === "Enter") this.onOpen(hit.image_id); });
+      return item;
+    }));
+  }
+
+  async build() {
+    this.buildButton.disabled = true;
+    this.note.textContent = "Building the index…";
+    try {
+      const { job } = await api("/index/build", { method: "POST", body: {} });
+      await waitForJob(job, (done, total) => { this.note.textContent = `Building the index… ${done}/${total || "?"}`; });
+      setStatus("index built");
+      this.onIndexed();
+      if (this.imageId) await this.forImage(this.imageId);
+      else this.note.textContent = "Index built.";
+    } catch (error) {
+      showError(error, "index");
+      this.note.textContent = "Index build failed.";
+    } finally {
+      this.buildButton.disabled = false;
+    }
+  }
+}
+
+function modelName(model) {
+  if (!model) return "";
+  if (typeof model === "string") return `model: ${model}`;
+  const hash = model.weights_sha256 ? ` (weights ${String(model.weights_sha256).slice(0, 8)})` : "";
+  return `model: ${model.name || model.id || "?"}${hash}`;
+}
+
+// ---- zero-shot ----------------------------------------------------------------------
+
+export class ZeroShot {
+  constructor(root) {
+    this.input = root.querySelector("[data-testid=zeroshot-labels]");
+    this.result = root.querySelector("[data-testid=zeroshot-result]");
+    this.button = root.querySelector("[data-testid=zeroshot-run]");
+    this.imageId = null;
+    root.querySelector("[data-testid=zeroshot-form]").addEventListener("submit", (e) => { e.preventDefault(); this.run(); });
+  }
+
+  setImage(id) {
+    this.imageId = id;
+    this.button.disabled = !id;
+    this.result.replaceChildren();
+  }
+
+  async run() {
+    if (!this.imageId) return;
+    const labels = [...new Set(this.input.value.split(",").map((s) => s.trim()).filter(Boolean))];
+    if (labels.length < 2) { showError("give at least two labels, separated by commas"); return; }
+    this.button.disabled = true;
+    try {
+      const answer = await api(`/images/${encodeURIComponent(this.imageId)}/classify`, { method: "POST", body: { labels } });
+      const rows = Object.entries(answer.probabilities).sort((a, b) => b[1] - a[1]);
+      this.result.replaceChildren(...rows.map(([label, p]) => el("div", {
+        class: "bar-row" + (label === answer.prediction ? " top" : ""), testid: "zeroshot-bar", dataset: { label, p: String(p) },
+      },
+      el("span", { class: "bar-label", textContent: label }),
+      el("span", { class: "bar" }, el("span", { class: "fill", style: `width:${(100 * p).toFixed(1)}%` })),
+      el("span", { class: "bar-value", textContent: `${(100 * p).toFixed(1)} %` }))),
+      el("div", { class: "note", testid: "zeroshot-model", textContent: modelName(answer.model) }));
+    } catch (error) {
+      showError(error, "zero-shot");
+    } finally {
+      this.button.disabled = !this.imageId;
+    }
+  }
+}
+
+// ---- saved annotations ----------------------------------------------------------------
+
+export class Annotations {
+  constructor(root, onLoad) {
+    this.list = root.querySelector("[data-testid=annotation-list]");
+    this.onLoad = onLoad;
+    this.imageId = null;
+  }
+
+  async load(imageId) {
+    this.imageId = imageId;
+    if (!imageId) { this.list.replaceChildren(); return; }
+    try {
+      const { annotations } = await api(`/images/${encodeURIComponent(imageId)}/annotations`);
+      if (imageId !== this.imageId) return;
+      this.render(annotations);
+    } catch (error) {
+      showError(error, "annotations");
+    }
+  }
+
+  render(annotations) {
+    const items = [];
+    for (const ann of annotations) {
+      for (const v of [...ann.versions].sort((a, b) => b.version - a.version)) {
+        const when = v.created ? new Date(v.created).toLocaleString() : "";
+        const item = el("li", {
+          class: "annotation-item", testid: "annotation-item", tabIndex: 0,
+          dataset: { name: ann.name, version: String(v.version) }, title: "Load into a new session",
+        },
+        el("span", { class: "title", textContent: `${ann.name} v${v.version}` }),
+        el("span", { class: "sub", textContent: [v.format === "dicom-seg" ? "DICOM SEG" : "NIfTI", when].filter(Boolean).join(" · ") }));
+        item.addEventListener("click", () => this.onLoad(ann.name, v.version));
+        item.addEventListener("keydown", (e) => { if (e.key === "Enter") this.onLoad(ann.name, v.version); });
+        items.push(item);
+      }
+    }
+    this.list.replaceChildren(...(items.length ? items : [el("li", { class: "empty", textContent: "None saved yet." })]));
+  }
+}

@@ -1,0 +1,152 @@
+// Mouse on the viewer: the prompt tools (point, box, scribble; positive or negative),
+// right-drag window/level and wheel scrolling. Produces prompt bodies in display pixels.
+
+export const TOOLS = ["point", "box", "scribble"];
+
+export class Tools {
+  /**
+   * viewer: the Viewer; handlers: {prompt(body), window(dx, dy, start), scroll(steps)}.
+   * body: {points, point_labels} | {box: [x0, y0, x1, y1]} | {scribble: {points, positive}}.
+   */
+  constructor(viewer, handlers) {
+    this.viewer = viewer;
+    this.handlers = handlers;
+    this.tool = "point";
+    this.negative = false;
+    this.drag = null;
+    this.listeners = [];
+    const el = viewer.viewport;
+    el.addEventListener("contextmenu", (e) => e.preventDefault());
+    el.addEventListener("pointerdown", (e) => this.down(e));
+    el.addEventListener("pointermove", (e) => this.move(e));
+    el.addEventListener("pointerup", (e) => this.up(e));
+    el.addEventListener("pointercancel", () => this.cancel());
+    el.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      if (Math.abs(e.deltaY) < 1) return;
+      handlers.scroll(e.deltaY > 0 ? 1 : -1);
+    }, { passive: false });
+  }
+
+  setTool(tool) {
+    if (!TOOLS.includes(tool)) return;
+    this.tool = tool;
+    this.changed();
+  }
+
+  setNegative(negative) {
+    this.negative = negative;
+    this.changed();
+  }
+
+  onChange(fn) { this.listeners.push(fn); }
+
+  changed() {
+    this.viewer.viewport.dataset.tool = this.tool;
+    for (const fn of this.listeners) fn(this);
+  }
+
+  down(event) {
+    if (!this.viewer.info) return;
+    const el = this.viewer.viewport;
+    el.focus({ preventScroll: true });
+    if (event.button === 2) {
+      this.drag = { kind: "window", x: event.clientX, y: event.clientY };
+      this.handlers.window(0, 0, true);
+    } else if (event.button === 0) {
+      const p = this.viewer.toPlane(event);
+      const positive = !(this.negative || event.shiftKey);
+      if (this.tool === "point") {
+        this.drag = { kind: "point", start: p, positive };
+      } else if (this.tool === "box") {
+        this.drag = { kind: "box", start: p, end: p };
+      } else {
+        this.drag = { kind: "scribble", points: [p], positive };
+      }
+    } else {
+      return;
+    }
+    el.setPointerCapture(event.pointerId);
+    event.preventDefault();
+  }
+
+  move(event) {
+    const drag = this.drag;
+    if (!drag) return;
+    if (drag.kind === "window") {
+      this.handlers.window(event.clientX - drag.x, event.clientY - drag.y, false);
+      return;
+    }
+    const p = this.viewer.toPlane(event);
+    if (drag.kind === "box") drag.end = p;
+    else if (drag.kind === "scribble") {
+      const last = drag.points[drag.points.length - 1];
+      if (Math.hypot(p[0] - last[0], p[1] - last[1]) >= 0.75) drag.points.push(p);
+    }
+    this.drawRubber();
+  }
+
+  up(event) {
+    const drag = this.drag;
+    this.drag = null;
+    this.clearRubber();
+    if (!drag || drag.kind === "window") return;
+    const v = this.viewer;
+    const { width, height } = v.info.display;
+    const clampX = (x) => Math.max(0, Math.min(width - 1, Math.floor(x)));
+    const clampY = (y) => Math.max(0, Math.min(height - 1, Math.floor(y)));
+    if (drag.kind === "point") {
+      if (!v.inside(drag.start)) return;
+      const [x, y] = drag.start;
+      this.handlers.prompt({ points: [[clampX(x), clampY(y)]], point_labels: [drag.positive ? 1 : 0] });
+    } else if (drag.kind === "box") {
+      const [ax, ay] = drag.start;
+      const [bx, by] = v.toPlane(event);
+      const box = [clampX(Math.min(ax, bx)), clampY(Math.min(ay, by)), clampX(Math.max(ax, bx)), clampY(Math.max(ay, by))];
+      if (box[2] - box[0] < 2 || box[3] - box[1] < 2) return; // a click, not a box
+      this.handlers.prompt({ box });
+    } else {
+      const points = [];
+      for (const [x, y] of drag.points) {
+        const q = [clampX(x), clampY(y)];
+        const last = points[points.length - 1];
+        if (!last || last[0] !== q[0] || last[1] !== q[1]) points.push(q);
+      }
+      if (!drag.points.some((p) => v.inside(p))) return;
+      this.handlers.prompt({ scribble: { points, positive: drag.positive } });
+    }
+  }
+
+  cancel() {
+    this.drag = null;
+    this.clearRubber();
+  }
+
+  clearRubber() {
+    this.viewer.drawOverlay();
+  }
+
+  drawRubber() {
+    const drag = this.drag;
+    this.viewer.drawOverlay((ctx) => this.rubber(ctx, drag));
+  }
+
+  rubber(ctx, drag) {
+    const v = this.viewer;
+    ctx.lineWidth = 2;
+    ctx.setLineDash(drag.kind === "box" ? [6, 4] : []);
+    ctx.strokeStyle = drag.kind === "scribble" && !drag.positive ? "#ff5c5c" : "#ffd84d";
+    ctx.beginPath();
+    if (drag.kind === "box") {
+      const [ax, ay] = v.toScreen(drag.start);
+      const [bx, by] = v.toScreen(drag.end);
+      ctx.rect(Math.min(ax, bx), Math.min(ay, by), Math.abs(bx - ax), Math.abs(by - ay));
+    } else if (drag.kind === "scribble") {
+      drag.points.forEach((p, i) => {
+        const [x, y] = v.toScreen(p);
+        if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+      });
+    }
+    ctx.stroke();
+  }
+}

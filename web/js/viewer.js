@@ -1,0 +1,295 @@
+// The centre canvas: the plane (k, t) as the server renders it, the label map drawn over it
+// in each structure's colour, zoom to fit with the display aspect, and window/level.
+//
+// Layers, all in one "stage" scaled by CSS: the image and the mask canvases have the plane's
+// display size in pixels (width x height), so one canvas pixel is one display pixel and the
+// coordinates sent to the server are canvas coordinates. A third canvas, the size of the
+// viewport, draws the box or scribble being made.
+
+import { apiBlob, query, showError } from "./api.js";
+import { rgb } from "./labels.js";
+
+const FILL_ALPHA = Math.round(0.45 * 255);
+
+/** Decodes a "data:image/png;base64,..." label PNG into {width, height, values: Uint8Array}. */
+export async function decodeMask(dataUrl) {
+  const comma = dataUrl.indexOf(",");
+  const bytes = Uint8Array.from(atob(dataUrl.slice(comma + 1)), (c) => c.charCodeAt(0));
+  const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }), {
+    colorSpaceConversion: "none", premultiplyAlpha: "none",
+  });
+  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(bitmap, 0, 0);
+  const rgba = ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
+  const values = new Uint8Array(bitmap.width * bitmap.height);
+  for (let i = 0; i < values.length; i += 1) values[i] = rgba[4 * i];
+  bitmap.close();
+  return { width: canvas.width, height: canvas.height, values };
+}
+
+export class Viewer {
+  constructor(viewport, labelSet) {
+    this.viewport = viewport;
+    this.labels = labelSet;
+    this.stage = viewport.querySelector(".stage");
+    this.imageCanvas = viewport.querySelector("[data-testid=image-canvas]");
+    this.maskCanvas = viewport.querySelector("[data-testid=overlay-canvas]");
+    this.drawCanvas = viewport.querySelector("[data-testid=draw-canvas]");
+    this.info = null;
+    this.k = 0;
+    this.t = 0;
+    this.center = null;
+    this.width = null;
+    this.mask = null; // {width, height, values}
+    this.maskVisible = true;
+    this.scale = 1;
+    this.aspect = 1; // display height of one pixel / its width
+    this.offset = [0, 0];
+    this.sliceSeq = 0;
+    this.sliceAbort = null;
+    this.onPlaneLoaded = () => {};
+    this.marks = new Map(); // "k,t" -> prompts made on that plane, drawn as markers
+    new ResizeObserver(() => this.fit()).observe(viewport);
+  }
+
+  /** Shows a new image (the GET /api/images/{id} answer), on its middle slice, first frame. */
+  setImage(info) {
+    this.info = info;
+    const { width, height } = info.display;
+    for (const canvas of [this.imageCanvas, this.maskCanvas]) {
+      canvas.width = width;
+      canvas.height = height;
+    }
+    this.imageCanvas.getContext("2d").clearRect(0, 0, width, height);
+    this.mask = null;
+    this.marks.clear();
+    this.renderMask();
+    this.aspect = pixelAspect(info);
+    this.k = Math.floor((info.num_slices || 1) / 2);
+    this.t = 0;
+    this.center = info.window ? info.window.center : null;
+    this.width = info.window ? info.window.width : null;
+    this.fit();
+  }
+
+  get numSlices() { return this.info ? this.info.num_slices || 1 : 1; }
+  get numFrames() { return this.info ? this.info.num_frames || 1 : 1; }
+
+  /** Clamps and sets the plane; returns true when it changed. */
+  setPlane(k, t = this.t) {
+    k = Math.max(0, Math.min(this.numSlices - 1, Math.round(k)));
+    t = Math.max(0, Math.min(this.numFrames - 1, Math.round(t)));
+    const changed = k !== this.k || t !== this.t;
+    this.k = k;
+    this.t = t;
+    return changed;
+  }
+
+  setWindow(center, width) {
+    this.center = center;
+    this.width = Math.max(1, width);
+  }
+
+  /** Fetches and draws slice.png for the current plane and window; stale answers are dropped. */
+  async loadSlice() {
+    if (!this.info) return;
+    const seq = ++this.sliceSeq;
+    if (this.sliceAbort) this.sliceAbort.abort();
+    this.sliceAbort = new AbortController();
+    const params = { k: this.k, t: this.t };
+    if (this.center !== null && this.width !== null && !this.isRgb()) {
+      params.center = round3(this.center);
+      params.width = round3(this.width);
+    }
+    const id = this.info.id;
+    try {
+      const blob = await apiBlob(`/images/${encodeURIComponent(id)}/slice.png${query(params)}`, { signal: this.sliceAbort.signal });
+      const bitmap = await createImageBitmap(blob);
+      if (seq !== this.sliceSeq || !this.info || this.info.id !== id) { bitmap.close(); return; }
+      const ctx = this.imageCanvas.getContext("2d");
+      ctx.imageSmoothingEnabled = false;
+      ctx.clearRect(0, 0, this.imageCanvas.width, this.imageCanvas.height);
+      ctx.drawImage(bitmap, 0, 0, this.imageCanvas.width, this.imageCanvas.height);
+      bitmap.close();
+      this.viewport.dataset.loadedPlane = `${this.k},${this.t},${params.center ?? ""},${params.width ?? ""}`;
+      this.onPlaneLoaded();
+    } catch (error) {
+      if (error.name !== "AbortError") showError(error, "image");
+    }
+  }
+
+  isRgb() { return this.info && (this.info.num_channels || 1) >= 3; }
+
+  /** Shows a PlaneState's mask if it is for the current plane. */
+  async setMaskFromState(state) {
+    if (!state || state.k !== this.k || state.t !== this.t) return;
+    const mask = state.mask ? await decodeMask(state.mask) : null;
+    if (state.k !== this.k || state.t !== this.t) return;
+    this.mask = mask;
+    this.renderMask();
+  }
+
+  clearMask() {
+    this.mask = null;
+    this.renderMask();
+  }
+
+  /** Draws the label map: each label's colour at ~45 % opacity, full opacity on its outline. */
+  renderMask() {
+    const canvas = this.maskCanvas;
+    const ctx = canvas.getContext("2d");
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    let count = 0;
+    const counts = {};
+    const mask = this.mask;
+    if (mask && mask.width === canvas.width && mask.height === canvas.height) {
+      const { width: w, height: h, values } = mask;
+      const image = ctx.createImageData(w, h);
+      const out = image.data;
+      const colors = new Map();
+      for (let y = 0; y < h; y += 1) {
+        for (let x = 0; x < w; x += 1) {
+          const i = y * w + x;
+          const v = values[i];
+          if (!v) continue;
+          count += 1;
+          counts[v] = (counts[v] || 0) + 1;
+          if (!this.maskVisible) continue;
+          let c = colors.get(v);
+          if (!c) { c = rgb(this.labels.color(v)); colors.set(v, c); }
+          const edge = x === 0 || y === 0 || x === w - 1 || y === h - 1
+            || values[i - 1] !== v || values[i + 1] !== v || values[i - w] !== v || values[i + w] !== v;
+          out[4 * i] = c[0];
+          out[4 * i + 1] = c[1];
+          out[4 * i + 2] = c[2];
+          out[4 * i + 3] = edge ? 255 : FILL_ALPHA;
+        }
+      }
+      ctx.putImageData(image, 0, 0);
+    }
+    this.viewport.dataset.maskPixels = String(count);
+    this.viewport.dataset.maskLabels = JSON.stringify(counts);
+  }
+
+  /** Voxels per label on the shown plane. */
+  maskCounts() {
+    const counts = {};
+    if (!this.mask) return counts;
+    for (const v of this.mask.values) if (v) counts[v] = (counts[v] || 0) + 1;
+    return counts;
+  }
+
+  /** Scales the stage so that the plane fills the viewport, keeping the display aspect. */
+  fit() {
+    if (!this.info) return;
+    const { width, height } = this.info.display;
+    const vw = this.viewport.clientWidth;
+    const vh = this.viewport.clientHeight;
+    this.drawCanvas.width = vw;
+    this.drawCanvas.height = vh;
+    if (!vw || !vh) return;
+    const margin = 8;
+    this.scale = Math.max(0.01, Math.min((vw - 2 * margin) / width, (vh - 2 * margin) / (height * this.aspect)));
+    const sw = width * this.scale;
+    const sh = height * this.scale * this.aspect;
+    this.offset = [(vw - sw) / 2, (vh - sh) / 2];
+    Object.assign(this.stage.style, {
+      width: `${width}px`, height: `${height}px`,
+      transform: `translate(${this.offset[0]}px, ${this.offset[1]}px) scale(${this.scale}, ${this.scale * this.aspect})`,
+    });
+    this.viewport.dataset.scale = this.scale.toFixed(4);
+    this.drawOverlay();
+  }
+
+  planeKey() { return `${this.k},${this.t}`; }
+
+  /** Redraws the screen-size canvas: the current plane's prompt markers, then `extra(ctx)`. */
+  drawOverlay(extra) {
+    const canvas = this.drawCanvas;
+    const ctx = canvas.getContext("2d");
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    if (this.info && this.maskVisible) {
+      for (const mark of this.marks.get(this.planeKey()) || []) this.drawMark(ctx, mark);
+    }
+    if (extra) extra(ctx);
+  }
+
+  drawMark(ctx, mark) {
+    const centre = ([x, y]) => this.toScreen([x + 0.5, y + 0.5]);
+    ctx.save();
+    ctx.lineWidth = 1.5;
+    ctx.setLineDash([]);
+    if (mark.points) {
+      mark.points.forEach((p, i) => {
+        const [sx, sy] = centre(p);
+        const positive = mark.point_labels[i] === 1;
+        ctx.beginPath();
+        ctx.arc(sx, sy, 6, 0, 2 * Math.PI);
+        ctx.fillStyle = positive ? "#34d058" : "#ff4d4f";
+        ctx.strokeStyle = "#fff";
+        ctx.fill();
+        ctx.stroke();
+        ctx.beginPath();
+        ctx.strokeStyle = "#fff";
+        ctx.moveTo(sx - 2.5, sy);
+        ctx.lineTo(sx + 2.5, sy);
+        if (positive) { ctx.moveTo(sx, sy - 2.5); ctx.lineTo(sx, sy + 2.5); }
+        ctx.stroke();
+      });
+    }
+    if (mark.box) {
+      const [x0, y0, x1, y1] = mark.box;
+      const [ax, ay] = this.toScreen([x0, y0]);
+      const [bx, by] = this.toScreen([x1 + 1, y1 + 1]);
+      ctx.strokeStyle = "#ffd84d";
+      ctx.setLineDash([5, 4]);
+      ctx.strokeRect(ax, ay, bx - ax, by - ay);
+    }
+    if (mark.scribble) {
+      ctx.strokeStyle = mark.scribble.positive ? "#34d058" : "#ff4d4f";
+      ctx.lineWidth = 2;
+      ctx.beginPath();
+      mark.scribble.points.forEach((p, i) => {
+        const [sx, sy] = centre(p);
+        if (i === 0) ctx.moveTo(sx, sy); else ctx.lineTo(sx, sy);
+      });
+      ctx.stroke();
+    }
+    ctx.restore();
+  }
+
+  /** Display pixel (x, y) under a mouse event, as floats; null outside the viewport. */
+  toPlane(event) {
+    const rect = this.viewport.getBoundingClientRect();
+    const x = (event.clientX - rect.left - this.offset[0]) / this.scale;
+    const y = (event.clientY - rect.top - this.offset[1]) / (this.scale * this.aspect);
+    return [x, y];
+  }
+
+  /** Viewport pixel of a display pixel's corner (x, y). */
+  toScreen([x, y]) {
+    return [this.offset[0] + x * this.scale, this.offset[1] + y * this.scale * this.aspect];
+  }
+
+  inside([x, y]) {
+    return this.info && x >= 0 && y >= 0 && x < this.info.display.width && y < this.info.display.height;
+  }
+}
+
+/** Height / width of one display pixel on screen, from the spacing when it is known. */
+function pixelAspect(info) {
+  const spacing = info.spacing;
+  const shape = info.shape;
+  if (!info.spacing_known || !Array.isArray(spacing) || spacing.length < 2 || !Array.isArray(shape)) return 1;
+  const { width, height } = info.display;
+  let sx = null;
+  let sy = null;
+  if (shape[0] === width && shape[1] === height) [sx, sy] = [spacing[0], spacing[1]];
+  else if (shape[1] === width && shape[0] === height) [sx, sy] = [spacing[1], spacing[0]];
+  if (!(sx > 0 && sy > 0)) return 1;
+  const aspect = sy / sx;
+  return aspect > 0.1 && aspect < 10 ? aspect : 1;
+}
+
+const round3 = (v) => Math.round(v * 1000) / 1000;
