@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,13 @@ def test_health_and_listing_carry_no_paths_or_patient_data(client, data):
     response = client.get("/api/images")
     images = response.json()["images"]
     assert {image["id"] for image in images} == {data["disc"], data["photo"], data["ct"]}
-    assert set(images[0]) == {"id", "dataset", "format", "modality", "body_part", "description", "shape", "spacing",
+    assert set(images[0]) == {"id", "name", "dataset", "format", "modality", "body_part", "description", "shape", "spacing",
                               "orientation", "num_slices", "num_frames", "num_channels"}
     assert_no_phi(response.text, data)
+    # titles: a file's own name, never the DICOM series' folder (which may name the patient)
+    names = {image["id"]: image["name"] for image in images}
+    assert names[data["disc"]] == "disc.nii.gz" and names[data["photo"]] == "photo.png"
+    assert names[data["ct"]] in ("CT image", client.get(f"/api/images/{data['ct']}").json()["description"])
     assert [image["id"] for image in client.get("/api/images", params={"modality": "CT"}).json()["images"]] == [data["ct"]]
     details = client.get(f"/api/images/{data['ct']}")
     assert_no_phi(details.text, data)
@@ -188,7 +193,7 @@ def test_index_build_job_then_search_by_text_and_image_and_classify(client, data
     assert status["done"] == status["total"] == 3 and status["result"]["added"] + status["result"]["skipped"] == 3
     hits = client.get("/api/search", params={"image_id": data["ct"], "k": 2}).json()["hits"]
     assert hits[0]["image_id"] == data["ct"] and len(hits) == 2
-    assert set(hits[0]) == {"image_id", "score", "modality", "body_part", "dataset", "description"}
+    assert set(hits[0]) == {"image_id", "name", "score", "modality", "body_part", "dataset", "description"}
     hits = client.get("/api/search", params={"text": "a CT scan of the head", "k": 3}).json()["hits"]
     assert {hit["image_id"] for hit in hits} == {data["disc"], data["photo"], data["ct"]}
     assert client.get("/api/health").json()["index_size"] == 3
@@ -235,4 +240,7 @@ def test_upload_starts_an_ingest_job(client, data):
 def test_docs_and_openapi_work_offline(client):
     assert "/api/sessions/{session_id}/prompts" in client.get("/openapi.json").json()["paths"]
     page = client.get("/docs").text
-    assert "/api/health" in page and "http" not in page.replace("openapi.json", "")
+    assets = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets) and "://" not in page
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset

@@ -327,6 +327,7 @@ def test_upload_by_file_input_and_drop(page, tmp_path):
     page.wait_for_function(f"document.querySelectorAll('[data-testid=catalog-item]').length === {before + 2}")
     page.wait_for_function(f"document.body.dataset.imageId !== '{opened}'")
     assert page.locator("[data-testid=drop-overlay]").is_hidden()
+    assert "dropped.png" in page.inner_text("[data-testid=image-title]")  # titled by its file name
 
     # a folder, through the folder picker: both files arrive, under distinct names
     folder = tmp_path / "series"
@@ -372,7 +373,7 @@ def test_similar_cases_and_zero_shot(page, screenshots):
 def test_box_scribble_labels_and_propagate(page):
     page.fill("[data-testid=catalog-filter]", "disc_photo")  # the filter matches file names too
     page.wait_for_function("document.querySelectorAll('[data-testid=catalog-item]').length === 1")
-    open_image(page, "image #")  # the PNG: a bright disc, centre (40, 44), radius 18
+    open_image(page, "disc_photo.png")  # a bright disc, centre (40, 44), radius 18
     assert page.is_hidden("[data-testid=slice-control]")
     assert page.is_disabled("[data-testid=propagate]")
     page.keyboard.press("b")
@@ -426,6 +427,13 @@ def test_server_errors_show_in_the_status_line(page):
     page.wait_for_function("document.querySelector('[data-testid=status-line]').dataset.kind === 'error'")
     assert "no prompts" in status.inner_text() and "\n" not in status.inner_text()
     idle(page)
+
+
+def test_api_docs_render_offline(page):
+    """/docs is Swagger UI served by the server itself: it renders the API with nothing fetched from outside."""
+    page.goto(page.url.rstrip("/") + "/docs")
+    page.wait_for_selector(".swagger-ui .opblock")
+    assert "/api/sessions/{session_id}/prompts" in page.inner_text(".swagger-ui")
 
 
 def test_token_protected_server(browser, tmp_path):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import html
 import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi_offline import FastAPIOffline
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -31,13 +31,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
         yield
         state.close()
 
-    # FastAPI's own /docs page loads Swagger UI from a CDN; ours is served from here
-    app = FastAPI(title="medfm", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
+    # FastAPI's own /docs page loads Swagger UI from a CDN; fastapi-offline serves the same
+    # Swagger UI from its package, so the docs work without internet
+    app = FastAPIOffline(title="medfm", version=__version__, redoc_url=None, lifespan=lifespan)
     app.state.medfm = state
     for module in (catalog, sessions, annotations, search, jobs, evaluate, pacs):
         app.include_router(module.router)
     _add_error_handlers(app)
-    app.add_api_route("/docs", lambda: HTMLResponse(_docs_page(app)), include_in_schema=False)
     _mount_workbench(app, settings)
     # the last added middleware runs first: the token check, then the rate limit, then the upload limit
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
@@ -84,15 +84,3 @@ def _mount_workbench(app: FastAPI, settings: ServerSettings) -> None:
         page = "<!doctype html><title>medfm</title><p>The workbench is not installed (no web folder); the API is at /api and its docs at /docs.</p>"
         app.add_api_route("/", lambda: HTMLResponse(page), include_in_schema=False)
 
-
-def _docs_page(app: FastAPI) -> str:
-    """A self-contained list of the API's endpoints (the full schema is at /openapi.json)."""
-    rows = []
-    for path, operations in app.openapi()["paths"].items():
-        for method, operation in operations.items():
-            rows.append(f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
-                        f"<td>{html.escape(operation.get('summary', ''))}</td></tr>")
-    return ("<!doctype html><meta charset=utf-8><title>medfm API</title>"
-            f"<h1>medfm API {html.escape(__version__)}</h1>"
-            "<p>Machine-readable schema: <a href=openapi.json>/openapi.json</a>. Reference: docs/server-api.md.</p>"
-            f"<table>{''.join(rows)}</table>")

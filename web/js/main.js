@@ -215,7 +215,7 @@ async function openImage(id) {
     catalog.select(id);
     viewer.setImage(info);
     $("placeholder").hidden = true;
-    $("image-title").textContent = [info.description || `image #${info.id}`, info.modality, info.body_part, info.format].filter(Boolean).join(" · ");
+    $("image-title").textContent = [info.name, info.modality, info.body_part, info.format].filter(Boolean).join(" · ");
     document.body.dataset.imageId = id;
     const dicom = String(info.format || "").toLowerCase().includes("dicom");
     const formatSelect = $("save-format");

@@ -76,11 +76,11 @@ export class Catalog {
       const item = el("li", {
         class: "catalog-item" + (String(image.id) === this.selected ? " selected" : ""), testid: "catalog-item",
         dataset: { imageId: image.id }, tabIndex: 0,
-        title: `Open ${image.description || `image #${image.id}`}`,
+        title: `Open ${image.name}`,
       },
       thumb(image.id),
       el("div", { class: "meta" },
-        el("div", { class: "title", textContent: image.description || `image #${image.id}` }),
+        el("div", { class: "title", textContent: image.name }),
         el("div", { class: "sub", textContent: [image.modality, image.body_part, image.dataset, image.format].filter(Boolean).join(" · ") }),
         el("div", { class: "sub", textContent: describe(image) })));
       item.addEventListener("click", () => this.onOpen(image.id));
@@ -152,7 +152,7 @@ export class Similar {
     const shown = hits.filter((h) => selfId === undefined || String(h.image_id) !== String(selfId));
     this.note.textContent = shown.length ? heading : "No hits yet: the index may be empty. Build it below.";
     this.list.replaceChildren(...shown.map((hit) => {
-      const name = hit.description || `image #${hit.image_id}`;
+      const name = hit.name;
       const about = [name, hit.modality, hit.body_part, hit.dataset].filter(Boolean).join(" · ");
       const item = el("li", {
         class: "hit", testid: "similar-item", dataset: { imageId: hit.image_id, score: String(hit.score) }, tabIndex: 0,

@@ -22,11 +22,21 @@ router = APIRouter(prefix="/api", tags=["catalog"])
 THUMBNAIL_SIDE = 96
 
 
+def display_name(record: ImageRecord) -> str:
+    """A title for lists: the series description, else the file's name for files the user named
+    (DICOM file names are machine-made and their folders may name the patient), else the modality."""
+    if record.description:
+        return record.description
+    if record.format != "dicom":
+        return Path(record.source_path).name
+    return f"{record.modality} image"
+
+
 def summary(record: ImageRecord, show_phi: bool = False) -> dict[str, Any]:
     """What clients see of a catalog image: never its path; patient data only when ``show_phi``."""
     shape = list(record.shape) + [1] * (5 - len(record.shape))
     return {
-        "id": record.id, "dataset": record.dataset, "format": record.format, "modality": record.modality,
+        "id": record.id, "name": display_name(record), "dataset": record.dataset, "format": record.format, "modality": record.modality,
         "body_part": record.body_part, "description": record.description, "shape": shape,
         "spacing": list(record.spacing), "orientation": record.orientation,
         "num_slices": shape[2], "num_frames": shape[3], "num_channels": shape[4],

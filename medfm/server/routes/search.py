@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from medfm.errors import MedfmError
+from medfm.server.routes.catalog import display_name
 from medfm.server.state import ServerState, get_state
 
 router = APIRouter(prefix="/api", tags=["search"])
@@ -33,7 +34,7 @@ def search(image_id: int | None = None, text: str | None = None, k: int = 10,
 
 def _hit(state: ServerState, image_id: int, score: float) -> dict[str, Any]:
     record = state.record(image_id)
-    return {"image_id": image_id, "score": round(float(score), 6), "modality": record.modality,
+    return {"image_id": image_id, "name": display_name(record), "score": round(float(score), 6), "modality": record.modality,
             "body_part": record.body_part, "dataset": record.dataset, "description": record.description}
 
 
