@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from medfm.io.dicomweb import DicomWeb
 from medfm.server.app import create_app
 from medfm.server.settings import ServerSettings
 from orthanc import CENTRE, PATIENT_NAME, RADIUS, SHAPE, Orthanc, free_port, orthanc, upload_study  # noqa: F401  (the fixture)
+from servertools import wait_for_job
 
 
 def _client(tmp_path: Path, pacs_url: str | None) -> TestClient:
@@ -26,16 +25,6 @@ def _client(tmp_path: Path, pacs_url: str | None) -> TestClient:
 def client(orthanc: Orthanc, tmp_path: Path):  # noqa: F811
     with _client(tmp_path, orthanc.dicomweb_url) as client:
         yield client
-
-
-def _finished(client: TestClient, job: str, timeout_s: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = client.get(f"/api/jobs/{job}").json()
-        if status["state"] in ("done", "failed"):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"job {job} still {status['state']} after {timeout_s} s")
 
 
 def test_search_hides_patient_identifiers_unless_asked(client: TestClient, orthanc: Orthanc, tmp_path: Path) -> None:  # noqa: F811
@@ -55,12 +44,12 @@ def test_pull_segment_save_push_and_read_back(client: TestClient, orthanc: Ortha
 
     study = upload_study(orthanc, tmp_path / "ct")
     job = client.post("/api/pacs/pull", json={"study_uid": study.study_uid}).json()["job"]
-    pulled = _finished(client, job)
+    pulled = wait_for_job(client, job)
     assert pulled["state"] == "done" and pulled["kind"] == "pacs-pull", pulled
     (image_id,) = pulled["result"]["image_ids"]
     details = client.get(f"/api/images/{image_id}").json()
     assert details["dataset"] == "pacs" and details["shape"][:3] == list(SHAPE)
-    again = _finished(client, client.post("/api/pacs/pull", json={"study_uid": study.study_uid,
+    again = wait_for_job(client, client.post("/api/pacs/pull", json={"study_uid": study.study_uid,
                                                                    "series_uid": study.series_uid}).json()["job"])
     assert again["result"] == {"image_ids": [image_id]}  # pulled twice, catalogued once
 
@@ -97,7 +86,7 @@ def test_pull_segment_save_push_and_read_back(client: TestClient, orthanc: Ortha
 
 
 def test_failures_are_one_line_answers(client: TestClient) -> None:
-    failed = _finished(client, client.post("/api/pacs/pull", json={"study_uid": "1.2.3.999"}).json()["job"])
+    failed = wait_for_job(client, client.post("/api/pacs/pull", json={"study_uid": "1.2.3.999"}).json()["job"])
     assert failed["state"] == "failed" and "retrieve study 1.2.3.999 failed: HTTP 404" in failed["error"]
     bad = client.post("/api/pacs/pull", json={"study_uid": "1.2.3", "series_uid": "../../etc"})
     assert bad.status_code == 400 and "series UID must be 1 to 64 digits and dots" in bad.json()["detail"]
