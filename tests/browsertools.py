@@ -8,6 +8,7 @@ asserts that the console stayed free of errors and that no request left the serv
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -52,6 +53,14 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """Where tests save their screenshots: $MEDFM_SCREENSHOTS, else a temporary folder."""
+    folder = Path(os.environ.get("MEDFM_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @contextmanager

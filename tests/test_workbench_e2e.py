@@ -7,7 +7,6 @@ no request leaves the server's origin (the workbench must work offline).
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 from browsertools import (
     TIMEOUT_MS, bright_centre, browser, click_display, edit, http, idle, image_digest, mask_pixels,  # noqa: F401  (browser: the fixture)
-    needs_chromium, open_image, overlay_pixels, screen, wait_job, workbench_page,
+    needs_chromium, open_image, overlay_pixels, screen, screenshots, wait_job, workbench_page,  # noqa: F401
 )
 
 pytestmark = needs_chromium
@@ -77,13 +76,6 @@ def server(tmp_path_factory):
         result = wait_job(base, http(base, "POST", "/api/ingest", {"path": "seed"}))
         assert len(result.get("image_ids", [])) >= 2 or len(http(base, "GET", "/api/images")["images"]) >= 2, result
         yield base
-
-
-@pytest.fixture(scope="module")
-def screenshots(tmp_path_factory) -> Path:
-    folder = Path(os.environ.get("MEDFM_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture
