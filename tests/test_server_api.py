@@ -47,6 +47,7 @@ def test_health_and_listing_carry_no_paths_or_patient_data(client, data):
     health = client.get("/api/health").json()
     assert health["status"] == "ok" and health["catalog_images"] == 3
     assert health["segmenter"] == "medfm-interactive" and health["encoder"] == "medfm-clip-small"
+    assert health["pacs"] is False  # no --pacs: the workbench hides its PACS panel
     response = client.get("/api/images")
     images = response.json()["images"]
     assert {image["id"] for image in images} == {data["disc"], data["photo"], data["ct"]}

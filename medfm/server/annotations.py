@@ -67,6 +67,7 @@ class AnnotationStore:
         draft = folder / f".draft-{uuid.uuid4().hex}{suffix}"
         try:
             save_segmentation(labels, draft, series)
+            _fsync(draft)  # on disk before it gets a version number: a power cut leaves no torn version
             version = self._claim(folder, draft, suffix)
         finally:
             draft.unlink(missing_ok=True)
@@ -75,6 +76,7 @@ class AnnotationStore:
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "voxels": {str(int(v)): int(c) for v, c in zip(values, counts) if v != 0}}
         _write_json(folder / f"v{version:04d}.json", record)
+        _fsync(folder)
         return {key: record[key] for key in ("name", "version", "format", "created", "voxels")}
 
     @staticmethod
@@ -145,4 +147,14 @@ def _versions(folder: Path) -> list[int]:
 def _write_json(path: Path, record: dict[str, Any]) -> None:
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
     tmp.write_text(json.dumps(record, indent=1))
+    _fsync(tmp)
     os.replace(tmp, path)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') writes to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -3,6 +3,7 @@
 
 import { api, query, setStatus, showError, waitForJob } from "./api.js";
 import { LabelSet, renderLabelList } from "./labels.js";
+import { Pacs, sendToPacs } from "./pacs.js";
 import { Annotations, Catalog, Similar, ZeroShot } from "./panels.js";
 import { Tools } from "./tools.js";
 import { setupUploads } from "./upload.js";
@@ -427,7 +428,12 @@ document.addEventListener("keydown", (event) => {
 const catalog = new Catalog(document.querySelector("[data-testid=catalog-panel]"), openImage);
 const similar = new Similar(document.querySelector("[data-testid=similar-panel]"), openImage);
 const zeroShot = new ZeroShot(document.querySelector("[data-testid=zeroshot-panel]"));
-const annotations = new Annotations(document.querySelector("[data-testid=save-panel]"), loadAnnotation);
+const annotations = new Annotations(document.querySelector("[data-testid=save-panel]"), loadAnnotation, sendToPacs);
+const pacs = new Pacs($("pacs-panel"), async ({ image_ids: ids = [] }) => {
+  await catalog.load();
+  health();
+  if (ids.length) await openImage(ids[0]);
+});
 similar.onIndexed = () => health();
 
 async function health() {
@@ -436,6 +442,8 @@ async function health() {
     const parts = [`segmenter: ${h.segmenter || "none"}`, `encoder: ${h.encoder || "none"}`, `${h.catalog_images ?? "?"} images`, `index: ${h.index_size ?? 0}`];
     $("model-info").textContent = parts.join(" · ");
     $("model-info").title = `medfm ${h.version || ""}`;
+    pacs.setAvailable(h.pacs);
+    annotations.setPacs(h.pacs);
   } catch (error) {
     $("model-info").textContent = "server unreachable";
     showError(error, "health");

@@ -3,7 +3,8 @@
 
 import { api, apiUrl, query, showError, waitForJob, setStatus } from "./api.js";
 
-const el = (tag, props = {}, ...children) => {
+/** A DOM element: `testid`, `dataset` and `class` props, the rest set as properties; children appended. */
+export const el = (tag, props = {}, ...children) => {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(props)) {
     if (key === "testid") node.setAttribute("data-testid", value);
@@ -236,10 +237,22 @@ export class ZeroShot {
 // ---- saved annotations ----------------------------------------------------------------
 
 export class Annotations {
-  constructor(root, onLoad) {
+  /** `onLoad(name, version)` opens a version; `push(imageId, name, version)` sends a DICOM SEG to the PACS. */
+  constructor(root, onLoad, push) {
     this.list = root.querySelector("[data-testid=annotation-list]");
     this.onLoad = onLoad;
+    this.push = push;
     this.imageId = null;
+    this.annotations = [];
+    this.pacs = false;
+    this.sent = new Set();
+  }
+
+  /** Whether a PACS is configured (from /api/health): DICOM SEG versions then get "Send to PACS". */
+  setPacs(on) {
+    if (this.pacs === Boolean(on)) return;
+    this.pacs = Boolean(on);
+    if (this.imageId) this.render(this.annotations);
   }
 
   async load(imageId) {
@@ -248,6 +261,7 @@ export class Annotations {
     try {
       const { annotations } = await api(`/images/${encodeURIComponent(imageId)}/annotations`);
       if (imageId !== this.imageId) return;
+      this.annotations = annotations;
       this.render(annotations);
     } catch (error) {
       showError(error, "annotations");
@@ -264,12 +278,41 @@ export class Annotations {
           dataset: { name: ann.name, version: String(v.version) }, title: "Load into a new session",
         },
         el("span", { class: "title", textContent: `${ann.name} v${v.version}` }),
-        el("span", { class: "sub", textContent: [v.format === "dicom-seg" ? "DICOM SEG" : "NIfTI", when].filter(Boolean).join(" · ") }));
+        el("span", { class: "sub", textContent: [v.format === "dicom-seg" ? "DICOM SEG" : "NIfTI", when].filter(Boolean).join(" · ") }),
+        this.pacs && v.format === "dicom-seg" ? this.pushButton(ann.name, v.version) : null);
         item.addEventListener("click", () => this.onLoad(ann.name, v.version));
-        item.addEventListener("keydown", (e) => { if (e.key === "Enter") this.onLoad(ann.name, v.version); });
+        item.addEventListener("keydown", (e) => { if (e.key === "Enter" && e.target === item) this.onLoad(ann.name, v.version); });
         items.push(item);
       }
     }
     this.list.replaceChildren(...(items.length ? items : [el("li", { class: "empty", textContent: "None saved yet." })]));
+  }
+
+  pushButton(name, version) {
+    const imageId = this.imageId;
+    const key = `${imageId}/${name}/${version}`;
+    const sent = this.sent.has(key);
+    const button = el("button", {
+      type: "button", class: "push", testid: "pacs-push", textContent: sent ? "Sent ✓" : "Send to PACS",
+      title: sent ? "Stored on the PACS; click to send it again" : "Store this DICOM SEG on the PACS, with its study",
+    });
+    button.addEventListener("click", async (e) => {
+      e.stopPropagation();
+      button.disabled = true;
+      button.textContent = "Sending…";
+      try {
+        await this.push(imageId, name, version);
+        this.sent.add(key);
+        button.textContent = "Sent ✓";
+        button.title = "Stored on the PACS; click to send it again";
+        setStatus(`${name} v${version} sent to PACS`);
+      } catch (error) {
+        button.textContent = "Send to PACS";
+        showError(error, "send to PACS");
+      } finally {
+        button.disabled = false;
+      }
+    });
+    return button;
   }
 }
