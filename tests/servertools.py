@@ -48,7 +48,7 @@ def make_data(root: Path) -> dict[str, Any]:
 
 
 def make_client(root: Path, url: str, **settings: Any) -> TestClient:
-    return TestClient(create_app(ServerSettings(data_dir=root, catalog_url=url, **settings)))
+    return TestClient(create_app(ServerSettings(data_dir=root, catalog_url=url, **settings)), base_url="http://127.0.0.1")
 
 
 def mask_of(plane_state: dict[str, Any]) -> np.ndarray:

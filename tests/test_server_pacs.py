@@ -18,7 +18,7 @@ from servertools import wait_for_job
 def _client(tmp_path: Path, pacs_url: str | None) -> TestClient:
     settings = ServerSettings(data_dir=tmp_path / "data", catalog_url=f"sqlite:///{tmp_path / 'catalog.db'}",
                               pacs_url=pacs_url, web_dir=tmp_path / "no-web")
-    return TestClient(create_app(settings))
+    return TestClient(create_app(settings), base_url="http://127.0.0.1")
 
 
 @pytest.fixture

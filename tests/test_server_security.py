@@ -40,6 +40,19 @@ def test_loopback_needs_no_token(data):
         assert client.get("/api/images").status_code == 200
 
 
+@pytest.mark.parametrize("host, allowed", [
+    ("127.0.0.1:8000", True), ("localhost:8000", True), ("[::1]:8000", True), ("LOCALHOST", True),
+    ("evil.example:8000", False), ("127.0.0.1.evil.example", False), ("", False),
+])
+def test_loopback_server_refuses_other_host_names(data, host, allowed):
+    """A page elsewhere that points its own domain at 127.0.0.1 (DNS rebinding) cannot read the API."""
+    with make_client(data["root"], data["url"]) as client:
+        response = client.get("/api/images", headers={"host": host})
+        assert response.status_code == (200 if allowed else 403)
+        if not allowed:
+            assert "127.0.0.1" in response.json()["detail"] and "images" not in response.json()
+
+
 @pytest.mark.parametrize("path", ["../../etc", "/etc", "images/../../..", "escape", "images/inner"])
 def test_ingest_refuses_paths_leading_outside_the_data_dir(data, path, tmp_path):
     outside = tmp_path / "outside"

@@ -92,6 +92,7 @@ def test_segment_correct_undo_save_and_reload(page, screenshots):
     items.first.wait_for()
     assert items.count() >= 2
     assert "segmenter" in page.inner_text("[data-testid=model-info]")
+    assert page.is_hidden("[data-testid=pacs-panel]")  # no --pacs: no PACS panel
     open_image(page, "sphere phantom")
 
     # scroll away and back with the wheel, the keyboard and the slider

@@ -15,7 +15,7 @@ from medfm import __version__
 from medfm.errors import MedfmError
 from medfm.server.errors import NotFound
 from medfm.server.routes import annotations, catalog, evaluate, jobs, pacs, search, sessions
-from medfm.server.security import RateLimitMiddleware, TokenMiddleware, UploadLimitMiddleware
+from medfm.server.security import LoopbackHostMiddleware, RateLimitMiddleware, TokenMiddleware, UploadLimitMiddleware
 from medfm.server.settings import ServerSettings
 from medfm.server.state import ServerState
 
@@ -39,13 +39,15 @@ def create_app(settings: ServerSettings) -> FastAPI:
         app.include_router(module.router)
     _add_error_handlers(app)
     _mount_workbench(app, settings)
-    # the last added middleware runs first: the token check, then the rate limit, then the upload limit
+    # the last added middleware runs first: the token (or loopback host) check, then the rate limit, then the upload limit
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RateLimitMiddleware, rate=settings.rate_per_second, burst=settings.rate_burst)
     if settings.token_required:
         if not settings.token:
             raise MedfmError(f"a server on {settings.host} needs a token (only loopback addresses run without one)")
         app.add_middleware(TokenMiddleware, token=settings.token)
+    else:
+        app.add_middleware(LoopbackHostMiddleware)
     return app
 
 

@@ -7,6 +7,7 @@ workbench page and its static files) and can stop an upload while it streams in.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import os
 import threading
@@ -72,6 +73,37 @@ class TokenMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+
+class LoopbackHostMiddleware:
+    """On a loopback server (no token), answer only requests addressed to a loopback host name.
+
+    Any web page the user visits could point a domain of its own at 127.0.0.1 (DNS
+    rebinding) and then read this token-less API from the user's browser; the Host header
+    still names that domain, so such requests get 403.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not is_loopback_name(host_name(_header(scope, b"host") or "")):
+            return await send_error(send, 403, "this server answers only requests addressed to 127.0.0.1, localhost or [::1]")
+        await self.app(scope, receive, send)
+
+
+def host_name(host: str) -> str:
+    """The name part of a Host header: ``127.0.0.1:8000`` → ``127.0.0.1``, ``[::1]:8000`` → ``::1``."""
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0]
+
+
+def is_loopback_name(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return name.lower() == "localhost"
 
 
 class RateLimitMiddleware:
