@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +237,13 @@ def test_upload_starts_an_ingest_job(client, data):
     uploaded = list(Path(data["root"], "uploads").rglob("*.png"))
     assert len(uploaded) == 1 and uploaded[0].name == "0000-evil_name.png"
     assert uploaded[0].resolve().is_relative_to(Path(data["root"]).resolve())
+    # the new image joins the search index by itself, in the background
+    deadline = time.monotonic() + 60
+    while client.get("/api/health").json()["index_size"] != client.get("/api/health").json()["catalog_images"]:
+        assert time.monotonic() < deadline, "the upload was not indexed"
+        time.sleep(0.1)
+    hits = client.get("/api/search", params={"image_id": image_id, "k": 1}).json()["hits"]
+    assert hits[0]["image_id"] == image_id
 
 
 def test_docs_and_openapi_work_offline(client):

@@ -72,6 +72,8 @@ def test_segment_correct_save_dicom_seg_and_find_similar_cases(page, demo_server
     seg = highdicom.seg.segread(str(demo_server.data_dir / "annotations" / image_id / "cylinder" / "v0001.dcm"))
     assert int(seg.pixel_array.astype(bool).sum()) == clicked
 
+    # the header follows the background indexing without a reload
+    page.wait_for_function("document.querySelector('[data-testid=model-info]').textContent.includes('index: 10')")
     similar = page.locator("[data-testid=similar-item]")
     similar.first.wait_for()
     assert similar.count() >= 3

@@ -52,10 +52,9 @@ def serve(settings: ServerSettings, demo: bool = False, announce=print) -> None:
     app = create_app(settings)
     if demo:
         from medfm.demo import run
-        from medfm.server.routes.search import index_catalog_work
 
         state = app.state.medfm
         run(state.catalog)
-        state.jobs.submit("index", index_catalog_work(state))
+        state.index_new_images()
     announce(f"medfm: workbench at {workbench_url(settings)}")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)

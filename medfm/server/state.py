@@ -21,7 +21,7 @@ from medfm.io import Image
 from medfm.server.annotations import AnnotationStore
 from medfm.server.display import Display, default_window
 from medfm.server.errors import NotFound
-from medfm.server.jobs import Jobs
+from medfm.server.jobs import Jobs, Progress
 from medfm.server.sessions import SessionStore
 from medfm.server.settings import ServerSettings
 
@@ -107,6 +107,22 @@ class ServerState:
             return 0
         with open_index(self.index_dir) as index:
             return len(index)
+
+    def update_index(self, progress: Progress) -> dict[str, int]:
+        """Job work: embed every catalog image not yet in the search index."""
+        from medfm.tasks.search import build_index
+
+        with self.encoder_lock:
+            report = build_index([], self.encoder, self.index_dir, catalog=self.catalog_url)
+            self.index_size = self.count_indexed()
+        total = report.added + report.skipped + len(report.bad)
+        progress(total, total)
+        # the bad files' paths may name patients: report only how many
+        return {"added": report.added, "skipped": report.skipped, "failed": len(report.bad)}
+
+    def index_new_images(self) -> str:
+        """Queue :meth:`update_index` as a job (images were added); returns its id."""
+        return self.jobs.submit("index", self.update_index)
 
     def load_image(self, image_id: int) -> LoadedImage:
         """The catalog image ``image_id`` in memory (cached); MedfmError if unknown or unreadable."""

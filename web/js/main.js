@@ -436,6 +436,13 @@ const pacs = new Pacs($("pacs-panel"), async ({ image_ids: ids = [] }) => {
 });
 similar.onIndexed = () => health();
 
+// The server indexes new images in the background (at start with --demo, after uploads and
+// PACS pulls): while the index lags the catalog, look again, and refresh the similar cases
+// once it has grown.
+const INDEX_POLL_MS = 3000;
+let indexedSeen = null;
+let indexPoll = null;
+
 async function health() {
   try {
     const h = await api("/health");
@@ -444,6 +451,10 @@ async function health() {
     $("model-info").title = `medfm ${h.version || ""}`;
     pacs.setAvailable(h.pacs);
     annotations.setPacs(h.pacs);
+    if (indexedSeen !== null && h.index_size !== indexedSeen && state.info) similar.forImage(state.info.id);
+    indexedSeen = h.index_size;
+    clearTimeout(indexPoll);
+    if ((h.index_size ?? 0) < (h.catalog_images ?? 0)) indexPoll = setTimeout(health, INDEX_POLL_MS);
   } catch (error) {
     $("model-info").textContent = "server unreachable";
     showError(error, "health");

@@ -109,6 +109,8 @@ def _ingest_job(state: ServerState, folder: Path, shown_from: Path):
         image_ids = [record.id for record in state.catalog.query(text=str(folder))
                      if Path(record.source_path).is_relative_to(folder)]
         bad = [[_relative(name, shown_from), reason] for name, reason in report.bad]
+        if report.added:  # similar-case search covers new images without anyone asking
+            state.index_new_images()
         return {"image_ids": image_ids, "bad": bad}
     return work
 

@@ -56,6 +56,8 @@ def pull_study(body: PullRequest, state: ServerState = Depends(get_state)) -> di
         report = pull(pacs, body.study_uid, series_uid=body.series_uid, catalog=state.catalog,
                       folder=state.data_dir / "pacs")
         progress(1, 1)
+        if report.added:  # similar-case search covers the pulled images without anyone asking
+            state.index_new_images()
         return {"image_ids": report.image_ids}
 
     return {"job": state.jobs.submit("pacs-pull", work)}

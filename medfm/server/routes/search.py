@@ -40,22 +40,7 @@ def _hit(state: ServerState, image_id: int, score: float) -> dict[str, Any]:
 
 @router.post("/index/build")
 def build_index(state: ServerState = Depends(get_state)) -> dict[str, str]:
-    return {"job": state.jobs.submit("index", index_catalog_work(state))}
-
-
-def index_catalog_work(state: ServerState):
-    """Work for a job that embeds every catalog image not yet in the server's index."""
-    def work(progress) -> dict[str, int]:
-        from medfm.tasks.search import build_index as build
-
-        with state.encoder_lock:
-            report = build([], state.encoder, state.index_dir, catalog=state.catalog_url)
-            state.index_size = state.count_indexed()
-        total = report.added + report.skipped + len(report.bad)
-        progress(total, total)
-        # the bad files' paths may name patients: report only how many
-        return {"added": report.added, "skipped": report.skipped, "failed": len(report.bad)}
-    return work
+    return {"job": state.index_new_images()}
 
 
 class ClassifyIn(BaseModel):
