@@ -98,6 +98,14 @@ def open_image(page, description: str) -> None:
     idle(page)
 
 
+def wait_plane(page, k: int, t: int) -> None:
+    """Waits until the viewer shows plane (k, t): its picture and the session's mask of it."""
+    page.wait_for_function(f"""() => {{
+        const viewport = document.querySelector('[data-testid=viewport]').dataset;
+        return (viewport.loadedPlane || '').startsWith('{k},{t},') && viewport.maskPlane === '{k},{t}'; }}""")
+    idle(page)
+
+
 def mask_pixels(page) -> int:
     return int(page.get_attribute("[data-testid=viewport]", "data-mask-pixels"))
 

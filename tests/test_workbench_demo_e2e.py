@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from browsertools import (
     bright_centre, browser, click_display, edit, http, idle, mask_pixels,  # noqa: F401  (browser: the fixture)
-    needs_chromium, open_image, screenshots, workbench_page,  # noqa: F401  (screenshots: the fixture)
+    needs_chromium, open_image, screenshots, wait_plane, workbench_page,  # noqa: F401  (screenshots: the fixture)
 )
 
 pytestmark = needs_chromium
@@ -45,8 +45,7 @@ def test_segment_correct_save_dicom_seg_and_find_similar_cases(page, demo_server
     start = page.get_attribute("[data-testid=slice-label]", "data-k")
     for _ in range(3):  # another slice: the phantom's bright cylinder runs through the volume
         page.keyboard.press("ArrowDown")
-    page.wait_for_function(f"document.querySelector('[data-testid=slice-label]').dataset.k !== '{start}'")
-    idle(page)
+    wait_plane(page, int(start) - 3, 0)
     x, y, _ = bright_centre(page)
     clicked = edit(page, lambda: click_display(page, x, y))
     assert clicked > 0
@@ -85,14 +84,12 @@ def test_video_frames_scroll_and_propagate(page):
     frames = page.locator("[data-testid=frame-slider]")
     assert frames.is_visible() and frames.get_attribute("max") == "23"
     frames.fill("12")
-    page.wait_for_function("document.querySelector('[data-testid=slice-label]').dataset.t === '12'")
-    idle(page)
+    wait_plane(page, 0, 12)
     x, y, _ = bright_centre(page)
     assert edit(page, lambda: click_display(page, x, y)) > 0
     edit(page, lambda: page.click("[data-testid=propagate]"))
     frames.fill("3")
-    page.wait_for_function("document.querySelector('[data-testid=slice-label]').dataset.t === '3'")
-    idle(page)
+    wait_plane(page, 0, 3)
     assert mask_pixels(page) > 0  # a frame nobody prompted, reached by propagation along t
 
 

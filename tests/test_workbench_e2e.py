@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from browsertools import (
     TIMEOUT_MS, bright_centre, browser, click_display, edit, http, idle, image_digest, mask_pixels,  # noqa: F401  (browser: the fixture)
-    needs_chromium, open_image, overlay_pixels, screen, screenshots, wait_job, workbench_page,  # noqa: F401
+    needs_chromium, open_image, overlay_pixels, screen, screenshots, wait_job, wait_plane, workbench_page,  # noqa: F401
 )
 
 pytestmark = needs_chromium
@@ -289,8 +289,7 @@ def test_box_scribble_labels_and_propagate(page):
     assert edit(page, lambda: click_display(page, x, y)) > 0
     page.keyboard.press("ArrowUp")
     page.keyboard.press("ArrowUp")
-    page.wait_for_function(f"document.querySelector('[data-testid=slice-label]').dataset.k === '{SPHERE_CENTRE[2] + 2}'")
-    idle(page)
+    wait_plane(page, SPHERE_CENTRE[2] + 2, 0)
     assert mask_pixels(page) == 0
     assert edit(page, lambda: page.click("[data-testid=propagate]")) > 0
 

@@ -119,6 +119,7 @@ function updatePlaneControls() {
 function goTo(k, t = viewer.t) {
   if (!state.info || !viewer.setPlane(k, t)) return;
   viewer.clearMask();
+  delete $("viewport").dataset.maskPlane;
   viewer.drawOverlay();
   updatePlaneControls();
   loadSlice();
@@ -173,6 +174,7 @@ async function applyPlane(plane, follow = true) {
   }
   await viewer.setMaskFromState(plane);
   $("viewport").dataset.revision = String(plane.revision ?? "");
+  $("viewport").dataset.maskPlane = `${plane.k},${plane.t}`; // which plane the shown mask belongs to
 }
 
 function updateEditButtons() {
