@@ -152,3 +152,25 @@ def test_an_unreadable_image_is_reported_without_its_path(tmp_path):
             response = client.get(f"/api/images/{image['id']}/slice.png")
             assert response.status_code == 400 and response.json()["detail"].startswith(f"image {image['id']} cannot be read")
             assert "Doe" not in response.text and str(tmp_path) not in response.text
+
+
+def test_ids_beyond_64_bits_are_unknown_not_a_crash(data):
+    with make_client(data["root"], data["url"]) as client:
+        huge = 2**70
+        for path in (f"/api/images/{huge}", f"/api/images/{huge}/annotations", f"/api/images/{huge}/slice.png"):
+            assert client.get(path).status_code == 404, path
+        assert client.get("/api/search", params={"image_id": huge}).status_code in (400, 404)
+        assert client.get("/api/images", params={"limit": huge}).status_code == 200
+
+
+def test_a_bug_answers_a_bare_500_and_logs_only_its_type(data, monkeypatch, caplog):
+    from medfm.server.state import ServerState
+
+    def broken(self, image_id):
+        raise RuntimeError("Doe^Jane was here")  # a bug whose text names the patient
+
+    monkeypatch.setattr(ServerState, "record", broken)
+    with make_client(data["root"], data["url"]) as client, caplog.at_level("DEBUG", logger="medfm.server"):
+        response = client.get(f"/api/images/{data['ct']}")
+    assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
+    assert "RuntimeError" in caplog.text and "Doe" not in caplog.text and "Traceback" not in caplog.text

@@ -137,6 +137,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: The largest id (and limit) a catalog's 64-bit integer columns hold.
+MAX_ID = 2**63 - 1
+
+
 class Catalog:
     """A catalog database. Open with :func:`open_catalog`; usable as a context manager."""
 
@@ -325,12 +329,14 @@ class Catalog:
             columns = (ImageRow.description, ImageRow.source_path, ImageRow.dataset)
             stmt = stmt.where(or_(*(column.icontains(text, autoescape=True) for column in columns)))
         if limit is not None:
-            stmt = stmt.limit(limit)
+            stmt = stmt.limit(min(limit, MAX_ID))
         with Session(self._engine) as session:
             return [self._record(*row) for row in session.execute(stmt)]
 
     def get(self, image_id: int) -> ImageRecord:
         """One image with its file list."""
+        if not 0 < image_id <= MAX_ID:  # ids are positive 64-bit integers: nothing else can be one
+            raise MedfmError(f"catalog {self.url} has no image with id {image_id}")
         with Session(self._engine) as session:
             row = session.execute(self._select().where(ImageRow.id == image_id)).first()
             if row is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -13,13 +12,11 @@ from fastapi.staticfiles import StaticFiles
 
 from medfm import __version__
 from medfm.errors import MedfmError
-from medfm.server.errors import NotFound
+from medfm.server.errors import InternalErrorMiddleware, NotFound
 from medfm.server.routes import annotations, catalog, evaluate, jobs, pacs, search, sessions
 from medfm.server.security import LoopbackHostMiddleware, RateLimitMiddleware, TokenMiddleware, UploadLimitMiddleware
 from medfm.server.settings import ServerSettings
 from medfm.server.state import ServerState
-
-log = logging.getLogger("medfm.server")
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -39,6 +36,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         app.include_router(module.router)
     _add_error_handlers(app)
     _mount_workbench(app, settings)
+    app.add_middleware(InternalErrorMiddleware)
     # the last added middleware runs first: the token (or loopback host) check, then the rate limit, then the upload limit
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RateLimitMiddleware, rate=settings.rate_per_second, burst=settings.rate_burst)
@@ -70,13 +68,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "request"
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> JSONResponse:
-        # the exception's text may hold patient data: log its type only, and tell the client nothing more
-        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
-        log.debug("traceback", exc_info=exc)
-        return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
 def _mount_workbench(app: FastAPI, settings: ServerSettings) -> None:
