@@ -137,10 +137,30 @@ def bright_centre(page) -> tuple[float, float, float]:
 
 
 def screen(page, x: float, y: float) -> tuple[float, float]:
-    """Page coordinates of the centre of display pixel (x, y), wherever the viewer put and scaled the plane."""
+    """Page coordinates of the centre of display pixel (x, y), wherever the viewer put, zoomed and panned the plane.
+
+    Measured on the mask canvas as the browser lays it out (its transformed, unclipped bounding box),
+    not computed from the viewer's own arithmetic: a click there tests that the tools' mapping of
+    the mouse agrees with the picture on screen. :func:`viewer_screen` is the viewer's own view.
+    """
     box = page.locator("[data-testid=overlay-canvas]").bounding_box()
     width, height = page.evaluate("() => { const c = document.querySelector('[data-testid=overlay-canvas]'); return [c.width, c.height]; }")
     return box["x"] + (x + 0.5) * box["width"] / width, box["y"] + (y + 0.5) * box["height"] / height
+
+
+def viewer_screen(page, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of the centre of display pixel (x, y) by the transform the viewer exposes (data-offset, -scale, -aspect)."""
+    return page.evaluate("""([x, y]) => {
+        const v = document.querySelector('[data-testid=viewport]');
+        const [ox, oy] = v.dataset.offset.split(',').map(Number);
+        const scale = Number(v.dataset.scale);
+        const r = v.getBoundingClientRect();
+        return [r.left + v.clientLeft + ox + (x + 0.5) * scale, r.top + v.clientTop + oy + (y + 0.5) * scale * Number(v.dataset.aspect)]; }""", [x, y])
+
+
+def zoom(page) -> float:
+    """The viewer's zoom relative to fit (data-zoom)."""
+    return float(page.get_attribute("[data-testid=viewport]", "data-zoom"))
 
 
 def click_display(page, x: float, y: float, modifiers: list[str] | None = None) -> None:

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from browsertools import (
     TIMEOUT_MS, bright_centre, browser, click_display, edit, http, idle, image_digest, mask_pixels,  # noqa: F401  (browser: the fixture)
-    needs_chromium, open_image, overlay_pixels, screen, screenshots, wait_job, wait_plane, workbench_page,  # noqa: F401
+    needs_chromium, open_image, overlay_pixels, screen, screenshots, viewer_screen, wait_job, wait_plane,  # noqa: F401
+    workbench_page, zoom,
 )
 
 pytestmark = needs_chromium
@@ -152,6 +153,139 @@ def test_segment_correct_undo_save_and_reload(page, screenshots):
     page.wait_for_function(f"document.querySelector('[data-testid=viewport]').dataset.maskPixels === '{first}'")
     assert overlay_pixels(page) == first
     assert "sphere" in page.inner_text("[data-testid=status-line]")
+
+
+def session_mask(base: str, page, k: int, t: int = 0) -> np.ndarray:
+    """The label map of plane (k, t) as the page's session holds it on the server, (height, width)."""
+    import base64
+    import io
+
+    from PIL import Image as PILImage
+
+    plane = http(base, "GET", f"/api/sessions/{page.evaluate('document.body.dataset.session')}/mask?k={k}&t={t}")
+    return np.asarray(PILImage.open(io.BytesIO(base64.b64decode(plane["mask"].split(",", 1)[1]))))
+
+
+def marker_colour(page, x: float, y: float) -> list[int]:
+    """RGBA of the prompt-marker canvas at page coordinates (x, y)."""
+    return page.evaluate("""([x, y]) => {
+        const c = document.querySelector('[data-testid=draw-canvas]');
+        const r = c.getBoundingClientRect();
+        return Array.from(c.getContext('2d').getImageData(Math.round(x - r.left), Math.round(y - r.top), 1, 1).data); }""", [x, y])
+
+
+def test_zoom_pan_and_click_where_the_picture_is(page, server, screenshots):  # noqa: F811  (screenshots: the fixture)
+    open_image(page, "sphere phantom")
+    k = SPHERE_CENTRE[2]
+    page.locator("[data-testid=slice-slider]").fill(str(k))
+    wait_plane(page, k, 0)
+    cx, cy, _ = bright_centre(page)
+    x, y = int(cx), int(cy)
+    hud = "[data-testid=slice-label]"
+    fitted = page.locator("[data-testid=overlay-canvas]").bounding_box()
+    assert zoom(page) == 1 and page.inner_text(hud).endswith("· 100 %")
+
+    # Ctrl+wheel, four notches over a point beside the sphere: 4x, that point stays under the mouse
+    anchor = tuple(round(v) for v in screen(page, x + 6, y - 4))
+    page.mouse.move(*anchor)
+    page.keyboard.down("Control")
+    for _ in range(4):
+        page.mouse.wheel(0, -100)
+    page.keyboard.up("Control")
+    page.wait_for_function("document.querySelector('[data-testid=viewport]').dataset.zoom === '4.0000'")
+    assert page.get_attribute(hud, "data-k") == str(k)  # Ctrl+wheel zooms, it does not scroll
+    assert page.inner_text(hud) == f"slice {k + 1} / {SHAPE[2]} · 400 %"
+    fixed = screen(page, x + 6, y - 4)
+    pitch = screen(page, x + 7, y - 4)[0] - fixed[0]
+    assert pitch == pytest.approx(4 * fitted["width"] / SHAPE[0], rel=1e-3)
+    assert abs(fixed[0] - anchor[0]) < 0.5 * pitch and abs(fixed[1] - anchor[1]) < 0.5 * pitch
+
+    # pan a little with a middle-button drag, then with Space held and a left drag (no prompt)
+    prompts: list[dict] = []
+    page.on("request", lambda r: prompts.append(r.post_data_json) if r.url.endswith("/prompts") else None)
+    before = screen(page, x, y)
+    page.mouse.down(button="middle")
+    page.mouse.move(anchor[0] - 25, anchor[1] + 15, steps=5)
+    page.mouse.up(button="middle")
+    after = screen(page, x, y)
+    assert after == pytest.approx((before[0] - 25, before[1] + 15), abs=0.05)
+    page.keyboard.down("Space")
+    page.mouse.down()
+    page.mouse.move(anchor[0] - 15, anchor[1] + 5, steps=3)
+    page.mouse.up()
+    page.keyboard.up("Space")
+    assert screen(page, x, y) == pytest.approx((after[0] + 10, after[1] - 10), abs=0.05)
+    assert zoom(page) == 4 and not prompts
+    # the picture as laid out and the viewer's own transform (which the tools use) agree
+    for px, py in [(x, y), (0, 0), (SHAPE[0] - 1, SHAPE[1] - 1)]:
+        assert viewer_screen(page, px, py) == pytest.approx(screen(page, px, py), abs=0.05)
+    view = page.locator("[data-testid=viewport]").bounding_box()
+    sx, sy = screen(page, x, y)
+    assert view["x"] < sx < view["x"] + view["width"] and view["y"] < sy < view["y"] + view["height"]
+
+    # a click on the sphere's display pixel, zoomed and panned: that pixel is prompted, marker and mask on it
+    zoomed = edit(page, lambda: click_display(page, x, y))
+    assert prompts[-1]["points"] == [[x, y]] and prompts[-1]["k"] == k
+    assert zoomed > 0 and overlay_pixels(page) == zoomed
+    red, green, blue, alpha = marker_colour(page, sx - 3, sy + 3)  # inside the marker (radius 6), off its cross
+    assert alpha > 200 and green > 150 and red < 120, (red, green, blue, alpha)  # the green marker, on the pixel
+    zoomed_mask = session_mask(server, page, k)
+    assert zoomed_mask.astype(bool).sum() == zoomed and zoomed_mask[y, x] == 1
+    page.screenshot(path=str(screenshots / "workbench-zoomed.png"))
+
+    # buttons and keys zoom about the middle; Fit and F go back to the whole plane
+    page.click("[data-testid=zoom-in]")
+    assert zoom(page) == pytest.approx(4 * 2**0.5, abs=1e-3)
+    page.keyboard.press("-")
+    page.keyboard.press("-")
+    assert zoom(page) == pytest.approx(2 * 2**0.5, abs=1e-3)
+    page.click("[data-testid=fit]")
+    assert zoom(page) == 1 and page.inner_text(hud).endswith("· 100 %")
+    assert page.locator("[data-testid=overlay-canvas]").bounding_box() == pytest.approx(fitted, abs=0.05)
+    page.keyboard.press("+")
+    page.click("[data-testid=zoom-out]")
+    assert zoom(page) == 1
+    page.keyboard.press("+")
+    page.keyboard.press("f")
+    assert zoom(page) == 1
+
+    # the same display pixel clicked without zoom gives the same mask
+    assert edit(page, lambda: page.click("[data-testid=undo]")) == 0
+    assert edit(page, lambda: click_display(page, x, y)) == zoomed
+    assert prompts[-1]["points"] == [[x, y]]
+    assert np.array_equal(session_mask(server, page, k), zoomed_mask)
+
+
+def test_expired_session_starts_anew_and_carries_on(page, server, screenshots):  # noqa: F811  (screenshots: the fixture)
+    page.expected_errors.append("status of 404")  # Chromium logs the failed fetch
+    open_image(page, "sphere phantom")
+    k = SPHERE_CENTRE[2]
+    page.locator("[data-testid=slice-slider]").fill(str(k))
+    wait_plane(page, k, 0)
+    x, y, _ = bright_centre(page)
+    status = "[data-testid=status-line]"
+
+    # the server forgets the session behind the page's back; the next click still segments
+    expired = page.evaluate("document.body.dataset.session")
+    assert http(server, "DELETE", f"/api/sessions/{expired}")["state"] == "closed"
+    pixels = edit(page, lambda: click_display(page, x, y))
+    renewed = page.evaluate("document.body.dataset.session")
+    assert renewed != expired
+    assert pixels > 0 and overlay_pixels(page) == pixels
+    assert session_mask(server, page, k).astype(bool).sum() == pixels
+    notice = page.inner_text(status)
+    assert "expired" in notice and "saved versions are safe" in notice and "\n" not in notice, notice
+    assert page.get_attribute(status, "data-kind") == "warning"
+    assert page.is_enabled("[data-testid=undo]")
+    page.screenshot(path=str(screenshots / "workbench-session-expired.png"))
+
+    # an undo on a forgotten session: a new session, nothing to undo there, the notice and no error
+    assert http(server, "DELETE", f"/api/sessions/{renewed}")["state"] == "closed"
+    page.keyboard.press("Control+z")
+    page.wait_for_function(f"document.body.dataset.session !== '{renewed}'")
+    idle(page)
+    assert mask_pixels(page) == 0 and page.is_disabled("[data-testid=undo]")
+    assert page.get_attribute(status, "data-kind") == "warning" and "expired" in page.inner_text(status)
 
 
 def test_window_level_changes_pixels(page):

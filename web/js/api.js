@@ -100,14 +100,14 @@ export async function waitForJob(job, onProgress = () => {}) {
 
 let statusTimer = null;
 
-/** Shows one line in the status bar; kind "error" stays until replaced, "info" fades. */
+/** Shows one line in the status bar; "info" fades, "warning" and "error" stay until replaced. */
 export function setStatus(text, kind = "info") {
   const line = document.querySelector("[data-testid=status-line]");
   if (!line) return;
   line.textContent = text;
   line.dataset.kind = kind;
   clearTimeout(statusTimer);
-  if (kind !== "error" && text) {
+  if (kind === "info" && text) {
     statusTimer = setTimeout(() => { line.textContent = ""; line.dataset.kind = ""; }, 6000);
   }
 }

@@ -1,18 +1,19 @@
 // The workbench: wires the catalog, viewer, tools, labels, save and side panels to the
 // server's session API. Everything here runs offline against the page's own origin.
 
-import { api, query, setStatus, showError, waitForJob } from "./api.js";
+import { ApiError, api, query, setStatus, showError, waitForJob } from "./api.js";
 import { LabelSet, renderLabelList } from "./labels.js";
 import { Pacs, sendToPacs } from "./pacs.js";
 import { Annotations, Catalog, Similar, ZeroShot } from "./panels.js";
 import { Tools } from "./tools.js";
 import { setupUploads } from "./upload.js";
-import { Viewer } from "./viewer.js";
+import { Viewer, ZOOM_STEP } from "./viewer.js";
 
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 
 const labels = new LabelSet();
 const viewer = new Viewer($("viewport"), labels);
+viewer.onViewChange = updateHud;
 const state = { info: null, session: null, canUndo: false, canRedo: false, busy: 0, opening: 0 };
 
 // ---- busy indicator and serialised requests ---------------------------------------
@@ -94,7 +95,8 @@ const loadMask = coalesce(async () => {
     const plane = await api(`/sessions/${session}/mask${query({ k, t })}`);
     if (session === state.session) await applyPlane(plane, false);
   } catch (error) {
-    showError(error, "mask");
+    if (expired(error)) renewSession(session); // the new session's start loads its mask
+    else showError(error, "mask");
   }
 });
 
@@ -107,9 +109,15 @@ function updatePlaneControls() {
   frames.max = String(viewer.numFrames - 1);
   frames.value = String(viewer.t);
   $("frame-control").hidden = viewer.numFrames <= 1;
+  updateHud();
+}
+
+/** The HUD over the image: "slice 10 / 24 · frame 2 / 5 · 300 %" (zoom relative to fit). */
+function updateHud() {
   const parts = [];
   if (viewer.numSlices > 1) parts.push(`slice ${viewer.k + 1} / ${viewer.numSlices}`);
   if (viewer.numFrames > 1) parts.push(`frame ${viewer.t + 1} / ${viewer.numFrames}`);
+  if (viewer.info) parts.push(`${Math.round(viewer.zoom * 100)} %`);
   const hud = $("slice-label");
   hud.textContent = parts.join(" · ");
   hud.dataset.k = String(viewer.k);
@@ -192,6 +200,10 @@ async function startSession(annotation) {
   const body = { image_id: state.info.id };
   if (annotation) body.annotation = annotation;
   const answer = await api("/sessions", { method: "POST", body });
+  if (state.info.id !== body.image_id) { // another image was opened meanwhile
+    api(`/sessions/${answer.session}`, { method: "DELETE" }).catch(() => {});
+    return false;
+  }
   state.session = answer.session;
   document.body.dataset.session = answer.session;
   resetMarks();
@@ -199,6 +211,42 @@ async function startSession(annotation) {
   state.canUndo = state.canRedo = false;
   updateEditButtons();
   await loadMask();
+  return true;
+}
+
+// The server forgets a session idle for an hour (404 "no session ..."): the page then starts
+// a new one on the same image, says so, and does the user's action again there.
+
+const EXPIRED_NOTICE = "unsaved drawing expired after an hour idle; carrying on in a new session (saved versions are safe, under Save)";
+const renewals = new Map(); // a session the server forgot -> the start of its replacement (true once started)
+
+const expired = (error) => error instanceof ApiError && error.status === 404;
+
+/** Starts (once, however many requests notice) a new session for one the server forgot; true once started. */
+function renewSession(gone) {
+  if (gone && gone === state.session) {
+    state.session = null; // nothing to close: the server has forgotten it
+    renewals.set(gone, startSession().then((started) => {
+      if (started) setStatus(EXPIRED_NOTICE, "warning");
+      return started;
+    }, (error) => { showError(error, "session"); return false; }));
+  }
+  return renewals.get(gone) ?? Promise.resolve(false);
+}
+
+/**
+ * api() on the current session: `path` after /sessions/{sid}. When the session has expired,
+ * renews it and sends the request again there, or (retry: false, for undo, redo, propagate
+ * and save, which mean nothing on a blank session) answers null.
+ */
+async function sessionApi(path, { retry = true, ...options } = {}) {
+  const session = state.session;
+  try {
+    return await api(`/sessions/${session}${path}`, options);
+  } catch (error) {
+    if (!expired(error) || !(await renewSession(session))) throw error;
+    return retry ? api(`/sessions/${state.session}${path}`, options) : null;
+  }
 }
 
 // ---- opening images ------------------------------------------------------------------
@@ -247,7 +295,7 @@ function sendPrompt(body) {
   const info = labels.get(value) || {};
   const request = { k: viewer.k, t: viewer.t, label: value, label_name: info.name, color: info.color, points: [], point_labels: [], ...body };
   return serial(async () => {
-    const plane = await api(`/sessions/${state.session}/prompts`, { method: "POST", body: request });
+    const plane = await sessionApi("/prompts", { method: "POST", body: request });
     marks.undone = [];
     pushMark(`${request.k},${request.t}`, { ...body, label: value });
     viewer.drawOverlay();
@@ -261,7 +309,8 @@ function sendPrompt(body) {
 function history(which) {
   if (!state.session) return;
   return serial(async () => {
-    const plane = await api(`/sessions/${state.session}/${which}`, { method: "POST", body: {} });
+    const plane = await sessionApi(`/${which}`, { method: "POST", body: {}, retry: false });
+    if (!plane) return;
     stepMarks(which);
     await applyPlane(plane);
     viewer.drawOverlay();
@@ -273,7 +322,9 @@ function propagate() {
   const axis = viewer.numSlices > 1 ? "k" : "t";
   const what = axis === "k" ? "slices" : "frames";
   return serial(async () => {
-    const { job } = await api(`/sessions/${state.session}/propagate`, { method: "POST", body: { label: labels.active, axis } });
+    const answer = await sessionApi("/propagate", { method: "POST", body: { label: labels.active, axis }, retry: false });
+    if (!answer) return;
+    const { job } = answer;
     await waitForJob(job, (done, total) => busy(0, `propagating through ${what}… ${done}/${total || "?"}`));
     marks.undone = [];
     pushMark(null, null);
@@ -294,7 +345,7 @@ function editLabel(value, { name, color }) {
   renderLabels();
   viewer.renderMask();
   if (state.session) {
-    serial(() => api(`/sessions/${state.session}/labels`, { method: "POST", body: { label: value, name, color } }), "saving label…");
+    serial(() => sessionApi("/labels", { method: "POST", body: { label: value, name, color } }), "saving label…");
   }
 }
 
@@ -334,6 +385,8 @@ $("undo").addEventListener("click", () => history("undo"));
 $("redo").addEventListener("click", () => history("redo"));
 $("propagate").addEventListener("click", propagate);
 $("fit").addEventListener("click", () => viewer.fit());
+$("zoom-in").addEventListener("click", () => viewer.zoomBy(ZOOM_STEP));
+$("zoom-out").addEventListener("click", () => viewer.zoomBy(1 / ZOOM_STEP));
 $("toggle-mask").addEventListener("click", toggleMask);
 $("add-label").addEventListener("click", () => {
   try { labels.add(); } catch (error) { showError(error); }
@@ -361,7 +414,8 @@ function save() {
   const format = $("save-format").value;
   const imageId = state.info.id;
   return serial(async () => {
-    const answer = await api(`/sessions/${state.session}/save`, { method: "POST", body: { name, format } });
+    const answer = await sessionApi("/save", { method: "POST", body: { name, format }, retry: false });
+    if (!answer) return;
     const voxels = Object.values(answer.voxels || {}).reduce((a, b) => a + b, 0);
     $("save-status").textContent = `saved ${answer.name} v${answer.version} (${voxels} voxels)`;
     setStatus(`saved ${answer.name} v${answer.version}`);
@@ -394,6 +448,11 @@ setupUploads({
 
 // ---- keyboard ------------------------------------------------------------------------
 
+// Space pans (while held) when the pointer is over the image or the image has the focus.
+const spaceForViewer = (event) => event.key === " " && ($("viewport").matches(":hover") || event.target === $("viewport"));
+document.addEventListener("keyup", (event) => { if (event.key === " ") tools.setSpace(false); });
+window.addEventListener("blur", () => tools.setSpace(false));
+
 document.addEventListener("keydown", (event) => {
   const target = event.target;
   const typing = target instanceof HTMLElement && (target.isContentEditable
@@ -406,6 +465,7 @@ document.addEventListener("keydown", (event) => {
   if (ctrl && key === "z" && !event.shiftKey) { event.preventDefault(); history("undo"); return; }
   if (ctrl && (key === "y" || (key === "z" && event.shiftKey))) { event.preventDefault(); history("redo"); return; }
   if (ctrl || event.altKey) return;
+  if (spaceForViewer(event)) { event.preventDefault(); tools.setSpace(true); return; }
   const range = target instanceof HTMLInputElement && target.type === "range";
   const moves = {
     ArrowUp: [1, 0], ArrowDown: [-1, 0], PageUp: [5, 0], PageDown: [-5, 0],
@@ -421,6 +481,7 @@ document.addEventListener("keydown", (event) => {
     p: () => tools.setTool("point"), b: () => tools.setTool("box"), s: () => tools.setTool("scribble"),
     n: () => tools.setNegative(!tools.negative), f: () => viewer.fit(), m: toggleMask,
     a: () => $("add-label").click(),
+    "+": () => viewer.zoomBy(ZOOM_STEP), "=": () => viewer.zoomBy(ZOOM_STEP), "-": () => viewer.zoomBy(1 / ZOOM_STEP),
   };
   if (actions[key]) { event.preventDefault(); actions[key](); }
 });

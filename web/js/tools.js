@@ -1,5 +1,8 @@
 // Mouse on the viewer: the prompt tools (point, box, scribble; positive or negative),
-// right-drag window/level and wheel scrolling. Produces prompt bodies in display pixels.
+// right-drag window/level, wheel scrolling, Ctrl+wheel zoom, and pan by middle-drag or by
+// dragging with Space held. Produces prompt bodies in display pixels.
+
+import { ZOOM_STEP } from "./viewer.js";
 
 export const TOOLS = ["point", "box", "scribble"];
 
@@ -14,18 +17,36 @@ export class Tools {
     this.tool = "point";
     this.negative = false;
     this.drag = null;
+    this.space = false; // Space held: a left drag pans
     this.listeners = [];
     const el = viewer.viewport;
     el.addEventListener("contextmenu", (e) => e.preventDefault());
-    el.addEventListener("pointerdown", (e) => this.down(e));
+    // the zoom buttons sit over the image: pressing them is not drawing
+    el.addEventListener("pointerdown", (e) => { if (!e.target.closest("button")) this.down(e); });
     el.addEventListener("pointermove", (e) => this.move(e));
     el.addEventListener("pointerup", (e) => this.up(e));
     el.addEventListener("pointercancel", () => this.cancel());
-    el.addEventListener("wheel", (e) => {
-      e.preventDefault();
-      if (Math.abs(e.deltaY) < 1) return;
-      handlers.scroll(e.deltaY > 0 ? 1 : -1);
-    }, { passive: false });
+    el.addEventListener("mousedown", (e) => { if (e.button === 1) e.preventDefault(); }); // no autoscroll
+    el.addEventListener("wheel", (e) => this.wheel(e), { passive: false });
+  }
+
+  /** Wheel: the next or previous slice; with Ctrl (or a trackpad pinch), zoom about the mouse. */
+  wheel(event) {
+    event.preventDefault();
+    if (event.ctrlKey) {
+      const lines = event.deltaMode === 1 ? 33 : 1; // Firefox counts lines
+      const notches = Math.max(-1, Math.min(1, (event.deltaY * lines) / 100)); // one mouse notch, or part of a pinch
+      this.viewer.zoomBy(ZOOM_STEP ** -notches, ...this.viewer.toViewport(event));
+      return;
+    }
+    if (Math.abs(event.deltaY) < 1) return;
+    this.handlers.scroll(event.deltaY > 0 ? 1 : -1);
+  }
+
+  /** Space held or released (the page's key handler tells): a left drag pans meanwhile. */
+  setSpace(held) {
+    this.space = held;
+    this.viewer.viewport.classList.toggle("grab", held);
   }
 
   setTool(tool) {
@@ -50,7 +71,9 @@ export class Tools {
     if (!this.viewer.info) return;
     const el = this.viewer.viewport;
     el.focus({ preventScroll: true });
-    if (event.button === 2) {
+    if (event.button === 1 || (event.button === 0 && this.space)) {
+      this.drag = { kind: "pan", x: event.clientX, y: event.clientY };
+    } else if (event.button === 2) {
       this.drag = { kind: "window", x: event.clientX, y: event.clientY };
       this.handlers.window(0, 0, true);
     } else if (event.button === 0) {
@@ -77,6 +100,11 @@ export class Tools {
       this.handlers.window(event.clientX - drag.x, event.clientY - drag.y, false);
       return;
     }
+    if (drag.kind === "pan") {
+      this.viewer.panBy(event.clientX - drag.x, event.clientY - drag.y);
+      [drag.x, drag.y] = [event.clientX, event.clientY];
+      return;
+    }
     const p = this.viewer.toPlane(event);
     if (drag.kind === "box") drag.end = p;
     else if (drag.kind === "scribble") {
@@ -90,7 +118,7 @@ export class Tools {
     const drag = this.drag;
     this.drag = null;
     this.clearRubber();
-    if (!drag || drag.kind === "window") return;
+    if (!drag || drag.kind === "window" || drag.kind === "pan") return;
     const v = this.viewer;
     const { width, height } = v.info.display;
     const clampX = (x) => Math.max(0, Math.min(width - 1, Math.floor(x)));
@@ -123,12 +151,15 @@ export class Tools {
   }
 
   clearRubber() {
+    this.viewer.rubber = null;
     this.viewer.drawOverlay();
   }
 
+  /** Draws the box or scribble being made; the viewer redraws it whenever the view changes. */
   drawRubber() {
     const drag = this.drag;
-    this.viewer.drawOverlay((ctx) => this.rubber(ctx, drag));
+    this.viewer.rubber = (ctx) => this.rubber(ctx, drag);
+    this.viewer.drawOverlay();
   }
 
   rubber(ctx, drag) {

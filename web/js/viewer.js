@@ -1,15 +1,23 @@
 // The centre canvas: the plane (k, t) as the server renders it, the label map drawn over it
-// in each structure's colour, zoom to fit with the display aspect, and window/level.
+// in each structure's colour, zoom (fit to 16x fit) and pan with the display aspect, and
+// window/level.
 //
 // Layers, all in one "stage" scaled by CSS: the image and the mask canvases have the plane's
 // display size in pixels (width x height), so one canvas pixel is one display pixel and the
 // coordinates sent to the server are canvas coordinates. A third canvas, the size of the
-// viewport, draws the box or scribble being made.
+// viewport, draws the prompt markers and the box or scribble being made.
+//
+// The view is (zoom, centre): zoom times the fit scale, and the display pixel (float) shown at
+// the middle of the viewport. Every mapping between the screen and the plane derives from
+// them in layout(): the stage's CSS transform, toPlane() for the tools, toScreen() for the
+// markers.
 
 import { apiBlob, query, showError } from "./api.js";
 import { rgb } from "./labels.js";
 
 const FILL_ALPHA = Math.round(0.45 * 255);
+export const MAX_ZOOM = 16;
+export const ZOOM_STEP = Math.SQRT2; // one wheel notch, key press or button click
 
 /** Decodes a "data:image/png;base64,..." label PNG into {width, height, values: Uint8Array}. */
 export async function decodeMask(dataUrl) {
@@ -43,14 +51,19 @@ export class Viewer {
     this.width = null;
     this.mask = null; // {width, height, values}
     this.maskVisible = true;
-    this.scale = 1;
+    this.scale = 1; // screen pixels per display pixel across (fitScale * zoom)
+    this.fitScale = 1;
+    this.zoom = 1;
+    this.centre = [0, 0]; // display pixel at the viewport's middle
     this.aspect = 1; // display height of one pixel / its width
-    this.offset = [0, 0];
+    this.offset = [0, 0]; // viewport pixel of the plane's top-left corner
+    this.rubber = null; // draws the box or scribble being made: (ctx) => {}
+    this.onViewChange = () => {};
     this.sliceSeq = 0;
     this.sliceAbort = null;
     this.onPlaneLoaded = () => {};
     this.marks = new Map(); // "k,t" -> prompts made on that plane, drawn as markers
-    new ResizeObserver(() => this.fit()).observe(viewport);
+    new ResizeObserver(() => this.layout()).observe(viewport);
   }
 
   /** Shows a new image (the GET /api/images/{id} answer), on its middle slice, first frame. */
@@ -180,39 +193,73 @@ export class Viewer {
     return counts;
   }
 
-  /** Scales the stage so that the plane fills the viewport, keeping the display aspect. */
+  /** Back to the whole plane, centred, as large as the viewport allows. */
   fit() {
+    if (!this.info) return;
+    const { width, height } = this.info.display;
+    this.zoom = 1;
+    this.centre = [width / 2, height / 2];
+    this.layout();
+  }
+
+  /** Zooms by `factor` (clamped to fit .. MAX_ZOOM x fit) keeping the plane point under viewport
+   * pixel (vx, vy) in place; about the viewport's middle when no point is given. */
+  zoomBy(factor, vx = this.viewport.clientWidth / 2, vy = this.viewport.clientHeight / 2) {
+    if (!this.info) return;
+    const zoom = Math.min(MAX_ZOOM, this.zoom * factor);
+    if (zoom <= 1 + 1e-9) { this.fit(); return; }
+    const [px, py] = this.planeAt(vx, vy);
+    this.zoom = zoom;
+    const scale = this.fitScale * zoom;
+    const [mx, my] = [this.viewport.clientWidth / 2, this.viewport.clientHeight / 2];
+    this.centre = [px - (vx - mx) / scale, py - (vy - my) / (scale * this.aspect)];
+    this.layout();
+  }
+
+  /** Moves the picture by (dx, dy) screen pixels, keeping some of it at the viewport's middle. */
+  panBy(dx, dy) {
+    if (!this.info || this.zoom <= 1) return;
+    this.centre = [this.centre[0] - dx / this.scale, this.centre[1] - dy / (this.scale * this.aspect)];
+    this.layout();
+  }
+
+  /** Derives the stage's transform from the view (zoom, centre) and the viewport's size. */
+  layout() {
     if (!this.info) return;
     const { width, height } = this.info.display;
     const vw = this.viewport.clientWidth;
     const vh = this.viewport.clientHeight;
-    this.drawCanvas.width = vw;
-    this.drawCanvas.height = vh;
+    if (this.drawCanvas.width !== vw || this.drawCanvas.height !== vh) [this.drawCanvas.width, this.drawCanvas.height] = [vw, vh];
     if (!vw || !vh) return;
     const margin = 8;
-    this.scale = Math.max(0.01, Math.min((vw - 2 * margin) / width, (vh - 2 * margin) / (height * this.aspect)));
-    const sw = width * this.scale;
-    const sh = height * this.scale * this.aspect;
-    this.offset = [(vw - sw) / 2, (vh - sh) / 2];
+    this.fitScale = Math.max(0.01, Math.min((vw - 2 * margin) / width, (vh - 2 * margin) / (height * this.aspect)));
+    this.scale = this.fitScale * this.zoom;
+    const clamp = (v, max) => Math.max(0, Math.min(max, v));
+    this.centre = [clamp(this.centre[0], width), clamp(this.centre[1], height)];
+    this.offset = [vw / 2 - this.centre[0] * this.scale, vh / 2 - this.centre[1] * this.scale * this.aspect];
     Object.assign(this.stage.style, {
       width: `${width}px`, height: `${height}px`,
       transform: `translate(${this.offset[0]}px, ${this.offset[1]}px) scale(${this.scale}, ${this.scale * this.aspect})`,
     });
-    this.viewport.dataset.scale = this.scale.toFixed(4);
+    Object.assign(this.viewport.dataset, {
+      scale: this.scale.toFixed(4), aspect: this.aspect.toFixed(4), zoom: this.zoom.toFixed(4),
+      offset: this.offset.map((v) => v.toFixed(2)).join(","),
+    });
     this.drawOverlay();
+    this.onViewChange();
   }
 
   planeKey() { return `${this.k},${this.t}`; }
 
-  /** Redraws the screen-size canvas: the current plane's prompt markers, then `extra(ctx)`. */
-  drawOverlay(extra) {
+  /** Redraws the screen-size canvas: the current plane's prompt markers, then the rubber band. */
+  drawOverlay() {
     const canvas = this.drawCanvas;
     const ctx = canvas.getContext("2d");
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     if (this.info && this.maskVisible) {
       for (const mark of this.marks.get(this.planeKey()) || []) this.drawMark(ctx, mark);
     }
-    if (extra) extra(ctx);
+    if (this.rubber) this.rubber(ctx);
   }
 
   drawMark(ctx, mark) {
@@ -259,12 +306,21 @@ export class Viewer {
     ctx.restore();
   }
 
-  /** Display pixel (x, y) under a mouse event, as floats; null outside the viewport. */
+  /** Display pixel (x, y) under a mouse event, as floats (outside the plane too). */
   toPlane(event) {
+    const [vx, vy] = this.toViewport(event);
+    return this.planeAt(vx, vy);
+  }
+
+  /** Viewport pixel (x, y) of a mouse event. */
+  toViewport(event) {
     const rect = this.viewport.getBoundingClientRect();
-    const x = (event.clientX - rect.left - this.offset[0]) / this.scale;
-    const y = (event.clientY - rect.top - this.offset[1]) / (this.scale * this.aspect);
-    return [x, y];
+    return [event.clientX - rect.left - this.viewport.clientLeft, event.clientY - rect.top - this.viewport.clientTop];
+  }
+
+  /** Display pixel (x, y), as floats, at viewport pixel (vx, vy). */
+  planeAt(vx, vy) {
+    return [(vx - this.offset[0]) / this.scale, (vy - this.offset[1]) / (this.scale * this.aspect)];
   }
 
   /** Viewport pixel of a display pixel's corner (x, y). */
