@@ -174,3 +174,15 @@ def test_a_bug_answers_a_bare_500_and_logs_only_its_type(data, monkeypatch, capl
         response = client.get(f"/api/images/{data['ct']}")
     assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
     assert "RuntimeError" in caplog.text and "Doe" not in caplog.text and "Traceback" not in caplog.text
+
+
+def test_pages_may_load_nothing_from_elsewhere(data):
+    """The page, the API and /docs carry a content policy that keeps everything on this server."""
+    with make_client(data["root"], data["url"]) as client:
+        for path in ("/", "/api/images", "/js/main.js"):
+            headers = client.get(path).headers
+            policy = headers["content-security-policy"]
+            assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline'" not in policy.split("style-src")[0]
+            assert headers["x-content-type-options"] == "nosniff" and headers["referrer-policy"] == "no-referrer"
+        docs = client.get("/docs").headers["content-security-policy"]
+        assert "script-src 'self' 'unsafe-inline'" in docs and "http" not in docs

@@ -438,6 +438,31 @@ def test_server_errors_show_in_the_status_line(page):
     idle(page)
 
 
+def test_the_page_runs_under_its_content_policy(browser, server):
+    """Without bypassing the server's content policy: open an image, click, see a mask, no violation.
+
+    Only selectors and page.evaluate here, which the policy allows (wait_for_function would not).
+    """
+    context = browser.new_context(viewport={"width": 1400, "height": 860})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text) if m.type in ("error", "warning") else None)
+    response = page.goto(server + "/")
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    page.wait_for_selector("body[data-ready='1']")
+    page.locator("[data-testid=catalog-item]", has_text="sphere phantom").first.click()
+    page.wait_for_selector("[data-testid=viewport][data-loaded-plane]")
+    page.wait_for_selector("body[data-busy='0'][data-session]")
+    x, y, _ = bright_centre(page)
+    page.mouse.click(*screen(page, x, y))
+    page.wait_for_selector("[data-testid=viewport]:not([data-mask-pixels='0'])")
+    page.goto(server + "/docs")
+    page.wait_for_selector(".swagger-ui .opblock")
+    context.close()
+    assert not console, console
+
+
 def test_api_docs_render_offline(page):
     """/docs is Swagger UI served by the server itself: it renders the API with nothing fetched from outside."""
     page.goto(page.url.rstrip("/") + "/docs")
@@ -459,7 +484,7 @@ def test_token_protected_server(browser, tmp_path):
         while httpx.get(live.url + f"api/jobs/{answer['job']}", headers=live.headers).json()["state"] not in ("done", "failed"):
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        context = browser.new_context()
+        context = browser.new_context(bypass_csp=True)  # for wait_for_function (see browsertools)
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         failed: list[str] = []

@@ -14,7 +14,9 @@ from medfm import __version__
 from medfm.errors import MedfmError
 from medfm.server.errors import InternalErrorMiddleware, NotFound
 from medfm.server.routes import annotations, catalog, evaluate, jobs, pacs, search, sessions
-from medfm.server.security import LoopbackHostMiddleware, RateLimitMiddleware, TokenMiddleware, UploadLimitMiddleware
+from medfm.server.security import (
+    LoopbackHostMiddleware, RateLimitMiddleware, SecurityHeadersMiddleware, TokenMiddleware, UploadLimitMiddleware,
+)
 from medfm.server.settings import ServerSettings
 from medfm.server.state import ServerState
 
@@ -37,6 +39,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     _add_error_handlers(app)
     _mount_workbench(app, settings)
     app.add_middleware(InternalErrorMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     # the last added middleware runs first: the token (or loopback host) check, then the rate limit, then the upload limit
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RateLimitMiddleware, rate=settings.rate_per_second, burst=settings.rate_burst)

@@ -106,6 +106,38 @@ def is_loopback_name(name: str) -> bool:
         return name.lower() == "localhost"
 
 
+#: What pages from this server may load and do: only its own scripts, styles, images and API.
+#: Swagger UI at /docs starts itself with an inline script, so /docs also allows inline scripts.
+CONTENT_POLICY = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+                  "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+DOCS_POLICY = CONTENT_POLICY.replace("default-src 'self'", "default-src 'self'; script-src 'self' 'unsafe-inline'")
+
+
+class SecurityHeadersMiddleware:
+    """Headers that keep a page from loading anything off this server, being framed or sniffed.
+
+    The workbench must work offline, and the catalog's text (series descriptions come from
+    DICOM files anyone can write) must never run as script.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        policy = DOCS_POLICY if scope.get("path", "").startswith("/docs") else CONTENT_POLICY
+        headers = [(b"content-security-policy", policy.encode()), (b"x-content-type-options", b"nosniff"),
+                   (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY")]
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *headers]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class RateLimitMiddleware:
     """A token bucket per client address: ``rate`` requests per second, bursts up to ``burst``; else 429."""
 
