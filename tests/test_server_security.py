@@ -154,6 +154,17 @@ def test_an_unreadable_image_is_reported_without_its_path(tmp_path):
             assert "Doe" not in response.text and str(tmp_path) not in response.text
 
 
+@pytest.mark.parametrize("path, reason", [
+    ("a\x00b", "not a usable file name"), ("x" * 5000, "not a usable file name"),
+    (".", "medfm's own files"), ("annotations", "medfm's own files"), ("index/x", "medfm's own files"),
+])
+def test_ingest_refuses_unusable_names_and_medfms_own_folders(data, path, reason):
+    (Path(data["root"]) / "annotations").mkdir(exist_ok=True)
+    with make_client(data["root"], data["url"]) as client:
+        response = client.post("/api/ingest", json={"path": path})
+        assert response.status_code == 400 and reason in response.json()["detail"], response.text
+
+
 def test_ids_beyond_64_bits_are_unknown_not_a_crash(data):
     with make_client(data["root"], data["url"]) as client:
         huge = 2**70

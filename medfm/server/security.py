@@ -196,19 +196,30 @@ class UploadLimitMiddleware:
         await self.app(scope, counted_receive, send)
 
 
+#: Folders of the data directory that hold medfm's own files, never images to ingest.
+OWN_FOLDERS = ("annotations", "index", "cache")
+
+
 def inside_data_dir(relative: str, data_dir: Path) -> Path:
     """``data_dir / relative`` resolved, if it and everything under it stay inside ``data_dir``.
 
     Refuses absolute paths, ``..`` escapes and symbolic links (at any depth) that lead
-    outside, before anything is read.
+    outside, before anything is read; and the data directory itself or medfm's own folders
+    in it (saved annotations would be catalogued as images).
     """
     root = data_dir.resolve()
     if not relative or os.path.isabs(relative):
         raise MedfmError(f"path must be relative to the data directory; got {relative!r}")
-    path = (root / relative).resolve()
+    try:
+        path = (root / relative).resolve()
+        exists = path.exists()
+    except (OSError, ValueError):  # a NUL byte, a name too long for the file system
+        raise MedfmError(f"path {relative[:80]!r} is not a usable file name") from None
     if not path.is_relative_to(root):
         raise MedfmError(f"path {relative!r} leads outside the data directory")
-    if not path.exists():
+    if path == root or any(path.is_relative_to(root / own) for own in OWN_FOLDERS):
+        raise MedfmError(f"path {relative!r} holds medfm's own files; give a folder of images inside the data directory")
+    if not exists:
         raise MedfmError(f"path {relative!r} does not exist in the data directory")
     for folder, subfolders, names in os.walk(path):
         for name in subfolders + names:
