@@ -438,6 +438,31 @@ def test_server_errors_show_in_the_status_line(page):
     idle(page)
 
 
+def test_switching_images_keeps_the_drawing_and_leaving_unsaved_work_asks(page):
+    k = SPHERE_CENTRE[2]
+    open_image(page, "sphere phantom")
+    page.locator("[data-testid=slice-slider]").fill(str(k))
+    wait_plane(page, k, 0)
+    x, y, _ = bright_centre(page)
+    drawn = edit(page, lambda: click_display(page, x, y))
+    assert drawn > 0
+    session = page.evaluate("document.body.dataset.session")
+
+    open_image(page, "disc_photo.png")  # a look at another image, and back
+    assert page.evaluate("document.body.dataset.session") != session
+    open_image(page, "sphere phantom")
+    assert page.evaluate("document.body.dataset.session") == session
+    page.locator("[data-testid=slice-slider]").fill(str(k))
+    wait_plane(page, k, 0)
+    assert mask_pixels(page) == drawn and not page.locator("[data-testid=undo]").is_disabled()
+
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.type), dialog.accept()))
+    page.reload()  # the drawing is not saved: the browser asks before leaving
+    page.wait_for_selector("body[data-ready='1']")
+    assert asked == ["beforeunload"]
+
+
 def test_the_page_runs_under_its_content_policy(browser, server):
     """Without bypassing the server's content policy: open an image, click, see a mask, no violation.
 
@@ -457,6 +482,7 @@ def test_the_page_runs_under_its_content_policy(browser, server):
     x, y, _ = bright_centre(page)
     page.mouse.click(*screen(page, x, y))
     page.wait_for_selector("[data-testid=viewport]:not([data-mask-pixels='0'])")
+    page.on("dialog", lambda dialog: dialog.accept())  # leaving an unsaved drawing asks first
     page.goto(server + "/docs")
     page.wait_for_selector(".swagger-ui .opblock")
     context.close()

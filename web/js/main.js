@@ -29,6 +29,16 @@ function busy(delta, text) {
 // plane, or null for a propagation), so that undo and redo take markers away and back.
 const marks = { done: [], undone: [] };
 
+// Each image opened in this page keeps its session while others are open, so going back
+// finds the drawing as it was; sessions with changes not yet saved make leaving the page ask.
+const kept = new Map(); // image id -> { session, done, undone, planes } of an image not shown now
+const unsaved = new Set(); // session ids with changes since their last save
+
+window.addEventListener("beforeunload", (event) => {
+  const open = [state.session, ...[...kept.values()].map((k) => k.session)];
+  if (open.some((session) => unsaved.has(session))) event.preventDefault();
+});
+
 function resetMarks() {
   viewer.marks.clear();
   marks.done = [];
@@ -214,6 +224,22 @@ async function startSession(annotation) {
   return true;
 }
 
+/** Back to the session this image had earlier in the page (its drawing and markers), else a new one. */
+async function resumeSession() {
+  const earlier = kept.get(state.info.id);
+  kept.delete(state.info.id);
+  if (!earlier) return startSession();
+  state.session = earlier.session;
+  document.body.dataset.session = earlier.session;
+  resetMarks();
+  [marks.done, marks.undone] = [earlier.done, earlier.undone];
+  for (const [plane, list] of earlier.planes) viewer.marks.set(plane, list);
+  labels.reset({});
+  updateEditButtons();
+  await loadMask(); // the plane's mask, labels and undo state; an expired session is renewed there
+  return true;
+}
+
 // The server forgets a session idle for an hour (404 "no session ..."): the page then starts
 // a new one on the same image, says so, and does the user's action again there.
 
@@ -257,8 +283,8 @@ async function openImage(id) {
   try {
     const info = await api(`/images/${encodeURIComponent(id)}`);
     if (ticket !== state.opening) return;
-    if (state.session) { // prompts must not reach the old image's session meanwhile
-      api(`/sessions/${state.session}`, { method: "DELETE" }).catch(() => {});
+    if (state.session) { // kept for coming back; prompts must not reach it meanwhile
+      kept.set(state.info.id, { session: state.session, done: marks.done, undone: marks.undone, planes: new Map(viewer.marks) });
       state.session = null;
       updateEditButtons();
     }
@@ -279,7 +305,7 @@ async function openImage(id) {
     annotations.load(id);
     similar.forImage(id);
     zeroShot.setImage(id);
-    await serial(() => startSession(), "starting session…");
+    await serial(() => resumeSession(), "starting session…");
   } catch (error) {
     showError(error, "open");
   } finally {
@@ -298,6 +324,7 @@ function sendPrompt(body) {
     const plane = await sessionApi("/prompts", { method: "POST", body: request });
     marks.undone = [];
     pushMark(`${request.k},${request.t}`, { ...body, label: value });
+    unsaved.add(state.session);
     viewer.drawOverlay();
     const label = labels.get(value);
     if (label) label.known = true;
@@ -312,6 +339,7 @@ function history(which) {
     const plane = await sessionApi(`/${which}`, { method: "POST", body: {}, retry: false });
     if (!plane) return;
     stepMarks(which);
+    unsaved.add(state.session);
     await applyPlane(plane);
     viewer.drawOverlay();
   }, which === "undo" ? "undoing…" : "redoing…");
@@ -328,6 +356,7 @@ function propagate() {
     await waitForJob(job, (done, total) => busy(0, `propagating through ${what}… ${done}/${total || "?"}`));
     marks.undone = [];
     pushMark(null, null);
+    unsaved.add(state.session);
     setStatus(`propagated ${labels.get(labels.active)?.name || ""} through the ${what}`);
     await loadMask();
   }, `propagating through ${what}…`);
@@ -416,6 +445,7 @@ function save() {
   return serial(async () => {
     const answer = await sessionApi("/save", { method: "POST", body: { name, format }, retry: false });
     if (!answer) return;
+    unsaved.delete(state.session);
     const voxels = Object.values(answer.voxels || {}).reduce((a, b) => a + b, 0);
     $("save-status").textContent = `saved ${answer.name} v${answer.version} (${voxels} voxels)`;
     setStatus(`saved ${answer.name} v${answer.version}`);
@@ -525,7 +555,9 @@ async function health() {
 }
 
 window.addEventListener("pagehide", () => {
-  if (state.session) api(`/sessions/${state.session}`, { method: "DELETE", keepalive: true }).catch(() => {});
+  for (const session of [state.session, ...[...kept.values()].map((k) => k.session)]) {
+    if (session) api(`/sessions/${session}`, { method: "DELETE", keepalive: true }).catch(() => {});
+  }
 });
 
 const round = (v) => Math.round(v * 100) / 100;
