@@ -18,6 +18,10 @@ from medfm.errors import MedfmError
 from medfm.io import Image
 
 
+#: Voxels sampled to find an image's default window.
+SAMPLE_VOXELS = 1_000_000
+
+
 @dataclass(frozen=True)
 class Display:
     """How a plane of one image is shown: its size in display pixels and which axes flip."""
@@ -58,10 +62,11 @@ class Display:
 
 def default_window(image: Image) -> tuple[float, float]:
     """Window ``(center, width)`` spanning the 0.5th to 99.5th percentile of the image's values."""
-    values = np.asarray(image.array, dtype=np.float32)
-    if values.size > 1_000_000:  # a regular subsample is as good for percentiles and much faster
-        values = values.reshape(-1)[:: values.size // 1_000_000]
-    low, high = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    # a regular subsample (every step-th voxel along each axis, a view: nothing of the whole
+    # image is copied) gives the same percentiles much faster
+    step = max(1, int(np.ceil((image.array.size / SAMPLE_VOXELS) ** (1 / 3))))
+    values = image.array[::step, ::step, ::step]
+    low, high = (float(v) for v in np.percentile(values.astype(np.float32), [0.5, 99.5]))
     return (low + high) / 2, max(high - low, 1e-6)
 
 
@@ -97,7 +102,7 @@ def label_png(labels: np.ndarray) -> bytes:
 
 def png_bytes(picture) -> bytes:
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
+    picture.save(buffer, format="PNG", compress_level=1)  # a quick squeeze: encoding time is latency here
     return buffer.getvalue()
 
 
