@@ -192,6 +192,16 @@ def test_reingest_adds_nothing(tree: Path) -> None:
     check_reingest_adds_nothing(None, tree)
 
 
+def test_progress_function_hears_every_file(tree: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    report = ingest(tree, progress=lambda done, total: calls.append((done, total)))
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and len({t for _, t in calls}) == 1
+    # each file that looks like an image is counted once, done: the 10 DICOM files, the NIfTI,
+    # the PNG and the 4 broken ones that are found bad only when read
+    assert calls[-1][0] == calls[-1][1] == 16 and report.added == 4
+
+
 def test_queries_and_filters(tree: Path) -> None:
     check_first_ingest(None, tree)
     check_queries(None)

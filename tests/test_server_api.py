@@ -231,7 +231,7 @@ def test_upload_starts_an_ingest_job(client, data):
              ("files", ("notes.txt", b"not an image", "text/plain"))]
     job = client.post("/api/uploads", files=files).json()["job"]
     status = wait_for_job(client, job)
-    assert status["state"] == "done", status
+    assert status["state"] == "done" and status["done"] == status["total"] == 1, status  # the PNG; the text is skipped
     (image_id,) = status["result"]["image_ids"]
     assert client.get(f"/api/images/{image_id}").json()["shape"] == [20, 20, 1, 1, 1]
     uploaded = list(Path(data["root"], "uploads").rglob("*.png"))

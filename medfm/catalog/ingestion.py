@@ -206,14 +206,15 @@ def ingest(
     catalog: str | Catalog | None = None,
     *,
     dataset: str | None = None,
-    progress: bool = True,
+    progress: bool | Callable[[int, int], None] = True,
 ) -> IngestReport:
     """Record every image under ``paths`` (files or folders, walked recursively) in ``catalog``.
 
     ``catalog`` is an open :class:`Catalog` or a URL for :func:`open_catalog` (``None``:
     the default catalog). ``dataset`` names the collection the new images belong to.
-    ``progress`` shows a progress bar on stderr. Bad files do not stop the run: they are
-    listed in the report's ``bad``.
+    ``progress``: ``True`` shows a progress bar on stderr; a function is called with
+    ``(files done, files to do)`` as the run goes instead (a server's job progress). Bad
+    files do not stop the run: they are listed in the report's ``bad``.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -226,7 +227,7 @@ def ingest(
             store.close()
 
 
-def _ingest(paths: list, catalog: Catalog, dataset: str | None, progress: bool) -> IngestReport:
+def _ingest(paths: list, catalog: Catalog, dataset: str | None, progress: bool | Callable[[int, int], None]) -> IngestReport:
     report = IngestReport(catalog.url)
     found, report.skipped = _walk(paths, report.bad)
     known = catalog.file_states([str(f.path) for f in found])
@@ -246,8 +247,18 @@ def _ingest(paths: list, catalog: Catalog, dataset: str | None, progress: bool) 
         else:
             others.append((item, fmt))
     batch = _Batch(catalog, dataset, report)
-    with _progress(progress) as bar:
-        task = bar.add_task("Cataloguing images", total=len(others) + len(dicom))
+    total = len(others) + len(dicom)
+    done = 0
+    with _progress(progress is True) as bar:
+        task = bar.add_task("Cataloguing images", total=total)
+
+        def advance(files: int = 1) -> None:
+            nonlocal done
+            done += files
+            bar.advance(task, files)
+            if callable(progress):
+                progress(done, total)
+
         for item, fmt in others:
             try:
                 entry = _file_entry(item, fmt)
@@ -257,10 +268,10 @@ def _ingest(paths: list, catalog: Catalog, dataset: str | None, progress: bool) 
                 report.bad.append((display_path(item.path), f"cannot read ({exc.strerror or exc})"))
             else:
                 batch.add(entry)
-            bar.advance(task)
+            advance()
         if dicom:
             bar.update(task, description="Cataloguing DICOM series")
-            _ingest_dicom(dicom, batch, lambda files: bar.advance(task, files))
+            _ingest_dicom(dicom, batch, advance)
         batch.commit()
     report.bad.sort()
     return report

@@ -9,6 +9,7 @@ instances already on disk are kept and the catalog sees them unchanged.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,12 +37,13 @@ def pull(
     series_uid: str | None = None,
     catalog: str | Catalog | None = None,
     folder: str | os.PathLike | None = None,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
 ) -> PullReport:
     """Retrieve ``study_uid`` (only ``series_uid`` when given) and ingest it into ``catalog``.
 
     Files go to ``folder`` (default ``data_dir()/pacs``) as ``<series_uid>/<sop_uid>.dcm``;
     ``catalog`` is an open :class:`Catalog` or a URL (``None``: the default catalog).
+    ``progress`` reports the cataloguing as :func:`~medfm.catalog.ingest` does.
     """
     if folder is None:
         from medfm.paths import data_dir

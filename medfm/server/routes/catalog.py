@@ -104,8 +104,7 @@ def _check_plane(shape: tuple[int, ...], k: int, t: int) -> None:
 def _ingest_job(state: ServerState, folder: Path, shown_from: Path):
     """Work for a job: ingest ``folder``; bad files are named relative to ``shown_from``."""
     def work(progress) -> dict[str, Any]:
-        report = ingest([folder], state.catalog, progress=False)
-        progress(1, 1)
+        report = ingest([folder], state.catalog, progress=progress)
         image_ids = [record.id for record in state.catalog.query(text=str(folder))
                      if Path(record.source_path).is_relative_to(folder)]
         bad = [[_relative(name, shown_from), reason] for name, reason in report.bad]

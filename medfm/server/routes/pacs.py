@@ -52,10 +52,8 @@ def pull_study(body: PullRequest, state: ServerState = Depends(get_state)) -> di
         check_uid("series UID", body.series_uid)
 
     def work(progress: Progress) -> dict[str, Any]:
-        progress(0, 1)
         report = pull(pacs, body.study_uid, series_uid=body.series_uid, catalog=state.catalog,
-                      folder=state.data_dir / "pacs")
-        progress(1, 1)
+                      folder=state.data_dir / "pacs", progress=progress)
         if report.added:  # similar-case search covers the pulled images without anyone asking
             state.index_new_images()
         return {"image_ids": report.image_ids}
