@@ -1,6 +1,9 @@
+import re
+
 import numpy as np
 import pytest
 
+from medfm.errors import MedfmError
 from medfm.io.image import LPS_TO_RAS, Image, affine_from_lps
 
 
@@ -46,3 +49,12 @@ def test_bad_arrays_and_affines_are_refused():
 
 def test_default_affine_is_dicom_identity_in_ras():
     np.testing.assert_array_equal(Image(np.zeros((2, 2))).affine, LPS_TO_RAS)
+
+
+@pytest.mark.parametrize("k, t, message", [(-1, 0, "slice -1 is outside the image (slices 0 to 3)"),
+                                           (4, 0, "slice 4 is outside the image (slices 0 to 3)"),
+                                           (0, 2, "frame 2 is outside the image (frames 0 to 1)")])
+def test_frame_outside_the_image_is_an_error_not_another_plane(k, t, message):
+    image = Image(np.zeros((5, 6, 4, 2)))
+    with pytest.raises(MedfmError, match=re.escape(message)):
+        image.frame(k, t)

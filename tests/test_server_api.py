@@ -85,7 +85,7 @@ def test_slice_png_is_the_display_plane_with_its_window(client, data):
 
 def test_bad_plane_and_unknown_ids_are_one_line_errors(client, data):
     response = client.get(f"/api/images/{data['disc']}/slice.png", params={"k": 99})
-    assert response.status_code == 400 and response.json() == {"detail": "slice k=99 is outside the image (0 to 5)"}
+    assert response.status_code == 400 and response.json() == {"detail": "slice 99 is outside the image (slices 0 to 5)"}
     assert client.get("/api/images/9999").status_code == 404
     assert client.get("/api/sessions/nope/mask").status_code == 404
     assert client.get("/api/jobs/nope").status_code == 404

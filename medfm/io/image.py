@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from nibabel.orientations import aff2axcodes
 
+from medfm.errors import MedfmError
+
 #: Axis order of :attr:`Image.array`: the NIfTI dimension order.
 AXES = ("i", "j", "k", "t", "c")
 
@@ -98,8 +100,16 @@ class Image:
         """The affine in DICOM/ITK LPS+ world coordinates."""
         return LPS_TO_RAS @ self.affine
 
+    def check_plane_index(self, k: int, t: int) -> None:
+        """MedfmError unless slice ``k`` and frame ``t`` name a plane of this image."""
+        if not 0 <= k < self.shape[2]:
+            raise MedfmError(f"slice {k} is outside the image (slices 0 to {self.shape[2] - 1})")
+        if not 0 <= t < self.shape[3]:
+            raise MedfmError(f"frame {t} is outside the image (frames 0 to {self.shape[3] - 1})")
+
     def frame(self, k: int = 0, t: int = 0) -> np.ndarray:
         """One 2D plane for display: ``(rows, columns)`` or ``(rows, columns, C)``, a view."""
+        self.check_plane_index(k, t)  # numpy would quietly take slice -1 as the last one
         plane = self.array[:, :, k, t, :].transpose(1, 0, 2)
         return plane[:, :, 0] if plane.shape[2] == 1 else plane
 

@@ -14,12 +14,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from medfm.errors import MedfmError
 from medfm.io import Image
 from medfm.models.segmenters import Prompt, Scribble, Segmenter, SegmenterInfo
+from medfm.server.display import Display
 from medfm.server.errors import NotFound
 from medfm.tasks.segment import propagate
 
@@ -87,9 +89,14 @@ class SegmentationSession:
         self.lock = threading.Lock()
         self.last_used = time.monotonic()
 
+    @cached_property
+    def display(self) -> Display:
+        """How the browser shows this image's planes (display pixels ↔ plane pixels)."""
+        return Display.of(self.image)
+
     def plane(self, k: int, t: int) -> np.ndarray:
         """The ``(rows, columns)`` label plane ``(k, t)`` (a view)."""
-        self._check_plane(k, t)
+        self.image.check_plane_index(k, t)
         return self.labels[:, :, k, t].T
 
     def set_label(self, label: int, name: str | None = None, color: str | None = None) -> None:
@@ -105,7 +112,7 @@ class SegmentationSession:
     def interact(self, segmenter: Segmenter, segmenter_lock: threading.RLock, k: int, t: int, label: int,
                  interaction: Prompt) -> float:
         """Add ``interaction`` to structure ``label`` on plane ``(k, t)`` and predict it again; returns the score."""
-        self._check_plane(k, t)
+        self.image.check_plane_index(k, t)
         self.set_label(label)
         key = (label, k, t)
         before = self.structures.get(key)
@@ -194,12 +201,6 @@ class SegmentationSession:
                 self.structures.pop(key, None)
             else:
                 self.structures[key] = structure
-
-    def _check_plane(self, k: int, t: int) -> None:
-        if not 0 <= k < self.image.shape[2]:
-            raise MedfmError(f"slice k={k} is outside the image (0 to {self.image.shape[2] - 1})")
-        if not 0 <= t < self.image.shape[3]:
-            raise MedfmError(f"frame t={t} is outside the image (0 to {self.image.shape[3] - 1})")
 
 
 class SessionStore:

@@ -149,10 +149,7 @@ def _box_around(mask: np.ndarray, margin: int) -> tuple[float, float, float, flo
 
 def _plane(image: Image, k: int | None, t: int | None) -> tuple[int, int]:
     k, t = k or 0, t or 0
-    if not 0 <= k < image.spatial_shape[2]:
-        raise MedfmError(f"slice {k} is outside the image (slices 0 to {image.spatial_shape[2] - 1})")
-    if not 0 <= t < image.num_frames:
-        raise MedfmError(f"frame {t} is outside the image (frames 0 to {image.num_frames - 1})")
+    image.check_plane_index(k, t)
     return k, t
 
 

@@ -78,7 +78,7 @@ def image_details(image_id: int, show_phi: bool = False, state: ServerState = De
 def slice_png(image_id: int, k: int = 0, t: int = 0, center: float | None = None, width: float | None = None,
               state: ServerState = Depends(get_state)) -> Response:
     loaded = state.load_image(image_id)
-    _check_plane(loaded.image.shape, k, t)
+    loaded.image.check_plane_index(k, t)
     if width is not None and width <= 0:
         raise MedfmError(f"window width must be positive; got {width}")
     default_center, default_width = loaded.window
@@ -92,13 +92,6 @@ def thumbnail_png(image_id: int, state: ServerState = Depends(get_state)) -> Res
     shape = loaded.image.shape
     png = render_png(loaded.image, shape[2] // 2, shape[3] // 2, loaded.display, loaded.window, max_side=THUMBNAIL_SIDE)
     return Response(png, media_type="image/png")
-
-
-def _check_plane(shape: tuple[int, ...], k: int, t: int) -> None:
-    if not 0 <= k < shape[2]:
-        raise MedfmError(f"slice k={k} is outside the image (0 to {shape[2] - 1})")
-    if not 0 <= t < shape[3]:
-        raise MedfmError(f"frame t={t} is outside the image (0 to {shape[3] - 1})")
 
 
 def _ingest_job(state: ServerState, folder: Path, shown_from: Path):

@@ -62,9 +62,9 @@ def labels_json(session: SegmentationSession) -> dict[str, dict[str, str]]:
     return {str(value): dict(info) for value, info in sorted(session.label_info.items())}
 
 
-def plane_state(state: ServerState, session: SegmentationSession, k: int, t: int, score: float | None = None) -> dict[str, Any]:
+def plane_state(session: SegmentationSession, k: int, t: int, score: float | None = None) -> dict[str, Any]:
     """``PlaneState``: the plane's label values as a display-oriented PNG, and the session's state."""
-    display = state.load_image(session.image_id).display
+    display = session.display
     png = label_png(display.plane_to_display(session.plane(k, t)))
     return {
         "k": k, "t": t, "mask": "data:image/png;base64," + base64.b64encode(png).decode(), "score": score,
@@ -89,7 +89,7 @@ def open_session(body: NewSession, state: ServerState = Depends(get_state)) -> d
 @router.post("/{session_id}/prompts")
 def add_prompt(session_id: str, body: PromptIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     session = state.sessions.get(session_id)
-    display = state.load_image(session.image_id).display
+    display = session.display
     prompt = interaction(
         [display.point_to_plane(x, y) for x, y in body.points], body.point_labels,
         display.box_to_plane(body.box) if body.box else None,
@@ -99,28 +99,28 @@ def add_prompt(session_id: str, body: PromptIn, state: ServerState = Depends(get
     with session.lock:
         session.set_label(body.label, body.label_name, body.color)
         score = session.interact(segmenter, state.segmenter_lock, body.k, body.t, body.label, prompt)
-        return plane_state(state, session, body.k, body.t, score)
+        return plane_state(session, body.k, body.t, score)
 
 
 @router.get("/{session_id}/mask")
 def get_mask(session_id: str, k: int = 0, t: int = 0, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     session = state.sessions.get(session_id)
     with session.lock:
-        return plane_state(state, session, k, t)
+        return plane_state(session, k, t)
 
 
 @router.post("/{session_id}/undo")
 def undo(session_id: str, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     session = state.sessions.get(session_id)
     with session.lock:
-        return plane_state(state, session, *session.undo())
+        return plane_state(session, *session.undo())
 
 
 @router.post("/{session_id}/redo")
 def redo(session_id: str, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     session = state.sessions.get(session_id)
     with session.lock:
-        return plane_state(state, session, *session.redo())
+        return plane_state(session, *session.redo())
 
 
 @router.post("/{session_id}/propagate")
