@@ -20,27 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
-
-def write_phantoms(folder: Path, n: int, size: int, texture: float, seed: int) -> tuple[Path, Path]:
-    """``n`` PNG phantoms and their disk masks (0/255) in ``folder``/images and ``folder``/masks."""
-    from PIL import Image as PILImage
-
-    images, masks = folder / "images", folder / "masks"
-    images.mkdir(parents=True)
-    masks.mkdir()
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[:size, :size] / size
-    for k in range(n):
-        cx, cy, r = rng.uniform(0.35, 0.65, 2).tolist() + [rng.uniform(0.2, 0.3)]
-        disk = (x - cx) ** 2 + (y - cy) ** 2 < r**2
-        freq = rng.uniform(3, 6) * texture
-        pixels = 80 + 60 * disk + 25 * np.sin(2 * np.pi * freq * x + rng.uniform(0, 6)) * np.cos(2 * np.pi * freq * y)
-        pixels += rng.normal(0, 8 * texture, pixels.shape)
-        PILImage.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(images / f"case{k:03d}.png")
-        PILImage.fromarray(disk.astype(np.uint8) * 255).save(masks / f"case{k:03d}.png")
-    return images, masks
+from medfm.io.synthetic import write_disc_phantoms
 
 
 def best_time(function, repeats: int) -> tuple[float, float]:
@@ -67,8 +48,8 @@ def main() -> None:
 
     workers = default_workers()
     with tempfile.TemporaryDirectory() as tmp:
-        images_a, masks_a = write_phantoms(Path(tmp) / "a", args.n, args.size, 1.0, seed=0)
-        images_b, masks_b = write_phantoms(Path(tmp) / "b", args.n, args.size, 1.6, seed=1)
+        images_a, masks_a = write_disc_phantoms(Path(tmp) / "a", args.n, texture=1.0, seed=0, size=args.size)
+        images_b, masks_b = write_disc_phantoms(Path(tmp) / "b", args.n, texture=1.6, seed=1, size=args.size)
         mask_args = (masks_a, masks_b) if args.masks else (None, None)
 
         def medfm_frd() -> float:

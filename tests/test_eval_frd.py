@@ -13,6 +13,7 @@ from clitools import run_cli
 from PIL import Image as PILImage
 
 from medfm.eval.frd import compute_frd, frd_from_features, frechet_distance
+from medfm.io.synthetic import write_disc_phantoms
 
 # PyRadiomics checks its settings with pykwalify, which uses a deprecated importlib call
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
@@ -20,28 +21,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarni
 HC18 = Path(__file__).resolve().parents[2] / "shared" / "data" / "hc18_fetal_head_us"
 
 
-def write_phantoms(folder: Path, n: int, texture: float, seed: int, size: int = 64) -> tuple[Path, Path]:
-    """``n`` grey PNG phantoms (a disk on a sinusoidal texture, noise) and 0/255 disk masks, same names."""
-    images, masks = folder / "images", folder / "masks"
-    images.mkdir(parents=True)
-    masks.mkdir()
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[:size, :size] / size
-    for k in range(n):
-        cx, cy, r = *rng.uniform(0.35, 0.65, 2), rng.uniform(0.2, 0.3)
-        disk = (x - cx) ** 2 + (y - cy) ** 2 < r**2
-        freq = rng.uniform(3, 6) * texture
-        pixels = 80 + 60 * disk + 25 * np.sin(2 * np.pi * freq * x + rng.uniform(0, 6)) * np.cos(2 * np.pi * freq * y)
-        pixels += rng.normal(0, 8 * texture, pixels.shape)
-        PILImage.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(images / f"case{k:02d}.png")
-        PILImage.fromarray(disk.astype(np.uint8) * 255).save(masks / f"case{k:02d}.png")
-    return images, masks
-
-
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     root = tmp_path_factory.mktemp("frd")
-    return {"a": write_phantoms(root / "a", 10, 1.0, seed=0), "b": write_phantoms(root / "b", 10, 1.6, seed=1)}
+    return {"a": write_disc_phantoms(root / "a", 10, texture=1.0, seed=0), "b": write_disc_phantoms(root / "b", 10, texture=1.6, seed=1)}
 
 
 def frd_score_value(paths: list[Path], masks: list[Path] | None = None) -> float:

@@ -36,6 +36,29 @@ def phantom(shape: Sequence[int] = (64, 64, 32), seed: int = 0) -> np.ndarray:
     return volume.round().astype(np.int16)
 
 
+def write_disc_phantoms(folder: str | os.PathLike, n: int, texture: float = 1.0, seed: int = 0,
+                        size: int = 64) -> tuple[Path, Path]:
+    """``n`` grey PNG phantoms (a disc on a sinusoidal texture, with noise) in ``folder/images`` and
+    their 0/255 disc masks under the same names in ``folder/masks``; ``texture`` scales the texture's
+    frequency and the noise, so two sets with different ``texture`` differ in radiomic features."""
+    from PIL import Image as PILImage
+
+    images, masks = Path(folder) / "images", Path(folder) / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir()
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size] / size
+    for k in range(n):
+        cx, cy, r = *rng.uniform(0.35, 0.65, 2), rng.uniform(0.2, 0.3)
+        disc = (x - cx) ** 2 + (y - cy) ** 2 < r**2
+        freq = rng.uniform(3, 6) * texture
+        pixels = 80 + 60 * disc + 25 * np.sin(2 * np.pi * freq * x + rng.uniform(0, 6)) * np.cos(2 * np.pi * freq * y)
+        pixels += rng.normal(0, 8 * texture, pixels.shape)
+        PILImage.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(images / f"case{k:03d}.png")
+        PILImage.fromarray(disc.astype(np.uint8) * 255).save(masks / f"case{k:03d}.png")
+    return images, masks
+
+
 def _new_uid() -> str:
     from pydicom.uid import generate_uid
 
