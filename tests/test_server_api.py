@@ -236,6 +236,7 @@ def test_upload_starts_an_ingest_job(client, data):
     assert client.get(f"/api/images/{image_id}").json()["shape"] == [20, 20, 1, 1, 1]
     uploaded = list(Path(data["root"], "uploads").rglob("*.png"))
     assert len(uploaded) == 1 and uploaded[0].name == "0000-evil_name.png"
+    assert not list(Path(data["root"], "uploads").glob(".incoming-*"))  # written aside, then moved in whole
     assert uploaded[0].resolve().is_relative_to(Path(data["root"]).resolve())
     # the new image joins the search index by itself, in the background
     deadline = time.monotonic() + 60

@@ -197,3 +197,12 @@ def test_pages_may_load_nothing_from_elsewhere(data):
             assert headers["x-content-type-options"] == "nosniff" and headers["referrer-policy"] == "no-referrer"
         docs = client.get("/docs").headers["content-security-policy"]
         assert "script-src 'self' 'unsafe-inline'" in docs and "http" not in docs
+
+
+def test_an_upload_that_cannot_be_stored_is_a_one_line_error(tmp_path):
+    root = tmp_path / "data"
+    data = make_data(root)
+    (root / "uploads").write_text("a file where the uploads folder should be")
+    with make_client(root, data["url"]) as client:
+        response = client.post("/api/uploads", files=[("files", ("a.png", b"\x89PNG", "image/png"))])
+    assert response.status_code == 400 and response.json()["detail"].startswith("cannot store the upload")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from medfm.catalog import ImageRecord, ingest
@@ -118,13 +119,34 @@ async def upload(request: Request, state: ServerState = Depends(get_state)) -> d
     files = [item for item in form.getlist("files") if hasattr(item, "filename")]
     if not files:
         raise MedfmError("no files uploaded: send multipart form field 'files'")
-    folder = state.data_dir / "uploads" / uuid.uuid4().hex
-    folder.mkdir(parents=True)
-    for number, item in enumerate(files):
-        with open(folder / f"{number:04d}-{_safe_name(item.filename)}", "wb") as out:
-            shutil.copyfileobj(item.file, out)
-    await form.close()
+    try:
+        # copying a large upload off the event loop keeps the server answering meanwhile
+        folder = await run_in_threadpool(_store_uploads, files, state.data_dir / "uploads")
+    finally:
+        await form.close()
     return {"job": state.jobs.submit("ingest", _ingest_job(state, folder, folder))}
+
+
+def _store_uploads(files: list[Any], uploads: Path) -> Path:
+    """The uploaded files in a new folder under ``uploads``, which appears only once all are whole.
+
+    They are written into a hidden folder that is renamed at the end, so a crash or a full
+    disk never leaves a cut-off file where an ingest would find it.
+    """
+    name = uuid.uuid4().hex
+    incoming = uploads / f".incoming-{name}"
+    try:
+        incoming.mkdir(parents=True)
+        for number, item in enumerate(files):
+            with open(incoming / f"{number:04d}-{_safe_name(item.filename)}", "wb") as out:
+                shutil.copyfileobj(item.file, out)
+        return incoming.rename(uploads / name)
+    except OSError as exc:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise MedfmError(f"cannot store the upload in the data directory: {exc.strerror or type(exc).__name__}") from None
+    except BaseException:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
 
 
 def _safe_name(name: str | None) -> str:
