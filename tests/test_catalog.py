@@ -202,6 +202,13 @@ def test_progress_function_hears_every_file(tree: Path) -> None:
     assert calls[-1][0] == calls[-1][1] == 16 and report.added == 4
 
 
+def test_count_matches_the_listing(tree: Path) -> None:
+    with open_catalog() as catalog:
+        assert catalog.count() == 0
+        ingest(tree, catalog, progress=False)
+        assert catalog.count() == len(catalog.query()) == 4
+
+
 def test_queries_and_filters(tree: Path) -> None:
     check_first_ingest(None, tree)
     check_queries(None)

@@ -193,8 +193,16 @@ def test_index_build_job_then_search_by_text_and_image_and_classify(client, data
     status = wait_for_job(client, job)
     assert status["state"] == "done" and status["kind"] == "index"
     assert status["done"] == status["total"] == 3 and status["result"]["added"] + status["result"]["skipped"] == 3
-    hits = client.get("/api/search", params={"image_id": data["ct"], "k": 2}).json()["hits"]
+    state = client.app.state.medfm
+    loads = []
+    load_image = state.load_image
+    state.load_image = lambda image_id: loads.append(image_id) or load_image(image_id)
+    try:
+        hits = client.get("/api/search", params={"image_id": data["ct"], "k": 2}).json()["hits"]
+    finally:
+        del state.load_image
     assert hits[0]["image_id"] == data["ct"] and len(hits) == 2
+    assert loads == []  # an indexed image is searched by its stored embedding: nothing read again
     assert set(hits[0]) == {"image_id", "name", "score", "modality", "body_part", "dataset", "description"}
     hits = client.get("/api/search", params={"text": "a CT scan of the head", "k": 3}).json()["hits"]
     assert {hit["image_id"] for hit in hits} == {data["disc"], data["photo"], data["ct"]}

@@ -333,6 +333,11 @@ class Catalog:
         with Session(self._engine) as session:
             return [self._record(*row) for row in session.execute(stmt)]
 
+    def count(self) -> int:
+        """How many images the catalog holds."""
+        with Session(self._engine) as session:
+            return session.scalar(select(func.count(ImageRow.id)))
+
     def get(self, image_id: int) -> ImageRecord:
         """One image with its file list."""
         if not 0 < image_id <= MAX_ID:  # ids are positive 64-bit integers: nothing else can be one

@@ -96,7 +96,7 @@ class LocalIndex(Index):
         settings = {**DEFAULT_SETTINGS, **settings}
         if settings["dtype"] not in ("f32", "f16", "i8"):
             raise MedfmError(f"index dtype must be one of f32, f16, i8; got {settings['dtype']!r}")
-        db = sqlite3.connect(":memory:")
+        db = _memory_db()
         db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, metadata TEXT NOT NULL)")
         index = cls(folder, dict(model), settings, cls._new_graph(model, settings), db)
         index.save()
@@ -137,7 +137,7 @@ class LocalIndex(Index):
             files[role] = path
         graph = cls._new_graph(model, settings)
         graph.load(os.fspath(files["vectors"]))
-        db = sqlite3.connect(":memory:")
+        db = _memory_db()
         source = sqlite3.connect(files["metadata"])
         source.backup(db)
         source.close()
@@ -262,3 +262,9 @@ class LocalIndex(Index):
             return []
         rows = self._db.execute(f"SELECT id, metadata FROM items WHERE id IN ({','.join('?' * len(ids))})", ids)
         return [(row[0], json.loads(row[1])) for row in rows]
+
+
+def _memory_db() -> sqlite3.Connection:
+    """The in-memory metadata table. An index may be opened in one thread and used in another
+    (a server's worker threads); like the vector graph, it must not be used by two at once."""
+    return sqlite3.connect(":memory:", check_same_thread=False)

@@ -27,6 +27,7 @@ from medfm.server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from medfm.io.dicom import DicomSeries
+    from medfm.index import Index
     from medfm.models.encoders import Encoder
     from medfm.models.segmenters import Segmenter
 
@@ -69,6 +70,7 @@ class ServerState:
         self.encoder_lock = threading.RLock()
         self._segmenter: Segmenter | None = None
         self._encoder: Encoder | None = None
+        self._index: Index | None = None
         self._images: OrderedDict[int, LoadedImage] = OrderedDict()
         self._images_lock = threading.Lock()
         #: images in the search index, kept here so that /api/health never waits for a build
@@ -99,20 +101,27 @@ class ServerState:
         """The search index of the catalog, one per encoder."""
         return self.data_dir / "index" / self.settings.encoder
 
+    def index(self) -> Index | None:
+        """The catalog's search index (``None`` before the first build), opened once: opening
+        checks every file's sha256. Use it only while holding ``encoder_lock``."""
+        with self.encoder_lock:
+            if self._index is None and self.index_dir.exists():
+                from medfm.index import open_index
+
+                self._index = open_index(self.index_dir)
+            return self._index
+
     def count_indexed(self) -> int:
         """How many images the search index holds (0 before the first build)."""
-        from medfm.index import open_index
-
-        if not self.index_dir.exists():
-            return 0
-        with open_index(self.index_dir) as index:
-            return len(index)
+        index = self.index()
+        return 0 if index is None else len(index)
 
     def update_index(self, progress: Progress) -> dict[str, int]:
         """Job work: embed every catalog image not yet in the search index."""
         from medfm.tasks.search import build_index
 
         with self.encoder_lock:
+            self._close_index()  # the build writes the index files: open them afresh afterwards
             report = build_index([], self.encoder, self.index_dir, catalog=self.catalog_url)
             self.index_size = self.count_indexed()
         total = report.added + report.skipped + len(report.bad)
@@ -146,7 +155,14 @@ class ServerState:
 
     def close(self) -> None:
         self.jobs.shutdown()
+        self._close_index()
         self.catalog.close()
+
+    def _close_index(self) -> None:
+        with self.encoder_lock:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
 
 
 def _read(record: ImageRecord) -> LoadedImage:

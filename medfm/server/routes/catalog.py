@@ -51,7 +51,7 @@ def health(state: ServerState = Depends(get_state)) -> dict[str, Any]:
 
     # "pacs" says only whether one is configured: its URL may carry credentials.
     return {"status": "ok", "version": __version__, "segmenter": state.settings.segmenter,
-            "encoder": state.settings.encoder, "catalog_images": len(state.catalog.query()), "index_size": state.index_size,
+            "encoder": state.settings.encoder, "catalog_images": state.catalog.count(), "index_size": state.index_size,
             "pacs": bool(state.settings.pacs_url)}
 
 

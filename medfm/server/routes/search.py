@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from medfm.errors import MedfmError
+from medfm.index import Index
 from medfm.server.routes.catalog import display_name
 from medfm.server.state import ServerState, get_state
 
@@ -17,19 +19,31 @@ router = APIRouter(prefix="/api", tags=["search"])
 @router.get("/search")
 def search(image_id: int | None = None, text: str | None = None, k: int = 10,
            state: ServerState = Depends(get_state)) -> dict[str, Any]:
-    from medfm.index import open_index
-    from medfm.tasks.search import search as search_index
+    from medfm.tasks.search import embed_query
 
     if (image_id is None) == (text is None):
         raise MedfmError("give exactly one of image_id and text")
     if not 1 <= k <= 1000:
         raise MedfmError(f"k must be from 1 to 1000; got {k}")
-    if not state.index_dir.exists():
-        raise MedfmError("the catalog is not indexed yet: POST /api/index/build first")
-    image = state.load_image(image_id).image if image_id is not None else None
-    with state.encoder_lock, open_index(state.index_dir) as index:
-        hits = search_index(index, state.encoder, image=image, text=text, k=k)
+    with state.encoder_lock:
+        index = state.index()
+        if index is None:
+            raise MedfmError("the catalog is not indexed yet: POST /api/index/build first")
+        index.check_model(state.encoder.info)
+        query = _stored_vector(index, image_id) if image_id is not None else None
+        if query is None:
+            image = state.load_image(image_id).image if image_id is not None else None
+            query = embed_query(state.encoder, image=image, text=text)
+        hits = index.search(query, k)
     return {"hits": [_hit(state, hit.id, hit.score) for hit in hits]}
+
+
+def _stored_vector(index: Index, image_id: int) -> np.ndarray | None:
+    """An indexed image's stored embedding (nothing to read or encode again); ``None`` if not indexed yet."""
+    try:
+        return index.vectors([image_id])[0]
+    except MedfmError:
+        return None
 
 
 def _hit(state: ServerState, image_id: int, score: float) -> dict[str, Any]:
