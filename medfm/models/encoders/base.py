@@ -27,7 +27,7 @@ class Encoder(ABC):
 
     The encoder carries its own preprocessing (resize, channels, normalisation): callers
     pass raw planes as they come out of :meth:`medfm.io.Image.frame`, never normalised
-    tensors. Volumes and videos are embedded plane by plane by :mod:`medfm.tasks.embed`.
+    tensors. Volumes and videos are embedded plane by plane by :func:`medfm.models.encoders.planes.embed_image`.
     """
 
     info: EncoderInfo
