@@ -116,7 +116,7 @@ def test_propagation_stops_where_the_intensity_changes_though_the_model_keeps_fi
     grid = np.mgrid[: shape[0], : shape[1]]
     disc = ((grid[0] - centre[0]) ** 2 + (grid[1] - centre[1]) ** 2) <= 36
     volume = np.zeros(shape, np.float32)
-    volume[disc, :] = 30.0
+    volume[disc, :] = 10.0
     volume[disc, 10:15] = 100.0
     image = Image(volume)
 

@@ -29,6 +29,20 @@ def parse_where(pairs: list[str]) -> dict[str, str]:
     return where
 
 
+def parse_numbers(pairs: list[str], option: str) -> dict[str, float]:
+    """``OPTION NAME=NUMBER`` options as a dict."""
+    values = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            values[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise MedfmError(f"{option} takes NAME=NUMBER (e.g. min_score=0.5); got {pair!r}")
+    return values
+
+
 CatalogOption = Annotated[
     str | None,
     typer.Option("--catalog", help="Catalog URL (sqlite:///FILE, postgresql://USER@HOST/DB) or SQLite file; "
