@@ -13,8 +13,7 @@ from typing import Any
 
 from medfm.errors import MedfmError, display_path
 from medfm.index import Index
-from medfm.index.base import model_record
-from medfm.models.encoders.base import Encoder
+from medfm.models.encoders.base import Encoder, model_record
 from medfm.models.probe import Probe
 from medfm.tasks.embed import embed_paths
 from medfm.tasks.zeroshot import DEFAULT_SCALE, DEFAULT_TEMPLATES, label_embeddings, probabilities
