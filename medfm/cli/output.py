@@ -8,25 +8,12 @@ from typing import Annotated, Any
 
 import typer
 
-from medfm.errors import MedfmError
-
 
 def print_json(value: Any) -> None:
     """``value`` as strict, indented JSON: numpy values as numbers, undefined values (NaN) as ``null``."""
     from medfm.serialize import json_ready
 
     typer.echo(json.dumps(json_ready(value), indent=2, allow_nan=False))
-
-
-def parse_where(pairs: list[str]) -> dict[str, str]:
-    """``--where KEY=VALUE`` options as a dict."""
-    where = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise MedfmError(f"--where takes KEY=VALUE (e.g. modality=CT); got {pair!r}")
-        where[key.strip()] = value.strip()
-    return where
 
 
 def parse_numbers(pairs: list[str], option: str) -> dict[str, float]:
