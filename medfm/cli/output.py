@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from medfm.errors import MedfmError
+
 
 def print_json(value: Any) -> None:
     """``value`` as strict, indented JSON: numpy values as numbers, undefined values (NaN) as ``null``."""
