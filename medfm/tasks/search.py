@@ -23,7 +23,8 @@ from medfm.index import Hit, Index, open_or_create_index
 from medfm.io import Image
 from medfm.models.encoders.base import Encoder
 from medfm.models.encoders.planes import embed_image
-from medfm.tasks.embed import embed_paths
+from medfm.provenance import Provenance, pixels_id, text_id
+from medfm.tasks.embed import content_sha256, embed_paths
 
 #: Paths embedded between two checkpoints of the index during a build.
 CHUNK = 256
@@ -38,6 +39,15 @@ class Item:
     id: int
     path: str
     metadata: dict[str, Any]
+
+
+class Hits(list):
+    """The hits of one :func:`search`, best first (a list of :class:`~medfm.index.Hit`), with
+    ``provenance``: which model and index answered which query, with which settings."""
+
+    def __init__(self, hits: Sequence[Hit], provenance: Provenance) -> None:
+        super().__init__(hits)
+        self.provenance = provenance
 
 
 @dataclass
@@ -182,9 +192,22 @@ def search(
     k: int = 10,
     where: Mapping[str, Any] | None = None,
     exact: bool = False,
-) -> list[Hit]:
+) -> Hits:
     """The ``k`` indexed images most similar to ``image`` or ``text``, best first, among
     those whose metadata matches ``where`` (``{"modality": "CT"}``, ...). ``encoder`` must
-    be the index's model."""
+    be the index's model.
+
+    The hits' ``provenance`` (kind ``search``) names the encoder and its weights, the query
+    by a hash (:func:`~medfm.provenance.text_id`, the file's sha256 or
+    :func:`~medfm.provenance.pixels_id`: a query text may name the patient), and the index
+    (location and size), ``k``, ``where`` and ``exact``.
+    """
     index.check_model(encoder.info)
-    return index.search(embed_query(encoder, image=image, text=text), k, where=where, exact=exact)
+    hits = index.search(embed_query(encoder, image=image, text=text), k, where=where, exact=exact)
+    query = (text_id(text) if text is not None else pixels_id(image.array) if isinstance(image, Image)
+             else f"file-sha256:{content_sha256(Path(image))}")
+    provenance = Provenance(
+        kind="search", model=encoder.info.name, weights_sha256=encoder.info.weights_sha256, inputs=(query,),
+        parameters={"index": index.location, "size": len(index), "k": k, "where": dict(where or {}), "exact": exact},
+    )
+    return Hits(hits, provenance)
