@@ -146,6 +146,13 @@ def test_generic_save_refuses_a_format_that_would_drop_the_record(photo, tmp_pat
         with pytest.raises(MedfmError, match="cannot carry the image's provenance.*write .nii, .nii.gz, .png"):
             medfm.save(labels, tmp_path / name)
     assert list(tmp_path.iterdir()) == []
+    save_segmentation(labels, tmp_path / "seg.png")
+    code, _, err = run_cli(["convert", str(tmp_path / "seg.png"), str(tmp_path / "seg.bmp")], capsys)
+    assert code == 2 and "seg.bmp: bmp cannot carry the image's provenance" in err and not (tmp_path / "seg.bmp").exists()
+    code, _, err = run_cli(["convert", str(tmp_path / "seg.png"), str(tmp_path / "seg.nii.gz")], capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["info", str(tmp_path / "seg.nii.gz"), "--json"], capsys)
+    assert code == 0 and json.loads(out)["provenance"] == labels.provenance.to_dict()
 
 
 def test_dicom_seg_carries_the_whole_record_and_names_its_algorithm(tmp_path):
