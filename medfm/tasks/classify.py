@@ -14,8 +14,7 @@ from typing import Any
 
 from medfm.errors import MedfmError, display_path
 from medfm.index import Index
-from medfm.index.base import model_record
-from medfm.models.encoders.base import Encoder
+from medfm.models.encoders.base import Encoder, model_record
 from medfm.models.probe import Probe
 from medfm.provenance import Provenance
 from medfm.tasks.embed import content_sha256, embed_paths
