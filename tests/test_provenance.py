@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -250,3 +251,15 @@ def test_classification_and_search_results_carry_their_provenance(tmp_path):
     assert hits.provenance.parameters == {"index": str(tmp_path / "ix"), "size": 2, "k": 1, "where": {}, "exact": False}
     assert filtered == [] and filtered.provenance.inputs == (f"file-sha256:{content_sha256(dark)}",)
     assert filtered.provenance.parameters["where"] == {"modality": "CT"} and filtered.provenance.parameters["exact"] is True
+
+
+def test_the_record_module_sits_below_every_layer():
+    """io (the lowest layer) imports it, so it imports nothing of medfm but its errors (and the version, lazily)."""
+    import ast
+
+    import medfm.provenance
+
+    tree = ast.parse(Path(medfm.provenance.__file__).read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medfm")}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names if alias.name.startswith("medfm")}
+    assert imported == {"medfm.errors", "medfm"}
