@@ -263,3 +263,34 @@ def test_the_record_module_sits_below_every_layer():
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medfm")}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names if alias.name.startswith("medfm")}
     assert imported == {"medfm.errors", "medfm"}
+
+
+def test_older_and_foreign_nifti_comments(tmp_path):
+    import nibabel as nib
+
+    legacy = {"model": "medfm-interactive", "weights_sha256": SHA, "medfm_version": "0.1.0", "prompts": [], "structures": []}
+    for name, comment in (("legacy.nii.gz", json.dumps(legacy)), ("foreign.nii.gz", "made by hand, see notes")):
+        nifti = nib.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.eye(4))
+        nifti.header.extensions.append(nib.nifti1.Nifti1Extension(6, comment.encode()))
+        nib.save(nifti, tmp_path / name)
+    assert medfm.load(tmp_path / "legacy.nii.gz").provenance.weights_sha256 == SHA
+    assert medfm.load(tmp_path / "foreign.nii.gz").provenance is None
+
+
+def test_a_damaged_seg_record_is_a_one_line_error_naming_the_series(tmp_path):
+    import pydicom
+
+    from medfm.io.dicom.provenance import PRIVATE_CREATOR, PRIVATE_GROUP
+
+    write_dicom_series(np.full((16, 16, 3), 100, np.int16), tmp_path / "ct")
+    ct = medfm.load(tmp_path / "ct")
+    (series,), _ = scan_dicom(sorted((tmp_path / "ct").iterdir()))
+    labels = ct.with_array((ct.array[..., 0] > 50).astype(np.uint8))
+    labels.provenance = Provenance("segmentation", "auto-net", SHA)
+    save_segmentation(labels, tmp_path / "seg.dcm", series)
+    dataset = pydicom.dcmread(tmp_path / "seg.dcm")
+    dataset.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)[0x00].value = '{"provenance_version": 1, "kind": "segmentation"'
+    dataset.save_as(tmp_path / "seg.dcm")
+    with pytest.raises(MedfmError, match=r"series 1001.*provenance record is not valid JSON") as error:
+        medfm.load(tmp_path / "seg.dcm")
+    assert "\n" not in str(error.value)
