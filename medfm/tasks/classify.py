@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from medfm.errors import MedfmError, display_path
 from medfm.index import Index
 from medfm.models.encoders.base import Encoder, model_record
 from medfm.models.probe import Probe
-from medfm.tasks.embed import embed_paths
+from medfm.provenance import Provenance
+from medfm.tasks.embed import content_sha256, embed_paths
 from medfm.tasks.zeroshot import DEFAULT_SCALE, DEFAULT_TEMPLATES, label_embeddings, probabilities
 
 #: The image-text model for zero-shot classification when none is named.
@@ -82,7 +84,10 @@ def classify(
 ) -> list[dict[str, Any]]:
     """One result per image: ``{"path", "model", "probabilities": {label: p}, "prediction"}``,
     plus ``"operating_point"`` with a calibrated probe and ``"evidence"`` (the ``k`` most
-    similar indexed cases, best first) with an ``index``.
+    similar indexed cases, best first) with an ``index``, and ``"provenance"``: a
+    :class:`~medfm.provenance.Provenance` of kind ``classification`` (the encoder and its
+    weights, the file's sha256 as input; ``parameters``: the method, classes, templates or
+    probe head and operating point, and the index that gave the evidence).
 
     Zero-shot with ``labels`` (checked by :func:`check_labels`; with prompt ``templates``,
     ensembled), or with a fitted ``probe``. An image that cannot be read or embedded raises
@@ -107,6 +112,7 @@ def classify(
         scale = getattr(encoder, "logit_scale", DEFAULT_SCALE)
         proba = probabilities(embeddings, label_embeddings(classes, encoder, templates), scale)
         predicted = [classes[i] for i in proba.argmax(axis=1)]
+    base = _provenance(encoder, classes, templates, probe, index, k)
     results = []
     for row, path in enumerate(paths):
         result = {"path": display_path(path), "model": model_record(encoder.info),
@@ -118,5 +124,21 @@ def classify(
             result["templates"] = list(templates or DEFAULT_TEMPLATES)
         if index is not None:
             result["evidence"] = [hit.to_dict() for hit in index.search(embeddings[row], k)]
+        result["provenance"] = replace(base, inputs=(f"file-sha256:{content_sha256(Path(path))}",))
         results.append(result)
     return results
+
+
+def _provenance(encoder: Encoder, classes: Sequence[str], templates: Sequence[str] | None, probe: Probe | None,
+                index: Index | None, k: int) -> Provenance:
+    """What every result of one :func:`classify` call shares (all but the input)."""
+    if probe is None:
+        parameters: dict[str, Any] = {"method": "zero-shot", "classes": list(classes),
+                                      "templates": list(templates or DEFAULT_TEMPLATES)}
+    else:
+        parameters = {"method": "probe", "head": type(probe.head).__name__, "classes": list(classes),
+                      "operating_point": probe.operating_point}
+    if index is not None:
+        parameters["evidence"] = {"index": index.location, "size": len(index), "k": k}
+    return Provenance(kind="classification", model=encoder.info.name, weights_sha256=encoder.info.weights_sha256,
+                      parameters=parameters)
