@@ -18,7 +18,7 @@ import numpy as np
 
 from medfm.errors import MedfmError
 from medfm.io.image import Image
-from medfm.models.segmenters import Prediction, Prompt, Segmenter
+from medfm.models.segmenters import Prediction, Prompt, Segmenter, mask_box
 
 #: The segmenter the CLI uses when no ``--model`` is given.
 DEFAULT_MODEL = "medfm-interactive"
@@ -116,7 +116,7 @@ def _carry(
         for step, limit in ((1, high), (-1, low)):
             previous, index = found[start], start + step
             while (index - limit) * step <= 0 and previous.mask.sum() >= min_area:
-                prompt = Prompt(boxes=[_box_around(previous.mask, margin)], mask_input=previous.logits)
+                prompt = Prompt(boxes=[mask_box(previous.mask, margin)], mask_input=previous.logits)
                 prediction = _predict(segmenter, plane(index), [prompt])
                 if prediction.mask.sum() < min_area or prediction.score < min_score:
                     break
@@ -134,16 +134,6 @@ def _predict(segmenter: Segmenter, plane: np.ndarray, prompts: Sequence[Prompt])
         mask=np.any([p.mask for p in predictions], axis=0),
         logits=np.max([p.logits for p in predictions], axis=0),
         score=min(p.score for p in predictions),
-    )
-
-
-def _box_around(mask: np.ndarray, margin: int) -> tuple[float, float, float, float]:
-    """x0, y0, x1, y1 of ``mask`` (rows, columns) widened by ``margin`` pixels, inside the plane."""
-    rows, columns = np.nonzero(mask)
-    height, width = mask.shape
-    return (
-        float(max(columns.min() - margin, 0)), float(max(rows.min() - margin, 0)),
-        float(min(columns.max() + margin, width - 1)), float(min(rows.max() + margin, height - 1)),
     )
 
 
