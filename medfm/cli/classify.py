@@ -30,12 +30,13 @@ def classify(
     from medfm.index import open_index
     from medfm.models import create_encoder
     from medfm.models.probe import load_probe
-    from medfm.tasks.classify import DEFAULT_MODEL, read_labels, read_templates
+    from medfm.models.registry import DEFAULT_ENCODER
+    from medfm.tasks.classify import read_labels, read_templates
     from medfm.tasks.classify import classify as classify_images
 
     fitted = load_probe(probe) if probe else None
     names = read_labels(labels, labels_file) if labels is not None or labels_file is not None else None
-    encoder = create_encoder(model or (fitted.model["name"] if fitted else DEFAULT_MODEL), checkpoint)
+    encoder = create_encoder(model or (fitted.model["name"] if fitted else DEFAULT_ENCODER), checkpoint)
     store = open_index(index) if index else None
     try:
         results = classify_images(images, encoder, labels=names, templates=read_templates(templates) if templates else None,

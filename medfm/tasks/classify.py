@@ -19,10 +19,6 @@ from medfm.models.probe import Probe
 from medfm.tasks.embed import embed_paths
 from medfm.tasks.zeroshot import DEFAULT_SCALE, DEFAULT_TEMPLATES, label_embeddings, probabilities
 
-#: The image-text model for zero-shot classification when none is named.
-DEFAULT_MODEL = "medfm-clip-small"
-
-
 def _entries(path: str | os.PathLike, what: str) -> list[str]:
     """The non-blank lines of a text file that do not start with ``#``, stripped."""
     try:

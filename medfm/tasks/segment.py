@@ -20,8 +20,6 @@ from medfm.errors import MedfmError
 from medfm.io.image import Image
 from medfm.models.segmenters import Prediction, Prompt, Segmenter, mask_box
 
-#: The segmenter the CLI uses when no ``--model`` is given.
-DEFAULT_MODEL = "medfm-interactive"
 AXES = ("k", "t")
 
 

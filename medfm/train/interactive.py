@@ -35,7 +35,6 @@ from medfm.eval.seg_metrics import dice
 from medfm.io.label_maps import read_mask
 from medfm.models.segmenters.prompt import mask_box
 
-DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 SIZE = 128
 #: Fraction of subject groups held out for validation (HC18, Kvasir-SEG, PH2).
 VAL_FRACTION = 0.15
