@@ -41,8 +41,11 @@ class LiveServer:
 
     @property
     def headers(self) -> dict[str, str]:
-        """Headers that authenticate a request to this server."""
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        """Headers of a script's request to this server: the token when one is needed, and the
+        header that state-changing requests need."""
+        from medfm.server.security import CLIENT_HEADER
+
+        return {CLIENT_HEADER: "test", **({"Authorization": f"Bearer {self.token}"} if self.token else {})}
 
     def log(self) -> str:
         """What the server printed so far (stdout and stderr)."""

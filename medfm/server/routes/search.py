@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from medfm.errors import MedfmError
 from medfm.index import Index
+from medfm.server.limits import MAX_CLASS_LABEL_CHARS, MAX_CLASS_LABELS, ClassLabel
 from medfm.server.routes.catalog import display_name
 from medfm.server.state import ServerState, get_state
 
@@ -25,15 +26,22 @@ def search(image_id: int | None = None, text: str | None = None, k: int = 10,
         raise MedfmError("give exactly one of image_id and text")
     if not 1 <= k <= 1000:
         raise MedfmError(f"k must be from 1 to 1000; got {k}")
-    with state.encoder_lock:
+    if text is not None and not 0 < len(text.strip()) <= MAX_CLASS_LABEL_CHARS:
+        raise MedfmError(f"text must be 1 to {MAX_CLASS_LABEL_CHARS} characters")
+    with state.index_lock:
         index = state.index()
         if index is None:
             raise MedfmError("the catalog is not indexed yet: POST /api/index/build first")
-        index.check_model(state.encoder.info)
+        index.check_model(state.encoder_info())
         query = _stored_vector(index, image_id) if image_id is not None else None
-        if query is None:
-            image = state.load_image(image_id).image if image_id is not None else None
+    if query is None:  # only this waits for the encoder
+        image = state.load_image(image_id).image if image_id is not None else None
+        with state.encoder_lock:
             query = embed_query(state.encoder, image=image, text=text)
+    with state.index_lock:
+        index = state.index()
+        if index is None:  # gone while the query was encoded
+            raise MedfmError("the catalog is not indexed yet: POST /api/index/build first")
         hits = index.search(query, k)
     return {"hits": [_hit(state, hit.id, hit.score) for hit in hits]}
 
@@ -58,7 +66,7 @@ def build_index(state: ServerState = Depends(get_state)) -> dict[str, str]:
 
 
 class ClassifyIn(BaseModel):
-    labels: list[str] = Field(min_length=2)
+    labels: list[ClassLabel] = Field(min_length=2, max_length=MAX_CLASS_LABELS)
 
 
 @router.post("/images/{image_id}/classify")
