@@ -265,6 +265,7 @@ def test_a_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("MEDFM_TOKEN")
     generated = resolve_token(settings, None)
     assert generated and len(generated) >= 22 and resolve_token(ServerSettings(), None) is None
+    assert resolve_token(ServerSettings(), "weak") == "weak"  # a loopback server checks no token: nothing to refuse
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(MedfmError, match="is empty"):
         resolve_token(settings, None, tmp_path / "empty")
@@ -293,12 +294,14 @@ def test_the_audit_log_says_who_asked_for_what_without_patient_values(tmp_path):
     data = make_data(root)
     with bare_client({"root": root, "url": data["url"]}, host="0.0.0.0", token=STRONG_TOKEN) as client:
         auth = {"Authorization": f"Bearer {STRONG_TOKEN}"}
+        client.get("/api/pacs/studies/1.2.840.99123/series", headers=auth)  # a study UID identifies a patient's study
         client.get("/api/images", params={"show_phi": "true", "text": "Doe"}, headers=auth)
         client.get(f"/api/images/{data['ct']}", headers=auth)
         client.get("/api/images")  # no token: refused, and logged
     lines = audit_lines(root)
     text = (root / "logs" / "audit.log").read_text()
     assert "Doe" not in text and "MRN-77123" not in text and STRONG_TOKEN not in text and str(root) not in text
+    assert "1.2.840.99123" not in text and lines[-4]["path"] == "/api/pacs/studies/{study_uid}/series"
     phi, details, refused = lines[-3:]
     assert phi["path"] == "/api/images" and phi["show_phi"] is True and phi["params"] == ["show_phi", "text"]
     assert phi["token"] and phi["token"] == details["token"] and phi["client"] == "testclient" and phi["status"] == 200
