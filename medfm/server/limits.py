@@ -1,9 +1,9 @@
 """How much one request may ask for, so that no request holds a model lock for long.
 
 The segmenter and the encoder each serve one request at a time; without caps a prompt of
-50,000 points or a classification into 2,000 labels held them for many seconds while
-everyone else waited. Request bodies use these types; a request over a cap is refused with
-a 400 naming the field and the limit.
+50,000 points held the segmenter for many seconds while everyone else waited. Request bodies
+use these types; a request over a cap is refused with a 400 naming the field and the limit.
+(Zero-shot labels are capped where the classification is: ``medfm.server.routes.search``.)
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ MAX_POINTS_PER_PLANE = 256
 #: Points of one scribble, and scribble points a structure may gather on one plane.
 MAX_SCRIBBLE_POINTS = 4096
 MAX_SCRIBBLE_POINTS_PER_PLANE = 16384
-#: Labels of one zero-shot classification, and the characters of each.
-MAX_CLASS_LABELS = 64
-MAX_CLASS_LABEL_CHARS = 200
 #: Characters of a structure's name.
 MAX_NAME_CHARS = 64
 
@@ -34,5 +31,3 @@ LabelValue = Annotated[StrictInt, Field(ge=1, le=255)]
 StructureName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_CHARS)]
 #: A colour as ``#rrggbb``.
 Colour = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
-#: One zero-shot label: 1 to 200 characters once surrounding spaces are stripped.
-ClassLabel = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_CLASS_LABEL_CHARS)]
