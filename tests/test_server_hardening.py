@@ -16,7 +16,7 @@ from medfm.errors import MedfmError
 from medfm.server.app import create_app
 from medfm.server.security import CLIENT_HEADER
 from medfm.server.settings import ServerSettings
-from servertools import PATIENT_NAME, make_client, make_data, wait_for_job
+from servertools import make_client, make_data, wait_for_job
 
 STRONG_TOKEN = "Zq3vX9kLm2Pw8RtY5nB7cD4fH6jK1sA0"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ def audit_entry(scope: Scope, status: int, seconds: float) -> dict[str, Any]:
     if route is not None and any("uid" in name for name in scope.get("path_params", {})):
         path = route.path  # a study or series UID identifies a patient's study
     return {
-        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "client": (scope.get("client") or ("unknown",))[0],
         "token": token_fingerprint(token) if token else None,
         "method": scope.get("method"), "path": path,
