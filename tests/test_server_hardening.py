@@ -150,6 +150,26 @@ def test_thumbnails_do_not_read_whole_volumes(data, monkeypatch):
         assert disc[disc.shape[0] // 2, disc.shape[1] // 2] == 255 and disc[0, 0] == 0  # the bright disc, centred
 
 
+def test_a_video_thumbnail_is_its_middle_frame_decoded_alone(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    import medfm
+    from medfm.catalog import ingest
+    from medfm.io import Image
+    from medfm.server.state import ServerState
+
+    frames = np.stack([np.full((32, 48, 3), 20 * t, np.uint8) for t in range(9)])  # (T, rows, columns, 3)
+    (tmp_path / "videos").mkdir()
+    medfm.save(Image(frames.transpose(2, 1, 0, 3)[:, :, None], metadata={"fps": 5.0}), tmp_path / "videos" / "clip.mp4")
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    ingest([tmp_path / "videos"], url, progress=False)
+    monkeypatch.setattr(ServerState, "load_image", lambda self, image_id: pytest.fail("a thumbnail read the whole video"))
+    with make_client(tmp_path, url) as client:
+        (image,) = client.get("/api/images").json()["images"]
+        thumb = np.asarray(PILImage.open(io.BytesIO(client.get(f"/api/images/{image['id']}/thumbnail.png").content)))
+    assert max(thumb.shape[:2]) <= 96 and abs(float(thumb.mean()) - 80) < 6  # frame 4 of 9, not its neighbours (60, 100)
+
+
 # ---- 4. bounded work per request -------------------------------------------------------------------
 
 @pytest.mark.parametrize("path_body, field", [

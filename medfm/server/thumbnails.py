@@ -3,7 +3,8 @@
 A catalog of thin-slice CT studies shows dozens of thumbnails at once; reading each whole
 volume for them would cost its full size in memory and time. A DICOM series reads the one
 file of its middle slice (headers of the others), a NIfTI file the middle slice through
-nibabel's array proxy; pictures and videos are read whole.
+nibabel's array proxy, a video decodes up to its middle frame keeping only that one;
+pictures are read whole.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from medfm.catalog import ImageRecord
 from medfm.io import Image
+from medfm.io.video import VIDEO
 from medfm.server.display import Display, default_window, render_png
 
 #: Longest side of a thumbnail, in pixels.
@@ -36,6 +38,8 @@ def middle_plane(record: ImageRecord) -> Image:
         plane = _nifti_middle(Path(record.source_path))
         if plane is not None:
             return plane
+    if record.format == VIDEO.name:
+        return _video_middle(Path(record.source_path), record.shape[3] // 2 if len(record.shape) > 3 else 0)
     from medfm.io import load
 
     image = load(record.source_path)
@@ -53,6 +57,31 @@ def _nifti_middle(path: Path) -> Image | None:
     index = tuple(size // 2 for size in nifti.shape[2:])
     plane = np.asarray(nifti.dataobj[(slice(None), slice(None), *index)])
     return Image(plane[:, :, None, None, None], nifti.affine)
+
+
+def _video_middle(path: Path, middle: int) -> Image:
+    """Frame ``middle`` of a video (the last one if it has fewer), decoded one frame at a time."""
+    import av
+
+    from medfm.errors import UnreadableFileError
+
+    kept = None
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise UnreadableFileError(path, "file holds no video stream")
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            for index, frame in enumerate(container.decode(stream)):
+                kept = frame
+                if index == middle:
+                    break
+            if kept is None:
+                raise UnreadableFileError(path, "video holds no decodable frames")
+            pixels = kept.to_ndarray(width=width, height=height, format="rgb24")
+    except av.error.FFmpegError as exc:
+        raise UnreadableFileError(path, f"not a readable video ({exc.strerror or type(exc).__name__})") from None
+    return Image(pixels.transpose(1, 0, 2)[:, :, None, None, :])  # (rows, columns, 3) -> (I, J, 1, 1, 3)
 
 
 def _dicom_middle(record: ImageRecord) -> Image:
