@@ -43,11 +43,13 @@ class Item:
 
 class Hits(list):
     """The hits of one :func:`search`, best first (a list of :class:`~medfm.index.Hit`), with
-    ``provenance``: which model and index answered which query, with which settings."""
+    ``provenance``: which model and index answered which query, with which settings, and
+    ``best_score``: the best similarity found, also when abstaining dropped every hit."""
 
-    def __init__(self, hits: Sequence[Hit], provenance: Provenance) -> None:
+    def __init__(self, hits: Sequence[Hit], provenance: Provenance, best_score: float | None = None) -> None:
         super().__init__(hits)
         self.provenance = provenance
+        self.best_score = best_score
 
 
 @dataclass
@@ -193,6 +195,7 @@ def search(
     k: int = 10,
     where: Mapping[str, Any] | None = None,
     exact: bool = False,
+    abstain_below: float | None = None,
 ) -> Hits:
     """The ``k`` indexed images most similar to the query, best first, among those whose
     metadata matches ``where`` (``{"modality": "CT"}``, ...); ``exact`` compares against
@@ -207,6 +210,11 @@ def search(
     by a hash (:func:`~medfm.provenance.text_id`, the file's sha256 or
     :func:`~medfm.provenance.pixels_id`: a query text may name the patient) or by the
     indexed item's id, and the index (location and size), ``k``, ``where`` and ``exact``.
+
+    With ``abstain_below`` (a similarity; :func:`medfm.models.registry.abstention_thresholds`
+    gives the calibrated one for text queries), hits less similar than it are dropped: a
+    query for something the index does not hold then answers with no hits rather than with
+    the least unlike ones. ``Hits.best_score`` keeps the best score found either way.
     """
     if sum(query is not None for query in (image, text, item_id)) != 1:
         raise MedfmError("give exactly one query: an image, a text or an indexed item's id")
@@ -221,9 +229,11 @@ def search(
         vector = embed_query(encoder, image=image, text=text)
         query = (text_id(text) if text is not None else pixels_id(image.array) if isinstance(image, Image)
                  else f"file-sha256:{content_sha256(Path(image))}")
-    hits = index.search(vector, k, where=where, exact=exact)
+    found = index.search(vector, k, where=where, exact=exact)
     provenance = Provenance(
         kind="search", model=index.model["name"], weights_sha256=index.model["weights_sha256"], inputs=(query,),
-        parameters={"index": index.location, "size": len(index), "k": k, "where": dict(where or {}), "exact": exact},
+        parameters={"index": index.location, "size": len(index), "k": k, "where": dict(where or {}), "exact": exact,
+                    "abstain_below": abstain_below},
     )
-    return Hits(hits, provenance)
+    kept = [hit for hit in found if abstain_below is None or hit.score >= abstain_below]
+    return Hits(kept, provenance, best_score=found[0].score if found else None)
