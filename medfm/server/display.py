@@ -18,30 +18,73 @@ from medfm.errors import MedfmError
 from medfm.io import Image
 
 
+#: A frame whose values span less than this fraction of their magnitude is blank.
+BLANK_RANGE = 0.02
 #: Voxels sampled to find an image's default window.
 SAMPLE_VOXELS = 1_000_000
 
 
+#: Voxel axes of a view's columns and rows, by the voxel axis the view crosses.
+IN_PLANE_AXES = {2: (0, 1), 1: (0, 2), 0: (1, 2)}
+#: Letters of the RAS+ directions (positive, negative), by world axis.
+DIRECTION_LETTERS = (("R", "L"), ("A", "P"), ("S", "I"))
+#: A view's name by the world axis its normal mostly follows.
+VIEW_NAMES = ("sagittal", "coronal", "axial")
+#: The voxel axis a view crosses, as the API names it.
+AXIS_NAMES = {"k": 2, "j": 1, "i": 0}
+#: Windows ``(center, width)`` for a modality when its header names none.
+MODALITY_WINDOWS = {"CT": (40.0, 400.0)}
+#: What an image's values mean, by modality.
+MODALITY_UNITS = {"CT": "HU"}
+
+
 @dataclass(frozen=True)
 class Display:
-    """How a plane of one image is shown: its size in display pixels and which axes flip."""
+    """How the planes across one voxel axis of an image are shown: their size in display pixels
+    and which in-plane axes flip. ``axis`` 2 (the default) gives the planes ``(k, t)`` that
+    sessions draw on; 1 and 0 are the reformatted (MPR) planes across ``j`` and ``i``."""
 
     width: int
     height: int
     flip_columns: bool
     flip_rows: bool
+    axis: int = 2
 
     @classmethod
-    def of(cls, image: Image) -> Display:
-        i_axis, j_axis = image.affine[:3, 0], image.affine[:3, 1]
+    def of(cls, image: Image, axis: int = 2) -> Display:
+        columns, rows = IN_PLANE_AXES[axis]
+        column_axis, row_axis = image.affine[:3, columns], image.affine[:3, rows]
         return cls(
-            width=image.shape[0], height=image.shape[1],
-            flip_columns=bool(i_axis[np.argmax(np.abs(i_axis))] > 0),
-            flip_rows=bool(j_axis[np.argmax(np.abs(j_axis))] > 0),
+            width=image.shape[columns], height=image.shape[rows],
+            flip_columns=bool(column_axis[np.argmax(np.abs(column_axis))] > 0),
+            flip_rows=bool(row_axis[np.argmax(np.abs(row_axis))] > 0), axis=axis,
         )
 
     def to_dict(self) -> dict[str, int | bool]:
         return {"width": self.width, "height": self.height, "flip_columns": self.flip_columns, "flip_rows": self.flip_rows}
+
+    def view_dict(self, image: Image) -> dict[str, object]:
+        """The view as the browser draws it: size, flips, its name from the affine, the pixel
+        spacing ``[across, down]`` in mm and the patient direction at each edge (``"letters"``)."""
+        columns, rows = IN_PLANE_AXES[self.axis]
+        right = image.affine[:3, columns] * (-1 if self.flip_columns else 1)
+        down = image.affine[:3, rows] * (-1 if self.flip_rows else 1)
+        normal = image.affine[:3, self.axis]
+        spacing = image.spacing
+        return {
+            **self.to_dict(), "axis": "ijk"[self.axis], "name": VIEW_NAMES[int(np.argmax(np.abs(normal)))],
+            "count": image.shape[self.axis], "spacing": [spacing[columns], spacing[rows]],
+            "letters": {"right": _letter(right), "left": _letter(-right), "bottom": _letter(down), "top": _letter(-down)},
+        }
+
+    def plane(self, array: np.ndarray, index: int, t: int) -> np.ndarray:
+        """The ``(rows, columns[, C])`` plane ``index`` across :attr:`axis` at frame ``t`` of an
+        ``(I, J, K, T[, C])`` array, as stored (a view); ``C`` of 1 is dropped."""
+        if not 0 <= index < array.shape[self.axis] or not 0 <= t < array.shape[3]:
+            raise MedfmError(f"plane {index} across {'ijk'[self.axis]} at frame {t} is outside the image "
+                             f"({array.shape[self.axis]} planes, {array.shape[3]} frames)")
+        plane = np.swapaxes(np.take(array[:, :, :, t], index, axis=self.axis), 0, 1)
+        return plane[..., 0] if plane.ndim == 3 and plane.shape[2] == 1 else plane
 
     def plane_to_display(self, plane: np.ndarray) -> np.ndarray:
         """``(rows, columns[, C])`` plane → the same in display orientation (a view); its own inverse."""
@@ -58,6 +101,58 @@ class Display:
         """Display box ``x0, y0, x1, y1`` → plane box, corners reordered so x0 < x1 and y0 < y1."""
         (ax, ay), (bx, by) = self.point_to_plane(box[0], box[1]), self.point_to_plane(box[2], box[3])
         return (min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
+
+
+def _letter(direction: np.ndarray) -> str:
+    axis = int(np.argmax(np.abs(direction)))
+    return DIRECTION_LETTERS[axis][0 if direction[axis] > 0 else 1]
+
+
+def initial_window(image: Image) -> tuple[float, float, str]:
+    """The window an image opens at, ``(center, width, source)``: its DICOM header's first
+    WindowCenter/WindowWidth (``"header"``), else its modality's preset (``"preset"``), else
+    :func:`default_window` (``"auto"``)."""
+    center, width = (_first(image.metadata.get(key)) for key in ("window_center", "window_width"))
+    if center is not None and width is not None and width > 0:
+        return center, width, "header"
+    if image.modality in MODALITY_WINDOWS:
+        return (*MODALITY_WINDOWS[image.modality], "preset")
+    return (*default_window(image), "auto")
+
+
+def _first(value: object) -> float | None:
+    """A header value's first number (WindowCenter may hold several), ``None`` if it has none."""
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def first_content_frame(image: Image) -> int:
+    """The first frame ``t`` that is not blank (a video's black or uniform lead-in), 0 if all are."""
+    step = max(1, int(np.ceil((image.array[:, :, :, 0].size / 65536) ** 0.5)))
+    for t in range(image.shape[3]):
+        sample = image.array[::step, ::step, :, t]  # a regular subsample is enough to tell blank from not
+        if float(sample.max()) - float(sample.min()) > BLANK_RANGE * max(1.0, float(np.abs(sample).max())):
+            return t
+    return 0
+
+
+def raw_plane(image: Image, display: Display, index: int, t: int) -> tuple[bytes, str]:
+    """Plane ``index`` across ``display.axis`` at frame ``t`` in display orientation, as
+    little-endian values in the image's own units: ``(bytes, dtype)``, dtype ``"int16"`` or
+    ``"uint16"`` for integer images that fit, else ``"float32"``. Grey images only."""
+    plane = display.plane_to_display(display.plane(image.array, index, t))
+    if plane.ndim != 2:
+        raise MedfmError("colour images have no raw values to window: show them as slice.png")
+    if plane.dtype.kind in "biu" and plane.dtype.itemsize <= 2 and plane.dtype != np.uint16:
+        return np.ascontiguousarray(plane, "<i2").tobytes(), "int16"
+    if plane.dtype == np.uint16:
+        return np.ascontiguousarray(plane, "<u2").tobytes(), "uint16"
+    return np.ascontiguousarray(plane, "<f4").tobytes(), "float32"
 
 
 def default_window(image: Image) -> tuple[float, float]:

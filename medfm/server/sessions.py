@@ -143,9 +143,12 @@ class SegmentationSession:
             info["color"] = color
 
     def interact(self, segmenter: Segmenter, segmenter_lock: threading.RLock, k: int, t: int, label: int,
-                 interaction: Prompt) -> float:
-        """Add ``interaction`` to structure ``label`` on plane ``(k, t)`` and predict it again; returns the score."""
+                 interaction: Prompt, locked: frozenset[int] = frozenset()) -> float:
+        """Add ``interaction`` to structure ``label`` on plane ``(k, t)`` and predict it again; returns the score.
+
+        Pixels of the ``locked`` structures stay as they are."""
         self.image.check_plane_index(k, t)
+        check_unlocked(label, locked)
         self.set_label(label)
         key = (label, k, t)
         before = self.structures.get(key)
@@ -160,9 +163,37 @@ class SegmentationSession:
         structure.logits, structure.score = prediction.logits, float(prediction.score)
         plane = self.plane(k, t).copy()
         plane[plane == label] = 0
-        plane[prediction.mask] = label
+        plane[prediction.mask & ~np.isin(plane, list(locked))] = label
         self._apply(Step((k, t), {(k, t): self.plane(k, t).copy()}, {(k, t): plane}, {key: before}, {key: structure}))
         return float(prediction.score)
+
+    def replace_plane(self, k: int, t: int, plane: np.ndarray, locked: frozenset[int] = frozenset()) -> None:
+        """Replace the label plane ``(k, t)`` (``(rows, columns)``, plane pixels) by an edited one (a
+        brush stroke, filled holes) as one undoable step; pixels that are or would become one of the
+        ``locked`` structures stay as they were. The structures' prompts are kept."""
+        self.image.check_plane_index(k, t)
+        before = self.plane(k, t).copy()
+        if plane.shape != before.shape:
+            raise MedfmError(f"the edited plane is {plane.shape[1]}x{plane.shape[0]} pixels; plane ({k}, {t}) is "
+                             f"{before.shape[1]}x{before.shape[0]}")
+        after = plane.astype(np.uint8)
+        keep = np.isin(before, list(locked)) | np.isin(after, list(locked))
+        after[keep] = before[keep]
+        for value in np.unique(after[after > 0]).tolist():
+            self.set_label(int(value))
+        self._apply(Step((k, t), {(k, t): before}, {(k, t): after}, {}, {}))
+
+    def fill_holes(self, k: int, t: int, label: int, locked: frozenset[int] = frozenset()) -> int:
+        """Fill the holes of structure ``label`` on plane ``(k, t)`` (one undoable step); returns the pixels added."""
+        from scipy.ndimage import binary_fill_holes
+
+        check_unlocked(label, locked)
+        plane = self.plane(k, t).copy()
+        filled = binary_fill_holes(plane == label) & (plane != label) & ~np.isin(plane, list(locked))
+        plane[filled] = label
+        if filled.any():
+            self.replace_plane(k, t, plane, locked)
+        return int(filled.sum())
 
     @cached_property
     def input_id(self) -> str:
@@ -308,6 +339,11 @@ class SessionStore:
         cutoff = time.monotonic() - self.idle_seconds
         for session_id in [s.id for s in self._sessions.values() if s.last_used < cutoff]:
             del self._sessions[session_id]
+
+
+def check_unlocked(label: int, locked: frozenset[int]) -> None:
+    if label in locked:
+        raise MedfmError(f"structure {label} is locked: unlock it to change it")
 
 
 def interaction(points: list[tuple[float, float]], point_labels: list[int], box: tuple[float, float, float, float] | None,

@@ -23,7 +23,7 @@ from medfm.errors import FileError, MedfmError
 from medfm.io import Image
 from medfm.server.annotations import AnnotationStore
 from medfm.server.audit import AuditLog
-from medfm.server.display import Display, default_window
+from medfm.server.display import Display, first_content_frame, initial_window
 from medfm.server.errors import NotFound
 from medfm.server.jobs import Jobs, Progress
 from medfm.server.sessions import SessionStore
@@ -52,8 +52,22 @@ class LoadedImage:
         return Display.of(self.image)
 
     @cached_property
+    def initial_window(self) -> tuple[float, float, str]:
+        """``(center, width, source)``: :func:`~medfm.server.display.initial_window`."""
+        return initial_window(self.image)
+
+    @cached_property
+    def first_frame(self) -> int:
+        """Where a video starts: its first frame that is not blank."""
+        return first_content_frame(self.image)
+
+    @property
     def window(self) -> tuple[float, float]:
-        return default_window(self.image)
+        return self.initial_window[:2]
+
+    def view(self, axis: int) -> Display:
+        """The display of the planes across voxel axis ``axis`` (2: the session's planes ``(k, t)``)."""
+        return self.display if axis == 2 else Display.of(self.image, axis)
 
     @property
     def nbytes(self) -> int:

@@ -42,6 +42,8 @@ METADATA_KEYWORDS = {
     "image_type": "ImageType",
     "slice_thickness": "SliceThickness",
     "magnetic_field_strength": "MagneticFieldStrength",
+    "window_center": "WindowCenter",
+    "window_width": "WindowWidth",
     "echo_time": "EchoTime",
     "repetition_time": "RepetitionTime",
     "kvp": "KVP",

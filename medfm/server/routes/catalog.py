@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Response
 
 from medfm.catalog import ImageRecord
 from medfm.errors import MedfmError
-from medfm.server.display import render_png
+from medfm.server.display import AXIS_NAMES, MODALITY_UNITS, raw_plane, render_png
 from medfm.server.thumbnails import thumbnail_png
 from medfm.server.state import ServerState, get_state
 
@@ -67,13 +67,34 @@ def list_images(modality: str | None = None, body_part: str | None = None, datas
 @router.get("/images/{image_id}")
 def image_details(image_id: int, show_phi: bool = False, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     loaded = state.load_image(image_id)
-    center, width = loaded.window
-    array = loaded.image.array
+    image = loaded.image
+    center, width, source = loaded.initial_window
+    array = image.array
+    # reformatted views only where there is a volume to reformat; letters only where the affine places the patient
+    axes = "kji" if image.shape[2] > 1 and image.num_channels == 1 else "k"
+    views = {name: loaded.view(AXIS_NAMES[name]).view_dict(image) for name in axes}
+    if not (image.shape[2] > 1 or loaded.record.format == "dicom"):
+        for view in views.values():
+            view["letters"] = None
     return {
-        **summary(loaded.record, show_phi), "display": loaded.display.to_dict(), "window": {"center": center, "width": width},
-        "value_range": [float(array.min()), float(array.max())],
-        "spacing_known": bool(loaded.image.metadata.get("spacing_known", True)),
+        **summary(loaded.record, show_phi), "display": loaded.display.to_dict(),
+        "window": {"center": center, "width": width, "source": source},
+        "value_range": [float(array.min()), float(array.max())], "units": MODALITY_UNITS.get(image.modality, ""),
+        "spacing_known": bool(image.metadata.get("spacing_known", True)), "views": views,
+        "first_frame": loaded.first_frame, "fps": image.metadata.get("fps"),
     }
+
+
+@router.get("/images/{image_id}/raw", response_class=Response)
+def raw_values(image_id: int, axis: str = "k", index: int = 0, t: int = 0,
+               state: ServerState = Depends(get_state)) -> Response:
+    if axis not in AXIS_NAMES:
+        raise MedfmError(f"axis must be one of {', '.join(AXIS_NAMES)} (the voxel axis the plane crosses); got {axis!r}")
+    loaded = state.load_image(image_id)
+    view = loaded.view(AXIS_NAMES[axis])
+    data, dtype = raw_plane(loaded.image, view, index, t)
+    return Response(data, media_type="application/octet-stream",
+                    headers={"X-Medfm-Shape": f"{view.height},{view.width}", "X-Medfm-Dtype": dtype})
 
 
 @router.get("/images/{image_id}/slice.png", response_class=Response)

@@ -9,14 +9,18 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from medfm.errors import MedfmError
-from medfm.server.display import label_png
+from medfm.server.display import AXIS_NAMES, label_png
 from medfm.server.limits import (
     MAX_POINTS, MAX_SCRIBBLE_POINTS, Colour, FiniteFloat, LabelValue, Point, StructureName,
 )
 from medfm.server.sessions import SegmentationSession, interaction
+from medfm.tasks.measure import roi_statistics
 from medfm.server.state import ServerState, get_state
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+
+#: The longest edited plane a client may send: a data URL of a PNG (base64 of at most ~24 MB).
+MAX_MASK_CHARS = 32 * 2**20
 
 
 class AnnotationRef(BaseModel):
@@ -44,6 +48,21 @@ class PromptIn(BaseModel):
     point_labels: list[Literal[0, 1]] = Field(default=[], max_length=MAX_POINTS)
     box: tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat] | None = None
     scribble: ScribbleIn | None = None
+    locked: list[LabelValue] = Field(default=[], max_length=255)
+
+
+class PlaneIn(BaseModel):
+    k: int = 0
+    t: int = 0
+    mask: str = Field(max_length=MAX_MASK_CHARS)
+    locked: list[LabelValue] = Field(default=[], max_length=255)
+
+
+class FillIn(BaseModel):
+    k: int = 0
+    t: int = 0
+    label: LabelValue = 1
+    locked: list[LabelValue] = Field(default=[], max_length=255)
 
 
 class PropagateIn(BaseModel):
@@ -106,16 +125,84 @@ def add_prompt(session_id: str, body: PromptIn, state: ServerState = Depends(get
     segmenter = state.segmenter
     with session.lock:
         session.set_label(body.label, body.label_name, body.color)
-        score = session.interact(segmenter, state.segmenter_lock, body.k, body.t, body.label, prompt)
+        score = session.interact(segmenter, state.segmenter_lock, body.k, body.t, body.label, prompt, frozenset(body.locked))
         state.sessions.changed(session)
         return plane_state(session, body.k, body.t, score)
 
 
 @router.get("/{session_id}/mask")
-def get_mask(session_id: str, k: int = 0, t: int = 0, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+def get_mask(session_id: str, k: int = 0, t: int = 0, axis: str = "k", index: int | None = None,
+             state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    """The session's plane ``(k, t)``, or with ``axis`` ``j``/``i`` and ``index`` a reformatted plane's labels."""
+    session = state.sessions.get(session_id)
+    if axis == "k":
+        with session.lock:
+            return plane_state(session, k, t)
+    if axis not in AXIS_NAMES:
+        raise MedfmError(f"axis must be one of {', '.join(AXIS_NAMES)}; got {axis!r}")
+    if index is None:
+        raise MedfmError(f"a plane across {axis} needs its index")
+    view = state.load_image(session.image_id).view(AXIS_NAMES[axis])
+    with session.lock:
+        png = label_png(view.plane_to_display(view.plane(session.labels, index, t)))
+        revision = session.revision
+    return {"axis": axis, "index": index, "t": t, "mask": "data:image/png;base64," + base64.b64encode(png).decode(),
+            "revision": revision}
+
+
+@router.put("/{session_id}/planes")
+def replace_plane(session_id: str, body: PlaneIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    """An edited label plane (brush, eraser) in display orientation, as one undoable step."""
+    session = state.sessions.get(session_id)
+    display = session.display
+    values = decode_label_png(body.mask, display.width, display.height)
+    with session.lock:
+        session.replace_plane(body.k, body.t, display.plane_to_display(values), frozenset(body.locked))
+        state.sessions.changed(session)
+        return plane_state(session, body.k, body.t)
+
+
+@router.post("/{session_id}/fill-holes")
+def fill_holes(session_id: str, body: FillIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     session = state.sessions.get(session_id)
     with session.lock:
-        return plane_state(session, k, t)
+        added = session.fill_holes(body.k, body.t, body.label, frozenset(body.locked))
+        state.sessions.changed(session)
+        return {**plane_state(session, body.k, body.t), "filled": added}
+
+
+@router.get("/{session_id}/measure")
+def measure(session_id: str, label: int, k: int = 0, t: int = 0, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    """ROI statistics of structure ``label``: on plane ``(k, t)`` and over the whole structure."""
+    session = state.sessions.get(session_id)
+    if session.image.num_channels != 1:
+        raise MedfmError("statistics need a grey image; this one is in colour")
+    session.image.check_plane_index(k, t)
+    with session.lock:
+        return roi_statistics(session.image, session.labels, label, k, t)
+
+
+def decode_label_png(data_url: str, width: int, height: int) -> Any:
+    """A ``data:image/png;base64,`` label plane (8-bit grey values) as a ``(rows, columns)`` array of that size."""
+    import binascii
+    import io
+
+    import numpy as np
+    from PIL import Image as PILImage, UnidentifiedImageError
+
+    prefix = "data:image/png;base64,"
+    if not data_url.startswith(prefix):
+        raise MedfmError("mask must be a PNG data URL (data:image/png;base64,...)")
+    try:
+        picture = PILImage.open(io.BytesIO(base64.b64decode(data_url[len(prefix):], validate=True)))
+    except (binascii.Error, UnidentifiedImageError, OSError):
+        raise MedfmError("mask is not a readable PNG") from None
+    if picture.size != (width, height):  # checked before decoding a single pixel
+        raise MedfmError(f"mask is {picture.size[0]}x{picture.size[1]} pixels; the plane is {width}x{height}")
+    if picture.mode not in ("L", "P", "RGB", "RGBA"):
+        raise MedfmError(f"mask must be 8-bit grey or colour (label values in the first channel); got mode {picture.mode}")
+    values = np.asarray(picture)  # grey values, palette indices, or colours whose red channel holds the label
+    return values if values.ndim == 2 else values[..., 0]
 
 
 @router.post("/{session_id}/undo")
