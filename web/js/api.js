@@ -68,6 +68,20 @@ export async function apiBlob(path, { signal } = {}) {
   return response.blob();
 }
 
+const RAW_TYPES = { int16: Int16Array, uint16: Uint16Array, float32: Float32Array };
+
+/** A raw plane (GET /api/images/{id}/raw): {width, height, values} with values in the image's units. */
+export async function apiRaw(path, { signal } = {}) {
+  const response = await fetch(`/api${path}`, { headers: headers(), signal, credentials: "same-origin" });
+  if (!response.ok) throw await failure(response);
+  const [height, width] = (response.headers.get("X-Medfm-Shape") || "").split(",").map(Number);
+  const Type = RAW_TYPES[response.headers.get("X-Medfm-Dtype")];
+  if (!Type || !(width > 0 && height > 0)) throw new ApiError(500, "the server sent a plane this page cannot read");
+  const values = new Type(await response.arrayBuffer()); // little-endian, as every browser's typed arrays are
+  if (values.length !== width * height) throw new ApiError(500, "the server sent an incomplete plane");
+  return { width, height, values };
+}
+
 /** A URL usable in <img src>: the token travels as the cookie the server set when it answered
  *  this page's ?token= (never in image URLs, which end up in logs and the browser's history). */
 export function apiUrl(path) {

@@ -30,6 +30,8 @@ export function rgb(hex) {
 export class LabelSet {
   constructor() {
     this.labels = new Map(); // value -> {name, color, known}
+    this.hidden = new Set(); // structures not drawn
+    this.locked = new Set(); // structures that prompts and the brush leave as they are
     this.active = 1;
     this.listeners = [];
   }
@@ -37,6 +39,8 @@ export class LabelSet {
   /** Replaces the set with the server's {value: {name, color}}; keeps one label at least. */
   reset(serverLabels = {}) {
     this.labels.clear();
+    this.hidden.clear();
+    this.locked.clear();
     this.merge(serverLabels);
     this.active = 1;
     if (this.labels.size === 0) this.add();
@@ -83,6 +87,18 @@ export class LabelSet {
     if (this.labels.has(value)) this.active = value;
   }
 
+  /** Shows or hides structure `value`. */
+  toggleHidden(value) {
+    if (!this.hidden.delete(value)) this.hidden.add(value);
+    this.changed();
+  }
+
+  /** Locks or unlocks structure `value`. */
+  toggleLocked(value) {
+    if (!this.locked.delete(value)) this.locked.add(value);
+    this.changed();
+  }
+
   onChange(fn) { this.listeners.push(fn); }
 
   changed() { for (const fn of this.listeners) fn(this); }
@@ -124,7 +140,20 @@ export function renderLabelList(list, set, onEdit) {
     number.className = "label-value";
     number.textContent = String(value);
 
-    item.append(swatch, name, number);
+    const toggle = (testid, on, [onText, offText], title, action) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "icon toggle" + (on ? " active" : "");
+      button.textContent = on ? onText : offText;
+      button.title = title;
+      button.setAttribute("data-testid", testid);
+      button.setAttribute("aria-pressed", String(on));
+      button.addEventListener("click", (event) => { event.stopPropagation(); action(value); });
+      return button;
+    };
+    const hidden = toggle("label-hide", set.hidden.has(value), ["◌", "◉"], "Show or hide this structure", (v) => set.toggleHidden(v));
+    const locked = toggle("label-lock", set.locked.has(value), ["🔒", "🔓"], "Lock: prompts and the brush leave this structure as it is", (v) => set.toggleLocked(v));
+    item.append(swatch, name, number, hidden, locked);
     const choose = () => {
       set.select(value);
       for (const li of list.children) li.classList.toggle("active", li.dataset.value === String(value));

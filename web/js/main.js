@@ -4,10 +4,11 @@
 import { ApiError, api, query, setStatus, showError, waitForJob } from "./api.js";
 import { LabelSet, renderLabelList } from "./labels.js";
 import { Pacs, sendToPacs } from "./pacs.js";
+import { SideView, displayToVoxel, voxelToDisplay } from "./mpr.js";
 import { Annotations, Catalog, Similar, ZeroShot } from "./panels.js";
 import { Tools } from "./tools.js";
 import { setupUploads } from "./upload.js";
-import { Viewer, ZOOM_STEP } from "./viewer.js";
+import { Viewer, ZOOM_STEP, decodeMask } from "./viewer.js";
 
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 
@@ -137,11 +138,14 @@ function updateHud() {
 function goTo(k, t = viewer.t) {
   if (!state.info || !viewer.setPlane(k, t)) return;
   viewer.clearMask();
+  viewer.ruler = null;
   delete $("viewport").dataset.maskPlane;
   viewer.drawOverlay();
   updatePlaneControls();
+  clearMeasurements();
   loadSlice();
   loadMask();
+  refreshSideViews();
 }
 
 function updateWindowInputs() {
@@ -152,11 +156,13 @@ function updateWindowInputs() {
   $("wl-width").value = viewer.width === null ? "" : String(round(viewer.width));
 }
 
+/** A new window/level: the planes already here are windowed again in the page, no request. */
 function setWindow(center, width) {
   if (!state.info || viewer.isRgb() || !Number.isFinite(center) || !Number.isFinite(width)) return;
   viewer.setWindow(center, width);
   updateWindowInputs();
-  loadSlice();
+  if (viewer.raw) viewer.paint(); else loadSlice();
+  for (const view of sideViews) view.update(viewState(), mpr.voxel);
 }
 
 $("slice-slider").addEventListener("input", (e) => goTo(Number(e.target.value)));
@@ -193,6 +199,7 @@ async function applyPlane(plane, follow = true) {
   await viewer.setMaskFromState(plane);
   $("viewport").dataset.revision = String(plane.revision ?? "");
   $("viewport").dataset.maskPlane = `${plane.k},${plane.t}`; // which plane the shown mask belongs to
+  if (mpr.on && plane.revision !== mpr.revision) { mpr.revision = plane.revision; refreshSideMasks(); }
 }
 
 function updateEditButtons() {
@@ -201,6 +208,8 @@ function updateEditButtons() {
   $("redo").disabled = !open || !state.canRedo;
   $("propagate").disabled = !open || (viewer.numSlices <= 1 && viewer.numFrames <= 1);
   $("save-button").disabled = !open;
+  $("fill-holes").disabled = !open;
+  $("measure-roi").disabled = !open || viewer.isRgb();
 }
 
 async function startSession(annotation) {
@@ -221,6 +230,7 @@ async function startSession(annotation) {
   state.canUndo = state.canRedo = false;
   updateEditButtons();
   await loadMask();
+  refreshSideMasks();
   return true;
 }
 
@@ -290,7 +300,11 @@ async function openImage(id) {
     }
     state.info = info;
     catalog.select(id);
+    setPlaying(false);
     viewer.setImage(info);
+    clearMeasurements();
+    setupSideViews(info);
+    $("play-control").hidden = (info.num_frames || 1) <= 1;
     $("placeholder").hidden = true;
     $("image-title").textContent = [info.name, info.modality, info.body_part, info.format].filter(Boolean).join(" · ");
     document.body.dataset.imageId = id;
@@ -302,6 +316,7 @@ async function openImage(id) {
     updatePlaneControls();
     updateWindowInputs();
     loadSlice();
+    refreshSideViews();
     annotations.load(id);
     similar.forImage(id);
     zeroShot.setImage(id);
@@ -319,7 +334,9 @@ function sendPrompt(body) {
   if (!state.session || !state.info) return;
   const value = labels.active;
   const info = labels.get(value) || {};
-  const request = { k: viewer.k, t: viewer.t, label: value, label_name: info.name, color: info.color, points: [], point_labels: [], ...body };
+  if (labels.locked.has(value)) { setStatus(`${info.name || "this structure"} is locked: unlock it to change it`, "warning"); return; }
+  const request = { k: viewer.k, t: viewer.t, label: value, label_name: info.name, color: info.color, points: [], point_labels: [],
+    locked: [...labels.locked], ...body };
   return serial(async () => {
     const plane = await sessionApi("/prompts", { method: "POST", body: request });
     marks.undone = [];
@@ -378,10 +395,229 @@ function editLabel(value, { name, color }) {
   }
 }
 
-labels.onChange(() => { renderLabels(); viewer.renderMask(); });
+labels.onChange(() => { renderLabels(); viewer.renderMask(); for (const view of sideViews) view.update(viewState(), mpr.voxel); });
+
+// ---- brush and eraser: painted here, sent as the plane's new labels (one undoable step) ----------
+
+const stroke = { footprint: null, last: null, plane: null };
+
+function stamp([x, y]) {
+  const { width, height } = viewer.info.display;
+  const r = Math.max(0, Math.min(50, Number($("brush-radius").value) || 0));
+  for (let dy = -Math.ceil(r); dy <= Math.ceil(r); dy += 1) {
+    for (let dx = -Math.ceil(r); dx <= Math.ceil(r); dx += 1) {
+      const [px, py] = [Math.floor(x) + dx, Math.floor(y) + dy];
+      if (dx * dx + dy * dy <= r * r + 0.5 && px >= 0 && py >= 0 && px < width && py < height) stroke.footprint[py * width + px] = 1;
+    }
+  }
+}
+
+/** Applies a stroke's footprint to label values: the active structure (or 0 to erase), never over locked ones. */
+function applyStroke(values, footprint, value) {
+  for (let i = 0; i < values.length; i += 1) {
+    if (footprint[i] && !labels.locked.has(values[i])) values[i] = value;
+  }
+}
+
+function paint(point, erase, phase) {
+  if (!state.session || !state.info || viewer.isRgb()) return;
+  const { width, height } = viewer.info.display;
+  if (phase === "start") {
+    if (!erase && labels.locked.has(labels.active)) { setStatus("this structure is locked: unlock it to paint it", "warning"); return; }
+    stroke.footprint = new Uint8Array(width * height);
+    stroke.last = null;
+    stroke.plane = [viewer.k, viewer.t];
+  }
+  if (!stroke.footprint) return;
+  if (point) {
+    const from = stroke.last || point;
+    const steps = Math.max(1, Math.ceil(Math.hypot(point[0] - from[0], point[1] - from[1])));
+    for (let s = 0; s <= steps; s += 1) stamp([from[0] + ((point[0] - from[0]) * s) / steps, from[1] + ((point[1] - from[1]) * s) / steps]);
+    stroke.last = point;
+    if (!viewer.mask) viewer.mask = { width, height, values: new Uint8Array(width * height) };
+    applyStroke(viewer.mask.values, stroke.footprint, erase ? 0 : labels.active); // shown at once, sent at the end
+    viewer.renderMask();
+  }
+  if (phase !== "end") return;
+  const { footprint, plane: [k, t] } = stroke;
+  stroke.footprint = null;
+  const value = erase ? 0 : labels.active;
+  const info = labels.get(value) || {};
+  serial(async () => {
+    // onto the plane as the server has it now (a prompt may have answered meanwhile)
+    const current = await sessionApi(`/mask${query({ k, t })}`);
+    const base = await decodeMask(current.mask);
+    applyStroke(base.values, footprint, value);
+    if (value) await sessionApi("/labels", { method: "POST", body: { label: value, name: info.name, color: info.color } });
+    const plane = await sessionApi("/planes", { method: "PUT", body: { k, t, mask: await labelDataUrl(base), locked: [...labels.locked] } });
+    marks.undone = [];
+    pushMark(null, null);
+    unsaved.add(state.session);
+    await applyPlane(plane, false);
+  }, erase ? "erasing…" : "painting…");
+}
+
+/** Label values as a PNG data URL (the value in every colour channel). */
+async function labelDataUrl({ width, height, values }) {
+  const canvas = new OffscreenCanvas(width, height);
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(width, height);
+  for (let i = 0; i < values.length; i += 1) {
+    image.data[4 * i] = image.data[4 * i + 1] = image.data[4 * i + 2] = values[i];
+    image.data[4 * i + 3] = 255;
+  }
+  ctx.putImageData(image, 0, 0);
+  const blob = await canvas.convertToBlob({ type: "image/png" });
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error("the painted mask could not be encoded"));
+    reader.readAsDataURL(blob);
+  });
+}
+
+function fillHoles() {
+  if (!state.session) return;
+  const [k, t, label] = [viewer.k, viewer.t, labels.active];
+  return serial(async () => {
+    const plane = await sessionApi("/fill-holes", { method: "POST", body: { k, t, label, locked: [...labels.locked] } });
+    if (!plane.filled) { setStatus("no holes to fill in this structure on this plane"); return; }
+    marks.undone = [];
+    pushMark(null, null);
+    unsaved.add(state.session);
+    setStatus(`filled ${plane.filled} pixels`);
+    await applyPlane(plane, false);
+  }, "filling holes…");
+}
+
+// ---- measurements: answers for another image or plane than the one shown are dropped -------------
+
+function clearMeasurements() {
+  $("measure-result").textContent = "";
+  delete $("measure-result").dataset.label;
+  $("length-result").textContent = "";
+}
+
+const number = (v, digits = 1) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
+
+function measureRoi() {
+  if (!state.session || !state.info) return;
+  const [imageId, k, t, label] = [state.info.id, viewer.k, viewer.t, labels.active];
+  return serial(async () => {
+    const stats = await sessionApi(`/measure${query({ label, k, t })}`);
+    if (!state.info || state.info.id !== imageId || viewer.k !== k || viewer.t !== t) return; // the user moved on
+    const units = state.info.units ? ` ${state.info.units}` : "";
+    const name = labels.get(label)?.name || `structure ${label}`;
+    const { plane, structure } = stats;
+    const lines = [`${name} on this plane: ${plane.voxels} px, mean ${number(plane.mean)}${units}, SD ${number(plane.sd)}${units}`
+      + (plane.area_mm2 === null ? "" : `, area ${number(plane.area_mm2)} mm²`)];
+    if (viewer.numSlices > 1) {
+      lines.push(`whole structure: mean ${number(structure.mean)}${units}, SD ${number(structure.sd)}${units}`
+        + (structure.volume_ml === null ? "" : `, volume ${number(structure.volume_ml, 2)} mL`));
+    }
+    const result = $("measure-result");
+    result.textContent = lines.join("\n");
+    Object.assign(result.dataset, { label: String(label), mean: String(plane.mean), area: String(plane.area_mm2), volume: String(structure.volume_ml) });
+  }, "measuring…");
+}
+
+function measureLength(a, b, done) {
+  const spacing = viewer.pixelMm();
+  const [sx, sy] = spacing || [1, 1];
+  const length = Math.hypot((b[0] - a[0]) * sx, (b[1] - a[1]) * sy);
+  const text = spacing ? `${length.toFixed(1)} mm` : `${length.toFixed(1)} px`;
+  viewer.ruler = { a, b, text };
+  viewer.drawOverlay();
+  if (done) {
+    $("length-result").textContent = `length ${text}`;
+    $("length-result").dataset.mm = spacing ? length.toFixed(2) : "";
+  }
+}
+
+// ---- MPR: the views across i and j beside the main one, with a linked crosshair -----------------
+
+const mpr = { on: false, voxel: null, revision: null };
+const sideViews = [];
+
+/** Window, mask style and spacing the side views draw with. */
+function viewState() {
+  return { center: viewer.center, width: viewer.width, opacity: viewer.opacity, outline: viewer.outline,
+    maskVisible: viewer.maskVisible, spacingKnown: Boolean(state.info && state.info.spacing_known) };
+}
+
+const mprAvailable = () => Boolean(state.info && state.info.views && state.info.views.j);
+
+function setupSideViews(info) {
+  for (const view of sideViews) view.setImage(info);
+  const views = info.views || {};
+  mpr.voxel = views.k ? [Math.floor(info.shape[0] / 2), Math.floor(info.shape[1] / 2), viewer.k] : null;
+  mpr.revision = null;
+  $("layout-mpr").disabled = !mprAvailable();
+  showLayout();
+}
+
+function showLayout() {
+  const on = mpr.on && mprAvailable();
+  $("side-views").hidden = !on;
+  $("layout-mpr").classList.toggle("active", on);
+  $("layout-mpr").setAttribute("aria-pressed", String(on));
+  viewer.crosshair = on && mpr.voxel ? voxelToDisplay(state.info.views.k, mpr.voxel).slice(0, 2) : null;
+  viewer.drawOverlay();
+}
+
+/** Shows the side views at the crosshair (fetching planes that changed and the masks). */
+const refreshSideViews = coalesce(async () => {
+  if (!mpr.on || !mprAvailable() || !mpr.voxel) return;
+  mpr.voxel[2] = viewer.k;
+  showLayout();
+  await Promise.all(sideViews.map((view) => view.load(mpr.voxel[view.axis === "i" ? 0 : 1], viewer.t, state.session, viewState(), mpr.voxel)));
+});
+
+const refreshSideMasks = coalesce(async () => {
+  if (!mpr.on || !mprAvailable()) return;
+  await Promise.all(sideViews.map(async (view) => {
+    try { await view.loadMask(state.session); view.draw(); } catch (error) { showError(error, "mask"); }
+  }));
+});
+
+function pick(voxel) {
+  mpr.voxel = voxel.map((v) => Math.round(v));
+  if (mpr.voxel[2] !== viewer.k) goTo(mpr.voxel[2]);
+  else refreshSideViews();
+}
+
+function toggleLayout() {
+  if (!mprAvailable()) return;
+  mpr.on = !mpr.on;
+  showLayout();
+  refreshSideViews();
+}
+
+sideViews.push(new SideView($("view-j"), "j", labels, pick), new SideView($("view-i"), "i", labels, pick));
+
+// ---- video ---------------------------------------------------------------------------------------
+
+let playTimer = null;
+
+function setPlaying(on) {
+  clearInterval(playTimer);
+  playTimer = null;
+  if (on && state.info && viewer.numFrames > 1) {
+    const fps = Math.max(1, Math.min(60, Number($("fps").value) || 10));
+    playTimer = setInterval(() => goTo(viewer.k, (viewer.t + 1) % viewer.numFrames), 1000 / fps);
+  }
+  $("play").textContent = playTimer ? "❚❚ Pause" : "▶ Play";
+  $("play").setAttribute("aria-pressed", String(Boolean(playTimer)));
+}
 
 const tools = new Tools(viewer, {
   prompt: sendPrompt,
+  paint,
+  length: measureLength,
+  crosshair: ([x, y]) => {
+    if (!mprAvailable()) return;
+    pick(displayToVoxel(state.info.views.k, viewer.k, Math.floor(x), Math.floor(y)));
+  },
   scroll: (steps) => goTo(viewer.k + steps),
   window: (() => {
     let start = null;
@@ -417,6 +653,30 @@ $("fit").addEventListener("click", () => viewer.fit());
 $("zoom-in").addEventListener("click", () => viewer.zoomBy(ZOOM_STEP));
 $("zoom-out").addEventListener("click", () => viewer.zoomBy(1 / ZOOM_STEP));
 $("toggle-mask").addEventListener("click", toggleMask);
+$("fill-holes").addEventListener("click", fillHoles);
+$("measure-roi").addEventListener("click", measureRoi);
+$("layout-mpr").addEventListener("click", toggleLayout);
+$("play").addEventListener("click", () => setPlaying(!playTimer));
+$("fps").addEventListener("change", () => { if (playTimer) setPlaying(true); });
+$("mask-opacity").addEventListener("input", (e) => {
+  viewer.opacity = Number(e.target.value) / 100;
+  viewer.renderMask();
+  for (const view of sideViews) view.update(viewState(), mpr.voxel);
+});
+$("mask-outline").addEventListener("change", (e) => {
+  viewer.outline = e.target.checked;
+  viewer.renderMask();
+  for (const view of sideViews) view.update(viewState(), mpr.voxel);
+});
+$("viewport").addEventListener("pointermove", (event) => {
+  const [x, y] = viewer.toPlane(event);
+  const value = viewer.valueAt(x, y);
+  const out = $("pixel-value");
+  if (value === null) { out.textContent = ""; delete out.dataset.value; return; }
+  const units = state.info.units ? ` ${state.info.units}` : "";
+  out.textContent = `(${Math.floor(x)}, ${Math.floor(y)}) ${Number.isInteger(value) ? value : value.toFixed(2)}${units}`;
+  out.dataset.value = String(value);
+});
 $("add-label").addEventListener("click", () => {
   try { labels.add(); } catch (error) { showError(error); }
 });
@@ -427,6 +687,7 @@ function toggleMask() {
   $("toggle-mask").classList.toggle("active", viewer.maskVisible);
   viewer.renderMask();
   viewer.drawOverlay();
+  for (const view of sideViews) view.update(viewState(), mpr.voxel);
 }
 
 // ---- save and load annotations -------------------------------------------------------
@@ -510,6 +771,8 @@ document.addEventListener("keydown", (event) => {
   const actions = {
     p: () => tools.setTool("point"), b: () => tools.setTool("box"), s: () => tools.setTool("scribble"),
     n: () => tools.setNegative(!tools.negative), f: () => viewer.fit(), m: toggleMask,
+    r: () => tools.setTool("brush"), e: () => tools.setTool("eraser"), l: () => tools.setTool("length"),
+    c: () => tools.setTool("crosshair"), v: toggleLayout, k: () => setPlaying(!playTimer),
     a: () => $("add-label").click(),
     "+": () => viewer.zoomBy(ZOOM_STEP), "=": () => viewer.zoomBy(ZOOM_STEP), "-": () => viewer.zoomBy(1 / ZOOM_STEP),
   };

@@ -119,7 +119,9 @@ export class Similar {
 
   async forImage(id) {
     this.imageId = id;
-    const seq = this.seq;
+    const seq = ++this.seq; // an answer for the image shown before is dropped
+    this.list.replaceChildren();
+    this.note.textContent = "Searching…";
     try {
       const health = await api("/health");
       if (seq !== this.seq || id !== this.imageId) return;
@@ -140,7 +142,7 @@ export class Similar {
     this.note.textContent = "Searching…";
     try {
       const { hits } = await api(`/search${query({ ...params, k: 8 })}`);
-      if (seq !== this.seq) return;
+      if (seq !== this.seq || (params.image_id !== undefined && params.image_id !== this.imageId)) return;
       this.render(hits, params.image_id, heading);
     } catch (error) {
       if (seq !== this.seq) return;
@@ -216,8 +218,10 @@ export class ZeroShot {
     const labels = [...new Set(this.input.value.split(",").map((s) => s.trim()).filter(Boolean))];
     if (labels.length < 2) { showError("give at least two labels, separated by commas"); return; }
     this.button.disabled = true;
+    const imageId = this.imageId;
     try {
-      const answer = await api(`/images/${encodeURIComponent(this.imageId)}/classify`, { method: "POST", body: { labels } });
+      const answer = await api(`/images/${encodeURIComponent(imageId)}/classify`, { method: "POST", body: { labels } });
+      if (imageId !== this.imageId) return; // another image was opened meanwhile: this answer is not about it
       const rows = Object.entries(answer.probabilities).sort((a, b) => b[1] - a[1]);
       this.result.replaceChildren(...rows.map(([label, p]) => el("div", {
         class: "bar-row" + (label === answer.prediction ? " top" : ""), testid: "zeroshot-bar", dataset: { label, p: String(p) },
@@ -227,7 +231,7 @@ export class ZeroShot {
       el("span", { class: "bar-value", textContent: `${(100 * p).toFixed(1)} %` }))),
       el("div", { class: "note", testid: "zeroshot-model", textContent: modelName(answer.model) }));
     } catch (error) {
-      showError(error, "zero-shot");
+      if (imageId === this.imageId) showError(error, "zero-shot");
     } finally {
       this.button.disabled = !this.imageId;
     }

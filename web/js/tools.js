@@ -4,11 +4,12 @@
 
 import { ZOOM_STEP } from "./viewer.js";
 
-export const TOOLS = ["point", "box", "scribble"];
+export const TOOLS = ["point", "box", "scribble", "brush", "eraser", "length", "crosshair"];
 
 export class Tools {
   /**
-   * viewer: the Viewer; handlers: {prompt(body), window(dx, dy, start), scroll(steps)}.
+   * viewer: the Viewer; handlers: {prompt(body), window(dx, dy, start), scroll(steps),
+   * paint(point, erase, phase: "start"/"move"/"end"), length(a, b, done), crosshair(point)}.
    * body: {points, point_labels} | {box: [x0, y0, x1, y1]} | {scribble: {points, positive}}.
    */
   constructor(viewer, handlers) {
@@ -79,7 +80,15 @@ export class Tools {
     } else if (event.button === 0) {
       const p = this.viewer.toPlane(event);
       const positive = !(this.negative || event.shiftKey);
-      if (this.tool === "point") {
+      if (this.tool === "brush" || this.tool === "eraser") {
+        this.drag = { kind: "paint", erase: this.tool === "eraser" || !positive };
+        this.handlers.paint(p, this.drag.erase, "start");
+      } else if (this.tool === "length") {
+        this.drag = { kind: "length", start: p };
+      } else if (this.tool === "crosshair") {
+        this.drag = { kind: "crosshair" };
+        if (this.viewer.inside(p)) this.handlers.crosshair(p);
+      } else if (this.tool === "point") {
         this.drag = { kind: "point", start: p, positive };
       } else if (this.tool === "box") {
         this.drag = { kind: "box", start: p, end: p };
@@ -106,6 +115,9 @@ export class Tools {
       return;
     }
     const p = this.viewer.toPlane(event);
+    if (drag.kind === "paint") { this.handlers.paint(p, drag.erase, "move"); return; }
+    if (drag.kind === "length") { this.handlers.length(drag.start, p, false); return; }
+    if (drag.kind === "crosshair") { if (this.viewer.inside(p)) this.handlers.crosshair(p); return; }
     if (drag.kind === "box") drag.end = p;
     else if (drag.kind === "scribble") {
       const last = drag.points[drag.points.length - 1];
@@ -118,7 +130,9 @@ export class Tools {
     const drag = this.drag;
     this.drag = null;
     this.clearRubber();
-    if (!drag || drag.kind === "window" || drag.kind === "pan") return;
+    if (!drag || drag.kind === "window" || drag.kind === "pan" || drag.kind === "crosshair") return;
+    if (drag.kind === "paint") { this.handlers.paint(null, drag.erase, "end"); return; }
+    if (drag.kind === "length") { this.handlers.length(drag.start, this.viewer.toPlane(event), true); return; }
     const v = this.viewer;
     const { width, height } = v.info.display;
     const clampX = (x) => Math.max(0, Math.min(width - 1, Math.floor(x)));
@@ -146,6 +160,7 @@ export class Tools {
   }
 
   cancel() {
+    if (this.drag && this.drag.kind === "paint") this.handlers.paint(null, this.drag.erase, "end");
     this.drag = null;
     this.clearRubber();
   }

@@ -12,12 +12,97 @@
 // them in layout(): the stage's CSS transform, toPlane() for the tools, toScreen() for the
 // markers.
 
-import { apiBlob, query, showError } from "./api.js";
+import { apiBlob, apiRaw, query, showError } from "./api.js";
 import { rgb } from "./labels.js";
 
-const FILL_ALPHA = Math.round(0.45 * 255);
 export const MAX_ZOOM = 16;
 export const ZOOM_STEP = Math.SQRT2; // one wheel notch, key press or button click
+
+/** Windows raw values ({width, height, values}) into 8-bit grey RGBA pixels of an ImageData. */
+export function windowed(ctx, raw, center, width) {
+  const image = ctx.createImageData(raw.width, raw.height);
+  const out = image.data;
+  const low = center - width / 2;
+  const gain = 255 / width;
+  const values = raw.values;
+  for (let i = 0; i < values.length; i += 1) {
+    const g = (values[i] - low) * gain;
+    const v = g <= 0 ? 0 : g >= 255 ? 255 : g;
+    out[4 * i] = v;
+    out[4 * i + 1] = v;
+    out[4 * i + 2] = v;
+    out[4 * i + 3] = 255;
+  }
+  return image;
+}
+
+/** Paints label values (Uint8Array, width x height) into an ImageData: each visible label in its
+ * colour at `opacity`, its outline opaque; `outline` alone leaves the inside clear. */
+export function paintLabels(ctx, mask, labelSet, { opacity = 0.45, outline = false } = {}) {
+  const { width: w, height: h, values } = mask;
+  const image = ctx.createImageData(w, h);
+  const out = image.data;
+  const colors = new Map();
+  const fill = outline ? 0 : Math.round(opacity * 255);
+  for (let y = 0; y < h; y += 1) {
+    for (let x = 0; x < w; x += 1) {
+      const i = y * w + x;
+      const v = values[i];
+      if (!v || labelSet.hidden.has(v)) continue;
+      const edge = x === 0 || y === 0 || x === w - 1 || y === h - 1
+        || values[i - 1] !== v || values[i + 1] !== v || values[i - w] !== v || values[i + w] !== v;
+      if (!edge && !fill) continue;
+      let c = colors.get(v);
+      if (!c) { c = rgb(labelSet.color(v)); colors.set(v, c); }
+      out[4 * i] = c[0];
+      out[4 * i + 1] = c[1];
+      out[4 * i + 2] = c[2];
+      out[4 * i + 3] = edge ? 255 : fill;
+    }
+  }
+  return image;
+}
+
+/** A round scale-bar length in mm about `target` screen pixels long at `pxPerMm`. */
+export function scaleBarMm(pxPerMm, target = 90) {
+  const wanted = target / pxPerMm;
+  const steps = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
+  return steps.reduce((best, s) => (Math.abs(Math.log(s / wanted)) < Math.abs(Math.log(best / wanted)) ? s : best), steps[0]);
+}
+
+/** Draws orientation letters at the edges of the box (x0, y0, x1, y1) and a scale bar at its bottom left. */
+export function drawAnnotations(ctx, box, letters, pxPerMm) {
+  const [x0, y0, x1, y1] = box;
+  ctx.save();
+  ctx.font = "bold 13px system-ui, sans-serif";
+  ctx.fillStyle = "#ffd84d";
+  ctx.textAlign = "center";
+  ctx.textBaseline = "middle";
+  if (letters) {
+    const [mx, my] = [(x0 + x1) / 2, (y0 + y1) / 2];
+    ctx.fillText(letters.top, mx, y0 + 10);
+    ctx.fillText(letters.bottom, mx, y1 - 10);
+    ctx.fillText(letters.left, x0 + 10, my);
+    ctx.fillText(letters.right, x1 - 10, my);
+  }
+  let mm = null;
+  if (pxPerMm > 0 && Number.isFinite(pxPerMm)) {
+    mm = scaleBarMm(pxPerMm);
+    const length = mm * pxPerMm;
+    const [bx, by] = [x0 + 12, y1 - 14];
+    ctx.strokeStyle = "#fff";
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    ctx.moveTo(bx, by - 4); ctx.lineTo(bx, by); ctx.lineTo(bx + length, by); ctx.lineTo(bx + length, by - 4);
+    ctx.stroke();
+    ctx.fillStyle = "#fff";
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.textAlign = "left";
+    ctx.fillText(`${mm} mm`, bx, by - 10);
+  }
+  ctx.restore();
+  return mm;
+}
 
 /** Decodes a "data:image/png;base64,..." label PNG into {width, height, values: Uint8Array}. */
 export async function decodeMask(dataUrl) {
@@ -63,6 +148,11 @@ export class Viewer {
     this.sliceAbort = null;
     this.onPlaneLoaded = () => {};
     this.marks = new Map(); // "k,t" -> prompts made on that plane, drawn as markers
+    this.raw = null; // the shown grey plane's values: {key: "id:k,t", width, height, values}
+    this.opacity = 0.45;
+    this.outline = false;
+    this.crosshair = null; // display pixel [x, y] of the linked crosshair (MPR), or null
+    this.ruler = null; // a length measurement: {a: [x, y], b: [x, y], mm}
     new ResizeObserver(() => this.layout()).observe(viewport);
   }
 
@@ -76,11 +166,14 @@ export class Viewer {
     }
     this.imageCanvas.getContext("2d").clearRect(0, 0, width, height);
     this.mask = null;
+    this.raw = null;
+    this.ruler = null;
+    this.crosshair = null;
     this.marks.clear();
     this.renderMask();
     this.aspect = pixelAspect(info);
     this.k = Math.floor((info.num_slices || 1) / 2);
-    this.t = 0;
+    this.t = Math.min(info.first_frame || 0, (info.num_frames || 1) - 1); // a video starts where it is not blank
     this.center = info.window ? info.window.center : null;
     this.width = info.window ? info.window.width : null;
     this.fit();
@@ -104,18 +197,33 @@ export class Viewer {
     this.width = Math.max(1, width);
   }
 
-  /** Fetches and draws slice.png for the current plane and window; stale answers are dropped. */
+  /** Shows the current plane: a grey plane's raw values are fetched once and windowed here
+   * (a window change needs no request); colour planes come as slice.png. Stale answers are dropped. */
   async loadSlice() {
     if (!this.info) return;
     const seq = ++this.sliceSeq;
     if (this.sliceAbort) this.sliceAbort.abort();
     this.sliceAbort = new AbortController();
+    const id = this.info.id;
+    if (!this.isRgb()) {
+      const key = `${id}:${this.k},${this.t}`;
+      if (this.raw && this.raw.key === key) { this.paint(); return; }
+      try {
+        const raw = await apiRaw(`/images/${encodeURIComponent(id)}/raw${query({ axis: "k", index: this.k, t: this.t })}`,
+          { signal: this.sliceAbort.signal });
+        if (seq !== this.sliceSeq || !this.info || this.info.id !== id) return;
+        this.raw = { key, ...raw };
+        this.paint();
+      } catch (error) {
+        if (error.name !== "AbortError") showError(error, "image");
+      }
+      return;
+    }
     const params = { k: this.k, t: this.t };
     if (this.center !== null && this.width !== null && !this.isRgb()) {
       params.center = round3(this.center);
       params.width = round3(this.width);
     }
-    const id = this.info.id;
     try {
       const blob = await apiBlob(`/images/${encodeURIComponent(id)}/slice.png${query(params)}`, { signal: this.sliceAbort.signal });
       const bitmap = await createImageBitmap(blob);
@@ -130,6 +238,31 @@ export class Viewer {
     } catch (error) {
       if (error.name !== "AbortError") showError(error, "image");
     }
+  }
+
+  /** Windows the fetched raw plane into the image canvas, here in the page. */
+  paint() {
+    const raw = this.raw;
+    if (!raw || raw.key !== `${this.info.id}:${this.k},${this.t}`) return;
+    const ctx = this.imageCanvas.getContext("2d");
+    ctx.putImageData(windowed(ctx, raw, this.center, this.width), 0, 0);
+    this.viewport.dataset.loadedPlane = `${this.k},${this.t},${round3(this.center)},${round3(this.width)}`;
+    this.viewport.dataset.paints = String(Number(this.viewport.dataset.paints || 0) + 1);
+    this.onPlaneLoaded();
+  }
+
+  /** The image's value at display pixel (x, y) of the shown plane, or null. */
+  valueAt(x, y) {
+    const raw = this.raw;
+    if (!raw || !this.inside([x, y]) || raw.key !== `${this.info.id}:${this.k},${this.t}`) return null;
+    return raw.values[Math.floor(y) * raw.width + Math.floor(x)];
+  }
+
+  /** Millimetres per display pixel (across, down), or null where the spacing is not a measurement. */
+  pixelMm() {
+    const view = this.info && this.info.views && this.info.views.k;
+    if (!view || !this.info.spacing_known) return null;
+    return view.spacing;
   }
 
   isRgb() { return this.info && (this.info.num_channels || 1) >= 3; }
@@ -148,7 +281,7 @@ export class Viewer {
     this.renderMask();
   }
 
-  /** Draws the label map: each label's colour at ~45 % opacity, full opacity on its outline. */
+  /** Draws the label map: each visible label's colour at the chosen opacity (or its outline only). */
   renderMask() {
     const canvas = this.maskCanvas;
     const ctx = canvas.getContext("2d");
@@ -157,29 +290,12 @@ export class Viewer {
     const counts = {};
     const mask = this.mask;
     if (mask && mask.width === canvas.width && mask.height === canvas.height) {
-      const { width: w, height: h, values } = mask;
-      const image = ctx.createImageData(w, h);
-      const out = image.data;
-      const colors = new Map();
-      for (let y = 0; y < h; y += 1) {
-        for (let x = 0; x < w; x += 1) {
-          const i = y * w + x;
-          const v = values[i];
-          if (!v) continue;
-          count += 1;
-          counts[v] = (counts[v] || 0) + 1;
-          if (!this.maskVisible) continue;
-          let c = colors.get(v);
-          if (!c) { c = rgb(this.labels.color(v)); colors.set(v, c); }
-          const edge = x === 0 || y === 0 || x === w - 1 || y === h - 1
-            || values[i - 1] !== v || values[i + 1] !== v || values[i - w] !== v || values[i + w] !== v;
-          out[4 * i] = c[0];
-          out[4 * i + 1] = c[1];
-          out[4 * i + 2] = c[2];
-          out[4 * i + 3] = edge ? 255 : FILL_ALPHA;
-        }
+      for (const v of mask.values) {
+        if (!v) continue;
+        count += 1;
+        counts[v] = (counts[v] || 0) + 1;
       }
-      ctx.putImageData(image, 0, 0);
+      if (this.maskVisible) ctx.putImageData(paintLabels(ctx, mask, this.labels, { opacity: this.opacity, outline: this.outline }), 0, 0);
     }
     this.viewport.dataset.maskPixels = String(count);
     this.viewport.dataset.maskLabels = JSON.stringify(counts);
@@ -259,7 +375,47 @@ export class Viewer {
     if (this.info && this.maskVisible) {
       for (const mark of this.marks.get(this.planeKey()) || []) this.drawMark(ctx, mark);
     }
+    if (this.info) this.drawGuides(ctx);
     if (this.rubber) this.rubber(ctx);
+  }
+
+  /** The crosshair, the length measured, the orientation letters and the scale bar. */
+  drawGuides(ctx) {
+    const { width, height } = this.info.display;
+    const [x0, y0] = this.toScreen([0, 0]);
+    const [x1, y1] = this.toScreen([width, height]);
+    if (this.crosshair) {
+      const [cx, cy] = this.toScreen([this.crosshair[0] + 0.5, this.crosshair[1] + 0.5]);
+      ctx.save();
+      ctx.strokeStyle = "rgba(80, 200, 255, 0.8)";
+      ctx.lineWidth = 1;
+      ctx.beginPath();
+      ctx.moveTo(x0, cy); ctx.lineTo(x1, cy); ctx.moveTo(cx, y0); ctx.lineTo(cx, y1);
+      ctx.stroke();
+      ctx.restore();
+    }
+    if (this.ruler) {
+      const [ax, ay] = this.toScreen(this.ruler.a);
+      const [bx, by] = this.toScreen(this.ruler.b);
+      ctx.save();
+      ctx.strokeStyle = "#ffd84d";
+      ctx.fillStyle = "#ffd84d";
+      ctx.lineWidth = 2;
+      ctx.beginPath();
+      ctx.moveTo(ax, ay); ctx.lineTo(bx, by);
+      ctx.stroke();
+      ctx.font = "12px system-ui, sans-serif";
+      ctx.fillText(this.ruler.text, bx + 6, by - 6);
+      ctx.restore();
+    }
+    const view = this.info.views && this.info.views.k;
+    const spacing = this.pixelMm();
+    const vw = this.viewport.clientWidth;
+    const vh = this.viewport.clientHeight;
+    const box = [Math.max(0, x0), Math.max(0, y0), Math.min(vw, x1), Math.min(vh, y1)];
+    const mm = drawAnnotations(ctx, box, view ? view.letters : null, spacing ? this.scale / spacing[0] : null);
+    this.viewport.dataset.scaleBarMm = mm === null ? "" : String(mm);
+    this.viewport.dataset.letters = view && view.letters ? ["top", "right", "bottom", "left"].map((e) => view.letters[e]).join("") : "";
   }
 
   drawMark(ctx, mark) {
