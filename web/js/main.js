@@ -562,6 +562,7 @@ function showLayout() {
   $("layout-mpr").classList.toggle("active", on);
   $("layout-mpr").setAttribute("aria-pressed", String(on));
   viewer.crosshair = on && mpr.voxel ? voxelToDisplay(state.info.views.k, mpr.voxel).slice(0, 2) : null;
+  $("viewport").dataset.crosshair = viewer.crosshair ? viewer.crosshair.join(",") : "";
   viewer.drawOverlay();
 }
 

@@ -124,6 +124,7 @@ export class SideView {
     const [w, h] = [this.view.width * scale, this.view.height * scale * aspect];
     const [x0, y0] = [(vw - w) / 2, (vh - h) / 2];
     this.box = [x0, y0, x0 + w, y0 + h];
+    this.root.dataset.box = this.box.map((v) => v.toFixed(2)).join(",");
     const pctx = this.picture.getContext("2d");
     pctx.putImageData(windowed(pctx, this.raw, this.window.center, this.window.width), 0, 0);
     ctx.imageSmoothingEnabled = false;
