@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 
 from medfm.io import Image
 from medfm.io.dicom.scan import describe
-from medfm.server.display import Display, initial_window, raw_plane
+from medfm.server.display import Display, first_content_frame, initial_window, raw_plane
 from servertools import disc_volume, make_client, make_data, mask_of
 
 
@@ -77,6 +77,14 @@ def test_raw_planes_refuse_colour_images_and_planes_outside(client, data):
     assert "axis" in client.get(f"/api/images/{data['disc']}/raw", params={"axis": "x"}).json()["detail"]
 
 
+def test_a_video_starts_on_its_first_frame_that_is_not_blank():
+    frames = np.zeros((32, 24, 1, 10, 3), np.uint8)
+    frames[..., :2, :] = 7  # a uniform grey lead-in is blank too
+    frames[5:9, 5:9, 0, 4:] = 200
+    assert first_content_frame(Image(frames)) == 4
+    assert first_content_frame(Image(np.zeros((8, 8, 1, 3)))) == 0
+
+
 # ---- MPR --------------------------------------------------------------------------------------
 
 def test_views_from_the_affine_have_names_letters_and_spacing(client, data):
@@ -137,6 +145,7 @@ def test_a_painted_plane_is_one_undoable_step_and_locked_structures_stay(client,
     assert (mask_of(state) == 1).sum() == 100
     for expected in (shown, first):
         state = client.post(f"/api/sessions/{session}/undo").json()
+        assert "mask" in state, state
         np.testing.assert_array_equal(mask_of(state), expected)
 
 

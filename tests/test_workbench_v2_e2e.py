@@ -258,3 +258,13 @@ def test_a_zero_shot_answer_for_the_image_left_behind_is_dropped(page):
     idle(page)
     page.wait_for_timeout(200)  # let the page handle the answer it got
     assert page.locator("[data-testid=zeroshot-bar]").count() == 0
+
+
+def test_errors_read_as_product_messages(page):
+    page.expected_errors.append("net::ERR_FAILED")  # Chromium logs the request the test cuts off
+    page.locator("[data-testid=catalog-item]").first.wait_for()
+    page.route("**/api/images/*", lambda route: route.abort())  # the server gone while the page stays
+    page.locator("[data-testid=catalog-item]").first.click()
+    page.wait_for_function("document.querySelector('[data-testid=status-line]').dataset.kind === 'error'")
+    message = page.inner_text("[data-testid=status-line]")
+    assert "cannot be reached" in message and "fetch" not in message.lower() and "Error" not in message

@@ -195,6 +195,32 @@ def label_png(labels: np.ndarray) -> bytes:
     return png_bytes(PILImage.fromarray(np.ascontiguousarray(labels.astype(np.uint8))))
 
 
+def decode_label_png(data_url: str, width: int, height: int) -> np.ndarray:
+    """The reader of :func:`label_png` for clients: a ``data:image/png;base64,`` label plane (8-bit
+    grey, palette or colour with the label in its red channel) as a ``(rows, columns)`` array of
+    that size; its size is checked before a pixel is decoded."""
+    import base64
+    import binascii
+
+    from PIL import Image as PILImage, UnidentifiedImageError
+
+    prefix = "data:image/png;base64,"
+    if not data_url.startswith(prefix):
+        raise MedfmError("mask must be a PNG data URL (data:image/png;base64,...)")
+    try:
+        picture = PILImage.open(io.BytesIO(base64.b64decode(data_url[len(prefix):], validate=True)))
+    except (binascii.Error, UnidentifiedImageError, OSError):
+        raise MedfmError("mask is not a readable PNG") from None
+    if picture.format != "PNG":
+        raise MedfmError(f"mask must be a PNG; got {picture.format}")
+    if picture.size != (width, height):
+        raise MedfmError(f"mask is {picture.size[0]}x{picture.size[1]} pixels; the plane is {width}x{height}")
+    if picture.mode not in ("L", "P", "RGB", "RGBA"):
+        raise MedfmError(f"mask must be 8-bit grey or colour (label values in the first channel); got mode {picture.mode}")
+    values = np.asarray(picture)
+    return values if values.ndim == 2 else values[..., 0]
+
+
 def png_bytes(picture) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", compress_level=1)  # a quick squeeze: encoding time is latency here

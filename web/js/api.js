@@ -30,16 +30,37 @@ export function authHeaders() {
   return headers();
 }
 
+/** What a user reads for answers that carry no message of their own (or one meant for programs). */
+const PRODUCT_MESSAGES = {
+  401: "this page needs the server's token: open the address medfm serve printed",
+  403: "the server refused this request from this page",
+  413: "that is more than the server takes at once",
+  429: "the server is busy: wait a moment and try again",
+  500: "something went wrong on the server (its log has the details); try again",
+  502: "the server cannot be reached: is medfm serve still running?",
+  503: "the server is busy: wait a moment and try again",
+  504: "the server took too long to answer; try again",
+};
+
 /** An ApiError from a failed answer's status and body text ({"detail"} when JSON). */
 export function failureFromText(status, statusText, text) {
-  let detail = `${status} ${statusText}`;
+  let detail = PRODUCT_MESSAGES[status] || `the server answered ${status} ${statusText}`.trim();
   try {
     const body = JSON.parse(text);
-    if (body && body.detail !== undefined) {
-      detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
-    }
-  } catch (_) { /* not JSON: keep the status line */ }
+    // a server's own one-line reason reads as a sentence; its generic ones and lists of fields do not
+    if (body && typeof body.detail === "string" && !(status >= 500 || status === 401)) detail = body.detail;
+  } catch (_) { /* not JSON: keep the message for the status */ }
   return new ApiError(status, detail);
+}
+
+/** fetch(), with a network failure said as a user understands it. */
+async function send(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ApiError(0, "the server cannot be reached: is medfm serve still running?");
+  }
 }
 
 async function failure(response) {
@@ -55,7 +76,7 @@ export async function api(path, { method = "GET", body, form, signal, keepalive 
     init.body = JSON.stringify(body);
     init.headers = headers({ "Content-Type": "application/json" });
   }
-  const response = await fetch(`/api${path}`, init);
+  const response = await send(`/api${path}`, init);
   if (!response.ok) throw await failure(response);
   const type = response.headers.get("Content-Type") || "";
   return type.includes("json") ? response.json() : response;
@@ -63,7 +84,7 @@ export async function api(path, { method = "GET", body, form, signal, keepalive 
 
 /** A PNG (or other binary) from the API as a Blob. */
 export async function apiBlob(path, { signal } = {}) {
-  const response = await fetch(`/api${path}`, { headers: headers(), signal, credentials: "same-origin" });
+  const response = await send(`/api${path}`, { headers: headers(), signal, credentials: "same-origin" });
   if (!response.ok) throw await failure(response);
   return response.blob();
 }
@@ -72,7 +93,7 @@ const RAW_TYPES = { int16: Int16Array, uint16: Uint16Array, float32: Float32Arra
 
 /** A raw plane (GET /api/images/{id}/raw): {width, height, values} with values in the image's units. */
 export async function apiRaw(path, { signal } = {}) {
-  const response = await fetch(`/api${path}`, { headers: headers(), signal, credentials: "same-origin" });
+  const response = await send(`/api${path}`, { headers: headers(), signal, credentials: "same-origin" });
   if (!response.ok) throw await failure(response);
   const [height, width] = (response.headers.get("X-Medfm-Shape") || "").split(",").map(Number);
   const Type = RAW_TYPES[response.headers.get("X-Medfm-Dtype")];

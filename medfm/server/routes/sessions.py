@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from medfm.errors import MedfmError
-from medfm.server.display import AXIS_NAMES, label_png
+from medfm.server.display import AXIS_NAMES, decode_label_png, label_png
 from medfm.server.limits import (
     MAX_POINTS, MAX_SCRIBBLE_POINTS, Colour, FiniteFloat, LabelValue, Point, StructureName,
 )
@@ -174,35 +174,14 @@ def fill_holes(session_id: str, body: FillIn, state: ServerState = Depends(get_s
 @router.get("/{session_id}/measure")
 def measure(session_id: str, label: int, k: int = 0, t: int = 0, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     """ROI statistics of structure ``label``: on plane ``(k, t)`` and over the whole structure."""
+    if not 0 < label < 256:
+        raise MedfmError(f"label must be an integer from 1 to 255; got {label}")
     session = state.sessions.get(session_id)
     if session.image.num_channels != 1:
         raise MedfmError("statistics need a grey image; this one is in colour")
     session.image.check_plane_index(k, t)
     with session.lock:
         return roi_statistics(session.image, session.labels, label, k, t)
-
-
-def decode_label_png(data_url: str, width: int, height: int) -> Any:
-    """A ``data:image/png;base64,`` label plane (8-bit grey values) as a ``(rows, columns)`` array of that size."""
-    import binascii
-    import io
-
-    import numpy as np
-    from PIL import Image as PILImage, UnidentifiedImageError
-
-    prefix = "data:image/png;base64,"
-    if not data_url.startswith(prefix):
-        raise MedfmError("mask must be a PNG data URL (data:image/png;base64,...)")
-    try:
-        picture = PILImage.open(io.BytesIO(base64.b64decode(data_url[len(prefix):], validate=True)))
-    except (binascii.Error, UnidentifiedImageError, OSError):
-        raise MedfmError("mask is not a readable PNG") from None
-    if picture.size != (width, height):  # checked before decoding a single pixel
-        raise MedfmError(f"mask is {picture.size[0]}x{picture.size[1]} pixels; the plane is {width}x{height}")
-    if picture.mode not in ("L", "P", "RGB", "RGBA"):
-        raise MedfmError(f"mask must be 8-bit grey or colour (label values in the first channel); got mode {picture.mode}")
-    values = np.asarray(picture)  # grey values, palette indices, or colours whose red channel holds the label
-    return values if values.ndim == 2 else values[..., 0]
 
 
 @router.post("/{session_id}/undo")
