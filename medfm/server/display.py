@@ -79,11 +79,14 @@ class Display:
 
     def plane(self, array: np.ndarray, index: int, t: int) -> np.ndarray:
         """The ``(rows, columns[, C])`` plane ``index`` across :attr:`axis` at frame ``t`` of an
-        ``(I, J, K, T[, C])`` array, as stored (a view); ``C`` of 1 is dropped."""
+        ``(I, J, K, T[, C])`` array, as stored (a view, nothing copied); ``C`` of 1 is dropped."""
         if not 0 <= index < array.shape[self.axis] or not 0 <= t < array.shape[3]:
             raise MedfmError(f"plane {index} across {'ijk'[self.axis]} at frame {t} is outside the image "
                              f"({array.shape[self.axis]} planes, {array.shape[3]} frames)")
-        plane = np.swapaxes(np.take(array[:, :, :, t], index, axis=self.axis), 0, 1)
+        # basic indexing, a view: np.take would first copy the whole volume into one contiguous block
+        across: list[int | slice] = [slice(None)] * 3
+        across[self.axis] = index
+        plane = np.swapaxes(array[:, :, :, t][tuple(across)], 0, 1)
         return plane[..., 0] if plane.ndim == 3 and plane.shape[2] == 1 else plane
 
     def plane_to_display(self, plane: np.ndarray) -> np.ndarray:
