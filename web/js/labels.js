@@ -152,7 +152,7 @@ export function renderLabelList(list, set, onEdit) {
       return button;
     };
     const hidden = toggle("label-hide", set.hidden.has(value), ["◌", "◉"], "Show or hide this structure", (v) => set.toggleHidden(v));
-    const locked = toggle("label-lock", set.locked.has(value), ["🔒", "🔓"], "Lock: prompts and the brush leave this structure as it is", (v) => set.toggleLocked(v));
+    const locked = toggle("label-lock", set.locked.has(value), ["Locked", "Lock"], "Lock: prompts and the brush leave this structure as it is", (v) => set.toggleLocked(v));
     item.append(swatch, name, number, hidden, locked);
     const choose = () => {
       set.select(value);
