@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import CheckpointOption, JsonOption, ModelOption, print_json
+from medfm.cli.output import CheckpointOption, JsonOption, MkdirOption, ModelOption, print_json
 from medfm.errors import MedfmError, display_path
 
 classify_app = typer.Typer()
@@ -75,6 +75,7 @@ def fit_probe(
     positive: Annotated[str | None, typer.Option("--positive", help="Positive class (default: the second label in sorted order).")] = None,
     path_column: Annotated[str, typer.Option("--path-column")] = "path",
     as_json: JsonOption = False,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Fit a linear probe (or kNN) on frozen embeddings; with --calibration, choose its operating point
     (--target-sensitivity, --target-specificity, else Youden's J)."""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import JsonOption, print_json
+from medfm.cli.output import JsonOption, MkdirOption, print_json
 
 evaluate_app = typer.Typer(no_args_is_help=True, help="Score predictions against references, with confidence intervals.")
 
@@ -35,6 +35,7 @@ def seg(
     seed: SeedOption = 0,
     as_json: JsonOption = False,
     report: ReportOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Dice, IoU, HD95, ASSD, NSD and volume difference per case, in mm, with a summary over cases."""
     from medfm.errors import MedfmError
@@ -107,6 +108,7 @@ def robustness(
     seed: SeedOption = 0,
     as_json: JsonOption = False,
     report: ReportOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Metric against corruption severity (Dice for a segmenter, accuracy for a classifier), per corruption."""
     from medfm.errors import MedfmError
@@ -169,6 +171,7 @@ def cls(
     seed: SeedOption = 0,
     as_json: JsonOption = False,
     report: ReportOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """AUC-ROC and AUPRC with bootstrap intervals; operating point, calibration and subgroups for binary tasks."""
     from medfm.eval.evaluate_cls import evaluate_classification
