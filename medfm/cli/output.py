@@ -62,16 +62,20 @@ MkdirOption = Annotated[bool, typer.Option("--mkdir", callback=_create_folders_f
 SummaryOption = Annotated[Path | None, typer.Option("--summary", help="Write the batch's JSON summary (results and failures) here.")]
 
 
-def finish_batch(report: Any, summary_file: Path | None, as_json: bool, describe: Callable[[dict[str, Any]], str]) -> None:
-    """Print a batch's results (``describe`` gives one result's text; --json: the JSON summary), one
-    line per failed input on stderr, write the ``--summary`` file; exit 2 if any input failed."""
+def finish_batch(report: Any, summary_file: Path | None, as_json: bool, describe: Callable[[dict[str, Any]], str],
+                 print_results: bool = True) -> None:
+    """Print a batch's results (``describe`` gives one result's text; ``as_json``: the JSON summary instead;
+    neither unless ``print_results``), one line per failed input on stderr, write the ``--summary`` file;
+    exit 2 if any input failed."""
     if summary_file is not None:
         report.write_summary(summary_file)
     if as_json:
         print_json(report.summary())
-    else:
+    elif print_results:
         for result in report.results:
             typer.echo(describe(result))
+    if report.inputs == 1 and report.failures:  # one input: its error alone, as without a batch
+        raise MedfmError(f"{report.failures[0]['input']}: {report.failures[0]['reason']}")
     for failed in report.failures:
         typer.echo(f"medfm: failed: {failed['input']}: {failed['reason']}", err=True)
     if report.failures:
