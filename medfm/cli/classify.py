@@ -43,10 +43,9 @@ def classify(
     from medfm.index import open_index
     from medfm.models import create_encoder
     from medfm.models.probe import load_probe
-    from medfm.models.registry import abstention_threshold
-    from medfm.tasks.classify import DEFAULT_MODEL, read_labels, read_templates
+    from medfm.models.registry import DEFAULT_ENCODER, abstention_threshold
     from medfm.tasks.batch import expand_paths, read_batch_manifest
-    from medfm.tasks.classify import classify_files
+    from medfm.tasks.classify import classify_files, read_labels, read_templates
 
     if labels is None and labels_file is None and probe is None:
         raise MedfmError("classify needs --labels (or --labels-file) for zero-shot classification, or a --probe; give one")
@@ -55,7 +54,7 @@ def classify(
         raise MedfmError("nothing to classify: give images, a folder or --manifest")
     fitted = load_probe(probe) if probe else None
     names = read_labels(labels, labels_file) if labels is not None or labels_file is not None else None
-    encoder = create_encoder(model or (fitted.model["name"] if fitted else DEFAULT_MODEL), checkpoint)
+    encoder = create_encoder(model or (fitted.model["name"] if fitted else DEFAULT_ENCODER), checkpoint)
     threshold = abstain_threshold if abstain_threshold is not None else (
         abstention_threshold(encoder.info.name, encoder.info.weights_sha256, "zero_shot") if abstain else None)
     store = open_index(index) if index else None
@@ -103,19 +102,14 @@ def fit_probe(
     from medfm.models.registry import DEFAULT_ENCODER
     from medfm.train.probe import fit_probe as fit
 
-    if target_sensitivity is not None and target_specificity is not None:
-        raise MedfmError("give --target-sensitivity or --target-specificity, not both")
-    if (target_sensitivity is not None or target_specificity is not None) and calibration is None:
-        raise MedfmError("an operating point is chosen on a --calibration manifest; give one")
-    target, value = (("sensitivity", target_sensitivity) if target_sensitivity is not None else
-                     ("specificity", target_specificity) if target_specificity is not None else ("youden", None))
     store = open_index(index) if index else None
     try:
         # embeddings from the index need no model; otherwise the named one, else the shipped default
         encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint) if model or index is None else None
         probe = fit(manifest, label_column, encoder=encoder, index=store,
-                    method="knn" if knn else "logistic", k=knn or 10, calibration=calibration, target=target,
-                    value=value, positive=positive, path_column=path_column)
+                    method="knn" if knn else "logistic", k=knn or 10, calibration=calibration,
+                    target_sensitivity=target_sensitivity, target_specificity=target_specificity, positive=positive,
+                    path_column=path_column)
     finally:
         if store is not None:
             store.close()

@@ -38,7 +38,7 @@ def segment_command(
                                                                   "modality, body_part, dataset or text (repeatable).")] = None,
     suffix: Annotated[str | None, typer.Option("--suffix", help="Several inputs: the outputs' format, e.g. .nii.gz "
                                                                 "(default .png for photo-like inputs, else .nii.gz).")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Segmenter name, or a .json config (default medfm-interactive).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Segmenter name, or a .json config (default: the shipped segmenter).")] = None,
     checkpoint: CheckpointOption = None,
     propagate: Annotated[bool, typer.Option("--propagate", help="Carry each structure through the volume or video.")] = False,
     rule: Annotated[list[str] | None, typer.Option("--rule", help="With --propagate, a stopping-rule parameter as NAME=VALUE (repeatable): "
@@ -51,9 +51,9 @@ def segment_command(
     """Interactive segmentation from points, boxes and scribbles; writes a label map stamped with its provenance.
     Several inputs (files, a folder, --manifest, or --catalog/--where) go to one label map each in the -o folder."""
     from medfm.index import parse_where
-    from medfm.models.registry import create_segmenter
+    from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
     from medfm.tasks.batch import catalog_inputs, expand_paths, read_batch_manifest
-    from medfm.tasks.segment import DEFAULT_MODEL, PropagationRule
+    from medfm.tasks.segment import PropagationRule
     from medfm.tasks.segment_to_file import segment_file, segment_files
 
     if rule and not propagate:
@@ -66,7 +66,7 @@ def segment_command(
         inputs += catalog_inputs(catalog, parse_where(where or []))
     if not inputs:
         raise MedfmError("nothing to segment: give images, a folder, --manifest or --catalog")
-    segmenter = create_segmenter(model or DEFAULT_MODEL, checkpoint)
+    segmenter = create_segmenter(model or DEFAULT_SEGMENTER, checkpoint)
     shared = {"points": point or [], "boxes": box or [], "scribble": scribble, "prompts_file": prompts, "propagation": propagation}
     if len(images or []) == 1 and len(inputs) == 1 and manifest is None and summary_file is None:
         summary = segment_file(inputs[0].path, output, segmenter, **shared)
