@@ -57,12 +57,16 @@ def seg(
         print_json(result)
         return
     metrics = list(result["summary"])
-    typer.echo("case".ljust(24) + "".join(m[:12].rjust(13) for m in metrics))
+    in_pixels = result["settings"]["distance_unit"] == "pixels"
+    if in_pixels:
+        typer.echo("medfm: the masks have no known spacing: hd95, assd, the NSD tolerance and volumes are in pixels", err=True)
+    headers = [f"{m} (px)" if in_pixels and m in ("hd95", "assd") else m for m in metrics]
+    typer.echo("case".ljust(24) + "".join(h[:12].rjust(13) for h in headers))
     for case in result["cases"]:
         typer.echo(case["name"][:23].ljust(24) + "".join(_number(case[m]).rjust(13) for m in metrics))
-    for metric, stats in result["summary"].items():
+    for metric, header, stats in zip(metrics, headers, result["summary"].values()):
         undefined = f", {stats['n_undefined']} undefined" if stats["n_undefined"] else ""
-        typer.echo(f"{metric}: mean {_number(stats['mean'])} [{_number(stats['low'])}, {_number(stats['high'])}], "
+        typer.echo(f"{header}: mean {_number(stats['mean'])} [{_number(stats['low'])}, {_number(stats['high'])}], "
                    f"median {_number(stats['median'])} (n={stats['n']}{undefined})")
 
 
