@@ -131,3 +131,16 @@ def test_info_many_files_reports_the_bad_one_and_goes_on(folder: Path, tmp_path:
     assert (summary["inputs"], summary["succeeded"], summary["failed"]) == (4, 3, 1)
     assert [r["images"][0]["shape"][:2] for r in summary["results"]] == [[80, 60]] * 3
     assert err.count("medfm: failed:") == 1 and f"medfm: failed: {folder / 'b.png'}: " in err
+
+
+@pytest.mark.usefixtures("fake_segmenter")
+def test_segment_output_into_a_missing_folder_needs_mkdir(folder: Path, tmp_path: Path, capsys) -> None:
+    target = tmp_path / "no" / "such" / "out.png"
+    args = ["segment", str(folder / "a.png"), "--box", "0,0,79,59", "-o", str(target), *FAKE]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and err.splitlines() == [
+        f"medfm: error: {tmp_path / 'no' / 'such'}: folder does not exist; create it first or pass --mkdir"]
+    assert not (tmp_path / "no").exists()
+    code, _, err = run_cli([*args, "--mkdir"], capsys)
+    assert code == 0, err
+    assert target.exists()

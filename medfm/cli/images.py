@@ -56,12 +56,15 @@ def _format_summary(summary: dict[str, Any]) -> str:
 def convert(
     source: Annotated[Path, typer.Argument(help="Image file or DICOM folder.")],
     destination: Annotated[Path, typer.Argument(help="Output file (format from its suffix) or folder.")],
+    window: Annotated[str | None, typer.Option("--window", help="Window the values to 8-bit grey first: CENTER,WIDTH "
+                                                                "(e.g. 40,400) or brain, lung, bone, soft-tissue (a CT to PNG).")] = None,
     mkdir: MkdirOption = False,
 ) -> None:
     """Convert between formats; a folder of several DICOM series gives one file per series."""
     from medfm.io.convert import convert as convert_images
+    from medfm.io.convert import parse_window
 
-    for written in convert_images(source, destination):
+    for written in convert_images(source, destination, window=parse_window(window) if window else None):
         typer.echo(display_path(written))
 
 
