@@ -82,10 +82,25 @@ def test_output_into_a_missing_folder_needs_mkdir(tmp_path):
     assert target.exists()
     from medfm.io.formats import CREATE_FOLDERS
 
-    assert CREATE_FOLDERS.get() is False  # --mkdir held for that command only
+    assert CREATE_FOLDERS.get() is True  # the command's setting ended with it: Python callers keep the default
 
 
 def test_folder_of_series_into_a_new_folder_is_created_when_its_parent_exists(two_series, tmp_path):
     result = CliRunner().invoke(app, ["convert", str(two_series), str(tmp_path / "new")])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "new").iterdir())) == 2
+
+
+def test_python_callers_choose_whether_save_creates_folders(tmp_path):
+    from medfm.errors import MedfmError
+    from medfm.io.formats import CREATE_FOLDERS
+
+    image = medfm.Image(np.zeros((4, 4), np.uint8))
+    medfm.save(image, tmp_path / "made" / "a.png")  # the library default: folders created
+    token = CREATE_FOLDERS.set(False)
+    try:
+        with pytest.raises(MedfmError, match="folder does not exist"):
+            medfm.save(image, tmp_path / "refused" / "a.png")
+    finally:
+        CREATE_FOLDERS.reset(token)
+    assert (tmp_path / "made" / "a.png").exists() and not (tmp_path / "refused").exists()

@@ -52,7 +52,8 @@ ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar on stder
 
 
 def _create_folders_for_this_command(ctx: typer.Context, value: bool) -> bool:
-    """``--mkdir``: lets this command's outputs create missing folders, until the command ends."""
+    """``--mkdir``: whether this command's outputs may create missing folders (without it they may not),
+    until the command ends. Commands only declare the option: this callback applies it."""
     from medfm.io.formats import CREATE_FOLDERS
 
     token = CREATE_FOLDERS.set(value)

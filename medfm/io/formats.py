@@ -181,10 +181,11 @@ def writer_for(path: str | os.PathLike) -> Format:
     return fmt
 
 
-#: Whether outputs may go into folders that do not exist yet (created on the way). Off by default, so
-#: that a mistyped output path is refused instead of growing a new directory tree; ``medfm ... --mkdir``
-#: turns it on for one command, Python code with ``CREATE_FOLDERS.set(True)`` or :func:`atomic_path`'s argument.
-CREATE_FOLDERS: ContextVar[bool] = ContextVar("medfm_create_folders", default=False)
+#: Whether outputs may go into folders that do not exist yet (created on the way). Every command that
+#: writes a file turns it off for its run unless given ``--mkdir`` (:mod:`medfm.cli.output`), so that a
+#: mistyped ``-o`` is refused instead of growing a new directory tree; Python callers keep the
+#: default (on) or set it (``CREATE_FOLDERS.set(False)``), or pass :func:`atomic_path`'s argument.
+CREATE_FOLDERS: ContextVar[bool] = ContextVar("medfm_create_folders", default=True)
 
 
 def check_output_folder(folder: str | os.PathLike, create: bool | None = None) -> Path:
