@@ -11,12 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image as PILImage
-
 from clitools import run_cli
 from fakesegmenter import fake_segmenter  # noqa: F401  (the fixture)
+from PIL import Image as PILImage
+
 from medfm.errors import MedfmError
-from medfm.tasks.batch import BatchInput, expand_paths, output_paths, read_batch_manifest
+from medfm.tasks.batch import (
+    BatchInput,
+    expand_paths,
+    output_paths,
+    read_batch_manifest,
+)
 
 FAKE = ["--model", "fake-threshold"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from clitools import run_cli
+
 from medfm.io import Image, save
 from medfm.models.registry import DEFAULT_ENCODER
 
