@@ -23,11 +23,8 @@ def train_clip_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
 ) -> None:
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
-    import torch
-
     from medfm.train.clip import train_clip
 
-    torch.set_num_threads(1)  # a shared CPU: one core
     given = {"data": data, "out": out, "epochs": epochs, "loss": loss}
     typer.echo(display_path(train_clip(resume=resume, **{k: v for k, v in given.items() if v is not None})))
 
@@ -41,11 +38,8 @@ def train_interactive_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
 ) -> None:
     """Train medfm-interactive with simulated clicks, boxes, scribbles and correction loops; prints validation Dice."""
-    import torch
-
     from medfm.train.interactive import DATA_ROOT, train
 
-    torch.set_num_threads(1)  # a shared CPU: one core
     print_json(train(out, minutes, resume, cache, data or DATA_ROOT, batch_size=batch_size, log=typer.echo))
 
 

@@ -24,6 +24,7 @@ from medfm.models.encoders.base import EncoderInfo
 from medfm.models.encoders.medfm_clip import MedfmClip, MedfmClipEncoder, architecture_json, build_model
 from medfm.models.losses import LOSSES, clip_loss, convirt_loss, siglip_loss
 from medfm.models.registry import list_encoders
+from medfm.threads import set_threads
 from medfm.train.clip_data import Sample, build_cache, load_cache
 from medfm.train.clip_eval import evaluate
 
@@ -176,7 +177,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     print(display_path(train_clip(args.data, args.out, args.epochs, args.loss, args.resume, cache=args.cache)))
 
 
