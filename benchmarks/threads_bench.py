@@ -70,19 +70,15 @@ print(json.dumps({"threads": torch.get_num_threads(), "interop_threads": torch.g
 """
 
 
-def measure(config: str, predictions: int, cpus: set[int] | None) -> dict:
+def measure(config: str, predictions: int) -> dict:
     env = {key: value for key, value in os.environ.items() if key not in THREAD_VARIABLES}
-    result = subprocess.run(
-        [sys.executable, "-c", MEASURE, config, str(predictions)], check=True, capture_output=True, text=True, env=env,
-        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None, timeout=1800,
-    )
+    result = subprocess.run([sys.executable, "-c", MEASURE, config, str(predictions)],
+                            check=True, capture_output=True, text=True, env=env, timeout=1800)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def start_load(count: int, cpus: set[int] | None) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
-            for _ in range(count)]
+def start_load(count: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
 
 
 def main() -> None:
@@ -92,12 +88,14 @@ def main() -> None:
     parser.add_argument("--predictions", type=int, default=30)
     args = parser.parse_args()
     cpus = {int(cpu) for cpu in args.cpus.split(",")} if args.cpus else None
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # inherited by the measured processes and the load
     results: dict[str, dict] = {}
     for load in ("idle", "busy"):
-        load_processes = start_load(args.busy, cpus) if load == "busy" else []
+        load_processes = start_load(args.busy) if load == "busy" else []
         try:
             time.sleep(0.5 if load_processes else 0)
-            runs = {config: measure(config, args.predictions, cpus) for config in ("medfm", "torch")}
+            runs = {config: measure(config, args.predictions) for config in ("medfm", "torch")}
         finally:
             for process in load_processes:
                 process.kill()
