@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import CheckpointOption, JsonOption, ModelOption, print_json
+from medfm.cli.output import CheckpointOption, JsonOption, ModelOption, ProgressOption, print_json
 from medfm.errors import MedfmError, display_path
 
 classify_app = typer.Typer()
@@ -24,6 +24,7 @@ def classify(
     checkpoint: CheckpointOption = None,
     index: Annotated[str | None, typer.Option("--index", help="Also return the nearest indexed cases as evidence.")] = None,
     k: Annotated[int, typer.Option("-k", help="Evidence cases per image.")] = 5,
+    progress: ProgressOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Label probabilities per image: zero-shot from --labels, or with a --probe."""
@@ -39,7 +40,7 @@ def classify(
     store = open_index(index) if index else None
     try:
         results = classify_images(images, encoder, labels=names, templates=read_templates(templates) if templates else None,
-                                  probe=fitted, index=store, k=k)
+                                  probe=fitted, index=store, k=k, progress=progress)
     finally:
         if store is not None:
             store.close()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import CheckpointOption, JsonOption, print_json
+from medfm.cli.output import CheckpointOption, JsonOption, ProgressOption, print_json
 
 segment_app = typer.Typer()
 
@@ -23,6 +23,7 @@ def segment_command(
     model: Annotated[str | None, typer.Option("--model", help="Segmenter name, or a .json config (default medfm-interactive).")] = None,
     checkpoint: CheckpointOption = None,
     propagate: Annotated[bool, typer.Option("--propagate", help="Carry each structure through the volume or video.")] = False,
+    progress: ProgressOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Interactive segmentation from points, boxes and scribbles; writes a label map stamped with its provenance."""
@@ -31,7 +32,8 @@ def segment_command(
     from medfm.tasks.segment_to_file import segment_file
 
     summary = segment_file(image, output, create_segmenter(model or DEFAULT_MODEL, checkpoint), points=point or [],
-                           boxes=box or [], scribble=scribble, prompts_file=prompts, propagate_prompts=propagate)
+                           boxes=box or [], scribble=scribble, prompts_file=prompts, propagate_prompts=propagate,
+                           progress=progress)
     if as_json:
         print_json(summary)
         return

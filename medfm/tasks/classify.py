@@ -16,6 +16,7 @@ from medfm.index import Index
 from medfm.index.base import model_record
 from medfm.models.encoders.base import Encoder
 from medfm.models.probe import Probe
+from medfm.progress import progress_bar
 from medfm.tasks.embed import embed_paths
 from medfm.tasks.zeroshot import DEFAULT_SCALE, DEFAULT_TEMPLATES, label_embeddings, probabilities
 
@@ -65,12 +66,14 @@ def classify(
     index: Index | None = None,
     k: int = 5,
     batch_size: int = 32,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """One result per image: ``{"path", "model", "probabilities": {label: p}, "prediction"}``,
     plus ``"operating_point"`` with a calibrated probe and ``"evidence"`` (the ``k`` most
     similar indexed cases, best first) with an ``index``.
 
     Zero-shot with ``labels`` (and prompt ``templates``, ensembled), or with a fitted ``probe``.
+    ``progress`` shows a bar of the images embedded on stderr.
     """
     if (labels is None) == (probe is None):
         raise MedfmError("give labels for zero-shot classification or a probe, not both")
@@ -78,7 +81,10 @@ def classify(
         probe.check_model(encoder.info)
     if index is not None:
         index.check_model(encoder.info)
-    embeddings = embed_paths(list(paths), encoder, batch_size=batch_size)
+    with progress_bar(progress) as bar:
+        task = bar.add_task("Classifying", total=len(paths))
+        embeddings = embed_paths(list(paths), encoder, batch_size=batch_size,
+                                 progress=lambda done, _: bar.update(task, completed=done))
     if probe is not None:
         proba, predicted = probe.predict(embeddings)
         classes = probe.classes

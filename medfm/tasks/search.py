@@ -23,6 +23,7 @@ from medfm.index import Hit, Index, open_or_create_index
 from medfm.io import Image
 from medfm.models.encoders.base import Encoder
 from medfm.models.encoders.planes import embed_image
+from medfm.progress import progress_bar
 from medfm.tasks.embed import embed_paths
 
 #: Paths embedded between two checkpoints of the index during a build.
@@ -88,20 +89,6 @@ def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = No
     return list(items.values())
 
 
-def _progress_bar(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=True, disable=not enabled)
-
-
 def _embed_chunk(items: list[Item], encoder: Encoder, batch_size: int, bad: list[tuple[str, str]]) -> tuple[list[Item], np.ndarray]:
     """The items of the chunk that could be embedded, with their ``(N, D)`` vectors."""
     try:
@@ -143,7 +130,7 @@ def build_index(
         todo = [item for item in items if item.id not in held]
         report.skipped = len(items) - len(todo)
         saved_at = time.monotonic()
-        with _progress_bar(progress) as bar:
+        with progress_bar(progress) as bar:
             task = bar.add_task("embedding", total=len(todo))
             for start in range(0, len(todo), CHUNK):
                 kept, vectors = _embed_chunk(todo[start:start + CHUNK], encoder, batch_size, report.bad)

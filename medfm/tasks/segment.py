@@ -19,6 +19,7 @@ import numpy as np
 from medfm.errors import MedfmError
 from medfm.io.image import Image
 from medfm.models.segmenters import Prediction, Prompt, Segmenter
+from medfm.progress import progress_bar
 
 #: The segmenter the CLI uses when no ``--model`` is given.
 DEFAULT_MODEL = "medfm-interactive"
@@ -47,6 +48,7 @@ def propagate(
     min_area: int = 10,
     min_score: float = 0.5,
     margin: int = 2,
+    progress: bool = False,
 ) -> Image:
     """Segment the prompted planes, then carry each structure outwards through the image.
 
@@ -58,7 +60,7 @@ def propagate(
     ``min_score`` (the structure has ended). A plane the user prompted for a label keeps
     the user's prompts for that label; between two prompted planes each plane follows the
     nearer one (the lower on a tie). Adding prompts and calling again re-encodes no plane
-    the segmenter has cached.
+    the segmenter has cached. ``progress`` shows a bar of the planes segmented on stderr.
     """
     if axis not in AXES:
         raise MedfmError(f"axis must be one of {', '.join(AXES)}; got {axis!r}")
@@ -77,22 +79,27 @@ def propagate(
     for index, _ in flat:
         _plane(image, *((index, fixed) if axis == "k" else (fixed, index)))
 
-    def plane(index: int) -> np.ndarray:
-        return image.frame(index, fixed) if axis == "k" else image.frame(fixed, index)
-
     labels = _empty_labels(image, [prompt for _, prompt in flat])
     by_label: dict[int, dict[int, list[Prompt]]] = {}
     for index, prompt in flat:
         by_label.setdefault(_label(prompt), {}).setdefault(index, []).append(prompt)
     structures = []
-    for label, seeds in by_label.items():
-        planes = _carry(segmenter, plane, seeds, count, min_area, min_score, margin)
-        for index, prediction in planes.items():
-            k, t = (index, fixed) if axis == "k" else (fixed, index)
-            _paint(labels, k, t, prediction.mask, label)
-        first = next(iter(seeds.values()))[0]
-        placed = [((index, fixed) if axis == "k" else (fixed, index)) + (planes[index],) for index in sorted(planes)]
-        structures.append(_structure(first, placed))
+    with progress_bar(progress) as bar:
+        # each structure visits at most every plane; it usually ends sooner, and the bar with it
+        task = bar.add_task("Propagating", total=count * len(by_label))
+
+        def plane(index: int) -> np.ndarray:
+            bar.advance(task)
+            return image.frame(index, fixed) if axis == "k" else image.frame(fixed, index)
+
+        for label, seeds in by_label.items():
+            planes = _carry(segmenter, plane, seeds, count, min_area, min_score, margin)
+            for index, prediction in planes.items():
+                k, t = (index, fixed) if axis == "k" else (fixed, index)
+                _paint(labels, k, t, prediction.mask, label)
+            first = next(iter(seeds.values()))[0]
+            placed = [((index, fixed) if axis == "k" else (fixed, index)) + (planes[index],) for index in sorted(planes)]
+            structures.append(_structure(first, placed))
     record = {
         "axis": axis, "min_area": min_area, "min_score": min_score, "margin": margin,
         "prompts": [{**prompt.to_dict(), field: index} for index, prompt in flat],

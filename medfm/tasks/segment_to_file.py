@@ -32,9 +32,11 @@ def segment_file(
     scribble: str | os.PathLike | None = None,
     prompts_file: str | os.PathLike | None = None,
     propagate_prompts: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Load ``source``, segment it from the prompts, write ``output`` atomically; the summary.
 
+    ``progress`` shows propagation's progress bar on stderr.
     The summary holds the model, weights sha256, medfm version, prompts, per structure
     its size (voxels, and mm² or mm³ from the spacing) and mean score, and timings in s.
     """
@@ -48,7 +50,7 @@ def segment_file(
         by_plane: dict[int, list[Prompt]] = {}
         for prompt in prompts:
             by_plane.setdefault((prompt.slice_index if axis == "k" else prompt.frame_index) or 0, []).append(prompt)
-        labels = propagate(image, segmenter, by_plane, axis=axis)
+        labels = propagate(image, segmenter, by_plane, axis=axis, progress=progress)
     else:
         labels = segment(image, prompts, segmenter)
     segmented = time.perf_counter()
