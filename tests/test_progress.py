@@ -9,11 +9,11 @@ from contextlib import redirect_stderr
 
 import numpy as np
 import pytest
-from PIL import Image as PILImage
-
 from clitools import run_cli
 from fakeencoder import fake_models  # noqa: F401  (fixture)
 from fakesegmenter import ThresholdSegmenter, fake_segmenter  # noqa: F401  (fixture)
+from PIL import Image as PILImage
+
 from medfm.eval.protocols.degradation import degradation_curves
 from medfm.eval.protocols.interactive import evaluate_interactive
 from medfm.io.image import Image
@@ -80,7 +80,8 @@ def test_the_evaluations_show_their_progress(tmp_path):
     ["evaluate", "robustness", "{manifest}", "--segmenter", "fake-threshold", "--corruptions", "gaussian_noise",
      "--severities", "1"],
 ])
-def test_commands_show_progress_unless_told_not_to(tmp_path, capsys, fake_models, fake_segmenter, command):
+@pytest.mark.usefixtures("fake_models", "fake_segmenter")
+def test_commands_show_progress_unless_told_not_to(tmp_path, capsys, command):
     image, manifest = write_case(tmp_path)
     args = [part.format(image=image, manifest=manifest, out=tmp_path / "out.png") for part in command]
     with redirect_stderr(Terminal()) as terminal:
