@@ -13,8 +13,7 @@ from typing import Any
 
 from medfm.errors import MedfmError, display_path
 from medfm.index import Index
-from medfm.index.base import model_record
-from medfm.models.encoders.base import Encoder
+from medfm.models.encoders.base import Encoder, model_record
 from medfm.models.probe import Probe
 from medfm.progress import progress_bar
 from medfm.tasks.embed import embed_paths
@@ -22,6 +21,8 @@ from medfm.tasks.zeroshot import DEFAULT_SCALE, DEFAULT_TEMPLATES, label_embeddi
 
 #: The image-text model for zero-shot classification when none is named.
 DEFAULT_MODEL = "medfm-clip-small"
+#: Longest zero-shot label: a prompt beyond a text tower's context (CLIP reads 77 tokens) is cut off silently.
+MAX_LABEL_CHARS = 200
 
 
 def _entries(path: str | os.PathLike, what: str) -> list[str]:
@@ -35,17 +36,30 @@ def _entries(path: str | os.PathLike, what: str) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
+def check_labels(labels: Sequence[str]) -> list[str]:
+    """The class names of a zero-shot classification, checked: at least two, distinct, none blank,
+    none longer than :data:`MAX_LABEL_CHARS`."""
+    names = list(labels)
+    if any(not name.strip() for name in names):
+        raise MedfmError("a zero-shot label is blank; every label must name a class")
+    if too_long := [name for name in names if len(name) > MAX_LABEL_CHARS]:
+        raise MedfmError(f"zero-shot labels must be at most {MAX_LABEL_CHARS} characters; one has {len(too_long[0])}")
+    if len(names) < 2 or len(set(names)) != len(names):
+        shown = names if len(names) <= 10 else [*names[:10], "..."]
+        raise MedfmError(f"zero-shot classification needs at least two distinct labels; got {shown}")
+    return names
+
+
 def read_labels(labels: str | None = None, labels_file: str | os.PathLike | None = None) -> list[str]:
-    """Class names from comma-separated ``labels`` or ``labels_file`` (one per line, ``#`` lines ignored)."""
+    """Class names from comma-separated ``labels`` or ``labels_file`` (one per line, ``#`` lines ignored),
+    checked by :func:`check_labels`."""
     if (labels is None) == (labels_file is None):
         raise MedfmError("give the labels as a comma-separated list or as a file, not both")
     if labels_file is not None:
         names = _entries(labels_file, "labels")
     else:
         names = [name.strip() for name in labels.split(",") if name.strip()]
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise MedfmError(f"zero-shot classification needs at least two distinct labels; got {names}")
-    return names
+    return check_labels(names)
 
 
 def read_templates(path: str | os.PathLike) -> list[str]:
@@ -72,11 +86,15 @@ def classify(
     plus ``"operating_point"`` with a calibrated probe and ``"evidence"`` (the ``k`` most
     similar indexed cases, best first) with an ``index``.
 
-    Zero-shot with ``labels`` (and prompt ``templates``, ensembled), or with a fitted ``probe``.
+    Zero-shot with ``labels`` (checked by :func:`check_labels`; with prompt ``templates``,
+    ensembled), or with a fitted ``probe``. An image that cannot be read or embedded raises
+    :class:`~medfm.errors.FileError`.
     ``progress`` shows a bar of the images embedded on stderr.
     """
     if (labels is None) == (probe is None):
         raise MedfmError("give labels for zero-shot classification or a probe, not both")
+    if labels is not None:
+        labels = check_labels(labels)
     if probe is not None:
         probe.check_model(encoder.info)
     if index is not None:

@@ -9,9 +9,8 @@ import numpy as np
 
 from medfm.errors import MedfmError, display_path
 from medfm.index import Index
-from medfm.index.base import model_record
 from medfm.io.manifest import read_manifest
-from medfm.models.encoders.base import Encoder
+from medfm.models.encoders.base import Encoder, model_record
 from medfm.models.probe import HEADS, Probe
 from medfm.tasks.embed import embed_paths
 
