@@ -37,8 +37,8 @@ def test_scribbles_and_boxes_refine_one_structure_and_labels_do_not_mix(segmente
     session.interact(segmenter, lock, 0, 0, 2, interaction([], [], None, ([(2, 2), (8, 2)], True)))
     plane = session.plane(0, 0)
     assert plane[24, 24] == 1 and set(np.unique(plane)) <= {0, 1, 2}
-    record = session.label_image(segmenter.info).metadata["segmentation"]
-    assert [p["label"] for p in record["prompts"]] == [1, 2] and record["model"] == "medfm-interactive"
+    record = session.label_image(segmenter.info).provenance
+    assert [p["label"] for p in record.prompts] == [1, 2] and record.model == "medfm-interactive"
 
 
 def test_sessions_are_independent_and_expire_when_idle():

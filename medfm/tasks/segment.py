@@ -4,9 +4,9 @@
 prompted structure from plane to plane through a volume (``axis="k"``) or a video
 (``axis="t"``). Both return an :class:`~medfm.io.Image` label map on the input's grid
 (``(I, J, K, T)``, 0 background, each structure its prompt's ``label``, 1 by default),
-whose ``metadata["segmentation"]`` records the model, its weights' sha256, medfm's
-version, the prompts and each structure's per-plane scores. Where structures overlap,
-the one whose prompt comes later wins.
+whose :attr:`~medfm.io.Image.provenance` (:func:`segmentation_provenance`) records the
+model, its weights' sha256, medfm's version, the input, the prompts and each structure's
+per-plane scores. Where structures overlap, the one whose prompt comes later wins.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from scipy import ndimage
 
 from medfm.errors import MedfmError
 from medfm.io.image import Image
-from medfm.models.segmenters import Prediction, Prompt, Segmenter
+from medfm.models.segmenters import Prediction, Prompt, Segmenter, SegmenterInfo
 from medfm.progress import progress_bar
+from medfm.provenance import Provenance, pixels_id
 
 #: The segmenter the CLI uses when no ``--model`` is given.
 DEFAULT_MODEL = "medfm-interactive"
@@ -43,7 +44,9 @@ def segment(image: Image, prompts: Sequence[Prompt], segmenter: Segmenter) -> Im
         prediction = _predict(segmenter, image.frame(k, t), [prompt])
         _paint(labels, k, t, prediction.mask, _label(prompt))
         structures.append(_structure(prompt, [(k, t, prediction)]))
-    return _stamp(image, labels, segmenter, {"prompts": [p.to_dict() for p in prompts], "structures": structures})
+    result = image.with_array(labels)
+    result.provenance = segmentation_provenance(image, segmenter.info, [p.to_dict() for p in prompts], structures)
+    return result
 
 
 @dataclass(frozen=True)
@@ -150,12 +153,12 @@ def propagate(
             first = next(iter(seeds.values()))[0]
             placed = [((index, fixed) if axis == "k" else (fixed, index)) + (planes[index],) for index in sorted(planes)]
             structures.append(_structure(first, placed))
-    record = {
-        "axis": axis, "rule": rule.to_dict(),
-        "prompts": [{**prompt.to_dict(), field: index} for index, prompt in flat],
-        "structures": structures,
-    }
-    return _stamp(image, labels, segmenter, record)
+    result = image.with_array(labels)
+    result.provenance = segmentation_provenance(
+        image, segmenter.info, [{**prompt.to_dict(), field: index} for index, prompt in flat], structures,
+        {"axis": axis, "rule": rule.to_dict()},
+    )
+    return result
 
 
 def _carry(segmenter: Segmenter, plane: Any, seeds: dict[int, list[Prompt]], count: int,
@@ -317,15 +320,19 @@ def _structure(prompt: Prompt, planes: list[tuple[int, int, Prediction]]) -> dic
     }
 
 
-def _stamp(image: Image, labels: np.ndarray, segmenter: Segmenter, record: dict[str, Any]) -> Image:
-    from medfm import __version__
+def segmentation_provenance(
+    image: Image, model: SegmenterInfo, prompts: Sequence[Mapping[str, Any]], structures: Sequence[Mapping[str, Any]],
+    parameters: Mapping[str, Any] | None = None,
+) -> Provenance:
+    """The record of a label map drawn on ``image`` by ``model``, for the CLI, the Python API and the server alike.
 
-    result = image.with_array(labels)
-    result.metadata["segmentation"] = {
-        "model": segmenter.info.name, "weights_sha256": segmenter.info.weights_sha256,
-        "medfm_version": __version__, **record,
-    }
-    return result
+    ``prompts`` are :meth:`Prompt.to_dict` records with their plane indices; ``structures``
+    ``{"label", "label_name", "planes": [{"slice_index", "frame_index", "score"}]}``;
+    ``parameters`` the settings that shaped the result (propagation's axis and limits).
+    """
+    return Provenance(kind="segmentation", model=model.name, weights_sha256=model.weights_sha256,
+                      inputs=(pixels_id(image.array),), prompts=tuple(prompts), structures=tuple(structures),
+                      parameters=parameters or {})
 
 
 def measure(labels: Image) -> list[dict[str, Any]]:
