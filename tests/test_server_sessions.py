@@ -50,3 +50,18 @@ def test_sessions_are_independent_and_expire_when_idle():
     time.sleep(0.1)
     with pytest.raises(SessionNotFound, match="expired"):
         store.get(second.id)
+
+
+def test_a_session_hashes_its_image_once_however_often_it_propagates(segmenter, monkeypatch) -> None:
+    import medfm.server.sessions as sessions_module
+
+    calls = []
+    real = sessions_module.pixels_id
+    monkeypatch.setattr(sessions_module, "pixels_id", lambda array: calls.append(array.shape) or real(array))
+    session = SegmentationSession(1, Image(disc_volume(slices=5)))
+    lock = threading.RLock()
+    session.interact(segmenter, lock, 2, 0, 1, interaction([(24, 24)], [1], None, None))
+    for _ in range(3):
+        session.propagate(segmenter, lock, 1, "k")
+    assert session.label_image(segmenter.info).provenance.inputs == (real(session.image.array),)
+    assert len(calls) == 1

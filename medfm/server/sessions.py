@@ -10,6 +10,7 @@ pixels (:meth:`medfm.io.Image.frame`); :mod:`medfm.server.display` maps the brow
 
 from __future__ import annotations
 
+
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ import numpy as np
 from medfm.errors import MedfmError
 from medfm.io import Image
 from medfm.models.segmenters import Prompt, Scribble, Segmenter, SegmenterInfo
+from medfm.provenance import pixels_id
 from medfm.server.display import Display
 from medfm.server.errors import NotFound
 from medfm.tasks.segment import propagate, segmentation_provenance
@@ -131,6 +133,11 @@ class SegmentationSession:
         self._apply(Step((k, t), {(k, t): self.plane(k, t).copy()}, {(k, t): plane}, {key: before}, {key: structure}))
         return float(prediction.score)
 
+    @cached_property
+    def input_id(self) -> str:
+        """The image's :func:`~medfm.provenance.pixels_id`, hashed once per session, not once per propagation."""
+        return pixels_id(self.image.array)
+
     def propagate(self, segmenter: Segmenter, segmenter_lock: threading.RLock, label: int, axis: str) -> Plane:
         """Carry structure ``label`` through the image from its prompted planes (one undoable step)."""
         seeds = {key: s for key, s in self.structures.items() if key[0] == label and s.interactions}
@@ -139,7 +146,7 @@ class SegmentationSession:
         index = 1 if axis == "k" else 2
         prompts = {key[index]: [s.combined(*key)] for key, s in seeds.items()}
         with segmenter_lock:
-            result = propagate(self.image, segmenter, prompts, axis=axis).array[..., 0]
+            result = propagate(self.image, segmenter, prompts, axis=axis, input_id=self.input_id).array[..., 0]
         touched = {(k, t) for k, t in zip(*np.nonzero((result == label).any(axis=(0, 1))))}
         touched |= {(key[1], key[2]) for key in seeds}
         before = {(int(k), int(t)): self.plane(k, t).copy() for k, t in touched}
@@ -186,7 +193,7 @@ class SegmentationSession:
             ]}
             for value, info in sorted(self.label_info.items())
         ]
-        labels.provenance = segmentation_provenance(self.image, model, prompts, structures)
+        labels.provenance = segmentation_provenance(self.image, model, prompts, structures, input_id=self.input_id)
         return labels
 
     def _apply(self, step: Step) -> None:

@@ -33,7 +33,7 @@ AXES = ("k", "t")
 _OUTSIDE_LOGIT = -20.0
 
 
-def segment(image: Image, prompts: Sequence[Prompt], segmenter: Segmenter) -> Image:
+def segment(image: Image, prompts: Sequence[Prompt], segmenter: Segmenter, *, input_id: str | None = None) -> Image:
     """Each prompt on its plane (``slice_index``, ``frame_index``, 0 when unset) → a label map."""
     if not prompts:
         raise MedfmError("no prompt given: give at least one point, box or scribble")
@@ -45,7 +45,8 @@ def segment(image: Image, prompts: Sequence[Prompt], segmenter: Segmenter) -> Im
         _paint(labels, k, t, prediction.mask, _label(prompt))
         structures.append(_structure(prompt, [(k, t, prediction)]))
     result = image.with_array(labels)
-    result.provenance = segmentation_provenance(image, segmenter.info, [p.to_dict() for p in prompts], structures)
+    result.provenance = segmentation_provenance(image, segmenter.info, [p.to_dict() for p in prompts], structures,
+                                                input_id=input_id)
     return result
 
 
@@ -101,6 +102,8 @@ def propagate(
     prompts_by_slice: Mapping[int, Sequence[Prompt]],
     axis: str = "k",
     rule: PropagationRule = PropagationRule(),
+    *,
+    input_id: str | None = None,
     progress: bool = False,
 ) -> Image:
     """Segment the prompted planes, then carry each structure outwards through the image.
@@ -156,7 +159,7 @@ def propagate(
     result = image.with_array(labels)
     result.provenance = segmentation_provenance(
         image, segmenter.info, [{**prompt.to_dict(), field: index} for index, prompt in flat], structures,
-        {"axis": axis, "rule": rule.to_dict()},
+        {"axis": axis, "rule": rule.to_dict()}, input_id=input_id,
     )
     return result
 
@@ -323,15 +326,18 @@ def _structure(prompt: Prompt, planes: list[tuple[int, int, Prediction]]) -> dic
 def segmentation_provenance(
     image: Image, model: SegmenterInfo, prompts: Sequence[Mapping[str, Any]], structures: Sequence[Mapping[str, Any]],
     parameters: Mapping[str, Any] | None = None,
+    input_id: str | None = None,
 ) -> Provenance:
     """The record of a label map drawn on ``image`` by ``model``, for the CLI, the Python API and the server alike.
 
     ``prompts`` are :meth:`Prompt.to_dict` records with their plane indices; ``structures``
     ``{"label", "label_name", "planes": [{"slice_index", "frame_index", "score"}]}``;
-    ``parameters`` the settings that shaped the result (propagation's axis and limits).
+    ``parameters`` the settings that shaped the result (propagation's axis and limits);
+    ``input_id`` names the image when the caller already knows it (hashing a large volume's
+    pixels, :func:`~medfm.provenance.pixels_id`, the default, takes a noticeable fraction of a second).
     """
     return Provenance(kind="segmentation", model=model.name, weights_sha256=model.weights_sha256,
-                      inputs=(pixels_id(image.array),), prompts=tuple(prompts), structures=tuple(structures),
+                      inputs=(input_id or pixels_id(image.array),), prompts=tuple(prompts), structures=tuple(structures),
                       parameters=parameters or {})
 
 
