@@ -12,8 +12,12 @@ Which files count:
 * Any other file (``README.txt``, ``.csv``...) is *skipped* as not an image.
 
 DICOM files are grouped by series (header only, :func:`medfm.io.dicom.scan_dicom`):
-one catalog image per series with its file list. Every other image file is one catalog
-image; NIfTI is described from its header alone.
+one catalog image per series with exactly its own files, so that a folder holding several
+series gives one image each, read back from its files alone
+(:func:`medfm.catalog.loading.load_record`). A file whose SOP Instance UID repeats one
+already in its series (the same image saved under two names) is counted as a duplicate
+and not catalogued. Every other image file is one catalog image; NIfTI is described
+from its header alone.
 
 Files are keyed by resolved path, size and modification time: a file already
 catalogued with the same size and mtime is *unchanged* and not read again; a changed
@@ -57,7 +61,8 @@ class IngestReport:
 
     ``added`` and ``updated`` count catalog images; ``unchanged`` counts files already
     catalogued with the same size and mtime; ``skipped`` counts files that are not
-    images; ``bad`` lists ``(path, reason)`` for images that could not be read.
+    images; ``duplicates`` counts DICOM files left out as copies of an image of their
+    series; ``bad`` lists ``(path, reason)`` for images that could not be read.
     """
 
     catalog: str
@@ -65,6 +70,7 @@ class IngestReport:
     updated: int = 0
     unchanged: int = 0
     skipped: int = 0
+    duplicates: int = 0
     bad: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -158,8 +164,10 @@ def _series_entry(series: DicomSeries, found: dict[Path, _Found]) -> ImageEntry:
     if series.problem:  # still catalogued, so that the user can find and fix it
         meta["volume_problem"] = series.problem
     files = [found.get(p) or _Found(p, p.stat().st_size, p.stat().st_mtime_ns) for p in map(Path, series.files)]
+    # A name for people only: the file itself, or the folder of a series' files (which may hold others).
+    source_path = str(files[0].path) if len(files) == 1 else os.path.commonpath([str(f.path.parent) for f in files])
     return ImageEntry(
-        format=DICOM_FORMAT, source_path=os.path.commonpath([str(f.path.parent) for f in files]),
+        format=DICOM_FORMAT, source_path=source_path,
         modality=meta.get("modality") or "OT", body_part=meta.get("body_part"),
         description=meta.get("series_description"), shape=series.shape, spacing=series.spacing,
         orientation="".join(aff2axcodes(series.affine)), files=[_file_record(f) for f in files], metadata=meta, phi=series.phi,
@@ -284,6 +292,7 @@ def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], N
     advance(len(bad))
     catalogued = batch.catalog.series_files([s.series_uid for s in series_list])
     for series in series_list:
+        new_files = len(series.files) + len(series.duplicates)
         earlier = [path for path in map(Path, catalogued.get(series.series_uid, [])) if path not in by_path and path.is_file()]
         try:
             if earlier:
@@ -299,5 +308,6 @@ def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], N
             bad.append((series.files[0], "series files changed while being read; ingest again"))
         else:
             batch.add(entry)
-        advance(sum(1 for path in series.files if path in by_path))
+        batch.report.duplicates += sum(1 for path in series.duplicates if path in by_path)
+        advance(new_files)
     batch.report.bad.extend((display_path(path), reason) for path, reason in bad)

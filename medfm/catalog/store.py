@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, func, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from medfm.catalog.schema import SCHEMA_VERSION, Base, FileRow, ImageRow, MetaRow, StudyRow
 from medfm.errors import MedfmError
@@ -59,7 +59,9 @@ class ImageEntry:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """A catalogued image. ``files`` is filled by :meth:`Catalog.get` only."""
+    """A catalogued image and, when fetched with them (:meth:`Catalog.get`, ``query(with_files=True)``),
+    exactly the files it is read from: a DICOM series' own files, or the one image file.
+    ``source_path`` only names it for people: that file, or the folder of a series' files."""
 
     id: int
     dataset: str | None
@@ -309,8 +311,9 @@ class Catalog:
         dataset: str | None = None,
         text: str | None = None,
         limit: int | None = None,
+        with_files: bool = False,
     ) -> list[ImageRecord]:
-        """Images matching every given filter, oldest first.
+        """Images matching every given filter, oldest first; ``with_files`` fills each one's files.
 
         ``modality`` and ``body_part`` match whole values, ignoring case; ``dataset``
         matches exactly; ``text`` is a case-insensitive substring of the description,
@@ -330,8 +333,10 @@ class Catalog:
             stmt = stmt.where(or_(*(column.icontains(text, autoescape=True) for column in columns)))
         if limit is not None:
             stmt = stmt.limit(min(limit, MAX_ID))
+        if with_files:
+            stmt = stmt.options(selectinload(ImageRow.files))
         with Session(self._engine) as session:
-            return [self._record(*row) for row in session.execute(stmt)]
+            return [self._record(*row, files=row[0].files if with_files else None) for row in session.execute(stmt)]
 
     def count(self) -> int:
         """How many images the catalog holds."""

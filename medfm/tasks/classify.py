@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from medfm.catalog.store import ImageRecord
 from medfm.errors import MedfmError, display_path
 from medfm.index import Index
 from medfm.index.base import model_record
@@ -145,7 +146,7 @@ def read_templates(path: str | os.PathLike) -> list[str]:
 
 
 def classify(
-    paths: Sequence[str | os.PathLike],
+    paths: Sequence[str | os.PathLike | ImageRecord],
     encoder: Encoder,
     *,
     labels: Sequence[str] | None = None,
@@ -155,7 +156,8 @@ def classify(
     k: int = 5,
     batch_size: int = 32,
 ) -> list[dict[str, Any]]:
-    """One result per image: ``{"path", "model", "probabilities": {label: p}, "prediction"}``,
+    """One result per image: ``{"path", "model", "probabilities": {label: p}, "prediction"}``
+    (``"image_id"`` instead of ``"path"`` for a catalog record, read from exactly its own files),
     plus ``"operating_point"`` with a calibrated probe and ``"evidence"`` (the ``k`` most
     similar indexed cases, best first) with an ``index``.
 
@@ -180,7 +182,8 @@ def classify(
         predicted = [classes[i] for i in proba.argmax(axis=1)]
     results = []
     for row, path in enumerate(paths):
-        result = {"path": display_path(path), "model": model_record(encoder.info),
+        named = {"image_id": path.id} if isinstance(path, ImageRecord) else {"path": display_path(path)}
+        result = {**named, "model": model_record(encoder.info),
                   "probabilities": {c: round(float(p), 6) for c, p in zip(classes, proba[row])},
                   "prediction": predicted[row]}
         if probe is not None and probe.operating_point is not None:

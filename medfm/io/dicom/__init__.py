@@ -43,7 +43,8 @@ class DicomSeries:
     (a missing slice, say) and the geometry is a best guess from the first frame.
     ``metadata`` is non-identifying; ``phi`` holds patient identifiers as strings.
     ``frames`` (filled by the scan) lets :func:`read_series` skip re-reading headers; when
-    empty, the files are scanned again.
+    empty, the files are scanned again. ``duplicates`` are files left out because their
+    SOP Instance UID repeats one of ``files`` (one image saved twice under two names).
     """
 
     series_uid: str
@@ -56,13 +57,16 @@ class DicomSeries:
     affine: np.ndarray = field(repr=False)
     problem: str | None = None
     frames: list[Frame] = field(default_factory=list, repr=False)
+    duplicates: list[Path] = field(default_factory=list)
 
     @classmethod
-    def from_frames(cls, series_uid: str, header, files: list[Path], frames: list[Frame]) -> DicomSeries:
+    def from_frames(
+        cls, series_uid: str, metadata: dict, phi: dict, files: list[Path], frames: list[Frame],
+        duplicates: list[Path] | None = None,
+    ) -> DicomSeries:
         from medfm.io.dicom.geometry import plan_volume
-        from medfm.io.dicom.scan import describe
 
-        metadata, phi = describe(header)
+        metadata = dict(metadata)
         metadata["num_files"] = len(files)
         problem = None
         try:
@@ -81,7 +85,8 @@ class DicomSeries:
                 np.asarray(first.position, dtype=float),
             )
         spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
-        return cls(series_uid, str(metadata.get("study_uid", "")), list(files), metadata, phi, shape, spacing, affine, problem, frames)
+        return cls(series_uid, str(metadata.get("study_uid", "")), list(files), metadata, dict(phi), shape, spacing, affine,
+                   problem, frames, list(duplicates or []))
 
 
 @contextmanager

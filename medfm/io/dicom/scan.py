@@ -7,10 +7,13 @@ stops a scan: it lands on the bad list with a one-line reason.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from functools import cache
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +76,13 @@ PHI_KEYWORDS = {
 class BadFile(Exception):
     """A file that is not a readable DICOM image; the message is the one-line reason."""
 
+
+#: A scan of at least this many files parses them in worker processes.
+PARALLEL_SCAN_FILES = 256
+#: At most this many worker processes (and never more than the CPUs).
+SCAN_PROCESSES = 8
+#: Files per task sent to a worker: large enough to amortise the round trip.
+SCAN_CHUNK_FILES = 512
 
 #: Converted values by raw element: ``(tag, VR, implicit, little endian, raw bytes) -> value``.
 _converted: dict[tuple, Any] = {}
@@ -260,23 +270,95 @@ def file_frames(path: Path) -> tuple[Dataset, list[Frame]]:
     return ds, frames
 
 
+@dataclass(frozen=True, slots=True)
+class ScannedFile:
+    """What a scan keeps of one file: its series, its instance, its frames, and for the first
+    file of each series in a chunk the series' ``(metadata, phi)`` (see :func:`describe`)."""
+
+    path: Path
+    series_uid: str
+    instance_uid: str | None
+    frames: list[Frame]
+    described: tuple[dict[str, Any], dict[str, str]] | None
+
+
+def _scan_chunk(paths: list[Path]) -> tuple[list[ScannedFile], list[tuple[Path, str]]]:
+    """Scan ``paths`` in order; one process's share of a parallel scan."""
+    from medfm.io.dicom import quiet_pydicom
+
+    scanned: list[ScannedFile] = []
+    bad: list[tuple[Path, str]] = []
+    described: set[str] = set()
+    with quiet_pydicom():
+        for path in paths:
+            try:
+                ds, frames = file_frames(path)
+            except BadFile as exc:
+                bad.append((path, str(exc)))
+                continue
+            uid = str(header_value(ds, "SeriesInstanceUID") or f"no-uid:{path.parent}")
+            instance = header_value(ds, "SOPInstanceUID")
+            scanned.append(ScannedFile(path, uid, str(instance) if instance else None, frames,
+                                       None if uid in described else describe(ds)))
+            described.add(uid)
+    return scanned, bad
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """``fork`` (no start-up cost) in a single-threaded process; ``forkserver`` where other threads
+    run (a server), as forking a process whose threads may hold locks is unsafe."""
+    methods = multiprocessing.get_all_start_methods()
+    if threading.active_count() == 1 and "fork" in methods:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _scan_all(paths: list[Path]) -> Iterator[tuple[list[ScannedFile], list[tuple[Path, str]]]]:
+    """Chunks of ``paths`` scanned in order: in worker processes for many files (parsing holds
+    the GIL, so threads do not help), here for a few (a pool costs more than it saves)."""
+    workers = min(SCAN_PROCESSES, os.cpu_count() or 1)
+    if workers < 2 or len(paths) < PARALLEL_SCAN_FILES:
+        yield _scan_chunk(paths)
+        return
+    size = max(16, min(SCAN_CHUNK_FILES, -(-len(paths) // (4 * workers))))
+    chunks = [paths[start:start + size] for start in range(0, len(paths), size)]
+    with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+        yield from pool.map(_scan_chunk, chunks)
+
+
 def scan(paths: Iterable[Path]) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
-    """Group DICOM files into series; see :func:`medfm.io.dicom.scan_dicom`."""
+    """Group DICOM files into series; see :func:`medfm.io.dicom.scan_dicom`.
+
+    Within a series, a file whose SOP Instance UID repeats an earlier file's (the same image
+    copied under another name) is left out of ``files`` and listed in ``duplicates``.
+    """
     from medfm.io.dicom import DicomSeries
 
-    groups: dict[str, tuple[Dataset, list[Path], list[Frame]]] = {}
+    groups: dict[str, _Group] = {}
     bad: list[tuple[Path, str]] = []
-    # One thread: parsing holds the GIL, and threads measured slower on local disks.
-    for path in map(Path, paths):
-        try:
-            ds, frames = file_frames(path)
-        except BadFile as exc:
-            bad.append((path, str(exc)))
-            continue
-        uid = str(header_value(ds, "SeriesInstanceUID") or f"no-uid:{path.parent}")
-        group = groups.setdefault(uid, (ds, [], []))
-        group[1].append(path)
-        group[2].extend(frames)
-    series = [DicomSeries.from_frames(uid, ds, files, frames) for uid, (ds, files, frames) in groups.items()]
+    for scanned, chunk_bad in _scan_all([Path(p) for p in paths]):
+        bad.extend(chunk_bad)
+        for item in scanned:
+            group = groups.get(item.series_uid)
+            if group is None:
+                group = groups[item.series_uid] = _Group(item.described)
+            if item.instance_uid is not None and item.instance_uid in group.instances:
+                group.duplicates.append(item.path)
+                continue
+            if item.instance_uid is not None:
+                group.instances.add(item.instance_uid)
+            group.files.append(item.path)
+            group.frames.extend(item.frames)
+    series = [DicomSeries.from_frames(uid, *group.described, group.files, group.frames, group.duplicates)
+              for uid, group in groups.items()]
     series.sort(key=lambda s: (s.study_uid, s.metadata.get("series_number", 0), s.series_uid))
     return series, bad
+
+
+@dataclass
+class _Group:
+    described: tuple[dict[str, Any], dict[str, str]]
+    files: list[Path] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)
+    duplicates: list[Path] = field(default_factory=list)
+    instances: set[str] = field(default_factory=set)

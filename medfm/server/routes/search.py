@@ -68,7 +68,7 @@ def classify(image_id: int, body: ClassifyIn, state: ServerState = Depends(get_s
     record = state.record(image_id)
     try:
         with state.encoder_lock:
-            (result,) = classify_images([record.source_path], state.encoder, labels=body.labels)
+            (result,) = classify_images([record], state.encoder, labels=body.labels)
     except MedfmError as exc:
         raise MedfmError(f"image {image_id} cannot be classified: {str(exc).rsplit(': ', 1)[-1]}") from None
     return {"probabilities": result["probabilities"], "prediction": result["prediction"], "model": result["model"]}
