@@ -32,7 +32,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +54,8 @@ DICOM_FORMAT = DICOM.name
 #: A batch is committed once it holds this many images or files, whichever comes first.
 BATCH_IMAGES = 32
 BATCH_FILES = 1024
+#: Threads hashing DICOM files during an ingest.
+HASH_THREADS = 2
 
 
 @dataclass
@@ -82,26 +85,28 @@ class _Found:
 
 
 def _walk(paths: Iterable[str | os.PathLike], bad: list[tuple[str, str]]) -> tuple[list[_Found], int]:
-    """Regular files under ``paths``, resolved and deduplicated; and how many were not regular files."""
-    candidates: list[Path] = []
+    """Regular files under ``paths``, resolved and deduplicated; and how many were not regular files.
+
+    Each root is resolved once; below it only symbolic links need resolving (folders are not
+    followed through links), so a file costs one ``stat``.
+    """
+    candidates: list[tuple[Path, os.DirEntry | None]] = []
     for root in map(Path, paths):
         if not root.exists():
             raise MedfmError(f"{display_path(root)}: no such file or folder")
         if not root.is_dir():
-            candidates.append(root)
+            candidates.append((root, None))
             continue
-        def unreadable(exc: OSError) -> None:
-            bad.append((display_path(exc.filename), f"cannot read folder ({exc.strerror or exc})"))
-
-        for folder, subfolders, names in os.walk(root, onerror=unreadable):
-            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-            candidates.extend(Path(folder, name) for name in sorted(names) if not name.startswith("."))
+        candidates.extend((Path(entry.path), entry) for entry in _folder_entries(root.resolve(), bad))
     found: dict[Path, _Found] = {}
     irregular = 0
-    for path in candidates:
+    for path, entry in candidates:
         try:
-            resolved = path.resolve()
-            info = resolved.stat()
+            if entry is None or entry.is_symlink():
+                resolved = path.resolve()
+                info = resolved.stat()
+            else:
+                resolved, info = path, entry.stat(follow_symlinks=False)
         except OSError as exc:
             bad.append((display_path(path), f"cannot read ({exc.strerror or exc})"))
             continue
@@ -112,6 +117,32 @@ def _walk(paths: Iterable[str | os.PathLike], bad: list[tuple[str, str]]) -> tup
         elif resolved not in found:
             found[resolved] = _Found(resolved, info.st_size, info.st_mtime_ns)
     return list(found.values()), irregular
+
+
+def _folder_entries(root: Path, bad: list[tuple[str, str]]) -> Iterator[os.DirEntry]:
+    """Every non-folder entry under ``root``, depth first in name order, hidden names passed over."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as scanned:
+                entries = sorted(scanned, key=lambda entry: entry.name)
+        except OSError as exc:
+            bad.append((display_path(folder), f"cannot read folder ({exc.strerror or exc})"))
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_folder = entry.is_dir()
+            except OSError:
+                is_folder = False
+            if not is_folder:
+                yield entry
+            elif not entry.is_symlink():  # linked folders are not followed
+                subfolders.append(Path(entry.path))
+        stack.extend(reversed(subfolders))
 
 
 def _undecodable(path: Path) -> bool:
@@ -144,8 +175,8 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _file_record(found: _Found) -> FileRecord:
-    return FileRecord(str(found.path), found.size, found.mtime_ns, sha256_of(found.path))
+def _file_record(found: _Found, digest: str | None = None) -> FileRecord:
+    return FileRecord(str(found.path), found.size, found.mtime_ns, digest or sha256_of(found.path))
 
 
 def _file_entry(found: _Found, fmt: str) -> ImageEntry:
@@ -159,7 +190,7 @@ def _file_entry(found: _Found, fmt: str) -> ImageEntry:
     )
 
 
-def _series_entry(series: DicomSeries, found: dict[Path, _Found]) -> ImageEntry:
+def _series_entry(series: DicomSeries, found: dict[Path, _Found], digests: dict[Path, Future[str]]) -> ImageEntry:
     meta = dict(series.metadata)
     if series.problem:  # still catalogued, so that the user can find and fix it
         meta["volume_problem"] = series.problem
@@ -170,7 +201,8 @@ def _series_entry(series: DicomSeries, found: dict[Path, _Found]) -> ImageEntry:
         format=DICOM_FORMAT, source_path=source_path,
         modality=meta.get("modality") or "OT", body_part=meta.get("body_part"),
         description=meta.get("series_description"), shape=series.shape, spacing=series.spacing,
-        orientation="".join(aff2axcodes(series.affine)), files=[_file_record(f) for f in files], metadata=meta, phi=series.phi,
+        orientation="".join(aff2axcodes(series.affine)), metadata=meta, phi=series.phi,
+        files=[_file_record(f, digests[f.path].result() if f.path in digests else None) for f in files],
         study_uid=series.study_uid or None, series_uid=series.series_uid,
     )
 
@@ -288,6 +320,14 @@ def _ingest(paths: list, catalog: Catalog, dataset: str | None, progress: bool |
 def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], None]) -> None:
     """One catalog image per series; new files of a catalogued series make it rescanned whole."""
     by_path = {item.path: item for item in dicom}
+    # Hashing releases the GIL: threads hash the files while worker processes parse headers.
+    with ThreadPoolExecutor(HASH_THREADS) as hashing:
+        digests = {path: hashing.submit(sha256_of, path) for path in by_path}
+        _catalog_series(by_path, digests, batch, advance)
+
+
+def _catalog_series(by_path: dict[Path, _Found], digests: dict[Path, Future[str]], batch: _Batch,
+                    advance: Callable[[int], None]) -> None:
     series_list, bad = scan_dicom(list(by_path))
     advance(len(bad))
     catalogued = batch.catalog.series_files([s.series_uid for s in series_list])
@@ -299,7 +339,7 @@ def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], N
                 rescanned, more_bad = scan_dicom(earlier + list(series.files))
                 bad.extend(more_bad)
                 series = next(s for s in rescanned if s.series_uid == series.series_uid)
-            entry = _series_entry(series, by_path)
+            entry = _series_entry(series, by_path, digests)
         except MedfmError as exc:
             bad.append((series.files[0], _reason(exc)))
         except OSError as exc:

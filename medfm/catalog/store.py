@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, or_, select
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, selectinload
@@ -238,6 +238,8 @@ class Catalog:
         return added, updated
 
     def _upsert(self, session: Session, entry: ImageEntry, dataset: str | None) -> bool:
+        # File rows are written with bulk statements: a series can have thousands of files,
+        # and one ORM object per file row made saving the slowest part of an ingest.
         paths = [f.path for f in entry.files]
         if entry.series_uid:
             row = session.scalar(select(ImageRow).where(ImageRow.series_uid == entry.series_uid))
@@ -245,17 +247,13 @@ class Catalog:
             row = session.scalar(select(ImageRow).join(FileRow).where(FileRow.path == paths[0], ImageRow.series_uid.is_(None)))
         orphans = set()
         for chunk in _chunks(paths):
-            for file_row in session.scalars(select(FileRow).where(FileRow.path.in_(chunk))):
-                if row is None or file_row.image_id != row.id:
-                    orphans.add(file_row.image_id)
-                    session.delete(file_row)
+            orphans.update(session.scalars(select(FileRow.image_id).where(FileRow.path.in_(chunk))))
+            session.execute(delete(FileRow).where(FileRow.path.in_(chunk)), execution_options={"synchronize_session": False})
         is_new = row is None
         if is_new:
             row = ImageRow()
         else:
-            row.files.clear()
-        # Old file rows must be gone before new ones take their unique paths.
-        session.flush()
+            session.execute(delete(FileRow).where(FileRow.image_id == row.id), execution_options={"synchronize_session": False})
         patient_key = self.patient_key(entry.phi.get("patient_id"))
         study = self._study(session, entry.study_uid, patient_key) if entry.study_uid else None
         session.add(row)
@@ -273,11 +271,15 @@ class Catalog:
         row.orientation = entry.orientation
         row.metadata_ = _plain(entry.metadata)
         row.phi = _plain(entry.phi)
-        row.files = [FileRow(path=f.path, size=f.size, mtime_ns=f.mtime_ns, sha256=f.sha256) for f in entry.files]
         session.flush()
+        session.execute(insert(FileRow), [
+            {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "sha256": f.sha256, "image_id": row.id}
+            for f in entry.files
+        ])
+        session.expire(row, ["files"])
         for image_id in orphans - {row.id}:
             if session.scalar(select(func.count(FileRow.id)).where(FileRow.image_id == image_id)) == 0:
-                session.delete(session.get(ImageRow, image_id))
+                session.execute(delete(ImageRow).where(ImageRow.id == image_id), execution_options={"synchronize_session": False})
         return is_new
 
     @staticmethod
