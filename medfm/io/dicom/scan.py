@@ -7,9 +7,11 @@ stops a scan: it lands on the bad list with a one-line reason.
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
-import threading
+import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -84,6 +86,9 @@ SCAN_PROCESSES = 8
 #: Files per task sent to a worker: large enough to amortise the round trip.
 SCAN_CHUNK_FILES = 512
 
+#: Files up to this size are read whole before their header is parsed.
+WHOLE_FILE_BYTES = 256 * 1024
+
 #: Converted values by raw element: ``(tag, VR, implicit, little endian, raw bytes) -> value``.
 _converted: dict[tuple, Any] = {}
 #: The memo is emptied when it reaches this many values (values unique to one file fill it).
@@ -150,8 +155,9 @@ def describe(ds: Dataset) -> tuple[dict[str, Any], dict[str, str]]:
 def _transfer_syntax(ds: Dataset) -> str:
     """The Transfer Syntax UID, or for a file without one the native encoding pydicom found."""
     meta = getattr(ds, "file_meta", None)
-    if meta is not None and meta.get("TransferSyntaxUID"):
-        return str(meta.TransferSyntaxUID)
+    syntax = header_value(meta, "TransferSyntaxUID") if meta is not None else None
+    if syntax:
+        return str(syntax)
     implicit, little = ds.original_encoding
     return "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
 
@@ -159,14 +165,16 @@ def _transfer_syntax(ds: Dataset) -> str:
 def _read_header(path: Path) -> tuple[Dataset, int, int, int]:
     """The header, the Pixel Data value's offset and length (-1, -1 if none), and the file size."""
     try:
-        with open(path, "rb") as fp:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            # A small file is read whole with one call: pydicom's many small reads cost more.
+            fp = io.BytesIO(handle.read()) if size <= WHOLE_FILE_BYTES else handle
             head = fp.read(132)
             if not looks_like_dicom(head):
                 raise BadFile("not a DICOM file (no DICM marker at byte 128)")
             fp.seek(0)
             ds = dcmread(fp, stop_before_pixels=True, force=head[128:132] != b"DICM")
             offset, length = _pixel_element(fp, ds)
-            size = os.fstat(fp.fileno()).st_size
     except BadFile:
         raise
     except OSError as exc:
@@ -304,26 +312,33 @@ def _scan_chunk(paths: list[Path]) -> tuple[list[ScannedFile], list[tuple[Path, 
     return scanned, bad
 
 
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """``fork`` (no start-up cost) in a single-threaded process; ``forkserver`` where other threads
-    run (a server), as forking a process whose threads may hold locks is unsafe."""
-    methods = multiprocessing.get_all_start_methods()
-    if threading.active_count() == 1 and "fork" in methods:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+def _pool_context() -> multiprocessing.context.BaseContext | None:
+    """``fork`` workers, or None (scan here) where the platform has no ``fork``.
+
+    Not ``spawn``/``forkserver``: they re-import the caller's main module, which breaks any
+    script without an ``if __name__ == "__main__"`` guard. A forked worker only parses headers
+    with pydicom, touching no lock another thread of the parent (a server's) could hold.
+    """
+    if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    return multiprocessing.get_context("fork")
 
 
 def _scan_all(paths: list[Path]) -> Iterator[tuple[list[ScannedFile], list[tuple[Path, str]]]]:
     """Chunks of ``paths`` scanned in order: in worker processes for many files (parsing holds
     the GIL, so threads do not help), here for a few (a pool costs more than it saves)."""
     workers = min(SCAN_PROCESSES, os.cpu_count() or 1)
-    if workers < 2 or len(paths) < PARALLEL_SCAN_FILES:
+    context = _pool_context()
+    if workers < 2 or len(paths) < PARALLEL_SCAN_FILES or context is None:
         yield _scan_chunk(paths)
         return
     size = max(16, min(SCAN_CHUNK_FILES, -(-len(paths) // (4 * workers))))
     chunks = [paths[start:start + size] for start in range(0, len(paths), size)]
-    with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-        yield from pool.map(_scan_chunk, chunks)
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with warnings.catch_warnings():  # Python 3.12+ warns about fork in a threaded process; see _pool_context
+            warnings.simplefilter("ignore", DeprecationWarning)
+            results = pool.map(_scan_chunk, chunks)  # submits every chunk, starting the workers
+        yield from results
 
 
 def scan(paths: Iterable[Path]) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
