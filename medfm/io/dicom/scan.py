@@ -312,6 +312,14 @@ def _scan_chunk(paths: list[Path]) -> tuple[list[ScannedFile], list[tuple[Path, 
     return scanned, bad
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as ``taskset`` or a container sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def _pool_context() -> multiprocessing.context.BaseContext | None:
     """``fork`` workers, or None (scan here) where the platform has no ``fork``.
 
@@ -327,7 +335,7 @@ def _pool_context() -> multiprocessing.context.BaseContext | None:
 def _scan_all(paths: list[Path]) -> Iterator[tuple[list[ScannedFile], list[tuple[Path, str]]]]:
     """Chunks of ``paths`` scanned in order: in worker processes for many files (parsing holds
     the GIL, so threads do not help), here for a few (a pool costs more than it saves)."""
-    workers = min(SCAN_PROCESSES, os.cpu_count() or 1)
+    workers = min(SCAN_PROCESSES, usable_cpus())
     context = _pool_context()
     if workers < 2 or len(paths) < PARALLEL_SCAN_FILES or context is None:
         yield _scan_chunk(paths)
