@@ -51,7 +51,7 @@ def test_each_series_of_a_folder_is_its_own_files_and_loads_alone(two_series, tm
 
 
 def test_a_dicom_file_ingested_alone_is_that_file_not_its_folder(two_series, tmp_path: Path) -> None:
-    folder, ct, _ = two_series
+    _, ct, _ = two_series
     catalog = str(tmp_path / "c.db")
     ingest([ct[2]], catalog, progress=False)
     (record,) = _records(catalog).values()
@@ -137,7 +137,7 @@ def test_classify_takes_catalog_records(two_series, tmp_path: Path) -> None:
 def test_server_two_series_uploaded_together_each_classify_and_index(two_series, tmp_path: Path) -> None:
     from servertools import make_client, wait_for_job
 
-    folder, ct, mr = two_series
+    _, ct, mr = two_series
     upload = [("files", (f"slice{n}.dcm", path.read_bytes(), "application/dicom")) for n, path in enumerate(ct + mr)]
     upload.append(("files", ("again.dcm", mr[0].read_bytes(), "application/dicom")))  # the same file twice
     url = f"sqlite:///{tmp_path / 'server.db'}"

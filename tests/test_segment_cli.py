@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 import medfm
 from clitools import run_cli
 from fakesegmenter import fake_segmenter  # noqa: F401  (the fixture)
-from medfm.io.segmentation import read_provenance
+from medfm.io.label_maps import read_provenance
 from medfm.io.synthetic import write_dicom_series
 from medfm.models.segmenters.sam import build_sam_model
 
@@ -72,6 +72,25 @@ def test_volume_with_propagation_to_nifti(tmp_path: Path, capsys) -> None:
     summary = json.loads(out)
     assert summary["structures"][0]["volume_mm3"] == pytest.approx(sizeable.sum() * 0.7 * 0.7 * 1.5)
     assert summary["propagated"] and read_provenance(tmp_path / "seg.nii.gz")["model"] == "fake-threshold"
+
+
+@pytest.mark.usefixtures("fake_segmenter")
+def test_propagation_rule_from_the_command_line(tmp_path: Path, capsys) -> None:
+    grid = np.mgrid[:32, :32, :20]
+    ball = sum((g - c) ** 2 for g, c in zip(grid, (16, 16, 10))) <= 36
+    medfm.save(medfm.Image(ball.astype(np.float32)), tmp_path / "ball.nii.gz")
+    args = ["segment", str(tmp_path / "ball.nii.gz"), "--point", "16,16,10", "--propagate", "-o", str(tmp_path / "seg.nii.gz"), *FAKE]
+    code, out, err = run_cli([*args, "--rule", "min_area=30", "--json"], capsys)
+    assert code == 0, err
+    planes = json.loads(out)["structures"][0]["planes"]
+    assert planes == int(((ball.sum(axis=(0, 1))) >= 30).sum())  # fewer planes than the default min_area of 10 reaches
+    assert read_provenance(tmp_path / "seg.nii.gz")["rule"]["min_area"] == 30
+    for bad, message in ((["--rule", "min_score=2", "--rule", "speed=3"], "no parameter 'speed'"),
+                         (["--rule", "min_score"], "--rule takes NAME=NUMBER")):
+        code, out, err = run_cli([*args, *bad], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    code, out, err = run_cli([a for a in args if a != "--propagate"] + ["--rule", "min_area=30"], capsys)
+    assert code == 2 and "give --propagate too" in err
 
 
 @pytest.mark.usefixtures("fake_segmenter")

@@ -32,25 +32,24 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nibabel.orientations import aff2axcodes
 
+from medfm.catalog.loading import DICOM_FORMAT
 from medfm.catalog.store import Catalog, FileRecord, ImageEntry, open_catalog
-from medfm.errors import MedfmError, UnreadableFileError, display_path
+from medfm.errors import FileError, MedfmError, UnreadableFileError, display_path
 from medfm.io import detect_format, probe_all
-from medfm.io.dicom import DICOM, DicomSeries, scan_dicom
+from medfm.io.dicom import DicomSeries, scan_dicom
 from medfm.io.formats import image_suffix
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-#: The registered format whose files are grouped into series.
-DICOM_FORMAT = DICOM.name
 #: A batch is committed once it holds this many images or files, whichever comes first.
 BATCH_IMAGES = 32
 BATCH_FILES = 1024
@@ -208,7 +207,7 @@ def _series_entry(series: DicomSeries, found: dict[Path, _Found], digests: dict[
 
 
 def _reason(exc: Exception) -> str:
-    return exc.reason if isinstance(exc, UnreadableFileError) else str(exc)
+    return exc.reason if isinstance(exc, FileError) else str(exc)
 
 
 class _Batch:
@@ -233,7 +232,13 @@ class _Batch:
 
 def _progress(enabled: bool) -> Progress:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medfm.catalog.store import ImageRecord
-from medfm.errors import MedfmError, UnreadableFileError
+from medfm.errors import FileError, MedfmError
+from medfm.io.dicom import DICOM
 
 if TYPE_CHECKING:
     from medfm.io import Image
     from medfm.io.dicom import DicomSeries
 
 #: The registered format whose records are DICOM series (one record, many files).
-DICOM_FORMAT = "dicom"
+DICOM_FORMAT = DICOM.name
 
 
 def record_paths(record: ImageRecord) -> list[Path]:
@@ -68,12 +69,7 @@ def load_record(record: ImageRecord, series: DicomSeries | None = None) -> Image
         paths = record_paths(record)
         _check_present(record, paths)
         return load(paths[0])
-    except UnreadableFileError as exc:
+    except FileError as exc:  # its path may name the patient: say which image by id
         raise MedfmError(f"catalog image {record.id} cannot be read: {exc.reason}") from None
-    except MedfmError as exc:
-        if str(exc).startswith(f"catalog image {record.id} "):
-            raise
-        # the readers' messages start with the series' folder: keep only the reason
-        raise MedfmError(f"catalog image {record.id} cannot be read: {str(exc).rsplit(': ', 1)[-1]}") from None
     except OSError as exc:
         raise MedfmError(f"catalog image {record.id} cannot be read: {exc.strerror or type(exc).__name__}") from None

@@ -18,10 +18,22 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, delete, event, func, insert, or_, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+)
 from sqlalchemy.orm import Session, selectinload
 
-from medfm.catalog.schema import SCHEMA_VERSION, Base, FileRow, ImageRow, MetaRow, StudyRow
+from medfm.catalog.schema import (
+    SCHEMA_VERSION,
+    Base,
+    FileRow,
+    ImageRow,
+    MetaRow,
+    StudyRow,
+)
 from medfm.errors import MedfmError
 
 # Keeps IN (...) lists well under SQLite's and PostgreSQL's bound-parameter limits.

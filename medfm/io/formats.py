@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from medfm.errors import MedfmError, UnreadableFileError, display_path
+from medfm.errors import FileError, MedfmError, UnreadableFileError, display_path
 from medfm.io.image import Image
 
 Reader = Callable[[Path], list[Image]]
@@ -127,8 +127,10 @@ def _read(path: str | os.PathLike, header_only: bool) -> list[Image]:
     reader = fmt.probe if header_only and fmt.probe else fmt.read
     try:
         images = reader(path)
-    except MedfmError:
+    except FileError:
         raise
+    except MedfmError as exc:  # a reader's own check: give it the file, so callers have path and reason as fields
+        raise UnreadableFileError(path, str(exc)) from None
     except MemoryError:
         raise UnreadableFileError(path, "image is too large to fit in memory") from None
     except Exception as exc:  # a reader library's own error becomes one line naming the file

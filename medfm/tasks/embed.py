@@ -24,15 +24,13 @@ import numpy as np
 
 from medfm.catalog.loading import load_record, record_paths
 from medfm.catalog.store import ImageRecord
-from medfm.errors import MedfmError, display_path
+from medfm.errors import FileError, MedfmError, display_path
 from medfm.io import Image, load
 from medfm.io.formats import atomic_path
 from medfm.models.encoders.base import Encoder
-from medfm.models.encoders.planes import Window, check_plane, to_rgb_uint8
+from medfm.models.encoders.planes import MAX_PLANES, Window, aggregate, sample_planes
 from medfm.paths import data_dir
 
-#: Planes encoded per volume or video, at most.
-MAX_PLANES = 16
 #: Bump when the aggregation changes, so that older cached embeddings are not reused.
 _CACHE_VERSION = 1
 
@@ -43,35 +41,6 @@ Progress = Callable[[int, int], None]
 def default_cache_dir() -> Path:
     """``data_dir()/cache/embeddings``."""
     return data_dir() / "cache" / "embeddings"
-
-
-def sample_planes(image: Image, max_planes: int = MAX_PLANES, window: Window | None = None) -> list[np.ndarray]:
-    """Up to ``max_planes`` evenly spaced planes of ``image`` (see the module), as the
-    encoders take them: ``(rows, columns)`` or ``(rows, columns, 3)``; with ``window``,
-    already scaled to ``(rows, columns, 3)`` uint8. Raises :class:`MedfmError` for planes no
-    encoder takes (empty, or a channel count other than 1, 3, 4)."""
-    if max_planes < 1:
-        raise MedfmError(f"max_planes must be at least 1; got {max_planes}")
-    slices, frames = image.shape[2], image.shape[3]
-    count = slices * frames
-    taken = min(count, max_planes)
-    chosen = [int((index + 0.5) * count / taken) for index in range(taken)]
-    planes = [check_plane(image.frame(flat % slices, flat // slices)) for flat in chosen]
-    return [to_rgb_uint8(plane, window) for plane in planes] if window is not None else planes
-
-
-def aggregate(embeddings: np.ndarray) -> np.ndarray:
-    """``(N, D)`` unit plane embeddings → ``(D,)`` float32: their mean, re-normalised."""
-    mean = embeddings.astype(np.float64).mean(axis=0)
-    norm = np.linalg.norm(mean)
-    # Opposite planes can cancel out exactly; the first plane then stands for the image.
-    return (mean / norm if norm > 1e-12 else embeddings[0]).astype(np.float32)
-
-
-def embed_image(image: Image, encoder: Encoder, *, max_planes: int = MAX_PLANES,
-                window: Window | None = None) -> np.ndarray:
-    """``(D,)`` float32 unit embedding of ``image`` (2D, volume or video); no caching."""
-    return aggregate(encoder.encode_planes(sample_planes(image, max_planes, window)))
 
 
 def content_sha256(path: Path) -> str:
@@ -93,17 +62,17 @@ def files_sha256(folder: Path, files: Sequence[Path], names: bool = True) -> str
     return digest.hexdigest()
 
 
-def _source(source: str | os.PathLike | ImageRecord, cached: bool) -> tuple[str, str | None, Callable[[], Image]]:
-    """``(name for messages, content hash for the cache or None, loader)`` of a path or a catalog record."""
+def _source(source: str | os.PathLike | ImageRecord, cached: bool) -> tuple[str, Path | None, str | None, Callable[[], Image]]:
+    """``(name for messages, path or None for a record, content hash for the cache or None, loader)``."""
     if isinstance(source, ImageRecord):
         paths = record_paths(source)
         folder = Path(os.path.commonpath([str(p.parent) for p in paths]))
         present = cached and all(p.is_file() for p in paths)
         content = files_sha256(folder, sorted(paths)) if present else None
-        return f"catalog image {source.id}", content, lambda: load_record(source)
+        return f"catalog image {source.id}", None, content, lambda: load_record(source)
     path = Path(os.fsdecode(source))
     content = content_sha256(path) if cached and path.exists() else None
-    return display_path(path), content, lambda: load(path)  # load's errors name the file already
+    return display_path(path), path, content, lambda: load(path)  # load's errors name the file already
 
 
 class _Cache:
@@ -147,7 +116,7 @@ def embed_paths(
     Planes of several files go through the encoder together, ``batch_size`` at a time.
     ``cache``: ``True`` for :func:`default_cache_dir`, a folder, or ``False`` for none.
     ``progress(done, total)`` is called after each file. An unreadable file or one the
-    encoder cannot take raises :class:`MedfmError` naming it.
+    encoder cannot take raises :class:`~medfm.errors.FileError` (path and reason as fields).
     """
     if batch_size < 1:
         raise MedfmError(f"batch_size must be at least 1; got {batch_size}")
@@ -180,7 +149,7 @@ def embed_paths(
         planes.clear()
 
     for row, source in enumerate(paths):
-        name, content, read = _source(source, store is not None)
+        name, path, content, read = _source(source, store is not None)
         cached = store.get(content) if content is not None else None
         if cached is not None:
             out[row] = cached
@@ -190,7 +159,7 @@ def embed_paths(
         try:
             file_planes = sample_planes(image, max_planes, window)
         except MedfmError as exc:
-            raise MedfmError(f"{name}: {exc}") from None
+            raise (FileError(path, str(exc)) if path is not None else MedfmError(f"{name}: {exc}")) from None
         pending.append((row, content, len(file_planes)))
         planes.extend(file_planes)
         if len(planes) >= batch_size:

@@ -1,4 +1,4 @@
-"""Similar-case search: embed a collection into an index, then query it by image or text.
+"""Similar-case search: embed a collection into an index, then query it by image, text or an indexed item.
 
 :func:`build_index` is resumable: ids already in the index are skipped, and the index
 is saved after every chunk and at the end, so an interrupted build loses at most one
@@ -23,7 +23,8 @@ from medfm.errors import MedfmError, display_path
 from medfm.index import Hit, Index, open_or_create_index
 from medfm.io import Image
 from medfm.models.encoders.base import Encoder
-from medfm.tasks.embed import embed_image, embed_paths
+from medfm.models.encoders.planes import embed_image
+from medfm.tasks.embed import embed_paths
 
 #: Paths embedded between two checkpoints of the index during a build.
 CHUNK = 256
@@ -96,7 +97,13 @@ def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = No
 
 def _progress_bar(enabled: bool) -> Any:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=Console(stderr=True), transient=True, disable=not enabled)
@@ -175,16 +182,33 @@ def embed_query(encoder: Encoder, *, image: str | os.PathLike | Image | None = N
 
 def search(
     index: Index,
-    encoder: Encoder,
+    encoder: Encoder | None,
     *,
     image: str | os.PathLike | Image | None = None,
     text: str | None = None,
+    item_id: int | None = None,
     k: int = 10,
     where: Mapping[str, Any] | None = None,
     exact: bool = False,
 ) -> list[Hit]:
-    """The ``k`` indexed images most similar to ``image`` or ``text``, best first, among
-    those whose metadata matches ``where`` (``{"modality": "CT"}``, ...). ``encoder`` must
-    be the index's model."""
-    index.check_model(encoder.info)
-    return index.search(embed_query(encoder, image=image, text=text), k, where=where, exact=exact)
+    """The ``k`` indexed images most similar to the query, best first, among those whose
+    metadata matches ``where`` (``{"modality": "CT"}``, ...); ``exact`` compares against
+    every matching vector instead of the approximate graph.
+
+    The query is exactly one of ``image`` (path or :class:`Image`), ``text``, or ``item_id``:
+    an indexed item, searched by its stored embedding (nothing is read or encoded; an id
+    the index does not hold raises :class:`~medfm.index.MissingIdsError`). ``encoder`` must
+    be the index's model; it may be ``None`` for an ``item_id`` query.
+    """
+    if sum(query is not None for query in (image, text, item_id)) != 1:
+        raise MedfmError("give exactly one query: an image, a text or an indexed item's id")
+    if item_id is not None:
+        if encoder is not None:
+            index.check_model(encoder.info)
+        query = index.vectors([item_id])[0]
+    else:
+        if encoder is None:
+            raise MedfmError("an image or text query needs the index's model to embed it")
+        index.check_model(encoder.info)
+        query = embed_query(encoder, image=image, text=text)
+    return index.search(query, k, where=where, exact=exact)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medfm.errors import MedfmError, UnreadableFileError, display_path
+from medfm.errors import MedfmError, UnreadableFileError
 from medfm.io.dicom.frames import looks_like_dicom
 from medfm.io.formats import Format, register_format
 from medfm.io.image import Image, affine_from_lps
@@ -110,18 +110,22 @@ def scan_dicom(paths: Iterable[Path]) -> tuple[list[DicomSeries], list[tuple[Pat
         return scan(paths)
 
 
-def series_label(series: DicomSeries) -> str:
-    """How messages name a series: its folder, number and description (no identifiers)."""
-    folder = os.path.commonpath([Path(p).parent for p in series.files])
+def series_folder(series: DicomSeries) -> str:
+    """The folder that holds every file of the series."""
+    return os.path.commonpath([Path(p).parent for p in series.files])
+
+
+def series_name(series: DicomSeries) -> str:
+    """How messages name a series within its folder: number and description (no identifiers)."""
     number = series.metadata.get("series_number", "?")
     description = series.metadata.get("series_description")
-    return f"{display_path(folder)}: series {number}" + (f" ({description})" if description else "")
+    return f"series {number}" + (f" ({description})" if description else "")
 
 
 def read_series(series: DicomSeries) -> list[Image]:
     """Decode pixels and assemble the series: one image ``(I, J, K, T, C)``, dcm2niix's layout.
 
-    Raises :class:`~medfm.errors.MedfmError` naming the series (and file) for anything it
+    Raises :class:`~medfm.errors.UnreadableFileError` naming the series' folder (or file) for anything it
     cannot place on a regular grid or decode.
     """
     from medfm.io.dicom.geometry import plan_volume
@@ -138,7 +142,7 @@ def read_series(series: DicomSeries) -> list[Image]:
     try:
         plan = plan_volume(frames)
     except MedfmError as exc:
-        raise MedfmError(f"{series_label(series)}: {exc}") from None
+        raise UnreadableFileError(series_folder(series), f"{series_name(series)}: {exc}") from None
     modality = series.metadata.get("modality") or "OT"
     with quiet_pydicom():
         return [assemble(plan, modality, series.metadata, series.phi)]
