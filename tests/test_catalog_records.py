@@ -88,7 +88,7 @@ def test_a_record_whose_files_are_gone_is_a_one_line_error(two_series, tmp_path:
     ingest([folder], catalog, progress=False)
     ct[1].unlink()
     record = _records(catalog)["ct series"]
-    with pytest.raises(MedfmError, match=rf"^catalog image {record.id} cannot be read: 1 of its 5 files are missing"):
+    with pytest.raises(MedfmError, match=rf"^image {record.id} cannot be read: 1 of its 5 files are missing"):
         load_record(record)
     with open_catalog(catalog) as store:
         (without_files,) = store.query(text="ct series")

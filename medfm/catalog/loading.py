@@ -26,16 +26,16 @@ DICOM_FORMAT = DICOM.name
 def record_paths(record: ImageRecord) -> list[Path]:
     """The files of ``record`` (fetched with :meth:`Catalog.get` or ``query(with_files=True)``)."""
     if record.files is None:
-        raise MedfmError(f"catalog image {record.id}: the record was fetched without its files")
+        raise MedfmError(f"image {record.id}: the record was fetched without its files")
     if not record.files:
-        raise MedfmError(f"catalog image {record.id} has no files")
+        raise MedfmError(f"image {record.id} has no files")
     return [Path(f.path) for f in record.files]
 
 
 def _check_present(record: ImageRecord, paths: list[Path]) -> None:
     missing = [path for path in paths if not path.is_file()]
     if missing:
-        raise MedfmError(f"catalog image {record.id} cannot be read: {len(missing)} of its {len(paths)} "
+        raise MedfmError(f"image {record.id} cannot be read: {len(missing)} of its {len(paths)} "
                          "files are missing; ingest the folder again")
 
 
@@ -44,16 +44,16 @@ def record_series(record: ImageRecord) -> DicomSeries:
     from medfm.io.dicom import scan_dicom
 
     if record.format != DICOM_FORMAT:
-        raise MedfmError(f"catalog image {record.id} is a {record.format} file, not a DICOM series")
+        raise MedfmError(f"image {record.id} is a {record.format} file, not a DICOM series")
     paths = record_paths(record)
     _check_present(record, paths)
     series_list, bad = scan_dicom(paths)
     if bad:  # a series missing a file would show with a slice silently gone
-        raise MedfmError(f"catalog image {record.id} cannot be read: {len(bad)} of its {len(paths)} DICOM "
+        raise MedfmError(f"image {record.id} cannot be read: {len(bad)} of its {len(paths)} DICOM "
                          f"files cannot be read ({bad[0][1]})")
     series = next((s for s in series_list if s.series_uid == record.series_uid), None)
     if series is None or len(series_list) > 1:
-        raise MedfmError(f"catalog image {record.id} cannot be read: its DICOM files changed since they "
+        raise MedfmError(f"image {record.id} cannot be read: its DICOM files changed since they "
                          "were catalogued; ingest them again")
     return series
 
@@ -70,6 +70,6 @@ def load_record(record: ImageRecord, series: DicomSeries | None = None) -> Image
         _check_present(record, paths)
         return load(paths[0])
     except FileError as exc:  # its path may name the patient: say which image by id
-        raise MedfmError(f"catalog image {record.id} cannot be read: {exc.reason}") from None
+        raise MedfmError(f"image {record.id} cannot be read: {exc.reason}") from None
     except OSError as exc:
-        raise MedfmError(f"catalog image {record.id} cannot be read: {exc.strerror or type(exc).__name__}") from None
+        raise MedfmError(f"image {record.id} cannot be read: {exc.strerror or type(exc).__name__}") from None
