@@ -44,7 +44,7 @@ from medfm.catalog.loading import DICOM_FORMAT
 from medfm.catalog.store import Catalog, FileRecord, ImageEntry, open_catalog
 from medfm.errors import FileError, MedfmError, UnreadableFileError, display_path
 from medfm.io import detect_format, probe_all
-from medfm.io.dicom import DicomSeries, scan_dicom
+from medfm.io.dicom import DICOM, DicomSeries, scan_dicom
 from medfm.io.formats import image_suffix
 
 if TYPE_CHECKING:
@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 #: A batch is committed once it holds this many images or files, whichever comes first.
 BATCH_IMAGES = 32
 BATCH_FILES = 1024
+#: Names that are DICOM by their suffix alone (``.dcm``...).
+DICOM_SUFFIXES = tuple(DICOM.suffixes)
 #: Threads hashing DICOM files during an ingest.
 HASH_THREADS = 2
 
@@ -193,7 +195,7 @@ def _series_entry(series: DicomSeries, found: dict[Path, _Found], digests: dict[
     meta = dict(series.metadata)
     if series.problem:  # still catalogued, so that the user can find and fix it
         meta["volume_problem"] = series.problem
-    files = [found.get(p) or _Found(p, p.stat().st_size, p.stat().st_mtime_ns) for p in map(Path, series.files)]
+    files = [found.get(p) or _Found(p, p.stat().st_size, p.stat().st_mtime_ns) for p in series.files]
     # A name for people only: the file itself, or the folder of a series' files (which may hold others).
     source_path = str(files[0].path) if len(files) == 1 else os.path.commonpath([str(f.path.parent) for f in files])
     return ImageEntry(
@@ -281,6 +283,9 @@ def _ingest(paths: list, catalog: Catalog, dataset: str | None, progress: bool |
     for item in found:
         if known.get(str(item.path)) == (item.size, item.mtime_ns):
             report.unchanged += 1
+            continue
+        if item.size and item.path.name.lower().endswith(DICOM_SUFFIXES):
+            dicom.append(item)  # no sniffing needed: the header scan reports a bad one with its reason
             continue
         fmt, reason = _is_image(item.path)
         if reason:

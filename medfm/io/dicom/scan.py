@@ -359,7 +359,7 @@ def scan(paths: Iterable[Path]) -> tuple[list[DicomSeries], list[tuple[Path, str
 
     groups: dict[str, _Group] = {}
     bad: list[tuple[Path, str]] = []
-    for scanned, chunk_bad in _scan_all([Path(p) for p in paths]):
+    for scanned, chunk_bad in _scan_all([p if isinstance(p, Path) else Path(p) for p in paths]):
         bad.extend(chunk_bad)
         for item in scanned:
             group = groups.get(item.series_uid)
