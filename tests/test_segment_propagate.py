@@ -37,9 +37,10 @@ def test_propagation_covers_the_sphere_and_stops_outside(phantom: Image) -> None
     assert result.shape[:4] == phantom.shape[:4] and np.array_equal(result.affine, phantom.affine)
     assert _slices(labels > 0, 1) == _slices(sphere)  # every slice with a sizeable section, no more
     assert labels[sphere].mean() > 0.97 and not labels[~sphere].any()
-    record = result.metadata["segmentation"]
+    record = result.provenance.to_dict()
     assert record["model"] == "fake-threshold" and record["weights_sha256"] == "0" * 64 and record["medfm_version"]
     assert record["prompts"][0]["points"] == [[20, 24]] and record["prompts"][0]["slice_index"] == 15
+    assert record["parameters"] == {"axis": "k", "rule": PropagationRule().to_dict()}
     assert [p["slice_index"] for p in record["structures"][0]["planes"]] == _slices(sphere)
     assert measure(result)[0]["volume_mm3"] == pytest.approx((labels > 0).sum() * 0.5 * 0.5 * 2.0)
 
@@ -53,7 +54,7 @@ def test_propagation_stops_on_a_low_score(phantom: Image) -> None:
 
     result = propagate(phantom, Unsure(), {15: [Prompt(boxes=[(10, 14, 30, 34)])]})
     assert _slices(result.array[..., 0, 0] > 0, 1) == [15]
-    assert len(propagate(phantom, Unsure(), {15: [Prompt(boxes=[(10, 14, 30, 34)])]}, rule=PropagationRule(min_score=0.1)).metadata["segmentation"]["structures"][0]["planes"]) > 10
+    assert len(propagate(phantom, Unsure(), {15: [Prompt(boxes=[(10, 14, 30, 34)])]}, rule=PropagationRule(min_score=0.1)).provenance.structures[0]["planes"]) > 10
 
 
 def test_prompts_on_a_slice_override_propagation_and_reencode_only_what_changed(phantom: Image) -> None:

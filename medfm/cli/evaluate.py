@@ -139,7 +139,7 @@ def robustness(
 @evaluate_app.command("interactive")
 def interactive(
     manifest: Annotated[Path, typer.Argument(help="CSV with image and mask columns (and dataset), paths relative to it.")],
-    model: Annotated[str, typer.Option("--model", help="A registered segmenter.")] = "medfm-interactive",
+    model: Annotated[str | None, typer.Option("--model", help="A registered segmenter (default: the shipped one).")] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many images per dataset.")] = None,
     max_clicks: Annotated[int, typer.Option("--max-clicks", help="Corrective clicks after the first.")] = 10,
@@ -147,9 +147,9 @@ def interactive(
 ) -> None:
     """Simulated interaction protocol: box only, 1 click, up to 10 corrective clicks; Dice per step and NoC@80/90."""
     from medfm.eval.protocols.interactive import evaluate_interactive, format_table
-    from medfm.models.registry import create_segmenter
+    from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
 
-    report = evaluate_interactive(create_segmenter(model, checkpoint), manifest, limit, max_clicks)
+    report = evaluate_interactive(create_segmenter(model or DEFAULT_SEGMENTER, checkpoint), manifest, limit, max_clicks)
     if as_json:
         print_json(report)
         return

@@ -8,12 +8,19 @@ from typing import Annotated, Any
 
 import typer
 
+from medfm.errors import MedfmError
+
 
 def print_json(value: Any) -> None:
     """``value`` as strict, indented JSON: numpy values as numbers, undefined values (NaN) as ``null``."""
     from medfm.serialize import json_ready
 
     typer.echo(json.dumps(json_ready(value), indent=2, allow_nan=False))
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The options the user gave (not None), so that the library function's defaults hold for the rest."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def parse_numbers(pairs: list[str], option: str) -> dict[str, float]:

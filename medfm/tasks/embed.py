@@ -62,13 +62,17 @@ def files_sha256(folder: Path, files: Sequence[Path], names: bool = True) -> str
     return digest.hexdigest()
 
 
+def record_sha256(record: ImageRecord) -> str:
+    """sha256 of a catalog record's files: their names (relative to their common folder) and bytes."""
+    paths = sorted(record_paths(record))
+    return files_sha256(Path(os.path.commonpath([str(p.parent) for p in paths])), paths)
+
+
 def _source(source: str | os.PathLike | ImageRecord, cached: bool) -> tuple[str, Path | None, str | None, Callable[[], Image]]:
     """``(name for messages, path or None for a record, content hash for the cache or None, loader)``."""
     if isinstance(source, ImageRecord):
-        paths = record_paths(source)
-        folder = Path(os.path.commonpath([str(p.parent) for p in paths]))
-        present = cached and all(p.is_file() for p in paths)
-        content = files_sha256(folder, sorted(paths)) if present else None
+        present = cached and all(p.is_file() for p in record_paths(source))
+        content = record_sha256(source) if present else None
         return f"catalog image {source.id}", None, content, lambda: load_record(source)
     path = Path(os.fsdecode(source))
     content = content_sha256(path) if cached and path.exists() else None

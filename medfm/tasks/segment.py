@@ -4,9 +4,9 @@
 prompted structure from plane to plane through a volume (``axis="k"``) or a video
 (``axis="t"``). Both return an :class:`~medfm.io.Image` label map on the input's grid
 (``(I, J, K, T)``, 0 background, each structure its prompt's ``label``, 1 by default),
-whose ``metadata["segmentation"]`` records the model, its weights' sha256, medfm's
-version, the prompts and each structure's per-plane scores. Where structures overlap,
-the one whose prompt comes later wins.
+whose :attr:`~medfm.io.Image.provenance` (:func:`segmentation_provenance`) records the
+model, its weights' sha256, medfm's version, the input, the prompts and each structure's
+per-plane scores. Where structures overlap, the one whose prompt comes later wins.
 """
 
 from __future__ import annotations
@@ -22,16 +22,15 @@ from scipy import ndimage
 
 from medfm.errors import MedfmError
 from medfm.io.image import Image
-from medfm.models.segmenters import Prediction, Prompt, Segmenter
+from medfm.models.segmenters import Prediction, Prompt, Segmenter, SegmenterInfo, mask_box
+from medfm.provenance import Provenance, pixels_id
 
-#: The segmenter the CLI uses when no ``--model`` is given.
-DEFAULT_MODEL = "medfm-interactive"
 AXES = ("k", "t")
 #: Logits given to the pixels outside the window a prediction was made in: surely background.
 _OUTSIDE_LOGIT = -20.0
 
 
-def segment(image: Image, prompts: Sequence[Prompt], segmenter: Segmenter) -> Image:
+def segment(image: Image, prompts: Sequence[Prompt], segmenter: Segmenter, *, input_id: str | None = None) -> Image:
     """Each prompt on its plane (``slice_index``, ``frame_index``, 0 when unset) → a label map."""
     if not prompts:
         raise MedfmError("no prompt given: give at least one point, box or scribble")
@@ -42,7 +41,10 @@ def segment(image: Image, prompts: Sequence[Prompt], segmenter: Segmenter) -> Im
         prediction = _predict(segmenter, image.frame(k, t), [prompt])
         _paint(labels, k, t, prediction.mask, _label(prompt))
         structures.append(_structure(prompt, [(k, t, prediction)]))
-    return _stamp(image, labels, segmenter, {"prompts": [p.to_dict() for p in prompts], "structures": structures})
+    result = image.with_array(labels)
+    result.provenance = segmentation_provenance(image, segmenter.info, [p.to_dict() for p in prompts], structures,
+                                                input_id=input_id)
+    return result
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ def propagate(
     prompts_by_slice: Mapping[int, Sequence[Prompt]],
     axis: str = "k",
     rule: PropagationRule = PropagationRule(),
+    *,
+    input_id: str | None = None,
 ) -> Image:
     """Segment the prompted planes, then carry each structure outwards through the image.
 
@@ -142,12 +146,12 @@ def propagate(
         first = next(iter(seeds.values()))[0]
         placed = [((index, fixed) if axis == "k" else (fixed, index)) + (planes[index],) for index in sorted(planes)]
         structures.append(_structure(first, placed))
-    record = {
-        "axis": axis, "rule": rule.to_dict(),
-        "prompts": [{**prompt.to_dict(), field: index} for index, prompt in flat],
-        "structures": structures,
-    }
-    return _stamp(image, labels, segmenter, record)
+    result = image.with_array(labels)
+    result.provenance = segmentation_provenance(
+        image, segmenter.info, [{**prompt.to_dict(), field: index} for index, prompt in flat], structures,
+        {"axis": axis, "rule": rule.to_dict()}, input_id=input_id,
+    )
+    return result
 
 
 def _carry(segmenter: Segmenter, plane: Any, seeds: dict[int, list[Prompt]], count: int,
@@ -270,15 +274,10 @@ def _within(prediction: Prediction, box: tuple[float, float, float, float]) -> P
 
 
 def _box_around(mask: np.ndarray, margin: float) -> tuple[float, float, float, float]:
-    """x0, y0, x1, y1 of ``mask`` (rows, columns) widened by ``margin`` times its longer side
+    """:func:`mask_box` of ``mask`` (rows, columns) widened by ``margin`` times its longer side
     (at least 2 pixels), inside the plane."""
-    rows, columns = np.nonzero(mask)
-    height, width = mask.shape
-    pad = max(2.0, margin * max(columns.max() - columns.min() + 1, rows.max() - rows.min() + 1))
-    return (
-        float(max(columns.min() - pad, 0)), float(max(rows.min() - pad, 0)),
-        float(min(columns.max() + pad, width - 1)), float(min(rows.max() + pad, height - 1)),
-    )
+    x0, y0, x1, y1 = mask_box(mask)
+    return mask_box(mask, max(2.0, margin * max(x1 - x0 + 1, y1 - y0 + 1)))
 
 
 def _plane(image: Image, k: int | None, t: int | None) -> tuple[int, int]:
@@ -309,15 +308,22 @@ def _structure(prompt: Prompt, planes: list[tuple[int, int, Prediction]]) -> dic
     }
 
 
-def _stamp(image: Image, labels: np.ndarray, segmenter: Segmenter, record: dict[str, Any]) -> Image:
-    from medfm import __version__
+def segmentation_provenance(
+    image: Image, model: SegmenterInfo, prompts: Sequence[Mapping[str, Any]], structures: Sequence[Mapping[str, Any]],
+    parameters: Mapping[str, Any] | None = None,
+    input_id: str | None = None,
+) -> Provenance:
+    """The record of a label map drawn on ``image`` by ``model``, for the CLI, the Python API and the server alike.
 
-    result = image.with_array(labels)
-    result.metadata["segmentation"] = {
-        "model": segmenter.info.name, "weights_sha256": segmenter.info.weights_sha256,
-        "medfm_version": __version__, **record,
-    }
-    return result
+    ``prompts`` are :meth:`Prompt.to_dict` records with their plane indices; ``structures``
+    ``{"label", "label_name", "planes": [{"slice_index", "frame_index", "score"}]}``;
+    ``parameters`` the settings that shaped the result (propagation's axis and limits);
+    ``input_id`` names the image when the caller already knows it (hashing a large volume's
+    pixels, :func:`~medfm.provenance.pixels_id`, the default, takes a noticeable fraction of a second).
+    """
+    return Provenance(kind="segmentation", model=model.name, weights_sha256=model.weights_sha256,
+                      inputs=(input_id or pixels_id(image.array),), prompts=tuple(prompts), structures=tuple(structures),
+                      parameters=parameters or {})
 
 
 def measure(labels: Image) -> list[dict[str, Any]]:

@@ -35,8 +35,10 @@ def segment_file(
 ) -> dict[str, Any]:
     """Load ``source``, segment it from the prompts, write ``output`` atomically; the summary.
 
-    The summary holds the model, weights sha256, medfm version, prompts, per structure
-    its size (voxels, and mm² or mm³ from the spacing) and mean score, and timings in s.
+    The summary holds, per structure, its size (voxels, and mm² or mm³ from the spacing),
+    planes and mean score; timings in s; and the label map's ``provenance``
+    (:class:`~medfm.provenance.Provenance`: model, weights sha256, medfm version, prompts,
+    per-plane scores), the record the file carries.
     """
     started = time.perf_counter()
     image = load(source)
@@ -53,20 +55,20 @@ def segment_file(
         labels = segment(image, prompts, segmenter)
     segmented = time.perf_counter()
     save_segmentation(labels, output, series)
-    record = labels.metadata["segmentation"]
+    record = labels.provenance
     sizes = {entry["label"]: entry for entry in measure(labels)}
     structures = []
-    for structure in record["structures"]:
+    for structure in record.to_dict()["structures"]:
         scores = [plane["score"] for plane in structure["planes"]]
         size = sizes.get(structure["label"], {"voxels": 0})
         structures.append({**{k: v for k, v in structure.items() if k != "planes"}, **size,
                            "planes": len(scores), "score": float(np.mean(scores))})
     return {
         "input": display_path(source), "output": display_path(output),
-        "model": record["model"], "weights_sha256": record["weights_sha256"], "medfm_version": record["medfm_version"],
-        "propagated": propagation is not None, "prompts": record["prompts"], "structures": structures,
+        "propagated": propagation is not None, "structures": structures,
         "timing_s": {"load": round(loaded - started, 3), "segment": round(segmented - loaded, 3),
                      "write": round(time.perf_counter() - segmented, 3)},
+        "provenance": record,
     }
 
 

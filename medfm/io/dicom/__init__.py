@@ -29,6 +29,7 @@ from medfm.errors import MedfmError, UnreadableFileError
 from medfm.io.dicom.frames import looks_like_dicom
 from medfm.io.formats import Format, register_format
 from medfm.io.image import Image, affine_from_lps
+from medfm.provenance import Provenance
 
 if TYPE_CHECKING:
     from medfm.io.dicom.frames import Frame
@@ -45,6 +46,8 @@ class DicomSeries:
     ``frames`` (filled by the scan) lets :func:`read_series` skip re-reading headers; when
     empty, the files are scanned again. ``duplicates`` are files left out because their
     SOP Instance UID repeats one of ``files`` (one image saved twice under two names).
+    ``provenance_record`` is the JSON provenance a medfm output (a SEG) carries
+    (:mod:`medfm.io.dicom.provenance`), parsed by :func:`read_series`.
     """
 
     series_uid: str
@@ -58,11 +61,12 @@ class DicomSeries:
     problem: str | None = None
     frames: list[Frame] = field(default_factory=list, repr=False)
     duplicates: list[Path] = field(default_factory=list)
+    provenance_record: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_frames(
-        cls, series_uid: str, metadata: dict, phi: dict, files: list[Path], frames: list[Frame],
-        duplicates: list[Path] | None = None,
+        cls, series_uid: str, metadata: dict, phi: dict, provenance: str | None, files: list[Path],
+        frames: list[Frame], duplicates: list[Path] | None = None,
     ) -> DicomSeries:
         from medfm.io.dicom.geometry import plan_volume
 
@@ -86,7 +90,7 @@ class DicomSeries:
             )
         spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
         return cls(series_uid, str(metadata.get("study_uid", "")), list(files), metadata, dict(phi), shape, spacing, affine,
-                   problem, frames, list(duplicates or []))
+                   problem, frames, list(duplicates or []), provenance)
 
 
 @contextmanager
@@ -143,9 +147,15 @@ def read_series(series: DicomSeries) -> list[Image]:
         plan = plan_volume(frames)
     except MedfmError as exc:
         raise UnreadableFileError(series_folder(series), f"{series_name(series)}: {exc}") from None
+    try:
+        provenance = Provenance.from_json(series.provenance_record) if series.provenance_record else None
+    except MedfmError as exc:
+        raise UnreadableFileError(series_folder(series), f"{series_name(series)}: {exc}") from None
     modality = series.metadata.get("modality") or "OT"
     with quiet_pydicom():
-        return [assemble(plan, modality, series.metadata, series.phi)]
+        image = assemble(plan, modality, series.metadata, series.phi)
+    image.provenance = provenance
+    return [image]
 
 
 def read_dicom(path: Path) -> list[Image]:

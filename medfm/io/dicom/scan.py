@@ -281,18 +281,20 @@ def file_frames(path: Path) -> tuple[Dataset, list[Frame]]:
 @dataclass(frozen=True, slots=True)
 class ScannedFile:
     """What a scan keeps of one file: its series, its instance, its frames, and for the first
-    file of each series in a chunk the series' ``(metadata, phi)`` (see :func:`describe`)."""
+    file of each series in a chunk the series' ``(metadata, phi, provenance)`` (see
+    :func:`describe` and :func:`medfm.io.dicom.provenance.provenance_text`)."""
 
     path: Path
     series_uid: str
     instance_uid: str | None
     frames: list[Frame]
-    described: tuple[dict[str, Any], dict[str, str]] | None
+    described: tuple[dict[str, Any], dict[str, str], str | None] | None
 
 
 def _scan_chunk(paths: list[Path]) -> tuple[list[ScannedFile], list[tuple[Path, str]]]:
     """Scan ``paths`` in order; one process's share of a parallel scan."""
     from medfm.io.dicom import quiet_pydicom
+    from medfm.io.dicom.provenance import provenance_text
 
     scanned: list[ScannedFile] = []
     bad: list[tuple[Path, str]] = []
@@ -307,7 +309,7 @@ def _scan_chunk(paths: list[Path]) -> tuple[list[ScannedFile], list[tuple[Path, 
             uid = str(header_value(ds, "SeriesInstanceUID") or f"no-uid:{path.parent}")
             instance = header_value(ds, "SOPInstanceUID")
             scanned.append(ScannedFile(path, uid, str(instance) if instance else None, frames,
-                                       None if uid in described else describe(ds)))
+                                       None if uid in described else (*describe(ds), provenance_text(ds))))
             described.add(uid)
     return scanned, bad
 
@@ -380,7 +382,7 @@ def scan(paths: Iterable[Path]) -> tuple[list[DicomSeries], list[tuple[Path, str
 
 @dataclass
 class _Group:
-    described: tuple[dict[str, Any], dict[str, str]]
+    described: tuple[dict[str, Any], dict[str, str], str | None]
     files: list[Path] = field(default_factory=list)
     frames: list[Frame] = field(default_factory=list)
     duplicates: list[Path] = field(default_factory=list)
