@@ -19,7 +19,12 @@ from medfm.models.encoders.base import Encoder, model_record
 from medfm.models.probe import Probe
 from medfm.provenance import Provenance
 from medfm.tasks.embed import content_sha256, embed_paths, record_sha256
-from medfm.tasks.zeroshot import DEFAULT_SCALE, DEFAULT_TEMPLATES, label_embeddings, probabilities
+from medfm.tasks.zeroshot import (
+    DEFAULT_SCALE,
+    DEFAULT_TEMPLATES,
+    label_embeddings,
+    probabilities,
+)
 
 #: The prediction of an image that is like none of the labels (see ``abstain_below``).
 OTHER = "other"
