@@ -11,6 +11,7 @@ from medfm.cli.output import (
     CheckpointOption,
     JsonOption,
     MkdirOption,
+    ProgressOption,
     SummaryOption,
     finish_batch,
     print_json,
@@ -36,6 +37,7 @@ def classify(
                                                             "(the model's calibrated similarity threshold).")] = False,
     abstain_threshold: Annotated[float | None, typer.Option("--abstain-threshold", help="Zero-shot: answer 'other' below this similarity.")] = None,
     summary_file: SummaryOption = None,
+    progress: ProgressOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Label probabilities per image: zero-shot from --labels, or with a --probe. An image that cannot be
@@ -60,7 +62,8 @@ def classify(
     store = open_index(index) if index else None
     try:
         report = classify_files(inputs, encoder, labels=names, templates=read_templates(templates) if templates else None,
-                                probe=fitted, index=store, k=k, abstain_below=threshold)
+                                probe=fitted, index=store, k=k, abstain_below=threshold,
+                                progress=progress)
     finally:
         if store is not None:
             store.close()

@@ -69,7 +69,7 @@ def segment_command(
     segmenter = create_segmenter(model or DEFAULT_SEGMENTER, checkpoint)
     shared = {"points": point or [], "boxes": box or [], "scribble": scribble, "prompts_file": prompts, "propagation": propagation}
     if len(images or []) == 1 and len(inputs) == 1 and manifest is None and summary_file is None:
-        summary = segment_file(inputs[0].path, output, segmenter, **shared)
+        summary = segment_file(inputs[0].path, output, segmenter, progress=progress, **shared)
     else:
         report = segment_files(inputs, output, segmenter, suffix=suffix, progress=progress, **shared)
         finish_batch(report, summary_file, as_json, _structures_text)

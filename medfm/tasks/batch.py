@@ -16,14 +16,12 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medfm.errors import FileError, MedfmError, display_path
 from medfm.io.formats import image_suffix, registered_formats
 from medfm.io.manifest import read_rows
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
+from medfm.progress import progress_bar
 
 #: Manifest columns: the image (``image``, else ``path``), and its prompts in ``medfm segment``'s text forms.
 IMAGE_COLUMNS = ("image", "path")
@@ -178,23 +176,6 @@ def output_paths(inputs: Sequence[BatchInput], folder: str | os.PathLike, suffix
                              f"{display_path(target)}; rename one, or run them separately")
         outputs[target] = item.path
     return list(outputs)
-
-
-def progress_bar(enabled: bool) -> Progress:
-    """A transient bar on stderr, drawn only when ``enabled`` and stderr is a terminal."""
-    import sys
-
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=True, disable=not (enabled and sys.stderr.isatty()))
 
 
 def run_batch(
