@@ -95,9 +95,28 @@ def test_segment_catalog_query(folder: Path, tmp_path: Path, capsys) -> None:
     code, stdout, err = run_cli(["segment", "--catalog", catalog, "--where", "text=c.png", "--box", "0,0,79,59",
                                  "-o", str(tmp_path / "out"), *FAKE, "--json"], capsys)
     assert code == 0, err
-    assert json.loads(stdout)["inputs"] == 1 and [p.name for p in (tmp_path / "out").iterdir()] == ["c.png"]
+    assert json.loads(stdout)["inputs"] == 1 and [p.name for p in (tmp_path / "out").iterdir()] == ["c-2.png"]  # name-id
     code, _, err = run_cli(["segment", "--catalog", catalog, "--where", "colour=red", "--box", "0,0,9,9", "-o", str(tmp_path / "o2"), *FAKE], capsys)
     assert code == 2 and "colour" in err and "modality" in err
+
+
+@pytest.mark.usefixtures("fake_segmenter")
+def test_segment_catalog_query_reads_each_series_from_its_own_files(tmp_path: Path, capsys) -> None:
+    from medfm.io.synthetic import write_dicom_series
+
+    volume = np.zeros((24, 20, 4), np.int16)
+    volume[6:14, 5:12, :] = 300
+    for number in (1, 2):  # two series, then in one folder
+        for path in write_dicom_series(volume * number, tmp_path / f"series{number}", series_number=number):
+            path.rename((tmp_path / "study").mkdir(exist_ok=True) or tmp_path / "study" / f"s{number}-{path.name}")
+    catalog = str(tmp_path / "catalog.db")
+    assert run_cli(["ingest", str(tmp_path / "study"), "--catalog", catalog, "--no-progress"], capsys)[0] == 0
+    code, stdout, err = run_cli(["segment", "--catalog", catalog, "--where", "modality=CT", "--box", "5,6,11,13,1",
+                                 "-o", str(tmp_path / "out"), *FAKE, "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["inputs"] == 2 and not summary["failures"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["study-1.nii.gz", "study-2.nii.gz"]
 
 
 def test_outputs_named_after_inputs_and_collisions_refused(tmp_path: Path) -> None:

@@ -34,12 +34,16 @@ PLANAR_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 @dataclass(frozen=True)
 class BatchInput:
-    """One input: an image file or DICOM series folder, with the prompts its manifest row gave
+    """One input: an image file, DICOM series folder or catalog record, with the prompts its manifest row gave
     (``points`` as ``x,y[,z][:pos|neg]``, ``boxes`` as ``x0,y0,x1,y1[,z]``; see :mod:`medfm.tasks.prompt_text`)."""
 
     path: Path
     points: tuple[str, ...] = ()
     boxes: tuple[str, ...] = ()
+    #: the catalog record an input came from (read from exactly its own files, not its folder), and its id,
+    #: which tells apart records that share a folder
+    record: Any = field(default=None, compare=False)
+    record_id: int | None = None
 
 
 @dataclass
@@ -154,22 +158,25 @@ def catalog_inputs(catalog: str | None, where: Mapping[str, str]) -> list[BatchI
     if unknown:
         raise MedfmError(f"a catalog query filters on {', '.join(CATALOG_FILTERS)}; got {unknown[0]!r}")
     with open_catalog(catalog) as store:
-        records = store.query(**where)
+        records = store.query(**where, with_files=True)
     if not records:
         shown = ", ".join(f"{k}={v}" for k, v in where.items()) or "(no filter)"
         raise MedfmError(f"the catalog has no image matching {shown}")
-    return [BatchInput(Path(record.source_path)) for record in records]
+    return [BatchInput(Path(record.source_path), record=record, record_id=record.id) for record in records]
 
 
 def output_paths(inputs: Sequence[BatchInput], folder: str | os.PathLike, suffix: str | None = None) -> list[Path]:
     """One output in ``folder`` per input, named after the input's file name with ``suffix`` (default:
-    ``.png`` for photo-like inputs, else ``.nii.gz``) instead of its image suffix. Two inputs that
-    would share an output name are refused before anything is written."""
+    ``.png`` for photo-like inputs, else ``.nii.gz``) instead of its image suffix; a catalog
+    record's name also carries its id (``series_folder-12.nii.gz``), since several series can
+    share one folder. Two inputs that would share an output name are refused before anything
+    is written."""
     folder = Path(os.fsdecode(folder))
     outputs: dict[Path, Path] = {}
     for item in inputs:
         known = image_suffix(item.path) if not item.path.is_dir() else None
         stem = item.path.name[: -len(known)] if known else item.path.name
+        stem = stem if item.record_id is None else f"{stem}-{item.record_id}"
         target = folder / (stem + (suffix or (".png" if known in PLANAR_SUFFIXES else ".nii.gz")))
         if target in outputs:
             raise MedfmError(f"{display_path(outputs[target])} and {display_path(item.path)} would both be written to "

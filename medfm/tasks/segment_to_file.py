@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from medfm.catalog.loading import load_record, record_series
+from medfm.catalog.store import ImageRecord
 from medfm.errors import display_path
+from medfm.io.dicom import DICOM
 from medfm.io.formats import detect_format, load, output_folder
 from medfm.io.image import Image
 from medfm.io.label_maps import save_segmentation
@@ -35,8 +38,12 @@ def segment_file(
     prompts_file: str | os.PathLike | None = None,
     propagation: PropagationRule | None = None,
     progress: bool = False,
+    record: ImageRecord | None = None,
 ) -> dict[str, Any]:
     """Load ``source``, segment it from the prompts, write ``output`` atomically; the summary.
+
+    With a catalog ``record``, the image is read from exactly the record's own files
+    (:func:`medfm.catalog.loading.load_record`), whatever else its folder holds.
 
     The summary holds, per structure, its size (voxels, and mm² or mm³ from the spacing),
     planes and mean score; timings in s; and the label map's ``provenance``
@@ -45,8 +52,12 @@ def segment_file(
     ``progress`` shows propagation's progress bar on stderr.
     """
     started = time.perf_counter()
-    image = load(source)
-    series = _source_series(Path(os.fsdecode(source)), image)
+    if record is not None:
+        image = load_record(record)
+        series = record_series(record) if record.format == DICOM.name else None
+    else:
+        image = load(source)
+        series = _source_series(Path(os.fsdecode(source)), image)
     prompts = parse_prompts(image, points, boxes, scribble, prompts_file)
     loaded = time.perf_counter()
     axis = "k" if image.spatial_shape[2] > 1 or image.num_frames == 1 else "t"
@@ -110,6 +121,6 @@ def segment_files(
         own = bool(item.points or item.boxes)
         return segment_file(item.path, targets[item], segmenter, points=item.points if own else points,
                             boxes=item.boxes if own else boxes, scribble=scribble, prompts_file=prompts_file,
-                            propagation=propagation)
+                            propagation=propagation, record=item.record)
 
     return run_batch(inputs, one, progress=progress, description="Segmenting")
