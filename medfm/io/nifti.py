@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from medfm.io.formats import MAX_DEFLATE_RATIO, Format, check_claimed_size, register_format
 from medfm.io.image import Image
+from medfm.io.limits import check_decoded_size
 
 
 def _sniff(head: bytes) -> bool:
@@ -22,8 +24,10 @@ def _open(path: Path):
         raise ValueError(f"{img.ndim}-dimensional NIfTI is not an image medfm handles")
     file_bytes = path.stat().st_size
     compressed = path.name.lower().endswith(".gz")
+    itemsize = img.header.get_data_dtype().itemsize
     room = file_bytes * MAX_DEFLATE_RATIO if compressed else file_bytes - int(img.dataobj.offset)
-    check_claimed_size(path, img.shape, img.header.get_data_dtype().itemsize, room)
+    check_claimed_size(path, img.shape, itemsize, room)
+    check_decoded_size(path, math.prod(img.shape) * itemsize, file_bytes)
     return img
 
 

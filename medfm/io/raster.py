@@ -8,6 +8,7 @@ does; ``metadata["spacing_known"]`` is False so that nobody mistakes it for a me
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from medfm.errors import MedfmError
 from medfm.io.formats import Format, register_format
 from medfm.io.image import Image
+from medfm.io.limits import check_decoded_size
 
 _MODE_CONVERSIONS = {"1": "L", "P": "RGBA", "PA": "RGBA", "LA": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 
@@ -37,6 +39,9 @@ def read_pillow(path: Path) -> list[Image]:
     from PIL import ImageOps
 
     with PILImage.open(path) as picture:
+        width, height = picture.size
+        # Bytes per pixel of the widest mode a picture is converted to (RGBA, or 32-bit I/F).
+        check_decoded_size(path, width * height * 4, path.stat().st_size)
         picture.load()
         picture = ImageOps.exif_transpose(picture)
         if picture.mode in _MODE_CONVERSIONS:
@@ -58,7 +63,12 @@ def read_tiff(path: Path) -> list[Image]:
     logger = logging.getLogger("tifffile")
     disabled, logger.disabled = logger.disabled, True
     try:
-        pixels = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tiff:
+            if not tiff.series:
+                raise ValueError("TIFF holds no image series")
+            series = tiff.series[0]
+            check_decoded_size(path, math.prod(series.shape) * series.dtype.itemsize, path.stat().st_size)
+            pixels = series.asarray()
     finally:
         logger.disabled = disabled
     if pixels.size == 0:

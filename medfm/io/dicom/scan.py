@@ -18,8 +18,10 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
+from pydicom.uid import UID
 
-from medfm.errors import MedfmError
+from medfm.errors import MedfmError, UnreadableFileError
+from medfm.io.dicom import pixels
 from medfm.io.dicom.frames import NATIVE_SYNTAXES, Frame, PixelLayout, looks_like_dicom
 
 if TYPE_CHECKING:
@@ -101,6 +103,24 @@ def _transfer_syntax(ds: Dataset) -> str:
     return "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
 
 
+class _CappedReads:
+    """A file whose ``read(n)`` never asks for more than the bytes left.
+
+    A damaged element length of 4 GB would otherwise make the read allocate 4 GB.
+    """
+
+    def __init__(self, fp, size: int) -> None:
+        self._fp, self._size = fp, size
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            return self._fp.read()
+        return self._fp.read(min(n, max(self._size - self._fp.tell(), 0)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fp, name)
+
+
 def _read_header(path: Path) -> tuple[Dataset, int, int, int]:
     """The header, the Pixel Data value's offset and length (-1, -1 if none), and the file size."""
     try:
@@ -109,11 +129,17 @@ def _read_header(path: Path) -> tuple[Dataset, int, int, int]:
             if not looks_like_dicom(head):
                 raise BadFile("not a DICOM file (no DICM marker at byte 128)")
             fp.seek(0)
-            ds = dcmread(fp, stop_before_pixels=True, force=head[128:132] != b"DICM")
-            offset, length = _pixel_element(fp, ds)
             size = os.fstat(fp.fileno()).st_size
+            ds = dcmread(_CappedReads(fp, size), stop_before_pixels=True, force=head[128:132] != b"DICM")
+            if _transfer_syntax(ds) == pixels.DEFLATED:  # pydicom inflated the data set: no file offsets
+                meta_length = int(ds.file_meta.get("FileMetaInformationGroupLength") or 0)
+                offset, length = (0, 0xFFFFFFFF) if pixels.deflated_has_pixels(path, meta_length) else (-1, -1)
+            else:
+                offset, length = _pixel_element(fp, ds)
     except BadFile:
         raise
+    except UnreadableFileError as exc:  # a deflated data set over the decompression limits
+        raise BadFile(exc.reason) from None
     except OSError as exc:
         raise BadFile(f"cannot open ({exc.strerror or exc})") from None
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, IndexError, OverflowError) as exc:
@@ -158,7 +184,8 @@ def _layout(ds: Dataset, offset: int, length: int, size: int) -> PixelLayout:
     )
     fast = native and bits in (8, 16, 32) and photometric in ("MONOCHROME1", "MONOCHROME2", "RGB")
     if native and bits in (8, 16, 32):
-        expected = layout.frame_bytes * frames
+        # YBR_FULL_422 stores two luminance samples per pair of chroma samples: 2/3 of full size.
+        expected = layout.frame_bytes * frames * (2 if photometric == "YBR_FULL_422" else 3) // 3
         held = min(length, size - offset)
         if held < expected:
             raise BadFile(
@@ -182,16 +209,23 @@ def _common(ds: Dataset) -> dict[str, Any]:
     }
 
 
+def _sop_class_name(ds: Dataset) -> str:
+    """The SOP Class's name, or its UID if pydicom does not know it; never the raw bytes of a damaged value."""
+    meta = getattr(ds, "file_meta", None)
+    uid = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+    if not uid:
+        return "no SOP Class UID"
+    uid = UID(str(uid))
+    return uid.name if uid.is_valid else "invalid SOP Class UID"
+
+
 def file_frames(path: Path) -> tuple[Dataset, list[Frame]]:
     """The header of ``path`` and its frames; :class:`BadFile` with the reason if it has none."""
     from medfm.io.dicom import mosaic, multiframe
 
     ds, offset, length, size = _read_header(path)
     if offset < 0:
-        sop_class = ds.get("SOPClassUID")
-        if ds.get("Rows") or not sop_class:  # an image header, or one cut before even its SOP Class
-            raise BadFile("truncated or corrupt: the file ends before its pixel data")
-        raise BadFile(f"DICOM object without pixel data ({sop_class.name})")
+        raise BadFile(f"DICOM object without pixel data ({_sop_class_name(ds)})")
     try:
         layout = _layout(ds, offset, length, size)
         common = _common(ds)
