@@ -6,10 +6,12 @@ import math
 from pathlib import Path
 
 import numpy as np
+from nibabel.cifti2 import Cifti2Image
 
 from medfm.io.formats import MAX_DEFLATE_RATIO, Format, check_claimed_size, register_format
 from medfm.io.image import Image
 from medfm.io.limits import check_decoded_size
+from medfm.io.neuro import image_from_nibabel
 
 
 def _sniff(head: bytes) -> bool:
@@ -20,6 +22,8 @@ def _open(path: Path):
     import nibabel as nib
 
     img = nib.load(path)
+    if isinstance(img, Cifti2Image):
+        return img
     if img.ndim > 5 or img.ndim < 2:
         raise ValueError(f"{img.ndim}-dimensional NIfTI is not an image medfm handles")
     file_bytes = path.stat().st_size
@@ -47,6 +51,8 @@ def _is_rgb(dtype: np.dtype) -> bool:
 
 def read_nifti(path: Path) -> list[Image]:
     img = _open(path)
+    if isinstance(img, Cifti2Image):  # a CIFTI-2 matrix saved under a plain .nii name
+        return [image_from_nibabel(path, img)]
     array = np.asanyarray(img.dataobj)
     if _is_rgb(array.dtype):
         array = np.stack([array["R"], array["G"], array["B"]], axis=-1)
@@ -57,6 +63,8 @@ def read_nifti(path: Path) -> list[Image]:
 def probe_nifti(path: Path) -> list[Image]:
     """The grid and geometry from the header alone; the array is a zero-strided stand-in."""
     img = _open(path)
+    if isinstance(img, Cifti2Image):
+        return [image_from_nibabel(path, img, header_only=True)]
     dtype = img.header.get_data_dtype()
     shape = tuple(img.shape)
     if _is_rgb(dtype):

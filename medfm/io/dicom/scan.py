@@ -182,7 +182,9 @@ def _layout(ds: Dataset, offset: int, length: int, size: int) -> PixelLayout:
         syntax, offset, rows, columns, samples, frames, dtype, int(ds.get("BitsStored") or bits),
         int(ds.get("PlanarConfiguration") or 0),
     )
-    fast = native and bits in (8, 16, 32) and photometric in ("MONOCHROME1", "MONOCHROME2", "RGB")
+    # Big endian 8-bit pixels may be stored as OW, byte-swapped in pairs: pydicom untangles them.
+    big_endian_bytes = bits == 8 and NATIVE_SYNTAXES.get(syntax) == ">"
+    fast = native and bits in (8, 16, 32) and photometric in ("MONOCHROME1", "MONOCHROME2", "RGB") and not big_endian_bytes
     if native and bits in (8, 16, 32):
         # YBR_FULL_422 stores two luminance samples per pair of chroma samples: 2/3 of full size.
         expected = layout.frame_bytes * frames * (2 if photometric == "YBR_FULL_422" else 3) // 3
