@@ -33,12 +33,9 @@ def info(
     show_phi: Annotated[bool, typer.Option("--show-phi", help="Also print patient identifiers.")] = False,
 ) -> None:
     """Shape, spacing, orientation, modality and value range of an image."""
-    from medfm.io import detect_format, load_all
-    from medfm.io.info import describe
+    from medfm.io.info import describe_path
 
-    fmt = detect_format(path)
-    images = load_all(path)
-    summaries = [{"path": display_path(path), "format": fmt.name, **describe(im, show_phi)} for im in images]
+    summaries = describe_path(path, show_phi)
     if as_json:
         print_json(summaries[0] if len(summaries) == 1 else summaries)
         return
@@ -49,6 +46,8 @@ def info(
 def _format_summary(summary: dict[str, Any]) -> str:
     fields = {key: summary[key] for key in ("modality", "shape", "dtype", "num_slices", "num_frames", "num_channels", "spacing_mm", "origin_mm", "orientation", "value_range")}
     fields["affine"] = summary["coordinate_system"]
+    if "not_decoded" in summary:
+        fields["not_decoded"] = summary["not_decoded"]
     extra = {**summary["metadata"], **{key: f"{value}  [PHI]" for key, value in summary.get("phi", {}).items()}}
     width = max(map(len, [*fields, *extra]))
     lines = [f"{summary['path']} ({summary['format']})"]
