@@ -125,3 +125,26 @@ def test_medfm_reads_what_the_fields_readers_read(reader: str, path: Path) -> No
     np.testing.assert_array_equal(image.array, data.reshape(data.shape + (1,) * (5 - data.ndim)))
     if not is_cifti:  # CIFTI-2 matrices have no voxel grid, hence no affine
         np.testing.assert_allclose(image.affine, img.affine, atol=1e-6)
+
+
+def _no_pixel_files() -> list[Path]:
+    files = []
+    for path in sorted(PYDICOM_DATA.rglob("*")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ds = pydicom.dcmread(path)
+            except Exception:  # noqa: BLE001 (not DICOM)
+                continue
+        if not {"PixelData", "FloatPixelData", "DoubleFloatPixelData"} & set(ds.dir()):
+            files.append(path)
+    return files
+
+
+@pytest.mark.parametrize("path", _no_pixel_files(), ids=lambda p: p.name)
+def test_a_dicom_file_without_pixel_data_is_refused_for_that_reason(path: Path) -> None:
+    """pydicom finds no Pixel Data: medfm says so, unless the file is cut (pydicom's rtplan_truncated.dcm)."""
+    with pytest.raises(medfm.errors.MedfmError) as caught:
+        medfm.load(path)
+    expected = "truncated or corrupt" if "truncated" in path.name else "DICOM object without pixel data"
+    assert expected in str(caught.value) and "\n" not in str(caught.value)

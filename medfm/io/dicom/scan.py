@@ -111,11 +111,15 @@ class _CappedReads:
 
     def __init__(self, fp, size: int) -> None:
         self._fp, self._size = fp, size
+        #: Whether a read got some but not all of what it asked for: the file ends inside an element.
+        self.cut_short = False
 
     def read(self, n: int | None = -1) -> bytes:
         if n is None or n < 0:
             return self._fp.read()
-        return self._fp.read(min(n, max(self._size - self._fp.tell(), 0)))
+        data = self._fp.read(min(n, max(self._size - self._fp.tell(), 0)))
+        self.cut_short = self.cut_short or 0 < len(data) < n
+        return data
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fp, name)
@@ -130,12 +134,15 @@ def _read_header(path: Path) -> tuple[Dataset, int, int, int]:
                 raise BadFile("not a DICOM file (no DICM marker at byte 128)")
             fp.seek(0)
             size = os.fstat(fp.fileno()).st_size
-            ds = dcmread(_CappedReads(fp, size), stop_before_pixels=True, force=head[128:132] != b"DICM")
+            reader = _CappedReads(fp, size)
+            ds = dcmread(reader, stop_before_pixels=True, force=head[128:132] != b"DICM")
             if _transfer_syntax(ds) == pixels.DEFLATED:  # pydicom inflated the data set: no file offsets
                 meta_length = int(ds.file_meta.get("FileMetaInformationGroupLength") or 0)
                 offset, length = (0, 0xFFFFFFFF) if pixels.deflated_has_pixels(path, meta_length) else (-1, -1)
             else:
                 offset, length = _pixel_element(fp, ds)
+            if offset < 0 and (reader.cut_short or len(ds) == 0):  # cut inside an element, or right after the file meta
+                raise BadFile("truncated or corrupt: the file ends before its pixel data")
     except BadFile:
         raise
     except UnreadableFileError as exc:  # a deflated data set over the decompression limits
