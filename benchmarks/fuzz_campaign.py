@@ -121,7 +121,10 @@ def worker_main(worker: int, start: int, args: dict, seeds: dict[str, bytes], pr
     _prepare_worker(args["memory_bytes"], scratch)
     names = sorted(seeds)
     index = start
+    parent = os.getppid()
     while True:
+        if index % 256 == 0 and os.getppid() != parent:  # the campaign was killed: stop too
+            return
         progress[worker] = index
         name, data = make_input(seeds, names, args["seed"], worker, index)
         result = _run_one(scratch / f"fuzzed{suffix_of(name)}", data, args["seconds"])
@@ -239,8 +242,13 @@ def campaign(args: argparse.Namespace) -> dict:
     stop_at = began + args.minutes * 60
     per_worker = -(-args.inputs // args.workers)
     done = False
+    next_status = began + 60
     while not done:
         time.sleep(0.5)
+        if args.status and time.monotonic() >= next_status:  # progress for a run watched from outside
+            next_status += 60
+            count = sum(int(progress[w]) for w in range(args.workers))
+            Path(args.status).write_text(json.dumps({"inputs": count, "seconds": round(time.monotonic() - began), "raw_findings": len(raw)}) + "\n")
         while not findings.empty():
             raw.append(findings.get())
         now = time.monotonic()
@@ -307,6 +315,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="campaign seed: inputs are reproducible from it")
     parser.add_argument("--seconds", type=float, default=10.0, help="time limit per input")
     parser.add_argument("--memory-mb", type=int, default=1024, help="address space a worker may add per input")
+    parser.add_argument("--status", help="file rewritten every minute with the inputs read so far")
     parser.add_argument("--corpus", default=str(Path(__file__).resolve().parents[1] / "tests" / "fuzz_corpus"))
     print(json.dumps(campaign(parser.parse_args()), indent=2))
 

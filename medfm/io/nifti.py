@@ -19,9 +19,18 @@ def _sniff(head: bytes) -> bool:
 
 
 def _open(path: Path):
+    import logging
+
     import nibabel as nib
 
-    img = nib.load(path)
+    # nibabel logs the header fields it repairs ("sizeof_hdr should be 348") on stderr,
+    # around the CLI's one-line output; what it cannot repair raises.
+    logger = logging.getLogger("nibabel.global")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        img = nib.load(path)
+    finally:
+        logger.disabled = disabled
     if isinstance(img, Cifti2Image):
         return img
     if img.ndim > 5 or img.ndim < 2:
