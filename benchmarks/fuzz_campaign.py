@@ -44,13 +44,6 @@ def _on_alarm(signum, frame):  # noqa: ARG001 (signal handler signature)
     raise _Timeout
 
 
-def _limit_memory(extra_bytes: int) -> None:
-    """Allow this process ``extra_bytes`` of address space beyond what it uses now (after imports)."""
-    with open("/proc/self/statm") as handle:
-        used = int(handle.read().split()[0]) * resource.getpagesize()
-    resource.setrlimit(resource.RLIMIT_AS, (used + extra_bytes, resource.RLIM_INFINITY))
-
-
 def classify(path: Path, run) -> tuple[str, str] | None:
     """``None`` for an image or a clean refusal, else ``(kind, one-line detail)``."""
     from medfm.errors import MedfmError
@@ -81,16 +74,14 @@ def _load(path: Path) -> None:
 
 
 def _prepare_worker(memory_bytes: int, scratch: Path) -> None:
-    # Decodes are refused from headers below the worker's memory limit, as a server would set them:
-    # a MemoryError then means a reader allocated more than its header check allowed.
-    os.environ["MEDFM_MAX_DECODED_BYTES"] = str(memory_bytes // 4)
     import medfm  # noqa: F401  (imports before the memory limit is measured)
     import medfm.io.dicom.series  # noqa: F401
     import pydicom  # noqa: F401
+    from medfm.io.fuzzing import limit_address_space
 
     signal.signal(signal.SIGALRM, _on_alarm)
     scratch.mkdir(parents=True, exist_ok=True)
-    _limit_memory(memory_bytes)
+    limit_address_space(memory_bytes)
 
 
 def _run_one(path: Path, data: bytes, seconds: float) -> tuple[str, str] | None:

@@ -9,6 +9,8 @@ pydicom ships (compressed and enhanced objects medfm does not write).
 
 from __future__ import annotations
 
+import os
+import resource
 import shutil
 from pathlib import Path
 
@@ -118,3 +120,15 @@ def random_mutations(rng: np.random.Generator, max_count: int = 4) -> list[tuple
                 (1, 2, 4)[int(rng.integers(3))], ("little", "big")[int(rng.integers(2))],
             ))
     return mutations
+
+
+def limit_address_space(extra_bytes: int) -> None:
+    """Let this process map at most ``extra_bytes`` beyond what it maps now, and have readers
+    refuse (from headers) images over a quarter of that, as a server's limits would.
+
+    A ``MemoryError`` after this means a reader allocated more than its header check allowed.
+    """
+    os.environ["MEDFM_MAX_DECODED_BYTES"] = str(extra_bytes // 4)
+    with open("/proc/self/statm") as handle:
+        used = int(handle.read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (used + extra_bytes, resource.RLIM_INFINITY))

@@ -7,6 +7,7 @@ does; ``metadata["spacing_known"]`` is False so that nobody mistakes it for a me
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from pathlib import Path
@@ -38,7 +39,9 @@ def read_pillow(path: Path) -> list[Image]:
     from PIL import Image as PILImage
     from PIL import ImageOps
 
-    with PILImage.open(path) as picture:
+    # From memory, not the file: a damaged chunk length then reads what is there, where
+    # reading the file would first allocate the 4 GB that the length claims.
+    with PILImage.open(io.BytesIO(path.read_bytes())) as picture:
         width, height = picture.size
         # Bytes per pixel of the widest mode a picture is converted to (RGBA, or 32-bit I/F).
         check_decoded_size(path, width * height * 4, path.stat().st_size)
