@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -103,26 +104,19 @@ def _transfer_syntax(ds: Dataset) -> str:
     return "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
 
 
-class _CappedReads:
-    """A file whose ``read(n)`` never asks for more than the bytes left.
+def _ends_inside_an_element(ds: Dataset, leftover: int) -> bool:
+    """Whether pydicom stopped because the file ends inside an element (it stops quietly there).
 
-    A damaged element length of 4 GB would otherwise make the read allocate 4 GB.
+    ``leftover`` is how many bytes follow where pydicom stopped. Checked only for files
+    without Pixel Data, to tell a cut file from an object that has none.
     """
-
-    def __init__(self, fp, size: int) -> None:
-        self._fp, self._size = fp, size
-        #: Whether a read got some but not all of what it asked for: the file ends inside an element.
-        self.cut_short = False
-
-    def read(self, n: int | None = -1) -> bytes:
-        if n is None or n < 0:
-            return self._fp.read()
-        data = self._fp.read(min(n, max(self._size - self._fp.tell(), 0)))
-        self.cut_short = self.cut_short or 0 < len(data) < n
-        return data
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._fp, name)
+    if 0 < leftover < 8 or len(ds) == 0:  # part of a tag left, or nothing after the file meta
+        return True
+    last = ds.get_item(max(ds.keys()))  # the raw element: its declared length and the bytes read
+    return (
+        isinstance(last, RawDataElement) and last.value is not None
+        and last.length != 0xFFFFFFFF and len(last.value) < last.length
+    )
 
 
 def _read_header(path: Path) -> tuple[Dataset, int, int, int]:
@@ -134,19 +128,21 @@ def _read_header(path: Path) -> tuple[Dataset, int, int, int]:
                 raise BadFile("not a DICOM file (no DICM marker at byte 128)")
             fp.seek(0)
             size = os.fstat(fp.fileno()).st_size
-            reader = _CappedReads(fp, size)
-            ds = dcmread(reader, stop_before_pixels=True, force=head[128:132] != b"DICM")
+            ds = dcmread(fp, stop_before_pixels=True, force=head[128:132] != b"DICM")
             if _transfer_syntax(ds) == pixels.DEFLATED:  # pydicom inflated the data set: no file offsets
                 meta_length = int(ds.file_meta.get("FileMetaInformationGroupLength") or 0)
                 offset, length = (0, 0xFFFFFFFF) if pixels.deflated_has_pixels(path, meta_length) else (-1, -1)
             else:
+                stopped_at = fp.tell()
                 offset, length = _pixel_element(fp, ds)
-            if offset < 0 and (reader.cut_short or len(ds) == 0):  # cut inside an element, or right after the file meta
-                raise BadFile("truncated or corrupt: the file ends before its pixel data")
+                if offset < 0 and _ends_inside_an_element(ds, size - stopped_at):
+                    raise BadFile("truncated or corrupt: the file ends before its pixel data")
     except BadFile:
         raise
     except UnreadableFileError as exc:  # a deflated data set over the decompression limits
         raise BadFile(exc.reason) from None
+    except MemoryError:  # a damaged element length: pydicom allocates what it claims before reading
+        raise BadFile("corrupt DICOM header: an element claims more bytes than can be held") from None
     except OSError as exc:
         raise BadFile(f"cannot open ({exc.strerror or exc})") from None
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, IndexError, OverflowError) as exc:
