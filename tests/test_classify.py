@@ -11,7 +11,7 @@ from fakeencoder import fake_models  # noqa: F401  (the fixture, used by every t
 from medfm.errors import MedfmError
 from medfm.io import Image, save
 from medfm.models import EncoderInfo
-from medfm.tasks.probe import KNNClassifier, LinearProbe, Probe, load_probe
+from medfm.models.probe import KNNClassifier, LinearProbe, Probe, load_probe
 
 pytestmark = pytest.mark.usefixtures("fake_models")
 

@@ -9,9 +9,9 @@ from safetensors.torch import save_file
 from medfm.errors import MedfmError
 from medfm.io import Image, load, save
 from medfm.models.encoders.base import Encoder
-from medfm.models.encoders.planes import to_rgb_uint8
+from medfm.models.encoders.planes import MAX_PLANES, embed_image, sample_planes, to_rgb_uint8
 from medfm.models.encoders.timm import build_timm
-from medfm.tasks.embed import MAX_PLANES, embed_image, embed_paths, sample_planes
+from medfm.tasks.embed import embed_paths
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 import medfm
 from medfm.eval.pairing import case_name, pair_files
-from medfm.eval.segmentation import score_label_maps, score_masks
+from medfm.eval.seg_metrics import score_label_maps, score_masks
 
 SPACING = (0.8, 0.8, 2.5)
 AFFINE = np.diag([*SPACING, 1.0])

@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve as
 from medfm.errors import MedfmError
 from medfm.eval.bootstrap import bootstrap, resamples
 from medfm.eval.calibration import expected_calibration_error, reliability_curve
-from medfm.eval.classification import (
+from medfm.eval.cls_metrics import (
     average_precision,
     macro,
     multilabel_auc,

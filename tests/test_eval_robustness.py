@@ -11,8 +11,9 @@ import pytest
 
 from medfm.errors import MedfmError
 from medfm.eval.corruptions import CORRUPTIONS, get_corruption
-from medfm.eval.robustness import degradation_curves, write_robustness_report
-from medfm.eval.segmentation import dice
+from medfm.eval.protocols.degradation import degradation_curves
+from medfm.eval.reports.robustness import write_robustness_report
+from medfm.eval.seg_metrics import dice
 from medfm.io.image import Image
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import medfm
 from medfm.errors import MedfmError
-from medfm.eval.segmentation import (
+from medfm.eval.seg_metrics import (
     METRICS,
     average_surface_distance,
     dice,

@@ -8,8 +8,8 @@ from PIL import Image as PILImage
 
 from medfm.errors import MedfmError
 from medfm.models.segmenters.base import Prediction, Segmenter, SegmenterInfo
-from medfm.tasks.evaluate_interactive import dice, evaluate_interactive, format_table
-from medfm.tasks.interactive_sim import bounding_box, centre_click, corrective_click, jittered_box
+from medfm.eval.protocols.interactive import dice, evaluate_interactive, format_table
+from medfm.eval.protocols.interaction import bounding_box, centre_click, corrective_click, jittered_box
 
 
 class ThresholdSegmenter(Segmenter):

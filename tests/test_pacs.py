@@ -72,7 +72,7 @@ def test_pull_reproduces_the_original_and_pulling_again_adds_nothing(pacs: Dicom
 def test_a_segmentation_pushed_through_stow_reads_back_from_the_pacs(pacs: DicomWeb, orthanc: Orthanc, tmp_path: Path) -> None:  # noqa: F811
     from highdicom.seg import segread
 
-    from medfm.io.segmentation import save_segmentation
+    from medfm.io.label_maps import save_segmentation
     from medfm.models.registry import create_segmenter
     from medfm.models.segmenters import Prompt
     from medfm.tasks.segment import segment

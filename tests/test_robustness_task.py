@@ -13,9 +13,9 @@ from fakeencoder import fake_models  # noqa: F401  (the fixture)
 from fakesegmenter import ThresholdSegmenter, fake_segmenter  # noqa: F401  (the fixture)
 
 import medfm
+from medfm.eval.protocols.robustness import classifier_robustness, reference_box, segmenter_robustness
 from medfm.models import create_encoder
-from medfm.tasks.classify import fit_probe
-from medfm.tasks.robustness import classifier_robustness, reference_box, segmenter_robustness
+from medfm.train.probe import fit_probe
 
 
 def _disk(shape: tuple[int, int], centre: tuple[int, int], radius: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 import medfm
 from clitools import run_cli
 from fakesegmenter import fake_segmenter  # noqa: F401  (the fixture)
-from medfm.io.segmentation import read_provenance
+from medfm.io.label_maps import read_provenance
 from medfm.io.synthetic import write_dicom_series
 from medfm.models.segmenters.sam import build_sam_model
 

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from medfm.models.registry import list_encoders
-from medfm.tasks.clip_data import CACHE_SIZE, Sample, fill
-from medfm.tasks.train_clip import augment, sample_texts, train_clip
+from medfm.train.clip_data import CACHE_SIZE, Sample, fill
+from medfm.train.clip import augment, sample_texts, train_clip
 
 
 def write_cache(path, n=40):
@@ -56,7 +56,7 @@ def test_one_epoch_trains_checkpoints_and_resumes(tmp_path, monkeypatch, loss):
     cache = tmp_path / "cache.pt"
     write_cache(cache)
     # A frozen-MiniLM stand-in: validation prompts get fixed random features (no 90 MB model in unit tests).
-    monkeypatch.setattr("medfm.tasks.train_clip.MedfmClipEncoder.encode_text",
+    monkeypatch.setattr("medfm.train.clip.MedfmClipEncoder.encode_text",
                         lambda self, texts: np.random.default_rng(len(texts)).normal(size=(len(texts), 256)).astype(np.float32))
     out = tmp_path / "run"
     weights = train_clip(tmp_path, out, epochs=1, loss=loss, batch_size=8, cache=cache)

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from medfm.models.segmenters.interactive_net import PROMPT_CHANNELS, InteractiveNet
-from medfm.tasks.train_interactive import SIZE, augment, build_cache, first_prompt, generate_shape, train
+from medfm.train.interactive import SIZE, augment, build_cache, first_prompt, generate_shape, train
 
 
 def test_generated_shapes_are_pictures_with_an_object():

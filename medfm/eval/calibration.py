@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medfm.errors import MedfmError
-from medfm.eval.classification import _binary
+from medfm.eval.cls_metrics import _binary
 
 
 @dataclass(frozen=True)

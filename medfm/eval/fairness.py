@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medfm.eval.bootstrap import Estimate, bootstrap
-from medfm.eval.classification import _binary, average_precision, rates_at, roc_auc
+from medfm.eval.cls_metrics import _binary, average_precision, rates_at, roc_auc
 
 #: Metrics reported per subgroup, and whose gaps are reported.
 SUBGROUP_METRICS = ("auc", "auprc", "sensitivity", "specificity", "ppv", "npv")

@@ -33,7 +33,7 @@ import numpy as np
 from medfm.errors import MedfmError, display_path
 from medfm.eval.pairing import Skipped, _cases
 from medfm.eval.radiomics_features import FRD_FEATURE_CLASSES, Extraction, default_workers, extract_files
-from medfm.eval.results import json_ready
+from medfm.serialize import json_ready
 
 #: One-sided quantile of a normal distribution above which a B image is flagged out of distribution.
 OOD_QUANTILE = 0.95

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from medfm.errors import MedfmError
-from medfm.eval.classification import _binary, _counts_by_threshold
+from medfm.eval.cls_metrics import _binary, _counts_by_threshold
 
 TARGETS = ("sensitivity", "specificity", "youden")
 

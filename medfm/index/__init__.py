@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from medfm.index.base import Hit, Index, model_record
-from medfm.models.encoders.base import EncoderInfo
+from medfm.index.base import Hit, Index
+from medfm.models.encoders.base import EncoderInfo, model_record
 
 
 def _backend(location: str | os.PathLike) -> Any:

@@ -23,7 +23,7 @@ import numpy as np
 from medfm.errors import MedfmError
 from medfm.io import Image
 from medfm.io.dicom import DicomSeries
-from medfm.io.segmentation import save_segmentation
+from medfm.io.label_maps import save_segmentation
 from medfm.server.errors import NotFound
 
 #: Annotation names: letters, digits, ``-``, ``_`` and ``.``, not starting with a dot.

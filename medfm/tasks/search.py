@@ -22,7 +22,8 @@ from medfm.errors import MedfmError, display_path
 from medfm.index import Hit, Index, open_or_create_index
 from medfm.io import Image
 from medfm.models.encoders.base import Encoder
-from medfm.tasks.embed import embed_image, embed_paths
+from medfm.models.encoders.planes import embed_image
+from medfm.tasks.embed import embed_paths
 
 #: Paths embedded between two checkpoints of the index during a build.
 CHUNK = 256
@@ -89,7 +90,13 @@ def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = No
 
 def _progress_bar(enabled: bool) -> Any:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=Console(stderr=True), transient=True, disable=not enabled)

@@ -21,6 +21,8 @@ import torch
 from PIL import Image as PILImage
 
 from medfm.errors import MedfmError
+from medfm.io.image import Image
+from medfm.models.encoders.base import Encoder
 
 #: An intensity window ``(low, high)`` in the image's own units.
 Window = tuple[float, float]
@@ -71,3 +73,36 @@ def to_rgb_uint8(plane: np.ndarray, window: Window | None = None) -> np.ndarray:
 def pixel_batch(planes: Sequence[np.ndarray], transform: Callable[[PILImage.Image], torch.Tensor]) -> torch.Tensor:
     """``planes`` through :func:`to_rgb_uint8` and a library's PIL transform → ``(N, 3, H, W)``."""
     return torch.stack([transform(PILImage.fromarray(to_rgb_uint8(plane))) for plane in planes])
+
+
+#: Planes encoded per volume or video, at most.
+MAX_PLANES = 16
+
+
+def sample_planes(image: Image, max_planes: int = MAX_PLANES, window: Window | None = None) -> list[np.ndarray]:
+    """Up to ``max_planes`` evenly spaced planes of ``image`` (see the module), as the
+    encoders take them: ``(rows, columns)`` or ``(rows, columns, 3)``; with ``window``,
+    already scaled to ``(rows, columns, 3)`` uint8. Raises :class:`MedfmError` for planes no
+    encoder takes (empty, or a channel count other than 1, 3, 4)."""
+    if max_planes < 1:
+        raise MedfmError(f"max_planes must be at least 1; got {max_planes}")
+    slices, frames = image.shape[2], image.shape[3]
+    count = slices * frames
+    taken = min(count, max_planes)
+    chosen = [int((index + 0.5) * count / taken) for index in range(taken)]
+    planes = [check_plane(image.frame(flat % slices, flat // slices)) for flat in chosen]
+    return [to_rgb_uint8(plane, window) for plane in planes] if window is not None else planes
+
+
+def aggregate(embeddings: np.ndarray) -> np.ndarray:
+    """``(N, D)`` unit plane embeddings → ``(D,)`` float32: their mean, re-normalised."""
+    mean = embeddings.astype(np.float64).mean(axis=0)
+    norm = np.linalg.norm(mean)
+    # Opposite planes can cancel out exactly; the first plane then stands for the image.
+    return (mean / norm if norm > 1e-12 else embeddings[0]).astype(np.float32)
+
+
+def embed_image(image: Image, encoder: Encoder, *, max_planes: int = MAX_PLANES,
+                window: Window | None = None) -> np.ndarray:
+    """``(D,)`` float32 unit embedding of ``image`` (2D, volume or video); no caching."""
+    return aggregate(encoder.encode_planes(sample_planes(image, max_planes, window)))

@@ -7,7 +7,7 @@ at ``(S, S)`` (:func:`render_prompt_maps`), injects the pooled maps at every sca
 small top-down decoder to logits at stride 2, which callers upsample bilinearly: logits of
 smooth shapes interpolate to sub-pixel boundaries, so stride 2 costs little Dice.
 
-Training (``medfm.tasks.train_interactive``) and inference (``medfm_interactive``) both use
+Training (``medfm.train.interactive``) and inference (``medfm_interactive``) both use
 :func:`prepare_plane` (medfm's robust-window preprocessing, shared with ``medfm_clip``) and
 :func:`render_prompt_maps`, so the two never drift apart.
 """

@@ -6,7 +6,7 @@ encoder's four feature maps; each :meth:`predict` renders the prompt — clicks,
 scribbles and the previous logits or mask — as maps on the working grid
 (:func:`render_prompt_maps`), decodes, and upsamples the logits bilinearly to the plane's
 own ``(rows, columns)``. The network is in :mod:`.interactive_net`; it was trained by
-:mod:`medfm.tasks.train_interactive`.
+:mod:`medfm.train.interactive`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from medfm.errors import MedfmError
-from medfm.eval.segmentation import mean_over_labels, score_label_maps
+from medfm.eval.seg_metrics import mean_over_labels, score_label_maps
 from medfm.server.routes.sessions import AnnotationRef
 from medfm.server.state import ServerState, get_state
 

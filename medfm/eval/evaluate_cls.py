@@ -20,18 +20,11 @@ from medfm import __version__
 from medfm.errors import MedfmError, display_path
 from medfm.eval.bootstrap import bootstrap
 from medfm.eval.calibration import expected_calibration_error, reliability_curve
-from medfm.eval.classification import (
-    average_precision,
-    macro,
-    multilabel_auc,
-    one_vs_rest_auc,
-    rates_at,
-    roc_auc,
-)
+from medfm.eval.cls_metrics import average_precision, macro, multilabel_auc, one_vs_rest_auc, rates_at, roc_auc
 from medfm.eval.fairness import SUBGROUP_METRICS, subgroup_analysis
 from medfm.eval.operating_point import OperatingPoint
-from medfm.eval.results import json_ready
 from medfm.eval.tables import Table, read_table
+from medfm.serialize import json_ready
 
 
 @dataclass
@@ -113,7 +106,6 @@ def evaluate_classification(
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
-    report: str | os.PathLike | None = None,
 ) -> ClassificationEvaluation:
     """AUC-ROC and AUPRC with bootstrap intervals; for binary tasks also the operating
     point, calibration (when scores are probabilities) and metrics per subgroup of each
@@ -121,7 +113,7 @@ def evaluate_classification(
 
     ``threshold`` None chooses Youden's J on these same rows (optimistic: report a
     threshold fixed beforehand when there is one). With ``patient_column``, resampling
-    draws patients and all their rows. With ``report``, also writes the HTML report there.
+    draws patients and all their rows.
     """
     score_table, label_table = read_table(scores_csv, id_column), read_table(labels_csv, id_column)
     class_names = score_table.columns
@@ -154,7 +146,7 @@ def evaluate_classification(
             raise MedfmError(f"subgroup analysis (groups) supports binary tasks only; this task is {task}")
         estimates = bootstrap(_per_class_statistic(task, scores, labels, class_names), len(ids), clusters=clusters, **boot)
         summary["metrics"] = {key: e.as_dict() for key, e in estimates.items()}
-        return _finish(ClassificationEvaluation(task, scores, labels, class_names, summary), report)
+        return ClassificationEvaluation(task, scores, labels, class_names, summary)
 
     scores = scores[:, 0]
     if len(np.unique(labels)) < 2:
@@ -201,12 +193,5 @@ def evaluate_classification(
             "gaps": {m: {k: e.as_dict() for k, e in gap.items()} for m, gap in analysis.gaps.items()},
             "equalised_odds_difference": analysis.equalised_odds_difference.as_dict(),
         }
-    return _finish(ClassificationEvaluation(task, scores, labels, class_names, summary), report)
+    return ClassificationEvaluation(task, scores, labels, class_names, summary)
 
-
-def _finish(result: ClassificationEvaluation, report: str | os.PathLike | None) -> ClassificationEvaluation:
-    if report is not None:
-        from medfm.eval.report import write_classification_report
-
-        write_classification_report(result, report)
-    return result

@@ -6,7 +6,7 @@
    :func:`prepare_plane`, into a uint8 ``.npz`` outside the repository, with an honest
    validation split (by ``subject_group`` for HC18, by image for Kvasir-SEG and PH2) that
    training never samples; the split is written as ``DIR/val_manifest.csv`` for
-   :mod:`medfm.tasks.evaluate_interactive`.
+   :mod:`medfm.eval.protocols.interactive`.
 2. Each step augments a batch, simulates a first prompt (box, clicks, scribbles), runs the
    encoder once, then 0–3 corrective rounds without gradients (a click in the deepest error
    and the model's own previous probability as mask input), and a last round with gradients
@@ -30,7 +30,7 @@ from PIL import Image as PILImage
 from scipy import ndimage
 
 from medfm.models.segmenters.interactive_net import InteractiveNet, prepare_plane, render_prompt_maps
-from medfm.tasks.interactive_sim import bounding_box, centre_click, corrective_click, jittered_box, random_scribble
+from medfm.eval.protocols.interaction import bounding_box, centre_click, corrective_click, jittered_box, random_scribble
 
 DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 SIZE = 128

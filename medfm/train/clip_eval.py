@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medfm.models.encoders.base import Encoder
-from medfm.tasks.clip_data import MODALITIES, REGIONS, Sample, collect, read_plane
+from medfm.train.clip_data import MODALITIES, REGIONS, Sample, collect, read_plane
 from medfm.tasks.zeroshot import DEFAULT_SCALE, label_embeddings, probabilities
 
 #: Prompts for the two zero-shot tasks (fixed before any measurement; never tuned on test).

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from medfm.cli.output import JsonOption, print_json
 from medfm.errors import display_path
 
 pacs_app = typer.Typer(no_args_is_help=True, help="Search a PACS (DICOMweb), pull studies into the catalog, push DICOM SEG.")
 
 UrlArgument = Annotated[str, typer.Argument(metavar="URL", help="DICOMweb base URL, e.g. http://pacs:8042/dicom-web.")]
 TokenOption = Annotated[str | None, typer.Option("--token", envvar="MEDFM_PACS_TOKEN", help="Bearer token for the PACS.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 ShowPhiOption = Annotated[bool, typer.Option("--show-phi", help="Also print patient name and id.")]
 
 
@@ -23,9 +22,6 @@ def _connect(url: str, token: str | None) -> Any:
 
     return DicomWeb(url, token=token)
 
-
-def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2))
 
 
 def _phi_lines(item: dict[str, Any]) -> None:
@@ -49,7 +45,7 @@ def studies(
     found = _connect(url, token).search_studies(modality=modality, study_date=date, accession=accession,
                                                 limit=limit, show_phi=show_phi)
     if as_json:
-        _print_json(found)
+        print_json(found)
         return
     for study in found:
         typer.echo(f"{study['study_uid']}  {study['study_date'] or '-':<8}  {'/'.join(study['modalities']) or '-':<8} "
@@ -69,7 +65,7 @@ def series(
     """The series of one study: UID, modality, number, instances, description."""
     found = _connect(url, token).search_series(study_uid, show_phi, modality=modality)
     if as_json:
-        _print_json(found)
+        print_json(found)
         return
     for item in found:
         typer.echo(f"{item['series_uid']}  {item['modality'] or '-':<4} #{item['series_number'] or '-':<4} "
@@ -92,7 +88,7 @@ def pull(
 
     report = pull_study(_connect(url, token), study_uid, series_uid=series_uid, catalog=catalog, folder=folder)
     if as_json:
-        _print_json({"catalog": report.catalog, "added": report.added, "updated": report.updated,
+        print_json({"catalog": report.catalog, "added": report.added, "updated": report.updated,
                      "unchanged": report.unchanged, "bad": report.bad, "series_uids": report.series_uids,
                      "image_ids": report.image_ids})
     else:

@@ -19,10 +19,11 @@ from medfm import __version__
 from medfm.errors import MedfmError, display_path
 from medfm.eval.bootstrap import bootstrap
 from medfm.eval.pairing import Pair, Skipped, pair_files
-from medfm.eval.results import json_ready, summarise
-from medfm.eval.segmentation import METRICS, mean_over_labels, score_label_maps, score_masks
+from medfm.eval.results import summarise
+from medfm.eval.seg_metrics import METRICS, mean_over_labels, score_label_maps, score_masks
 from medfm.io.formats import load
 from medfm.io.image import Image
+from medfm.serialize import json_ready
 
 #: Largest distance, in mm, between where the two grids put any corner voxel.
 GEOMETRY_TOLERANCE_MM = 1e-3
@@ -136,14 +137,12 @@ def evaluate_segmentation(
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
-    report: str | os.PathLike | None = None,
 ) -> SegmentationEvaluation:
     """Score every prediction in ``pred_dir`` against the reference of the same case name.
 
     Masks are binary unless ``labels`` lists the label values of label maps (each is then
     scored on its own and the case's metrics are the mean over labels). Spacing comes from
-    the reference image; NSD uses ``tolerance_mm``. With ``report``, also writes the HTML
-report there. Raises :class:`MedfmError` if no case
+    the reference image; NSD uses ``tolerance_mm``. Raises :class:`MedfmError` if no case
     could be scored, listing why.
     """
     if labels is not None and (not labels or 0 in labels):
@@ -171,9 +170,4 @@ report there. Raises :class:`MedfmError` if no case
         "bootstrap": {"n_boot": n_boot, "confidence": confidence, "seed": seed, "resampling": "cases"},
         "empty_masks": "both empty: Dice/IoU/NSD 1, HD95/ASSD 0; one empty: Dice/IoU/NSD 0, HD95/ASSD undefined (null)",
     }
-    result = SegmentationEvaluation(cases, sorted(skipped, key=lambda s: s.name), summary, by_label, settings)
-    if report is not None:
-        from medfm.eval.report import write_segmentation_report
-
-        write_segmentation_report(result, report)
-    return result
+    return SegmentationEvaluation(cases, sorted(skipped, key=lambda s: s.name), summary, by_label, settings)

@@ -22,9 +22,8 @@ import numpy as np
 
 from medfm.errors import MedfmError, display_path
 from medfm.eval.operating_point import OperatingPoint
-from medfm.index.base import model_record
 from medfm.io.formats import atomic_path
-from medfm.models.encoders.base import EncoderInfo
+from medfm.models.encoders.base import EncoderInfo, model_record
 
 FORMAT = "medfm-probe"
 VERSION = 1

@@ -1,6 +1,6 @@
 """How medfm's segmenters and classifiers hold up under the corruption suite.
 
-Thin over :func:`medfm.eval.robustness.degradation_curves`: this module turns a manifest
+Thin over :func:`medfm.eval.protocols.degradation.degradation_curves`: this module turns a manifest
 into cases and a model into a ``predict`` callable. Segmenters follow the promptable
 segmentation convention of a box prompt simulated from the reference (its bounding box,
 taken before corruption, so every severity gets the same prompt) and are scored with
@@ -20,14 +20,14 @@ import numpy as np
 
 from medfm.errors import MedfmError, display_path
 from medfm.eval.corruptions import CORRUPTIONS, SEVERITIES, get_corruption
-from medfm.eval.robustness import RobustnessResult, degradation_curves
-from medfm.eval.segmentation import dice
+from medfm.eval.protocols.degradation import RobustnessResult, degradation_curves
+from medfm.eval.seg_metrics import dice
 from medfm.io import Image, load
+from medfm.io.manifest import read_manifest
 from medfm.models.encoders.base import Encoder
+from medfm.models.encoders.planes import embed_image
+from medfm.models.probe import Probe
 from medfm.models.segmenters import Prompt, Segmenter
-from medfm.tasks.classify import read_manifest
-from medfm.tasks.embed import embed_image
-from medfm.tasks.probe import Probe
 
 _LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: Image metadata key that carries a case's box prompt through the corruptions.
@@ -136,14 +136,12 @@ def evaluate_robustness(
     corruptions: Sequence[str] = tuple(CORRUPTIONS),
     severities: Sequence[int] = SEVERITIES,
     seed: int = 0,
-    report: str | os.PathLike | None = None,
 ) -> RobustnessResult:
     """Degradation curves of a registered ``segmenter`` (by name) or of a ``probe`` file
-    (with the encoder it was fitted on), optionally written as an HTML ``report``."""
-    from medfm.eval.robustness import write_robustness_report
+    (with the encoder it was fitted on)."""
     from medfm.models import create_encoder
+    from medfm.models.probe import load_probe
     from medfm.models.registry import create_segmenter
-    from medfm.tasks.probe import load_probe
 
     if (segmenter is None) == (probe is None):
         raise MedfmError("give a segmenter (--segmenter NAME) or a classifier (--probe FILE), not both")
@@ -156,6 +154,4 @@ def evaluate_robustness(
         fitted = load_probe(probe)
         encoder = create_encoder(fitted.model["name"], checkpoint)
         result = classifier_robustness(manifest, fitted, encoder, label_column=label_column, **options)
-    if report is not None:
-        write_robustness_report(result, report)
     return result

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from medfm.cli.output import JsonOption, print_json
+
 evaluate_app = typer.Typer(no_args_is_help=True, help="Score predictions against references, with confidence intervals.")
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one strict JSON object (undefined values are null).")]
 ReportOption = Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report here.")]
 BootOption = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples for the confidence intervals.")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resampling.")]
 
-
-def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, allow_nan=False))
 
 
 def _number(value: float | None) -> str:
@@ -41,19 +38,22 @@ def seg(
 ) -> None:
     """Dice, IoU, HD95, ASSD, NSD and volume difference per case, in mm, with a summary over cases."""
     from medfm.errors import MedfmError
-    from medfm.eval.seg_evaluation import evaluate_segmentation
+    from medfm.eval.evaluate_seg import evaluate_segmentation
 
     try:
         label_values = [int(v) for v in labels.split(",")] if labels else None
     except ValueError:
         raise MedfmError(f"--labels must be integers separated by commas, got {labels!r}") from None
-    result = evaluate_segmentation(
-        pred, ref, tolerance_mm=tolerance_mm, labels=label_values, n_boot=n_boot, seed=seed, report=report
-    ).as_dict()
+    evaluation = evaluate_segmentation(pred, ref, tolerance_mm=tolerance_mm, labels=label_values, n_boot=n_boot, seed=seed)
+    if report is not None:
+        from medfm.eval.reports.segmentation import write_segmentation_report
+
+        write_segmentation_report(evaluation, report)
+    result = evaluation.as_dict()
     for skipped in result["skipped"]:
         typer.echo(f"medfm: skipped {skipped['name']}: {skipped['reason']}", err=True)
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     metrics = list(result["summary"])
     typer.echo("case".ljust(24) + "".join(m[:12].rjust(13) for m in metrics))
@@ -83,7 +83,7 @@ def frd(
     for skipped in result["skipped"]:
         typer.echo(f"medfm: skipped {skipped['name']}: {skipped['reason']}", err=True)
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     frd_text = "-inf (identical feature distributions)" if result["frd"] is None else f"{result['frd']:.4f}"
     typer.echo(f"FRD {frd_text}: A {result['n_a']} images, B {result['n_b']} images, "
@@ -111,19 +111,24 @@ def robustness(
     """Metric against corruption severity (Dice for a segmenter, accuracy for a classifier), per corruption."""
     from medfm.errors import MedfmError
     from medfm.eval.corruptions import CORRUPTIONS
-    from medfm.tasks.robustness import evaluate_robustness
+    from medfm.eval.protocols.robustness import evaluate_robustness
 
     try:
         levels = tuple(int(v) for v in severities.split(","))
     except ValueError:
         raise MedfmError(f"--severities must be integers separated by commas, got {severities!r}") from None
     names = tuple(c.strip() for c in corruptions.split(",")) if corruptions else tuple(CORRUPTIONS)
-    result = evaluate_robustness(
+    evaluation = evaluate_robustness(
         manifest, segmenter=segmenter, probe=probe, checkpoint=checkpoint, label_column=label_column,
-        limit=limit, corruptions=names, severities=levels, seed=seed, report=report,
-    ).as_dict()
+        limit=limit, corruptions=names, severities=levels, seed=seed,
+    )
+    if report is not None:
+        from medfm.eval.reports.robustness import write_robustness_report
+
+        write_robustness_report(evaluation, report)
+    result = evaluation.as_dict()
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     typer.echo(f"{result['metric']} on {result['n_cases']} cases, clean {_number(result['clean']['mean'])}")
     typer.echo("corruption".ljust(16) + "".join(f"s{s}".rjust(9) for s in result["severities"]))
@@ -141,11 +146,14 @@ def interactive(
     as_json: JsonOption = False,
 ) -> None:
     """Simulated interaction protocol: box only, 1 click, up to 10 corrective clicks; Dice per step and NoC@80/90."""
+    from medfm.eval.protocols.interactive import evaluate_interactive, format_table
     from medfm.models.registry import create_segmenter
-    from medfm.tasks.evaluate_interactive import evaluate_interactive, format_table
 
     report = evaluate_interactive(create_segmenter(model, checkpoint), manifest, limit, max_clicks)
-    typer.echo(json.dumps(report, indent=2) if as_json else format_table(report))
+    if as_json:
+        print_json(report)
+        return
+    typer.echo(format_table(report))
 
 
 @evaluate_app.command("cls")
@@ -163,19 +171,24 @@ def cls(
     report: ReportOption = None,
 ) -> None:
     """AUC-ROC and AUPRC with bootstrap intervals; operating point, calibration and subgroups for binary tasks."""
-    from medfm.eval.cls_evaluation import evaluate_classification
+    from medfm.eval.evaluate_cls import evaluate_classification
 
-    result = evaluate_classification(
+    evaluation = evaluate_classification(
         scores, labels, id_column=id_column, label_column=label_column,
         groups=[g.strip() for g in groups.split(",") if g.strip()] if groups else (),
-        patient_column=patient_column, threshold=threshold, n_boot=n_boot, seed=seed, report=report,
-    ).as_dict()
+        patient_column=patient_column, threshold=threshold, n_boot=n_boot, seed=seed,
+    )
+    if report is not None:
+        from medfm.eval.reports.classification import write_classification_report
+
+        write_classification_report(evaluation, report)
+    result = evaluation.as_dict()
     for side, ids in result["unmatched"].items():
         if ids:
             shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
             typer.echo(f"medfm: unmatched ({side.replace('_', ' ')}): {len(ids)} id(s): {shown}", err=True)
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     typer.echo(f"{result['task']}: {result['n']} rows, bootstrap {result['bootstrap']['resampling']}")
     for name, estimate in result["metrics"].items():

@@ -25,7 +25,7 @@ from medfm.errors import MedfmError, display_path
 from medfm.io.formats import load
 from medfm.models.segmenters.base import Segmenter
 from medfm.models.segmenters.prompt import Prompt
-from medfm.tasks.interactive_sim import bounding_box, centre_click, corrective_click
+from medfm.eval.protocols.interaction import bounding_box, centre_click, corrective_click
 
 THRESHOLDS = (0.8, 0.9)
 

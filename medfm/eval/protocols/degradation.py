@@ -2,7 +2,7 @@
 
 ``predict`` is any callable from an image to a prediction (a segmenter's mask, a
 classifier's score); ``metric(prediction, reference)`` is a medfm metric such as
-:func:`medfm.eval.segmentation.dice`. Each case's image is corrupted by every corruption
+:func:`medfm.eval.seg_metrics.dice`. Each case's image is corrupted by every corruption
 at every severity; for one case and corruption the random generator is seeded the same
 at every severity (from ``seed``, the case index and the corruption), so a curve shows
 the effect of severity and not of a new noise draw. The parameters applied to each
@@ -12,18 +12,16 @@ case are recorded, so any corrupted image can be rebuilt with
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medfm.errors import MedfmError
 from medfm.eval.corruptions import CORRUPTIONS, SEVERITIES, get_corruption
-from medfm.eval.results import json_ready
 from medfm.io.image import Image
+from medfm.serialize import json_ready
 
 Case = tuple[np.ndarray | Image, Any]
 
@@ -107,36 +105,3 @@ def degradation_curves(
         scores[corruption.name] = np.array(rows, dtype=np.float64)
         params[corruption.name] = records
     return RobustnessResult(getattr(metric, "__name__", "metric"), tuple(severities), clean, scores, params)
-
-
-def degradation_figure(result: RobustnessResult) -> Any:
-    """Matplotlib figure: mean metric against severity, one line per corruption, severity 0 the clean baseline."""
-    from medfm.eval.report import _pyplot
-
-    plt = _pyplot()
-    data = result.as_dict()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    x = [0, *data["severities"]]
-    for name, curve in data["corruptions"].items():
-        ax.plot(x, [data["clean"]["mean"], *curve["mean"]], marker="o", markersize=3, label=name)
-    ax.set_xticks(x, ["clean", *map(str, data["severities"])])
-    ax.set_xlabel("severity")
-    ax.set_ylabel(data["metric"])
-    ax.set_title(f"{data['metric']} under corruption ({data['n_cases']} cases)")
-    ax.legend(fontsize=7, ncol=2)
-    return fig
-
-
-def write_robustness_report(result: RobustnessResult, path: str | os.PathLike) -> Path:
-    """Self-contained HTML page: the degradation curves and a table of the means per severity."""
-    from medfm.eval.report import _img, _page, _table, _write
-
-    data = result.as_dict()
-    rows = [(name, data["clean"]["mean"], *curve["mean"]) for name, curve in data["corruptions"].items()]
-    sections = [
-        f"<p>{data['n_cases']} cases; mean {data['metric']} over cases at each severity; "
-        f"mean over all corruptions and severities {data['mean_corrupted']:.4g}.</p>",
-        _img(degradation_figure(result)),
-        _table(["corruption", "clean", *(f"severity {s}" for s in data["severities"])], rows),
-    ]
-    return _write(_page("Robustness to corruptions", sections), path)

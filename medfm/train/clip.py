@@ -1,11 +1,11 @@
 """Train medfm-clip: the image tower and both projections against the frozen MiniLM.
 
-Epochs run on the uint8 cache that :func:`medfm.tasks.clip_data.build_cache` writes once;
+Epochs run on the uint8 cache that :func:`medfm.train.clip_data.build_cache` writes once;
 augmentation (random zoom/shift crops, brightness and contrast) is batched on tensors. Every
 epoch writes a resumable ``checkpoint.pt`` and a line of validation measures to
 ``history.jsonl``; the end writes ``<model>.safetensors`` with the architecture in its metadata.
 
-Run ``python -m medfm.tasks.train_clip --help`` or ``medfm train clip``.
+Run ``python -m medfm.train.clip --help`` or ``medfm train clip``.
 """
 
 from __future__ import annotations
@@ -21,16 +21,11 @@ import torch.nn.functional as F
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.base import EncoderInfo
-from medfm.models.encoders.medfm_clip import (
-    MedfmClip,
-    MedfmClipEncoder,
-    architecture_json,
-    build_model,
-)
+from medfm.models.encoders.medfm_clip import MedfmClip, MedfmClipEncoder, architecture_json, build_model
 from medfm.models.losses import LOSSES, clip_loss, convirt_loss, siglip_loss
 from medfm.models.registry import list_encoders
-from medfm.tasks.clip_data import Sample, build_cache, load_cache
-from medfm.tasks.clip_eval import evaluate
+from medfm.train.clip_data import Sample, build_cache, load_cache
+from medfm.train.clip_eval import evaluate
 
 #: Share of MedPix steps that use the real caption rather than a metadata template.
 CAPTION_SHARE = 0.5

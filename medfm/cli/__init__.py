@@ -1,0 +1,55 @@
+"""The ``medfm`` command line: each command parses, calls one library function, prints.
+
+One module per command group; :mod:`medfm.cli.output` holds the one JSON printer and the
+shared options. Library packages never import this package.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from medfm.cli.catalog import catalog_app, ingest_app
+from medfm.cli.classify import classify_app
+from medfm.cli.evaluate import evaluate_app
+from medfm.cli.images import images_app
+from medfm.cli.pacs import pacs_app
+from medfm.cli.search import index_app, search_app
+from medfm.cli.segment import segment_app
+from medfm.cli.serve import serve_app
+from medfm.cli.train import train_app
+from medfm.errors import MedfmError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Offline medical imaging toolkit: ingest, inspect, convert and de-identify images.",
+)
+for commands in (images_app, ingest_app, search_app, classify_app, segment_app, serve_app):
+    app.registered_commands.extend(commands.registered_commands)
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(index_app, name="index")
+app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(pacs_app, name="pacs")
+app.add_typer(train_app, name="train")
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit 2, never a traceback."""
+    try:
+        app()
+    except MedfmError as exc:
+        typer.echo(f"medfm: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("medfm: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("MEDFM_DEBUG"):
+            raise
+        typer.echo(f"medfm: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                   "(set MEDFM_DEBUG=1 for the traceback)", err=True)
+        sys.exit(1)

@@ -1,0 +1,125 @@
+"""``medfm ingest``, ``catalog`` and ``demo``: record images and find them again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medfm.cli.output import CatalogOption, JsonOption, ShowPhiOption, print_json
+from medfm.errors import display_path
+
+ingest_app = typer.Typer()
+catalog_app = typer.Typer(no_args_is_help=True, help="Find the images that were ingested.")
+
+
+@ingest_app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively).")],
+    catalog: CatalogOption = None,
+    dataset: Annotated[str | None, typer.Option(help="Name of the collection the new images belong to.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Record every image under PATHS in the catalog; exit code 1 if any file was bad."""
+    from medfm.catalog import ingest as ingest_paths
+
+    report = ingest_paths(paths, catalog, dataset=dataset, progress=progress)
+    typer.echo(f"{report.catalog}: {report.added} images added, {report.updated} updated; "
+               f"files: {report.unchanged} unchanged, {report.skipped} skipped (not images), {len(report.bad)} bad")
+    for path, reason in report.bad:
+        typer.echo(f"medfm: bad file: {path}: {reason}", err=True)
+    if report.bad:
+        raise typer.Exit(1)
+
+
+def _print_records(records: list[Any], as_json: bool, show_phi: bool) -> None:
+    if as_json:
+        print_json([record.to_dict(show_phi) for record in records])
+        return
+    for record in records:
+        shape = "x".join(str(n) for n in record.shape)
+        typer.echo(f"{record.id:>6}  {record.modality:<4} {record.body_part or '-':<12} {shape:<16} "
+                   f"{record.dataset or '-':<12} {record.description or '-'}  {record.source_path}")
+        for key, value in (record.phi.items() if show_phi else ()):
+            typer.echo(f"        {key}: {value}  [PHI]")
+
+
+@catalog_app.command("list")
+def catalog_list(
+    catalog: CatalogOption = None,
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many images.")] = None,
+    as_json: JsonOption = False,
+    show_phi: ShowPhiOption = False,
+) -> None:
+    """Every catalogued image, oldest first: id, modality, body part, shape, dataset, description, path."""
+    from medfm.catalog import open_catalog
+
+    with open_catalog(catalog) as store:
+        _print_records(store.query(dataset=dataset, limit=limit), as_json, show_phi)
+
+
+@catalog_app.command("query")
+def catalog_query(
+    catalog: CatalogOption = None,
+    modality: Annotated[str | None, typer.Option(help="Modality, e.g. CT, MR, OT (any case).")] = None,
+    body_part: Annotated[str | None, typer.Option(help="Body part examined, e.g. HEAD (any case).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name.")] = None,
+    text: Annotated[str | None, typer.Option(help="Text anywhere in the description, path or dataset name.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many images.")] = None,
+    as_json: JsonOption = False,
+    show_phi: ShowPhiOption = False,
+) -> None:
+    """Images matching every filter given."""
+    from medfm.catalog import open_catalog
+
+    with open_catalog(catalog) as store:
+        records = store.query(modality=modality, body_part=body_part, dataset=dataset, text=text, limit=limit)
+        _print_records(records, as_json, show_phi)
+
+
+@catalog_app.command("show")
+def catalog_show(
+    image_id: Annotated[int, typer.Argument(metavar="ID", help="Image id from `medfm catalog list`.")],
+    catalog: CatalogOption = None,
+    as_json: JsonOption = False,
+    show_phi: ShowPhiOption = False,
+) -> None:
+    """One image: its metadata and files."""
+    from medfm.catalog import open_catalog
+
+    with open_catalog(catalog) as store:
+        record = store.get(image_id).to_dict(show_phi)
+    if as_json:
+        print_json(record)
+        return
+    for key, value in record.items():
+        if key not in ("files", "metadata", "phi"):
+            typer.echo(f"{key:<13} {'-' if value is None else value}")
+    for key, value in record["metadata"].items():
+        typer.echo(f"  {key:<13} {value}")
+    for key, value in record.get("phi", {}).items():
+        typer.echo(f"  {key:<13} {value}  [PHI]")
+    for file in record["files"]:
+        typer.echo(f"  file  {file['sha256'][:16]}  {file['size']:>12}  {file['path']}")
+
+
+@ingest_app.command()
+def demo(catalog: CatalogOption = None) -> None:
+    """Build a small example collection (shipped test files, synthetic phantoms) and catalogue it."""
+    from medfm.demo import format_table, run
+
+    result = run(catalog)
+    report = result.report
+    typer.echo(f"Examples in {display_path(result.folder)}")
+    if report.added or report.updated:
+        typer.echo(f"{report.catalog}: {report.added} images added, {report.updated} updated")
+    else:
+        typer.echo(f"{report.catalog}: already catalogued, nothing added")
+    for path, reason in report.bad:
+        typer.echo(f"medfm: bad file: {path}: {reason}", err=True)
+    for line in format_table(result.records):
+        typer.echo(line)
+
+

@@ -1,0 +1,45 @@
+"""``medfm segment``: promptable segmentation of one image into a label map file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medfm.cli.output import CheckpointOption, JsonOption, print_json
+
+segment_app = typer.Typer()
+
+
+@segment_app.command("segment")
+def segment_command(
+    image: Annotated[Path, typer.Argument(help="Image file or DICOM series folder.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Label map to write: .png, .nii.gz, or .dcm (DICOM SEG, DICOM input).")],
+    point: Annotated[list[str] | None, typer.Option("--point", help="x,y[,z][:pos|neg] in pixels (repeatable); z: slice, or frame of a video.")] = None,
+    box: Annotated[list[str] | None, typer.Option("--box", help="x0,y0,x1,y1[,z] in pixels (repeatable).")] = None,
+    scribble: Annotated[Path | None, typer.Option("--scribble", help="Mask file on the image's grid; nonzero pixels are a positive scribble.")] = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="JSON list of prompts (several labels, negative scribbles).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Segmenter name, or a .json config (default medfm-interactive).")] = None,
+    checkpoint: CheckpointOption = None,
+    propagate: Annotated[bool, typer.Option("--propagate", help="Carry each structure through the volume or video.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Interactive segmentation from points, boxes and scribbles; writes a label map stamped with its provenance."""
+    from medfm.models.registry import create_segmenter
+    from medfm.tasks.segment import DEFAULT_MODEL
+    from medfm.tasks.segment_to_file import segment_file
+
+    summary = segment_file(image, output, create_segmenter(model or DEFAULT_MODEL, checkpoint), points=point or [],
+                           boxes=box or [], scribble=scribble, prompts_file=prompts, propagate_prompts=propagate)
+    if as_json:
+        print_json(summary)
+        return
+    for structure in summary["structures"]:
+        size = (f"{structure['volume_mm3']:.1f} mm3" if structure.get("volume_mm3") is not None else
+                f"{structure['area_mm2']:.1f} mm2" if structure.get("area_mm2") is not None else "")
+        name = f" ({structure['label_name']})" if structure["label_name"] else ""
+        typer.echo(f"{summary['output']}: label {structure['label']}{name}: {structure['voxels']} voxels {size}, "
+                   f"{structure['planes']} planes, score {structure['score']:.3f}")
+
+

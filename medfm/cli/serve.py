@@ -1,0 +1,40 @@
+"""``medfm serve``: the REST API and the browser workbench."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from medfm.cli.output import CatalogOption
+from medfm.errors import MedfmError
+
+serve_app = typer.Typer()
+
+
+@serve_app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback requires a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    catalog: CatalogOption = None,
+    token: Annotated[str | None, typer.Option(help="Access token (default $MEDFM_TOKEN; generated when the host is not loopback).")] = None,
+    pacs: Annotated[str | None, typer.Option("--pacs", help="DICOMweb base URL of a PACS to search, pull from and push to.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Catalogue the example studies first and index them in the background.")] = False,
+    max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", help="Largest request body accepted, in MiB.")] = 512,
+) -> None:
+    """Serve the REST API (docs/server-api.md) and the browser workbench; prints the URL to open."""
+    from medfm.paths import default_catalog_url
+    from medfm.server.serve import resolve_token
+    from medfm.server.serve import serve as run_server
+    from medfm.server.settings import ServerSettings
+
+    if not 1 <= port <= 65535:
+        raise MedfmError(f"--port must be from 1 to 65535; got {port}")
+    if max_upload_mb < 1:
+        raise MedfmError(f"--max-upload-mb must be at least 1; got {max_upload_mb}")
+    settings = ServerSettings(host=host, port=port, catalog_url=catalog or default_catalog_url(), pacs_url=pacs,
+                              max_upload_bytes=max_upload_mb * 1024 * 1024)
+    settings.token = resolve_token(settings, token)
+    run_server(settings, demo, announce=typer.echo)
+
+

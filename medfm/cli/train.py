@@ -1,0 +1,51 @@
+"""``medfm train``: reproduce medfm's own models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medfm.cli.output import print_json
+from medfm.errors import display_path
+
+train_app = typer.Typer(no_args_is_help=True, help="Train medfm's own models.")
+
+
+@train_app.command("clip")
+def train_clip_command(
+    data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets (default ../shared/data).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run folder: image cache, checkpoint.pt, history.jsonl, weights "
+                                                           "(default runs/medfm-clip).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs over the training split (default 40).")] = None,
+    loss: Annotated[str | None, typer.Option("--loss", help="clip (default), convirt or siglip.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
+) -> None:
+    """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
+    import torch
+
+    from medfm.train.clip import train_clip
+
+    torch.set_num_threads(1)  # a shared CPU: one core
+    given = {"data": data, "out": out, "epochs": epochs, "loss": loss}
+    typer.echo(display_path(train_clip(resume=resume, **{k: v for k, v in given.items() if v is not None})))
+
+@train_app.command("interactive")
+def train_interactive_command(
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoint, weights and the validation manifest.")],
+    minutes: Annotated[float, typer.Option("--minutes", help="Wall-time budget, counted across resumes.")] = 45.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
+    data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets (default ../shared/data).")] = None,
+    cache: Annotated[Path, typer.Option("--cache", help="Decoded-data cache, outside the repository.")] = Path("/tmp/medfm_interactive_cache.npz"),
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+) -> None:
+    """Train medfm-interactive with simulated clicks, boxes, scribbles and correction loops; prints validation Dice."""
+    import torch
+
+    from medfm.train.interactive import DATA_ROOT, train
+
+    torch.set_num_threads(1)  # a shared CPU: one core
+    print_json(train(out, minutes, resume, cache, data or DATA_ROOT, batch_size=batch_size, log=typer.echo))
+
+

@@ -1,0 +1,1 @@
+"""HTML reports: :mod:`~medfm.eval.reports.html` holds the page pieces, one module per evaluation renders it."""

@@ -1,0 +1,34 @@
+"""CSV manifests: one row per image, with its path and labels or mask (as ``../shared/data`` and most
+challenge datasets have them). Relative paths are relative to the manifest's folder."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from medfm.errors import MedfmError, display_path
+
+
+def read_manifest(path: str | os.PathLike, label_column: str, path_column: str = "path") -> tuple[list[str], list[str]]:
+    """``(image paths, labels)`` from a CSV manifest; every row needs both columns filled."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            missing = [c for c in (path_column, label_column) if c not in columns]
+            if missing:
+                raise MedfmError(f"{display_path(path)}: no column {missing[0]!r}; the columns are {', '.join(columns) or '(none)'}")
+            rows = list(reader)
+    except OSError as exc:
+        raise MedfmError(f"{display_path(path)}: cannot read the manifest ({exc.strerror or exc})") from None
+    images, labels = [], []
+    for line, row in enumerate(rows, start=2):
+        if not (row.get(path_column) or "").strip() or not (row.get(label_column) or "").strip():
+            raise MedfmError(f"{display_path(path)}, line {line}: empty {path_column!r} or {label_column!r}")
+        images.append(str((path.parent / row[path_column].strip()).resolve()))
+        labels.append(row[label_column].strip())
+    if not images:
+        raise MedfmError(f"{display_path(path)}: the manifest has no rows")
+    return images, labels

@@ -1,0 +1,81 @@
+"""Segment an image file into a label-map file (``medfm segment``), with a summary.
+
+The prompts come from their text forms (:mod:`medfm.tasks.prompt_text`); the label map is
+written atomically in the format its suffix names, stamped with its provenance.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medfm.errors import display_path
+from medfm.io.formats import detect_format, load
+from medfm.io.image import Image
+from medfm.io.label_maps import save_segmentation
+from medfm.models.segmenters import Prompt, Segmenter
+from medfm.tasks.prompt_text import parse_prompts
+from medfm.tasks.segment import measure, propagate, segment
+
+
+def segment_file(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    segmenter: Segmenter,
+    points: Sequence[str] = (),
+    boxes: Sequence[str] = (),
+    scribble: str | os.PathLike | None = None,
+    prompts_file: str | os.PathLike | None = None,
+    propagate_prompts: bool = False,
+) -> dict[str, Any]:
+    """Load ``source``, segment it from the prompts, write ``output`` atomically; the summary.
+
+    The summary holds the model, weights sha256, medfm version, prompts, per structure
+    its size (voxels, and mm² or mm³ from the spacing) and mean score, and timings in s.
+    """
+    started = time.perf_counter()
+    image = load(source)
+    series = _source_series(Path(os.fsdecode(source)), image)
+    prompts = parse_prompts(image, points, boxes, scribble, prompts_file)
+    loaded = time.perf_counter()
+    axis = "k" if image.spatial_shape[2] > 1 or image.num_frames == 1 else "t"
+    if propagate_prompts:
+        by_plane: dict[int, list[Prompt]] = {}
+        for prompt in prompts:
+            by_plane.setdefault((prompt.slice_index if axis == "k" else prompt.frame_index) or 0, []).append(prompt)
+        labels = propagate(image, segmenter, by_plane, axis=axis)
+    else:
+        labels = segment(image, prompts, segmenter)
+    segmented = time.perf_counter()
+    save_segmentation(labels, output, series)
+    record = labels.metadata["segmentation"]
+    sizes = {entry["label"]: entry for entry in measure(labels)}
+    structures = []
+    for structure in record["structures"]:
+        scores = [plane["score"] for plane in structure["planes"]]
+        size = sizes.get(structure["label"], {"voxels": 0})
+        structures.append({**{k: v for k, v in structure.items() if k != "planes"}, **size,
+                           "planes": len(scores), "score": float(np.mean(scores))})
+    return {
+        "input": display_path(source), "output": display_path(output),
+        "model": record["model"], "weights_sha256": record["weights_sha256"], "medfm_version": record["medfm_version"],
+        "propagated": propagate_prompts, "prompts": record["prompts"], "structures": structures,
+        "timing_s": {"load": round(loaded - started, 3), "segment": round(segmented - loaded, 3),
+                     "write": round(time.perf_counter() - segmented, 3)},
+    }
+
+
+def _source_series(path: Path, image: Image) -> Any:
+    """The scanned :class:`DicomSeries` a DICOM input was read from (for a SEG), else ``None``."""
+    if detect_format(path).name != "dicom":
+        return None
+    from medfm.io.dicom import scan_dicom
+
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    series, _ = scan_dicom(files)
+    return next((s for s in series if s.series_uid == image.metadata.get("series_uid")), None)
