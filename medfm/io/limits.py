@@ -57,24 +57,29 @@ def decode_limits() -> DecodeLimits:
 
 
 def _size(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+    if n < 1024:
+        return f"{n:.0f} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
-    return f"{n:.1f} TiB"
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} TiB"
 
 
-def check_decoded_size(path: Path, decoded_bytes: int, stored_bytes: int, what: str = "image") -> None:
+def check_decoded_size(path: Path, decoded_bytes: int, stored_bytes: int | None, what: str = "image") -> None:
     """Refuse ``path`` if ``what`` would decode to more than the limits allow.
 
     ``decoded_bytes`` is what the header claims; ``stored_bytes`` what the file (or the
-    compressed member) occupies on disk.
+    compressed member) occupies on disk, or None where only the byte limit applies (video
+    codecs legitimately compress static scenes a thousandfold).
     """
     limits = decode_limits()
     if decoded_bytes > limits.max_bytes:
         raise DecompressionBombError(
             path, f"{what} would decode to {_size(decoded_bytes)}, over the {_size(limits.max_bytes)} limit (MEDFM_MAX_DECODED_BYTES)"
         )
+    if stored_bytes is None:
+        return
     ratio = decoded_bytes / max(stored_bytes, 1)
     if decoded_bytes > RATIO_FLOOR_BYTES and ratio > limits.max_ratio:
         raise DecompressionBombError(
