@@ -144,3 +144,13 @@ def test_a_limit_that_is_not_a_number_is_a_one_line_error(tmp_path: Path, monkey
     monkeypatch.setenv("MEDFM_MAX_DECODED_BYTES", "lots")
     with pytest.raises(MedfmError, match=r"MEDFM_MAX_DECODED_BYTES='lots' is not a number"):
         medfm.load(path)
+
+
+def test_a_dicom_series_is_checked_as_a_whole_before_its_volume_is_allocated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medfm.io.synthetic import phantom, write_dicom_series
+
+    files = write_dicom_series(phantom((32, 32, 6)), tmp_path / "series")
+    monkeypatch.setenv("MEDFM_MAX_DECODED_BYTES", str(32 * 32 * 2 * 5))  # five of the six slices
+    with pytest.raises(MedfmError, match=r"series would decode to 12\.0 KiB, over the 10\.0 KiB limit") as caught:
+        medfm.load(tmp_path / "series")
+    assert str(caught.value).startswith(str(files[0].parent))
