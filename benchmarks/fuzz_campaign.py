@@ -89,11 +89,14 @@ def _run_one(path: Path, data: bytes, seconds: float) -> tuple[str, str] | None:
     used = resource.getrusage(resource.RUSAGE_SELF)
     cpu = int(used.ru_utime + used.ru_stime)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu + int(3 * seconds) + 1, resource.RLIM_INFINITY))
-    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        return classify(path, _load)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            return classify(path, _load)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Timeout:  # the alarm rang after the read returned, before it was cancelled
+        return "hang", "read exceeded the time limit"
 
 
 def make_input(seeds: dict[str, bytes], names: list[str], campaign_seed: int, worker: int, index: int) -> tuple[str, bytes]:
