@@ -67,6 +67,11 @@ def read_tiff(path: Path) -> list[Image]:
     disabled, logger.disabled = logger.disabled, True
     try:
         with tifffile.TiffFile(path) as tiff:
+            # A first page without pixels (damaged tags) sends tifffile's series detection
+            # into an endless loop over the page chain (found by benchmarks/fuzz_campaign.py).
+            first = tiff.pages.first
+            if not first.shape or 0 in first.shape:
+                raise ValueError(f"first TIFF page has no pixels (shape {first.shape})")
             if not tiff.series:
                 raise ValueError("TIFF holds no image series")
             series = tiff.series[0]

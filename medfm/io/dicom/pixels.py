@@ -96,7 +96,8 @@ def _pydicom_decode(path: Path, layout: PixelLayout) -> np.ndarray:
     try:
         decoder = get_decoder(uid)
     except NotImplementedError:
-        raise UnreadableFileError(path, f"transfer syntax {uid.name} ({uid}) is not supported") from None
+        named = f"{uid.name} ({uid})" if uid.is_valid else "UID (not a valid UID)"
+        raise UnreadableFileError(path, f"transfer syntax {named} is not supported") from None
     if not decoder.is_available:
         missing = "; ".join(decoder.missing_dependencies) or "a decoding plugin"
         raise UnreadableFileError(path, f"transfer syntax {uid.name} cannot be decoded: install {missing}")
