@@ -165,15 +165,18 @@ class Minimiser:
         self.process = None
         return "hang", "read exceeded the time limit"
 
-    def minimise(self, suffix: str, data: bytes, kind: str, budget: int = 300) -> bytes:
+    def minimise(self, suffix: str, data: bytes, kind: str, budget: int = 300, seconds: float = 120.0) -> bytes:
+        """Shrink ``data`` within ``budget`` reads and ``seconds`` (a hang costs the time limit per read)."""
+        deadline = time.monotonic() + seconds
+
         def same(candidate: bytes) -> bool:
             result = self.run(suffix, candidate)
             return result is not None and result[0] == kind
 
         chunk = max(len(data) // 2, 1)
-        while chunk >= 1 and budget > 0:
+        while chunk >= 1 and budget > 0 and time.monotonic() < deadline:
             position, shrunk = 0, False
-            while position < len(data) and budget > 0:
+            while position < len(data) and budget > 0 and time.monotonic() < deadline:
                 candidate = data[:position] + data[position + chunk:]
                 budget -= 1
                 if candidate and same(candidate):
