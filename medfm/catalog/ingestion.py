@@ -31,18 +31,15 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from nibabel.orientations import aff2axcodes
 
 from medfm.catalog.store import Catalog, FileRecord, ImageEntry, open_catalog
-from medfm.errors import MedfmError, UnreadableFileError, display_path
+from medfm.errors import FileError, MedfmError, UnreadableFileError, display_path
 from medfm.io import detect_format, probe_all
 from medfm.io.dicom import DICOM, DicomSeries, scan_dicom
 from medfm.io.formats import image_suffix
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
+from medfm.progress import progress_bar
 
 #: The registered format whose files are grouped into series.
 DICOM_FORMAT = DICOM.name
@@ -168,7 +165,7 @@ def _series_entry(series: DicomSeries, found: dict[Path, _Found]) -> ImageEntry:
 
 
 def _reason(exc: Exception) -> str:
-    return exc.reason if isinstance(exc, UnreadableFileError) else str(exc)
+    return exc.reason if isinstance(exc, FileError) else str(exc)
 
 
 class _Batch:
@@ -189,16 +186,6 @@ class _Batch:
             self.report.added += added
             self.report.updated += updated
             self.entries = []
-
-
-def _progress(enabled: bool) -> Progress:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True, disable=not enabled,
-    )
 
 
 def ingest(
@@ -249,7 +236,7 @@ def _ingest(paths: list, catalog: Catalog, dataset: str | None, progress: bool |
     batch = _Batch(catalog, dataset, report)
     total = len(others) + len(dicom)
     done = 0
-    with _progress(progress is True) as bar:
+    with progress_bar(progress is True) as bar:
         task = bar.add_task("Cataloguing images", total=total)
 
         def advance(files: int = 1) -> None:

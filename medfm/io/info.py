@@ -25,10 +25,9 @@ def value_range(array: np.ndarray) -> tuple[float, float] | None:
 
 
 def describe(image: Image, show_phi: bool = False, voxels_read: bool = True) -> dict[str, Any]:
-    """A JSON-ready summary: grid, geometry, modality, value range; identifiers only if asked.
-
-    ``voxels_read=False`` describes a header-only image (:func:`probe_all`): no value range.
-    """
+    """A JSON-ready summary: grid, geometry, modality, value range, what made it (a model's output);
+    identifiers only if asked. ``voxels_read=False`` describes a header-only image (:func:`probe_all`):
+    no value range."""
     summary: dict[str, Any] = {
         "shape": list(image.shape),
         "axes": "I, J, K, T, C",
@@ -45,6 +44,8 @@ def describe(image: Image, show_phi: bool = False, voxels_read: bool = True) -> 
         "value_range": value_range(image.array) if voxels_read else None,
         "metadata": image.metadata,
     }
+    if image.provenance is not None:
+        summary["provenance"] = image.provenance.to_dict()
     if show_phi:
         summary["phi"] = image.phi
     return summary
