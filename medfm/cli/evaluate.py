@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import JsonOption, print_json
+from medfm.cli.output import JsonOption, ResultsOption, print_json, write_json
 
 evaluate_app = typer.Typer(no_args_is_help=True, help="Score predictions against references, with confidence intervals.")
 
@@ -143,6 +143,7 @@ def interactive(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many images per dataset.")] = None,
     max_clicks: Annotated[int, typer.Option("--max-clicks", help="Corrective clicks after the first.")] = 10,
+    results: ResultsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Simulated interaction protocol: box only, 1 click, up to 10 corrective clicks; Dice per step and NoC@80/90."""
@@ -150,10 +151,35 @@ def interactive(
     from medfm.models.registry import create_segmenter
 
     report = evaluate_interactive(create_segmenter(model, checkpoint), manifest, limit, max_clicks)
+    if results is not None:
+        write_json(report, results)
     if as_json:
         print_json(report)
         return
     typer.echo(format_table(report))
+
+
+@evaluate_app.command("clip")
+def clip(
+    manifest: Annotated[Path, typer.Argument(help="split_manifest.csv from `medfm train clip --manifest-only`.")],
+    data: Annotated[Path, typer.Option("--data", help="Folder of the project datasets the manifest's paths are in.")] = Path("../shared/data"),
+    split: Annotated[str, typer.Option("--split", help="Which split of the manifest to evaluate.")] = "test",
+    model: Annotated[str, typer.Option("--model", help="A registered image-text encoder.")] = "medfm-clip-small",
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
+    results: ResultsOption = None,
+) -> None:
+    """Held-out measures of an image-text model: zero-shot modality and body region, caption→image recall@1/10,
+    and encode_planes throughput on one thread; prints JSON."""
+    import torch
+
+    from medfm.models.registry import create_encoder
+    from medfm.train.clip_eval import evaluate_manifest
+
+    torch.set_num_threads(1)  # the card's throughput is for one thread
+    report = evaluate_manifest(data, manifest, create_encoder(model, checkpoint), split)
+    if results is not None:
+        write_json(report, results)
+    print_json(report)
 
 
 @evaluate_app.command("cls")

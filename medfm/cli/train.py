@@ -21,14 +21,25 @@ def train_clip_command(
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs over the training split (default 40).")] = None,
     loss: Annotated[str | None, typer.Option("--loss", help="clip (default), convirt or siglip.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
+    stop_after: Annotated[int | None, typer.Option("--stop-after", min=1, help="End after this many epochs of the "
+                                                   "--epochs schedule (resume later, perhaps with another schedule).")] = None,
+    manifest_only: Annotated[bool, typer.Option("--manifest-only", help="Only write OUT/split_manifest.csv (every image's "
+                                                "train/val/test split, for `medfm evaluate clip`) and stop.")] = False,
 ) -> None:
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
     import torch
 
     from medfm.train.clip import train_clip
 
+    if manifest_only:
+        from medfm.train.clip_data import collect, write_split_manifest
+
+        path = (out or Path("runs/medfm-clip")) / "split_manifest.csv"
+        rows = write_split_manifest(collect(data or Path("../shared/data")), path)
+        typer.echo(f"{display_path(path)}: {rows} images")
+        return
     torch.set_num_threads(1)  # a shared CPU: one core
-    given = {"data": data, "out": out, "epochs": epochs, "loss": loss}
+    given = {"data": data, "out": out, "epochs": epochs, "loss": loss, "stop_after": stop_after}
     typer.echo(display_path(train_clip(resume=resume, **{k: v for k, v in given.items() if v is not None})))
 
 @train_app.command("interactive")
@@ -39,12 +50,18 @@ def train_interactive_command(
     data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets (default ../shared/data).")] = None,
     cache: Annotated[Path, typer.Option("--cache", help="Decoded-data cache, outside the repository.")] = Path("/tmp/medfm_interactive_cache.npz"),
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    manifest_only: Annotated[bool, typer.Option("--manifest-only", help="Only write OUT/val_manifest.csv, the held-out "
+                                                "split for `medfm evaluate interactive`, and stop.")] = False,
 ) -> None:
     """Train medfm-interactive with simulated clicks, boxes, scribbles and correction loops; prints validation Dice."""
     import torch
 
-    from medfm.train.interactive import DATA_ROOT, train
+    from medfm.train.interactive import DATA_ROOT, train, write_val_manifest
 
+    if manifest_only:
+        rows = write_val_manifest(data or DATA_ROOT, out / "val_manifest.csv")
+        typer.echo(f"{display_path(out / 'val_manifest.csv')}: {rows} validation images")
+        return
     torch.set_num_threads(1)  # a shared CPU: one core
     print_json(train(out, minutes, resume, cache, data or DATA_ROOT, batch_size=batch_size, log=typer.echo))
 

@@ -24,7 +24,7 @@ from medfm.models.encoders.base import EncoderInfo
 from medfm.models.encoders.medfm_clip import MedfmClip, MedfmClipEncoder, architecture_json, build_model
 from medfm.models.losses import LOSSES, clip_loss, convirt_loss, siglip_loss
 from medfm.models.registry import list_encoders
-from medfm.train.clip_data import Sample, build_cache, load_cache
+from medfm.train.clip_data import Sample, build_cache, load_cache, write_split_manifest
 from medfm.train.clip_eval import evaluate
 
 #: Share of MedPix steps that use the real caption rather than a metadata template.
@@ -100,8 +100,13 @@ def save_weights(model: MedfmClip, config: dict, path: Path, loss: str) -> Path:
 
 def train_clip(data: Path = Path("../shared/data"), out: Path = Path("runs/medfm-clip"), epochs: int = 40, loss: str = "clip", resume: bool = False,
                model_name: str = "medfm-clip-small", batch_size: int = 128, lr: float = 2e-3,
-               weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None) -> Path:
-    """Train on the datasets under ``data``; checkpoints and logs go to ``out``. Returns the weights path."""
+               weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None, stop_after: int | None = None) -> Path:
+    """Train on the datasets under ``data``; checkpoints, logs and the split manifest go to ``out``. Returns the
+    weights path.
+
+    ``stop_after`` ends the run after that many epochs of an ``epochs``-long schedule (a checkpoint to
+    ``resume``), as the first leg of the shipped weights did.
+    """
     if loss not in LOSSES:
         raise MedfmError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     if not data.is_dir():
@@ -134,8 +139,8 @@ def train_clip(data: Path = Path("../shared/data"), out: Path = Path("runs/medfm
         start_epoch = state["epoch"] + 1
     encoder = MedfmClipEncoder(model, EncoderInfo(model_name, config["embed_dim"], has_text=True))
     generator, rng = torch.Generator().manual_seed(seed + start_epoch), np.random.default_rng(seed + start_epoch)
-    out.mkdir(parents=True, exist_ok=True)
-    for epoch in range(start_epoch, epochs):
+    write_split_manifest(samples, out / "split_manifest.csv")
+    for epoch in range(start_epoch, epochs if stop_after is None else min(epochs, stop_after)):
         model.train()
         began, running = time.time(), 0.0
         order = rng.permutation(train)
