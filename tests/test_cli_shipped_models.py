@@ -12,9 +12,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from clitools import run_cli
 from PIL import Image as PILImage
 
-from clitools import run_cli
 from medfm.eval.seg_metrics import dice
 from medfm.io.synthetic import phantom, write_disc_phantoms
 
@@ -51,7 +51,7 @@ def test_text_search_over_a_built_index_ranks_the_ct_first(head_scans, tmp_path:
         code, out, err = run_cli(["search", "--index", str(index), "--text", query, "-k", "2", "--json"], capsys)
         assert code == 0, err
         hits = json.loads(out)
-        assert [Path(hit["path"]).name for hit in hits][0] == head_scans[expected].name, (query, hits)
+        assert Path(hits[0]["path"]).name == head_scans[expected].name, (query, hits)
         assert hits[0]["score"] > hits[1]["score"]
 
 
@@ -104,3 +104,23 @@ def test_segment_a_disc_from_its_box(tmp_path: Path, capsys) -> None:
         written = np.asarray(PILImage.open(tmp_path / f"out_{name}"))
         assert written.shape == truth.shape
         assert dice(written > 0, truth) > 0.8, name
+
+
+def test_evaluate_clip_on_a_split_manifest_writes_what_it_prints(head_scans, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    (data / "phantoms").mkdir(parents=True)
+    for modality in ("CT", "MR"):
+        (data / "phantoms" / head_scans[modality].name).write_bytes(head_scans[modality].read_bytes())
+    manifest = tmp_path / "split_manifest.csv"
+    manifest.write_text("dataset,path,frame,group,split,modality,region,label,caption\n"
+                        f"phantoms,{head_scans['CT'].name},,g1,test,ct,head,ct,an axial CT of the head\n"
+                        f"phantoms,{head_scans['MR'].name},,g2,test,mri,head,mri,an axial MRI of the brain\n"
+                        f"phantoms,{head_scans['MR'].name},,g3,train,mri,head,mri,\n")
+    code, out, err = run_cli(["evaluate", "clip", str(manifest), "--data", str(data), "--results", str(tmp_path / "r.json")], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert json.loads((tmp_path / "r.json").read_text()) == report
+    assert report["model"] == "medfm-clip-small" and report["per_dataset"] == {
+        "phantoms": {"n": 2, "modality_accuracy": 1.0, "region_accuracy": report["region_accuracy"]}}
+    assert report["modality_accuracy"] == 1.0 and report["medpix_queries"] == 2 and report["medpix_images"] == 2
+    assert report["text_to_image_recall@10"] == 1.0 and report["images_per_second_1_thread_batch_32"] > 0
