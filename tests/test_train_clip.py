@@ -37,10 +37,16 @@ def test_fill_fixes_articles():
     assert fill(["a {m} image of a {t}"], m=["endoscopy", "CT"], t=["polyp"]) == ["a CT image of a polyp", "an endoscopy image of a polyp"]
 
 
-def test_augment_keeps_range_and_size():
+def test_augment_keeps_range_and_size_and_is_seeded():
     pixels = torch.randint(0, 256, (4, 3, 128, 128), dtype=torch.uint8)
     out = augment(pixels, 112, torch.Generator().manual_seed(0))
     assert out.shape == (4, 3, 112, 112) and 0.0 <= out.min() and out.max() <= 1.0
+    assert torch.equal(out, augment(pixels, 112, torch.Generator().manual_seed(0)))
+    assert not torch.allclose(out, augment(pixels, 112, torch.Generator().manual_seed(1)))
+    # crops, contrast and brightness keep a flat grey image flat, each at its own level
+    flat = augment(torch.full((4, 3, 128, 128), 128, dtype=torch.uint8), 112, torch.Generator().manual_seed(0))
+    levels = flat.flatten(1)
+    assert torch.allclose(levels, levels[:, :1].expand_as(levels), atol=1e-5) and levels[:, 0].unique().numel() == 4
 
 
 def test_same_class_texts_are_positives():
