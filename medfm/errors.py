@@ -14,13 +14,21 @@ class MedfmError(Exception):
     """A problem with the user's input or request, explained in one line."""
 
 
-class UnreadableFileError(MedfmError):
-    """A file that medfm cannot read as an image."""
+class FileError(MedfmError):
+    """A problem with one file: its ``path`` and the ``reason`` as fields, the message ``"<path>: <reason>"``.
+
+    A caller that must not show the path (it may name the patient) words its own message
+    from ``reason``, never by cutting the text apart.
+    """
 
     def __init__(self, path: str | os.PathLike, reason: str) -> None:
         self.path = os.fspath(path)
         self.reason = reason
         super().__init__(f"{display_path(path)}: {reason}")
+
+
+class UnreadableFileError(FileError):
+    """A file that medfm cannot read as an image."""
 
 
 class UnsupportedError(MedfmError):

@@ -68,7 +68,7 @@ def test_build_from_catalog_keeps_ids_and_filters_on_metadata(images, tmp_path, 
     assert len(hits) == 6 and {h["dataset"] for h in hits} == {"test"}
     assert {h["id"] for h in hits} == set(range(7, 13)) and all(h["modality"] for h in hits)
     code, _, err = run_cli(["search", "--index", index, "--image", str(images[0]), "--where", "dataset"], capsys)
-    assert code == 2 and "--where takes KEY=VALUE" in err
+    assert code == 2 and "where takes KEY=VALUE" in err
 
 
 def test_bad_image_is_reported_and_the_rest_indexed(images, tmp_path, capsys):

@@ -17,7 +17,6 @@ from PIL import Image as PILImage
 import medfm
 from clitools import run_cli
 from fakesegmenter import fake_segmenter  # noqa: F401  (the fixture)
-from medfm.io.label_maps import read_provenance
 from medfm.io.synthetic import write_dicom_series
 from medfm.models.segmenters.sam import build_sam_model
 
@@ -40,10 +39,11 @@ def test_png_in_png_out_same_size_white_structure_and_provenance(png: Path, tmp_
     assert written.shape == (60, 80) and set(np.unique(written)) == {0, 255}
     assert (written[20:40, 10:50] == 255).all() and written.sum() == 20 * 40 * 255
     summary = json.loads(out)
-    assert summary["model"] == "fake-threshold" and summary["weights_sha256"] == "0" * 64
+    record = summary["provenance"]
+    assert record["model"] == "fake-threshold" and record["weights_sha256"] == "0" * 64 and record["kind"] == "segmentation"
     assert summary["structures"][0]["voxels"] == 800 and summary["structures"][0]["area_mm2"] is None  # a photo: no mm
-    assert summary["prompts"][0]["boxes"] == [[5, 15, 60, 45]] and set(summary["timing_s"]) == {"load", "segment", "write"}
-    assert read_provenance(tmp_path / "out.png")["prompts"] == summary["prompts"]
+    assert record["prompts"][0]["boxes"] == [[5, 15, 60, 45]] and set(summary["timing_s"]) == {"load", "segment", "write"}
+    assert medfm.load(tmp_path / "out.png").provenance.to_dict() == record
 
 
 @pytest.mark.usefixtures("fake_segmenter")
@@ -71,7 +71,26 @@ def test_volume_with_propagation_to_nifti(tmp_path: Path, capsys) -> None:
     assert np.array_equal(labels.array[..., 0, 0] > 0, sizeable)
     summary = json.loads(out)
     assert summary["structures"][0]["volume_mm3"] == pytest.approx(sizeable.sum() * 0.7 * 0.7 * 1.5)
-    assert summary["propagated"] and read_provenance(tmp_path / "seg.nii.gz")["model"] == "fake-threshold"
+    assert summary["propagated"] and labels.provenance.to_dict() == summary["provenance"]
+
+
+@pytest.mark.usefixtures("fake_segmenter")
+def test_propagation_rule_from_the_command_line(tmp_path: Path, capsys) -> None:
+    grid = np.mgrid[:32, :32, :20]
+    ball = sum((g - c) ** 2 for g, c in zip(grid, (16, 16, 10))) <= 36
+    medfm.save(medfm.Image(ball.astype(np.float32)), tmp_path / "ball.nii.gz")
+    args = ["segment", str(tmp_path / "ball.nii.gz"), "--point", "16,16,10", "--propagate", "-o", str(tmp_path / "seg.nii.gz"), *FAKE]
+    code, out, err = run_cli([*args, "--rule", "min_area=30", "--json"], capsys)
+    assert code == 0, err
+    planes = json.loads(out)["structures"][0]["planes"]
+    assert planes == int(((ball.sum(axis=(0, 1))) >= 30).sum())  # fewer planes than the default min_area of 10 reaches
+    assert medfm.load(tmp_path / "seg.nii.gz").provenance.parameters["rule"]["min_area"] == 30
+    for bad, message in ((["--rule", "min_score=2", "--rule", "speed=3"], "no parameter 'speed'"),
+                         (["--rule", "min_score"], "--rule takes NAME=NUMBER")):
+        code, out, err = run_cli([*args, *bad], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    code, out, err = run_cli([a for a in args if a != "--propagate"] + ["--rule", "min_area=30"], capsys)
+    assert code == 2 and "give --propagate too" in err
 
 
 @pytest.mark.usefixtures("fake_segmenter")
@@ -99,7 +118,7 @@ def test_dicom_input_writes_a_seg_matching_every_source_frame(layout: dict, tmp_
         else:
             got = seg.get_pixels_by_source_instance([ds.SOPInstanceUID], assert_missing_frames_are_empty=True)[0, :, :, 0]
         assert np.array_equal(got > 0, ds.pixel_array > 50)
-    assert read_provenance(tmp_path / "seg.dcm")["weights_sha256"] == "0" * 64
+    assert medfm.load(tmp_path / "seg.dcm").provenance.weights_sha256 == "0" * 64
     if shutil.which("dciodvfy"):  # dicom3tools' validator, where installed
         report = subprocess.run(["dciodvfy", str(tmp_path / "seg.dcm")], capture_output=True, text=True).stderr
         assert "Error" not in report, report
@@ -114,7 +133,7 @@ def test_tiny_sam_checkpoint_from_the_command_line(png: Path, tmp_path: Path, ca
                               "--checkpoint", str(tmp_path / "tiny.pth"), "-o", str(tmp_path / "out.nii.gz"), "--json"], capsys)
     assert code == 0, err
     summary = json.loads(out)
-    assert summary["model"] == "tiny-sam" and len(summary["weights_sha256"]) == 64
+    assert summary["provenance"]["model"] == "tiny-sam" and len(summary["provenance"]["weights_sha256"]) == 64
     assert medfm.load(tmp_path / "out.nii.gz").shape[:2] == (80, 60)
     code, _, err = run_cli(["segment", str(png), "--point", "30,30", "--model", "sam-vit-b", "--checkpoint", str(tmp_path / "tiny.pth"),
                             "-o", str(tmp_path / "bad.png")], capsys)

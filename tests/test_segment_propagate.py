@@ -9,7 +9,7 @@ from fakesegmenter import ThresholdSegmenter
 from medfm.errors import MedfmError
 from medfm.io.image import Image
 from medfm.models.segmenters import Prompt
-from medfm.tasks.segment import measure, propagate, segment
+from medfm.tasks.segment import PropagationRule, measure, propagate, segment
 
 CENTRE, RADIUS = (20, 24, 15), 8  # i, j, k
 
@@ -37,9 +37,10 @@ def test_propagation_covers_the_sphere_and_stops_outside(phantom: Image) -> None
     assert result.shape[:4] == phantom.shape[:4] and np.array_equal(result.affine, phantom.affine)
     assert _slices(labels > 0, 1) == _slices(sphere)  # every slice with a sizeable section, no more
     assert labels[sphere].mean() > 0.97 and not labels[~sphere].any()
-    record = result.metadata["segmentation"]
+    record = result.provenance.to_dict()
     assert record["model"] == "fake-threshold" and record["weights_sha256"] == "0" * 64 and record["medfm_version"]
     assert record["prompts"][0]["points"] == [[20, 24]] and record["prompts"][0]["slice_index"] == 15
+    assert record["parameters"] == {"axis": "k", "rule": PropagationRule().to_dict()}
     assert [p["slice_index"] for p in record["structures"][0]["planes"]] == _slices(sphere)
     assert measure(result)[0]["volume_mm3"] == pytest.approx((labels > 0).sum() * 0.5 * 0.5 * 2.0)
 
@@ -53,17 +54,18 @@ def test_propagation_stops_on_a_low_score(phantom: Image) -> None:
 
     result = propagate(phantom, Unsure(), {15: [Prompt(boxes=[(10, 14, 30, 34)])]})
     assert _slices(result.array[..., 0, 0] > 0, 1) == [15]
-    assert len(propagate(phantom, Unsure(), {15: [Prompt(boxes=[(10, 14, 30, 34)])]}, min_score=0.1).metadata["segmentation"]["structures"][0]["planes"]) > 10
+    assert len(propagate(phantom, Unsure(), {15: [Prompt(boxes=[(10, 14, 30, 34)])]}, rule=PropagationRule(min_score=0.1)).provenance.structures[0]["planes"]) > 10
 
 
-def test_prompts_on_a_slice_override_propagation_and_reuse_cached_embeddings(phantom: Image) -> None:
+def test_prompts_on_a_slice_override_propagation_and_reencode_only_what_changed(phantom: Image) -> None:
     segmenter = ThresholdSegmenter()
     first = propagate(phantom, segmenter, {15: [Prompt(points=[(20, 24)], point_labels=[1])]})
     encoded = segmenter.encoded
     # the user corrects slice 19: only the left half there; 20..22 now follow slice 19
     fix = Prompt(boxes=[(12, 16, 20, 32)])
     second = propagate(phantom, segmenter, {15: [Prompt(points=[(20, 24)], point_labels=[1])], 19: [fix]})
-    assert segmenter.encoded == encoded  # every plane was cached
+    # planes 15..18 keep their windows and come from the cache; 19..22 follow the fix, in new windows
+    assert segmenter.encoded - encoded <= 4
     plane = second.array[:, :, 19, 0, 0]
     assert plane[:21].any() and not plane[21:].any()
     assert np.array_equal(first.array[:, :, :18], second.array[:, :, :18])
@@ -106,3 +108,35 @@ def test_bad_planes_and_axes_are_refused(phantom: Image) -> None:
         propagate(phantom, ThresholdSegmenter(), {})
     with pytest.raises(MedfmError, match="filed under slice_index 4 says slice_index 5"):
         propagate(phantom, ThresholdSegmenter(), {4: [Prompt(points=[(1, 1)], point_labels=[1], slice_index=5)]})
+
+
+def test_propagation_stops_where_the_intensity_changes_though_the_model_keeps_finding_something() -> None:
+    # a bright disc on slices 10..14 and a dim disc of the same shape beyond: a box-following
+    # model finds a disc on every slice; the structure is only the bright one
+    shape, centre = (40, 40, 25), (20, 20)
+    grid = np.mgrid[: shape[0], : shape[1]]
+    disc = ((grid[0] - centre[0]) ** 2 + (grid[1] - centre[1]) ** 2) <= 36
+    volume = np.zeros(shape, np.float32)
+    volume[disc, :] = 10.0
+    volume[disc, 10:15] = 100.0
+    image = Image(volume)
+
+    class FindsTheDisc(ThresholdSegmenter):
+        def _decode(self, embedding, prompt, shape):
+            prediction = super()._decode(embedding, prompt, shape)
+            prediction.mask = embedding > 0  # whatever is not background, bright or dim
+            prediction.logits = np.where(prediction.mask, 5.0, -5.0).astype(np.float32)
+            prediction.score = 0.95
+            return prediction
+
+    box = Prompt(boxes=[(13, 13, 27, 27)])
+    kept = propagate(image, FindsTheDisc(), {12: [box]}).array[..., 0, 0]
+    assert _slices(kept > 0, 1) == [10, 11, 12, 13, 14]
+    leaked = propagate(image, FindsTheDisc(), {12: [box]}, rule=PropagationRule(max_intensity_shift=float("inf"))).array[..., 0, 0]
+    assert _slices(leaked > 0, 1) == list(range(25))
+
+
+@pytest.mark.parametrize("field,value", [("min_score", -1), ("margin", float("nan")), ("context", "2"), ("min_area", True)])
+def test_a_bad_rule_is_refused_in_one_line(field: str, value) -> None:
+    with pytest.raises(MedfmError, match=f"propagation rule: {field} must be a number >= 0"):
+        PropagationRule(**{field: value})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfm.io import Image, load
+from medfm.io import load
 from medfm.server.annotations import AnnotationStore
 
 #: A child process that saves the same label map as new versions until it is killed.
@@ -20,6 +20,7 @@ import sys
 import numpy as np
 from pathlib import Path
 from medfm.io import Image
+from medfm.provenance import Provenance
 from medfm.server.annotations import AnnotationStore
 
 store = AnnotationStore(Path(sys.argv[1]))
@@ -27,7 +28,7 @@ labels = np.zeros((96, 96, 16), np.uint8)
 labels[10:60, 20:70, 3:12] = 1
 labels[70:90, 70:90, 5:9] = 2
 while True:
-    saved = store.save(7, "crash", Image(labels), "nifti", {"labels": {"1": {"name": "a"}, "2": {"name": "b"}}})
+    saved = store.save(7, "crash", Image(labels, provenance=Provenance("segmentation", "test-model", None)), "nifti", {"labels": {"1": {"name": "a"}, "2": {"name": "b"}}})
     print(saved["version"], flush=True)
 """
 EXPECTED = {"1": 50 * 50 * 9, "2": 20 * 20 * 4}
@@ -55,6 +56,6 @@ def test_saves_killed_at_random_moments_leave_only_whole_versions(tmp_path: Path
         counts = {str(v): int(c) for v, c in zip(*np.unique(labels, return_counts=True)) if v}
         assert counts == EXPECTED == store.sidecar(7, "crash", version)["voxels"]
     # after the crashes, saving goes on with a new number above every one used
-    saved = store.save(7, "crash", Image(np.asarray(load(store.file(7, "crash", versions[-1])).array)), "nifti", {})
+    saved = store.save(7, "crash", load(store.file(7, "crash", versions[-1])), "nifti", {})
     used = [int(p.name[1:5]) for p in folder.glob("v*.nii.gz")]
     assert saved["version"] == max(used) and saved["voxels"] == EXPECTED

@@ -37,8 +37,8 @@ def test_scribbles_and_boxes_refine_one_structure_and_labels_do_not_mix(segmente
     session.interact(segmenter, lock, 0, 0, 2, interaction([], [], None, ([(2, 2), (8, 2)], True)))
     plane = session.plane(0, 0)
     assert plane[24, 24] == 1 and set(np.unique(plane)) <= {0, 1, 2}
-    record = session.label_image(segmenter.info).metadata["segmentation"]
-    assert [p["label"] for p in record["prompts"]] == [1, 2] and record["model"] == "medfm-interactive"
+    record = session.label_image(segmenter.info).provenance
+    assert [p["label"] for p in record.prompts] == [1, 2] and record.model == "medfm-interactive"
 
 
 def test_sessions_are_independent_and_expire_when_idle():
@@ -50,3 +50,18 @@ def test_sessions_are_independent_and_expire_when_idle():
     time.sleep(0.1)
     with pytest.raises(SessionNotFound, match="expired"):
         store.get(second.id)
+
+
+def test_a_session_hashes_its_image_once_however_often_it_propagates(segmenter, monkeypatch) -> None:
+    import medfm.server.sessions as sessions_module
+
+    calls = []
+    real = sessions_module.pixels_id
+    monkeypatch.setattr(sessions_module, "pixels_id", lambda array: calls.append(array.shape) or real(array))
+    session = SegmentationSession(1, Image(disc_volume(slices=5)))
+    lock = threading.RLock()
+    session.interact(segmenter, lock, 2, 0, 1, interaction([(24, 24)], [1], None, None))
+    for _ in range(3):
+        session.propagate(segmenter, lock, 1, "k")
+    assert session.label_image(segmenter.info).provenance.inputs == (real(session.image.array),)
+    assert len(calls) == 1

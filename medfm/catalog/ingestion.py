@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from nibabel.orientations import aff2axcodes
 
 from medfm.catalog.store import Catalog, FileRecord, ImageEntry, open_catalog
-from medfm.errors import MedfmError, UnreadableFileError, display_path
+from medfm.errors import FileError, MedfmError, UnreadableFileError, display_path
 from medfm.io import detect_format, probe_all
 from medfm.io.dicom import DICOM, DicomSeries, scan_dicom
 from medfm.io.formats import image_suffix
@@ -168,7 +168,7 @@ def _series_entry(series: DicomSeries, found: dict[Path, _Found]) -> ImageEntry:
 
 
 def _reason(exc: Exception) -> str:
-    return exc.reason if isinstance(exc, UnreadableFileError) else str(exc)
+    return exc.reason if isinstance(exc, FileError) else str(exc)
 
 
 class _Batch:

@@ -31,15 +31,18 @@ def json_text(value: Any) -> str:
     return json.dumps(json_ready(value), indent=2, allow_nan=False)
 
 
-def parse_where(pairs: list[str]) -> dict[str, str]:
-    """``--where KEY=VALUE`` options as a dict."""
-    where = {}
+def parse_numbers(pairs: list[str], option: str) -> dict[str, float]:
+    """``OPTION NAME=NUMBER`` options as a dict."""
+    values = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise MedfmError(f"--where takes KEY=VALUE (e.g. modality=CT); got {pair!r}")
-        where[key.strip()] = value.strip()
-    return where
+        name, sep, value = pair.partition("=")
+        try:
+            values[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise MedfmError(f"{option} takes NAME=NUMBER (e.g. min_score=0.5); got {pair!r}")
+    return values
 
 
 CatalogOption = Annotated[

@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import CheckpointOption, IndexOption, JsonOption, ModelOption, parse_where, print_json
+from medfm.cli.output import (
+    CheckpointOption,
+    IndexOption,
+    JsonOption,
+    ModelOption,
+    print_json,
+)
 
 index_app = typer.Typer(no_args_is_help=True, help="Vector indexes of image embeddings for similar-case search.")
 search_app = typer.Typer()
@@ -42,26 +48,38 @@ def search(
     index: IndexOption,
     image: Annotated[Path | None, typer.Option("--image", help="Query image.")] = None,
     text: Annotated[str | None, typer.Option("--text", help="Query text (image-text models).")] = None,
+    item_id: Annotated[int | None, typer.Option("--id", help="Query by an indexed item's stored embedding (its id in the index).")] = None,
     k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 10,
     where: Annotated[list[str] | None, typer.Option("--where", help="Only items with KEY=VALUE (repeatable).")] = None,
     exact: Annotated[bool, typer.Option("--exact", help="Exhaustive search instead of the approximate graph.")] = False,
+    abstain: Annotated[bool, typer.Option("--abstain", help="Drop hits below the model's calibrated similarity threshold "
+                                                            "(text queries): none when nothing indexed is like the query.")] = False,
+    abstain_threshold: Annotated[float | None, typer.Option("--abstain-threshold", help="Drop hits below this similarity.")] = None,
     model: ModelOption = None,
     checkpoint: CheckpointOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The indexed images most similar to an image or a text, best first."""
-    from medfm.index import open_index
+    """The indexed images most similar to an image, a text or an indexed item, best first."""
+    from medfm.index import open_index, parse_where
     from medfm.models import create_encoder
+    from medfm.models.registry import abstention_threshold
     from medfm.tasks.search import search as search_index
 
+    filters = parse_where(where or [])
     with open_index(index) as store:
-        encoder = create_encoder(model or store.model["name"], checkpoint)
-        hits = search_index(store, encoder, image=image, text=text, k=k, where=parse_where(where or []), exact=exact)
+        # an --id query uses the stored vector: no model to load unless one is given (then it is checked)
+        needs_model = image is not None or text is not None or model is not None or checkpoint is not None
+        encoder = create_encoder(model or store.model["name"], checkpoint) if needs_model else None
+        threshold = abstain_threshold if abstain_threshold is not None else (
+            abstention_threshold(store.model["name"], store.model["weights_sha256"], "search") if abstain else None)
+        hits = search_index(store, encoder, image=image, text=text, item_id=item_id, k=k, where=filters, exact=exact,
+                            abstain_below=threshold)
+    if threshold is not None and not hits:
+        best = "none" if hits.best_score is None else f"{hits.best_score:.4f}"
+        typer.echo(f"medfm: no indexed case is similar enough (best similarity {best} < {threshold:.4f})", err=True)
     if as_json:
         print_json([hit.to_dict() for hit in hits])
         return
     for rank, hit in enumerate(hits, start=1):
         extra = " ".join(f"{key}={value}" for key, value in hit.metadata.items() if key != "path")
         typer.echo(f"{rank:>3}  {hit.score:.4f}  {hit.path}  {extra}")
-
-

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import CheckpointOption, JsonOption, print_json
+from medfm.cli.output import CheckpointOption, JsonOption, parse_numbers, print_json
+from medfm.errors import MedfmError
 
 segment_app = typer.Typer()
 
@@ -23,15 +24,20 @@ def segment_command(
     model: Annotated[str | None, typer.Option("--model", help="Segmenter name, or a .json config (default medfm-interactive).")] = None,
     checkpoint: CheckpointOption = None,
     propagate: Annotated[bool, typer.Option("--propagate", help="Carry each structure through the volume or video.")] = False,
+    rule: Annotated[list[str] | None, typer.Option("--rule", help="With --propagate, a stopping-rule parameter as NAME=VALUE (repeatable): "
+                                                                   "min_area, min_score, margin, context, max_intensity_shift.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Interactive segmentation from points, boxes and scribbles; writes a label map stamped with its provenance."""
     from medfm.models.registry import create_segmenter
-    from medfm.tasks.segment import DEFAULT_MODEL
+    from medfm.tasks.segment import DEFAULT_MODEL, PropagationRule
     from medfm.tasks.segment_to_file import segment_file
 
+    if rule and not propagate:
+        raise MedfmError("--rule sets how --propagate stops; give --propagate too")
+    propagation = PropagationRule.from_dict(parse_numbers(rule or [], "--rule")) if propagate else None
     summary = segment_file(image, output, create_segmenter(model or DEFAULT_MODEL, checkpoint), points=point or [],
-                           boxes=box or [], scribble=scribble, prompts_file=prompts, propagate_prompts=propagate)
+                           boxes=box or [], scribble=scribble, prompts_file=prompts, propagation=propagation)
     if as_json:
         print_json(summary)
         return

@@ -66,3 +66,21 @@ def train_interactive_command(
     print_json(train(out, minutes, resume, cache, data or DATA_ROOT, batch_size=batch_size, log=typer.echo))
 
 
+
+
+@train_app.command("abstention")
+def train_abstention_command(
+    model: Annotated[str, typer.Option("--model", help="Image-text model to calibrate.")] = "medfm-clip-small",
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Local weights for the model.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets (default ../shared/data).")] = None,
+    keep: Annotated[float, typer.Option("--keep", min=0.5, max=1.0, help="Fraction of in-set validation cases kept.")] = 0.95,
+) -> None:
+    """Calibrate the similarity thresholds under which zero-shot answers and search hits abstain; prints
+    them (from the val split) with their held-out AUROC and rates (test split) as JSON."""
+    import torch
+
+    from medfm.models import create_encoder
+    from medfm.train.abstention import calibrate_abstention
+
+    torch.set_num_threads(1)  # a shared CPU: one core
+    print_json(calibrate_abstention(data or Path("../shared/data"), create_encoder(model, checkpoint), keep))

@@ -17,12 +17,32 @@ from typing import Any
 import numpy as np
 
 from medfm.errors import MedfmError
-from medfm.models.encoders.base import EncoderInfo
+from medfm.models.encoders.base import EncoderInfo, model_record
 
 #: Keys whose values are upper-cased on write and in filters, as the catalog stores them.
 UPPER_CASE_KEYS = ("modality", "body_part")
 
 Metadata = dict[str, str]
+
+
+class MissingIdsError(MedfmError):
+    """Ids asked of an index that it does not hold, as a field (``ids``), with the index's ``location``."""
+
+    def __init__(self, location: str, ids: Sequence[int]) -> None:
+        self.location = location
+        self.ids = [int(i) for i in ids]
+        super().__init__(f"index {location} has no id(s) {', '.join(map(str, self.ids[:5]))}")
+
+
+def parse_where(pairs: Sequence[str]) -> dict[str, str]:
+    """``KEY=VALUE`` filters (``modality=CT``) as the ``where`` mapping of :meth:`Index.search`."""
+    where = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise MedfmError(f"where takes KEY=VALUE (e.g. modality=CT); got {pair!r}")
+        where[key.strip()] = value.strip()
+    return where
 
 
 @dataclass(frozen=True)
@@ -59,19 +79,6 @@ def clean_metadata(metadata: Mapping[str, Any]) -> Metadata:
     return cleaned
 
 
-def model_record(info: EncoderInfo) -> dict[str, Any]:
-    """What an index or probe stores of the model that made its vectors.
-
-    Refuses a model whose weights are not identified (randomly initialised, no sha256):
-    it gives other embeddings each time it is loaded, so stored vectors could never be
-    matched again and every later query would be silently wrong.
-    """
-    if not info.weights_sha256:
-        raise MedfmError(f"model {info.name!r} has no identified weights (randomly initialised): its embeddings "
-                         "change on every load, so they cannot be stored; give a checkpoint")
-    return {"name": info.name, "embed_dim": int(info.embed_dim), "weights_sha256": info.weights_sha256}
-
-
 def _describe(record: Mapping[str, Any]) -> str:
     sha = record["weights_sha256"]
     return f"{record['name']!r} ({record['embed_dim']}-d, weights {sha[:12]})"
@@ -80,7 +87,7 @@ def _describe(record: Mapping[str, Any]) -> str:
 class Index(ABC):
     """Vectors with ids and metadata: add, update, delete, search, persist.
 
-    ``model`` is the :func:`model_record` of the encoder the vectors come from; ``location``
+    ``model`` is the :func:`~medfm.models.encoders.base.model_record` of the encoder the vectors come from; ``location``
     says where the index lives, for messages.
     """
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from medfm.errors import MedfmError
-from medfm.index.base import Hit, Index, Metadata, clean_metadata
+from medfm.index.base import Hit, Index, Metadata, MissingIdsError, clean_metadata
 
 SCHEME = "chroma://"
 _MODEL_KEYS = {"name": "medfm_model", "embed_dim": "medfm_embed_dim", "weights_sha256": "medfm_weights_sha256"}
@@ -141,7 +141,7 @@ class ChromaIndex(Index):
         by_id = dict(zip(got["ids"], got["embeddings"]))
         absent = [key for key in keys if key not in by_id]
         if absent:
-            raise MedfmError(f"index {self.location} has no id(s) {', '.join(absent[:5])}")
+            raise MissingIdsError(self.location, absent)
         # Chroma returns records in its own order, not the order asked for
         return np.asarray([by_id[key] for key in keys], dtype=np.float32).reshape(len(keys), self.model["embed_dim"])
 

@@ -40,7 +40,7 @@ import numpy as np
 from usearch.index import Index as UsearchGraph
 
 from medfm.errors import MedfmError, display_path
-from medfm.index.base import Hit, Index, Metadata, clean_metadata
+from medfm.index.base import Hit, Index, Metadata, MissingIdsError, clean_metadata
 from medfm.io.formats import atomic_path
 
 MANIFEST = "index.json"
@@ -217,9 +217,12 @@ class LocalIndex(Index):
         return [(row[0], json.loads(row[1])) for row in self._db.execute(sql + " ORDER BY id", params)]
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        outside = [int(i) for i in ids if not 0 <= int(i) < 2**63]  # no key can hold them (SQLite ids are int64)
+        if outside:
+            raise MissingIdsError(self.location, outside)
         keys = np.asarray(ids, dtype=np.uint64)
         if len(keys) and not self._graph.contains(keys).all():
-            raise MedfmError(f"index {self.location} has no id(s) {', '.join(map(str, keys[~self._graph.contains(keys)][:5]))}")
+            raise MissingIdsError(self.location, keys[~self._graph.contains(keys)])
         if not len(keys):
             return np.zeros((0, self.model["embed_dim"]), np.float32)
         return np.stack(self._graph.get(keys, dtype="f32")).astype(np.float32, copy=False)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from medfm.errors import MedfmError, UnreadableFileError, display_path
+from medfm.errors import FileError, MedfmError, UnreadableFileError, display_path
 from medfm.io.image import Image
 
 Reader = Callable[[Path], list[Image]]
@@ -39,6 +39,8 @@ class Format:
     ``read`` returns every image the path holds (a DICOM folder may hold several series);
     ``probe``, where a format has one, returns the same images from headers alone, with
     zero-strided stand-in arrays, for cataloguing without decoding voxels.
+    ``keeps_provenance``: the writer stores :attr:`Image.provenance` and the reader gives it
+    back; :func:`save` refuses an image with provenance in any other format.
     """
 
     name: str
@@ -48,6 +50,7 @@ class Format:
     sniff: Sniffer | None = None
     reads_folders: bool = False
     probe: Reader | None = None
+    keeps_provenance: bool = False
 
 
 _FORMATS: dict[str, Format] = {}
@@ -127,8 +130,10 @@ def _read(path: str | os.PathLike, header_only: bool) -> list[Image]:
     reader = fmt.probe if header_only and fmt.probe else fmt.read
     try:
         images = reader(path)
-    except MedfmError:
+    except FileError:
         raise
+    except MedfmError as exc:  # a reader's own check: give it the file, so callers have path and reason as fields
+        raise UnreadableFileError(path, str(exc)) from None
     except MemoryError:
         raise UnreadableFileError(path, "image is too large to fit in memory") from None
     except Exception as exc:  # a reader library's own error becomes one line naming the file
@@ -197,9 +202,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def save(image: Image, path: str | os.PathLike) -> Path:
-    """Write ``image`` in the format its suffix names; nothing is left behind on failure."""
+    """Write ``image`` in the format its suffix names; nothing is left behind on failure.
+
+    An image with :attr:`~Image.provenance` (a model made it) is written only where the
+    record travels with it (PNG, NIfTI): elsewhere it would lose what made it (and whether
+    it is synthetic) without a word.
+    """
     path = Path(os.fsdecode(path))
     fmt = writer_for(path)
+    if image.provenance is not None and not fmt.keeps_provenance:
+        keeping = sorted(s for f in _FORMATS.values() if f.keeps_provenance and f.write for s in f.suffixes)
+        raise MedfmError(f"{display_path(path)}: {fmt.name} cannot carry the image's provenance (the record of "
+                         f"the model that made it); write {', '.join(keeping)}")
     with atomic_path(path) as tmp:
         try:
             fmt.write(image, tmp)

@@ -9,6 +9,7 @@ import numpy as np
 from nibabel.orientations import aff2axcodes
 
 from medfm.errors import MedfmError
+from medfm.provenance import Provenance
 
 #: Axis order of :attr:`Image.array`: the NIfTI dimension order.
 AXES = ("i", "j", "k", "t", "c")
@@ -34,6 +35,8 @@ class Image:
 
     ``metadata`` holds non-identifying attributes (modality, body part, series keys…);
     ``phi`` holds patient identifiers, kept apart so that nothing prints them by accident.
+    ``provenance`` says what made the image when a model did (a label map, a generated
+    image); writers of PNG, NIfTI and DICOM SEG store it and :func:`medfm.load` gives it back.
     """
 
     array: np.ndarray
@@ -41,6 +44,7 @@ class Image:
     modality: str = "OT"
     metadata: dict[str, Any] = field(default_factory=dict)
     phi: dict[str, Any] = field(default_factory=dict)
+    provenance: Provenance | None = None
 
     def __post_init__(self) -> None:
         array = self.array if isinstance(self.array, np.ndarray) else np.asarray(self.array)
@@ -114,7 +118,8 @@ class Image:
         return plane[:, :, 0] if plane.shape[2] == 1 else plane
 
     def with_array(self, array: np.ndarray) -> Image:
-        """A new image on the same grid with another array (a segmentation, say)."""
+        """A new image on the same grid with another array (a segmentation, say), without provenance:
+        whatever made the new array must stamp its own."""
         return Image(array, self.affine, self.modality, dict(self.metadata), dict(self.phi))
 
     def __repr__(self) -> str:

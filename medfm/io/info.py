@@ -21,7 +21,8 @@ def value_range(array: np.ndarray) -> tuple[float, float] | None:
 
 
 def describe(image: Image, show_phi: bool = False) -> dict[str, Any]:
-    """A JSON-ready summary: grid, geometry, modality, value range; identifiers only if asked."""
+    """A JSON-ready summary: grid, geometry, modality, value range, what made it (a model's output);
+    identifiers only if asked."""
     summary: dict[str, Any] = {
         "shape": list(image.shape),
         "axes": "I, J, K, T, C",
@@ -38,6 +39,8 @@ def describe(image: Image, show_phi: bool = False) -> dict[str, Any]:
         "value_range": value_range(image.array),
         "metadata": image.metadata,
     }
+    if image.provenance is not None:
+        summary["provenance"] = image.provenance.to_dict()
     if show_phi:
         summary["phi"] = image.phi
     return summary

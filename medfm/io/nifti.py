@@ -1,4 +1,10 @@
-"""NIfTI-1/2 through nibabel. Uncompressed files stay memory-mapped."""
+"""NIfTI-1/2 through nibabel. Uncompressed files stay memory-mapped.
+
+An image's :class:`~medfm.provenance.Provenance` is stored as JSON in a NIfTI header
+extension of code 6 ("comment"), inside the file (a sidecar could be lost or mismatched
+when files are copied); nibabel keeps extensions through load and save, and other tools
+ignore the ones they do not know. Reading takes the first comment that is a provenance record.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,10 @@ import numpy as np
 
 from medfm.io.formats import MAX_DEFLATE_RATIO, Format, check_claimed_size, register_format
 from medfm.io.image import Image
+from medfm.provenance import Provenance
+
+#: The NIfTI extension code ("comment") that holds the provenance JSON.
+COMMENT_CODE = 6
 
 
 def _sniff(head: bytes) -> bool:
@@ -47,7 +57,7 @@ def read_nifti(path: Path) -> list[Image]:
     if _is_rgb(array.dtype):
         array = np.stack([array["R"], array["G"], array["B"]], axis=-1)
         array = array.reshape(array.shape[:3] + (1, 3)) if array.ndim == 4 else array
-    return [Image(array, img.affine, metadata=_metadata(img))]
+    return [Image(array, img.affine, metadata=_metadata(img), provenance=_provenance(img))]
 
 
 def probe_nifti(path: Path) -> list[Image]:
@@ -58,10 +68,22 @@ def probe_nifti(path: Path) -> list[Image]:
     if _is_rgb(dtype):
         shape = shape[:3] + (1,) * (3 - len(shape[:3])) + (1, 3)
         dtype = np.dtype(np.uint8)
-    return [Image(np.broadcast_to(np.zeros((), dtype), shape), img.affine, metadata=_metadata(img))]
+    return [Image(np.broadcast_to(np.zeros((), dtype), shape), img.affine, metadata=_metadata(img), provenance=_provenance(img))]
 
 
-def write_nifti(image: Image, path: Path) -> None:
+def _provenance(img) -> Provenance | None:
+    """The record in the first comment extension holding medfm's provenance JSON (current or medfm 0.1's)."""
+    for extension in img.header.extensions:
+        if extension.get_code() != COMMENT_CODE:
+            continue
+        content = bytes(extension.get_content()).rstrip(b"\x00")  # NIfTI pads extensions to 16 bytes
+        if content.startswith(b"{") and (b'"provenance_version"' in content or b'"weights_sha256"' in content):
+            return Provenance.from_json(content)
+    return None
+
+
+def nifti_image(image: Image):
+    """The nibabel image of ``image``: scanner and aligned forms set to its affine, mm and s, its provenance."""
     import nibabel as nib
 
     array = image.array
@@ -73,7 +95,16 @@ def write_nifti(image: Image, path: Path) -> None:
     nifti.header.set_xyzt_units("mm", "sec")
     if image.num_channels > 1:
         nifti.header.set_intent("vector")
-    nib.save(nifti, path)
+    if image.provenance is not None:
+        nifti.header.extensions.append(nib.nifti1.Nifti1Extension(COMMENT_CODE, image.provenance.to_json().encode()))
+    return nifti
 
 
-NIFTI = register_format(Format("nifti", (".nii", ".nii.gz"), read_nifti, write_nifti, _sniff, probe=probe_nifti))
+def write_nifti(image: Image, path: Path) -> None:
+    import nibabel as nib
+
+    nib.save(nifti_image(image), path)
+
+
+NIFTI = register_format(Format("nifti", (".nii", ".nii.gz"), read_nifti, write_nifti, _sniff, probe=probe_nifti,
+                               keeps_provenance=True))

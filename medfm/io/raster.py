@@ -3,19 +3,27 @@
 Such files carry no patient geometry, so pixels are given a nominal 1 mm spacing with
 DICOM's default orientation (columns toward patient left, rows toward posterior), as ITK
 does; ``metadata["spacing_known"]`` is False so that nobody mistakes it for a measurement.
+A PNG carries an image's :class:`~medfm.provenance.Provenance` as JSON in an iTXt chunk
+(:data:`PNG_PROVENANCE_KEY`), which Pillow, ``exiftool`` and ``pngcheck`` show.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from medfm.errors import MedfmError
 from medfm.io.formats import Format, register_format
 from medfm.io.image import Image
+from medfm.provenance import Provenance
 
+#: The PNG iTXt keyword holding an image's provenance as JSON.
+PNG_PROVENANCE_KEY = "medfm-provenance"
+#: Where medfm 0.1 put a segmentation's record.
+_LEGACY_PNG_KEY = "medfm-segmentation"
 _MODE_CONVERSIONS = {"1": "L", "P": "RGBA", "PA": "RGBA", "LA": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 
 
@@ -38,6 +46,7 @@ def read_pillow(path: Path) -> list[Image]:
 
     with PILImage.open(path) as picture:
         picture.load()
+        provenance = png_provenance(picture) if picture.format == "PNG" else None
         picture = ImageOps.exif_transpose(picture)
         if picture.mode in _MODE_CONVERSIONS:
             target = _MODE_CONVERSIONS[picture.mode]
@@ -47,7 +56,23 @@ def read_pillow(path: Path) -> list[Image]:
         pixels = np.asarray(picture)
     if pixels.size == 0:
         raise ValueError("image has zero pixels")
-    return [Image(_from_rows_columns(pixels, planes=False), metadata=_photo_metadata())]
+    return [Image(_from_rows_columns(pixels, planes=False), metadata=_photo_metadata(), provenance=provenance)]
+
+
+def png_provenance(picture: Any) -> Provenance | None:
+    """The provenance in an open Pillow PNG's text chunks, or None."""
+    text = picture.text.get(PNG_PROVENANCE_KEY) or picture.text.get(_LEGACY_PNG_KEY)
+    return Provenance.from_json(text) if text else None
+
+
+def png_info(provenance: Provenance | None) -> Any:
+    """Pillow ``pnginfo`` holding ``provenance`` (None: no text chunk)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    if provenance is not None:
+        info.add_itxt(PNG_PROVENANCE_KEY, provenance.to_json())
+    return info
 
 
 def read_tiff(path: Path) -> list[Image]:
@@ -105,7 +130,8 @@ def write_pillow(image: Image, path: Path) -> None:
     pixels = integer_pixels(pixels, allowed, what)
     if what == "JPEG" and image.num_channels == 4:
         raise MedfmError("JPEG has no alpha channel; write .png")
-    PILImage.fromarray(pixels).save(path, format="JPEG" if what == "JPEG" else what, **({"quality": 95} if what == "JPEG" else {}))
+    options = {"quality": 95} if what == "JPEG" else {"pnginfo": png_info(image.provenance)} if what == "PNG" else {}
+    PILImage.fromarray(pixels).save(path, format=what, **options)
 
 
 def write_tiff(image: Image, path: Path) -> None:
@@ -135,7 +161,7 @@ def _sniff_tiff(head: bytes) -> bool:
     return head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-PNG = register_format(Format("png", (".png",), read_pillow, write_pillow, _sniff_png))
+PNG = register_format(Format("png", (".png",), read_pillow, write_pillow, _sniff_png, keeps_provenance=True))
 JPEG = register_format(Format("jpeg", (".jpg", ".jpeg"), read_pillow, write_pillow, _sniff_jpeg))
 BMP = register_format(Format("bmp", (".bmp",), read_pillow, write_pillow, _sniff_bmp))
 TIFF = register_format(Format("tiff", (".tif", ".tiff"), read_tiff, write_tiff, _sniff_tiff))

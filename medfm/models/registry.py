@@ -89,6 +89,19 @@ def _shipped_weights(name: str, config: dict[str, Any]) -> Path | None:
     return path
 
 
+def abstention_threshold(name: str, weights_sha256: str | None, kind: str) -> float:
+    """The similarity under which encoder ``name``'s ``kind`` answers abstain (``zero_shot``: an
+    image's best label; ``search``: a text query's best hit), as calibrated on held-out data
+    and stored in its config (``"abstention"``, see :mod:`medfm.train.abstention`). Refused
+    for a model without one, or whose weights are not those it was calibrated for."""
+    config = list_encoders().get(name, {})
+    calibrated = config.get("abstention", {})
+    if kind not in calibrated or weights_sha256 != config.get("weights", {}).get("sha256"):
+        raise MedfmError(f"model {name!r} (these weights) has no calibrated {kind.replace('_', '-')} abstention threshold; "
+                         "give one explicitly (--abstain-threshold)")
+    return float(calibrated[kind])
+
+
 def create_encoder(name: str, checkpoint: str | os.PathLike | None = None) -> Encoder:
     """The encoder ``name`` (see :func:`list_encoders`), with weights from ``checkpoint`` if given.
 

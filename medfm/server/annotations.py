@@ -1,7 +1,8 @@
 """Versioned annotations: every save is a new version, none is ever overwritten.
 
 Layout: ``<root>/<image_id>/<name>/v0001.nii.gz`` (or ``.dcm``, a DICOM SEG) with the
-sidecar ``v0001.json`` (labels, names, colours, prompts, model provenance, created time).
+sidecar ``v0001.json`` (labels, names, colours, voxel counts, created time, and the label map's
+provenance as :meth:`~medfm.provenance.Provenance.to_dict` gives it: model, weights, prompts, scores).
 A save writes a draft file first, then claims the next version number with
 :func:`os.link`, which fails when the name exists: two threads or processes saving at
 once get two numbers, and nobody sees a half-written file. A version is listed once its
@@ -54,8 +55,8 @@ class AnnotationStore:
              series: DicomSeries | None = None) -> dict[str, Any]:
         """Write ``labels`` as the next version of ``name``: ``{"name", "version", "format", "created", "voxels"}``.
 
-        The sidecar holds ``sidecar`` plus the label map's provenance
-        (``metadata["segmentation"]``: model, weights, prompts) and its voxels per label.
+        The sidecar holds ``sidecar``, the label map's ``provenance`` (the same record as the
+        file's and as ``medfm segment``'s) and its voxels per label.
         """
         if fmt not in FORMATS:
             raise MedfmError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
@@ -72,7 +73,7 @@ class AnnotationStore:
         finally:
             draft.unlink(missing_ok=True)
         values, counts = np.unique(labels.array, return_counts=True)
-        record = {**sidecar, **labels.metadata.get("segmentation", {}), "name": name, "version": version, "format": fmt,
+        record = {**sidecar, "provenance": labels.provenance.to_dict(), "name": name, "version": version, "format": fmt,
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "voxels": {str(int(v)): int(c) for v, c in zip(values, counts) if v != 0}}
         _write_json(folder / f"v{version:04d}.json", record)

@@ -10,6 +10,7 @@ pixels (:meth:`medfm.io.Image.frame`); :mod:`medfm.server.display` maps the brow
 
 from __future__ import annotations
 
+
 import threading
 import time
 import uuid
@@ -21,9 +22,10 @@ import numpy as np
 from medfm.errors import MedfmError
 from medfm.io import Image
 from medfm.models.segmenters import Prompt, Scribble, Segmenter, SegmenterInfo
+from medfm.provenance import pixels_id
 from medfm.server.display import Display
 from medfm.server.errors import NotFound
-from medfm.tasks.segment import propagate
+from medfm.tasks.segment import propagate, segmentation_provenance
 
 #: Colours given to structures 1, 2, ... unless the client chooses one.
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
@@ -44,10 +46,11 @@ class SessionNotFound(NotFound):
 
 @dataclass
 class Structure:
-    """One structure's interactions on one plane and the logits of its current mask."""
+    """One structure's interactions on one plane, the logits of its current mask and the model's score for it."""
 
     interactions: list[Prompt] = field(default_factory=list)
     logits: np.ndarray | None = None
+    score: float | None = None
 
     def combined(self, label: int, k: int, t: int) -> Prompt:
         """All interactions as one prompt; the latest box stands (a box replaces the earlier one)."""
@@ -123,12 +126,17 @@ class SegmentationSession:
         with segmenter_lock:
             segmenter.set_image(self.image.frame(k, t))
             prediction = segmenter.predict(prompt)
-        structure.logits = prediction.logits
+        structure.logits, structure.score = prediction.logits, float(prediction.score)
         plane = self.plane(k, t).copy()
         plane[plane == label] = 0
         plane[prediction.mask] = label
         self._apply(Step((k, t), {(k, t): self.plane(k, t).copy()}, {(k, t): plane}, {key: before}, {key: structure}))
         return float(prediction.score)
+
+    @cached_property
+    def input_id(self) -> str:
+        """The image's :func:`~medfm.provenance.pixels_id`, hashed once per session, not once per propagation."""
+        return pixels_id(self.image.array)
 
     def propagate(self, segmenter: Segmenter, segmenter_lock: threading.RLock, label: int, axis: str) -> Plane:
         """Carry structure ``label`` through the image from its prompted planes (one undoable step)."""
@@ -138,7 +146,7 @@ class SegmentationSession:
         index = 1 if axis == "k" else 2
         prompts = {key[index]: [s.combined(*key)] for key, s in seeds.items()}
         with segmenter_lock:
-            result = propagate(self.image, segmenter, prompts, axis=axis).array[..., 0]
+            result = propagate(self.image, segmenter, prompts, axis=axis, input_id=self.input_id).array[..., 0]
         touched = {(k, t) for k, t in zip(*np.nonzero((result == label).any(axis=(0, 1))))}
         touched |= {(key[1], key[2]) for key in seeds}
         before = {(int(k), int(t)): self.plane(k, t).copy() for k, t in touched}
@@ -171,19 +179,21 @@ class SegmentationSession:
         return step.focus
 
     def label_image(self, model: SegmenterInfo) -> Image:
-        """A copy of the label map on the image's grid, stamped with ``model`` and every prompt, no patient data."""
-        from medfm import __version__
-
+        """A copy of the label map on the image's grid, no patient data, with the provenance
+        :func:`~medfm.tasks.segment.segmentation_provenance` gives the CLI's label maps: ``model``,
+        every prompt on its plane, and per structure its name and the score of each prompted plane."""
         labels = self.image.with_array(self.labels.copy())
         labels.phi = {}
-        labels.metadata["segmentation"] = {
-            "model": model.name, "weights_sha256": model.weights_sha256, "medfm_version": __version__,
-            "prompts": [
-                {**prompt.to_dict(), "label": label, "slice_index": k, "frame_index": t}
-                for (label, k, t), structure in sorted(self.structures.items()) for prompt in structure.interactions
-            ],
-            "structures": [{"label": value, "label_name": info["name"]} for value, info in sorted(self.label_info.items())],
-        }
+        prompts = [{**prompt.to_dict(), "label": label, "slice_index": k, "frame_index": t}
+                   for (label, k, t), structure in sorted(self.structures.items()) for prompt in structure.interactions]
+        structures = [
+            {"label": value, "label_name": info["name"], "planes": [
+                {"slice_index": k, "frame_index": t, "score": structure.score}
+                for (label, k, t), structure in sorted(self.structures.items()) if label == value and structure.interactions
+            ]}
+            for value, info in sorted(self.label_info.items())
+        ]
+        labels.provenance = segmentation_provenance(self.image, model, prompts, structures, input_id=self.input_id)
         return labels
 
     def _apply(self, step: Step) -> None:

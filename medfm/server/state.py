@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from medfm.catalog import Catalog, ImageRecord, open_catalog
-from medfm.errors import MedfmError, UnreadableFileError
+from medfm.errors import FileError, MedfmError
 from medfm.io import Image
 from medfm.server.annotations import AnnotationStore
 from medfm.server.display import Display, default_window
@@ -169,17 +169,15 @@ def _read(record: ImageRecord) -> LoadedImage:
     """Read a catalog record; errors say what is wrong without the file's path (it may name the patient)."""
     try:
         return _read_files(record)
-    except UnreadableFileError as exc:
+    except FileError as exc:
         raise MedfmError(f"image {record.id} cannot be read: {exc.reason}") from None
-    except MedfmError as exc:
-        reason = str(exc).rsplit(": ", 1)[-1]
-        raise MedfmError(f"image {record.id} cannot be read: {reason}") from None
     except OSError as exc:
         raise MedfmError(f"image {record.id} cannot be read: {exc.strerror or type(exc).__name__}") from None
 
 
 def _read_files(record: ImageRecord) -> LoadedImage:
-    """A DICOM series from its own files, anything else by its path."""
+    """A DICOM series from its own files, anything else by its path. Errors about a file are
+    :class:`FileError`; the others name the image by its id alone."""
     from medfm.catalog.ingestion import DICOM_FORMAT
 
     if record.format != DICOM_FORMAT:
@@ -190,10 +188,12 @@ def _read_files(record: ImageRecord) -> LoadedImage:
 
     series_list, bad = scan_dicom([Path(f.path) for f in record.files or ()])
     if bad:  # a series missing a file would show with a slice silently gone
-        raise MedfmError(f"{len(bad)} of its {len(record.files or ())} DICOM files cannot be read ({bad[0][1]})")
+        raise MedfmError(f"image {record.id} cannot be read: {len(bad)} of its {len(record.files or ())} DICOM files "
+                         f"cannot be read ({bad[0][1]})")
     series = next((s for s in series_list if s.series_uid == record.series_uid), None)
     if series is None:
-        raise MedfmError("its DICOM files changed since they were catalogued; ingest them again")
+        raise MedfmError(f"image {record.id} cannot be read: its DICOM files changed since they were catalogued; "
+                         "ingest them again")
     return LoadedImage(record, read_series(series)[0], series)
 
 

@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from medfm.errors import MedfmError, display_path
 from medfm.index import Index
-from medfm.index.base import model_record
-from medfm.models.encoders.base import Encoder
+from medfm.models.encoders.base import Encoder, model_record
 from medfm.models.probe import Probe
-from medfm.tasks.embed import embed_paths
+from medfm.provenance import Provenance
+from medfm.tasks.embed import content_sha256, embed_paths
 from medfm.tasks.zeroshot import DEFAULT_SCALE, DEFAULT_TEMPLATES, label_embeddings, probabilities
 
+#: The prediction of an image that is like none of the labels (see ``abstain_below``).
+OTHER = "other"
 #: The image-text model for zero-shot classification when none is named.
 DEFAULT_MODEL = "medfm-clip-small"
+#: Longest zero-shot label: a prompt beyond a text tower's context (CLIP reads 77 tokens) is cut off silently.
+MAX_LABEL_CHARS = 200
 
 
 def _entries(path: str | os.PathLike, what: str) -> list[str]:
@@ -34,17 +39,30 @@ def _entries(path: str | os.PathLike, what: str) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
+def check_labels(labels: Sequence[str]) -> list[str]:
+    """The class names of a zero-shot classification, checked: at least two, distinct, none blank,
+    none longer than :data:`MAX_LABEL_CHARS`."""
+    names = list(labels)
+    if any(not name.strip() for name in names):
+        raise MedfmError("a zero-shot label is blank; every label must name a class")
+    if too_long := [name for name in names if len(name) > MAX_LABEL_CHARS]:
+        raise MedfmError(f"zero-shot labels must be at most {MAX_LABEL_CHARS} characters; one has {len(too_long[0])}")
+    if len(names) < 2 or len(set(names)) != len(names):
+        shown = names if len(names) <= 10 else [*names[:10], "..."]
+        raise MedfmError(f"zero-shot classification needs at least two distinct labels; got {shown}")
+    return names
+
+
 def read_labels(labels: str | None = None, labels_file: str | os.PathLike | None = None) -> list[str]:
-    """Class names from comma-separated ``labels`` or ``labels_file`` (one per line, ``#`` lines ignored)."""
+    """Class names from comma-separated ``labels`` or ``labels_file`` (one per line, ``#`` lines ignored),
+    checked by :func:`check_labels`."""
     if (labels is None) == (labels_file is None):
         raise MedfmError("give the labels as a comma-separated list or as a file, not both")
     if labels_file is not None:
         names = _entries(labels_file, "labels")
     else:
         names = [name.strip() for name in labels.split(",") if name.strip()]
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise MedfmError(f"zero-shot classification needs at least two distinct labels; got {names}")
-    return names
+    return check_labels(names)
 
 
 def read_templates(path: str | os.PathLike) -> list[str]:
@@ -65,15 +83,30 @@ def classify(
     index: Index | None = None,
     k: int = 5,
     batch_size: int = 32,
+    abstain_below: float | None = None,
 ) -> list[dict[str, Any]]:
     """One result per image: ``{"path", "model", "probabilities": {label: p}, "prediction"}``,
     plus ``"operating_point"`` with a calibrated probe and ``"evidence"`` (the ``k`` most
-    similar indexed cases, best first) with an ``index``.
+    similar indexed cases, best first) with an ``index``, and ``"provenance"``: a
+    :class:`~medfm.provenance.Provenance` of kind ``classification`` (the encoder and its
+    weights, the file's sha256 as input; ``parameters``: the method, classes, templates or
+    probe head and operating point, and the index that gave the evidence).
 
-    Zero-shot with ``labels`` (and prompt ``templates``, ensembled), or with a fitted ``probe``.
+    Zero-shot with ``labels`` (checked by :func:`check_labels`; with prompt ``templates``,
+    ensembled), or with a fitted ``probe``. Zero-shot results also hold ``"similarity"``, the
+    best label's cosine similarity, and ``"ood_score"`` (1 minus it): softmax probabilities
+    always name a label, however unlike the image every label is. With ``abstain_below`` (a
+    similarity; :func:`medfm.models.registry.abstention_threshold` gives the calibrated
+    one), an image whose best similarity is below it gets the prediction ``"other"`` and
+    ``"abstained": true``. An image that cannot be read or embedded raises
+    :class:`~medfm.errors.FileError`.
     """
     if (labels is None) == (probe is None):
         raise MedfmError("give labels for zero-shot classification or a probe, not both")
+    if abstain_below is not None and probe is not None:
+        raise MedfmError("abstaining is calibrated for zero-shot classification; a probe has its own operating point")
+    if labels is not None:
+        labels = check_labels(labels)
     if probe is not None:
         probe.check_model(encoder.info)
     if index is not None:
@@ -87,8 +120,11 @@ def classify(
         # the same prompt ensembling and logit scale as medfm.tasks.zeroshot.zero_shot, on
         # the aggregated embedding of each whole image (zero_shot itself takes one plane)
         scale = getattr(encoder, "logit_scale", DEFAULT_SCALE)
-        proba = probabilities(embeddings, label_embeddings(classes, encoder, templates), scale)
+        texts = label_embeddings(classes, encoder, templates)
+        proba = probabilities(embeddings, texts, scale)
         predicted = [classes[i] for i in proba.argmax(axis=1)]
+        similarity = (embeddings @ texts.T).max(axis=1)
+    base = _provenance(encoder, classes, templates, probe, index, k, abstain_below)
     results = []
     for row, path in enumerate(paths):
         result = {"path": display_path(path), "model": model_record(encoder.info),
@@ -98,7 +134,29 @@ def classify(
             result["operating_point"] = probe.operating_point
         if probe is None:
             result["templates"] = list(templates or DEFAULT_TEMPLATES)
+            result["similarity"] = round(float(similarity[row]), 6)
+            result["ood_score"] = round(1.0 - float(similarity[row]), 6)
+            if abstain_below is not None:
+                result["abstained"] = bool(similarity[row] < abstain_below)
+                if result["abstained"]:
+                    result["prediction"] = OTHER
         if index is not None:
             result["evidence"] = [hit.to_dict() for hit in index.search(embeddings[row], k)]
+        result["provenance"] = replace(base, inputs=(f"file-sha256:{content_sha256(Path(path))}",))
         results.append(result)
     return results
+
+
+def _provenance(encoder: Encoder, classes: Sequence[str], templates: Sequence[str] | None, probe: Probe | None,
+                index: Index | None, k: int, abstain_below: float | None) -> Provenance:
+    """What every result of one :func:`classify` call shares (all but the input)."""
+    if probe is None:
+        parameters: dict[str, Any] = {"method": "zero-shot", "classes": list(classes),
+                                      "templates": list(templates or DEFAULT_TEMPLATES), "abstain_below": abstain_below}
+    else:
+        parameters = {"method": "probe", "head": type(probe.head).__name__, "classes": list(classes),
+                      "operating_point": probe.operating_point}
+    if index is not None:
+        parameters["evidence"] = {"index": index.location, "size": len(index), "k": k}
+    return Provenance(kind="classification", model=encoder.info.name, weights_sha256=encoder.info.weights_sha256,
+                      parameters=parameters)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfm.errors import MedfmError, display_path
+from medfm.errors import FileError, MedfmError
 from medfm.io import load
 from medfm.io.formats import atomic_path
 from medfm.models.encoders.base import Encoder
@@ -94,7 +94,7 @@ def embed_paths(
     Planes of several files go through the encoder together, ``batch_size`` at a time.
     ``cache``: ``True`` for :func:`default_cache_dir`, a folder, or ``False`` for none.
     ``progress(done, total)`` is called after each file. An unreadable file or one the
-    encoder cannot take raises :class:`MedfmError` naming it.
+    encoder cannot take raises :class:`~medfm.errors.FileError` (path and reason as fields).
     """
     if batch_size < 1:
         raise MedfmError(f"batch_size must be at least 1; got {batch_size}")
@@ -138,7 +138,7 @@ def embed_paths(
         try:
             file_planes = sample_planes(image, max_planes, window)
         except MedfmError as exc:
-            raise MedfmError(f"{display_path(path)}: {exc}") from None
+            raise FileError(path, str(exc)) from None
         pending.append((row, content, len(file_planes)))
         planes.extend(file_planes)
         if len(planes) >= batch_size:

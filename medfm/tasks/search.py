@@ -1,4 +1,4 @@
-"""Similar-case search: embed a collection into an index, then query it by image or text.
+"""Similar-case search: embed a collection into an index, then query it by image, text or an indexed item.
 
 :func:`build_index` is resumable: ids already in the index are skipped, and the index
 is saved after every chunk and at the end, so an interrupted build loses at most one
@@ -23,7 +23,8 @@ from medfm.index import Hit, Index, open_or_create_index
 from medfm.io import Image
 from medfm.models.encoders.base import Encoder
 from medfm.models.encoders.planes import embed_image
-from medfm.tasks.embed import embed_paths
+from medfm.provenance import Provenance, pixels_id, text_id
+from medfm.tasks.embed import content_sha256, embed_paths
 
 #: Paths embedded between two checkpoints of the index during a build.
 CHUNK = 256
@@ -38,6 +39,17 @@ class Item:
     id: int
     path: str
     metadata: dict[str, Any]
+
+
+class Hits(list):
+    """The hits of one :func:`search`, best first (a list of :class:`~medfm.index.Hit`), with
+    ``provenance``: which model and index answered which query, with which settings, and
+    ``best_score``: the best similarity found, also when abstaining dropped every hit."""
+
+    def __init__(self, hits: Sequence[Hit], provenance: Provenance, best_score: float | None = None) -> None:
+        super().__init__(hits)
+        self.provenance = provenance
+        self.best_score = best_score
 
 
 @dataclass
@@ -175,16 +187,53 @@ def embed_query(encoder: Encoder, *, image: str | os.PathLike | Image | None = N
 
 def search(
     index: Index,
-    encoder: Encoder,
+    encoder: Encoder | None,
     *,
     image: str | os.PathLike | Image | None = None,
     text: str | None = None,
+    item_id: int | None = None,
     k: int = 10,
     where: Mapping[str, Any] | None = None,
     exact: bool = False,
-) -> list[Hit]:
-    """The ``k`` indexed images most similar to ``image`` or ``text``, best first, among
-    those whose metadata matches ``where`` (``{"modality": "CT"}``, ...). ``encoder`` must
-    be the index's model."""
-    index.check_model(encoder.info)
-    return index.search(embed_query(encoder, image=image, text=text), k, where=where, exact=exact)
+    abstain_below: float | None = None,
+) -> Hits:
+    """The ``k`` indexed images most similar to the query, best first, among those whose
+    metadata matches ``where`` (``{"modality": "CT"}``, ...); ``exact`` compares against
+    every matching vector instead of the approximate graph.
+
+    The query is exactly one of ``image`` (path or :class:`Image`), ``text``, or ``item_id``:
+    an indexed item, searched by its stored embedding (nothing is read or encoded; an id
+    the index does not hold raises :class:`~medfm.index.MissingIdsError`). ``encoder`` must
+    be the index's model; it may be ``None`` for an ``item_id`` query.
+
+    The hits' ``provenance`` (kind ``search``) names the model and its weights, the query
+    by a hash (:func:`~medfm.provenance.text_id`, the file's sha256 or
+    :func:`~medfm.provenance.pixels_id`: a query text may name the patient) or by the
+    indexed item's id, and the index (location and size), ``k``, ``where`` and ``exact``.
+
+    With ``abstain_below`` (a similarity; :func:`medfm.models.registry.abstention_thresholds`
+    gives the calibrated one for text queries), hits less similar than it are dropped: a
+    query for something the index does not hold then answers with no hits rather than with
+    the least unlike ones. ``Hits.best_score`` keeps the best score found either way.
+    """
+    if sum(query is not None for query in (image, text, item_id)) != 1:
+        raise MedfmError("give exactly one query: an image, a text or an indexed item's id")
+    if item_id is not None:
+        if encoder is not None:
+            index.check_model(encoder.info)
+        vector, query = index.vectors([item_id])[0], f"index-item:{item_id}"
+    else:
+        if encoder is None:
+            raise MedfmError("an image or text query needs the index's model to embed it")
+        index.check_model(encoder.info)
+        vector = embed_query(encoder, image=image, text=text)
+        query = (text_id(text) if text is not None else pixels_id(image.array) if isinstance(image, Image)
+                 else f"file-sha256:{content_sha256(Path(image))}")
+    found = index.search(vector, k, where=where, exact=exact)
+    provenance = Provenance(
+        kind="search", model=index.model["name"], weights_sha256=index.model["weights_sha256"], inputs=(query,),
+        parameters={"index": index.location, "size": len(index), "k": k, "where": dict(where or {}), "exact": exact,
+                    "abstain_below": abstain_below},
+    )
+    kept = [hit for hit in found if abstain_below is None or hit.score >= abstain_below]
+    return Hits(kept, provenance, best_score=found[0].score if found else None)

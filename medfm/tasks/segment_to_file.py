@@ -20,7 +20,7 @@ from medfm.io.image import Image
 from medfm.io.label_maps import save_segmentation
 from medfm.models.segmenters import Prompt, Segmenter
 from medfm.tasks.prompt_text import parse_prompts
-from medfm.tasks.segment import measure, propagate, segment
+from medfm.tasks.segment import PropagationRule, measure, propagate, segment
 
 
 def segment_file(
@@ -31,12 +31,14 @@ def segment_file(
     boxes: Sequence[str] = (),
     scribble: str | os.PathLike | None = None,
     prompts_file: str | os.PathLike | None = None,
-    propagate_prompts: bool = False,
+    propagation: PropagationRule | None = None,
 ) -> dict[str, Any]:
     """Load ``source``, segment it from the prompts, write ``output`` atomically; the summary.
 
-    The summary holds the model, weights sha256, medfm version, prompts, per structure
-    its size (voxels, and mm² or mm³ from the spacing) and mean score, and timings in s.
+    The summary holds, per structure, its size (voxels, and mm² or mm³ from the spacing),
+    planes and mean score; timings in s; and the label map's ``provenance``
+    (:class:`~medfm.provenance.Provenance`: model, weights sha256, medfm version, prompts,
+    per-plane scores), the record the file carries.
     """
     started = time.perf_counter()
     image = load(source)
@@ -44,29 +46,29 @@ def segment_file(
     prompts = parse_prompts(image, points, boxes, scribble, prompts_file)
     loaded = time.perf_counter()
     axis = "k" if image.spatial_shape[2] > 1 or image.num_frames == 1 else "t"
-    if propagate_prompts:
+    if propagation is not None:
         by_plane: dict[int, list[Prompt]] = {}
         for prompt in prompts:
             by_plane.setdefault((prompt.slice_index if axis == "k" else prompt.frame_index) or 0, []).append(prompt)
-        labels = propagate(image, segmenter, by_plane, axis=axis)
+        labels = propagate(image, segmenter, by_plane, axis=axis, rule=propagation)
     else:
         labels = segment(image, prompts, segmenter)
     segmented = time.perf_counter()
     save_segmentation(labels, output, series)
-    record = labels.metadata["segmentation"]
+    record = labels.provenance
     sizes = {entry["label"]: entry for entry in measure(labels)}
     structures = []
-    for structure in record["structures"]:
+    for structure in record.to_dict()["structures"]:
         scores = [plane["score"] for plane in structure["planes"]]
         size = sizes.get(structure["label"], {"voxels": 0})
         structures.append({**{k: v for k, v in structure.items() if k != "planes"}, **size,
                            "planes": len(scores), "score": float(np.mean(scores))})
     return {
         "input": display_path(source), "output": display_path(output),
-        "model": record["model"], "weights_sha256": record["weights_sha256"], "medfm_version": record["medfm_version"],
-        "propagated": propagate_prompts, "prompts": record["prompts"], "structures": structures,
+        "propagated": propagation is not None, "structures": structures,
         "timing_s": {"load": round(loaded - started, 3), "segment": round(segmented - loaded, 3),
                      "write": round(time.perf_counter() - segmented, 3)},
+        "provenance": record,
     }
 
 

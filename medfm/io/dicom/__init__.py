@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medfm.errors import MedfmError, UnreadableFileError, display_path
+from medfm.errors import MedfmError, UnreadableFileError
 from medfm.io.dicom.frames import looks_like_dicom
 from medfm.io.formats import Format, register_format
 from medfm.io.image import Image, affine_from_lps
+from medfm.provenance import Provenance
 
 if TYPE_CHECKING:
     from medfm.io.dicom.frames import Frame
@@ -43,7 +44,8 @@ class DicomSeries:
     (a missing slice, say) and the geometry is a best guess from the first frame.
     ``metadata`` is non-identifying; ``phi`` holds patient identifiers as strings.
     ``frames`` (filled by the scan) lets :func:`read_series` skip re-reading headers; when
-    empty, the files are scanned again.
+    empty, the files are scanned again. ``provenance_record`` is the JSON provenance a
+    medfm output (a SEG) carries (:mod:`medfm.io.dicom.provenance`), parsed by :func:`read_series`.
     """
 
     series_uid: str
@@ -56,10 +58,12 @@ class DicomSeries:
     affine: np.ndarray = field(repr=False)
     problem: str | None = None
     frames: list[Frame] = field(default_factory=list, repr=False)
+    provenance_record: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_frames(cls, series_uid: str, header, files: list[Path], frames: list[Frame]) -> DicomSeries:
         from medfm.io.dicom.geometry import plan_volume
+        from medfm.io.dicom.provenance import provenance_text
         from medfm.io.dicom.scan import describe
 
         metadata, phi = describe(header)
@@ -81,7 +85,8 @@ class DicomSeries:
                 np.asarray(first.position, dtype=float),
             )
         spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
-        return cls(series_uid, str(metadata.get("study_uid", "")), list(files), metadata, phi, shape, spacing, affine, problem, frames)
+        return cls(series_uid, str(metadata.get("study_uid", "")), list(files), metadata, phi, shape, spacing, affine, problem, frames,
+                   provenance_text(header))
 
 
 @contextmanager
@@ -105,18 +110,22 @@ def scan_dicom(paths: Iterable[Path]) -> tuple[list[DicomSeries], list[tuple[Pat
         return scan(paths)
 
 
-def series_label(series: DicomSeries) -> str:
-    """How messages name a series: its folder, number and description (no identifiers)."""
-    folder = os.path.commonpath([Path(p).parent for p in series.files])
+def series_folder(series: DicomSeries) -> str:
+    """The folder that holds every file of the series."""
+    return os.path.commonpath([Path(p).parent for p in series.files])
+
+
+def series_name(series: DicomSeries) -> str:
+    """How messages name a series within its folder: number and description (no identifiers)."""
     number = series.metadata.get("series_number", "?")
     description = series.metadata.get("series_description")
-    return f"{display_path(folder)}: series {number}" + (f" ({description})" if description else "")
+    return f"series {number}" + (f" ({description})" if description else "")
 
 
 def read_series(series: DicomSeries) -> list[Image]:
     """Decode pixels and assemble the series: one image ``(I, J, K, T, C)``, dcm2niix's layout.
 
-    Raises :class:`~medfm.errors.MedfmError` naming the series (and file) for anything it
+    Raises :class:`~medfm.errors.UnreadableFileError` naming the series' folder (or file) for anything it
     cannot place on a regular grid or decode.
     """
     from medfm.io.dicom.geometry import plan_volume
@@ -133,10 +142,16 @@ def read_series(series: DicomSeries) -> list[Image]:
     try:
         plan = plan_volume(frames)
     except MedfmError as exc:
-        raise MedfmError(f"{series_label(series)}: {exc}") from None
+        raise UnreadableFileError(series_folder(series), f"{series_name(series)}: {exc}") from None
+    try:
+        provenance = Provenance.from_json(series.provenance_record) if series.provenance_record else None
+    except MedfmError as exc:
+        raise UnreadableFileError(series_folder(series), f"{series_name(series)}: {exc}") from None
     modality = series.metadata.get("modality") or "OT"
     with quiet_pydicom():
-        return [assemble(plan, modality, series.metadata, series.phi)]
+        image = assemble(plan, modality, series.metadata, series.phi)
+    image.provenance = provenance
+    return [image]
 
 
 def read_dicom(path: Path) -> list[Image]:

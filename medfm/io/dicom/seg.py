@@ -8,6 +8,12 @@ neighbour). The SEG's frames therefore correspond pixel for pixel to the source 
 which highdicom references one by one. Label values become segment numbers 1..n in
 ascending order, each named by its structure's ``label_name`` (else "label V").
 :func:`read_seg` reads the segment numbers back onto the series' grid the same way.
+
+A SEG is written only with the label map's :class:`~medfm.provenance.Provenance`: the
+algorithm identification names its model (version: the weights' sha256, or medfm's
+version for randomly initialised weights; family: artificial intelligence), and the whole
+record (prompts and scores included) goes in a private element
+(:mod:`medfm.io.dicom.provenance`), which :func:`medfm.load` reads back.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from medfm.errors import MedfmError, UnreadableFileError
+from medfm.errors import MedfmError, UnreadableFileError, display_path
 from medfm.io.dicom import DicomSeries, quiet_pydicom
+from medfm.io.dicom.provenance import add_provenance
 from medfm.io.formats import atomic_path
 from medfm.io.image import Image
 
@@ -27,17 +34,18 @@ from medfm.io.image import Image
 def write_seg(labels: Image, series: DicomSeries, path: str | os.PathLike) -> Path:
     """Write the label map ``labels`` (on ``series``' grid) as a BINARY DICOM SEG, atomically.
 
-    The algorithm identification carries ``labels.metadata["segmentation"]``'s model name
-    and weights sha256 (as the algorithm version), and medfm's version.
+    ``labels.provenance`` is required: a SEG never says "unknown" algorithm.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom import dcmread
     from pydicom.uid import generate_uid
 
-    from medfm import __version__
-
-    record: dict[str, Any] = labels.metadata.get("segmentation", {})
+    path = Path(path)
+    provenance = labels.provenance
+    if provenance is None:
+        raise MedfmError(f"{display_path(path)}: the label map has no provenance (the model and prompts that made it): "
+                         "no DICOM SEG written; make it with medfm.tasks.segment or set Image.provenance")
     if labels.num_frames != 1:
         raise MedfmError(f"DICOM SEG output takes one volume; this label map has {labels.num_frames} frames: write .nii.gz")
     frames = sorted(series.frames, key=lambda f: (str(f.path), f.index))
@@ -55,22 +63,27 @@ def write_seg(labels: Image, series: DicomSeries, path: str | os.PathLike) -> Pa
     segment_number[values] = np.arange(1, len(values) + 1)
     planes = np.stack([segment_number[_labels_on_frame(labels, frame)] for frame in frames])
 
-    names = {s["label"]: s.get("label_name") for s in record.get("structures", [])}
-    model = str(record.get("model") or "unknown")
-    sha256 = record.get("weights_sha256")
+    names = {s["label"]: s.get("label_name") for s in provenance.structures}
+    model = provenance.model
+    parameters = {"weights_sha256": provenance.weights_sha256 or "none (randomly initialised)",
+                  "medfm_version": provenance.medfm_version}
+    if provenance.adapter is not None:
+        parameters.update(adapter=provenance.adapter, adapter_sha256=provenance.adapter_sha256)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model[:64],
         family=codes.cid7162.ArtificialIntelligence,
-        version=sha256 or "unrecorded",
-        parameters={"weights_sha256": sha256 or "unrecorded", "medfm_version": __version__},
+        version=provenance.weights_sha256 or f"medfm {provenance.medfm_version}"[:64],
+        parameters=parameters,
     )
+    algorithm_type = (hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC if provenance.prompts
+                      else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC)
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=(names.get(value) or f"label {value}")[:64],
             segmented_property_category=codes.SCT.Tissue,
             segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+            algorithm_type=algorithm_type,
             algorithm_identification=algorithm,
         )
         for number, value in enumerate(values, start=1)
@@ -91,12 +104,12 @@ def write_seg(labels: Image, series: DicomSeries, path: str | os.PathLike) -> Pa
             instance_number=1,
             manufacturer="medfm",
             manufacturer_model_name=model[:64],
-            software_versions=f"medfm {__version__}",
+            software_versions=f"medfm {provenance.medfm_version}",
             device_serial_number="none",
             content_description=f"medfm segment with {model}"[:64],
             series_description=f"SEG {model}"[:64],
         )
-        path = Path(path)
+        add_provenance(seg, provenance)
         with atomic_path(path) as tmp:
             seg.save_as(tmp)
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -42,3 +43,16 @@ class Encoder(ABC):
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """``(N, embed_dim)`` float32 unit rows; image-only encoders refuse."""
         raise MedfmError(f"encoder {self.info.name!r} has no text tower; use an image-text model")
+
+
+def model_record(info: EncoderInfo) -> dict[str, Any]:
+    """What an index or probe stores of the model that made its vectors.
+
+    Refuses a model whose weights are not identified (randomly initialised, no sha256):
+    it gives other embeddings each time it is loaded, so stored vectors could never be
+    matched again and every later query would be silently wrong.
+    """
+    if not info.weights_sha256:
+        raise MedfmError(f"model {info.name!r} has no identified weights (randomly initialised): its embeddings "
+                         "change on every load, so they cannot be stored; give a checkpoint")
+    return {"name": info.name, "embed_dim": int(info.embed_dim), "weights_sha256": info.weights_sha256}

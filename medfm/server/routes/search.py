@@ -2,48 +2,53 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from medfm.errors import MedfmError
-from medfm.index import Index
+from medfm.errors import FileError, MedfmError
+from medfm.index import MissingIdsError, parse_where
 from medfm.server.routes.catalog import display_name
 from medfm.server.state import ServerState, get_state
 
 router = APIRouter(prefix="/api", tags=["search"])
 
 
+#: Metadata a search may filter on: what a hit shows (an index also holds each image's path, which may
+#: name the patient and must not be guessable through filters).
+WHERE_KEYS = ("modality", "body_part", "dataset")
+#: Most hits one response carries.
+MAX_HITS = 1000
+
+
 @router.get("/search")
 def search(image_id: int | None = None, text: str | None = None, k: int = 10,
-           state: ServerState = Depends(get_state)) -> dict[str, Any]:
-    from medfm.tasks.search import embed_query
+           where: Annotated[list[str] | None, Query(description="KEY=VALUE, repeatable; KEY one of modality, body_part, dataset")] = None,
+           exact: bool = False, abstain: bool = False, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    from medfm.models.registry import abstention_threshold
+    from medfm.tasks.search import search as search_index
 
     if (image_id is None) == (text is None):
         raise MedfmError("give exactly one of image_id and text")
-    if not 1 <= k <= 1000:
-        raise MedfmError(f"k must be from 1 to 1000; got {k}")
+    if k > MAX_HITS:
+        raise MedfmError(f"k must be at most {MAX_HITS}; got {k}")
+    filters = parse_where(where or [])
+    if unknown := sorted(set(filters) - set(WHERE_KEYS)):
+        raise MedfmError(f"where can filter on {', '.join(WHERE_KEYS)}; got {', '.join(unknown)}")
     with state.encoder_lock:
         index = state.index()
         if index is None:
             raise MedfmError("the catalog is not indexed yet: POST /api/index/build first")
-        index.check_model(state.encoder.info)
-        query = _stored_vector(index, image_id) if image_id is not None else None
-        if query is None:
-            image = state.load_image(image_id).image if image_id is not None else None
-            query = embed_query(state.encoder, image=image, text=text)
-        hits = index.search(query, k)
-    return {"hits": [_hit(state, hit.id, hit.score) for hit in hits]}
-
-
-def _stored_vector(index: Index, image_id: int) -> np.ndarray | None:
-    """An indexed image's stored embedding (nothing to read or encode again); ``None`` if not indexed yet."""
-    try:
-        return index.vectors([image_id])[0]
-    except MedfmError:
-        return None
+        query = {"text": text} if text is not None else {"item_id": image_id}
+        threshold = abstention_threshold(index.model["name"], index.model["weights_sha256"], "search") if abstain else None
+        options = {"k": k, "where": filters, "exact": exact, "abstain_below": threshold}
+        try:
+            hits = search_index(index, state.encoder, **query, **options)
+        except MissingIdsError:  # an image not indexed yet (just uploaded): read and embed it
+            hits = search_index(index, state.encoder, image=state.load_image(image_id).image, **options)
+    return {"hits": [_hit(state, hit.id, hit.score) for hit in hits],
+            "best_score": None if hits.best_score is None else round(float(hits.best_score), 6), "abstain_below": threshold}
 
 
 def _hit(state: ServerState, image_id: int, score: float) -> dict[str, Any]:
@@ -57,18 +62,29 @@ def build_index(state: ServerState = Depends(get_state)) -> dict[str, str]:
     return {"job": state.index_new_images()}
 
 
+#: Most labels one request may score: each is encoded once per prompt template while the encoder is held.
+MAX_LABELS = 100
+
+
 class ClassifyIn(BaseModel):
-    labels: list[str] = Field(min_length=2)
+    #: checked as the CLI's labels are, by medfm.tasks.classify.check_labels
+    labels: list[str] = Field(max_length=MAX_LABELS)
+    #: answer "other" when the image is like none of the labels (the encoder's calibrated threshold)
+    abstain: bool = False
 
 
 @router.post("/images/{image_id}/classify")
 def classify(image_id: int, body: ClassifyIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    from medfm.models.registry import abstention_threshold
     from medfm.tasks.classify import classify as classify_images
 
     record = state.record(image_id)
     try:
         with state.encoder_lock:
-            (result,) = classify_images([record.source_path], state.encoder, labels=body.labels)
-    except MedfmError as exc:
-        raise MedfmError(f"image {image_id} cannot be classified: {str(exc).rsplit(': ', 1)[-1]}") from None
-    return {"probabilities": result["probabilities"], "prediction": result["prediction"], "model": result["model"]}
+            info = state.encoder.info
+            threshold = abstention_threshold(info.name, info.weights_sha256, "zero_shot") if body.abstain else None
+            (result,) = classify_images([record.source_path], state.encoder, labels=body.labels, abstain_below=threshold)
+    except FileError as exc:  # its path may name the patient: say which image by id
+        raise MedfmError(f"image {image_id} cannot be classified: {exc.reason}") from None
+    return {"probabilities": result["probabilities"], "prediction": result["prediction"], "model": result["model"],
+            **{key: result[key] for key in ("similarity", "ood_score", "abstained") if key in result}}
