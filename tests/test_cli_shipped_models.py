@@ -17,6 +17,9 @@ from PIL import Image as PILImage
 
 from medfm.eval.seg_metrics import dice
 from medfm.io.synthetic import phantom, write_disc_phantoms
+from medfm.models.registry import list_segmenters
+
+SHIPPED_INTERACTIVE_SHA256 = list_segmenters()["medfm-interactive"]["weights"]["sha256"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -100,7 +103,8 @@ def test_segment_a_disc_from_its_box(tmp_path: Path, capsys) -> None:
         box = f"{columns.min()},{rows.min()},{columns.max()},{rows.max()}"
         code, out, err = run_cli(["segment", str(images / name), "--box", box, "-o", str(tmp_path / f"out_{name}"), "--json"], capsys)
         assert code == 0, err
-        assert json.loads(out)["model"] == "medfm-interactive"
+        record = json.loads(out)["provenance"]
+        assert record["model"] == "medfm-interactive" and record["weights_sha256"] == SHIPPED_INTERACTIVE_SHA256
         written = np.asarray(PILImage.open(tmp_path / f"out_{name}"))
         assert written.shape == truth.shape
         assert dice(written > 0, truth) > 0.8, name
