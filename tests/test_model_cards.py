@@ -101,3 +101,22 @@ def test_clip_card_tables_match_its_results() -> None:
 def test_markdown_tables_are_read_by_header() -> None:
     text = "intro\n\n| a | b |\n|---|---|\n| 1 | **2** |\n| 3 | 4 |\n\nafter\n| x |\n|---|\n| y |\n"
     assert markdown_tables(text) == [[{"a": "1", "b": "2"}, {"a": "3", "b": "4"}], [{"x": "y"}]]
+
+
+def test_clip_card_abstention_table_matches_its_calibration_and_the_config() -> None:
+    card = (CARDS / "medfm-clip-small.md").read_text()
+    results = json.loads((CARDS / "medfm-clip-small.abstention.json").read_text())
+    assert "--results medfm/models/cards/medfm-clip-small.abstention.json" in card
+    assert results["weights_sha256"] == list_encoders()["medfm-clip-small"]["weights"]["sha256"]
+    rows = table_with(card, "threshold (cosine)")
+    assert [row["answer"].split(",")[0] for row in rows] == ["zero-shot", "zero-shot", "text search"]
+    for row, key in zip(rows, ("zero_shot_modality", "zero_shot_region", "search"), strict=True):
+        measured = results[key]
+        threshold = as_printed(measured["threshold"], 4)
+        assert row["threshold (cosine)"] == threshold or (row["threshold (cosine)"] == "—" and threshold in row["answer"]), key
+        assert row["test AUROC in-set vs out-of-set"] == as_printed(measured["test_auroc"], 3), key
+        assert row["in-set kept"] == as_printed(measured["test_in_set_kept"], 3), key
+        assert row["out-of-set abstained"] == as_printed(measured["test_out_of_set_abstained"], 3), key
+        assert row["test cases"] == f"{measured['test_n']['in_set']} + {measured['test_n']['out_of_set']}", key
+    stored = list_encoders()["medfm-clip-small"]["abstention"]
+    assert stored["zero_shot"] == results["zero_shot_modality"]["threshold"] and stored["search"] == results["search"]["threshold"]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import print_json
+from medfm.cli.output import ResultsOption, print_json, write_json
 from medfm.errors import display_path
 
 train_app = typer.Typer(no_args_is_help=True, help="Train medfm's own models.")
@@ -74,6 +74,7 @@ def train_abstention_command(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Local weights for the model.")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets (default ../shared/data).")] = None,
     keep: Annotated[float, typer.Option("--keep", min=0.5, max=1.0, help="Fraction of in-set validation cases kept.")] = 0.95,
+    results: ResultsOption = None,
 ) -> None:
     """Calibrate the similarity thresholds under which zero-shot answers and search hits abstain; prints
     them (from the val split) with their held-out AUROC and rates (test split) as JSON."""
@@ -83,4 +84,7 @@ def train_abstention_command(
     from medfm.train.abstention import calibrate_abstention
 
     torch.set_num_threads(1)  # a shared CPU: one core
-    print_json(calibrate_abstention(data or Path("../shared/data"), create_encoder(model, checkpoint), keep))
+    report = calibrate_abstention(data or Path("../shared/data"), create_encoder(model, checkpoint), keep)
+    if results is not None:
+        write_json(report, results)
+    print_json(report)
