@@ -13,6 +13,7 @@ from fakeencoder import FakeEncoder, fake_models  # noqa: F401  (the fixture)
 from medfm.errors import MedfmError
 from medfm.io import Image, save
 from medfm.models.registry import abstention_threshold, create_encoder, list_encoders
+from medfm.paths import shared_data_dir
 from medfm.tasks.classify import OTHER, classify
 from medfm.tasks.search import build_index, search
 
@@ -91,7 +92,7 @@ def test_probes_do_not_take_the_zero_shot_threshold(pictures: list[Path]) -> Non
         classify(pictures, encoder, probe=probe, abstain_below=0.5)
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = shared_data_dir()
 
 
 @pytest.mark.integration

@@ -216,3 +216,28 @@ def test_fit_probe_reports_cross_validation_and_warns_when_it_does_not_beat_the_
     code, out, err = run_cli(["fit-probe", str(shuffled), "--model", "fake-clip", "--label-column", "diagnosis",
                               "-o", str(tmp_path / "guess.json")], capsys)
     assert code == 0 and "medfm: warning: the probe does not beat always answering 'normal' (accuracy 0.750)" in err
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"target_sensitivity": 0.9}, "a target sensitivity (0.9) is reached on a calibration manifest; give one"),
+    ({"target_specificity": 0.8}, "a target specificity (0.8) is reached on a calibration manifest; give one"),
+    ({"target_sensitivity": 0.9, "target_specificity": 0.8, "calibration": "cal.csv"},
+     "give a target sensitivity or a target specificity, not both"),
+    ({"encoder": None}, "fitting a probe needs a model or an index to take embeddings from"),
+])
+def test_fit_probe_refuses_what_it_used_to_ignore_before_reading_anything(tmp_path, options, message):
+    from medfm.models import create_encoder
+    from medfm.train.probe import fit_probe
+
+    # the manifest does not exist: the rule is checked first, in the library, not in the CLI
+    with pytest.raises(MedfmError) as caught:
+        fit_probe(tmp_path / "missing.csv", "diagnosis", **{"encoder": create_encoder("fake-clip"), **options})
+    assert str(caught.value) == message
+
+
+def test_fit_probe_cli_reports_the_library_rule(tmp_path, capsys):
+    train = write_set(tmp_path / "train", 8, 0)
+    code, _, err = run_cli(["fit-probe", str(train), "--model", "fake-clip", "--label-column", "diagnosis",
+                            "-o", str(tmp_path / "p.json"), "--target-specificity", "0.8"], capsys)
+    assert code == 2 and "a target specificity (0.8) is reached on a calibration manifest" in err
+    assert not (tmp_path / "p.json").exists()

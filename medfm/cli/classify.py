@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from medfm.cli.output import CheckpointOption, JsonOption, ModelOption, print_json
-from medfm.errors import MedfmError, display_path
+from medfm.errors import display_path
 
 classify_app = typer.Typer()
 
@@ -33,13 +33,13 @@ def classify(
     from medfm.index import open_index
     from medfm.models import create_encoder
     from medfm.models.probe import load_probe
-    from medfm.models.registry import abstention_threshold
-    from medfm.tasks.classify import DEFAULT_MODEL, read_labels, read_templates
+    from medfm.models.registry import DEFAULT_ENCODER, abstention_threshold
+    from medfm.tasks.classify import read_labels, read_templates
     from medfm.tasks.classify import classify as classify_images
 
     fitted = load_probe(probe) if probe else None
     names = read_labels(labels, labels_file) if labels is not None or labels_file is not None else None
-    encoder = create_encoder(model or (fitted.model["name"] if fitted else DEFAULT_MODEL), checkpoint)
+    encoder = create_encoder(model or (fitted.model["name"] if fitted else DEFAULT_ENCODER), checkpoint)
     threshold = abstain_threshold if abstain_threshold is not None else (
         abstention_threshold(encoder.info.name, encoder.info.weights_sha256, "zero_shot") if abstain else None)
     store = open_index(index) if index else None
@@ -82,19 +82,12 @@ def fit_probe(
     from medfm.models import create_encoder
     from medfm.train.probe import fit_probe as fit
 
-    if index is None and model is None:
-        raise MedfmError("give --index or --model to take embeddings from")
-    if target_sensitivity is not None and target_specificity is not None:
-        raise MedfmError("give --target-sensitivity or --target-specificity, not both")
-    if (target_sensitivity is not None or target_specificity is not None) and calibration is None:
-        raise MedfmError("an operating point is chosen on a --calibration manifest; give one")
-    target, value = (("sensitivity", target_sensitivity) if target_sensitivity is not None else
-                     ("specificity", target_specificity) if target_specificity is not None else ("youden", None))
     store = open_index(index) if index else None
     try:
         probe = fit(manifest, label_column, encoder=create_encoder(model, checkpoint) if model else None, index=store,
-                    method="knn" if knn else "logistic", k=knn or 10, calibration=calibration, target=target,
-                    value=value, positive=positive, path_column=path_column)
+                    method="knn" if knn else "logistic", k=knn or 10, calibration=calibration,
+                    target_sensitivity=target_sensitivity, target_specificity=target_specificity, positive=positive,
+                    path_column=path_column)
     finally:
         if store is not None:
             store.close()

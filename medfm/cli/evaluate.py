@@ -139,7 +139,7 @@ def robustness(
 @evaluate_app.command("interactive")
 def interactive(
     manifest: Annotated[Path, typer.Argument(help="CSV with image and mask columns (and dataset), paths relative to it.")],
-    model: Annotated[str, typer.Option("--model", help="A registered segmenter.")] = "medfm-interactive",
+    model: Annotated[str | None, typer.Option("--model", help="A registered segmenter (default: the shipped one).")] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many images per dataset.")] = None,
     max_clicks: Annotated[int, typer.Option("--max-clicks", help="Corrective clicks after the first.")] = 10,
@@ -148,9 +148,9 @@ def interactive(
 ) -> None:
     """Simulated interaction protocol: box only, 1 click, up to 10 corrective clicks; Dice per step and NoC@80/90."""
     from medfm.eval.protocols.interactive import evaluate_interactive, format_table
-    from medfm.models.registry import create_segmenter
+    from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
 
-    report = evaluate_interactive(create_segmenter(model, checkpoint), manifest, limit, max_clicks)
+    report = evaluate_interactive(create_segmenter(model or DEFAULT_SEGMENTER, checkpoint), manifest, limit, max_clicks)
     if results is not None:
         write_json(report, results)
     if as_json:
@@ -162,9 +162,10 @@ def interactive(
 @evaluate_app.command("clip")
 def clip(
     manifest: Annotated[Path, typer.Argument(help="split_manifest.csv from `medfm train clip --manifest-only`.")],
-    data: Annotated[Path, typer.Option("--data", help="Folder of the project datasets the manifest's paths are in.")] = Path("../shared/data"),
+    data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets the manifest's paths are in "
+                                              "(default $MEDFM_SHARED_DATA, else ../shared/data beside the repository).")] = None,
     split: Annotated[str, typer.Option("--split", help="Which split of the manifest to evaluate.")] = "test",
-    model: Annotated[str, typer.Option("--model", help="A registered image-text encoder.")] = "medfm-clip-small",
+    model: Annotated[str | None, typer.Option("--model", help="A registered image-text encoder (default: the shipped one).")] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
     results: ResultsOption = None,
 ) -> None:
@@ -172,11 +173,12 @@ def clip(
     and encode_planes throughput on one thread; prints JSON."""
     import torch
 
-    from medfm.models.registry import create_encoder
+    from medfm.models.registry import DEFAULT_ENCODER, create_encoder
+    from medfm.paths import shared_data_dir
     from medfm.train.clip_eval import evaluate_manifest
 
     torch.set_num_threads(1)  # the card's throughput is for one thread
-    report = evaluate_manifest(data, manifest, create_encoder(model, checkpoint), split)
+    report = evaluate_manifest(data or shared_data_dir(), manifest, create_encoder(model or DEFAULT_ENCODER, checkpoint), split)
     if results is not None:
         write_json(report, results)
     print_json(report)

@@ -21,7 +21,7 @@ def segment_command(
     box: Annotated[list[str] | None, typer.Option("--box", help="x0,y0,x1,y1[,z] in pixels (repeatable).")] = None,
     scribble: Annotated[Path | None, typer.Option("--scribble", help="Mask file on the image's grid; nonzero pixels are a positive scribble.")] = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help="JSON list of prompts (several labels, negative scribbles).")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Segmenter name, or a .json config (default medfm-interactive).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Segmenter name, or a .json config (default: the shipped segmenter).")] = None,
     checkpoint: CheckpointOption = None,
     propagate: Annotated[bool, typer.Option("--propagate", help="Carry each structure through the volume or video.")] = False,
     rule: Annotated[list[str] | None, typer.Option("--rule", help="With --propagate, a stopping-rule parameter as NAME=VALUE (repeatable): "
@@ -29,14 +29,14 @@ def segment_command(
     as_json: JsonOption = False,
 ) -> None:
     """Interactive segmentation from points, boxes and scribbles; writes a label map stamped with its provenance."""
-    from medfm.models.registry import create_segmenter
-    from medfm.tasks.segment import DEFAULT_MODEL, PropagationRule
+    from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
+    from medfm.tasks.segment import PropagationRule
     from medfm.tasks.segment_to_file import segment_file
 
     if rule and not propagate:
         raise MedfmError("--rule sets how --propagate stops; give --propagate too")
     propagation = PropagationRule.from_dict(parse_numbers(rule or [], "--rule")) if propagate else None
-    summary = segment_file(image, output, create_segmenter(model or DEFAULT_MODEL, checkpoint), points=point or [],
+    summary = segment_file(image, output, create_segmenter(model or DEFAULT_SEGMENTER, checkpoint), points=point or [],
                            boxes=box or [], scribble=scribble, prompts_file=prompts, propagation=propagation)
     if as_json:
         print_json(summary)

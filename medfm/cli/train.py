@@ -7,20 +7,24 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import ResultsOption, print_json, write_json
+from medfm.cli.output import ResultsOption, given, print_json, write_json
 from medfm.errors import display_path
 
 train_app = typer.Typer(no_args_is_help=True, help="Train medfm's own models.")
 
+DataOption = Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets "
+                                                  "(default $MEDFM_SHARED_DATA, else ../shared/data beside the repository).")]
+
 
 @train_app.command("clip")
 def train_clip_command(
-    data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets (default ../shared/data).")] = None,
+    data: DataOption = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder: image cache, checkpoint.pt, history.jsonl, weights "
                                                            "(default runs/medfm-clip).")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs over the training split (default 40).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs over the training split (default: the shipped model's schedule).")] = None,
     loss: Annotated[str | None, typer.Option("--loss", help="clip (default), convirt or siglip.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Decoded-image cache (default OUT/cache.pt).")] = None,
     stop_after: Annotated[int | None, typer.Option("--stop-after", min=1, help="End after this many epochs of the "
                                                    "--epochs schedule (resume later, perhaps with another schedule).")] = None,
     manifest_only: Annotated[bool, typer.Option("--manifest-only", help="Only write OUT/split_manifest.csv (every image's "
@@ -29,51 +33,54 @@ def train_clip_command(
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
     import torch
 
-    from medfm.train.clip import train_clip
+    from medfm.paths import shared_data_dir
+    from medfm.train.clip import RUN_FOLDER, train_clip
 
     if manifest_only:
         from medfm.train.clip_data import collect, write_split_manifest
 
-        path = (out or Path("runs/medfm-clip")) / "split_manifest.csv"
-        rows = write_split_manifest(collect(data or Path("../shared/data")), path)
+        path = (out or RUN_FOLDER) / "split_manifest.csv"
+        rows = write_split_manifest(collect(data or shared_data_dir()), path)
         typer.echo(f"{display_path(path)}: {rows} images")
         return
     torch.set_num_threads(1)  # a shared CPU: one core
-    given = {"data": data, "out": out, "epochs": epochs, "loss": loss, "stop_after": stop_after}
-    typer.echo(display_path(train_clip(resume=resume, **{k: v for k, v in given.items() if v is not None})))
+    options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after)
+    typer.echo(display_path(train_clip(resume=resume, **options)))
+
 
 @train_app.command("interactive")
 def train_interactive_command(
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoint, weights and the validation manifest.")],
     minutes: Annotated[float, typer.Option("--minutes", help="Wall-time budget, counted across resumes.")] = 45.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
-    data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets (default ../shared/data).")] = None,
+    data: DataOption = None,
     cache: Annotated[Path, typer.Option("--cache", help="Decoded-data cache, outside the repository.")] = Path("/tmp/medfm_interactive_cache.npz"),
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step (default: the shipped model's).")] = None,
     manifest_only: Annotated[bool, typer.Option("--manifest-only", help="Only write OUT/val_manifest.csv, the held-out "
                                                 "split for `medfm evaluate interactive`, and stop.")] = False,
 ) -> None:
     """Train medfm-interactive with simulated clicks, boxes, scribbles and correction loops; prints validation Dice."""
     import torch
 
-    from medfm.train.interactive import DATA_ROOT, train, write_val_manifest
+    from medfm.paths import shared_data_dir
+    from medfm.train.interactive import train, write_val_manifest
 
     if manifest_only:
-        rows = write_val_manifest(data or DATA_ROOT, out / "val_manifest.csv")
+        rows = write_val_manifest(data or shared_data_dir(), out / "val_manifest.csv")
         typer.echo(f"{display_path(out / 'val_manifest.csv')}: {rows} validation images")
         return
     torch.set_num_threads(1)  # a shared CPU: one core
-    print_json(train(out, minutes, resume, cache, data or DATA_ROOT, batch_size=batch_size, log=typer.echo))
+    print_json(train(out, minutes, resume, cache, data or shared_data_dir(), log=typer.echo, **given(batch_size=batch_size)))
 
 
 
 
 @train_app.command("abstention")
 def train_abstention_command(
-    model: Annotated[str, typer.Option("--model", help="Image-text model to calibrate.")] = "medfm-clip-small",
+    model: Annotated[str | None, typer.Option("--model", help="Image-text model to calibrate (default: the shipped one).")] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Local weights for the model.")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets (default ../shared/data).")] = None,
-    keep: Annotated[float, typer.Option("--keep", min=0.5, max=1.0, help="Fraction of in-set validation cases kept.")] = 0.95,
+    keep: Annotated[float | None, typer.Option("--keep", min=0.5, max=1.0, help="Fraction of in-set validation cases kept.")] = None,
     results: ResultsOption = None,
 ) -> None:
     """Calibrate the similarity thresholds under which zero-shot answers and search hits abstain; prints
@@ -81,10 +88,11 @@ def train_abstention_command(
     import torch
 
     from medfm.models import create_encoder
+    from medfm.models.registry import DEFAULT_ENCODER
     from medfm.train.abstention import calibrate_abstention
 
     torch.set_num_threads(1)  # a shared CPU: one core
-    report = calibrate_abstention(data or Path("../shared/data"), create_encoder(model, checkpoint), keep)
+    report = calibrate_abstention(create_encoder(model or DEFAULT_ENCODER, checkpoint), **given(data=data, keep=keep))
     if results is not None:
         write_json(report, results)
     print_json(report)

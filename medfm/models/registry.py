@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 # waiting on a network that offline sites do not have.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+#: The image-text encoder used wherever none is named (CLI, server, zero-shot classification, training).
+DEFAULT_ENCODER = "medfm-clip-small"
+#: The promptable segmenter used wherever none is named (CLI, server, evaluation).
+DEFAULT_SEGMENTER = "medfm-interactive"
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 

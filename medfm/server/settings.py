@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medfm.models.registry import DEFAULT_ENCODER, DEFAULT_SEGMENTER
 from medfm.paths import data_dir, default_catalog_url
 
 #: Hosts that only this machine can reach: no token is needed there.
@@ -30,8 +31,8 @@ class ServerSettings:
     max_upload_bytes: int = 512 * 1024 * 1024
     rate_per_second: float = 50.0
     rate_burst: int = 200
-    segmenter: str = "medfm-interactive"
-    encoder: str = "medfm-clip-small"
+    segmenter: str = DEFAULT_SEGMENTER
+    encoder: str = DEFAULT_ENCODER
     pacs_url: str | None = None
     web_dir: Path = WEB_DIR
     session_idle_seconds: float = 3600.0

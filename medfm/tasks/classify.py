@@ -22,8 +22,6 @@ from medfm.tasks.zeroshot import DEFAULT_SCALE, DEFAULT_TEMPLATES, label_embeddi
 
 #: The prediction of an image that is like none of the labels (see ``abstain_below``).
 OTHER = "other"
-#: The image-text model for zero-shot classification when none is named.
-DEFAULT_MODEL = "medfm-clip-small"
 #: Longest zero-shot label: a prompt beyond a text tower's context (CLIP reads 77 tokens) is cut off silently.
 MAX_LABEL_CHARS = 200
 

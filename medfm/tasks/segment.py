@@ -22,11 +22,9 @@ from scipy import ndimage
 
 from medfm.errors import MedfmError
 from medfm.io.image import Image
-from medfm.models.segmenters import Prediction, Prompt, Segmenter, SegmenterInfo
+from medfm.models.segmenters import Prediction, Prompt, Segmenter, SegmenterInfo, mask_box
 from medfm.provenance import Provenance, pixels_id
 
-#: The segmenter the CLI uses when no ``--model`` is given.
-DEFAULT_MODEL = "medfm-interactive"
 AXES = ("k", "t")
 #: Logits given to the pixels outside the window a prediction was made in: surely background.
 _OUTSIDE_LOGIT = -20.0
@@ -276,15 +274,10 @@ def _within(prediction: Prediction, box: tuple[float, float, float, float]) -> P
 
 
 def _box_around(mask: np.ndarray, margin: float) -> tuple[float, float, float, float]:
-    """x0, y0, x1, y1 of ``mask`` (rows, columns) widened by ``margin`` times its longer side
+    """:func:`mask_box` of ``mask`` (rows, columns) widened by ``margin`` times its longer side
     (at least 2 pixels), inside the plane."""
-    rows, columns = np.nonzero(mask)
-    height, width = mask.shape
-    pad = max(2.0, margin * max(columns.max() - columns.min() + 1, rows.max() - rows.min() + 1))
-    return (
-        float(max(columns.min() - pad, 0)), float(max(rows.min() - pad, 0)),
-        float(min(columns.max() + pad, width - 1)), float(min(rows.max() + pad, height - 1)),
-    )
+    x0, y0, x1, y1 = mask_box(mask)
+    return mask_box(mask, max(2.0, margin * max(x1 - x0 + 1, y1 - y0 + 1)))
 
 
 def _plane(image: Image, k: int | None, t: int | None) -> tuple[int, int]:

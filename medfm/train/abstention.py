@@ -29,6 +29,7 @@ import numpy as np
 
 from medfm.eval.cls_metrics import roc_auc
 from medfm.models.encoders.base import Encoder
+from medfm.paths import shared_data_dir
 from medfm.tasks.zeroshot import label_embeddings
 from medfm.train.clip_data import MODALITIES, REGIONS, Sample, collect, read_plane
 from medfm.train.clip_eval import MODALITY_TEMPLATES, REGION_TEMPLATES
@@ -66,8 +67,10 @@ def _split(data: Path, encoder: Encoder, split: str) -> tuple[list[Sample], np.n
     return samples, encoder.encode_planes([read_plane(data, sample) for sample in samples])
 
 
-def calibrate_abstention(data: Path, encoder: Encoder, keep: float = 0.95) -> dict:
-    """Thresholds from ``val`` and their held-out behaviour on ``test`` (see the module)."""
+def calibrate_abstention(encoder: Encoder, data: Path | None = None, keep: float = 0.95) -> dict:
+    """Thresholds from ``val`` and their held-out behaviour on ``test`` (see the module); ``data``
+    defaults to :func:`medfm.paths.shared_data_dir`."""
+    data = data or shared_data_dir()
     val, test = _split(data, encoder, "val"), _split(data, encoder, "test")
     report: dict = {"model": encoder.info.name, "weights_sha256": encoder.info.weights_sha256, "keep_in_set": keep}
     for name, scores in (("zero_shot_modality", lambda s, e: zero_shot_scores(s, e, encoder, "modality")),

@@ -36,6 +36,17 @@ def _embeddings(paths: list[str], encoder: Encoder | None, index: Index | None, 
     return out
 
 
+def operating_target(sensitivity: float | None, specificity: float | None) -> tuple[str, float | None]:
+    """``(target, value)`` for :meth:`Probe.calibrate` from at most one of a target sensitivity and specificity."""
+    if sensitivity is not None and specificity is not None:
+        raise MedfmError("give a target sensitivity or a target specificity, not both")
+    if sensitivity is not None:
+        return "sensitivity", sensitivity
+    if specificity is not None:
+        return "specificity", specificity
+    return "youden", None
+
+
 def fit_probe(
     manifest: str | os.PathLike,
     label_column: str,
@@ -45,18 +56,23 @@ def fit_probe(
     method: str = "logistic",
     k: int = 10,
     calibration: str | os.PathLike | None = None,
-    target: str = "youden",
-    value: float | None = None,
+    target_sensitivity: float | None = None,
+    target_specificity: float | None = None,
     positive: str | None = None,
     path_column: str = "path",
     batch_size: int = 32,
 ) -> Probe:
     """A probe fitted on ``manifest``'s images and labels (``method``: ``"logistic"`` or
-    ``"knn"`` with ``k`` neighbours), with an operating point (``target``: ``"sensitivity"``,
-    ``"specificity"`` with ``value``, or ``"youden"``) chosen on ``calibration`` if given.
+    ``"knn"`` with ``k`` neighbours) and, if ``calibration`` names a labelled manifest, an
+    operating point chosen on it: the threshold reaching ``target_sensitivity`` or
+    ``target_specificity`` (at most one), else the one maximising Youden's J.
 
-    Needs ``encoder`` or ``index`` (or both: they must hold the same model).
+    Needs ``encoder`` or ``index`` (or both: they must hold the same model). A target without
+    a calibration manifest raises rather than being ignored.
     """
+    target, value = operating_target(target_sensitivity, target_specificity)
+    if target != "youden" and calibration is None:
+        raise MedfmError(f"a target {target} ({value}) is reached on a calibration manifest; give one")
     if method not in HEADS:
         raise MedfmError(f"method must be one of {', '.join(HEADS)}; got {method!r}")
     if encoder is None and index is None:

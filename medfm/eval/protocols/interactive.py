@@ -24,16 +24,12 @@ import numpy as np
 from medfm.errors import MedfmError, display_path
 from medfm.io.formats import load
 from medfm.models.segmenters.base import Segmenter
-from medfm.models.segmenters.prompt import Prompt
-from medfm.eval.protocols.interaction import bounding_box, centre_click, corrective_click
+from medfm.models.segmenters.prompt import Prompt, mask_box
+from medfm.io.label_maps import read_mask
+from medfm.eval.protocols.interaction import centre_click, corrective_click
+from medfm.eval.seg_metrics import dice
 
 THRESHOLDS = (0.8, 0.9)
-
-
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two ``(rows, columns)`` bool masks; two empty masks agree perfectly (1.0)."""
-    total = int(prediction.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int((prediction & truth).sum()) / total
 
 
 def read_manifest(manifest: str | Path) -> list[dict[str, str]]:
@@ -58,17 +54,10 @@ def read_manifest(manifest: str | Path) -> list[dict[str, str]]:
     ]
 
 
-def _truth(mask_path: str) -> np.ndarray:
-    """A mask file as ``(rows, columns)`` bool: above half its maximum (JPEG masks have halos)."""
-    plane = np.asarray(load(mask_path).frame())
-    plane = plane[..., 0] if plane.ndim == 3 else plane
-    return plane > plane.max() / 2 if plane.max() > 0 else plane.astype(bool)
-
-
 def simulate(segmenter: Segmenter, plane: np.ndarray, truth: np.ndarray, max_clicks: int = 10) -> dict[str, Any]:
     """One image through the protocol: ``{"box": Dice, "clicks": [Dice after click 1, 2, ...]}``."""
     segmenter.set_image(plane)
-    box = dice(segmenter.predict(Prompt(boxes=[tuple(bounding_box(truth))])).mask, truth)
+    box = dice(segmenter.predict(Prompt(boxes=[mask_box(truth)])).mask, truth)
     points, labels, clicks = [centre_click(truth)], [1], []
     logits = None
     while True:
@@ -118,7 +107,7 @@ def evaluate_interactive(
     for row in read_manifest(manifest):
         if limit is not None and len(runs.get(row["dataset"], [])) >= limit:
             continue
-        truth = _truth(row["mask"])
+        truth = read_mask(row["mask"])[:, :, 0].T  # the first plane, as (rows, columns)
         if not truth.any():
             continue
         runs.setdefault(row["dataset"], []).append(simulate(segmenter, load(row["image"]).frame(), truth, max_clicks))

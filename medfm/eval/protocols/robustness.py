@@ -23,11 +23,12 @@ from medfm.eval.corruptions import CORRUPTIONS, SEVERITIES, get_corruption
 from medfm.eval.protocols.degradation import RobustnessResult, degradation_curves
 from medfm.eval.seg_metrics import dice
 from medfm.io import Image, load
+from medfm.io.label_maps import read_mask
 from medfm.io.manifest import read_manifest
 from medfm.models.encoders.base import Encoder
 from medfm.models.encoders.planes import embed_image
 from medfm.models.probe import Probe
-from medfm.models.segmenters import Prompt, Segmenter
+from medfm.models.segmenters import Prompt, Segmenter, mask_box
 
 _LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: Image metadata key that carries a case's box prompt through the corruptions.
@@ -43,21 +44,6 @@ def grey_plane(image: Image, path: str) -> Image:
     if image.num_channels not in (3, 4):
         raise MedfmError(f"{display_path(path)}: {image.num_channels} channels; expected grey or RGB")
     return image.with_array(np.asarray(image.array[..., :3], np.float32) @ _LUMINANCE)
-
-
-def reference_box(mask: np.ndarray) -> tuple[float, float, float, float]:
-    """Bounding box ``x0, y0, x1, y1`` (x = column = i, y = row = j, inclusive) of an ``(I, J)`` mask."""
-    columns, rows = np.nonzero(mask)
-    return float(columns.min()), float(rows.min()), float(columns.max()), float(rows.max())
-
-
-def _mask(path: str, shape: tuple[int, int]) -> np.ndarray:
-    mask = load(path)
-    array = np.asarray(mask.array[:, :, 0, 0, :]).max(axis=-1)
-    if array.shape != shape:
-        raise MedfmError(f"{display_path(path)}: mask is {array.shape[0]}x{array.shape[1]} but its image is {shape[0]}x{shape[1]}")
-    # JPEG-compressed masks carry noise around 0 and 255: binarise at half the maximum.
-    return array > (array.max() / 2 if array.max() > 1 else 0)
 
 
 def segmenter_robustness(
@@ -81,10 +67,10 @@ def segmenter_robustness(
     for image_path, mask_name in list(zip(images, masks))[:limit]:
         mask_path = str((folder / mask_name).resolve())
         image = grey_plane(load(image_path), image_path)
-        reference = _mask(mask_path, image.spatial_shape[:2])
+        reference = read_mask(mask_path, image.spatial_shape[:2])[:, :, 0]  # (I, J)
         if not reference.any():
             raise MedfmError(f"{display_path(mask_path)}: the mask is empty, so no box prompt can be simulated")
-        image.metadata[BOX_KEY] = reference_box(reference)
+        image.metadata[BOX_KEY] = mask_box(reference.T)  # boxes are on (rows, columns) = (J, I) planes
         cases.append((image, reference))
 
     def predict(image: Image) -> np.ndarray:
