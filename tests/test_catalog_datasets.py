@@ -46,6 +46,11 @@ def case_mask(i: int) -> np.ndarray:
     return mask
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def manifest_dataset(root: Path) -> Path:
     """Four dermoscopy-like cases: images/, masks/ named ``_lesion``, an extra ROI mask column, a manifest."""
     rows = []
@@ -153,13 +158,13 @@ def test_export_writes_a_manifest_the_readers_accept(tmp_path: Path) -> None:
     assert read_mask(masks[1]).sum() == case_mask(2).astype(bool).sum()
     _paths, diagnoses = read_manifest(out, "diagnosis", "image")
     assert diagnoses == ["melanoma", "melanoma"]
-    rows = list(csv.DictReader(open(out)))
+    rows = read_csv(out)
     assert list(rows[0])[:3] == ["image", "mask", "dataset"] and rows[0]["image"].startswith("../derm/")
     assert rows[0]["roi_masks"] == "../derm/roi/IMD000_R1.png;../derm/roi/IMD000_R2.png"
     assert [row["dataset"] for row in read_interactive_manifest(out)] == ["derm", "derm"]
     absolute = tmp_path / "absolute.csv"
     export_manifest(records, absolute, absolute=True)
-    assert next(csv.DictReader(open(absolute)))["image"] == images[0]
+    assert read_csv(absolute)[0]["image"] == images[0]
     with pytest.raises(MedfmError, match="no catalog image matches"):
         export_manifest([], tmp_path / "none.csv")
     assert not (tmp_path / "none.csv").exists()

@@ -47,7 +47,14 @@ from nibabel.orientations import aff2axcodes
 
 from medfm.catalog.labels import DatasetLabels, find_labels, manifest_images
 from medfm.catalog.loading import DICOM_FORMAT
-from medfm.catalog.store import Catalog, FileRecord, ImageEntry, ImageLabelsEntry, LabelFileRecord, open_catalog
+from medfm.catalog.store import (
+    Catalog,
+    FileRecord,
+    ImageEntry,
+    ImageLabelsEntry,
+    LabelFileRecord,
+    open_catalog,
+)
 from medfm.errors import FileError, MedfmError, UnreadableFileError, display_path
 from medfm.io import detect_format, probe_all
 from medfm.io.dicom import DICOM, DicomSeries, scan_dicom

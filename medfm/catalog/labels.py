@@ -72,7 +72,8 @@ def read_manifest_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in reader.fieldnames or []]
-            rows = [{(k or "").strip(): (v or "") if isinstance(v, str) else "" for k, v in row.items()} for row in reader]
+            # A row longer than the header puts its extra cells under None, as a list: not a column.
+            rows = [{k.strip(): v or "" for k, v in row.items() if isinstance(k, str)} for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
         raise MedfmError(f"{display_path(path)}: cannot read the manifest ({reason})") from None
@@ -140,9 +141,9 @@ def _apply_layouts(files: Iterable[Path], labels: DatasetLabels) -> None:
         if image_suffix(path):
             by_folder.setdefault(path.parent, []).append(path)
     for folder, label_files in by_folder.items():
-        image_folder = folder.parent / LAYOUTS.get(folder.name, "")
-        if folder.name not in LAYOUTS or image_folder not in by_folder:
+        if folder.name not in LAYOUTS or folder.parent / LAYOUTS[folder.name] not in by_folder:
             continue
+        image_folder = folder.parent / LAYOUTS[folder.name]
         cases: dict[str, list[Path]] = {}
         for image in by_folder[image_folder]:
             cases.setdefault(_NNUNET_CHANNEL.sub("", _case_name(image)), []).append(image)
@@ -154,7 +155,7 @@ def _apply_layouts(files: Iterable[Path], labels: DatasetLabels) -> None:
                 labels.unmatched += 1
                 labels.label_paths.add(label)
             for image in images:
-                if not labels.images.get(image, ImageLabels()).files:  # a manifest's say wins
+                if not labels.images.get(image, ImageLabels()).files:  # a manifest's label files win
                     labels.add_file(image, MASK, label)
                 else:
                     labels.label_paths.add(label)
