@@ -188,8 +188,10 @@ def test_cli_ingest_query_show_and_export(tmp_path: Path, capsys: pytest.Capture
     assert code == 2 and "--where takes KEY=VALUE" in err
     code, out, _ = run_cli(["catalog", "show", "1", "--catalog", db], capsys)
     assert code == 0 and "IMD000_lesion.png  (mask)" in out and "tag   diagnosis: melanoma" in out
-    target = tmp_path / "labelled.csv"
-    code, out, _ = run_cli(["catalog", "export", "--has-mask", "-o", str(target), "--catalog", db], capsys)
+    target = tmp_path / "new" / "labelled.csv"
+    code, _, err = run_cli(["catalog", "export", "--has-mask", "-o", str(target), "--catalog", db], capsys)
+    assert code == 2 and "new" in err and not target.parent.exists()  # a missing folder needs --mkdir
+    code, out, _ = run_cli(["catalog", "export", "--has-mask", "-o", str(target), "--catalog", db, "--mkdir"], capsys)
     assert code == 0 and "3 images" in out
     assert len(read_manifest(target, "mask", "image")[0]) == 3
 

@@ -8,7 +8,13 @@ from typing import Annotated, Any
 
 import typer
 
-from medfm.cli.output import CatalogOption, JsonOption, ShowPhiOption, print_json
+from medfm.cli.output import (
+    CatalogOption,
+    JsonOption,
+    MkdirOption,
+    ShowPhiOption,
+    print_json,
+)
 from medfm.errors import MedfmError, display_path
 
 ModalityOption = Annotated[str | None, typer.Option(help="Modality, e.g. CT, MR, OT (any case).")]
@@ -137,6 +143,7 @@ def catalog_export(
     has_mask: HasMaskOption = False,
     limit: Annotated[int | None, typer.Option(help="At most this many images.")] = None,
     absolute: Annotated[bool, typer.Option(help="Absolute paths instead of paths relative to the manifest's folder.")] = False,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Write the images matching every filter as a manifest: image, mask, dataset, other label files, tags.
 
