@@ -161,8 +161,8 @@ def test_truncated_gif_and_garbage_are_one_line_errors(tmp_path: Path) -> None:
 
 def test_clip_over_the_memory_cap_fails_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_with_pyav(tmp_path / "clip.mp4", moving_frames(num_frames=12))
-    monkeypatch.setattr(video, "MAX_DECODED_BYTES", 10 * 64 * 48 * 3)
-    with pytest.raises(UnreadableFileError, match=r"12 frames of 64x48 .* over medfm's"):
+    monkeypatch.setenv("MEDFM_MAX_DECODED_BYTES", str(10 * 64 * 48 * 3))
+    with pytest.raises(UnreadableFileError, match=r"12 frames of 64x48 would decode to .* over the .* limit \(MEDFM_MAX_DECODED_BYTES\)"):
         medfm.load(path)
 
 

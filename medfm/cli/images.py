@@ -42,6 +42,8 @@ def info(
 def _format_summary(summary: dict[str, Any]) -> str:
     fields = {key: summary[key] for key in ("modality", "shape", "dtype", "num_slices", "num_frames", "num_channels", "spacing_mm", "origin_mm", "orientation", "value_range")}
     fields["affine"] = summary["coordinate_system"]
+    if "not_decoded" in summary:
+        fields["not_decoded"] = summary["not_decoded"]
     extra = {**summary["metadata"], **{key: f"{value}  [PHI]" for key, value in summary.get("phi", {}).items()}}
     width = max(map(len, [*fields, *extra]))
     lines = [f"{summary['path']} ({summary['format']})"]

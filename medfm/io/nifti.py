@@ -8,12 +8,16 @@ ignore the ones they do not know. Reading takes the first comment that is a prov
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
+from nibabel.cifti2 import Cifti2Image
 
 from medfm.io.formats import MAX_DEFLATE_RATIO, Format, check_claimed_size, register_format
 from medfm.io.image import Image
+from medfm.io.limits import check_decoded_size
+from medfm.io.neuro import image_from_nibabel
 from medfm.provenance import Provenance
 
 #: The NIfTI extension code ("comment") that holds the provenance JSON.
@@ -25,15 +29,29 @@ def _sniff(head: bytes) -> bool:
 
 
 def _open(path: Path):
+    import logging
+
     import nibabel as nib
 
-    img = nib.load(path)
+    # nibabel logs the header fields it repairs ("sizeof_hdr should be 348") on stderr,
+    # around the CLI's one-line output; what it cannot repair raises.
+    logger = logging.getLogger("nibabel.global")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        img = nib.load(path)
+    finally:
+        logger.disabled = disabled
+    if isinstance(img, Cifti2Image):
+        return img
     if img.ndim > 5 or img.ndim < 2:
         raise ValueError(f"{img.ndim}-dimensional NIfTI is not an image medfm handles")
     file_bytes = path.stat().st_size
     compressed = path.name.lower().endswith(".gz")
+    itemsize = img.header.get_data_dtype().itemsize
     room = file_bytes * MAX_DEFLATE_RATIO if compressed else file_bytes - int(img.dataobj.offset)
-    check_claimed_size(path, img.shape, img.header.get_data_dtype().itemsize, room)
+    check_claimed_size(path, img.shape, itemsize, room)
+    if compressed:  # an uncompressed file stays memory-mapped: reading it costs no memory
+        check_decoded_size(path, math.prod(img.shape) * itemsize, file_bytes)
     return img
 
 
@@ -53,6 +71,8 @@ def _is_rgb(dtype: np.dtype) -> bool:
 
 def read_nifti(path: Path) -> list[Image]:
     img = _open(path)
+    if isinstance(img, Cifti2Image):  # a CIFTI-2 matrix saved under a plain .nii name
+        return [image_from_nibabel(path, img)]
     array = np.asanyarray(img.dataobj)
     if _is_rgb(array.dtype):
         array = np.stack([array["R"], array["G"], array["B"]], axis=-1)
@@ -63,6 +83,8 @@ def read_nifti(path: Path) -> list[Image]:
 def probe_nifti(path: Path) -> list[Image]:
     """The grid and geometry from the header alone; the array is a zero-strided stand-in."""
     img = _open(path)
+    if isinstance(img, Cifti2Image):
+        return [image_from_nibabel(path, img, header_only=True)]
     dtype = img.header.get_data_dtype()
     shape = tuple(img.shape)
     if _is_rgb(dtype):
