@@ -15,8 +15,9 @@ segment_app = typer.Typer()
 
 @segment_app.command("segment")
 def segment_command(
-    image: Annotated[Path, typer.Argument(help="Image file or DICOM series folder.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Label map to write: .png, .nii.gz, or .dcm (DICOM SEG, DICOM input).")],
+    images: Annotated[list[Path], typer.Argument(help="Image file or DICOM series folder (with --auto: files and folders).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Label map to write: .png, .nii.gz, or .dcm (DICOM SEG, DICOM input); "
+                                                                "with --auto, the output folder.")],
     point: Annotated[list[str] | None, typer.Option("--point", help="x,y[,z][:pos|neg] in pixels (repeatable); z: slice, or frame of a video.")] = None,
     box: Annotated[list[str] | None, typer.Option("--box", help="x0,y0,x1,y1[,z] in pixels (repeatable).")] = None,
     scribble: Annotated[Path | None, typer.Option("--scribble", help="Mask file on the image's grid; nonzero pixels are a positive scribble.")] = None,
@@ -27,8 +28,21 @@ def segment_command(
     rule: Annotated[list[str] | None, typer.Option("--rule", help="With --propagate, a stopping-rule parameter as NAME=VALUE (repeatable): "
                                                                    "min_area, min_score, margin, context, max_intensity_shift.")] = None,
     as_json: JsonOption = False,
+    auto: Annotated[bool, typer.Option("--auto", help="No prompts: a model folder from `medfm train seg` (--model DIR) "
+                                                      "segments every input into -o DIR, one PNG per input.")] = False,
+    flips: Annotated[bool, typer.Option("--flips", help="With --auto, average over mirrored copies (test-time augmentation).")] = False,
+    largest_component: Annotated[bool, typer.Option("--largest-component", help="With --auto, keep each label's largest piece.")] = False,
+    progress: Annotated[bool, typer.Option("--progress", help="With --auto, show progress on stderr.")] = False,
 ) -> None:
     """Interactive segmentation from points, boxes and scribbles; writes a label map stamped with its provenance."""
+    if auto:
+        from medfm.cli.auto_segment import auto_segment_command
+
+        auto_segment_command(images, output, model, flips, largest_component, progress, as_json)
+        return
+    if len(images) != 1:
+        raise MedfmError(f"prompted segmentation takes one image; got {len(images)} (segment many with --auto)")
+    image = images[0]
     from medfm.models.registry import create_segmenter
     from medfm.tasks.segment import DEFAULT_MODEL, PropagationRule
     from medfm.tasks.segment_to_file import segment_file
