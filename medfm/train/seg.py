@@ -75,6 +75,8 @@ def train_segmenter(
         log(f"fingerprinting {len(train_cases)} training images ({len(val_cases)} held out for validation)")
         print_, found = fingerprint(train_cases, labels)
         plan = make_plan(print_, found, architecture, plan_overrides)
+        for _ in iterate_pairs(val_cases, plan.labels):
+            pass  # a bad held-out pair stops us now, not after the whole budget
         build.mkdir(parents=True)
         _write_json(build / STATE_FILE, {"manifest_sha256": manifest_sha256, "plan": plan.to_dict(), "fingerprint": print_,
                                          "budget_minutes": budget_minutes, "seed": seed})
@@ -207,11 +209,11 @@ def _write_json(path: Path, value: Any) -> None:
 
 def _write_model_dir(build: Path, out: Path, network: torch.nn.Module, plan: Plan, print_: dict[str, Any],
                      summary: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
     from medfm.models.registry import sha256_of
 
-    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, build / WEIGHTS_FILE)
+    save_model(network, str(build / WEIGHTS_FILE))  # handles DynUNet's aliased parameters
     config = {
         "name": out.name, "kind": "auto-segmenter", "architecture": plan.architecture,
         "network": architecture_config(plan.architecture),

@@ -106,7 +106,7 @@ def _main_output(network: nn.Module):
 
 def load_auto_segmenter(model_dir: str | os.PathLike) -> AutoSegmenter:
     """The segmenter in ``model_dir``, its weights checked against the sha256 in its config."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     from medfm.models.registry import sha256_of
 
@@ -128,5 +128,5 @@ def load_auto_segmenter(model_dir: str | os.PathLike) -> AutoSegmenter:
     if digest != config["weights"]["sha256"]:
         raise MedfmError(f"{display_path(weights)}: does not match the sha256 in {CONFIG_FILE}; the file is damaged or replaced")
     network = build_network(config["network"], plan.in_channels, plan.out_channels, plan.dims)
-    network.load_state_dict(load_file(weights))
+    load_model(network, str(weights))
     return AutoSegmenter(network, plan, SegmenterInfo(config["name"], digest), config)
