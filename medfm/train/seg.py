@@ -120,6 +120,7 @@ def train_segmenter(
         if time.monotonic() - last_checkpoint >= checkpoint_seconds:
             _save_checkpoint(build, network, optimiser, progress)
             last_checkpoint = time.monotonic()
+            log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s, loss {np.mean(progress['losses'][-20:]):.3f}")
     _save_checkpoint(build, network, optimiser, progress)
     log(f"trained {progress['step']} steps in {progress['elapsed_s']:.0f} s; validating on {len(val_cases)} images")
     network.eval()
