@@ -25,8 +25,9 @@ import numpy as np
 
 from medfm.eval.seg_metrics import dice
 from medfm.io import load
-from medfm.models.registry import create_segmenter
+from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
 from medfm.models.segmenters import Prompt
+from medfm.paths import shared_data_dir
 from medfm.tasks.segment import PropagationRule, propagate
 
 
@@ -73,10 +74,10 @@ def parse_setting(text: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None)
-    parser.add_argument("--model", default="medfm-interactive")
+    parser.add_argument("--model", default=DEFAULT_SEGMENTER)
     parser.add_argument("--setting", action="append", default=[])
     args = parser.parse_args()
-    root = (args.data or Path(__file__).resolve().parents[2] / "shared" / "data") / "volumes_3d_smoke"
+    root = (args.data or shared_data_dir()) / "volumes_3d_smoke"
     if not (root / "manifest.csv").exists():
         print(json.dumps({"skipped": f"no 3D volumes at {root}"}))
         sys.exit(0)

@@ -1,4 +1,5 @@
-"""Where medfm keeps its own files: the per-user data directory and the default catalog."""
+"""Where medfm keeps its own files (the per-user data directory and the default catalog) and where the
+project's shared datasets are."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 DATA_DIR_ENV = "MEDFM_DATA_DIR"
 #: Overrides :func:`default_catalog_url`.
 CATALOG_ENV = "MEDFM_CATALOG"
+#: Overrides :func:`shared_data_dir`.
+SHARED_DATA_ENV = "MEDFM_SHARED_DATA"
 
 
 def data_dir() -> Path:
@@ -27,3 +30,16 @@ def data_dir() -> Path:
 def default_catalog_url() -> str:
     """``$MEDFM_CATALOG`` if set, else a SQLite file ``catalog.db`` in :func:`data_dir`."""
     return os.environ.get(CATALOG_ENV) or f"sqlite:///{data_dir() / 'catalog.db'}"
+
+
+def shared_data_dir() -> Path:
+    """``$MEDFM_SHARED_DATA`` if set, else ``shared/data`` beside the repository (``../shared/data``
+    from its root): the public datasets that training, benchmarks and integration tests use.
+
+    Found from the package's location, never from the working directory. It may not exist:
+    callers that need it say so (integration tests skip, trainers raise).
+    """
+    override = os.environ.get(SHARED_DATA_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -178,3 +178,66 @@ def test_classify_bad_input_is_one_line_errors(tmp_path, capsys):
         assert code == 2 and message in err and len(err.splitlines()) == 1, (options, err)
     code, _, err = run_cli(["classify", str(two_channels), "--labels", "a,b", "--model", "fake-clip"], capsys)
     assert code == 2 and "two.npz" in err and "C = 1, 3 or 4" in err
+
+
+def test_cross_validation_tells_a_useful_probe_from_guessing():
+    from medfm.train.probe import cross_validate
+
+    x, y = blobs(120, 2, shift=4.0)
+    useful = cross_validate(LinearProbe, x, list(y))
+    assert useful["folds"] == 5 and useful["beats_baseline"] and useful["accuracy"]["value"] > 0.9
+    assert useful["accuracy"]["low"] <= useful["accuracy"]["value"] <= useful["accuracy"]["high"]
+    # three classes, one common: labels unrelated to the embeddings reach no more than the majority answer
+    rng = np.random.default_rng(3)
+    labels = list(rng.choice(["common", "atypical", "melanoma"], 150, p=[0.5, 0.3, 0.2]))
+    guessing = cross_validate(LinearProbe, rng.standard_normal((150, 8)), labels)
+    assert not guessing["beats_baseline"] and guessing["majority_baseline"]["class"] == "common"
+    assert guessing["accuracy"]["low"] < guessing["majority_baseline"]["accuracy"]
+    assert cross_validate(LinearProbe, x[:3], ["a", "b", "b"])["skipped"] == "a class has fewer than 2 images"
+
+
+def test_fit_probe_reports_cross_validation_and_warns_when_it_does_not_beat_the_baseline(tmp_path, capsys):
+    train = write_set(tmp_path / "train", 40, 0)
+    code, out, err = run_cli(["fit-probe", str(train), "--model", "fake-clip", "--label-column", "diagnosis",
+                              "-o", str(tmp_path / "probe.json")], capsys)
+    assert code == 0, err
+    assert "cross-validated (5 folds): accuracy" in out and "majority-class baseline 0.500" in out and "warning" not in err
+    stored = json.loads((tmp_path / "probe.json").read_text())["training"]["cross_validation"]
+    assert stored["beats_baseline"] and stored["majority_baseline"]["accuracy"] == 0.5
+
+    rows = list(csv.DictReader(open(train)))
+    for row, label in zip(rows, np.random.default_rng(0).permutation(["normal"] * 30 + ["polyp"] * 10)):
+        row["diagnosis"] = label  # labels that the images do not show
+    shuffled = tmp_path / "train" / "shuffled.csv"
+    with open(shuffled, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    code, out, err = run_cli(["fit-probe", str(shuffled), "--model", "fake-clip", "--label-column", "diagnosis",
+                              "-o", str(tmp_path / "guess.json")], capsys)
+    assert code == 0 and "medfm: warning: the probe does not beat always answering 'normal' (accuracy 0.750)" in err
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"target_sensitivity": 0.9}, "a target sensitivity (0.9) is reached on a calibration manifest; give one"),
+    ({"target_specificity": 0.8}, "a target specificity (0.8) is reached on a calibration manifest; give one"),
+    ({"target_sensitivity": 0.9, "target_specificity": 0.8, "calibration": "cal.csv"},
+     "give a target sensitivity or a target specificity, not both"),
+    ({"encoder": None}, "fitting a probe needs a model or an index to take embeddings from"),
+])
+def test_fit_probe_refuses_what_it_used_to_ignore_before_reading_anything(tmp_path, options, message):
+    from medfm.models import create_encoder
+    from medfm.train.probe import fit_probe
+
+    # the manifest does not exist: the rule is checked first, in the library, not in the CLI
+    with pytest.raises(MedfmError) as caught:
+        fit_probe(tmp_path / "missing.csv", "diagnosis", **{"encoder": create_encoder("fake-clip"), **options})
+    assert str(caught.value) == message
+
+
+def test_fit_probe_cli_reports_the_library_rule(tmp_path, capsys):
+    train = write_set(tmp_path / "train", 8, 0)
+    code, _, err = run_cli(["fit-probe", str(train), "--model", "fake-clip", "--label-column", "diagnosis",
+                            "-o", str(tmp_path / "p.json"), "--target-specificity", "0.8"], capsys)
+    assert code == 2 and "a target specificity (0.8) is reached on a calibration manifest" in err
+    assert not (tmp_path / "p.json").exists()

@@ -200,3 +200,35 @@ def test_equalised_odds_difference_takes_the_larger_of_the_two_rate_gaps():
     expected = max(max(tprs) - min(tprs), max(fprs) - min(fprs))
     assert result.equalised_odds_difference.value == pytest.approx(expected)
     assert result.equalised_odds_difference.n_valid == 50
+
+
+def _reversed(value):
+    """``value`` with every dict's keys in reverse order."""
+    if isinstance(value, dict):
+        return {k: _reversed(value[k]) for k in reversed(list(value))}
+    return value
+
+
+def test_the_report_names_its_metrics_and_does_not_follow_key_order(tmp_path):
+    import csv
+    import re
+
+    from medfm.eval.evaluate_cls import evaluate_classification
+    from medfm.eval.fairness import SUBGROUP_METRICS
+    from medfm.eval.reports.classification import write_classification_report
+
+    scores, labels = binary_data(0, n=80)
+    with open(tmp_path / "scores.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["id", "score"], *([f"r{i}", s] for i, s in enumerate(scores))])
+    with open(tmp_path / "labels.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["id", "label", "site"], *([f"r{i}", y, "ab"[i % 2]] for i, y in enumerate(labels))])
+    result = evaluate_classification(tmp_path / "scores.csv", tmp_path / "labels.csv", groups=["site"], n_boot=50)
+    pages = []
+    for summary in (result.summary, _reversed(result.summary)):
+        result.summary = summary
+        pages.append(write_classification_report(result, tmp_path / "report.html").read_text())
+    headers = [re.findall(r"<th>([^<]*)</th>", page) for page in pages]
+    assert headers[0] == headers[1]
+    assert ["group", "n", "positive", *SUBGROUP_METRICS] == headers[0][headers[0].index("group"):][:3 + len(SUBGROUP_METRICS)]
+    order = [re.findall(r"<td>(auc|auprc|sensitivity|specificity|ppv|npv)</td>", page) for page in pages]
+    assert order[0] == order[1] == ["auc", "auprc", "sensitivity", "specificity", "ppv", "npv", *SUBGROUP_METRICS]

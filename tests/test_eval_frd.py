@@ -14,11 +14,12 @@ from PIL import Image as PILImage
 
 from medfm.eval.frd import compute_frd, frd_from_features, frechet_distance
 from medfm.io.synthetic import write_disc_phantoms
+from medfm.paths import shared_data_dir
 
 # PyRadiomics checks its settings with pykwalify, which uses a deprecated importlib call
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 
-HC18 = Path(__file__).resolve().parents[2] / "shared" / "data" / "hc18_fetal_head_us"
+HC18 = shared_data_dir() / "hc18_fetal_head_us"
 
 
 @pytest.fixture(scope="module")

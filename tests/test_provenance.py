@@ -248,7 +248,8 @@ def test_classification_and_search_results_carry_their_provenance(tmp_path):
     assert [hit.path for hit in hits] == [str(bright.resolve())] and hits.provenance.kind == "search"
     assert hits.provenance.inputs[0].startswith("text-sha256:") and hits.provenance.model == "fake-clip"
     assert "bright" not in json.dumps(hits.provenance.to_dict())  # the query text itself is not recorded
-    assert hits.provenance.parameters == {"index": str(tmp_path / "ix"), "size": 2, "k": 1, "where": {}, "exact": False}
+    assert hits.provenance.parameters == {"index": str(tmp_path / "ix"), "size": 2, "k": 1, "where": {}, "exact": False,
+                                            "abstain_below": None}
     assert filtered == [] and filtered.provenance.inputs == (f"file-sha256:{content_sha256(dark)}",)
     assert filtered.provenance.parameters["where"] == {"modality": "CT"} and filtered.provenance.parameters["exact"] is True
 

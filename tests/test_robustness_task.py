@@ -13,7 +13,7 @@ from fakeencoder import fake_models  # noqa: F401  (the fixture)
 from fakesegmenter import ThresholdSegmenter, fake_segmenter  # noqa: F401  (the fixture)
 
 import medfm
-from medfm.eval.protocols.robustness import classifier_robustness, reference_box, segmenter_robustness
+from medfm.eval.protocols.robustness import classifier_robustness, segmenter_robustness
 from medfm.models import create_encoder
 from medfm.train.probe import fit_probe
 
@@ -44,10 +44,14 @@ def _write_manifest(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_reference_box_is_inclusive_columns_then_rows():
-    mask = np.zeros((10, 8), bool)  # (I, J): columns, rows
-    mask[2:5, 3:7] = True
-    assert reference_box(mask) == (2.0, 3.0, 4.0, 6.0)
+def test_label_valued_and_zero_one_masks_give_the_whole_structure(seg_manifest: Path):
+    # the robustness reader kept only the labels above half the maximum: here the inner disk
+    for n in range(4):
+        mask = np.asarray(medfm.load(seg_manifest.parent / f"mask{n}.png").array[:, :, 0, 0, 0]) > 0
+        inner = _disk((48, 64), (20 + n, 30 + 2 * n), 4).T
+        medfm.save(medfm.Image((mask.astype(np.uint8) + inner).astype(np.uint8)), seg_manifest.parent / f"mask{n}.png")
+    result = segmenter_robustness(seg_manifest, ThresholdSegmenter(threshold=170), corruptions=("gamma",), severities=(1,))
+    assert result.as_dict()["clean"]["mean"] > 0.97
 
 
 def test_segmenter_is_box_prompted_and_degrades_with_noise(seg_manifest: Path):

@@ -43,10 +43,25 @@ def test_scribbles_and_boxes_refine_one_structure_and_labels_do_not_mix(segmente
 
 def test_sessions_are_independent_and_expire_when_idle():
     image = Image(np.zeros((8, 8, 1)))
-    store = SessionStore(idle_seconds=0.05)
+    store = SessionStore(idle_seconds=0.05, max_bytes=2**30)
     first, second = (store.add(SegmentationSession(1, image)) for _ in range(2))
     assert first.id != second.id and first.labels is not second.labels
     assert store.get(first.id) is first
     time.sleep(0.1)
     with pytest.raises(SessionNotFound, match="expired"):
         store.get(second.id)
+
+
+def test_a_session_hashes_its_image_once_however_often_it_propagates(segmenter, monkeypatch) -> None:
+    import medfm.server.sessions as sessions_module
+
+    calls = []
+    real = sessions_module.pixels_id
+    monkeypatch.setattr(sessions_module, "pixels_id", lambda array: calls.append(array.shape) or real(array))
+    session = SegmentationSession(1, Image(disc_volume(slices=5)))
+    lock = threading.RLock()
+    session.interact(segmenter, lock, 2, 0, 1, interaction([(24, 24)], [1], None, None))
+    for _ in range(3):
+        session.propagate(segmenter, lock, 1, "k")
+    assert session.label_image(segmenter.info).provenance.inputs == (real(session.image.array),)
+    assert len(calls) == 1

@@ -9,8 +9,9 @@ import SimpleITK as sitk
 
 import medfm
 from medfm.catalog import ingest, open_catalog
+from medfm.paths import shared_data_dir
 
-SMOKE = Path(__file__).resolve().parents[2] / "shared" / "data" / "volumes_3d_smoke"
+SMOKE = shared_data_dir() / "volumes_3d_smoke"
 pytestmark = pytest.mark.skipif(not (SMOKE / "manifest.csv").exists(), reason=f"shared data not present at {SMOKE}")
 
 

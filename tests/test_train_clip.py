@@ -71,3 +71,30 @@ def test_one_epoch_trains_checkpoints_and_resumes(tmp_path, monkeypatch, loss):
     assert [h["epoch"] for h in history] == [0, 1]  # resumed at epoch 1, not from scratch
     assert not torch.equal(before, load_file(out / "medfm-clip-small.safetensors")["image_projection.weight"])
     assert list_encoders()["medfm-clip-small"]["family"] == "medfm_clip"
+
+
+def test_the_cli_is_the_one_entry_and_passes_only_what_was_given(tmp_path, monkeypatch, capsys):
+    import medfm.train.clip
+    from clitools import run_cli
+
+    assert not hasattr(medfm.train.clip, "main")  # no second argparse entry point with its own defaults
+    calls = []
+    monkeypatch.setattr(medfm.train.clip, "train_clip", lambda **options: calls.append(options) or tmp_path / "w.safetensors")
+    code, out, err = run_cli(["train", "clip", "--out", str(tmp_path), "--cache", str(tmp_path / "c.pt")], capsys)
+    assert code == 0, err
+    assert calls == [{"resume": False, "out": tmp_path, "cache": tmp_path / "c.pt"}]  # epochs, data...: the library's
+
+
+def test_data_defaults_to_the_shared_data_folder_whatever_the_working_directory(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import medfm
+    from medfm.errors import MedfmError
+    from medfm.paths import SHARED_DATA_ENV, shared_data_dir
+
+    monkeypatch.delenv(SHARED_DATA_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert shared_data_dir() == Path(medfm.__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data of the repository
+    monkeypatch.setenv(SHARED_DATA_ENV, str(tmp_path / "elsewhere"))
+    with pytest.raises(MedfmError, match="elsewhere: data folder not found"):
+        train_clip(out=tmp_path / "run")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image as PILImage
 
 from clitools import run_cli
@@ -20,7 +19,6 @@ from medfm.train.seg import train_segmenter
 from medfm.train.seg_data import fingerprint, read_cases, split_cases
 from medfm.train.seg_plan import make_plan
 
-torch.set_num_threads(2)
 SMALL = {"batch_size": "8"}
 
 

@@ -12,8 +12,9 @@ import pytest
 import medfm
 from medfm.errors import MedfmError, UnreadableFileError
 from medfm.io import video
+from medfm.paths import shared_data_dir
 
-POCUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pocus_lung_ultrasound_video"
+POCUS = shared_data_dir() / "pocus_lung_ultrasound_video"
 
 
 def moving_frames(num_frames: int = 12, rows: int = 48, columns: int = 64, colour: bool = False) -> np.ndarray:

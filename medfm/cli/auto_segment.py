@@ -13,14 +13,11 @@ from medfm.errors import MedfmError
 def auto_segment_command(inputs: list[Path], out_dir: Path, model: str | None, flips: bool, largest_component: bool,
                          progress: bool, as_json: bool) -> None:
     """One label map per input in ``out_dir``, named after the input."""
-    import torch
-
     from medfm.models.registry import create_auto_segmenter
     from medfm.tasks.auto_segment import auto_segment_files
 
     if not model:
         raise MedfmError("--auto needs --model MODEL_DIR (a folder written by `medfm train seg`)")
-    torch.set_num_threads(2)  # a shared CPU: two cores at most
 
     def report(done: int, total: int) -> None:
         typer.echo(f"\r{done}/{total}", err=True, nl=done == total)

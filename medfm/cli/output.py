@@ -18,6 +18,11 @@ def print_json(value: Any) -> None:
     typer.echo(json.dumps(json_ready(value), indent=2, allow_nan=False))
 
 
+def given(**options: Any) -> dict[str, Any]:
+    """The options the user gave (not None), so that the library function's defaults hold for the rest."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def parse_numbers(pairs: list[str], option: str) -> dict[str, float]:
     """``OPTION NAME=NUMBER`` options as a dict."""
     values = {}

@@ -52,6 +52,9 @@ def search(
     k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 10,
     where: Annotated[list[str] | None, typer.Option("--where", help="Only items with KEY=VALUE (repeatable).")] = None,
     exact: Annotated[bool, typer.Option("--exact", help="Exhaustive search instead of the approximate graph.")] = False,
+    abstain: Annotated[bool, typer.Option("--abstain", help="Drop hits below the model's calibrated similarity threshold "
+                                                            "(text queries): none when nothing indexed is like the query.")] = False,
+    abstain_threshold: Annotated[float | None, typer.Option("--abstain-threshold", help="Drop hits below this similarity.")] = None,
     model: ModelOption = None,
     checkpoint: CheckpointOption = None,
     as_json: JsonOption = False,
@@ -59,6 +62,7 @@ def search(
     """The indexed images most similar to an image, a text or an indexed item, best first."""
     from medfm.index import open_index, parse_where
     from medfm.models import create_encoder
+    from medfm.models.registry import abstention_threshold
     from medfm.tasks.search import search as search_index
 
     filters = parse_where(where or [])
@@ -66,7 +70,13 @@ def search(
         # an --id query uses the stored vector: no model to load unless one is given (then it is checked)
         needs_model = image is not None or text is not None or model is not None or checkpoint is not None
         encoder = create_encoder(model or store.model["name"], checkpoint) if needs_model else None
-        hits = search_index(store, encoder, image=image, text=text, item_id=item_id, k=k, where=filters, exact=exact)
+        threshold = abstain_threshold if abstain_threshold is not None else (
+            abstention_threshold(store.model["name"], store.model["weights_sha256"], "search") if abstain else None)
+        hits = search_index(store, encoder, image=image, text=text, item_id=item_id, k=k, where=filters, exact=exact,
+                            abstain_below=threshold)
+    if threshold is not None and not hits:
+        best = "none" if hits.best_score is None else f"{hits.best_score:.4f}"
+        typer.echo(f"medfm: no indexed case is similar enough (best similarity {best} < {threshold:.4f})", err=True)
     if as_json:
         print_json([hit.to_dict() for hit in hits])
         return

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import CheckpointOption, JsonOption, parse_numbers, print_json
+from medfm.cli.output import CheckpointOption, JsonOption, ProgressOption, parse_numbers, print_json
 from medfm.errors import MedfmError
 
 segment_app = typer.Typer()
@@ -22,17 +22,17 @@ def segment_command(
     box: Annotated[list[str] | None, typer.Option("--box", help="x0,y0,x1,y1[,z] in pixels (repeatable).")] = None,
     scribble: Annotated[Path | None, typer.Option("--scribble", help="Mask file on the image's grid; nonzero pixels are a positive scribble.")] = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help="JSON list of prompts (several labels, negative scribbles).")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Segmenter name, or a .json config (default medfm-interactive).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Segmenter name, or a .json config (default: the shipped segmenter).")] = None,
     checkpoint: CheckpointOption = None,
     propagate: Annotated[bool, typer.Option("--propagate", help="Carry each structure through the volume or video.")] = False,
     rule: Annotated[list[str] | None, typer.Option("--rule", help="With --propagate, a stopping-rule parameter as NAME=VALUE (repeatable): "
                                                                    "min_area, min_score, margin, context, max_intensity_shift.")] = None,
+    progress: ProgressOption = True,
     as_json: JsonOption = False,
     auto: Annotated[bool, typer.Option("--auto", help="No prompts: a model folder from `medfm train seg` (--model DIR) "
                                                       "segments every input into -o DIR, one PNG per input.")] = False,
     flips: Annotated[bool, typer.Option("--flips", help="With --auto, average over mirrored copies (test-time augmentation).")] = False,
     largest_component: Annotated[bool, typer.Option("--largest-component", help="With --auto, keep each label's largest piece.")] = False,
-    progress: Annotated[bool, typer.Option("--progress", help="With --auto, show progress on stderr.")] = False,
 ) -> None:
     """Interactive segmentation from points, boxes and scribbles; writes a label map stamped with its provenance."""
     if auto:
@@ -43,15 +43,16 @@ def segment_command(
     if len(images) != 1:
         raise MedfmError(f"prompted segmentation takes one image; got {len(images)} (segment many with --auto)")
     image = images[0]
-    from medfm.models.registry import create_segmenter
-    from medfm.tasks.segment import DEFAULT_MODEL, PropagationRule
+    from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
+    from medfm.tasks.segment import PropagationRule
     from medfm.tasks.segment_to_file import segment_file
 
     if rule and not propagate:
         raise MedfmError("--rule sets how --propagate stops; give --propagate too")
     propagation = PropagationRule.from_dict(parse_numbers(rule or [], "--rule")) if propagate else None
-    summary = segment_file(image, output, create_segmenter(model or DEFAULT_MODEL, checkpoint), points=point or [],
-                           boxes=box or [], scribble=scribble, prompts_file=prompts, propagation=propagation)
+    summary = segment_file(image, output, create_segmenter(model or DEFAULT_SEGMENTER, checkpoint), points=point or [],
+                           boxes=box or [], scribble=scribble, prompts_file=prompts, propagation=propagation,
+                           progress=progress)
     if as_json:
         print_json(summary)
         return

@@ -7,46 +7,45 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import print_json
+from medfm.cli.output import given, print_json
 from medfm.errors import display_path
 
 train_app = typer.Typer(no_args_is_help=True, help="Train medfm's own models.")
 
+DataOption = Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets "
+                                                  "(default $MEDFM_SHARED_DATA, else ../shared/data beside the repository).")]
+
 
 @train_app.command("clip")
 def train_clip_command(
-    data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets (default ../shared/data).")] = None,
+    data: DataOption = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder: image cache, checkpoint.pt, history.jsonl, weights "
                                                            "(default runs/medfm-clip).")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs over the training split (default 40).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs over the training split (default: the shipped model's schedule).")] = None,
     loss: Annotated[str | None, typer.Option("--loss", help="clip (default), convirt or siglip.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Decoded-image cache (default OUT/cache.pt).")] = None,
 ) -> None:
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
-    import torch
-
     from medfm.train.clip import train_clip
 
-    torch.set_num_threads(1)  # a shared CPU: one core
-    given = {"data": data, "out": out, "epochs": epochs, "loss": loss}
-    typer.echo(display_path(train_clip(resume=resume, **{k: v for k, v in given.items() if v is not None})))
+    options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache)
+    typer.echo(display_path(train_clip(resume=resume, **options)))
 
 @train_app.command("interactive")
 def train_interactive_command(
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoint, weights and the validation manifest.")],
     minutes: Annotated[float, typer.Option("--minutes", help="Wall-time budget, counted across resumes.")] = 45.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
-    data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets (default ../shared/data).")] = None,
+    data: DataOption = None,
     cache: Annotated[Path, typer.Option("--cache", help="Decoded-data cache, outside the repository.")] = Path("/tmp/medfm_interactive_cache.npz"),
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step (default: the shipped model's).")] = None,
 ) -> None:
     """Train medfm-interactive with simulated clicks, boxes, scribbles and correction loops; prints validation Dice."""
-    import torch
+    from medfm.paths import shared_data_dir
+    from medfm.train.interactive import train
 
-    from medfm.train.interactive import DATA_ROOT, train
-
-    torch.set_num_threads(1)  # a shared CPU: one core
-    print_json(train(out, minutes, resume, cache, data or DATA_ROOT, batch_size=batch_size, log=typer.echo))
+    print_json(train(out, minutes, resume, cache, data or shared_data_dir(), log=typer.echo, **given(batch_size=batch_size)))
 
 
 @train_app.command("seg")
@@ -65,14 +64,27 @@ def train_seg_command(
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps even within the budget.")] = None,
 ) -> None:
     """Train an automatic segmentation net on your labels (nnU-Net-style plan); prints validation Dice/HD95 as JSON."""
-    import torch
-
     from medfm.train.seg import train_segmenter
     from medfm.train.seg_data import parse_labels
     from medfm.train.seg_plan import parse_overrides
 
-    torch.set_num_threads(2)  # a shared CPU: two cores at most
     filters = parse_overrides(only or [], "--only")
     print_json(train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
                                resume=resume, plan_overrides=parse_overrides(plan or []), group_column=group_column,
                                only=filters, max_steps=max_steps, log=lambda line: typer.echo(line, err=True)))
+
+
+@train_app.command("abstention")
+def train_abstention_command(
+    model: Annotated[str | None, typer.Option("--model", help="Image-text model to calibrate (default: the shipped one).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Local weights for the model.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets (default ../shared/data).")] = None,
+    keep: Annotated[float | None, typer.Option("--keep", min=0.5, max=1.0, help="Fraction of in-set validation cases kept.")] = None,
+) -> None:
+    """Calibrate the similarity thresholds under which zero-shot answers and search hits abstain; prints
+    them (from the val split) with their held-out AUROC and rates (test split) as JSON."""
+    from medfm.models import create_encoder
+    from medfm.models.registry import DEFAULT_ENCODER
+    from medfm.train.abstention import calibrate_abstention
+
+    print_json(calibrate_abstention(create_encoder(model or DEFAULT_ENCODER, checkpoint), **given(data=data, keep=keep)))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medfm.errors import MedfmError
-from medfm.eval.cls_metrics import _binary
+from medfm.eval.cls_metrics import as_binary
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class ReliabilityCurve:
 
 
 def reliability_curve(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> ReliabilityCurve:
-    probabilities, labels = _binary(probabilities, labels)
+    probabilities, labels = as_binary(probabilities, labels)
     if n_bins < 1:
         raise MedfmError(f"n_bins must be >= 1, got {n_bins}")
     if probabilities.min(initial=0) < 0 or probabilities.max(initial=0) > 1:

@@ -16,7 +16,8 @@ from scipy.stats import rankdata
 from medfm.errors import MedfmError
 
 
-def _binary(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def as_binary(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Checked binary inputs: ``(N,)`` finite float64 scores and ``(N,)`` bool labels (from 0/1), else :class:`MedfmError`."""
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
     if scores.ndim != 1 or scores.shape != labels.shape:
         raise MedfmError(f"scores and labels must both be (N,), got {scores.shape} and {labels.shape}")
@@ -29,7 +30,7 @@ def _binary(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve: P(score of a positive > score of a negative), ties count ½."""
-    scores, labels = _binary(scores, labels)
+    scores, labels = as_binary(scores, labels)
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
@@ -38,7 +39,7 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def _counts_by_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def counts_by_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct thresholds, descending, with true and false positives at ``score >= threshold``."""
     order = np.argsort(-scores, kind="stable")
     ordered, hits = scores[order], labels[order]
@@ -49,25 +50,25 @@ def _counts_by_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[np.nda
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(fpr, tpr, thresholds)``, starting at (0, 0) with threshold +inf."""
-    scores, labels = _binary(scores, labels)
-    thresholds, tps, fps = _counts_by_threshold(scores, labels)
+    scores, labels = as_binary(scores, labels)
+    thresholds, tps, fps = counts_by_threshold(scores, labels)
     n_pos, n_neg = max(int(labels.sum()), 1), max(int((~labels).sum()), 1)
     return np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos], np.r_[np.inf, thresholds]
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the precision-recall curve as scikit-learn's step sum Σ (Rₖ - Rₖ₋₁) Pₖ; NaN without positives."""
-    scores, labels = _binary(scores, labels)
+    scores, labels = as_binary(scores, labels)
     if not labels.any():
         return float("nan")
-    _, tps, fps = _counts_by_threshold(scores, labels)
+    _, tps, fps = counts_by_threshold(scores, labels)
     precision, recall = tps / (tps + fps), tps / tps[-1]
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def rates_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
     """Sensitivity, specificity, PPV and NPV when rows with ``score >= threshold`` are called positive."""
-    scores, labels = _binary(scores, labels)
+    scores, labels = as_binary(scores, labels)
     called = scores >= threshold
     tp, fp = np.sum(called & labels), np.sum(called & ~labels)
     fn, tn = np.sum(~called & labels), np.sum(~called & ~labels)

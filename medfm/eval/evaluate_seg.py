@@ -23,6 +23,7 @@ from medfm.eval.results import summarise
 from medfm.eval.seg_metrics import METRICS, mean_over_labels, score_label_maps, score_masks
 from medfm.io.formats import load
 from medfm.io.image import Image
+from medfm.io.label_maps import mask_foreground
 from medfm.serialize import json_ready
 
 #: Largest distance, in mm, between where the two grids put any corner voxel.
@@ -75,7 +76,7 @@ def _mask_array(image: Image, path: os.PathLike, labels: Sequence[int] | None) -
                 f"{name}: not a binary mask (values {values[:6].tolist()}{'...' if values.size > 6 else ''}); "
                 "pass the label values to score a label map"
             )
-        return array != 0
+        return mask_foreground(array)
     unexpected = sorted(set(values.tolist()) - {0, *labels})
     if unexpected:
         raise MedfmError(f"{name}: holds label values {unexpected[:6]} that are not among the labels {list(labels)}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medfm.eval.bootstrap import Estimate, bootstrap
-from medfm.eval.cls_metrics import _binary, average_precision, rates_at, roc_auc
+from medfm.eval.cls_metrics import as_binary, average_precision, rates_at, roc_auc
 
 #: Metrics reported per subgroup, and whose gaps are reported.
 SUBGROUP_METRICS = ("auc", "auprc", "sensitivity", "specificity", "ppv", "npv")
@@ -62,7 +62,7 @@ def subgroup_analysis(
     seed: int = 0,
 ) -> SubgroupAnalysis:
     """Per-subgroup metrics at ``threshold`` (``score >= threshold`` is positive) with their gaps."""
-    scores, labels = _binary(scores, labels)
+    scores, labels = as_binary(scores, labels)
     keys = np.asarray([str(g) for g in groups])
     names = sorted(set(keys.tolist()))
     members = {name: keys == name for name in names}

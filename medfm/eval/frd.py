@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from medfm.errors import MedfmError, display_path
-from medfm.eval.pairing import Skipped, _cases
+from medfm.eval.pairing import Skipped, files_by_case, pair_folders
 from medfm.eval.radiomics_features import FRD_FEATURE_CLASSES, Extraction, default_workers, extract_files
 from medfm.serialize import json_ready
 
@@ -115,14 +115,10 @@ class FRDResult:
 
 
 def _items(images: Path, masks: Path | None, role: str) -> tuple[list[tuple[str, Path, Path | None]], list[Skipped]]:
-    found, skipped = _cases(images, f"{role} image")
     if masks is None:
+        found, skipped = files_by_case(images, f"{role} image")
         return [(name, path, None) for name, path in sorted(found.items())], skipped
-    mask_paths, mask_skipped = _cases(masks, f"{role} mask")
-    skipped += mask_skipped
-    skipped += [Skipped(n, f"{found[n].name}: no mask with this name in {display_path(masks)}") for n in sorted(found.keys() - mask_paths.keys())]
-    skipped += [Skipped(n, f"{mask_paths[n].name}: no image with this name in {display_path(images)}") for n in sorted(mask_paths.keys() - found.keys())]
-    return [(n, found[n], mask_paths[n]) for n in sorted(found.keys() & mask_paths.keys())], skipped
+    return pair_folders(images, masks, f"{role} image", f"{role} mask")
 
 
 def _usable(extractions: list[Extraction], role: str) -> tuple[list[Extraction], list[Skipped]]:

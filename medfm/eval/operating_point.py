@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from medfm.errors import MedfmError
-from medfm.eval.cls_metrics import _binary, _counts_by_threshold
+from medfm.eval.cls_metrics import as_binary, counts_by_threshold
 
 TARGETS = ("sensitivity", "specificity", "youden")
 
@@ -33,11 +33,11 @@ class OperatingPoint:
             raise MedfmError(f"target must be one of {', '.join(TARGETS)}; got {self.target!r}")
         if self.target != "youden" and (self.value is None or not 0 <= self.value <= 1):
             raise MedfmError(f"target {self.target!r} needs a value between 0 and 1, got {self.value!r}")
-        scores, labels = _binary(scores, labels)
+        scores, labels = as_binary(scores, labels)
         n_pos, n_neg = int(labels.sum()), int((~labels).sum())
         if n_pos == 0 or n_neg == 0:
             raise MedfmError("choosing an operating point needs both positive and negative rows")
-        thresholds, tps, fps = _counts_by_threshold(scores, labels)
+        thresholds, tps, fps = counts_by_threshold(scores, labels)
         # one more candidate above every score: nothing called positive
         thresholds = np.r_[np.inf, thresholds]
         sensitivity = np.r_[0, tps] / n_pos

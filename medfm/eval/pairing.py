@@ -42,7 +42,11 @@ def case_name(path: Path) -> str:
     return path.name[: -len(suffix)] if suffix else path.name
 
 
-def _cases(folder: Path, role: str) -> tuple[dict[str, Path], list[Skipped]]:
+def files_by_case(folder: Path, role: str) -> tuple[dict[str, Path], list[Skipped]]:
+    """The entries of ``folder`` by case name, and the names that several entries share (skipped).
+
+    ``role`` names the folder's files in messages ("prediction", "A mask").
+    """
     if not folder.is_dir():
         raise MedfmError(f"{display_path(folder)}: {role} folder does not exist or is not a folder")
     found: dict[str, list[Path]] = {}
@@ -57,19 +61,28 @@ def _cases(folder: Path, role: str) -> tuple[dict[str, Path], list[Skipped]]:
     return unique, ambiguous
 
 
-def pair_files(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike) -> tuple[list[Pair], list[Skipped]]:
-    """Cases found in both folders, sorted by name, and everything that could not be paired."""
-    preds, skipped = _cases(Path(pred_dir), "prediction")
-    refs, ref_skipped = _cases(Path(ref_dir), "reference")
-    skipped += ref_skipped
+def pair_folders(
+    first_dir: str | os.PathLike, second_dir: str | os.PathLike, first_role: str, second_role: str
+) -> tuple[list[tuple[str, Path, Path]], list[Skipped]]:
+    """``(name, first path, second path)`` for the cases found in both folders, sorted by name, and
+    everything that could not be paired (sorted by name), with the reason."""
+    firsts, skipped = files_by_case(Path(first_dir), first_role)
+    seconds, second_skipped = files_by_case(Path(second_dir), second_role)
+    skipped += second_skipped
     ambiguous = {s.name for s in skipped}
-    pairs = [Pair(name, preds[name], refs[name]) for name in sorted(preds.keys() & refs.keys())]
+    pairs = [(name, firsts[name], seconds[name]) for name in sorted(firsts.keys() & seconds.keys())]
     skipped += [
-        Skipped(name, f"{preds[name].name}: no reference with this name in {display_path(ref_dir)}")
-        for name in sorted(preds.keys() - refs.keys() - ambiguous)
+        Skipped(name, f"{firsts[name].name}: no {second_role} with this name in {display_path(second_dir)}")
+        for name in sorted(firsts.keys() - seconds.keys() - ambiguous)
     ]
     skipped += [
-        Skipped(name, f"{refs[name].name}: no prediction with this name in {display_path(pred_dir)}")
-        for name in sorted(refs.keys() - preds.keys() - ambiguous)
+        Skipped(name, f"{seconds[name].name}: no {first_role} with this name in {display_path(first_dir)}")
+        for name in sorted(seconds.keys() - firsts.keys() - ambiguous)
     ]
     return pairs, sorted(skipped, key=lambda s: s.name)
+
+
+def pair_files(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike) -> tuple[list[Pair], list[Skipped]]:
+    """Prediction and reference files of the same case, sorted by name, and everything that could not be paired."""
+    pairs, skipped = pair_folders(pred_dir, ref_dir, "prediction", "reference")
+    return [Pair(*pair) for pair in pairs], skipped

@@ -151,10 +151,11 @@ def extract(image: Image, mask: np.ndarray | None, feature_classes: Sequence[str
 
 def _extract_file(name: str, path: Path, mask_path: Path | None, feature_classes: tuple[str, ...]) -> Extraction:
     from medfm.io.formats import load
+    from medfm.io.label_maps import read_mask
 
     try:
         image = load(path)
-        mask = None if mask_path is None else _grey(load(mask_path), mask_path)
+        mask = None if mask_path is None else read_mask(mask_path)
         names, values = extract(image, mask, feature_classes, path)
     except MedfmError as exc:  # reported as a reason: MedfmError subclasses do not all survive pickling
         return Extraction(name, reason=str(exc))

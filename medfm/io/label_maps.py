@@ -8,6 +8,9 @@ of a DICOM series, DICOM SEG (:mod:`medfm.io.dicom.seg`). Its
 is required and travels inside the file: a PNG iTXt chunk, a NIfTI comment extension, a
 SEG's algorithm identification and private record; :func:`medfm.load` gives it back as
 ``image.provenance``. Every write is atomic.
+
+:func:`read_mask` is the one way a mask file becomes a boolean mask (see :func:`mask_foreground`
+for the rule).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from medfm.errors import MedfmError, display_path
 from medfm.io.dicom import DicomSeries
-from medfm.io.formats import atomic_path, image_suffix
+from medfm.io.formats import atomic_path, image_suffix, load
 from medfm.io.image import Image
 from medfm.io.nifti import nifti_image
 from medfm.io.raster import png_info
@@ -68,3 +71,45 @@ def _write_nifti(labels: Image, path: Path) -> None:
     nifti = nifti_image(labels)
     nifti.header.set_intent("label")
     nib.save(nifti, path)
+
+
+def mask_foreground(values: np.ndarray) -> np.ndarray:
+    """Foreground of a mask's stored values (any shape, one value per voxel), as bool.
+
+    - an 8-bit picture whose brightest value is above 127 (a white-on-black drawing, 0/255,
+      possibly JPEG-compressed or anti-aliased so that its edges carry values in between):
+      the values above half the maximum;
+    - anything else (0/1 masks, label maps whose values are the structures' labels,
+      16-bit and floating-point masks): every non-zero value.
+
+    The first rule keeps JPEG halos out; the second keeps every label of a label map
+    (an 8-bit label map must therefore keep its labels below 128). A probability map is
+    not a mask: threshold it first.
+    """
+    values = np.asarray(values)
+    top = values.max() if values.size else 0
+    if values.dtype == np.uint8 and top > 127:
+        return values > top / 2
+    return values != 0
+
+
+def read_mask(path: str | os.PathLike, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The mask stored in ``path`` as ``(I, J, K)`` bool (K = 1 for a 2D mask), by :func:`mask_foreground`.
+
+    A colour mask counts the brightest of its red, green and blue values (alpha is ignored).
+    ``shape``: the ``(I, J)`` or ``(I, J, K)`` grid of the image the mask belongs to; a mask
+    on another grid raises :class:`MedfmError`, as does a file with several frames.
+    """
+    mask = load(path)
+    if mask.num_frames > 1:
+        raise MedfmError(f"{display_path(path)}: has {mask.num_frames} frames; a mask has one")
+    values = mask.array[:, :, :, 0, :3].max(axis=-1)
+    expected = None if shape is None else (*shape, 1, 1)[:3]
+    if expected is not None and values.shape != expected:
+        raise MedfmError(f"{display_path(path)}: mask is {_size(values.shape)} but its image is {_size(expected)}")
+    return mask_foreground(values)
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    """``48x64`` for a 2D grid (one slice), ``48x64x10`` for a volume."""
+    return "x".join(map(str, shape[:2] if shape[2:] == (1,) else shape))

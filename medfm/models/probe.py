@@ -24,6 +24,7 @@ from medfm.errors import MedfmError, display_path
 from medfm.eval.operating_point import OperatingPoint
 from medfm.io.formats import atomic_path
 from medfm.models.encoders.base import EncoderInfo, model_record
+from medfm.serialize import json_ready
 
 FORMAT = "medfm-probe"
 VERSION = 1
@@ -197,7 +198,7 @@ class Probe:
                     "training": self.training, "head": self.head.state()}
         path = Path(path)
         with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(document))
+            tmp.write_text(json.dumps(json_ready(document), allow_nan=False))
         return path
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.base import Encoder
+from medfm.threads import ensure_threads
 
 if TYPE_CHECKING:
     from medfm.models.automatic import AutoSegmenter
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
 # when first imported: with it, an accidental hub lookup fails at once instead of
 # waiting on a network that offline sites do not have.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+#: The image-text encoder used wherever none is named (CLI, server, zero-shot classification, training).
+DEFAULT_ENCODER = "medfm-clip-small"
+#: The promptable segmenter used wherever none is named (CLI, server, evaluation).
+DEFAULT_SEGMENTER = "medfm-interactive"
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -96,6 +102,19 @@ def _shipped_weights(name: str, config: dict[str, Any]) -> Path | None:
     return path
 
 
+def abstention_threshold(name: str, weights_sha256: str | None, kind: str) -> float:
+    """The similarity under which encoder ``name``'s ``kind`` answers abstain (``zero_shot``: an
+    image's best label; ``search``: a text query's best hit), as calibrated on held-out data
+    and stored in its config (``"abstention"``, see :mod:`medfm.train.abstention`). Refused
+    for a model without one, or whose weights are not those it was calibrated for."""
+    config = list_encoders().get(name, {})
+    calibrated = config.get("abstention", {})
+    if kind not in calibrated or weights_sha256 != config.get("weights", {}).get("sha256"):
+        raise MedfmError(f"model {name!r} (these weights) has no calibrated {kind.replace('_', '-')} abstention threshold; "
+                         "give one explicitly (--abstain-threshold)")
+    return float(calibrated[kind])
+
+
 def create_encoder(name: str, checkpoint: str | os.PathLike | None = None) -> Encoder:
     """The encoder ``name`` (see :func:`list_encoders`), with weights from ``checkpoint`` if given.
 
@@ -145,4 +164,5 @@ def _create(name: str, checkpoint: str | os.PathLike | None, configs: dict[str, 
         raise MedfmError(f"model {name!r} needs a checkpoint: {config['checkpoint_required']}")
     else:
         weights = _shipped_weights(name, config)
+    ensure_threads()  # after the family's import, which loads torch
     return _BUILDERS[family]({"name": name, **config}, weights)

@@ -12,16 +12,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from medfm.catalog.store import ImageRecord
 from medfm.errors import MedfmError, display_path
 from medfm.index import Index
 from medfm.models.encoders.base import Encoder, model_record
 from medfm.models.probe import Probe
+from medfm.progress import progress_bar
 from medfm.provenance import Provenance
-from medfm.tasks.embed import content_sha256, embed_paths
-from medfm.tasks.zeroshot import DEFAULT_SCALE, DEFAULT_TEMPLATES, label_embeddings, probabilities
+from medfm.tasks.embed import content_sha256, embed_paths, record_sha256
+from medfm.tasks.zeroshot import (
+    DEFAULT_SCALE,
+    DEFAULT_TEMPLATES,
+    label_embeddings,
+    probabilities,
+)
 
-#: The image-text model for zero-shot classification when none is named.
-DEFAULT_MODEL = "medfm-clip-small"
+#: The prediction of an image that is like none of the labels (see ``abstain_below``).
+OTHER = "other"
 #: Longest zero-shot label: a prompt beyond a text tower's context (CLIP reads 77 tokens) is cut off silently.
 MAX_LABEL_CHARS = 200
 
@@ -72,7 +79,7 @@ def read_templates(path: str | os.PathLike) -> list[str]:
 
 
 def classify(
-    paths: Sequence[str | os.PathLike],
+    paths: Sequence[str | os.PathLike | ImageRecord],
     encoder: Encoder,
     *,
     labels: Sequence[str] | None = None,
@@ -81,8 +88,11 @@ def classify(
     index: Index | None = None,
     k: int = 5,
     batch_size: int = 32,
+    abstain_below: float | None = None,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """One result per image: ``{"path", "model", "probabilities": {label: p}, "prediction"}``,
+    """One result per image: ``{"path", "model", "probabilities": {label: p}, "prediction"}``
+    (``"image_id"`` instead of ``"path"`` for a catalog record, read from exactly its own files),
     plus ``"operating_point"`` with a calibrated probe and ``"evidence"`` (the ``k`` most
     similar indexed cases, best first) with an ``index``, and ``"provenance"``: a
     :class:`~medfm.provenance.Provenance` of kind ``classification`` (the encoder and its
@@ -90,18 +100,29 @@ def classify(
     probe head and operating point, and the index that gave the evidence).
 
     Zero-shot with ``labels`` (checked by :func:`check_labels`; with prompt ``templates``,
-    ensembled), or with a fitted ``probe``. An image that cannot be read or embedded raises
+    ensembled), or with a fitted ``probe``. Zero-shot results also hold ``"similarity"``, the
+    best label's cosine similarity, and ``"ood_score"`` (1 minus it): softmax probabilities
+    always name a label, however unlike the image every label is. With ``abstain_below`` (a
+    similarity; :func:`medfm.models.registry.abstention_threshold` gives the calibrated
+    one), an image whose best similarity is below it gets the prediction ``"other"`` and
+    ``"abstained": true``. An image that cannot be read or embedded raises
     :class:`~medfm.errors.FileError`.
+    ``progress`` shows a bar of the images embedded on stderr.
     """
     if (labels is None) == (probe is None):
         raise MedfmError("give labels for zero-shot classification or a probe, not both")
+    if abstain_below is not None and probe is not None:
+        raise MedfmError("abstaining is calibrated for zero-shot classification; a probe has its own operating point")
     if labels is not None:
         labels = check_labels(labels)
     if probe is not None:
         probe.check_model(encoder.info)
     if index is not None:
         index.check_model(encoder.info)
-    embeddings = embed_paths(list(paths), encoder, batch_size=batch_size)
+    with progress_bar(progress) as bar:
+        task = bar.add_task("Classifying", total=len(paths))
+        embeddings = embed_paths(list(paths), encoder, batch_size=batch_size,
+                                 progress=lambda done, _: bar.update(task, completed=done))
     if probe is not None:
         proba, predicted = probe.predict(embeddings)
         classes = probe.classes
@@ -110,31 +131,41 @@ def classify(
         # the same prompt ensembling and logit scale as medfm.tasks.zeroshot.zero_shot, on
         # the aggregated embedding of each whole image (zero_shot itself takes one plane)
         scale = getattr(encoder, "logit_scale", DEFAULT_SCALE)
-        proba = probabilities(embeddings, label_embeddings(classes, encoder, templates), scale)
+        texts = label_embeddings(classes, encoder, templates)
+        proba = probabilities(embeddings, texts, scale)
         predicted = [classes[i] for i in proba.argmax(axis=1)]
-    base = _provenance(encoder, classes, templates, probe, index, k)
+        similarity = (embeddings @ texts.T).max(axis=1)
+    base = _provenance(encoder, classes, templates, probe, index, k, abstain_below)
     results = []
     for row, path in enumerate(paths):
-        result = {"path": display_path(path), "model": model_record(encoder.info),
+        named = {"image_id": path.id} if isinstance(path, ImageRecord) else {"path": display_path(path)}
+        result = {**named, "model": model_record(encoder.info),
                   "probabilities": {c: round(float(p), 6) for c, p in zip(classes, proba[row])},
                   "prediction": predicted[row]}
         if probe is not None and probe.operating_point is not None:
             result["operating_point"] = probe.operating_point
         if probe is None:
             result["templates"] = list(templates or DEFAULT_TEMPLATES)
+            result["similarity"] = round(float(similarity[row]), 6)
+            result["ood_score"] = round(1.0 - float(similarity[row]), 6)
+            if abstain_below is not None:
+                result["abstained"] = bool(similarity[row] < abstain_below)
+                if result["abstained"]:
+                    result["prediction"] = OTHER
         if index is not None:
             result["evidence"] = [hit.to_dict() for hit in index.search(embeddings[row], k)]
-        result["provenance"] = replace(base, inputs=(f"file-sha256:{content_sha256(Path(path))}",))
+        digest = record_sha256(path) if isinstance(path, ImageRecord) else content_sha256(Path(path))
+        result["provenance"] = replace(base, inputs=(f"file-sha256:{digest}",))
         results.append(result)
     return results
 
 
 def _provenance(encoder: Encoder, classes: Sequence[str], templates: Sequence[str] | None, probe: Probe | None,
-                index: Index | None, k: int) -> Provenance:
+                index: Index | None, k: int, abstain_below: float | None) -> Provenance:
     """What every result of one :func:`classify` call shares (all but the input)."""
     if probe is None:
         parameters: dict[str, Any] = {"method": "zero-shot", "classes": list(classes),
-                                      "templates": list(templates or DEFAULT_TEMPLATES)}
+                                      "templates": list(templates or DEFAULT_TEMPLATES), "abstain_below": abstain_below}
     else:
         parameters = {"method": "probe", "head": type(probe.head).__name__, "classes": list(classes),
                       "operating_point": probe.operating_point}

@@ -20,6 +20,7 @@ import numpy as np
 from medfm.errors import MedfmError, display_path
 from medfm.io.formats import load
 from medfm.io.image import Image
+from medfm.io.label_maps import mask_foreground
 from medfm.models.segmenters import Prompt, Scribble
 
 
@@ -63,10 +64,10 @@ def parse_prompts(
                 f"{display_path(scribble)}: scribble mask has shape {marks.shape[:4]} (I, J, K, T); "
                 f"the image is {image.shape[:4]}"
             )
-        for k, t in sorted({(int(k), int(t)) for k, t in np.argwhere(marks.array.any(axis=(0, 1, 4)))}):
-            mask = marks.frame(k, t)
+        drawn = mask_foreground(marks.array[..., :3].max(axis=-1))  # (I, J, K, T)
+        for k, t in sorted({(int(k), int(t)) for k, t in np.argwhere(drawn.any(axis=(0, 1)))}):
             prompt = on(k if image.spatial_shape[2] > 1 else t, "--scribble")
-            prompt.scribbles.append(Scribble(mask=(mask.any(axis=2) if mask.ndim == 3 else mask != 0)))
+            prompt.scribbles.append(Scribble(mask=drawn[:, :, k, t].T))  # (rows, columns), as Image.frame
     listed = []
     if prompts_file is not None:
         try:

@@ -22,17 +22,16 @@ from scipy import ndimage
 
 from medfm.errors import MedfmError
 from medfm.io.image import Image
-from medfm.models.segmenters import Prediction, Prompt, Segmenter, SegmenterInfo
+from medfm.models.segmenters import Prediction, Prompt, Segmenter, SegmenterInfo, mask_box
+from medfm.progress import progress_bar
 from medfm.provenance import Provenance, pixels_id
 
-#: The segmenter the CLI uses when no ``--model`` is given.
-DEFAULT_MODEL = "medfm-interactive"
 AXES = ("k", "t")
 #: Logits given to the pixels outside the window a prediction was made in: surely background.
 _OUTSIDE_LOGIT = -20.0
 
 
-def segment(image: Image, prompts: Sequence[Prompt], segmenter: Segmenter) -> Image:
+def segment(image: Image, prompts: Sequence[Prompt], segmenter: Segmenter, *, input_id: str | None = None) -> Image:
     """Each prompt on its plane (``slice_index``, ``frame_index``, 0 when unset) → a label map."""
     if not prompts:
         raise MedfmError("no prompt given: give at least one point, box or scribble")
@@ -44,7 +43,8 @@ def segment(image: Image, prompts: Sequence[Prompt], segmenter: Segmenter) -> Im
         _paint(labels, k, t, prediction.mask, _label(prompt))
         structures.append(_structure(prompt, [(k, t, prediction)]))
     result = image.with_array(labels)
-    result.provenance = segmentation_provenance(image, segmenter.info, [p.to_dict() for p in prompts], structures)
+    result.provenance = segmentation_provenance(image, segmenter.info, [p.to_dict() for p in prompts], structures,
+                                                input_id=input_id)
     return result
 
 
@@ -100,6 +100,9 @@ def propagate(
     prompts_by_slice: Mapping[int, Sequence[Prompt]],
     axis: str = "k",
     rule: PropagationRule = PropagationRule(),
+    *,
+    input_id: str | None = None,
+    progress: bool = False,
 ) -> Image:
     """Segment the prompted planes, then carry each structure outwards through the image.
 
@@ -109,7 +112,8 @@ def propagate(
     :class:`PropagationRule`). A plane the user prompted for a label keeps the user's
     prompts for that label; between two prompted planes each plane follows the nearer one
     (the lower on a tie). Adding prompts and calling again re-encodes only the planes whose
-    window changed: the segmenter caches the rest.
+    window changed: the segmenter caches the rest. ``progress`` shows a bar of the planes
+    segmented on stderr.
     """
 
     if axis not in AXES:
@@ -129,26 +133,31 @@ def propagate(
     for index, _ in flat:
         _plane(image, *((index, fixed) if axis == "k" else (fixed, index)))
 
-    def plane(index: int) -> np.ndarray:
-        return image.frame(index, fixed) if axis == "k" else image.frame(fixed, index)
-
     labels = _empty_labels(image, [prompt for _, prompt in flat])
     by_label: dict[int, dict[int, list[Prompt]]] = {}
     for index, prompt in flat:
         by_label.setdefault(_label(prompt), {}).setdefault(index, []).append(prompt)
     structures = []
-    for label, seeds in by_label.items():
-        planes = _carry(segmenter, plane, seeds, count, rule)
-        for index, prediction in planes.items():
-            k, t = (index, fixed) if axis == "k" else (fixed, index)
-            _paint(labels, k, t, prediction.mask, label)
-        first = next(iter(seeds.values()))[0]
-        placed = [((index, fixed) if axis == "k" else (fixed, index)) + (planes[index],) for index in sorted(planes)]
-        structures.append(_structure(first, placed))
+    with progress_bar(progress) as bar:
+        # each structure visits at most every plane; it usually ends sooner, and the bar with it
+        task = bar.add_task("Propagating", total=count * len(by_label))
+
+        def plane(index: int) -> np.ndarray:
+            bar.advance(task)
+            return image.frame(index, fixed) if axis == "k" else image.frame(fixed, index)
+
+        for label, seeds in by_label.items():
+            planes = _carry(segmenter, plane, seeds, count, rule)
+            for index, prediction in planes.items():
+                k, t = (index, fixed) if axis == "k" else (fixed, index)
+                _paint(labels, k, t, prediction.mask, label)
+            first = next(iter(seeds.values()))[0]
+            placed = [((index, fixed) if axis == "k" else (fixed, index)) + (planes[index],) for index in sorted(planes)]
+            structures.append(_structure(first, placed))
     result = image.with_array(labels)
     result.provenance = segmentation_provenance(
         image, segmenter.info, [{**prompt.to_dict(), field: index} for index, prompt in flat], structures,
-        {"axis": axis, "rule": rule.to_dict()},
+        {"axis": axis, "rule": rule.to_dict()}, input_id=input_id,
     )
     return result
 
@@ -273,15 +282,10 @@ def _within(prediction: Prediction, box: tuple[float, float, float, float]) -> P
 
 
 def _box_around(mask: np.ndarray, margin: float) -> tuple[float, float, float, float]:
-    """x0, y0, x1, y1 of ``mask`` (rows, columns) widened by ``margin`` times its longer side
+    """:func:`mask_box` of ``mask`` (rows, columns) widened by ``margin`` times its longer side
     (at least 2 pixels), inside the plane."""
-    rows, columns = np.nonzero(mask)
-    height, width = mask.shape
-    pad = max(2.0, margin * max(columns.max() - columns.min() + 1, rows.max() - rows.min() + 1))
-    return (
-        float(max(columns.min() - pad, 0)), float(max(rows.min() - pad, 0)),
-        float(min(columns.max() + pad, width - 1)), float(min(rows.max() + pad, height - 1)),
-    )
+    x0, y0, x1, y1 = mask_box(mask)
+    return mask_box(mask, max(2.0, margin * max(x1 - x0 + 1, y1 - y0 + 1)))
 
 
 def _plane(image: Image, k: int | None, t: int | None) -> tuple[int, int]:
@@ -315,15 +319,18 @@ def _structure(prompt: Prompt, planes: list[tuple[int, int, Prediction]]) -> dic
 def segmentation_provenance(
     image: Image, model: SegmenterInfo, prompts: Sequence[Mapping[str, Any]], structures: Sequence[Mapping[str, Any]],
     parameters: Mapping[str, Any] | None = None,
+    input_id: str | None = None,
 ) -> Provenance:
     """The record of a label map drawn on ``image`` by ``model``, for the CLI, the Python API and the server alike.
 
     ``prompts`` are :meth:`Prompt.to_dict` records with their plane indices; ``structures``
     ``{"label", "label_name", "planes": [{"slice_index", "frame_index", "score"}]}``;
-    ``parameters`` the settings that shaped the result (propagation's axis and limits).
+    ``parameters`` the settings that shaped the result (propagation's axis and limits);
+    ``input_id`` names the image when the caller already knows it (hashing a large volume's
+    pixels, :func:`~medfm.provenance.pixels_id`, the default, takes a noticeable fraction of a second).
     """
     return Provenance(kind="segmentation", model=model.name, weights_sha256=model.weights_sha256,
-                      inputs=(pixels_id(image.array),), prompts=tuple(prompts), structures=tuple(structures),
+                      inputs=(input_id or pixels_id(image.array),), prompts=tuple(prompts), structures=tuple(structures),
                       parameters=parameters or {})
 
 

@@ -5,7 +5,7 @@ augmentation (random zoom/shift crops, brightness and contrast) is batched on te
 epoch writes a resumable ``checkpoint.pt`` and a line of validation measures to
 ``history.jsonl``; the end writes ``<model>.safetensors`` with the architecture in its metadata.
 
-Run ``python -m medfm.train.clip --help`` or ``medfm train clip``.
+Run it as ``medfm train clip``; this function's signature holds the defaults.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.base import EncoderInfo
 from medfm.models.encoders.medfm_clip import MedfmClip, MedfmClipEncoder, architecture_json, build_model
 from medfm.models.losses import LOSSES, clip_loss, convirt_loss, siglip_loss
-from medfm.models.registry import list_encoders
+from medfm.models.registry import DEFAULT_ENCODER, list_encoders
+from medfm.paths import shared_data_dir
 from medfm.train.clip_data import Sample, build_cache, load_cache
 from medfm.train.clip_eval import evaluate
 
@@ -98,10 +99,12 @@ def save_weights(model: MedfmClip, config: dict, path: Path, loss: str) -> Path:
     return path
 
 
-def train_clip(data: Path = Path("../shared/data"), out: Path = Path("runs/medfm-clip"), epochs: int = 40, loss: str = "clip", resume: bool = False,
-               model_name: str = "medfm-clip-small", batch_size: int = 128, lr: float = 2e-3,
+def train_clip(data: Path | None = None, out: Path = Path("runs/medfm-clip"), epochs: int = 40, loss: str = "clip", resume: bool = False,
+               model_name: str = DEFAULT_ENCODER, batch_size: int = 128, lr: float = 2e-3,
                weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None) -> Path:
-    """Train on the datasets under ``data``; checkpoints and logs go to ``out``. Returns the weights path."""
+    """Train on the datasets under ``data`` (default :func:`medfm.paths.shared_data_dir`); checkpoints and logs
+    go to ``out``, the decoded-image cache to ``cache`` (default ``out/cache.pt``). Returns the weights path."""
+    data = shared_data_dir() if data is None else data
     if loss not in LOSSES:
         raise MedfmError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     if not data.is_dir():
@@ -163,22 +166,3 @@ def train_clip(data: Path = Path("../shared/data"), out: Path = Path("runs/medfm
         checkpoint.with_suffix(".partial").replace(checkpoint)
     return save_weights(model, config, out / f"{model_name}.safetensors", loss)
 
-
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--out", type=Path, default=Path("runs/medfm-clip"))
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--loss", choices=LOSSES, default="clip")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(display_path(train_clip(args.data, args.out, args.epochs, args.loss, args.resume, cache=args.cache)))
-
-
-if __name__ == "__main__":
-    main()

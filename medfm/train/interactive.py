@@ -30,9 +30,11 @@ from PIL import Image as PILImage
 from scipy import ndimage
 
 from medfm.models.segmenters.interactive_net import InteractiveNet, prepare_plane, render_prompt_maps
-from medfm.eval.protocols.interaction import bounding_box, centre_click, corrective_click, jittered_box, random_scribble
+from medfm.eval.protocols.interaction import centre_click, corrective_click, jittered_box, random_scribble
+from medfm.eval.seg_metrics import dice
+from medfm.io.label_maps import read_mask
+from medfm.models.segmenters.prompt import mask_box
 
-DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 SIZE = 128
 #: Fraction of subject groups held out for validation (HC18, Kvasir-SEG, PH2).
 VAL_FRACTION = 0.15
@@ -49,11 +51,6 @@ def _read_picture(path: Path) -> np.ndarray:
     with PILImage.open(path) as handle:
         handle.draft(handle.mode, (SIZE * 2, SIZE * 2))  # JPEG decodes at a reduced scale: much faster
         return np.asarray(handle)
-
-
-def _read_mask(path: Path) -> np.ndarray:
-    with PILImage.open(path) as handle:
-        return np.asarray(handle.convert("L")) > 127
 
 
 def _resize_mask(mask: np.ndarray) -> np.ndarray:
@@ -147,7 +144,7 @@ def build_cache(data_root: Path | None, path: Path, shapes: int = 1200, seed: in
     if data_root is not None:
         for source, image_path, mask_path, group in _manifest_items(data_root):
             val = source in ("hc18", "kvasir", "ph2") and _is_val(f"{source}/{group}")
-            add(source, _read_picture(image_path), _read_mask(mask_path), val, (str(image_path), str(mask_path)))
+            add(source, _read_picture(image_path), read_mask(mask_path)[:, :, 0].T, val, (str(image_path), str(mask_path)))
         for plane, mask in _volume_slices(data_root):
             add("volumes", plane, mask, False)
     rng = np.random.default_rng(seed)
@@ -268,19 +265,21 @@ def training_step(net, optimizer, loss_fn, pictures, masks, rng) -> float:
 
 @torch.no_grad()
 def validate(net: InteractiveNet, cache: dict[str, np.ndarray]) -> dict[str, float]:
-    """Box-only and one-centre-click Dice on the cached validation split at the working size, per source."""
+    """Box-only and one-centre-click Dice on the cached validation split at the working size, per source
+    (:func:`medfm.eval.seg_metrics.dice`); masks left empty at the working size are skipped."""
     net.eval()
     results: dict[str, list[float]] = {}
     for index in np.flatnonzero(cache["is_val"]):
         truth = cache["masks"][index]
+        if not truth.any():  # a structure that vanished at the working size: no box or click to give
+            continue
         features = net.encode(torch.from_numpy(cache["pictures"][index]).permute(2, 0, 1)[None].float() / 255)
         for name, prompt in (
-            ("box", {"points": [], "labels": [], "box": bounding_box(truth), "positive": None, "negative": None}),
+            ("box", {"points": [], "labels": [], "box": mask_box(truth), "positive": None, "negative": None}),
             ("click", {"points": [centre_click(truth)], "labels": [1], "box": None, "positive": None, "negative": None}),
         ):
             prediction = _logits(net, features, _maps(prompt, None)[None])[0, 0].numpy() > 0
-            dice = 2 * (prediction & truth).sum() / max(1, prediction.sum() + truth.sum())
-            results.setdefault(f"{cache['sources'][index]}/{name}", []).append(float(dice))
+            results.setdefault(f"{cache['sources'][index]}/{name}", []).append(dice(prediction, truth))
     net.train()
     return {key: round(float(np.mean(values)), 4) for key, values in sorted(results.items())}
 

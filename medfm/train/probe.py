@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from medfm.errors import MedfmError, display_path
+from medfm.eval.bootstrap import bootstrap
+from medfm.eval.cls_metrics import macro, one_vs_rest_auc, roc_auc
 from medfm.index import Index
 from medfm.io.manifest import read_manifest
 from medfm.models.encoders.base import Encoder, model_record
@@ -34,6 +36,17 @@ def _embeddings(paths: list[str], encoder: Encoder | None, index: Index | None, 
     return out
 
 
+def operating_target(sensitivity: float | None, specificity: float | None) -> tuple[str, float | None]:
+    """``(target, value)`` for :meth:`Probe.calibrate` from at most one of a target sensitivity and specificity."""
+    if sensitivity is not None and specificity is not None:
+        raise MedfmError("give a target sensitivity or a target specificity, not both")
+    if sensitivity is not None:
+        return "sensitivity", sensitivity
+    if specificity is not None:
+        return "specificity", specificity
+    return "youden", None
+
+
 def fit_probe(
     manifest: str | os.PathLike,
     label_column: str,
@@ -43,18 +56,23 @@ def fit_probe(
     method: str = "logistic",
     k: int = 10,
     calibration: str | os.PathLike | None = None,
-    target: str = "youden",
-    value: float | None = None,
+    target_sensitivity: float | None = None,
+    target_specificity: float | None = None,
     positive: str | None = None,
     path_column: str = "path",
     batch_size: int = 32,
 ) -> Probe:
     """A probe fitted on ``manifest``'s images and labels (``method``: ``"logistic"`` or
-    ``"knn"`` with ``k`` neighbours), with an operating point (``target``: ``"sensitivity"``,
-    ``"specificity"`` with ``value``, or ``"youden"``) chosen on ``calibration`` if given.
+    ``"knn"`` with ``k`` neighbours) and, if ``calibration`` names a labelled manifest, an
+    operating point chosen on it: the threshold reaching ``target_sensitivity`` or
+    ``target_specificity`` (at most one), else the one maximising Youden's J.
 
-    Needs ``encoder`` or ``index`` (or both: they must hold the same model).
+    Needs ``encoder`` or ``index`` (or both: they must hold the same model). A target without
+    a calibration manifest raises rather than being ignored.
     """
+    target, value = operating_target(target_sensitivity, target_specificity)
+    if target != "youden" and calibration is None:
+        raise MedfmError(f"a target {target} ({value}) is reached on a calibration manifest; give one")
     if method not in HEADS:
         raise MedfmError(f"method must be one of {', '.join(HEADS)}; got {method!r}")
     if encoder is None and index is None:
@@ -63,11 +81,48 @@ def fit_probe(
         index.check_model(encoder.info)
     model = model_record(encoder.info) if encoder is not None else dict(index.model)
     paths, labels = read_manifest(manifest, label_column, path_column)
-    head = HEADS[method](k) if method == "knn" else HEADS[method]()
-    head.fit(_embeddings(paths, encoder, index, batch_size), labels)
+    def new_head():
+        return HEADS[method](k) if method == "knn" else HEADS[method]()
+
+    embeddings = _embeddings(paths, encoder, index, batch_size)
+    head = new_head().fit(embeddings, labels)
     counts = {label: labels.count(label) for label in head.classes_}
-    probe = Probe(head, model, training={"manifest": Path(manifest).name, "label_column": label_column, "counts": counts})
+    probe = Probe(head, model, training={"manifest": Path(manifest).name, "label_column": label_column, "counts": counts,
+                                         "cross_validation": cross_validate(new_head, embeddings, labels)})
     if calibration is not None:
         cal_paths, cal_labels = read_manifest(calibration, label_column, path_column)
         probe.calibrate(_embeddings(cal_paths, encoder, index, batch_size), cal_labels, target, value, positive)
     return probe
+
+
+def cross_validate(new_head, embeddings: np.ndarray, labels: list[str], folds: int = 5, seed: int = 0) -> dict:
+    """What a probe of this kind reaches on images it was not fitted on, against guessing.
+
+    Stratified ``folds``-fold cross-validation (fewer when the rarest class has fewer
+    images): every image is predicted by a head fitted on the other folds. Accuracy and AUC
+    (binary, or the macro one-vs-rest AUC) of those out-of-fold predictions come with 95 %
+    bootstrap intervals over images, beside the majority-class baseline (always answering
+    the commonest class); ``beats_baseline`` is whether the accuracy interval lies above it.
+    ``new_head()`` makes an unfitted head.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    classes = sorted(set(labels))
+    y = np.array([classes.index(label) for label in labels])
+    majority = int(np.bincount(y).argmax())
+    baseline = {"class": classes[majority], "accuracy": float(np.mean(y == majority))}
+    folds = min(folds, int(np.bincount(y).min()))
+    if folds < 2:
+        return {"folds": 0, "skipped": "a class has fewer than 2 images", "majority_baseline": baseline}
+    scores = np.zeros((len(y), len(classes)))
+    for train, held_out in StratifiedKFold(folds, shuffle=True, random_state=seed).split(embeddings, y):
+        head = new_head().fit(embeddings[train], [labels[i] for i in train])
+        scores[np.ix_(held_out, [classes.index(c) for c in head.classes_])] = head.predict_proba(embeddings[held_out])
+
+    def statistic(rows: np.ndarray) -> dict[str, float]:
+        auc = roc_auc(scores[rows, 1], y[rows]) if len(classes) == 2 else macro(one_vs_rest_auc(scores[rows], y[rows]))
+        return {"accuracy": float(np.mean(scores[rows].argmax(axis=1) == y[rows])), "auc": auc}
+
+    estimates = bootstrap(statistic, len(y), n_boot=500, seed=seed)
+    return {"folds": folds, **{name: estimate.as_dict() for name, estimate in estimates.items()},
+            "majority_baseline": baseline, "beats_baseline": bool(estimates["accuracy"].low > baseline["accuracy"])}

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from medfm.models.segmenters.prompt import mask_box
+
 
 def _interior(region: np.ndarray) -> np.ndarray:
     """Distance of each ``region`` pixel to the nearest non-region pixel, the border counting as outside."""
@@ -44,16 +46,10 @@ def centre_click(truth: np.ndarray) -> tuple[float, float]:
     return x, y
 
 
-def bounding_box(truth: np.ndarray) -> np.ndarray:
-    """Tight box of ``truth`` as x0, y0, x1, y1: first and last column and row (float64 ``(4,)``)."""
-    rows = np.flatnonzero(truth.any(axis=1))
-    columns = np.flatnonzero(truth.any(axis=0))
-    return np.array([columns[0], rows[0], columns[-1], rows[-1]], dtype=np.float64)
-
-
 def jittered_box(truth: np.ndarray, rng: np.random.Generator, jitter: float = 0.1) -> np.ndarray:
-    """:func:`bounding_box` with each edge moved by up to ``jitter`` × the box's size, as a user would draw it."""
-    box = bounding_box(truth)
+    """:func:`~medfm.models.segmenters.prompt.mask_box` of ``truth`` with each edge moved by up to
+    ``jitter`` × the box's size, as a user would draw it (float64 ``(4,)``)."""
+    box = np.array(mask_box(truth))
     size = np.array([box[2] - box[0] + 1, box[3] - box[1] + 1] * 2)
     box = box + rng.uniform(-jitter, jitter, 4) * size
     rows, columns = truth.shape

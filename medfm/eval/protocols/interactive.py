@@ -24,16 +24,13 @@ import numpy as np
 from medfm.errors import MedfmError, display_path
 from medfm.io.formats import load
 from medfm.models.segmenters.base import Segmenter
-from medfm.models.segmenters.prompt import Prompt
-from medfm.eval.protocols.interaction import bounding_box, centre_click, corrective_click
+from medfm.models.segmenters.prompt import Prompt, mask_box
+from medfm.progress import progress_bar
+from medfm.io.label_maps import read_mask
+from medfm.eval.protocols.interaction import centre_click, corrective_click
+from medfm.eval.seg_metrics import dice
 
 THRESHOLDS = (0.8, 0.9)
-
-
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two ``(rows, columns)`` bool masks; two empty masks agree perfectly (1.0)."""
-    total = int(prediction.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int((prediction & truth).sum()) / total
 
 
 def read_manifest(manifest: str | Path) -> list[dict[str, str]]:
@@ -58,17 +55,10 @@ def read_manifest(manifest: str | Path) -> list[dict[str, str]]:
     ]
 
 
-def _truth(mask_path: str) -> np.ndarray:
-    """A mask file as ``(rows, columns)`` bool: above half its maximum (JPEG masks have halos)."""
-    plane = np.asarray(load(mask_path).frame())
-    plane = plane[..., 0] if plane.ndim == 3 else plane
-    return plane > plane.max() / 2 if plane.max() > 0 else plane.astype(bool)
-
-
 def simulate(segmenter: Segmenter, plane: np.ndarray, truth: np.ndarray, max_clicks: int = 10) -> dict[str, Any]:
     """One image through the protocol: ``{"box": Dice, "clicks": [Dice after click 1, 2, ...]}``."""
     segmenter.set_image(plane)
-    box = dice(segmenter.predict(Prompt(boxes=[tuple(bounding_box(truth))])).mask, truth)
+    box = dice(segmenter.predict(Prompt(boxes=[mask_box(truth)])).mask, truth)
     points, labels, clicks = [centre_click(truth)], [1], []
     logits = None
     while True:
@@ -101,7 +91,8 @@ def _summary(runs: list[dict[str, Any]], max_clicks: int) -> dict[str, Any]:
 
 
 def evaluate_interactive(
-    segmenter: Segmenter, manifest: str | Path, limit: int | None = None, max_clicks: int = 10
+    segmenter: Segmenter, manifest: str | Path, limit: int | None = None, max_clicks: int = 10,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Run the protocol on a manifest's images; ``limit`` caps the images per dataset.
 
@@ -109,19 +100,24 @@ def evaluate_interactive(
     {name: summary}, "all": summary}``; a summary holds ``images``, ``box_dice``,
     ``click_dice`` (mean Dice after 1..max_clicks clicks), ``noc@80``, ``noc@90`` and
     ``failures@80``/``failures@90`` (images that never reached the threshold). Masks with
-    no foreground are skipped (nothing to click on).
+    no foreground are skipped (nothing to click on). ``progress`` shows a bar of the
+    manifest's rows on stderr.
     """
     if max_clicks < 1:
         raise MedfmError(f"max_clicks must be at least 1; got {max_clicks}")
     started = time.perf_counter()
     runs: dict[str, list[dict[str, Any]]] = {}
-    for row in read_manifest(manifest):
-        if limit is not None and len(runs.get(row["dataset"], [])) >= limit:
-            continue
-        truth = _truth(row["mask"])
-        if not truth.any():
-            continue
-        runs.setdefault(row["dataset"], []).append(simulate(segmenter, load(row["image"]).frame(), truth, max_clicks))
+    rows = read_manifest(manifest)
+    with progress_bar(progress) as bar:
+        task = bar.add_task("Simulating interaction", total=len(rows))
+        for row in rows:
+            bar.advance(task)
+            if limit is not None and len(runs.get(row["dataset"], [])) >= limit:
+                continue
+            truth = read_mask(row["mask"])[:, :, 0].T  # the first plane, as (rows, columns)
+            if not truth.any():
+                continue
+            runs.setdefault(row["dataset"], []).append(simulate(segmenter, load(row["image"]).frame(), truth, max_clicks))
     if not runs:
         raise MedfmError(f"{display_path(manifest)}: no image with a non-empty mask to evaluate")
     return {

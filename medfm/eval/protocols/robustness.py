@@ -23,11 +23,12 @@ from medfm.eval.corruptions import CORRUPTIONS, SEVERITIES, get_corruption
 from medfm.eval.protocols.degradation import RobustnessResult, degradation_curves
 from medfm.eval.seg_metrics import dice
 from medfm.io import Image, load
+from medfm.io.label_maps import read_mask
 from medfm.io.manifest import read_manifest
 from medfm.models.encoders.base import Encoder
 from medfm.models.encoders.planes import embed_image
 from medfm.models.probe import Probe
-from medfm.models.segmenters import Prompt, Segmenter
+from medfm.models.segmenters import Prompt, Segmenter, mask_box
 
 _LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: Image metadata key that carries a case's box prompt through the corruptions.
@@ -45,21 +46,6 @@ def grey_plane(image: Image, path: str) -> Image:
     return image.with_array(np.asarray(image.array[..., :3], np.float32) @ _LUMINANCE)
 
 
-def reference_box(mask: np.ndarray) -> tuple[float, float, float, float]:
-    """Bounding box ``x0, y0, x1, y1`` (x = column = i, y = row = j, inclusive) of an ``(I, J)`` mask."""
-    columns, rows = np.nonzero(mask)
-    return float(columns.min()), float(rows.min()), float(columns.max()), float(rows.max())
-
-
-def _mask(path: str, shape: tuple[int, int]) -> np.ndarray:
-    mask = load(path)
-    array = np.asarray(mask.array[:, :, 0, 0, :]).max(axis=-1)
-    if array.shape != shape:
-        raise MedfmError(f"{display_path(path)}: mask is {array.shape[0]}x{array.shape[1]} but its image is {shape[0]}x{shape[1]}")
-    # JPEG-compressed masks carry noise around 0 and 255: binarise at half the maximum.
-    return array > (array.max() / 2 if array.max() > 1 else 0)
-
-
 def segmenter_robustness(
     manifest: str | os.PathLike,
     segmenter: Segmenter,
@@ -70,6 +56,7 @@ def segmenter_robustness(
     corruptions: Sequence[str] = tuple(CORRUPTIONS),
     severities: Sequence[int] = SEVERITIES,
     seed: int = 0,
+    progress: bool = False,
 ) -> RobustnessResult:
     """Box-prompted Dice of ``segmenter`` per corruption and severity over a manifest's
     ``image``/``mask`` rows (paths relative to the manifest's folder)."""
@@ -81,10 +68,10 @@ def segmenter_robustness(
     for image_path, mask_name in list(zip(images, masks))[:limit]:
         mask_path = str((folder / mask_name).resolve())
         image = grey_plane(load(image_path), image_path)
-        reference = _mask(mask_path, image.spatial_shape[:2])
+        reference = read_mask(mask_path, image.spatial_shape[:2])[:, :, 0]  # (I, J)
         if not reference.any():
             raise MedfmError(f"{display_path(mask_path)}: the mask is empty, so no box prompt can be simulated")
-        image.metadata[BOX_KEY] = reference_box(reference)
+        image.metadata[BOX_KEY] = mask_box(reference.T)  # boxes are on (rows, columns) = (J, I) planes
         cases.append((image, reference))
 
     def predict(image: Image) -> np.ndarray:
@@ -92,7 +79,7 @@ def segmenter_robustness(
         mask = segmenter.predict(Prompt(boxes=[image.metadata[BOX_KEY]])).mask  # (rows, columns)
         return mask.T
 
-    return degradation_curves(predict, cases, dice, corruptions, severities, seed)
+    return degradation_curves(predict, cases, dice, corruptions, severities, seed, progress)
 
 
 def accuracy(predicted: str, label: str) -> float:
@@ -111,6 +98,7 @@ def classifier_robustness(
     corruptions: Sequence[str] = tuple(CORRUPTIONS),
     severities: Sequence[int] = SEVERITIES,
     seed: int = 0,
+    progress: bool = False,
 ) -> RobustnessResult:
     """Accuracy of a fitted ``probe`` (on ``encoder``'s embeddings) per corruption and severity."""
     probe.check_model(encoder.info)
@@ -122,7 +110,7 @@ def classifier_robustness(
     def predict(image: Image) -> str:
         return probe.predict(embed_image(image, encoder)[None])[1][0]
 
-    return degradation_curves(predict, cases, accuracy, corruptions, severities, seed)
+    return degradation_curves(predict, cases, accuracy, corruptions, severities, seed, progress)
 
 
 def evaluate_robustness(
@@ -136,16 +124,17 @@ def evaluate_robustness(
     corruptions: Sequence[str] = tuple(CORRUPTIONS),
     severities: Sequence[int] = SEVERITIES,
     seed: int = 0,
+    progress: bool = False,
 ) -> RobustnessResult:
     """Degradation curves of a registered ``segmenter`` (by name) or of a ``probe`` file
-    (with the encoder it was fitted on)."""
+    (with the encoder it was fitted on); ``progress`` shows a bar on stderr."""
     from medfm.models import create_encoder
     from medfm.models.probe import load_probe
     from medfm.models.registry import create_segmenter
 
     if (segmenter is None) == (probe is None):
         raise MedfmError("give a segmenter (--segmenter NAME) or a classifier (--probe FILE), not both")
-    options = {"limit": limit, "corruptions": corruptions, "severities": severities, "seed": seed}
+    options = {"limit": limit, "corruptions": corruptions, "severities": severities, "seed": seed, "progress": progress}
     if segmenter is not None:
         result = segmenter_robustness(manifest, create_segmenter(segmenter, checkpoint), **options)
     else:

@@ -10,8 +10,13 @@ from typing import Any
 import numpy as np
 
 from medfm.eval.cls_metrics import roc_curve
-from medfm.eval.evaluate_cls import ClassificationEvaluation
+from medfm.eval.evaluate_cls import OPERATING_POINT_RATES, UNMATCHED_SIDES, ClassificationEvaluation, metric_names
+from medfm.eval.fairness import SUBGROUP_METRICS
 from medfm.eval.reports.html import Raw, figure_html, format_interval, format_value, html_page, html_table, pyplot, write_html
+
+
+#: Subgroup metrics drawn as forest plots.
+FOREST_METRICS = ("auc", "sensitivity", "specificity")
 
 
 def _roc_figure(result: ClassificationEvaluation) -> Any:
@@ -50,8 +55,8 @@ def _reliability_figure(calibration: dict[str, Any]) -> Any:
 
 def _forest_figure(analysis: dict[str, Any]) -> Any:
     plt = pyplot()
-    names = list(analysis["groups"])
-    metrics = ("auc", "sensitivity", "specificity")
+    names = sorted(analysis["groups"])
+    metrics = FOREST_METRICS
     fig, axes = plt.subplots(1, len(metrics), figsize=(10, 0.5 * len(names) + 1.4), sharey=True)
     for ax, metric in zip(axes, metrics):
         for row, name in enumerate(names):
@@ -78,31 +83,35 @@ def write_classification_report(result: ClassificationEvaluation, path: str | os
         + f". Intervals: {int(boot['confidence'] * 100)}% percentile bootstrap, {boot['n_boot']} resamples of "
         f"{html.escape(boot['resampling'])}, seed {boot['seed']}.</p>",
         "<h2>Metrics</h2>",
-        html_table(["metric", "value [CI]"], [(k, Raw(format_interval(e))) for k, e in data["metrics"].items()]),
+        html_table(["metric", "value [CI]"], [
+            (name, Raw(format_interval(data["metrics"][name]))) for name in metric_names(result.task, result.class_names)
+        ]),
     ]
-    unmatched = {k: v for k, v in data["unmatched"].items() if v}
+    unmatched = [(side, data["unmatched"][side]) for side in UNMATCHED_SIDES if data["unmatched"][side]]
     if unmatched:
         sections.append("<h2>Unmatched ids</h2>" + html_table(
-            ["side", "count", "ids"], [(k.replace("_", " "), len(v), ", ".join(v[:20]) + (" …" if len(v) > 20 else "")) for k, v in unmatched.items()]
+            ["side", "count", "ids"], [(k.replace("_", " "), len(v), ", ".join(v[:20]) + (" …" if len(v) > 20 else "")) for k, v in unmatched]
         ))
     figures = [figure_html(_roc_figure(result))]
     if "operating_point" in data:
         point = data["operating_point"]
         sections.append(f"<h2>Operating point</h2><p>threshold {format_value(point['threshold'])} ({html.escape(point['chosen_by'])}); "
                         "rows with score ≥ threshold are called positive.</p>")
-        sections.append(html_table(["metric", "value [CI]"], [(k, Raw(format_interval(point[k]))) for k in ("sensitivity", "specificity", "ppv", "npv")]))
+        sections.append(html_table(["metric", "value [CI]"], [(k, Raw(format_interval(point[k]))) for k in OPERATING_POINT_RATES]))
         calibration = data["calibration"]
         if "ece" in calibration:
             figures.append(figure_html(_reliability_figure(calibration)))
     sections.append("<h2>Curves</h2>" + "".join(figures))
     for column, analysis in data.get("subgroups", {}).items():
-        metrics = list(next(iter(analysis["groups"].values())))[2:]
+        groups = analysis["groups"]
         sections.append(f"<h2>Subgroups by {html.escape(column)}</h2>")
-        sections.append(html_table(["group", "n", "positive", *metrics], [
-            (name, g["n"], g["n_positive"], *(Raw(format_interval(g[m])) for m in metrics)) for name, g in analysis["groups"].items()
+        sections.append(html_table(["group", "n", "positive", *SUBGROUP_METRICS], [
+            (name, groups[name]["n"], groups[name]["n_positive"], *(Raw(format_interval(groups[name][m])) for m in SUBGROUP_METRICS))
+            for name in sorted(groups)
         ]))
         sections.append(html_table(["gap", "difference (max - min)", "ratio (min / max)"], [
-            (m, Raw(format_interval(gap["difference"])), Raw(format_interval(gap["ratio"]))) for m, gap in analysis["gaps"].items()
+            (m, Raw(format_interval(analysis["gaps"][m]["difference"])), Raw(format_interval(analysis["gaps"][m]["ratio"])))
+            for m in SUBGROUP_METRICS if m in analysis["gaps"]
         ]))
         sections.append(f"<p>Equalised-odds difference at the operating point: {format_interval(analysis['equalised_odds_difference'])}</p>")
         sections.append(figure_html(_forest_figure(analysis)))

@@ -12,6 +12,7 @@ import numpy as np
 
 from medfm.eval.evaluate_seg import SegmentationEvaluation, load_mask_pair
 from medfm.eval.pairing import Pair
+from medfm.eval.seg_metrics import METRICS
 from medfm.eval.reports.html import Raw, figure_html, format_interval, format_value, html_page, html_table, pyplot, write_html
 
 #: How many of the lowest-Dice cases the segmentation report draws.
@@ -43,6 +44,12 @@ def _overlay(pred: np.ndarray, ref: np.ndarray, title: str) -> Any:
     return fig
 
 
+def _summary_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """``(metric, mean [CI], median, n)`` per metric, in :data:`METRICS` order."""
+    return [(m, Raw(format_interval({"value": summary[m]["mean"], **summary[m]})), summary[m]["median"], summary[m]["n"])
+            for m in METRICS]
+
+
 def write_segmentation_report(result: SegmentationEvaluation, path: str | os.PathLike) -> Path:
     """The summary with intervals, a table per case, what was skipped, and pred/ref contours of the worst cases."""
     data = result.as_dict()
@@ -50,7 +57,7 @@ def write_segmentation_report(result: SegmentationEvaluation, path: str | os.Pat
         "<h2>Summary over cases</h2>",
         html_table(
             ["metric", "mean [95% CI]", "median", "n", "undefined"],
-            [(m, Raw(format_interval({"value": s["mean"], **s})), s["median"], s["n"], s["n_undefined"]) for m, s in data["summary"].items()],
+            [(*row, data["summary"][row[0]]["n_undefined"]) for row in _summary_rows(data["summary"])],
         ),
         f"<p class='note'>NSD tolerance {format_value(data['settings']['tolerance_mm'])} mm; distances in mm, volumes in mm³ "
         f"(mm² for 2D). Empty masks: {html.escape(data['settings']['empty_masks'])}. Intervals: percentile bootstrap "
@@ -58,11 +65,8 @@ def write_segmentation_report(result: SegmentationEvaluation, path: str | os.Pat
     ]
     for label, summary in data["summary_by_label"].items():
         sections.append(f"<h3>Label {html.escape(label)}</h3>")
-        sections.append(html_table(["metric", "mean [95% CI]", "median", "n"], [
-            (m, Raw(format_interval({"value": s["mean"], **s})), s["median"], s["n"]) for m, s in summary.items()
-        ]))
-    metrics = list(data["summary"])
-    sections += ["<h2>Cases</h2>", html_table(["case", *metrics], [[c["name"], *(c[m] for m in metrics)] for c in data["cases"]])]
+        sections.append(html_table(["metric", "mean [95% CI]", "median", "n"], _summary_rows(summary)))
+    sections += ["<h2>Cases</h2>", html_table(["case", *METRICS], [[c["name"], *(c[m] for m in METRICS)] for c in data["cases"]])]
     sections.append(_skipped_section(result.skipped))
     worst = sorted(result.cases, key=lambda c: c["dice"])[:WORST_CASES]
     figures = []

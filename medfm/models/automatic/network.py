@@ -7,12 +7,14 @@ from typing import Any
 from torch import nn
 
 from medfm.errors import MedfmError
+from medfm.threads import ensure_threads
 
 
 def build_network(config: dict[str, Any], in_channels: int, out_channels: int, spatial_dims: int = 2) -> nn.Module:
     """The network a ``"kind": "auto-segmenter"`` config describes; ``out_channels`` counts background too."""
     from monai.networks.nets import DynUNet, UNet
 
+    ensure_threads()  # medfm's thread count (medfm.threads), for training and inference alike
     family = config.get("family")
     if family == "monai_unet":
         return UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,

@@ -61,6 +61,23 @@ class Scribble:
         return [(float(columns[i]), float(rows[i])) for i in picks]
 
 
+def mask_box(mask: np.ndarray, margin: float = 0) -> Box:
+    """The box x0, y0, x1, y1 around a ``(rows, columns)`` mask (its first and last foreground
+    column and row), widened by ``margin`` pixels on every side and kept inside the plane.
+
+    The mask must have foreground: an empty mask has no box.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2 or not mask.any():
+        raise MedfmError(f"a box needs a non-empty (rows, columns) mask; got shape {mask.shape} with {int(mask.sum())} pixels set")
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    height, width = mask.shape
+    return (
+        float(max(columns[0] - margin, 0)), float(max(rows[0] - margin, 0)),
+        float(min(columns[-1] + margin, width - 1)), float(min(rows[-1] + margin, height - 1)),
+    )
+
+
 def _polyline_order(points: list[Point], rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """Indices sorting drawn pixels by distance travelled along the polyline (nearest vertex)."""
     vertices = np.asarray(points, dtype=np.float64).reshape(-1, 2)
