@@ -67,6 +67,30 @@ def train_interactive_command(
     print_json(train(out, minutes, resume, cache, data or shared_data_dir(), log=typer.echo, **given(batch_size=batch_size)))
 
 
+@train_app.command("seg")
+def train_seg_command(
+    data: Annotated[Path, typer.Argument(help="CSV manifest with image,mask columns (paths relative to it).")],
+    out: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write (must not exist).")],
+    arch: Annotated[str | None, typer.Option("--arch", help="Architecture (registry config: auto-unet, auto-dynunet); default the plan's.")] = None,
+    labels: Annotated[str | None, typer.Option("--labels", help="Label values and names, e.g. 1=liver,2=tumour (default: found in the masks).")] = None,
+    budget_min: Annotated[float, typer.Option("--budget-min", help="Wall-time budget in minutes, counted across resumes.")] = 10.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted training of this model folder.")] = False,
+    plan: Annotated[list[str] | None, typer.Option("--plan", help="Override a plan setting, NAME=VALUE (JSON value; repeatable), "
+                                                                 "e.g. patch_size=[96,96] or batch_size=4.")] = None,
+    group_column: Annotated[str | None, typer.Option("--group-column", help="Manifest column naming the subject: validation "
+                                                                             "holds out whole subjects (default: whole images).")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Train only on rows with COLUMN=VALUE (repeatable), e.g. split=dev.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps even within the budget.")] = None,
+) -> None:
+    """Train an automatic segmentation net on your labels (nnU-Net-style plan); prints validation Dice/HD95 as JSON."""
+    from medfm.train.seg import train_segmenter
+    from medfm.train.seg_data import parse_labels
+    from medfm.train.seg_plan import parse_overrides
+
+    filters = parse_overrides(only or [], "--only")
+    print_json(train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
+                               resume=resume, plan_overrides=parse_overrides(plan or []), group_column=group_column,
+                               only=filters, max_steps=max_steps, log=lambda line: typer.echo(line, err=True)))
 
 
 @train_app.command("abstention")
