@@ -47,27 +47,31 @@ def rouge_l(prediction: str, reference: str) -> float:
 
 
 def _tokens(text: str) -> list[str]:
-    """Lower-case word tokens with a final "s" dropped (so that "masses" and "mass" meet halfway)."""
-    return [word[:-1] if len(word) > 3 and word.endswith("s") else word for word in re.findall(r"[a-z0-9]+", text.lower())]
+    """Lower-case word tokens, plurals folded: a final "es" after s/x/sh/ch ("masses"), else a final "s"
+    not after s or u ("effusions", but not "mass", "sinus")."""
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return [word[:-2] if re.search(r"(s|x|sh|ch)es$", word) and len(word) > 4
+            else word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us")) else word
+            for word in words]
 
 
 @cache
-def clinical_terms() -> tuple[tuple[str, ...], ...]:
-    """The shipped terms as token tuples, longest first (so that "pleural effusion" wins over "effusion")."""
+def clinical_terms() -> tuple[tuple[tuple[str, ...], str], ...]:
+    """The shipped terms as ``(tokens, term)``, longest first (so that "pleural effusion" wins over "effusion")."""
     lines = TERMS_FILE.read_text(encoding="utf-8").splitlines()
-    terms = {tuple(_tokens(line)) for line in lines if line.strip() and not line.startswith("#")}
-    return tuple(sorted(terms, key=lambda t: (-len(t), t)))
+    terms = {tuple(_tokens(line)): line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    return tuple(sorted(terms.items(), key=lambda item: (-len(item[0]), item[0])))
 
 
 def mentioned_terms(text: str) -> set[str]:
     """The shipped clinical terms ``text`` mentions, as whole word sequences, longest match first."""
     words = _tokens(text)
     found, used = set(), [False] * len(words)
-    for term in clinical_terms():
-        size = len(term)
+    for tokens, term in clinical_terms():
+        size = len(tokens)
         for start in range(len(words) - size + 1):
-            if tuple(words[start:start + size]) == term and not any(used[start:start + size]):
-                found.add(" ".join(term))
+            if tuple(words[start:start + size]) == tokens and not any(used[start:start + size]):
+                found.add(term)
                 used[start:start + size] = [True] * size
     return found
 

@@ -9,6 +9,7 @@ study and its retrieved cases, and closed questions (:mod:`medfm.tasks.ask`) ans
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,8 @@ MODALITY_TEMPLATES = ("a {} image", "a {} scan", "a medical image acquired with 
 REGION_TEMPLATES = ("a medical image of the {}", "an image of the {}", "a scan of the {}", "the {}")
 #: Each routed axis: its label set and prompt templates.
 AXES = {"modality": (MODALITIES, MODALITY_TEMPLATES), "region": (REGIONS, REGION_TEMPLATES)}
+#: Label embeddings by encoder and axis: routing a study and its retrieved cases encodes the prompts once.
+_LABELS: weakref.WeakKeyDictionary[Encoder, dict[str, np.ndarray]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,10 @@ def route(embeddings: np.ndarray, encoder: Encoder, axis: str, abstain_below: fl
     """``(N, D)`` unit image embeddings → one :class:`Routed` per row on ``axis`` (``modality``
     or ``region``); with ``abstain_below`` (a similarity), rows less like every label abstain."""
     classes, templates = AXES[axis]
-    texts = label_embeddings(list(classes.values()), encoder, templates)
+    by_axis = _LABELS.setdefault(encoder, {})
+    if axis not in by_axis:
+        by_axis[axis] = label_embeddings(list(classes.values()), encoder, templates)
+    texts = by_axis[axis]
     proba = probabilities(embeddings, texts, getattr(encoder, "logit_scale", DEFAULT_SCALE))
     similarity = embeddings @ texts.T
     keys = list(classes)
