@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
+from medfm.errors import display_path
 from medfm.io.image import Image
 
 COORDINATES = "RAS+ world mm (NIfTI/nibabel); orientation letters name the direction each voxel axis i, j, k increases toward"
@@ -44,3 +46,12 @@ def describe(image: Image, show_phi: bool = False) -> dict[str, Any]:
     if show_phi:
         summary["phi"] = image.phi
     return summary
+
+
+def describe_path(path: str | os.PathLike, show_phi: bool = False) -> list[dict[str, Any]]:
+    """:func:`describe` of every image ``path`` holds (one per series of a DICOM folder), each with
+    the ``path`` and its ``format``."""
+    from medfm.io.formats import detect_format, load_all
+
+    fmt = detect_format(path)
+    return [{"path": display_path(path), "format": fmt.name, **describe(image, show_phi)} for image in load_all(path)]

@@ -82,6 +82,14 @@ def _provenance(img) -> Provenance | None:
     return None
 
 
+def frame_interval_s(image: Image) -> float | None:
+    """Seconds between frames: ``metadata["frame_interval_s"]`` (NIfTI, DICOM), else ``1 / metadata["fps"]`` (video)."""
+    if image.metadata.get("frame_interval_s"):
+        return float(image.metadata["frame_interval_s"])
+    fps = image.metadata.get("fps")
+    return 1.0 / float(fps) if fps else None
+
+
 def nifti_image(image: Image):
     """The nibabel image of ``image``: scanner and aligned forms set to its affine, mm and s, its provenance."""
     import nibabel as nib
@@ -93,6 +101,11 @@ def nifti_image(image: Image):
     nifti.set_qform(image.affine, code=1)
     nifti.set_sform(image.affine, code=1)
     nifti.header.set_xyzt_units("mm", "sec")
+    interval = frame_interval_s(image)
+    if image.num_frames > 1 and interval:
+        zooms = list(nifti.header.get_zooms())
+        zooms[3] = interval  # pixdim[4]: the time between frames, in the "sec" unit set above
+        nifti.header.set_zooms(zooms)
     if image.num_channels > 1:
         nifti.header.set_intent("vector")
     if image.provenance is not None:

@@ -116,7 +116,7 @@ def integer_pixels(pixels: np.ndarray, allowed: tuple[type, ...], what: str) -> 
     names = " or ".join(np.dtype(d).name for d in allowed)
     raise MedfmError(
         f"{what} stores {names} pixels; this image is {pixels.dtype} in [{low:g}, {high:g}]: "
-        "write .tiff or .nii.gz to keep the values"
+        "write .tiff or .nii.gz to keep the values, or window them to 8 bits (medfm convert --window CENTER,WIDTH or a preset)"
     )
 
 

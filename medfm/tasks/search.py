@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from medfm.catalog.store import ImageRecord
 from medfm.errors import MedfmError, display_path
 from medfm.index import Hit, Index, open_or_create_index
 from medfm.io import Image
@@ -35,11 +36,17 @@ SAVE_EVERY_S = 60.0
 
 @dataclass(frozen=True)
 class Item:
-    """Something to index: ``id``, the image ``path`` and its metadata (which holds ``path``)."""
+    """Something to index: ``id``, the image ``path`` and its metadata (which holds ``path``);
+    a catalogued image keeps its ``record`` and is read from exactly the record's files."""
 
     id: int
     path: str
     metadata: dict[str, Any]
+    record: ImageRecord | None = None
+
+    @property
+    def source(self) -> str | ImageRecord:
+        return self.record if self.record is not None else self.path
 
 
 class Hits(list):
@@ -101,11 +108,11 @@ def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = No
         raise MedfmError(f"give one catalog per index build (catalog ids would clash); got {len(catalogs)}")
     for url in catalogs:
         with open_catalog(url) as store:
-            for record in store.query():
+            for record in store.query(with_files=True):
                 caption = (record.metadata or {}).get("caption")
                 stored = {"path": record.source_path, "modality": record.modality, "body_part": record.body_part,
                           "dataset": record.dataset, "caption": caption if isinstance(caption, str) else None}
-                items[record.id] = Item(record.id, record.source_path, stored)
+                items[record.id] = Item(record.id, record.source_path, stored, record)
     if not items:
         raise MedfmError("nothing to index: give image paths, or a catalog with images")
     return list(items.values())
@@ -114,14 +121,14 @@ def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = No
 def _embed_chunk(items: list[Item], encoder: Encoder, batch_size: int, bad: list[tuple[str, str]]) -> tuple[list[Item], np.ndarray]:
     """The items of the chunk that could be embedded, with their ``(N, D)`` vectors."""
     try:
-        return items, embed_paths([item.path for item in items], encoder, batch_size=batch_size)
+        return items, embed_paths([item.source for item in items], encoder, batch_size=batch_size)
     except MedfmError:
         pass
     # one bad file fails the whole call: find which, and keep the others
     kept, vectors = [], []
     for item in items:
         try:
-            vectors.append(embed_paths([item.path], encoder, batch_size=batch_size)[0])
+            vectors.append(embed_paths([item.source], encoder, batch_size=batch_size)[0])
             kept.append(item)
         except MedfmError as exc:
             bad.append((display_path(item.path), str(exc)))

@@ -1,4 +1,5 @@
-"""Segment an image file into a label-map file (``medfm segment``), with a summary.
+"""Segment an image file into a label-map file (``medfm segment``), with a summary; or many
+into a folder (:func:`segment_files`).
 
 The prompts come from their text forms (:mod:`medfm.tasks.prompt_text`); the label map is
 written atomically in the format its suffix names, stamped with its provenance.
@@ -15,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from medfm.errors import display_path
-from medfm.io.formats import detect_format, load
+from medfm.io.formats import detect_format, load, output_folder
 from medfm.io.image import Image
 from medfm.io.label_maps import save_segmentation
 from medfm.models.segmenters import Prompt, Segmenter
+from medfm.tasks.batch import BatchInput, BatchReport, output_paths, run_batch
 from medfm.tasks.prompt_text import parse_prompts
 from medfm.tasks.segment import PropagationRule, measure, propagate, segment
 
@@ -83,3 +85,31 @@ def _source_series(path: Path, image: Image) -> Any:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     series, _ = scan_dicom(files)
     return next((s for s in series if s.series_uid == image.metadata.get("series_uid")), None)
+
+
+def segment_files(
+    inputs: Sequence[BatchInput],
+    folder: str | os.PathLike,
+    segmenter: Segmenter,
+    *,
+    suffix: str | None = None,
+    points: Sequence[str] = (),
+    boxes: Sequence[str] = (),
+    scribble: str | os.PathLike | None = None,
+    prompts_file: str | os.PathLike | None = None,
+    propagation: PropagationRule | None = None,
+    progress: bool = False,
+) -> BatchReport:
+    """:func:`segment_file` for each input into ``folder`` (named by :func:`~medfm.tasks.batch.output_paths`),
+    with the input's own prompts (a manifest row's) or else the shared ``points`` and ``boxes``; an
+    input that fails is reported in the :class:`BatchReport` and the others go on."""
+    targets = dict(zip(inputs, output_paths(inputs, folder, suffix)))
+    output_folder(folder)
+
+    def one(item: BatchInput) -> dict[str, Any]:
+        own = bool(item.points or item.boxes)
+        return segment_file(item.path, targets[item], segmenter, points=item.points if own else points,
+                            boxes=item.boxes if own else boxes, scribble=scribble, prompts_file=prompts_file,
+                            propagation=propagation)
+
+    return run_batch(inputs, one, progress=progress, description="Segmenting")
