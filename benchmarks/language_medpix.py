@@ -36,7 +36,7 @@ from medfm.tasks.report import compose, retrieve
 from medfm.tasks.search import build_index
 from medfm.train.clip_data import collect
 
-GRID = {"k": (4, 8), "ratio": (0.8, 0.9, 0.95), "max_sentences": (1, 2, 3)}
+GRID = {"k": (8,), "ratio": (0.9, 0.95), "max_sentences": (1, 2)}
 
 
 def drafts(vectors: np.ndarray, encoder, store, threshold: float, k: int, ratio: float, max_sentences: int) -> tuple[list[str], list[str]]:
