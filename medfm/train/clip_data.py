@@ -25,13 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-#: Zero-shot label texts for each modality key (the evaluation's classes).
-MODALITIES = {"ct": "CT", "mri": "MRI", "xray": "X-ray", "ultrasound": "ultrasound", "endoscopy": "endoscopy",
-              "dermoscopy": "dermoscopy", "fundus": "fundus photograph", "microscopy": "microscopy"}
-#: Zero-shot label texts for each body-region key.
-REGIONS = {"head": "head", "chest": "chest", "abdomen": "abdomen", "pelvis": "pelvis",
-           "msk": "spine and musculoskeletal system", "colon": "colon", "skin": "skin", "eye": "eye",
-           "blood": "blood"}
 #: MedPix ``location_category`` → region key.
 MEDPIX_REGIONS = {"Head": "head", "Thorax": "chest", "Abdomen": "abdomen",
                   "Reproductive and Urinary System": "pelvis", "Spine and Muscles": "msk"}

@@ -11,12 +11,9 @@ import numpy as np
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.base import Encoder
-from medfm.train.clip_data import MODALITIES, REGIONS, Sample, read_plane, read_split_manifest
+from medfm.tasks.domains import MODALITIES, MODALITY_TEMPLATES, REGION_TEMPLATES, REGIONS
 from medfm.tasks.zeroshot import DEFAULT_SCALE, label_embeddings, probabilities
-
-#: Prompts for the two zero-shot tasks (fixed before any measurement; never tuned on test).
-MODALITY_TEMPLATES = ("a {} image", "a {} scan", "a medical image acquired with {}", "{}")
-REGION_TEMPLATES = ("a medical image of the {}", "an image of the {}", "a scan of the {}", "the {}")
+from medfm.train.clip_data import Sample, read_plane, read_split_manifest
 
 
 def recall_at_k(text_embeddings: np.ndarray, image_embeddings: np.ndarray, relevant: Sequence[set[int]], k: int = 10) -> float:
