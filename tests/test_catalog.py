@@ -19,6 +19,7 @@ from clitools import run_cli
 import medfm
 from medfm.catalog import ingest, open_catalog
 from medfm.catalog import ingestion
+from medfm.catalog.schema import SCHEMA_VERSION
 from medfm.catalog.store import normalize_url
 from medfm.errors import MedfmError
 from medfm.io.image import Image
@@ -325,16 +326,20 @@ def test_cli_ingest_missing_path_is_a_one_line_error(tmp_path: Path, capsys: pyt
 def test_cli_catalog_list_query_show(tree: Path, capsys: pytest.CaptureFixture) -> None:
     run_cli(["ingest", str(tree), "--dataset", "phantoms", "--no-progress"], capsys)
 
-    code, out, _ = run_cli(["catalog", "list"], capsys)
-    assert code == 0 and len(out.strip().splitlines()) == 4
-    assert "head phantom axial" in out and PATIENT_NAME not in out
+    code, out_list, _ = run_cli(["catalog", "list"], capsys)
+    assert code == 0 and len(out_list.strip().splitlines()) == 4
+    assert "head phantom axial" in out_list and PATIENT_NAME not in out_list
 
     code, out, _ = run_cli(["catalog", "list", "--json", "--limit", "2"], capsys)
     records = json.loads(out)
     assert code == 0 and isinstance(records, list) and len(records) == 2
     assert {"id", "modality", "body_part", "shape", "spacing", "orientation", "dataset", "patient_key",
             "study_uid", "series_uid", "source_path", "num_files", "metadata"} <= set(records[0])
-    assert "phi" not in records[0] and "files" not in records[0]
+    assert "phi" not in records[0]
+    assert [Path(f["path"]).name for f in records[0]["files"]] == [Path(records[0]["source_path"]).name]  # the NIfTI
+    ct_files = sorted(p.name for p in (tree / "dicom" / "ct").iterdir())
+    (ct_line,) = [line for line in out_list.splitlines() if "head phantom axial" in line]
+    assert f"6 files: {ct_files[0]}, {ct_files[1]} ... {ct_files[-1]}" in ct_line
 
     code, out, _ = run_cli(["catalog", "query", "--modality", "mr", "--json"], capsys)
     (mr,) = json.loads(out)
@@ -404,5 +409,5 @@ def test_bad_catalog_urls_and_versions_are_clear_errors(tmp_path: Path) -> None:
     open_catalog(str(db)).close()
     with sqlite3.connect(db) as connection:
         connection.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
-    with pytest.raises(MedfmError, match="schema version 0; this medfm reads version 1"):
+    with pytest.raises(MedfmError, match=f"schema version 0; this medfm reads version {SCHEMA_VERSION}"):
         open_catalog(str(db))

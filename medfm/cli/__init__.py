@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -15,12 +16,15 @@ from medfm.cli.catalog import catalog_app, ingest_app
 from medfm.cli.classify import classify_app
 from medfm.cli.evaluate import evaluate_app
 from medfm.cli.images import images_app
+from medfm.cli.labels import labels_app
+from medfm.cli.language import language_app, language_evaluate_app
 from medfm.cli.pacs import pacs_app
 from medfm.cli.search import index_app, search_app
 from medfm.cli.segment import segment_app
 from medfm.cli.serve import serve_app
 from medfm.cli.train import train_app
 from medfm.errors import MedfmError
+from medfm.threads import set_threads
 
 app = typer.Typer(
     add_completion=False,
@@ -28,13 +32,27 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Offline medical imaging toolkit: ingest, inspect, convert and de-identify images.",
 )
-for commands in (images_app, ingest_app, search_app, classify_app, segment_app, serve_app):
+for commands in (images_app, ingest_app, search_app, classify_app, segment_app, labels_app, serve_app, language_app):
     app.registered_commands.extend(commands.registered_commands)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(index_app, name="index")
+evaluate_app.registered_commands.extend(language_evaluate_app.registered_commands)
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(pacs_app, name="pacs")
 app.add_typer(train_app, name="train")
+# Plain help and usage errors: Rich's formatting would import Rich on every `--help`,
+# which alone costs more than the 0.3 s a command line may take to start.
+for typer_app in (app, *(group.typer_instance for group in app.registered_groups)):
+    typer_app.rich_markup_mode = None
+
+
+@app.callback()
+def global_options(
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="CPU threads for the models and numpy (default: $MEDFM_THREADS, else half the "
+        "CPUs, at most 8; see medfm.threads).")] = None,
+) -> None:
+    set_threads(threads)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import JsonOption, print_json
+from medfm.cli.output import JsonOption, MkdirOption, ProgressOption, ResultsOption, print_json, write_json
 
 evaluate_app = typer.Typer(no_args_is_help=True, help="Score predictions against references, with confidence intervals.")
 
@@ -35,6 +35,7 @@ def seg(
     seed: SeedOption = 0,
     as_json: JsonOption = False,
     report: ReportOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Dice, IoU, HD95, ASSD, NSD and volume difference per case, in mm, with a summary over cases."""
     from medfm.errors import MedfmError
@@ -56,12 +57,16 @@ def seg(
         print_json(result)
         return
     metrics = list(result["summary"])
-    typer.echo("case".ljust(24) + "".join(m[:12].rjust(13) for m in metrics))
+    in_pixels = result["settings"]["distance_unit"] == "pixels"
+    if in_pixels:
+        typer.echo("medfm: the masks have no known spacing: hd95, assd, the NSD tolerance and volumes are in pixels", err=True)
+    headers = [f"{m} (px)" if in_pixels and m in ("hd95", "assd") else m for m in metrics]
+    typer.echo("case".ljust(24) + "".join(h[:12].rjust(13) for h in headers))
     for case in result["cases"]:
         typer.echo(case["name"][:23].ljust(24) + "".join(_number(case[m]).rjust(13) for m in metrics))
-    for metric, stats in result["summary"].items():
+    for metric, header, stats in zip(metrics, headers, result["summary"].values()):
         undefined = f", {stats['n_undefined']} undefined" if stats["n_undefined"] else ""
-        typer.echo(f"{metric}: mean {_number(stats['mean'])} [{_number(stats['low'])}, {_number(stats['high'])}], "
+        typer.echo(f"{header}: mean {_number(stats['mean'])} [{_number(stats['low'])}, {_number(stats['high'])}], "
                    f"median {_number(stats['median'])} (n={stats['n']}{undefined})")
 
 
@@ -105,8 +110,10 @@ def robustness(
     severities: Annotated[str, typer.Option("--severities", help="Comma-separated severities among 1-5.")] = "1,2,3,4,5",
     limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N rows of the manifest.")] = None,
     seed: SeedOption = 0,
+    progress: ProgressOption = True,
     as_json: JsonOption = False,
     report: ReportOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Metric against corruption severity (Dice for a segmenter, accuracy for a classifier), per corruption."""
     from medfm.errors import MedfmError
@@ -120,7 +127,7 @@ def robustness(
     names = tuple(c.strip() for c in corruptions.split(",")) if corruptions else tuple(CORRUPTIONS)
     evaluation = evaluate_robustness(
         manifest, segmenter=segmenter, probe=probe, checkpoint=checkpoint, label_column=label_column,
-        limit=limit, corruptions=names, severities=levels, seed=seed,
+        limit=limit, corruptions=names, severities=levels, seed=seed, progress=progress,
     )
     if report is not None:
         from medfm.eval.reports.robustness import write_robustness_report
@@ -143,17 +150,46 @@ def interactive(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many images per dataset.")] = None,
     max_clicks: Annotated[int, typer.Option("--max-clicks", help="Corrective clicks after the first.")] = 10,
+    progress: ProgressOption = True,
+    results: ResultsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Simulated interaction protocol: box only, 1 click, up to 10 corrective clicks; Dice per step and NoC@80/90."""
     from medfm.eval.protocols.interactive import evaluate_interactive, format_table
     from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
 
-    report = evaluate_interactive(create_segmenter(model or DEFAULT_SEGMENTER, checkpoint), manifest, limit, max_clicks)
+    report = evaluate_interactive(create_segmenter(model or DEFAULT_SEGMENTER, checkpoint), manifest, limit, max_clicks,
+                                  progress=progress)
+    if results is not None:
+        write_json(report, results)
     if as_json:
         print_json(report)
         return
     typer.echo(format_table(report))
+
+
+@evaluate_app.command("clip")
+def clip(
+    manifest: Annotated[Path, typer.Argument(help="split_manifest.csv from `medfm train clip --manifest-only`.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets the manifest's paths are in "
+                                              "(default $MEDFM_SHARED_DATA, else ../shared/data beside the repository).")] = None,
+    split: Annotated[str, typer.Option("--split", help="Which split of the manifest to evaluate.")] = "test",
+    model: Annotated[str | None, typer.Option("--model", help="A registered image-text encoder (default: the shipped one).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
+    results: ResultsOption = None,
+) -> None:
+    """Held-out measures of an image-text model: zero-shot modality and body region, caption→image recall@1/10,
+    and encode_planes throughput on one thread; prints JSON."""
+    from medfm.models.registry import DEFAULT_ENCODER, create_encoder
+    from medfm.paths import shared_data_dir
+    from medfm.threads import set_threads
+    from medfm.train.clip_eval import evaluate_manifest
+
+    set_threads(1)  # the card's throughput is for one thread
+    report = evaluate_manifest(data or shared_data_dir(), manifest, create_encoder(model or DEFAULT_ENCODER, checkpoint), split)
+    if results is not None:
+        write_json(report, results)
+    print_json(report)
 
 
 @evaluate_app.command("cls")
@@ -169,6 +205,7 @@ def cls(
     seed: SeedOption = 0,
     as_json: JsonOption = False,
     report: ReportOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """AUC-ROC and AUPRC with bootstrap intervals; operating point, calibration and subgroups for binary tasks."""
     from medfm.eval.evaluate_cls import evaluate_classification

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,9 +14,22 @@ from medfm.errors import MedfmError
 
 def print_json(value: Any) -> None:
     """``value`` as strict, indented JSON: numpy values as numbers, undefined values (NaN) as ``null``."""
+    typer.echo(json_text(value))
+
+
+def write_json(value: Any, path: Path) -> None:
+    """``value`` as :func:`print_json` prints it, into ``path`` (replaced whole, or left as it was on failure)."""
+    from medfm.io.formats import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json_text(value) + "\n")
+
+
+def json_text(value: Any) -> str:
+    """The one JSON layout of every command's output."""
     from medfm.serialize import json_ready
 
-    typer.echo(json.dumps(json_ready(value), indent=2, allow_nan=False))
+    return json.dumps(json_ready(value), indent=2, allow_nan=False)
 
 
 def given(**options: Any) -> dict[str, Any]:
@@ -47,4 +61,42 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print strict JSON (und
 ModelOption = Annotated[str | None, typer.Option("--model", help="Model name (see the model registry).")]
 CheckpointOption = Annotated[Path | None, typer.Option("--checkpoint", help="Local weights for the model.")]
 IndexOption = Annotated[str, typer.Option("--index", help="Index folder, or chroma://HOST:PORT/COLLECTION.")]
+ResultsOption = Annotated[Path | None, typer.Option("--results", help="Also write the results as JSON to this file.")]
 ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar on stderr.")]
+
+
+def _create_folders_for_this_command(ctx: typer.Context, value: bool) -> bool:
+    """``--mkdir``: whether this command's outputs may create missing folders (without it they may not),
+    until the command ends. Commands only declare the option: this callback applies it."""
+    from medfm.io.formats import CREATE_FOLDERS
+
+    token = CREATE_FOLDERS.set(value)
+    ctx.call_on_close(lambda: CREATE_FOLDERS.reset(token))
+    return value
+
+
+MkdirOption = Annotated[bool, typer.Option("--mkdir", callback=_create_folders_for_this_command,
+                                           help="Create the output's missing folders (else a missing folder is refused).")]
+
+
+SummaryOption = Annotated[Path | None, typer.Option("--summary", help="Write the batch's JSON summary (results and failures) here.")]
+
+
+def finish_batch(report: Any, summary_file: Path | None, as_json: bool, describe: Callable[[dict[str, Any]], str],
+                 print_results: bool = True) -> None:
+    """Print a batch's results (``describe`` gives one result's text; ``as_json``: the JSON summary instead;
+    neither unless ``print_results``), one line per failed input on stderr, write the ``--summary`` file;
+    exit 2 if any input failed."""
+    if summary_file is not None:
+        report.write_summary(summary_file)
+    if as_json:
+        print_json(report.summary())
+    elif print_results:
+        for result in report.results:
+            typer.echo(describe(result))
+    if report.inputs == 1 and report.failures:  # one input: its error alone, as without a batch
+        raise MedfmError(f"{report.failures[0]['input']}: {report.failures[0]['reason']}")
+    for failed in report.failures:
+        typer.echo(f"medfm: failed: {failed['input']}: {failed['reason']}", err=True)
+    if report.failures:
+        raise MedfmError(f"{len(report.failures)} of {report.inputs} inputs failed")

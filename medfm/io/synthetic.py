@@ -16,23 +16,37 @@ import numpy as np
 SLICE_ORDERS = ("ascending", "descending", "interleaved", "shuffled")
 
 
-def phantom(shape: Sequence[int] = (64, 64, 32), seed: int = 0) -> np.ndarray:
-    """A head-like phantom in CT-like units (HU): air, a skull shell, brain, and a few lesions.
+#: Intensities of each tissue of :func:`phantom` and the noise's standard deviation: CT in HU; MR like a
+#: T1-weighted scan (fat bright, bone dark, noisier relative to the brain's signal, as MR is).
+PHANTOM_TISSUES = {
+    "CT": {"air": -1000.0, "scalp": -1000.0, "skull": 800.0, "brain": 35.0, "lesion": (50.0, 90.0), "noise": 5.0},
+    "MR": {"air": 0.0, "scalp": 700.0, "skull": 80.0, "brain": 420.0, "lesion": (250.0, 320.0), "noise": 20.0},
+}
 
-    ``shape`` is ``(I, J, K)``; returns int16 of that shape.
+
+def phantom(shape: Sequence[int] = (64, 64, 32), seed: int = 0, modality: str = "CT") -> np.ndarray:
+    """A head-like phantom: air, a skull shell, brain, and a few lesions, in CT-like units (HU), or
+    with ``modality="MR"`` in T1-like ones (a bright scalp-fat ring outside a dark skull, grey brain,
+    darker lesions) at the same places.
+
+    ``shape`` is ``(I, J, K)`` (or ``(I, J)`` for one plane); returns int16 of that shape.
     """
+    if modality not in PHANTOM_TISSUES:
+        raise ValueError(f"modality must be one of {', '.join(PHANTOM_TISSUES)}; got {modality!r}")
+    tissues = PHANTOM_TISSUES[modality]
     rng = np.random.default_rng(seed)
     grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
     radius = np.sqrt(sum((g / r) ** 2 for g, r in zip(grids, (0.85, 0.95, 0.9))))
-    volume = np.full(shape, -1000.0)
-    volume[radius < 1.0] = 800.0  # skull
-    volume[radius < 0.9] = 35.0  # brain
+    volume = np.full(shape, tissues["air"])
+    volume[radius < 1.08] = tissues["scalp"]
+    volume[radius < 1.0] = tissues["skull"]
+    volume[radius < 0.9] = tissues["brain"]
     for _ in range(3):
-        centre = rng.uniform(-0.4, 0.4, size=3)
+        centre = rng.uniform(-0.4, 0.4, size=len(shape))
         size = rng.uniform(0.08, 0.2)
         blob = sum((g - c) ** 2 for g, c in zip(grids, centre)) < size**2
-        volume[blob] = rng.uniform(50, 90)
-    volume += rng.normal(0, 5, size=shape)
+        volume[blob] = rng.uniform(*tissues["lesion"])
+    volume += rng.normal(0, tissues["noise"], size=shape)
     return volume.round().astype(np.int16)
 
 
@@ -88,6 +102,7 @@ def write_dicom_series(
     gantry_tilt: float = 0.0,
     transfer_syntax: str | None = None,
     enhanced: bool = False,
+    bits_stored: int = 16,
     seed: int = 0,
 ) -> list[Path]:
     """Write ``volume`` as a DICOM series: one single-frame file per slice, or one enhanced file.
@@ -104,7 +119,8 @@ def write_dicom_series(
     ``interleaved`` number the slices as scanners do; ``shuffled`` numbers them at random.
     Stored values are ``(volume - intercept) / slope``. ``transfer_syntax`` compresses the
     pixels with an encoder pydicom has (RLE Lossless, JPEG 2000 Lossless). ``enhanced``
-    writes one Enhanced CT/MR multi-frame file with per-frame positions instead. File names
+    writes one Enhanced CT/MR multi-frame file with per-frame positions instead. ``bits_stored``
+    sets Bits Stored of grey images (many CT scanners write 12); the stored values must fit. File names
     are random so that nothing can rely on them. Returns the files in slice order.
     """
     from pydicom.uid import ExplicitVRLittleEndian
@@ -132,6 +148,9 @@ def write_dicom_series(
         stored = np.round((volume.astype(np.float64) - intercept) / slope)
         stored = stored.astype(np.int16 if stored.min() < 0 else np.uint16)
         stored = stored.reshape(stored.shape[:3] + (-1, 1))
+        limit = 1 << (bits_stored - (stored.dtype == np.int16))
+        if not -limit <= stored.min() and stored.max() < limit:
+            raise ValueError(f"stored values {stored.min()}..{stored.max()} do not fit in {bits_stored} bits")
     n_frames = stored.shape[3]
     ds = _base_dataset(
         modality, enhanced, patient_name, patient_id, study_uid, series_uid, frame_of_reference_uid,
@@ -140,7 +159,7 @@ def write_dicom_series(
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     if gantry_tilt:
         ds.GantryDetectorTilt = float(gantry_tilt)
-    _pixel_module(ds, stored, rescale)
+    _pixel_module(ds, stored, rescale, bits_stored)
     ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing, column spacing
     ds.SliceThickness = float(spacing[2])
     orientation = [float(v) for v in (*row, *column)]
@@ -202,7 +221,7 @@ def _base_dataset(
     return ds
 
 
-def _pixel_module(ds, stored: np.ndarray, rescale: tuple[float, float]) -> None:
+def _pixel_module(ds, stored: np.ndarray, rescale: tuple[float, float], bits_stored: int = 16) -> None:
     """Image Pixel attributes for ``stored`` ``(I, J, K, T, C)``: uint8 RGB or 16-bit grey."""
     ds.Rows, ds.Columns = int(stored.shape[1]), int(stored.shape[0])
     if stored.shape[4] == 3:
@@ -215,8 +234,9 @@ def _pixel_module(ds, stored: np.ndarray, rescale: tuple[float, float]) -> None:
         return
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
     ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
     if "Enhanced" not in ds.SOPClassUID.name:  # enhanced objects carry rescale per frame
         ds.RescaleSlope = f"{rescale[0]:g}"

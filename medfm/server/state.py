@@ -229,7 +229,12 @@ class ServerState:
 
 
 def _read(record: ImageRecord) -> LoadedImage:
-    return _reading(record, lambda: _read_files(record))
+    """Read a catalog record from exactly its own files; errors name the image, not its paths
+    (they may name the patient)."""
+    from medfm.catalog.loading import DICOM_FORMAT, load_record, record_series
+
+    series = record_series(record) if record.format == DICOM_FORMAT else None
+    return LoadedImage(record, load_record(record, series), series)
 
 
 def _reading(record: ImageRecord, read: Callable[[], T]) -> T:
@@ -240,28 +245,6 @@ def _reading(record: ImageRecord, read: Callable[[], T]) -> T:
         raise MedfmError(f"image {record.id} cannot be read: {exc.reason}") from None
     except OSError as exc:
         raise MedfmError(f"image {record.id} cannot be read: {exc.strerror or type(exc).__name__}") from None
-
-
-def _read_files(record: ImageRecord) -> LoadedImage:
-    """A DICOM series from its own files, anything else by its path. Errors about a file are
-    :class:`FileError`; the others name the image by its id alone."""
-    from medfm.catalog.ingestion import DICOM_FORMAT
-
-    if record.format != DICOM_FORMAT:
-        from medfm.io import load
-
-        return LoadedImage(record, load(record.source_path))
-    from medfm.io.dicom import read_series, scan_dicom
-
-    series_list, bad = scan_dicom([Path(f.path) for f in record.files or ()])
-    if bad:  # a series missing a file would show with a slice silently gone
-        raise MedfmError(f"image {record.id} cannot be read: {len(bad)} of its {len(record.files or ())} DICOM files "
-                         f"cannot be read ({bad[0][1]})")
-    series = next((s for s in series_list if s.series_uid == record.series_uid), None)
-    if series is None:
-        raise MedfmError(f"image {record.id} cannot be read: its DICOM files changed since they were catalogued; "
-                         "ingest them again")
-    return LoadedImage(record, read_series(series)[0], series)
 
 
 def get_state(request: Request) -> ServerState:

@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from medfm.catalog.store import ImageRecord
 from medfm.errors import MedfmError, display_path
 from medfm.index import Hit, Index, open_or_create_index
 from medfm.io import Image
 from medfm.models.encoders.base import Encoder
 from medfm.models.encoders.planes import embed_image
+from medfm.progress import progress_bar
 from medfm.provenance import Provenance, pixels_id, text_id
 from medfm.tasks.embed import content_sha256, embed_paths
 
@@ -34,11 +36,17 @@ SAVE_EVERY_S = 60.0
 
 @dataclass(frozen=True)
 class Item:
-    """Something to index: ``id``, the image ``path`` and its metadata (which holds ``path``)."""
+    """Something to index: ``id``, the image ``path`` and its metadata (which holds ``path``);
+    a catalogued image keeps its ``record`` and is read from exactly the record's files."""
 
     id: int
     path: str
     metadata: dict[str, Any]
+    record: ImageRecord | None = None
+
+    @property
+    def source(self) -> str | ImageRecord:
+        return self.record if self.record is not None else self.path
 
 
 class Hits(list):
@@ -72,9 +80,17 @@ def _looks_like_catalog(source: str) -> bool:
     return "://" in source or source.endswith((".db", ".sqlite", ".sqlite3"))
 
 
-def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = None) -> list[Item]:
+def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = None,
+                  metadata: Mapping[str, Mapping[str, Any]] | None = None) -> list[Item]:
     """The items named by ``sources`` (catalog URLs or ``.db`` files: all their images; else
-    image files or DICOM series folders) and by ``catalog`` (all its images)."""
+    image files or DICOM series folders), by ``catalog`` (all its images) and by ``metadata``
+    (``{path: {key: value}}``, e.g. a manifest's captions from
+    :func:`medfm.io.manifest.read_manifest_columns`, stored beside each image).
+
+    A catalogued image's ``caption`` (in its catalog metadata) is stored too: report
+    drafting (:mod:`medfm.tasks.report`) composes drafts from indexed captions."""
+    metadata = metadata or {}
+    sources = [*sources, *metadata]
     from medfm.catalog import open_catalog
 
     catalogs = [catalog] if catalog else []
@@ -86,45 +102,33 @@ def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = No
             raise MedfmError(f"{display_path(source)}: no such file or folder")
         else:
             resolved = str(Path(source).resolve())
-            items.setdefault(path_id(resolved), Item(path_id(resolved), resolved, {"path": resolved}))
+            extra = metadata.get(source) or metadata.get(resolved) or {}
+            items.setdefault(path_id(resolved), Item(path_id(resolved), resolved, {**extra, "path": resolved}))
     if len(catalogs) > 1:
         raise MedfmError(f"give one catalog per index build (catalog ids would clash); got {len(catalogs)}")
     for url in catalogs:
         with open_catalog(url) as store:
-            for record in store.query():
-                metadata = {"path": record.source_path, "modality": record.modality,
-                            "body_part": record.body_part, "dataset": record.dataset}
-                items[record.id] = Item(record.id, record.source_path, metadata)
+            for record in store.query(with_files=True):
+                caption = (record.metadata or {}).get("caption")
+                stored = {"path": record.source_path, "modality": record.modality, "body_part": record.body_part,
+                          "dataset": record.dataset, "caption": caption if isinstance(caption, str) else None}
+                items[record.id] = Item(record.id, record.source_path, stored, record)
     if not items:
         raise MedfmError("nothing to index: give image paths, or a catalog with images")
     return list(items.values())
 
 
-def _progress_bar(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=True, disable=not enabled)
-
-
 def _embed_chunk(items: list[Item], encoder: Encoder, batch_size: int, bad: list[tuple[str, str]]) -> tuple[list[Item], np.ndarray]:
     """The items of the chunk that could be embedded, with their ``(N, D)`` vectors."""
     try:
-        return items, embed_paths([item.path for item in items], encoder, batch_size=batch_size)
+        return items, embed_paths([item.source for item in items], encoder, batch_size=batch_size)
     except MedfmError:
         pass
     # one bad file fails the whole call: find which, and keep the others
     kept, vectors = [], []
     for item in items:
         try:
-            vectors.append(embed_paths([item.path], encoder, batch_size=batch_size)[0])
+            vectors.append(embed_paths([item.source], encoder, batch_size=batch_size)[0])
             kept.append(item)
         except MedfmError as exc:
             bad.append((display_path(item.path), str(exc)))
@@ -137,17 +141,18 @@ def build_index(
     index: str | os.PathLike,
     *,
     catalog: str | None = None,
+    metadata: Mapping[str, Mapping[str, Any]] | None = None,
     batch_size: int = 32,
     progress: bool = False,
     **settings: Any,
 ) -> BuildReport:
-    """Embed every item of ``sources`` and ``catalog`` (see :func:`collect_items`) not yet in
+    """Embed every item of ``sources``, ``catalog`` and ``metadata`` (see :func:`collect_items`) not yet in
     ``index`` (a folder or ``chroma://`` address, created if needed with ``settings``).
 
     Bad images do not stop the build: they are listed in the report. An existing index
     built with another model is refused.
     """
-    items = collect_items(sources, catalog)
+    items = collect_items(sources, catalog, metadata)
     store = open_or_create_index(index, encoder.info, **settings)
     report = BuildReport(store.location)
     try:
@@ -155,7 +160,7 @@ def build_index(
         todo = [item for item in items if item.id not in held]
         report.skipped = len(items) - len(todo)
         saved_at = time.monotonic()
-        with _progress_bar(progress) as bar:
+        with progress_bar(progress) as bar:
             task = bar.add_task("embedding", total=len(todo))
             for start in range(0, len(todo), CHUNK):
                 kept, vectors = _embed_chunk(todo[start:start + CHUNK], encoder, batch_size, report.bad)

@@ -102,7 +102,7 @@ def classify(image_id: int, body: ClassifyIn, state: ServerState = Depends(get_s
         with state.encoder_lock:
             info = state.encoder.info
             threshold = abstention_threshold(info.name, info.weights_sha256, "zero_shot") if body.abstain else None
-            (result,) = classify_images([record.source_path], state.encoder, labels=body.labels, abstain_below=threshold)
+            (result,) = classify_images([record], state.encoder, labels=body.labels, abstain_below=threshold)
     except FileError as exc:  # its path may name the patient: say which image by id
         raise MedfmError(f"image {image_id} cannot be classified: {exc.reason}") from None
     return {"probabilities": result["probabilities"], "prediction": result["prediction"], "model": result["model"],
