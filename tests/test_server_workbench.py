@@ -59,6 +59,8 @@ def test_a_dicom_header_window_comes_first_then_the_modality_preset_then_percent
 def test_raw_plane_is_the_display_plane_in_the_images_units(client, data):
     details = client.get(f"/api/images/{data['ct']}").json()
     assert details["units"] == "HU" and details["window"] == {"center": 40.0, "width": 400.0, "source": "preset"}
+    auto = details["auto_window"]  # the window from the values: it spans air to bone
+    assert auto["center"] - auto["width"] / 2 < -500 and auto["center"] + auto["width"] / 2 > 500
     plane = raw(client, data["ct"], index=1)
     from medfm.io import load
 

@@ -78,6 +78,9 @@ def test_search_retrieve_segment_and_send_back(browser, server, orthanc: Orthanc
         assert "synthetic phantom" in page.inner_text("[data-testid=image-title]")
         assert "retrieved 1 image" in page.text_content("[data-testid=pacs-progress]")
 
+        # a CT opens at the soft-tissue window: the window from its values sets the cylinder apart
+        page.select_option("[data-testid=wl-preset]", "auto")
+        page.wait_for_function("!document.querySelector('[data-testid=viewport]').dataset.loadedPlane.endsWith(',40,400')")
         # click the bright cylinder: a mask of about its section
         x, y, bright = bright_centre(page)
         assert bright > 100

@@ -23,7 +23,7 @@ from medfm.errors import FileError, MedfmError
 from medfm.io import Image
 from medfm.server.annotations import AnnotationStore
 from medfm.server.audit import AuditLog
-from medfm.server.display import Display, first_content_frame, initial_window
+from medfm.server.display import Display, default_window, first_content_frame, initial_window
 from medfm.server.errors import NotFound
 from medfm.server.jobs import Jobs, Progress
 from medfm.server.sessions import SessionStore
@@ -55,6 +55,12 @@ class LoadedImage:
     def initial_window(self) -> tuple[float, float, str]:
         """``(center, width, source)``: :func:`~medfm.server.display.initial_window`."""
         return initial_window(self.image)
+
+    @cached_property
+    def auto_window(self) -> tuple[float, float]:
+        """The window from the image's values alone (:func:`~medfm.server.display.default_window`)."""
+        center, width, source = self.initial_window
+        return (center, width) if source == "auto" else default_window(self.image)
 
     @cached_property
     def first_frame(self) -> int:

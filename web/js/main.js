@@ -174,7 +174,7 @@ $("wl-preset").addEventListener("change", (e) => {
   const value = e.target.value;
   e.target.value = "";
   if (value === "auto") {
-    const w = state.info && state.info.window;
+    const w = state.info && state.info.auto_window;
     if (w) setWindow(w.center, w.width);
   } else if (value) {
     const [c, w] = value.split(",").map(Number);

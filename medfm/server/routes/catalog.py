@@ -79,6 +79,7 @@ def image_details(image_id: int, show_phi: bool = False, state: ServerState = De
     return {
         **summary(loaded.record, show_phi), "display": loaded.display.to_dict(),
         "window": {"center": center, "width": width, "source": source},
+        "auto_window": dict(zip(("center", "width"), loaded.auto_window)),
         "value_range": [float(array.min()), float(array.max())], "units": MODALITY_UNITS.get(image.modality, ""),
         "spacing_known": bool(image.metadata.get("spacing_known", True)), "views": views,
         "first_frame": loaded.first_frame, "fps": image.metadata.get("fps"),
