@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from medfm.io import Image
 from medfm.io.dicom.scan import describe
 from medfm.server.display import Display, first_content_frame, initial_window, raw_plane
-from servertools import disc_volume, make_client, make_data, mask_of
+from servertools import disc_volume, make_client, make_data, mask_of, wait_for_job
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,21 @@ def test_a_painted_plane_is_one_undoable_step_and_locked_structures_stay(client,
         state = client.post(f"/api/sessions/{session}/undo").json()
         assert "mask" in state, state
         np.testing.assert_array_equal(mask_of(state), expected)
+
+
+def test_propagation_leaves_locked_structures_alone(client, data):
+    session = client.post("/api/sessions", json={"image_id": data["disc"]}).json()["session"]
+    centre = np.zeros((48, 48), np.uint8)
+    centre[20:28, 20:28] = 2  # inside the disc on every slice but the one prompted
+    for k in (0, 1, 3, 4, 5):
+        client.put(f"/api/sessions/{session}/planes", json={"k": k, "mask": png_data_url(centre)})
+    client.post(f"/api/sessions/{session}/prompts", json={"k": 2, "label": 1, "points": [[24, 24]], "point_labels": [1]})
+    refused = client.post(f"/api/sessions/{session}/propagate", json={"label": 1, "locked": [1]})
+    assert refused.status_code == 400 and "locked" in refused.json()["detail"]
+    wait_for_job(client, client.post(f"/api/sessions/{session}/propagate", json={"label": 1, "locked": [2]}).json()["job"])
+    for k in (0, 4):
+        plane = mask_of(client.get(f"/api/sessions/{session}/mask", params={"k": k}).json())
+        assert (plane == 2).sum() == 64 and (plane == 1).sum() > 0  # carried around the locked square, not over it
 
 
 def test_fill_holes_and_refusals_of_bad_masks(client, data):

@@ -200,8 +200,11 @@ class SegmentationSession:
         """The image's :func:`~medfm.provenance.pixels_id`, hashed once per session, not once per propagation."""
         return pixels_id(self.image.array)
 
-    def propagate(self, segmenter: Segmenter, segmenter_lock: threading.RLock, label: int, axis: str) -> Plane:
-        """Carry structure ``label`` through the image from its prompted planes (one undoable step)."""
+    def propagate(self, segmenter: Segmenter, segmenter_lock: threading.RLock, label: int, axis: str,
+                  locked: frozenset[int] = frozenset()) -> Plane:
+        """Carry structure ``label`` through the image from its prompted planes (one undoable step);
+        pixels of the ``locked`` structures stay as they are."""
+        check_unlocked(label, locked)
         seeds = {key: s for key, s in self.structures.items() if key[0] == label and s.interactions}
         if not seeds:
             raise MedfmError(f"structure {label} has no prompts to propagate from: click on it first")
@@ -216,7 +219,7 @@ class SegmentationSession:
         for (k, t), plane in before.items():
             plane = plane.copy()
             plane[plane == label] = 0
-            plane[result[:, :, k, t].T == label] = label
+            plane[(result[:, :, k, t].T == label) & ~np.isin(plane, list(locked))] = label
             after[(k, t)] = plane
         focus = next(iter(seeds))[1:]
         self._apply(Step(focus, before, after, {}, {}))

@@ -367,7 +367,7 @@ function propagate() {
   const axis = viewer.numSlices > 1 ? "k" : "t";
   const what = axis === "k" ? "slices" : "frames";
   return serial(async () => {
-    const answer = await sessionApi("/propagate", { method: "POST", body: { label: labels.active, axis }, retry: false });
+    const answer = await sessionApi("/propagate", { method: "POST", body: { label: labels.active, axis, locked: [...labels.locked] }, retry: false });
     if (!answer) return;
     const { job } = answer;
     await waitForJob(job, (done, total) => busy(0, `propagating through ${what}… ${done}/${total || "?"}`));

@@ -13,7 +13,7 @@ from medfm.server.display import AXIS_NAMES, decode_label_png, label_png
 from medfm.server.limits import (
     MAX_POINTS, MAX_SCRIBBLE_POINTS, Colour, FiniteFloat, LabelValue, Point, StructureName,
 )
-from medfm.server.sessions import SegmentationSession, interaction
+from medfm.server.sessions import SegmentationSession, check_unlocked, interaction
 from medfm.tasks.measure import roi_statistics
 from medfm.server.state import ServerState, get_state
 
@@ -68,6 +68,7 @@ class FillIn(BaseModel):
 class PropagateIn(BaseModel):
     label: LabelValue = 1
     axis: Literal["k", "t"] = "k"
+    locked: list[LabelValue] = Field(default=[], max_length=255)
 
 
 class LabelIn(BaseModel):
@@ -204,12 +205,13 @@ def redo(session_id: str, state: ServerState = Depends(get_state)) -> dict[str, 
 
 @router.post("/{session_id}/propagate")
 def propagate(session_id: str, body: PropagateIn, state: ServerState = Depends(get_state)) -> dict[str, str]:
+    check_unlocked(body.label, frozenset(body.locked))  # said now, not by a failed job
     session = state.sessions.get(session_id)
 
     def work(progress) -> dict[str, Any]:
         segmenter = state.segmenter
         with session.lock:
-            k, t = session.propagate(segmenter, state.segmenter_lock, body.label, body.axis)
+            k, t = session.propagate(segmenter, state.segmenter_lock, body.label, body.axis, frozenset(body.locked))
             state.sessions.changed(session)
             planes = int((session.labels == body.label).any(axis=(0, 1)).sum())
             progress(1, 1)
