@@ -219,6 +219,18 @@ def test_roi_statistics_and_length(page):
     assert float(result["volume"]) == pytest.approx(pixels * 2.0 / 1000)
     assert "mean" in page.inner_text("[data-testid=measure-result]")
 
+    # threshold-limited paint: a stroke out across the sphere's edge keeps to the sphere's values
+    page.click("[data-testid=add-label]")
+    page.fill("[data-testid=wl-center]", "400")
+    page.fill("[data-testid=wl-width]", "200")
+    page.press("[data-testid=wl-width]", "Enter")
+    page.check("[data-testid=brush-threshold]")
+    edit(page, lambda: drag(page, [(cx - 16, cy), (cx + 16, cy)]))
+    page.click("[data-testid=measure-roi]")
+    page.wait_for_function("document.querySelector('[data-testid=measure-result]').dataset.label === '2'")
+    inside = dataset(page, "measure-result")
+    assert float(inside["mean"]) > 370 and 0 < float(inside["area"]) < 20 * 7  # the sphere's part of the 33x7 stroke
+
     page.click("[data-testid=tool-length]")
     drag(page, [(10, 10), (40, 10)])
     page.wait_for_function("document.querySelector('[data-testid=length-result]').dataset.mm")

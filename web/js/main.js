@@ -404,10 +404,15 @@ const stroke = { footprint: null, last: null, plane: null };
 function stamp([x, y]) {
   const { width, height } = viewer.info.display;
   const r = Math.max(0, Math.min(50, Number($("brush-radius").value) || 0));
+  // threshold-limited: only pixels whose value lies inside the window shown
+  const raw = $("brush-threshold").checked ? viewer.raw : null;
+  const [low, high] = [viewer.center - viewer.width / 2, viewer.center + viewer.width / 2];
   for (let dy = -Math.ceil(r); dy <= Math.ceil(r); dy += 1) {
     for (let dx = -Math.ceil(r); dx <= Math.ceil(r); dx += 1) {
       const [px, py] = [Math.floor(x) + dx, Math.floor(y) + dy];
-      if (dx * dx + dy * dy <= r * r + 0.5 && px >= 0 && py >= 0 && px < width && py < height) stroke.footprint[py * width + px] = 1;
+      if (!(dx * dx + dy * dy <= r * r + 0.5 && px >= 0 && py >= 0 && px < width && py < height)) continue;
+      const i = py * width + px;
+      if (!raw || (raw.values[i] >= low && raw.values[i] <= high)) stroke.footprint[i] = 1;
     }
   }
 }
