@@ -141,16 +141,7 @@ def write_dicom_series(
         "interleaved": np.argsort(np.r_[np.arange(0, n_slices, 2), np.arange(1, n_slices, 2)]),
         "shuffled": rng.permutation(n_slices),
     }[slice_order]
-    if color:
-        stored = volume.astype(np.uint8)[:, :, :, None, :]
-    else:
-        slope, intercept = rescale
-        stored = np.round((volume.astype(np.float64) - intercept) / slope)
-        stored = stored.astype(np.int16 if stored.min() < 0 else np.uint16)
-        stored = stored.reshape(stored.shape[:3] + (-1, 1))
-        limit = 1 << (bits_stored - (stored.dtype == np.int16))
-        if not -limit <= stored.min() and stored.max() < limit:
-            raise ValueError(f"stored values {stored.min()}..{stored.max()} do not fit in {bits_stored} bits")
+    stored = _stored_values(volume, color, rescale, bits_stored)
     n_frames = stored.shape[3]
     ds = _base_dataset(
         modality, enhanced, patient_name, patient_id, study_uid, series_uid, frame_of_reference_uid,
@@ -170,6 +161,27 @@ def write_dicom_series(
         ds.PixelData = b"".join(np.ascontiguousarray(stored[:, :, k, t].transpose(1, 0, 2)).tobytes() for t, k in order)
         return [_save(ds, folder / f"{rng.integers(1 << 62):016x}.dcm", transfer_syntax)]
     ds.ImageOrientationPatient = orientation
+    return _single_frame_files(ds, stored, numbering, positions, normal, folder, rng, transfer_syntax)
+
+
+def _stored_values(volume: np.ndarray, color: bool, rescale: tuple[float, float], bits_stored: int) -> np.ndarray:
+    """``(I, J, K, T, C)`` values as stored: uint8 RGB, or ``(volume - intercept) / slope`` in 16 bits."""
+    if color:
+        return volume.astype(np.uint8)[:, :, :, None, :]
+    slope, intercept = rescale
+    stored = np.round((volume.astype(np.float64) - intercept) / slope)
+    stored = stored.astype(np.int16 if stored.min() < 0 else np.uint16)
+    stored = stored.reshape(stored.shape[:3] + (-1, 1))
+    limit = 1 << (bits_stored - (stored.dtype == np.int16))
+    if not -limit <= stored.min() and stored.max() < limit:
+        raise ValueError(f"stored values {stored.min()}..{stored.max()} do not fit in {bits_stored} bits")
+    return stored
+
+
+def _single_frame_files(ds, stored: np.ndarray, numbering: np.ndarray, positions: list, normal: np.ndarray,
+                        folder: Path, rng: np.random.Generator, transfer_syntax: str | None) -> list[Path]:
+    """One file per slice and time point of ``stored`` ``(I, J, K, T, C)``, from the template ``ds``."""
+    n_slices, n_frames = stored.shape[2], stored.shape[3]
     if n_frames > 1:
         ds.NumberOfTemporalPositions = n_frames
     paths = []
