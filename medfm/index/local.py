@@ -168,6 +168,14 @@ class LocalIndex(Index):
             if stale not in (vectors, metadata):
                 stale.unlink(missing_ok=True)
 
+    def set_expansion_search(self, expansion: int) -> None:
+        """Search with ``expansion`` candidates from now on (kept on :meth:`save`): recall against
+        latency, tunable without rebuilding the graph."""
+        if int(expansion) < 1:
+            raise MedfmError(f"expansion_search must be a positive number of candidates, got {expansion}")
+        self._graph.expansion_search = int(expansion)
+        self.settings = {**self.settings, "expansion_search": int(expansion)}
+
     def close(self) -> None:
         self._db.close()
 
