@@ -117,14 +117,19 @@ def time_calls(url: str, repeats: int) -> dict:
 
 def bench_catalog(args: argparse.Namespace) -> dict:
     report = {"rows": args.rows, "page": PAGE}
+    if not args.no_sqlite:
+        report["sqlite"] = _bench_sqlite(args)
+    if args.postgres:
+        fill_s = fill(args.postgres, args.rows)
+        report["postgresql"] = {"fill_s": round(fill_s, 1), "calls": time_calls(args.postgres, args.repeats)}
+    return report
+
+
+def _bench_sqlite(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="medfm-catalog-") as folder:
         sqlite_path = Path(args.sqlite) if args.sqlite else Path(folder) / "catalog.sqlite"
         url = f"sqlite:///{sqlite_path}"
         fresh = not sqlite_path.exists()
         fill_s = fill(url, args.rows) if fresh else None
-        report["sqlite"] = {"fill_s": None if fill_s is None else round(fill_s, 1),
-                            "file_mb": round(os.path.getsize(sqlite_path) / 2**20, 1), "calls": time_calls(url, args.repeats)}
-    if args.postgres:
-        fill_s = fill(args.postgres, args.rows)
-        report["postgresql"] = {"fill_s": round(fill_s, 1), "calls": time_calls(args.postgres, args.repeats)}
-    return report
+        return {"fill_s": None if fill_s is None else round(fill_s, 1),
+                "file_mb": round(os.path.getsize(sqlite_path) / 2**20, 1), "calls": time_calls(url, args.repeats)}

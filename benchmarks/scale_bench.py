@@ -5,6 +5,9 @@ Run ``python benchmarks/scale_bench.py vectors --size 200000`` (the search front
 
 **vectors.** The Gaussian-mixture set of ``benchmarks/embed_bench.py`` (2000 centres,
 noise 0.7 per coordinate, 512-d unit rows; queries from the same mixture, not indexed).
+What makes 1M hard is density: 500 vectors per centre, nearly equidistant from a query
+in 512-d, among which the graph must find the true 10. ``--centres`` keeps that density
+in a smaller run that fits a small machine (100k over 200 centres, 50k over 100).
 Ground truth is exact brute-force search (numpy) over the same vectors in the same run,
 whose latency is reported beside the index's. Each setting builds a
 :class:`medfm.index.local.LocalIndex` (what users get: usearch graph plus SQLite
@@ -130,7 +133,7 @@ def frontier(runs: list[dict]) -> list[dict]:
 
 def bench_vectors(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
-    centres = rng.standard_normal((2000, DIM), dtype=np.float32)
+    centres = rng.standard_normal((args.centres, DIM), dtype=np.float32)
     data = mixture(args.size, rng, centres)
     queries = mixture(args.queries, rng, centres)
     truth, exact_latency = exact_top(data, queries)
@@ -147,7 +150,7 @@ def bench_vectors(args: argparse.Namespace) -> dict:
         result = bench_faiss(data, queries, truth, args.expansions)
         if result is not None:
             runs.append(result)
-    return {"vectors": args.size, "dim": DIM, "queries": args.queries, "data_mb": round(data.nbytes / 2**20, 1),
+    return {"vectors": args.size, "centres": args.centres, "vectors_per_centre": args.size // args.centres, "dim": DIM, "queries": args.queries, "data_mb": round(data.nbytes / 2**20, 1),
             "target": TARGET, "exact_numpy": exact, "frontier": frontier(runs),
             "faiss": "measured" if any(r["engine"] == "faiss" for r in runs) else "not installed or skipped"}
 
@@ -158,6 +161,9 @@ def main() -> None:
     vectors = sections.add_parser("vectors", help="recall / latency / memory / build-time frontier")
     vectors.add_argument("--size", type=int, default=200_000)
     vectors.add_argument("--queries", type=int, default=200)
+    vectors.add_argument("--centres", type=int, default=2000,
+                         help="mixture centres; 1M vectors over 2000 centres is 500 per centre, and a smaller run "
+                              "with as many per centre (e.g. 100k over 200) has the same local density")
     vectors.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=list(SETTINGS))
     vectors.add_argument("--expansions", type=int, nargs="+", default=[64, 128, 256])
     vectors.add_argument("--skip-faiss", action="store_true")
@@ -166,6 +172,7 @@ def main() -> None:
     catalog.add_argument("--rows", type=int, default=1_000_000)
     catalog.add_argument("--sqlite", help="SQLite file to fill (default: a temporary one)")
     catalog.add_argument("--postgres", help="also fill and time this PostgreSQL URL (an empty database)")
+    catalog.add_argument("--no-sqlite", action="store_true", help="time PostgreSQL only")
     catalog.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     report = {"machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),

@@ -28,6 +28,7 @@ def index_build(
     catalog: Annotated[str | None, typer.Option("--catalog", help="Index every image of this catalog.")] = None,
     batch_size: Annotated[int, typer.Option(help="Planes per encoder batch.")] = 32,
     dtype: Annotated[str | None, typer.Option("--dtype", help="How a new local index stores vectors: f32, f16 (half the memory) or i8.")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Settings of a new local index: default, or large (100k+ images: wider graph, f16; see docs/scaling.md).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Embed images into an index; resumable: images already indexed are skipped."""
@@ -35,7 +36,7 @@ def index_build(
     from medfm.tasks.search import build_index
 
     report = build_index(sources or [], create_encoder(model, checkpoint), index, catalog=catalog,
-                         batch_size=batch_size, progress=progress, **({"dtype": dtype} if dtype else {}))
+                         batch_size=batch_size, progress=progress, **{key: value for key, value in (("dtype", dtype), ("profile", profile)) if value})
     typer.echo(f"{report.index}: {report.added} added, {report.skipped} already indexed, {len(report.bad)} bad")
     for path, reason in report.bad:
         typer.echo(f"medfm: bad file: {path}: {reason}", err=True)

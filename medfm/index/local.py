@@ -47,6 +47,15 @@ MANIFEST = "index.json"
 FORMAT = "medfm-index"
 VERSION = 1
 DEFAULT_SETTINGS = {"dtype": "f32", "connectivity": 16, "expansion_add": 64, "expansion_search": 64}
+#: Named starting points for the settings: ``default`` keeps the encoder's exact vectors and
+#: builds fast; ``large`` is for collections of 100k vectors and more, where the default
+#: graph's recall@10 falls (0.92-0.93 at 1M): a wider graph, built and searched with more
+#: candidates, storing f16 to pay for the wider graph's links. Figures in docs/scaling.md,
+#: measured by benchmarks/scale_bench.py.
+PROFILES = {
+    "default": DEFAULT_SETTINGS,
+    "large": {"dtype": "f16", "connectivity": 32, "expansion_add": 128, "expansion_search": 128},
+}
 #: Filtered searches matching at most this many items are scored exactly: cheaper than
 #: oversampling the graph, and exact.
 EXACT_FILTER_LIMIT = 20_000
@@ -64,9 +73,11 @@ def _json_path(key: str) -> str:
 class LocalIndex(Index):
     """An index in a folder; create with :meth:`create`, reopen with :meth:`open`.
 
-    ``settings``: usearch's ``dtype`` (``"f32"``, ``"f16"``, ``"i8"``: how vectors are
+    ``settings``: ``profile`` (a named set of the others, see :data:`PROFILES`; ``default``
+    unless given), usearch's ``dtype`` (``"f32"``, ``"f16"``, ``"i8"``: how vectors are
     stored), ``connectivity`` (graph degree), ``expansion_add`` and ``expansion_search``
-    (candidate list sizes: higher is slower and more accurate).
+    (candidate list sizes: higher is slower and more accurate). Settings given beside a
+    profile override its values.
     """
 
     def __init__(self, folder: Path, model: dict[str, Any], settings: dict[str, Any],
@@ -90,10 +101,13 @@ class LocalIndex(Index):
         folder = Path(folder)
         if (folder / MANIFEST).exists():
             raise MedfmError(f"{display_path(folder)} already holds an index; open it instead")
+        profile = settings.pop("profile", None) or "default"
+        if profile not in PROFILES:
+            raise MedfmError(f"unknown index profile {profile!r}; choose from {', '.join(PROFILES)}")
         unknown = set(settings) - set(DEFAULT_SETTINGS)
         if unknown:
-            raise MedfmError(f"unknown index settings {sorted(unknown)}; choose from {', '.join(DEFAULT_SETTINGS)}")
-        settings = {**DEFAULT_SETTINGS, **settings}
+            raise MedfmError(f"unknown index settings {sorted(unknown)}; choose from profile, {', '.join(DEFAULT_SETTINGS)}")
+        settings = {**PROFILES[profile], **settings}
         if settings["dtype"] not in ("f32", "f16", "i8"):
             raise MedfmError(f"index dtype must be one of f32, f16, i8; got {settings['dtype']!r}")
         db = _memory_db()
