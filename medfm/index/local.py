@@ -46,7 +46,9 @@ from medfm.io.formats import atomic_path
 MANIFEST = "index.json"
 FORMAT = "medfm-index"
 VERSION = 1
-DEFAULT_SETTINGS = {"dtype": "f32", "connectivity": 16, "expansion_add": 64, "expansion_search": 64}
+#: expansion_search 128 rather than 64: at 1M's density (500 vectors per cluster, 50k over 100
+#: centres) recall@10 rises from 0.985 to 0.999 for about 0.35 ms more CPU per query.
+DEFAULT_SETTINGS = {"dtype": "f32", "connectivity": 16, "expansion_add": 64, "expansion_search": 128}
 #: Named starting points for the settings: ``default`` keeps the encoder's exact vectors and
 #: builds fast; ``large`` is for collections of 100k vectors and more, where the default
 #: graph's recall@10 falls (0.92-0.93 at 1M): a wider graph, built and searched with more
