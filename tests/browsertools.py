@@ -29,7 +29,10 @@ needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"the e2e test
 
 def http(base: str, method: str, path: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    from medfm.server.security import CLIENT_HEADER
+
+    request = urllib.request.Request(base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json", CLIENT_HEADER: "test"})
     with urllib.request.urlopen(request, timeout=120) as response:
         return json.loads(response.read())
 

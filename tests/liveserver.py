@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -41,8 +42,11 @@ class LiveServer:
 
     @property
     def headers(self) -> dict[str, str]:
-        """Headers that authenticate a request to this server."""
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        """Headers of a script's request to this server: the token when one is needed, and the
+        header that state-changing requests need."""
+        from medfm.server.security import CLIENT_HEADER
+
+        return {CLIENT_HEADER: "test", **({"Authorization": f"Bearer {self.token}"} if self.token else {})}
 
     def log(self) -> str:
         """What the server printed so far (stdout and stderr)."""
@@ -57,8 +61,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @contextmanager
 def start_server(tmp_dir: str | os.PathLike, *, demo: bool = False, host: str = "127.0.0.1",
-                 extra_args: Sequence[str] = ()) -> Iterator[LiveServer]:
-    """Run ``medfm serve`` with its data in ``tmp_dir`` until the block ends."""
+                 extra_args: Sequence[str] = (), scheme: str = "http", verify: ssl.SSLContext | bool = True) -> Iterator[LiveServer]:
+    """Run ``medfm serve`` with its data in ``tmp_dir`` until the block ends (``scheme`` https
+    when ``extra_args`` give it a certificate, which ``verify`` names for the health check)."""
     data_dir = Path(tmp_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port(host)
@@ -74,9 +79,9 @@ def start_server(tmp_dir: str | os.PathLike, *, demo: bool = False, host: str = 
     with open(log_path, "wb") as log:
         process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
     shown = f"[{host}]" if ":" in host else host
-    server = LiveServer(f"http://{shown}:{port}/", data_dir, token, process, log_path)
+    server = LiveServer(f"{scheme}://{shown}:{port}/", data_dir, token, process, log_path)
     try:
-        _wait_until_healthy(server)
+        _wait_until_healthy(server, verify)
         yield server
     finally:
         process.terminate()
@@ -87,13 +92,13 @@ def start_server(tmp_dir: str | os.PathLike, *, demo: bool = False, host: str = 
             process.wait()
 
 
-def _wait_until_healthy(server: LiveServer) -> None:
+def _wait_until_healthy(server: LiveServer, verify: ssl.SSLContext | bool = True) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"medfm serve exited with {server.process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(server.url + "api/health", headers=server.headers, timeout=2).status_code == 200:
+            if httpx.get(server.url + "api/health", headers=server.headers, timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass

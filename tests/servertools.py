@@ -15,6 +15,7 @@ from medfm.catalog import ingest, open_catalog
 from medfm.io import Image, save
 from medfm.io.synthetic import phantom, write_dicom_series
 from medfm.server.app import create_app
+from medfm.server.security import CLIENT_HEADER
 from medfm.server.settings import ServerSettings
 
 #: The patient name of the DICOM series: it must never appear in a response.
@@ -47,8 +48,14 @@ def make_data(root: Path) -> dict[str, Any]:
     return {"url": url, "disc": ids["disc.nii.gz"], "photo": ids["photo.png"], "ct": ids["ct"]}
 
 
+#: What a script sends with every request: the header that state-changing requests need.
+CLIENT_HEADERS = {CLIENT_HEADER: "test"}
+
+
 def make_client(root: Path, url: str, **settings: Any) -> TestClient:
-    return TestClient(create_app(ServerSettings(data_dir=root, catalog_url=url, **settings)), base_url="http://127.0.0.1")
+    """A client of a server over ``root``; it sends :data:`CLIENT_HEADERS`, as scripts must."""
+    app = create_app(ServerSettings(data_dir=root, catalog_url=url, **settings))
+    return TestClient(app, base_url="http://127.0.0.1", headers=CLIENT_HEADERS)
 
 
 def mask_of(plane_state: dict[str, Any]) -> np.ndarray:

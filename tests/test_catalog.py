@@ -325,16 +325,20 @@ def test_cli_ingest_missing_path_is_a_one_line_error(tmp_path: Path, capsys: pyt
 def test_cli_catalog_list_query_show(tree: Path, capsys: pytest.CaptureFixture) -> None:
     run_cli(["ingest", str(tree), "--dataset", "phantoms", "--no-progress"], capsys)
 
-    code, out, _ = run_cli(["catalog", "list"], capsys)
-    assert code == 0 and len(out.strip().splitlines()) == 4
-    assert "head phantom axial" in out and PATIENT_NAME not in out
+    code, out_list, _ = run_cli(["catalog", "list"], capsys)
+    assert code == 0 and len(out_list.strip().splitlines()) == 4
+    assert "head phantom axial" in out_list and PATIENT_NAME not in out_list
 
     code, out, _ = run_cli(["catalog", "list", "--json", "--limit", "2"], capsys)
     records = json.loads(out)
     assert code == 0 and isinstance(records, list) and len(records) == 2
     assert {"id", "modality", "body_part", "shape", "spacing", "orientation", "dataset", "patient_key",
             "study_uid", "series_uid", "source_path", "num_files", "metadata"} <= set(records[0])
-    assert "phi" not in records[0] and "files" not in records[0]
+    assert "phi" not in records[0]
+    assert [Path(f["path"]).name for f in records[0]["files"]] == [Path(records[0]["source_path"]).name]  # the NIfTI
+    ct_files = sorted(p.name for p in (tree / "dicom" / "ct").iterdir())
+    (ct_line,) = [line for line in out_list.splitlines() if "head phantom axial" in line]
+    assert f"6 files: {ct_files[0]}, {ct_files[1]} ... {ct_files[-1]}" in ct_line
 
     code, out, _ = run_cli(["catalog", "query", "--modality", "mr", "--json"], capsys)
     (mr,) = json.loads(out)

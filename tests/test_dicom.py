@@ -89,11 +89,18 @@ def test_enhanced_multiframe_four_d(tmp_path: Path) -> None:
     assert np.array_equal(image.array[..., 0], volumes[:, ::-1])
 
 
-@pytest.mark.parametrize(("rescale", "kind"), [((1.0, -1024.0), "i"), ((0.5, -1024.0), "f"), ((2.0, 0.0), "i")])
-def test_rescale_is_applied(rescale, kind: str, tmp_path: Path) -> None:
-    write_dicom_series(VOLUME, tmp_path, rescale=rescale)
+@pytest.mark.parametrize(("rescale", "bits", "dtype"), [
+    ((1.0, -1024.0), 16, "int32"),  # unsigned 16-bit stored values can exceed int16 after rescaling
+    ((1.0, -1024.0), 12, "int16"),  # a typical CT: read straight into the volume, rescaled in place
+    ((2.0, -1024.0), 12, "int16"),
+    ((1.0, -32768.0), 16, "int16"),  # the full unsigned range shifted into int16
+    ((0.5, -1024.0), 16, "float32"),
+    ((2.0, 0.0), 16, "int32"),
+])
+def test_rescale_is_applied(rescale, bits: int, dtype: str, tmp_path: Path) -> None:
+    write_dicom_series(VOLUME, tmp_path, rescale=rescale, bits_stored=bits)
     image = medfm.io.load(tmp_path)
-    assert image.array.dtype.kind == kind
+    assert image.array.dtype == dtype
     expected = np.round((VOLUME - rescale[1]) / rescale[0]) * rescale[0] + rescale[1]
     assert np.array_equal(image.array[..., 0, 0], expected[:, ::-1])
 

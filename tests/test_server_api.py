@@ -90,7 +90,7 @@ def test_bad_plane_and_unknown_ids_are_one_line_errors(client, data):
     assert client.get("/api/sessions/nope/mask").status_code == 404
     assert client.get("/api/jobs/nope").status_code == 404
     response = client.post("/api/sessions", json={"image_id": "x"})
-    assert response.status_code == 422 and "\n" not in response.json()["detail"]
+    assert response.status_code == 400 and "\n" not in response.json()["detail"]
 
 
 def test_click_segments_where_clicked_and_a_negative_click_shrinks_it(client, data):
@@ -243,7 +243,7 @@ def test_upload_starts_an_ingest_job(client, data):
     (image_id,) = status["result"]["image_ids"]
     assert client.get(f"/api/images/{image_id}").json()["shape"] == [20, 20, 1, 1, 1]
     uploaded = list(Path(data["root"], "uploads").rglob("*.png"))
-    assert len(uploaded) == 1 and uploaded[0].name == "0000-evil_name.png"
+    assert len(uploaded) == 1 and uploaded[0].name == "00000-evil_name.png"
     assert not list(Path(data["root"], "uploads").glob(".incoming-*"))  # written aside, then moved in whole
     assert uploaded[0].resolve().is_relative_to(Path(data["root"]).resolve())
     # the new image joins the search index by itself, in the background

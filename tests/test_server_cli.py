@@ -31,8 +31,9 @@ def test_serve_off_loopback_generates_a_token_and_puts_it_in_the_url(tmp_path):
                                 "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = process.stdout.readline().strip()
-        match = re.fullmatch(rf"medfm: workbench at http://0\.0\.0\.0:{port}/\?token=([A-Za-z0-9_-]{{20,}})", line)
-        assert match, line
+        # a host clients can reach, not the wildcard address
+        match = re.fullmatch(rf"medfm: workbench at http://([^/:]+):{port}/\?token=([A-Za-z0-9_-]{{20,}})", line)
+        assert match and match.group(1) != "0.0.0.0", line
         url = f"http://127.0.0.1:{port}/api/health"
         for _ in range(100):
             try:
@@ -40,7 +41,7 @@ def test_serve_off_loopback_generates_a_token_and_puts_it_in_the_url(tmp_path):
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
-        assert httpx.get(url, headers={"Authorization": f"Bearer {match.group(1)}"}).status_code == 200
+        assert httpx.get(url, headers={"Authorization": f"Bearer {match.group(2)}"}).status_code == 200
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -49,6 +50,10 @@ def test_serve_off_loopback_generates_a_token_and_puts_it_in_the_url(tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["--port", "70000"], "medfm: error: --port must be from 1 to 65535; got 70000"),
     (["--max-upload-mb", "0"], "medfm: error: --max-upload-mb must be at least 1; got 0"),
+    (["--session-mb", "0"], "medfm: error: --session-mb must be at least 1; got 0"),
+    (["--host", "0.0.0.0", "--token", "s3cret"], "medfm: error: the token is too weak (under 128 bits): use at least 22 "
+     "random letters and digits, e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))'"),
+    (["--certfile", "cert.pem"], "medfm: error: TLS needs both --certfile and --keyfile"),
 ])
 def test_bad_options_are_one_line_errors(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDFM_DATA_DIR", str(tmp_path))
@@ -77,3 +82,23 @@ def test_serve_demo_catalogues_the_examples_and_indexes_them_in_the_background(t
             raise AssertionError("the demo catalog was not indexed")
         hits = httpx.get(server.url + "api/search", params={"text": "CT of the head", "k": 3}).json()["hits"]
         assert len(hits) == 3
+
+
+def test_serve_with_tls_answers_https_only_and_prints_an_https_url(tmp_path):
+    """--certfile/--keyfile: a self-signed certificate made here with openssl; the client trusts exactly it."""
+    import shutil
+    import ssl
+
+    if not shutil.which("openssl"):
+        pytest.skip("the TLS test makes its certificate with the openssl program, which is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    with start_server(tmp_path / "data", scheme="https", extra_args=["--certfile", str(cert), "--keyfile", str(key)],
+                      verify=trusted) as server:
+        assert server.url.startswith("https://") and server.log().splitlines() == [f"medfm: workbench at {server.url}"]
+        assert httpx.get(server.url + "api/health", verify=trusted).json()["status"] == "ok"
+        with pytest.raises(httpx.TransportError):
+            httpx.get(server.url.replace("https://", "http://") + "api/health")

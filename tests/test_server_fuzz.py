@@ -12,6 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from medfm.server.app import create_app
+from medfm.server.security import CLIENT_HEADER
 from medfm.server.settings import ServerSettings
 from servertools import make_data
 
@@ -24,8 +25,9 @@ def app(tmp_path_factory: pytest.TempPathFactory):
     return create_app(ServerSettings(data_dir=root, catalog_url=data["url"], rate_per_second=1e9, rate_burst=10**9))
 
 
-#: The server answers only loopback host names (DNS rebinding); the fuzzer's requests carry one.
-LOOPBACK = {"host": "127.0.0.1"}
+#: The server answers only loopback host names (DNS rebinding) and takes changes only from
+#: clients that send its client header (cross-site requests); the fuzzer's requests carry both.
+LOOPBACK = {"host": "127.0.0.1", CLIENT_HEADER: "fuzz"}
 
 
 def test_no_input_makes_the_server_fail(app):

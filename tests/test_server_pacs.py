@@ -12,13 +12,13 @@ from medfm.io.dicomweb import DicomWeb
 from medfm.server.app import create_app
 from medfm.server.settings import ServerSettings
 from orthanc import CENTRE, PATIENT_NAME, RADIUS, SHAPE, Orthanc, free_port, orthanc, upload_study  # noqa: F401  (the fixture)
-from servertools import wait_for_job
+from servertools import CLIENT_HEADERS, wait_for_job
 
 
 def _client(tmp_path: Path, pacs_url: str | None) -> TestClient:
     settings = ServerSettings(data_dir=tmp_path / "data", catalog_url=f"sqlite:///{tmp_path / 'catalog.db'}",
                               pacs_url=pacs_url, web_dir=tmp_path / "no-web")
-    return TestClient(create_app(settings), base_url="http://127.0.0.1")
+    return TestClient(create_app(settings), base_url="http://127.0.0.1", headers=CLIENT_HEADERS)
 
 
 @pytest.fixture

@@ -114,7 +114,10 @@ def test_annotation_names_that_could_escape_are_refused(data, name):
 
 def test_concurrent_saves_from_threads_get_distinct_versions(tmp_path):
     store = AnnotationStore(tmp_path)
-    labels = [Image(np.full((4, 4, 2), n % 2, np.uint8)) for n in range(16)]
+    from medfm.provenance import Provenance
+
+    stamp = Provenance("segmentation", "test-model", None)  # a label map is saved only with its provenance
+    labels = [Image(np.full((4, 4, 2), n % 2, np.uint8), provenance=stamp) for n in range(16)]
     results, barrier = [], threading.Barrier(8)
 
     def save(n: int) -> None:

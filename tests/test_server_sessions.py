@@ -43,7 +43,7 @@ def test_scribbles_and_boxes_refine_one_structure_and_labels_do_not_mix(segmente
 
 def test_sessions_are_independent_and_expire_when_idle():
     image = Image(np.zeros((8, 8, 1)))
-    store = SessionStore(idle_seconds=0.05)
+    store = SessionStore(idle_seconds=0.05, max_bytes=2**30)
     first, second = (store.add(SegmentationSession(1, image)) for _ in range(2))
     assert first.id != second.id and first.labels is not second.labels
     assert store.get(first.id) is first

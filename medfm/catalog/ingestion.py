@@ -12,8 +12,12 @@ Which files count:
 * Any other file (``README.txt``, ``.csv``...) is *skipped* as not an image.
 
 DICOM files are grouped by series (header only, :func:`medfm.io.dicom.scan_dicom`):
-one catalog image per series with its file list. Every other image file is one catalog
-image; NIfTI is described from its header alone.
+one catalog image per series with exactly its own files, so that a folder holding several
+series gives one image each, read back from its files alone
+(:func:`medfm.catalog.loading.load_record`). A file whose SOP Instance UID repeats one
+already in its series (the same image saved under two names) is counted as a duplicate
+and not catalogued. Every other image file is one catalog image; NIfTI is described
+from its header alone.
 
 Files are keyed by resolved path, size and modification time: a file already
 catalogued with the same size and mtime is *unchanged* and not read again; a changed
@@ -28,27 +32,28 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from nibabel.orientations import aff2axcodes
 
+from medfm.catalog.loading import DICOM_FORMAT
 from medfm.catalog.store import Catalog, FileRecord, ImageEntry, open_catalog
 from medfm.errors import FileError, MedfmError, UnreadableFileError, display_path
 from medfm.io import detect_format, probe_all
 from medfm.io.dicom import DICOM, DicomSeries, scan_dicom
 from medfm.io.formats import image_suffix
+from medfm.progress import progress_bar
 
-if TYPE_CHECKING:
-    from rich.progress import Progress
-
-#: The registered format whose files are grouped into series.
-DICOM_FORMAT = DICOM.name
 #: A batch is committed once it holds this many images or files, whichever comes first.
 BATCH_IMAGES = 32
 BATCH_FILES = 1024
+#: Names that are DICOM by their suffix alone (``.dcm``...).
+DICOM_SUFFIXES = tuple(DICOM.suffixes)
+#: Threads hashing DICOM files during an ingest.
+HASH_THREADS = 2
 
 
 @dataclass
@@ -57,7 +62,8 @@ class IngestReport:
 
     ``added`` and ``updated`` count catalog images; ``unchanged`` counts files already
     catalogued with the same size and mtime; ``skipped`` counts files that are not
-    images; ``bad`` lists ``(path, reason)`` for images that could not be read.
+    images; ``duplicates`` counts DICOM files left out as copies of an image of their
+    series; ``bad`` lists ``(path, reason)`` for images that could not be read.
     """
 
     catalog: str
@@ -65,6 +71,7 @@ class IngestReport:
     updated: int = 0
     unchanged: int = 0
     skipped: int = 0
+    duplicates: int = 0
     bad: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -76,26 +83,28 @@ class _Found:
 
 
 def _walk(paths: Iterable[str | os.PathLike], bad: list[tuple[str, str]]) -> tuple[list[_Found], int]:
-    """Regular files under ``paths``, resolved and deduplicated; and how many were not regular files."""
-    candidates: list[Path] = []
+    """Regular files under ``paths``, resolved and deduplicated; and how many were not regular files.
+
+    Each root is resolved once; below it only symbolic links need resolving (folders are not
+    followed through links), so a file costs one ``stat``.
+    """
+    candidates: list[tuple[Path, os.DirEntry | None]] = []
     for root in map(Path, paths):
         if not root.exists():
             raise MedfmError(f"{display_path(root)}: no such file or folder")
         if not root.is_dir():
-            candidates.append(root)
+            candidates.append((root, None))
             continue
-        def unreadable(exc: OSError) -> None:
-            bad.append((display_path(exc.filename), f"cannot read folder ({exc.strerror or exc})"))
-
-        for folder, subfolders, names in os.walk(root, onerror=unreadable):
-            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-            candidates.extend(Path(folder, name) for name in sorted(names) if not name.startswith("."))
+        candidates.extend((Path(entry.path), entry) for entry in _folder_entries(root.resolve(), bad))
     found: dict[Path, _Found] = {}
     irregular = 0
-    for path in candidates:
+    for path, entry in candidates:
         try:
-            resolved = path.resolve()
-            info = resolved.stat()
+            if entry is None or entry.is_symlink():
+                resolved = path.resolve()
+                info = resolved.stat()
+            else:
+                resolved, info = path, entry.stat(follow_symlinks=False)
         except OSError as exc:
             bad.append((display_path(path), f"cannot read ({exc.strerror or exc})"))
             continue
@@ -106,6 +115,32 @@ def _walk(paths: Iterable[str | os.PathLike], bad: list[tuple[str, str]]) -> tup
         elif resolved not in found:
             found[resolved] = _Found(resolved, info.st_size, info.st_mtime_ns)
     return list(found.values()), irregular
+
+
+def _folder_entries(root: Path, bad: list[tuple[str, str]]) -> Iterator[os.DirEntry]:
+    """Every non-folder entry under ``root``, depth first in name order, hidden names passed over."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as scanned:
+                entries = sorted(scanned, key=lambda entry: entry.name)
+        except OSError as exc:
+            bad.append((display_path(folder), f"cannot read folder ({exc.strerror or exc})"))
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_folder = entry.is_dir()
+            except OSError:
+                is_folder = False
+            if not is_folder:
+                yield entry
+            elif not entry.is_symlink():  # linked folders are not followed
+                subfolders.append(Path(entry.path))
+        stack.extend(reversed(subfolders))
 
 
 def _undecodable(path: Path) -> bool:
@@ -138,8 +173,8 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _file_record(found: _Found) -> FileRecord:
-    return FileRecord(str(found.path), found.size, found.mtime_ns, sha256_of(found.path))
+def _file_record(found: _Found, digest: str | None = None) -> FileRecord:
+    return FileRecord(str(found.path), found.size, found.mtime_ns, digest or sha256_of(found.path))
 
 
 def _file_entry(found: _Found, fmt: str) -> ImageEntry:
@@ -153,16 +188,19 @@ def _file_entry(found: _Found, fmt: str) -> ImageEntry:
     )
 
 
-def _series_entry(series: DicomSeries, found: dict[Path, _Found]) -> ImageEntry:
+def _series_entry(series: DicomSeries, found: dict[Path, _Found], digests: dict[Path, Future[str]]) -> ImageEntry:
     meta = dict(series.metadata)
     if series.problem:  # still catalogued, so that the user can find and fix it
         meta["volume_problem"] = series.problem
-    files = [found.get(p) or _Found(p, p.stat().st_size, p.stat().st_mtime_ns) for p in map(Path, series.files)]
+    files = [found.get(p) or _Found(p, p.stat().st_size, p.stat().st_mtime_ns) for p in series.files]
+    # A name for people only: the file itself, or the folder of a series' files (which may hold others).
+    source_path = str(files[0].path) if len(files) == 1 else os.path.commonpath([str(f.path.parent) for f in files])
     return ImageEntry(
-        format=DICOM_FORMAT, source_path=os.path.commonpath([str(f.path.parent) for f in files]),
+        format=DICOM_FORMAT, source_path=source_path,
         modality=meta.get("modality") or "OT", body_part=meta.get("body_part"),
         description=meta.get("series_description"), shape=series.shape, spacing=series.spacing,
-        orientation="".join(aff2axcodes(series.affine)), files=[_file_record(f) for f in files], metadata=meta, phi=series.phi,
+        orientation="".join(aff2axcodes(series.affine)), metadata=meta, phi=series.phi,
+        files=[_file_record(f, digests[f.path].result() if f.path in digests else None) for f in files],
         study_uid=series.study_uid or None, series_uid=series.series_uid,
     )
 
@@ -189,16 +227,6 @@ class _Batch:
             self.report.added += added
             self.report.updated += updated
             self.entries = []
-
-
-def _progress(enabled: bool) -> Progress:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True, disable=not enabled,
-    )
 
 
 def ingest(
@@ -237,6 +265,9 @@ def _ingest(paths: list, catalog: Catalog, dataset: str | None, progress: bool |
         if known.get(str(item.path)) == (item.size, item.mtime_ns):
             report.unchanged += 1
             continue
+        if item.size and item.path.name.lower().endswith(DICOM_SUFFIXES):
+            dicom.append(item)  # no sniffing needed: the header scan reports a bad one with its reason
+            continue
         fmt, reason = _is_image(item.path)
         if reason:
             report.bad.append((display_path(item.path), reason))
@@ -249,7 +280,7 @@ def _ingest(paths: list, catalog: Catalog, dataset: str | None, progress: bool |
     batch = _Batch(catalog, dataset, report)
     total = len(others) + len(dicom)
     done = 0
-    with _progress(progress is True) as bar:
+    with progress_bar(progress is True) as bar:
         task = bar.add_task("Cataloguing images", total=total)
 
         def advance(files: int = 1) -> None:
@@ -280,17 +311,26 @@ def _ingest(paths: list, catalog: Catalog, dataset: str | None, progress: bool |
 def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], None]) -> None:
     """One catalog image per series; new files of a catalogued series make it rescanned whole."""
     by_path = {item.path: item for item in dicom}
+    # Hashing releases the GIL: threads hash the files while worker processes parse headers.
+    with ThreadPoolExecutor(HASH_THREADS) as hashing:
+        digests = {path: hashing.submit(sha256_of, path) for path in by_path}
+        _catalog_series(by_path, digests, batch, advance)
+
+
+def _catalog_series(by_path: dict[Path, _Found], digests: dict[Path, Future[str]], batch: _Batch,
+                    advance: Callable[[int], None]) -> None:
     series_list, bad = scan_dicom(list(by_path))
     advance(len(bad))
     catalogued = batch.catalog.series_files([s.series_uid for s in series_list])
     for series in series_list:
+        new_files = len(series.files) + len(series.duplicates)
         earlier = [path for path in map(Path, catalogued.get(series.series_uid, [])) if path not in by_path and path.is_file()]
         try:
             if earlier:
                 rescanned, more_bad = scan_dicom(earlier + list(series.files))
                 bad.extend(more_bad)
                 series = next(s for s in rescanned if s.series_uid == series.series_uid)
-            entry = _series_entry(series, by_path)
+            entry = _series_entry(series, by_path, digests)
         except MedfmError as exc:
             bad.append((series.files[0], _reason(exc)))
         except OSError as exc:
@@ -299,5 +339,6 @@ def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], N
             bad.append((series.files[0], "series files changed while being read; ingest again"))
         else:
             batch.add(entry)
-        advance(sum(1 for path in series.files if path in by_path))
+        batch.report.duplicates += sum(1 for path in series.duplicates if path in by_path)
+        advance(new_files)
     batch.report.bad.extend((display_path(path), reason) for path, reason in bad)

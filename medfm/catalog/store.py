@@ -16,12 +16,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, or_, select
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, or_, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+)
+from sqlalchemy.orm import Session, selectinload
 
-from medfm.catalog.schema import SCHEMA_VERSION, Base, FileRow, ImageRow, MetaRow, StudyRow
+from medfm.catalog.schema import (
+    SCHEMA_VERSION,
+    Base,
+    FileRow,
+    ImageRow,
+    MetaRow,
+    StudyRow,
+)
 from medfm.errors import MedfmError
 
 # Keeps IN (...) lists well under SQLite's and PostgreSQL's bound-parameter limits.
@@ -59,7 +71,9 @@ class ImageEntry:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """A catalogued image. ``files`` is filled by :meth:`Catalog.get` only."""
+    """A catalogued image and, when fetched with them (:meth:`Catalog.get`, ``query(with_files=True)``),
+    exactly the files it is read from: a DICOM series' own files, or the one image file.
+    ``source_path`` only names it for people: that file, or the folder of a series' files."""
 
     id: int
     dataset: str | None
@@ -133,6 +147,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers (a server, a second shell) see the catalog while an ingest writes.
     cursor.execute("PRAGMA journal_mode=WAL")
+    # With WAL, NORMAL syncs at checkpoints, not at every commit: a crash keeps the catalog
+    # consistent and at worst loses the last batches, which the next ingest records again.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -236,6 +253,8 @@ class Catalog:
         return added, updated
 
     def _upsert(self, session: Session, entry: ImageEntry, dataset: str | None) -> bool:
+        # File rows are written with bulk statements: a series can have thousands of files,
+        # and one ORM object per file row made saving the slowest part of an ingest.
         paths = [f.path for f in entry.files]
         if entry.series_uid:
             row = session.scalar(select(ImageRow).where(ImageRow.series_uid == entry.series_uid))
@@ -243,17 +262,13 @@ class Catalog:
             row = session.scalar(select(ImageRow).join(FileRow).where(FileRow.path == paths[0], ImageRow.series_uid.is_(None)))
         orphans = set()
         for chunk in _chunks(paths):
-            for file_row in session.scalars(select(FileRow).where(FileRow.path.in_(chunk))):
-                if row is None or file_row.image_id != row.id:
-                    orphans.add(file_row.image_id)
-                    session.delete(file_row)
+            orphans.update(session.scalars(select(FileRow.image_id).where(FileRow.path.in_(chunk))))
+            session.execute(delete(FileRow).where(FileRow.path.in_(chunk)), execution_options={"synchronize_session": False})
         is_new = row is None
         if is_new:
             row = ImageRow()
         else:
-            row.files.clear()
-        # Old file rows must be gone before new ones take their unique paths.
-        session.flush()
+            session.execute(delete(FileRow).where(FileRow.image_id == row.id), execution_options={"synchronize_session": False})
         patient_key = self.patient_key(entry.phi.get("patient_id"))
         study = self._study(session, entry.study_uid, patient_key) if entry.study_uid else None
         session.add(row)
@@ -271,11 +286,15 @@ class Catalog:
         row.orientation = entry.orientation
         row.metadata_ = _plain(entry.metadata)
         row.phi = _plain(entry.phi)
-        row.files = [FileRow(path=f.path, size=f.size, mtime_ns=f.mtime_ns, sha256=f.sha256) for f in entry.files]
         session.flush()
+        session.execute(insert(FileRow), [
+            {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "sha256": f.sha256, "image_id": row.id}
+            for f in entry.files
+        ])
+        session.expire(row, ["files"])
         for image_id in orphans - {row.id}:
             if session.scalar(select(func.count(FileRow.id)).where(FileRow.image_id == image_id)) == 0:
-                session.delete(session.get(ImageRow, image_id))
+                session.execute(delete(ImageRow).where(ImageRow.id == image_id), execution_options={"synchronize_session": False})
         return is_new
 
     @staticmethod
@@ -309,8 +328,9 @@ class Catalog:
         dataset: str | None = None,
         text: str | None = None,
         limit: int | None = None,
+        with_files: bool = False,
     ) -> list[ImageRecord]:
-        """Images matching every given filter, oldest first.
+        """Images matching every given filter, oldest first; ``with_files`` fills each one's files.
 
         ``modality`` and ``body_part`` match whole values, ignoring case; ``dataset``
         matches exactly; ``text`` is a case-insensitive substring of the description,
@@ -330,8 +350,10 @@ class Catalog:
             stmt = stmt.where(or_(*(column.icontains(text, autoescape=True) for column in columns)))
         if limit is not None:
             stmt = stmt.limit(min(limit, MAX_ID))
+        if with_files:
+            stmt = stmt.options(selectinload(ImageRow.files))
         with Session(self._engine) as session:
-            return [self._record(*row) for row in session.execute(stmt)]
+            return [self._record(*row, files=row[0].files if with_files else None) for row in session.execute(stmt)]
 
     def count(self) -> int:
         """How many images the catalog holds."""

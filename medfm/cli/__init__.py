@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -21,6 +22,7 @@ from medfm.cli.segment import segment_app
 from medfm.cli.serve import serve_app
 from medfm.cli.train import train_app
 from medfm.errors import MedfmError
+from medfm.threads import set_threads
 
 app = typer.Typer(
     add_completion=False,
@@ -35,6 +37,19 @@ app.add_typer(index_app, name="index")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(pacs_app, name="pacs")
 app.add_typer(train_app, name="train")
+# Plain help and usage errors: Rich's formatting would import Rich on every `--help`,
+# which alone costs more than the 0.3 s a command line may take to start.
+for typer_app in (app, *(group.typer_instance for group in app.registered_groups)):
+    typer_app.rich_markup_mode = None
+
+
+@app.callback()
+def global_options(
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="CPU threads for the models and numpy (default: $MEDFM_THREADS, else half the "
+        "CPUs, at most 8; see medfm.threads).")] = None,
+) -> None:
+    set_threads(threads)
 
 
 def main() -> None:

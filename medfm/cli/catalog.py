@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,11 +27,23 @@ def ingest(
 
     report = ingest_paths(paths, catalog, dataset=dataset, progress=progress)
     typer.echo(f"{report.catalog}: {report.added} images added, {report.updated} updated; "
-               f"files: {report.unchanged} unchanged, {report.skipped} skipped (not images), {len(report.bad)} bad")
+               f"files: {report.unchanged} unchanged, {report.skipped} skipped (not images), "
+               f"{report.duplicates} duplicates (same DICOM instance as another file), {len(report.bad)} bad")
     for path, reason in report.bad:
         typer.echo(f"medfm: bad file: {path}: {reason}", err=True)
     if report.bad:
         raise typer.Exit(1)
+
+
+def _files_label(record: Any) -> str:
+    """The record's own files: the file itself, or the series' folder with its file names."""
+    paths = [Path(f.path) for f in record.files]
+    if len(paths) == 1:
+        return display_path(paths[0])
+    folder = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    names = [display_path(p.relative_to(folder)) for p in paths]
+    shown = ", ".join(names) if len(names) <= 3 else f"{names[0]}, {names[1]} ... {names[-1]}"
+    return f"{display_path(folder)}{os.sep} {len(paths)} files: {shown}"
 
 
 def _print_records(records: list[Any], as_json: bool, show_phi: bool) -> None:
@@ -40,7 +53,7 @@ def _print_records(records: list[Any], as_json: bool, show_phi: bool) -> None:
     for record in records:
         shape = "x".join(str(n) for n in record.shape)
         typer.echo(f"{record.id:>6}  {record.modality:<4} {record.body_part or '-':<12} {shape:<16} "
-                   f"{record.dataset or '-':<12} {record.description or '-'}  {record.source_path}")
+                   f"{record.dataset or '-':<12} {record.description or '-'}  {_files_label(record)}")
         for key, value in (record.phi.items() if show_phi else ()):
             typer.echo(f"        {key}: {value}  [PHI]")
 
@@ -53,11 +66,11 @@ def catalog_list(
     as_json: JsonOption = False,
     show_phi: ShowPhiOption = False,
 ) -> None:
-    """Every catalogued image, oldest first: id, modality, body part, shape, dataset, description, path."""
+    """Every catalogued image, oldest first: id, modality, body part, shape, dataset, description, its files."""
     from medfm.catalog import open_catalog
 
     with open_catalog(catalog) as store:
-        _print_records(store.query(dataset=dataset, limit=limit), as_json, show_phi)
+        _print_records(store.query(dataset=dataset, limit=limit, with_files=True), as_json, show_phi)
 
 
 @catalog_app.command("query")
@@ -75,7 +88,8 @@ def catalog_query(
     from medfm.catalog import open_catalog
 
     with open_catalog(catalog) as store:
-        records = store.query(modality=modality, body_part=body_part, dataset=dataset, text=text, limit=limit)
+        records = store.query(modality=modality, body_part=body_part, dataset=dataset, text=text, limit=limit,
+                              with_files=True)
         _print_records(records, as_json, show_phi)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import CheckpointOption, JsonOption, ModelOption, print_json
+from medfm.cli.output import CheckpointOption, JsonOption, ModelOption, ProgressOption, print_json
 from medfm.errors import display_path
 
 classify_app = typer.Typer()
@@ -27,6 +27,7 @@ def classify(
     abstain: Annotated[bool, typer.Option("--abstain", help="Zero-shot: answer 'other' when the image is like none of the labels "
                                                             "(the model's calibrated similarity threshold).")] = False,
     abstain_threshold: Annotated[float | None, typer.Option("--abstain-threshold", help="Zero-shot: answer 'other' below this similarity.")] = None,
+    progress: ProgressOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Label probabilities per image: zero-shot from --labels, or with a --probe."""
@@ -45,7 +46,7 @@ def classify(
     store = open_index(index) if index else None
     try:
         results = classify_images(images, encoder, labels=names, templates=read_templates(templates) if templates else None,
-                                  probe=fitted, index=store, k=k, abstain_below=threshold)
+                                  probe=fitted, index=store, k=k, abstain_below=threshold, progress=progress)
     finally:
         if store is not None:
             store.close()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import JsonOption, print_json
+from medfm.cli.output import JsonOption, ProgressOption, print_json
 
 evaluate_app = typer.Typer(no_args_is_help=True, help="Score predictions against references, with confidence intervals.")
 
@@ -105,6 +105,7 @@ def robustness(
     severities: Annotated[str, typer.Option("--severities", help="Comma-separated severities among 1-5.")] = "1,2,3,4,5",
     limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N rows of the manifest.")] = None,
     seed: SeedOption = 0,
+    progress: ProgressOption = True,
     as_json: JsonOption = False,
     report: ReportOption = None,
 ) -> None:
@@ -120,7 +121,7 @@ def robustness(
     names = tuple(c.strip() for c in corruptions.split(",")) if corruptions else tuple(CORRUPTIONS)
     evaluation = evaluate_robustness(
         manifest, segmenter=segmenter, probe=probe, checkpoint=checkpoint, label_column=label_column,
-        limit=limit, corruptions=names, severities=levels, seed=seed,
+        limit=limit, corruptions=names, severities=levels, seed=seed, progress=progress,
     )
     if report is not None:
         from medfm.eval.reports.robustness import write_robustness_report
@@ -143,13 +144,15 @@ def interactive(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many images per dataset.")] = None,
     max_clicks: Annotated[int, typer.Option("--max-clicks", help="Corrective clicks after the first.")] = 10,
+    progress: ProgressOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Simulated interaction protocol: box only, 1 click, up to 10 corrective clicks; Dice per step and NoC@80/90."""
     from medfm.eval.protocols.interactive import evaluate_interactive, format_table
     from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
 
-    report = evaluate_interactive(create_segmenter(model or DEFAULT_SEGMENTER, checkpoint), manifest, limit, max_clicks)
+    report = evaluate_interactive(create_segmenter(model or DEFAULT_SEGMENTER, checkpoint), manifest, limit, max_clicks,
+                                  progress=progress)
     if as_json:
         print_json(report)
         return

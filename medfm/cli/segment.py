@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import CheckpointOption, JsonOption, parse_numbers, print_json
+from medfm.cli.output import CheckpointOption, JsonOption, ProgressOption, parse_numbers, print_json
 from medfm.errors import MedfmError
 
 segment_app = typer.Typer()
@@ -26,6 +26,7 @@ def segment_command(
     propagate: Annotated[bool, typer.Option("--propagate", help="Carry each structure through the volume or video.")] = False,
     rule: Annotated[list[str] | None, typer.Option("--rule", help="With --propagate, a stopping-rule parameter as NAME=VALUE (repeatable): "
                                                                    "min_area, min_score, margin, context, max_intensity_shift.")] = None,
+    progress: ProgressOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Interactive segmentation from points, boxes and scribbles; writes a label map stamped with its provenance."""
@@ -37,7 +38,8 @@ def segment_command(
         raise MedfmError("--rule sets how --propagate stops; give --propagate too")
     propagation = PropagationRule.from_dict(parse_numbers(rule or [], "--rule")) if propagate else None
     summary = segment_file(image, output, create_segmenter(model or DEFAULT_SEGMENTER, checkpoint), points=point or [],
-                           boxes=box or [], scribble=scribble, prompts_file=prompts, propagation=propagation)
+                           boxes=box or [], scribble=scribble, prompts_file=prompts, propagation=propagation,
+                           progress=progress)
     if as_json:
         print_json(summary)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,6 +22,11 @@ def serve(
     pacs: Annotated[str | None, typer.Option("--pacs", help="DICOMweb base URL of a PACS to search, pull from and push to.")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Catalogue the example studies first and index them in the background.")] = False,
     max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", help="Largest request body accepted, in MiB.")] = 512,
+    token_file: Annotated[Path | None, typer.Option("--token-file", help="Read the access token from this file (not visible in ps).")] = None,
+    certfile: Annotated[Path | None, typer.Option("--certfile", help="TLS certificate chain (PEM): serve HTTPS; use it off loopback.")] = None,
+    keyfile: Annotated[Path | None, typer.Option("--keyfile", help="TLS private key (PEM) of --certfile.")] = None,
+    image_cache_mb: Annotated[int, typer.Option("--image-cache-mb", help="Memory for images kept loaded, in MiB.")] = 1024,
+    session_mb: Annotated[int, typer.Option("--session-mb", help="Memory for open segmentation sessions, in MiB.")] = 1024,
 ) -> None:
     """Serve the REST API (docs/server-api.md) and the browser workbench; prints the URL to open."""
     from medfm.paths import default_catalog_url
@@ -30,11 +36,13 @@ def serve(
 
     if not 1 <= port <= 65535:
         raise MedfmError(f"--port must be from 1 to 65535; got {port}")
-    if max_upload_mb < 1:
-        raise MedfmError(f"--max-upload-mb must be at least 1; got {max_upload_mb}")
+    for option, value in (("--max-upload-mb", max_upload_mb), ("--image-cache-mb", image_cache_mb), ("--session-mb", session_mb)):
+        if value < 1:
+            raise MedfmError(f"{option} must be at least 1; got {value}")
     settings = ServerSettings(host=host, port=port, catalog_url=catalog or default_catalog_url(), pacs_url=pacs,
-                              max_upload_bytes=max_upload_mb * 1024 * 1024)
-    settings.token = resolve_token(settings, token)
+                              max_upload_bytes=max_upload_mb * 2**20, image_cache_bytes=image_cache_mb * 2**20,
+                              session_bytes=session_mb * 2**20, certfile=certfile, keyfile=keyfile)
+    settings.token = resolve_token(settings, token, token_file)
     run_server(settings, demo, announce=typer.echo)
 
 

@@ -27,11 +27,8 @@ def train_clip_command(
     cache: Annotated[Path | None, typer.Option("--cache", help="Decoded-image cache (default OUT/cache.pt).")] = None,
 ) -> None:
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
-    import torch
-
     from medfm.train.clip import train_clip
 
-    torch.set_num_threads(1)  # a shared CPU: one core
     options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache)
     typer.echo(display_path(train_clip(resume=resume, **options)))
 
@@ -45,12 +42,9 @@ def train_interactive_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step (default: the shipped model's).")] = None,
 ) -> None:
     """Train medfm-interactive with simulated clicks, boxes, scribbles and correction loops; prints validation Dice."""
-    import torch
-
     from medfm.paths import shared_data_dir
     from medfm.train.interactive import train
 
-    torch.set_num_threads(1)  # a shared CPU: one core
     print_json(train(out, minutes, resume, cache, data or shared_data_dir(), log=typer.echo, **given(batch_size=batch_size)))
 
 
@@ -65,11 +59,8 @@ def train_abstention_command(
 ) -> None:
     """Calibrate the similarity thresholds under which zero-shot answers and search hits abstain; prints
     them (from the val split) with their held-out AUROC and rates (test split) as JSON."""
-    import torch
-
     from medfm.models import create_encoder
     from medfm.models.registry import DEFAULT_ENCODER
     from medfm.train.abstention import calibrate_abstention
 
-    torch.set_num_threads(1)  # a shared CPU: one core
     print_json(calibrate_abstention(create_encoder(model or DEFAULT_ENCODER, checkpoint), **given(data=data, keep=keep)))

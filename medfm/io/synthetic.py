@@ -88,6 +88,7 @@ def write_dicom_series(
     gantry_tilt: float = 0.0,
     transfer_syntax: str | None = None,
     enhanced: bool = False,
+    bits_stored: int = 16,
     seed: int = 0,
 ) -> list[Path]:
     """Write ``volume`` as a DICOM series: one single-frame file per slice, or one enhanced file.
@@ -104,7 +105,8 @@ def write_dicom_series(
     ``interleaved`` number the slices as scanners do; ``shuffled`` numbers them at random.
     Stored values are ``(volume - intercept) / slope``. ``transfer_syntax`` compresses the
     pixels with an encoder pydicom has (RLE Lossless, JPEG 2000 Lossless). ``enhanced``
-    writes one Enhanced CT/MR multi-frame file with per-frame positions instead. File names
+    writes one Enhanced CT/MR multi-frame file with per-frame positions instead. ``bits_stored``
+    sets Bits Stored of grey images (many CT scanners write 12); the stored values must fit. File names
     are random so that nothing can rely on them. Returns the files in slice order.
     """
     from pydicom.uid import ExplicitVRLittleEndian
@@ -132,6 +134,9 @@ def write_dicom_series(
         stored = np.round((volume.astype(np.float64) - intercept) / slope)
         stored = stored.astype(np.int16 if stored.min() < 0 else np.uint16)
         stored = stored.reshape(stored.shape[:3] + (-1, 1))
+        limit = 1 << (bits_stored - (stored.dtype == np.int16))
+        if not -limit <= stored.min() and stored.max() < limit:
+            raise ValueError(f"stored values {stored.min()}..{stored.max()} do not fit in {bits_stored} bits")
     n_frames = stored.shape[3]
     ds = _base_dataset(
         modality, enhanced, patient_name, patient_id, study_uid, series_uid, frame_of_reference_uid,
@@ -140,7 +145,7 @@ def write_dicom_series(
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     if gantry_tilt:
         ds.GantryDetectorTilt = float(gantry_tilt)
-    _pixel_module(ds, stored, rescale)
+    _pixel_module(ds, stored, rescale, bits_stored)
     ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing, column spacing
     ds.SliceThickness = float(spacing[2])
     orientation = [float(v) for v in (*row, *column)]
@@ -202,7 +207,7 @@ def _base_dataset(
     return ds
 
 
-def _pixel_module(ds, stored: np.ndarray, rescale: tuple[float, float]) -> None:
+def _pixel_module(ds, stored: np.ndarray, rescale: tuple[float, float], bits_stored: int = 16) -> None:
     """Image Pixel attributes for ``stored`` ``(I, J, K, T, C)``: uint8 RGB or 16-bit grey."""
     ds.Rows, ds.Columns = int(stored.shape[1]), int(stored.shape[0])
     if stored.shape[4] == 3:
@@ -215,8 +220,9 @@ def _pixel_module(ds, stored: np.ndarray, rescale: tuple[float, float]) -> None:
         return
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
     ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
     if "Enhanced" not in ds.SOPClassUID.name:  # enhanced objects carry rescale per frame
         ds.RescaleSlope = f"{rescale[0]:g}"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.base import Encoder
+from medfm.threads import ensure_threads
 
 if TYPE_CHECKING:
     from medfm.models.segmenters.base import Segmenter
@@ -149,4 +150,5 @@ def _create(name: str, checkpoint: str | os.PathLike | None, configs: dict[str, 
         raise MedfmError(f"model {name!r} needs a checkpoint: {config['checkpoint_required']}")
     else:
         weights = _shipped_weights(name, config)
+    ensure_threads()  # after the family's import, which loads torch
     return _BUILDERS[family]({"name": name, **config}, weights)

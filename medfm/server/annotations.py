@@ -6,7 +6,10 @@ provenance as :meth:`~medfm.provenance.Provenance.to_dict` gives it: model, weig
 A save writes a draft file first, then claims the next version number with
 :func:`os.link`, which fails when the name exists: two threads or processes saving at
 once get two numbers, and nobody sees a half-written file. A version is listed once its
-sidecar exists, which is written (through its own temporary file) after the claim.
+sidecar exists, which is written (through its own temporary file) after the claim. What a
+save killed part-way leaves (drafts, temporary files, a claimed label file without its
+sidecar) is removed when the server starts (:meth:`AnnotationStore.remove_leftovers`), so
+the next save takes the number the killed one had claimed: numbers do not skip.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 #: ``format`` value → file suffix.
 FORMATS = {"nifti": ".nii.gz", "dicom-seg": ".dcm"}
 _VERSION_FILE = re.compile(r"v(\d{4,})\.json")
+#: A saved label file: ``v0001.nii.gz`` or ``v0001.dcm``.
+_LABEL_FILE = re.compile(r"(v\d{4,})(\.nii\.gz|\.dcm)")
 
 
 class AnnotationNotFound(NotFound):
@@ -76,7 +81,11 @@ class AnnotationStore:
         record = {**sidecar, "provenance": labels.provenance.to_dict(), "name": name, "version": version, "format": fmt,
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "voxels": {str(int(v)): int(c) for v, c in zip(values, counts) if v != 0}}
-        _write_json(folder / f"v{version:04d}.json", record)
+        try:
+            _write_json(folder / f"v{version:04d}.json", record)
+        except BaseException:  # give the number back: a label file without its sidecar is no version
+            (folder / f"v{version:04d}{suffix}").unlink(missing_ok=True)
+            raise
         _fsync(folder)
         return {key: record[key] for key in ("name", "version", "format", "created", "voxels")}
 
@@ -89,6 +98,24 @@ class AnnotationStore:
                 return version
             except FileExistsError:
                 version += 1
+
+    def remove_leftovers(self) -> int:
+        """Delete what killed saves left (drafts, temporary files, label files without a sidecar); returns how many.
+
+        Call it only when no save is running (at start-up): a running save has a draft, and a
+        claimed label file whose sidecar it is about to write.
+        """
+        if not self.root.is_dir():
+            return 0
+        removed = 0
+        for folder in (p for image_dir in self.root.iterdir() if image_dir.is_dir() for p in image_dir.iterdir() if p.is_dir()):
+            for path in list(folder.iterdir()):
+                label_file = _LABEL_FILE.fullmatch(path.name)
+                orphan = label_file is not None and not (folder / f"{label_file.group(1)}.json").exists()
+                if path.is_file() and (path.name.startswith((".tmp-", ".draft-")) or orphan):
+                    path.unlink()
+                    removed += 1
+        return removed
 
     def list(self, image_id: int) -> list[dict[str, Any]]:
         """``[{"name", "versions": [{"version", "format", "created", "labels"}]}]``, by name, oldest version first."""

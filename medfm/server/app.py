@@ -12,13 +12,16 @@ from fastapi.staticfiles import StaticFiles
 
 from medfm import __version__
 from medfm.errors import MedfmError
+from medfm.server.audit import AuditMiddleware
 from medfm.server.errors import InternalErrorMiddleware, NotFound
-from medfm.server.routes import annotations, catalog, evaluate, jobs, pacs, search, sessions
+from medfm.server.routes import annotations, catalog, evaluate, jobs, pacs, search, sessions, uploads
 from medfm.server.security import (
-    LoopbackHostMiddleware, RateLimitMiddleware, SecurityHeadersMiddleware, TokenMiddleware, UploadLimitMiddleware,
+    CrossSiteMiddleware, LoopbackHostMiddleware, RateLimitMiddleware, SecurityHeadersMiddleware, TokenMiddleware,
+    UploadLimitMiddleware,
 )
 from medfm.server.settings import ServerSettings
 from medfm.server.state import ServerState
+from medfm.server.uploads import OffsetMismatch
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -34,21 +37,25 @@ def create_app(settings: ServerSettings) -> FastAPI:
     # Swagger UI from its package, so the docs work without internet
     app = FastAPIOffline(title="medfm", version=__version__, redoc_url=None, lifespan=lifespan)
     app.state.medfm = state
-    for module in (catalog, sessions, annotations, search, jobs, evaluate, pacs):
+    for module in (catalog, uploads, sessions, annotations, search, jobs, evaluate, pacs):
         app.include_router(module.router)
     _add_error_handlers(app)
     _mount_workbench(app, settings)
+    # the last added middleware runs first: response headers on every answer (refusals too), the
+    # audit log, the token (or loopback host) check, the cross-site check, the rate limit, the upload limit
     app.add_middleware(InternalErrorMiddleware)
-    app.add_middleware(SecurityHeadersMiddleware)
-    # the last added middleware runs first: the token (or loopback host) check, then the rate limit, then the upload limit
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(RateLimitMiddleware, rate=settings.rate_per_second, burst=settings.rate_burst)
+    app.add_middleware(RateLimitMiddleware, rate=settings.rate_per_second, burst=settings.rate_burst,
+                       by_token=settings.token_required)
+    app.add_middleware(CrossSiteMiddleware)
     if settings.token_required:
         if not settings.token:
             raise MedfmError(f"a server on {settings.host} needs a token (only loopback addresses run without one)")
-        app.add_middleware(TokenMiddleware, token=settings.token)
+        app.add_middleware(TokenMiddleware, token=settings.token, secure=settings.tls)
     else:
         app.add_middleware(LoopbackHostMiddleware)
+    app.add_middleware(AuditMiddleware, log=state.audit)
+    app.add_middleware(SecurityHeadersMiddleware)
     return app
 
 
@@ -61,16 +68,21 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"detail": _one_line(str(exc))}, status_code=404)
 
+    @app.exception_handler(OffsetMismatch)
+    async def wrong_offset(_request: Request, exc: OffsetMismatch) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(str(exc)), "received": exc.received}, status_code=409)
+
     @app.exception_handler(MedfmError)
     async def bad_input(_request: Request, exc: MedfmError) -> JSONResponse:
         return JSONResponse({"detail": _one_line(str(exc))}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        # one line naming the field; the offending value is left out (it could be anything the client sent)
+        # bad input like any other (400): one line naming the field; the offending value is left
+        # out (it could be anything the client sent)
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "request"
-        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+        where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")) or "request"
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=400)
 
 
 def _mount_workbench(app: FastAPI, settings: ServerSettings) -> None:

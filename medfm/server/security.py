@@ -1,4 +1,5 @@
-"""What keeps a server reachable from a network safe: a token, rate limits, upload limits, path checks.
+"""What keeps a server safe on loopback and on a network: a token, cross-site checks, rate limits,
+upload limits, response headers, path checks.
 
 The middlewares are plain ASGI so that they cover everything the app serves (API, the
 workbench page and its static files) and can stop an upload while it streams in.
@@ -6,23 +7,32 @@ workbench page and its static files) and can stop an upload while it streams in.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import json
+import math
 import os
 import threading
 import time
 from collections.abc import Sequence
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.exceptions import HTTPException
 
 from medfm.errors import MedfmError
 
 TOKEN_COOKIE = "medfm_token"
+#: The header every state-changing request must carry. A page on another site cannot send a
+#: custom header without a CORS preflight, which this server never grants, so a request that
+#: has it comes from the workbench (or a script), not from a cross-site form or no-cors fetch.
+CLIENT_HEADER = "X-Medfm-Client"
+#: Methods that change nothing: the cross-site check lets them through.
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+#: Fewest bits of randomness a user-chosen token may have.
+MIN_TOKEN_BITS = 128
 
 Scope = dict[str, Any]
 
@@ -42,13 +52,59 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def request_cookies(scope: Scope) -> dict[str, str]:
+    """The request's cookies, read leniently: another application's cookie on the same host
+    (``prefs={"theme":"dark"}``, which :class:`http.cookies.SimpleCookie` gives up on) must not hide ours."""
+    found: dict[str, str] = {}
+    for key, value in scope.get("headers", ()):
+        if key != b"cookie":
+            continue
+        for part in value.decode("latin-1").split(";"):
+            name, equals, content = part.strip().partition("=")
+            if equals and name and name not in found:
+                found[name] = content.strip().strip('"')
+    return found
+
+
+def presented_token(scope: Scope) -> str | None:
+    """The token a request carries: ``Authorization: Bearer``, else the cookie, else ``?token=``."""
+    authorization = _header(scope, b"authorization") or ""
+    if authorization.startswith("Bearer "):
+        return authorization[7:].strip()
+    cookie = request_cookies(scope).get(TOKEN_COOKIE)
+    if cookie:
+        return cookie
+    return parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
+
+
+def token_fingerprint(token: str) -> str:
+    """A short name for a token in logs and rate-limit buckets; the token cannot be recovered from it."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def token_bits(token: str) -> float:
+    """An upper estimate of a token's randomness: its length times log2 of the alphabet its characters come from."""
+    alphabet = (26 * any(c.islower() for c in token) + 26 * any(c.isupper() for c in token)
+                + 10 * any(c.isdigit() for c in token) + 32 * any(not c.isalnum() for c in token))
+    return len(token) * math.log2(alphabet) if alphabet > 1 else 0.0
+
+
+def check_token_strength(token: str) -> str:
+    """``token`` if it has at least :data:`MIN_TOKEN_BITS` bits, else a MedfmError saying how to make one."""
+    if token_bits(token) < MIN_TOKEN_BITS or len(set(token)) < 8:
+        raise MedfmError(f"the token is too weak (under {MIN_TOKEN_BITS} bits): use at least 22 random letters and digits, "
+                         "e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))'")
+    return token
+
+
 class TokenMiddleware:
     """Every request needs ``token``: header ``Authorization: Bearer``, the cookie, or ``?token=``
-    (which sets the HttpOnly cookie so that the page's later requests carry it)."""
+    (which sets the HttpOnly cookie so that the page's later requests carry it; ``Secure`` under TLS)."""
 
-    def __init__(self, app: Any, token: str) -> None:
+    def __init__(self, app: Any, token: str, secure: bool = False) -> None:
         self.app = app
         self.token = token.encode()
+        self.cookie_attributes = "; HttpOnly; SameSite=Strict; Path=/" + ("; Secure" if secure else "")
 
     def _matches(self, given: str | None) -> bool:
         return given is not None and hmac.compare_digest(given.encode(), self.token)
@@ -59,13 +115,12 @@ class TokenMiddleware:
         authorization = _header(scope, b"authorization") or ""
         if authorization.startswith("Bearer ") and self._matches(authorization[7:].strip()):
             return await self.app(scope, receive, send)
-        cookie = SimpleCookie(_header(scope, b"cookie") or "")
-        if TOKEN_COOKIE in cookie and self._matches(cookie[TOKEN_COOKIE].value):
+        if self._matches(request_cookies(scope).get(TOKEN_COOKIE)):
             return await self.app(scope, receive, send)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
         if not self._matches(query):
             return await send_error(send, 401, "this server needs its access token: open the URL medfm serve printed, or send Authorization: Bearer TOKEN")
-        cookie_header = f"{TOKEN_COOKIE}={query}; HttpOnly; SameSite=Strict; Path=/".encode()
+        cookie_header = f"{TOKEN_COOKIE}={query}{self.cookie_attributes}".encode()
 
         async def send_with_cookie(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -73,6 +128,43 @@ class TokenMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+
+class CrossSiteMiddleware:
+    """Refuse state-changing requests (POST, PUT, PATCH, DELETE) that do not come from the workbench itself.
+
+    A page on any other site can make the user's browser send a form or a ``no-cors`` fetch
+    to this server (on loopback no token stops it; with a token the cookie rides along).
+    Such a request is refused when the browser says it is cross-site (``Sec-Fetch-Site``),
+    when its ``Origin`` is not this server, and whenever it lacks :data:`CLIENT_HEADER`,
+    which only a same-origin script (or a non-browser client) can add.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            reason = cross_site_reason(scope)
+            if reason:
+                return await send_error(send, 403, reason)
+        await self.app(scope, receive, send)
+
+
+def cross_site_reason(scope: Scope) -> str | None:
+    """Why a state-changing request is refused as cross-site, or ``None`` if it may go ahead."""
+    fetch_site = _header(scope, b"sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return f"cross-site request refused: changes are accepted only from this server's own page (Sec-Fetch-Site: {fetch_site[:20]})"
+    origin = _header(scope, b"origin")
+    if origin is not None:
+        own_scheme = "https" if scope.get("scheme") == "https" else "http"
+        parts = urlsplit(origin)
+        if parts.scheme != own_scheme or parts.netloc.lower() != (_header(scope, b"host") or "").lower():
+            return "cross-site request refused: changes are accepted only from this server's own page (Origin differs)"
+    if not _header(scope, CLIENT_HEADER.lower().encode()):
+        return f"request refused: state-changing requests must carry the header {CLIENT_HEADER} (the workbench sends it)"
+    return None
 
 
 class LoopbackHostMiddleware:
@@ -128,7 +220,8 @@ class SecurityHeadersMiddleware:
             return await self.app(scope, receive, send)
         policy = DOCS_POLICY if scope.get("path", "").startswith("/docs") else CONTENT_POLICY
         headers = [(b"content-security-policy", policy.encode()), (b"x-content-type-options", b"nosniff"),
-                   (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY")]
+                   (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY"),
+                   (b"cross-origin-resource-policy", b"same-origin")]
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -139,11 +232,17 @@ class SecurityHeadersMiddleware:
 
 
 class RateLimitMiddleware:
-    """A token bucket per client address: ``rate`` requests per second, bursts up to ``burst``; else 429."""
+    """A token bucket per client: ``rate`` requests per second, bursts up to ``burst``; else 429.
 
-    def __init__(self, app: Any, rate: float, burst: int) -> None:
+    With ``by_token`` (a server that checks tokens) a client is the access token it presents
+    (everyone behind one proxy or NAT address is not one client), else its address. Without
+    it tokens are not checked, and counting by them would let a client escape its limit by
+    sending a new one each time.
+    """
+
+    def __init__(self, app: Any, rate: float, burst: int, by_token: bool = False) -> None:
         self.app = app
-        self.rate, self.burst = rate, burst
+        self.rate, self.burst, self.by_token = rate, burst, by_token
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
@@ -161,11 +260,20 @@ class RateLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            wait = self._take((scope.get("client") or ("unknown",))[0])
+            wait = self._take(client_key(scope, self.by_token))
             if wait:
                 return await send_error(send, 429, "too many requests: slow down and retry",
                                         [(b"retry-after", str(max(1, round(wait))).encode())])
         await self.app(scope, receive, send)
+
+
+def client_key(scope: Scope, by_token: bool) -> str:
+    """Who a request counts against: with ``by_token``, ``token:<fingerprint>`` when it carries
+    a token, else ``address:<ip>``."""
+    token = presented_token(scope) if by_token else None
+    if token:
+        return f"token:{token_fingerprint(token)}"
+    return f"address:{(scope.get('client') or ('unknown',))[0]}"
 
 
 class UploadLimitMiddleware:
@@ -197,7 +305,7 @@ class UploadLimitMiddleware:
 
 
 #: Folders of the data directory that hold medfm's own files, never images to ingest.
-OWN_FOLDERS = ("annotations", "index", "cache")
+OWN_FOLDERS = ("annotations", "index", "cache", "logs")
 
 
 def inside_data_dir(relative: str, data_dir: Path) -> Path:

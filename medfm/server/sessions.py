@@ -25,15 +25,14 @@ from medfm.models.segmenters import Prompt, Scribble, Segmenter, SegmenterInfo
 from medfm.provenance import pixels_id
 from medfm.server.display import Display
 from medfm.server.errors import NotFound
+from medfm.server.limits import MAX_POINTS_PER_PLANE, MAX_SCRIBBLE_POINTS_PER_PLANE
 from medfm.tasks.segment import propagate, segmentation_provenance
 
 #: Colours given to structures 1, 2, ... unless the client chooses one.
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
            "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000", "#aaffc3", "#000075")
-#: Undo steps kept per session.
+#: Undo steps kept per session (fewer when the sessions' memory runs short).
 HISTORY = 100
-#: Open sessions kept at most; beyond it the least recently used is dropped.
-MAX_SESSIONS = 256
 
 Plane = tuple[int, int]
 #: A structure on a plane: (label, k, t).
@@ -63,6 +62,18 @@ class Structure:
             label=label, slice_index=k, frame_index=t,
         )
 
+    def check_size(self, label: int, k: int, t: int) -> None:
+        """MedfmError when the interactions have gathered more points than one plane takes."""
+        points = sum(len(prompt.points) for prompt in self.interactions)
+        scribbled = sum(len(s.points) for prompt in self.interactions for s in prompt.scribbles)
+        if points > MAX_POINTS_PER_PLANE or scribbled > MAX_SCRIBBLE_POINTS_PER_PLANE:
+            raise MedfmError(f"structure {label} on plane ({k}, {t}) would have {points} clicks and {scribbled} scribble points; "
+                             f"a plane takes at most {MAX_POINTS_PER_PLANE} and {MAX_SCRIBBLE_POINTS_PER_PLANE}: undo some first")
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.logits is None else int(self.logits.nbytes)
+
 
 @dataclass
 class Step:
@@ -73,6 +84,12 @@ class Step:
     planes_after: dict[Plane, np.ndarray]
     structures_before: dict[Key, Structure | None]
     structures_after: dict[Key, Structure | None]
+
+    @cached_property
+    def nbytes(self) -> int:
+        planes = [*self.planes_before.values(), *self.planes_after.values()]
+        structures = [s for s in (*self.structures_before.values(), *self.structures_after.values()) if s is not None]
+        return sum(int(p.nbytes) for p in planes) + sum(s.nbytes for s in structures)
 
 
 class SegmentationSession:
@@ -91,6 +108,19 @@ class SegmentationSession:
         self.revision = 0
         self.lock = threading.Lock()
         self.last_used = time.monotonic()
+
+    @property
+    def nbytes(self) -> int:
+        """Memory this session holds: its image, label map and undo/redo history."""
+        steps = sum(step.nbytes for step in (*self.undo_stack, *self.redo_stack))
+        return int(self.image.array.nbytes) + int(self.labels.nbytes) + steps
+
+    def drop_oldest_undo(self) -> bool:
+        """Forget the oldest undo step (to free memory); ``False`` when there is none."""
+        if not self.undo_stack:
+            return False
+        del self.undo_stack[0]
+        return True
 
     @cached_property
     def display(self) -> Display:
@@ -121,6 +151,7 @@ class SegmentationSession:
         before = self.structures.get(key)
         structure = Structure(list(before.interactions) if before else [], before.logits if before else None)
         structure.interactions.append(interaction)
+        structure.check_size(label, k, t)
         prompt = structure.combined(label, k, t)
         prompt.mask_input = structure.logits
         with segmenter_lock:
@@ -214,28 +245,47 @@ class SegmentationSession:
 
 
 class SessionStore:
-    """Open sessions by id; a session unused for ``idle_seconds`` is dropped, and the least
-    recently used one when :data:`MAX_SESSIONS` are open (each holds a label map in memory)."""
+    """Open sessions by id, holding at most ``max_bytes`` (:attr:`SegmentationSession.nbytes`).
 
-    def __init__(self, idle_seconds: float) -> None:
+    A session unused for ``idle_seconds`` is dropped. When a new or changed session brings
+    the total over ``max_bytes``, the least recently used others are closed, then the
+    session's own oldest undo steps are forgotten.
+    """
+
+    def __init__(self, idle_seconds: float, max_bytes: int) -> None:
         self.idle_seconds = idle_seconds
+        self.max_bytes = max_bytes
         self._sessions: dict[str, SegmentationSession] = {}
         self._lock = threading.Lock()
 
     def add(self, session: SegmentationSession) -> SegmentationSession:
+        if session.nbytes > self.max_bytes:
+            raise MedfmError(f"image {session.image_id} needs {session.nbytes / 2**20:.0f} MiB for a session, more than the "
+                             f"server's {self.max_bytes / 2**20:.0f} MiB for sessions (medfm serve --session-mb)")
         with self._lock:
             self._expire()
-            while len(self._sessions) >= MAX_SESSIONS:
-                del self._sessions[min(self._sessions.values(), key=lambda s: s.last_used).id]
             self._sessions[session.id] = session
+            self._fit(session)
         return session
+
+    def changed(self, session: SegmentationSession) -> None:
+        """Call after ``session`` grew (a prompt, a propagation): keeps the total under the limit."""
+        with self._lock:
+            self._fit(session)
+
+    def usage(self) -> dict[str, int]:
+        """``{"bytes", "limit", "count"}`` of the open sessions."""
+        with self._lock:
+            return {"bytes": sum(s.nbytes for s in self._sessions.values()), "limit": self.max_bytes,
+                    "count": len(self._sessions)}
 
     def get(self, session_id: str) -> SegmentationSession:
         with self._lock:
             self._expire()
             session = self._sessions.get(session_id)
             if session is None:
-                raise SessionNotFound(f"no session {session_id!r} (it may have expired after being idle)")
+                raise SessionNotFound(f"no session {session_id!r} (it may have expired after being idle or "
+                                      "been closed to make room for newer ones)")
             session.last_used = time.monotonic()
             return session
 
@@ -243,6 +293,16 @@ class SessionStore:
         with self._lock:
             if self._sessions.pop(session_id, None) is None:
                 raise SessionNotFound(f"no session {session_id!r}")
+
+    def _fit(self, keep: SegmentationSession) -> None:
+        total = sum(s.nbytes for s in self._sessions.values())
+        for other in sorted((s for s in self._sessions.values() if s is not keep), key=lambda s: s.last_used):
+            if total <= self.max_bytes:
+                return
+            total -= other.nbytes
+            del self._sessions[other.id]
+        while total > self.max_bytes and keep.drop_oldest_undo():
+            total = keep.nbytes
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.idle_seconds

@@ -21,6 +21,9 @@ class ServerSettings:
     ``token`` is required from every client when ``host`` is not a loopback address.
     ``rate_per_second`` / ``rate_burst`` set each client's token bucket, generous enough
     for a person clicking fast and many scripted clients on one machine.
+    ``image_cache_bytes`` bounds the images kept in memory, ``session_bytes`` the open
+    segmentation sessions (each holds its image, label map and undo history).
+    ``certfile`` / ``keyfile`` serve HTTPS.
     """
 
     host: str = "127.0.0.1"
@@ -36,7 +39,15 @@ class ServerSettings:
     pacs_url: str | None = None
     web_dir: Path = WEB_DIR
     session_idle_seconds: float = 3600.0
+    image_cache_bytes: int = 1024 * 1024 * 1024
+    session_bytes: int = 1024 * 1024 * 1024
+    certfile: Path | None = None
+    keyfile: Path | None = None
 
     @property
     def token_required(self) -> bool:
         return self.host not in LOOPBACK_HOSTS
+
+    @property
+    def tls(self) -> bool:
+        return self.certfile is not None

@@ -1,17 +1,20 @@
 """What one server process shares between requests, reached from a route through :func:`get_state`.
 
 Models are created on first use and each is guarded by its own lock: segmenters and encoders keep
-per-image state (the embedding of the current plane) and are not thread-safe.
+per-image state (the embedding of the current plane) and are not thread-safe. The search index
+has a lock of its own, so that a search by an indexed image's stored embedding never waits for
+a long encoder call (a classification).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import Request
 
@@ -19,20 +22,21 @@ from medfm.catalog import Catalog, ImageRecord, open_catalog
 from medfm.errors import FileError, MedfmError
 from medfm.io import Image
 from medfm.server.annotations import AnnotationStore
+from medfm.server.audit import AuditLog
 from medfm.server.display import Display, default_window
 from medfm.server.errors import NotFound
 from medfm.server.jobs import Jobs, Progress
 from medfm.server.sessions import SessionStore
+from medfm.server.uploads import Uploads
 from medfm.server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from medfm.io.dicom import DicomSeries
     from medfm.index import Index
-    from medfm.models.encoders import Encoder
+    from medfm.models.encoders import Encoder, EncoderInfo
     from medfm.models.segmenters import Segmenter
 
-#: Loaded images kept in memory, most recently used last.
-IMAGE_CACHE_SIZE = 16
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,6 +55,10 @@ class LoadedImage:
     def window(self) -> tuple[float, float]:
         return default_window(self.image)
 
+    @property
+    def nbytes(self) -> int:
+        return int(self.image.array.nbytes)
+
 
 class ServerState:
     """Settings, catalog, models, jobs, sessions and annotations of one server process."""
@@ -62,16 +70,24 @@ class ServerState:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog: Catalog = open_catalog(self.catalog_url)
         self.jobs = Jobs()
-        self.sessions = SessionStore(settings.session_idle_seconds)
+        self.sessions = SessionStore(settings.session_idle_seconds, settings.session_bytes)
         self.annotations = AnnotationStore(self.data_dir / "annotations")
-        #: held around every segmenter call, and around every encoder or index call: each model
-        #: keeps per-image state and is not thread-safe (re-entrant: creating the model takes it too)
+        self.annotations.remove_leftovers()  # of saves killed part-way, before anyone lists or saves
+        self.audit = AuditLog(self.data_dir / "logs")
+        self.uploads = Uploads(self.data_dir / "uploads")
+        self.uploads.remove_stale()
+        #: held around every segmenter call, every encoder call and every index call: each model
+        #: keeps per-image state and is not thread-safe (re-entrant: creating the model takes it too);
+        #: whoever needs two takes encoder_lock before index_lock
         self.segmenter_lock = threading.RLock()
         self.encoder_lock = threading.RLock()
+        self.index_lock = threading.RLock()
         self._segmenter: Segmenter | None = None
         self._encoder: Encoder | None = None
         self._index: Index | None = None
+        #: images in memory, least recently used first, and their bytes (at most settings.image_cache_bytes)
         self._images: OrderedDict[int, LoadedImage] = OrderedDict()
+        self._images_bytes = 0
         self._images_lock = threading.Lock()
         #: images in the search index, kept here so that /api/health never waits for a build
         self.index_size = self.count_indexed()
@@ -88,13 +104,18 @@ class ServerState:
 
     @property
     def encoder(self) -> Encoder:
-        """The image-text encoder (settings.encoder); call it, or the index, only while holding ``encoder_lock``."""
+        """The image-text encoder (settings.encoder); call it only while holding ``encoder_lock``."""
         with self.encoder_lock:
             if self._encoder is None:
                 from medfm.models.registry import create_encoder
 
                 self._encoder = create_encoder(self.settings.encoder)
             return self._encoder
+
+    def encoder_info(self) -> EncoderInfo:
+        """The encoder's name, size and weights, without waiting for a running encoder call (they never change)."""
+        encoder = self._encoder
+        return encoder.info if encoder is not None else self.encoder.info
 
     @property
     def index_dir(self) -> Path:
@@ -103,8 +124,8 @@ class ServerState:
 
     def index(self) -> Index | None:
         """The catalog's search index (``None`` before the first build), opened once: opening
-        checks every file's sha256. Use it only while holding ``encoder_lock``."""
-        with self.encoder_lock:
+        checks every file's sha256. Use it only while holding ``index_lock``."""
+        with self.index_lock:
             if self._index is None and self.index_dir.exists():
                 from medfm.index import open_index
 
@@ -120,7 +141,7 @@ class ServerState:
         """Job work: embed every catalog image not yet in the search index."""
         from medfm.tasks.search import build_index
 
-        with self.encoder_lock:
+        with self.encoder_lock, self.index_lock:
             self._close_index()  # the build writes the index files: open them afresh afterwards
             report = build_index([], self.encoder, self.index_dir, catalog=self.catalog_url)
             self.index_size = self.count_indexed()
@@ -134,17 +155,44 @@ class ServerState:
         return self.jobs.submit("index", self.update_index)
 
     def load_image(self, image_id: int) -> LoadedImage:
-        """The catalog image ``image_id`` in memory (cached); MedfmError if unknown or unreadable."""
+        """The catalog image ``image_id`` in memory (cached); MedfmError if unknown or unreadable.
+
+        The cache holds at most ``settings.image_cache_bytes`` of images, dropping the least
+        recently used; an image larger than that is read for each request and never kept.
+        """
         with self._images_lock:
             if image_id in self._images:
                 self._images.move_to_end(image_id)
                 return self._images[image_id]
         loaded = _read(self.record(image_id))
+        limit = self.settings.image_cache_bytes
         with self._images_lock:
-            self._images[image_id] = loaded
-            while len(self._images) > IMAGE_CACHE_SIZE:
-                self._images.popitem(last=False)
+            if loaded.nbytes <= limit and image_id not in self._images:
+                self._images[image_id] = loaded
+                self._images_bytes += loaded.nbytes
+                while self._images_bytes > limit:
+                    _, dropped = self._images.popitem(last=False)
+                    self._images_bytes -= dropped.nbytes
         return loaded
+
+    def middle_plane(self, image_id: int) -> Image:
+        """The middle plane of an image for its thumbnail: from the cache when it is there, else read alone."""
+        from medfm.server.thumbnails import middle_plane
+
+        with self._images_lock:
+            cached = self._images.get(image_id)
+        if cached is not None:
+            shape = cached.image.shape
+            k, t = shape[2] // 2, shape[3] // 2
+            return cached.image.with_array(cached.image.array[:, :, k:k + 1, t:t + 1])
+        record = self.record(image_id)
+        return _reading(record, lambda: middle_plane(record))
+
+    def memory(self) -> dict[str, dict[str, int]]:
+        """Bytes held by the image cache and the sessions, their limits and how many each holds."""
+        with self._images_lock:
+            images = {"bytes": self._images_bytes, "limit": self.settings.image_cache_bytes, "count": len(self._images)}
+        return {"image_cache": images, "sessions": self.sessions.usage()}
 
     def record(self, image_id: int) -> ImageRecord:
         """The catalog record of ``image_id``; NotFound if there is none."""
@@ -157,44 +205,32 @@ class ServerState:
         self.jobs.shutdown()
         self._close_index()
         self.catalog.close()
+        self.audit.close()
 
     def _close_index(self) -> None:
-        with self.encoder_lock:
+        with self.index_lock:
             if self._index is not None:
                 self._index.close()
                 self._index = None
 
 
 def _read(record: ImageRecord) -> LoadedImage:
-    """Read a catalog record; errors say what is wrong without the file's path (it may name the patient)."""
+    """Read a catalog record from exactly its own files; errors name the image, not its paths
+    (they may name the patient)."""
+    from medfm.catalog.loading import DICOM_FORMAT, load_record, record_series
+
+    series = record_series(record) if record.format == DICOM_FORMAT else None
+    return LoadedImage(record, load_record(record, series), series)
+
+
+def _reading(record: ImageRecord, read: Callable[[], T]) -> T:
+    """``read()`` of a catalog record; errors say what is wrong without the file's path (it may name the patient)."""
     try:
-        return _read_files(record)
+        return read()
     except FileError as exc:
         raise MedfmError(f"image {record.id} cannot be read: {exc.reason}") from None
     except OSError as exc:
         raise MedfmError(f"image {record.id} cannot be read: {exc.strerror or type(exc).__name__}") from None
-
-
-def _read_files(record: ImageRecord) -> LoadedImage:
-    """A DICOM series from its own files, anything else by its path. Errors about a file are
-    :class:`FileError`; the others name the image by its id alone."""
-    from medfm.catalog.ingestion import DICOM_FORMAT
-
-    if record.format != DICOM_FORMAT:
-        from medfm.io import load
-
-        return LoadedImage(record, load(record.source_path))
-    from medfm.io.dicom import read_series, scan_dicom
-
-    series_list, bad = scan_dicom([Path(f.path) for f in record.files or ()])
-    if bad:  # a series missing a file would show with a slice silently gone
-        raise MedfmError(f"image {record.id} cannot be read: {len(bad)} of its {len(record.files or ())} DICOM files "
-                         f"cannot be read ({bad[0][1]})")
-    series = next((s for s in series_list if s.series_uid == record.series_uid), None)
-    if series is None:
-        raise MedfmError(f"image {record.id} cannot be read: its DICOM files changed since they were catalogued; "
-                         "ingest them again")
-    return LoadedImage(record, read_series(series)[0], series)
 
 
 def get_state(request: Request) -> ServerState:

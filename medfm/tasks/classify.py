@@ -12,13 +12,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from medfm.catalog.store import ImageRecord
 from medfm.errors import MedfmError, display_path
 from medfm.index import Index
 from medfm.models.encoders.base import Encoder, model_record
 from medfm.models.probe import Probe
+from medfm.progress import progress_bar
 from medfm.provenance import Provenance
-from medfm.tasks.embed import content_sha256, embed_paths
-from medfm.tasks.zeroshot import DEFAULT_SCALE, DEFAULT_TEMPLATES, label_embeddings, probabilities
+from medfm.tasks.embed import content_sha256, embed_paths, record_sha256
+from medfm.tasks.zeroshot import (
+    DEFAULT_SCALE,
+    DEFAULT_TEMPLATES,
+    label_embeddings,
+    probabilities,
+)
 
 #: The prediction of an image that is like none of the labels (see ``abstain_below``).
 OTHER = "other"
@@ -72,7 +79,7 @@ def read_templates(path: str | os.PathLike) -> list[str]:
 
 
 def classify(
-    paths: Sequence[str | os.PathLike],
+    paths: Sequence[str | os.PathLike | ImageRecord],
     encoder: Encoder,
     *,
     labels: Sequence[str] | None = None,
@@ -82,8 +89,10 @@ def classify(
     k: int = 5,
     batch_size: int = 32,
     abstain_below: float | None = None,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """One result per image: ``{"path", "model", "probabilities": {label: p}, "prediction"}``,
+    """One result per image: ``{"path", "model", "probabilities": {label: p}, "prediction"}``
+    (``"image_id"`` instead of ``"path"`` for a catalog record, read from exactly its own files),
     plus ``"operating_point"`` with a calibrated probe and ``"evidence"`` (the ``k`` most
     similar indexed cases, best first) with an ``index``, and ``"provenance"``: a
     :class:`~medfm.provenance.Provenance` of kind ``classification`` (the encoder and its
@@ -98,6 +107,7 @@ def classify(
     one), an image whose best similarity is below it gets the prediction ``"other"`` and
     ``"abstained": true``. An image that cannot be read or embedded raises
     :class:`~medfm.errors.FileError`.
+    ``progress`` shows a bar of the images embedded on stderr.
     """
     if (labels is None) == (probe is None):
         raise MedfmError("give labels for zero-shot classification or a probe, not both")
@@ -109,7 +119,10 @@ def classify(
         probe.check_model(encoder.info)
     if index is not None:
         index.check_model(encoder.info)
-    embeddings = embed_paths(list(paths), encoder, batch_size=batch_size)
+    with progress_bar(progress) as bar:
+        task = bar.add_task("Classifying", total=len(paths))
+        embeddings = embed_paths(list(paths), encoder, batch_size=batch_size,
+                                 progress=lambda done, _: bar.update(task, completed=done))
     if probe is not None:
         proba, predicted = probe.predict(embeddings)
         classes = probe.classes
@@ -125,7 +138,8 @@ def classify(
     base = _provenance(encoder, classes, templates, probe, index, k, abstain_below)
     results = []
     for row, path in enumerate(paths):
-        result = {"path": display_path(path), "model": model_record(encoder.info),
+        named = {"image_id": path.id} if isinstance(path, ImageRecord) else {"path": display_path(path)}
+        result = {**named, "model": model_record(encoder.info),
                   "probabilities": {c: round(float(p), 6) for c, p in zip(classes, proba[row])},
                   "prediction": predicted[row]}
         if probe is not None and probe.operating_point is not None:
@@ -140,7 +154,8 @@ def classify(
                     result["prediction"] = OTHER
         if index is not None:
             result["evidence"] = [hit.to_dict() for hit in index.search(embeddings[row], k)]
-        result["provenance"] = replace(base, inputs=(f"file-sha256:{content_sha256(Path(path))}",))
+        digest = record_sha256(path) if isinstance(path, ImageRecord) else content_sha256(Path(path))
+        result["provenance"] = replace(base, inputs=(f"file-sha256:{digest}",))
         results.append(result)
     return results
 

@@ -6,7 +6,7 @@ up to ``max_planes`` planes, evenly spaced over all its ``(k, t)`` planes (the c
 not favoured), are encoded, and the mean of their unit embeddings is re-normalised.
 
 :func:`embed_paths` caches each file's embedding on disk, keyed by the sha256 of the
-file's bytes (a folder: of its files' names and bytes) with the encoder's name, its
+file's bytes (a folder or a catalog record: of its files' names and bytes) with the encoder's name, its
 weights' sha256 and the aggregation settings, so a re-run or a grown collection only
 embeds what is new. Encoders with random weights (no ``weights_sha256``) are never
 cached: nothing identifies their weights.
@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medfm.errors import FileError, MedfmError
-from medfm.io import load
+from medfm.catalog.loading import load_record, record_paths
+from medfm.catalog.store import ImageRecord
+from medfm.errors import FileError, MedfmError, display_path
+from medfm.io import Image, load
 from medfm.io.formats import atomic_path
 from medfm.models.encoders.base import Encoder
 from medfm.models.encoders.planes import MAX_PLANES, Window, aggregate, sample_planes
@@ -43,15 +45,38 @@ def default_cache_dir() -> Path:
 
 def content_sha256(path: Path) -> str:
     """sha256 of a file's bytes, or of a folder's relative file names and bytes in sorted order."""
+    if path.is_dir():
+        return files_sha256(path, sorted(p for p in path.rglob("*") if p.is_file()))
+    return files_sha256(path.parent, [path], names=False)
+
+
+def files_sha256(folder: Path, files: Sequence[Path], names: bool = True) -> str:
+    """sha256 of ``files``' names relative to ``folder`` (with ``names``) and bytes, in the order given."""
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
-        if path.is_dir():
-            digest.update(os.fsencode(file.relative_to(path)) + b"\0")
+        if names:
+            digest.update(os.fsencode(file.relative_to(folder)) + b"\0")
         with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def record_sha256(record: ImageRecord) -> str:
+    """sha256 of a catalog record's files: their names (relative to their common folder) and bytes."""
+    paths = sorted(record_paths(record))
+    return files_sha256(Path(os.path.commonpath([str(p.parent) for p in paths])), paths)
+
+
+def _source(source: str | os.PathLike | ImageRecord, cached: bool) -> tuple[str, Path | None, str | None, Callable[[], Image]]:
+    """``(name for messages, path or None for a record, content hash for the cache or None, loader)``."""
+    if isinstance(source, ImageRecord):
+        present = cached and all(p.is_file() for p in record_paths(source))
+        content = record_sha256(source) if present else None
+        return f"catalog image {source.id}", None, content, lambda: load_record(source)
+    path = Path(os.fsdecode(source))
+    content = content_sha256(path) if cached and path.exists() else None
+    return display_path(path), path, content, lambda: load(path)  # load's errors name the file already
 
 
 class _Cache:
@@ -80,7 +105,7 @@ class _Cache:
 
 
 def embed_paths(
-    paths: Sequence[str | os.PathLike],
+    paths: Sequence[str | os.PathLike | ImageRecord],
     encoder: Encoder,
     *,
     batch_size: int = 32,
@@ -89,7 +114,8 @@ def embed_paths(
     window: Window | None = None,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """``(len(paths), D)`` float32 unit embeddings, row ``i`` for ``paths[i]`` (files or DICOM folders).
+    """``(len(paths), D)`` float32 unit embeddings, row ``i`` for ``paths[i]``: a file, a DICOM
+    folder, or a catalog record (read from exactly its own files, see :func:`load_record`).
 
     Planes of several files go through the encoder together, ``batch_size`` at a time.
     ``cache``: ``True`` for :func:`default_cache_dir`, a folder, or ``False`` for none.
@@ -98,7 +124,6 @@ def embed_paths(
     """
     if batch_size < 1:
         raise MedfmError(f"batch_size must be at least 1; got {batch_size}")
-    paths = [Path(os.fsdecode(p)) for p in paths]
     store = None
     if cache is not False and encoder.info.weights_sha256:
         folder = default_cache_dir() if cache is True else Path(cache)
@@ -127,18 +152,18 @@ def embed_paths(
         pending.clear()
         planes.clear()
 
-    for row, path in enumerate(paths):
-        content = content_sha256(path) if store is not None and path.exists() else None
+    for row, source in enumerate(paths):
+        name, path, content, read = _source(source, store is not None)
         cached = store.get(content) if content is not None else None
         if cached is not None:
             out[row] = cached
             finished(1)
             continue
-        image = load(path)  # its errors name the file already
+        image = read()
         try:
             file_planes = sample_planes(image, max_planes, window)
         except MedfmError as exc:
-            raise FileError(path, str(exc)) from None
+            raise (FileError(path, str(exc)) if path is not None else MedfmError(f"{name}: {exc}")) from None
         pending.append((row, content, len(file_planes)))
         planes.extend(file_planes)
         if len(planes) >= batch_size:

@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from medfm.catalog.store import ImageRecord
 from medfm.errors import MedfmError, display_path
 from medfm.index import Hit, Index, open_or_create_index
 from medfm.io import Image
 from medfm.models.encoders.base import Encoder
 from medfm.models.encoders.planes import embed_image
+from medfm.progress import progress_bar
 from medfm.provenance import Provenance, pixels_id, text_id
 from medfm.tasks.embed import content_sha256, embed_paths
 
@@ -34,11 +36,17 @@ SAVE_EVERY_S = 60.0
 
 @dataclass(frozen=True)
 class Item:
-    """Something to index: ``id``, the image ``path`` and its metadata (which holds ``path``)."""
+    """Something to index: ``id``, the image ``path`` and its metadata (which holds ``path``);
+    a catalogued image keeps its ``record`` and is read from exactly the record's files."""
 
     id: int
     path: str
     metadata: dict[str, Any]
+    record: ImageRecord | None = None
+
+    @property
+    def source(self) -> str | ImageRecord:
+        return self.record if self.record is not None else self.path
 
 
 class Hits(list):
@@ -91,40 +99,26 @@ def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = No
         raise MedfmError(f"give one catalog per index build (catalog ids would clash); got {len(catalogs)}")
     for url in catalogs:
         with open_catalog(url) as store:
-            for record in store.query():
+            for record in store.query(with_files=True):
                 metadata = {"path": record.source_path, "modality": record.modality,
                             "body_part": record.body_part, "dataset": record.dataset}
-                items[record.id] = Item(record.id, record.source_path, metadata)
+                items[record.id] = Item(record.id, record.source_path, metadata, record)
     if not items:
         raise MedfmError("nothing to index: give image paths, or a catalog with images")
     return list(items.values())
 
 
-def _progress_bar(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=True, disable=not enabled)
-
-
 def _embed_chunk(items: list[Item], encoder: Encoder, batch_size: int, bad: list[tuple[str, str]]) -> tuple[list[Item], np.ndarray]:
     """The items of the chunk that could be embedded, with their ``(N, D)`` vectors."""
     try:
-        return items, embed_paths([item.path for item in items], encoder, batch_size=batch_size)
+        return items, embed_paths([item.source for item in items], encoder, batch_size=batch_size)
     except MedfmError:
         pass
     # one bad file fails the whole call: find which, and keep the others
     kept, vectors = [], []
     for item in items:
         try:
-            vectors.append(embed_paths([item.path], encoder, batch_size=batch_size)[0])
+            vectors.append(embed_paths([item.source], encoder, batch_size=batch_size)[0])
             kept.append(item)
         except MedfmError as exc:
             bad.append((display_path(item.path), str(exc)))
@@ -155,7 +149,7 @@ def build_index(
         todo = [item for item in items if item.id not in held]
         report.skipped = len(items) - len(todo)
         saved_at = time.monotonic()
-        with _progress_bar(progress) as bar:
+        with progress_bar(progress) as bar:
             task = bar.add_task("embedding", total=len(todo))
             for start in range(0, len(todo), CHUNK):
                 kept, vectors = _embed_chunk(todo[start:start + CHUNK], encoder, batch_size, report.bad)

@@ -23,6 +23,7 @@ from scipy import ndimage
 from medfm.errors import MedfmError
 from medfm.io.image import Image
 from medfm.models.segmenters import Prediction, Prompt, Segmenter, SegmenterInfo, mask_box
+from medfm.progress import progress_bar
 from medfm.provenance import Provenance, pixels_id
 
 AXES = ("k", "t")
@@ -101,6 +102,7 @@ def propagate(
     rule: PropagationRule = PropagationRule(),
     *,
     input_id: str | None = None,
+    progress: bool = False,
 ) -> Image:
     """Segment the prompted planes, then carry each structure outwards through the image.
 
@@ -110,7 +112,8 @@ def propagate(
     :class:`PropagationRule`). A plane the user prompted for a label keeps the user's
     prompts for that label; between two prompted planes each plane follows the nearer one
     (the lower on a tie). Adding prompts and calling again re-encodes only the planes whose
-    window changed: the segmenter caches the rest.
+    window changed: the segmenter caches the rest. ``progress`` shows a bar of the planes
+    segmented on stderr.
     """
 
     if axis not in AXES:
@@ -130,22 +133,27 @@ def propagate(
     for index, _ in flat:
         _plane(image, *((index, fixed) if axis == "k" else (fixed, index)))
 
-    def plane(index: int) -> np.ndarray:
-        return image.frame(index, fixed) if axis == "k" else image.frame(fixed, index)
-
     labels = _empty_labels(image, [prompt for _, prompt in flat])
     by_label: dict[int, dict[int, list[Prompt]]] = {}
     for index, prompt in flat:
         by_label.setdefault(_label(prompt), {}).setdefault(index, []).append(prompt)
     structures = []
-    for label, seeds in by_label.items():
-        planes = _carry(segmenter, plane, seeds, count, rule)
-        for index, prediction in planes.items():
-            k, t = (index, fixed) if axis == "k" else (fixed, index)
-            _paint(labels, k, t, prediction.mask, label)
-        first = next(iter(seeds.values()))[0]
-        placed = [((index, fixed) if axis == "k" else (fixed, index)) + (planes[index],) for index in sorted(planes)]
-        structures.append(_structure(first, placed))
+    with progress_bar(progress) as bar:
+        # each structure visits at most every plane; it usually ends sooner, and the bar with it
+        task = bar.add_task("Propagating", total=count * len(by_label))
+
+        def plane(index: int) -> np.ndarray:
+            bar.advance(task)
+            return image.frame(index, fixed) if axis == "k" else image.frame(fixed, index)
+
+        for label, seeds in by_label.items():
+            planes = _carry(segmenter, plane, seeds, count, rule)
+            for index, prediction in planes.items():
+                k, t = (index, fixed) if axis == "k" else (fixed, index)
+                _paint(labels, k, t, prediction.mask, label)
+            first = next(iter(seeds.values()))[0]
+            placed = [((index, fixed) if axis == "k" else (fixed, index)) + (planes[index],) for index in sorted(planes)]
+            structures.append(_structure(first, placed))
     result = image.with_array(labels)
     result.provenance = segmentation_provenance(
         image, segmenter.info, [{**prompt.to_dict(), field: index} for index, prompt in flat], structures,

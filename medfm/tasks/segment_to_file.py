@@ -32,6 +32,7 @@ def segment_file(
     scribble: str | os.PathLike | None = None,
     prompts_file: str | os.PathLike | None = None,
     propagation: PropagationRule | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Load ``source``, segment it from the prompts, write ``output`` atomically; the summary.
 
@@ -39,6 +40,7 @@ def segment_file(
     planes and mean score; timings in s; and the label map's ``provenance``
     (:class:`~medfm.provenance.Provenance`: model, weights sha256, medfm version, prompts,
     per-plane scores), the record the file carries.
+    ``progress`` shows propagation's progress bar on stderr.
     """
     started = time.perf_counter()
     image = load(source)
@@ -50,7 +52,7 @@ def segment_file(
         by_plane: dict[int, list[Prompt]] = {}
         for prompt in prompts:
             by_plane.setdefault((prompt.slice_index if axis == "k" else prompt.frame_index) or 0, []).append(prompt)
-        labels = propagate(image, segmenter, by_plane, axis=axis, rule=propagation)
+        labels = propagate(image, segmenter, by_plane, axis=axis, rule=propagation, progress=progress)
     else:
         labels = segment(image, prompts, segmenter)
     segmented = time.perf_counter()

@@ -78,9 +78,8 @@ def throughput(encoder: Encoder, batch: int = 32, size: int = 256, repeats: int 
 def main() -> None:
     import argparse
 
-    import torch
-
     from medfm.models.registry import create_encoder
+    from medfm.threads import set_threads
 
     parser = argparse.ArgumentParser(description="Held-out measures of a medfm-clip model.")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -88,7 +87,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    set_threads(1)  # the throughput below is per thread
     encoder = create_encoder(args.model, args.checkpoint)
     result = {"model": args.model, "weights_sha256": encoder.info.weights_sha256, "split": args.split,
               **evaluate_split(args.data, encoder, args.split), "images_per_second_1_thread_batch_32": throughput(encoder)}

@@ -1,5 +1,7 @@
-// Talking to the medfm server: one fetch wrapper that adds the token (from the page's
-// ?token=, when there is one), turns {"detail"} errors into Error messages, and polls jobs.
+// Talking to the medfm server: one fetch wrapper that adds the workbench's client header
+// (the server takes changes only from requests that carry it: a page on another site cannot
+// send it) and the token (from the page's ?token=, when there is one), turns {"detail"}
+// errors into Error messages, and polls jobs.
 
 const token = new URLSearchParams(window.location.search).get("token");
 if (token) {
@@ -19,10 +21,11 @@ export class ApiError extends Error {
 }
 
 function headers(extra = {}) {
-  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+  const all = { ...extra, "X-Medfm-Client": "workbench" };
+  return token ? { ...all, Authorization: `Bearer ${token}` } : all;
 }
 
-/** The Authorization header when the page was opened with ?token=, else nothing. */
+/** The headers every request from the workbench carries (client header, token when there is one). */
 export function authHeaders() {
   return headers();
 }
@@ -65,10 +68,10 @@ export async function apiBlob(path, { signal } = {}) {
   return response.blob();
 }
 
-/** A URL usable in <img src>: the token travels as the cookie the server set, or in the query. */
+/** A URL usable in <img src>: the token travels as the cookie the server set when it answered
+ *  this page's ?token= (never in image URLs, which end up in logs and the browser's history). */
 export function apiUrl(path) {
-  if (!token) return `/api${path}`;
-  return `/api${path}${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+  return `/api${path}`;
 }
 
 /** A query string from an object, leaving out empty values. */

@@ -1,15 +1,21 @@
 // Adding files: the file and folder pickers and drag-and-drop of files or folders onto the
-// page, sent to POST /api/uploads with byte progress, then the ingest job polled.
+// page, sent to the server as a chunked upload (POST /api/uploads/chunked, then PUT chunks of
+// the files' bytes one after another) with byte progress, resuming after a lost connection;
+// then the ingest job polled.
 
-import { authHeaders, failureFromText, waitForJob } from "./api.js";
+import { api, authHeaders, failureFromText, waitForJob } from "./api.js";
 
-/** POSTs a FormData with XMLHttpRequest, for upload progress: onProgress(sentBytes, totalBytes). */
-function postForm(path, form, onProgress) {
+/** Times a chunk is tried again after a lost connection or a server error before the upload fails. */
+const RETRIES = 5;
+
+/** PUTs one chunk with XMLHttpRequest, for progress: onProgress(sentBytes). Resolves {received}. */
+function putChunk(path, chunk, onProgress) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", `/api${path}`);
+    xhr.open("PUT", `/api${path}`);
     for (const [key, value] of Object.entries(authHeaders())) xhr.setRequestHeader(key, value);
-    xhr.upload.addEventListener("progress", (e) => { if (e.lengthComputable) onProgress(e.loaded, e.total); });
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.upload.addEventListener("progress", (e) => onProgress(e.loaded));
     xhr.addEventListener("load", () => {
       if (xhr.status >= 200 && xhr.status < 300) {
         try { resolve(JSON.parse(xhr.responseText)); } catch (error) { reject(error); }
@@ -18,8 +24,56 @@ function postForm(path, form, onProgress) {
       }
     });
     xhr.addEventListener("error", () => reject(new Error("the upload was interrupted")));
-    xhr.send(form);
+    xhr.send(chunk);
   });
+}
+
+/** The bytes [start, end) of the files laid one after another, as a Blob (slices: nothing is read yet). */
+function streamSlice(files, starts, start, end) {
+  const parts = [];
+  for (let n = 0; n < files.length; n++) {
+    const from = Math.max(start, starts[n]);
+    const to = Math.min(end, starts[n] + files[n].size);
+    if (from < to) parts.push(files[n].slice(from - starts[n], to - starts[n]));
+  }
+  return new Blob(parts);
+}
+
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Uploads [File, relative path] pairs as one chunked upload: onProgress(sentBytes, totalBytes).
+ * A failed chunk is retried from where the server says it stands. Resolves {job} of the ingest.
+ */
+async function uploadChunked(pairs, onProgress) {
+  const files = pairs.map(([file]) => file);
+  // folders are flattened; the path stays in the name so that equal names do not collide
+  const declared = pairs.map(([file, path]) => ({ name: path.replaceAll("/", "__"), size: file.size }));
+  const { upload, chunk_bytes: chunkBytes } = await api("/uploads/chunked", { method: "POST", body: { files: declared } });
+  const starts = [];
+  let total = 0;
+  for (const file of files) { starts.push(total); total += file.size; }
+  let offset = 0;
+  let failures = 0;
+  onProgress(0, total);
+  while (offset < total) {
+    const end = Math.min(total, offset + chunkBytes);
+    try {
+      const at = offset;
+      ({ received: offset } = await putChunk(`/uploads/chunked/${upload}?offset=${offset}`,
+        streamSlice(files, starts, offset, end), (sent) => onProgress(at + sent, total)));
+      failures = 0;
+    } catch (error) {
+      if ((error.status && error.status < 500 && error.status !== 409 && error.status !== 429) || ++failures > RETRIES) {
+        await api(`/uploads/chunked/${upload}`, { method: "DELETE" }).catch(() => {});
+        throw error;
+      }
+      await pause(error.status === 429 ? 1000 : 300 * failures);
+      ({ received: offset } = await api(`/uploads/chunked/${upload}`)); // go on from what arrived
+    }
+    onProgress(offset, total);
+  }
+  return api(`/uploads/chunked/${upload}/finish`, { method: "POST" });
 }
 
 /** Every file under a dropped folder entry, as [File, relative path]. */
@@ -67,13 +121,10 @@ export function setupUploads({ button, folderButton, input, folderInput, progres
     const count = `${pairs.length} file${pairs.length === 1 ? "" : "s"}`;
     note.textContent = `uploading ${count}…`;
     try {
-      const form = new FormData();
-      // folders are flattened; the path stays in the name so that equal names do not collide
-      for (const [file, path] of pairs) form.append("files", file, path.replaceAll("/", "__"));
-      const { job } = await postForm("/uploads", form, (sent, total) => {
-        bar.max = total;
+      const { job } = await uploadChunked(pairs, (sent, total) => {
+        bar.max = Math.max(total, 1);
         bar.value = sent;
-        note.textContent = `uploading ${count}… ${Math.round((100 * sent) / total)} %`;
+        note.textContent = `uploading ${count}… ${total ? Math.round((100 * sent) / total) : 100} %`;
       });
       bar.removeAttribute("value");
       note.textContent = "reading…";

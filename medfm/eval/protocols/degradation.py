@@ -21,6 +21,7 @@ import numpy as np
 from medfm.errors import MedfmError
 from medfm.eval.corruptions import CORRUPTIONS, SEVERITIES, get_corruption
 from medfm.io.image import Image
+from medfm.progress import progress_bar
 from medfm.serialize import json_ready
 
 Case = tuple[np.ndarray | Image, Any]
@@ -75,12 +76,13 @@ def degradation_curves(
     corruptions: Sequence[str] = tuple(CORRUPTIONS),
     severities: Sequence[int] = SEVERITIES,
     seed: int = 0,
+    progress: bool = False,
 ) -> RobustnessResult:
     """``metric(predict(corrupted image), reference)`` for every case, corruption and severity.
 
     ``cases`` are ``(image, reference)`` pairs; an image is an ``(I, J)`` or ``(I, J, K)``
     array or a single-frame grey :class:`~medfm.io.image.Image`, and ``predict`` gets the
-    corrupted image in the same form.
+    corrupted image in the same form. ``progress`` shows a bar of the predictions on stderr.
     """
     cases = list(cases)
     if not cases:
@@ -89,19 +91,26 @@ def degradation_curves(
     for s in severities:
         if s not in SEVERITIES:
             raise MedfmError(f"severities must be among {list(SEVERITIES)}, got {s!r}")
-    clean = np.array([metric(predict(image), reference) for image, reference in cases], dtype=np.float64)
-    scores, params = {}, {}
-    for c_index, corruption in enumerate(kinds):
-        rows, records = [], []
-        for severity in severities:
-            row, applied = [], []
-            for n, (image, reference) in enumerate(cases):
-                rng = np.random.default_rng([seed, n, c_index])  # the same draw at every severity
-                corrupted, record = corruption(_spatial(image), severity, rng)
-                row.append(metric(predict(_like(image, corrupted)), reference))
-                applied.append(record)
-            rows.append(row)
-            records.append(applied)
-        scores[corruption.name] = np.array(rows, dtype=np.float64)
-        params[corruption.name] = records
+    with progress_bar(progress) as bar:
+        task = bar.add_task("Corrupting and predicting", total=len(cases) * (1 + len(kinds) * len(severities)))
+
+        def scored(image: Any, reference: Any) -> float:
+            bar.advance(task)
+            return metric(predict(image), reference)
+
+        clean = np.array([scored(image, reference) for image, reference in cases], dtype=np.float64)
+        scores, params = {}, {}
+        for c_index, corruption in enumerate(kinds):
+            rows, records = [], []
+            for severity in severities:
+                row, applied = [], []
+                for n, (image, reference) in enumerate(cases):
+                    rng = np.random.default_rng([seed, n, c_index])  # the same draw at every severity
+                    corrupted, record = corruption(_spatial(image), severity, rng)
+                    row.append(scored(_like(image, corrupted), reference))
+                    applied.append(record)
+                rows.append(row)
+                records.append(applied)
+            scores[corruption.name] = np.array(rows, dtype=np.float64)
+            params[corruption.name] = records
     return RobustnessResult(getattr(metric, "__name__", "metric"), tuple(severities), clean, scores, params)

@@ -25,6 +25,7 @@ from medfm.errors import MedfmError, display_path
 from medfm.io.formats import load
 from medfm.models.segmenters.base import Segmenter
 from medfm.models.segmenters.prompt import Prompt, mask_box
+from medfm.progress import progress_bar
 from medfm.io.label_maps import read_mask
 from medfm.eval.protocols.interaction import centre_click, corrective_click
 from medfm.eval.seg_metrics import dice
@@ -90,7 +91,8 @@ def _summary(runs: list[dict[str, Any]], max_clicks: int) -> dict[str, Any]:
 
 
 def evaluate_interactive(
-    segmenter: Segmenter, manifest: str | Path, limit: int | None = None, max_clicks: int = 10
+    segmenter: Segmenter, manifest: str | Path, limit: int | None = None, max_clicks: int = 10,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Run the protocol on a manifest's images; ``limit`` caps the images per dataset.
 
@@ -98,19 +100,24 @@ def evaluate_interactive(
     {name: summary}, "all": summary}``; a summary holds ``images``, ``box_dice``,
     ``click_dice`` (mean Dice after 1..max_clicks clicks), ``noc@80``, ``noc@90`` and
     ``failures@80``/``failures@90`` (images that never reached the threshold). Masks with
-    no foreground are skipped (nothing to click on).
+    no foreground are skipped (nothing to click on). ``progress`` shows a bar of the
+    manifest's rows on stderr.
     """
     if max_clicks < 1:
         raise MedfmError(f"max_clicks must be at least 1; got {max_clicks}")
     started = time.perf_counter()
     runs: dict[str, list[dict[str, Any]]] = {}
-    for row in read_manifest(manifest):
-        if limit is not None and len(runs.get(row["dataset"], [])) >= limit:
-            continue
-        truth = read_mask(row["mask"])[:, :, 0].T  # the first plane, as (rows, columns)
-        if not truth.any():
-            continue
-        runs.setdefault(row["dataset"], []).append(simulate(segmenter, load(row["image"]).frame(), truth, max_clicks))
+    rows = read_manifest(manifest)
+    with progress_bar(progress) as bar:
+        task = bar.add_task("Simulating interaction", total=len(rows))
+        for row in rows:
+            bar.advance(task)
+            if limit is not None and len(runs.get(row["dataset"], [])) >= limit:
+                continue
+            truth = read_mask(row["mask"])[:, :, 0].T  # the first plane, as (rows, columns)
+            if not truth.any():
+                continue
+            runs.setdefault(row["dataset"], []).append(simulate(segmenter, load(row["image"]).frame(), truth, max_clicks))
     if not runs:
         raise MedfmError(f"{display_path(manifest)}: no image with a non-empty mask to evaluate")
     return {

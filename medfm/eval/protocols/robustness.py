@@ -56,6 +56,7 @@ def segmenter_robustness(
     corruptions: Sequence[str] = tuple(CORRUPTIONS),
     severities: Sequence[int] = SEVERITIES,
     seed: int = 0,
+    progress: bool = False,
 ) -> RobustnessResult:
     """Box-prompted Dice of ``segmenter`` per corruption and severity over a manifest's
     ``image``/``mask`` rows (paths relative to the manifest's folder)."""
@@ -78,7 +79,7 @@ def segmenter_robustness(
         mask = segmenter.predict(Prompt(boxes=[image.metadata[BOX_KEY]])).mask  # (rows, columns)
         return mask.T
 
-    return degradation_curves(predict, cases, dice, corruptions, severities, seed)
+    return degradation_curves(predict, cases, dice, corruptions, severities, seed, progress)
 
 
 def accuracy(predicted: str, label: str) -> float:
@@ -97,6 +98,7 @@ def classifier_robustness(
     corruptions: Sequence[str] = tuple(CORRUPTIONS),
     severities: Sequence[int] = SEVERITIES,
     seed: int = 0,
+    progress: bool = False,
 ) -> RobustnessResult:
     """Accuracy of a fitted ``probe`` (on ``encoder``'s embeddings) per corruption and severity."""
     probe.check_model(encoder.info)
@@ -108,7 +110,7 @@ def classifier_robustness(
     def predict(image: Image) -> str:
         return probe.predict(embed_image(image, encoder)[None])[1][0]
 
-    return degradation_curves(predict, cases, accuracy, corruptions, severities, seed)
+    return degradation_curves(predict, cases, accuracy, corruptions, severities, seed, progress)
 
 
 def evaluate_robustness(
@@ -122,16 +124,17 @@ def evaluate_robustness(
     corruptions: Sequence[str] = tuple(CORRUPTIONS),
     severities: Sequence[int] = SEVERITIES,
     seed: int = 0,
+    progress: bool = False,
 ) -> RobustnessResult:
     """Degradation curves of a registered ``segmenter`` (by name) or of a ``probe`` file
-    (with the encoder it was fitted on)."""
+    (with the encoder it was fitted on); ``progress`` shows a bar on stderr."""
     from medfm.models import create_encoder
     from medfm.models.probe import load_probe
     from medfm.models.registry import create_segmenter
 
     if (segmenter is None) == (probe is None):
         raise MedfmError("give a segmenter (--segmenter NAME) or a classifier (--probe FILE), not both")
-    options = {"limit": limit, "corruptions": corruptions, "severities": severities, "seed": seed}
+    options = {"limit": limit, "corruptions": corruptions, "severities": severities, "seed": seed, "progress": progress}
     if segmenter is not None:
         result = segmenter_robustness(manifest, create_segmenter(segmenter, checkpoint), **options)
     else:

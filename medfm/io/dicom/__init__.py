@@ -44,8 +44,10 @@ class DicomSeries:
     (a missing slice, say) and the geometry is a best guess from the first frame.
     ``metadata`` is non-identifying; ``phi`` holds patient identifiers as strings.
     ``frames`` (filled by the scan) lets :func:`read_series` skip re-reading headers; when
-    empty, the files are scanned again. ``provenance_record`` is the JSON provenance a
-    medfm output (a SEG) carries (:mod:`medfm.io.dicom.provenance`), parsed by :func:`read_series`.
+    empty, the files are scanned again. ``duplicates`` are files left out because their
+    SOP Instance UID repeats one of ``files`` (one image saved twice under two names).
+    ``provenance_record`` is the JSON provenance a medfm output (a SEG) carries
+    (:mod:`medfm.io.dicom.provenance`), parsed by :func:`read_series`.
     """
 
     series_uid: str
@@ -58,15 +60,17 @@ class DicomSeries:
     affine: np.ndarray = field(repr=False)
     problem: str | None = None
     frames: list[Frame] = field(default_factory=list, repr=False)
+    duplicates: list[Path] = field(default_factory=list)
     provenance_record: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_frames(cls, series_uid: str, header, files: list[Path], frames: list[Frame]) -> DicomSeries:
+    def from_frames(
+        cls, series_uid: str, metadata: dict, phi: dict, provenance: str | None, files: list[Path],
+        frames: list[Frame], duplicates: list[Path] | None = None,
+    ) -> DicomSeries:
         from medfm.io.dicom.geometry import plan_volume
-        from medfm.io.dicom.provenance import provenance_text
-        from medfm.io.dicom.scan import describe
 
-        metadata, phi = describe(header)
+        metadata = dict(metadata)
         metadata["num_files"] = len(files)
         problem = None
         try:
@@ -85,8 +89,8 @@ class DicomSeries:
                 np.asarray(first.position, dtype=float),
             )
         spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
-        return cls(series_uid, str(metadata.get("study_uid", "")), list(files), metadata, phi, shape, spacing, affine, problem, frames,
-                   provenance_text(header))
+        return cls(series_uid, str(metadata.get("study_uid", "")), list(files), metadata, dict(phi), shape, spacing, affine,
+                   problem, frames, list(duplicates or []), provenance)
 
 
 @contextmanager

@@ -78,14 +78,15 @@ def _check_uniform(frames: list[Frame]) -> None:
     if len(sizes) > 1:
         detail = ", ".join(f"{c}x{r} in {n} frames" for (r, c), n in sizes.most_common())
         raise MedfmError(f"inconsistent image size within the series (columns x rows: {detail})")
-    orientations = {tuple(np.round(f.orientation, 4)) for f in frames}
+    # distinct raw values first: a series repeats one orientation and one spacing in every frame
+    orientations = {tuple(np.round(o, 4)) for o in {f.orientation for f in frames}}
     if len(orientations) > 1:
         planes = sorted({_plane_name(np.cross(o[:3], o[3:])) for o in orientations})
         raise MedfmError(
             f"mixed orientations within the series: {len(orientations)} different Image Orientation "
             f"(Patient) values ({', '.join(planes)}); a localizer or several stacks share the series"
         )
-    spacings = {tuple(np.round(f.pixel_spacing, 4)) for f in frames}
+    spacings = {tuple(np.round(s, 4)) for s in {f.pixel_spacing for f in frames}}
     if len(spacings) > 1:
         raise MedfmError(f"inconsistent Pixel Spacing within the series: {sorted(spacings)}")
 

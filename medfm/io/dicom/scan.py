@@ -7,17 +7,26 @@ stops a scan: it lands on the bad list with a one-line reason.
 
 from __future__ import annotations
 
+import io
+import multiprocessing
 import os
-from collections.abc import Iterable
-from dataclasses import replace
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
 
 from medfm.errors import MedfmError
 from medfm.io.dicom.frames import NATIVE_SYNTAXES, Frame, PixelLayout, looks_like_dicom
@@ -70,6 +79,57 @@ class BadFile(Exception):
     """A file that is not a readable DICOM image; the message is the one-line reason."""
 
 
+#: A scan of at least this many files parses them in worker processes.
+PARALLEL_SCAN_FILES = 256
+#: At most this many worker processes (and never more than the CPUs).
+SCAN_PROCESSES = 8
+#: Files per task sent to a worker: large enough to amortise the round trip.
+SCAN_CHUNK_FILES = 512
+
+#: Files up to this size are read whole before their header is parsed.
+WHOLE_FILE_BYTES = 256 * 1024
+
+#: Converted values by raw element: ``(tag, VR, implicit, little endian, raw bytes) -> value``.
+_converted: dict[tuple, Any] = {}
+#: The memo is emptied when it reaches this many values (values unique to one file fill it).
+_CONVERTED_MAX = 20_000
+
+
+def header_value(ds: Dataset, keyword: str, default: Any = None) -> Any:
+    """``ds.get(keyword, default)``, converting each distinct raw value once per process.
+
+    The files of a series repeat most of their geometry and pixel-module values; pydicom
+    takes about 10 µs to convert a raw value, a look-up here about 1 µs. The memo is keyed
+    by the raw bytes and the encoding they were read with, so a value is only ever shared
+    between elements that are byte for byte the same. Only for attributes whose value does
+    not depend on the character set (numbers, UIDs, code strings).
+    """
+    tag = _keyword_tag(keyword)
+    element = ds.get_item(tag)
+    if element is None:
+        return default
+    if not isinstance(element, RawDataElement) or element.value is None:
+        return element.value
+    key = (tag, element.VR, element.is_implicit_VR, element.is_little_endian, element.value)
+    try:
+        return _converted[key]
+    except KeyError:
+        pass
+    value = ds[tag].value
+    if len(_converted) >= _CONVERTED_MAX:
+        _converted.clear()
+    _converted[key] = value
+    return value
+
+
+@cache
+def _keyword_tag(keyword: str) -> BaseTag:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(f"no DICOM keyword {keyword!r}")
+    return Tag(tag)
+
+
 def _plain(value: Any) -> Any:
     if value is None or value == "":
         return None
@@ -95,8 +155,9 @@ def describe(ds: Dataset) -> tuple[dict[str, Any], dict[str, str]]:
 def _transfer_syntax(ds: Dataset) -> str:
     """The Transfer Syntax UID, or for a file without one the native encoding pydicom found."""
     meta = getattr(ds, "file_meta", None)
-    if meta is not None and meta.get("TransferSyntaxUID"):
-        return str(meta.TransferSyntaxUID)
+    syntax = header_value(meta, "TransferSyntaxUID") if meta is not None else None
+    if syntax:
+        return str(syntax)
     implicit, little = ds.original_encoding
     return "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
 
@@ -104,14 +165,16 @@ def _transfer_syntax(ds: Dataset) -> str:
 def _read_header(path: Path) -> tuple[Dataset, int, int, int]:
     """The header, the Pixel Data value's offset and length (-1, -1 if none), and the file size."""
     try:
-        with open(path, "rb") as fp:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            # A small file is read whole with one call: pydicom's many small reads cost more.
+            fp = io.BytesIO(handle.read()) if size <= WHOLE_FILE_BYTES else handle
             head = fp.read(132)
             if not looks_like_dicom(head):
                 raise BadFile("not a DICOM file (no DICM marker at byte 128)")
             fp.seek(0)
             ds = dcmread(fp, stop_before_pixels=True, force=head[128:132] != b"DICM")
             offset, length = _pixel_element(fp, ds)
-            size = os.fstat(fp.fileno()).st_size
     except BadFile:
         raise
     except OSError as exc:
@@ -142,19 +205,19 @@ def _pixel_element(fp, ds: Dataset) -> tuple[int, int]:
 
 def _layout(ds: Dataset, offset: int, length: int, size: int) -> PixelLayout:
     syntax = _transfer_syntax(ds)
-    rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    rows, columns = int(header_value(ds, "Rows") or 0), int(header_value(ds, "Columns") or 0)
     if rows == 0 or columns == 0:
         raise BadFile(f"image has {rows} rows and {columns} columns: no pixels")
-    bits = int(ds.get("BitsAllocated") or 0)
-    signed = int(ds.get("PixelRepresentation") or 0) == 1
-    samples = int(ds.get("SamplesPerPixel") or 1)
-    frames = int(ds.get("NumberOfFrames") or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    bits = int(header_value(ds, "BitsAllocated") or 0)
+    signed = int(header_value(ds, "PixelRepresentation") or 0) == 1
+    samples = int(header_value(ds, "SamplesPerPixel") or 1)
+    frames = int(header_value(ds, "NumberOfFrames") or 1)
+    photometric = str(header_value(ds, "PhotometricInterpretation", "MONOCHROME2"))
     native = syntax in NATIVE_SYNTAXES and length != 0xFFFFFFFF
     dtype = f"{NATIVE_SYNTAXES.get(syntax, '<')}{'i' if signed else 'u'}{max(bits, 8) // 8}"
     layout = PixelLayout(
-        syntax, offset, rows, columns, samples, frames, dtype, int(ds.get("BitsStored") or bits),
-        int(ds.get("PlanarConfiguration") or 0),
+        syntax, offset, rows, columns, samples, frames, dtype, int(header_value(ds, "BitsStored") or bits),
+        int(header_value(ds, "PlanarConfiguration") or 0),
     )
     fast = native and bits in (8, 16, 32) and photometric in ("MONOCHROME1", "MONOCHROME2", "RGB")
     if native and bits in (8, 16, 32):
@@ -170,14 +233,14 @@ def _layout(ds: Dataset, offset: int, length: int, size: int) -> PixelLayout:
 
 def _common(ds: Dataset) -> dict[str, Any]:
     """Per-file values that every frame of the file shares unless a functional group overrides them."""
-    spacing = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
+    spacing = header_value(ds, "SpacingBetweenSlices") or header_value(ds, "SliceThickness")
     return {
-        "rescale": (float(ds.get("RescaleSlope") or 1.0), float(ds.get("RescaleIntercept") or 0.0)),
+        "rescale": (float(header_value(ds, "RescaleSlope") or 1.0), float(header_value(ds, "RescaleIntercept") or 0.0)),
         "slice_spacing": abs(float(spacing)) if spacing else None,
-        "gantry_tilt": float(ds.get("GantryDetectorTilt") or 0.0),
-        "acquisition_3d": str(ds.get("MRAcquisitionType", "")).upper() == "3D",
+        "gantry_tilt": float(header_value(ds, "GantryDetectorTilt") or 0.0),
+        "acquisition_3d": str(header_value(ds, "MRAcquisitionType", "")).upper() == "3D",
         "volume_key": tuple(
-            float(ds.get(k) or 0) for k in ("TemporalPositionIdentifier", "AcquisitionNumber", "TriggerTime", "InstanceNumber")
+            float(header_value(ds, k) or 0) for k in ("TemporalPositionIdentifier", "AcquisitionNumber", "TriggerTime", "InstanceNumber")
         ),
     }
 
@@ -188,8 +251,8 @@ def file_frames(path: Path) -> tuple[Dataset, list[Frame]]:
 
     ds, offset, length, size = _read_header(path)
     if offset < 0:
-        sop_class = ds.get("SOPClassUID")
-        if ds.get("Rows") or not sop_class:  # an image header, or one cut before even its SOP Class
+        sop_class = header_value(ds, "SOPClassUID")
+        if header_value(ds, "Rows") or not sop_class:  # an image header, or one cut before even its SOP Class
             raise BadFile("truncated or corrupt: the file ends before its pixel data")
         raise BadFile(f"DICOM object without pixel data ({sop_class.name})")
     try:
@@ -199,9 +262,9 @@ def file_frames(path: Path) -> tuple[Dataset, list[Frame]]:
             return ds, multiframe.frames(ds, path, layout, common)
         if mosaic.is_mosaic(ds):
             return ds, mosaic.frames(ds, path, layout, common)
-        position = tuple(float(v) for v in ds.get("ImagePositionPatient") or (0.0, 0.0, 0.0))
-        orientation = tuple(float(v) for v in ds.get("ImageOrientationPatient") or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
-        pixel_spacing = tuple(float(v) for v in ds.get("PixelSpacing") or (1.0, 1.0))
+        position = tuple(float(v) for v in header_value(ds, "ImagePositionPatient") or (0.0, 0.0, 0.0))
+        orientation = tuple(float(v) for v in header_value(ds, "ImageOrientationPatient") or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+        pixel_spacing = tuple(float(v) for v in header_value(ds, "PixelSpacing") or (1.0, 1.0))
         frames = [
             Frame(path, n, layout, position, orientation, pixel_spacing, layout.rows, layout.columns,
                   common["rescale"], (*common["volume_key"], n), common["slice_spacing"],
@@ -215,23 +278,112 @@ def file_frames(path: Path) -> tuple[Dataset, list[Frame]]:
     return ds, frames
 
 
+@dataclass(frozen=True, slots=True)
+class ScannedFile:
+    """What a scan keeps of one file: its series, its instance, its frames, and for the first
+    file of each series in a chunk the series' ``(metadata, phi, provenance)`` (see
+    :func:`describe` and :func:`medfm.io.dicom.provenance.provenance_text`)."""
+
+    path: Path
+    series_uid: str
+    instance_uid: str | None
+    frames: list[Frame]
+    described: tuple[dict[str, Any], dict[str, str], str | None] | None
+
+
+def _scan_chunk(paths: list[Path]) -> tuple[list[ScannedFile], list[tuple[Path, str]]]:
+    """Scan ``paths`` in order; one process's share of a parallel scan."""
+    from medfm.io.dicom import quiet_pydicom
+    from medfm.io.dicom.provenance import provenance_text
+
+    scanned: list[ScannedFile] = []
+    bad: list[tuple[Path, str]] = []
+    described: set[str] = set()
+    with quiet_pydicom():
+        for path in paths:
+            try:
+                ds, frames = file_frames(path)
+            except BadFile as exc:
+                bad.append((path, str(exc)))
+                continue
+            uid = str(header_value(ds, "SeriesInstanceUID") or f"no-uid:{path.parent}")
+            instance = header_value(ds, "SOPInstanceUID")
+            scanned.append(ScannedFile(path, uid, str(instance) if instance else None, frames,
+                                       None if uid in described else (*describe(ds), provenance_text(ds))))
+            described.add(uid)
+    return scanned, bad
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as ``taskset`` or a container sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def _pool_context() -> multiprocessing.context.BaseContext | None:
+    """``fork`` workers, or None (scan here) where the platform has no ``fork``.
+
+    Not ``spawn``/``forkserver``: they re-import the caller's main module, which breaks any
+    script without an ``if __name__ == "__main__"`` guard. A forked worker only parses headers
+    with pydicom, touching no lock another thread of the parent (a server's) could hold.
+    """
+    if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    return multiprocessing.get_context("fork")
+
+
+def _scan_all(paths: list[Path]) -> Iterator[tuple[list[ScannedFile], list[tuple[Path, str]]]]:
+    """Chunks of ``paths`` scanned in order: in worker processes for many files (parsing holds
+    the GIL, so threads do not help), here for a few (a pool costs more than it saves)."""
+    workers = min(SCAN_PROCESSES, usable_cpus())
+    context = _pool_context()
+    if workers < 2 or len(paths) < PARALLEL_SCAN_FILES or context is None:
+        yield _scan_chunk(paths)
+        return
+    size = max(16, min(SCAN_CHUNK_FILES, -(-len(paths) // (4 * workers))))
+    chunks = [paths[start:start + size] for start in range(0, len(paths), size)]
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with warnings.catch_warnings():  # Python 3.12+ warns about fork in a threaded process; see _pool_context
+            warnings.simplefilter("ignore", DeprecationWarning)
+            results = pool.map(_scan_chunk, chunks)  # submits every chunk, starting the workers
+        yield from results
+
+
 def scan(paths: Iterable[Path]) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
-    """Group DICOM files into series; see :func:`medfm.io.dicom.scan_dicom`."""
+    """Group DICOM files into series; see :func:`medfm.io.dicom.scan_dicom`.
+
+    Within a series, a file whose SOP Instance UID repeats an earlier file's (the same image
+    copied under another name) is left out of ``files`` and listed in ``duplicates``.
+    """
     from medfm.io.dicom import DicomSeries
 
-    groups: dict[str, tuple[Dataset, list[Path], list[Frame]]] = {}
+    groups: dict[str, _Group] = {}
     bad: list[tuple[Path, str]] = []
-    # One thread: parsing holds the GIL, and threads measured slower on local disks.
-    for path in map(Path, paths):
-        try:
-            ds, frames = file_frames(path)
-        except BadFile as exc:
-            bad.append((path, str(exc)))
-            continue
-        uid = str(ds.get("SeriesInstanceUID") or f"no-uid:{path.parent}")
-        group = groups.setdefault(uid, (ds, [], []))
-        group[1].append(path)
-        group[2].extend(frames)
-    series = [DicomSeries.from_frames(uid, ds, files, frames) for uid, (ds, files, frames) in groups.items()]
+    for scanned, chunk_bad in _scan_all([p if isinstance(p, Path) else Path(p) for p in paths]):
+        bad.extend(chunk_bad)
+        for item in scanned:
+            group = groups.get(item.series_uid)
+            if group is None:
+                group = groups[item.series_uid] = _Group(item.described)
+            if item.instance_uid is not None and item.instance_uid in group.instances:
+                group.duplicates.append(item.path)
+                continue
+            if item.instance_uid is not None:
+                group.instances.add(item.instance_uid)
+            group.files.append(item.path)
+            group.frames.extend(item.frames)
+    series = [DicomSeries.from_frames(uid, *group.described, group.files, group.frames, group.duplicates)
+              for uid, group in groups.items()]
     series.sort(key=lambda s: (s.study_uid, s.metadata.get("series_number", 0), s.series_uid))
     return series, bad
+
+
+@dataclass
+class _Group:
+    described: tuple[dict[str, Any], dict[str, str], str | None]
+    files: list[Path] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)
+    duplicates: list[Path] = field(default_factory=list)
+    instances: set[str] = field(default_factory=set)

@@ -9,6 +9,7 @@ layout, see :mod:`medfm.io.dicom.geometry`): no copy is made at any point.
 from __future__ import annotations
 
 import os
+import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,24 +17,69 @@ from pathlib import Path
 import numpy as np
 
 from medfm.io.dicom import mosaic, pixels
-from medfm.io.dicom.frames import Frame
+from medfm.io.dicom.frames import Frame, PixelLayout
 from medfm.io.dicom.geometry import VolumePlan
 from medfm.io.image import Image
 
 _READ_THREADS = min(8, 2 * (os.cpu_count() or 1))
 
 
-def _fill_file(path: Path, placed: list[tuple[Frame, np.ndarray]]) -> None:
+def _holds_stored_values(out: np.dtype, layout: PixelLayout) -> bool:
+    """Whether ``out`` has the stored values' size and represents every value Bits Stored allows."""
+    stored = np.dtype(layout.dtype)
+    if out.kind not in "iu" or out.itemsize != stored.itemsize:
+        return False
+    bits = min(layout.bits_stored, stored.itemsize * 8)
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if stored.kind == "i" else (0, (1 << bits) - 1)
+    info = np.iinfo(out)
+    return info.min <= low and high <= info.max
+
+
+def _read_native(path: Path, layout: PixelLayout, plane: np.ndarray, rescale: tuple[float, float], scratch) -> None:
+    """A single-frame native file's pixels, rescaled, into ``plane`` with one pass over it.
+
+    When the plane's type holds the stored values they are read straight into it and
+    rescaled in place; otherwise they go through this thread's scratch plane (``scratch``
+    is a ``threading.local``), so no plane-sized array is allocated per file.
+    """
+    stored = np.dtype(layout.dtype)
+    slope, intercept = rescale
+    if _holds_stored_values(plane.dtype, layout):
+        raw = plane.view(stored)
+        pixels.read_native_into(path, layout, raw)
+        if not stored.isnative:
+            raw.byteswap(inplace=True)
+        if slope != 1.0:
+            plane *= int(slope)
+        if intercept != 0.0:
+            plane += int(intercept)
+        return
+    raw = getattr(scratch, "plane", None)
+    if raw is None or raw.shape != plane.shape or raw.dtype != stored:
+        raw = scratch.plane = np.empty(plane.shape, stored)
+    pixels.read_native_into(path, layout, raw)
+    if not stored.isnative:
+        raw = raw.byteswap().view(stored.newbyteorder("="))
+    if plane.dtype.kind == "f":
+        pixels.rescale_into(plane, raw, rescale)
+        return
+    # Integer slope and intercept (output_dtype gives floats otherwise), in the plane's type.
+    scalar = plane.dtype.type
+    if slope != 1.0:
+        np.multiply(raw, scalar(slope), out=plane, casting="unsafe")
+        if intercept != 0.0:
+            plane += scalar(intercept)
+    else:
+        np.add(raw, scalar(intercept), out=plane, casting="unsafe")
+
+
+def _fill_file(path: Path, placed: list[tuple[Frame, np.ndarray]], scratch) -> None:
     """Write every frame of ``path`` into its plane of the output buffer."""
     frame, plane = placed[0]
     layout = frame.layout
-    direct = (
-        len(placed) == 1 and layout.number_of_frames == 1 and layout.offset >= 0 and layout.mosaic is None
-        and layout.planar_configuration == 0 and frame.rescale == (1.0, 0.0)
-        and plane.dtype == np.dtype(layout.dtype)
-    )
-    if direct:
-        pixels.read_native_into(path, layout, plane)
+    if len(placed) == 1 and layout.number_of_frames == 1 and layout.offset >= 0 and layout.mosaic is None \
+            and layout.planar_configuration == 0:
+        _read_native(path, layout, plane, frame.rescale, scratch)
         return
     decoded = pixels.decode(path, layout)
     for frame, plane in placed:
@@ -51,8 +97,9 @@ def assemble(plan: VolumePlan, modality: str, metadata: dict, phi: dict) -> Imag
     for k, stack in enumerate(plan.grid):
         for t, frame in enumerate(stack):
             by_file[frame.path].append((frame, buffer[t, k]))
+    scratch = threading.local()
     with ThreadPoolExecutor(_READ_THREADS) as pool:
-        for _ in pool.map(lambda item: _fill_file(*item), by_file.items()):
+        for _ in pool.map(lambda item: _fill_file(*item, scratch), by_file.items()):
             pass
     array = buffer.transpose(3, 2, 1, 0, 4)[:, ::-1]
     if plan.reorientation is not None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from medfm.errors import MedfmError
 from medfm.eval.seg_metrics import mean_over_labels, score_label_maps
@@ -21,7 +21,7 @@ class EvaluateIn(BaseModel):
     image_id: int
     prediction: AnnotationRef
     reference: AnnotationRef
-    tolerance_mm: float = 2.0
+    tolerance_mm: float = Field(2.0, ge=0, allow_inf_nan=False)
 
 
 def _finite(value: float) -> float | None:

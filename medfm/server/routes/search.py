@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from medfm.errors import FileError, MedfmError
-from medfm.index import MissingIdsError, parse_where
+from medfm.index import Index, MissingIdsError, parse_where
 from medfm.server.routes.catalog import display_name
 from medfm.server.state import ServerState, get_state
 
@@ -26,7 +26,6 @@ MAX_HITS = 1000
 def search(image_id: int | None = None, text: str | None = None, k: int = 10,
            where: Annotated[list[str] | None, Query(description="KEY=VALUE, repeatable; KEY one of modality, body_part, dataset")] = None,
            exact: bool = False, abstain: bool = False, state: ServerState = Depends(get_state)) -> dict[str, Any]:
-    from medfm.models.registry import abstention_threshold
     from medfm.tasks.search import search as search_index
 
     if (image_id is None) == (text is None):
@@ -36,19 +35,39 @@ def search(image_id: int | None = None, text: str | None = None, k: int = 10,
     filters = parse_where(where or [])
     if unknown := sorted(set(filters) - set(WHERE_KEYS)):
         raise MedfmError(f"where can filter on {', '.join(WHERE_KEYS)}; got {', '.join(unknown)}")
-    with state.encoder_lock:
-        index = state.index()
-        if index is None:
-            raise MedfmError("the catalog is not indexed yet: POST /api/index/build first")
-        query = {"text": text} if text is not None else {"item_id": image_id}
-        threshold = abstention_threshold(index.model["name"], index.model["weights_sha256"], "search") if abstain else None
-        options = {"k": k, "where": filters, "exact": exact, "abstain_below": threshold}
-        try:
-            hits = search_index(index, state.encoder, **query, **options)
-        except MissingIdsError:  # an image not indexed yet (just uploaded): read and embed it
-            hits = search_index(index, state.encoder, image=state.load_image(image_id).image, **options)
+    hits, threshold = None, None
+    if image_id is not None:  # an indexed image by its stored embedding: never waits for the encoder
+        with state.index_lock:
+            index = _index(state)
+            index.check_model(state.encoder_info())
+            threshold = _abstain_below(index) if abstain else None
+            try:
+                hits = search_index(index, None, item_id=image_id, k=k, where=filters, exact=exact, abstain_below=threshold)
+            except MissingIdsError:  # an image not indexed yet (just uploaded): read and embed it below
+                pass
+    if hits is None:
+        query = {"text": text} if text is not None else {"image": state.load_image(image_id).image}
+        with state.encoder_lock, state.index_lock:
+            index = _index(state)
+            threshold = _abstain_below(index) if abstain else None
+            hits = search_index(index, state.encoder, **query, k=k, where=filters, exact=exact, abstain_below=threshold)
     return {"hits": [_hit(state, hit.id, hit.score) for hit in hits],
             "best_score": None if hits.best_score is None else round(float(hits.best_score), 6), "abstain_below": threshold}
+
+
+def _index(state: ServerState) -> Index:
+    """The catalog's search index; call it holding ``state.index_lock``."""
+    index = state.index()
+    if index is None:
+        raise MedfmError("the catalog is not indexed yet: POST /api/index/build first")
+    return index
+
+
+def _abstain_below(index: Index) -> float:
+    """The similarity under which the index's model calls a hit unrelated (400 for a model without one)."""
+    from medfm.models.registry import abstention_threshold
+
+    return abstention_threshold(index.model["name"], index.model["weights_sha256"], "search")
 
 
 def _hit(state: ServerState, image_id: int, score: float) -> dict[str, Any]:
@@ -83,7 +102,7 @@ def classify(image_id: int, body: ClassifyIn, state: ServerState = Depends(get_s
         with state.encoder_lock:
             info = state.encoder.info
             threshold = abstention_threshold(info.name, info.weights_sha256, "zero_shot") if body.abstain else None
-            (result,) = classify_images([record.source_path], state.encoder, labels=body.labels, abstain_below=threshold)
+            (result,) = classify_images([record], state.encoder, labels=body.labels, abstain_below=threshold)
     except FileError as exc:  # its path may name the patient: say which image by id
         raise MedfmError(f"image {image_id} cannot be classified: {exc.reason}") from None
     return {"probabilities": result["probabilities"], "prediction": result["prediction"], "model": result["model"],

@@ -8,7 +8,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
+from medfm.errors import MedfmError
 from medfm.server.display import label_png
+from medfm.server.limits import (
+    MAX_POINTS, MAX_SCRIBBLE_POINTS, Colour, FiniteFloat, LabelValue, Point, StructureName,
+)
 from medfm.server.sessions import SegmentationSession, interaction
 from medfm.server.state import ServerState, get_state
 
@@ -26,31 +30,31 @@ class NewSession(BaseModel):
 
 
 class ScribbleIn(BaseModel):
-    points: list[tuple[float, float]] = Field(min_length=1)
+    points: list[Point] = Field(min_length=1, max_length=MAX_SCRIBBLE_POINTS)
     positive: bool = True
 
 
 class PromptIn(BaseModel):
     k: int = 0
     t: int = 0
-    label: int = 1
-    label_name: str | None = None
-    color: str | None = None
-    points: list[tuple[float, float]] = []
-    point_labels: list[int] = []
-    box: tuple[float, float, float, float] | None = None
+    label: LabelValue = 1
+    label_name: StructureName | None = None
+    color: Colour | None = None
+    points: list[Point] = Field(default=[], max_length=MAX_POINTS)
+    point_labels: list[Literal[0, 1]] = Field(default=[], max_length=MAX_POINTS)
+    box: tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat] | None = None
     scribble: ScribbleIn | None = None
 
 
 class PropagateIn(BaseModel):
-    label: int = 1
+    label: LabelValue = 1
     axis: Literal["k", "t"] = "k"
 
 
 class LabelIn(BaseModel):
-    label: int
-    name: str | None = None
-    color: str | None = None
+    label: LabelValue
+    name: StructureName | None = None
+    color: Colour | None = None
 
 
 class SaveIn(BaseModel):
@@ -88,6 +92,10 @@ def open_session(body: NewSession, state: ServerState = Depends(get_state)) -> d
 
 @router.post("/{session_id}/prompts")
 def add_prompt(session_id: str, body: PromptIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    if not (body.points or body.box or body.scribble):
+        raise MedfmError("a prompt needs points, a box or a scribble")
+    if len(body.points) != len(body.point_labels):
+        raise MedfmError(f"points and point_labels must be as many; got {len(body.points)} and {len(body.point_labels)}")
     session = state.sessions.get(session_id)
     display = session.display
     prompt = interaction(
@@ -99,6 +107,7 @@ def add_prompt(session_id: str, body: PromptIn, state: ServerState = Depends(get
     with session.lock:
         session.set_label(body.label, body.label_name, body.color)
         score = session.interact(segmenter, state.segmenter_lock, body.k, body.t, body.label, prompt)
+        state.sessions.changed(session)
         return plane_state(session, body.k, body.t, score)
 
 
@@ -113,14 +122,18 @@ def get_mask(session_id: str, k: int = 0, t: int = 0, state: ServerState = Depen
 def undo(session_id: str, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     session = state.sessions.get(session_id)
     with session.lock:
-        return plane_state(session, *session.undo())
+        plane = session.undo()
+        state.sessions.changed(session)
+        return plane_state(session, *plane)
 
 
 @router.post("/{session_id}/redo")
 def redo(session_id: str, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     session = state.sessions.get(session_id)
     with session.lock:
-        return plane_state(session, *session.redo())
+        plane = session.redo()
+        state.sessions.changed(session)
+        return plane_state(session, *plane)
 
 
 @router.post("/{session_id}/propagate")
@@ -131,6 +144,7 @@ def propagate(session_id: str, body: PropagateIn, state: ServerState = Depends(g
         segmenter = state.segmenter
         with session.lock:
             k, t = session.propagate(segmenter, state.segmenter_lock, body.label, body.axis)
+            state.sessions.changed(session)
             planes = int((session.labels == body.label).any(axis=(0, 1)).sum())
             progress(1, 1)
             return {"k": k, "t": t, "planes": planes, "revision": session.revision}

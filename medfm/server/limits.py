@@ -1,0 +1,33 @@
+"""How much one request may ask for, so that no request holds a model lock for long.
+
+The segmenter and the encoder each serve one request at a time; without caps a prompt of
+50,000 points held the segmenter for many seconds while everyone else waited. Request bodies
+use these types; a request over a cap is refused with a 400 naming the field and the limit.
+(Zero-shot labels are capped where the classification is: ``medfm.server.routes.search``.)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, StrictInt, StringConstraints
+
+#: Clicks in one prompt request, and clicks a structure may gather on one plane.
+MAX_POINTS = 64
+MAX_POINTS_PER_PLANE = 256
+#: Points of one scribble, and scribble points a structure may gather on one plane.
+MAX_SCRIBBLE_POINTS = 4096
+MAX_SCRIBBLE_POINTS_PER_PLANE = 16384
+#: Characters of a structure's name.
+MAX_NAME_CHARS = 64
+
+#: A number that is not NaN or infinite (JSON parsers accept both).
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+#: A display pixel ``(x, y)``.
+Point = tuple[FiniteFloat, FiniteFloat]
+#: A structure's label value: an integer (not ``true``) from 1 to 255; 0 is background.
+LabelValue = Annotated[StrictInt, Field(ge=1, le=255)]
+#: A structure's name: 1 to 64 characters once surrounding spaces are stripped.
+StructureName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_CHARS)]
+#: A colour as ``#rrggbb``.
+Colour = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
