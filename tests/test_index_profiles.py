@@ -4,6 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from clitools import run_cli
+from fakeencoder import fake_models  # noqa: F401  (the fixture)
+from test_search import write_images
 
 from medfm.errors import MedfmError
 from medfm.index import create_index, open_index
@@ -49,3 +52,16 @@ def test_expansion_search_is_changed_without_rebuilding_and_kept(tmp_path):
     assert [hit.id for hit in reopened.search(_vectors(20)[3], k=1)] == [3]
     with pytest.raises(MedfmError, match="expansion_search must be a positive"):
         reopened.set_expansion_search(0)
+
+
+@pytest.mark.usefixtures("fake_models")
+def test_index_build_takes_the_profile_by_name(tmp_path, capsys):
+    images = write_images(tmp_path / "images", count=3)
+    index = tmp_path / "ix"
+    code, out, err = run_cli(["index", "build", *map(str, images), "--model", "fake-clip", "--index", str(index),
+                              "--profile", "large", "--no-progress"], capsys)
+    assert code == 0 and "3 added" in out, err
+    assert json.loads((index / "index.json").read_text())["settings"] == PROFILES["large"]
+    code, _, err = run_cli(["index", "build", *map(str, images), "--model", "fake-clip", "--index",
+                            str(tmp_path / "other"), "--profile", "huge", "--no-progress"], capsys)
+    assert code == 2 and "unknown index profile 'huge'" in err
