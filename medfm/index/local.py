@@ -12,7 +12,8 @@ Why usearch rather than FAISS (both have wheels here, see the dependency notes):
   on 2 busy cores: usearch f16 reaches recall@10 0.99 at p50 0.3 ms (122 MB); i8 stalls
   near 0.88 recall (quantisation); FAISS HNSW32 is as accurate and builds ~4x faster
   (27 s against 106 s) but cannot delete. f32 is the default, so stored vectors are
-  exactly the encoder's; choose f16 for large collections.
+  exactly the encoder's; the ``large`` profile (f16, a wider graph: :data:`PROFILES`)
+  is for large collections.
 - **filtered search**: neither filters on metadata natively from Python (FAISS has id
   selectors, usearch none), so filters are answered here: SQLite finds the matching ids;
   a small match set is scored exactly from its stored vectors, a large one by
