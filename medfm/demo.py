@@ -90,7 +90,7 @@ def build_examples(folder: str | Path) -> list[Path]:
     for package, relative, name in SHIPPED_FILES:
         target = folder / name
         if not target.exists():
-            with atomic_path(target) as partial:
+            with atomic_path(target, create_folders=True) as partial:  # the examples folder is medfm's own
                 shutil.copyfile(_package_file(package, relative), partial)
         items.append(target)
 

@@ -241,3 +241,33 @@ def test_fit_probe_cli_reports_the_library_rule(tmp_path, capsys):
                             "-o", str(tmp_path / "p.json"), "--target-specificity", "0.8"], capsys)
     assert code == 2 and "a target specificity (0.8) is reached on a calibration manifest" in err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_classify_without_labels_or_probe_says_one_is_needed(tmp_path, capsys):
+    image = save(Image(np.zeros((8, 8), np.uint8)), tmp_path / "a.png")
+    code, _, err = run_cli(["classify", str(image), "--model", "fake-clip"], capsys)
+    assert code == 2 and err.splitlines() == [
+        "medfm: error: classify needs --labels (or --labels-file) for zero-shot classification, or a --probe; give one"]
+    from medfm.models import create_encoder
+    from medfm.tasks.classify import classify
+
+    with pytest.raises(MedfmError, match="needs labels .* or a fitted probe; neither was given"):
+        classify([image], create_encoder("fake-clip"))
+
+
+def test_classify_folder_and_manifest_with_a_bad_file_in_the_middle(tmp_path, capsys):
+    write_set(tmp_path / "set", 4, 0)
+    (tmp_path / "set" / "001.png").write_bytes(b"broken")
+    summary = tmp_path / "summary.json"
+    code, out, err = run_cli(["classify", str(tmp_path / "set"), "--labels", "bright,dark", "--model", "fake-clip",
+                              "--json", "--summary", str(summary)], capsys)
+    assert code == 2
+    assert [r["path"] for r in json.loads(out)] == [str(tmp_path / "set" / f"{i:03d}.png") for i in (0, 2, 3)]
+    assert err.splitlines() == [f"medfm: failed: {tmp_path / 'set' / '001.png'}: cannot read as png: "
+                                f"cannot identify image file '{tmp_path / 'set' / '001.png'}'",
+                                "medfm: error: 1 of 4 inputs failed"]
+    saved = json.loads(summary.read_text())
+    assert (saved["inputs"], saved["succeeded"], saved["failed"]) == (4, 3, 1)
+    code, out, err = run_cli(["classify", "--manifest", str(tmp_path / "set" / "manifest.csv"), "--labels", "bright,dark",
+                              "--model", "fake-clip"], capsys)
+    assert code == 2 and len(out.splitlines()) == 3 and err.count("medfm: failed:") == 1

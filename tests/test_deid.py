@@ -235,10 +235,34 @@ def test_corrupt_file_fails_and_others_are_written(tmp_path, monkeypatch, capsys
         main()
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert f"medfm: failed: {paths[1].name}: cannot read as DICOM: file is truncated" in err
+    assert f"medfm: failed: {paths[1]}: cannot read as DICOM: file is truncated" in err  # the input, as given
     assert "medfm: error: 1 file(s) could not be de-identified" in err and "Doe" not in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (paths[0], paths[2]))
     assert json.loads((tmp_path / "r.json").read_text())["failed_files"][0]["path"] == paths[1].name
+
+
+def test_a_single_file_that_fails_is_named_in_one_line(tmp_path, monkeypatch, capsys):
+    paths = write_dicom_series(phantom((16, 16, 1)), tmp_path / "in", **PATIENT)
+    paths[0].write_bytes(paths[0].read_bytes()[:700])
+    monkeypatch.setattr(sys, "argv", ["medfm", "deid", str(paths[0]), str(tmp_path / "anon.dcm")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"medfm: error: {paths[0]}: cannot read as DICOM: file is truncated inside (0020,000D)"]
+    assert captured.out == "" and not (tmp_path / "anon.dcm").exists()
+
+
+def test_output_into_a_missing_folder_is_refused_unless_mkdir(tmp_path, monkeypatch, capsys):
+    paths = write_dicom_series(phantom((16, 16, 1)), tmp_path / "in", **PATIENT)
+    target = tmp_path / "missing" / "deeper" / "anon.dcm"
+    for options, code in (([], 2), (["--mkdir"], 0)):
+        monkeypatch.setattr(sys, "argv", ["medfm", "deid", str(paths[0]), str(target), *options])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        assert exit_info.value.code == code
+        assert target.exists() == (code == 0)
+    assert "missing/deeper: folder does not exist; create it first or pass --mkdir" in capsys.readouterr().err
 
 
 def test_same_secret_same_uids(tmp_path, monkeypatch, capsys):

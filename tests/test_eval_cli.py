@@ -63,7 +63,7 @@ def seg_folders(tmp_path):
     moved[0, 3] = 0.01
     save(ball(6), pred / "moved.nii.gz", moved)
     save(ball(6), ref / "moved.nii.gz")
-    save(ball(6) * 2, pred / "labels.nii.gz")
+    save(ball(6) + ball(3), pred / "labels.nii.gz")  # labels 1 and 2: a label map
     save(ball(6), ref / "labels.nii.gz")
     save(ball(6), pred / "twice.nii.gz")
     save(ball(6), pred / "twice.nrrd")
@@ -102,7 +102,7 @@ def test_seg_json_scores_every_pair_and_lists_every_skipped_case(seg_folders, ca
     assert "no prediction with this name" in skipped["no_pred"]
     assert "shape (32, 32, 8) differs from the reference's (32, 32, 10)" in skipped["shape"]
     assert "geometry differs" in skipped["moved"] and "0.01 mm apart" in skipped["moved"]
-    assert "not a binary mask (values [0, 2])" in skipped["labels"]
+    assert "not a binary mask (values [0, 1, 2])" in skipped["labels"]
     assert "several prediction files" in skipped["twice"]
     assert "broken.nii.gz" in skipped["broken"]
     for name in skipped:
@@ -152,6 +152,54 @@ def test_seg_png_masks_are_scored_in_2d_and_255_counts_as_foreground(tmp_path, c
     expected = score_masks(p > 0, r > 0, (1.0, 1.0)).as_dict()
     assert case["dice"] == pytest.approx(2 * 17 * 15 / 600)
     assert case["hd95"] == pytest.approx(expected["hd95"]) and case["nsd"] == pytest.approx(expected["nsd"])
+
+
+def test_seg_jpeg_and_rgb_masks_are_read_like_every_other_mask_and_distances_are_in_pixels(tmp_path, capsys):
+    from PIL import Image as PILImage
+
+    from medfm.io.label_maps import read_mask
+
+    pred, ref = tmp_path / "p", tmp_path / "r"
+    pred.mkdir()
+    ref.mkdir()
+    r = np.zeros((40, 30), np.uint8)  # (rows, columns)
+    r[5:25, 5:20] = 255
+    PILImage.fromarray(r).save(ref / "x.png")
+    PILImage.fromarray(np.roll(r, 3, axis=0)).save(pred / "x.jpg", quality=70)  # halos of in-between values
+    colour = np.zeros((40, 30, 3), np.uint8)
+    colour[5:25, 5:20] = (255, 0, 0)  # a red structure on black
+    PILImage.fromarray(colour).save(pred / "y.png")
+    PILImage.fromarray(r).save(ref / "y.png")
+    code, out, err = run_cli(["evaluate", "seg", "--pred", str(pred), "--ref", str(ref), "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    cases = {c["name"]: c for c in result["cases"]}
+    expected = score_masks(read_mask(pred / "x.jpg")[:, :, 0], r.T > 0, (1.0, 1.0)).as_dict()
+    assert cases["x"]["dice"] == pytest.approx(expected["dice"]) and cases["x"]["dice"] > 0.8
+    assert cases["y"]["dice"] == 1.0 and cases["y"]["hd95"] == 0.0
+    assert result["settings"]["distance_unit"] == "pixels" and cases["x"]["distance_unit"] == "pixels"
+    code, out, err = run_cli(["evaluate", "seg", "--pred", str(pred), "--ref", str(ref)], capsys)
+    assert code == 0 and "hd95 (px)" in out and "no known spacing" in err
+
+
+def test_seg_volumes_keep_mm_and_mixing_units_is_refused(seg_folders, tmp_path, capsys):
+    pred, ref, _ = seg_folders
+    code, out, _ = run_cli(["evaluate", "seg", "--pred", str(pred), "--ref", str(ref), "--n-boot", "10", "--json"], capsys)
+    assert code == 0 and json.loads(out)["settings"]["distance_unit"] == "mm"
+    r = np.zeros((32, 32), np.uint8)
+    r[4:9, 4:9] = 255
+    medfm.save(medfm.Image(r), pred / "photo.png")
+    medfm.save(medfm.Image(r), ref / "photo.png")
+    code, _, err = run_cli(["evaluate", "seg", "--pred", str(pred), "--ref", str(ref), "--n-boot", "10"], capsys)
+    assert code == 2 and "photo have no known spacing" in err and "evaluate them separately" in err
+
+
+def test_seg_refuses_the_same_folder_as_predictions_and_references(tmp_path, capsys):
+    (tmp_path / "masks").mkdir()
+    medfm.save(medfm.Image(np.ones((4, 4), np.uint8)), tmp_path / "masks" / "a.png")
+    code, _, err = run_cli(["evaluate", "seg", "--pred", str(tmp_path / "masks"), "--ref", str(tmp_path / "masks" / ".." / "masks")], capsys)
+    assert code == 2 and err.splitlines() == [
+        f"medfm: error: {tmp_path / 'masks'}: the predictions and the references are the same folder; every case would be scored against itself"]
 
 
 def test_seg_label_maps_score_each_label(tmp_path, capsys):

@@ -45,6 +45,8 @@ def test_bad_arrays_and_affines_are_refused():
         Image(np.zeros((2, 2)), np.zeros((4, 4)))
     with pytest.raises(ValueError, match="4x4"):
         Image(np.zeros((2, 2)), np.eye(3))
+    with pytest.raises(ValueError, match="non-finite"):
+        Image(np.zeros((2, 2)), np.diag([1.0, np.nan, 1.0, 1.0]))
 
 
 def test_default_affine_is_dicom_identity_in_ras():

@@ -403,3 +403,13 @@ def test_writer_failing_midway_leaves_nothing(tmp_path: Path, monkeypatch) -> No
         medfm.save(medfm.Image(volume()), tmp_path / "keep.flaky")
     assert (tmp_path / "keep.flaky").read_bytes() == b"old"
     assert leftovers(tmp_path) == []
+
+
+def test_nifti_with_a_nan_affine_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = medfm.save(medfm.Image(np.zeros((4, 4, 2), np.int16)), tmp_path / "nan.nii")
+    data = bytearray(path.read_bytes())
+    data[280:284] = np.float32(np.nan).tobytes()  # srow_x[0]: the sform's first element
+    path.write_bytes(bytes(data))
+    with pytest.raises(MedfmError, match="non-finite") as caught:
+        medfm.load(path)
+    assert "\n" not in str(caught.value) and path.name in str(caught.value)

@@ -161,8 +161,8 @@ def test_truncated_gif_and_garbage_are_one_line_errors(tmp_path: Path) -> None:
 
 def test_clip_over_the_memory_cap_fails_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_with_pyav(tmp_path / "clip.mp4", moving_frames(num_frames=12))
-    monkeypatch.setattr(video, "MAX_DECODED_BYTES", 10 * 64 * 48 * 3)
-    with pytest.raises(UnreadableFileError, match=r"12 frames of 64x48 .* over medfm's"):
+    monkeypatch.setenv("MEDFM_MAX_DECODED_BYTES", str(10 * 64 * 48 * 3))
+    with pytest.raises(UnreadableFileError, match=r"12 frames of 64x48 would decode to .* over the .* limit \(MEDFM_MAX_DECODED_BYTES\)"):
         medfm.load(path)
 
 
@@ -193,3 +193,14 @@ def test_reads_a_pocus_clip_with_the_frame_count_pyav_reports() -> None:
     assert image.spatial_shape == (width, height, 1)
     assert image.metadata["fps"] == pytest.approx(float(rate))
     assert image.num_channels in (1, 3)
+
+
+def test_video_to_nifti_keeps_the_frame_interval(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    path = write_with_pyav(tmp_path / "clip.mp4", moving_frames(num_frames=6), fps=12)
+    medfm.save(medfm.load(path), tmp_path / "clip.nii.gz")
+    header = nib.load(tmp_path / "clip.nii.gz").header
+    assert header.get_xyzt_units() == ("mm", "sec")
+    assert header.get_zooms()[3] == pytest.approx(1 / 12)
+    assert medfm.load(tmp_path / "clip.nii.gz").metadata["frame_interval_s"] == pytest.approx(1 / 12)

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from medfm.cli.output import CheckpointOption, JsonOption, ModelOption, ProgressOption, print_json
-from medfm.errors import display_path
+from medfm.cli.output import (
+    CheckpointOption,
+    JsonOption,
+    MkdirOption,
+    ProgressOption,
+    SummaryOption,
+    finish_batch,
+    print_json,
+)
+from medfm.errors import MedfmError, display_path
 
 classify_app = typer.Typer()
 
 
 @classify_app.command()
 def classify(
-    images: Annotated[list[Path], typer.Argument(help="Images to classify.")],
+    images: Annotated[list[Path] | None, typer.Argument(help="Images to classify; a folder of images gives each of its images.")] = None,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="CSV or JSON-lines of images to classify, in an 'image' (or 'path') column.")] = None,
     labels: Annotated[str | None, typer.Option("--labels", help="Comma-separated labels for zero-shot classification.")] = None,
     labels_file: Annotated[Path | None, typer.Option("--labels-file", help="Labels, one per line.")] = None,
     templates: Annotated[Path | None, typer.Option("--templates", help="Prompt templates, one per line, {} for the label.")] = None,
@@ -27,17 +36,24 @@ def classify(
     abstain: Annotated[bool, typer.Option("--abstain", help="Zero-shot: answer 'other' when the image is like none of the labels "
                                                             "(the model's calibrated similarity threshold).")] = False,
     abstain_threshold: Annotated[float | None, typer.Option("--abstain-threshold", help="Zero-shot: answer 'other' below this similarity.")] = None,
+    summary_file: SummaryOption = None,
     progress: ProgressOption = True,
     as_json: JsonOption = False,
 ) -> None:
-    """Label probabilities per image: zero-shot from --labels, or with a --probe."""
+    """Label probabilities per image: zero-shot from --labels, or with a --probe. An image that cannot be
+    read is reported (one line) and the others are classified; --json prints the list of results."""
     from medfm.index import open_index
     from medfm.models import create_encoder
     from medfm.models.probe import load_probe
     from medfm.models.registry import DEFAULT_ENCODER, abstention_threshold
-    from medfm.tasks.classify import read_labels, read_templates
-    from medfm.tasks.classify import classify as classify_images
+    from medfm.tasks.batch import expand_paths, read_batch_manifest
+    from medfm.tasks.classify import classify_files, read_labels, read_templates
 
+    if labels is None and labels_file is None and probe is None:
+        raise MedfmError("classify needs --labels (or --labels-file) for zero-shot classification, or a --probe; give one")
+    inputs = expand_paths(images or []) + (read_batch_manifest(manifest) if manifest is not None else [])
+    if not inputs:
+        raise MedfmError("nothing to classify: give images, a folder or --manifest")
     fitted = load_probe(probe) if probe else None
     names = read_labels(labels, labels_file) if labels is not None or labels_file is not None else None
     encoder = create_encoder(model or (fitted.model["name"] if fitted else DEFAULT_ENCODER), checkpoint)
@@ -45,20 +61,24 @@ def classify(
         abstention_threshold(encoder.info.name, encoder.info.weights_sha256, "zero_shot") if abstain else None)
     store = open_index(index) if index else None
     try:
-        results = classify_images(images, encoder, labels=names, templates=read_templates(templates) if templates else None,
-                                  probe=fitted, index=store, k=k, abstain_below=threshold, progress=progress)
+        report = classify_files(inputs, encoder, labels=names, templates=read_templates(templates) if templates else None,
+                                probe=fitted, index=store, k=k, abstain_below=threshold,
+                                progress=progress)
     finally:
         if store is not None:
             store.close()
     if as_json:
-        print_json(results)
-        return
-    for result in results:
-        ranked = sorted(result["probabilities"].items(), key=lambda item: -item[1])
-        similarity = f"; similarity {result['similarity']:.3f}" if "similarity" in result else ""
-        typer.echo(f"{result['path']}: {result['prediction']}  (" + ", ".join(f"{c} {p:.3f}" for c, p in ranked) + f"{similarity})")
-        for hit in result.get("evidence", []):
-            typer.echo(f"    {hit['score']:.4f}  {hit['path']}" + (f"  label={hit['label']}" if "label" in hit else ""))
+        print_json(report.results)
+    finish_batch(report, summary_file, False, _result_text, print_results=not as_json)
+
+
+def _result_text(result: dict[str, Any]) -> str:
+    ranked = sorted(result["probabilities"].items(), key=lambda item: -item[1])
+    similarity = f"; similarity {result['similarity']:.3f}" if "similarity" in result else ""
+    lines = [f"{result['path']}: {result['prediction']}  (" + ", ".join(f"{c} {p:.3f}" for c, p in ranked) + f"{similarity})"]
+    lines += [f"    {hit['score']:.4f}  {hit['path']}" + (f"  label={hit['label']}" if "label" in hit else "")
+              for hit in result.get("evidence", [])]
+    return "\n".join(lines)
 
 
 @classify_app.command("fit-probe")
@@ -67,7 +87,7 @@ def fit_probe(
     label_column: Annotated[str, typer.Option("--label-column", help="Column holding the labels.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Probe file to write (JSON).")],
     index: Annotated[str | None, typer.Option("--index", help="Take embeddings from this index.")] = None,
-    model: ModelOption = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model name (default: the --index's model, else the shipped image-text encoder).")] = None,
     checkpoint: CheckpointOption = None,
     knn: Annotated[int | None, typer.Option("--knn", help="A k-nearest-neighbour head with this k instead of logistic regression.")] = None,
     calibration: Annotated[Path | None, typer.Option("--calibration", help="Labelled CSV on which to choose the operating point.")] = None,
@@ -76,16 +96,20 @@ def fit_probe(
     positive: Annotated[str | None, typer.Option("--positive", help="Positive class (default: the second label in sorted order).")] = None,
     path_column: Annotated[str, typer.Option("--path-column")] = "path",
     as_json: JsonOption = False,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Fit a linear probe (or kNN) on frozen embeddings; with --calibration, choose its operating point
     (--target-sensitivity, --target-specificity, else Youden's J)."""
     from medfm.index import open_index
     from medfm.models import create_encoder
+    from medfm.models.registry import DEFAULT_ENCODER
     from medfm.train.probe import fit_probe as fit
 
     store = open_index(index) if index else None
     try:
-        probe = fit(manifest, label_column, encoder=create_encoder(model, checkpoint) if model else None, index=store,
+        # embeddings from the index need no model; otherwise the named one, else the shipped default
+        encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint) if model or index is None else None
+        probe = fit(manifest, label_column, encoder=encoder, index=store,
                     method="knn" if knn else "logistic", k=knn or 10, calibration=calibration,
                     target_sensitivity=target_sensitivity, target_specificity=target_specificity, positive=positive,
                     path_column=path_column)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import JsonOption, ProgressOption, print_json
+from medfm.cli.output import JsonOption, MkdirOption, ProgressOption, print_json
 
 evaluate_app = typer.Typer(no_args_is_help=True, help="Score predictions against references, with confidence intervals.")
 
@@ -35,6 +35,7 @@ def seg(
     seed: SeedOption = 0,
     as_json: JsonOption = False,
     report: ReportOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Dice, IoU, HD95, ASSD, NSD and volume difference per case, in mm, with a summary over cases."""
     from medfm.errors import MedfmError
@@ -56,12 +57,16 @@ def seg(
         print_json(result)
         return
     metrics = list(result["summary"])
-    typer.echo("case".ljust(24) + "".join(m[:12].rjust(13) for m in metrics))
+    in_pixels = result["settings"]["distance_unit"] == "pixels"
+    if in_pixels:
+        typer.echo("medfm: the masks have no known spacing: hd95, assd, the NSD tolerance and volumes are in pixels", err=True)
+    headers = [f"{m} (px)" if in_pixels and m in ("hd95", "assd") else m for m in metrics]
+    typer.echo("case".ljust(24) + "".join(h[:12].rjust(13) for h in headers))
     for case in result["cases"]:
         typer.echo(case["name"][:23].ljust(24) + "".join(_number(case[m]).rjust(13) for m in metrics))
-    for metric, stats in result["summary"].items():
+    for metric, header, stats in zip(metrics, headers, result["summary"].values()):
         undefined = f", {stats['n_undefined']} undefined" if stats["n_undefined"] else ""
-        typer.echo(f"{metric}: mean {_number(stats['mean'])} [{_number(stats['low'])}, {_number(stats['high'])}], "
+        typer.echo(f"{header}: mean {_number(stats['mean'])} [{_number(stats['low'])}, {_number(stats['high'])}], "
                    f"median {_number(stats['median'])} (n={stats['n']}{undefined})")
 
 
@@ -108,6 +113,7 @@ def robustness(
     progress: ProgressOption = True,
     as_json: JsonOption = False,
     report: ReportOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Metric against corruption severity (Dice for a segmenter, accuracy for a classifier), per corruption."""
     from medfm.errors import MedfmError
@@ -172,6 +178,7 @@ def cls(
     seed: SeedOption = 0,
     as_json: JsonOption = False,
     report: ReportOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """AUC-ROC and AUPRC with bootstrap intervals; operating point, calibration and subgroups for binary tasks."""
     from medfm.eval.evaluate_cls import evaluate_classification

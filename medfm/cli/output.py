@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,3 +49,40 @@ ModelOption = Annotated[str | None, typer.Option("--model", help="Model name (se
 CheckpointOption = Annotated[Path | None, typer.Option("--checkpoint", help="Local weights for the model.")]
 IndexOption = Annotated[str, typer.Option("--index", help="Index folder, or chroma://HOST:PORT/COLLECTION.")]
 ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar on stderr.")]
+
+
+def _create_folders_for_this_command(ctx: typer.Context, value: bool) -> bool:
+    """``--mkdir``: whether this command's outputs may create missing folders (without it they may not),
+    until the command ends. Commands only declare the option: this callback applies it."""
+    from medfm.io.formats import CREATE_FOLDERS
+
+    token = CREATE_FOLDERS.set(value)
+    ctx.call_on_close(lambda: CREATE_FOLDERS.reset(token))
+    return value
+
+
+MkdirOption = Annotated[bool, typer.Option("--mkdir", callback=_create_folders_for_this_command,
+                                           help="Create the output's missing folders (else a missing folder is refused).")]
+
+
+SummaryOption = Annotated[Path | None, typer.Option("--summary", help="Write the batch's JSON summary (results and failures) here.")]
+
+
+def finish_batch(report: Any, summary_file: Path | None, as_json: bool, describe: Callable[[dict[str, Any]], str],
+                 print_results: bool = True) -> None:
+    """Print a batch's results (``describe`` gives one result's text; ``as_json``: the JSON summary instead;
+    neither unless ``print_results``), one line per failed input on stderr, write the ``--summary`` file;
+    exit 2 if any input failed."""
+    if summary_file is not None:
+        report.write_summary(summary_file)
+    if as_json:
+        print_json(report.summary())
+    elif print_results:
+        for result in report.results:
+            typer.echo(describe(result))
+    if report.inputs == 1 and report.failures:  # one input: its error alone, as without a batch
+        raise MedfmError(f"{report.failures[0]['input']}: {report.failures[0]['reason']}")
+    for failed in report.failures:
+        typer.echo(f"medfm: failed: {failed['input']}: {failed['reason']}", err=True)
+    if report.failures:
+        raise MedfmError(f"{len(report.failures)} of {report.inputs} inputs failed")

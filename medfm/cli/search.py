@@ -21,7 +21,6 @@ search_app = typer.Typer()
 
 @index_app.command("build")
 def index_build(
-    model: Annotated[str, typer.Option("--model", help="Model name (see the model registry).")],
     index: IndexOption,
     sources: Annotated[list[str] | None, typer.Argument(metavar="CATALOG_OR_PATHS...", help="A catalog (URL or .db file), or image files / DICOM series folders.")] = None,
     checkpoint: CheckpointOption = None,
@@ -30,13 +29,16 @@ def index_build(
     dtype: Annotated[str | None, typer.Option("--dtype", help="How a new local index stores vectors: f32, f16 (half the memory) or i8.")] = None,
     profile: Annotated[str | None, typer.Option("--profile", help="Settings of a new local index: default, or large (100k+ images: wider graph, f16; see docs/scaling.md).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    model: Annotated[str | None, typer.Option("--model", help="Model name (see the model registry; default: the shipped image-text encoder).")] = None,
 ) -> None:
     """Embed images into an index; resumable: images already indexed are skipped."""
     from medfm.models import create_encoder
+    from medfm.models.registry import DEFAULT_ENCODER
     from medfm.tasks.search import build_index
 
-    report = build_index(sources or [], create_encoder(model, checkpoint), index, catalog=catalog,
-                         batch_size=batch_size, progress=progress, **{key: value for key, value in (("dtype", dtype), ("profile", profile)) if value})
+    report = build_index(sources or [], create_encoder(model or DEFAULT_ENCODER, checkpoint), index, catalog=catalog,
+                         batch_size=batch_size, progress=progress,
+                         **{key: value for key, value in (("dtype", dtype), ("profile", profile)) if value})
     typer.echo(f"{report.index}: {report.added} added, {report.skipped} already indexed, {len(report.bad)} bad")
     for path, reason in report.bad:
         typer.echo(f"medfm: bad file: {path}: {reason}", err=True)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from medfm.cli.output import CheckpointOption, JsonOption, ProgressOption, parse_numbers, print_json
+from medfm.cli.output import (
+    CheckpointOption,
+    JsonOption,
+    MkdirOption,
+    ProgressOption,
+    SummaryOption,
+    finish_batch,
+    parse_numbers,
+    print_json,
+)
 from medfm.errors import MedfmError
 
 segment_app = typer.Typer()
@@ -15,39 +24,69 @@ segment_app = typer.Typer()
 
 @segment_app.command("segment")
 def segment_command(
-    image: Annotated[Path, typer.Argument(help="Image file or DICOM series folder.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Label map to write: .png, .nii.gz, or .dcm (DICOM SEG, DICOM input).")],
+    images: Annotated[list[Path] | None, typer.Argument(help="Image files or DICOM series folders; a folder of images gives each of its images.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Label map to write: .png, .nii.gz, or .dcm (DICOM SEG, DICOM input); "
+                                                              "for several inputs, the folder of their label maps.")] = ...,
     point: Annotated[list[str] | None, typer.Option("--point", help="x,y[,z][:pos|neg] in pixels (repeatable); z: slice, or frame of a video.")] = None,
     box: Annotated[list[str] | None, typer.Option("--box", help="x0,y0,x1,y1[,z] in pixels (repeatable).")] = None,
     scribble: Annotated[Path | None, typer.Option("--scribble", help="Mask file on the image's grid; nonzero pixels are a positive scribble.")] = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help="JSON list of prompts (several labels, negative scribbles).")] = None,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="CSV or JSON-lines of inputs: 'image' and optional 'box' and 'points' "
+                                                                      "(as --box and --point; several separated by ';').")] = None,
+    catalog: Annotated[str | None, typer.Option("--catalog", help="Segment the images of this catalog (URL or SQLite file) that match --where.")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help="With --catalog (default: the default catalog), only images with KEY=VALUE: "
+                                                                  "modality, body_part, dataset or text (repeatable).")] = None,
+    suffix: Annotated[str | None, typer.Option("--suffix", help="Several inputs: the outputs' format, e.g. .nii.gz "
+                                                                "(default .png for photo-like inputs, else .nii.gz).")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Segmenter name, or a .json config (default: the shipped segmenter).")] = None,
     checkpoint: CheckpointOption = None,
     propagate: Annotated[bool, typer.Option("--propagate", help="Carry each structure through the volume or video.")] = False,
     rule: Annotated[list[str] | None, typer.Option("--rule", help="With --propagate, a stopping-rule parameter as NAME=VALUE (repeatable): "
                                                                    "min_area, min_score, margin, context, max_intensity_shift.")] = None,
+    summary_file: SummaryOption = None,
     progress: ProgressOption = True,
     as_json: JsonOption = False,
+    mkdir: MkdirOption = False,
 ) -> None:
-    """Interactive segmentation from points, boxes and scribbles; writes a label map stamped with its provenance."""
+    """Interactive segmentation from points, boxes and scribbles; writes a label map stamped with its provenance.
+    Several inputs (files, a folder, --manifest, or --catalog/--where) go to one label map each in the -o folder."""
+    from medfm.index import parse_where
     from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
+    from medfm.tasks.batch import catalog_inputs, expand_paths, read_batch_manifest
     from medfm.tasks.segment import PropagationRule
-    from medfm.tasks.segment_to_file import segment_file
+    from medfm.tasks.segment_to_file import segment_file, segment_files
 
     if rule and not propagate:
         raise MedfmError("--rule sets how --propagate stops; give --propagate too")
     propagation = PropagationRule.from_dict(parse_numbers(rule or [], "--rule")) if propagate else None
-    summary = segment_file(image, output, create_segmenter(model or DEFAULT_SEGMENTER, checkpoint), points=point or [],
-                           boxes=box or [], scribble=scribble, prompts_file=prompts, propagation=propagation,
-                           progress=progress)
+    inputs = expand_paths(images or [])
+    if manifest is not None:
+        inputs += read_batch_manifest(manifest)
+    if catalog is not None or where:
+        inputs += catalog_inputs(catalog, parse_where(where or []))
+    if not inputs:
+        raise MedfmError("nothing to segment: give images, a folder, --manifest or --catalog")
+    segmenter = create_segmenter(model or DEFAULT_SEGMENTER, checkpoint)
+    shared = {"points": point or [], "boxes": box or [], "scribble": scribble, "prompts_file": prompts, "propagation": propagation}
+    if len(images or []) == 1 and len(inputs) == 1 and manifest is None and summary_file is None:
+        summary = segment_file(inputs[0].path, output, segmenter, progress=progress, **shared)
+    else:
+        report = segment_files(inputs, output, segmenter, suffix=suffix, progress=progress, **shared)
+        finish_batch(report, summary_file, as_json, _structures_text)
+        return
     if as_json:
         print_json(summary)
         return
+    typer.echo(_structures_text(summary))
+
+
+def _structures_text(summary: dict[str, Any]) -> str:
+    """One line per structure of a ``segment_file`` summary."""
+    lines = []
     for structure in summary["structures"]:
         size = (f"{structure['volume_mm3']:.1f} mm3" if structure.get("volume_mm3") is not None else
                 f"{structure['area_mm2']:.1f} mm2" if structure.get("area_mm2") is not None else "")
         name = f" ({structure['label_name']})" if structure["label_name"] else ""
-        typer.echo(f"{summary['output']}: label {structure['label']}{name}: {structure['voxels']} voxels {size}, "
-                   f"{structure['planes']} planes, score {structure['score']:.3f}")
-
-
+        lines.append(f"{summary['output']}: label {structure['label']}{name}: {structure['voxels']} voxels {size}, "
+                     f"{structure['planes']} planes, score {structure['score']:.3f}")
+    return "\n".join(lines)

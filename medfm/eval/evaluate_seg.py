@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import product
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from medfm.eval.results import summarise
 from medfm.eval.seg_metrics import METRICS, mean_over_labels, score_label_maps, score_masks
 from medfm.io.formats import load
 from medfm.io.image import Image
-from medfm.io.label_maps import mask_foreground
+from medfm.io.label_maps import mask_of, mask_values
 from medfm.serialize import json_ready
 
 #: Largest distance, in mm, between where the two grids put any corner voxel.
@@ -64,27 +65,39 @@ def _corners(image: Image) -> np.ndarray:
 
 
 def _mask_array(image: Image, path: os.PathLike, labels: Sequence[int] | None) -> np.ndarray:
+    """A binary mask as bool, read as every command reads masks (:func:`~medfm.io.label_maps.mask_of`:
+    colour and JPEG masks included); with ``labels``, the label map as stored."""
     name = display_path(path)
-    if image.num_frames > 1 or image.num_channels > 1:
-        raise MedfmError(f"{name}: has {image.num_frames} frames and {image.num_channels} channels; a mask has one of each")
-    array = image.array[:, :, :, 0, 0]
-    values = np.unique(array)
     if labels is None:
-        # 8-bit masks drawn as black and white images store foreground as 255
-        if not (set(values.tolist()) <= {0, 1} or (array.dtype == np.uint8 and set(values.tolist()) <= {0, 255})):
+        values = mask_values(image, path)
+        top = values.max() if values.size else 0
+        distinct = np.unique(values[values != 0])
+        # a label map read as one mask would merge its structures: say so instead (8-bit pictures, whose
+        # anti-aliased or JPEG edges hold many values, are read above half their maximum)
+        if not (values.dtype == np.uint8 and top > 127) and distinct.size > 1:
             raise MedfmError(
-                f"{name}: not a binary mask (values {values[:6].tolist()}{'...' if values.size > 6 else ''}); "
+                f"{name}: not a binary mask (values {[0, *distinct[:6].tolist()]}{'...' if distinct.size > 6 else ''}); "
                 "pass the label values to score a label map"
             )
-        return mask_foreground(array)
-    unexpected = sorted(set(values.tolist()) - {0, *labels})
+        return mask_of(image, path)
+    if image.num_frames > 1 or image.num_channels > 1:
+        raise MedfmError(f"{name}: has {image.num_frames} frames and {image.num_channels} channels; a label map has one of each")
+    array = image.array[:, :, :, 0, 0]
+    unexpected = sorted(set(np.unique(array).tolist()) - {0, *labels})
     if unexpected:
         raise MedfmError(f"{name}: holds label values {unexpected[:6]} that are not among the labels {list(labels)}")
     return array
 
 
-def load_mask_pair(pair: Pair, labels: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """The prediction and reference arrays, ``(I, J)`` when the grid has one slice else ``(I, J, K)``, and the spacing in mm.
+def distance_unit(image: Image) -> str:
+    """``"mm"``, or ``"pixels"`` for an image without a known spacing (``metadata["spacing_known"]`` False:
+    photos, video, PNG masks), whose nominal 1 mm spacing is no measurement."""
+    return "mm" if image.metadata.get("spacing_known", True) else "pixels"
+
+
+def load_mask_pair(pair: Pair, labels: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], str]:
+    """The prediction and reference arrays, ``(I, J)`` when the grid has one slice else ``(I, J, K)``, the
+    spacing and the unit it is in (:func:`distance_unit` of the reference).
 
     Binary masks come back as bool, label maps as they are stored.
     """
@@ -101,13 +114,14 @@ def load_mask_pair(pair: Pair, labels: Sequence[int] | None = None) -> tuple[np.
         )
     pred_array, ref_array = _mask_array(pred, pair.pred, labels), _mask_array(ref, pair.ref, labels)
     if ref.is_2d:
-        return pred_array[:, :, 0], ref_array[:, :, 0], ref.spacing[:2]
-    return pred_array, ref_array, ref.spacing
+        return pred_array[:, :, 0], ref_array[:, :, 0], ref.spacing[:2], distance_unit(ref)
+    return pred_array, ref_array, ref.spacing, distance_unit(ref)
 
 
 def _score_pair(pair: Pair, labels: Sequence[int] | None, tolerance_mm: float) -> dict[str, Any]:
-    pred, ref, spacing = load_mask_pair(pair, labels)
-    case: dict[str, Any] = {"name": pair.name, "pred": display_path(pair.pred), "ref": display_path(pair.ref)}
+    pred, ref, spacing, unit = load_mask_pair(pair, labels)
+    case: dict[str, Any] = {"name": pair.name, "pred": display_path(pair.pred), "ref": display_path(pair.ref),
+                            "distance_unit": unit}
     if labels is None:
         return {**case, **score_masks(pred, ref, spacing, tolerance_mm).as_dict()}
     per_label = score_label_maps(pred, ref, spacing, labels, tolerance_mm)
@@ -148,6 +162,9 @@ def evaluate_segmentation(
     """
     if labels is not None and (not labels or 0 in labels):
         raise MedfmError(f"labels must be non-zero label values (0 is background), got {list(labels)}")
+    if Path(pred_dir).resolve() == Path(ref_dir).resolve():
+        raise MedfmError(f"{display_path(pred_dir)}: the predictions and the references are the same folder; "
+                         "every case would be scored against itself")
     pairs, skipped = pair_files(pred_dir, ref_dir)
     cases = []
     for pair in pairs:
@@ -159,6 +176,11 @@ def evaluate_segmentation(
         reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:3]) or "both folders are empty"
         more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
         raise MedfmError(f"no case could be evaluated: {reasons}{more}")
+    units = sorted({case["distance_unit"] for case in cases})
+    if len(units) > 1:
+        in_pixels = [case["name"] for case in cases if case["distance_unit"] == "pixels"]
+        raise MedfmError(f"cases {', '.join(in_pixels[:3])}{' ...' if len(in_pixels) > 3 else ''} have no known spacing "
+                         "(distances in pixels) and the others do (mm): evaluate them separately")
     summary = _summary({m: np.array([c[m] for c in cases]) for m in METRICS}, n_boot, confidence, seed)
     by_label = {
         label: _summary({m: np.array([c["labels"][label][m] for c in cases]) for m in METRICS}, n_boot, confidence, seed)
@@ -167,6 +189,8 @@ def evaluate_segmentation(
     settings = {
         "medfm_version": __version__,
         "tolerance_mm": tolerance_mm,
+        # hd95, assd and the NSD tolerance in this unit; volume_difference in its square or cube
+        "distance_unit": units[0],
         "labels": list(labels) if labels else None,
         "bootstrap": {"n_boot": n_boot, "confidence": confidence, "seed": seed, "resampling": "cases"},
         "empty_masks": "both empty: Dice/IoU/NSD 1, HD95/ASSD 0; one empty: Dice/IoU/NSD 0, HD95/ASSD undefined (null)",

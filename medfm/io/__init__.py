@@ -4,7 +4,7 @@
 package registers them all.
 """
 
-from medfm.io import dicom, itk, nifti, npz, raster, video  # noqa: F401  (registers the formats)
+from medfm.io import dicom, itk, neuro, nifti, npz, raster, video  # noqa: F401  (registers the formats)
 from medfm.io.formats import detect_format, load, load_all, probe_all, registered_formats, save
 from medfm.io.image import Image
 

@@ -1,4 +1,5 @@
-"""Format conversion: one image to one file, several DICOM series to one file each."""
+"""Format conversion: one image to one file, several DICOM series to one file each; optionally windowed
+to 8 bits (a CT to PNG)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,37 @@ import os
 import re
 from pathlib import Path
 
-from medfm.io.formats import image_suffix, load_all, save, writer_for
+import numpy as np
+
+from medfm.errors import MedfmError
+from medfm.io.formats import image_suffix, load_all, output_folder, save, writer_for
 from medfm.io.image import Image
 
 DEFAULT_SUFFIX = ".nii.gz"
+#: CT windows as ``(center, width)`` in HU: the workbench's preset menu.
+WINDOW_PRESETS = {"soft-tissue": (40.0, 400.0), "lung": (-600.0, 1500.0), "bone": (300.0, 1500.0), "brain": (40.0, 80.0)}
+
+
+def parse_window(text: str) -> tuple[float, float]:
+    """``(center, width)`` from a preset name (:data:`WINDOW_PRESETS`) or ``"center,width"``; width > 0."""
+    if text.strip().lower() in WINDOW_PRESETS:
+        return WINDOW_PRESETS[text.strip().lower()]
+    try:
+        center, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise MedfmError(f"window must be CENTER,WIDTH (e.g. 40,400) or one of {', '.join(WINDOW_PRESETS)}; got {text!r}") from None
+    if not (np.isfinite(center) and np.isfinite(width) and width > 0):
+        raise MedfmError(f"window width must be a positive number and the center finite; got {text!r}")
+    return center, width
+
+
+def apply_window(image: Image, center: float, width: float) -> Image:
+    """``image`` as 8-bit grey: ``center - width/2`` and below black, ``center + width/2`` and above white,
+    linear in between (the display convention of the workbench)."""
+    if image.num_channels > 1:
+        raise MedfmError(f"a window applies to grey images; this one has {image.num_channels} channels")
+    scaled = (image.array.astype(np.float32) - (center - width / 2)) / width * 255.0
+    return image.with_array(np.clip(np.round(scaled), 0, 255).astype(np.uint8))
 
 
 def series_stem(image: Image, index: int) -> str:
@@ -26,18 +54,23 @@ def _split_suffix(path: Path) -> tuple[str, str]:
     return path.name[: -len(suffix)], path.name[-len(suffix):]
 
 
-def convert(source: str | os.PathLike, destination: str | os.PathLike) -> list[Path]:
+def convert(source: str | os.PathLike, destination: str | os.PathLike,
+            window: tuple[float, float] | None = None) -> list[Path]:
     """Convert ``source`` to ``destination``'s format and return the files written.
 
     When ``source`` holds several series, ``destination`` is either a folder (one
-    ``series_NNN_description.nii.gz`` each) or a file name whose stem gets the series
-    stem appended.
+    ``series_NNN_description.nii.gz`` each, created if its parent exists) or a file name
+    whose stem gets the series stem appended. ``window`` ``(center, width)`` maps the values
+    to 8-bit grey first (:func:`apply_window`), as formats like PNG need for a CT.
     """
     images = load_all(source)
+    if window is not None:
+        images = [apply_window(image, *window) for image in images]
     destination = Path(destination)
     if len(images) == 1 and not destination.is_dir():
         return [save(images[0], destination)]
     if destination.is_dir() or not destination.suffix:
+        output_folder(destination)
         targets = [destination / (series_stem(im, n) + DEFAULT_SUFFIX) for n, im in enumerate(images)]
     else:
         stem, suffix = _split_suffix(destination)

@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,15 +181,47 @@ def writer_for(path: str | os.PathLike) -> Format:
     return fmt
 
 
+#: Whether outputs may go into folders that do not exist yet (created on the way). Every command that
+#: writes a file turns it off for its run unless given ``--mkdir`` (:mod:`medfm.cli.output`), so that a
+#: mistyped ``-o`` is refused instead of growing a new directory tree; Python callers keep the
+#: default (on) or set it (``CREATE_FOLDERS.set(False)``), or pass :func:`atomic_path`'s argument.
+CREATE_FOLDERS: ContextVar[bool] = ContextVar("medfm_create_folders", default=True)
+
+
+def check_output_folder(folder: str | os.PathLike, create: bool | None = None) -> Path:
+    """``folder``, created if missing when ``create`` (default :data:`CREATE_FOLDERS`) allows it;
+    else a missing folder raises :class:`MedfmError` naming it."""
+    folder = Path(os.fsdecode(folder))
+    if folder.is_dir():
+        return folder
+    if folder.exists():
+        raise MedfmError(f"{display_path(folder)}: is a file, not a folder to write into")
+    if not (CREATE_FOLDERS.get() if create is None else create):
+        raise MedfmError(f"{display_path(folder)}: folder does not exist; create it first or pass --mkdir")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def output_folder(folder: str | os.PathLike) -> Path:
+    """A folder to write several outputs into: created if missing when its parent exists (like
+    ``mkdir``), a whole missing tree only when :data:`CREATE_FOLDERS` allows it."""
+    folder = Path(os.fsdecode(folder))
+    if not folder.exists() and folder.parent.is_dir():
+        folder.mkdir()
+    return check_output_folder(folder)
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, create_folders: bool | None = None) -> Iterator[Path]:
     """A temporary path beside ``path`` that replaces it only if the block succeeds.
 
     The temporary name keeps the final suffix, for libraries that choose the encoding
-    from it (``.nii.gz``).
+    from it (``.nii.gz``). A missing parent folder is refused unless ``create_folders``
+    (default: :data:`CREATE_FOLDERS`) allows creating it: outputs only; medfm's own
+    caches pass ``True``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output_folder(path.parent, create_folders)
     fd, tmp = tempfile.mkstemp(prefix=".medfm-tmp-", suffix="-" + path.name, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)

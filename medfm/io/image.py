@@ -54,6 +54,8 @@ class Image:
         affine = np.asarray(self.affine, dtype=np.float64)
         if affine.shape != (4, 4):
             raise ValueError(f"affine must be 4x4, got shape {affine.shape}")
+        if not np.isfinite(affine).all():
+            raise ValueError("affine has non-finite values (NaN or infinity)")
         if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
             raise ValueError("affine is singular: voxel axes must span 3D space")
         self.affine = affine

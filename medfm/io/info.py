@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
+from medfm.errors import display_path
 from medfm.io.image import Image
+from medfm.io.limits import DecompressionBombError
 
 COORDINATES = "RAS+ world mm (NIfTI/nibabel); orientation letters name the direction each voxel axis i, j, k increases toward"
 
@@ -20,9 +23,10 @@ def value_range(array: np.ndarray) -> tuple[float, float] | None:
     return (float(array.min()), float(array.max()))
 
 
-def describe(image: Image, show_phi: bool = False) -> dict[str, Any]:
+def describe(image: Image, show_phi: bool = False, voxels_read: bool = True) -> dict[str, Any]:
     """A JSON-ready summary: grid, geometry, modality, value range, what made it (a model's output);
-    identifiers only if asked."""
+    identifiers only if asked. ``voxels_read=False`` describes a header-only image (:func:`probe_all`):
+    no value range."""
     summary: dict[str, Any] = {
         "shape": list(image.shape),
         "axes": "I, J, K, T, C",
@@ -36,7 +40,7 @@ def describe(image: Image, show_phi: bool = False) -> dict[str, Any]:
         "orientation": image.orientation,
         "coordinate_system": COORDINATES,
         "affine": np.round(image.affine, 6).tolist(),
-        "value_range": value_range(image.array),
+        "value_range": value_range(image.array) if voxels_read else None,
         "metadata": image.metadata,
     }
     if image.provenance is not None:
@@ -44,3 +48,26 @@ def describe(image: Image, show_phi: bool = False) -> dict[str, Any]:
     if show_phi:
         summary["phi"] = image.phi
     return summary
+
+
+def describe_path(path: str | os.PathLike, show_phi: bool = False) -> list[dict[str, Any]]:
+    """One summary per image that ``path`` holds, as ``medfm info`` prints them.
+
+    A file over the decompression limits (:mod:`medfm.io.limits`) is described from its
+    header alone where its format allows, with ``not_decoded`` giving the reason and no
+    value range, so describing a file never costs its inflated size.
+    """
+    from medfm.io.formats import detect_format, load_all, probe_all
+
+    fmt = detect_format(path)
+    try:
+        images, not_decoded = load_all(path), None
+    except DecompressionBombError as exc:
+        images, not_decoded = probe_all(path), exc.reason
+    summaries = []
+    for image in images:
+        summary = {"path": display_path(path), "format": fmt.name, **describe(image, show_phi, voxels_read=not_decoded is None)}
+        if not_decoded:
+            summary["not_decoded"] = not_decoded
+        summaries.append(summary)
+    return summaries

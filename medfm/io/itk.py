@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -15,6 +16,7 @@ import numpy as np
 from medfm.errors import MedfmError, UnreadableFileError
 from medfm.io.formats import MAX_DEFLATE_RATIO, Format, check_claimed_size, register_format
 from medfm.io.image import LPS_TO_RAS, Image
+from medfm.io.limits import check_decoded_size
 
 #: Headers whose voxels live in another file; medfm reads them but writes single files.
 DETACHED_SUFFIXES = (".nhdr", ".mhd")
@@ -93,6 +95,7 @@ def read_itk(path: Path) -> list[Image]:
         # Bounds raw, gzip and zlib data; bzip2 NRRD can compress further and is rare.
         itemsize = reader.GetNumberOfComponents() * _component_bytes(sitk.GetPixelIDValueAsString(reader.GetPixelID()))
         check_claimed_size(path, reader.GetSize(), itemsize, path.stat().st_size * MAX_DEFLATE_RATIO)
+        check_decoded_size(path, math.prod(reader.GetSize()) * itemsize, path.stat().st_size)
     itk_image = _itk_call(path, reader.Execute)
     # (K, J, I[, C]) in numpy order -> (I, J, K[, C]); a view, not a copy.
     array = sitk.GetArrayFromImage(itk_image)

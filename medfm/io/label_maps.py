@@ -10,7 +10,7 @@ SEG's algorithm identification and private record; :func:`medfm.load` gives it b
 ``image.provenance``. Every write is atomic.
 
 :func:`read_mask` is the one way a mask file becomes a boolean mask (see :func:`mask_foreground`
-for the rule).
+for the rule; :func:`mask_of` for a mask already loaded with its geometry).
 """
 
 from __future__ import annotations
@@ -100,14 +100,24 @@ def read_mask(path: str | os.PathLike, shape: tuple[int, ...] | None = None) -> 
     ``shape``: the ``(I, J)`` or ``(I, J, K)`` grid of the image the mask belongs to; a mask
     on another grid raises :class:`MedfmError`, as does a file with several frames.
     """
-    mask = load(path)
-    if mask.num_frames > 1:
-        raise MedfmError(f"{display_path(path)}: has {mask.num_frames} frames; a mask has one")
-    values = mask.array[:, :, :, 0, :3].max(axis=-1)
+    mask = mask_of(load(path), path)
     expected = None if shape is None else (*shape, 1, 1)[:3]
-    if expected is not None and values.shape != expected:
-        raise MedfmError(f"{display_path(path)}: mask is {_size(values.shape)} but its image is {_size(expected)}")
-    return mask_foreground(values)
+    if expected is not None and mask.shape != expected:
+        raise MedfmError(f"{display_path(path)}: mask is {_size(mask.shape)} but its image is {_size(expected)}")
+    return mask
+
+
+def mask_values(image: Image, path: str | os.PathLike) -> np.ndarray:
+    """The values :func:`read_mask` reads a mask from, ``(I, J, K)``: the brightest of red, green
+    and blue for a colour mask; a mask with several frames raises :class:`MedfmError`."""
+    if image.num_frames > 1:
+        raise MedfmError(f"{display_path(path)}: has {image.num_frames} frames; a mask has one")
+    return image.array[:, :, :, 0, :3].max(axis=-1)
+
+
+def mask_of(image: Image, path: str | os.PathLike) -> np.ndarray:
+    """:func:`read_mask` of an image already loaded from ``path`` (no grid check)."""
+    return mask_foreground(mask_values(image, path))
 
 
 def _size(shape: tuple[int, ...]) -> str:

@@ -10,25 +10,33 @@ from pathlib import Path
 from medfm.errors import MedfmError, display_path
 
 
-def read_manifest(path: str | os.PathLike, label_column: str, path_column: str = "path") -> tuple[list[str], list[str]]:
-    """``(image paths, labels)`` from a CSV manifest; every row needs both columns filled."""
+def read_rows(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """The rows of a CSV manifest as ``{column: stripped value}``; every ``required`` column must exist."""
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = reader.fieldnames or []
-            missing = [c for c in (path_column, label_column) if c not in columns]
+            missing = [c for c in required if c not in columns]
             if missing:
                 raise MedfmError(f"{display_path(path)}: no column {missing[0]!r}; the columns are {', '.join(columns) or '(none)'}")
-            rows = list(reader)
+            rows = [{key: (value or "").strip() for key, value in row.items() if key is not None} for row in reader]
     except OSError as exc:
         raise MedfmError(f"{display_path(path)}: cannot read the manifest ({exc.strerror or exc})") from None
-    images, labels = [], []
-    for line, row in enumerate(rows, start=2):
-        if not (row.get(path_column) or "").strip() or not (row.get(label_column) or "").strip():
-            raise MedfmError(f"{display_path(path)}, line {line}: empty {path_column!r} or {label_column!r}")
-        images.append(str((path.parent / row[path_column].strip()).resolve()))
-        labels.append(row[label_column].strip())
-    if not images:
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise MedfmError(f"{display_path(path)}: not a CSV manifest ({exc})") from None
+    if not rows:
         raise MedfmError(f"{display_path(path)}: the manifest has no rows")
+    return rows
+
+
+def read_manifest(path: str | os.PathLike, label_column: str, path_column: str = "path") -> tuple[list[str], list[str]]:
+    """``(image paths, labels)`` from a CSV manifest; every row needs both columns filled."""
+    path = Path(path)
+    images, labels = [], []
+    for line, row in enumerate(read_rows(path, (path_column, label_column)), start=2):
+        if not row[path_column] or not row[label_column]:
+            raise MedfmError(f"{display_path(path)}, line {line}: empty {path_column!r} or {label_column!r}")
+        images.append(str((path.parent / row[path_column]).resolve()))
+        labels.append(row[label_column])
     return images, labels

@@ -8,12 +8,16 @@ ignore the ones they do not know. Reading takes the first comment that is a prov
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
+from nibabel.cifti2 import Cifti2Image
 
 from medfm.io.formats import MAX_DEFLATE_RATIO, Format, check_claimed_size, register_format
 from medfm.io.image import Image
+from medfm.io.limits import check_decoded_size
+from medfm.io.neuro import image_from_nibabel
 from medfm.provenance import Provenance
 
 #: The NIfTI extension code ("comment") that holds the provenance JSON.
@@ -25,15 +29,29 @@ def _sniff(head: bytes) -> bool:
 
 
 def _open(path: Path):
+    import logging
+
     import nibabel as nib
 
-    img = nib.load(path)
+    # nibabel logs the header fields it repairs ("sizeof_hdr should be 348") on stderr,
+    # around the CLI's one-line output; what it cannot repair raises.
+    logger = logging.getLogger("nibabel.global")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        img = nib.load(path)
+    finally:
+        logger.disabled = disabled
+    if isinstance(img, Cifti2Image):
+        return img
     if img.ndim > 5 or img.ndim < 2:
         raise ValueError(f"{img.ndim}-dimensional NIfTI is not an image medfm handles")
     file_bytes = path.stat().st_size
     compressed = path.name.lower().endswith(".gz")
+    itemsize = img.header.get_data_dtype().itemsize
     room = file_bytes * MAX_DEFLATE_RATIO if compressed else file_bytes - int(img.dataobj.offset)
-    check_claimed_size(path, img.shape, img.header.get_data_dtype().itemsize, room)
+    check_claimed_size(path, img.shape, itemsize, room)
+    if compressed:  # an uncompressed file stays memory-mapped: reading it costs no memory
+        check_decoded_size(path, math.prod(img.shape) * itemsize, file_bytes)
     return img
 
 
@@ -53,6 +71,8 @@ def _is_rgb(dtype: np.dtype) -> bool:
 
 def read_nifti(path: Path) -> list[Image]:
     img = _open(path)
+    if isinstance(img, Cifti2Image):  # a CIFTI-2 matrix saved under a plain .nii name
+        return [image_from_nibabel(path, img)]
     array = np.asanyarray(img.dataobj)
     if _is_rgb(array.dtype):
         array = np.stack([array["R"], array["G"], array["B"]], axis=-1)
@@ -63,6 +83,8 @@ def read_nifti(path: Path) -> list[Image]:
 def probe_nifti(path: Path) -> list[Image]:
     """The grid and geometry from the header alone; the array is a zero-strided stand-in."""
     img = _open(path)
+    if isinstance(img, Cifti2Image):
+        return [image_from_nibabel(path, img, header_only=True)]
     dtype = img.header.get_data_dtype()
     shape = tuple(img.shape)
     if _is_rgb(dtype):
@@ -82,6 +104,14 @@ def _provenance(img) -> Provenance | None:
     return None
 
 
+def frame_interval_s(image: Image) -> float | None:
+    """Seconds between frames: ``metadata["frame_interval_s"]`` (NIfTI, DICOM), else ``1 / metadata["fps"]`` (video)."""
+    if image.metadata.get("frame_interval_s"):
+        return float(image.metadata["frame_interval_s"])
+    fps = image.metadata.get("fps")
+    return 1.0 / float(fps) if fps else None
+
+
 def nifti_image(image: Image):
     """The nibabel image of ``image``: scanner and aligned forms set to its affine, mm and s, its provenance."""
     import nibabel as nib
@@ -93,6 +123,11 @@ def nifti_image(image: Image):
     nifti.set_qform(image.affine, code=1)
     nifti.set_sform(image.affine, code=1)
     nifti.header.set_xyzt_units("mm", "sec")
+    interval = frame_interval_s(image)
+    if image.num_frames > 1 and interval:
+        zooms = list(nifti.header.get_zooms())
+        zooms[3] = interval  # pixdim[4]: the time between frames, in the "sec" unit set above
+        nifti.header.set_zooms(zooms)
     if image.num_channels > 1:
         nifti.header.set_intent("vector")
     if image.provenance is not None:

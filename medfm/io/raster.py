@@ -9,7 +9,9 @@ A PNG carries an image's :class:`~medfm.provenance.Provenance` as JSON in an iTX
 
 from __future__ import annotations
 
+import io
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import numpy as np
 from medfm.errors import MedfmError
 from medfm.io.formats import Format, register_format
 from medfm.io.image import Image
+from medfm.io.limits import check_decoded_size
 from medfm.provenance import Provenance
 
 #: The PNG iTXt keyword holding an image's provenance as JSON.
@@ -44,7 +47,12 @@ def read_pillow(path: Path) -> list[Image]:
     from PIL import Image as PILImage
     from PIL import ImageOps
 
-    with PILImage.open(path) as picture:
+    # From memory, not the file: a damaged chunk length then reads what is there, where
+    # reading the file would first allocate the 4 GB that the length claims.
+    with PILImage.open(io.BytesIO(path.read_bytes())) as picture:
+        width, height = picture.size
+        # Bytes per pixel of the widest mode a picture is converted to (RGBA, or 32-bit I/F).
+        check_decoded_size(path, width * height * 4, path.stat().st_size)
         picture.load()
         provenance = png_provenance(picture) if picture.format == "PNG" else None
         picture = ImageOps.exif_transpose(picture)
@@ -83,7 +91,17 @@ def read_tiff(path: Path) -> list[Image]:
     logger = logging.getLogger("tifffile")
     disabled, logger.disabled = logger.disabled, True
     try:
-        pixels = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tiff:
+            # A first page without pixels (damaged tags) sends tifffile's series detection
+            # into an endless loop over the page chain (found by benchmarks/fuzz_campaign.py).
+            first = tiff.pages.first
+            if not first.shape or 0 in first.shape:
+                raise ValueError(f"first TIFF page has no pixels (shape {first.shape})")
+            if not tiff.series:
+                raise ValueError("TIFF holds no image series")
+            series = tiff.series[0]
+            check_decoded_size(path, math.prod(series.shape) * series.dtype.itemsize, path.stat().st_size)
+            pixels = series.asarray()
     finally:
         logger.disabled = disabled
     if pixels.size == 0:
@@ -116,7 +134,7 @@ def integer_pixels(pixels: np.ndarray, allowed: tuple[type, ...], what: str) -> 
     names = " or ".join(np.dtype(d).name for d in allowed)
     raise MedfmError(
         f"{what} stores {names} pixels; this image is {pixels.dtype} in [{low:g}, {high:g}]: "
-        "write .tiff or .nii.gz to keep the values"
+        "write .tiff or .nii.gz to keep the values, or window them to 8 bits (medfm convert --window CENTER,WIDTH or a preset)"
     )
 
 

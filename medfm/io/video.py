@@ -16,22 +16,15 @@ import numpy as np
 from medfm.errors import MedfmError, UnreadableFileError
 from medfm.io.formats import Format, register_format
 from medfm.io.image import Image
+from medfm.io.limits import check_decoded_size, decode_limits
 from medfm.io.raster import integer_pixels
 
-#: Largest decoded clip (RGB bytes) that ``load`` will hold in memory.
-MAX_DECODED_BYTES = 8 * 2**30
 #: Frame rate given to clips whose image carries none.
 DEFAULT_FPS = 25.0
 
 
 def _check_size(path: Path, frames: int, height: int, width: int) -> None:
-    size = frames * height * width * 3
-    if size > MAX_DECODED_BYTES:
-        raise UnreadableFileError(
-            path,
-            f"video of {frames} frames of {width}x{height} would decode to {size / 2**30:.1f} GiB, "
-            f"over medfm's {MAX_DECODED_BYTES / 2**30:.0f} GiB limit",
-        )
+    check_decoded_size(path, frames * height * width * 3, None, f"video of {frames} frames of {width}x{height}")
 
 
 def _is_grey(rgb: np.ndarray) -> bool:
@@ -45,7 +38,7 @@ def _decode(path: Path, container, stream) -> tuple[np.ndarray, bool]:
         raise UnreadableFileError(path, f"video stream has no frame size ({width}x{height})")
     expected = stream.frames
     _check_size(path, max(expected, 1), height, width)
-    max_frames = MAX_DECODED_BYTES // (height * width * 3)
+    max_frames = max(decode_limits().max_bytes // (height * width * 3), 1)
     capacity = expected if expected > 0 else min(64, max_frames)  # unknown count (MPEG-PS): grow as needed
     pixels = np.empty((capacity, height, width, 3), np.uint8)
     grey = True

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from medfm.catalog.store import ImageRecord
-from medfm.errors import MedfmError, display_path
+from medfm.errors import FileError, MedfmError, display_path
 from medfm.index import Index
 from medfm.models.encoders.base import Encoder, model_record
 from medfm.models.probe import Probe
 from medfm.progress import progress_bar
 from medfm.provenance import Provenance
+from medfm.tasks.batch import BatchInput, BatchReport, failure
 from medfm.tasks.embed import content_sha256, embed_paths, record_sha256
 from medfm.tasks.zeroshot import (
     DEFAULT_SCALE,
@@ -109,7 +110,9 @@ def classify(
     :class:`~medfm.errors.FileError`.
     ``progress`` shows a bar of the images embedded on stderr.
     """
-    if (labels is None) == (probe is None):
+    if labels is None and probe is None:
+        raise MedfmError("classification needs labels (zero-shot) or a fitted probe; neither was given")
+    if labels is not None and probe is not None:
         raise MedfmError("give labels for zero-shot classification or a probe, not both")
     if abstain_below is not None and probe is not None:
         raise MedfmError("abstaining is calibrated for zero-shot classification; a probe has its own operating point")
@@ -158,6 +161,34 @@ def classify(
         result["provenance"] = replace(base, inputs=(f"file-sha256:{digest}",))
         results.append(result)
     return results
+
+
+def classify_files(inputs: Sequence[BatchInput], encoder: Encoder, **options: Any) -> BatchReport:
+    """:func:`classify` (with its keyword ``options``) over many inputs: an input that cannot be read or
+    embedded is reported in the :class:`BatchReport` and the others are classified.
+
+    The images before a bad one are embedded again after it is set aside, from the embedding
+    cache where the encoder's weights allow one.
+    """
+    report = BatchReport(len(inputs))
+    remaining = list(inputs)
+    while remaining:
+        try:
+            report.results = classify([item.path for item in remaining], encoder, **options)
+        except FileError as exc:
+            bad = next((item for item in remaining if _holds(item.path, Path(exc.path))), None)
+            if bad is None:
+                raise
+            report.failures.append(failure(bad.path, exc))
+            remaining.remove(bad)
+            continue
+        break
+    return report
+
+
+def _holds(source: Path, path: Path) -> bool:
+    """Whether ``path`` is the input ``source`` or a file inside it (a DICOM series folder)."""
+    return path == source or source in path.parents
 
 
 def _provenance(encoder: Encoder, classes: Sequence[str], templates: Sequence[str] | None, probe: Probe | None,

@@ -100,7 +100,7 @@ class _Cache:
         return vector if vector.shape == (self.dim,) else None
 
     def put(self, content: str, vector: np.ndarray) -> None:
-        with atomic_path(self.path(content)) as tmp, open(tmp, "wb") as handle:
+        with atomic_path(self.path(content), create_folders=True) as tmp, open(tmp, "wb") as handle:
             np.save(handle, vector)
 
 

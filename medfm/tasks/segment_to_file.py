@@ -1,4 +1,5 @@
-"""Segment an image file into a label-map file (``medfm segment``), with a summary.
+"""Segment an image file into a label-map file (``medfm segment``), with a summary; or many
+into a folder (:func:`segment_files`).
 
 The prompts come from their text forms (:mod:`medfm.tasks.prompt_text`); the label map is
 written atomically in the format its suffix names, stamped with its provenance.
@@ -14,11 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from medfm.catalog.loading import load_record, record_series
+from medfm.catalog.store import ImageRecord
 from medfm.errors import display_path
-from medfm.io.formats import detect_format, load
+from medfm.io.dicom import DICOM
+from medfm.io.formats import detect_format, load, output_folder
 from medfm.io.image import Image
 from medfm.io.label_maps import save_segmentation
 from medfm.models.segmenters import Prompt, Segmenter
+from medfm.tasks.batch import BatchInput, BatchReport, output_paths, run_batch
 from medfm.tasks.prompt_text import parse_prompts
 from medfm.tasks.segment import PropagationRule, measure, propagate, segment
 
@@ -33,8 +38,12 @@ def segment_file(
     prompts_file: str | os.PathLike | None = None,
     propagation: PropagationRule | None = None,
     progress: bool = False,
+    record: ImageRecord | None = None,
 ) -> dict[str, Any]:
     """Load ``source``, segment it from the prompts, write ``output`` atomically; the summary.
+
+    With a catalog ``record``, the image is read from exactly the record's own files
+    (:func:`medfm.catalog.loading.load_record`), whatever else its folder holds.
 
     The summary holds, per structure, its size (voxels, and mm² or mm³ from the spacing),
     planes and mean score; timings in s; and the label map's ``provenance``
@@ -43,8 +52,12 @@ def segment_file(
     ``progress`` shows propagation's progress bar on stderr.
     """
     started = time.perf_counter()
-    image = load(source)
-    series = _source_series(Path(os.fsdecode(source)), image)
+    if record is not None:
+        image = load_record(record)
+        series = record_series(record) if record.format == DICOM.name else None
+    else:
+        image = load(source)
+        series = _source_series(Path(os.fsdecode(source)), image)
     prompts = parse_prompts(image, points, boxes, scribble, prompts_file)
     loaded = time.perf_counter()
     axis = "k" if image.spatial_shape[2] > 1 or image.num_frames == 1 else "t"
@@ -83,3 +96,31 @@ def _source_series(path: Path, image: Image) -> Any:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     series, _ = scan_dicom(files)
     return next((s for s in series if s.series_uid == image.metadata.get("series_uid")), None)
+
+
+def segment_files(
+    inputs: Sequence[BatchInput],
+    folder: str | os.PathLike,
+    segmenter: Segmenter,
+    *,
+    suffix: str | None = None,
+    points: Sequence[str] = (),
+    boxes: Sequence[str] = (),
+    scribble: str | os.PathLike | None = None,
+    prompts_file: str | os.PathLike | None = None,
+    propagation: PropagationRule | None = None,
+    progress: bool = False,
+) -> BatchReport:
+    """:func:`segment_file` for each input into ``folder`` (named by :func:`~medfm.tasks.batch.output_paths`),
+    with the input's own prompts (a manifest row's) or else the shared ``points`` and ``boxes``; an
+    input that fails is reported in the :class:`BatchReport` and the others go on."""
+    targets = dict(zip(inputs, output_paths(inputs, folder, suffix)))
+    output_folder(folder)
+
+    def one(item: BatchInput) -> dict[str, Any]:
+        own = bool(item.points or item.boxes)
+        return segment_file(item.path, targets[item], segmenter, points=item.points if own else points,
+                            boxes=item.boxes if own else boxes, scribble=scribble, prompts_file=prompts_file,
+                            propagation=propagation, record=item.record)
+
+    return run_batch(inputs, one, progress=progress, description="Segmenting")

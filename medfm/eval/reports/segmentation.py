@@ -50,6 +50,15 @@ def _summary_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[Any, ...]]:
             for m in METRICS]
 
 
+def _units_note(settings: dict) -> str:
+    """The units of the distances, volumes and NSD tolerance: mm, or pixels when the masks have no spacing."""
+    tolerance = format_value(settings["tolerance_mm"])
+    if settings.get("distance_unit") == "pixels":
+        return (f"The masks have no known spacing: distances and the NSD tolerance ({tolerance}) in pixels, "
+                "volumes in pixels (voxels for 3D).")
+    return f"NSD tolerance {tolerance} mm; distances in mm, volumes in mm³ (mm² for 2D)."
+
+
 def write_segmentation_report(result: SegmentationEvaluation, path: str | os.PathLike) -> Path:
     """The summary with intervals, a table per case, what was skipped, and pred/ref contours of the worst cases."""
     data = result.as_dict()
@@ -59,8 +68,7 @@ def write_segmentation_report(result: SegmentationEvaluation, path: str | os.Pat
             ["metric", "mean [95% CI]", "median", "n", "undefined"],
             [(*row, data["summary"][row[0]]["n_undefined"]) for row in _summary_rows(data["summary"])],
         ),
-        f"<p class='note'>NSD tolerance {format_value(data['settings']['tolerance_mm'])} mm; distances in mm, volumes in mm³ "
-        f"(mm² for 2D). Empty masks: {html.escape(data['settings']['empty_masks'])}. Intervals: percentile bootstrap "
+        f"<p class='note'>{_units_note(data['settings'])} Empty masks: {html.escape(data['settings']['empty_masks'])}. Intervals: percentile bootstrap "
         f"of the mean over cases, {data['settings']['bootstrap']['n_boot']} resamples.</p>",
     ]
     for label, summary in data["summary_by_label"].items():
@@ -71,7 +79,7 @@ def write_segmentation_report(result: SegmentationEvaluation, path: str | os.Pat
     worst = sorted(result.cases, key=lambda c: c["dice"])[:WORST_CASES]
     figures = []
     for case in worst:
-        pred, ref, _ = load_mask_pair(Pair(case["name"], Path(case["pred"]), Path(case["ref"])), data["settings"]["labels"])
+        pred, ref, _, _ = load_mask_pair(Pair(case["name"], Path(case["pred"]), Path(case["ref"])), data["settings"]["labels"])
         figures.append(figure_html(_overlay(pred, ref, f"{case['name']}: Dice {format_value(case['dice'])}")))
     sections.append("<h2>Lowest Dice</h2><p class='note'>Reference in green, prediction in red.</p>" + "".join(figures))
     return write_html(html_page("Segmentation evaluation", sections), path)

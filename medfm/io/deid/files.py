@@ -11,11 +11,11 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from medfm.errors import MedfmError, UnreadableFileError, display_path
+from medfm.errors import FileError, MedfmError, UnreadableFileError, display_path
 from medfm.io.deid.dataset import METHOD, Change, UIDMap, burned_in_reason, deidentify_dataset
 from medfm.io.deid.profile import profile_name
 from medfm.io.dicom.frames import looks_like_dicom
-from medfm.io.formats import SNIFF_BYTES, atomic_path, first_line
+from medfm.io.formats import SNIFF_BYTES, atomic_path, first_line, output_folder
 from medfm.io.dicom import quiet_pydicom
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -41,10 +41,15 @@ class DeidentifiedFile:
 
 @dataclass(frozen=True)
 class FileProblem:
-    """A file not written: ``path`` relative to the source and a one-line reason."""
+    """A file not written: ``path`` relative to the source, a one-line reason, and the ``source``
+    file as given (for messages; the report keeps only the relative path)."""
 
     path: str
     reason: str
+    source: str = field(default="", compare=False)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason}
 
 
 @dataclass
@@ -85,8 +90,8 @@ class DeidReport:
             **self.summary(),
             "method": self.method,
             "files": [f.to_dict() for f in self.files],
-            "skipped_files": [vars(p) for p in self.skipped],
-            "failed_files": [vars(p) for p in self.failed],
+            "skipped_files": [p.to_dict() for p in self.skipped],
+            "failed_files": [p.to_dict() for p in self.failed],
         }
 
 
@@ -137,26 +142,31 @@ def _read(path: Path) -> Dataset:
     return ds
 
 
-def _process(path: Path, target: Path, name: str, uid_map: UIDMap, result: DeidReport) -> None:
-    """De-identify one file into ``target``, recording the outcome in ``result``."""
+def _process(path: Path, target: Path, name: str, uid_map: UIDMap, result: DeidReport, mirrored: bool) -> None:
+    """De-identify one file into ``target``, recording the outcome in ``result``; ``mirrored``: ``target``
+    is inside an output folder that mirrors the input's, whose subfolders are created as needed."""
+    shown = display_path(path)
     try:
         with open(path, "rb") as handle:
             if not looks_like_dicom(handle.read(SNIFF_BYTES)):
-                result.skipped.append(FileProblem(name, "not a DICOM file"))
+                result.skipped.append(FileProblem(name, "not a DICOM file", shown))
                 return
         ds = _read(path)
     except OSError as exc:
-        result.failed.append(FileProblem(name, f"cannot open ({exc.strerror or exc})"))
+        result.failed.append(FileProblem(name, f"cannot open ({exc.strerror or exc})", shown))
         return
     except Exception as exc:  # pydicom's parse errors name offsets and tags, not values
-        result.failed.append(FileProblem(name, f"cannot read as DICOM: {first_line(exc)}"))
+        result.failed.append(FileProblem(name, f"cannot read as DICOM: {first_line(exc)}", shown))
         return
     try:
         changes = deidentify_dataset(ds, uid_map)
-        with atomic_path(target) as tmp:
+        with atomic_path(target, create_folders=True if mirrored else None) as tmp:
             ds.save_as(tmp)  # as conformant as the input: some files have empty meta UIDs
+    except MedfmError as exc:  # medfm's own refusal (a missing output folder) names no original value
+        result.failed.append(FileProblem(name, str(exc), shown))
+        return
     except Exception as exc:  # only the type: a message could quote an original value
-        result.failed.append(FileProblem(name, f"cannot de-identify or write: {type(exc).__name__}"))
+        result.failed.append(FileProblem(name, f"cannot de-identify or write: {type(exc).__name__}", shown))
         return
     uids = sum(change.action == "U" for change in changes)
     result.files.append(DeidentifiedFile(name, tuple(changes), uids, burned_in_reason(ds)))
@@ -176,18 +186,24 @@ def deidentify(
     not at all; non-DICOM files are skipped and unreadable DICOM files listed as failed,
     and the run goes on. UIDs map consistently across all files of the run; pass the
     same ``uid_secret`` to get the same UIDs in another run. ``report``, if given, is a
-    JSON file written atomically with :meth:`DeidReport.to_dict`.
+    JSON file written atomically with :meth:`DeidReport.to_dict`. A single input file that
+    cannot be de-identified raises :class:`~medfm.errors.FileError` naming it.
     """
     source, destination = Path(source), Path(destination)
     targets = _targets(source, destination)
+    mirrored = source.is_dir()
+    if mirrored:
+        output_folder(destination)
     if report is not None and _is_inside(Path(report), source):
         raise MedfmError(f"{display_path(report)}: the report must not be written into the input")
     uid_map = UIDMap(uid_secret)
     result = DeidReport()
     with quiet_pydicom():
         for path, target, name in targets:
-            _process(path, target, name, uid_map, result)
+            _process(path, target, name, uid_map, result, mirrored)
     result.uids_remapped = len(uid_map)
+    if not mirrored and result.failed:
+        raise FileError(source, result.failed[0].reason)
     if not result.files and not result.failed:
         raise UnreadableFileError(source, f"no DICOM file found ({len(result.skipped)} skipped)")
     if report is not None:

@@ -29,6 +29,7 @@ from medfm.errors import MedfmError, UnreadableFileError
 from medfm.io.dicom.frames import looks_like_dicom
 from medfm.io.formats import Format, register_format
 from medfm.io.image import Image, affine_from_lps
+from medfm.io.limits import check_decoded_size
 from medfm.provenance import Provenance
 
 if TYPE_CHECKING:
@@ -151,11 +152,23 @@ def read_series(series: DicomSeries) -> list[Image]:
         provenance = Provenance.from_json(series.provenance_record) if series.provenance_record else None
     except MedfmError as exc:
         raise UnreadableFileError(series_folder(series), f"{series_name(series)}: {exc}") from None
+    _check_series_size(series, plan)
     modality = series.metadata.get("modality") or "OT"
     with quiet_pydicom():
         image = assemble(plan, modality, series.metadata, series.phi)
     image.provenance = provenance
     return [image]
+
+
+def _check_series_size(series: DicomSeries, plan) -> None:
+    """The decompression limits, for the whole volume, before its buffer is allocated."""
+    from medfm.io.dicom.pixels import output_dtype
+
+    frames = [frame for stack in plan.grid for frame in stack]
+    decoded = int(np.prod(plan.shape, dtype=object)) * output_dtype(frames).itemsize
+    stored = sum(os.stat(path).st_size for path in series.files)
+    folder = os.path.commonpath([Path(p).parent for p in series.files])
+    check_decoded_size(Path(folder) if len(series.files) > 1 else Path(series.files[0]), decoded, stored, "series")
 
 
 def read_dicom(path: Path) -> list[Image]:

@@ -24,8 +24,11 @@ def _group(item: Dataset, shared: Dataset, sequence: str) -> Dataset | None:
 
 def frames(ds: Dataset, path: Path, layout: PixelLayout, common: dict[str, Any]) -> list[Frame]:
     per_frame = ds.PerFrameFunctionalGroupsSequence
-    if len(per_frame) != layout.number_of_frames:
+    if len(per_frame) < layout.number_of_frames:
         raise ValueError(f"{len(per_frame)} per-frame functional groups for {layout.number_of_frames} frames")
+    # Some writers leave groups of frames they dropped (liver_1frame.dcm: 3 groups, 1 frame);
+    # pydicom decodes Number of Frames frames, and the first groups describe them.
+    per_frame = per_frame[:layout.number_of_frames]
     shared = (ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
     result = []
     for n, item in enumerate(per_frame):

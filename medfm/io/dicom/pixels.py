@@ -7,12 +7,18 @@ and its installed plugins (pylibjpeg for JPEG, JPEG 2000, RLE).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
 from medfm.errors import UnreadableFileError
 from medfm.io.dicom.frames import Frame, PixelLayout
+from medfm.io.limits import check_decoded_size
+
+#: Deflated Explicit VR Little Endian: the whole data set after the file meta is one deflate stream.
+DEFLATED = "1.2.840.10008.1.2.1.99"
+_INFLATE_CHUNK = 1 << 16
 
 
 def output_dtype(frames: list[Frame]) -> np.dtype:
@@ -82,6 +88,7 @@ def decode(path: Path, layout: PixelLayout) -> np.ndarray:
 
 
 def _pydicom_decode(path: Path, layout: PixelLayout) -> np.ndarray:
+    from pydicom import dcmread
     from pydicom.pixels import get_decoder, pixel_array
     from pydicom.uid import UID
 
@@ -89,15 +96,45 @@ def _pydicom_decode(path: Path, layout: PixelLayout) -> np.ndarray:
     try:
         decoder = get_decoder(uid)
     except NotImplementedError:
-        raise UnreadableFileError(path, f"transfer syntax {uid.name} ({uid}) is not supported") from None
+        named = f"{uid.name} ({uid})" if uid.is_valid else "UID (not a valid UID)"
+        raise UnreadableFileError(path, f"transfer syntax {named} is not supported") from None
     if not decoder.is_available:
         missing = "; ".join(decoder.missing_dependencies) or "a decoding plugin"
         raise UnreadableFileError(path, f"transfer syntax {uid.name} cannot be decoded: install {missing}")
+    check_decoded_size(path, layout.frame_bytes * layout.number_of_frames, path.stat().st_size, f"{uid.name} pixel data")
     try:
-        return pixel_array(path)
-    except Exception as exc:  # the plugins' own errors become one line naming the file
+        # Through a data set, not pixel_array(path): dcmread tolerates files whose body
+        # is implicit VR under an explicit transfer syntax, as some writers produce. From
+        # memory: a damaged element length then reads what is there instead of allocating it.
+        return pixel_array(dcmread(io.BytesIO(path.read_bytes()), force=True))
+    except BaseException as exc:  # the plugins' own errors become one line naming the file
+        # pylibjpeg-rle's Rust decoder panics on damaged data with a BaseException (PanicException).
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
         raise UnreadableFileError(path, f"cannot decode {uid.name} pixel data: {reason[:300]}") from None
+
+
+def deflated_has_pixels(path: Path, meta_length: int) -> bool:
+    """Whether a deflated file's data set holds Pixel Data, inflating it under the decompression limits.
+
+    The deflate stream starts after the file meta group (128-byte preamble, ``DICM``, the
+    12-byte group length element and ``meta_length`` bytes); it is inflated chunk by chunk
+    and refused as soon as it exceeds the limits, so a deflate bomb never fills memory.
+    """
+    import zlib
+
+    from pydicom import dcmread
+
+    stored = path.stat().st_size
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = 0
+    with open(path, "rb") as handle:
+        handle.seek(144 + meta_length)
+        while chunk := handle.read(_INFLATE_CHUNK):
+            inflated += len(inflater.decompress(chunk))
+            check_decoded_size(path, inflated, stored, "deflated data set")
+    return "PixelData" in dcmread(io.BytesIO(path.read_bytes()), force=True)
 
 
 def rescale_into(out: np.ndarray, raw: np.ndarray, rescale: tuple[float, float]) -> None:

@@ -27,8 +27,10 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID
 
-from medfm.errors import MedfmError
+from medfm.errors import MedfmError, UnreadableFileError
+from medfm.io.dicom import pixels
 from medfm.io.dicom.frames import NATIVE_SYNTAXES, Frame, PixelLayout, looks_like_dicom
 
 if TYPE_CHECKING:
@@ -162,6 +164,21 @@ def _transfer_syntax(ds: Dataset) -> str:
     return "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
 
 
+def _ends_inside_an_element(ds: Dataset, leftover: int) -> bool:
+    """Whether pydicom stopped because the file ends inside an element (it stops quietly there).
+
+    ``leftover`` is how many bytes follow where pydicom stopped. Checked only for files
+    without Pixel Data, to tell a cut file from an object that has none.
+    """
+    if 0 < leftover < 8 or len(ds) == 0:  # part of a tag left, or nothing after the file meta
+        return True
+    last = ds.get_item(max(ds.keys()))  # the raw element: its declared length and the bytes read
+    return (
+        isinstance(last, RawDataElement) and last.value is not None
+        and last.length != 0xFFFFFFFF and len(last.value) < last.length
+    )
+
+
 def _read_header(path: Path) -> tuple[Dataset, int, int, int]:
     """The header, the Pixel Data value's offset and length (-1, -1 if none), and the file size."""
     try:
@@ -174,9 +191,20 @@ def _read_header(path: Path) -> tuple[Dataset, int, int, int]:
                 raise BadFile("not a DICOM file (no DICM marker at byte 128)")
             fp.seek(0)
             ds = dcmread(fp, stop_before_pixels=True, force=head[128:132] != b"DICM")
-            offset, length = _pixel_element(fp, ds)
+            if _transfer_syntax(ds) == pixels.DEFLATED:  # pydicom inflated the data set: no file offsets
+                meta_length = int(ds.file_meta.get("FileMetaInformationGroupLength") or 0)
+                offset, length = (0, 0xFFFFFFFF) if pixels.deflated_has_pixels(path, meta_length) else (-1, -1)
+            else:
+                stopped_at = fp.tell()
+                offset, length = _pixel_element(fp, ds)
+                if offset < 0 and _ends_inside_an_element(ds, size - stopped_at):
+                    raise BadFile("truncated or corrupt: the file ends before its pixel data")
     except BadFile:
         raise
+    except UnreadableFileError as exc:  # a deflated data set over the decompression limits
+        raise BadFile(exc.reason) from None
+    except MemoryError:  # a damaged element length: pydicom allocates what it claims before reading
+        raise BadFile("corrupt DICOM header: an element claims more bytes than can be held") from None
     except OSError as exc:
         raise BadFile(f"cannot open ({exc.strerror or exc})") from None
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, IndexError, OverflowError) as exc:
@@ -219,9 +247,12 @@ def _layout(ds: Dataset, offset: int, length: int, size: int) -> PixelLayout:
         syntax, offset, rows, columns, samples, frames, dtype, int(header_value(ds, "BitsStored") or bits),
         int(header_value(ds, "PlanarConfiguration") or 0),
     )
-    fast = native and bits in (8, 16, 32) and photometric in ("MONOCHROME1", "MONOCHROME2", "RGB")
+    # Big endian 8-bit pixels may be stored as OW, byte-swapped in pairs: pydicom untangles them.
+    big_endian_bytes = bits == 8 and NATIVE_SYNTAXES.get(syntax) == ">"
+    fast = native and bits in (8, 16, 32) and photometric in ("MONOCHROME1", "MONOCHROME2", "RGB") and not big_endian_bytes
     if native and bits in (8, 16, 32):
-        expected = layout.frame_bytes * frames
+        # YBR_FULL_422 stores two luminance samples per pair of chroma samples: 2/3 of full size.
+        expected = layout.frame_bytes * frames * (2 if photometric == "YBR_FULL_422" else 3) // 3
         held = min(length, size - offset)
         if held < expected:
             raise BadFile(
@@ -245,16 +276,23 @@ def _common(ds: Dataset) -> dict[str, Any]:
     }
 
 
+def _sop_class_name(ds: Dataset) -> str:
+    """The SOP Class's name, or its UID if pydicom does not know it; never the raw bytes of a damaged value."""
+    meta = getattr(ds, "file_meta", None)
+    uid = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+    if not uid:
+        return "no SOP Class UID"
+    uid = UID(str(uid))
+    return uid.name if uid.is_valid else "invalid SOP Class UID"
+
+
 def file_frames(path: Path) -> tuple[Dataset, list[Frame]]:
     """The header of ``path`` and its frames; :class:`BadFile` with the reason if it has none."""
     from medfm.io.dicom import mosaic, multiframe
 
     ds, offset, length, size = _read_header(path)
     if offset < 0:
-        sop_class = header_value(ds, "SOPClassUID")
-        if header_value(ds, "Rows") or not sop_class:  # an image header, or one cut before even its SOP Class
-            raise BadFile("truncated or corrupt: the file ends before its pixel data")
-        raise BadFile(f"DICOM object without pixel data ({sop_class.name})")
+        raise BadFile(f"DICOM object without pixel data ({_sop_class_name(ds)})")
     try:
         layout = _layout(ds, offset, length, size)
         common = _common(ds)
