@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_bench import DIM, K, TARGET, exact_top, mixture, rss_bytes  # noqa: E402
+from embed_bench import DIM, TARGET, K, exact_top, mixture, rss_bytes
 
 #: The settings compared by default: the old default, then wider graphs. Name -> LocalIndex settings.
 SETTINGS = {
@@ -97,7 +97,6 @@ def bench_local(name: str, settings: dict, data: np.ndarray, queries: np.ndarray
                 lambda q: [hit.id for hit in index.search(q, K)], queries, truth)
             log({"setting": name, "expansion_search": expansion, **result["by_expansion_search"][expansion]})
         index.close()
-        del index
     return result
 
 
