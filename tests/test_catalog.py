@@ -19,6 +19,7 @@ from clitools import run_cli
 import medfm
 from medfm.catalog import ingest, open_catalog
 from medfm.catalog import ingestion
+from medfm.catalog.schema import SCHEMA_VERSION
 from medfm.catalog.store import normalize_url
 from medfm.errors import MedfmError
 from medfm.io.image import Image
@@ -408,5 +409,5 @@ def test_bad_catalog_urls_and_versions_are_clear_errors(tmp_path: Path) -> None:
     open_catalog(str(db)).close()
     with sqlite3.connect(db) as connection:
         connection.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
-    with pytest.raises(MedfmError, match="schema version 0; this medfm reads version 1"):
+    with pytest.raises(MedfmError, match=f"schema version 0; this medfm reads version {SCHEMA_VERSION}"):
         open_catalog(str(db))

@@ -26,8 +26,9 @@ from test_catalog import (
     check_resume_after_interrupt,
     make_tree,
 )
+from test_catalog_datasets import manifest_dataset
 
-from medfm.catalog import open_catalog
+from medfm.catalog import ingest, open_catalog
 
 BIN_DIRS = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(Path(d).parent.name))
 
@@ -110,3 +111,12 @@ def test_cli_with_postgresql_url(url: str, tmp_path: Path, capsys: pytest.Captur
     assert code == 1 and "4 images added" in out and "corrupt.png" in err
     code, out, _ = run_cli(["catalog", "query", "--catalog", url, "--modality", "CT"], capsys)
     assert code == 0 and len(out.strip().splitlines()) == 1 and PATIENT_NAME not in out
+
+
+def test_labels_and_tags_through_postgresql(url: str, tmp_path: Path) -> None:
+    root = manifest_dataset(tmp_path / "derm")
+    report = ingest(root, url, progress=False)
+    assert (report.added, report.labelled, report.label_files) == (4, 4, 6)
+    with open_catalog(url) as catalog:
+        assert all(record.mask for record in catalog.query())
+        assert len(catalog.query(where={"diagnosis": "MELANOMA"}, has_mask=True)) == 2

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from fakesegmenter import fake_segmenter  # noqa: F401  (the fixture)
 from medfm.errors import MedfmError
 from medfm.models.segmenters.base import Prediction, Segmenter, SegmenterInfo
 from medfm.eval.protocols.interactive import evaluate_interactive, format_table
@@ -72,3 +73,24 @@ def test_manifest_without_mask_column_is_refused(tmp_path):
     (tmp_path / "bad.csv").write_text("image,label\na.png,1\n")
     with pytest.raises(MedfmError, match="needs columns image and mask"):
         evaluate_interactive(ThresholdSegmenter(), tmp_path / "bad.csv")
+
+
+@pytest.mark.usefixtures("fake_segmenter")
+def test_cli_writes_the_results_it_prints(tmp_path, capsys):
+    import json
+
+    from clitools import run_cli
+
+    yy, xx = np.mgrid[0:40, 0:50]
+    mask = (xx - 25) ** 2 + (yy - 20) ** 2 <= 64
+    PILImage.fromarray(np.where(mask, 200, 0).astype(np.uint8)).save(tmp_path / "i.png")
+    PILImage.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "m.png")
+    (tmp_path / "manifest.csv").write_text("image,mask,dataset\ni.png,m.png,discs\n")
+    code, out, err = run_cli(["evaluate", "interactive", str(tmp_path / "manifest.csv"), "--model", "fake-threshold",
+                              "--results", str(tmp_path / "out" / "results.json"), "--json"], capsys)
+    assert code == 0, err
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert written == json.loads(out) and written["datasets"]["discs"]["box_dice"] == pytest.approx(1.0)
+    code, _, err = run_cli(["evaluate", "interactive", str(tmp_path / "none.csv"), "--model", "fake-threshold",
+                            "--results", str(tmp_path / "bad.json")], capsys)
+    assert code == 2 and "none.csv: cannot read the manifest" in err and not (tmp_path / "bad.json").exists()

@@ -38,12 +38,18 @@ def test_every_prompt_kind_gives_plane_sized_logits(random_segmenter):
         Prompt(scribbles=[Scribble([(45, 40), (55, 42)]), Scribble(mask=~mask, positive=False)]),
         Prompt(points=[(50, 40)], point_labels=[1], mask_input=np.zeros(mask.shape, np.float32)),
     ]
+    logits = []
     for prompt in prompts:
         prediction = random_segmenter.predict(prompt)
         assert prediction.mask.shape == prediction.logits.shape == (90, 120)
         assert prediction.logits.dtype == np.float32
         assert np.array_equal(prediction.mask, prediction.logits > 0)
         assert 0.0 <= prediction.score <= 1.0
+        logits.append(prediction.logits)
+    # every kind of prompt reaches the decoder: even random weights answer each one differently
+    for first in range(len(logits)):
+        for second in range(first + 1, len(logits)):
+            assert not np.allclose(logits[first], logits[second], atol=1e-4), (first, second)
 
 
 def test_rgb_planes_and_the_no_image_error(random_segmenter):

@@ -175,7 +175,7 @@ def test_server_errors_about_a_file_give_the_whole_reason_and_no_path(catalog, t
     with make_client(catalog["root"], catalog["url"], encoder="fake-clip") as client:
         response = client.post(f"/api/images/{image_id}/classify", json={"labels": ["bright", "dark"]})
         assert response.status_code == 400
-        assert response.json()["detail"] == f"image {image_id} cannot be classified: {reason}"
+        assert response.json()["detail"] == f"image {image_id} cannot be read: {reason}"  # the catalog reads it by id
         response = client.get(f"/api/images/{image_id}")
         assert response.status_code == 400 and response.json()["detail"] == f"image {image_id} cannot be read: {reason}"
         for text in (response.text, client.post(f"/api/images/{image_id}/classify", json={"labels": ["a", "b"]}).text):

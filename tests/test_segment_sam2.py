@@ -98,13 +98,25 @@ def test_mask_input_and_scribbles_reach_the_model(loaded) -> None:
     assert stroke.logits.shape == (90, 120) and np.isfinite(stroke.score)
 
 
-def test_image_size_override(tiny, tmp_path: Path) -> None:
+def test_image_size_override_reaches_the_model(tiny, loaded, tmp_path: Path) -> None:
     config = {"family": "sam2", "kind": "segmenter", "config": TINY_CONFIG, "image_size": 256}
     (tmp_path / "sam2-256.json").write_text(json.dumps(config))
     small = create_segmenter(str(tmp_path / "sam2-256.json"), tiny[1])  # weights do not depend on the input size
-    small.set_image(_plane())
-    prediction = small.predict(Prompt(points=[(60, 45)], point_labels=[1], mask_input=np.zeros((90, 120), bool)))
+    model = small.predictor.model
+    assert model.image_size == 256 and small.mask_size == (64, 64)  # 1024 and (256, 256) by default
+    seen = []
+    hook = model.image_encoder.register_forward_hook(lambda module, inputs, output: seen.append(
+        (tuple(inputs[0].shape), tuple(output["vision_features"].shape))))
+    try:
+        small.set_image(_plane())
+    finally:
+        hook.remove()
+    assert seen == [((1, 3, 256, 256), (1, 256, 16, 16))]  # the plane is resized to 256, not 1024
+    prompt = Prompt(points=[(60, 45)], point_labels=[1], mask_input=np.zeros((90, 120), bool))
+    prediction = small.predict(prompt)
     assert prediction.logits.shape == (90, 120) and np.isfinite(prediction.logits).all()
+    # same weights, same prompt: the 256 input sees a coarser image than the default 1024 one
+    assert not np.allclose(prediction.logits, loaded.predict(prompt).logits, atol=1e-3)
 
 
 def test_checkpoint_of_another_architecture_is_refused_in_one_line(tiny, tmp_path: Path) -> None:

@@ -80,7 +80,8 @@ def test_serve_demo_catalogues_the_examples_and_indexes_them_in_the_background(t
             time.sleep(0.1)
         else:
             raise AssertionError("the demo catalog was not indexed")
-        hits = httpx.get(server.url + "api/search", params={"text": "CT of the head", "k": 3}).json()["hits"]
+        # the first text query loads the text tower (transformers), which can take tens of seconds on a busy machine
+        hits = httpx.get(server.url + "api/search", params={"text": "CT of the head", "k": 3}, timeout=120).json()["hits"]
         assert len(hits) == 3
 
 

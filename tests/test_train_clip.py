@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from medfm.models.registry import list_encoders
-from medfm.train.clip_data import CACHE_SIZE, Sample, fill
+from medfm.errors import MedfmError
+from medfm.train.clip_data import CACHE_SIZE, Sample, fill, load_cache, read_split_manifest
 from medfm.train.clip import augment, sample_texts, train_clip
 
 
@@ -36,10 +37,16 @@ def test_fill_fixes_articles():
     assert fill(["a {m} image of a {t}"], m=["endoscopy", "CT"], t=["polyp"]) == ["a CT image of a polyp", "an endoscopy image of a polyp"]
 
 
-def test_augment_keeps_range_and_size():
+def test_augment_keeps_range_and_size_and_is_seeded():
     pixels = torch.randint(0, 256, (4, 3, 128, 128), dtype=torch.uint8)
     out = augment(pixels, 112, torch.Generator().manual_seed(0))
     assert out.shape == (4, 3, 112, 112) and 0.0 <= out.min() and out.max() <= 1.0
+    assert torch.equal(out, augment(pixels, 112, torch.Generator().manual_seed(0)))
+    assert not torch.allclose(out, augment(pixels, 112, torch.Generator().manual_seed(1)))
+    # crops, contrast and brightness keep a flat grey image flat, each at its own level
+    flat = augment(torch.full((4, 3, 128, 128), 128, dtype=torch.uint8), 112, torch.Generator().manual_seed(0))
+    levels = flat.flatten(1)
+    assert torch.allclose(levels, levels[:, :1].expand_as(levels), atol=1e-5) and levels[:, 0].unique().numel() == 4
 
 
 def test_same_class_texts_are_positives():
@@ -71,6 +78,41 @@ def test_one_epoch_trains_checkpoints_and_resumes(tmp_path, monkeypatch, loss):
     assert [h["epoch"] for h in history] == [0, 1]  # resumed at epoch 1, not from scratch
     assert not torch.equal(before, load_file(out / "medfm-clip-small.safetensors")["image_projection.weight"])
     assert list_encoders()["medfm-clip-small"]["family"] == "medfm_clip"
+
+
+def test_training_lowers_the_contrastive_loss_on_a_tiny_set(tmp_path, monkeypatch):
+    """Six epochs on the two-class cache (three batches of 8 each): the epoch loss falls clearly."""
+    torch.set_num_threads(1)
+    write_cache(tmp_path / "cache.pt")
+    monkeypatch.setattr("medfm.train.clip.MedfmClipEncoder.encode_text",
+                        lambda self, texts: np.random.default_rng(len(texts)).normal(size=(len(texts), 256)).astype(np.float32))
+    train_clip(tmp_path, tmp_path / "run", epochs=6, batch_size=8, cache=tmp_path / "cache.pt")
+    losses = [json.loads(line)["train_loss"] for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert len(losses) == 6 and np.isfinite(losses).all()
+    assert np.mean(losses[-2:]) < 0.9 * np.mean(losses[:2])
+
+
+def test_stop_after_ends_a_leg_that_resumes_and_the_run_writes_its_split_manifest(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    write_cache(tmp_path / "cache.pt")
+    monkeypatch.setattr("medfm.train.clip.MedfmClipEncoder.encode_text",
+                        lambda self, texts: np.random.default_rng(len(texts)).normal(size=(len(texts), 256)).astype(np.float32))
+    out = tmp_path / "run"
+    train_clip(tmp_path, out, epochs=3, batch_size=8, cache=tmp_path / "cache.pt", stop_after=1)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 0
+    train_clip(tmp_path, out, epochs=2, batch_size=8, cache=tmp_path / "cache.pt", resume=True)  # a shorter schedule
+    assert [json.loads(line)["epoch"] for line in (out / "history.jsonl").read_text().splitlines()] == [0, 1]
+    cached = load_cache(tmp_path / "cache.pt")[1]
+    listed = read_split_manifest(out / "split_manifest.csv")
+    assert [(s.dataset, s.path, s.group, s.split, s.modality, s.region, s.label, s.caption, s.frame) for s in listed] == \
+           [(s.dataset, s.path, s.group, s.split, s.modality, s.region, s.label, s.caption, s.frame) for s in cached]
+    assert [s.path for s in read_split_manifest(out / "split_manifest.csv", "val")] == [s.path for s in cached if s.split == "val"]
+
+
+def test_a_file_that_is_not_a_split_manifest_is_refused_in_one_line(tmp_path):
+    (tmp_path / "other.csv").write_text("image,mask\na.png,b.png\n")
+    with pytest.raises(MedfmError, match=r"other.csv: not a split manifest from `medfm train clip --manifest-only`"):
+        read_split_manifest(tmp_path / "other.csv")
 
 
 def test_the_cli_is_the_one_entry_and_passes_only_what_was_given(tmp_path, monkeypatch, capsys):

@@ -50,3 +50,78 @@ def test_training_runs_checkpoints_and_resumes(tmp_path):
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] > first["step"]
     weights = load_file(out / "medfm-interactive.safetensors")
     assert set(weights) == set(InteractiveNet().state_dict())
+
+
+
+def test_training_steps_lower_the_loss_on_a_tiny_batch():
+    """Twenty steps on four generated shapes: the training loss falls and the box Dice on that batch rises."""
+    from monai.losses import DiceCELoss
+
+    from medfm.train.interactive import training_step, validate
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    shapes = [generate_shape(rng) for _ in range(4)]
+    batch = {"pictures": np.stack([picture for picture, _ in shapes]), "masks": np.stack([mask for _, mask in shapes]),
+             "sources": np.array(["shapes"] * 4), "is_val": np.ones(4, bool)}
+    pictures = torch.from_numpy(batch["pictures"]).permute(0, 3, 1, 2).float() / 255
+    masks = torch.from_numpy(batch["masks"].astype(np.float32))[:, None]
+    net = InteractiveNet(widths=(8, 16, 16, 32), blocks=(1, 1, 1, 1))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    before = validate(net, batch)["shapes/box"]
+    losses = [training_step(net, optimizer, DiceCELoss(sigmoid=True), pictures, masks, rng) for _ in range(20)]
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1
+    assert validate(net, batch)["shapes/box"] > before + 0.3
+
+
+
+def _fake_data(root, images: int = 40):
+    """The 2D datasets' layout (manifests with their group columns) with tiny generated images; no volumes."""
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    specs = {"hc18_fetal_head_us": "subject_group", "kvasir_seg_polyp": None, "ph2_dermoscopy": None, "fundus_vessels": "subject"}
+    for folder, group_column in specs.items():
+        (root / folder).mkdir(parents=True)
+        lines = ["image,mask" + (f",{group_column}" if group_column else "")]
+        for index in range(images):
+            picture, mask = generate_shape(rng, size=32)
+            PILImage.fromarray(picture).save(root / folder / f"image{index}.png")
+            PILImage.fromarray(mask.astype(np.uint8) * 255).save(root / folder / f"mask{index}.png")
+            lines.append(f"image{index}.png,mask{index}.png" + (f",group{index // 2}" if group_column else ""))
+        (root / folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+    (root / "volumes_3d_smoke").mkdir()
+    (root / "volumes_3d_smoke" / "manifest.csv").write_text("file,label_or_mask\n")
+
+
+def test_manifest_only_writes_the_split_that_training_holds_out(tmp_path, capsys):
+    import csv
+
+    from clitools import run_cli
+
+    data = tmp_path / "data"
+    _fake_data(data)
+    code, out, err = run_cli(["train", "interactive", "--out", str(tmp_path / "run"), "--manifest-only", "--data", str(data)], capsys)
+    assert code == 0, err
+    with open(tmp_path / "run" / "val_manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert f"{len(rows)} validation images" in out and not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert rows and {row["dataset"] for row in rows} <= {"hc18", "kvasir", "ph2"}  # vessels always train
+    hc18_groups = {int(row["image"].rsplit("image", 1)[1].split(".")[0]) // 2 for row in rows if row["dataset"] == "hc18"}
+    hc18_images = [row for row in rows if row["dataset"] == "hc18"]
+    assert hc18_images and len(hc18_images) == 2 * len(hc18_groups)  # a subject group is held out whole
+    cache = build_cache(data, tmp_path / "cache.npz", shapes=0)
+    assert [row["dataset"] for row in rows] == cache["sources"][cache["is_val"]].tolist()
+    before = (tmp_path / "run" / "val_manifest.csv").read_bytes()
+    run_cli(["train", "interactive", "--out", str(tmp_path / "run"), "--manifest-only", "--data", str(data)], capsys)
+    assert (tmp_path / "run" / "val_manifest.csv").read_bytes() == before
+
+
+def test_manifest_only_without_the_data_is_a_one_line_error(tmp_path, capsys):
+    from clitools import run_cli
+
+    code, _, err = run_cli(["train", "interactive", "--out", str(tmp_path / "run"), "--manifest-only", "--data", str(tmp_path / "none")], capsys)
+    assert code == 2 and "none: data folder not found" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "val_manifest.csv").exists()

@@ -19,6 +19,12 @@ already in its series (the same image saved under two names) is counted as a dup
 and not catalogued. Every other image file is one catalog image; NIfTI is described
 from its header alone.
 
+Masks and other label files are not images of their own: a manifest (``manifest.csv``
+among the files, or one given) or a folder layout (``images/`` + ``masks/``, ``imagesTr/``
++ ``labelsTr/``) attaches them to their image, with the manifest's other columns as
+searchable tags (:mod:`medfm.catalog.labels`). Labels are saved again on every run, so
+re-ingesting a folder whose masks an older ingest catalogued as images removes those.
+
 Files are keyed by resolved path, size and modification time: a file already
 catalogued with the same size and mtime is *unchanged* and not read again; a changed
 one is read again and its image replaced. New files of a series already catalogued
@@ -39,8 +45,16 @@ from pathlib import Path
 
 from nibabel.orientations import aff2axcodes
 
+from medfm.catalog.labels import DatasetLabels, find_labels, manifest_images
 from medfm.catalog.loading import DICOM_FORMAT
-from medfm.catalog.store import Catalog, FileRecord, ImageEntry, open_catalog
+from medfm.catalog.store import (
+    Catalog,
+    FileRecord,
+    ImageEntry,
+    ImageLabelsEntry,
+    LabelFileRecord,
+    open_catalog,
+)
 from medfm.errors import FileError, MedfmError, UnreadableFileError, display_path
 from medfm.io import detect_format, probe_all
 from medfm.io.dicom import DICOM, DicomSeries, scan_dicom
@@ -63,7 +77,11 @@ class IngestReport:
     ``added`` and ``updated`` count catalog images; ``unchanged`` counts files already
     catalogued with the same size and mtime; ``skipped`` counts files that are not
     images; ``duplicates`` counts DICOM files left out as copies of an image of their
-    series; ``bad`` lists ``(path, reason)`` for images that could not be read.
+    series; ``bad`` lists ``(path, reason)`` for images that could not be read (and
+    manifest rows that name no file). ``labelled`` counts images given a dataset's labels
+    (label files or tags), ``label_files`` the files attached to them, ``unmatched_labels``
+    the files of a ``masks/`` or ``labelsTr/`` folder that match no image (not catalogued),
+    and ``removed`` the images an older ingest made of what are label files.
     """
 
     catalog: str
@@ -73,6 +91,10 @@ class IngestReport:
     skipped: int = 0
     duplicates: int = 0
     bad: list[tuple[str, str]] = field(default_factory=list)
+    labelled: int = 0
+    label_files: int = 0
+    unmatched_labels: int = 0
+    removed: int = 0
 
 
 @dataclass(frozen=True)
@@ -234,12 +256,15 @@ def ingest(
     catalog: str | Catalog | None = None,
     *,
     dataset: str | None = None,
+    manifest: str | os.PathLike | None = None,
     progress: bool | Callable[[int, int], None] = True,
 ) -> IngestReport:
     """Record every image under ``paths`` (files or folders, walked recursively) in ``catalog``.
 
     ``catalog`` is an open :class:`Catalog` or a URL for :func:`open_catalog` (``None``:
     the default catalog). ``dataset`` names the collection the new images belong to.
+    ``manifest`` names a CSV manifest (an ``image`` column, a ``mask`` column...) whose
+    images are ingested with their labels, besides ``paths`` (which may then be empty).
     ``progress``: ``True`` shows a progress bar on stderr; a function is called with
     ``(files done, files to do)`` as the run goes instead (a server's job progress). Bad
     files do not stop the run: they are listed in the report's ``bad``.
@@ -249,15 +274,24 @@ def ingest(
     owned = not isinstance(catalog, Catalog)
     store = open_catalog(catalog) if owned else catalog
     try:
-        return _ingest(list(paths), store, dataset, progress)
+        return _ingest(list(paths), store, dataset, Path(manifest).resolve() if manifest else None, progress)
     finally:
         if owned:
             store.close()
 
 
-def _ingest(paths: list, catalog: Catalog, dataset: str | None, progress: bool | Callable[[int, int], None]) -> IngestReport:
+def _ingest(paths: list, catalog: Catalog, dataset: str | None, manifest: Path | None,
+            progress: bool | Callable[[int, int], None]) -> IngestReport:
     report = IngestReport(catalog.url)
+    if manifest:
+        paths = [*paths, *manifest_images(manifest)]
+    if not paths:
+        raise MedfmError("nothing to ingest: give files, folders or a manifest")
     found, report.skipped = _walk(paths, report.bad)
+    labels, bad_rows = find_labels([f.path for f in found], [manifest] if manifest else [])
+    report.bad.extend(bad_rows)
+    report.unmatched_labels = labels.unmatched
+    found = [f for f in found if f.path not in labels.label_paths]
     known = catalog.file_states([str(f.path) for f in found])
     dicom: list[_Found] = []
     others: list[tuple[_Found, str]] = []
@@ -304,8 +338,27 @@ def _ingest(paths: list, catalog: Catalog, dataset: str | None, progress: bool |
             bar.update(task, description="Cataloguing DICOM series")
             _ingest_dicom(dicom, batch, advance)
         batch.commit()
+    _save_labels(catalog, labels, report)
     report.bad.sort()
     return report
+
+
+def _save_labels(catalog: Catalog, labels: DatasetLabels, report: IngestReport) -> None:
+    entries = []
+    for image, found in labels.images.items():
+        files = []
+        for name, path in found.files:
+            try:
+                info = path.stat()
+                files.append(LabelFileRecord(name, str(path), info.st_size, info.st_mtime_ns, sha256_of(path)))
+            except OSError as exc:
+                report.bad.append((display_path(path), f"cannot read ({exc.strerror or exc})"))
+        entries.append(ImageLabelsEntry(str(image), files, found.tags))
+    for start in range(0, len(entries), BATCH_FILES):
+        labelled, attached, removed = catalog.save_labels(entries[start : start + BATCH_FILES])
+        report.labelled += labelled
+        report.label_files += attached
+        report.removed += removed
 
 
 def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], None]) -> None:

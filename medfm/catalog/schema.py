@@ -1,4 +1,5 @@
-"""The catalog's tables: studies, images (one per DICOM series or per image file), files.
+"""The catalog's tables: studies, images (one per DICOM series or per image file), files,
+and a dataset's labels of an image: its label files (masks) and tags (manifest columns).
 
 The same models serve SQLite and PostgreSQL. Patient identifiers are kept only in
 ``images.phi``; ``patient_key`` is a keyed hash of the patient ID (see
@@ -11,11 +12,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, String, Text, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-#: Bumped whenever a table changes; a catalog written with another version is refused.
-SCHEMA_VERSION = "1"
+#: Bumped whenever a table changes; a catalog written with another version is migrated
+#: (:data:`MIGRATIONS`) or refused.
+SCHEMA_VERSION = "2"
+#: ``{old version: the version it becomes}`` for catalogs that need only the tables
+#: ``create_all`` adds: version 2 added ``label_files`` and ``tags``.
+MIGRATIONS = {"1": "2"}
 
 
 class Base(DeclarativeBase):
@@ -70,6 +85,9 @@ class ImageRow(Base):
 
     study: Mapped[StudyRow | None] = relationship(back_populates="images")
     files: Mapped[list[FileRow]] = relationship(back_populates="image", cascade="all, delete-orphan", order_by="FileRow.path")
+    label_files: Mapped[list[LabelFileRow]] = relationship(cascade="all, delete-orphan", passive_deletes=True,
+                                                           order_by=lambda: (LabelFileRow.name, LabelFileRow.path))
+    tags: Mapped[list[TagRow]] = relationship(cascade="all, delete-orphan", passive_deletes=True, order_by="TagRow.id")
 
 
 class FileRow(Base):
@@ -85,3 +103,33 @@ class FileRow(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
 
     image: Mapped[ImageRow] = relationship(back_populates="files")
+
+
+class LabelFileRow(Base):
+    """A file of labels for one image: its mask (``name`` = ``mask``) or another annotation file
+    a manifest column names (``fov_mask``...). Not an image of its own: never in ``files``."""
+
+    __tablename__ = "label_files"
+    __table_args__ = (UniqueConstraint("image_id", "path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text, index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class TagRow(Base):
+    """A dataset's word about one image (a manifest column: diagnosis, subject, split), searchable.
+
+    Values are not indexed: a PostgreSQL index refuses long values such as captions."""
+
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("image_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    value: Mapped[str] = mapped_column(Text)

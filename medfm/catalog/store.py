@@ -10,13 +10,24 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, or_, select
+from sqlalchemy import (
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -26,13 +37,17 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session, selectinload
 
+from medfm.catalog.labels import MASK
 from medfm.catalog.schema import (
+    MIGRATIONS,
     SCHEMA_VERSION,
     Base,
     FileRow,
     ImageRow,
+    LabelFileRow,
     MetaRow,
     StudyRow,
+    TagRow,
 )
 from medfm.errors import MedfmError
 
@@ -48,6 +63,26 @@ class FileRecord:
     size: int
     mtime_ns: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class LabelFileRecord:
+    """A file of labels for an image: ``name`` is the manifest column (``mask``...), then as :class:`FileRecord`."""
+
+    name: str
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ImageLabelsEntry:
+    """A dataset's labels for the catalogued image that owns the file (or series folder) ``image_path``."""
+
+    image_path: str
+    files: Sequence[LabelFileRecord]
+    tags: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -73,7 +108,9 @@ class ImageEntry:
 class ImageRecord:
     """A catalogued image and, when fetched with them (:meth:`Catalog.get`, ``query(with_files=True)``),
     exactly the files it is read from: a DICOM series' own files, or the one image file.
-    ``source_path`` only names it for people: that file, or the folder of a series' files."""
+    ``source_path`` only names it for people: that file, or the folder of a series' files.
+    ``label_files`` (its mask...) and ``tags`` (``{column: value}``) are what its dataset's
+    manifest or layout says about it (:mod:`medfm.catalog.labels`)."""
 
     id: int
     dataset: str | None
@@ -94,6 +131,13 @@ class ImageRecord:
     updated_at: datetime | None
     phi: dict[str, Any] = field(repr=False)
     files: tuple[FileRecord, ...] | None = None
+    label_files: tuple[LabelFileRecord, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def mask(self) -> LabelFileRecord | None:
+        """The label file named ``mask``, if it has one."""
+        return next((f for f in self.label_files if f.name == MASK), None)
 
     def to_dict(self, show_phi: bool = False) -> dict[str, Any]:
         """JSON-ready fields; patient identifiers only when ``show_phi``."""
@@ -194,6 +238,12 @@ class Catalog:
                         session.rollback()
                     row = session.get(MetaRow, key)
                 values[key] = row.value
+        while values["schema_version"] in MIGRATIONS:  # create_all has just added what it lacked
+            with Session(self._engine) as session, session.begin():
+                session.execute(update(MetaRow).where(MetaRow.key == "schema_version",
+                                                      MetaRow.value == values["schema_version"])
+                                .values(value=MIGRATIONS[values["schema_version"]]))
+            values["schema_version"] = MIGRATIONS[values["schema_version"]]
         if values["schema_version"] != SCHEMA_VERSION:
             raise MedfmError(
                 f"catalog {self.url} has schema version {values['schema_version']}; "
@@ -309,6 +359,53 @@ class Catalog:
         num_files = select(func.count(FileRow.id)).where(FileRow.image_id == ImageRow.id).scalar_subquery()
         return select(ImageRow, StudyRow.study_uid, num_files).outerjoin(StudyRow).order_by(ImageRow.id)
 
+    def save_labels(self, entries: Sequence[ImageLabelsEntry]) -> tuple[int, int, int]:
+        """Give each catalogued image its dataset's labels, replacing those it had; returns
+        ``(images labelled, label files attached, images removed)``.
+
+        An image that was catalogued from a label file (an ingest that did not know it was
+        one) is removed. An entry whose image is not in the catalog (it could not be read)
+        is passed over.
+        """
+        labelled = attached = removed = 0
+        label_paths = [f.path for entry in entries for f in entry.files]
+        try:
+            with Session(self._engine) as session, session.begin():
+                for chunk in _chunks(label_paths):
+                    owners = set(session.scalars(select(FileRow.image_id).where(FileRow.path.in_(chunk))))
+                    session.execute(delete(FileRow).where(FileRow.path.in_(chunk)), execution_options={"synchronize_session": False})
+                    for image_id in owners:
+                        if session.scalar(select(func.count(FileRow.id)).where(FileRow.image_id == image_id)) == 0:
+                            session.execute(delete(ImageRow).where(ImageRow.id == image_id), execution_options={"synchronize_session": False})
+                            removed += 1
+                owner_of = self._owners(session, [entry.image_path for entry in entries])
+                for entry in entries:
+                    image_id = owner_of.get(entry.image_path)
+                    if image_id is None:
+                        continue
+                    session.execute(delete(LabelFileRow).where(LabelFileRow.image_id == image_id))
+                    session.execute(delete(TagRow).where(TagRow.image_id == image_id))
+                    if entry.files:
+                        session.execute(insert(LabelFileRow), [{"image_id": image_id, **asdict(f)} for f in entry.files])
+                    if entry.tags:
+                        session.execute(insert(TagRow), [{"image_id": image_id, "key": key, "value": value}
+                                                         for key, value in entry.tags.items()])
+                    labelled += bool(entry.files or entry.tags)
+                    attached += len(entry.files)
+        except OperationalError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()
+            raise MedfmError(f"cannot write to catalog {self.url}: {reason[0] if reason else 'database error'}") from None
+        return labelled, attached, removed
+
+    @staticmethod
+    def _owners(session: Session, paths: Sequence[str]) -> dict[str, int]:
+        """``{path: image id}`` for the paths that are an image's file or a series' folder."""
+        owners: dict[str, int] = {}
+        for chunk in _chunks(paths):
+            owners.update(session.execute(select(ImageRow.source_path, ImageRow.id).where(ImageRow.source_path.in_(chunk))).all())
+            owners.update(session.execute(select(FileRow.path, FileRow.image_id).where(FileRow.path.in_(chunk))).all())
+        return owners
+
     @staticmethod
     def _record(row: ImageRow, study_uid: str | None, num_files: int, files: Sequence[FileRow] | None = None) -> ImageRecord:
         return ImageRecord(
@@ -319,6 +416,8 @@ class Catalog:
             num_files=num_files, metadata=row.metadata_, added_at=row.added_at,
             updated_at=row.updated_at, phi=row.phi,
             files=None if files is None else tuple(FileRecord(f.path, f.size, f.mtime_ns, f.sha256) for f in files),
+            label_files=tuple(LabelFileRecord(f.name, f.path, f.size, f.mtime_ns, f.sha256) for f in row.label_files),
+            tags={tag.key: tag.value for tag in row.tags},
         )
 
     def query(
@@ -329,12 +428,15 @@ class Catalog:
         text: str | None = None,
         limit: int | None = None,
         with_files: bool = False,
+        where: Mapping[str, str] | None = None,
+        has_mask: bool = False,
     ) -> list[ImageRecord]:
         """Images matching every given filter, oldest first; ``with_files`` fills each one's files.
 
         ``modality`` and ``body_part`` match whole values, ignoring case; ``dataset``
         matches exactly; ``text`` is a case-insensitive substring of the description,
-        source path or dataset name.
+        source path or dataset name; ``where`` (``{"diagnosis": "melanoma"}``) matches
+        tags' whole values, ignoring case; ``has_mask`` keeps images with a ``mask``.
         """
         if limit is not None and limit < 1:
             raise MedfmError(f"limit must be a positive number of images, got {limit}")
@@ -348,8 +450,13 @@ class Catalog:
         if text:
             columns = (ImageRow.description, ImageRow.source_path, ImageRow.dataset)
             stmt = stmt.where(or_(*(column.icontains(text, autoescape=True) for column in columns)))
+        for key, value in (where or {}).items():
+            stmt = stmt.where(ImageRow.tags.any(and_(TagRow.key == key, func.lower(TagRow.value) == value.lower())))
+        if has_mask:
+            stmt = stmt.where(ImageRow.label_files.any(LabelFileRow.name == MASK))
         if limit is not None:
             stmt = stmt.limit(min(limit, MAX_ID))
+        stmt = stmt.options(selectinload(ImageRow.label_files), selectinload(ImageRow.tags))
         if with_files:
             stmt = stmt.options(selectinload(ImageRow.files))
         with Session(self._engine) as session:
@@ -365,7 +472,8 @@ class Catalog:
         if not 0 < image_id <= MAX_ID:  # ids are positive 64-bit integers: nothing else can be one
             raise MedfmError(f"catalog {self.url} has no image with id {image_id}")
         with Session(self._engine) as session:
-            row = session.execute(self._select().where(ImageRow.id == image_id)).first()
+            stmt = self._select().where(ImageRow.id == image_id)
+            row = session.execute(stmt.options(selectinload(ImageRow.label_files), selectinload(ImageRow.tags))).first()
             if row is None:
                 raise MedfmError(f"catalog {self.url} has no image with id {image_id}")
             return self._record(*row, files=row[0].files)

@@ -16,6 +16,8 @@ from medfm.cli.catalog import catalog_app, ingest_app
 from medfm.cli.classify import classify_app
 from medfm.cli.evaluate import evaluate_app
 from medfm.cli.images import images_app
+from medfm.cli.labels import labels_app
+from medfm.cli.language import language_app, language_evaluate_app
 from medfm.cli.pacs import pacs_app
 from medfm.cli.search import index_app, search_app
 from medfm.cli.segment import segment_app
@@ -30,10 +32,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Offline medical imaging toolkit: ingest, inspect, convert and de-identify images.",
 )
-for commands in (images_app, ingest_app, search_app, classify_app, segment_app, serve_app):
+for commands in (images_app, ingest_app, search_app, classify_app, segment_app, labels_app, serve_app, language_app):
     app.registered_commands.extend(commands.registered_commands)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(index_app, name="index")
+evaluate_app.registered_commands.extend(language_evaluate_app.registered_commands)
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(pacs_app, name="pacs")
 app.add_typer(train_app, name="train")

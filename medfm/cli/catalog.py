@@ -8,8 +8,22 @@ from typing import Annotated, Any
 
 import typer
 
-from medfm.cli.output import CatalogOption, JsonOption, ShowPhiOption, print_json
-from medfm.errors import display_path
+from medfm.cli.output import (
+    CatalogOption,
+    JsonOption,
+    MkdirOption,
+    ShowPhiOption,
+    print_json,
+)
+from medfm.errors import MedfmError, display_path
+
+ModalityOption = Annotated[str | None, typer.Option(help="Modality, e.g. CT, MR, OT (any case).")]
+BodyPartOption = Annotated[str | None, typer.Option(help="Body part examined, e.g. HEAD (any case).")]
+DatasetOption = Annotated[str | None, typer.Option(help="Dataset name.")]
+TextOption = Annotated[str | None, typer.Option(help="Text anywhere in the description, path or dataset name.")]
+WhereOption = Annotated[list[str] | None, typer.Option(
+    "--where", help="KEY=VALUE: a tag (manifest column) with this value, any case, e.g. diagnosis=melanoma; repeatable.")]
+HasMaskOption = Annotated[bool, typer.Option("--has-mask", help="Only images with a mask.")]
 
 ingest_app = typer.Typer()
 catalog_app = typer.Typer(no_args_is_help=True, help="Find the images that were ingested.")
@@ -17,22 +31,43 @@ catalog_app = typer.Typer(no_args_is_help=True, help="Find the images that were 
 
 @ingest_app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively).")],
+    paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders (walked recursively).")] = None,
     catalog: CatalogOption = None,
     dataset: Annotated[str | None, typer.Option(help="Name of the collection the new images belong to.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV manifest (image, mask and metadata columns) whose "
+                                                   "images to record with their labels.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
-    """Record every image under PATHS in the catalog; exit code 1 if any file was bad."""
+    """Record every image under PATHS in the catalog; exit code 1 if any file was bad.
+
+    Masks are attached to their image, not recorded as images, when a manifest.csv (or
+    --manifest) names them or the folders are images/ + masks/ or imagesTr/ + labelsTr/;
+    the manifest's other columns become tags (catalog query --where KEY=VALUE).
+    """
     from medfm.catalog import ingest as ingest_paths
 
-    report = ingest_paths(paths, catalog, dataset=dataset, progress=progress)
+    report = ingest_paths(paths or [], catalog, dataset=dataset, manifest=manifest, progress=progress)
     typer.echo(f"{report.catalog}: {report.added} images added, {report.updated} updated; "
                f"files: {report.unchanged} unchanged, {report.skipped} skipped (not images), "
                f"{report.duplicates} duplicates (same DICOM instance as another file), {len(report.bad)} bad")
+    if report.labelled or report.unmatched_labels or report.removed:
+        typer.echo(f"labels: {report.labelled} images labelled, {report.label_files} label files attached, "
+                   f"{report.unmatched_labels} label files matching no image, "
+                   f"{report.removed} images removed (they were label files)")
     for path, reason in report.bad:
         typer.echo(f"medfm: bad file: {path}: {reason}", err=True)
     if report.bad:
         raise typer.Exit(1)
+
+
+def _parse_where(pairs: list[str]) -> dict[str, str]:
+    where = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise MedfmError(f"--where takes KEY=VALUE (e.g. diagnosis=melanoma); got {pair!r}")
+        where[key.strip()] = value.strip()
+    return where
 
 
 def _files_label(record: Any) -> str:
@@ -52,8 +87,9 @@ def _print_records(records: list[Any], as_json: bool, show_phi: bool) -> None:
         return
     for record in records:
         shape = "x".join(str(n) for n in record.shape)
+        mask = f"  mask: {display_path(record.mask.path)}" if record.mask else ""
         typer.echo(f"{record.id:>6}  {record.modality:<4} {record.body_part or '-':<12} {shape:<16} "
-                   f"{record.dataset or '-':<12} {record.description or '-'}  {_files_label(record)}")
+                   f"{record.dataset or '-':<12} {record.description or '-'}  {_files_label(record)}{mask}")
         for key, value in (record.phi.items() if show_phi else ()):
             typer.echo(f"        {key}: {value}  [PHI]")
 
@@ -76,10 +112,12 @@ def catalog_list(
 @catalog_app.command("query")
 def catalog_query(
     catalog: CatalogOption = None,
-    modality: Annotated[str | None, typer.Option(help="Modality, e.g. CT, MR, OT (any case).")] = None,
-    body_part: Annotated[str | None, typer.Option(help="Body part examined, e.g. HEAD (any case).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset name.")] = None,
-    text: Annotated[str | None, typer.Option(help="Text anywhere in the description, path or dataset name.")] = None,
+    modality: ModalityOption = None,
+    body_part: BodyPartOption = None,
+    dataset: DatasetOption = None,
+    text: TextOption = None,
+    where: WhereOption = None,
+    has_mask: HasMaskOption = False,
     limit: Annotated[int | None, typer.Option(help="At most this many images.")] = None,
     as_json: JsonOption = False,
     show_phi: ShowPhiOption = False,
@@ -89,8 +127,37 @@ def catalog_query(
 
     with open_catalog(catalog) as store:
         records = store.query(modality=modality, body_part=body_part, dataset=dataset, text=text, limit=limit,
-                              with_files=True)
+                              with_files=True, where=_parse_where(where or []), has_mask=has_mask)
         _print_records(records, as_json, show_phi)
+
+
+@catalog_app.command("export")
+def catalog_export(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Manifest to write (CSV).")],
+    catalog: CatalogOption = None,
+    modality: ModalityOption = None,
+    body_part: BodyPartOption = None,
+    dataset: DatasetOption = None,
+    text: TextOption = None,
+    where: WhereOption = None,
+    has_mask: HasMaskOption = False,
+    limit: Annotated[int | None, typer.Option(help="At most this many images.")] = None,
+    absolute: Annotated[bool, typer.Option(help="Absolute paths instead of paths relative to the manifest's folder.")] = False,
+    mkdir: MkdirOption = False,
+) -> None:
+    """Write the images matching every filter as a manifest: image, mask, dataset, other label files, tags.
+
+    fit-probe reads it with --path-column image --label-column COLUMN; evaluate
+    interactive, evaluate robustness and train seg read image and mask (use --has-mask).
+    """
+    from medfm.catalog import open_catalog
+    from medfm.catalog.export import export_manifest
+
+    with open_catalog(catalog) as store:
+        records = store.query(modality=modality, body_part=body_part, dataset=dataset, text=text, limit=limit,
+                              with_files=True, where=_parse_where(where or []), has_mask=has_mask)
+    rows = export_manifest(records, output, absolute=absolute)
+    typer.echo(f"{display_path(output)}: {rows} images")
 
 
 @catalog_app.command("show")
@@ -109,14 +176,18 @@ def catalog_show(
         print_json(record)
         return
     for key, value in record.items():
-        if key not in ("files", "metadata", "phi"):
+        if key not in ("files", "metadata", "phi", "label_files", "tags"):
             typer.echo(f"{key:<13} {'-' if value is None else value}")
     for key, value in record["metadata"].items():
         typer.echo(f"  {key:<13} {value}")
     for key, value in record.get("phi", {}).items():
         typer.echo(f"  {key:<13} {value}  [PHI]")
+    for key, value in record["tags"].items():
+        typer.echo(f"  tag   {key}: {value}")
     for file in record["files"]:
         typer.echo(f"  file  {file['sha256'][:16]}  {file['size']:>12}  {file['path']}")
+    for label in record["label_files"]:
+        typer.echo(f"  label {label['sha256'][:16]}  {label['size']:>12}  {label['path']}  ({label['name']})")
 
 
 @ingest_app.command()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import JsonOption, MkdirOption, ProgressOption, print_json
+from medfm.cli.output import JsonOption, MkdirOption, ProgressOption, ResultsOption, print_json, write_json
 
 evaluate_app = typer.Typer(no_args_is_help=True, help="Score predictions against references, with confidence intervals.")
 
@@ -151,6 +151,7 @@ def interactive(
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many images per dataset.")] = None,
     max_clicks: Annotated[int, typer.Option("--max-clicks", help="Corrective clicks after the first.")] = 10,
     progress: ProgressOption = True,
+    results: ResultsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Simulated interaction protocol: box only, 1 click, up to 10 corrective clicks; Dice per step and NoC@80/90."""
@@ -159,10 +160,36 @@ def interactive(
 
     report = evaluate_interactive(create_segmenter(model or DEFAULT_SEGMENTER, checkpoint), manifest, limit, max_clicks,
                                   progress=progress)
+    if results is not None:
+        write_json(report, results)
     if as_json:
         print_json(report)
         return
     typer.echo(format_table(report))
+
+
+@evaluate_app.command("clip")
+def clip(
+    manifest: Annotated[Path, typer.Argument(help="split_manifest.csv from `medfm train clip --manifest-only`.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets the manifest's paths are in "
+                                              "(default $MEDFM_SHARED_DATA, else ../shared/data beside the repository).")] = None,
+    split: Annotated[str, typer.Option("--split", help="Which split of the manifest to evaluate.")] = "test",
+    model: Annotated[str | None, typer.Option("--model", help="A registered image-text encoder (default: the shipped one).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
+    results: ResultsOption = None,
+) -> None:
+    """Held-out measures of an image-text model: zero-shot modality and body region, caption→image recall@1/10,
+    and encode_planes throughput on one thread; prints JSON."""
+    from medfm.models.registry import DEFAULT_ENCODER, create_encoder
+    from medfm.paths import shared_data_dir
+    from medfm.threads import set_threads
+    from medfm.train.clip_eval import evaluate_manifest
+
+    set_threads(1)  # the card's throughput is for one thread
+    report = evaluate_manifest(data or shared_data_dir(), manifest, create_encoder(model or DEFAULT_ENCODER, checkpoint), split)
+    if results is not None:
+        write_json(report, results)
+    print_json(report)
 
 
 @evaluate_app.command("cls")

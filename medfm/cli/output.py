@@ -14,9 +14,22 @@ from medfm.errors import MedfmError
 
 def print_json(value: Any) -> None:
     """``value`` as strict, indented JSON: numpy values as numbers, undefined values (NaN) as ``null``."""
+    typer.echo(json_text(value))
+
+
+def write_json(value: Any, path: Path) -> None:
+    """``value`` as :func:`print_json` prints it, into ``path`` (replaced whole, or left as it was on failure)."""
+    from medfm.io.formats import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json_text(value) + "\n")
+
+
+def json_text(value: Any) -> str:
+    """The one JSON layout of every command's output."""
     from medfm.serialize import json_ready
 
-    typer.echo(json.dumps(json_ready(value), indent=2, allow_nan=False))
+    return json.dumps(json_ready(value), indent=2, allow_nan=False)
 
 
 def given(**options: Any) -> dict[str, Any]:
@@ -48,6 +61,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print strict JSON (und
 ModelOption = Annotated[str | None, typer.Option("--model", help="Model name (see the model registry).")]
 CheckpointOption = Annotated[Path | None, typer.Option("--checkpoint", help="Local weights for the model.")]
 IndexOption = Annotated[str, typer.Option("--index", help="Index folder, or chroma://HOST:PORT/COLLECTION.")]
+ResultsOption = Annotated[Path | None, typer.Option("--results", help="Also write the results as JSON to this file.")]
 ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar on stderr.")]
 
 

@@ -26,6 +26,10 @@ def index_build(
     checkpoint: CheckpointOption = None,
     catalog: Annotated[str | None, typer.Option("--catalog", help="Index every image of this catalog.")] = None,
     batch_size: Annotated[int, typer.Option(help="Planes per encoder batch.")] = 32,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="Also index the images of this CSV manifest, storing its --columns "
+                                                                      "(e.g. caption, for `medfm report`) beside each.")] = None,
+    columns: Annotated[str, typer.Option("--columns", help="Comma-separated manifest columns to store.")] = "caption",
+    path_column: Annotated[str, typer.Option("--path-column", help="The manifest's image-path column.")] = "path",
     dtype: Annotated[str | None, typer.Option("--dtype", help="How a new local index stores vectors: f32, f16 (half the memory) or i8.")] = None,
     profile: Annotated[str | None, typer.Option("--profile", help="Settings of a new local index: default, or large (100k+ images: wider graph, f16; see docs/scaling.md).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
@@ -33,10 +37,12 @@ def index_build(
 ) -> None:
     """Embed images into an index; resumable: images already indexed are skipped."""
     from medfm.models import create_encoder
+    from medfm.io.manifest import read_manifest_columns
     from medfm.models.registry import DEFAULT_ENCODER
     from medfm.tasks.search import build_index
 
-    report = build_index(sources or [], create_encoder(model or DEFAULT_ENCODER, checkpoint), index, catalog=catalog,
+    metadata = read_manifest_columns(manifest, [c.strip() for c in columns.split(",") if c.strip()], path_column) if manifest else None
+    report = build_index(sources or [], create_encoder(model or DEFAULT_ENCODER, checkpoint), index, catalog=catalog, metadata=metadata,
                          batch_size=batch_size, progress=progress,
                          **{key: value for key, value in (("dtype", dtype), ("profile", profile)) if value})
     typer.echo(f"{report.index}: {report.added} added, {report.skipped} already indexed, {len(report.bad)} bad")

@@ -47,9 +47,19 @@ def segment_command(
     progress: ProgressOption = True,
     as_json: JsonOption = False,
     mkdir: MkdirOption = False,
+    auto: Annotated[bool, typer.Option("--auto", help="No prompts: a model folder from `medfm train seg` (--model DIR) "
+                                                      "segments every input into -o DIR, one PNG per input.")] = False,
+    flips: Annotated[bool, typer.Option("--flips", help="With --auto, average over mirrored copies (test-time augmentation).")] = False,
+    largest_component: Annotated[bool, typer.Option("--largest-component", help="With --auto, keep each label's largest piece.")] = False,
 ) -> None:
     """Interactive segmentation from points, boxes and scribbles; writes a label map stamped with its provenance.
-    Several inputs (files, a folder, --manifest, or --catalog/--where) go to one label map each in the -o folder."""
+    Several inputs (files, a folder, --manifest, or --catalog/--where) go to one label map each in the -o folder;
+    with --auto, a trained model segments them without prompts."""
+    if auto:
+        from medfm.cli.auto_segment import auto_segment_command
+
+        auto_segment_command(images or [], output, model, flips, largest_component, progress, as_json, summary_file)
+        return
     from medfm.index import parse_where
     from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
     from medfm.tasks.batch import catalog_inputs, expand_paths, read_batch_manifest

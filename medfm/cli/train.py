@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import given, print_json
+from medfm.cli.output import ResultsOption, given, print_json, write_json
 from medfm.errors import display_path
 
 train_app = typer.Typer(no_args_is_help=True, help="Train medfm's own models.")
@@ -25,12 +25,25 @@ def train_clip_command(
     loss: Annotated[str | None, typer.Option("--loss", help="clip (default), convirt or siglip.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
     cache: Annotated[Path | None, typer.Option("--cache", help="Decoded-image cache (default OUT/cache.pt).")] = None,
+    stop_after: Annotated[int | None, typer.Option("--stop-after", min=1, help="End after this many epochs of the "
+                                                   "--epochs schedule (resume later, perhaps with another schedule).")] = None,
+    manifest_only: Annotated[bool, typer.Option("--manifest-only", help="Only write OUT/split_manifest.csv (every image's "
+                                                "train/val/test split, for `medfm evaluate clip`) and stop.")] = False,
 ) -> None:
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
-    from medfm.train.clip import train_clip
+    from medfm.paths import shared_data_dir
+    from medfm.train.clip import RUN_FOLDER, train_clip
 
-    options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache)
+    if manifest_only:
+        from medfm.train.clip_data import collect, write_split_manifest
+
+        path = (out or RUN_FOLDER) / "split_manifest.csv"
+        rows = write_split_manifest(collect(data or shared_data_dir()), path)
+        typer.echo(f"{display_path(path)}: {rows} images")
+        return
+    options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after)
     typer.echo(display_path(train_clip(resume=resume, **options)))
+
 
 @train_app.command("interactive")
 def train_interactive_command(
@@ -40,14 +53,44 @@ def train_interactive_command(
     data: DataOption = None,
     cache: Annotated[Path, typer.Option("--cache", help="Decoded-data cache, outside the repository.")] = Path("/tmp/medfm_interactive_cache.npz"),
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step (default: the shipped model's).")] = None,
+    manifest_only: Annotated[bool, typer.Option("--manifest-only", help="Only write OUT/val_manifest.csv, the held-out "
+                                                "split for `medfm evaluate interactive`, and stop.")] = False,
 ) -> None:
     """Train medfm-interactive with simulated clicks, boxes, scribbles and correction loops; prints validation Dice."""
     from medfm.paths import shared_data_dir
-    from medfm.train.interactive import train
+    from medfm.train.interactive import train, write_val_manifest
 
+    if manifest_only:
+        rows = write_val_manifest(data or shared_data_dir(), out / "val_manifest.csv")
+        typer.echo(f"{display_path(out / 'val_manifest.csv')}: {rows} validation images")
+        return
     print_json(train(out, minutes, resume, cache, data or shared_data_dir(), log=typer.echo, **given(batch_size=batch_size)))
 
 
+@train_app.command("seg")
+def train_seg_command(
+    data: Annotated[Path, typer.Argument(help="CSV manifest with image,mask columns (paths relative to it).")],
+    out: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write (must not exist).")],
+    arch: Annotated[str | None, typer.Option("--arch", help="Architecture (registry config: auto-unet, auto-dynunet); default the plan's.")] = None,
+    labels: Annotated[str | None, typer.Option("--labels", help="Label values and names, e.g. 1=liver,2=tumour (default: found in the masks).")] = None,
+    budget_min: Annotated[float, typer.Option("--budget-min", help="Wall-time budget in minutes, counted across resumes.")] = 10.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted training of this model folder.")] = False,
+    plan: Annotated[list[str] | None, typer.Option("--plan", help="Override a plan setting, NAME=VALUE (JSON value; repeatable), "
+                                                                 "e.g. patch_size=[96,96] or batch_size=4.")] = None,
+    group_column: Annotated[str | None, typer.Option("--group-column", help="Manifest column naming the subject: validation "
+                                                                             "holds out whole subjects (default: whole images).")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Train only on rows with COLUMN=VALUE (repeatable), e.g. split=dev.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps even within the budget.")] = None,
+) -> None:
+    """Train an automatic segmentation net on your labels (nnU-Net-style plan); prints validation Dice/HD95 as JSON."""
+    from medfm.train.seg import train_segmenter
+    from medfm.train.seg_data import parse_labels
+    from medfm.train.seg_plan import parse_overrides
+
+    filters = parse_overrides(only or [], "--only")
+    print_json(train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
+                               resume=resume, plan_overrides=parse_overrides(plan or []), group_column=group_column,
+                               only=filters, max_steps=max_steps, log=lambda line: typer.echo(line, err=True)))
 
 
 @train_app.command("abstention")
@@ -56,6 +99,7 @@ def train_abstention_command(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Local weights for the model.")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets (default ../shared/data).")] = None,
     keep: Annotated[float | None, typer.Option("--keep", min=0.5, max=1.0, help="Fraction of in-set validation cases kept.")] = None,
+    results: ResultsOption = None,
 ) -> None:
     """Calibrate the similarity thresholds under which zero-shot answers and search hits abstain; prints
     them (from the val split) with their held-out AUROC and rates (test split) as JSON."""
@@ -63,4 +107,7 @@ def train_abstention_command(
     from medfm.models.registry import DEFAULT_ENCODER
     from medfm.train.abstention import calibrate_abstention
 
-    print_json(calibrate_abstention(create_encoder(model or DEFAULT_ENCODER, checkpoint), **given(data=data, keep=keep)))
+    report = calibrate_abstention(create_encoder(model or DEFAULT_ENCODER, checkpoint), **given(data=data, keep=keep))
+    if results is not None:
+        write_json(report, results)
+    print_json(report)

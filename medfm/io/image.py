@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from nibabel.orientations import aff2axcodes
 
 from medfm.errors import MedfmError
 from medfm.provenance import Provenance
@@ -99,6 +98,8 @@ class Image:
     @property
     def orientation(self) -> str:
         """Axis code such as ``"LPS"``: the world direction each voxel axis increases toward."""
+        from nibabel.orientations import aff2axcodes  # nibabel (and the pydicom it loads) only when asked
+
         return "".join(aff2axcodes(self.affine))
 
     @property

@@ -40,3 +40,28 @@ def read_manifest(path: str | os.PathLike, label_column: str, path_column: str =
         images.append(str((path.parent / row[path_column]).resolve()))
         labels.append(row[label_column])
     return images, labels
+
+
+def read_manifest_columns(path: str | os.PathLike, columns: list[str], path_column: str = "path") -> dict[str, dict[str, str]]:
+    """``{resolved image path: {column: value}}`` for the named ``columns`` of a CSV manifest
+    (empty cells left out), e.g. the captions an index stores beside each image."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            present = reader.fieldnames or []
+            missing = [c for c in (path_column, *columns) if c not in present]
+            if missing:
+                raise MedfmError(f"{display_path(path)}: no column {missing[0]!r}; the columns are {', '.join(present) or '(none)'}")
+            rows = list(reader)
+    except OSError as exc:
+        raise MedfmError(f"{display_path(path)}: cannot read the manifest ({exc.strerror or exc})") from None
+    table = {}
+    for line, row in enumerate(rows, start=2):
+        if not (row.get(path_column) or "").strip():
+            raise MedfmError(f"{display_path(path)}, line {line}: empty {path_column!r}")
+        image = str((path.parent / row[path_column].strip()).resolve())
+        table[image] = {c: " ".join(row[c].split()) for c in columns if (row.get(c) or "").strip()}
+    if not table:
+        raise MedfmError(f"{display_path(path)}: the manifest has no rows")
+    return table

@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-from nibabel.cifti2 import Cifti2Image
 
 from medfm.io.formats import MAX_DEFLATE_RATIO, Format, check_claimed_size, register_format
 from medfm.io.image import Image
@@ -28,6 +27,12 @@ def _sniff(head: bytes) -> bool:
     return len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00", b"n+2\x00", b"ni2\x00")
 
 
+def _is_cifti(img) -> bool:
+    from nibabel.cifti2 import Cifti2Image  # nibabel is imported on the first NIfTI read, not with medfm.io
+
+    return isinstance(img, Cifti2Image)
+
+
 def _open(path: Path):
     import logging
 
@@ -41,7 +46,7 @@ def _open(path: Path):
         img = nib.load(path)
     finally:
         logger.disabled = disabled
-    if isinstance(img, Cifti2Image):
+    if _is_cifti(img):
         return img
     if img.ndim > 5 or img.ndim < 2:
         raise ValueError(f"{img.ndim}-dimensional NIfTI is not an image medfm handles")
@@ -71,7 +76,7 @@ def _is_rgb(dtype: np.dtype) -> bool:
 
 def read_nifti(path: Path) -> list[Image]:
     img = _open(path)
-    if isinstance(img, Cifti2Image):  # a CIFTI-2 matrix saved under a plain .nii name
+    if _is_cifti(img):  # a CIFTI-2 matrix saved under a plain .nii name
         return [image_from_nibabel(path, img)]
     array = np.asanyarray(img.dataobj)
     if _is_rgb(array.dtype):
@@ -83,7 +88,7 @@ def read_nifti(path: Path) -> list[Image]:
 def probe_nifti(path: Path) -> list[Image]:
     """The grid and geometry from the header alone; the array is a zero-strided stand-in."""
     img = _open(path)
-    if isinstance(img, Cifti2Image):
+    if _is_cifti(img):
         return [image_from_nibabel(path, img, header_only=True)]
     dtype = img.header.get_data_dtype()
     shape = tuple(img.shape)

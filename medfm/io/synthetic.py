@@ -16,23 +16,37 @@ import numpy as np
 SLICE_ORDERS = ("ascending", "descending", "interleaved", "shuffled")
 
 
-def phantom(shape: Sequence[int] = (64, 64, 32), seed: int = 0) -> np.ndarray:
-    """A head-like phantom in CT-like units (HU): air, a skull shell, brain, and a few lesions.
+#: Intensities of each tissue of :func:`phantom` and the noise's standard deviation: CT in HU; MR like a
+#: T1-weighted scan (fat bright, bone dark, noisier relative to the brain's signal, as MR is).
+PHANTOM_TISSUES = {
+    "CT": {"air": -1000.0, "scalp": -1000.0, "skull": 800.0, "brain": 35.0, "lesion": (50.0, 90.0), "noise": 5.0},
+    "MR": {"air": 0.0, "scalp": 700.0, "skull": 80.0, "brain": 420.0, "lesion": (250.0, 320.0), "noise": 20.0},
+}
 
-    ``shape`` is ``(I, J, K)``; returns int16 of that shape.
+
+def phantom(shape: Sequence[int] = (64, 64, 32), seed: int = 0, modality: str = "CT") -> np.ndarray:
+    """A head-like phantom: air, a skull shell, brain, and a few lesions, in CT-like units (HU), or
+    with ``modality="MR"`` in T1-like ones (a bright scalp-fat ring outside a dark skull, grey brain,
+    darker lesions) at the same places.
+
+    ``shape`` is ``(I, J, K)`` (or ``(I, J)`` for one plane); returns int16 of that shape.
     """
+    if modality not in PHANTOM_TISSUES:
+        raise ValueError(f"modality must be one of {', '.join(PHANTOM_TISSUES)}; got {modality!r}")
+    tissues = PHANTOM_TISSUES[modality]
     rng = np.random.default_rng(seed)
     grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
     radius = np.sqrt(sum((g / r) ** 2 for g, r in zip(grids, (0.85, 0.95, 0.9))))
-    volume = np.full(shape, -1000.0)
-    volume[radius < 1.0] = 800.0  # skull
-    volume[radius < 0.9] = 35.0  # brain
+    volume = np.full(shape, tissues["air"])
+    volume[radius < 1.08] = tissues["scalp"]
+    volume[radius < 1.0] = tissues["skull"]
+    volume[radius < 0.9] = tissues["brain"]
     for _ in range(3):
-        centre = rng.uniform(-0.4, 0.4, size=3)
+        centre = rng.uniform(-0.4, 0.4, size=len(shape))
         size = rng.uniform(0.08, 0.2)
         blob = sum((g - c) ** 2 for g, c in zip(grids, centre)) < size**2
-        volume[blob] = rng.uniform(50, 90)
-    volume += rng.normal(0, 5, size=shape)
+        volume[blob] = rng.uniform(*tissues["lesion"])
+    volume += rng.normal(0, tissues["noise"], size=shape)
     return volume.round().astype(np.int16)
 
 
@@ -127,16 +141,7 @@ def write_dicom_series(
         "interleaved": np.argsort(np.r_[np.arange(0, n_slices, 2), np.arange(1, n_slices, 2)]),
         "shuffled": rng.permutation(n_slices),
     }[slice_order]
-    if color:
-        stored = volume.astype(np.uint8)[:, :, :, None, :]
-    else:
-        slope, intercept = rescale
-        stored = np.round((volume.astype(np.float64) - intercept) / slope)
-        stored = stored.astype(np.int16 if stored.min() < 0 else np.uint16)
-        stored = stored.reshape(stored.shape[:3] + (-1, 1))
-        limit = 1 << (bits_stored - (stored.dtype == np.int16))
-        if not -limit <= stored.min() and stored.max() < limit:
-            raise ValueError(f"stored values {stored.min()}..{stored.max()} do not fit in {bits_stored} bits")
+    stored = _stored_values(volume, color, rescale, bits_stored)
     n_frames = stored.shape[3]
     ds = _base_dataset(
         modality, enhanced, patient_name, patient_id, study_uid, series_uid, frame_of_reference_uid,
@@ -156,6 +161,27 @@ def write_dicom_series(
         ds.PixelData = b"".join(np.ascontiguousarray(stored[:, :, k, t].transpose(1, 0, 2)).tobytes() for t, k in order)
         return [_save(ds, folder / f"{rng.integers(1 << 62):016x}.dcm", transfer_syntax)]
     ds.ImageOrientationPatient = orientation
+    return _single_frame_files(ds, stored, numbering, positions, normal, folder, rng, transfer_syntax)
+
+
+def _stored_values(volume: np.ndarray, color: bool, rescale: tuple[float, float], bits_stored: int) -> np.ndarray:
+    """``(I, J, K, T, C)`` values as stored: uint8 RGB, or ``(volume - intercept) / slope`` in 16 bits."""
+    if color:
+        return volume.astype(np.uint8)[:, :, :, None, :]
+    slope, intercept = rescale
+    stored = np.round((volume.astype(np.float64) - intercept) / slope)
+    stored = stored.astype(np.int16 if stored.min() < 0 else np.uint16)
+    stored = stored.reshape(stored.shape[:3] + (-1, 1))
+    limit = 1 << (bits_stored - (stored.dtype == np.int16))
+    if not -limit <= stored.min() and stored.max() < limit:
+        raise ValueError(f"stored values {stored.min()}..{stored.max()} do not fit in {bits_stored} bits")
+    return stored
+
+
+def _single_frame_files(ds, stored: np.ndarray, numbering: np.ndarray, positions: list, normal: np.ndarray,
+                        folder: Path, rng: np.random.Generator, transfer_syntax: str | None) -> list[Path]:
+    """One file per slice and time point of ``stored`` ``(I, J, K, T, C)``, from the template ``ds``."""
+    n_slices, n_frames = stored.shape[2], stored.shape[3]
     if n_frames > 1:
         ds.NumberOfTemporalPositions = n_frames
     paths = []

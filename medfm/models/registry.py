@@ -23,6 +23,7 @@ from medfm.models.encoders.base import Encoder
 from medfm.threads import ensure_threads
 
 if TYPE_CHECKING:
+    from medfm.models.automatic import AutoSegmenter
     from medfm.models.segmenters.base import Segmenter
 
 # The field's libraries (huggingface_hub under timm, open_clip, transformers) read this
@@ -76,6 +77,12 @@ def list_encoders() -> dict[str, dict[str, Any]]:
 def list_segmenters() -> dict[str, dict[str, Any]]:
     """Every shipped interactive segmenter config (``"kind": "segmenter"``) by name."""
     return _configs("segmenter")
+
+
+@cache
+def list_auto_architectures() -> dict[str, dict[str, Any]]:
+    """Every architecture ``medfm train seg`` can train (``"kind": "auto-segmenter"``) by name."""
+    return _configs("auto-segmenter")
 
 
 def sha256_of(path: Path) -> str:
@@ -133,6 +140,13 @@ def create_segmenter(name: str, checkpoint: str | os.PathLike | None = None) -> 
             raise MedfmError(f"{display_path(name)}: cannot read as a model config ({exc})") from None
         name = Path(name).stem
     return _create(name, checkpoint, configs)
+
+
+def create_auto_segmenter(model_dir: str | os.PathLike) -> AutoSegmenter:
+    """The automatic segmenter that ``medfm train seg`` wrote to ``model_dir`` (weights verified)."""
+    from medfm.models.automatic import load_auto_segmenter
+
+    return load_auto_segmenter(model_dir)
 
 
 def _create(name: str, checkpoint: str | os.PathLike | None, configs: dict[str, dict[str, Any]]) -> Any:

@@ -80,9 +80,17 @@ def _looks_like_catalog(source: str) -> bool:
     return "://" in source or source.endswith((".db", ".sqlite", ".sqlite3"))
 
 
-def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = None) -> list[Item]:
+def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = None,
+                  metadata: Mapping[str, Mapping[str, Any]] | None = None) -> list[Item]:
     """The items named by ``sources`` (catalog URLs or ``.db`` files: all their images; else
-    image files or DICOM series folders) and by ``catalog`` (all its images)."""
+    image files or DICOM series folders), by ``catalog`` (all its images) and by ``metadata``
+    (``{path: {key: value}}``, e.g. a manifest's captions from
+    :func:`medfm.io.manifest.read_manifest_columns`, stored beside each image).
+
+    A catalogued image's ``caption`` (in its catalog metadata) is stored too: report
+    drafting (:mod:`medfm.tasks.report`) composes drafts from indexed captions."""
+    metadata = metadata or {}
+    sources = [*sources, *metadata]
     from medfm.catalog import open_catalog
 
     catalogs = [catalog] if catalog else []
@@ -94,15 +102,17 @@ def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = No
             raise MedfmError(f"{display_path(source)}: no such file or folder")
         else:
             resolved = str(Path(source).resolve())
-            items.setdefault(path_id(resolved), Item(path_id(resolved), resolved, {"path": resolved}))
+            extra = metadata.get(source) or metadata.get(resolved) or {}
+            items.setdefault(path_id(resolved), Item(path_id(resolved), resolved, {**extra, "path": resolved}))
     if len(catalogs) > 1:
         raise MedfmError(f"give one catalog per index build (catalog ids would clash); got {len(catalogs)}")
     for url in catalogs:
         with open_catalog(url) as store:
             for record in store.query(with_files=True):
-                metadata = {"path": record.source_path, "modality": record.modality,
-                            "body_part": record.body_part, "dataset": record.dataset}
-                items[record.id] = Item(record.id, record.source_path, metadata, record)
+                caption = (record.metadata or {}).get("caption")
+                stored = {"path": record.source_path, "modality": record.modality, "body_part": record.body_part,
+                          "dataset": record.dataset, "caption": caption if isinstance(caption, str) else None}
+                items[record.id] = Item(record.id, record.source_path, stored, record)
     if not items:
         raise MedfmError("nothing to index: give image paths, or a catalog with images")
     return list(items.values())
@@ -131,17 +141,18 @@ def build_index(
     index: str | os.PathLike,
     *,
     catalog: str | None = None,
+    metadata: Mapping[str, Mapping[str, Any]] | None = None,
     batch_size: int = 32,
     progress: bool = False,
     **settings: Any,
 ) -> BuildReport:
-    """Embed every item of ``sources`` and ``catalog`` (see :func:`collect_items`) not yet in
+    """Embed every item of ``sources``, ``catalog`` and ``metadata`` (see :func:`collect_items`) not yet in
     ``index`` (a folder or ``chroma://`` address, created if needed with ``settings``).
 
     Bad images do not stop the build: they are listed in the report. An existing index
     built with another model is refused.
     """
-    items = collect_items(sources, catalog)
+    items = collect_items(sources, catalog, metadata)
     store = open_or_create_index(index, encoder.info, **settings)
     report = BuildReport(store.location)
     try:

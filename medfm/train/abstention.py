@@ -30,9 +30,9 @@ import numpy as np
 from medfm.eval.cls_metrics import roc_auc
 from medfm.models.encoders.base import Encoder
 from medfm.paths import shared_data_dir
+from medfm.tasks.domains import MODALITIES, MODALITY_TEMPLATES, REGION_TEMPLATES, REGIONS
 from medfm.tasks.zeroshot import label_embeddings
-from medfm.train.clip_data import MODALITIES, REGIONS, Sample, collect, read_plane
-from medfm.train.clip_eval import MODALITY_TEMPLATES, REGION_TEMPLATES
+from medfm.train.clip_data import Sample, collect, read_plane
 
 #: Search queries per dataset and split (the first distinct templates, in order).
 QUERIES_PER_DATASET = 8

@@ -25,9 +25,11 @@ from medfm.models.encoders.medfm_clip import MedfmClip, MedfmClipEncoder, archit
 from medfm.models.losses import LOSSES, clip_loss, convirt_loss, siglip_loss
 from medfm.models.registry import DEFAULT_ENCODER, list_encoders
 from medfm.paths import shared_data_dir
-from medfm.train.clip_data import Sample, build_cache, load_cache
+from medfm.train.clip_data import Sample, build_cache, load_cache, write_split_manifest
 from medfm.train.clip_eval import evaluate
 
+#: Where a run keeps its cache, checkpoint, history, split manifest and weights unless told otherwise.
+RUN_FOLDER = Path("runs/medfm-clip")
 #: Share of MedPix steps that use the real caption rather than a metadata template.
 CAPTION_SHARE = 0.5
 
@@ -99,11 +101,16 @@ def save_weights(model: MedfmClip, config: dict, path: Path, loss: str) -> Path:
     return path
 
 
-def train_clip(data: Path | None = None, out: Path = Path("runs/medfm-clip"), epochs: int = 40, loss: str = "clip", resume: bool = False,
+def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 40, loss: str = "clip", resume: bool = False,
                model_name: str = DEFAULT_ENCODER, batch_size: int = 128, lr: float = 2e-3,
-               weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None) -> Path:
-    """Train on the datasets under ``data`` (default :func:`medfm.paths.shared_data_dir`); checkpoints and logs
-    go to ``out``, the decoded-image cache to ``cache`` (default ``out/cache.pt``). Returns the weights path."""
+               weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None, stop_after: int | None = None) -> Path:
+    """Train on the datasets under ``data`` (default :func:`medfm.paths.shared_data_dir`); checkpoints, logs and
+    the split manifest go to ``out``, the decoded-image cache to ``cache`` (default ``out/cache.pt``). Returns
+    the weights path.
+
+    ``stop_after`` ends the run after that many epochs of an ``epochs``-long schedule (a checkpoint to
+    ``resume``), as the first leg of the shipped weights did.
+    """
     data = shared_data_dir() if data is None else data
     if loss not in LOSSES:
         raise MedfmError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
@@ -137,8 +144,8 @@ def train_clip(data: Path | None = None, out: Path = Path("runs/medfm-clip"), ep
         start_epoch = state["epoch"] + 1
     encoder = MedfmClipEncoder(model, EncoderInfo(model_name, config["embed_dim"], has_text=True))
     generator, rng = torch.Generator().manual_seed(seed + start_epoch), np.random.default_rng(seed + start_epoch)
-    out.mkdir(parents=True, exist_ok=True)
-    for epoch in range(start_epoch, epochs):
+    write_split_manifest(samples, out / "split_manifest.csv")
+    for epoch in range(start_epoch, epochs if stop_after is None else min(epochs, stop_after)):
         model.train()
         began, running = time.time(), 0.0
         order = rng.permutation(train)

@@ -25,13 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-#: Zero-shot label texts for each modality key (the evaluation's classes).
-MODALITIES = {"ct": "CT", "mri": "MRI", "xray": "X-ray", "ultrasound": "ultrasound", "endoscopy": "endoscopy",
-              "dermoscopy": "dermoscopy", "fundus": "fundus photograph", "microscopy": "microscopy"}
-#: Zero-shot label texts for each body-region key.
-REGIONS = {"head": "head", "chest": "chest", "abdomen": "abdomen", "pelvis": "pelvis",
-           "msk": "spine and musculoskeletal system", "colon": "colon", "skin": "skin", "eye": "eye",
-           "blood": "blood"}
 #: MedPix ``location_category`` → region key.
 MEDPIX_REGIONS = {"Head": "head", "Thorax": "chest", "Abdomen": "abdomen",
                   "Reproductive and Urinary System": "pelvis", "Spine and Muscles": "msk"}
@@ -189,6 +182,42 @@ def collect(root: Path) -> list[Sample]:
     samples = [sample for reader in READERS for sample in reader(root)]
     assign_splits(samples)
     return samples
+
+
+#: Columns of a split manifest: everything that places a sample and labels it, but not its template bank.
+MANIFEST_COLUMNS = ("dataset", "path", "frame", "group", "split", "modality", "region", "label", "caption")
+
+
+def write_split_manifest(samples: list[Sample], path: Path) -> int:
+    """Every sample's place and split as CSV (paths relative to the data folder), in :func:`collect`'s
+    order; returns the rows. ``medfm train clip --manifest-only`` writes it, and so does every training run."""
+    from medfm.io.formats import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, MANIFEST_COLUMNS)
+        writer.writeheader()
+        for sample in samples:
+            row = {column: getattr(sample, column) for column in MANIFEST_COLUMNS}
+            writer.writerow({**row, "frame": "" if sample.frame is None else sample.frame, "caption": sample.caption or ""})
+    return len(samples)
+
+
+def read_split_manifest(path: Path, split: str | None = None) -> list[Sample]:
+    """The samples of a :func:`write_split_manifest` file (without template banks), only ``split``'s if given."""
+    from medfm.errors import MedfmError, display_path
+
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise MedfmError(f"{display_path(path)}: cannot read the manifest ({exc.strerror})") from None
+    if not rows or set(rows[0]) != set(MANIFEST_COLUMNS):
+        raise MedfmError(f"{display_path(path)}: not a split manifest from `medfm train clip --manifest-only` "
+                         f"(needs columns {', '.join(MANIFEST_COLUMNS)})")
+    samples = [Sample(row["dataset"], row["path"], row["group"], row["modality"], row["region"], row["label"], [],
+                      caption=row["caption"] or None, frame=int(row["frame"]) if row["frame"] else None, split=row["split"])
+               for row in rows]
+    return [s for s in samples if split is None or s.split == split]
 
 
 def read_plane(root: Path, sample: Sample) -> np.ndarray:

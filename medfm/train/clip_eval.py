@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.base import Encoder
-from medfm.train.clip_data import MODALITIES, REGIONS, Sample, collect, read_plane
+from medfm.tasks.domains import MODALITIES, MODALITY_TEMPLATES, REGION_TEMPLATES, REGIONS
 from medfm.tasks.zeroshot import DEFAULT_SCALE, label_embeddings, probabilities
-
-#: Prompts for the two zero-shot tasks (fixed before any measurement; never tuned on test).
-MODALITY_TEMPLATES = ("a {} image", "a {} scan", "a medical image acquired with {}", "{}")
-REGION_TEMPLATES = ("a medical image of the {}", "an image of the {}", "a scan of the {}", "the {}")
+from medfm.train.clip_data import Sample, read_plane, read_split_manifest
 
 
 def recall_at_k(text_embeddings: np.ndarray, image_embeddings: np.ndarray, relevant: Sequence[set[int]], k: int = 10) -> float:
@@ -56,12 +54,23 @@ def evaluate(samples: Sequence[Sample], image_embeddings: np.ndarray, encoder: E
     return result
 
 
-def evaluate_split(data: Path, encoder: Encoder, split: str = "test") -> dict:
-    """:func:`evaluate` on one split of the datasets under ``data``, through the encoder's own
-    preprocessing on the raw planes (not the training cache)."""
-    samples = [s for s in collect(data) if s.split == split]
+def evaluate_samples(data: Path, samples: Sequence[Sample], encoder: Encoder) -> dict:
+    """:func:`evaluate` on ``samples`` (from a split manifest) of the datasets under ``data``, through the
+    encoder's own preprocessing on the raw planes (not the training cache)."""
     embeddings = encoder.encode_planes([read_plane(data, s) for s in samples])
     return evaluate(samples, embeddings, encoder, getattr(encoder, "logit_scale", DEFAULT_SCALE))
+
+
+def evaluate_manifest(data: Path, manifest: Path, encoder: Encoder, split: str = "test") -> dict:
+    """The held-out report of the model card: :func:`evaluate_samples` on ``split`` of a split manifest
+    (``medfm train clip --manifest-only``), with the manifest's sha256, the weights' sha256 and the
+    one-thread :func:`throughput`."""
+    samples = read_split_manifest(manifest, split)
+    if not samples:
+        raise MedfmError(f"{display_path(manifest)}: no image in split {split!r}")
+    return {"model": encoder.info.name, "weights_sha256": encoder.info.weights_sha256, "manifest": display_path(manifest),
+            "manifest_sha256": hashlib.sha256(Path(manifest).read_bytes()).hexdigest(), "split": split,
+            **evaluate_samples(data, samples, encoder), "images_per_second_1_thread_batch_32": throughput(encoder)}
 
 
 def throughput(encoder: Encoder, batch: int = 32, size: int = 256, repeats: int = 5) -> float:
@@ -73,26 +82,3 @@ def throughput(encoder: Encoder, batch: int = 32, size: int = 256, repeats: int 
     for _ in range(repeats):
         encoder.encode_planes(planes)
     return batch * repeats / (time.perf_counter() - began)
-
-
-def main() -> None:
-    import argparse
-
-    from medfm.models.registry import create_encoder
-    from medfm.threads import set_threads
-
-    parser = argparse.ArgumentParser(description="Held-out measures of a medfm-clip model.")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--model", default="medfm-clip-small")
-    parser.add_argument("--checkpoint", type=Path, default=None)
-    parser.add_argument("--split", default="test")
-    args = parser.parse_args()
-    set_threads(1)  # the throughput below is per thread
-    encoder = create_encoder(args.model, args.checkpoint)
-    result = {"model": args.model, "weights_sha256": encoder.info.weights_sha256, "split": args.split,
-              **evaluate_split(args.data, encoder, args.split), "images_per_second_1_thread_batch_32": throughput(encoder)}
-    print(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -5,8 +5,9 @@
 1. :func:`build_cache` decodes every image and mask once, through the model's own
    :func:`prepare_plane`, into a uint8 ``.npz`` outside the repository, with an honest
    validation split (by ``subject_group`` for HC18, by image for Kvasir-SEG and PH2) that
-   training never samples; the split is written as ``DIR/val_manifest.csv`` for
-   :mod:`medfm.eval.protocols.interactive`.
+   training never samples; :func:`write_val_manifest` writes that split from the data alone
+   (``medfm train interactive --out DIR --manifest-only``, also done by every training run) as
+   ``DIR/val_manifest.csv`` for :mod:`medfm.eval.protocols.interactive`.
 2. Each step augments a batch, simulates a first prompt (box, clicks, scribbles), runs the
    encoder once, then 0–3 corrective rounds without gradients (a click in the deepest error
    and the model's own previous probability as mask input), and a last round with gradients
@@ -132,19 +133,17 @@ def build_cache(data_root: Path | None, path: Path, shapes: int = 1200, seed: in
     if path.exists():
         with np.load(path) as cached:
             return dict(cached)
-    pictures, masks, sources, is_val, files = [], [], [], [], []
+    pictures, masks, sources, is_val = [], [], [], []
 
-    def add(source: str, plane: np.ndarray, mask: np.ndarray, val: bool, paths: tuple[str, str] = ("", "")) -> None:
+    def add(source: str, plane: np.ndarray, mask: np.ndarray, val: bool) -> None:
         pictures.append((prepare_plane(plane, SIZE).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
         masks.append(_resize_mask(mask))
         sources.append(source)
         is_val.append(val)
-        files.append(paths)
 
     if data_root is not None:
         for source, image_path, mask_path, group in _manifest_items(data_root):
-            val = source in ("hc18", "kvasir", "ph2") and _is_val(f"{source}/{group}")
-            add(source, _read_picture(image_path), read_mask(mask_path)[:, :, 0].T, val, (str(image_path), str(mask_path)))
+            add(source, _read_picture(image_path), read_mask(mask_path)[:, :, 0].T, is_validation(source, group))
         for plane, mask in _volume_slices(data_root):
             add("volumes", plane, mask, False)
     rng = np.random.default_rng(seed)
@@ -155,20 +154,36 @@ def build_cache(data_root: Path | None, path: Path, shapes: int = 1200, seed: in
         "masks": np.stack(masks),
         "sources": np.array(sources),
         "is_val": np.array(is_val),
-        "files": np.array(files),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **cache)
     return cache
 
 
-def write_val_manifest(cache: dict[str, np.ndarray], path: Path) -> None:
-    """The validation split as a manifest (absolute ``image``, ``mask``, ``dataset``) for the evaluation protocol."""
-    with open(path, "w", newline="") as handle:
+def is_validation(source: str, group: str) -> bool:
+    """Whether an item of ``source`` in ``group`` belongs to the held-out validation split (HC18, Kvasir-SEG, PH2 only)."""
+    return source in ("hc18", "kvasir", "ph2") and _is_val(f"{source}/{group}")
+
+
+def write_val_manifest(data_root: Path, path: Path) -> int:
+    """The validation split as a manifest (absolute ``image``, ``mask``, ``dataset``) for the evaluation
+    protocol, in the datasets' manifest order, from the data's manifests alone (nothing decoded); returns its rows.
+
+    The same items are held out by :func:`build_cache`, so the manifest written here and the one a
+    training run writes are the same file.
+    """
+    from medfm.errors import MedfmError, display_path
+    from medfm.io.formats import atomic_path
+
+    if not data_root.is_dir():
+        raise MedfmError(f"{display_path(data_root)}: data folder not found")
+    rows = [(str(image), str(mask), source) for source, image, mask, group in _manifest_items(data_root)
+            if is_validation(source, group)]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", "mask", "dataset"])
-        for index in np.flatnonzero(cache["is_val"]):
-            writer.writerow([*cache["files"][index], cache["sources"][index]])
+        writer.writerows(rows)
+    return len(rows)
 
 
 def augment(pictures: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -299,7 +314,8 @@ def train(out: Path, minutes: float, resume: bool, cache_path: Path, data_root: 
 
     out.mkdir(parents=True, exist_ok=True)
     cache = build_cache(data_root, cache_path)
-    write_val_manifest(cache, out / "val_manifest.csv")
+    if data_root is not None:
+        write_val_manifest(data_root, out / "val_manifest.csv")
     train_sources = {
         source: np.flatnonzero((cache["sources"] == source) & ~cache["is_val"]) for source in SOURCE_WEIGHTS
     }

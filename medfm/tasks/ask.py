@@ -1,0 +1,145 @@
+"""Closed questions about one or more images, answered offline by zero-shot classification.
+
+:func:`parse_question` turns a question into a label set: the imaging modality ("what
+modality is this?", "is this a CT?"), the body region ("which body part?", "is this the
+chest?"), a finding's presence ("is there a pleural effusion?": the finding against "no
+finding") or explicit choices (``choices``, or "... X, Y or Z?" in the question).
+:func:`ask` embeds every image, averages the unit embeddings (several frames or slices of
+one question, MedFrameQA style) and classifies the mean; a best label less similar than
+``abstain_below`` answers "cannot tell". Open questions need a language model (issue 15).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medfm.errors import MedfmError
+from medfm.index import Index
+from medfm.models.encoders.base import Encoder
+from medfm.provenance import Provenance, text_id
+from medfm.tasks.classify import check_labels
+from medfm.tasks.domains import AXES
+from medfm.tasks.embed import content_sha256, embed_paths
+from medfm.tasks.zeroshot import DEFAULT_SCALE, DEFAULT_TEMPLATES, label_embeddings, probabilities
+
+#: The answer when the images are like none of the labels.
+CANNOT_TELL = "cannot tell"
+#: Longest question accepted (the text tower reads a few hundred tokens at most).
+MAX_QUESTION_CHARS = 500
+_MODALITY_WORDS = ("modality", "kind of scan", "type of scan", "kind of image", "type of image", "imaging technique",
+                   "which scan", "what scan", "acquired")
+_REGION_WORDS = ("region", "body part", "organ", "anatomy", "which part", "what part", "where")
+_PRESENCE = re.compile(r"^(?:is|are) there (?:an? |any )?(?P<finding>.+?)\??$|^does (?:it|this|the image) show (?:an? |any )?(?P<shown>.+?)\??$")
+_OPTIONS = re.compile(r"(?:is (?:it|this)|are these|:)\s+(?P<options>[^:?]+\bor\b[^:?]+)\??$")
+#: Words of a yes/no question that name a modality or region label, by key.
+_SYNONYMS = {"ct": ("ct", "computed tomography"), "mri": ("mri", "mr", "magnetic resonance"), "xray": ("x-ray", "radiograph"),
+             "ultrasound": ("ultrasound", "sonography"), "endoscopy": ("endoscopy", "colonoscopy"),
+             "dermoscopy": ("dermoscopy",), "fundus": ("fundus",), "microscopy": ("microscopy", "smear"),
+             "head": ("head", "brain"), "chest": ("chest", "thorax", "lung"), "abdomen": ("abdomen",), "pelvis": ("pelvis",),
+             "msk": ("spine", "musculoskeletal"), "colon": ("colon",), "skin": ("skin",), "eye": ("eye", "retina"),
+             "blood": ("blood",)}
+
+
+@dataclass(frozen=True)
+class Question:
+    """A parsed closed question: ``labels`` with their ``templates``; ``kind`` (``modality``,
+    ``region``, ``presence``, ``choice``); ``expected``: the label a yes/no question asks
+    about (the answer is then "yes" or "no"), else None."""
+
+    kind: str
+    labels: tuple[str, ...]
+    templates: tuple[str, ...]
+    expected: str | None = None
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9-]+", text.lower())
+
+
+def parse_question(question: str, choices: Sequence[str] | None = None) -> Question:
+    """The label set a closed question asks to choose from (see the module docstring)."""
+    text = " ".join(question.split())
+    if not text:
+        raise MedfmError("the question is empty")
+    if len(text) > MAX_QUESTION_CHARS:
+        raise MedfmError(f"the question is {len(text)} characters long; at most {MAX_QUESTION_CHARS} are accepted")
+    lowered = text.lower()
+    if choices:
+        return Question("choice", tuple(check_labels([c.strip() for c in choices])), DEFAULT_TEMPLATES)
+    if options := _OPTIONS.search(lowered):
+        names = [n.strip(" .").removeprefix("a ").removeprefix("an ").strip() for n in re.split(r",|\bor\b", options["options"])]
+        return Question("choice", tuple(check_labels([n for n in names if n])), DEFAULT_TEMPLATES)
+    for axis, cue_words in (("modality", _MODALITY_WORDS), ("region", _REGION_WORDS)):
+        classes, templates = AXES[axis]
+        if any(cue in lowered for cue in cue_words):
+            return Question(axis, tuple(classes.values()), templates)
+    if lowered.startswith(("is this", "is it", "was this", "is the image")):
+        words = " ".join(_words(lowered))
+        for axis in ("modality", "region"):
+            classes, templates = AXES[axis]
+            for key, label in classes.items():
+                if any(re.search(rf"\b{re.escape(s)}\b", words) for s in _SYNONYMS[key]):
+                    return Question(axis, tuple(classes.values()), templates, expected=label)
+    if presence := _PRESENCE.match(lowered):
+        finding = (presence["finding"] or presence["shown"]).strip(" .")
+        return Question("presence", (finding, f"no {finding}"), DEFAULT_TEMPLATES, expected=finding)
+    raise MedfmError("cannot parse the question: ask about the modality, the body region or a finding's presence "
+                     "(\"is there a ...?\"), or give the possible answers (--choices)")
+
+
+def ask(images: Sequence[str | os.PathLike], question: str, encoder: Encoder, *, choices: Sequence[str] | None = None,
+        index: Index | None = None, k: int = 5, abstain_below: float | None = None) -> dict[str, Any]:
+    """Answer a closed ``question`` about ``images`` (files or DICOM folders; several are one
+    question's frames or slices): ``{"answer", "confidence", "probabilities", "similarity",
+    "abstained", "question_kind", "per_image": [{"prediction", "confidence"}], "evidence"
+    (with an ``index``: the ``k`` nearest cases, without paths), "provenance"}``.
+    ``confidence`` is the softmax probability of the chosen label (also for "yes"/"no").
+    """
+    if not images:
+        raise MedfmError("a question needs at least one image")
+    parsed = parse_question(question, choices)
+    if not encoder.info.has_text:
+        raise MedfmError(f"encoder {encoder.info.name!r} has no text tower; questions need an image-text model")
+    embeddings = embed_paths(list(images), encoder, cache=False)
+    mean = embeddings.mean(axis=0)
+    mean = (mean / np.linalg.norm(mean)).astype(np.float32)
+    texts = label_embeddings(list(parsed.labels), encoder, parsed.templates)
+    scale = getattr(encoder, "logit_scale", DEFAULT_SCALE)
+    proba = probabilities(np.vstack([mean[None], embeddings]), texts, scale)
+    best = int(proba[0].argmax())
+    similarity = float((mean @ texts.T)[best])
+    abstained = abstain_below is not None and similarity < abstain_below
+    prediction = parsed.labels[best]
+    if abstained:
+        answer = CANNOT_TELL
+    elif parsed.expected is not None:
+        answer = "yes" if prediction == parsed.expected else "no"
+    else:
+        answer = prediction
+    result: dict[str, Any] = {
+        "answer": answer, "prediction": prediction, "confidence": round(float(proba[0, best]), 6),
+        "probabilities": {label: round(float(p), 6) for label, p in zip(parsed.labels, proba[0], strict=True)},
+        "similarity": round(similarity, 6), "abstained": abstained, "question_kind": parsed.kind,
+        "per_image": [{"prediction": parsed.labels[int(row.argmax())], "confidence": round(float(row.max()), 6)}
+                      for row in proba[1:]],
+    }
+    if index is not None:
+        index.check_model(encoder.info)
+        result["evidence"] = [{key: value for key, value in hit.to_dict().items() if key != "path"}
+                              for hit in index.search(mean, k)]
+    result["provenance"] = Provenance(
+        kind="report", model=encoder.info.name, weights_sha256=encoder.info.weights_sha256,
+        inputs=tuple(f"file-sha256:{content_sha256(Path(p))}" for p in images),
+        prompts=({"question": text_id(question)},),
+        parameters={"method": "zero-shot closed question", "labels": list(parsed.labels),
+                    "templates": list(parsed.templates), "abstain_below": abstain_below,
+                    **({"evidence": {"index": index.location, "k": k}} if index is not None else {})},
+    )
+    return result

@@ -1,0 +1,74 @@
+"""Automatic segmentation: a trained :class:`~medfm.models.automatic.AutoSegmenter` over many images, no prompts.
+
+:func:`auto_segment` gives one label map on the image's grid (the plan's label values, 0
+background) stamped with its provenance: the model's name and weights sha256, the
+input's pixel id, per-label mean confidence, and the plan, flips and component settings.
+:func:`auto_segment_files` writes one output per input, named after it, as every batch does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from medfm.errors import display_path
+from medfm.io.formats import load, output_folder
+from medfm.io.image import Image
+from medfm.io.label_maps import save_segmentation
+from medfm.models.automatic import AutoSegmenter
+from medfm.models.automatic.segmenter import planar_pixels
+from medfm.tasks.batch import BatchInput, BatchReport, output_paths, run_batch
+from medfm.tasks.segment import measure, segmentation_provenance
+
+
+def auto_segment(image: Image, segmenter: AutoSegmenter, path: str | os.PathLike = "image", *, flips: bool = False,
+                 largest_component: bool = False) -> Image:
+    """``image``'s label map; ``flips``: average over mirror images; ``largest_component``: keep each label's largest piece."""
+    probabilities = segmenter.probabilities(planar_pixels(image, path), flips=flips)
+    labels = segmenter.label_map(probabilities)
+    if largest_component:
+        labels = keep_largest_components(labels)
+    structures = []
+    for channel, value in enumerate(segmenter.plan.label_values, start=1):
+        inside = labels == value
+        score = float(probabilities[channel][inside].mean()) if inside.any() else 0.0
+        structures.append({"label": value, "label_name": segmenter.plan.labels[value],
+                           "planes": [{"slice_index": 0, "frame_index": 0, "score": score}]})
+    result = image.with_array(labels[:, :, None, None, None])
+    result.provenance = segmentation_provenance(
+        image, segmenter.info, [], structures,
+        {"mode": "automatic", "plan": segmenter.plan.to_dict(), "flips": flips, "largest_component": largest_component})
+    return result
+
+
+def keep_largest_components(labels: np.ndarray) -> np.ndarray:
+    """Each label value's largest connected piece (face connectivity); the rest becomes background."""
+    kept = np.zeros_like(labels)
+    for value in np.unique(labels):
+        if value == 0:
+            continue
+        pieces, count = ndimage.label(labels == value)
+        if count:
+            sizes = np.bincount(pieces.ravel())[1:]
+            kept[pieces == 1 + int(np.argmax(sizes))] = value
+    return kept
+
+
+def auto_segment_files(inputs: Sequence[BatchInput], out_dir: str | os.PathLike, segmenter: AutoSegmenter, *,
+                       flips: bool = False, largest_component: bool = False, progress: bool = False) -> BatchReport:
+    """:func:`auto_segment` for each input into ``out_dir`` as a PNG label map named after it
+    (:func:`~medfm.tasks.batch.output_paths`: clashes are refused before anything is written);
+    an input that fails is reported in the :class:`BatchReport` and the others go on."""
+    targets = dict(zip(inputs, output_paths(inputs, out_dir, ".png")))
+    output_folder(out_dir)
+
+    def one(item: BatchInput) -> dict[str, Any]:
+        labels = auto_segment(load(item.path), segmenter, item.path, flips=flips, largest_component=largest_component)
+        written = save_segmentation(labels, targets[item])
+        return {"input": display_path(item.path), "output": display_path(written), "structures": measure(labels)}
+
+    return run_batch(inputs, one, progress=progress, description="Segmenting")

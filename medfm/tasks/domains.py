@@ -1,0 +1,69 @@
+"""The domain router: which imaging modality and body region an image shows, zero-shot, with abstention.
+
+The label sets and prompts are those the shipped image-text model was trained and measured
+with (``medfm train clip``; numbers in ``medfm/models/cards/medfm-clip-small.md``), so that
+the router's accuracy is the card's. Report drafting (:mod:`medfm.tasks.report`) routes the
+study and its retrieved cases, and closed questions (:mod:`medfm.tasks.ask`) answer
+"which modality / which body part" with it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from medfm.models.encoders.base import Encoder
+from medfm.tasks.zeroshot import DEFAULT_SCALE, label_embeddings, probabilities
+
+#: Zero-shot label texts for each modality key.
+MODALITIES = {"ct": "CT", "mri": "MRI", "xray": "X-ray", "ultrasound": "ultrasound", "endoscopy": "endoscopy",
+              "dermoscopy": "dermoscopy", "fundus": "fundus photograph", "microscopy": "microscopy"}
+#: Zero-shot label texts for each body-region key.
+REGIONS = {"head": "head", "chest": "chest", "abdomen": "abdomen", "pelvis": "pelvis",
+           "msk": "spine and musculoskeletal system", "colon": "colon", "skin": "skin", "eye": "eye",
+           "blood": "blood"}
+MODALITY_TEMPLATES = ("a {} image", "a {} scan", "a medical image acquired with {}", "{}")
+REGION_TEMPLATES = ("a medical image of the {}", "an image of the {}", "a scan of the {}", "the {}")
+#: Each routed axis: its label set and prompt templates.
+AXES = {"modality": (MODALITIES, MODALITY_TEMPLATES), "region": (REGIONS, REGION_TEMPLATES)}
+#: Label embeddings by encoder and axis: routing a study and its retrieved cases encodes the prompts once.
+_LABELS: weakref.WeakKeyDictionary[Encoder, dict[str, np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class Routed:
+    """One axis of one routing: the best ``key`` (None when abstaining), its ``label`` text,
+    ``probability`` (softmax over the label set), ``similarity`` (cosine to the label's
+    prompts) and whether the router ``abstained`` (similarity under the threshold)."""
+
+    key: str | None
+    label: str | None
+    probability: float
+    similarity: float
+    abstained: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {"key": self.key, "label": self.label, "probability": round(self.probability, 6),
+                "similarity": round(self.similarity, 6), "abstained": self.abstained}
+
+
+def route(embeddings: np.ndarray, encoder: Encoder, axis: str, abstain_below: float | None = None) -> list[Routed]:
+    """``(N, D)`` unit image embeddings → one :class:`Routed` per row on ``axis`` (``modality``
+    or ``region``); with ``abstain_below`` (a similarity), rows less like every label abstain."""
+    classes, templates = AXES[axis]
+    by_axis = _LABELS.setdefault(encoder, {})
+    if axis not in by_axis:
+        by_axis[axis] = label_embeddings(list(classes.values()), encoder, templates)
+    texts = by_axis[axis]
+    proba = probabilities(embeddings, texts, getattr(encoder, "logit_scale", DEFAULT_SCALE))
+    similarity = embeddings @ texts.T
+    keys = list(classes)
+    routed = []
+    for row in range(len(embeddings)):
+        best = int(proba[row].argmax())
+        abstained = abstain_below is not None and float(similarity[row, best]) < abstain_below
+        routed.append(Routed(None if abstained else keys[best], None if abstained else classes[keys[best]],
+                             float(proba[row, best]), float(similarity[row, best]), abstained))
+    return routed

@@ -1,0 +1,166 @@
+"""Report drafting, closed questions and text metrics, with the fake encoder and generated images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clitools import run_cli
+from fakeencoder import FakeEncoder, fake_models  # noqa: F401  (the fixture)
+
+from medfm.errors import MedfmError
+from medfm.eval.evaluate_text import evaluate_answers, evaluate_reports
+from medfm.eval.text_metrics import answer_correct, bleu4, mentioned_terms, rouge_l, term_f1
+from medfm.index import open_index
+from medfm.io import Image, save
+from medfm.tasks.ask import CANNOT_TELL, MAX_QUESTION_CHARS, ask, parse_question
+from medfm.tasks.report import Context, compose, cut_by_ratio, draft_report, sentences
+from medfm.tasks.search import build_index
+
+PATIENT_FOLDER = "Doe^Jane"
+BRIGHT_CAPTION = "Large mass in the liver. Small pleural effusion on 03/04/2011."
+DARK_CAPTION = "Normal brain without hemorrhage. Ventricles are normal."
+
+
+def _png(path: Path, level: int, seed: int) -> Path:
+    pixels = (level + np.random.default_rng(seed).integers(0, 40, (32, 32))).astype(np.uint8)
+    return save(Image(pixels), path)
+
+
+@pytest.fixture
+def captioned(tmp_path: Path) -> dict:
+    """Eight indexed PNGs in a folder named like a patient: bright ones captioned about the liver, dark about the brain."""
+    folder = tmp_path / PATIENT_FOLDER
+    folder.mkdir()
+    metadata = {}
+    for i in range(8):
+        path = _png(folder / f"case{i}.png", 190 if i % 2 == 0 else 15, i)
+        metadata[str(path)] = {"caption": BRIGHT_CAPTION if i % 2 == 0 else DARK_CAPTION}
+    report = build_index([], FakeEncoder(), tmp_path / "index", metadata=metadata)
+    assert report.added == 8
+    return {"index": tmp_path / "index", "bright": _png(tmp_path / "bright.png", 200, 99),
+            "dark": _png(tmp_path / "dark.png", 10, 98), "root": tmp_path}
+
+
+def test_index_stores_manifest_captions(captioned: dict) -> None:
+    with open_index(captioned["index"]) as store:
+        captions = {metadata["caption"] for _, metadata in store.records()}
+    assert captions == {BRIGHT_CAPTION, DARK_CAPTION}
+
+
+def test_ratio_cut_keeps_contexts_close_to_the_best() -> None:
+    contexts = [Context(1, 0.5, "a b"), Context(2, 0.9, "c d"), Context(3, 0.8, "e f")]
+    assert [c.id for c in cut_by_ratio(contexts, 0.85)] == [2, 3]
+    assert [c.id for c in cut_by_ratio(contexts, 1.0)] == [2]
+    assert [c.id for c in cut_by_ratio([Context(1, -0.2, "a b"), Context(2, -0.3, "c d")], 0.5)] == [1]
+    with pytest.raises(MedfmError, match="ratio"):
+        cut_by_ratio(contexts, 1.5)
+
+
+def test_compose_prefers_what_the_cases_agree_on() -> None:
+    agreed = "Mass in the right kidney."
+    contexts = [Context(1, 0.9, "Odd artefact at the edge of the film. " + agreed),
+                Context(2, 0.8, agreed + " Cyst nearby."), Context(3, 0.8, "There is a mass in the right kidney.")]
+    drafted = compose(contexts, max_sentences=1)
+    assert [s.text for s in drafted] == [agreed]
+    assert drafted[0].source in (1, 2) and drafted[0].support > 0
+    # a near-repeat of a chosen sentence is skipped
+    assert len({s.text.lower() for s in compose(contexts, max_sentences=3)}) == 3
+    assert sentences("One finding here.\n2. Another finding there") == ["One finding here.", "Another finding there."]
+
+
+def test_draft_report_links_sentences_and_hides_identifiers(captioned: dict) -> None:
+    with open_index(captioned["index"]) as store:
+        result = draft_report(captioned["bright"], FakeEncoder(), store, k=4, ratio=0.5)
+        indexed = dict(store.records())
+    assert result["sentences"], result
+    for sentence in result["sentences"]:
+        assert indexed[sentence["source"]]["caption"] == BRIGHT_CAPTION
+        assert sentence["text"].rstrip(".").replace("[redacted]", "") in BRIGHT_CAPTION
+    assert "liver" in result["draft"] and "brain" not in result["draft"]
+    text = json.dumps({**result, "provenance": result["provenance"].to_dict()})
+    assert PATIENT_FOLDER not in text and "03/04/2011" not in text
+    assert result["provenance"].kind == "report"
+    assert {f"index-item:{c['id']}" for c in result["contexts"]} <= set(result["provenance"].inputs)
+
+
+def test_draft_report_refuses_an_index_without_captions_or_of_another_model(tmp_path: Path, captioned: dict) -> None:
+    build_index([captioned["bright"]], FakeEncoder(), tmp_path / "bare")
+    with open_index(tmp_path / "bare") as store, pytest.raises(MedfmError, match="caption"):
+        draft_report(captioned["bright"], FakeEncoder(), store)
+    with open_index(captioned["index"]) as store, pytest.raises(MedfmError):
+        draft_report(captioned["bright"], FakeEncoder("other-clip", seed=1), store)
+
+
+def test_parse_question_label_sets() -> None:
+    assert parse_question("What imaging modality is this?").kind == "modality"
+    assert parse_question("Which body part is shown?").kind == "region"
+    yes_no = parse_question("Is this a CT?")
+    assert (yes_no.kind, yes_no.expected) == ("modality", "CT")
+    presence = parse_question("Is there a pleural effusion?")
+    assert presence.labels == ("pleural effusion", "no pleural effusion")
+    assert parse_question("Is it bright, grey or dark?").labels == ("bright", "grey", "dark")
+    assert parse_question("anything", choices=["x", "y"]).labels == ("x", "y")
+    for bad, message in (("   ", "empty"), ("x" * (MAX_QUESTION_CHARS + 1), "characters"), ("Tell me a story", "cannot parse")):
+        with pytest.raises(MedfmError, match=message):
+            parse_question(bad)
+
+
+def test_ask_answers_aggregates_and_abstains(captioned: dict) -> None:
+    encoder = FakeEncoder()
+    assert ask([captioned["bright"]], "Is it bright or dark?", encoder)["answer"] == "bright"
+    assert ask([captioned["dark"]], "Is it bright or dark?", encoder)["answer"] == "dark"
+    several = ask([captioned["bright"], captioned["bright"], captioned["dark"]], "Is it bright or dark?", encoder)
+    assert several["answer"] == "bright" and [i["prediction"] for i in several["per_image"]] == ["bright", "bright", "dark"]
+    assert ask([captioned["bright"]], "Is it bright or dark?", encoder, abstain_below=1.01)["answer"] == CANNOT_TELL
+    with open_index(captioned["index"]) as store:
+        result = ask([captioned["dark"]], "Is it bright or dark?", encoder, index=store, k=2)
+    assert [hit["caption"] for hit in result["evidence"]] == [DARK_CAPTION, DARK_CAPTION]
+    assert "path" not in result["evidence"][0] and result["provenance"].kind == "report"
+    with pytest.raises(MedfmError, match="at least one image"):
+        ask([], "Is it bright or dark?", encoder)
+
+
+def test_text_metrics() -> None:
+    assert bleu4(["the liver mass is large today"], ["the liver mass is large today"]) == pytest.approx(1.0)
+    assert bleu4(["nothing alike"], ["the liver mass is large today"]) < 0.1
+    assert rouge_l("mass in the liver", "mass in the liver") == pytest.approx(1.0)
+    assert mentioned_terms("Small pleural effusions and a liver mass") == {"pleural effusion", "liver", "mass"}
+    assert term_f1("liver mass", "liver cyst") == pytest.approx(0.5)
+    assert term_f1("no words to match", "none here either") == 1.0
+    assert answer_correct("The CT.", "ct") == 1.0 and answer_correct("MRI", "CT") == 0.0
+
+
+def test_evaluate_files(tmp_path: Path) -> None:
+    (tmp_path / "gold.csv").write_text("id,text\na,Liver mass.\nb,Brain hemorrhage.\n")
+    (tmp_path / "pred.jsonl").write_text('{"id": "a", "text": "Liver mass."}\n{"id": "b", "text": "Normal lungs."}\n')
+    result = evaluate_reports(tmp_path / "pred.jsonl", tmp_path / "gold.csv", n_boot=50)
+    assert result["n"] == 2 and result["metrics"]["term_f1"]["value"] == pytest.approx(0.5)
+    assert [c["rouge_l"] for c in result["cases"]][0] == pytest.approx(1.0)
+    (tmp_path / "gold_vqa.csv").write_text("id,answer\n1,CT\n2,MRI\n3,yes\n")
+    (tmp_path / "pred_vqa.csv").write_text("id,answer\n1,ct\n2,CT\n3,Yes.\n")
+    assert evaluate_answers(tmp_path / "pred_vqa.csv", tmp_path / "gold_vqa.csv", n_boot=50)["metrics"]["accuracy"]["value"] == pytest.approx(2 / 3)
+    (tmp_path / "short.csv").write_text("id,answer\n1,ct\n")
+    with pytest.raises(MedfmError, match="no prediction"):
+        evaluate_answers(tmp_path / "short.csv", tmp_path / "gold_vqa.csv")
+
+
+@pytest.mark.usefixtures("fake_models")
+def test_cli(captioned: dict, capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run_cli(["report", str(captioned["dark"]), "--index", str(captioned["index"]), "--abstain-threshold", "0.1",
+                              "--ratio", "0.5", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert "brain" in result["draft"].lower() and PATIENT_FOLDER not in out and result["provenance"]["kind"] == "report"
+    code, out, err = run_cli(["ask", str(captioned["bright"]), "Is it bright or dark?", "--model", "fake-clip",
+                              "--abstain-threshold", "0.1", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["answer"] == "bright"
+    code, out, err = run_cli(["ask", "Is it bright or dark?", "--model", "fake-clip", "--abstain-threshold", "0.1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "at least one image" in err
+    (captioned["root"] / "gold.csv").write_text("id,answer\n1,bright\n")
+    code, out, err = run_cli(["evaluate", "vqa", str(captioned["root"] / "gold.csv"), str(captioned["root"] / "gold.csv"),
+                              "--n-boot", "20", "--json"], capsys)
+    assert code == 0 and json.loads(out)["metrics"]["accuracy"]["value"] == 1.0

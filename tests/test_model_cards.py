@@ -1,0 +1,122 @@
+"""The shipped models' cards report what their evaluation commands wrote: every number in a card's
+results tables is read from the markdown and compared with the JSON committed beside the card,
+and that JSON is for the weights that ship."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medfm.models.registry import list_encoders, list_segmenters
+
+CARDS = Path(__file__).resolve().parents[1] / "medfm" / "models" / "cards"
+
+
+def markdown_tables(text: str) -> list[list[dict[str, str]]]:
+    """Every pipe table of ``text`` as rows of {header: cell}, markup (``**``) stripped."""
+    tables, block = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append([cell.strip().replace("**", "") for cell in line.strip().strip("|").split("|")])
+        elif block:
+            if len(block) > 2 and set(block[1][0]) <= set("-: "):
+                tables.append([dict(zip(block[0], row, strict=True)) for row in block[2:]])
+            block = []
+    return tables
+
+
+def table_with(text: str, header: str) -> list[dict[str, str]]:
+    found = [table for table in markdown_tables(text) if header in table[0]]
+    assert len(found) == 1, f"one table with a {header!r} column expected"
+    return found[0]
+
+
+def as_printed(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}"
+
+
+def read_card(name: str) -> tuple[str, dict]:
+    return (CARDS / f"{name}.md").read_text(), json.loads((CARDS / f"{name}.results.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["medfm-clip-small", "medfm-interactive"])
+def test_card_names_the_command_that_writes_its_results_for_the_shipped_weights(name: str) -> None:
+    card, results = read_card(name)
+    assert f"--results medfm/models/cards/{name}.results.json" in card
+    assert "--manifest-only" in card
+    config = {**list_encoders(), **list_segmenters()}[name]
+    assert results["model"] == name and results["weights_sha256"] == config["weights"]["sha256"]
+
+
+def test_interactive_card_table_matches_its_results() -> None:
+    card, results = read_card("medfm-interactive")
+    names = {"HC18": "hc18", "Kvasir-SEG": "kvasir", "PH2": "ph2", "all images": None}
+    rows = table_with(card, "box Dice")
+    assert [row["dataset"] for row in rows] == list(names)
+    for row in rows:
+        summary = results["all"] if names[row["dataset"]] is None else results["datasets"][names[row["dataset"]]]
+        clicks = summary["click_dice"]
+        assert row["images"] == str(summary["images"]), row["dataset"]
+        assert row["box Dice"] == as_printed(summary["box_dice"], 3), row["dataset"]
+        for column, count in (("1 click", 1), ("2 clicks", 2), ("3 clicks", 3), ("5 clicks", 5), ("10 clicks", 10)):
+            assert row[column] == as_printed(clicks[count - 1], 3), (row["dataset"], column)
+        assert row["NoC@80"] == as_printed(summary["noc@80"], 2) and row["NoC@90"] == as_printed(summary["noc@90"], 2)
+        assert row["never ≥ 0.90"] == str(summary["failures@90"]), row["dataset"]
+    datasets = results["datasets"].values()
+    mean_box = sum(s["box_dice"] for s in datasets) / len(datasets)
+    mean_click = sum(s["click_dice"][0] for s in datasets) / len(datasets)
+    assert f"Mean of the three datasets: box {mean_box:.3f}, one click {mean_click:.3f}." in card
+
+
+def test_clip_card_tables_match_its_results() -> None:
+    card, results = read_card("medfm-clip-small")
+    measures = {row["measure"]: row["value"] for row in table_with(card, "measure")}
+    expected = {
+        f"zero-shot modality accuracy, 8 classes, {sum(d['n'] for d in results['per_dataset'].values())} images":
+            as_printed(results["modality_accuracy"], 3),
+        f"zero-shot body-region accuracy, 9 classes, {sum(d['n'] for d in results['per_dataset'].values())} images":
+            as_printed(results["region_accuracy"], 3),
+        f"MedPix caption → image recall@10 ({results['medpix_queries']} captions, {results['medpix_images']} images)":
+            as_printed(results["text_to_image_recall@10"], 3),
+        "MedPix caption → image recall@1": as_printed(results["text_to_image_recall@1"], 3),
+        "throughput, `encode_planes`, 256² uint8 planes, batch 32, 1 CPU thread":
+            f"{results['images_per_second_1_thread_batch_32']:.0f} images/s",
+    }
+    assert measures == expected
+    names = {"BCCD": "bccd_blood_cells", "fundus (DRIVE + CHASE_DB1)": "fundus_vessels", "HC18": "hc18_fetal_head_us",
+             "Kvasir-SEG": "kvasir_seg_polyp", "MedPix": "medpix2_image_text_train", "PH2": "ph2_dermoscopy",
+             "PneumoniaMNIST": "pneumoniamnist", "POCUS (frames of 2 patient groups)": "pocus_lung_ultrasound_video"}
+    rows = table_with(card, "modality accuracy")
+    assert [row["dataset"] for row in rows] == list(names) and set(names.values()) == set(results["per_dataset"])
+    for row in rows:
+        dataset = results["per_dataset"][names[row["dataset"]]]
+        assert row["test images"] == str(dataset["n"]), row["dataset"]
+        assert row["modality accuracy"] == as_printed(dataset["modality_accuracy"], 2), row["dataset"]
+        assert row["region accuracy"] == as_printed(dataset["region_accuracy"], 2), row["dataset"]
+    assert f"sha256 `{results['manifest_sha256']}`" in card
+
+
+def test_markdown_tables_are_read_by_header() -> None:
+    text = "intro\n\n| a | b |\n|---|---|\n| 1 | **2** |\n| 3 | 4 |\n\nafter\n| x |\n|---|\n| y |\n"
+    assert markdown_tables(text) == [[{"a": "1", "b": "2"}, {"a": "3", "b": "4"}], [{"x": "y"}]]
+
+
+def test_clip_card_abstention_table_matches_its_calibration_and_the_config() -> None:
+    card = (CARDS / "medfm-clip-small.md").read_text()
+    results = json.loads((CARDS / "medfm-clip-small.abstention.json").read_text())
+    assert "--results medfm/models/cards/medfm-clip-small.abstention.json" in card
+    assert results["weights_sha256"] == list_encoders()["medfm-clip-small"]["weights"]["sha256"]
+    rows = table_with(card, "threshold (cosine)")
+    assert [row["answer"].split(",")[0] for row in rows] == ["zero-shot", "zero-shot", "text search"]
+    for row, key in zip(rows, ("zero_shot_modality", "zero_shot_region", "search"), strict=True):
+        measured = results[key]
+        threshold = as_printed(measured["threshold"], 4)
+        assert row["threshold (cosine)"] == threshold or (row["threshold (cosine)"] == "—" and threshold in row["answer"]), key
+        assert row["test AUROC in-set vs out-of-set"] == as_printed(measured["test_auroc"], 3), key
+        assert row["in-set kept"] == as_printed(measured["test_in_set_kept"], 3), key
+        assert row["out-of-set abstained"] == as_printed(measured["test_out_of_set_abstained"], 3), key
+        assert row["test cases"] == f"{measured['test_n']['in_set']} + {measured['test_n']['out_of_set']}", key
+    stored = list_encoders()["medfm-clip-small"]["abstention"]
+    assert stored["zero_shot"] == results["zero_shot_modality"]["threshold"] and stored["search"] == results["search"]["threshold"]

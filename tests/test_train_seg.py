@@ -1,0 +1,190 @@
+"""``medfm train seg`` and ``medfm segment --auto`` on generated discs: plan, training, resume, inference, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from clitools import run_cli
+from segdata import write_discs
+from medfm.errors import MedfmError
+from medfm.io.formats import load
+from medfm.models.registry import create_auto_segmenter, list_auto_architectures, sha256_of
+from medfm.train.seg import train_segmenter
+from medfm.train.seg_data import fingerprint, read_cases, split_cases
+from medfm.train.seg_plan import make_plan
+
+SMALL = {"batch_size": "8"}
+
+
+@pytest.fixture(scope="module")
+def discs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_discs(tmp_path_factory.mktemp("discs"))
+
+
+@pytest.fixture(scope="module")
+def trained(discs: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("models") / "discs-model"
+    summary = train_segmenter(discs, out, max_steps=40, plan_overrides=SMALL, group_column="subject")
+    return out, summary
+
+
+def trivial_dice(manifest: Path) -> float:
+    """Dice of calling every pixel foreground, over the held-out images: what a net must beat."""
+    _, held_out = split_cases(read_cases(manifest, "subject"))
+    scores = []
+    for case in held_out:
+        mask = np.asarray(PILImage.open(case.mask)) > 0
+        scores.append(2 * mask.sum() / (mask.sum() + mask.size))
+    return float(np.mean(scores))
+
+
+def test_training_lowers_the_loss_and_beats_the_trivial_baseline(trained, discs):
+    out, summary = trained
+    assert summary["steps"] == 40
+    assert summary["loss_last_10"] < summary["loss_first_10"]
+    dice = summary["validation"]["1"]["dice"]
+    assert dice["value"] > trivial_dice(discs) + 0.1
+    assert dice["low"] <= dice["value"] <= dice["high"]
+
+
+def test_model_dir_is_complete_and_verified(trained):
+    out, summary = trained
+    assert sorted(p.name for p in out.iterdir()) == ["card.md", "config.json", "fingerprint.json", "plan.json",
+                                                     "weights.safetensors"]
+    assert not (out.parent / f".{out.name}.partial").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["weights"]["sha256"] == sha256_of(out / "weights.safetensors")
+    assert json.loads((out / "plan.json").read_text())["labels"] == {"1": "foreground"}
+    fingerprint_record = json.loads((out / "fingerprint.json").read_text())
+    assert fingerprint_record["shape"]["median"] == [32, 32] and 0 < fingerprint_record["class_frequency"]["1"] < 0.5
+    card = (out / "card.md").read_text()
+    assert f"{summary['validation']['1']['dice']['value']:.3f}" in card and "HD95" in card
+
+
+def test_damaged_weights_are_refused(trained, tmp_path):
+    out, _ = trained
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in out.iterdir():
+        copy.joinpath(path.name).write_bytes(path.read_bytes())
+    weights = copy / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(MedfmError, match="weights.safetensors: does not match the sha256"):
+        create_auto_segmenter(copy)
+
+
+def test_auto_segment_writes_one_png_per_input_with_provenance(trained, discs, tmp_path, capsys):
+    out, _ = trained
+    images = sorted((discs.parent / "images").iterdir())
+    code, stdout, stderr = run_cli(["segment", "--auto", "--model", str(out), str(images[0]), str(images[1]),
+                                    "--flips", "--largest-component", "-o", str(tmp_path / "seg"), "--json"], capsys)
+    assert code == 0, stderr
+    results = json.loads(stdout)["results"]
+    assert [Path(r["output"]).name for r in results] == [images[0].name, images[1].name]
+    written = load(tmp_path / "seg" / images[0].name)
+    config = json.loads((out / "config.json").read_text())
+    record = written.provenance
+    assert record.model == "discs-model" and record.weights_sha256 == config["weights"]["sha256"]
+    assert tuple(record.parameters["plan"]["patch_size"]) == (32, 32) and record.parameters["flips"] is True
+    labels = written.array[:, :, 0, 0, 0]
+    from scipy import ndimage
+    assert ndimage.label(labels > 0)[1] <= 1  # the largest component only
+
+
+def test_auto_segment_of_a_folder_matches_the_library(trained, discs, tmp_path, capsys):
+    from medfm.tasks.auto_segment import auto_segment
+
+    out, _ = trained
+    code, _, stderr = run_cli(["segment", "--auto", "--model", str(out), str(discs.parent / "images"),
+                               "-o", str(tmp_path / "seg")], capsys)
+    assert code == 0, stderr
+    assert len(list((tmp_path / "seg").iterdir())) == 16
+    image_path = discs.parent / "images" / "case03.png"
+    expected = auto_segment(load(image_path), create_auto_segmenter(out), image_path).array[:, :, 0, 0, 0]
+    assert np.array_equal(load(tmp_path / "seg" / "case03.png").array[:, :, 0, 0, 0] > 0, expected > 0)
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(discs, tmp_path):
+    out = tmp_path / "model"
+
+    def interrupt(step: int, loss: float) -> None:
+        if step == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_segmenter(discs, out, max_steps=10, plan_overrides=SMALL, checkpoint_seconds=0, on_step=interrupt)
+    assert not out.exists()
+    assert (tmp_path / ".model.partial" / "checkpoint.pt").is_file()
+    with pytest.raises(MedfmError, match="interrupted training .* pass --resume"):
+        train_segmenter(discs, out, max_steps=10, plan_overrides=SMALL)
+    summary = train_segmenter(discs, out, max_steps=10, resume=True)
+    assert summary["steps"] == 10 and summary["resumed_at_steps"] == [5]
+    assert json.loads((out / "plan.json").read_text())["batch_size"] == 8  # the plan of the first run
+    assert not (tmp_path / ".model.partial").exists()
+
+
+def test_plan_follows_the_fingerprint_and_takes_overrides(discs):
+    print_, labels = fingerprint(read_cases(discs), None)
+    plan = make_plan(print_, labels)
+    assert (plan.scale, plan.patch_size, plan.normalisation) == (1.0, (32, 32), "zscore")
+    ct = {**print_, "modality": ["CT"]}
+    ct_plan = make_plan(ct, labels, "auto-dynunet", {"patch_size": "[16, 16]"})
+    assert ct_plan.normalisation == "ct_clip" and ct_plan.patch_size == (16, 16)
+    assert ct_plan.clip == (print_["intensity"]["foreground_percentile_0_5"], print_["intensity"]["foreground_percentile_99_5"])
+    with pytest.raises(MedfmError, match="no setting 'patchsize'"):
+        make_plan(print_, labels, None, {"patchsize": "[16, 16]"})
+    with pytest.raises(MedfmError, match="unknown architecture 'nope'"):
+        make_plan(print_, labels, "nope")
+
+
+@pytest.mark.parametrize("name", sorted(list_auto_architectures()))
+def test_every_architecture_trains_a_step(name, discs, tmp_path):
+    summary = train_segmenter(discs, tmp_path / name, architecture=name, max_steps=2, plan_overrides={"batch_size": "2"})
+    assert summary["steps"] == 2 and json.loads((tmp_path / name / "config.json").read_text())["architecture"] == name
+
+
+def bad(tmp_path: Path, rows: list[str]) -> Path:
+    write_discs(tmp_path, count=4)
+    manifest = tmp_path / "bad.csv"
+    manifest.write_text("\n".join(["image,mask", *rows]) + "\n")
+    return manifest
+
+
+@pytest.mark.parametrize("case, rows, extra, message", [
+    ("missing mask", ["images/case00.png,masks/case00.png", "images/case01.png,"], [], r"bad\.csv, line 3: empty"),
+    ("mask not found", ["images/case00.png,masks/case00.png", "images/case01.png,masks/none.png"], [], r"none\.png: listed in"),
+    ("empty dataset", [], [], r"bad\.csv: the manifest has no rows"),
+    ("budget 0", ["images/case00.png,masks/case00.png", "images/case01.png,masks/case01.png"], ["--budget-min", "0"],
+     "must be above 0"),
+    ("shape", ["images/case00.png,masks/case00.png", "images/case01.png,masks/small.png"], [], r"small\.png: mask shape \(16, 16\) differs"),
+    ("undeclared", ["images/case00.png,masks/case00.png", "images/case01.png,masks/three.png"], ["--labels", "1=disc"],
+     r"three\.png: holds label value 3, not declared"),
+])
+def test_bad_input_is_one_line_naming_the_file(case, rows, extra, message, tmp_path, capsys):
+    manifest = bad(tmp_path, rows)
+    PILImage.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "masks" / "small.png")
+    three = np.zeros((32, 32), np.uint8)
+    three[4:9, 4:9] = 3
+    PILImage.fromarray(three).save(tmp_path / "masks" / "three.png")
+    code, stdout, stderr = run_cli(["train", "seg", str(manifest), "-o", str(tmp_path / "model"), *extra], capsys)
+    errors = [line for line in stderr.splitlines() if line.startswith("medfm: error: ")]
+    assert code == 2 and len(errors) == 1 and stderr.strip().endswith(errors[0]) and "Traceback" not in stderr, stderr
+    assert re.search(message, errors[0]), stderr
+    assert not (tmp_path / "model").exists()
+
+
+def test_volumes_are_refused_in_this_version(tmp_path, capsys):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.eye(4)), tmp_path / "m.nii.gz")
+    (tmp_path / "w.nii.gz").write_bytes((tmp_path / "v.nii.gz").read_bytes())
+    (tmp_path / "d.csv").write_text("image,mask\nv.nii.gz,m.nii.gz\nw.nii.gz,m.nii.gz\n")
+    code, _, stderr = run_cli(["train", "seg", str(tmp_path / "d.csv"), "-o", str(tmp_path / "model")], capsys)
+    assert code == 2 and ".nii.gz: is (8, 8, 4, 1)" in stderr and "2D images" in stderr
