@@ -31,6 +31,7 @@ def index_build(
     columns: Annotated[str, typer.Option("--columns", help="Comma-separated manifest columns to store.")] = "caption",
     path_column: Annotated[str, typer.Option("--path-column", help="The manifest's image-path column.")] = "path",
     dtype: Annotated[str | None, typer.Option("--dtype", help="How a new local index stores vectors: f32, f16 (half the memory) or i8.")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Settings of a new local index: default, or large (100k+ images: wider graph, f16; see docs/scaling.md).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     model: Annotated[str | None, typer.Option("--model", help="Model name (see the model registry; default: the shipped image-text encoder).")] = None,
 ) -> None:
@@ -42,7 +43,8 @@ def index_build(
 
     metadata = read_manifest_columns(manifest, [c.strip() for c in columns.split(",") if c.strip()], path_column) if manifest else None
     report = build_index(sources or [], create_encoder(model or DEFAULT_ENCODER, checkpoint), index, catalog=catalog, metadata=metadata,
-                         batch_size=batch_size, progress=progress, **({"dtype": dtype} if dtype else {}))
+                         batch_size=batch_size, progress=progress,
+                         **{key: value for key, value in (("dtype", dtype), ("profile", profile)) if value})
     typer.echo(f"{report.index}: {report.added} added, {report.skipped} already indexed, {len(report.bad)} bad")
     for path, reason in report.bad:
         typer.echo(f"medfm: bad file: {path}: {reason}", err=True)
