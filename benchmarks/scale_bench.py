@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_bench import DIM, TARGET, K, exact_top, mixture, rss_bytes
+from embed_bench import DIM, TARGET, K, bench_faiss, exact_top, measure, mixture, rss_bytes
 
 #: The settings compared by default: the old default, then wider graphs. Name -> LocalIndex settings.
 SETTINGS = {
@@ -54,24 +54,6 @@ CHUNK = 50_000
 def log(record: dict) -> None:
     """Progress on stderr: a run that is stopped still leaves its numbers."""
     print(json.dumps(record), file=sys.stderr, flush=True)
-
-
-def measure(search, queries: np.ndarray, truth: np.ndarray) -> dict:
-    for query in queries[:5]:  # warm-up: page in the graph's top layers
-        search(query)
-    latency, cpu, recall = [], [], []
-    for query, expected in zip(queries, truth):
-        start, start_cpu = time.perf_counter(), time.thread_time()
-        found = search(query)
-        latency.append(time.perf_counter() - start)
-        cpu.append(time.thread_time() - start_cpu)
-        recall.append(len(set(found) & set(expected.tolist())) / K)
-    p50, p99 = np.percentile(latency, [50, 99]) * 1e3
-    cpu_p50, cpu_p99 = np.percentile(cpu, [50, 99]) * 1e3
-    # wall latency on a shared machine includes waiting for a core; CPU time is the search's own cost
-    return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3),
-            "cpu_p50_ms": round(float(cpu_p50), 3), "cpu_p99_ms": round(float(cpu_p99), 3),
-            "recall_at_10": round(float(np.mean(recall)), 4)}
 
 
 def bench_local(name: str, settings: dict, data: np.ndarray, queries: np.ndarray, truth: np.ndarray,
@@ -97,25 +79,6 @@ def bench_local(name: str, settings: dict, data: np.ndarray, queries: np.ndarray
                 lambda q: [hit.id for hit in index.search(q, K)], queries, truth)
             log({"setting": name, "expansion_search": expansion, **result["by_expansion_search"][expansion]})
         index.close()
-    return result
-
-
-def bench_faiss(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, expansions: list[int]) -> dict | None:
-    try:
-        import faiss
-    except ImportError:
-        return None
-    before = rss_bytes()
-    start = time.perf_counter()
-    index = faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 128
-    index.add(data)
-    result = {"engine": "faiss", "setting": "faiss-hnsw32-ef128", "settings": {"M": 32, "efConstruction": 128},
-              "build_s": round(time.perf_counter() - start, 1),
-              "rss_delta_mb": round((rss_bytes() - before) / 2**20, 1), "by_expansion_search": {}}
-    for expansion in expansions:
-        index.hnsw.efSearch = expansion
-        result["by_expansion_search"][expansion] = measure(lambda q: index.search(q[None], K)[1][0].tolist(), queries, truth)
     return result
 
 
@@ -146,7 +109,7 @@ def bench_vectors(args: argparse.Namespace) -> dict:
         log({k: v for k, v in runs[-1].items() if k != "by_expansion_search"})
     if not args.skip_faiss:
         gc.collect()
-        result = bench_faiss(data, queries, truth, args.expansions)
+        result = bench_faiss(data, queries, truth, args.expansions, ef_construction=128)
         if result is not None:
             runs.append(result)
     return {"vectors": args.size, "centres": args.centres, "vectors_per_centre": args.size // args.centres, "dim": DIM, "queries": args.queries, "data_mb": round(data.nbytes / 2**20, 1),
