@@ -49,7 +49,11 @@ def read_pillow(path: Path) -> list[Image]:
 
     # From memory, not the file: a damaged chunk length then reads what is there, where
     # reading the file would first allocate the 4 GB that the length claims.
-    with PILImage.open(io.BytesIO(path.read_bytes())) as picture:
+    try:
+        opened = PILImage.open(io.BytesIO(path.read_bytes()))
+    except PILImage.UnidentifiedImageError:  # its message names the in-memory buffer, not the file
+        raise ValueError("not an image file Pillow can identify") from None
+    with opened as picture:
         width, height = picture.size
         # Bytes per pixel of the widest mode a picture is converted to (RGBA, or 32-bit I/F).
         check_decoded_size(path, width * height * 4, path.stat().st_size)
