@@ -86,7 +86,8 @@ def test_propagation_rule_from_the_command_line(tmp_path: Path, capsys) -> None:
     assert planes == int(((ball.sum(axis=(0, 1))) >= 30).sum())  # fewer planes than the default min_area of 10 reaches
     assert medfm.load(tmp_path / "seg.nii.gz").provenance.parameters["rule"]["min_area"] == 30
     for bad, message in ((["--rule", "min_score=2", "--rule", "speed=3"], "no parameter 'speed'"),
-                         (["--rule", "min_score"], "--rule takes NAME=NUMBER")):
+                         (["--rule", "min_score"], "--rule takes KEY=VALUE"),
+                         (["--rule", "min_score=high"], "--rule takes NAME=NUMBER")):
         code, out, err = run_cli([*args, *bad], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     code, out, err = run_cli([a for a in args if a != "--propagate"] + ["--rule", "min_area=30"], capsys)

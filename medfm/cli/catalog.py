@@ -15,7 +15,8 @@ from medfm.cli.output import (
     ShowPhiOption,
     print_json,
 )
-from medfm.errors import MedfmError, display_path
+from medfm.errors import display_path
+from medfm.pairs import parse_pairs
 
 ModalityOption = Annotated[str | None, typer.Option(help="Modality, e.g. CT, MR, OT (any case).")]
 BodyPartOption = Annotated[str | None, typer.Option(help="Body part examined, e.g. HEAD (any case).")]
@@ -58,16 +59,6 @@ def ingest(
         typer.echo(f"medfm: bad file: {path}: {reason}", err=True)
     if report.bad:
         raise typer.Exit(1)
-
-
-def _parse_where(pairs: list[str]) -> dict[str, str]:
-    where = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise MedfmError(f"--where takes KEY=VALUE (e.g. diagnosis=melanoma); got {pair!r}")
-        where[key.strip()] = value.strip()
-    return where
 
 
 def _files_label(record: Any) -> str:
@@ -127,7 +118,7 @@ def catalog_query(
 
     with open_catalog(catalog) as store:
         records = store.query(modality=modality, body_part=body_part, dataset=dataset, text=text, limit=limit,
-                              with_files=True, where=_parse_where(where or []), has_mask=has_mask)
+                              with_files=True, where=parse_pairs(where or [], "--where", "diagnosis=melanoma"), has_mask=has_mask)
         _print_records(records, as_json, show_phi)
 
 
@@ -155,7 +146,7 @@ def catalog_export(
 
     with open_catalog(catalog) as store:
         records = store.query(modality=modality, body_part=body_part, dataset=dataset, text=text, limit=limit,
-                              with_files=True, where=_parse_where(where or []), has_mask=has_mask)
+                              with_files=True, where=parse_pairs(where or [], "--where", "diagnosis=melanoma"), has_mask=has_mask)
     rows = export_manifest(records, output, absolute=absolute)
     typer.echo(f"{display_path(output)}: {rows} images")
 

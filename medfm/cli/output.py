@@ -39,15 +39,14 @@ def given(**options: Any) -> dict[str, Any]:
 
 def parse_numbers(pairs: list[str], option: str) -> dict[str, float]:
     """``OPTION NAME=NUMBER`` options as a dict."""
+    from medfm.pairs import parse_pairs
+
     values = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
+    for name, text in parse_pairs(pairs, option, "min_score=0.5").items():
         try:
-            values[name.strip()] = float(value)
+            values[name] = float(text)
         except ValueError:
-            sep = ""
-        if not sep or not name.strip():
-            raise MedfmError(f"{option} takes NAME=NUMBER (e.g. min_score=0.5); got {pair!r}")
+            raise MedfmError(f"{option} takes NAME=NUMBER (e.g. min_score=0.5); got {name}={text!r}") from None
     return values
 
 

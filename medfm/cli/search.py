@@ -69,12 +69,13 @@ def search(
     as_json: JsonOption = False,
 ) -> None:
     """The indexed images most similar to an image, a text or an indexed item, best first."""
-    from medfm.index import open_index, parse_where
+    from medfm.index import open_index
+    from medfm.pairs import parse_pairs
     from medfm.models import create_encoder
     from medfm.models.registry import abstention_threshold
     from medfm.tasks.search import search as search_index
 
-    filters = parse_where(where or [])
+    filters = parse_pairs(where or [], "where", "modality=CT")
     with open_index(index) as store:
         # an --id query uses the stored vector: no model to load unless one is given (then it is checked)
         needs_model = image is not None or text is not None or model is not None or checkpoint is not None

@@ -60,7 +60,7 @@ def segment_command(
 
         auto_segment_command(images or [], output, model, flips, largest_component, progress, as_json, summary_file)
         return
-    from medfm.index import parse_where
+    from medfm.pairs import parse_pairs
     from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
     from medfm.tasks.batch import catalog_inputs, expand_paths, read_batch_manifest
     from medfm.tasks.segment import PropagationRule
@@ -73,7 +73,7 @@ def segment_command(
     if manifest is not None:
         inputs += read_batch_manifest(manifest)
     if catalog is not None or where:
-        inputs += catalog_inputs(catalog, parse_where(where or []))
+        inputs += catalog_inputs(catalog, parse_pairs(where or [], "where", "modality=CT"))
     if not inputs:
         raise MedfmError("nothing to segment: give images, a folder, --manifest or --catalog")
     segmenter = create_segmenter(model or DEFAULT_SEGMENTER, checkpoint)

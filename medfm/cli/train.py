@@ -85,11 +85,11 @@ def train_seg_command(
     """Train an automatic segmentation net on your labels (nnU-Net-style plan); prints validation Dice/HD95 as JSON."""
     from medfm.train.seg import train_segmenter
     from medfm.train.seg_data import parse_labels
-    from medfm.train.seg_plan import parse_overrides
+    from medfm.pairs import parse_pairs
 
-    filters = parse_overrides(only or [], "--only")
+    filters = parse_pairs(only or [], "--only", "split=dev")
     print_json(train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
-                               resume=resume, plan_overrides=parse_overrides(plan or []), group_column=group_column,
+                               resume=resume, plan_overrides=parse_pairs(plan or [], "--plan", "batch_size=4"), group_column=group_column,
                                only=filters, max_steps=max_steps, log=lambda line: typer.echo(line, err=True)))
 
 

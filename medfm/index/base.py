@@ -34,17 +34,6 @@ class MissingIdsError(MedfmError):
         super().__init__(f"index {location} has no id(s) {', '.join(map(str, self.ids[:5]))}")
 
 
-def parse_where(pairs: Sequence[str]) -> dict[str, str]:
-    """``KEY=VALUE`` filters (``modality=CT``) as the ``where`` mapping of :meth:`Index.search`."""
-    where = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise MedfmError(f"where takes KEY=VALUE (e.g. modality=CT); got {pair!r}")
-        where[key.strip()] = value.strip()
-    return where
-
-
 @dataclass(frozen=True)
 class Hit:
     """One search result: ``score`` is the cosine similarity (higher is closer)."""

@@ -66,14 +66,3 @@ def make_plan(fingerprint: Mapping[str, Any], labels: Mapping[int, str], archite
     if settings["architecture"] != architecture:
         architecture_config(settings["architecture"])
     return Plan.from_dict(settings)
-
-
-def parse_overrides(pairs: list[str], option: str = "--plan") -> dict[str, str]:
-    """``OPTION NAME=VALUE`` options as text (plan VALUEs are read as JSON: ``patch_size=[96,96]``, ``scale=0.5``)."""
-    overrides = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise MedfmError(f"{option} takes NAME=VALUE (e.g. batch_size=4); got {pair!r}")
-        overrides[name.strip()] = value.strip()
-    return overrides

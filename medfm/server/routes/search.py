@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from medfm.errors import FileError, MedfmError
-from medfm.index import Index, MissingIdsError, parse_where
+from medfm.index import Index, MissingIdsError
+from medfm.pairs import parse_pairs
 from medfm.server.routes.catalog import display_name
 from medfm.server.state import ServerState, get_state
 
@@ -32,7 +33,7 @@ def search(image_id: int | None = None, text: str | None = None, k: int = 10,
         raise MedfmError("give exactly one of image_id and text")
     if k > MAX_HITS:
         raise MedfmError(f"k must be at most {MAX_HITS}; got {k}")
-    filters = parse_where(where or [])
+    filters = parse_pairs(where or [], "where", "modality=CT")
     if unknown := sorted(set(filters) - set(WHERE_KEYS)):
         raise MedfmError(f"where can filter on {', '.join(WHERE_KEYS)}; got {', '.join(unknown)}")
     hits, threshold = None, None
