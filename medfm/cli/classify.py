@@ -45,7 +45,7 @@ def classify(
     from medfm.index import open_index
     from medfm.models import create_encoder
     from medfm.models.probe import load_probe
-    from medfm.models.registry import DEFAULT_ENCODER, abstention_threshold
+    from medfm.models.registry import DEFAULT_ENCODER, abstain_below
     from medfm.tasks.batch import expand_paths, read_batch_manifest
     from medfm.tasks.classify import classify_files, read_labels, read_templates
 
@@ -57,8 +57,7 @@ def classify(
     fitted = load_probe(probe) if probe else None
     names = read_labels(labels, labels_file) if labels is not None or labels_file is not None else None
     encoder = create_encoder(model or (fitted.model["name"] if fitted else DEFAULT_ENCODER), checkpoint)
-    threshold = abstain_threshold if abstain_threshold is not None else (
-        abstention_threshold(encoder.info.name, encoder.info.weights_sha256, "zero_shot") if abstain else None)
+    threshold = abstain_below(abstain, abstain_threshold, encoder.info.name, encoder.info.weights_sha256, "zero_shot")
     store = open_index(index) if index else None
     try:
         report = classify_files(inputs, encoder, labels=names, templates=read_templates(templates) if templates else None,

@@ -18,11 +18,9 @@ AbstainThresholdOption = Annotated[float | None, typer.Option(
 
 
 def _threshold(encoder, given_threshold: float | None) -> float:
-    from medfm.models.registry import abstention_threshold
+    from medfm.models.registry import abstain_below
 
-    if given_threshold is not None:
-        return given_threshold
-    return abstention_threshold(encoder.info.name, encoder.info.weights_sha256, "zero_shot")
+    return abstain_below(True, given_threshold, encoder.info.name, encoder.info.weights_sha256, "zero_shot")
 
 
 @language_app.command()

@@ -72,7 +72,7 @@ def search(
     from medfm.index import open_index
     from medfm.pairs import parse_pairs
     from medfm.models import create_encoder
-    from medfm.models.registry import abstention_threshold
+    from medfm.models.registry import abstain_below
     from medfm.tasks.search import search as search_index
 
     filters = parse_pairs(where or [], "where", "modality=CT")
@@ -80,8 +80,7 @@ def search(
         # an --id query uses the stored vector: no model to load unless one is given (then it is checked)
         needs_model = image is not None or text is not None or model is not None or checkpoint is not None
         encoder = create_encoder(model or store.model["name"], checkpoint) if needs_model else None
-        threshold = abstain_threshold if abstain_threshold is not None else (
-            abstention_threshold(store.model["name"], store.model["weights_sha256"], "search") if abstain else None)
+        threshold = abstain_below(abstain, abstain_threshold, store.model["name"], store.model["weights_sha256"], "search")
         hits = search_index(store, encoder, image=image, text=text, item_id=item_id, k=k, where=filters, exact=exact,
                             abstain_below=threshold)
     if threshold is not None and not hits:

@@ -115,6 +115,14 @@ def abstention_threshold(name: str, weights_sha256: str | None, kind: str) -> fl
     return float(calibrated[kind])
 
 
+def abstain_below(abstain: bool, given: float | None, name: str, weights_sha256: str | None, kind: str) -> float | None:
+    """The similarity under which answers abstain: ``given`` when the user names one, else the calibrated
+    :func:`abstention_threshold` when ``abstain`` is asked for, else ``None`` (no abstention)."""
+    if given is not None:
+        return given
+    return abstention_threshold(name, weights_sha256, kind) if abstain else None
+
+
 def create_encoder(name: str, checkpoint: str | os.PathLike | None = None) -> Encoder:
     """The encoder ``name`` (see :func:`list_encoders`), with weights from ``checkpoint`` if given.
 
