@@ -204,6 +204,11 @@ class Provenance:
         )
 
 
+#: The words every synthetic image medfm writes carries where people and other tools look (PNG
+#: ``Description`` text, NIfTI ``descrip``, DICOM Derivation Description), besides its provenance record.
+SYNTHETIC_NOTE = "SYNTHETIC image made by a medfm generator; not an acquired patient image"
+
+
 def pixels_id(array: np.ndarray) -> str:
     """``"pixels-sha256:<hex>"`` of an array's dtype, shape and values (C order): names an input without naming the patient."""
     digest = hashlib.sha256(f"{np.dtype(array.dtype).str}{tuple(array.shape)}".encode())

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from nibabel.orientations import aff2axcodes
 
-from medfm.catalog.labels import DatasetLabels, find_labels, manifest_images
+from medfm.catalog.labels import SYNTHETIC, DatasetLabels, find_labels, manifest_images
 from medfm.catalog.loading import DICOM_FORMAT
 from medfm.catalog.store import (
     Catalog,
@@ -58,8 +58,10 @@ from medfm.catalog.store import (
 from medfm.errors import FileError, MedfmError, UnreadableFileError, display_path
 from medfm.io import detect_format, probe_all
 from medfm.io.dicom import DICOM, DicomSeries, scan_dicom
+from medfm.io.dicom.secondary import is_synthetic_dicom
 from medfm.io.formats import image_suffix
 from medfm.progress import progress_bar
+from medfm.provenance import Provenance
 
 #: A batch is committed once it holds this many images or files, whichever comes first.
 BATCH_IMAGES = 32
@@ -202,6 +204,8 @@ def _file_record(found: _Found, digest: str | None = None) -> FileRecord:
 def _file_entry(found: _Found, fmt: str) -> ImageEntry:
     (image,) = probe_all(found.path)
     meta = image.metadata
+    if image.provenance is not None and image.provenance.synthetic:
+        meta = {**meta, SYNTHETIC: True}
     return ImageEntry(
         format=fmt, source_path=str(found.path), modality=image.modality, body_part=meta.get("body_part"),
         description=meta.get("series_description") or meta.get("description"), shape=image.shape,
@@ -214,6 +218,8 @@ def _series_entry(series: DicomSeries, found: dict[Path, _Found], digests: dict[
     meta = dict(series.metadata)
     if series.problem:  # still catalogued, so that the user can find and fix it
         meta["volume_problem"] = series.problem
+    if _synthetic_series(series):
+        meta[SYNTHETIC] = True
     files = [found.get(p) or _Found(p, p.stat().st_size, p.stat().st_mtime_ns) for p in series.files]
     # A name for people only: the file itself, or the folder of a series' files (which may hold others).
     source_path = str(files[0].path) if len(files) == 1 else os.path.commonpath([str(f.path.parent) for f in files])
@@ -225,6 +231,17 @@ def _series_entry(series: DicomSeries, found: dict[Path, _Found], digests: dict[
         files=[_file_record(f, digests[f.path].result() if f.path in digests else None) for f in files],
         study_uid=series.study_uid or None, series_uid=series.series_uid,
     )
+
+
+def _synthetic_series(series: DicomSeries) -> bool:
+    """Whether a series is marked synthetic: DERIVED\\SECONDARY with a derivation description saying so, or
+    a medfm provenance record that does (a damaged record is the reader's error to report, not ours)."""
+    if is_synthetic_dicom(series.metadata):
+        return True
+    try:
+        return bool(series.provenance_record) and Provenance.from_json(series.provenance_record).synthetic
+    except MedfmError:
+        return False
 
 
 def _reason(exc: Exception) -> str:

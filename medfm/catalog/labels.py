@@ -31,6 +31,9 @@ from medfm.io.formats import image_suffix
 MASK = "mask"
 #: A manifest's column of image paths.
 IMAGE = "image"
+#: The tag (``"true"``) of an image whose file marks it synthetic (a generator made it): set at ingest
+#: from the file's marks, kept when a dataset's labels are saved again, and left out of evaluation sets.
+SYNTHETIC = "synthetic"
 #: The file name under which a folder's manifest is found.
 MANIFEST_NAME = "manifest.csv"
 #: ``{label folder: its image folder}`` of the layouts recognised without a manifest.

@@ -37,7 +37,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session, selectinload
 
-from medfm.catalog.labels import MASK
+from medfm.catalog.labels import MASK, SYNTHETIC
 from medfm.catalog.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -342,6 +342,11 @@ class Catalog:
             for f in entry.files
         ])
         session.expire(row, ["files"])
+        # the file's own synthetic mark is a tag, so that queries can leave synthetic images out
+        session.execute(delete(TagRow).where(TagRow.image_id == row.id, TagRow.key == SYNTHETIC))
+        if entry.metadata.get(SYNTHETIC):
+            session.execute(insert(TagRow), [{"image_id": row.id, "key": SYNTHETIC, "value": "true"}])
+        session.expire(row, ["tags"])
         for image_id in orphans - {row.id}:
             if session.scalar(select(func.count(FileRow.id)).where(FileRow.image_id == image_id)) == 0:
                 session.execute(delete(ImageRow).where(ImageRow.id == image_id), execution_options={"synchronize_session": False})
@@ -384,7 +389,9 @@ class Catalog:
                     if image_id is None:
                         continue
                     session.execute(delete(LabelFileRow).where(LabelFileRow.image_id == image_id))
-                    session.execute(delete(TagRow).where(TagRow.image_id == image_id))
+                    # a file's synthetic mark stays unless the dataset's labels say otherwise
+                    kept = [] if SYNTHETIC in entry.tags else [TagRow.key != SYNTHETIC]
+                    session.execute(delete(TagRow).where(TagRow.image_id == image_id, *kept))
                     if entry.files:
                         session.execute(insert(LabelFileRow), [{"image_id": image_id, **asdict(f)} for f in entry.files])
                     if entry.tags:
@@ -430,13 +437,16 @@ class Catalog:
         with_files: bool = False,
         where: Mapping[str, str] | None = None,
         has_mask: bool = False,
+        synthetic: bool | None = None,
     ) -> list[ImageRecord]:
         """Images matching every given filter, oldest first; ``with_files`` fills each one's files.
 
         ``modality`` and ``body_part`` match whole values, ignoring case; ``dataset``
         matches exactly; ``text`` is a case-insensitive substring of the description,
         source path or dataset name; ``where`` (``{"diagnosis": "melanoma"}``) matches
-        tags' whole values, ignoring case; ``has_mask`` keeps images with a ``mask``.
+        tags' whole values, ignoring case; ``has_mask`` keeps images with a ``mask``;
+        ``synthetic``: False leaves out images marked synthetic (a generator made them: what
+        evaluation sets want), True keeps only those, None (default) keeps both.
         """
         if limit is not None and limit < 1:
             raise MedfmError(f"limit must be a positive number of images, got {limit}")
@@ -454,6 +464,9 @@ class Catalog:
             stmt = stmt.where(ImageRow.tags.any(and_(TagRow.key == key, func.lower(TagRow.value) == value.lower())))
         if has_mask:
             stmt = stmt.where(ImageRow.label_files.any(LabelFileRow.name == MASK))
+        if synthetic is not None:
+            marked = ImageRow.tags.any(and_(TagRow.key == SYNTHETIC, func.lower(TagRow.value) == "true"))
+            stmt = stmt.where(marked if synthetic else ~marked)
         if limit is not None:
             stmt = stmt.limit(min(limit, MAX_ID))
         stmt = stmt.options(selectinload(ImageRow.label_files), selectinload(ImageRow.tags))

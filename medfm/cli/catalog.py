@@ -134,19 +134,23 @@ def catalog_export(
     has_mask: HasMaskOption = False,
     limit: Annotated[int | None, typer.Option(help="At most this many images.")] = None,
     absolute: Annotated[bool, typer.Option(help="Absolute paths instead of paths relative to the manifest's folder.")] = False,
+    include_synthetic: Annotated[bool, typer.Option("--include-synthetic", help="Also export images marked synthetic "
+                                                    "(left out by default: a manifest feeds training and evaluation).")] = False,
     mkdir: MkdirOption = False,
 ) -> None:
     """Write the images matching every filter as a manifest: image, mask, dataset, other label files, tags.
 
     fit-probe reads it with --path-column image --label-column COLUMN; evaluate
-    interactive, evaluate robustness and train seg read image and mask (use --has-mask).
+    interactive, evaluate robustness and train seg read image and mask (use --has-mask). Images
+    marked synthetic (made by a generator) are left out unless --include-synthetic.
     """
     from medfm.catalog import open_catalog
     from medfm.catalog.export import export_manifest
 
     with open_catalog(catalog) as store:
         records = store.query(modality=modality, body_part=body_part, dataset=dataset, text=text, limit=limit,
-                              with_files=True, where=parse_pairs(where or [], "--where", "diagnosis=melanoma"), has_mask=has_mask)
+                              with_files=True, where=parse_pairs(where or [], "--where", "diagnosis=melanoma"), has_mask=has_mask,
+                              synthetic=None if include_synthetic else False)
     rows = export_manifest(records, output, absolute=absolute)
     typer.echo(f"{display_path(output)}: {rows} images")
 

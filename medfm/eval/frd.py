@@ -89,6 +89,36 @@ def frd_from_features(features_a: np.ndarray, features_b: np.ndarray) -> dict[st
     }
 
 
+def fit_ood_reference(features: np.ndarray) -> dict[str, Any]:
+    """The statistics :func:`ood_scores` needs from a reference set's ``(N, F)`` features (NaN allowed):
+    ``mean``, ``std`` and ``kept`` (features finite and varying in every reference image) as lists, and
+    ``threshold``, the reference's own scores' mean + 1.645 SD, as in :func:`frd_from_features`."""
+    a = np.asarray(features, np.float64)
+    if a.ndim != 2 or len(a) < 2:
+        raise MedfmError(f"an OOD reference needs (N, F) features of at least 2 images; got shape {a.shape}")
+    kept = np.isfinite(a).all(axis=0)
+    mean, std = np.zeros(a.shape[1]), np.ones(a.shape[1])
+    mean[kept], std[kept] = a[:, kept].mean(axis=0), a[:, kept].std(axis=0)
+    kept &= std > 0
+    if not kept.any():
+        raise MedfmError("no radiomic feature varies across the reference images; no OOD reference can be made")
+    reference = {"mean": mean.tolist(), "std": np.where(kept, std, 1.0).tolist(), "kept": kept.tolist(), "n": len(a)}
+    own = ood_scores(reference, a)
+    reference["threshold"] = float(own.mean() + NormalDist().inv_cdf(OOD_QUANTILE) * own.std())
+    return reference
+
+
+def ood_scores(reference: dict[str, Any], features: np.ndarray) -> np.ndarray:
+    """``(N,)`` Euclidean distances of ``(N, F)`` features, z-scored with ``reference``'s statistics, from its
+    mean (NaN for an image with an undefined kept feature)."""
+    kept = np.asarray(reference["kept"], bool)
+    b = np.atleast_2d(np.asarray(features, np.float64))
+    if b.shape[1] != len(kept):
+        raise MedfmError(f"{b.shape[1]} features given; the OOD reference has {len(kept)}")
+    z = (b[:, kept] - np.asarray(reference["mean"])[kept]) / np.asarray(reference["std"])[kept]
+    return np.linalg.norm(z, axis=1)
+
+
 @dataclass
 class FRDResult:
     """FRD of B against A; ``ood`` has one dict per B image (``name``, ``score``, ``above_threshold``)."""

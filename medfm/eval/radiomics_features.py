@@ -7,7 +7,9 @@ sigma 2-5 mm too, which PyRadiomics skips for images under 4 voxels along any ax
 for every 2D image), first-order, GLCM (22 features), GLRLM, GLSZM and NGTDM features,
 intensities normalised to scale 100 and resampled to 2 mm pixels, bin width 5. As in
 FRDv1, PyRadiomics' numeric diagnostics (image mean, mask voxel count…) are features
-too. ``feature_classes`` can add classes (``"shape2D"``, ``"shape"``, ``"gldm"``) the way
+too. Colour (RGB) images are taken as their luminance, ``0.299 R + 0.587 G + 0.114 B`` (ITU-R
+BT.601, the weights of Pillow's ``convert("L")``), since FRDv1 is defined on grey images.
+``feature_classes`` can add classes (``"shape2D"``, ``"shape"``, ``"gldm"``) the way
 frd-score's ``features`` argument does.
 
 Feature extraction runs in a process pool over images: it is the slow part of FRD and
@@ -107,13 +109,21 @@ def _sitk(array: np.ndarray, image: Image) -> Any:
     return out
 
 
+#: ITU-R BT.601 luma weights of R, G, B: how colour images become the one grey image features are taken of.
+LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
+
+
 def _grey(image: Image, path: Path) -> np.ndarray:
-    if image.num_frames > 1 or image.num_channels > 1:
+    """The ``(I, J, K)`` grey image: as stored, or the BT.601 luminance of an RGB(A) image (alpha ignored)."""
+    if image.num_frames > 1 or image.num_channels not in (1, 3, 4):
         raise MedfmError(
             f"{display_path(path)}: has {image.num_frames} frames and {image.num_channels} channels; "
-            "radiomic features need one grey image"
+            "radiomic features need one grey or colour (RGB) image"
         )
-    return image.array[:, :, :, 0, 0]
+    if image.num_channels == 1:
+        return image.array[:, :, :, 0, 0]
+    rgb = np.asarray(image.array[:, :, :, 0, :3], dtype=np.float32)
+    return rgb @ np.asarray(LUMINANCE_WEIGHTS, dtype=np.float32)
 
 
 def whole_image_mask(shape: Sequence[int]) -> np.ndarray:

@@ -17,7 +17,7 @@ from medfm.io.formats import MAX_DEFLATE_RATIO, Format, check_claimed_size, regi
 from medfm.io.image import Image
 from medfm.io.limits import check_decoded_size
 from medfm.io.neuro import image_from_nibabel
-from medfm.provenance import Provenance
+from medfm.provenance import SYNTHETIC_NOTE, Provenance
 
 #: The NIfTI extension code ("comment") that holds the provenance JSON.
 COMMENT_CODE = 6
@@ -137,6 +137,8 @@ def nifti_image(image: Image):
         nifti.header.set_intent("vector")
     if image.provenance is not None:
         nifti.header.extensions.append(nib.nifti1.Nifti1Extension(COMMENT_CODE, image.provenance.to_json().encode()))
+        if image.provenance.synthetic:
+            nifti.header["descrip"] = SYNTHETIC_NOTE[:79].encode()
     return nifti
 
 

@@ -21,7 +21,7 @@ from medfm.errors import MedfmError
 from medfm.io.formats import Format, register_format
 from medfm.io.image import Image
 from medfm.io.limits import check_decoded_size
-from medfm.provenance import Provenance
+from medfm.provenance import SYNTHETIC_NOTE, Provenance
 
 #: The PNG iTXt keyword holding an image's provenance as JSON.
 PNG_PROVENANCE_KEY = "medfm-provenance"
@@ -78,12 +78,15 @@ def png_provenance(picture: Any) -> Provenance | None:
 
 
 def png_info(provenance: Provenance | None) -> Any:
-    """Pillow ``pnginfo`` holding ``provenance`` (None: no text chunk)."""
+    """Pillow ``pnginfo`` holding ``provenance`` (None: no text chunk); a synthetic image's also says so
+    in a plain ``Description`` text chunk that any viewer shows."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
     if provenance is not None:
         info.add_itxt(PNG_PROVENANCE_KEY, provenance.to_json())
+        if provenance.synthetic:
+            info.add_text("Description", SYNTHETIC_NOTE)
     return info
 
 

@@ -24,6 +24,7 @@ from medfm.threads import ensure_threads
 
 if TYPE_CHECKING:
     from medfm.models.automatic import AutoSegmenter
+    from medfm.models.generators import Generator
     from medfm.models.segmenters.base import Segmenter
 
 # The field's libraries (huggingface_hub under timm, open_clip, transformers) read this
@@ -47,6 +48,7 @@ _FAMILY_MODULES = {
     "sam": "medfm.models.segmenters.sam",
     "sam2": "medfm.models.segmenters.sam2",
     "medfm_interactive": "medfm.models.segmenters.medfm_interactive",
+    "medfm_generator": "medfm.models.generators",
 }
 Builder = Callable[[dict[str, Any], Path | None], "Encoder | Segmenter"]
 _BUILDERS: dict[str, Builder] = {}
@@ -83,6 +85,12 @@ def list_segmenters() -> dict[str, dict[str, Any]]:
 def list_auto_architectures() -> dict[str, dict[str, Any]]:
     """Every architecture ``medfm train seg`` can train (``"kind": "auto-segmenter"``) by name."""
     return _configs("auto-segmenter")
+
+
+@cache
+def list_generators() -> dict[str, dict[str, Any]]:
+    """Every shipped image generator config (``"kind": "generator"``) by name."""
+    return _configs("generator")
 
 
 def sha256_of(path: Path) -> str:
@@ -155,6 +163,20 @@ def create_auto_segmenter(model_dir: str | os.PathLike) -> AutoSegmenter:
     from medfm.models.automatic import load_auto_segmenter
 
     return load_auto_segmenter(model_dir)
+
+
+def create_generator(name_or_dir: str | os.PathLike) -> Generator:
+    """The generator ``name_or_dir``: a GEN_DIR that ``medfm train generator`` wrote, else a shipped
+    generator's name (see :func:`list_generators`); weights verified either way."""
+    if Path(name_or_dir).is_dir():
+        from medfm.models.generators import load_generator_dir
+
+        ensure_threads()
+        return load_generator_dir(name_or_dir)
+    if str(name_or_dir) not in list_generators():
+        shipped = ", ".join(list_generators()) or "none"
+        raise MedfmError(f"{display_path(name_or_dir)}: neither a generator folder nor a shipped generator (shipped: {shipped})")
+    return _create(str(name_or_dir), None, list_generators())
 
 
 def _create(name: str, checkpoint: str | os.PathLike | None, configs: dict[str, dict[str, Any]]) -> Any:

@@ -51,6 +51,7 @@ METADATA_KEYWORDS = {
     "manufacturer": "Manufacturer",
     "manufacturer_model": "ManufacturerModelName",
     "image_type": "ImageType",
+    "derivation_description": "DerivationDescription",
     "slice_thickness": "SliceThickness",
     "magnetic_field_strength": "MagneticFieldStrength",
     "window_center": "WindowCenter",

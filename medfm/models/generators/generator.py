@@ -1,0 +1,185 @@
+"""A trained conditional generator: the EMA U-Net, its conditioning and its sampling settings.
+
+A GEN_DIR (written by ``medfm train generator``) holds:
+
+- ``config.json``: name, ``kind: "generator"``, ``method`` (``flow`` or ``ddpm``),
+  ``condition`` (``class``, ``text`` or ``none``), ``classes`` (the class names, or the
+  training texts' distinct values), ``size``, ``channels``, ``network`` (the U-Net's
+  arguments), ``weights`` (file and sha256), ``sampling`` defaults, ``training`` summary;
+- ``ema.safetensors``: the exponential-moving-average weights, verified against the sha256;
+- ``quality.json``: radiomic statistics of the training images and regions, for the edit gate
+  (:mod:`medfm.models.generators.quality`);
+- ``card.md``: the model card.
+
+Pixels: ``(N, C, S, S)`` float tensors in [0, 1] outside, ``2p - 1`` inside the network.
+Flow generators learn the velocity ``ε - x`` of the straight path ``x_t = (1 - t) x + t ε``
+(rectified flow, t = 0 data, t = 1 noise); DDPM generators predict the noise ε under MONAI's
+1,000-step linear schedule and are sampled with MONAI's DDIM scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medfm.errors import MedfmError, display_path
+from medfm.models.generators.network import CONDITIONS, TEXT_DIM, build_unet
+
+CONFIG_FILE, WEIGHTS_FILE, QUALITY_FILE, CARD_FILE = "config.json", "ema.safetensors", "quality.json", "card.md"
+METHODS = ("flow", "ddpm")
+#: Training timesteps of DDPM generators (MONAI's default linear-beta schedule).
+DDPM_TIMESTEPS = 1000
+#: Default sampling steps and guidance scale by method (guidance 1 means none).
+DEFAULT_STEPS = {"flow": 30, "ddpm": 50}
+DEFAULT_GUIDANCE = 2.0
+
+
+class Generator:
+    """``velocity``/noise predictions with classifier-free guidance for one conditional U-Net.
+
+    ``config`` is the GEN_DIR's ``config.json`` (see the module docstring); ``network`` the
+    EMA U-Net, in eval mode.
+    """
+
+    def __init__(self, network: nn.Module, config: dict[str, Any], weights_sha256: str | None = None) -> None:
+        self.network = network.eval()
+        self.config = config
+        self.weights_sha256 = weights_sha256
+        self._text_tower: nn.Module | None = None
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def name(self) -> str:
+        return self.config["name"]
+
+    @property
+    def method(self) -> str:
+        return self.config["method"]
+
+    @property
+    def condition(self) -> str:
+        return self.config["condition"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config.get("classes", []))
+
+    @property
+    def size(self) -> int:
+        return int(self.config["size"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.config["channels"])
+
+    def resolve(self, condition: str | None = None, class_: str | int | None = None) -> str | None:
+        """The condition a request names: a class by name or index (class generators), a text (text
+        generators; a class generator also takes a class name as text), or None; MedfmError otherwise."""
+        if condition is not None and class_ is not None:
+            raise MedfmError("give a text condition or a class, not both")
+        if self.condition == "none":
+            if condition is not None or class_ is not None:
+                raise MedfmError(f"generator {self.name!r} is unconditional: it takes no condition or class")
+            return None
+        if self.condition == "text":
+            if class_ is not None and not (isinstance(class_, str) and class_ in self.classes):
+                raise MedfmError(f"generator {self.name!r} is text-conditioned: give --condition TEXT")
+            text = condition if condition is not None else class_
+            if text is not None and not str(text).strip():
+                raise MedfmError("the text condition is empty")
+            return None if text is None else str(text).strip()
+        wanted = class_ if class_ is not None else condition
+        if wanted is None:
+            return None
+        if isinstance(wanted, int) or (isinstance(wanted, str) and wanted.strip().isdigit() and wanted not in self.classes):
+            index = int(wanted)
+            if not 0 <= index < len(self.classes):
+                raise MedfmError(f"class index {index} is out of range: generator {self.name!r} has classes "
+                                 + ", ".join(f"{i}={c}" for i, c in enumerate(self.classes)))
+            return self.classes[index]
+        if wanted not in self.classes:
+            raise MedfmError(f"unknown class {wanted!r}; generator {self.name!r} has classes: {', '.join(self.classes)}")
+        return wanted
+
+    def _text_embeddings(self, texts: list[str]) -> torch.Tensor:
+        missing = sorted({t for t in texts if t not in self._text_cache})
+        if missing:
+            if self._text_tower is None:
+                from medfm.models.encoders.medfm_clip import MiniLM
+
+                self._text_tower = MiniLM()
+            for text, embedding in zip(missing, self._text_tower(missing), strict=True):
+                self._text_cache[text] = embedding
+        return torch.stack([self._text_cache[t] for t in texts])
+
+    def conditioning(self, labels: list[str | None]) -> dict[str, torch.Tensor]:
+        """The U-Net's keyword arguments for resolved conditions (None: no condition)."""
+        if self.condition == "class":
+            null = len(self.classes)
+            return {"class_labels": torch.tensor([null if c is None else self.classes.index(c) for c in labels])}
+        if self.condition == "text":
+            context = torch.zeros(len(labels), 1, TEXT_DIM)
+            given = [i for i, c in enumerate(labels) if c is not None]
+            if given:
+                context[given, 0] = self._text_embeddings([labels[i] for i in given])
+            return {"context": context}
+        return {}
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, labels: list[str | None], guidance: float) -> torch.Tensor:
+        """The network's guided prediction at ``x`` ``(N, C, S, S)``, time ``t`` ``(N,)`` (flow: in [0, 1];
+        DDPM: timestep indices): ``uncond + guidance · (cond - uncond)``, one batched pass."""
+        timesteps = t * (DDPM_TIMESTEPS - 1) if self.method == "flow" else t
+        if self.condition == "none" or guidance == 1.0 or all(c is None for c in labels):
+            return self.network(x, timesteps, **self.conditioning(labels))
+        both = self.network(torch.cat([x, x]), torch.cat([timesteps, timesteps]),
+                            **self.conditioning(list(labels) + [None] * len(labels)))
+        conditional, unconditional = both.chunk(2)
+        return unconditional + guidance * (conditional - unconditional)
+
+
+def read_config(gen_dir: Path) -> dict[str, Any]:
+    path = gen_dir / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MedfmError(f"{display_path(gen_dir)}: not a generator folder (no {CONFIG_FILE})") from None
+    except (OSError, ValueError) as exc:
+        raise MedfmError(f"{display_path(path)}: cannot read the generator config ({exc})") from None
+    if config.get("kind") != "generator" or config.get("method") not in METHODS or config.get("condition") not in CONDITIONS:
+        raise MedfmError(f"{display_path(path)}: not a generator config (kind generator, method {'/'.join(METHODS)}, "
+                         f"condition {'/'.join(CONDITIONS)})")
+    return config
+
+
+def build_generator(config: dict[str, Any], weights: Path | None) -> Generator:
+    """The generator of ``config`` with the safetensors ``weights`` (checked against the config's sha256)."""
+    from safetensors.torch import load_file
+
+    from medfm.models.registry import sha256_of
+
+    network = build_unet(config["network"], int(config["channels"]), config["condition"], len(config.get("classes", [])))
+    digest = None
+    if weights is not None:
+        digest = sha256_of(weights)
+        recorded = config.get("weights", {}).get("sha256")
+        if recorded and digest != recorded:
+            raise MedfmError(f"{display_path(weights)}: does not match its recorded sha256; the file is damaged")
+        state = {k: v.float() for k, v in load_file(str(weights)).items()}
+        try:
+            network.load_state_dict(state)
+        except RuntimeError as exc:
+            raise MedfmError(f"{display_path(weights)}: does not fit the generator's network ({str(exc).splitlines()[0]})") from None
+    return Generator(network, config, digest)
+
+
+def load_generator_dir(gen_dir: str | os.PathLike) -> Generator:
+    """The generator ``medfm train generator`` wrote to ``gen_dir``."""
+    gen_dir = Path(gen_dir)
+    config = read_config(gen_dir)
+    config = {**config, "folder": str(gen_dir)}
+    return build_generator(config, gen_dir / config["weights"]["file"])

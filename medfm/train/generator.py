@@ -1,0 +1,257 @@
+"""``medfm train generator``: a conditional image generator trained on the user's own images.
+
+Rectified flow matching (default: the network learns the velocity ``ε - x`` of the straight
+path ``x_t = (1 - t) x + t ε`` at uniform t) or DDPM (noise prediction under MONAI's linear
+1,000-step schedule, :class:`monai.networks.schedulers.DDPMScheduler`), on MONAI's
+``DiffusionModelUNet``. The condition (a class or a MiniLM-embedded text) is dropped for
+10 % of the examples so that one network also predicts unconditionally (classifier-free
+guidance at sampling). An exponential moving average of the weights (PyTorch's
+``AveragedModel``) is what ships.
+
+Everything is built in a hidden ``.GEN_DIR.partial`` folder beside GEN_DIR and renamed at the
+end, so GEN_DIR is either absent or complete. The decoded images are cached there once; the
+checkpoint is written to a temporary file and renamed (a SIGKILL leaves the previous one
+intact), and ``resume=True`` continues from it with the time already spent counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfm.errors import MedfmError, display_path
+from medfm.models.generators.generator import (CARD_FILE, CONFIG_FILE, DDPM_TIMESTEPS, DEFAULT_GUIDANCE, DEFAULT_STEPS,
+                                               METHODS, WEIGHTS_FILE, Generator)
+from medfm.models.generators.network import (CONDITIONS, build_unet, default_network, downsampling_factor, ema_average,
+                                             parameter_count)
+from medfm.train.generator_data import collect, decode
+
+CHECKPOINT_FILE, STATE_FILE, PIXELS_FILE = "checkpoint.pt", "training.json", "pixels.npz"
+#: Share of training examples whose condition is dropped (classifier-free guidance).
+CONDITION_DROPOUT = 0.1
+#: A text generator keeps its training texts as the conditions sampled without one, if there are at most this many.
+MAX_LISTED_TEXTS = 64
+#: Training images the edit gate's reference statistics are taken from.
+QUALITY_IMAGES = 64
+
+
+def train_generator(
+    data: str | os.PathLike, out: str | os.PathLike, *, condition: str = "class", column: str | None = None,
+    size: int = 64, method: str = "flow", budget_minutes: float = 10.0, resume: bool = False,
+    network: Mapping[str, Any] | None = None, batch_size: int | None = None, learning_rate: float = 3e-4,
+    ema_decay: float = 0.999, max_steps: int | None = None, checkpoint_seconds: float = 60.0, seed: int = 0,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Train a generator on ``data`` (manifest or folder, see :mod:`medfm.train.generator_data`) and write GEN_DIR
+    ``out``; returns the training summary. ``network`` overrides the U-Net's arguments
+    (:data:`medfm.models.generators.network.DEFAULT_NETWORKS`); ``max_steps`` caps the steps within the budget."""
+    if condition not in CONDITIONS:
+        raise MedfmError(f"--condition must be one of {', '.join(CONDITIONS)}; got {condition!r}")
+    if method not in METHODS:
+        raise MedfmError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
+    if not budget_minutes > 0:
+        raise MedfmError(f"--budget-min must be above 0 minutes; got {budget_minutes}")
+    out = Path(out)
+    build = out.parent / f".{out.name}.partial"
+    if out.exists():
+        raise MedfmError(f"{display_path(out)}: already exists; choose a new generator folder")
+    if not out.parent.is_dir():
+        raise MedfmError(f"{display_path(out.parent)}: no such folder for the generator")
+    if resume and not (build / CHECKPOINT_FILE).is_file():
+        raise MedfmError(f"{display_path(out)}: no interrupted training to resume (no {display_path(build / CHECKPOINT_FILE)})")
+    if build.exists() and not resume:
+        raise MedfmError(f"{display_path(build)}: an interrupted training of this generator is there; pass --resume, "
+                         "or remove it to start again")
+    items = collect(data, condition, column)
+    if resume:
+        state = json.loads((build / STATE_FILE).read_text())
+        if state["data_sha256"] != items.digest:
+            raise MedfmError(f"{display_path(data)}: changed since the interrupted training started; start a new one")
+        settings = state["settings"]
+        cached = np.load(build / PIXELS_FILE)
+        pixels, labels = cached["pixels"], [None if c == "" else str(c) for c in cached["conditions"]]
+    else:
+        settings = _settings(condition, size, method, network, batch_size, learning_rate, ema_decay, seed, items.conditions)
+        log(f"decoding {len(items.paths)} images at {size}x{size}")
+        pixels, channels = decode(items, size)
+        settings["channels"] = channels
+        build_unet(settings["network"], channels, condition, len(settings["classes"]))  # a bad --network fails here
+        labels = items.conditions
+        build.mkdir()
+        np.savez(build / PIXELS_FILE, pixels=pixels, conditions=np.array([c or "" for c in labels]))
+        _write_json(build / STATE_FILE, {"data_sha256": items.digest, "settings": settings, "budget_minutes": budget_minutes})
+    torch.manual_seed(settings["seed"])
+    unet = build_unet(settings["network"], settings["channels"], condition, len(settings["classes"]))
+    ema = torch.optim.swa_utils.AveragedModel(unet, avg_fn=ema_average(settings["ema_decay"]))
+    optimiser = torch.optim.AdamW(unet.parameters(), lr=settings["learning_rate"], weight_decay=0.0)
+    progress: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "losses": [], "resumed_at_steps": []}
+    if resume:
+        checkpoint = torch.load(build / CHECKPOINT_FILE, weights_only=False)
+        unet.load_state_dict(checkpoint["network"])
+        ema.load_state_dict(checkpoint["ema"])
+        optimiser.load_state_dict(checkpoint["optimiser"])
+        progress = checkpoint["progress"]
+        progress["resumed_at_steps"].append(progress["step"])
+        log(f"resumed at step {progress['step']} after {progress['elapsed_s']:.0f} s")
+    model = Generator(unet, {**settings, "name": out.name, "condition": condition, "method": method})
+    model.network.train()
+    images = torch.from_numpy(pixels).float() / 127.5 - 1.0
+    rng = np.random.default_rng(settings["seed"] + progress["step"])
+    noise_source = torch.Generator().manual_seed(settings["seed"] + progress["step"])
+    scheduler = _ddpm_scheduler() if method == "ddpm" else None
+    budget_s = budget_minutes * 60.0
+    started = time.monotonic() - progress["elapsed_s"]
+    last_checkpoint = time.monotonic()
+    while time.monotonic() - started < budget_s and (max_steps is None or progress["step"] < max_steps):
+        warmup = min(1.0, (progress["step"] + 1) / 50)
+        for group in optimiser.param_groups:
+            group["lr"] = settings["learning_rate"] * warmup
+        chosen = rng.integers(0, len(images), settings["batch_size"])
+        batch = images[chosen]
+        batch_labels = [None if labels[i] is None or rng.random() < CONDITION_DROPOUT else labels[i] for i in chosen]
+        loss = _loss(model, batch, batch_labels, scheduler, noise_source)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimiser.step()
+        ema.update_parameters(unet)
+        progress["step"] += 1
+        progress["losses"].append(loss.item())
+        progress["elapsed_s"] = time.monotonic() - started
+        if time.monotonic() - last_checkpoint >= checkpoint_seconds:
+            _save_checkpoint(build, unet, ema, optimiser, progress)
+            last_checkpoint = time.monotonic()
+            log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s, loss {np.mean(progress['losses'][-20:]):.4f}")
+    _save_checkpoint(build, unet, ema, optimiser, progress)
+    log(f"trained {progress['step']} steps in {progress['elapsed_s']:.0f} s; measuring the edit gate's reference")
+    from medfm.models.generators.quality import fit_quality_reference
+
+    chosen = np.random.default_rng(settings["seed"]).permutation(len(pixels))[:QUALITY_IMAGES]
+    quality = fit_quality_reference(pixels[chosen].astype(np.float32) / 255.0, settings["seed"])
+    summary = {
+        "steps": progress["step"], "training_seconds": round(progress["elapsed_s"], 1),
+        "resumed_at_steps": progress["resumed_at_steps"], "train_images": len(pixels),
+        "images_per_condition": dict(Counter(c for c in labels if c is not None)),
+        "loss_first_10": float(np.mean(progress["losses"][:10])), "loss_last_10": float(np.mean(progress["losses"][-10:])),
+        "budget_minutes": budget_minutes, "data_sha256": items.digest, "parameters": parameter_count(unet),
+    }
+    _write_generator_dir(build, out, ema.module, settings, condition, method, quality, summary)
+    return {"generator_dir": display_path(out), **summary}
+
+
+def parse_network(text: str | None) -> dict[str, Any] | None:
+    """``--network``'s JSON object of U-Net arguments (None passes through)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise MedfmError(f"--network takes a JSON object of U-Net arguments; {exc}") from None
+    if not isinstance(value, dict):
+        raise MedfmError(f"--network takes a JSON object of U-Net arguments; got {text!r}")
+    return value
+
+
+def _settings(condition: str, size: int, method: str, network: Mapping[str, Any] | None, batch_size: int | None,
+              learning_rate: float, ema_decay: float, seed: int, conditions: list[str | None]) -> dict[str, Any]:
+    arguments = {**default_network(size), **(network or {})}
+    factor = downsampling_factor(arguments)
+    if size < 8 or size % factor:
+        raise MedfmError(f"--size must be a multiple of {factor} (the U-Net halves it {factor.bit_length() - 1} times); got {size}")
+    distinct = sorted({c for c in conditions if c is not None})
+    if condition == "class" and len(distinct) < 2:
+        raise MedfmError(f"class conditioning needs at least 2 classes; the data has {len(distinct)}")
+    classes = distinct if condition == "class" or (condition == "text" and len(distinct) <= MAX_LISTED_TEXTS) else []
+    return {"size": size, "network": arguments, "classes": classes, "batch_size": batch_size or (16 if size <= 64 else 8),
+            "learning_rate": learning_rate, "ema_decay": ema_decay, "seed": seed}
+
+
+def _ddpm_scheduler():
+    from monai.networks.schedulers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=DDPM_TIMESTEPS)
+
+
+def _loss(model: Generator, batch: torch.Tensor, labels: list[str | None], scheduler, noise_source: torch.Generator) -> torch.Tensor:
+    """Flow: MSE of the predicted velocity against ``ε - x``; DDPM: MSE of the predicted noise."""
+    noise = torch.randn(batch.shape, generator=noise_source)
+    if scheduler is None:
+        t = torch.rand(len(batch), generator=noise_source)
+        noisy = (1 - t[:, None, None, None]) * batch + t[:, None, None, None] * noise
+        return torch.nn.functional.mse_loss(model.predict(noisy, t, labels, 1.0), noise - batch)
+    timesteps = torch.randint(0, DDPM_TIMESTEPS, (len(batch),), generator=noise_source)
+    noisy = scheduler.add_noise(batch, noise, timesteps)
+    return torch.nn.functional.mse_loss(model.predict(noisy, timesteps.float(), labels, 1.0), noise)
+
+
+def _save_checkpoint(build: Path, unet: torch.nn.Module, ema: torch.nn.Module, optimiser: torch.optim.Optimizer,
+                     progress: dict[str, Any]) -> None:
+    temporary = build / (CHECKPOINT_FILE + ".tmp")
+    torch.save({"network": unet.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
+                "progress": progress}, temporary)
+    os.replace(temporary, build / CHECKPOINT_FILE)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    from medfm.serialize import json_ready
+
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(json_ready(value), indent=2, allow_nan=False))
+    os.replace(temporary, path)
+
+
+def _write_generator_dir(build: Path, out: Path, network: torch.nn.Module, settings: dict[str, Any], condition: str,
+                         method: str, quality: dict[str, Any], summary: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    from medfm.models.registry import sha256_of
+
+    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in network.state_dict().items()}, str(build / WEIGHTS_FILE))
+    config = {
+        "name": out.name, "kind": "generator", "family": "medfm_generator", "method": method, "condition": condition,
+        "classes": settings["classes"], "size": settings["size"], "channels": settings["channels"],
+        "network": settings["network"], "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(build / WEIGHTS_FILE),
+                                                    "dtype": "float16"},
+        "sampling": {"steps": DEFAULT_STEPS[method], "guidance": DEFAULT_GUIDANCE if condition != "none" else 1.0},
+        "training": {**summary, "batch_size": settings["batch_size"], "learning_rate": settings["learning_rate"],
+                     "ema_decay": settings["ema_decay"], "condition_dropout": CONDITION_DROPOUT, "seed": settings["seed"]},
+        "quality": quality,
+    }
+    _write_json(build / CONFIG_FILE, config)
+    (build / CARD_FILE).write_text(generator_card(config))
+    for name in (CHECKPOINT_FILE, STATE_FILE, PIXELS_FILE):
+        (build / name).unlink()
+    os.replace(build, out)
+
+
+def generator_card(config: dict[str, Any]) -> str:
+    """The markdown card of a freshly trained generator (what it is, how it was trained, how to use it)."""
+    training = config["training"]
+    conditions = training["images_per_condition"]
+    lines = [f"# {config['name']}", "",
+             f"{config['condition'].capitalize()}-conditional image generator ({config['method']}, "
+             f"{config['size']}x{config['size']}, {config['channels']} channel(s)) trained by `medfm train generator` "
+             "on the user's own images. **Every image it makes is synthetic** and is marked so in the files medfm writes.",
+             "", "## Conditions", ""]
+    lines += [f"- `{name}`: {count} training images" for name, count in sorted(conditions.items())] or ["- none (unconditional)"]
+    lines += ["", "## Training", "",
+              f"- MONAI `DiffusionModelUNet` {config['network']}, {training['parameters']:,} parameters; EMA weights "
+              f"(decay {training['ema_decay']}) stored as float16",
+              f"- {training['steps']} steps of batch {training['batch_size']} in {training['training_seconds']} s "
+              f"(budget {training['budget_minutes']} min), resumed at steps {training['resumed_at_steps'] or 'never'}; "
+              f"loss {training['loss_first_10']:.4f} (first 10 steps) → {training['loss_last_10']:.4f} (last 10)",
+              f"- {training['train_images']} training images, data sha256 `{training['data_sha256']}`",
+              f"- condition dropout {training['condition_dropout']} for classifier-free guidance; sampling defaults: "
+              f"{config['sampling']['steps']} steps, guidance {config['sampling']['guidance']}",
+              "", "## Quality", "",
+              "Not measured by training: compare samples with held-out real images with `medfm evaluate frd`. The edit "
+              "gate's reference (radiomic OOD statistics of the training images) is in `config.json` (`quality`).", ""]
+    return "\n".join(lines)
