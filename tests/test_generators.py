@@ -297,3 +297,19 @@ def test_radiomic_features_of_colour_images_are_those_of_their_luminance() -> No
     _, grey_values = extract(Image(grey, np.eye(4)), None, tuple(FRD_FEATURE_CLASSES), Path("grey"))
     np.testing.assert_allclose(colour_values, grey_values)
     assert len(names) > 300
+
+
+def test_cli_trains_and_generates(tmp_path: Path, capsys) -> None:
+    data = write_classes(tmp_path / "data", per_class=2)
+    code, _, err = run_cli(["train", "generator", str(data), "--condition", "shape", "-o", str(tmp_path / "G")], capsys)
+    assert code == 2 and "--condition must be one of class, text, none" in err
+    code, out, err = run_cli(["train", "generator", str(data), "--size", str(SIZE), "--network", json.dumps(TINY),
+                              "--batch-size", "2", "--max-steps", "2", "-o", str(tmp_path / "G")], capsys)
+    assert code == 0, err
+    assert json.loads(out)["steps"] == 2
+    (tmp_path / "out").mkdir()
+    code, out, err = run_cli(["generate", str(tmp_path / "G"), "-n", "2", "--steps", "2", "--seed", "3",
+                              "-o", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    assert [image["seed"] for image in json.loads(out)["images"]] == [3, 4]
+    assert len(list((tmp_path / "out").glob("*.png"))) == 2

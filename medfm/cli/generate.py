@@ -16,7 +16,7 @@ GeneratorArgument = Annotated[str, typer.Argument(metavar="NAME|GEN_DIR", help="
 StepsOption = Annotated[int | None, typer.Option("--steps", min=1, help="Sampling steps (default: the generator's).")]
 GuidanceOption = Annotated[float | None, typer.Option("--guidance", min=0.0, help="Classifier-free guidance scale "
                                                       "(1: none; default: the generator's).")]
-SeedOption = Annotated[int, typer.Option("--seed", help="Noise seed (image i of a run uses seed + i).")]
+SeedOption = Annotated[int | None, typer.Option("--seed", help="Noise seed (default 0; image i of a run uses seed + i).")]
 ClassOption = Annotated[str | None, typer.Option("--class", help="Class by name or index (class generators).")]
 
 
@@ -24,21 +24,21 @@ ClassOption = Annotated[str | None, typer.Option("--class", help="Class by name 
 def generate_command(
     generator: GeneratorArgument,
     out: Annotated[Path, typer.Option("-o", "--output", help="Folder to write the images into.")],
-    n: Annotated[int, typer.Option("-n", min=1, help="How many images.")] = 8,
+    n: Annotated[int, typer.Option("-n", min=1, help="How many images.")],
     condition: Annotated[str | None, typer.Option("--condition", help="Text condition (or a class name).")] = None,
     class_: ClassOption = None,
     guidance: GuidanceOption = None,
     steps: StepsOption = None,
-    seed: SeedOption = 0,
-    suffix: Annotated[str, typer.Option("--suffix", help="Format: .png, .nii.gz, .nii or .dcm.")] = ".png",
+    seed: SeedOption = None,
+    suffix: Annotated[str | None, typer.Option("--suffix", help="Format: .png (default), .nii.gz, .nii or .dcm.")] = None,
     mkdir: MkdirOption = False,
 ) -> None:
     """Sample N synthetic images (without a condition, spread evenly over the classes), marked synthetic
     and stamped with their provenance; prints the files as JSON."""
     from medfm.tasks.generate import generate
 
-    print_json(generate(generator, out, n, condition=condition, class_=class_, seed=seed, suffix=suffix,
-                        **given(guidance=guidance, steps=steps)))
+    print_json(generate(generator, out, n, condition=condition, class_=class_,
+                        **given(guidance=guidance, steps=steps, seed=seed, suffix=suffix)))
 
 
 @generate_app.command("translate")
@@ -48,8 +48,8 @@ def translate_command(
     source: Annotated[str, typer.Option("--from", help="The image's class or domain now.")],
     target: Annotated[str, typer.Option("--to", help="The class or domain to move it to.")],
     out: Annotated[Path, typer.Option("-o", "--output", help="Output image (.png, .nii.gz, .nii, .dcm).")],
-    strength: Annotated[float, typer.Option("--strength", help="τ in [0, 1]: how far back the flow is run "
-                                            "(0 keeps the image, 1 regenerates it).")] = 0.5,
+    strength: Annotated[float | None, typer.Option("--strength", help="τ in [0, 1]: how far back the flow is run "
+                                                   "(0 keeps the image, 1 regenerates it; default 0.5).")] = None,
     guidance: GuidanceOption = None,
     steps: StepsOption = None,
     mkdir: MkdirOption = False,
@@ -57,8 +57,8 @@ def translate_command(
     """Translate an image between classes or domains (MedShift: back under --from to τ, forward under --to)."""
     from medfm.tasks.generate import translate_file
 
-    print_json(translate_file(generator, image, out, source=source, target=target, strength=strength,
-                              **given(guidance=guidance, steps=steps)))
+    print_json(translate_file(generator, image, out, source=source, target=target,
+                              **given(strength=strength, guidance=guidance, steps=steps)))
 
 
 @generate_app.command("edit")
@@ -71,7 +71,7 @@ def edit_command(
     class_: ClassOption = None,
     guidance: GuidanceOption = None,
     steps: StepsOption = None,
-    seed: SeedOption = 0,
+    seed: SeedOption = None,
     refuse_flagged: Annotated[bool, typer.Option("--refuse-flagged", help="Write nothing (exit 2) when the quality "
                                                  "gate flags the edit as out of distribution.")] = False,
     mkdir: MkdirOption = False,
@@ -79,5 +79,5 @@ def edit_command(
     """Inpaint the masked region under a condition, with the quality gate's OOD scores (image and region)."""
     from medfm.tasks.generate import edit_file
 
-    print_json(edit_file(generator, image, mask, out, condition=condition, class_=class_, seed=seed,
-                         refuse_flagged=refuse_flagged, **given(guidance=guidance, steps=steps)))
+    print_json(edit_file(generator, image, mask, out, condition=condition, class_=class_, refuse_flagged=refuse_flagged,
+                         **given(guidance=guidance, steps=steps, seed=seed)))

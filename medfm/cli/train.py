@@ -98,26 +98,29 @@ def train_generator_command(
     data: Annotated[Path, typer.Argument(help="CSV manifest (image column + a class or text column) or a folder "
                                               "(one sub-folder per class).")],
     out: Annotated[Path, typer.Option("-o", "--output", help="Generator folder to write (must not exist).")],
-    condition: Annotated[str, typer.Option("--condition", help="class, text or none.")] = "class",
+    condition: Annotated[str | None, typer.Option("--condition", help="class (default), text or none.")] = None,
     column: Annotated[str | None, typer.Option("--column", help="Manifest column of the condition "
                                                                 "(default: label for classes, text for texts).")] = None,
-    size: Annotated[int, typer.Option("--size", min=8, help="Image side in pixels (64 or 128 for the default networks).")] = 64,
-    method: Annotated[str, typer.Option("--method", help="flow (rectified flow matching) or ddpm.")] = "flow",
-    budget_min: Annotated[float, typer.Option("--budget-min", help="Wall-time budget in minutes, counted across resumes.")] = 10.0,
+    size: Annotated[int | None, typer.Option("--size", min=8, help="Image side in pixels (default 64; the default "
+                                             "networks are made for 64 and 128).")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="flow (rectified flow matching, default) or ddpm.")] = None,
+    budget_min: Annotated[float | None, typer.Option("--budget-min", help="Wall-time budget in minutes, counted across "
+                                                     "resumes (default 10).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted training of this generator folder.")] = False,
     network: Annotated[str | None, typer.Option("--network", help="U-Net arguments as JSON, over the size's defaults, "
                                                 'e.g. \'{"channels": [32, 64], "attention_levels": [false, true]}\'.')] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step (default 16 at 64², 8 above).")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps even within the budget.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, batches and noise.")] = 0,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of initialisation, batches and noise (default 0).")] = None,
 ) -> None:
     """Train a class-, text- or un-conditional image generator (rectified flow or DDPM on MONAI's
     DiffusionModelUNet, classifier-free guidance, EMA); prints the training summary as JSON."""
     from medfm.train.generator import parse_network, train_generator
 
-    print_json(train_generator(data, out, condition=condition, column=column, size=size, method=method,
-                               budget_minutes=budget_min, resume=resume, network=parse_network(network), seed=seed,
-                               log=lambda line: typer.echo(line, err=True), **given(batch_size=batch_size, max_steps=max_steps)))
+    print_json(train_generator(data, out, column=column, resume=resume, network=parse_network(network),
+                               log=lambda line: typer.echo(line, err=True),
+                               **given(condition=condition, size=size, method=method, budget_minutes=budget_min,
+                                       seed=seed, batch_size=batch_size, max_steps=max_steps)))
 
 
 @train_app.command("abstention")
