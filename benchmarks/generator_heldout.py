@@ -5,7 +5,7 @@ from ``../shared/data/medpix2_image_text_train`` (grey images only; 15 % of case
 hash of the case id, so no case has images on both sides; column ``label`` = modality CT/MR).
 Train with ``medfm --threads 1 train generator DIR/train.csv --condition class --size 64 -o GEN_DIR``.
 
-``python benchmarks/generator_heldout.py evaluate GEN_DIR --split DIR [--steps 30]`` prints JSON:
+``python benchmarks/generator_heldout.py evaluate GEN_DIR --split DIR [--steps 20] [--results FILE]`` prints JSON:
 FRD(generated, held-out) against FRD(held-out + Gaussian noise at severity 3, held-out), both
 with held-out real images prepared exactly as training prepared its images (64², 8-bit), the
 generated set with as many images per class as the held-out set; and the near-copy check: each
@@ -93,8 +93,8 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
     noise = CORRUPTIONS["gaussian_noise"]
     noisy = np.stack([np.clip(noise(p[0].astype(np.float64), 3, rng)[0], 0, 255).round().astype(np.uint8)[None] for p in held])
     generated = []
-    for start in range(0, len(held_labels), 16):
-        labels = held_labels[start:start + 16]
+    for start in range(0, len(held_labels), 32):
+        labels = held_labels[start:start + 32]
         seeds = list(range(seed + start, seed + start + len(labels)))
         generated.append((sample(generator, labels, steps, guidance, seeds).numpy() * 255).round().astype(np.uint8))
     generated = np.concatenate(generated)
@@ -132,7 +132,7 @@ def main() -> None:
     evaluate_parser = commands.add_parser("evaluate")
     evaluate_parser.add_argument("gen_dir", type=Path)
     evaluate_parser.add_argument("--split", type=Path, required=True)
-    evaluate_parser.add_argument("--steps", type=int, default=30)
+    evaluate_parser.add_argument("--steps", type=int, default=20)
     evaluate_parser.add_argument("--guidance", type=float, default=None)
     evaluate_parser.add_argument("--seed", type=int, default=0)
     evaluate_parser.add_argument("--results", type=Path, default=None, help="also write the JSON here")

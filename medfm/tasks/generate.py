@@ -94,7 +94,9 @@ def generate(generator: str | os.PathLike | Generator, out_dir: str | os.PathLik
     steps, guidance = _settings(model, steps, guidance)
     label = model.resolve(condition, class_)
     folder = check_output_folder(out_dir)
-    suffix = _suffix(Path("x" + suffix))
+    if suffix not in OUTPUT_SUFFIXES:
+        raise MedfmError(f"--suffix {suffix!r}: synthetic images are written as {', '.join(OUTPUT_SUFFIXES)} "
+                         "(formats that carry the synthetic mark)")
     labels = [label] * n if label is not None or not model.classes else [model.classes[i % len(model.classes)] for i in range(n)]
     from medfm.models.generators.sampling import sample
 
