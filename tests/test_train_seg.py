@@ -39,7 +39,7 @@ def trivial_dice(manifest: Path) -> float:
     _, held_out = split_cases(read_cases(manifest, "subject"))
     scores = []
     for case in held_out:
-        mask = np.asarray(PILImage.open(case.mask)) > 0
+        mask = np.asarray(PILImage.open(case.masks[0])) > 0
         scores.append(2 * mask.sum() / (mask.sum() + mask.size))
     return float(np.mean(scores))
 
@@ -177,14 +177,3 @@ def test_bad_input_is_one_line_naming_the_file(case, rows, extra, message, tmp_p
     assert code == 2 and len(errors) == 1 and stderr.strip().endswith(errors[0]) and "Traceback" not in stderr, stderr
     assert re.search(message, errors[0]), stderr
     assert not (tmp_path / "model").exists()
-
-
-def test_volumes_are_refused_in_this_version(tmp_path, capsys):
-    import nibabel as nib
-
-    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
-    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.eye(4)), tmp_path / "m.nii.gz")
-    (tmp_path / "w.nii.gz").write_bytes((tmp_path / "v.nii.gz").read_bytes())
-    (tmp_path / "d.csv").write_text("image,mask\nv.nii.gz,m.nii.gz\nw.nii.gz,m.nii.gz\n")
-    code, _, stderr = run_cli(["train", "seg", str(tmp_path / "d.csv"), "-o", str(tmp_path / "model")], capsys)
-    assert code == 2 and ".nii.gz: is (8, 8, 4, 1)" in stderr and "2D images" in stderr
