@@ -177,3 +177,12 @@ def test_bad_input_is_one_line_naming_the_file(case, rows, extra, message, tmp_p
     assert code == 2 and len(errors) == 1 and stderr.strip().endswith(errors[0]) and "Traceback" not in stderr, stderr
     assert re.search(message, errors[0]), stderr
     assert not (tmp_path / "model").exists()
+
+
+def test_the_transunet_hybrid_learns_the_discs(discs, tmp_path):
+    summary = train_segmenter(discs, tmp_path / "hybrid", architecture="auto-transunet", max_steps=40,
+                              plan_overrides=SMALL, group_column="subject")
+    assert summary["loss_last_10"] < summary["loss_first_10"]
+    assert summary["validation"]["1"]["dice"]["value"] > trivial_dice(discs) + 0.1
+    config = json.loads((tmp_path / "hybrid" / "config.json").read_text())
+    assert config["network"]["family"] == "transunet" and config["network"]["transformer_layers"] == 2

@@ -141,3 +141,11 @@ def test_a_mask_on_another_grid_is_refused_naming_it(spheres, tmp_path, capsys):
     assert code == 2 and "moved.nii.gz: mask geometry" in stderr and "origin [-17.0" in stderr, stderr
     assert len(stderr.strip().splitlines()) <= 2 and "Traceback" not in stderr
     assert not (tmp_path / "model").exists()
+
+
+def test_the_transunet_hybrid_trains_on_volumes(spheres, tmp_path):
+    summary = train_segmenter(spheres, tmp_path / "hybrid", architecture="auto-transunet", max_steps=2,
+                              plan_overrides={"batch_size": "1", "patch_size": "[16, 16, 16]"})
+    assert summary["steps"] == 2
+    segmenter = create_auto_segmenter(tmp_path / "hybrid")
+    assert segmenter.plan.dims == 3 and segmenter.config["architecture"] == "auto-transunet"
