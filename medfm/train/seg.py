@@ -36,7 +36,7 @@ from medfm.models.automatic.plan import Plan, normalise
 from medfm.models.automatic.segmenter import (CARD_FILE, CONFIG_FILE, FINGERPRINT_FILE, PLAN_FILE, WEIGHTS_FILE,
                                               resize, working_size)
 from medfm.train.seg_data import (Case, annotation_cases, catalog_cases, data_digest, fingerprint, iterate_pairs,
-                                  read_cases, split_cases)
+                                  kind_of, read_cases, split_cases)
 from medfm.train.seg_plan import architecture_config, make_plan
 from medfm.train.seg_report import model_card, validate
 
@@ -105,8 +105,8 @@ def train_segmenter(
             + (f"; several masks per image fused by {fusion}" if fused else ""))
         print_, found = fingerprint(train_cases, labels, fusion)
         plan = make_plan(print_, found, architecture, plan_overrides, fusion if fused else None)
-        for _ in iterate_pairs(val_cases, plan.labels, fusion):
-            pass  # a bad held-out pair stops us now, not after the whole budget
+        # a bad held-out pair stops us now, not after the whole budget
+        kind_of({*print_["kind"].split("+"), *(pair.kind for pair in iterate_pairs(val_cases, plan.labels, fusion))})
         build.mkdir(parents=True)
         _write_json(build / STATE_FILE, {"data_sha256": data_sha256, "plan": plan.to_dict(), "fingerprint": print_,
                                          "budget_minutes": budget_minutes, "seed": seed})

@@ -238,6 +238,15 @@ def _rounded(values: tuple[float, ...]) -> list[float]:
     return [round(v, 3) for v in values]
 
 
+def kind_of(kinds: set[str]) -> str:
+    """The fingerprint's ``kind`` of a dataset whose inputs are of these kinds: ``2d``, ``volume``, ``video`` or
+    ``2d+video`` (both are planes); volumes mixed with anything else are refused."""
+    if "volume" in kinds and len(kinds) > 1:
+        raise MedfmError(f"the images mix {' and '.join(sorted(kinds))} inputs; train one model on volumes, another on "
+                         "2D images and videos")
+    return "+".join(sorted(kinds))
+
+
 def iterate_pairs(cases: list[Case], labels: Mapping[int, str] | None, fusion: str = "staple") -> Iterator[Pair]:
     for case in cases:
         yield load_pair(case, labels, fusion)
@@ -273,9 +282,6 @@ def fingerprint(cases: list[Case], labels: Mapping[int, str] | None,
         total += pair.mask.size
     if len(channels) > 1:
         raise MedfmError(f"the images have different channel counts {sorted(channels)}; convert them to one (grey or RGB)")
-    if "volume" in kinds and len(kinds) > 1:
-        raise MedfmError(f"the images mix {' and '.join(sorted(kinds))} inputs; train one model on volumes, another on "
-                         "2D images and videos")
     if labels is None:
         found = sorted(set(counts) - {0})
         if not found:
@@ -288,7 +294,7 @@ def fingerprint(cases: list[Case], labels: Mapping[int, str] | None,
     shape_array, spacing_array = np.array(shapes), np.array(spacings)
     record = {
         "cases": len(cases),
-        "kind": "volume" if kinds == {"volume"} else "video" if kinds == {"video"} else "2d" if kinds == {"2d"} else "2d+video",
+        "kind": kind_of(kinds),
         "channels": channels.pop(),
         "modality": sorted(modalities),
         "masks_per_image": {"max": max(len(c.masks) for c in cases), "min": min(len(c.masks) for c in cases)},
