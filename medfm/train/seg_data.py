@@ -282,6 +282,7 @@ def fingerprint(cases: list[Case], labels: Mapping[int, str] | None,
         total += pair.mask.size
     if len(channels) > 1:
         raise MedfmError(f"the images have different channel counts {sorted(channels)}; convert them to one (grey or RGB)")
+    kind = kind_of(kinds)
     if labels is None:
         found = sorted(set(counts) - {0})
         if not found:
@@ -294,7 +295,7 @@ def fingerprint(cases: list[Case], labels: Mapping[int, str] | None,
     shape_array, spacing_array = np.array(shapes), np.array(spacings)
     record = {
         "cases": len(cases),
-        "kind": kind_of(kinds),
+        "kind": kind,
         "channels": channels.pop(),
         "modality": sorted(modalities),
         "masks_per_image": {"max": max(len(c.masks) for c in cases), "min": min(len(c.masks) for c in cases)},
