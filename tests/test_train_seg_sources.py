@@ -107,3 +107,10 @@ def test_an_annotation_of_an_image_not_in_the_catalog_is_named(catalog, tmp_path
     (folder / "v0001.json").write_text(json.dumps({"format": "nifti", "voxels": {}}))
     with pytest.raises(MedfmError, match=r"v0001\.nii\.gz: annotates image 999, which the catalog does not hold"):
         collect_cases(tmp_path / "annotations", catalog=catalog)
+
+
+def test_mask_columns_of_numbers_are_not_masks(raters, tmp_path):
+    folder = raters.parent
+    (tmp_path / "m.csv").write_text("image,mask,mask_area_px\n" + "".join(
+        f"{folder}/images/case{n:02d}.nii.gz,{folder}/masks/case{n:02d}.nii.gz,{100 + n}\n" for n in range(4)))
+    assert [len(case.masks) for case in read_cases(tmp_path / "m.csv")] == [1, 1, 1, 1]

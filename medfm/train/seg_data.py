@@ -31,7 +31,7 @@ import numpy as np
 from medfm.errors import MedfmError, display_path
 from medfm.io.annotation_versions import SavedVersion, latest_versions, version_labels
 from medfm.io.dicom import DICOM
-from medfm.io.formats import load
+from medfm.io.formats import image_suffix, load
 from medfm.io.image import Image
 from medfm.io.manifest import read_rows
 from medfm.models.automatic.segmenter import pixel_stack
@@ -90,12 +90,14 @@ def read_cases(manifest: str | os.PathLike, group_column: str | None = None,
                only: Mapping[str, str] | None = None) -> list[Case]:
     """The manifest's rows as cases (the image itself is its group without ``group_column``).
 
-    ``only``: keep the rows whose columns hold these values (``{"split": "dev"}``). Every
-    ``mask*`` column's filled cells, over every row of an image, are that image's masks.
+    ``only``: keep the rows whose columns hold these values (``{"split": "dev"}``). The
+    ``mask`` column and every ``mask*`` column whose filled cells all name image files
+    (``mask_rater2``, not ``mask_area_px``), over every row of an image, give its masks.
     """
     manifest = Path(manifest)
     rows = read_rows(manifest, ("image", "mask", *([group_column] if group_column else []), *(only or {})))
-    mask_columns = [c for c in rows[0] if c.startswith(MASK_PREFIX)]
+    mask_columns = ["mask", *(c for c in rows[0] if c != "mask" and c.startswith(MASK_PREFIX)
+                              and all(image_suffix(row[c]) for row in rows if row[c]))]
     by_image: dict[str, tuple[list[str], str]] = {}
     for line, row in enumerate(rows, start=2):
         if any(row[column] != value for column, value in (only or {}).items()):
