@@ -78,6 +78,17 @@ def test_a_catalog_query_trains_on_its_images_with_masks(catalog, raters, tmp_pa
         collect_cases(None, catalog=catalog, where={"dataset": "none"})
 
 
+def test_auto_segment_takes_a_catalog_query(catalog, tmp_path, capsys):
+    train_segmenter(None, tmp_path / "model", catalog=catalog, where={"dataset": "spheres"}, max_steps=1,
+                    plan_overrides=TINY)
+    code, stdout, stderr = run_cli(["segment", "--auto", "--model", str(tmp_path / "model"), "--catalog", catalog,
+                                    "--where", "dataset=spheres", "-o", str(tmp_path / "seg"), "--json"], capsys)
+    assert code == 0, stderr
+    outputs = sorted(Path(r["output"]).name for r in json.loads(stdout)["results"])
+    assert len(outputs) == 4 and all(name.startswith("case") and name.endswith(".nii.gz") for name in outputs)
+    assert load(tmp_path / "seg" / outputs[0]).shape == (16, 16, 16, 1, 1)
+
+
 def test_saved_annotation_versions_train_with_their_newest_version(catalog, raters, tmp_path):
     from medfm.catalog import open_catalog
 
