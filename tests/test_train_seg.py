@@ -157,7 +157,7 @@ def bad(tmp_path: Path, rows: list[str]) -> Path:
 
 
 @pytest.mark.parametrize("case, rows, extra, message", [
-    ("missing mask", ["images/case00.png,masks/case00.png", "images/case01.png,"], [], r"bad\.csv, line 3: empty"),
+    ("missing mask", ["images/case00.png,masks/case00.png", "images/case01.png,"], [], r"bad\.csv, line 3: images/case01\.png has no mask"),
     ("mask not found", ["images/case00.png,masks/case00.png", "images/case01.png,masks/none.png"], [], r"none\.png: listed in"),
     ("empty dataset", [], [], r"bad\.csv: the manifest has no rows"),
     ("budget 0", ["images/case00.png,masks/case00.png", "images/case01.png,masks/case01.png"], ["--budget-min", "0"],

@@ -102,8 +102,10 @@ def read_cases(manifest: str | os.PathLike, group_column: str | None = None,
     for line, row in enumerate(rows, start=2):
         if any(row[column] != value for column, value in (only or {}).items()):
             continue
-        if not row["image"] or not row["mask"]:
-            raise MedfmError(f"{display_path(manifest)}, line {line}: empty 'image' or 'mask'")
+        if not row["image"]:
+            raise MedfmError(f"{display_path(manifest)}, line {line}: empty 'image'")
+        if not row["mask"]:
+            raise MedfmError(f"{display_path(manifest)}, line {line}: {row['image']} has no mask (empty 'mask')")
         image = str((manifest.parent / row["image"]).resolve())
         masks, _ = by_image.setdefault(image, ([], row[group_column] if group_column else image))
         masks.extend(str((manifest.parent / row[c]).resolve()) for c in mask_columns if row[c])
