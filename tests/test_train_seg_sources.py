@@ -125,3 +125,28 @@ def test_mask_columns_of_numbers_are_not_masks(raters, tmp_path):
     (tmp_path / "m.csv").write_text("image,mask,mask_area_px\n" + "".join(
         f"{folder}/images/case{n:02d}.nii.gz,{folder}/masks/case{n:02d}.nii.gz,{100 + n}\n" for n in range(4)))
     assert [len(case.masks) for case in read_cases(tmp_path / "m.csv")] == [1, 1, 1, 1]
+
+
+def test_a_dicom_seg_annotation_version_is_read_on_its_series(tmp_path):
+    from segdata import sphere_volume
+
+    from medfm.catalog import open_catalog
+    from medfm.catalog.loading import load_record, record_series
+    from medfm.io.synthetic import write_dicom_series
+
+    volume, _ = sphere_volume(np.random.default_rng(5), 16)
+    write_dicom_series(volume, tmp_path / "series", spacing=(1.5, 1.5, 1.5))
+    url = str(tmp_path / "catalog.db")
+    ingest([tmp_path / "series"], url, progress=False)
+    with open_catalog(url) as store:
+        record = store.query(with_files=True)[0]
+    image = load_record(record)
+    drawn = np.zeros(image.spatial_shape, np.uint8)
+    drawn[4:10, 5:11, 3:9] = 1
+    labels = image.with_array(drawn)
+    labels.provenance = Provenance(kind="segmentation", model="workbench", weights_sha256=None, inputs=("x",))
+    AnnotationStore(tmp_path / "annotations").save(record.id, "sphere", labels, "dicom-seg", {"image_id": record.id},
+                                                   record_series(record))
+    case = collect_cases(tmp_path / "annotations", catalog=url)[0]
+    assert Path(case.masks[0]).name == "v0001.dcm"
+    assert np.array_equal(load_pair(case, None).mask, drawn)
