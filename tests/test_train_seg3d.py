@@ -14,7 +14,7 @@ from clitools import run_cli
 from segdata import sphere_volume, write_spheres, write_videos
 from medfm.eval.seg_metrics import dice
 from medfm.io.formats import load
-from medfm.models.registry import create_auto_segmenter
+from medfm.models.registry import create_auto_segmenter, list_auto_architectures
 from medfm.train.seg import train_segmenter
 from medfm.train.seg_data import fingerprint, read_cases
 from medfm.train.seg_plan import make_plan
@@ -143,9 +143,10 @@ def test_a_mask_on_another_grid_is_refused_naming_it(spheres, tmp_path, capsys):
     assert not (tmp_path / "model").exists()
 
 
-def test_the_transunet_hybrid_trains_on_volumes(spheres, tmp_path):
-    summary = train_segmenter(spheres, tmp_path / "hybrid", architecture="auto-transunet", max_steps=2,
+@pytest.mark.parametrize("name", sorted(list_auto_architectures()))
+def test_every_architecture_trains_on_volumes(name, spheres, tmp_path):
+    summary = train_segmenter(spheres, tmp_path / name, architecture=name, max_steps=2,
                               plan_overrides={"batch_size": "1", "patch_size": "[16, 16, 16]"})
     assert summary["steps"] == 2
-    segmenter = create_auto_segmenter(tmp_path / "hybrid")
-    assert segmenter.plan.dims == 3 and segmenter.config["architecture"] == "auto-transunet"
+    segmenter = create_auto_segmenter(tmp_path / name)
+    assert segmenter.plan.dims == 3 and segmenter.config["architecture"] == name
