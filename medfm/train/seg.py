@@ -19,7 +19,6 @@ written to a temporary file and renamed (a SIGKILL leaves the previous one intac
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
