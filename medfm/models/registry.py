@@ -37,6 +37,8 @@ DEFAULT_ENCODER = "medfm-clip-small"
 DEFAULT_SEGMENTER = "medfm-interactive"
 #: The super-resolution network used wherever none is named (``medfm upscale``).
 DEFAULT_UPSCALER = "medfm-upscale"
+#: The forecaster used wherever none is named (``medfm forecast --method ode``).
+DEFAULT_FORECASTER = "medfm-forecast"
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -50,6 +52,7 @@ _FAMILY_MODULES = {
     "sam2": "medfm.models.segmenters.sam2",
     "medfm_interactive": "medfm.models.segmenters.medfm_interactive",
     "medfm_upscale": "medfm.models.upscaler",
+    "medfm_forecast": "medfm.models.forecaster",
 }
 Builder = Callable[[dict[str, Any], Path | None], "Encoder | Segmenter"]
 _BUILDERS: dict[str, Builder] = {}
@@ -169,10 +172,25 @@ def create_auto_segmenter(model_dir: str | os.PathLike) -> AutoSegmenter:
 def create_upscaler(name: str | os.PathLike = DEFAULT_UPSCALER) -> Any:
     """The super-resolution network ``name`` (see :func:`list_upscalers`), or the model folder that
     ``medfm train upscale`` wrote (``config.json`` + weights, checked against the recorded sha256)."""
+    return _create_named_or_folder(name, "upscaler", list_upscalers())
+
+
+@cache
+def list_forecasters() -> dict[str, dict[str, Any]]:
+    """Every shipped forecaster config (``"kind": "forecaster"``) by name."""
+    return _configs("forecaster")
+
+
+def create_forecaster(name: str | os.PathLike) -> Any:
+    """The forecaster ``name`` (see :func:`list_forecasters`), or the model folder that ``medfm train forecast`` wrote."""
+    return _create_named_or_folder(name, "forecaster", list_forecasters())
+
+
+def _create_named_or_folder(name: str | os.PathLike, kind: str, configs: dict[str, dict[str, Any]]) -> Any:
     folder = Path(name)
     if not folder.is_dir():
-        return _create(os.fspath(name), None, list_upscalers())
-    config = read_model_folder_config(folder, "upscaler")
+        return _create(os.fspath(name), None, configs)
+    config = read_model_folder_config(folder, kind)
     weights = folder / config["weights"]["file"]
     if not weights.is_file() or sha256_of(weights) != config["weights"]["sha256"]:
         raise MedfmError(f"{display_path(weights)}: missing, or does not match the sha256 in its config.json; the model folder is damaged")
