@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from clitools import run_cli
+
 from medfm.errors import MedfmError
 from medfm.io import load, save
 from medfm.io.image import Image

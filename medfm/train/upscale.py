@@ -31,7 +31,12 @@ import torch.nn.functional as F
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.upscaler import WEIGHTS_FILE, build_net
-from medfm.train.upscale_data import area_downsample, find_sources, luminance_planes, sample_crops
+from medfm.train.upscale_data import (
+    area_downsample,
+    find_sources,
+    luminance_planes,
+    sample_crops,
+)
 
 CHECKPOINT_FILE, CROPS_FILE, STATE_FILE = "checkpoint.pt", "crops.npy", "training.json"
 #: The shipped model's architecture and recipe; every one can be changed by the caller.
@@ -170,7 +175,7 @@ def _write_model_dir(build: Path, out: Path, net: torch.nn.Module, settings: dic
     save_file({k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}, str(build / WEIGHTS_FILE))
     architecture = {key: settings[key] for key in ("scale", "frames", "features", "blocks")}
     training = {"steps": progress["step"], "training_seconds": round(progress["elapsed_s"], 1),
-                "resumed_at_steps": progress["resumed_at_steps"], "crops": int(len(np.load(build / CROPS_FILE, mmap_mode="r"))),
+                "resumed_at_steps": progress["resumed_at_steps"], "crops": len(np.load(build / CROPS_FILE, mmap_mode="r")),
                 "loss_first_50": float(np.mean(progress["losses"][:50])), "loss_last_50": float(np.mean(progress["losses"][-50:])),
                 "recipe": {k: v for k, v in settings.items() if k not in architecture}}
     config = {"name": out.name, "kind": "upscaler", "family": "medfm_upscale", **architecture,
@@ -192,9 +197,9 @@ def _write_model_dir(build: Path, out: Path, net: torch.nn.Module, settings: dic
 def model_card(config: dict[str, Any], results: dict[str, Any] | None) -> str:
     """A short card: what the model is, how it was trained, and its held-out numbers (or that there are none)."""
     lines = [f"# {config['name']}", "", config["description"] + ".", "",
-             f"Trained by `medfm train upscale` for {config['training']['steps']} steps "
-             f"({config['training']['training_seconds']:.0f} s) on {config['training']['crops']} crops; "
-             "low-resolution inputs by area averaging.", ""]
+             (f"Trained by `medfm train upscale` for {config['training']['steps']} steps "
+              f"({config['training']['training_seconds']:.0f} s) on {config['training']['crops']} crops; "
+              "low-resolution inputs by area averaging."), ""]
     if results is None:
         return "\n".join([*lines, "No held-out sources: no measured numbers.", ""])
     lines += ["| dataset | planes | PSNR model | PSNR bicubic | PSNR Lanczos | SSIM model | SSIM bicubic |",
