@@ -132,3 +132,8 @@ def test_training_resumes_after_sigkill(videos, tmp_path):
     summary = train_forecaster([videos], out, resume=True, max_steps=done + 2)
     assert summary["steps"] == done + 2 and summary["resumed_at_steps"] == [done]
     assert not build.exists()
+
+
+def test_the_network_method_needs_a_model_folder(videos, tmp_path, capsys):
+    code, out, err = run_cli(["forecast", str(videos / "clip0.gif"), "-o", str(tmp_path / "next.gif")], capsys)
+    assert code == 2 and "--method ode needs --model" in err and not (tmp_path / "next.gif").exists()

@@ -60,7 +60,7 @@ def test_an_untrained_network_is_exactly_bicubic_and_training_writes_a_verified_
     assert np.allclose(untrained().upscale_planes(stacked), np.clip(bicubic(planes, 2), 0, 1), atol=1e-6)
     config = json.loads((tiny_model / "config.json").read_text())
     assert config["kind"] == "upscaler" and config["weights"]["dtype"] == "float16" and config["training"]["steps"] == 3
-    assert (tiny_model / "card.md").is_file() and json.loads((tiny_model / "results.json").read_text())["held_out_sources"] >= 0
+    assert (tiny_model / "card.md").is_file() and json.loads((tiny_model / "results.json").read_text())["sources"] >= 0
     model = create_upscaler(tiny_model)
     assert model.weights_sha256 == config["weights"]["sha256"] and model.scale == 2
     assert not list(tiny_model.parent.glob(".*partial"))
@@ -177,3 +177,21 @@ def test_training_resumes_after_sigkill(stills, tmp_path):
     assert summary["steps"] == done + 3 and summary["resumed_at_steps"] == [done]
     assert json.loads((out / "config.json").read_text())["features"] == 4  # the first run's recipe
     assert not build.exists()
+
+
+def test_shipped_card_reports_what_its_evaluation_wrote_for_the_shipped_weights():
+    cards = Path(__file__).resolve().parents[1] / "medfm" / "models" / "cards"
+    card, results = (cards / "medfm-upscale.md").read_text(), json.loads((cards / "medfm-upscale.results.json").read_text())
+    assert "--results medfm/models/cards/medfm-upscale.results.json" in card
+    model = create_upscaler()
+    assert results["model"] == model.name == "medfm-upscale" and results["weights_sha256"] == model.weights_sha256
+    rows = [line.strip("|").split("|") for line in card.splitlines() if line.startswith("| ") and "PSNR model" not in line]
+    summaries = [*sorted(results["per_dataset"].items()), ("all", results["all"])]
+    assert len(rows) == len(summaries)
+    for cells, (_, summary) in zip(rows, summaries):
+        cells = [cell.strip() for cell in cells]
+        assert cells[1] == str(summary["planes"])
+        assert cells[2:5] == [f"{summary['psnr'][m]:.2f}" for m in ("model", "bicubic", "lanczos")]
+        assert cells[5] == f"{summary['psnr_gain_vs_bicubic_db']:+.2f}"
+        assert cells[6:9] == [f"{summary['ssim'][m]:.4f}" for m in ("model", "bicubic", "lanczos")]
+    assert f"{results['sources']} sources" in card and f"by {results['all']['psnr_gain_vs_bicubic_db']:.2f} dB" in card

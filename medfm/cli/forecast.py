@@ -20,8 +20,8 @@ def forecast_command(
     steps: Annotated[int, typer.Option("--steps", min=1, help="How many images to forecast, one sequence step apart.")] = 1,
     method: Annotated[str, typer.Option("--method", help="ode (the forecaster), last (repeat the last image) or "
                                                          "linear (continue the last change).")] = "ode",
-    model: Annotated[str | None, typer.Option("--model", help="Forecaster name or a model folder from `medfm train forecast` "
-                                                              "(default medfm-forecast).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Forecaster model folder from `medfm train forecast` "
+                                                              "(needed by --method ode).")] = None,
     mkdir: MkdirOption = False,
 ) -> None:
     """Forecast the next images of a sequence (ImageFlowNet-style latent neural ODE, or a baseline)."""

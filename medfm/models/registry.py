@@ -37,8 +37,6 @@ DEFAULT_ENCODER = "medfm-clip-small"
 DEFAULT_SEGMENTER = "medfm-interactive"
 #: The super-resolution network used wherever none is named (``medfm upscale``).
 DEFAULT_UPSCALER = "medfm-upscale"
-#: The forecaster used wherever none is named (``medfm forecast --method ode``).
-DEFAULT_FORECASTER = "medfm-forecast"
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"

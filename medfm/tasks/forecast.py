@@ -81,13 +81,17 @@ def forecast_frames(frames: np.ndarray, steps: int, method: str = "ode", forecas
 def forecast_files(paths: Sequence[str | os.PathLike], output: str | os.PathLike, steps: int, method: str = "ode",
                    model: str | os.PathLike | None = None) -> dict[str, Any]:
     """Forecast ``steps`` images after the sequence ``paths`` and write them as one multi-frame ``output``
-    (video, NIfTI, NPZ: frames on the T axis), with provenance; returns what was written."""
-    from medfm.models.registry import DEFAULT_FORECASTER, create_forecaster
+    (video, NIfTI, NPZ: frames on the T axis), with provenance; returns what was written. ``method``
+    ``ode`` needs ``model`` (a forecaster name or model folder)."""
+    from medfm.models.registry import create_forecaster
 
     if not paths:
         raise MedfmError("give a sequence: a video, or two or more images in order")
+    if method == "ode" and model is None:
+        raise MedfmError("--method ode needs --model: a forecaster folder from `medfm train forecast` (medfm ships none: "
+                         "on its held-out clips none beat repeating the last image; see README)")
     writer_for(output)
-    forecaster = create_forecaster(model or DEFAULT_FORECASTER) if method == "ode" else None
+    forecaster = create_forecaster(model) if method == "ode" else None
     frames, first = read_sequence(paths)
     low, high = value_window(frames)
     future = forecast_frames((frames.astype(np.float32) - low) / (high - low), steps, method, forecaster)

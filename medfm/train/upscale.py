@@ -186,7 +186,7 @@ def _write_model_dir(build: Path, out: Path, net: torch.nn.Module, settings: dic
               "training": training}
     _write_json(build / "config.json", config)
     results = evaluate_upscaler(create_upscaler(build), held_out, settings["scale"], log=log) if held_out else None
-    _write_json(build / "results.json", {"held_out_sources": len(held_out), "results": results})
+    _write_json(build / "results.json", results or {"sources": 0})
     (build / "card.md").write_text(model_card(config, results))
     for leftover in (CHECKPOINT_FILE, CROPS_FILE, STATE_FILE):
         (build / leftover).unlink()

@@ -73,7 +73,7 @@ def evaluate_upscaler(upscaler: Any, sources: Sequence[Source], scale: int = 2, 
     for values in scores.values():
         for key, numbers in values.items():
             pooled[key] += numbers
-    return {"scale": scale, "model": upscaler.name, "weights_sha256": upscaler.weights_sha256,
+    return {"scale": scale, "sources": len(sources), "model": upscaler.name, "weights_sha256": upscaler.weights_sha256,
             "low_resolution": "area (box) average", "max_side": max_side, "per_dataset": per_dataset,
             "all": summarise(pooled)}
 
