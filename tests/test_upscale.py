@@ -195,3 +195,15 @@ def test_shipped_card_reports_what_its_evaluation_wrote_for_the_shipped_weights(
         assert cells[5] == f"{summary['psnr_gain_vs_bicubic_db']:+.2f}"
         assert cells[6:9] == [f"{summary['ssim'][m]:.4f}" for m in ("model", "bicubic", "lanczos")]
     assert f"{results['sources']} sources" in card and f"by {results['all']['psnr_gain_vs_bicubic_db']:.2f} dB" in card
+
+
+def test_dicom_input_is_written_as_nifti_with_half_the_pixel_spacing(tiny_model, tmp_path, capsys):
+    from pydicom.data import get_testdata_file
+
+    source = get_testdata_file("CT_small.dcm")
+    code, out, err = run_cli(["upscale", source, "--model", str(tiny_model), "-o", str(tmp_path)], capsys)
+    assert code == 0, err
+    original, fine = load(source), load(tmp_path / "CT_small_x2.nii.gz")
+    assert fine.spatial_shape == (256, 256, 1) and fine.array.dtype == original.array.dtype
+    assert fine.spacing == pytest.approx((original.spacing[0] / 2, original.spacing[1] / 2, original.spacing[2]), rel=1e-6)
+    assert np.allclose(fine.affine @ [-0.5, -0.5, 0, 1], original.affine @ [-0.5, -0.5, 0, 1])
