@@ -35,6 +35,8 @@ from medfm.io.sidecar import save_with_provenance
 from medfm.provenance import Provenance, pixels_id
 
 SCALES = (2, 4)
+#: Video containers medfm reads but does not write: their upscaled clips are written as MP4.
+WRITTEN_AS_MP4 = (".mov", ".avi", ".mkv", ".mpeg", ".mpg")
 #: BT.601 full-range RGB → YCbCr (rows: Y, Cb, Cr), applied to values in [0, 1]; chroma offset by 0.5.
 RGB_TO_YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
 
@@ -157,17 +159,17 @@ def upscale_image(image: Image, upscaler: Any, scale: int, through_plane: bool =
 
 
 def default_output(source: Path, folder: Path, scale: int) -> Path:
-    """``folder/<name>_x<scale><suffix>``: the input's format where medfm writes it, else NIfTI (DICOM) or MP4 (video)."""
+    """``folder/<name>_x<scale><suffix>``: the input's format where medfm writes it, else MP4 for a video
+    and NIfTI for the rest (a DICOM series, formats medfm only reads)."""
     suffix = image_suffix(source) if source.is_file() else None
     stem = source.name[: -len(suffix)] if suffix else source.name
+    if suffix in WRITTEN_AS_MP4:
+        return folder / f"{stem}_x{scale}.mp4"
     try:
-        writable = suffix is not None and writer_for(folder / f"x{suffix}").write is not None
+        writable = suffix is not None and writer_for(source).write is not None
     except MedfmError:
         writable = False
-    if suffix and writable and suffix not in (".mov", ".avi", ".mkv", ".mpeg", ".mpg"):
-        return folder / f"{stem}_x{scale}{suffix}"
-    video = suffix in (".mov", ".avi", ".mkv", ".mpeg", ".mpg")
-    return folder / f"{stem}_x{scale}{'.mp4' if video else '.nii.gz'}"
+    return folder / f"{stem}_x{scale}{suffix if writable else '.nii.gz'}"
 
 
 def upscale_file(source: str | os.PathLike, output: str | os.PathLike, scale: int = 2,
