@@ -1,11 +1,11 @@
 """Super-resolution speed and quality: medfm's upscaler against bicubic and Lanczos in the same run.
 
-Run ``python benchmarks/upscale_bench.py [--model medfm-upscale] [--side 256] [--frames 20] [--per-dataset 20]``;
+Run ``python benchmarks/upscale_bench.py [--model medfm-upscale] [--side 256] [--frames 20] [--per-dataset 20] [--scale 2|4]``;
 prints one JSON object: frames per second on the CPU (``--side`` square low-resolution grey frames,
 ×2, the threads medfm chooses) of the model, of Pillow's bicubic and of Pillow's Lanczos, with the
 model's ratio to each; and, when ``../shared/data`` (or ``--data``) is present, held-out PSNR/SSIM of
-the model, bicubic and Lanczos on up to ``--per-dataset`` held-out sources of each dataset, with the
-gain in dB; and with ``--dice N``, the Dice of medfm's shipped segmenter (medfm-interactive, prompted
+the model, bicubic and Lanczos on up to ``--per-dataset`` held-out sources of each dataset at ``--scale``
+(×4: two passes of a ×2 model), with the gain in dB; and with ``--dice N``, the Dice of medfm's shipped segmenter (medfm-interactive, prompted
 with the reference mask's box) on up to N held-out images of each segmentation set (HC18, Kvasir-SEG,
 PH2) after ×2 area downsampling and upscaling by the model or by bicubic, next to the original image.
 Without the data the quality parts are skipped and the JSON says why.
@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=256, help="low-resolution frame side in pixels")
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--per-dataset", type=int, default=20, help="held-out sources per dataset for PSNR")
+    parser.add_argument("--scale", type=int, default=2, choices=(2, 4), help="factor of the quality measure")
     parser.add_argument("--dice", type=int, default=0, help="held-out images per segmentation set for the Dice check")
     parser.add_argument("--data", type=Path, default=None, help="project datasets (default ../shared/data)")
     args = parser.parse_args()
@@ -112,8 +113,8 @@ def main() -> None:
             if folder.name == "volumes_3d_smoke":
                 continue  # smoke-test material, not a benchmark (its README)
             held_out += [s for s in find_sources([folder]) if s.held_out][: args.per_dataset]
-        quality = evaluate_upscaler(upscaler, held_out, 2)
-        report["quality"] = {"sources": len(held_out), "all": quality["all"],
+        quality = evaluate_upscaler(upscaler, held_out, args.scale)
+        report["quality"] = {"scale": args.scale, "sources": len(held_out), "all": quality["all"],
                              "per_dataset": {k: v["psnr_gain_vs_bicubic_db"] for k, v in quality["per_dataset"].items()}}
         if args.dice:
             report["segmenter_dice"] = segmenter_dice(upscaler, data, args.dice)
