@@ -66,7 +66,6 @@ def register_family(family: str) -> Callable[[Builder], Builder]:
     return decorate
 
 
-@cache
 def all_configs() -> dict[str, dict[str, Any]]:
     """Every shipped model config by name, of every kind (``"kind"``, default ``"encoder"``)."""
     return {path.stem: json.loads(path.read_text()) for path in sorted(CONFIG_DIR.glob("*.json"))}
