@@ -117,6 +117,18 @@ class AnnotationStore:
                     removed += 1
         return removed
 
+    def set_aside(self, image_id: int, trash: Path) -> Path | None:
+        """Move every annotation of an image out of the store (its catalog entry was deleted) into
+        ``trash/annotations-<id>-<time>``; returns that folder, ``None`` when it had none."""
+        folder = self.root / str(int(image_id))
+        if not folder.is_dir():
+            return None
+        trash.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        target = trash / f"annotations-{int(image_id)}-{stamp}"
+        os.replace(folder, target)
+        return target
+
     def list(self, image_id: int) -> list[dict[str, Any]]:
         """``[{"name", "versions": [{"version", "format", "created", "labels"}]}]``, by name, oldest version first."""
         folder = self.root / str(int(image_id))

@@ -787,7 +787,8 @@ document.addEventListener("keydown", (event) => {
 
 // ---- start ------------------------------------------------------------------------------
 
-const catalog = new Catalog(document.querySelector("[data-testid=catalog-panel]"), openImage);
+const catalog = new Catalog(document.querySelector("[data-testid=catalog-panel]"), openImage,
+  (id) => Boolean(state.info) && String(state.info.id) === String(id));
 const similar = new Similar(document.querySelector("[data-testid=similar-panel]"), openImage);
 const zeroShot = new ZeroShot(document.querySelector("[data-testid=zeroshot-panel]"));
 const annotations = new Annotations(document.querySelector("[data-testid=save-panel]"), loadAnnotation, sendToPacs);

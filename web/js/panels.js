@@ -30,29 +30,63 @@ function thumb(id) {
 
 // ---- catalog ------------------------------------------------------------------------
 
+/** Images per page: the server sorts and pages, so a catalog of any size lists as fast as a small one. */
+export const PAGE_SIZE = 50;
+
+/** How a group header names a patient: the pseudonym, or with names asked for, the name the DICOM header gives. */
+function patientTitle(image) {
+  if (!image.patient) return "No patient (files)";
+  const name = image.phi && (image.phi.patient_name || image.phi.patient_id);
+  return name ? `Patient ${String(name).replaceAll("^", " ")}` : `Patient ${image.patient}`;
+}
+
 export class Catalog {
-  constructor(root, onOpen) {
+  /** `onOpen(id)` opens an image; `isOpen(id)` says whether it is the one shown (which cannot be deleted). */
+  constructor(root, onOpen, isOpen = () => false) {
     this.root = root;
     this.onOpen = onOpen;
+    this.isOpen = isOpen;
     this.list = root.querySelector("[data-testid=catalog-list]");
     this.text = root.querySelector("[data-testid=catalog-filter]");
     this.modality = root.querySelector("[data-testid=modality-filter]");
     this.count = root.querySelector("[data-testid=catalog-count]");
+    this.sort = root.querySelector("[data-testid=catalog-sort]");
+    this.order = root.querySelector("[data-testid=catalog-order]");
+    this.phi = root.querySelector("[data-testid=catalog-phi]");
+    this.range = root.querySelector("[data-testid=catalog-range]");
+    this.prev = root.querySelector("[data-testid=catalog-prev]");
+    this.next = root.querySelector("[data-testid=catalog-next]");
     this.images = [];
+    this.total = 0;
+    this.offset = 0;
+    this.descending = false;
     this.selected = null;
     this.seq = 0;
     let timer = null;
-    this.text.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => this.load(), 250); });
-    this.modality.addEventListener("change", () => this.load());
+    const fromStart = () => { this.offset = 0; this.load(); };
+    this.text.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(fromStart, 250); });
+    for (const control of [this.modality, this.sort, this.phi]) control.addEventListener("change", fromStart);
+    this.order.addEventListener("click", () => {
+      this.descending = !this.descending;
+      this.order.textContent = this.descending ? "↑" : "↓";
+      this.order.setAttribute("aria-pressed", String(this.descending));
+      fromStart();
+    });
+    this.prev.addEventListener("click", () => { this.offset = Math.max(0, this.offset - PAGE_SIZE); this.load(); });
+    this.next.addEventListener("click", () => { this.offset += PAGE_SIZE; this.load(); });
   }
 
   async load() {
     const seq = ++this.seq;
     try {
-      const { images } = await api(`/images${query({ text: this.text.value.trim(), modality: this.modality.value, limit: 500 })}`);
+      const params = { text: this.text.value.trim(), modality: this.modality.value, sort: this.sort.value,
+        order: this.descending ? "desc" : "asc", offset: this.offset, limit: PAGE_SIZE, show_phi: this.phi.checked ? "true" : "" };
+      const { images, total } = await api(`/images${query(params)}`);
       if (seq !== this.seq) return;
+      if (!images.length && total && this.offset) { this.offset = Math.max(0, total - PAGE_SIZE); this.load(); return; } // the last page emptied
       this.images = images;
-      if (!this.text.value && !this.modality.value) this.fillModalities(images);
+      this.total = total;
+      if (!this.text.value && !this.modality.value && this.offset === 0) this.fillModalities(images);
       this.render();
     } catch (error) {
       showError(error, "catalog");
@@ -61,33 +95,101 @@ export class Catalog {
 
   fillModalities(images) {
     const current = this.modality.value;
-    const names = [...new Set(images.map((i) => i.modality).filter(Boolean))].sort();
+    const have = [...this.modality.options].map((o) => o.value).filter(Boolean);
+    const names = [...new Set([...have, ...images.map((i) => i.modality).filter(Boolean)])].sort();
     this.modality.replaceChildren(el("option", { value: "", textContent: "All modalities" }),
       ...names.map((m) => el("option", { value: m, textContent: m })));
     this.modality.value = names.includes(current) ? current : "";
   }
 
   render() {
-    this.count.textContent = `${this.images.length} image${this.images.length === 1 ? "" : "s"}`;
+    this.count.textContent = `${this.total} image${this.total === 1 ? "" : "s"}`;
+    const last = Math.min(this.offset + this.images.length, this.total);
+    this.range.textContent = this.total ? `${this.offset + 1}–${last} of ${this.total}` : "";
+    this.prev.disabled = this.offset === 0;
+    this.next.disabled = last >= this.total;
+    this.root.querySelector("[data-testid=catalog-pager]").hidden = this.total <= PAGE_SIZE;
     if (!this.images.length) {
       this.list.replaceChildren(el("li", { class: "empty", textContent: "No images. Drop files here or use “Add files…”." }));
       return;
     }
-    this.list.replaceChildren(...this.images.map((image) => {
-      const item = el("li", {
-        class: "catalog-item" + (String(image.id) === this.selected ? " selected" : ""), testid: "catalog-item",
-        dataset: { imageId: image.id }, tabIndex: 0,
-        title: `Open ${image.name}`,
-      },
-      thumb(image.id),
-      el("div", { class: "meta" },
-        el("div", { class: "title", textContent: image.name }),
-        el("div", { class: "sub", textContent: [image.modality, image.body_part, image.dataset, image.format].filter(Boolean).join(" · ") }),
-        el("div", { class: "sub", textContent: describe(image) })));
-      item.addEventListener("click", () => this.onOpen(image.id));
-      item.addEventListener("keydown", (e) => { if (e.key === "Enter") this.onOpen(image.id); });
-      return item;
-    }));
+    const grouped = this.sort.value === "patient";
+    const rows = [];
+    let patient, study;
+    for (const image of this.images) {
+      if (grouped && (rows.length === 0 || image.patient !== patient)) {
+        rows.push(el("li", { class: "catalog-group patient", testid: "catalog-patient", dataset: { patient: image.patient || "" }, textContent: patientTitle(image) }));
+        study = undefined;
+      }
+      if (grouped && image.study && image.study !== study) {
+        rows.push(el("li", { class: "catalog-group study", testid: "catalog-study", dataset: { study: String(image.study) }, textContent: `Study ${image.study}` }));
+      }
+      [patient, study] = [image.patient, image.study];
+      rows.push(this.item(image));
+    }
+    this.list.replaceChildren(...rows);
+  }
+
+  item(image) {
+    const title = el("div", { class: "title", testid: "catalog-name", textContent: image.name });
+    const rename = el("button", { type: "button", class: "icon", testid: "catalog-rename", textContent: "✎", title: "Rename" });
+    const remove = el("button", { type: "button", class: "icon", testid: "catalog-delete", textContent: "🗑",
+      title: "Delete from the catalog (its files stay on disk; its saved annotations are set aside)" });
+    const item = el("li", {
+      class: "catalog-item" + (String(image.id) === this.selected ? " selected" : ""), testid: "catalog-item",
+      dataset: { imageId: image.id, patient: image.patient || "", study: image.study ? String(image.study) : "" }, tabIndex: 0,
+      title: `Open ${image.name}`,
+    },
+    thumb(image.id),
+    el("div", { class: "meta" }, title,
+      el("div", { class: "sub", textContent: [image.modality, image.body_part, image.dataset, image.format].filter(Boolean).join(" · ") }),
+      el("div", { class: "sub", textContent: describe(image) })),
+    el("div", { class: "actions" }, rename, remove));
+    item.addEventListener("click", () => this.onOpen(image.id));
+    item.addEventListener("keydown", (e) => { if (e.key === "Enter" && e.target === item) this.onOpen(image.id); });
+    rename.addEventListener("click", (e) => { e.stopPropagation(); this.startRename(image, title); });
+    remove.addEventListener("click", (e) => { e.stopPropagation(); this.remove(image); });
+    return item;
+  }
+
+  startRename(image, title) {
+    const input = el("input", { type: "text", value: image.name, maxLength: 200, testid: "catalog-name-input", ariaLabel: "new name" });
+    let done = false;
+    const finish = async (commit) => {
+      if (done) return;
+      done = true;
+      const name = input.value.trim();
+      if (!commit || !name || name === image.name) { this.render(); return; }
+      try {
+        const renamed = await api(`/images/${encodeURIComponent(image.id)}`, { method: "PATCH", body: { name } });
+        setStatus(`renamed to ${renamed.name}`);
+      } catch (error) {
+        showError(error, "rename");
+      }
+      await this.load();
+    };
+    input.addEventListener("click", (e) => e.stopPropagation());
+    input.addEventListener("keydown", (e) => {
+      e.stopPropagation();
+      if (e.key === "Enter") finish(true);
+      if (e.key === "Escape") finish(false);
+    });
+    input.addEventListener("blur", () => finish(true));
+    title.replaceChildren(input);
+    input.focus();
+    input.select();
+  }
+
+  async remove(image) {
+    if (this.isOpen(image.id)) { setStatus(`${image.name} is open: open another image before deleting it`, "warning"); return; }
+    if (!window.confirm(`Delete “${image.name}” from the catalog? Its files stay on disk and its saved annotations are set aside.`)) return;
+    try {
+      await api(`/images/${encodeURIComponent(image.id)}`, { method: "DELETE" });
+      setStatus(`deleted ${image.name} from the catalog`);
+    } catch (error) {
+      showError(error, "delete");
+    }
+    await this.load();
   }
 
   select(id) {
