@@ -710,7 +710,8 @@ function save() {
   const format = $("save-format").value;
   const imageId = state.info.id;
   return serial(async () => {
-    const answer = await sessionApi("/save", { method: "POST", body: { name, format }, retry: false });
+    const author = $("save-author").value.trim();
+    const answer = await sessionApi("/save", { method: "POST", body: { name, format, ...(author ? { author } : {}) }, retry: false });
     if (!answer) return;
     unsaved.delete(state.session);
     const voxels = Object.values(answer.voxels || {}).reduce((a, b) => a + b, 0);
@@ -720,8 +721,18 @@ function save() {
   }, "saving…");
 }
 
+// The author's name stays in this browser for the next saves.
+$("save-author").value = window.localStorage.getItem("medfm.author") || "";
+$("save-author").addEventListener("change", () => window.localStorage.setItem("medfm.author", $("save-author").value.trim()));
+
 function loadAnnotation(name, version) {
   if (!state.info) return;
+  // never a lost annotation: loading replaces the drawing, so unsaved work is the user's call
+  if (state.session && unsaved.has(state.session)
+    && !window.confirm(`This image has changes that are not saved. Loading ${name} v${version} replaces them. Load anyway?\n(Cancel keeps your drawing: save it first.)`)) {
+    setStatus(`kept your unsaved drawing; ${name} v${version} not loaded`);
+    return;
+  }
   return serial(async () => {
     await startSession({ name, version });
     $("save-name").value = name;

@@ -377,21 +377,57 @@ export class Annotations {
   render(annotations) {
     const items = [];
     for (const ann of annotations) {
-      for (const v of [...ann.versions].sort((a, b) => b.version - a.version)) {
-        const when = v.created ? new Date(v.created).toLocaleString() : "";
-        const item = el("li", {
-          class: "annotation-item", testid: "annotation-item", tabIndex: 0,
-          dataset: { name: ann.name, version: String(v.version) }, title: "Load into a new session",
-        },
-        el("span", { class: "title", textContent: `${ann.name} v${v.version}` }),
-        el("span", { class: "sub", textContent: [v.format === "dicom-seg" ? "DICOM SEG" : "NIfTI", when].filter(Boolean).join(" · ") }),
-        this.pacs && v.format === "dicom-seg" ? this.pushButton(ann.name, v.version) : null);
-        item.addEventListener("click", () => this.onLoad(ann.name, v.version));
-        item.addEventListener("keydown", (e) => { if (e.key === "Enter" && e.target === item) this.onLoad(ann.name, v.version); });
-        items.push(item);
-      }
+      if (!ann.versions.length) continue;
+      items.push(el("li", { class: "annotation-group", testid: "annotation-group", dataset: { name: ann.name }, textContent: ann.name }));
+      for (const v of [...ann.versions].sort((a, b) => b.version - a.version)) items.push(this.item(ann.name, v));
     }
     this.list.replaceChildren(...(items.length ? items : [el("li", { class: "empty", textContent: "None saved yet." })]));
+  }
+
+  item(name, v) {
+    const when = v.created ? new Date(v.created).toLocaleString() : "";
+    const final = v.status === "final";
+    const status = el("span", { class: `status ${v.status}`, testid: "annotation-status", textContent: v.status });
+    const mark = el("button", { type: "button", class: "link", testid: "annotation-final", textContent: final ? "Make draft" : "Mark final",
+      title: final ? "Make this version a draft again (drafts can be deleted)" : "Mark this version final (final versions cannot be deleted)" });
+    const remove = el("button", { type: "button", class: "link", testid: "annotation-delete", textContent: "Delete", disabled: final,
+      title: final ? "A final version cannot be deleted: make it a draft first" : "Delete this version (it is set aside on the server; its number is not reused)" });
+    const item = el("li", {
+      class: "annotation-item", testid: "annotation-item", tabIndex: 0,
+      dataset: { name, version: String(v.version), status: v.status }, title: "Load into a new session",
+    },
+    el("span", { class: "title", textContent: `v${v.version} ` }, status),
+    el("span", { class: "sub", textContent: [v.author || "no author", when, v.format === "dicom-seg" ? "DICOM SEG" : "NIfTI"].filter(Boolean).join(" · ") }),
+    el("span", { class: "version-actions" }, mark, remove),
+    this.pacs && v.format === "dicom-seg" ? this.pushButton(name, v.version) : null);
+    item.addEventListener("click", () => this.onLoad(name, v.version));
+    item.addEventListener("keydown", (e) => { if (e.key === "Enter" && e.target === item) this.onLoad(name, v.version); });
+    mark.addEventListener("click", (e) => { e.stopPropagation(); this.setStatus(name, v.version, final ? "draft" : "final"); });
+    remove.addEventListener("click", (e) => { e.stopPropagation(); this.remove(name, v.version); });
+    return item;
+  }
+
+  async setStatus(name, version, status) {
+    const imageId = this.imageId;
+    try {
+      await api(`/images/${encodeURIComponent(imageId)}/annotations/${encodeURIComponent(name)}/${version}`, { method: "PATCH", body: { status } });
+      setStatus(`${name} v${version} is now ${status}`);
+    } catch (error) {
+      showError(error, "version");
+    }
+    await this.load(imageId);
+  }
+
+  async remove(name, version) {
+    if (!window.confirm(`Delete ${name} v${version}? The server sets it aside; the list will no longer show it.`)) return;
+    const imageId = this.imageId;
+    try {
+      await api(`/images/${encodeURIComponent(imageId)}/annotations/${encodeURIComponent(name)}/${version}`, { method: "DELETE" });
+      setStatus(`deleted ${name} v${version}`);
+    } catch (error) {
+      showError(error, "delete version");
+    }
+    await this.load(imageId);
   }
 
   pushButton(name, version) {

@@ -80,6 +80,7 @@ class LabelIn(BaseModel):
 class SaveIn(BaseModel):
     name: str
     format: str = "nifti"
+    author: StructureName | None = None
 
 
 def labels_json(session: SegmentationSession) -> dict[str, dict[str, str]]:
@@ -235,7 +236,7 @@ def save(session_id: str, body: SaveIn, state: ServerState = Depends(get_state))
     segmenter = state.segmenter
     with session.lock:
         labels = session.label_image(segmenter.info)
-        sidecar = {"image_id": session.image_id, "labels": labels_json(session)}
+        sidecar = {"image_id": session.image_id, "labels": labels_json(session), "author": body.author}
     return state.annotations.save(session.image_id, body.name, labels, body.format, sidecar, loaded.series)
 
 

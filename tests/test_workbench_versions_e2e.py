@@ -1,0 +1,104 @@
+"""Saved versions in Chromium: grouped by name with author, time and draft/final status; mark
+final, delete, and load, which asks first when the drawing has unsaved changes."""
+
+from __future__ import annotations
+
+import pytest
+from browsertools import (  # noqa: F401  (browser: the fixture)
+    browser, bright_centre, click_display, edit, http, mask_pixels, needs_chromium, open_image, wait_job, workbench_page,
+)
+from test_workbench_e2e import SPHERE_CENTRE, write_seed
+
+pytestmark = needs_chromium
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from tests.liveserver import start_server
+
+    data_dir = tmp_path_factory.mktemp("workbench-versions")
+    write_seed(data_dir / "seed")
+    with start_server(data_dir) as live:
+        base = live.url.rstrip("/")
+        wait_job(base, http(base, "POST", "/api/ingest", {"path": "seed"}))
+        yield base
+
+
+@pytest.fixture
+def page(browser, server):
+    with workbench_page(browser, server) as page:
+        yield page
+
+
+def version(page, name: str, number: int):
+    return page.locator(f"[data-testid=annotation-item][data-name='{name}'][data-version='{number}']")
+
+
+def draw_and_save(page, name: str) -> int:
+    """Clicks the sphere on its centre slice, saves as `name`; returns the mask's pixels."""
+    page.locator("[data-testid=slice-slider]").fill(str(SPHERE_CENTRE[2]))
+    page.wait_for_function(f"document.querySelector('[data-testid=viewport]').dataset.loadedPlane.startsWith('{SPHERE_CENTRE[2]},0,')")
+    x, y, _ = bright_centre(page)
+    pixels = edit(page, lambda: click_display(page, x, y))
+    page.fill("[data-testid=save-name]", name)
+    page.click("[data-testid=save-button]")
+    page.wait_for_function(f"document.querySelector('[data-testid=save-status]').textContent.includes('saved {name}')")
+    return pixels
+
+
+def test_versions_show_author_and_status_and_can_be_marked_final_and_deleted(page, server):
+    open_image(page, "sphere phantom")
+    page.fill("[data-testid=save-author]", "Dr. Ada")
+    page.locator("[data-testid=save-author]").dispatch_event("change")
+    draw_and_save(page, "tumour")
+    draw_and_save(page, "tumour")
+    version(page, "tumour", 2).wait_for()
+    assert page.locator("[data-testid=annotation-group][data-name=tumour]").count() == 1
+    assert "Dr. Ada" in version(page, "tumour", 1).inner_text()
+    assert version(page, "tumour", 1).get_attribute("data-status") == "draft"
+
+    version(page, "tumour", 1).locator("[data-testid=annotation-final]").click()
+    page.wait_for_selector("[data-testid=annotation-item][data-name=tumour][data-version='1'][data-status=final]")
+    assert version(page, "tumour", 1).locator("[data-testid=annotation-delete]").is_disabled()
+    image_id = page.evaluate("document.body.dataset.imageId")
+    listed = http(server, "GET", f"/api/images/{image_id}/annotations")["annotations"]
+    assert [v["status"] for v in listed[0]["versions"]] == ["final", "draft"]
+    assert listed[0]["versions"][0]["author"] == "Dr. Ada"
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    version(page, "tumour", 2).locator("[data-testid=annotation-delete]").click()
+    page.wait_for_function("!document.querySelector(\"[data-testid=annotation-item][data-name=tumour][data-version='2']\")")
+    assert [v["version"] for v in http(server, "GET", f"/api/images/{image_id}/annotations")["annotations"][0]["versions"]] == [1]
+    # the author is remembered for the next visit
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.input_value("[data-testid=save-author]") == "Dr. Ada"
+
+
+def test_loading_a_version_over_unsaved_work_asks_first(page):
+    open_image(page, "sphere phantom")
+    saved = draw_and_save(page, "lesion")
+    version(page, "lesion", 1).wait_for()
+    x, y, _ = bright_centre(page)
+    changed = edit(page, lambda: click_display(page, x + 3, y, modifiers=["Shift"]))  # unsaved now
+    session = page.evaluate("document.body.dataset.session")
+
+    messages = []
+    page.once("dialog", lambda dialog: (messages.append(dialog.message), dialog.dismiss()))
+    version(page, "lesion", 1).click()
+    page.wait_for_function("document.querySelector('[data-testid=status-line]').textContent.includes('kept your unsaved drawing')")
+    assert messages and "not saved" in messages[0]
+    assert page.evaluate("document.body.dataset.session") == session and mask_pixels(page) == changed  # nothing lost
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    version(page, "lesion", 1).click()
+    page.wait_for_function(f"document.body.dataset.session !== '{session}'")
+    page.wait_for_function(f"document.querySelector('[data-testid=viewport]').dataset.maskPixels === '{saved}'")
+
+    # with nothing unsaved, loading asks nothing
+    asked = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    session = page.evaluate("document.body.dataset.session")
+    version(page, "lesion", 1).click()
+    page.wait_for_function(f"document.body.dataset.session !== '{session}'")
+    assert asked == []
