@@ -102,3 +102,27 @@ def test_loading_a_version_over_unsaved_work_asks_first(page):
     version(page, "lesion", 1).click()
     page.wait_for_function(f"document.body.dataset.session !== '{session}'")
     assert asked == []
+
+
+def test_structures_take_the_servers_palette_and_coded_names(page, server):
+    palette = http(server, "GET", "/api/terminology")["palette"]
+    open_image(page, "sphere phantom")
+    page.click("[data-testid=add-label]")
+    swatches = page.locator("[data-testid=label-item] [data-testid=label-color]")
+    assert [swatches.nth(i).input_value() for i in range(2)] == palette[:2]
+    options = page.evaluate("[...document.querySelectorAll('[data-testid=structure-terms] option')].map(o => o.value)")
+    assert "Liver" in options and "Neoplasm" in options
+    name = page.locator("[data-testid=label-item]").nth(1).locator("[data-testid=label-name]")
+    name.fill("neoplasm")  # the coded list, whatever the case
+    name.press("Enter")
+    code = page.locator("[data-testid=label-item]").nth(1).locator("[data-testid=label-code]")
+    page.wait_for_function("document.querySelectorAll('[data-testid=label-code]')[1].textContent === 'SCT 108369006'")
+    assert page.locator("[data-testid=label-item]").nth(1).locator("[data-testid=label-name]").input_value() == "Neoplasm"
+    draw_and_save(page, "coded")  # draws structure 2, the active one
+    image_id = page.evaluate("document.body.dataset.imageId")
+    session = http(server, "POST", "/api/sessions", {"image_id": int(image_id), "annotation": {"name": "coded", "version": 1}})
+    assert session["labels"]["2"]["code"]["code"] == "108369006" and session["labels"]["2"]["color"] == palette[1]
+    name.fill("my own name")  # a free-text name drops the code
+    name.press("Enter")
+    page.wait_for_function("document.querySelectorAll('[data-testid=label-code]')[1].textContent === ''")
+    assert code.text_content() == ""

@@ -26,11 +26,9 @@ from medfm.provenance import pixels_id
 from medfm.server.display import Display
 from medfm.server.errors import NotFound
 from medfm.server.limits import MAX_POINTS_PER_PLANE, MAX_SCRIBBLE_POINTS_PER_PLANE
+from medfm.structures import default_color, term
 from medfm.tasks.segment import propagate, segmentation_provenance
 
-#: Colours given to structures 1, 2, ... unless the client chooses one.
-PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
-           "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000", "#aaffc3", "#000075")
 #: Undo steps kept per session (fewer when the sessions' memory runs short).
 HISTORY = 100
 
@@ -132,15 +130,23 @@ class SegmentationSession:
         self.image.check_plane_index(k, t)
         return self.labels[:, :, k, t].T
 
-    def set_label(self, label: int, name: str | None = None, color: str | None = None) -> None:
-        """Name or recolour structure ``label`` (1 to 255), creating it with a default if new."""
+    def set_label(self, label: int, name: str | None = None, color: str | None = None, code: str | None = None) -> None:
+        """Name, recolour or code structure ``label`` (1 to 255), creating it with the palette's colour if new.
+
+        ``code`` is a SNOMED CT code of :func:`medfm.structures.terminology` (its meaning names the
+        structure unless ``name`` is given); ``""`` removes the structure's code."""
         if not isinstance(label, int) or not 0 < label < 256:
             raise MedfmError(f"label must be an integer from 1 to 255 (0 is background); got {label!r}")
-        info = self.label_info.setdefault(label, {"name": f"label {label}", "color": PALETTE[(label - 1) % len(PALETTE)]})
-        if name:
-            info["name"] = name
+        coded = term(code) if code else None
+        info = self.label_info.setdefault(label, {"name": f"label {label}", "color": default_color(label)})
+        if name or coded:
+            info["name"] = name or coded.meaning
         if color:
             info["color"] = color
+        if coded:
+            info["code"] = coded.to_dict()
+        elif code == "":
+            info.pop("code", None)
 
     def interact(self, segmenter: Segmenter, segmenter_lock: threading.RLock, k: int, t: int, label: int,
                  interaction: Prompt, locked: frozenset[int] = frozenset()) -> float:
@@ -252,7 +258,8 @@ class SegmentationSession:
         prompts = [{**prompt.to_dict(), "label": label, "slice_index": k, "frame_index": t}
                    for (label, k, t), structure in sorted(self.structures.items()) for prompt in structure.interactions]
         structures = [
-            {"label": value, "label_name": info["name"], "planes": [
+            {"label": value, "label_name": info["name"], "color": info.get("color") or default_color(value),
+             **({"code": info["code"]} if info.get("code") else {}), "planes": [
                 {"slice_index": k, "frame_index": t, "score": structure.score}
                 for (label, k, t), structure in sorted(self.structures.items()) if label == value and structure.interactions
             ]}

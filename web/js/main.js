@@ -2,7 +2,7 @@
 // server's session API. Everything here runs offline against the page's own origin.
 
 import { ApiError, api, query, setStatus, showError, waitForJob } from "./api.js";
-import { LabelSet, renderLabelList } from "./labels.js";
+import { LabelSet, renderLabelList, setTerminology } from "./labels.js";
 import { Pacs, sendToPacs } from "./pacs.js";
 import { SideView, displayToVoxel, voxelToDisplay } from "./mpr.js";
 import { Annotations, Catalog, Similar, ZeroShot } from "./panels.js";
@@ -335,7 +335,7 @@ function sendPrompt(body) {
   const value = labels.active;
   const info = labels.get(value) || {};
   if (labels.locked.has(value)) { setStatus(`${info.name || "this structure"} is locked: unlock it to change it`, "warning"); return; }
-  const request = { k: viewer.k, t: viewer.t, label: value, label_name: info.name, color: info.color, points: [], point_labels: [],
+  const request = { k: viewer.k, t: viewer.t, label: value, label_name: info.name, color: info.color, ...(info.code ? { code: info.code.code } : {}), points: [], point_labels: [],
     locked: [...labels.locked], ...body };
   return serial(async () => {
     const plane = await sessionApi("/prompts", { method: "POST", body: request });
@@ -383,15 +383,16 @@ function renderLabels() {
   renderLabelList($("label-list"), labels, editLabel);
 }
 
-function editLabel(value, { name, color }) {
+function editLabel(value, { name, color, code }) {
   const label = labels.get(value);
   if (!label) return;
   label.name = name;
   label.color = color;
+  label.code = code || null;
   renderLabels();
   viewer.renderMask();
   if (state.session) {
-    serial(() => sessionApi("/labels", { method: "POST", body: { label: value, name, color } }), "saving label…");
+    serial(() => sessionApi("/labels", { method: "POST", body: { label: value, name, color, code: code ? code.code : "" } }), "saving label…");
   }
 }
 
@@ -453,7 +454,7 @@ function paint(point, erase, phase) {
     const current = await sessionApi(`/mask${query({ k, t })}`);
     const base = await decodeMask(current.mask);
     applyStroke(base.values, footprint, value);
-    if (value) await sessionApi("/labels", { method: "POST", body: { label: value, name: info.name, color: info.color } });
+    if (value) await sessionApi("/labels", { method: "POST", body: { label: value, name: info.name, color: info.color, ...(info.code ? { code: info.code.code } : {}) } });
     const plane = await sessionApi("/planes", { method: "PUT", body: { k, t, mask: await labelDataUrl(base), locked: [...labels.locked] } });
     marks.undone = [];
     pushMark(null, null);
@@ -843,15 +844,18 @@ window.addEventListener("pagehide", () => {
 
 const round = (v) => Math.round(v * 100) / 100;
 
-labels.reset({});
 updateToolButtons();
 updateEditButtons();
 updatePlaneControls();
 updateWindowInputs();
 document.body.dataset.busy = "0";
 health();
-catalog.load().then(() => {
-  const wanted = new URLSearchParams(window.location.search).get("image");
-  if (wanted) openImage(wanted);
+// the palette and coded names first: every structure's colour comes from them
+api("/terminology").then(setTerminology, (error) => showError(error, "structure names")).finally(() => {
+  labels.reset({});
+  catalog.load().then(() => {
+    const wanted = new URLSearchParams(window.location.search).get("image");
+    if (wanted) openImage(wanted);
+  });
+  document.body.dataset.ready = "1";
 });
-document.body.dataset.ready = "1";

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from medfm.errors import MedfmError
 from medfm.server.display import AXIS_NAMES, decode_label_png, label_png
 from medfm.server.limits import (
-    MAX_POINTS, MAX_SCRIBBLE_POINTS, Colour, FiniteFloat, LabelValue, Point, StructureName,
+    MAX_POINTS, MAX_SCRIBBLE_POINTS, Colour, FiniteFloat, LabelValue, Point, StructureCode, StructureName,
 )
 from medfm.server.sessions import SegmentationSession, check_unlocked, interaction
 from medfm.tasks.measure import roi_statistics
@@ -44,6 +44,7 @@ class PromptIn(BaseModel):
     label: LabelValue = 1
     label_name: StructureName | None = None
     color: Colour | None = None
+    code: StructureCode | None = None
     points: list[Point] = Field(default=[], max_length=MAX_POINTS)
     point_labels: list[Literal[0, 1]] = Field(default=[], max_length=MAX_POINTS)
     box: tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat] | None = None
@@ -75,6 +76,7 @@ class LabelIn(BaseModel):
     label: LabelValue
     name: StructureName | None = None
     color: Colour | None = None
+    code: StructureCode | None = None
 
 
 class SaveIn(BaseModel):
@@ -83,7 +85,8 @@ class SaveIn(BaseModel):
     author: StructureName | None = None
 
 
-def labels_json(session: SegmentationSession) -> dict[str, dict[str, str]]:
+def labels_json(session: SegmentationSession) -> dict[str, dict[str, Any]]:
+    """``{value: {"name", "color", "code"?}}`` of the session's structures."""
     return {str(value): dict(info) for value, info in sorted(session.label_info.items())}
 
 
@@ -126,7 +129,7 @@ def add_prompt(session_id: str, body: PromptIn, state: ServerState = Depends(get
     )
     segmenter = state.segmenter
     with session.lock:
-        session.set_label(body.label, body.label_name, body.color)
+        session.set_label(body.label, body.label_name, body.color, body.code)
         score = session.interact(segmenter, state.segmenter_lock, body.k, body.t, body.label, prompt, frozenset(body.locked))
         state.sessions.changed(session)
         return plane_state(session, body.k, body.t, score)
@@ -225,7 +228,7 @@ def propagate(session_id: str, body: PropagateIn, state: ServerState = Depends(g
 def set_label(session_id: str, body: LabelIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     session = state.sessions.get(session_id)
     with session.lock:
-        session.set_label(body.label, body.name, body.color)
+        session.set_label(body.label, body.name, body.color, body.code)
         return {"labels": labels_json(session)}
 
 
