@@ -31,6 +31,8 @@ from medfm.tasks.segment import propagate, segmentation_provenance
 
 #: Undo steps kept per session (fewer when the sessions' memory runs short).
 HISTORY = 100
+#: The widest smoothing (Gaussian sigma, in pixels) one request may ask for.
+MAX_SMOOTH_SIGMA = 10.0
 
 Plane = tuple[int, int]
 #: A structure on a plane: (label, k, t).
@@ -104,6 +106,8 @@ class SegmentationSession:
         self.undo_stack: list[Step] = []
         self.redo_stack: list[Step] = []
         self.revision = 0
+        #: per structure, the model's score on each plane its last propagation reached: ``{label: {(k, t): score}}``
+        self.propagation_scores: dict[int, dict[Plane, float]] = {}
         self.lock = threading.Lock()
         self.last_used = time.monotonic()
 
@@ -201,6 +205,33 @@ class SegmentationSession:
             self.replace_plane(k, t, plane, locked)
         return int(filled.sum())
 
+    def smooth(self, k: int, t: int, label: int, sigma: float, whole: bool = False, locked: frozenset[int] = frozenset()) -> int:
+        """Smooth structure ``label``'s outline (one undoable step): a Gaussian of ``sigma`` pixels over its
+        mask, kept where it is above one half; on plane ``(k, t)``, or with ``whole`` on every plane of
+        frame ``t`` in 3D (spacing-aware: ``sigma`` is in pixels of the plane, scaled across slices).
+        Pixels of other structures, locked or not, stay theirs. Returns how many pixels changed."""
+        from scipy.ndimage import gaussian_filter
+
+        check_unlocked(label, locked)
+        self.image.check_plane_index(k, t)
+        if not (isinstance(sigma, (int, float)) and 0 < sigma <= MAX_SMOOTH_SIGMA):
+            raise MedfmError(f"sigma must be above 0 and at most {MAX_SMOOTH_SIGMA} pixels; got {sigma!r}")
+        planes = range(self.image.shape[2]) if whole else [k]
+        before = {(z, t): self.plane(z, t).copy() for z in planes}
+        stack = np.stack([before[(z, t)] for z in planes])  # (planes, rows, columns)
+        spacing = self.image.spacing
+        across = sigma * spacing[0] / spacing[2] if whole and spacing[2] > 0 else 0.0
+        smooth = gaussian_filter((stack == label).astype(np.float32), sigma=(across, sigma, sigma)) > 0.5
+        smooth &= (stack == 0) | (stack == label)  # never over another structure
+        after_stack = np.where(stack == label, 0, stack)
+        after_stack[smooth] = label
+        changed = int((after_stack != stack).sum())
+        if changed:
+            after = {(z, t): after_stack[n] for n, z in enumerate(planes)}
+            touched = [plane for plane in after if not np.array_equal(after[plane], before[plane])]
+            self._apply(Step((k, t), {p: before[p] for p in touched}, {p: after[p] for p in touched}, {}, {}))
+        return changed
+
     @cached_property
     def input_id(self) -> str:
         """The image's :func:`~medfm.provenance.pixels_id`, hashed once per session, not once per propagation."""
@@ -217,7 +248,12 @@ class SegmentationSession:
         index = 1 if axis == "k" else 2
         prompts = {key[index]: [s.combined(*key)] for key, s in seeds.items()}
         with segmenter_lock:
-            result = propagate(self.image, segmenter, prompts, axis=axis, input_id=self.input_id).array[..., 0]
+            propagated = propagate(self.image, segmenter, prompts, axis=axis, input_id=self.input_id)
+        result = propagated.array[..., 0]
+        self.propagation_scores[label] = {
+            (plane["slice_index"], plane["frame_index"]): float(plane["score"])
+            for structure in propagated.provenance.structures if structure.get("label") == label for plane in structure["planes"]
+        }
         touched = {(k, t) for k, t in zip(*np.nonzero((result == label).any(axis=(0, 1))))}
         touched |= {(key[1], key[2]) for key in seeds}
         before = {(int(k), int(t)): self.plane(k, t).copy() for k, t in touched}

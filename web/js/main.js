@@ -16,6 +16,7 @@ const labels = new LabelSet();
 const viewer = new Viewer($("viewport"), labels);
 viewer.onViewChange = updateHud;
 const state = { info: null, session: null, canUndo: false, canRedo: false, busy: 0, opening: 0 };
+const review = { planes: [], axis: "k", label: null }; // the last propagation's planes and scores (showReview)
 
 // ---- busy indicator and serialised requests ---------------------------------------
 
@@ -133,6 +134,7 @@ function updateHud() {
   hud.textContent = parts.join(" · ");
   hud.dataset.k = String(viewer.k);
   hud.dataset.t = String(viewer.t);
+  markReviewPlane();
 }
 
 function goTo(k, t = viewer.t) {
@@ -209,6 +211,7 @@ function updateEditButtons() {
   $("propagate").disabled = !open || (viewer.numSlices <= 1 && viewer.numFrames <= 1);
   $("save-button").disabled = !open;
   $("fill-holes").disabled = !open;
+  $("smooth").disabled = !open;
   $("measure-roi").disabled = !open || viewer.isRgb();
 }
 
@@ -225,6 +228,7 @@ async function startSession(annotation) {
   }
   state.session = answer.session;
   document.body.dataset.session = answer.session;
+  showReview(null);
   resetMarks();
   labels.reset(answer.labels);
   state.canUndo = state.canRedo = false;
@@ -299,6 +303,7 @@ async function openImage(id) {
       updateEditButtons();
     }
     state.info = info;
+    showReview(null);
     catalog.select(id);
     setPlaying(false);
     viewer.setImage(info);
@@ -370,11 +375,14 @@ function propagate() {
     const answer = await sessionApi("/propagate", { method: "POST", body: { label: labels.active, axis, locked: [...labels.locked] }, retry: false });
     if (!answer) return;
     const { job } = answer;
-    await waitForJob(job, (done, total) => busy(0, `propagating through ${what}… ${done}/${total || "?"}`));
+    const result = await waitForJob(job, (done, total) => busy(0, `propagating through ${what}… ${done}/${total || "?"}`));
     marks.undone = [];
     pushMark(null, null);
     unsaved.add(state.session);
     setStatus(`propagated ${labels.get(labels.active)?.name || ""} through the ${what}`);
+    const below = Number($("review-below").value);
+    const reviewed = result && result.review;
+    showReview(reviewed && below !== reviewed.below ? await sessionApi(`/propagation${query({ label: reviewed.label, below })}`) : reviewed, axis);
     await loadMask();
   }, `propagating through ${what}…`);
 }
@@ -480,6 +488,64 @@ async function labelDataUrl({ width, height, values }) {
     reader.onerror = () => reject(new Error("the painted mask could not be encoded"));
     reader.readAsDataURL(blob);
   });
+}
+
+function smooth() {
+  if (!state.session) return;
+  const [k, t, label, whole] = [viewer.k, viewer.t, labels.active, $("smooth-scope").value === "whole"];
+  return serial(async () => {
+    const plane = await sessionApi("/smooth", { method: "POST", body: { k, t, label, sigma: 1.5, whole, locked: [...labels.locked] } });
+    if (!plane.changed) { setStatus("the outline is already smooth"); return; }
+    marks.undone = [];
+    pushMark(null, null);
+    unsaved.add(state.session);
+    setStatus(`smoothed: ${plane.changed} pixels changed`);
+    await applyPlane(plane, false);
+    if (whole) refreshSideMasks();
+  }, "smoothing…");
+}
+
+// ---- propagation review: each plane's score, low-confidence planes marked and stepped through ----
+
+/** Shows a propagation's {label, below, planes: [{k, t, score, low}]} (null hides the panel). */
+function showReview(answer, axis = review.axis) {
+  review.planes = (answer && answer.planes) || [];
+  review.axis = axis;
+  review.label = answer ? answer.label : null;
+  $("review-panel").hidden = review.planes.length === 0;
+  const low = review.planes.filter((p) => p.low);
+  const what = axis === "k" ? "slices" : "frames";
+  $("review-summary").textContent = review.planes.length
+    ? `${review.planes.length} ${what} reached; ${low.length} below ${answer.below} (marked red)` : "";
+  $("review-strip").replaceChildren(...review.planes.map((p) => {
+    const bar = document.createElement("button");
+    bar.type = "button";
+    bar.className = p.low ? "low" : "";
+    bar.style.height = `${Math.max(8, Math.round(p.score * 100))}%`;
+    bar.title = `${axis === "k" ? "slice" : "frame"} ${(axis === "k" ? p.k : p.t) + 1}: score ${p.score.toFixed(2)}`;
+    bar.setAttribute("data-testid", "review-plane");
+    Object.assign(bar.dataset, { k: String(p.k), t: String(p.t), score: String(p.score), low: String(p.low) });
+    bar.addEventListener("click", () => goTo(p.k, p.t));
+    return bar;
+  }));
+  markReviewPlane();
+}
+
+/** Marks the shown plane in the strip and puts its score in the HUD. */
+function markReviewPlane() {
+  const current = review.planes.find((p) => p.k === viewer.k && p.t === viewer.t);
+  for (const bar of $("review-strip").children) bar.classList.toggle("current", Number(bar.dataset.k) === viewer.k && Number(bar.dataset.t) === viewer.t);
+  const hud = $("slice-label");
+  if (current) hud.dataset.score = String(current.score); else delete hud.dataset.score;
+  if (current) hud.textContent += ` · score ${current.score.toFixed(2)}${current.low ? " (low)" : ""}`;
+}
+
+function stepLow(direction) {
+  const position = (p) => (review.axis === "k" ? p.k : p.t);
+  const here = review.axis === "k" ? viewer.k : viewer.t;
+  const low = review.planes.filter((p) => p.low).sort((a, b) => position(a) - position(b));
+  const next = direction > 0 ? low.find((p) => position(p) > here) : [...low].reverse().find((p) => position(p) < here);
+  if (next) goTo(next.k, next.t); else setStatus(`no low-confidence plane ${direction > 0 ? "after" : "before"} this one`);
 }
 
 function fillHoles() {
@@ -661,6 +727,14 @@ $("zoom-in").addEventListener("click", () => viewer.zoomBy(ZOOM_STEP));
 $("zoom-out").addEventListener("click", () => viewer.zoomBy(1 / ZOOM_STEP));
 $("toggle-mask").addEventListener("click", toggleMask);
 $("fill-holes").addEventListener("click", fillHoles);
+$("smooth").addEventListener("click", smooth);
+$("review-prev-low").addEventListener("click", () => stepLow(-1));
+$("review-below").addEventListener("change", () => {
+  const below = Number($("review-below").value);
+  if (!state.session || review.label === null || !(below >= 0 && below <= 1)) return;
+  serial(async () => showReview(await sessionApi(`/propagation${query({ label: review.label, below })}`)), "reviewing…");
+});
+$("review-next-low").addEventListener("click", () => stepLow(+1));
 $("measure-roi").addEventListener("click", measureRoi);
 $("layout-mpr").addEventListener("click", toggleLayout);
 $("play").addEventListener("click", () => setPlaying(!playTimer));

@@ -13,7 +13,7 @@ from medfm.server.display import AXIS_NAMES, decode_label_png, label_png
 from medfm.server.limits import (
     MAX_POINTS, MAX_SCRIBBLE_POINTS, Colour, FiniteFloat, LabelValue, Point, StructureCode, StructureName,
 )
-from medfm.server.sessions import SegmentationSession, check_unlocked, interaction
+from medfm.server.sessions import MAX_SMOOTH_SIGMA, SegmentationSession, check_unlocked, interaction
 from medfm.tasks.measure import roi_statistics
 from medfm.server.state import ServerState, get_state
 
@@ -64,6 +64,19 @@ class FillIn(BaseModel):
     t: int = 0
     label: LabelValue = 1
     locked: list[LabelValue] = Field(default=[], max_length=255)
+
+
+class SmoothIn(BaseModel):
+    k: int = 0
+    t: int = 0
+    label: LabelValue = 1
+    sigma: FiniteFloat = Field(default=1.0, gt=0, le=MAX_SMOOTH_SIGMA)
+    whole: bool = False
+    locked: list[LabelValue] = Field(default=[], max_length=255)
+
+
+#: Planes a propagation reached with a score under this are marked for review (it stops below PropagationRule.min_score).
+REVIEW_BELOW = 0.8
 
 
 class PropagateIn(BaseModel):
@@ -176,6 +189,36 @@ def fill_holes(session_id: str, body: FillIn, state: ServerState = Depends(get_s
         return {**plane_state(session, body.k, body.t), "filled": added}
 
 
+@router.post("/{session_id}/smooth")
+def smooth(session_id: str, body: SmoothIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    """Smooths a structure's outline on the plane, or with ``whole`` through the volume (one undoable step)."""
+    session = state.sessions.get(session_id)
+    with session.lock:
+        changed = session.smooth(body.k, body.t, body.label, body.sigma, body.whole, frozenset(body.locked))
+        state.sessions.changed(session)
+        return {**plane_state(session, body.k, body.t), "changed": changed}
+
+
+def review(session: SegmentationSession, label: int, below: float) -> dict[str, Any]:
+    """The planes structure ``label``'s last propagation reached, each with its score, those under ``below`` marked low."""
+    scores = session.propagation_scores.get(label, {})
+    return {"label": label, "below": below, "planes": [
+        {"k": k, "t": t, "score": round(score, 4), "low": score < below} for (k, t), score in sorted(scores.items())
+    ]}
+
+
+@router.get("/{session_id}/propagation")
+def propagation_review(session_id: str, label: int = 1, below: float = REVIEW_BELOW,
+                       state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    if not 0 < label < 256:
+        raise MedfmError(f"label must be an integer from 1 to 255; got {label}")
+    if not 0 <= below <= 1:
+        raise MedfmError(f"below must be a score from 0 to 1; got {below}")
+    session = state.sessions.get(session_id)
+    with session.lock:
+        return review(session, label, below)
+
+
 @router.get("/{session_id}/measure")
 def measure(session_id: str, label: int, k: int = 0, t: int = 0, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     """ROI statistics of structure ``label``: on plane ``(k, t)`` and over the whole structure."""
@@ -219,7 +262,8 @@ def propagate(session_id: str, body: PropagateIn, state: ServerState = Depends(g
             state.sessions.changed(session)
             planes = int((session.labels == body.label).any(axis=(0, 1)).sum())
             progress(1, 1)
-            return {"k": k, "t": t, "planes": planes, "revision": session.revision}
+            return {"k": k, "t": t, "planes": planes, "revision": session.revision,
+                    "review": review(session, body.label, REVIEW_BELOW)}
 
     return {"job": state.jobs.submit("propagate", work)}
 

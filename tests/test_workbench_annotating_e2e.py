@@ -1,13 +1,15 @@
-"""Saved versions in Chromium: grouped by name with author, time and draft/final status; mark
-final, delete, and load, which asks first when the drawing has unsaved changes."""
+"""Annotating in Chromium: saved versions grouped by name with author, time and draft/final status
+(mark final, delete, load, which asks first over unsaved changes); structures named from the
+SNOMED CT list in the server's palette; smoothing; and the review of a propagation's planes."""
 
 from __future__ import annotations
 
 import pytest
 from browsertools import (  # noqa: F401  (browser: the fixture)
-    browser, bright_centre, click_display, edit, http, mask_pixels, needs_chromium, open_image, wait_job, workbench_page,
+    browser, bright_centre, click_display, edit, http, mask_pixels, needs_chromium, open_image, wait_job, wait_plane, workbench_page,
 )
-from test_workbench_e2e import SPHERE_CENTRE, write_seed
+from test_workbench_e2e import SHAPE, SPHERE_CENTRE, write_seed
+from test_workbench_v2_e2e import drag
 
 pytestmark = needs_chromium
 
@@ -126,3 +128,47 @@ def test_structures_take_the_servers_palette_and_coded_names(page, server):
     name.press("Enter")
     page.wait_for_function("document.querySelectorAll('[data-testid=label-code]')[1].textContent === ''")
     assert code.text_content() == ""
+
+
+def test_smoothing_takes_a_brush_spike_off_in_one_undoable_step(page):
+    open_image(page, "sphere phantom")
+    draw_and_save(page, "smooth-me")
+    x, y, _ = bright_centre(page)
+    drawn = mask_pixels(page)
+    page.click("[data-testid=tool-brush]")
+    page.fill("[data-testid=brush-radius]", "0")
+    spiked = edit(page, lambda: drag(page, [(x, y), (x + 25, y)]))  # a one-pixel line out of the structure
+    assert spiked > drawn
+    smoothed = edit(page, lambda: page.click("[data-testid=smooth]"))
+    assert smoothed < spiked - 5
+    assert "smoothed" in page.inner_text("[data-testid=status-line]")
+    assert edit(page, lambda: page.click("[data-testid=undo]")) == spiked
+
+
+def test_a_propagation_shows_each_planes_score_and_steps_through_the_low_ones(page, server):
+    open_image(page, "sphere phantom")
+    draw_and_save(page, "propagated")
+    assert page.is_hidden("[data-testid=review-panel]")
+    edit(page, lambda: page.click("[data-testid=propagate]"))
+    page.wait_for_selector("[data-testid=review-panel]:not([hidden])")
+    bars = page.locator("[data-testid=review-plane]")
+    session = page.evaluate("document.body.dataset.session")
+    planes = http(server, "GET", f"/api/sessions/{session}/propagation?label=1")["planes"]
+    assert bars.count() == len(planes) >= 3
+    assert [bars.nth(i).get_attribute("data-low") for i in range(bars.count())] == [str(p["low"]).lower() for p in planes]
+    # the HUD shows the score of a reviewed plane; a bar takes the viewer to its plane
+    hud = page.locator("[data-testid=slice-label]")
+    assert float(hud.get_attribute("data-score")) == next(p["score"] for p in planes if p["k"] == SPHERE_CENTRE[2])
+    first = planes[0]
+    bars.nth(0).click()
+    wait_plane(page, first["k"], 0)
+    assert "score" in hud.inner_text()
+    # stepping: with a threshold of 1 every plane is low, so "low ▶" walks plane by plane
+    page.fill("[data-testid=review-below]", "1")
+    page.press("[data-testid=review-below]", "Enter")
+    page.wait_for_function("[...document.querySelectorAll('[data-testid=review-plane]')].every(b => b.dataset.low === 'true')")
+    page.click("[data-testid=review-next-low]")
+    wait_plane(page, planes[1]["k"], 0)
+    page.click("[data-testid=review-prev-low]")
+    wait_plane(page, first["k"], 0)
+    assert SHAPE[2] > planes[-1]["k"]
