@@ -4,7 +4,12 @@ SNOMED CT list in the server's palette; smoothing; and the review of a propagati
 
 from __future__ import annotations
 
+import base64
+import io
+
+import numpy as np
 import pytest
+from PIL import Image as PILImage
 from browsertools import (  # noqa: F401  (browser: the fixture)
     browser, bright_centre, click_display, edit, http, mask_pixels, needs_chromium, open_image, wait_job, wait_plane, workbench_page,
 )
@@ -172,3 +177,36 @@ def test_a_propagation_shows_each_planes_score_and_steps_through_the_low_ones(pa
     page.click("[data-testid=review-prev-low]")
     wait_plane(page, first["k"], 0)
     assert SHAPE[2] > planes[-1]["k"]
+
+
+def test_the_brush_paints_in_an_mpr_side_view_through_the_slices_it_crosses(page, server):
+    open_image(page, "sphere phantom")
+    page.click("[data-testid=layout-mpr]")
+    page.wait_for_function("(document.querySelector('[data-testid=view-j]').dataset.loaded || '') !== ''")
+    page.click("[data-testid=tool-brush]")
+    page.fill("[data-testid=brush-radius]", "1")
+    box = page.locator("[data-testid=view-j] canvas").bounding_box()
+    x0, y0, x1, y1 = (float(v) for v in page.get_attribute("[data-testid=view-j]", "data-box").split(","))
+    width = SHAPE[0]
+
+    def at(column: float, row: float) -> tuple[float, float]:
+        return box["x"] + x0 + (x1 - x0) * (column + 0.5) / width, box["y"] + y0 + (y1 - y0) * (row + 0.5) / SHAPE[2]
+
+    def stroke() -> None:  # top to bottom of the coronal view: every slice, one column
+        page.mouse.move(*at(width / 2, 0))
+        page.mouse.down()
+        page.mouse.move(*at(width / 2, SHAPE[2] - 1), steps=12)
+        page.mouse.up()
+
+    assert edit(page, stroke) > 0  # the main view's slice is one of those crossed
+    page.wait_for_function("Number(document.querySelector('[data-testid=view-j]').dataset.maskPixels || 0) >= 3 * "
+                           f"{SHAPE[2]}")
+    session = page.evaluate("document.body.dataset.session")
+
+    def labelled(k: int) -> int:
+        plane = http(server, "GET", f"/api/sessions/{session}/mask?k={k}")
+        return int((np.asarray(PILImage.open(io.BytesIO(base64.b64decode(plane["mask"].split(",", 1)[1])))) > 0).sum())
+
+    assert all(labelled(k) > 0 for k in (0, SHAPE[2] // 2, SHAPE[2] - 1))
+    assert edit(page, lambda: page.click("[data-testid=undo]")) == 0  # one step for every slice
+    assert labelled(0) == 0

@@ -193,6 +193,31 @@ class SegmentationSession:
             self.set_label(int(value))
         self._apply(Step((k, t), {(k, t): before}, {(k, t): after}, {}, {}))
 
+    def replace_view_plane(self, view: Display, index: int, t: int, plane: np.ndarray, locked: frozenset[int] = frozenset()) -> None:
+        """Replace the labels of plane ``index`` across ``view.axis`` (an MPR view's plane, ``(rows, columns)`` as
+        :meth:`Display.plane` gives it) at frame ``t`` by an edited one, as one undoable step over the session's
+        planes ``(k, t)`` it crosses; locked structures stay as in :meth:`replace_plane`."""
+        if view.axis == 2:
+            self.replace_plane(index, t, plane, locked)
+            return
+        self.image.check_plane_index(0, t)
+        before_frame = self.labels[:, :, :, t:t + 1]
+        before = view.plane(before_frame, index, 0)
+        if plane.shape != before.shape:
+            raise MedfmError(f"the edited plane is {plane.shape[1]}x{plane.shape[0]} pixels; plane {index} across "
+                             f"{'ijk'[view.axis]} is {before.shape[1]}x{before.shape[0]}")
+        after_frame = before_frame.copy()
+        edited = plane.astype(np.uint8)
+        keep = np.isin(before, list(locked)) | np.isin(edited, list(locked))
+        edited[keep] = before[keep]
+        view.plane(after_frame, index, 0)[...] = edited  # a view into after_frame
+        for value in np.unique(edited[edited > 0]).tolist():
+            self.set_label(int(value))
+        changed = np.nonzero((after_frame != before_frame).any(axis=(0, 1, 3)))[0].tolist()
+        if changed:
+            self._apply(Step((changed[len(changed) // 2], t), {(k, t): self.plane(k, t).copy() for k in changed},
+                             {(k, t): after_frame[:, :, k, 0].T.copy() for k in changed}, {}, {}))
+
     def fill_holes(self, k: int, t: int, label: int, locked: frozenset[int] = frozenset()) -> int:
         """Fill the holes of structure ``label`` on plane ``(k, t)`` (one undoable step); returns the pixels added."""
         from scipy.ndimage import binary_fill_holes

@@ -410,18 +410,18 @@ labels.onChange(() => { renderLabels(); viewer.renderMask(); for (const view of 
 
 const stroke = { footprint: null, last: null, plane: null };
 
-function stamp([x, y]) {
-  const { width, height } = viewer.info.display;
+/** Marks the brush's disc at display pixel (x, y) in `footprint` (a plane `width` × `height`, raw values `planeRaw`). */
+function stamp(footprint, { width, height }, planeRaw, [x, y]) {
   const r = Math.max(0, Math.min(50, Number($("brush-radius").value) || 0));
   // threshold-limited: only pixels whose value lies inside the window shown
-  const raw = $("brush-threshold").checked ? viewer.raw : null;
+  const raw = $("brush-threshold").checked ? planeRaw : null;
   const [low, high] = [viewer.center - viewer.width / 2, viewer.center + viewer.width / 2];
   for (let dy = -Math.ceil(r); dy <= Math.ceil(r); dy += 1) {
     for (let dx = -Math.ceil(r); dx <= Math.ceil(r); dx += 1) {
       const [px, py] = [Math.floor(x) + dx, Math.floor(y) + dy];
       if (!(dx * dx + dy * dy <= r * r + 0.5 && px >= 0 && py >= 0 && px < width && py < height)) continue;
       const i = py * width + px;
-      if (!raw || (raw.values[i] >= low && raw.values[i] <= high)) stroke.footprint[i] = 1;
+      if (!raw || (raw.values[i] >= low && raw.values[i] <= high)) footprint[i] = 1;
     }
   }
 }
@@ -446,7 +446,9 @@ function paint(point, erase, phase) {
   if (point) {
     const from = stroke.last || point;
     const steps = Math.max(1, Math.ceil(Math.hypot(point[0] - from[0], point[1] - from[1])));
-    for (let s = 0; s <= steps; s += 1) stamp([from[0] + ((point[0] - from[0]) * s) / steps, from[1] + ((point[1] - from[1]) * s) / steps]);
+    for (let s = 0; s <= steps; s += 1) {
+      stamp(stroke.footprint, viewer.info.display, viewer.raw, [from[0] + ((point[0] - from[0]) * s) / steps, from[1] + ((point[1] - from[1]) * s) / steps]);
+    }
     stroke.last = point;
     if (!viewer.mask) viewer.mask = { width, height, values: new Uint8Array(width * height) };
     applyStroke(viewer.mask.values, stroke.footprint, erase ? 0 : labels.active); // shown at once, sent at the end
@@ -468,6 +470,52 @@ function paint(point, erase, phase) {
     pushMark(null, null);
     unsaved.add(state.session);
     await applyPlane(plane, false);
+  }, erase ? "erasing…" : "painting…");
+}
+
+// Painting in an MPR side view: the same brush on that view's plane, sent as that plane's new
+// labels (one undoable step over every slice it crosses).
+const sideStroke = { footprint: null, last: null, view: null, at: null };
+
+function paintSide(view, point, phase) {
+  if (!state.session || !view.view || !view.raw) return;
+  const erase = tools.tool === "eraser";
+  const { width, height } = view.view;
+  if (phase === "start") {
+    if (!erase && labels.locked.has(labels.active)) { setStatus("this structure is locked: unlock it to paint it", "warning"); return; }
+    Object.assign(sideStroke, { footprint: new Uint8Array(width * height), last: null, view, at: [view.index, view.t] });
+  }
+  if (!sideStroke.footprint || sideStroke.view !== view) return;
+  const value = erase ? 0 : labels.active;
+  if (point) {
+    const from = sideStroke.last || point;
+    const steps = Math.max(1, Math.ceil(Math.hypot(point[0] - from[0], point[1] - from[1])));
+    for (let s = 0; s <= steps; s += 1) {
+      stamp(sideStroke.footprint, view.view, view.raw, [from[0] + ((point[0] - from[0]) * s) / steps, from[1] + ((point[1] - from[1]) * s) / steps]);
+    }
+    sideStroke.last = point;
+    if (!view.mask) view.mask = { width, height, values: new Uint8Array(width * height) };
+    applyStroke(view.mask.values, sideStroke.footprint, value); // shown at once, sent at the end
+    view.draw();
+  }
+  if (phase !== "end") return;
+  const { footprint, at: [index, t] } = sideStroke;
+  sideStroke.footprint = null;
+  const info = labels.get(value) || {};
+  serial(async () => {
+    const current = await sessionApi(`/mask${query({ axis: view.axis, index, t })}`);
+    const base = await decodeMask(current.mask);
+    applyStroke(base.values, footprint, value);
+    if (value) await sessionApi("/labels", { method: "POST", body: { label: value, name: info.name, color: info.color, ...(info.code ? { code: info.code.code } : {}) } });
+    const answer = await sessionApi("/planes", { method: "PUT", body: { axis: view.axis, index, t, mask: await labelDataUrl(base), locked: [...labels.locked] } });
+    marks.undone = [];
+    pushMark(null, null);
+    unsaved.add(state.session);
+    state.canUndo = Boolean(answer.can_undo);
+    state.canRedo = Boolean(answer.can_redo);
+    updateEditButtons();
+    await loadMask();
+    refreshSideMasks();
   }, erase ? "erasing…" : "painting…");
 }
 
@@ -666,7 +714,9 @@ function toggleLayout() {
   refreshSideViews();
 }
 
-sideViews.push(new SideView($("view-j"), "j", labels, pick), new SideView($("view-i"), "i", labels, pick));
+// with the brush or eraser chosen, the side views paint; otherwise a click there moves the crosshair
+const sidePainter = { active: () => tools.tool === "brush" || tools.tool === "eraser", paint: paintSide };
+sideViews.push(new SideView($("view-j"), "j", labels, pick, sidePainter), new SideView($("view-i"), "i", labels, pick, sidePainter));
 
 // ---- video ---------------------------------------------------------------------------------------
 

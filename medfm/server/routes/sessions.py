@@ -57,6 +57,8 @@ class PlaneIn(BaseModel):
     t: int = 0
     mask: str = Field(max_length=MAX_MASK_CHARS)
     locked: list[LabelValue] = Field(default=[], max_length=255)
+    axis: Literal["k", "j", "i"] = "k"
+    index: int | None = None
 
 
 class FillIn(BaseModel):
@@ -170,14 +172,27 @@ def get_mask(session_id: str, k: int = 0, t: int = 0, axis: str = "k", index: in
 
 @router.put("/{session_id}/planes")
 def replace_plane(session_id: str, body: PlaneIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
-    """An edited label plane (brush, eraser) in display orientation, as one undoable step."""
+    """An edited label plane (brush, eraser) in display orientation, as one undoable step: plane ``(k, t)``,
+    or with ``axis`` ``j``/``i`` and ``index`` an MPR view's plane."""
     session = state.sessions.get(session_id)
-    display = session.display
-    values = decode_label_png(body.mask, display.width, display.height)
+    if body.axis == "k":
+        display = session.display
+        values = decode_label_png(body.mask, display.width, display.height)
+        with session.lock:
+            session.replace_plane(body.k, body.t, display.plane_to_display(values), frozenset(body.locked))
+            state.sessions.changed(session)
+            return plane_state(session, body.k, body.t)
+    if body.index is None:
+        raise MedfmError(f"a plane across {body.axis} needs its index")
+    view = state.load_image(session.image_id).view(AXIS_NAMES[body.axis])
+    values = decode_label_png(body.mask, view.width, view.height)
     with session.lock:
-        session.replace_plane(body.k, body.t, display.plane_to_display(values), frozenset(body.locked))
+        session.replace_view_plane(view, body.index, body.t, view.plane_to_display(values), frozenset(body.locked))
         state.sessions.changed(session)
-        return plane_state(session, body.k, body.t)
+        png = label_png(view.plane_to_display(view.plane(session.labels, body.index, body.t)))
+        return {"axis": body.axis, "index": body.index, "t": body.t, "mask": "data:image/png;base64," + base64.b64encode(png).decode(),
+                "labels": labels_json(session), "can_undo": bool(session.undo_stack), "can_redo": bool(session.redo_stack),
+                "revision": session.revision}
 
 
 @router.post("/{session_id}/fill-holes")

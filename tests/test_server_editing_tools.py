@@ -1,5 +1,6 @@
-"""Smoothing a structure (one undoable step, other structures untouched) and reviewing a
-propagation plane by plane (scores, low-confidence planes marked), in a session and through the API."""
+"""Smoothing a structure (one undoable step, other structures untouched), painting on an MPR
+view's plane, and reviewing a propagation plane by plane (scores, low-confidence planes marked),
+in a session and through the API."""
 
 from __future__ import annotations
 
@@ -104,3 +105,39 @@ def test_the_api_smooths_and_reviews(client):
     again = client.get(f"/api/sessions/{session}/propagation", params={"label": 1, "below": 1.0}).json()
     assert [p["k"] for p in again["planes"]] == [p["k"] for p in planes] and all(p["low"] for p in again["planes"])
     assert client.get(f"/api/sessions/{session}/propagation", params={"below": 2}).status_code == 400
+
+
+def png_data_url(values: np.ndarray) -> str:
+    import base64
+    import io
+
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(values.astype(np.uint8)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.parametrize("axis", ["j", "i"])
+def test_painting_an_mpr_plane_changes_the_slices_it_crosses_in_one_step(client, axis):
+    image = client.data["disc"]
+    view = client.get(f"/api/images/{image}").json()["views"][axis]
+    session = client.post("/api/sessions", json={"image_id": image}).json()["session"]
+    client.post(f"/api/sessions/{session}/prompts", json={"k": 2, "label": 2, "box": [10, 10, 38, 38]})  # structure 2, locked below
+    before = {k: mask_of(client.get(f"/api/sessions/{session}/mask", params={"k": k}).json()) for k in range(6)}
+    painted = np.zeros((view["height"], view["width"]), np.uint8)
+    painted[:, 5:40] = 1  # every slice of the view, columns 5 to 39
+    response = client.put(f"/api/sessions/{session}/planes", json={"axis": axis, "index": 20, "t": 0, "mask": png_data_url(painted),
+                                                                  "locked": [2]})
+    assert response.status_code == 200, response.text
+    shown = mask_of(response.json())
+    assert np.array_equal(shown == 1, (painted == 1) & (shown != 2))  # the view shows what was painted, locked pixels kept
+    after = {k: mask_of(client.get(f"/api/sessions/{session}/mask", params={"k": k}).json()) for k in range(6)}
+    assert all((after[k] == 1).sum() > 0 for k in range(6))  # the plane crosses every slice
+    assert all(np.array_equal(after[k] == 2, before[k] == 2) for k in range(6))
+    client.post(f"/api/sessions/{session}/undo")  # one step for all of them
+    assert all(np.array_equal(mask_of(client.get(f"/api/sessions/{session}/mask", params={"k": k}).json()), before[k]) for k in range(6))
+    wrong = client.put(f"/api/sessions/{session}/planes", json={"axis": axis, "index": 20, "mask": png_data_url(painted[:, :10])})
+    assert wrong.status_code == 400
+    outside = client.put(f"/api/sessions/{session}/planes", json={"axis": axis, "index": 99, "mask": png_data_url(painted)})
+    assert outside.status_code == 400 and "outside" in outside.json()["detail"]
