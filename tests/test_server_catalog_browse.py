@@ -85,6 +85,14 @@ def test_sorting_and_paging_happen_on_the_server(client):
         assert response.status_code == 400 and says in response.json()["detail"]
 
 
+@pytest.mark.parametrize("sort", ["added", "modality", "patient"])
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_the_database_and_the_text_filter_sort_alike(client, sort, order):
+    by_database = [i["id"] for i in listing(client, sort=sort, order=order)["images"]]
+    by_text = [i["id"] for i in listing(client, sort=sort, order=order, text="e")["images"]]  # all but "follow-up"
+    assert len(by_text) == 4 and by_text == [i for i in by_database if i in by_text]
+
+
 def test_rename_changes_the_name_lists_and_filters_show(client):
     image = next(i for i in listing(client)["images"] if i["name"] == "zebra.png")
     response = client.patch(f"/api/images/{image['id']}", json={"name": "  left hand  "})
@@ -133,5 +141,8 @@ def test_a_page_of_ten_thousand_images_reads_only_that_page(tmp_path, monkeypatc
         get_many = catalog.get_many
         monkeypatch.setattr(catalog, "get_many", lambda ids: asked.extend(ids) or get_many(ids))
         page = browse(catalog, sort="name", descending=True, offset=100, limit=50)
+        assert page.total == 10_000 and len(asked) == 50
+        assert [r.source_path for r in page.records] == [f"/data/img{n:05d}.png" for n in range(9899, 9849, -1)]
+        page = browse(catalog, sort="added", descending=True, offset=100, limit=50)  # the database's own paging
         assert page.total == 10_000 and len(asked) == 50
         assert [r.source_path for r in page.records] == [f"/data/img{n:05d}.png" for n in range(9899, 9849, -1)]
