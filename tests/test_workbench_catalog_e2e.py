@@ -3,7 +3,6 @@ asked, sorting, pages of a catalog longer than one page, rename and delete."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
