@@ -124,7 +124,7 @@ def test_structures_take_the_servers_palette_and_coded_names(page, server):
     name.press("Enter")
     code = page.locator("[data-testid=label-item]").nth(1).locator("[data-testid=label-code]")
     page.wait_for_function("document.querySelectorAll('[data-testid=label-code]')[1].textContent === 'SCT 108369006'")
-    assert page.locator("[data-testid=label-item]").nth(1).locator("[data-testid=label-name]").input_value() == "Neoplasm"
+    assert page.locator("[data-testid=label-item]").nth(1).locator("[data-testid=label-name]").input_value() == "neoplasm"  # as typed
     draw_and_save(page, "coded")  # draws structure 2, the active one
     image_id = page.evaluate("document.body.dataset.imageId")
     session = http(server, "POST", "/api/sessions", {"image_id": int(image_id), "annotation": {"name": "coded", "version": 1}})

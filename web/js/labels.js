@@ -163,7 +163,7 @@ export function renderLabelList(list, set, onEdit) {
     name.addEventListener("change", () => {
       const text = name.value.trim();
       const term = termNamed(text);
-      if (text) onEdit(value, { name: term ? term.meaning : text, color: info.color, code: term });
+      if (text) onEdit(value, { name: text, color: info.color, code: term });
       else name.value = info.name;
     });
 
