@@ -74,6 +74,7 @@ def test_sorting_and_paging_happen_on_the_server(client):
     names = [image["name"] for image in listing(client, sort="name")["images"]]
     assert names == sorted(names, key=str.casefold)
     assert [image["name"] for image in listing(client, sort="name", order="desc")["images"]] == names[::-1]
+    assert listing(client, modality="OT", limit=1)["modalities"] == ["CT", "OT"]  # the whole catalog's, for the menu
     pages = [listing(client, sort="name", offset=offset, limit=2) for offset in (0, 2, 4)]
     assert [len(page["images"]) for page in pages] == [2, 2, 1] and {page["total"] for page in pages} == {5}
     assert [image["name"] for page in pages for image in page["images"]] == names

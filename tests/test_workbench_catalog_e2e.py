@@ -86,6 +86,11 @@ def test_pages_and_sorting_come_from_the_server(page):
     page.fill("[data-testid=catalog-filter]", "photo4")
     wait_range(page, "1–10 of 10")
     assert page.is_hidden("[data-testid=catalog-pager]")
+    # the modality menu offers the whole catalog's modalities, whatever the page shows
+    assert page.evaluate("[...document.querySelectorAll('[data-testid=modality-filter] option')].map(o => o.value)") == ["", "CT", "OT"]
+    page.fill("[data-testid=catalog-filter]", "")
+    page.select_option("[data-testid=modality-filter]", "CT")
+    wait_range(page, "1–3 of 3")
 
 
 def test_rename_and_delete_from_the_list(page, server):

@@ -529,6 +529,11 @@ class Catalog:
             total = session.scalar(select(func.count(ImageRow.id)).where(*conditions))
             return [self._record(*row) for row in session.execute(stmt)], total
 
+    def modalities(self) -> list[str]:
+        """The modalities the catalog holds, sorted (one indexed query, whatever the catalog's size)."""
+        with Session(self._engine) as session:
+            return sorted(session.scalars(select(ImageRow.modality).distinct()))
+
     def get_many(self, image_ids: Sequence[int]) -> list[ImageRecord]:
         """The images ``image_ids`` in that order (without their file lists); ids not in the catalog are left out."""
         found: dict[int, ImageRecord] = {}

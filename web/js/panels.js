@@ -81,22 +81,23 @@ export class Catalog {
     try {
       const params = { text: this.text.value.trim(), modality: this.modality.value, sort: this.sort.value,
         order: this.descending ? "desc" : "asc", offset: this.offset, limit: PAGE_SIZE, show_phi: this.phi.checked ? "true" : "" };
-      const { images, total } = await api(`/images${query(params)}`);
+      const { images, total, modalities } = await api(`/images${query(params)}`);
       if (seq !== this.seq) return;
       if (!images.length && total && this.offset) { this.offset = Math.max(0, total - PAGE_SIZE); this.load(); return; } // the last page emptied
       this.images = images;
       this.total = total;
-      if (!this.text.value && !this.modality.value && this.offset === 0) this.fillModalities(images);
+      this.fillModalities(modalities || []);
       this.render();
     } catch (error) {
       showError(error, "catalog");
     }
   }
 
-  fillModalities(images) {
+  /** The modality menu: every modality the catalog holds (the server's list, not just this page's). */
+  fillModalities(names) {
     const current = this.modality.value;
     const have = [...this.modality.options].map((o) => o.value).filter(Boolean);
-    const names = [...new Set([...have, ...images.map((i) => i.modality).filter(Boolean)])].sort();
+    if (have.join() === names.join()) return;
     this.modality.replaceChildren(el("option", { value: "", textContent: "All modalities" }),
       ...names.map((m) => el("option", { value: m, textContent: m })));
     this.modality.value = names.includes(current) ? current : "";

@@ -52,7 +52,8 @@ def list_images(modality: str | None = None, body_part: str | None = None, datas
                 limit: int | None = None, show_phi: bool = False, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     page = browse(state.catalog, modality=modality, body_part=body_part, dataset=dataset, text=text, sort=sort,
                   descending=order == "desc", offset=offset, limit=limit)
-    return {"images": [summary(record, show_phi) for record in page.records], "total": page.total, "offset": page.offset}
+    return {"images": [summary(record, show_phi) for record in page.records], "total": page.total, "offset": page.offset,
+            "modalities": state.catalog.modalities()}
 
 
 @router.patch("/images/{image_id}")
