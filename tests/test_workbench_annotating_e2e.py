@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 from browsertools import (  # noqa: F401  (browser: the fixture)
-    browser, bright_centre, click_display, edit, http, mask_pixels, needs_chromium, open_image, wait_job, wait_plane, workbench_page,
+    browser, bright_centre, click_display, edit, http, mask_pixels, needs_chromium, open_image, screenshots, wait_job, wait_plane,
+    workbench_page,
 )
 from test_workbench_e2e import SHAPE, SPHERE_CENTRE, write_seed
 from test_workbench_v2_e2e import drag
@@ -53,7 +54,7 @@ def draw_and_save(page, name: str) -> int:
     return pixels
 
 
-def test_versions_show_author_and_status_and_can_be_marked_final_and_deleted(page, server):
+def test_versions_show_author_and_status_and_can_be_marked_final_and_deleted(page, server, screenshots):  # noqa: F811
     open_image(page, "sphere phantom")
     page.fill("[data-testid=save-author]", "Dr. Ada")
     page.locator("[data-testid=save-author]").dispatch_event("change")
@@ -66,6 +67,7 @@ def test_versions_show_author_and_status_and_can_be_marked_final_and_deleted(pag
 
     version(page, "tumour", 1).locator("[data-testid=annotation-final]").click()
     page.wait_for_selector("[data-testid=annotation-item][data-name=tumour][data-version='1'][data-status=final]")
+    page.screenshot(path=str(screenshots / "workbench-versions.png"))
     assert version(page, "tumour", 1).locator("[data-testid=annotation-delete]").is_disabled()
     image_id = page.evaluate("document.body.dataset.imageId")
     listed = http(server, "GET", f"/api/images/{image_id}/annotations")["annotations"]
@@ -150,7 +152,7 @@ def test_smoothing_takes_a_brush_spike_off_in_one_undoable_step(page):
     assert edit(page, lambda: page.click("[data-testid=undo]")) == spiked
 
 
-def test_a_propagation_shows_each_planes_score_and_steps_through_the_low_ones(page, server):
+def test_a_propagation_shows_each_planes_score_and_steps_through_the_low_ones(page, server, screenshots):  # noqa: F811
     open_image(page, "sphere phantom")
     draw_and_save(page, "propagated")
     assert page.is_hidden("[data-testid=review-panel]")
@@ -168,6 +170,7 @@ def test_a_propagation_shows_each_planes_score_and_steps_through_the_low_ones(pa
     bars.nth(0).click()
     wait_plane(page, first["k"], 0)
     assert "score" in hud.inner_text()
+    page.screenshot(path=str(screenshots / "workbench-propagation-review.png"))
     # stepping: with a threshold of 1 every plane is low, so "low ▶" walks plane by plane
     page.fill("[data-testid=review-below]", "1")
     page.press("[data-testid=review-below]", "Enter")

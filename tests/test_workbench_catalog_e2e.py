@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from browsertools import browser, http, needs_chromium, open_image, wait_job, workbench_page  # noqa: F401  (browser: the fixture)
+from browsertools import browser, http, needs_chromium, open_image, screenshots, wait_job, workbench_page  # noqa: F401  (fixtures)
 
 pytestmark = needs_chromium
 
@@ -50,7 +50,7 @@ def wait_range(page, text: str) -> None:
     page.wait_for_function(f"document.querySelector('[data-testid=catalog-range]').textContent === '{text}'")
 
 
-def test_series_are_grouped_by_patient_and_study_without_names_until_asked(page):
+def test_series_are_grouped_by_patient_and_study_without_names_until_asked(page, screenshots):  # noqa: F811
     total = PHOTOS + len(SERIES)
     wait_range(page, f"1–50 of {total}")
     patients = page.locator("[data-testid=catalog-patient]").all_text_contents()
@@ -62,6 +62,7 @@ def test_series_are_grouped_by_patient_and_study_without_names_until_asked(page)
     # the two series of one patient sit under one patient header
     roe = page.locator("[data-testid=catalog-item]", has_text="head plain").get_attribute("data-patient")
     assert page.locator("[data-testid=catalog-item]", has_text="follow-up").get_attribute("data-patient") == roe
+    page.screenshot(path=str(screenshots / "workbench-catalog-groups.png"))
     page.check("[data-testid=catalog-phi]")
     page.wait_for_function("document.querySelector('[data-testid=catalog-patient]').textContent.includes('Richard')"
                            " || document.querySelectorAll('[data-testid=catalog-patient]')[1].textContent.includes('Richard')")

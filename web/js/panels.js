@@ -134,7 +134,7 @@ export class Catalog {
   item(image) {
     const title = el("div", { class: "title", testid: "catalog-name", textContent: image.name });
     const rename = el("button", { type: "button", class: "icon", testid: "catalog-rename", textContent: "✎", title: "Rename" });
-    const remove = el("button", { type: "button", class: "icon", testid: "catalog-delete", textContent: "🗑",
+    const remove = el("button", { type: "button", class: "icon", testid: "catalog-delete", textContent: "✕",
       title: "Delete from the catalog (its files stay on disk; its saved annotations are set aside)" });
     const item = el("li", {
       class: "catalog-item" + (String(image.id) === this.selected ? " selected" : ""), testid: "catalog-item",
