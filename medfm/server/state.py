@@ -214,6 +214,23 @@ class ServerState:
             images = {"bytes": self._images_bytes, "limit": self.settings.image_cache_bytes, "count": len(self._images)}
         return {"image_cache": images, "sessions": self.sessions.usage()}
 
+    def delete_image(self, image_id: int) -> None:
+        """Remove an image from the catalog, the search index and memory; its saved annotations
+        are set aside under ``<data_dir>/deleted/`` (never lost, never listed for a later image)."""
+        self.record(image_id)  # 404 for an unknown id
+        self.catalog.delete([image_id])
+        with self._images_lock:
+            dropped = self._images.pop(image_id, None)
+            if dropped is not None:
+                self._images_bytes -= dropped.nbytes
+        self.annotations.set_aside(image_id, self.data_dir / "deleted")
+        with self.index_lock:
+            index = self.index()
+            if index is not None:
+                index.delete([image_id])
+                index.save()
+                self.index_size = len(index)
+
     def record(self, image_id: int) -> ImageRecord:
         """The catalog record of ``image_id``; NotFound if there is none."""
         try:
