@@ -24,6 +24,7 @@ from medfm.threads import ensure_threads
 
 if TYPE_CHECKING:
     from medfm.models.automatic import AutoSegmenter
+    from medfm.models.language import LanguageModel
     from medfm.models.segmenters.base import Segmenter
 
 # The field's libraries (huggingface_hub under timm, open_clip, transformers) read this
@@ -155,6 +156,16 @@ def create_auto_segmenter(model_dir: str | os.PathLike) -> AutoSegmenter:
     from medfm.models.automatic import load_auto_segmenter
 
     return load_auto_segmenter(model_dir)
+
+
+def create_language_model(folder: str | os.PathLike, family: str | None = None) -> LanguageModel:
+    """The local vision-language checkpoint in ``folder`` (Gemma 3 / MedGemma, PaliGemma,
+    Qwen2-VL, LLaVA: :data:`medfm.models.language.transformers_backend.FAMILIES`), loaded
+    with transformers without any network call; refused in one line when it is of another
+    family than ``family`` (if given) or of none medfm drives."""
+    from medfm.models.language.transformers_backend import load_transformers_model
+
+    return load_transformers_model(folder, family)
 
 
 def _create(name: str, checkpoint: str | os.PathLike | None, configs: dict[str, dict[str, Any]]) -> Any:
