@@ -37,7 +37,7 @@ from medfm.tasks.segment import segment
 from medfm.tasks.zeroshot import DEFAULT_TEMPLATES, label_embeddings
 
 #: Fraction of the saliency range above which the region around the maximum makes the box.
-BOX_THRESHOLD = 0.3
+BOX_THRESHOLD = 0.5
 #: Longest text prompt accepted.
 MAX_TEXT_CHARS = 200
 
