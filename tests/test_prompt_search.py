@@ -61,9 +61,14 @@ def test_the_search_finds_the_template_that_names_the_classes_well() -> None:
         TemplateSearch().predict(_embeddings([250]))
     with pytest.raises(MedfmError, match="at least two distinct labels"):
         TemplateSearch().fit(_embeddings([250]), ["bright"], TemplateSensitiveEncoder())
+    assert search.best_gain_[1] > 0
     # a baseline that is already the best is kept
     kept = TemplateSearch(baseline=(GOOD,), budget=16).fit(_embeddings(levels), labels, TemplateSensitiveEncoder())
     assert kept.templates_ == [GOOD]
+    # so is a baseline that a candidate beats by one image of eight, within noise
+    noisy = TemplateSearch(baseline=(GOOD,), budget=16).fit(_embeddings([*levels[:7], 60]), [*labels[:7], "bright"],
+                                                             TemplateSensitiveEncoder())
+    assert noisy.templates_ == [GOOD] and noisy.best_gain_[1] <= 0
 
 
 def test_split_rows_by_column_or_stratified_halves() -> None:

@@ -6,9 +6,11 @@ candidate is a set of class-name templates ("a {} scan", "an image of the {}", â
 from :data:`TEMPLATE_BANK` (plus the baseline's): each label's text embedding is the
 renormalised mean of its templates' (CLIP's prompt ensembling), and a candidate's score is
 its zero-shot accuracy on the validation split. The baseline (the templates in use) is
-always a candidate, so the search can only keep it or beat it *on validation*; whether the
-choice generalises is measured on the held-out test split, against the baseline, with a
-paired bootstrap interval.
+always a candidate, and the best candidate replaces it only when its validation gain is
+clear of noise (the 95 % paired bootstrap interval of the gain lies above 0): the maximum
+of hundreds of noisy validation scores beats any baseline by luck. Whether the choice
+generalises is measured on the held-out test split, against the baseline, with a paired
+bootstrap interval.
 
 Every template's embedding is computed once, and every image's once, so a candidate costs a
 matrix product: a budget of thousands is cheap.
@@ -47,8 +49,10 @@ class TemplateSearch:
     """Random search over template sets (see the module); scikit-learn style.
 
     ``fit(image_embeddings, labels, encoder)`` with ``(N, D)`` unit image embeddings of the
-    validation split and their labels sets ``templates_`` (the best set), ``accuracy_`` (its
-    validation accuracy), ``baseline_accuracy_`` and ``tried_`` (candidates scored).
+    validation split and their labels sets ``templates_`` (the chosen set), ``accuracy_`` (its
+    validation accuracy), ``baseline_accuracy_``, ``tried_`` (candidates scored) and
+    ``best_gain_`` (the best candidate's validation gain over the baseline as value, low,
+    high; ``templates_`` is the baseline unless low > 0).
     """
 
     def __init__(self, baseline: Sequence[str] = DEFAULT_TEMPLATES, bank: Sequence[str] = TEMPLATE_BANK, *,
@@ -75,11 +79,16 @@ class TemplateSearch:
         for _ in range(self.budget):
             size = int(rng.integers(1, min(self.max_templates, len(bank)) + 1))
             candidates.append(tuple(sorted(rng.choice(len(bank), size, replace=False).tolist())))
-        scores = [float((self.predict_indices(image_embeddings, c) == truth).mean()) for c in candidates]
+        correct = [self.predict_indices(image_embeddings, c) == truth for c in candidates]
+        scores = [float(c.mean()) for c in correct]
         # best accuracy; among equals the fewest templates, then the earliest drawn (the baseline first)
         best = min(range(len(candidates)), key=lambda n: (-scores[n], len(candidates[n]), n))
-        self.templates_ = [bank[i] for i in candidates[best]]
-        self.accuracy_, self.baseline_accuracy_, self.tried_ = scores[best], scores[0], len(candidates)
+        gain = bootstrap(lambda rows: {"gain": float(correct[best][rows].mean() - correct[0][rows].mean())},
+                         len(truth), seed=self.seed)["gain"]
+        self.best_gain_ = (round(gain.value, 4), round(gain.low, 4), round(gain.high, 4))
+        chosen = best if gain.low > 0 else 0
+        self.templates_ = [bank[i] for i in candidates[chosen]]
+        self.accuracy_, self.baseline_accuracy_, self.tried_ = scores[chosen], scores[0], len(candidates)
         return self
 
     def predict_indices(self, image_embeddings: np.ndarray, template_indices: Sequence[int]) -> np.ndarray:
@@ -116,7 +125,8 @@ def optimize_prompts(manifest: str | os.PathLike, label_column: str, encoder: En
                      cache: bool | str | os.PathLike = True) -> dict[str, Any]:
     """Choose zero-shot templates for ``label_column`` on the manifest's validation rows and
     measure them against ``baseline`` on its test rows (:func:`split_rows`):
-    ``{"templates", "labels", "validation": {"n", "chosen", "baseline", "tried"}, "test":
+    ``{"templates", "labels", "validation": {"n", "chosen", "baseline", "tried", "best_gain",
+    "kept_baseline"}, "test":
     {"n", "chosen", "baseline", "gain"} (each [value, low, high], 95 % paired bootstrap), "provenance"}``."""
     manifest = Path(manifest)
     rows = read_rows(manifest, (path_column, label_column, *([split_column] if split_column else [])))
@@ -151,7 +161,8 @@ def optimize_prompts(manifest: str | os.PathLike, label_column: str, encoder: En
     return {
         "templates": search.templates_, "labels": search.classes_,
         "validation": {"n": len(validation), "chosen": round(search.accuracy_, 4), "baseline": round(search.baseline_accuracy_, 4),
-                       "tried": search.tried_},
+                       "tried": search.tried_, "best_gain": list(search.best_gain_),
+                       "kept_baseline": search.templates_ == list(baseline)},
         "test": {"n": len(test), **{k: [round(e.value, 4), round(e.low, 4), round(e.high, 4)] for k, e in estimates.items()}},
         "provenance": Provenance(kind="classification", model=encoder.info.name, weights_sha256=encoder.info.weights_sha256,
                                  parameters={"method": "template random search", "label_column": label_column, "budget": budget,
