@@ -138,6 +138,8 @@ def test_cli_ask_and_report_with_a_local_model(tiny_folder: Path, ct_series: Pat
     expected_pictures, _ = model_pictures(load(ct_series), 8)
     assert result["answer"] == create_language_model(tiny_folder).generate(expected_pictures, "What is shown?", max_new_tokens=4)
     assert result["provenance"]["model"] == "tiny-medgemma" and PATIENT not in out
+    code, out, err = run_cli(["ask", str(ct_series), "What is shown?", "--model", str(tiny_folder), "--max-new-tokens", "4"], capsys)
+    assert code == 0 and out == result["answer"] + "\n"  # streamed, then a new line
     code, out, err = run_cli(["report", str(captioned["study"]), "--index", str(captioned["index"]), "--model", str(tiny_folder),
                               "--abstain-threshold", "0.1", "--max-new-tokens", "3", "--json"], capsys)
     assert code == 0, err

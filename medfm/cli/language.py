@@ -133,16 +133,19 @@ def _ask_language_model(images: list[str], question: str, folder: Path, max_new_
     from medfm.cli.output import given
     from medfm.errors import MedfmError
     from medfm.models.registry import create_language_model
-    from medfm.tasks.vlm import ask_model
+    from medfm.tasks.vlm import ask_model, stream_answer
 
     given_options = [name for name, value in unused.items() if value is not None]
     if given_options:
         raise MedfmError(f"{', '.join(given_options)} apply to zero-shot answers, not to a language model's (--model FOLDER)")
-    result = ask_model(images, question, create_language_model(folder), **given(max_new_tokens=max_new_tokens))
+    model = create_language_model(folder)
     if as_json:
-        print_json(result)
+        print_json(ask_model(images, question, model, **given(max_new_tokens=max_new_tokens)))
         return
-    typer.echo(result["answer"])
+    pieces, _ = stream_answer(images, question, model, **given(max_new_tokens=max_new_tokens))
+    for piece in pieces:  # printed as the model writes: a large model on a CPU takes seconds per sentence
+        typer.echo(piece, nl=False)
+    typer.echo()
 
 
 def _print_evaluation(result: dict, as_json: bool) -> None:

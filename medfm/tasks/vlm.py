@@ -21,7 +21,7 @@ go into a prompt: never file names or header fields.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,16 +85,24 @@ def _provenance(model: LanguageModel, inputs: Sequence[str], prompt: str, parame
                       parameters={"family": model.info.family, "decoding": "greedy", **parameters})
 
 
+def stream_answer(images: Sequence[str | os.PathLike | Image], question: str, model: LanguageModel, *,
+                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> tuple[Iterator[str], dict[str, Any]]:
+    """``model``'s answer to ``question`` about ``images`` as it is written: ``(pieces, {"pictures",
+    "provenance"})``; the images are read and checked before the first piece is asked for."""
+    pictures, records, ids = _pictures(images, model)
+    model.check_request(pictures, question, max_new_tokens)
+    provenance = _provenance(model, ids, question, {"method": "local vision-language model", "pictures": records,
+                                                    "max_new_tokens": max_new_tokens})
+    return model.stream(pictures, question, max_new_tokens=max_new_tokens), {"pictures": records, "provenance": provenance}
+
+
 def ask_model(images: Sequence[str | os.PathLike | Image], question: str, model: LanguageModel, *,
               max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict[str, Any]:
     """``model``'s answer to a (closed or open) ``question`` about ``images`` (files, DICOM
     folders or :class:`Image`; several are one question's frames or slices):
     ``{"answer", "pictures": per input, "provenance"}``."""
-    pictures, records, ids = _pictures(images, model)
-    answer = model.generate(pictures, question, max_new_tokens=max_new_tokens)
-    provenance = _provenance(model, ids, question, {"method": "local vision-language model", "pictures": records,
-                                                    "max_new_tokens": max_new_tokens})
-    return {"answer": answer, "pictures": records, "provenance": provenance}
+    pieces, record = stream_answer(images, question, model, max_new_tokens=max_new_tokens)
+    return {"answer": "".join(pieces).strip(), **record}
 
 
 def report_prompt(captions: Sequence[str]) -> str:
