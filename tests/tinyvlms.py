@@ -58,9 +58,8 @@ def paligemma() -> tuple[Any, Any]:
     return PaliGemmaForConditionalGeneration(config), processor
 
 
-def qwen2_vl() -> tuple[Any, Any]:
-    from transformers import (Qwen2Tokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor,
-                              Qwen2VLVideoProcessor)
+def _qwen_tokenizer_and_processor(processor_class) -> tuple[dict[str, int], Any]:
+    from transformers import Qwen2Tokenizer, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
     vocab = _vocab(specials)
@@ -69,17 +68,45 @@ def qwen2_vl() -> tuple[Any, Any]:
                                                      "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"})
     image_processor = Qwen2VLImageProcessor(min_pixels=IMAGE_SIZE * IMAGE_SIZE, max_pixels=IMAGE_SIZE * IMAGE_SIZE,
                                             patch_size=8, merge_size=2, temporal_patch_size=2)
-    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                 video_processor=Qwen2VLVideoProcessor(patch_size=8, merge_size=2, temporal_patch_size=2))
+    processor = processor_class(image_processor=image_processor, tokenizer=tokenizer,
+                                video_processor=Qwen2VLVideoProcessor(patch_size=8, merge_size=2, temporal_patch_size=2))
+    return vocab, processor
+
+
+def _qwen_ids(vocab: dict[str, int]) -> dict[str, int]:
+    return {"image_token_id": vocab["<|image_pad|>"], "video_token_id": vocab["<|video_pad|>"],
+            "vision_start_token_id": vocab["<|vision_start|>"], "vision_end_token_id": vocab["<|vision_end|>"],
+            "eos_token_id": vocab["<|im_end|>"], "pad_token_id": vocab["<|endoftext|>"]}
+
+
+def _qwen_text(vocab: dict[str, int]) -> dict[str, Any]:
+    return {**_TEXT, "vocab_size": len(vocab), "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+            "bos_token_id": vocab["<|endoftext|>"], "eos_token_id": vocab["<|im_end|>"]}
+
+
+def qwen2_vl() -> tuple[Any, Any]:
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+    vocab, processor = _qwen_tokenizer_and_processor(Qwen2VLProcessor)
     config = Qwen2VLConfig(
-        text_config={**_TEXT, "vocab_size": len(vocab), "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
-                     "bos_token_id": vocab["<|endoftext|>"], "eos_token_id": vocab["<|im_end|>"]},
+        text_config=_qwen_text(vocab),
         vision_config={"depth": 1, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2, "patch_size": 8,
                        "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3},
-        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
-        eos_token_id=vocab["<|im_end|>"], pad_token_id=vocab["<|endoftext|>"])
+        **_qwen_ids(vocab))
     return Qwen2VLForConditionalGeneration(config), processor
+
+
+def qwen2_5_vl() -> tuple[Any, Any]:
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+
+    vocab, processor = _qwen_tokenizer_and_processor(Qwen2_5_VLProcessor)
+    config = Qwen2_5_VLConfig(
+        text_config=_qwen_text(vocab),
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 8,
+                       "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 16, "out_hidden_size": 32,
+                       "fullatt_block_indexes": [1]},
+        **_qwen_ids(vocab))
+    return Qwen2_5_VLForConditionalGeneration(config), processor
 
 
 def llava() -> tuple[Any, Any]:
@@ -100,7 +127,7 @@ def llava() -> tuple[Any, Any]:
 
 #: Builders by ``model_type``.
 BUILDERS: dict[str, Callable[[], tuple[Any, Any]]] = {
-    "gemma3": gemma3, "paligemma": paligemma, "qwen2_vl": qwen2_vl, "llava": llava,
+    "gemma3": gemma3, "paligemma": paligemma, "qwen2_vl": qwen2_vl, "qwen2_5_vl": qwen2_5_vl, "llava": llava,
 }
 
 
