@@ -146,8 +146,11 @@ def test_cli_ask_and_report_with_a_local_model(tiny_folder: Path, ct_series: Pat
     assert json.loads(out)["contexts"][0]["caption"] == "Normal brain without hemorrhage on [redacted]."
     code, out, err = run_cli(["ask", str(ct_series), "What is shown?", "--model", str(tiny_folder), "--choices", "a,b"], capsys)
     assert code == 2 and err.count("\n") == 1 and "--choices apply to zero-shot answers" in err
-    code, out, err = run_cli(["report", str(captioned["study"])], capsys)
-    assert code == 2 and err.count("\n") == 1 and "needs --index" in err
+    for args, message in ((["report", str(captioned["study"])], "needs --index"),
+                          (["report", str(captioned["study"]), "--model", str(tiny_folder), "-k", "3"], "give --index too"),
+                          (["ask", str(ct_series), "Is this a CT?", "--max-new-tokens", "3"], "give --model FOLDER")):
+        code, out, err = run_cli(args, capsys)
+        assert code == 2 and err.count("\n") == 1 and message in err, err
     (tiny_folder / "config.json").write_text(json.dumps({"model_type": "siglip"}))
     code, out, err = run_cli(["ask", str(ct_series), "What is shown?", "--model", str(tiny_folder)], capsys)
     assert code == 2 and err.count("\n") == 1 and "a 'siglip' checkpoint, not an image-text model" in err

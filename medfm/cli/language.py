@@ -52,6 +52,10 @@ def report(
         raise MedfmError("a report needs --index (captioned past cases), --model (a local vision-language model), or both")
     if model is not None and sentences is not None:
         raise MedfmError("--sentences applies to the retrieval draft; with --model, bound the text with --max-new-tokens")
+    if model is None and max_new_tokens is not None:
+        raise MedfmError("--max-new-tokens bounds a language model's text; give --model FOLDER too")
+    if index is None and (k is not None or ratio is not None):
+        raise MedfmError("-k and --ratio choose retrieved cases; give --index too")
     store = open_index(index) if index else None
     try:
         encoder = create_encoder(store.model["name"], checkpoint) if store else None
@@ -112,6 +116,8 @@ def ask(
         _ask_language_model(images, question, Path(model), max_new_tokens, as_json,
                             unused={"--choices": choices, "--index": index, "--checkpoint": checkpoint})
         return
+    if max_new_tokens is not None:
+        raise MedfmError("--max-new-tokens bounds a language model's text; give --model FOLDER (a checkpoint folder) too")
     store = open_index(index) if index else None
     try:
         encoder = create_encoder(model or (store.model["name"] if store else DEFAULT_ENCODER), checkpoint)
