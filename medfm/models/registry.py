@@ -24,6 +24,7 @@ from medfm.threads import ensure_threads
 
 if TYPE_CHECKING:
     from medfm.models.automatic import AutoSegmenter
+    from medfm.models.language import LanguageModel
     from medfm.models.segmenters.base import Segmenter
 
 # The field's libraries (huggingface_hub under timm, open_clip, transformers) read this
@@ -208,6 +209,16 @@ def read_model_folder_config(folder: Path, kind: str) -> dict[str, Any]:
     if not isinstance(config, dict) or config.get("kind") != kind or not isinstance(config.get("weights"), dict):
         raise MedfmError(f"{display_path(folder)}: not a {kind} model folder (its config.json is for {config.get('kind') if isinstance(config, dict) else 'nothing'})")
     return config
+
+
+def create_language_model(folder: str | os.PathLike, family: str | None = None) -> LanguageModel:
+    """The local vision-language checkpoint in ``folder`` (Gemma 3 / MedGemma, PaliGemma,
+    Qwen2-VL, LLaVA: :data:`medfm.models.language.transformers_backend.FAMILIES`), loaded
+    with transformers without any network call; refused in one line when it is of another
+    family than ``family`` (if given) or of none medfm drives."""
+    from medfm.models.language.transformers_backend import load_transformers_model
+
+    return load_transformers_model(folder, family)
 
 
 def _create(name: str, checkpoint: str | os.PathLike | None, configs: dict[str, dict[str, Any]]) -> Any:
