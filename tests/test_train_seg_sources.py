@@ -89,7 +89,7 @@ def test_auto_segment_takes_a_catalog_query(catalog, tmp_path, capsys):
     assert load(tmp_path / "seg" / outputs[0]).shape == (16, 16, 16, 1, 1)
 
 
-def test_saved_annotation_versions_train_with_their_newest_version(catalog, raters, tmp_path):
+def test_saved_annotation_versions_train_with_their_newest_final_else_newest_version(catalog, raters, tmp_path):
     from medfm.catalog import open_catalog
 
     store = AnnotationStore(tmp_path / "annotations")
@@ -106,6 +106,9 @@ def test_saved_annotation_versions_train_with_their_newest_version(catalog, rate
     cases = collect_cases(tmp_path / "annotations", catalog=catalog)
     assert [Path(c.masks[0]).name for c in cases] == ["v0002.nii.gz"] * 4
     assert np.array_equal(load_pair(cases[1], None).mask, rater_mask(raters, 1))
+    store.set_status(records[0].id, "sphere", 1, "final")  # a version marked final wins over newer drafts
+    assert Path(collect_cases(tmp_path / "annotations", catalog=catalog)[0].masks[0]).name == "v0001.nii.gz"
+    store.set_status(records[0].id, "sphere", 1, "draft")
     summary = train_segmenter(tmp_path / "annotations", tmp_path / "model", catalog=catalog, max_steps=1,
                               plan_overrides=TINY)
     assert summary["train_images"] + summary["val_images"] == 4

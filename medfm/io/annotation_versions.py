@@ -1,9 +1,9 @@
 """Reading the annotation versions the workbench saves (the one reader; the server's store writes them).
 
 Layout: ``<root>/<image_id>/<name>/v0001.nii.gz`` (or ``.dcm``, a DICOM SEG) beside its
-sidecar ``v0001.json``; a version exists once its sidecar does. :func:`latest_versions`
-lists the newest version of every annotation name of every image; :func:`version_labels`
-reads one back as a label map on its image's grid.
+sidecar ``v0001.json`` (its ``status``: draft or final); a version exists once its sidecar
+does. :func:`latest_versions` picks, per annotation name of every image, the version to
+learn from; :func:`version_labels` reads one back as a label map on its image's grid.
 """
 
 from __future__ import annotations
@@ -50,16 +50,18 @@ def saved_version(folder: Path, image_id: int, version: int) -> SavedVersion:
 
 
 def latest_versions(root: str | os.PathLike) -> list[SavedVersion]:
-    """The newest complete version of every annotation of every image under ``root``, by image id then name."""
+    """Per annotation name of every image under ``root``: its newest version marked final, else its newest
+    version (a draft), by image id then name. Deleted versions (set aside in ``.deleted``) are not listed."""
     root = Path(root)
     if not root.is_dir():
         raise MedfmError(f"{display_path(root)}: not a folder of saved annotations")
     found = []
     for image_dir in sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
         for folder in sorted(p for p in image_dir.iterdir() if p.is_dir() and NAME_PATTERN.fullmatch(p.name)):
-            numbers = version_numbers(folder)
-            if numbers:
-                found.append(saved_version(folder, int(image_dir.name), max(numbers)))
+            versions = [saved_version(folder, int(image_dir.name), n) for n in sorted(version_numbers(folder))]
+            final = [v for v in versions if v.sidecar.get("status") == "final"]
+            if versions:
+                found.append((final or versions)[-1])
     if not found:
         raise MedfmError(f"{display_path(root)}: holds no saved annotation version (<image id>/<name>/v0001.json)")
     return found
