@@ -25,6 +25,7 @@ from medfm.threads import ensure_threads
 if TYPE_CHECKING:
     from medfm.models.automatic import AutoSegmenter
     from medfm.models.generators import Generator
+    from medfm.models.language import LanguageModel
     from medfm.models.segmenters.base import Segmenter
 
 # The field's libraries (huggingface_hub under timm, open_clip, transformers) read this
@@ -36,6 +37,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DEFAULT_ENCODER = "medfm-clip-small"
 #: The promptable segmenter used wherever none is named (CLI, server, evaluation).
 DEFAULT_SEGMENTER = "medfm-interactive"
+#: The super-resolution network used wherever none is named (``medfm upscale``).
+DEFAULT_UPSCALER = "medfm-upscale"
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -49,6 +52,8 @@ _FAMILY_MODULES = {
     "sam2": "medfm.models.segmenters.sam2",
     "medfm_interactive": "medfm.models.segmenters.medfm_interactive",
     "medfm_generator": "medfm.models.generators",
+    "medfm_upscale": "medfm.models.upscaler",
+    "medfm_forecast": "medfm.models.forecaster",
 }
 Builder = Callable[[dict[str, Any], Path | None], "Encoder | Segmenter"]
 _BUILDERS: dict[str, Builder] = {}
@@ -64,7 +69,6 @@ def register_family(family: str) -> Callable[[Builder], Builder]:
     return decorate
 
 
-@cache
 def all_configs() -> dict[str, dict[str, Any]]:
     """Every shipped model config by name, of every kind (``"kind"``, default ``"encoder"``)."""
     return {path.stem: json.loads(path.read_text()) for path in sorted(CONFIG_DIR.glob("*.json"))}
@@ -96,6 +100,12 @@ def list_auto_architectures() -> dict[str, dict[str, Any]]:
 def list_generators() -> dict[str, dict[str, Any]]:
     """Every shipped image generator config (``"kind": "generator"``) by name."""
     return _configs("generator")
+
+
+@cache
+def list_upscalers() -> dict[str, dict[str, Any]]:
+    """Every shipped super-resolution config (``"kind": "upscaler"``) by name."""
+    return _configs("upscaler")
 
 
 def sha256_of(path: Path) -> str:
@@ -171,17 +181,58 @@ def create_auto_segmenter(model_dir: str | os.PathLike) -> AutoSegmenter:
 
 
 def create_generator(name_or_dir: str | os.PathLike) -> Generator:
-    """The generator ``name_or_dir``: a GEN_DIR that ``medfm train generator`` wrote, else a shipped
-    generator's name (see :func:`list_generators`); weights verified either way."""
-    if Path(name_or_dir).is_dir():
-        from medfm.models.generators import load_generator_dir
+    """The generator ``name_or_dir``: a shipped generator's name (see :func:`list_generators`), or the
+    folder that ``medfm train generator`` wrote (weights checked against the recorded sha256)."""
+    return _create_named_or_folder(name_or_dir, "generator", list_generators())
 
-        ensure_threads()
-        return load_generator_dir(name_or_dir)
-    if str(name_or_dir) not in list_generators():
-        shipped = ", ".join(list_generators()) or "none"
-        raise MedfmError(f"{display_path(name_or_dir)}: neither a generator folder nor a shipped generator (shipped: {shipped})")
-    return _create(str(name_or_dir), None, list_generators())
+
+def create_upscaler(name: str | os.PathLike = DEFAULT_UPSCALER) -> Any:
+    """The super-resolution network ``name`` (see :func:`list_upscalers`), or the model folder that
+    ``medfm train upscale`` wrote (``config.json`` + weights, checked against the recorded sha256)."""
+    return _create_named_or_folder(name, "upscaler", list_upscalers())
+
+
+@cache
+def list_forecasters() -> dict[str, dict[str, Any]]:
+    """Every shipped forecaster config (``"kind": "forecaster"``) by name."""
+    return _configs("forecaster")
+
+
+def create_forecaster(name: str | os.PathLike) -> Any:
+    """The forecaster ``name`` (see :func:`list_forecasters`), or the model folder that ``medfm train forecast`` wrote."""
+    return _create_named_or_folder(name, "forecaster", list_forecasters())
+
+
+def _create_named_or_folder(name: str | os.PathLike, kind: str, configs: dict[str, dict[str, Any]]) -> Any:
+    folder = Path(name)
+    if not folder.is_dir():
+        return _create(os.fspath(name), None, configs)
+    config = read_model_folder_config(folder, kind)
+    weights = folder / config["weights"]["file"]
+    if not weights.is_file() or sha256_of(weights) != config["weights"]["sha256"]:
+        raise MedfmError(f"{display_path(weights)}: missing, or does not match the sha256 in its config.json; the model folder is damaged")
+    return _create(config["name"], weights, {config["name"]: config})
+
+
+def read_model_folder_config(folder: Path, kind: str) -> dict[str, Any]:
+    """``folder/config.json`` of a trained model of ``kind``, or a one-line error naming the folder."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise MedfmError(f"{display_path(folder)}: not a model folder (config.json: {exc})") from None
+    if not isinstance(config, dict) or config.get("kind") != kind or not isinstance(config.get("weights"), dict):
+        raise MedfmError(f"{display_path(folder)}: not a {kind} model folder (its config.json is for {config.get('kind') if isinstance(config, dict) else 'nothing'})")
+    return config
+
+
+def create_language_model(folder: str | os.PathLike, family: str | None = None) -> LanguageModel:
+    """The local vision-language checkpoint in ``folder`` (Gemma 3 / MedGemma, PaliGemma,
+    Qwen2-VL, LLaVA: :data:`medfm.models.language.transformers_backend.FAMILIES`), loaded
+    with transformers without any network call; refused in one line when it is of another
+    family than ``family`` (if given) or of none medfm drives."""
+    from medfm.models.language.transformers_backend import load_transformers_model
+
+    return load_transformers_model(folder, family)
 
 
 def _create(name: str, checkpoint: str | os.PathLike | None, configs: dict[str, dict[str, Any]]) -> Any:

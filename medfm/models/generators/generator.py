@@ -19,8 +19,6 @@ Flow generators learn the velocity ``ε - x`` of the straight path ``x_t = (1 - 
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from torch import nn
 from medfm.errors import MedfmError, display_path
 from medfm.models.generators.network import CONDITIONS, TEXT_DIM, build_unet
 
-CONFIG_FILE, WEIGHTS_FILE, QUALITY_FILE, CARD_FILE = "config.json", "ema.safetensors", "quality.json", "card.md"
+CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "ema.safetensors", "card.md"
 METHODS = ("flow", "ddpm")
 #: Training timesteps of DDPM generators (MONAI's default linear-beta schedule).
 DDPM_TIMESTEPS = 1000
@@ -142,26 +140,15 @@ class Generator:
         return unconditional + guidance * (conditional - unconditional)
 
 
-def read_config(gen_dir: Path) -> dict[str, Any]:
-    path = gen_dir / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MedfmError(f"{display_path(gen_dir)}: not a generator folder (no {CONFIG_FILE})") from None
-    except (OSError, ValueError) as exc:
-        raise MedfmError(f"{display_path(path)}: cannot read the generator config ({exc})") from None
-    if config.get("kind") != "generator" or config.get("method") not in METHODS or config.get("condition") not in CONDITIONS:
-        raise MedfmError(f"{display_path(path)}: not a generator config (kind generator, method {'/'.join(METHODS)}, "
-                         f"condition {'/'.join(CONDITIONS)})")
-    return config
-
-
 def build_generator(config: dict[str, Any], weights: Path | None) -> Generator:
     """The generator of ``config`` with the safetensors ``weights`` (checked against the config's sha256)."""
     from safetensors.torch import load_file
 
     from medfm.models.registry import sha256_of
 
+    if config.get("method") not in METHODS or config.get("condition") not in CONDITIONS:
+        raise MedfmError(f"generator {config.get('name')!r}: its config needs method {'/'.join(METHODS)} and condition "
+                         f"{'/'.join(CONDITIONS)}")
     network = build_unet(config["network"], int(config["channels"]), config["condition"], len(config.get("classes", [])))
     digest = None
     if weights is not None:
@@ -175,11 +162,3 @@ def build_generator(config: dict[str, Any], weights: Path | None) -> Generator:
         except RuntimeError as exc:
             raise MedfmError(f"{display_path(weights)}: does not fit the generator's network ({str(exc).splitlines()[0]})") from None
     return Generator(network, config, digest)
-
-
-def load_generator_dir(gen_dir: str | os.PathLike) -> Generator:
-    """The generator ``medfm train generator`` wrote to ``gen_dir``."""
-    gen_dir = Path(gen_dir)
-    config = read_config(gen_dir)
-    config = {**config, "folder": str(gen_dir)}
-    return build_generator(config, gen_dir / config["weights"]["file"])
