@@ -5,11 +5,14 @@ A GEN_DIR (written by ``medfm train generator``) holds:
 - ``config.json``: name, ``kind: "generator"``, ``method`` (``flow`` or ``ddpm``),
   ``condition`` (``class``, ``text`` or ``none``), ``classes`` (the class names, or the
   training texts' distinct values), ``size``, ``channels``, ``network`` (the U-Net's
-  arguments), ``weights`` (file and sha256), ``sampling`` defaults, ``training`` summary;
+  arguments), ``weights`` (file and sha256), ``sampling`` defaults, ``training`` summary and
+  ``quality`` (radiomic statistics of the training images and regions, for the edit gate:
+  :mod:`medfm.models.generators.quality`);
 - ``ema.safetensors``: the exponential-moving-average weights, verified against the sha256;
-- ``quality.json``: radiomic statistics of the training images and regions, for the edit gate
-  (:mod:`medfm.models.generators.quality`);
 - ``card.md``: the model card.
+
+It loads with :func:`medfm.models.registry.create_generator`, as a shipped generator does
+(``configs/NAME.json`` of the same form, its weights in ``weights/``).
 
 Pixels: ``(N, C, S, S)`` float tensors in [0, 1] outside, ``2p - 1`` inside the network.
 Flow generators learn the velocity ``ε - x`` of the straight path ``x_t = (1 - t) x + t ε``
