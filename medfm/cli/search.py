@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from medfm.cli.output import (
+    AdapterOption,
     CheckpointOption,
     IndexOption,
     JsonOption,
@@ -24,6 +25,7 @@ def index_build(
     index: IndexOption,
     sources: Annotated[list[str] | None, typer.Argument(metavar="CATALOG_OR_PATHS...", help="A catalog (URL or .db file), or image files / DICOM series folders.")] = None,
     checkpoint: CheckpointOption = None,
+    adapter: AdapterOption = None,
     catalog: Annotated[str | None, typer.Option("--catalog", help="Index every image of this catalog.")] = None,
     batch_size: Annotated[int, typer.Option(help="Planes per encoder batch.")] = 32,
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Also index the images of this CSV manifest, storing its --columns "
@@ -42,7 +44,7 @@ def index_build(
     from medfm.tasks.search import build_index
 
     metadata = read_manifest_columns(manifest, [c.strip() for c in columns.split(",") if c.strip()], path_column) if manifest else None
-    report = build_index(sources or [], create_encoder(model or DEFAULT_ENCODER, checkpoint), index, catalog=catalog, metadata=metadata,
+    report = build_index(sources or [], create_encoder(model or DEFAULT_ENCODER, checkpoint, adapter), index, catalog=catalog, metadata=metadata,
                          batch_size=batch_size, progress=progress,
                          **{key: value for key, value in (("dtype", dtype), ("profile", profile)) if value})
     typer.echo(f"{report.index}: {report.added} added, {report.skipped} already indexed, {len(report.bad)} bad")
