@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from clitools import run_cli
+
 from medfm.errors import MedfmError
 from medfm.models.adapters import add_adapter, trainable_state
 from medfm.models.adapters.dd_adapter import DDAdapter
@@ -114,7 +114,7 @@ def test_adapter_for_other_weights_is_refused_in_one_line(tmp_path, capsys):
     from PIL import Image as PILImage
 
     PILImage.fromarray(np.zeros((32, 32), np.uint8)).save(image)
-    code, out, err = run_cli(["segment", str(image), "--box", "2,2,20,20", "--adapter", str(path), "-o", str(tmp_path / "o.png")], capsys)
+    code, _, err = run_cli(["segment", str(image), "--box", "2,2,20,20", "--adapter", str(path), "-o", str(tmp_path / "o.png")], capsys)
     assert code == 2 and err.count("\n") == 1 and "an adapter for medfm-interactive" in err
     assert not (tmp_path / "o.png").exists()
 

@@ -32,106 +32,30 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medfm.errors import MedfmError, display_path
-from medfm.models.adapters import DEFAULT_RANK, add_adapter, check_method, set_training, trainable_state
-from medfm.models.adapters.file import HEAD_PREFIX, network_of, save_adapter
+from medfm.models.adapters import (
+    DEFAULT_RANK,
+    add_adapter,
+    check_method,
+    set_training,
+    trainable_state,
+)
+from medfm.models.adapters.file import network_of, save_adapter
+from medfm.train.finetune_objectives import objective_for
 
 CHECKPOINT_FILE, SETTINGS_FILE = "checkpoint.pt", "settings.json"
 #: AdamW learning rate per method: adapters start from zero and move fast; full fine-tuning moves the base gently.
 LEARNING_RATES = {"lora": 2e-3, "dd-adapter": 2e-3, "vpt": 5e-3, "full": 3e-4}
 
 
-class SegmenterObjective:
-    """Simulated interactions on a promptable segmenter (medfm-interactive); scored by mean box + click Dice on validation."""
-
-    def __init__(self, segmenter: Any, manifest: Path, batch_size: int, group_column: str | None) -> None:
-        from monai.losses import DiceCELoss
-
-        from medfm.train.finetune_data import segmentation_set
-        from medfm.train.interactive import SIZE
-
-        if type(network_of(segmenter)).__name__ != "InteractiveNet" or segmenter.size != SIZE:
-            raise MedfmError(f"medfm finetune trains medfm-interactive-style segmenters; {segmenter.info.name} is not one yet")
-        self.net = network_of(segmenter)
-        self.data = segmentation_set(manifest, SIZE, group_column)
-        self.train_indices = np.flatnonzero(~self.data.is_val)
-        self.batch_size = batch_size
-        self.loss = DiceCELoss(sigmoid=True)
-        self.extra_parameters: list[torch.nn.Parameter] = []
-
-    def step(self, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> float:
-        from medfm.train.interactive import training_step
-
-        chosen = rng.choice(self.train_indices, self.batch_size)
-        pictures = torch.from_numpy(self.data.pictures[chosen]).permute(0, 3, 1, 2).float() / 255
-        masks = torch.from_numpy(self.data.masks[chosen].astype(np.float32))[:, None]
-        return training_step(self.net, optimizer, self.loss, pictures, masks, rng)
-
-    def score(self) -> dict[str, float]:
-        from medfm.train.interactive import validate
-
-        dice = validate(self.net, self.data.as_cache())
-        return {"box_dice": dice["data/box"], "click_dice": dice["data/click"],
-                "score": round((dice["data/box"] + dice["data/click"]) / 2, 4)}
-
-    def head_state(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def metadata(self) -> dict[str, Any]:
-        return {"train_images": int((~self.data.is_val).sum()), "val_images": int(self.data.is_val.sum())}
-
-
-class ClassifierObjective:
-    """A linear head on the encoder's unit embeddings under cross-entropy; scored by validation accuracy."""
-
-    def __init__(self, encoder: Any, manifest: Path, batch_size: int, label_column: str | None) -> None:
-        from medfm.train.finetune_data import classification_set
-
-        if not label_column:
-            raise MedfmError("fine-tuning an encoder needs --label-column, the manifest column with each image's class")
-        self.encoder = encoder
-        self.data = classification_set(manifest, label_column)
-        self.pixels = encoder.pixels(self.data.planes)
-        self.targets = torch.from_numpy(self.data.targets)
-        self.train_indices = np.flatnonzero(~self.data.is_val)
-        self.batch_size = batch_size
-        self.head = torch.nn.Linear(encoder.info.embed_dim, len(self.data.labels))
-        # Unit-length embeddings give small logits; a fixed scale lets the head reach confident ones.
-        self.scale = 10.0
-        self.extra_parameters = list(self.head.parameters())
-
-    def step(self, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> float:
-        chosen = torch.from_numpy(rng.choice(self.train_indices, self.batch_size))
-        logits = self.head(self.encoder.embed_pixels(self.pixels[chosen]) * self.scale)
-        loss = F.cross_entropy(logits, self.targets[chosen])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
-
-    @torch.no_grad()
-    def score(self) -> dict[str, float]:
-        network = network_of(self.encoder)
-        training = network.training
-        network.eval()
-        val = torch.from_numpy(np.flatnonzero(self.data.is_val))
-        predicted = self.head(self.encoder.embed_pixels(self.pixels[val]) * self.scale).argmax(1)
-        network.train(training)
-        accuracy = round(float((predicted == self.targets[val]).float().mean()), 4)
-        return {"accuracy": accuracy, "score": accuracy}
-
-    def head_state(self) -> dict[str, torch.Tensor]:
-        return {HEAD_PREFIX + key: value.detach().clone() for key, value in self.head.state_dict().items()}
-
-    def metadata(self) -> dict[str, Any]:
-        return {"labels": self.data.labels, "train_images": int((~self.data.is_val).sum()),
-                "val_images": int(self.data.is_val.sum())}
-
-
 def _build_base(base: str, checkpoint: str | os.PathLike | None) -> tuple[Any, str]:
-    from medfm.models.registry import create_encoder, create_segmenter, list_encoders, list_segmenters
+    from medfm.models.registry import (
+        create_encoder,
+        create_segmenter,
+        list_encoders,
+        list_segmenters,
+    )
 
     if base in list_encoders():
         model, kind = create_encoder(base, checkpoint), "encoder"
@@ -177,8 +101,7 @@ def finetune(
         if changed:
             raise MedfmError(f"{display_path(out)}: the interrupted fine-tuning had another {changed[0]}; start a new one")
     torch.manual_seed(seed)
-    objective = (SegmenterObjective(model, data, batch_size, group_column) if kind == "segmenter"
-                 else ClassifierObjective(model, data, batch_size, label_column))
+    objective = objective_for(model, kind, data, batch_size, label_column, group_column)
     network = network_of(model)
     base_parameters = sum(p.numel() for p in network.parameters())
     add_adapter(network, method, rank, model.info.name)

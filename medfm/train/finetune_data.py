@@ -9,6 +9,7 @@ and validation parts; validation only chooses which state is kept, it never trai
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,10 +22,13 @@ from medfm.io.label_maps import read_mask
 from medfm.models.preprocess import prepare_plane
 from medfm.train.seg_data import Case, read_cases, split_cases
 
+#: ``(plane (rows, columns[, C]), mask (rows, columns) bool)`` → the model's input picture and the mask on its output grid.
+Framing = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
 
 @dataclass
 class SegmentationSet:
-    """``pictures`` (N, S, S, 3) uint8 and ``masks`` (N, S, S) bool at the working size S; ``is_val`` (N,) bool."""
+    """``pictures`` (N, ...) as the model takes them, ``masks`` (N, H, W) bool on its output grid; ``is_val`` (N,) bool."""
 
     pictures: np.ndarray
     masks: np.ndarray
@@ -36,23 +40,33 @@ class SegmentationSet:
                 "sources": np.array(["data"] * len(self.is_val))}
 
 
-def _working_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    soft = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], size=(size, size), mode="area")
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(rows, columns)`` bool → ``size`` bool, by area (a pixel is in when most of it was)."""
+    soft = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], size=size, mode="area")
     return (soft[0, 0] > 0.5).numpy()
 
 
-def segmentation_set(manifest: str | os.PathLike, size: int, group_column: str | None = None) -> SegmentationSet:
-    """Every ``image,mask`` pair of ``manifest`` at ``size`` × ``size``; a pair whose mask is empty there is refused."""
+def interactive_framing(size: int) -> Framing:
+    """medfm-interactive's: :func:`prepare_plane` to ``(size, size, 3)`` uint8, the mask to ``(size, size)``."""
+
+    def frame(plane: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        picture = (prepare_plane(plane, size).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        return picture, resize_mask(mask, (size, size))
+
+    return frame
+
+
+def segmentation_set(manifest: str | os.PathLike, framing: Framing, group_column: str | None = None) -> SegmentationSet:
+    """Every ``image,mask`` pair of ``manifest`` through ``framing``; a pair whose mask is empty there is refused."""
     train, val = split_cases(read_cases(manifest, group_column))
     pictures, masks = [], []
     for case in train + val:
         image = load(case.image)
-        plane = image.frame(0)
-        mask = _working_mask(read_mask(case.mask, image.spatial_shape[:2])[:, :, 0].T, size)
+        picture, mask = framing(image.frame(0), read_mask(case.mask, image.spatial_shape[:2])[:, :, 0].T)
         if not mask.any():
-            raise MedfmError(f"{display_path(case.mask)}: the mask is empty (at the working size {size}); "
+            raise MedfmError(f"{display_path(case.mask)}: the mask is empty at the model's working size; "
                              "a promptable model needs a structure to prompt")
-        pictures.append((prepare_plane(plane, size).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        pictures.append(picture)
         masks.append(mask)
     is_val = np.array([False] * len(train) + [True] * len(val))
     return SegmentationSet(np.stack(pictures), np.stack(masks), is_val)

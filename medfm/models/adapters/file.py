@@ -58,7 +58,7 @@ def read_adapter(path: str | os.PathLike, tensors: bool = True) -> tuple[dict[st
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()} if tensors else {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()} if tensors else {}  # noqa: SIM118 (a safetensors handle, not a dict)
     except (SafetensorError, OSError, ValueError) as exc:
         raise MedfmError(f"{display_path(path)}: not a safetensors adapter file ({str(exc).splitlines()[0]})") from None
     if metadata.get("format") != FORMAT:
