@@ -130,3 +130,17 @@ def test_a_file_that_is_not_an_adapter_is_refused(tmp_path):
         create_segmenter("medfm-interactive", adapter=tmp_path / "text.safetensors")
     with pytest.raises(MedfmError, match="adapter file not found"):
         create_segmenter("medfm-interactive", adapter=tmp_path / "missing.safetensors")
+
+
+def test_serve_attaches_an_adapter_to_the_model_it_was_made_for(tmp_path, capsys):
+    from medfm.server.settings import ServerSettings, attach_adapter
+
+    path, _ = _trained_adapter(tmp_path)
+    settings = ServerSettings(data_dir=tmp_path)
+    attach_adapter(settings, path)
+    assert (settings.segmenter_adapter, settings.encoder_adapter) == (path, None)
+    other = ServerSettings(data_dir=tmp_path, segmenter="sam-vit-b")
+    with pytest.raises(MedfmError, match="an adapter for medfm-interactive; the server runs sam-vit-b and medfm-clip-small"):
+        attach_adapter(other, path)
+    code, out, err = run_cli(["serve", "--adapter", str(tmp_path / "missing.safetensors"), "--port", "1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "adapter file not found" in err
