@@ -65,6 +65,21 @@ def test_vpt_prepends_prompts_in_every_vit_block_and_keeps_the_output_shape():
     assert vit.blocks[0].prompts.grad is not None and vit.patch_embed.proj.weight.grad is None
 
 
+def test_dd_adapter_on_vit_tokens_passes_the_class_token_and_starts_equal():
+    import timm
+
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8,
+                            embed_dim=32, depth=2, num_heads=2).eval()
+    x = torch.randn(2, 3, 32, 32)
+    before = vit.forward_features(x)
+    add_adapter(vit, "dd-adapter", rank=4)
+    assert torch.allclose(vit.forward_features(x), before, atol=1e-6)
+    with torch.no_grad():
+        vit.blocks[0].adapter.up.weight.normal_()
+    after = vit.forward_features(x)
+    assert not torch.allclose(after[:, 1:], before[:, 1:], atol=1e-3)
+
+
 def test_vpt_and_dd_adapter_refuse_networks_without_their_blocks():
     with pytest.raises(MedfmError, match="vpt needs transformer blocks on tokens"):
         add_adapter(create_segmenter("medfm-interactive").net, "vpt")
