@@ -82,7 +82,7 @@ def paired_differences(heldout: Path, adapters: dict[str, Path]) -> dict[str, di
     out = {}
     for name in adapters:
         difference = np.array(dice[name]) - base
-        estimates = bootstrap(lambda rows: {"box_dice": difference[rows, 0].mean(), "click_dice": difference[rows, 1].mean()},
+        estimates = bootstrap(lambda rows, d=difference: {"box_dice": d[rows, 0].mean(), "click_dice": d[rows, 1].mean()},
                               len(difference))
         out[name] = {key: {"mean": round(e.value, 4), "low": round(e.low, 4), "high": round(e.high, 4)}
                      for key, e in estimates.items()}
@@ -135,8 +135,8 @@ def main() -> None:
     if not (run / "paired.json").exists():
         (run / "paired.json").write_text(json.dumps(paired_differences(run / "heldout.csv", small)))
     results["paired_difference_to_base"] = json.loads((run / "paired.json").read_text())
-    results["commands"] = [f"nice -n 10 python benchmarks/finetune_kvasir.py --run RUN --budget-min {args.budget_min:g} "
-                           f"--batch-size {args.batch_size}",
+    results["commands"] = [(f"nice -n 10 python benchmarks/finetune_kvasir.py --run RUN --budget-min {args.budget_min:g} "
+                            f"--batch-size {args.batch_size}"),
                            *(f"medfm --threads 1 finetune medfm-interactive --data RUN/finetune.csv --method {method} "
                              f"--budget-min {args.budget_min:g} --batch-size {args.batch_size} -o RUN/{method}.safetensors"
                              for method in METHODS),
