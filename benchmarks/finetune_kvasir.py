@@ -90,7 +90,7 @@ def paired_differences(heldout: Path, adapters: dict[str, Path]) -> dict[str, di
 
 
 def main() -> None:
-    from medfm.models.registry import WEIGHTS_DIR, list_segmenters
+    from medfm.models.registry import WEIGHTS_DIR, list_segmenters, sha256_of
     from medfm.paths import shared_data_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -124,6 +124,7 @@ def main() -> None:
         results["held_out"][method] = held_out(run / f"eval-{method}.json")
         results["methods"][method] = {
             "trainable_parameters": summary["trainable_parameters"], "adapter_bytes": summary["adapter_bytes"],
+            "adapter_sha256": sha256_of(adapter),
             "adapter_fraction_of_base": round(summary["adapter_bytes"] / base_bytes, 4), "steps": summary["steps"],
             "training_seconds": summary["training_seconds"], "wall_seconds_with_data_loading": walls.get(method),
             "kept_step": summary["validation_best"]["step"], "validation_before": summary["validation_before"],

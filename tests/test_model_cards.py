@@ -139,3 +139,13 @@ def test_adapter_recipe_card_table_matches_its_results() -> None:
             assert row["trainable parameters"] == f"{measured['trainable_parameters']:,}", method
             assert row["file"] == f"{measured['adapter_bytes'] / 1e6:.2f} MB ({100 * measured['adapter_fraction_of_base']:.1f} %)", method
             assert row["steps"] == str(measured["steps"]), method
+
+
+def test_shipped_adapter_is_the_measured_one_and_loads_over_the_shipped_base() -> None:
+    from medfm.models.registry import WEIGHTS_DIR, create_segmenter, sha256_of
+
+    results = json.loads((CARDS / "medfm-interactive-kvasir-adapters.results.json").read_text())
+    shipped = WEIGHTS_DIR / "medfm-interactive-kvasir-dd-adapter.safetensors"
+    assert sha256_of(shipped) == results["methods"]["dd-adapter"]["adapter_sha256"]
+    assert shipped.stat().st_size <= 0.1 * results["base_weights_bytes"]
+    assert create_segmenter("medfm-interactive", adapter=shipped).info.weights_sha256 == sha256_of(shipped)
