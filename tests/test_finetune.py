@@ -99,6 +99,24 @@ def test_finetune_an_encoder_with_a_classification_head(labelled_pictures, tmp_p
     assert code == 0, err
 
 
+def test_finetune_a_timm_checkpoint(labelled_pictures, tmp_path):
+    """timm backbones adapt through the same path (its own eval transform, a classification head)."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    from safetensors.torch import save_file
+
+    save_file(model.state_dict(), str(tmp_path / "resnet18.safetensors"))
+    out = tmp_path / "timm.safetensors"
+    finetune("timm-resnet18", labelled_pictures, out, method="lora", rank=2, label_column="kind",
+             checkpoint=tmp_path / "resnet18.safetensors", **{**TINY, "max_steps": 1})
+    encoder = create_encoder("timm-resnet18", tmp_path / "resnet18.safetensors", adapter=out)
+    assert encoder.encode_planes([np.zeros((32, 32), np.uint8)]).shape == (1, 512)
+    with pytest.raises(MedfmError, match="has no identified weights"):
+        finetune("timm-resnet18", labelled_pictures, tmp_path / "random.safetensors", label_column="kind", **TINY)
+
+
 def test_encoders_need_a_label_column(labelled_pictures, tmp_path):
     with pytest.raises(MedfmError, match="needs --label-column"):
         finetune("medfm-clip-small", labelled_pictures, tmp_path / "x.safetensors", **TINY)

@@ -101,10 +101,10 @@ def finetune(
         if changed:
             raise MedfmError(f"{display_path(out)}: the interrupted fine-tuning had another {changed[0]}; start a new one")
     torch.manual_seed(seed)
-    objective = objective_for(model, kind, data, batch_size, label_column, group_column)
     network = network_of(model)
     base_parameters = sum(p.numel() for p in network.parameters())
-    add_adapter(network, method, rank, model.info.name)
+    add_adapter(network, method, rank, model.info.name)  # before the data: a method that does not fit stops at once
+    objective = objective_for(model, kind, data, batch_size, label_column, group_column)
     parameters = [p for p in network.parameters() if p.requires_grad] + objective.extra_parameters
     learning_rate = learning_rate or LEARNING_RATES[method]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-4 if method == "full" else 0.0)
