@@ -157,5 +157,5 @@ def test_serve_attaches_an_adapter_to_the_model_it_was_made_for(tmp_path, capsys
     other = ServerSettings(data_dir=tmp_path, segmenter="sam-vit-b")
     with pytest.raises(MedfmError, match="an adapter for medfm-interactive; the server runs sam-vit-b and medfm-clip-small"):
         attach_adapter(other, path)
-    code, out, err = run_cli(["serve", "--adapter", str(tmp_path / "missing.safetensors"), "--port", "1"], capsys)
+    code, _, err = run_cli(["serve", "--adapter", str(tmp_path / "missing.safetensors"), "--port", "1"], capsys)
     assert code == 2 and err.count("\n") == 1 and "adapter file not found" in err
