@@ -162,10 +162,14 @@ def test_a_killed_finetuning_resumes_from_its_checkpoint(discs, tmp_path):
     process = subprocess.Popen([sys.executable, "-c", script], env=env)
     try:
         deadline = time.monotonic() + 300
-        while not (work / "checkpoint.pt").exists() and time.monotonic() < deadline and process.poll() is None:
+
+        def checkpointed_steps() -> int:
+            path = work / "checkpoint.pt"
+            return torch.load(path, weights_only=False)["progress"]["step"] if path.exists() else -1
+
+        while checkpointed_steps() < 1 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.2)
-        assert (work / "checkpoint.pt").exists(), "no checkpoint written"
-        time.sleep(1.0)
+        assert checkpointed_steps() >= 1, "no checkpoint after a training step"
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()

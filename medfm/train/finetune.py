@@ -110,6 +110,27 @@ def finetune(
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-4 if method == "full" else 0.0)
     rng = np.random.default_rng(seed)
     progress: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "losses": [], "resumed_at_steps": [], "history": []}
+    best: dict[str, Any] = {}
+
+    def save_checkpoint() -> None:
+        state = {"network": trainable_state(network, method), "optimizer": optimizer.state_dict(),
+                 "rng": rng.bit_generator.state, "progress": progress, "best": best,
+                 "head": objective.head.state_dict() if kind == "encoder" else None}
+        torch.save(state, work / (CHECKPOINT_FILE + ".tmp"))
+        os.replace(work / (CHECKPOINT_FILE + ".tmp"), work / CHECKPOINT_FILE)
+
+    def evaluate() -> dict[str, float]:
+        """Score the validation part and keep the state if it is the best so far."""
+        nonlocal best
+        set_training(network, method, False)
+        scores = objective.score()
+        progress["history"].append({"step": progress["step"], **scores})
+        if not best or scores["score"] > best["scores"]["score"]:
+            best = {"step": progress["step"], "scores": scores,
+                    "state": {**trainable_state(network, method), **objective.head_state()}}
+        set_training(network, method, True)
+        return scores
+
     if resume:
         saved = torch.load(work / CHECKPOINT_FILE, weights_only=False)
         network.load_state_dict(saved["network"], strict=False)
@@ -123,27 +144,8 @@ def finetune(
     else:
         work.mkdir(parents=True)
         (work / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
-        set_training(network, method, False)
-        scores = objective.score()
-        best = {"step": 0, "scores": scores, "state": {**trainable_state(network, method), **objective.head_state()}}
-        progress["history"].append({"step": 0, **scores})
-        log(f"before fine-tuning: {scores}")
-
-    def evaluate_and_checkpoint() -> None:
-        nonlocal best
-        set_training(network, method, False)
-        scores = objective.score()
-        progress["history"].append({"step": progress["step"], **scores})
-        if scores["score"] > best["scores"]["score"]:
-            best = {"step": progress["step"], "scores": scores,
-                    "state": {**trainable_state(network, method), **objective.head_state()}}
-        set_training(network, method, True)
-        state = {"network": trainable_state(network, method), "optimizer": optimizer.state_dict(),
-                 "rng": rng.bit_generator.state, "progress": progress, "best": best,
-                 "head": objective.head.state_dict() if kind == "encoder" else None}
-        torch.save(state, work / (CHECKPOINT_FILE + ".tmp"))
-        os.replace(work / (CHECKPOINT_FILE + ".tmp"), work / CHECKPOINT_FILE)
-        log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s, loss {np.mean(progress['losses'][-20:] or [0]):.4f}, {scores}")
+        log(f"before fine-tuning: {evaluate()}")
+        save_checkpoint()  # from now on, an interruption can always be resumed
 
     budget_s = budget_minutes * 60
     started = time.monotonic() - progress["elapsed_s"]
@@ -160,9 +162,12 @@ def finetune(
         progress["step"] += 1
         progress["elapsed_s"] = time.monotonic() - started
         if time.monotonic() - last_checkpoint >= checkpoint_seconds:
-            evaluate_and_checkpoint()
+            scores = evaluate()
+            save_checkpoint()
             last_checkpoint = time.monotonic()
-    evaluate_and_checkpoint()
+            log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s, loss {np.mean(progress['losses'][-20:]):.4f}, {scores}")
+    log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s: {evaluate()}")
+    save_checkpoint()
     summary = {
         "base_model": model.info.name, "base_sha256": model.info.weights_sha256, "method": method, "rank": rank,
         "steps": progress["step"], "training_seconds": round(progress["elapsed_s"], 1),
