@@ -159,3 +159,14 @@ def test_serve_attaches_an_adapter_to_the_model_it_was_made_for(tmp_path, capsys
         attach_adapter(other, path)
     code, _, err = run_cli(["serve", "--adapter", str(tmp_path / "missing.safetensors"), "--port", "1"], capsys)
     assert code == 2 and err.count("\n") == 1 and "adapter file not found" in err
+
+
+@pytest.mark.parametrize("method", ["lora", "dd-adapter"])
+def test_medfm_clip_adapts_and_starts_equal(method):
+    encoder = create_encoder("medfm-clip-small")
+    planes = [np.random.default_rng(0).integers(0, 255, (64, 64)).astype(np.uint8)]
+    before = encoder.encode_planes(planes)
+    add_adapter(encoder.model, method, rank=4)
+    encoder.model.eval()
+    assert np.allclose(encoder.encode_planes(planes), before, atol=1e-6)
+    assert 0 < sum(p.numel() for p in encoder.model.parameters() if p.requires_grad) < 300_000
