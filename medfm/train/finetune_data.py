@@ -62,9 +62,10 @@ def segmentation_set(manifest: str | os.PathLike, framing: Framing, group_column
     pictures, masks = [], []
     for case in train + val:
         image = load(case.image)
-        picture, mask = framing(image.frame(0), read_mask(case.mask, image.spatial_shape[:2])[:, :, 0].T)
+        # several annotators' masks: the first (the manifest's ``mask`` column) is the one learnt
+        picture, mask = framing(image.frame(0), read_mask(case.masks[0], image.spatial_shape[:2])[:, :, 0].T)
         if not mask.any():
-            raise MedfmError(f"{display_path(case.mask)}: the mask is empty at the model's working size; "
+            raise MedfmError(f"{display_path(case.masks[0])}: the mask is empty at the model's working size; "
                              "a promptable model needs a structure to prompt")
         pictures.append(picture)
         masks.append(mask)
@@ -93,8 +94,8 @@ def classification_set(manifest: str | os.PathLike, label_column: str, path_colu
     labels = sorted(set(values))
     if len(labels) < 2:
         raise MedfmError(f"{display_path(manifest)}: column {label_column!r} needs at least 2 classes; found {labels}")
-    # split_cases splits by group only; the label rides in the mask slot.
-    train, val = split_cases([Case(path, value, path) for path, value in zip(paths, values)])
+    label_of = dict(zip(paths, values))
+    train, val = split_cases([Case(path, (), path) for path in paths])  # by image; no masks here
     planes = [sample_planes(load(case.image), max_planes=1)[0] for case in train + val]
-    targets = np.array([labels.index(case.mask) for case in train + val])
+    targets = np.array([labels.index(label_of[case.image]) for case in train + val])
     return ClassificationSet(planes, targets, labels, np.array([False] * len(train) + [True] * len(val)))
