@@ -38,12 +38,15 @@ DEFAULT_SEGMENTER = "medfm-interactive"
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: The config file of an encoder folder (``medfm pretrain -o ENCODER_DIR``), beside its weights and card.
+ENCODER_DIR_CONFIG = "config.json"
 
 #: Family name → module that registers it on import (imported only when needed).
 _FAMILY_MODULES = {
     "medfm_clip": "medfm.models.encoders.medfm_clip",
     "open_clip": "medfm.models.encoders.open_clip",
     "timm": "medfm.models.encoders.timm",
+    "medfm_backbone": "medfm.models.encoders.backbone",
     "sam": "medfm.models.segmenters.sam",
     "sam2": "medfm.models.segmenters.sam2",
     "medfm_interactive": "medfm.models.segmenters.medfm_interactive",
@@ -130,8 +133,42 @@ def create_encoder(name: str, checkpoint: str | os.PathLike | None = None) -> En
     one, the weights shipped with medfm are used (verified), or the model is randomly
     initialised when the config ships none (e.g. an open_clip architecture). A config
     with ``checkpoint_required`` (what to give, in words) refuses to build without one.
+
+    ``name`` may also be an encoder folder (``config.json``, weights and card, as ``medfm
+    pretrain`` writes it): its weights are checked against the sha256 its config records, and
+    the encoder is named by the folder's absolute path, so that indexes and probes find it again.
     """
+    folder = Path(name)
+    if (folder / ENCODER_DIR_CONFIG).is_file():
+        return _create_from_folder(folder, checkpoint)
     return _create(name, checkpoint, list_encoders())
+
+
+def read_encoder_folder(folder: str | os.PathLike) -> dict[str, Any]:
+    """The config of encoder folder ``folder``, its ``weights`` entry naming a file inside it."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / ENCODER_DIR_CONFIG).read_text())
+        weights = config["weights"]["file"], config["weights"]["sha256"], config["family"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise MedfmError(f"{display_path(folder)}: not an encoder folder ({type(exc).__name__}: {exc})") from None
+    if weights[2] not in _FAMILY_MODULES:
+        raise MedfmError(f"{display_path(folder)}: unknown model family {weights[2]!r}; choose one of: {', '.join(_FAMILY_MODULES)}")
+    if Path(weights[0]).name != weights[0]:
+        raise MedfmError(f"{display_path(folder)}: its weights file must lie inside it; got {weights[0]!r}")
+    return config
+
+
+def _create_from_folder(folder: Path, checkpoint: str | os.PathLike | None) -> Encoder:
+    config = read_encoder_folder(folder)
+    weights = folder / config["weights"]["file"]
+    if checkpoint is None:
+        if not weights.is_file():
+            raise MedfmError(f"{display_path(weights)}: the encoder folder's weights are missing")
+        if sha256_of(weights) != config["weights"]["sha256"]:
+            raise MedfmError(f"{display_path(weights)}: does not match the sha256 in its config; the file is damaged")
+    name = str(folder.resolve())
+    return _create(name, checkpoint if checkpoint is not None else weights, {name: config})
 
 
 def create_segmenter(name: str, checkpoint: str | os.PathLike | None = None) -> Segmenter:
