@@ -60,3 +60,34 @@ def pretrain_command(
         print_json(summary)
         return
     typer.echo(summary["encoder_dir"])
+
+
+@representation_app.command("curate")
+def curate_command(
+    data: DataArgument = None,
+    embeddings: Annotated[str, typer.Option("--embeddings", help="Where the embeddings come from: an index folder "
+                                            "(`medfm index build`), or an encoder (a model name or encoder folder).")] = ...,
+    fraction: Annotated[float, typer.Option("--fraction", help="Fraction of the images to keep, in (0, 1].")] = ...,
+    method: Annotated[str, typer.Option("--method", help="prototypes (k-means prototypes, CheXficient-style), kcenter "
+                                        "(k-center greedy) or random.")] = "prototypes",
+    out: Annotated[Path, typer.Option("-o", "--out", help="The subset manifest (CSV) to write.")] = ...,
+    model: Annotated[str | None, typer.Option("--model", help="With an index: embed the images it lacks with this model "
+                                              "(it must be the index's).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of random choice and k-means.")] = 0,
+    catalog: CatalogOption = None,
+    where: WhereOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Keep a fraction of the data chosen in embedding space (prototypes, k-center or random); writes the subset manifest."""
+    from medfm.train.curate import curate, subset_size
+    from medfm.train.curate_embeddings import embeddings_of
+
+    inputs = _inputs(data, catalog, where)
+    subset_size(len(inputs), fraction)  # a bad fraction or a one-image data set fails before any embedding
+    vectors = embeddings_of([str(Path(item.path).resolve()) for item in inputs], embeddings, model)
+    summary = curate(inputs, vectors, out, fraction=fraction, method=method, seed=seed,
+                     source_manifest=data if data and Path(data).is_file() else None)
+    if as_json:
+        print_json(summary)
+        return
+    typer.echo(f"{summary['manifest']}: kept {summary['kept']} of {summary['images']} images ({method})")
