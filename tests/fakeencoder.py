@@ -60,6 +60,8 @@ def fake_models(tmp_path_factory, monkeypatch):
         (folder / f"{name}.json").write_text(json.dumps({"family": "test_fake", "seed": seed}))
     monkeypatch.setattr(registry, "CONFIG_DIR", folder)
     monkeypatch.setitem(registry._BUILDERS, "test_fake", lambda config, weights: FakeEncoder(config["name"], config["seed"]))
+    registry.all_configs.cache_clear()  # list_encoders reads the configs through this cache
     registry.list_encoders.cache_clear()
     yield
+    registry.all_configs.cache_clear()
     registry.list_encoders.cache_clear()
