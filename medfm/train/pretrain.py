@@ -71,7 +71,7 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
     inputs_sha256 = hashlib.sha256("\n".join(str(i.record_id if i.record is not None else i.path) for i in inputs).encode()).hexdigest()
     settings = {"method": method, "arch": arch, "batch_size": batch_size, "planes_per_image": planes_per_image, "seed": seed,
                 "budget_minutes": budget_minutes, "inputs_sha256": inputs_sha256}
-    config = {"family": "medfm_backbone", "arch": arch, **DEFAULT_INPUT}
+    config = {"family": "medfm_backbone", "kind": "encoder", "arch": arch, **DEFAULT_INPUT}
     torch.manual_seed(seed)
     model = METHODS[method](build_backbone(config))
     if resume:
