@@ -48,7 +48,8 @@ def segment_command(
     as_json: JsonOption = False,
     mkdir: MkdirOption = False,
     auto: Annotated[bool, typer.Option("--auto", help="No prompts: a model folder from `medfm train seg` (--model DIR) "
-                                                      "segments every input into -o DIR, one PNG per input.")] = False,
+                                                      "segments every input into -o DIR, one label map per input "
+                                                      "(PNG for pictures, NIfTI for volumes and videos, or --suffix .dcm).")] = False,
     flips: Annotated[bool, typer.Option("--flips", help="With --auto, average over mirrored copies (test-time augmentation).")] = False,
     largest_component: Annotated[bool, typer.Option("--largest-component", help="With --auto, keep each label's largest piece.")] = False,
     text: Annotated[str | None, typer.Option("--text", help="Segment what these words name (e.g. \"polyp\") on a 2D image: "
@@ -61,7 +62,8 @@ def segment_command(
     if auto:
         from medfm.cli.auto_segment import auto_segment_command
 
-        auto_segment_command(images or [], output, model, flips, largest_component, progress, as_json, summary_file)
+        auto_segment_command(images or [], output, model, flips, largest_component, progress, as_json, summary_file,
+                             suffix, catalog, where)
         return
     if text is not None or saliency is not None:
         _text_command(images or [], output, text, saliency, model, checkpoint, as_json,

@@ -31,19 +31,15 @@ import numpy as np
 
 from medfm.errors import MedfmError
 from medfm.io import Image
+from medfm.io.annotation_versions import FORMATS, NAME_PATTERN, saved_version, version_labels, version_numbers
 from medfm.io.dicom import DicomSeries
 from medfm.io.label_maps import save_segmentation
 from medfm.server.errors import NotFound
 
-#: Annotation names: letters, digits, ``-``, ``_`` and ``.``, not starting with a dot.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 #: A version's status: saved as a draft, then marked final (or back).
 STATUSES = ("draft", "final")
 #: Where a name's deleted versions are kept.
 DELETED = ".deleted"
-#: ``format`` value → file suffix.
-FORMATS = {"nifti": ".nii.gz", "dicom-seg": ".dcm"}
-_VERSION_FILE = re.compile(r"v(\d{4,})\.json")
 #: A saved label file: ``v0001.nii.gz`` or ``v0001.dcm``.
 _LABEL_FILE = re.compile(r"(v\d{4,})(\.nii\.gz|\.dcm)")
 
@@ -100,8 +96,8 @@ class AnnotationStore:
 
     @staticmethod
     def _claim(folder: Path, draft: Path, suffix: str) -> int:
-        deleted = _versions(folder / DELETED) if (folder / DELETED).is_dir() else []
-        version = max([*_versions(folder), *deleted], default=0) + 1
+        deleted = version_numbers(folder / DELETED) if (folder / DELETED).is_dir() else []
+        version = max([*version_numbers(folder), *deleted], default=0) + 1
         while True:
             try:
                 os.link(draft, folder / f"v{version:04d}{suffix}")
@@ -146,7 +142,7 @@ class AnnotationStore:
             return []
         listing = []
         for name_dir in sorted(p for p in folder.iterdir() if p.is_dir() and NAME_PATTERN.fullmatch(p.name)):
-            versions = [self.sidecar(image_id, name_dir.name, v) for v in sorted(_versions(name_dir))]
+            versions = [self.sidecar(image_id, name_dir.name, v) for v in sorted(version_numbers(name_dir))]
             listing.append({"name": name_dir.name, "versions": [
                 version_summary(record) for record in versions
             ]})
@@ -188,26 +184,9 @@ class AnnotationStore:
         return self._folder(image_id, name) / f"v{int(version):04d}{FORMATS[record['format']]}"
 
     def labels(self, image_id: int, name: str, version: int, image: Image, series: DicomSeries | None = None) -> np.ndarray:
-        """A saved version's label map on ``image``'s grid: ``(I, J, K, T)`` uint8.
-
-        A DICOM SEG needs its source ``series``; its segments 1..n are the label values
-        the sidecar's ``voxels`` lists, in ascending order, as the SEG writer numbers them.
-        """
-        path = self.file(image_id, name, version)
-        shape = image.shape[:4]
-        if path.suffix == ".dcm":
-            if series is None:
-                raise MedfmError(f"annotation {name!r} version {version} is a DICOM SEG, but the image is not a DICOM series")
-            from medfm.io.dicom.seg import read_seg
-
-            values = np.array([0, *sorted(int(v) for v in self.sidecar(image_id, name, version)["voxels"])], np.uint8)
-            return values[read_seg(path, series, image)][..., None]
-        from medfm.io import load
-
-        array = np.asarray(load(path).array)[..., 0]
-        if array.shape != tuple(shape):
-            raise MedfmError(f"annotation {name!r} version {version} has shape {array.shape}, the image {tuple(shape)}")
-        return array.astype(np.uint8)
+        """A saved version's label map on ``image``'s grid: ``(I, J, K, T)`` uint8 (:func:`version_labels`)."""
+        self.sidecar(image_id, name, version)  # 404 for a version that does not exist
+        return version_labels(saved_version(self._folder(image_id, name), image_id, int(version)), image, series)
 
     def _folder(self, image_id: int, name: str) -> Path:
         return self.root / str(int(image_id)) / check_name(name)
@@ -219,11 +198,6 @@ VERSION_FIELDS = ("version", "format", "created", "labels", "author", "status", 
 
 def version_summary(record: dict[str, Any]) -> dict[str, Any]:
     return {**{key: record.get(key) for key in VERSION_FIELDS}, "status": record.get("status") or "draft"}
-
-
-def _versions(folder: Path) -> list[int]:
-    """Version numbers in ``folder`` whose sidecar is written (the version is complete)."""
-    return [int(m.group(1)) for p in folder.iterdir() if (m := _VERSION_FILE.fullmatch(p.name))]
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:
