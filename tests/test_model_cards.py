@@ -149,3 +149,24 @@ def test_shipped_adapter_is_the_measured_one_and_loads_over_the_shipped_base() -
     assert sha256_of(shipped) == results["methods"]["dd-adapter"]["adapter_sha256"]
     assert shipped.stat().st_size <= 0.1 * results["base_weights_bytes"]
     assert create_segmenter("medfm-interactive", adapter=shipped).info.weights_sha256 == sha256_of(shipped)
+
+def test_clip_card_interval_table_matches_its_retrieval_and_zero_shot_results() -> None:
+    card = (CARDS / "medfm-clip-small.md").read_text()
+    results = {name: json.loads((CARDS / f"medfm-clip-small.{name}.json").read_text())
+               for name in ("retrieval", "zeroshot-modality", "zeroshot-region")}
+    sha256 = list_encoders()["medfm-clip-small"]["weights"]["sha256"]
+    for name, result in results.items():
+        assert f"--results medfm/models/cards/medfm-clip-small.{name}.json" in card
+        assert result["model"] == {"name": "medfm-clip-small", "weights_sha256": sha256}
+    overall = results["retrieval"]["image_to_image"]["overall"]
+    text = results["retrieval"]["text_to_image"]
+    expected = [overall["precision@1"], overall["precision@10"], overall["mAP"],
+                results["retrieval"]["image_to_image"]["by_class"]["medpix2_image_text_train"]["mAP"],
+                text["recall@1"], text["recall@10"],
+                results["zeroshot-modality"]["accuracy"], results["zeroshot-modality"]["macro_auc"],
+                results["zeroshot-region"]["accuracy"], results["zeroshot-region"]["macro_auc"]]
+    rows = table_with(card, "95 % interval")
+    assert [(row["value"], row["95 % interval"]) for row in rows] == [
+        (as_printed(e["value"], 3), f"{as_printed(e['low'], 3)}–{as_printed(e['high'], 3)}") for e in expected]
+    assert f"({results['retrieval']['n']} images)" in rows[0]["measure (test split)"]
+    assert f"({text['queries']} captions, {text['images']} images)" in rows[4]["measure (test split)"]

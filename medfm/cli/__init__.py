@@ -22,6 +22,7 @@ from medfm.cli.labels import labels_app
 from medfm.cli.models import models_app
 from medfm.cli.language import language_app, language_evaluate_app
 from medfm.cli.pacs import pacs_app
+from medfm.cli.representation import representation_app
 from medfm.cli.search import index_app, search_app
 from medfm.cli.segment import segment_app
 from medfm.cli.serve import serve_app
@@ -37,7 +38,7 @@ app = typer.Typer(
     help="Offline medical imaging toolkit: ingest, inspect, convert and de-identify images.",
 )
 for commands in (images_app, ingest_app, search_app, classify_app, segment_app, labels_app, serve_app, language_app, upscale_app,
-                 forecast_app, finetune_app, generate_app):
+                 forecast_app, finetune_app, generate_app, representation_app):
     app.registered_commands.extend(commands.registered_commands)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(index_app, name="index")

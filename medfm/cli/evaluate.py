@@ -245,3 +245,114 @@ def cls(
                        f"sensitivity {_interval(group['sensitivity'])}  specificity {_interval(group['specificity'])}")
         typer.echo(f"  auc gap {_interval(analysis['gaps']['auc']['difference'])}, "
                    f"equalised-odds difference {_interval(analysis['equalised_odds_difference'])}")
+
+
+DataArgument = Annotated[Path, typer.Argument(help="Labelled CSV manifest (image paths relative to it), or a split manifest "
+                                              "from `medfm train clip --manifest-only`.")]
+LabelColumnOption = Annotated[str, typer.Option("--label-column", help="Column of each image's class.")]
+SplitOption = Annotated[str | None, typer.Option("--split", help="Only the rows of this split (the manifest's `split` column).")]
+GroupColumnOption = Annotated[str | None, typer.Option("--group-column", help="Column of each image's patient or case: "
+                                                       "retrieval skips a query's own group, intervals resample whole groups.")]
+PathColumnOption = Annotated[str, typer.Option("--path-column", help="Column of the image paths.")]
+DataRootOption = Annotated[Path | None, typer.Option("--data", help="Folder a split manifest's paths are in "
+                                                     "(default $MEDFM_SHARED_DATA, else ../shared/data beside the repository).")]
+
+
+def _evaluation_set(data: Path, model: str | None, checkpoint: Path | None, **select):
+    from medfm.models.registry import DEFAULT_ENCODER, create_encoder
+    from medfm.paths import shared_data_dir
+    from medfm.train.encoder_eval import embed_evaluation_set
+
+    encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint)
+    root = select.pop("data_root")
+    return encoder, embed_evaluation_set(data, encoder, data_root=root or shared_data_dir(), **select)
+
+
+@evaluate_app.command("retrieval")
+def retrieval(
+    data: DataArgument,
+    model: Annotated[str | None, typer.Option("--model", help="A registered encoder or an encoder folder (default: the shipped one).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
+    label_column: LabelColumnOption = "label",
+    caption_column: Annotated[str | None, typer.Option("--caption-column", help="Column of captions, for text→image recall.")] = None,
+    group_column: GroupColumnOption = None,
+    path_column: PathColumnOption = "path",
+    split: SplitOption = None,
+    data_root: DataRootOption = None,
+    ks: Annotated[str, typer.Option("--ks", help="Cut-offs k, separated by commas.")] = "1,5,10",
+    n_boot: BootOption = 1000,
+    seed: SeedOption = 0,
+    results: ResultsOption = None,
+    as_json: JsonOption = False,
+    report: ReportOption = None,
+    mkdir: MkdirOption = False,
+) -> None:
+    """Image→image precision@k and mAP by class (leave-one-out), text→image recall@k on captioned rows, with CIs."""
+    from medfm.errors import MedfmError
+    from medfm.train.encoder_eval import evaluate_retrieval
+
+    try:
+        cutoffs = tuple(int(v) for v in ks.split(","))
+    except ValueError:
+        raise MedfmError(f"--ks must be integers separated by commas, got {ks!r}") from None
+    if min(cutoffs) < 1:
+        raise MedfmError(f"--ks must be at least 1, got {ks!r}")
+    encoder, dataset = _evaluation_set(data, model, checkpoint, label_column=label_column, caption_column=caption_column,
+                                       group_column=group_column, path_column=path_column, split=split, data_root=data_root)
+    result = evaluate_retrieval(dataset, encoder, ks=cutoffs, n_boot=n_boot, seed=seed)
+    _write_outputs(result, results, report, "retrieval")
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"{result['model']['name']} on {result['data']}: {result['n']} images, {result['groups']} groups")
+    for name, estimate in result["image_to_image"]["overall"].items():
+        typer.echo(f"  {name:<16} {_interval(estimate)}")
+    for name, by_class in result["image_to_image"]["by_class"].items():
+        typer.echo(f"  {name[:28]:<28} n={by_class['n']:<5} mAP {_interval(by_class['mAP'])}")
+    if "text_to_image" in result:
+        text = result["text_to_image"]
+        typer.echo(f"text→image ({text['queries']} captions, {text['images']} images): "
+                   + ", ".join(f"{name} {_interval(value)}" for name, value in text.items() if name.startswith("recall")))
+
+
+@evaluate_app.command("zeroshot")
+def zeroshot(
+    data: DataArgument,
+    model: Annotated[str | None, typer.Option("--model", help="A registered image-text encoder (default: the shipped one).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
+    label_column: LabelColumnOption = "label",
+    template: Annotated[list[str] | None, typer.Option("--template", help="Prompt with {} for the label (repeatable).")] = None,
+    group_column: GroupColumnOption = None,
+    path_column: PathColumnOption = "path",
+    split: SplitOption = None,
+    data_root: DataRootOption = None,
+    n_boot: BootOption = 1000,
+    seed: SeedOption = 0,
+    results: ResultsOption = None,
+    as_json: JsonOption = False,
+    report: ReportOption = None,
+    mkdir: MkdirOption = False,
+) -> None:
+    """Zero-shot accuracy and macro one-vs-rest AUC over the label column's classes, with CIs, and per class."""
+    from medfm.train.encoder_eval import evaluate_zeroshot
+
+    encoder, dataset = _evaluation_set(data, model, checkpoint, label_column=label_column, group_column=group_column,
+                                       path_column=path_column, split=split, data_root=data_root)
+    result = evaluate_zeroshot(dataset, encoder, label_column=label_column, templates=template, n_boot=n_boot, seed=seed)
+    _write_outputs(result, results, report, "zeroshot")
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"{result['model']['name']} on {result['data']}: {result['n']} images, {result['classes']} labels offered")
+    typer.echo(f"  accuracy   {_interval(result['accuracy'])}\n  macro AUC  {_interval(result['macro_auc'])}")
+    for name, by_class in result["by_class"].items():
+        typer.echo(f"  {name[:28]:<28} n={by_class['n']:<5} recall {_interval(by_class['recall'])}  auc {_interval(by_class['auc'])}")
+
+
+def _write_outputs(result: dict, results: Path | None, report: Path | None, kind: str) -> None:
+    if results is not None:
+        write_json(result, results)
+    if report is not None:
+        from medfm.eval.reports.embedding import write_embedding_report
+
+        write_embedding_report(result, kind, report)

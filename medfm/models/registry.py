@@ -42,12 +42,15 @@ DEFAULT_UPSCALER = "medfm-upscale"
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: The config file of an encoder folder (``medfm pretrain -o ENCODER_DIR``), beside its weights and card.
+ENCODER_DIR_CONFIG = "config.json"
 
 #: Family name → module that registers it on import (imported only when needed).
 _FAMILY_MODULES = {
     "medfm_clip": "medfm.models.encoders.medfm_clip",
     "open_clip": "medfm.models.encoders.open_clip",
     "timm": "medfm.models.encoders.timm",
+    "medfm_backbone": "medfm.models.encoders.backbone",
     "sam": "medfm.models.segmenters.sam",
     "sam2": "medfm.models.segmenters.sam2",
     "medfm_interactive": "medfm.models.segmenters.medfm_interactive",
@@ -155,8 +158,29 @@ def create_encoder(name: str, checkpoint: str | os.PathLike | None = None,
     one, the weights shipped with medfm are used (verified), or the model is randomly
     initialised when the config ships none (e.g. an open_clip architecture). A config
     with ``checkpoint_required`` (what to give, in words) refuses to build without one.
+
+    ``name`` may also be an encoder folder (``config.json``, weights and card, as ``medfm
+    pretrain`` writes it): its weights are checked against the sha256 its config records, and
+    the encoder is named by the folder's absolute path, so that indexes and probes find it again.
     """
+    folder = Path(name)
+    if (folder / ENCODER_DIR_CONFIG).is_file():
+        return _adapted(_create_from_folder(folder, checkpoint), adapter)
     return _adapted(_create(name, checkpoint, list_encoders()), adapter)
+
+
+def _create_from_folder(folder: Path, checkpoint: str | os.PathLike | None) -> Encoder:
+    config = read_model_folder_config(folder, "encoder")
+    if config.get("family") not in _FAMILY_MODULES or Path(str(config["weights"].get("file"))).name != config["weights"].get("file"):
+        raise MedfmError(f"{display_path(folder)}: not an encoder folder (unknown family, or weights outside the folder)")
+    weights = folder / config["weights"]["file"]
+    if checkpoint is None:
+        if not weights.is_file():
+            raise MedfmError(f"{display_path(weights)}: the encoder folder's weights are missing")
+        if sha256_of(weights) != config["weights"].get("sha256"):
+            raise MedfmError(f"{display_path(weights)}: does not match the sha256 in its config; the file is damaged")
+    name = str(folder.resolve())
+    return _create(name, checkpoint if checkpoint is not None else weights, {name: config})
 
 
 def create_segmenter(name: str, checkpoint: str | os.PathLike | None = None,

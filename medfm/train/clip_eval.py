@@ -10,16 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from medfm.errors import MedfmError, display_path
+from medfm.eval.retrieval import recall_at_k
 from medfm.models.encoders.base import Encoder
 from medfm.tasks.domains import MODALITIES, MODALITY_TEMPLATES, REGION_TEMPLATES, REGIONS
 from medfm.tasks.zeroshot import DEFAULT_SCALE, label_embeddings, probabilities
 from medfm.train.clip_data import Sample, read_plane, read_split_manifest
-
-
-def recall_at_k(text_embeddings: np.ndarray, image_embeddings: np.ndarray, relevant: Sequence[set[int]], k: int = 10) -> float:
-    """Fraction of queries ``(Q, D)`` with a relevant image among the top ``k`` of ``(N, D)`` by cosine."""
-    top = np.argsort(-(text_embeddings @ image_embeddings.T), axis=1)[:, :k]
-    return float(np.mean([bool(relevant[q] & set(top[q].tolist())) for q in range(len(top))]))
 
 
 def evaluate(samples: Sequence[Sample], image_embeddings: np.ndarray, encoder: Encoder, scale: float) -> dict:

@@ -17,7 +17,7 @@ from medfm.models.probe import HEADS, Probe
 from medfm.tasks.embed import embed_paths
 
 
-def _embeddings(paths: list[str], encoder: Encoder | None, index: Index | None, batch_size: int) -> np.ndarray:
+def manifest_embeddings(paths: list[str], encoder: Encoder | None, index: Index | None, batch_size: int = 32) -> np.ndarray:
     """``(N, D)``: stored vectors for paths the index holds, the encoder's for the rest."""
     found = {}
     if index is not None:
@@ -84,14 +84,14 @@ def fit_probe(
     def new_head():
         return HEADS[method](k) if method == "knn" else HEADS[method]()
 
-    embeddings = _embeddings(paths, encoder, index, batch_size)
+    embeddings = manifest_embeddings(paths, encoder, index, batch_size)
     head = new_head().fit(embeddings, labels)
     counts = {label: labels.count(label) for label in head.classes_}
     probe = Probe(head, model, training={"manifest": Path(manifest).name, "label_column": label_column, "counts": counts,
                                          "cross_validation": cross_validate(new_head, embeddings, labels)})
     if calibration is not None:
         cal_paths, cal_labels = read_manifest(calibration, label_column, path_column)
-        probe.calibrate(_embeddings(cal_paths, encoder, index, batch_size), cal_labels, target, value, positive)
+        probe.calibrate(manifest_embeddings(cal_paths, encoder, index, batch_size), cal_labels, target, value, positive)
     return probe
 
 
