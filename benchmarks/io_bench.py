@@ -133,7 +133,7 @@ def ingest_rates(folder: Path) -> dict:
     """Files per second of a first and an unchanged second ingest, and of a plain header loop;
     with the CPU seconds each took (the machine is shared: CPU time shows the work done)."""
     from medfm.catalog import ingest
-    from medfm.catalog.ingestion import sha256_of
+    from medfm.io.formats import sha256_of
 
     paths = sorted(p for p in folder.rglob("*") if p.is_file())
     pydicom_header_loop(paths)  # page cache

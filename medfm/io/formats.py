@@ -8,6 +8,7 @@ and writes through a temporary file so that a failed write never leaves a partia
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import tempfile
@@ -209,6 +210,12 @@ def output_folder(folder: str | os.PathLike) -> Path:
     if not folder.exists() and folder.parent.is_dir():
         folder.mkdir()
     return check_output_folder(folder)
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The file's SHA-256 as hex, read in chunks."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @contextmanager
