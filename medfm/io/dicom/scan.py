@@ -8,10 +8,8 @@ stops a scan: it lands on the bad list with a one-line reason.
 from __future__ import annotations
 
 import io
-import multiprocessing
 import os
 import struct
-import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -20,7 +18,6 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
@@ -33,6 +30,7 @@ from pydicom.uid import UID
 from medfm.errors import MedfmError, UnreadableFileError
 from medfm.io.dicom import pixels
 from medfm.io.dicom.frames import NATIVE_SYNTAXES, Frame, PixelLayout, looks_like_dicom
+from medfm.io.dicom.workers import fork_context, usable_cpus
 from medfm.io.formats import sha256_of
 
 if TYPE_CHECKING:
@@ -363,38 +361,18 @@ def _scan_chunk(paths: list[Path], checksums: bool = False) -> tuple[list[Scanne
     return scanned, bad
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity, as ``taskset`` or a container sets it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no sched_getaffinity (macOS, Windows)
-        return os.cpu_count() or 1
-
-
-def _pool_context() -> multiprocessing.context.BaseContext | None:
-    """``fork`` workers, or None (scan here) where the platform has no ``fork``.
-
-    Not ``spawn``/``forkserver``: they re-import the caller's main module, which breaks any
-    script without an ``if __name__ == "__main__"`` guard. A forked worker only parses headers
-    with pydicom, touching no lock another thread of the parent (a server's) could hold.
-    """
-    if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
-        return None
-    return multiprocessing.get_context("fork")
-
-
 def _scan_all(paths: list[Path], checksums: bool) -> Iterator[tuple[list[ScannedFile], list[tuple[Path, str]]]]:
     """Chunks of ``paths`` scanned in order: in worker processes for many files (parsing holds
     the GIL, so threads do not help), here for a few (a pool costs more than it saves)."""
     workers = min(SCAN_PROCESSES, usable_cpus())
-    context = _pool_context()
+    context = fork_context()
     if workers < 2 or len(paths) < PARALLEL_SCAN_FILES or context is None:
         yield _scan_chunk(paths, checksums)
         return
     size = max(16, min(SCAN_CHUNK_FILES, -(-len(paths) // (4 * workers))))
     chunks = [paths[start:start + size] for start in range(0, len(paths), size)]
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        with warnings.catch_warnings():  # Python 3.12+ warns about fork in a threaded process; see _pool_context
+        with warnings.catch_warnings():  # Python 3.12+ warns about fork in a threaded process; see fork_context
             warnings.simplefilter("ignore", DeprecationWarning)
             results = pool.map(_scan_chunk, chunks, [checksums] * len(chunks))  # submits every chunk, starting the workers
         yield from results
