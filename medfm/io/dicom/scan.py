@@ -7,6 +7,7 @@ stops a scan: it lands on the bad list with a one-line reason.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import struct
@@ -371,7 +372,9 @@ def _scan_all(paths: list[Path], checksums: bool) -> Iterator[tuple[list[Scanned
         return
     size = max(16, min(SCAN_CHUNK_FILES, -(-len(paths) // (4 * workers))))
     chunks = [paths[start:start + size] for start in range(0, len(paths), size)]
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    # gc.freeze: a worker's collections then skip the heap it inherits (every module the parent
+    # imported), which they would otherwise traverse again and again while results pile up.
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=gc.freeze) as pool:
         with warnings.catch_warnings():  # Python 3.12+ warns about fork in a threaded process; see fork_context
             warnings.simplefilter("ignore", DeprecationWarning)
             results = pool.map(_scan_chunk, chunks, [checksums] * len(chunks))  # submits every chunk, starting the workers
