@@ -10,8 +10,8 @@ import pydicom
 import pytest
 
 import medfm.io
-import medfm.io.dicom.decoding as decoding
 from medfm.errors import UnreadableFileError
+from medfm.io.dicom import decoding
 from medfm.io.synthetic import phantom, write_dicom_series
 
 VOLUME = phantom((24, 20, 9))
@@ -27,6 +27,7 @@ def _shared(array: np.ndarray) -> bool:
 
 def _load(folder: Path, in_processes: bool, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
     monkeypatch.setattr(decoding, "PARALLEL_DECODE_FILES", 2 if in_processes else 10**9)
+    monkeypatch.setattr(decoding, "PARALLEL_DECODE_BYTES", 0)  # this test's small volume too
     monkeypatch.setattr(decoding, "usable_cpus", lambda: 2)  # workers even where one CPU is allowed
     return medfm.io.load(folder).array
 

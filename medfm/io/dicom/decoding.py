@@ -22,8 +22,10 @@ from medfm.errors import UnreadableFileError
 from medfm.io.dicom.frames import Frame
 from medfm.io.dicom.workers import fork_context, usable_cpus
 
-#: A series with at least this many compressed files is decoded in worker processes.
+#: A series is decoded in worker processes when it has at least this many compressed files
+#: and their frames hold at least this many bytes (below, starting the workers costs more).
 PARALLEL_DECODE_FILES = 4
+PARALLEL_DECODE_BYTES = 4 << 20
 #: At most this many worker processes (and never more than the CPUs).
 DECODE_PROCESSES = 8
 #: Files per task: small, so the workers finish together; each task's answer is a few bytes.
@@ -39,9 +41,10 @@ _volume: np.ndarray | None = None
 _fill: Fill | None = None
 
 
-def decode_in_processes(files: int) -> bool:
-    """Whether ``files`` compressed files are worth decoding in worker processes here."""
-    return files >= PARALLEL_DECODE_FILES and usable_cpus() >= 2 and fork_context() is not None
+def decode_in_processes(files: int, decoded_bytes: int) -> bool:
+    """Whether ``files`` compressed files, ``decoded_bytes`` once decoded, are worth decoding in worker processes here."""
+    return files >= PARALLEL_DECODE_FILES and decoded_bytes >= PARALLEL_DECODE_BYTES and usable_cpus() >= 2 \
+        and fork_context() is not None
 
 
 def shared_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Volume assembly: frames placed into one preallocated array, file by file, in threads.
+"""Volume assembly: frames placed into one preallocated array, file by file, in threads
+(native files) or worker processes (many compressed files, :mod:`medfm.io.dicom.decoding`).
 
 The buffer is ``(T, K, rows, columns, C)`` in C order, so each DICOM frame is one
 contiguous plane and a native file is read straight into it. The returned array is a
@@ -100,13 +101,14 @@ def assemble(plan: VolumePlan, modality: str, metadata: dict, phi: dict) -> Imag
     frames = [frame for stack in plan.grid for frame in stack]
     dtype = pixels.output_dtype(frames)
     shape = (n_frames, n_slices, rows, columns, samples)
+    plane_bytes = rows * columns * samples * dtype.itemsize
     by_file: dict[Path, list[tuple[Frame, tuple[int, int]]]] = defaultdict(list)  # frames with their (t, k)
     for k, stack in enumerate(plan.grid):
         for t, frame in enumerate(stack):
             by_file[frame.path].append((frame, (t, k)))
     # Decoding holds the GIL: many compressed files are decoded in processes, into a shared buffer.
     elsewhere = [path for path, placed in by_file.items() if not _read_in_place(placed)]
-    if not decode_in_processes(len(elsewhere)):
+    if not decode_in_processes(len(elsewhere), sum(len(by_file[path]) for path in elsewhere) * plane_bytes):
         elsewhere = []
     buffer = shared_empty(shape, dtype) if elsewhere else np.empty(shape, dtype)
     skipped = set(elsewhere)
