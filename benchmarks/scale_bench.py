@@ -1,7 +1,8 @@
 """Search and catalog at scale: prints one JSON object.
 
-Run ``python benchmarks/scale_bench.py vectors --size 200000`` (the search frontier) or
-``python benchmarks/scale_bench.py catalog --rows 1000000`` (list/filter latency).
+Run ``python benchmarks/scale_bench.py vectors --size 200000`` (the search frontier),
+``python benchmarks/scale_bench.py catalog --rows 1000000`` (list/filter latency) or
+``python benchmarks/scale_bench.py ray --images 400`` (index build on Ray workers, see ``ray_build.py``).
 
 **vectors.** The Gaussian-mixture set of ``benchmarks/embed_bench.py`` (2000 centres,
 noise 0.7 per coordinate, 512-d unit rows; queries from the same mixture, not indexed).
@@ -136,11 +137,19 @@ def main() -> None:
     catalog.add_argument("--postgres", help="also fill and time this PostgreSQL URL (an empty database)")
     catalog.add_argument("--no-sqlite", action="store_true", help="time PostgreSQL only")
     catalog.add_argument("--repeats", type=int, default=20)
+    ray_section = sections.add_parser("ray", help="index build: plain vs 1 and 2 Ray workers, and a killed worker")
+    ray_section.add_argument("--images", type=int, default=400)
     args = parser.parse_args()
     report = {"machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                           "load_average_1m": round(os.getloadavg()[0], 1)}}
     if args.section == "vectors":
         report["search"] = bench_vectors(args)
+    elif args.section == "ray":
+        from medfm.paths import shared_data_dir
+        from ray_build import bench_ray
+
+        shared = shared_data_dir()
+        report["ray"] = bench_ray(args.images, shared if shared.is_dir() else None)
     else:
         from catalog_rows import bench_catalog
 

@@ -13,10 +13,11 @@ PACKAGE = Path(medfm.__file__).parent
 
 #: Layers each layer must never import (module-level or inside functions).
 FORBIDDEN = {
-    "io": {"catalog", "models", "index", "tasks", "train", "eval", "server", "cli"},
+    "io": {"catalog", "models", "index", "scale", "tasks", "train", "eval", "server", "cli"},
     "catalog": {"models", "index", "tasks", "train", "eval", "server", "cli"},
-    "models": {"index", "tasks", "train", "server", "cli"},
-    "index": {"tasks", "train", "eval", "server", "cli"},
+    "models": {"index", "scale", "tasks", "train", "server", "cli"},
+    "index": {"scale", "tasks", "train", "eval", "server", "cli"},
+    "scale": {"index", "tasks", "train", "eval", "server", "cli"},
     "tasks": {"train", "eval", "server", "cli"},
     "eval": {"tasks", "train", "server", "cli"},
     "train": {"server", "cli"},

@@ -17,6 +17,7 @@ from medfm.cli.classify import classify_app
 from medfm.cli.evaluate import evaluate_app
 from medfm.cli.images import images_app
 from medfm.cli.labels import labels_app
+from medfm.cli.models import models_app
 from medfm.cli.language import language_app, language_evaluate_app
 from medfm.cli.pacs import pacs_app
 from medfm.cli.search import index_app, search_app
@@ -40,6 +41,7 @@ evaluate_app.registered_commands.extend(language_evaluate_app.registered_command
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(pacs_app, name="pacs")
 app.add_typer(train_app, name="train")
+app.add_typer(models_app, name="models")
 # Plain help and usage errors: Rich's formatting would import Rich on every `--help`,
 # which alone costs more than the 0.3 s a command line may take to start.
 for typer_app in (app, *(group.typer_instance for group in app.registered_groups)):

@@ -12,6 +12,8 @@ from medfm.cli.output import (
     IndexOption,
     JsonOption,
     ModelOption,
+    RayOption,
+    WorkersOption,
     print_json,
 )
 
@@ -34,17 +36,25 @@ def index_build(
     profile: Annotated[str | None, typer.Option("--profile", help="Settings of a new local index: default, or large (100k+ images: wider graph, f16; see docs/scaling.md).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     model: Annotated[str | None, typer.Option("--model", help="Model name (see the model registry; default: the shipped image-text encoder).")] = None,
+    ray: RayOption = None,
+    workers: WorkersOption = 2,
 ) -> None:
     """Embed images into an index; resumable: images already indexed are skipped."""
     from medfm.models import create_encoder
     from medfm.io.manifest import read_manifest_columns
     from medfm.models.registry import DEFAULT_ENCODER
+    from medfm.scale import LocalRunner, ray_encoder_runner
     from medfm.tasks.search import build_index
 
     metadata = read_manifest_columns(manifest, [c.strip() for c in columns.split(",") if c.strip()], path_column) if manifest else None
-    report = build_index(sources or [], create_encoder(model or DEFAULT_ENCODER, checkpoint), index, catalog=catalog, metadata=metadata,
-                         batch_size=batch_size, progress=progress,
-                         **{key: value for key, value in (("dtype", dtype), ("profile", profile)) if value})
+    encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint)
+    runner = ray_encoder_runner(ray, encoder, model or DEFAULT_ENCODER, checkpoint, workers) if ray else LocalRunner(encoder)
+    try:
+        report = build_index(sources or [], encoder, index, catalog=catalog, metadata=metadata, batch_size=batch_size,
+                             progress=progress, runner=runner,
+                             **{key: value for key, value in (("dtype", dtype), ("profile", profile)) if value})
+    finally:
+        runner.close()
     typer.echo(f"{report.index}: {report.added} added, {report.skipped} already indexed, {len(report.bad)} bad")
     for path, reason in report.bad:
         typer.echo(f"medfm: bad file: {path}: {reason}", err=True)

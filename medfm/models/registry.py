@@ -62,9 +62,14 @@ def register_family(family: str) -> Callable[[Builder], Builder]:
     return decorate
 
 
+@cache
+def all_configs() -> dict[str, dict[str, Any]]:
+    """Every shipped model config by name, of every kind (``"kind"``, default ``"encoder"``)."""
+    return {path.stem: json.loads(path.read_text()) for path in sorted(CONFIG_DIR.glob("*.json"))}
+
+
 def _configs(kind: str) -> dict[str, dict[str, Any]]:
-    configs = {path.stem: json.loads(path.read_text()) for path in sorted(CONFIG_DIR.glob("*.json"))}
-    return {name: config for name, config in configs.items() if config.get("kind", "encoder") == kind}
+    return {name: config for name, config in all_configs().items() if config.get("kind", "encoder") == kind}
 
 
 @cache

@@ -9,6 +9,7 @@ part, dataset); a path given directly gets a stable id derived from its resolved
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ from medfm.models.encoders.base import Encoder
 from medfm.models.encoders.planes import embed_image
 from medfm.progress import progress_bar
 from medfm.provenance import Provenance, pixels_id, text_id
+from medfm.scale import LocalRunner, Runner
 from medfm.tasks.embed import content_sha256, embed_paths
 
 #: Paths embedded between two checkpoints of the index during a build.
@@ -118,21 +120,23 @@ def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = No
     return list(items.values())
 
 
-def _embed_chunk(items: list[Item], encoder: Encoder, batch_size: int, bad: list[tuple[str, str]]) -> tuple[list[Item], np.ndarray]:
-    """The items of the chunk that could be embedded, with their ``(N, D)`` vectors."""
+def embed_chunk(encoder: Encoder, chunk: tuple[list[Item], int]) -> tuple[list[Item], np.ndarray, list[tuple[str, str]]]:
+    """The items of ``chunk = (items, batch_size)`` that could be embedded, their ``(N, D)`` vectors,
+    and ``(path, reason)`` for the others (a runner's unit of work in :func:`build_index`)."""
+    items, batch_size = chunk
     try:
-        return items, embed_paths([item.source for item in items], encoder, batch_size=batch_size)
+        return items, embed_paths([item.source for item in items], encoder, batch_size=batch_size), []
     except MedfmError:
         pass
     # one bad file fails the whole call: find which, and keep the others
-    kept, vectors = [], []
+    kept, vectors, bad = [], [], []
     for item in items:
         try:
             vectors.append(embed_paths([item.source], encoder, batch_size=batch_size)[0])
             kept.append(item)
         except MedfmError as exc:
             bad.append((display_path(item.path), str(exc)))
-    return kept, np.asarray(vectors, np.float32).reshape(len(kept), encoder.info.embed_dim)
+    return kept, np.asarray(vectors, np.float32).reshape(len(kept), encoder.info.embed_dim), bad
 
 
 def build_index(
@@ -144,29 +148,36 @@ def build_index(
     metadata: Mapping[str, Mapping[str, Any]] | None = None,
     batch_size: int = 32,
     progress: bool = False,
+    runner: Runner | None = None,
     **settings: Any,
 ) -> BuildReport:
     """Embed every item of ``sources``, ``catalog`` and ``metadata`` (see :func:`collect_items`) not yet in
     ``index`` (a folder or ``chroma://`` address, created if needed with ``settings``).
 
     Bad images do not stop the build: they are listed in the report. An existing index
-    built with another model is refused.
+    built with another model is refused. ``runner`` (e.g. :func:`medfm.scale.ray_runner`
+    holding ``encoder``'s model on each worker) embeds the chunks elsewhere; this process
+    still writes the index, in the same order, so the result is that of a local build.
     """
     items = collect_items(sources, catalog, metadata)
     store = open_or_create_index(index, encoder.info, **settings)
     report = BuildReport(store.location)
+    runner = runner or LocalRunner(encoder)
     try:
         held = store.ids()
         todo = [item for item in items if item.id not in held]
         report.skipped = len(items) - len(todo)
+        # several chunks per worker keep every worker busy; one chunk is at most CHUNK paths
+        size = CHUNK if runner.workers == 1 else max(1, min(CHUNK, math.ceil(len(todo) / (4 * runner.workers))))
+        chunks = [(todo[start:start + size], batch_size) for start in range(0, len(todo), size)]
         saved_at = time.monotonic()
         with progress_bar(progress) as bar:
             task = bar.add_task("embedding", total=len(todo))
-            for start in range(0, len(todo), CHUNK):
-                kept, vectors = _embed_chunk(todo[start:start + CHUNK], encoder, batch_size, report.bad)
+            for (chunk, _), (kept, vectors, bad) in zip(chunks, runner.map(embed_chunk, chunks), strict=True):
                 store.add([item.id for item in kept], vectors, [item.metadata for item in kept])
                 report.added += len(kept)
-                bar.advance(task, len(todo[start:start + CHUNK]))
+                report.bad.extend(bad)
+                bar.advance(task, len(chunk))
                 if time.monotonic() - saved_at > SAVE_EVERY_S:
                     store.save()
                     saved_at = time.monotonic()
