@@ -53,3 +53,22 @@ def test_damaged_file_decoded_in_a_worker_is_named_in_one_line(tmp_path: Path, m
         messages.append(str(caught.value))
     assert messages[0] == messages[1]
     assert damaged.name in messages[1] and "\n" not in messages[1]
+
+
+def test_killed_decoding_worker_is_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from medfm.io.dicom import pixels
+
+    write_dicom_series(VOLUME, tmp_path, transfer_syntax=pydicom.uid.RLELossless)
+    parent, real = os.getpid(), pixels.decode
+
+    def dies_in_a_worker(*args: object) -> np.ndarray:
+        if os.getpid() != parent:
+            os._exit(9)  # as the kernel's OOM killer would end it
+        return real(*args)
+
+    monkeypatch.setattr(pixels, "decode", dies_in_a_worker)
+    with pytest.raises(UnreadableFileError) as caught:
+        _load(tmp_path, True, monkeypatch)
+    assert caught.value.reason == "a pixel-decoding worker process died; load the series again"

@@ -14,6 +14,7 @@ import mmap
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -90,5 +91,7 @@ def decode_files(volume: np.ndarray, files: Sequence[Placed], fill: Fill) -> Non
         for failure in failures:
             if failure is not None:
                 raise UnreadableFileError(*failure)
+    except BrokenProcessPool:  # a worker was killed (out of memory, a signal): no file to blame
+        raise UnreadableFileError(first[0].parent, "a pixel-decoding worker process died; load the series again") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
