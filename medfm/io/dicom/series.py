@@ -14,6 +14,7 @@ import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def _read_native(path: Path, layout: PixelLayout, plane: np.ndarray, rescale: tu
         np.add(raw, scalar(intercept), out=plane, casting="unsafe")
 
 
-def _read_in_place(placed: list[tuple[Frame, np.ndarray]]) -> bool:
+def _read_in_place(placed: list[tuple[Frame, Any]]) -> bool:
     """Whether the file is one native plane, read straight into its plane (else it is decoded)."""
     layout = placed[0][0].layout
     return len(placed) == 1 and layout.number_of_frames == 1 and layout.offset >= 0 and layout.mosaic is None \
