@@ -195,8 +195,11 @@ def ingest_rates(folder: Path) -> dict:
     from medfm.catalog import ingest
     from medfm.io.formats import sha256_of
 
+    from medfm.progress import progress_bar
+
     paths = sorted(p for p in folder.rglob("*") if p.is_file())
     pydicom_header_loop(paths)  # page cache
+    progress_bar(False)  # imports (Rich), once per process, as the loaders' warm-up run does
     start, cpu = time.perf_counter(), cpu_seconds()
     pydicom_header_loop(paths)
     loop_s, loop_cpu = time.perf_counter() - start, cpu_seconds() - cpu

@@ -33,7 +33,7 @@ def _load(folder: Path, in_processes: bool, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_series_decoded_in_processes_equals_decoding_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_dicom_series(VOLUME, tmp_path, transfer_syntax=pydicom.uid.RLELossless, rescale=(1.0, -1024.0), bits_stored=12)
+    write_dicom_series(VOLUME, tmp_path, transfer_syntax=pydicom.uid.JPEGLSLossless, rescale=(1.0, -1024.0), bits_stored=12)
     here = _load(tmp_path, False, monkeypatch)
     elsewhere = _load(tmp_path, True, monkeypatch)
     assert not _shared(here) and _shared(elsewhere)
@@ -42,7 +42,7 @@ def test_series_decoded_in_processes_equals_decoding_here(tmp_path: Path, monkey
 
 
 def test_damaged_file_decoded_in_a_worker_is_named_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    files = write_dicom_series(VOLUME, tmp_path, transfer_syntax=pydicom.uid.RLELossless)  # in slice order
+    files = write_dicom_series(VOLUME, tmp_path, transfer_syntax=pydicom.uid.JPEGLSLossless)  # in slice order
     damaged = files[5]  # not the first slice, which is decoded before the workers start
     data = damaged.read_bytes()
     damaged.write_bytes(data[: len(data) - 200])
@@ -60,7 +60,7 @@ def test_killed_decoding_worker_is_one_line_error(tmp_path: Path, monkeypatch: p
 
     from medfm.io.dicom import pixels
 
-    write_dicom_series(VOLUME, tmp_path, transfer_syntax=pydicom.uid.RLELossless)
+    write_dicom_series(VOLUME, tmp_path, transfer_syntax=pydicom.uid.JPEGLSLossless)
     parent, real = os.getpid(), pixels.decode
 
     def dies_in_a_worker(*args: object) -> np.ndarray:

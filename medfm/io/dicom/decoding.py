@@ -27,6 +27,15 @@ from medfm.io.dicom.workers import fork_context, usable_cpus
 #: and their frames hold at least this many bytes (below, starting the workers costs more).
 PARALLEL_DECODE_FILES = 4
 PARALLEL_DECODE_BYTES = 4 << 20
+#: Transfer syntaxes whose decoders hold the GIL for tens of milliseconds a 512x512 frame:
+#: JPEG 2000 and HTJ2K, JPEG-LS, JPEG. RLE and deflate take a few milliseconds a frame and
+#: stay in this process, where they finish before workers would have started.
+SLOW_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",  # JPEG 2000 lossless, lossy
+    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",  # HTJ2K
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",  # JPEG-LS lossless, near-lossless
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",  # JPEG
+})
 #: At most this many worker processes (and never more than the CPUs).
 DECODE_PROCESSES = 8
 #: Files per task: small, so the workers finish together; each task's answer is a few bytes.
@@ -40,10 +49,12 @@ Fill = Callable[[Path, list[tuple[Frame, np.ndarray]], object], None]
 # Set in each worker process by _attach: the parent's volume (shared) and how to fill it.
 _volume: np.ndarray | None = None
 _fill: Fill | None = None
+#: Transfer syntaxes this process has decoded itself, so their plugins are imported here.
+_imported: set[str] = set()
 
 
 def decode_in_processes(files: int, decoded_bytes: int) -> bool:
-    """Whether ``files`` compressed files, ``decoded_bytes`` once decoded, are worth decoding in worker processes here."""
+    """Whether ``files`` slow-to-decode files, ``decoded_bytes`` once decoded, are worth decoding in worker processes here."""
     return files >= PARALLEL_DECODE_FILES and decoded_bytes >= PARALLEL_DECODE_BYTES and usable_cpus() >= 2 \
         and fork_context() is not None
 
@@ -72,12 +83,17 @@ def _decode_chunk(files: list[Placed]) -> tuple[str, str] | None:
 def decode_files(volume: np.ndarray, files: Sequence[Placed], fill: Fill) -> None:
     """Decode ``files`` into ``volume`` (made by :func:`shared_empty`) with ``fill``, in worker processes.
 
-    The first file is decoded here, before any worker starts: it loads the decoding plugins
-    once, so the forked workers import nothing, and a missing plugin is reported at once.
+    The first time a transfer syntax is decoded in this process, its first file is decoded
+    here before any worker starts: that imports its decoding plugins, so forked workers never
+    import them (another thread of a server could be importing something as they fork).
     Raises :class:`UnreadableFileError` for the first file that cannot be decoded.
     """
-    first, rest = files[0], list(files[1:])
-    fill(first[0], [(frame, volume[index]) for frame, index in first[1]], None)
+    first, rest = files[0], list(files)
+    syntax = first[1][0][0].layout.transfer_syntax
+    if syntax not in _imported:
+        fill(first[0], [(frame, volume[index]) for frame, index in first[1]], None)
+        _imported.add(syntax)
+        rest = rest[1:]
     if not rest:
         return
     chunks = [rest[start:start + DECODE_CHUNK_FILES] for start in range(0, len(rest), DECODE_CHUNK_FILES)]

@@ -19,7 +19,12 @@ from typing import Any
 import numpy as np
 
 from medfm.io.dicom import mosaic, pixels
-from medfm.io.dicom.decoding import decode_files, decode_in_processes, shared_empty
+from medfm.io.dicom.decoding import (
+    SLOW_SYNTAXES,
+    decode_files,
+    decode_in_processes,
+    shared_empty,
+)
 from medfm.io.dicom.frames import Frame, PixelLayout
 from medfm.io.dicom.geometry import VolumePlan
 from medfm.io.image import Image
@@ -108,7 +113,8 @@ def assemble(plan: VolumePlan, modality: str, metadata: dict, phi: dict) -> Imag
         for t, frame in enumerate(stack):
             by_file[frame.path].append((frame, (t, k)))
     # Decoding holds the GIL: many compressed files are decoded in processes, into a shared buffer.
-    elsewhere = [path for path, placed in by_file.items() if not _read_in_place(placed)]
+    elsewhere = [path for path, placed in by_file.items()
+                 if not _read_in_place(placed) and placed[0][0].layout.transfer_syntax in SLOW_SYNTAXES]
     if not decode_in_processes(len(elsewhere), sum(len(by_file[path]) for path in elsewhere) * plane_bytes):
         elsewhere = []
     buffer = shared_empty(shape, dtype) if elsewhere else np.empty(shape, dtype)
