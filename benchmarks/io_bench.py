@@ -194,7 +194,6 @@ def ingest_rates(folder: Path) -> dict:
     with the CPU seconds each took (the machine is shared: CPU time shows the work done)."""
     from medfm.catalog import ingest
     from medfm.io.formats import sha256_of
-
     from medfm.progress import progress_bar
 
     paths = sorted(p for p in folder.rglob("*") if p.is_file())
