@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 from pydicom.dataset import Dataset
+from servertools import disc_volume, make_client, make_data, mask_of, wait_for_job
 
 from medfm.io import Image
 from medfm.io.dicom.scan import describe
-from medfm.server.display import Display, first_content_frame, initial_window, raw_plane
-from servertools import disc_volume, make_client, make_data, mask_of, wait_for_job
+from medfm.io.windowing import initial_window
+from medfm.server.display import Display, first_content_frame, raw_plane
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ def trivial_dice(manifest: Path) -> float:
     _, held_out = split_cases(read_cases(manifest, "subject"))
     scores = []
     for case in held_out:
-        mask = np.asarray(PILImage.open(case.mask)) > 0
+        mask = np.asarray(PILImage.open(case.masks[0])) > 0
         scores.append(2 * mask.sum() / (mask.sum() + mask.size))
     return float(np.mean(scores))
 
@@ -157,7 +157,7 @@ def bad(tmp_path: Path, rows: list[str]) -> Path:
 
 
 @pytest.mark.parametrize("case, rows, extra, message", [
-    ("missing mask", ["images/case00.png,masks/case00.png", "images/case01.png,"], [], r"bad\.csv, line 3: empty"),
+    ("missing mask", ["images/case00.png,masks/case00.png", "images/case01.png,"], [], r"bad\.csv, line 3: images/case01\.png has no mask"),
     ("mask not found", ["images/case00.png,masks/case00.png", "images/case01.png,masks/none.png"], [], r"none\.png: listed in"),
     ("empty dataset", [], [], r"bad\.csv: the manifest has no rows"),
     ("budget 0", ["images/case00.png,masks/case00.png", "images/case01.png,masks/case01.png"], ["--budget-min", "0"],
@@ -179,12 +179,70 @@ def test_bad_input_is_one_line_naming_the_file(case, rows, extra, message, tmp_p
     assert not (tmp_path / "model").exists()
 
 
-def test_volumes_are_refused_in_this_version(tmp_path, capsys):
+def test_the_transunet_hybrid_learns_the_discs(discs, tmp_path):
+    summary = train_segmenter(discs, tmp_path / "hybrid", architecture="auto-transunet", max_steps=40,
+                              plan_overrides=SMALL, group_column="subject")
+    assert summary["loss_last_10"] < summary["loss_first_10"]
+    assert summary["validation"]["1"]["dice"]["value"] > trivial_dice(discs) + 0.1
+    config = json.loads((tmp_path / "hybrid" / "config.json").read_text())
+    assert config["network"]["family"] == "transunet" and config["network"]["transformer_layers"] == 2
+
+
+def test_a_training_killed_with_sigkill_resumes_from_its_last_checkpoint(discs, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    import medfm
+
+    out = tmp_path / "model"
+    checkpoint = tmp_path / ".model.partial" / "checkpoint.pt"
+    code = ("from medfm.train.seg import train_segmenter\n"
+            f"train_segmenter({str(discs)!r}, {str(out)!r}, max_steps=10**6, checkpoint_seconds=0, "
+            "plan_overrides={'batch_size': '2'})\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(medfm.__file__).parent.parent)}
+    process = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert checkpoint.is_file(), "the training never wrote a checkpoint"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not out.exists()
+    step = torch.load(checkpoint, weights_only=False)["progress"]["step"]
+    summary = train_segmenter(discs, out, max_steps=step + 3, resume=True)
+    assert step >= 1 and summary["steps"] == step + 3 and summary["resumed_at_steps"] == [step]
+    assert (out / "weights.safetensors").is_file() and not checkpoint.parent.exists()
+
+
+@pytest.mark.parametrize("case", ["4d", "mixed", "video mask frames"])
+def test_inputs_of_the_wrong_kind_are_one_line_naming_the_file(case, tmp_path, capsys):
     import nibabel as nib
 
-    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
-    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.eye(4)), tmp_path / "m.nii.gz")
-    (tmp_path / "w.nii.gz").write_bytes((tmp_path / "v.nii.gz").read_bytes())
-    (tmp_path / "d.csv").write_text("image,mask\nv.nii.gz,m.nii.gz\nw.nii.gz,m.nii.gz\n")
+    def save(name: str, array: np.ndarray) -> str:
+        nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / name)
+        return name
+
+    rows = {
+        "4d": [(save("a.nii.gz", np.zeros((8, 8, 4, 3), np.float32)), save("am.nii.gz", np.zeros((8, 8, 4, 3), np.uint8)))],
+        "mixed": [(save("v.nii.gz", np.ones((8, 8, 16), np.float32)), save("vm.nii.gz", np.ones((8, 8, 16), np.uint8)))],
+        "video mask frames": [(save("f.nii.gz", np.zeros((8, 8, 1, 5), np.float32)),
+                               save("fm.nii.gz", np.zeros((8, 8, 1, 4), np.uint8)))],
+    }[case]
+    write_discs(tmp_path, count=4)
+    listed = [*rows, *[(f"images/case0{n}.png", f"masks/case0{n}.png") for n in range(4)]]
+    (tmp_path / "d.csv").write_text("image,mask\n" + "\n".join(f"{i},{m}" for i, m in listed) + "\n")
     code, _, stderr = run_cli(["train", "seg", str(tmp_path / "d.csv"), "-o", str(tmp_path / "model")], capsys)
-    assert code == 2 and ".nii.gz: is (8, 8, 4, 1)" in stderr and "2D images" in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("medfm: error: ")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in stderr, stderr
+    expected = {"4d": "a.nii.gz: is (8, 8, 4, 3) (I, J, K, T), a 4D series",
+                "mixed": "the images mix 2d and volume inputs",
+                "video mask frames": "fm.nii.gz: mask shape (8, 8, 4) differs from its image's (8, 8, 5)"}[case]
+    assert expected in errors[0], stderr
+    assert not (tmp_path / "model").exists()

@@ -105,6 +105,21 @@ class ImageEntry:
 
 
 @dataclass(frozen=True)
+class ImageOverview:
+    """What sorting, filtering and grouping a long catalog needs of one image (no files, labels, tags or PHI)."""
+
+    id: int
+    dataset: str | None
+    format: str
+    source_path: str
+    modality: str
+    body_part: str | None
+    description: str | None
+    patient_key: str | None
+    study_id: int | None
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     """A catalogued image and, when fetched with them (:meth:`Catalog.get`, ``query(with_files=True)``),
     exactly the files it is read from: a DICOM series' own files, or the one image file.
@@ -131,6 +146,8 @@ class ImageRecord:
     updated_at: datetime | None
     phi: dict[str, Any] = field(repr=False)
     files: tuple[FileRecord, ...] | None = None
+    #: the catalog's own number for its study (not the study's UID), for grouping
+    study_id: int | None = None
     label_files: tuple[LabelFileRecord, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -198,6 +215,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: Orders :meth:`Catalog.page` sorts by in the database: each the columns to sort on. ``patient``
+#: keeps each patient's studies, and each study's series, together; images with no patient come last.
+PAGE_ORDERS = {
+    "added": lambda: (ImageRow.id,),
+    "modality": lambda: (ImageRow.modality, ImageRow.id),
+    "patient": lambda: (ImageRow.patient_key.is_(None), ImageRow.patient_key, ImageRow.study_id, ImageRow.id),
+}
+#: The longest name (description) :meth:`Catalog.rename` gives an image.
+MAX_DESCRIPTION = 200
 #: The largest id (and limit) a catalog's 64-bit integer columns hold.
 MAX_ID = 2**63 - 1
 
@@ -298,9 +324,12 @@ class Catalog:
                     else:
                         updated += 1
         except OperationalError as exc:  # locked, disk full, connection lost: nothing of this batch was written
-            reason = str(exc.orig or exc).strip().splitlines()
-            raise MedfmError(f"cannot write to catalog {self.url}: {reason[0] if reason else 'database error'}") from None
+            raise self._write_failed(exc) from None
         return added, updated
+
+    def _write_failed(self, exc: OperationalError) -> MedfmError:
+        reason = str(exc.orig or exc).strip().splitlines()
+        return MedfmError(f"cannot write to catalog {self.url}: {reason[0] if reason else 'database error'}")
 
     def _upsert(self, session: Session, entry: ImageEntry, dataset: str | None) -> bool:
         # File rows are written with bulk statements: a series can have thousands of files,
@@ -393,8 +422,7 @@ class Catalog:
                     labelled += bool(entry.files or entry.tags)
                     attached += len(entry.files)
         except OperationalError as exc:
-            reason = str(exc.orig or exc).strip().splitlines()
-            raise MedfmError(f"cannot write to catalog {self.url}: {reason[0] if reason else 'database error'}") from None
+            raise self._write_failed(exc) from None
         return labelled, attached, removed
 
     @staticmethod
@@ -412,7 +440,7 @@ class Catalog:
             id=row.id, dataset=row.dataset, format=row.format, source_path=row.source_path,
             modality=row.modality, body_part=row.body_part, description=row.description,
             shape=tuple(row.shape), spacing=tuple(row.spacing), orientation=row.orientation,
-            study_uid=study_uid, series_uid=row.series_uid, patient_key=row.patient_key,
+            study_uid=study_uid, study_id=row.study_id, series_uid=row.series_uid, patient_key=row.patient_key,
             num_files=num_files, metadata=row.metadata_, added_at=row.added_at,
             updated_at=row.updated_at, phi=row.phi,
             files=None if files is None else tuple(FileRecord(f.path, f.size, f.mtime_ns, f.sha256) for f in files),
@@ -461,6 +489,92 @@ class Catalog:
             stmt = stmt.options(selectinload(ImageRow.files))
         with Session(self._engine) as session:
             return [self._record(*row, files=row[0].files if with_files else None) for row in session.execute(stmt)]
+
+    def overview(self, modality: str | None = None, body_part: str | None = None,
+                 dataset: str | None = None) -> list[ImageOverview]:
+        """Every image matching the filters (as :meth:`query` matches them) in a few columns, oldest first:
+        cheap enough to sort and page tens of thousands (:mod:`medfm.catalog.browse`)."""
+        columns = (ImageRow.id, ImageRow.dataset, ImageRow.format, ImageRow.source_path, ImageRow.modality,
+                   ImageRow.body_part, ImageRow.description, ImageRow.patient_key, ImageRow.study_id)
+        stmt = select(*columns).order_by(ImageRow.id)
+        if modality:
+            stmt = stmt.where(ImageRow.modality == modality.upper())
+        if body_part:
+            stmt = stmt.where(ImageRow.body_part == body_part.upper())
+        if dataset:
+            stmt = stmt.where(ImageRow.dataset == dataset)
+        with Session(self._engine) as session:
+            return [ImageOverview(*row) for row in session.execute(stmt)]
+
+    def page(self, order: str = "added", descending: bool = False, offset: int = 0, limit: int | None = None,
+             modality: str | None = None, body_part: str | None = None, dataset: str | None = None) -> tuple[list[ImageRecord], int]:
+        """``(images, total)``: the images matching the filters (as :meth:`query`), sorted by the
+        database in ``order`` (:data:`PAGE_ORDERS`), from ``offset``, at most ``limit``; ``total``
+        counts every match. Only the page is read: a page of a million images costs what a small one does."""
+        if order not in PAGE_ORDERS:
+            raise MedfmError(f"order must be one of {', '.join(PAGE_ORDERS)}; got {order!r}")
+        conditions = []
+        if modality:
+            conditions.append(ImageRow.modality == modality.upper())
+        if body_part:
+            conditions.append(ImageRow.body_part == body_part.upper())
+        if dataset:
+            conditions.append(ImageRow.dataset == dataset)
+        keys = [column.desc() if descending else column.asc() for column in PAGE_ORDERS[order]()]
+        stmt = self._select().where(*conditions).order_by(None).order_by(*keys).offset(offset)
+        if limit is not None:
+            stmt = stmt.limit(min(limit, MAX_ID))
+        stmt = stmt.options(selectinload(ImageRow.label_files), selectinload(ImageRow.tags))
+        with Session(self._engine) as session:
+            total = session.scalar(select(func.count(ImageRow.id)).where(*conditions))
+            return [self._record(*row) for row in session.execute(stmt)], total
+
+    def modalities(self) -> list[str]:
+        """The modalities the catalog holds, sorted (one indexed query, whatever the catalog's size)."""
+        with Session(self._engine) as session:
+            return sorted(session.scalars(select(ImageRow.modality).distinct()))
+
+    def get_many(self, image_ids: Sequence[int]) -> list[ImageRecord]:
+        """The images ``image_ids`` in that order (without their file lists); ids not in the catalog are left out."""
+        found: dict[int, ImageRecord] = {}
+        with Session(self._engine) as session:
+            for chunk in _chunks(list(image_ids)):
+                stmt = self._select().where(ImageRow.id.in_(chunk))
+                stmt = stmt.options(selectinload(ImageRow.label_files), selectinload(ImageRow.tags))
+                found.update((row[0].id, self._record(*row)) for row in session.execute(stmt))
+        return [found[i] for i in image_ids if i in found]
+
+    def delete(self, image_ids: Sequence[int]) -> int:
+        """Remove images (with their file, label and tag rows; never the files on disk) and the
+        studies left without images; returns how many images were removed."""
+        removed = 0
+        try:
+            with Session(self._engine) as session, session.begin():
+                for chunk in _chunks(list(image_ids)):
+                    studies = set(session.scalars(select(ImageRow.study_id).where(ImageRow.id.in_(chunk))))
+                    for table in (FileRow, LabelFileRow, TagRow):  # not left to ON DELETE: SQLite enforces it only when asked
+                        session.execute(delete(table).where(table.image_id.in_(chunk)), execution_options={"synchronize_session": False})
+                    removed += session.execute(delete(ImageRow).where(ImageRow.id.in_(chunk)),
+                                               execution_options={"synchronize_session": False}).rowcount
+                    for study_id in studies - {None}:
+                        if session.scalar(select(func.count(ImageRow.id)).where(ImageRow.study_id == study_id)) == 0:
+                            session.execute(delete(StudyRow).where(StudyRow.id == study_id))
+        except OperationalError as exc:
+            raise self._write_failed(exc) from None
+        return removed
+
+    def rename(self, image_id: int, description: str) -> ImageRecord:
+        """Set an image's description, the name lists show it by (:func:`medfm.catalog.browse.display_name`)."""
+        description = description.strip() if isinstance(description, str) else ""
+        if not description or len(description) > MAX_DESCRIPTION:
+            raise MedfmError(f"an image's name must be 1 to {MAX_DESCRIPTION} characters; got {len(description)}")
+        self.get(image_id)  # a clear error for an unknown id
+        try:
+            with Session(self._engine) as session, session.begin():
+                session.execute(update(ImageRow).where(ImageRow.id == image_id).values(description=description))
+        except OperationalError as exc:
+            raise self._write_failed(exc) from None
+        return self.get(image_id)
 
     def count(self) -> int:
         """How many images the catalog holds."""

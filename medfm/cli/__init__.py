@@ -15,6 +15,7 @@ import typer
 from medfm.cli.catalog import catalog_app, ingest_app
 from medfm.cli.classify import classify_app
 from medfm.cli.evaluate import evaluate_app
+from medfm.cli.forecast import forecast_app
 from medfm.cli.images import images_app
 from medfm.cli.labels import labels_app
 from medfm.cli.models import models_app
@@ -24,6 +25,7 @@ from medfm.cli.search import index_app, search_app
 from medfm.cli.segment import segment_app
 from medfm.cli.serve import serve_app
 from medfm.cli.train import train_app
+from medfm.cli.upscale import upscale_app
 from medfm.errors import MedfmError
 from medfm.threads import set_threads
 
@@ -33,7 +35,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Offline medical imaging toolkit: ingest, inspect, convert and de-identify images.",
 )
-for commands in (images_app, ingest_app, search_app, classify_app, segment_app, labels_app, serve_app, language_app):
+for commands in (images_app, ingest_app, search_app, classify_app, segment_app, labels_app, serve_app, language_app, upscale_app,
+                 forecast_app):
     app.registered_commands.extend(commands.registered_commands)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(index_app, name="index")

@@ -9,21 +9,26 @@ from medfm.errors import MedfmError
 
 
 def auto_segment_command(inputs: list[Path], out_dir: Path, model: str | None, flips: bool, largest_component: bool,
-                         progress: bool, as_json: bool, summary_file: Path | None = None) -> None:
+                         progress: bool, as_json: bool, summary_file: Path | None = None, suffix: str | None = None,
+                         catalog: str | None = None, where: list[str] | None = None) -> None:
     """One label map per input in ``out_dir``, named after the input; a failed input is reported and the rest go on."""
     from medfm.models.registry import create_auto_segmenter
+    from medfm.pairs import parse_pairs
     from medfm.tasks.auto_segment import auto_segment_files
-    from medfm.tasks.batch import expand_paths
+    from medfm.tasks.batch import catalog_inputs, expand_paths
 
     if not model:
         raise MedfmError("--auto needs --model MODEL_DIR (a folder written by `medfm train seg`)")
-    if not inputs:
-        raise MedfmError("--auto needs input images: files or folders")
-    report = auto_segment_files(expand_paths(inputs), out_dir, create_auto_segmenter(model), flips=flips,
+    items = expand_paths(inputs)
+    if catalog is not None or where:
+        items += catalog_inputs(catalog, parse_pairs(where or [], "where", "modality=CT"))
+    if not items:
+        raise MedfmError("--auto needs input images: files, folders or --catalog/--where")
+    report = auto_segment_files(items, out_dir, create_auto_segmenter(model), suffix=suffix, flips=flips,
                                 largest_component=largest_component, progress=progress)
 
     def text(result: dict) -> str:
-        sizes = ", ".join(f"label {s['label']}: {s['voxels']} px" for s in result["structures"]) or "nothing found"
+        sizes = ", ".join(f"label {s['label']}: {s['voxels']} voxels" for s in result["structures"]) or "nothing found"
         return f"{result['output']}: {sizes}"
 
     finish_batch(report, summary_file, as_json, text)

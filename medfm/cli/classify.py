@@ -142,3 +142,43 @@ def fit_probe(
         typer.echo(f"confusion on calibration: TP {c['tp']}  FN {c['fn']}  FP {c['fp']}  TN {c['tn']}")
 
 
+
+
+@classify_app.command("optimize-prompts")
+def optimize_prompts_command(
+    manifest: Annotated[Path, typer.Argument(help="CSV of labelled images (paths relative to it).")],
+    label_column: Annotated[str, typer.Option("--label-column", help="Column holding the labels.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Templates file to write (one per line, for classify --templates).")],
+    path_column: Annotated[str, typer.Option("--path-column")] = "path",
+    split_column: Annotated[str | None, typer.Option("--split-column", help="Column whose 'val' rows choose and 'test' rows measure "
+                                                                              "(default: each label's rows halved at random).")] = None,
+    templates: Annotated[Path | None, typer.Option("--templates", help="The templates in use now (the baseline; default: medfm's).")] = None,
+    budget: Annotated[int | None, typer.Option("--budget", help="Random template sets scored on the validation rows.")] = None,
+    max_templates: Annotated[int | None, typer.Option("--max-templates", help="Templates in one set at most.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the search (and of the split without --split-column).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Image-text model (default: the shipped one).")] = None,
+    checkpoint: CheckpointOption = None,
+    as_json: JsonOption = False,
+    mkdir: MkdirOption = False,
+) -> None:
+    """Choose zero-shot prompt templates by random search on validation images; measure them on held-out ones."""
+    from medfm.cli.output import given
+    from medfm.io.formats import check_output_folder
+    from medfm.models import create_encoder
+    from medfm.models.registry import DEFAULT_ENCODER
+    from medfm.tasks.classify import read_templates
+    from medfm.train.prompt_search import optimize_prompts, write_templates
+
+    check_output_folder(output.parent)  # a mistyped -o is refused before the search, not after
+    encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint)
+    result = optimize_prompts(manifest, label_column, encoder, path_column=path_column, split_column=split_column,
+                              **given(baseline=read_templates(templates) if templates else None, budget=budget,
+                                      max_templates=max_templates, seed=seed))
+    write_templates(result, output)
+    if as_json:
+        print_json(result)
+        return
+    test = result["test"]
+    typer.echo(f"{display_path(output)}: {len(result['templates'])} templates; test accuracy {test['chosen'][0]:.4f} "
+               f"against {test['baseline'][0]:.4f} (gain {test['gain'][0]:+.4f} [{test['gain'][1]:+.4f}, {test['gain'][2]:+.4f}], "
+               f"{test['n']} images)")

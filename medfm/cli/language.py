@@ -23,29 +23,63 @@ def _threshold(encoder, given_threshold: float | None) -> float:
     return abstain_below(True, given_threshold, encoder.info.name, encoder.info.weights_sha256, "zero_shot")
 
 
+ModelFolderOption = Annotated[Path | None, typer.Option(
+    "--model", help="A local vision-language checkpoint folder (MedGemma/Gemma 3, PaliGemma, Qwen2-VL, LLaVA) to write the text.")]
+MaxTokensOption = Annotated[int | None, typer.Option("--max-new-tokens", help="Tokens the language model writes at most.")]
+
+
 @language_app.command()
 def report(
     study: Annotated[Path, typer.Argument(help="The study: an image file or a DICOM series folder.")],
-    index: Annotated[str, typer.Option("--index", help="Index of captioned past cases (medfm index build --manifest M.csv --columns caption).")],
+    index: Annotated[str | None, typer.Option("--index", help="Index of captioned past cases (medfm index build --manifest M.csv --columns caption).")] = None,
+    model: ModelFolderOption = None,
     k: Annotated[int | None, typer.Option("-k", help="Retrieved cases kept at most.")] = None,
     ratio: Annotated[float | None, typer.Option("--ratio", help="Keep cases at least this fraction as similar as the best.")] = None,
     sentences: Annotated[int | None, typer.Option("--sentences", help="Sentences in the draft at most.")] = None,
+    max_new_tokens: MaxTokensOption = None,
     abstain_threshold: AbstainThresholdOption = None,
     checkpoint: CheckpointOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Draft a report from the most similar captioned cases; every sentence names its source case."""
+    """Draft a report from the most similar captioned cases (every sentence names its source case),
+    or with --model, by a local vision-language model (the retrieved cases, with --index, in its prompt)."""
     from medfm.cli.output import given
+    from medfm.errors import MedfmError
     from medfm.index import open_index
     from medfm.models import create_encoder
-    from medfm.tasks.report import draft_report
 
-    with open_index(index) as store:
-        encoder = create_encoder(store.model["name"], checkpoint)
-        result = draft_report(study, encoder, store, abstain_below=_threshold(encoder, abstain_threshold),
-                              **given(k=k, ratio=ratio, max_sentences=sentences))
+    if model is None and index is None:
+        raise MedfmError("a report needs --index (captioned past cases), --model (a local vision-language model), or both")
+    if model is not None and sentences is not None:
+        raise MedfmError("--sentences applies to the retrieval draft; with --model, bound the text with --max-new-tokens")
+    if model is None and max_new_tokens is not None:
+        raise MedfmError("--max-new-tokens bounds a language model's text; give --model FOLDER too")
+    if index is None and (k is not None or ratio is not None):
+        raise MedfmError("-k and --ratio choose retrieved cases; give --index too")
+    store = open_index(index) if index else None
+    try:
+        encoder = create_encoder(store.model["name"], checkpoint) if store else None
+        threshold = _threshold(encoder, abstain_threshold) if encoder else None
+        if model is not None:
+            from medfm.models.registry import create_language_model
+            from medfm.tasks.vlm import draft_report_with_model
+
+            result = draft_report_with_model(study, create_language_model(model), encoder=encoder, index=store,
+                                             abstain_below=threshold, **given(k=k, ratio=ratio, max_new_tokens=max_new_tokens))
+        else:
+            from medfm.tasks.report import draft_report
+
+            result = draft_report(study, encoder, store, abstain_below=threshold,
+                                  **given(k=k, ratio=ratio, max_sentences=sentences))
+    finally:
+        if store is not None:
+            store.close()
     if as_json:
         print_json(result)
+        return
+    if model is not None:
+        typer.echo(result["draft"])
+        typer.echo(f"Draft by {result['provenance'].model} from {len(result['contexts'])} similar past case(s): check it against the study.")
         return
     routed = ", ".join(f"{axis}: {r['label'] or 'cannot tell'}" for axis, r in result["route"].items())
     typer.echo(f"[{routed}]")
@@ -60,21 +94,30 @@ def ask(
     choices: Annotated[str | None, typer.Option("--choices", help="Comma-separated possible answers.")] = None,
     index: Annotated[str | None, typer.Option("--index", help="Also return the nearest indexed cases as evidence.")] = None,
     k: Annotated[int, typer.Option("-k", help="Evidence cases.")] = 5,
-    model: Annotated[str | None, typer.Option("--model", help="Image-text model (default: the index's, else the default one).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Image-text encoder name (default: the index's, else the default one), "
+                                               "or a local vision-language checkpoint folder, which also answers open questions.")] = None,
+    max_new_tokens: MaxTokensOption = None,
     abstain_threshold: AbstainThresholdOption = None,
     checkpoint: CheckpointOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Answer a closed question (modality, body region, a finding's presence, or --choices) about images."""
+    """Answer a closed question (modality, body region, a finding's presence, or --choices) about images,
+    or any question with --model FOLDER (a local vision-language model)."""
     from medfm.errors import MedfmError
     from medfm.index import open_index
-    from medfm.models import create_encoder
+    from medfm.models import create_encoder, list_encoders
     from medfm.models.registry import DEFAULT_ENCODER
     from medfm.tasks.ask import ask as ask_question
 
     *images, question = arguments
     if not images:
         raise MedfmError("a question needs at least one image before it (medfm ask IMAGE... \"QUESTION\")")
+    if model is not None and model not in list_encoders() and Path(model).is_dir():
+        _ask_language_model(images, question, Path(model), max_new_tokens, as_json,
+                            unused={"--choices": choices, "--index": index, "--checkpoint": checkpoint})
+        return
+    if max_new_tokens is not None:
+        raise MedfmError("--max-new-tokens bounds a language model's text; give --model FOLDER (a checkpoint folder) too")
     store = open_index(index) if index else None
     try:
         encoder = create_encoder(model or (store.model["name"] if store else DEFAULT_ENCODER), checkpoint)
@@ -89,6 +132,26 @@ def ask(
     typer.echo(f"{result['answer']}  (confidence {result['confidence']:.3f}; {result['prediction']}, similarity {result['similarity']:.3f})")
     for hit in result.get("evidence", []):
         typer.echo(f"    {hit['score']:.4f}  case {hit['id']}" + (f"  {hit['caption'][:80]}" if "caption" in hit else ""))
+
+
+def _ask_language_model(images: list[str], question: str, folder: Path, max_new_tokens: int | None, as_json: bool,
+                        unused: dict[str, object]) -> None:
+    from medfm.cli.output import given
+    from medfm.errors import MedfmError
+    from medfm.models.registry import create_language_model
+    from medfm.tasks.vlm import ask_model, stream_answer
+
+    given_options = [name for name, value in unused.items() if value is not None]
+    if given_options:
+        raise MedfmError(f"{', '.join(given_options)} apply to zero-shot answers, not to a language model's (--model FOLDER)")
+    model = create_language_model(folder)
+    if as_json:
+        print_json(ask_model(images, question, model, **given(max_new_tokens=max_new_tokens)))
+        return
+    pieces, _ = stream_answer(images, question, model, **given(max_new_tokens=max_new_tokens))
+    for piece in pieces:  # printed as the model writes: a large model on a CPU takes seconds per sentence
+        typer.echo(piece, nl=False)
+    typer.echo()
 
 
 def _print_evaluation(result: dict, as_json: bool) -> None:

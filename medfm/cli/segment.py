@@ -48,9 +48,13 @@ def segment_command(
     as_json: JsonOption = False,
     mkdir: MkdirOption = False,
     auto: Annotated[bool, typer.Option("--auto", help="No prompts: a model folder from `medfm train seg` (--model DIR) "
-                                                      "segments every input into -o DIR, one PNG per input.")] = False,
+                                                      "segments every input into -o DIR, one label map per input "
+                                                      "(PNG for pictures, NIfTI for volumes and videos, or --suffix .dcm).")] = False,
     flips: Annotated[bool, typer.Option("--flips", help="With --auto, average over mirrored copies (test-time augmentation).")] = False,
     largest_component: Annotated[bool, typer.Option("--largest-component", help="With --auto, keep each label's largest piece.")] = False,
+    text: Annotated[str | None, typer.Option("--text", help="Segment what these words name (e.g. \"polyp\") on a 2D image: "
+                                                            "image-text saliency → box → the segmenter.")] = None,
+    saliency: Annotated[Path | None, typer.Option("--saliency", help="With --text, also write the saliency map (8-bit PNG).")] = None,
 ) -> None:
     """Interactive segmentation from points, boxes and scribbles; writes a label map stamped with its provenance.
     Several inputs (files, a folder, --manifest, or --catalog/--where) go to one label map each in the -o folder;
@@ -58,7 +62,13 @@ def segment_command(
     if auto:
         from medfm.cli.auto_segment import auto_segment_command
 
-        auto_segment_command(images or [], output, model, flips, largest_component, progress, as_json, summary_file)
+        auto_segment_command(images or [], output, model, flips, largest_component, progress, as_json, summary_file,
+                             suffix, catalog, where)
+        return
+    if text is not None or saliency is not None:
+        _text_command(images or [], output, text, saliency, model, checkpoint, as_json,
+                      others={"--point": point, "--box": box, "--scribble": scribble, "--prompts": prompts, "--manifest": manifest,
+                              "--catalog": catalog, "--where": where, "--propagate": propagate or None})
         return
     from medfm.pairs import parse_pairs
     from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
@@ -88,6 +98,26 @@ def segment_command(
         print_json(summary)
         return
     typer.echo(_structures_text(summary))
+
+
+def _text_command(images: list[Path], output: Path, text: str | None, saliency: Path | None, model: str | None,
+                  checkpoint: Path | None, as_json: bool, others: dict[str, Any]) -> None:
+    from medfm.models.registry import DEFAULT_ENCODER, DEFAULT_SEGMENTER, create_encoder, create_segmenter
+    from medfm.tasks.text_segment import segment_text_file
+
+    if text is None:
+        raise MedfmError("--saliency is written for a --text prompt; give --text too")
+    given_options = [name for name, value in others.items() if value]
+    if given_options:
+        raise MedfmError(f"--text is the prompt; it cannot be combined with {', '.join(given_options)}")
+    if len(images) != 1:
+        raise MedfmError(f"--text segments one image; got {len(images)}")
+    result = segment_text_file(images[0], output, text, create_encoder(DEFAULT_ENCODER),
+                               create_segmenter(model or DEFAULT_SEGMENTER, checkpoint), saliency_output=saliency)
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"{result['output']}: {text!r} boxed at {','.join(f'{v:g}' for v in result['box'])}, {result['pixels']} pixels")
 
 
 def _structures_text(summary: dict[str, Any]) -> str:

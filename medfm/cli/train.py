@@ -69,8 +69,10 @@ def train_interactive_command(
 
 @train_app.command("seg")
 def train_seg_command(
-    data: Annotated[Path, typer.Argument(help="CSV manifest with image,mask columns (paths relative to it).")],
-    out: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write (must not exist).")],
+    data: Annotated[Path | None, typer.Argument(help="CSV manifest with image,mask columns (paths relative to it; more "
+                                                     "mask* columns or repeated rows: several masks, fused), or a folder of "
+                                                     "annotation versions saved by the workbench; none: --catalog/--where.")] = None,
+    out: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write (must not exist).")] = ...,
     arch: Annotated[str | None, typer.Option("--arch", help="Architecture (registry config: auto-unet, auto-dynunet); default the plan's.")] = None,
     labels: Annotated[str | None, typer.Option("--labels", help="Label values and names, e.g. 1=liver,2=tumour (default: found in the masks).")] = None,
     budget_min: Annotated[float, typer.Option("--budget-min", help="Wall-time budget in minutes, counted across resumes.")] = 10.0,
@@ -81,6 +83,12 @@ def train_seg_command(
                                                                              "holds out whole subjects (default: whole images).")] = None,
     only: Annotated[list[str] | None, typer.Option("--only", help="Train only on rows with COLUMN=VALUE (repeatable), e.g. split=dev.")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps even within the budget.")] = None,
+    catalog: Annotated[str | None, typer.Option("--catalog", help="Catalog (URL or SQLite file) of the images: with no DATA, train on "
+                                                                  "its images with masks matching --where; with a folder of annotations, "
+                                                                  "where their images are (default: the default catalog).")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help="With no DATA, catalog images with KEY=VALUE: modality, body_part, "
+                                                                  "dataset or text (repeatable).")] = None,
+    fuse: Annotated[str, typer.Option("--fuse", help="How several masks of one image become one: staple or majority.")] = "staple",
 ) -> None:
     """Train an automatic segmentation net on your labels (nnU-Net-style plan); prints validation Dice/HD95 as JSON."""
     from medfm.train.seg import train_segmenter
@@ -90,7 +98,8 @@ def train_seg_command(
     filters = parse_pairs(only or [], "--only", "split=dev")
     print_json(train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
                                resume=resume, plan_overrides=parse_pairs(plan or [], "--plan", "batch_size=4"), group_column=group_column,
-                               only=filters, max_steps=max_steps, log=lambda line: typer.echo(line, err=True)))
+                               only=filters, catalog=catalog, where=parse_pairs(where, "--where", "dataset=liver") if where else None,
+                               fusion=fuse, max_steps=max_steps, log=lambda line: typer.echo(line, err=True)))
 
 
 @train_app.command("abstention")

@@ -24,6 +24,7 @@ from medfm.threads import ensure_threads
 
 if TYPE_CHECKING:
     from medfm.models.automatic import AutoSegmenter
+    from medfm.models.language import LanguageModel
     from medfm.models.segmenters.base import Segmenter
 
 # The field's libraries (huggingface_hub under timm, open_clip, transformers) read this
@@ -35,6 +36,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DEFAULT_ENCODER = "medfm-clip-small"
 #: The promptable segmenter used wherever none is named (CLI, server, evaluation).
 DEFAULT_SEGMENTER = "medfm-interactive"
+#: The super-resolution network used wherever none is named (``medfm upscale``).
+DEFAULT_UPSCALER = "medfm-upscale"
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -47,6 +50,8 @@ _FAMILY_MODULES = {
     "sam": "medfm.models.segmenters.sam",
     "sam2": "medfm.models.segmenters.sam2",
     "medfm_interactive": "medfm.models.segmenters.medfm_interactive",
+    "medfm_upscale": "medfm.models.upscaler",
+    "medfm_forecast": "medfm.models.forecaster",
 }
 Builder = Callable[[dict[str, Any], Path | None], "Encoder | Segmenter"]
 _BUILDERS: dict[str, Builder] = {}
@@ -62,7 +67,6 @@ def register_family(family: str) -> Callable[[Builder], Builder]:
     return decorate
 
 
-@cache
 def all_configs() -> dict[str, dict[str, Any]]:
     """Every shipped model config by name, of every kind (``"kind"``, default ``"encoder"``)."""
     return {path.stem: json.loads(path.read_text()) for path in sorted(CONFIG_DIR.glob("*.json"))}
@@ -88,6 +92,12 @@ def list_segmenters() -> dict[str, dict[str, Any]]:
 def list_auto_architectures() -> dict[str, dict[str, Any]]:
     """Every architecture ``medfm train seg`` can train (``"kind": "auto-segmenter"``) by name."""
     return _configs("auto-segmenter")
+
+
+@cache
+def list_upscalers() -> dict[str, dict[str, Any]]:
+    """Every shipped super-resolution config (``"kind": "upscaler"``) by name."""
+    return _configs("upscaler")
 
 
 def sha256_of(path: Path) -> str:
@@ -160,6 +170,55 @@ def create_auto_segmenter(model_dir: str | os.PathLike) -> AutoSegmenter:
     from medfm.models.automatic import load_auto_segmenter
 
     return load_auto_segmenter(model_dir)
+
+
+def create_upscaler(name: str | os.PathLike = DEFAULT_UPSCALER) -> Any:
+    """The super-resolution network ``name`` (see :func:`list_upscalers`), or the model folder that
+    ``medfm train upscale`` wrote (``config.json`` + weights, checked against the recorded sha256)."""
+    return _create_named_or_folder(name, "upscaler", list_upscalers())
+
+
+@cache
+def list_forecasters() -> dict[str, dict[str, Any]]:
+    """Every shipped forecaster config (``"kind": "forecaster"``) by name."""
+    return _configs("forecaster")
+
+
+def create_forecaster(name: str | os.PathLike) -> Any:
+    """The forecaster ``name`` (see :func:`list_forecasters`), or the model folder that ``medfm train forecast`` wrote."""
+    return _create_named_or_folder(name, "forecaster", list_forecasters())
+
+
+def _create_named_or_folder(name: str | os.PathLike, kind: str, configs: dict[str, dict[str, Any]]) -> Any:
+    folder = Path(name)
+    if not folder.is_dir():
+        return _create(os.fspath(name), None, configs)
+    config = read_model_folder_config(folder, kind)
+    weights = folder / config["weights"]["file"]
+    if not weights.is_file() or sha256_of(weights) != config["weights"]["sha256"]:
+        raise MedfmError(f"{display_path(weights)}: missing, or does not match the sha256 in its config.json; the model folder is damaged")
+    return _create(config["name"], weights, {config["name"]: config})
+
+
+def read_model_folder_config(folder: Path, kind: str) -> dict[str, Any]:
+    """``folder/config.json`` of a trained model of ``kind``, or a one-line error naming the folder."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise MedfmError(f"{display_path(folder)}: not a model folder (config.json: {exc})") from None
+    if not isinstance(config, dict) or config.get("kind") != kind or not isinstance(config.get("weights"), dict):
+        raise MedfmError(f"{display_path(folder)}: not a {kind} model folder (its config.json is for {config.get('kind') if isinstance(config, dict) else 'nothing'})")
+    return config
+
+
+def create_language_model(folder: str | os.PathLike, family: str | None = None) -> LanguageModel:
+    """The local vision-language checkpoint in ``folder`` (Gemma 3 / MedGemma, PaliGemma,
+    Qwen2-VL, LLaVA: :data:`medfm.models.language.transformers_backend.FAMILIES`), loaded
+    with transformers without any network call; refused in one line when it is of another
+    family than ``family`` (if given) or of none medfm drives."""
+    from medfm.models.language.transformers_backend import load_transformers_model
+
+    return load_transformers_model(folder, family)
 
 
 def _create(name: str, checkpoint: str | os.PathLike | None, configs: dict[str, dict[str, Any]]) -> Any:

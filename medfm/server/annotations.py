@@ -10,6 +10,11 @@ sidecar exists, which is written (through its own temporary file) after the clai
 save killed part-way leaves (drafts, temporary files, a claimed label file without its
 sidecar) is removed when the server starts (:meth:`AnnotationStore.remove_leftovers`), so
 the next save takes the number the killed one had claimed: numbers do not skip.
+
+Each version is a ``draft`` when saved and can be marked ``final`` (and back); its sidecar
+names its ``author`` (as the client gave it). Deleting a version moves its files into the
+annotation's ``.deleted/`` folder: it is kept, no longer listed, and its number is never
+given to another version. A final version cannot be deleted: mark it draft first.
 """
 
 from __future__ import annotations
@@ -26,15 +31,15 @@ import numpy as np
 
 from medfm.errors import MedfmError
 from medfm.io import Image
+from medfm.io.annotation_versions import FORMATS, NAME_PATTERN, saved_version, version_labels, version_numbers
 from medfm.io.dicom import DicomSeries
 from medfm.io.label_maps import save_segmentation
 from medfm.server.errors import NotFound
 
-#: Annotation names: letters, digits, ``-``, ``_`` and ``.``, not starting with a dot.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
-#: ``format`` value → file suffix.
-FORMATS = {"nifti": ".nii.gz", "dicom-seg": ".dcm"}
-_VERSION_FILE = re.compile(r"v(\d{4,})\.json")
+#: A version's status: saved as a draft, then marked final (or back).
+STATUSES = ("draft", "final")
+#: Where a name's deleted versions are kept.
+DELETED = ".deleted"
 #: A saved label file: ``v0001.nii.gz`` or ``v0001.dcm``.
 _LABEL_FILE = re.compile(r"(v\d{4,})(\.nii\.gz|\.dcm)")
 
@@ -79,7 +84,7 @@ class AnnotationStore:
             draft.unlink(missing_ok=True)
         values, counts = np.unique(labels.array, return_counts=True)
         record = {**sidecar, "provenance": labels.provenance.to_dict(), "name": name, "version": version, "format": fmt,
-                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "status": "draft",
                   "voxels": {str(int(v)): int(c) for v, c in zip(values, counts) if v != 0}}
         try:
             _write_json(folder / f"v{version:04d}.json", record)
@@ -87,11 +92,12 @@ class AnnotationStore:
             (folder / f"v{version:04d}{suffix}").unlink(missing_ok=True)
             raise
         _fsync(folder)
-        return {key: record[key] for key in ("name", "version", "format", "created", "voxels")}
+        return {key: record.get(key) for key in ("name", "version", "format", "created", "voxels", "author", "status")}
 
     @staticmethod
     def _claim(folder: Path, draft: Path, suffix: str) -> int:
-        version = max(_versions(folder), default=0) + 1
+        deleted = version_numbers(folder / DELETED) if (folder / DELETED).is_dir() else []
+        version = max([*version_numbers(folder), *deleted], default=0) + 1
         while True:
             try:
                 os.link(draft, folder / f"v{version:04d}{suffix}")
@@ -117,18 +123,54 @@ class AnnotationStore:
                     removed += 1
         return removed
 
+    def set_aside(self, image_id: int, trash: Path) -> Path | None:
+        """Move every annotation of an image out of the store (its catalog entry was deleted) into
+        ``trash/annotations-<id>-<time>``; returns that folder, ``None`` when it had none."""
+        folder = self.root / str(int(image_id))
+        if not folder.is_dir():
+            return None
+        trash.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        target = trash / f"annotations-{int(image_id)}-{stamp}"
+        os.replace(folder, target)
+        return target
+
     def list(self, image_id: int) -> list[dict[str, Any]]:
-        """``[{"name", "versions": [{"version", "format", "created", "labels"}]}]``, by name, oldest version first."""
+        """``[{"name", "versions": [VERSION_FIELDS]}]``, by name, oldest version first."""
         folder = self.root / str(int(image_id))
         if not folder.is_dir():
             return []
         listing = []
         for name_dir in sorted(p for p in folder.iterdir() if p.is_dir() and NAME_PATTERN.fullmatch(p.name)):
-            versions = [self.sidecar(image_id, name_dir.name, v) for v in sorted(_versions(name_dir))]
+            versions = [self.sidecar(image_id, name_dir.name, v) for v in sorted(version_numbers(name_dir))]
             listing.append({"name": name_dir.name, "versions": [
-                {key: record.get(key) for key in ("version", "format", "created", "labels")} for record in versions
+                version_summary(record) for record in versions
             ]})
         return listing
+
+    def set_status(self, image_id: int, name: str, version: int, status: str) -> dict[str, Any]:
+        """Mark a version ``draft`` or ``final``: its :func:`version_summary`."""
+        if status not in STATUSES:
+            raise MedfmError(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
+        record = self.sidecar(image_id, name, version)
+        record["status"] = status
+        _write_json(self._folder(image_id, name) / f"v{int(version):04d}.json", record)
+        return version_summary(record)
+
+    def delete(self, image_id: int, name: str, version: int) -> None:
+        """Move a draft version into its name's ``.deleted/`` folder (kept, unlisted, its number never reused)."""
+        record = self.sidecar(image_id, name, version)
+        if record.get("status") == "final":
+            raise MedfmError(f"{name} version {version} is final: mark it draft before deleting it")
+        folder = self._folder(image_id, name)
+        trash = folder / DELETED
+        trash.mkdir(exist_ok=True)
+        label_file = self.file(image_id, name, version)
+        # the sidecar first: the version is unlisted at once, and its number is taken for good; a label
+        # file left behind by a crash in between is a leftover that start-up removes
+        os.replace(folder / f"v{int(version):04d}.json", trash / f"v{int(version):04d}.json")
+        os.replace(label_file, trash / label_file.name)
+        _fsync(folder)
 
     def sidecar(self, image_id: int, name: str, version: int) -> dict[str, Any]:
         path = self._folder(image_id, name) / f"v{int(version):04d}.json"
@@ -142,34 +184,20 @@ class AnnotationStore:
         return self._folder(image_id, name) / f"v{int(version):04d}{FORMATS[record['format']]}"
 
     def labels(self, image_id: int, name: str, version: int, image: Image, series: DicomSeries | None = None) -> np.ndarray:
-        """A saved version's label map on ``image``'s grid: ``(I, J, K, T)`` uint8.
-
-        A DICOM SEG needs its source ``series``; its segments 1..n are the label values
-        the sidecar's ``voxels`` lists, in ascending order, as the SEG writer numbers them.
-        """
-        path = self.file(image_id, name, version)
-        shape = image.shape[:4]
-        if path.suffix == ".dcm":
-            if series is None:
-                raise MedfmError(f"annotation {name!r} version {version} is a DICOM SEG, but the image is not a DICOM series")
-            from medfm.io.dicom.seg import read_seg
-
-            values = np.array([0, *sorted(int(v) for v in self.sidecar(image_id, name, version)["voxels"])], np.uint8)
-            return values[read_seg(path, series, image)][..., None]
-        from medfm.io import load
-
-        array = np.asarray(load(path).array)[..., 0]
-        if array.shape != tuple(shape):
-            raise MedfmError(f"annotation {name!r} version {version} has shape {array.shape}, the image {tuple(shape)}")
-        return array.astype(np.uint8)
+        """A saved version's label map on ``image``'s grid: ``(I, J, K, T)`` uint8 (:func:`version_labels`)."""
+        self.sidecar(image_id, name, version)  # 404 for a version that does not exist
+        return version_labels(saved_version(self._folder(image_id, name), image_id, int(version)), image, series)
 
     def _folder(self, image_id: int, name: str) -> Path:
         return self.root / str(int(image_id)) / check_name(name)
 
 
-def _versions(folder: Path) -> list[int]:
-    """Version numbers in ``folder`` whose sidecar is written (the version is complete)."""
-    return [int(m.group(1)) for p in folder.iterdir() if (m := _VERSION_FILE.fullmatch(p.name))]
+#: What a listing shows of a version (sidecars saved before statuses existed are drafts).
+VERSION_FIELDS = ("version", "format", "created", "labels", "author", "status", "voxels")
+
+
+def version_summary(record: dict[str, Any]) -> dict[str, Any]:
+    return {**{key: record.get(key) for key in VERSION_FIELDS}, "status": record.get("status") or "draft"}
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:

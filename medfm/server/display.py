@@ -16,12 +16,10 @@ import numpy as np
 
 from medfm.errors import MedfmError
 from medfm.io import Image
-
+from medfm.io.windowing import default_window
 
 #: A frame whose values span less than this fraction of their magnitude is blank.
 BLANK_RANGE = 0.02
-#: Voxels sampled to find an image's default window.
-SAMPLE_VOXELS = 1_000_000
 
 
 #: Voxel axes of a view's columns and rows, by the voxel axis the view crosses.
@@ -32,8 +30,6 @@ DIRECTION_LETTERS = (("R", "L"), ("A", "P"), ("S", "I"))
 VIEW_NAMES = ("sagittal", "coronal", "axial")
 #: The voxel axis a view crosses, as the API names it.
 AXIS_NAMES = {"k": 2, "j": 1, "i": 0}
-#: Windows ``(center, width)`` for a modality when its header names none.
-MODALITY_WINDOWS = {"CT": (40.0, 400.0)}
 #: What an image's values mean, by modality.
 MODALITY_UNITS = {"CT": "HU"}
 
@@ -111,29 +107,6 @@ def _letter(direction: np.ndarray) -> str:
     return DIRECTION_LETTERS[axis][0 if direction[axis] > 0 else 1]
 
 
-def initial_window(image: Image) -> tuple[float, float, str]:
-    """The window an image opens at, ``(center, width, source)``: its DICOM header's first
-    WindowCenter/WindowWidth (``"header"``), else its modality's preset (``"preset"``), else
-    :func:`default_window` (``"auto"``)."""
-    center, width = (_first(image.metadata.get(key)) for key in ("window_center", "window_width"))
-    if center is not None and width is not None and width > 0:
-        return center, width, "header"
-    if image.modality in MODALITY_WINDOWS:
-        return (*MODALITY_WINDOWS[image.modality], "preset")
-    return (*default_window(image), "auto")
-
-
-def _first(value: object) -> float | None:
-    """A header value's first number (WindowCenter may hold several), ``None`` if it has none."""
-    if isinstance(value, (list, tuple)):
-        value = value[0] if value else None
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) else None
-
-
 def first_content_frame(image: Image) -> int:
     """The first frame ``t`` that is not blank (a video's black or uniform lead-in), 0 if all are."""
     step = max(1, int(np.ceil((image.array[:, :, :, 0].size / 65536) ** 0.5)))
@@ -156,16 +129,6 @@ def raw_plane(image: Image, display: Display, index: int, t: int) -> tuple[bytes
     if plane.dtype == np.uint16:
         return np.ascontiguousarray(plane, "<u2").tobytes(), "uint16"
     return np.ascontiguousarray(plane, "<f4").tobytes(), "float32"
-
-
-def default_window(image: Image) -> tuple[float, float]:
-    """Window ``(center, width)`` spanning the 0.5th to 99.5th percentile of the image's values."""
-    # a regular subsample (every step-th voxel along each axis, a view: nothing of the whole
-    # image is copied) gives the same percentiles much faster
-    step = max(1, int(np.ceil((image.array.size / SAMPLE_VOXELS) ** (1 / 3))))
-    values = image.array[::step, ::step, ::step]
-    low, high = (float(v) for v in np.percentile(values.astype(np.float32), [0.5, 99.5]))
-    return (low + high) / 2, max(high - low, 1e-6)
 
 
 def render_png(image: Image, k: int, t: int, display: Display, window: tuple[float, float] | None = None,
@@ -205,7 +168,8 @@ def decode_label_png(data_url: str, width: int, height: int) -> np.ndarray:
     import base64
     import binascii
 
-    from PIL import Image as PILImage, UnidentifiedImageError
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
 
     prefix = "data:image/png;base64,"
     if not data_url.startswith(prefix):

@@ -31,3 +31,5 @@ LabelValue = Annotated[StrictInt, Field(ge=1, le=255)]
 StructureName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_CHARS)]
 #: A colour as ``#rrggbb``.
 Colour = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
+#: A SNOMED CT code of medfm's structure terminology (``""`` removes a structure's code).
+StructureCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{0,18}$")]

@@ -26,13 +26,13 @@ from medfm.provenance import pixels_id
 from medfm.server.display import Display
 from medfm.server.errors import NotFound
 from medfm.server.limits import MAX_POINTS_PER_PLANE, MAX_SCRIBBLE_POINTS_PER_PLANE
+from medfm.structures import default_color, term
 from medfm.tasks.segment import propagate, segmentation_provenance
 
-#: Colours given to structures 1, 2, ... unless the client chooses one.
-PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
-           "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000", "#aaffc3", "#000075")
 #: Undo steps kept per session (fewer when the sessions' memory runs short).
 HISTORY = 100
+#: The widest smoothing (Gaussian sigma, in pixels) one request may ask for.
+MAX_SMOOTH_SIGMA = 10.0
 
 Plane = tuple[int, int]
 #: A structure on a plane: (label, k, t).
@@ -106,6 +106,8 @@ class SegmentationSession:
         self.undo_stack: list[Step] = []
         self.redo_stack: list[Step] = []
         self.revision = 0
+        #: per structure, the model's score on each plane its last propagation reached: ``{label: {(k, t): score}}``
+        self.propagation_scores: dict[int, dict[Plane, float]] = {}
         self.lock = threading.Lock()
         self.last_used = time.monotonic()
 
@@ -132,15 +134,23 @@ class SegmentationSession:
         self.image.check_plane_index(k, t)
         return self.labels[:, :, k, t].T
 
-    def set_label(self, label: int, name: str | None = None, color: str | None = None) -> None:
-        """Name or recolour structure ``label`` (1 to 255), creating it with a default if new."""
+    def set_label(self, label: int, name: str | None = None, color: str | None = None, code: str | None = None) -> None:
+        """Name, recolour or code structure ``label`` (1 to 255), creating it with the palette's colour if new.
+
+        ``code`` is a SNOMED CT code of :func:`medfm.structures.terminology` (its meaning names the
+        structure unless ``name`` is given); ``""`` removes the structure's code."""
         if not isinstance(label, int) or not 0 < label < 256:
             raise MedfmError(f"label must be an integer from 1 to 255 (0 is background); got {label!r}")
-        info = self.label_info.setdefault(label, {"name": f"label {label}", "color": PALETTE[(label - 1) % len(PALETTE)]})
-        if name:
-            info["name"] = name
+        coded = term(code) if code else None
+        info = self.label_info.setdefault(label, {"name": f"label {label}", "color": default_color(label)})
+        if name or coded:
+            info["name"] = name or coded.meaning
         if color:
             info["color"] = color
+        if coded:
+            info["code"] = coded.to_dict()
+        elif code == "":
+            info.pop("code", None)
 
     def interact(self, segmenter: Segmenter, segmenter_lock: threading.RLock, k: int, t: int, label: int,
                  interaction: Prompt, locked: frozenset[int] = frozenset()) -> float:
@@ -183,6 +193,31 @@ class SegmentationSession:
             self.set_label(int(value))
         self._apply(Step((k, t), {(k, t): before}, {(k, t): after}, {}, {}))
 
+    def replace_view_plane(self, view: Display, index: int, t: int, plane: np.ndarray, locked: frozenset[int] = frozenset()) -> None:
+        """Replace the labels of plane ``index`` across ``view.axis`` (an MPR view's plane, ``(rows, columns)`` as
+        :meth:`Display.plane` gives it) at frame ``t`` by an edited one, as one undoable step over the session's
+        planes ``(k, t)`` it crosses; locked structures stay as in :meth:`replace_plane`."""
+        if view.axis == 2:
+            self.replace_plane(index, t, plane, locked)
+            return
+        self.image.check_plane_index(0, t)
+        before_frame = self.labels[:, :, :, t:t + 1]
+        before = view.plane(before_frame, index, 0)
+        if plane.shape != before.shape:
+            raise MedfmError(f"the edited plane is {plane.shape[1]}x{plane.shape[0]} pixels; plane {index} across "
+                             f"{'ijk'[view.axis]} is {before.shape[1]}x{before.shape[0]}")
+        after_frame = before_frame.copy()
+        edited = plane.astype(np.uint8)
+        keep = np.isin(before, list(locked)) | np.isin(edited, list(locked))
+        edited[keep] = before[keep]
+        view.plane(after_frame, index, 0)[...] = edited  # a view into after_frame
+        for value in np.unique(edited[edited > 0]).tolist():
+            self.set_label(int(value))
+        changed = np.nonzero((after_frame != before_frame).any(axis=(0, 1, 3)))[0].tolist()
+        if changed:
+            self._apply(Step((changed[len(changed) // 2], t), {(k, t): self.plane(k, t).copy() for k in changed},
+                             {(k, t): after_frame[:, :, k, 0].T.copy() for k in changed}, {}, {}))
+
     def fill_holes(self, k: int, t: int, label: int, locked: frozenset[int] = frozenset()) -> int:
         """Fill the holes of structure ``label`` on plane ``(k, t)`` (one undoable step); returns the pixels added."""
         from scipy.ndimage import binary_fill_holes
@@ -194,6 +229,33 @@ class SegmentationSession:
         if filled.any():
             self.replace_plane(k, t, plane, locked)
         return int(filled.sum())
+
+    def smooth(self, k: int, t: int, label: int, sigma: float, whole: bool = False, locked: frozenset[int] = frozenset()) -> int:
+        """Smooth structure ``label``'s outline (one undoable step): a Gaussian of ``sigma`` pixels over its
+        mask, kept where it is above one half; on plane ``(k, t)``, or with ``whole`` on every plane of
+        frame ``t`` in 3D (spacing-aware: ``sigma`` is in pixels of the plane, scaled across slices).
+        Pixels of other structures, locked or not, stay theirs. Returns how many pixels changed."""
+        from scipy.ndimage import gaussian_filter
+
+        check_unlocked(label, locked)
+        self.image.check_plane_index(k, t)
+        if not (isinstance(sigma, (int, float)) and 0 < sigma <= MAX_SMOOTH_SIGMA):
+            raise MedfmError(f"sigma must be above 0 and at most {MAX_SMOOTH_SIGMA} pixels; got {sigma!r}")
+        planes = range(self.image.shape[2]) if whole else [k]
+        before = {(z, t): self.plane(z, t).copy() for z in planes}
+        stack = np.stack([before[(z, t)] for z in planes])  # (planes, rows, columns)
+        spacing = self.image.spacing
+        across = sigma * spacing[0] / spacing[2] if whole and spacing[2] > 0 else 0.0
+        smooth = gaussian_filter((stack == label).astype(np.float32), sigma=(across, sigma, sigma)) > 0.5
+        smooth &= (stack == 0) | (stack == label)  # never over another structure
+        after_stack = np.where(stack == label, 0, stack)
+        after_stack[smooth] = label
+        changed = int((after_stack != stack).sum())
+        if changed:
+            after = {(z, t): after_stack[n] for n, z in enumerate(planes)}
+            touched = [plane for plane in after if not np.array_equal(after[plane], before[plane])]
+            self._apply(Step((k, t), {p: before[p] for p in touched}, {p: after[p] for p in touched}, {}, {}))
+        return changed
 
     @cached_property
     def input_id(self) -> str:
@@ -211,7 +273,12 @@ class SegmentationSession:
         index = 1 if axis == "k" else 2
         prompts = {key[index]: [s.combined(*key)] for key, s in seeds.items()}
         with segmenter_lock:
-            result = propagate(self.image, segmenter, prompts, axis=axis, input_id=self.input_id).array[..., 0]
+            propagated = propagate(self.image, segmenter, prompts, axis=axis, input_id=self.input_id)
+        result = propagated.array[..., 0]
+        self.propagation_scores[label] = {
+            (plane["slice_index"], plane["frame_index"]): float(plane["score"])
+            for structure in propagated.provenance.structures if structure.get("label") == label for plane in structure["planes"]
+        }
         touched = {(k, t) for k, t in zip(*np.nonzero((result == label).any(axis=(0, 1))))}
         touched |= {(key[1], key[2]) for key in seeds}
         before = {(int(k), int(t)): self.plane(k, t).copy() for k, t in touched}
@@ -252,7 +319,8 @@ class SegmentationSession:
         prompts = [{**prompt.to_dict(), "label": label, "slice_index": k, "frame_index": t}
                    for (label, k, t), structure in sorted(self.structures.items()) for prompt in structure.interactions]
         structures = [
-            {"label": value, "label_name": info["name"], "planes": [
+            {"label": value, "label_name": info["name"], "color": info.get("color") or default_color(value),
+             **({"code": info["code"]} if info.get("code") else {}), "planes": [
                 {"slice_index": k, "frame_index": t, "score": structure.score}
                 for (label, k, t), structure in sorted(self.structures.items()) if label == value and structure.interactions
             ]}

@@ -21,18 +21,19 @@ from fastapi import Request
 from medfm.catalog import Catalog, ImageRecord, open_catalog
 from medfm.errors import FileError, MedfmError
 from medfm.io import Image
+from medfm.io.windowing import default_window, initial_window
 from medfm.server.annotations import AnnotationStore
 from medfm.server.audit import AuditLog
-from medfm.server.display import Display, default_window, first_content_frame, initial_window
+from medfm.server.display import Display, first_content_frame
 from medfm.server.errors import NotFound
 from medfm.server.jobs import Jobs, Progress
 from medfm.server.sessions import SessionStore
-from medfm.server.uploads import Uploads
 from medfm.server.settings import ServerSettings
+from medfm.server.uploads import Uploads
 
 if TYPE_CHECKING:
-    from medfm.io.dicom import DicomSeries
     from medfm.index import Index
+    from medfm.io.dicom import DicomSeries
     from medfm.models.encoders import Encoder, EncoderInfo
     from medfm.models.segmenters import Segmenter
 
@@ -53,12 +54,12 @@ class LoadedImage:
 
     @cached_property
     def initial_window(self) -> tuple[float, float, str]:
-        """``(center, width, source)``: :func:`~medfm.server.display.initial_window`."""
+        """``(center, width, source)``: :func:`~medfm.io.windowing.initial_window`."""
         return initial_window(self.image)
 
     @cached_property
     def auto_window(self) -> tuple[float, float]:
-        """The window from the image's values alone (:func:`~medfm.server.display.default_window`)."""
+        """The window from the image's values alone (:func:`~medfm.io.windowing.default_window`)."""
         center, width, source = self.initial_window
         return (center, width) if source == "auto" else default_window(self.image)
 
@@ -213,6 +214,23 @@ class ServerState:
         with self._images_lock:
             images = {"bytes": self._images_bytes, "limit": self.settings.image_cache_bytes, "count": len(self._images)}
         return {"image_cache": images, "sessions": self.sessions.usage()}
+
+    def delete_image(self, image_id: int) -> None:
+        """Remove an image from the catalog, the search index and memory; its saved annotations
+        are set aside under ``<data_dir>/deleted/`` (never lost, never listed for a later image)."""
+        self.record(image_id)  # 404 for an unknown id
+        self.catalog.delete([image_id])
+        with self._images_lock:
+            dropped = self._images.pop(image_id, None)
+            if dropped is not None:
+                self._images_bytes -= dropped.nbytes
+        self.annotations.set_aside(image_id, self.data_dir / "deleted")
+        with self.index_lock:
+            index = self.index()
+            if index is not None:
+                index.delete([image_id])
+                index.save()
+                self.index_size = len(index)
 
     def record(self, image_id: int) -> ImageRecord:
         """The catalog record of ``image_id``; NotFound if there is none."""

@@ -16,29 +16,34 @@ import numpy as np
 from scipy import ndimage
 
 from medfm.errors import display_path
-from medfm.io.formats import load, output_folder
+from medfm.io.formats import output_folder
 from medfm.io.image import Image
 from medfm.io.label_maps import save_segmentation
 from medfm.models.automatic import AutoSegmenter
-from medfm.models.automatic.segmenter import planar_pixels
+from medfm.models.automatic.segmenter import pixel_stack
 from medfm.tasks.batch import BatchInput, BatchReport, output_paths, run_batch
 from medfm.tasks.segment import measure, segmentation_provenance
+from medfm.tasks.segment_to_file import load_input
 
 
 def auto_segment(image: Image, segmenter: AutoSegmenter, path: str | os.PathLike = "image", *, flips: bool = False,
                  largest_component: bool = False) -> Image:
-    """``image``'s label map; ``flips``: average over mirror images; ``largest_component``: keep each label's largest piece."""
-    probabilities = segmenter.probabilities(planar_pixels(image, path), flips=flips)
-    labels = segmenter.label_map(probabilities)
+    """``image``'s label map; ``flips``: average over mirror images; ``largest_component``: keep each label's largest
+    piece (per plane for 2D images and videos, in 3D for volumes)."""
+    pixels, kind = pixel_stack(image, path)
+    probabilities = segmenter.probabilities(pixels, image.spacing, flips=flips)
+    labels = segmenter.label_map(probabilities)  # (I, J, N)
     if largest_component:
-        labels = keep_largest_components(labels)
+        labels = (keep_largest_components(labels) if kind == "volume" else
+                  np.stack([keep_largest_components(labels[..., n]) for n in range(labels.shape[-1])], axis=-1))
     structures = []
     for channel, value in enumerate(segmenter.plan.label_values, start=1):
         inside = labels == value
         score = float(probabilities[channel][inside].mean()) if inside.any() else 0.0
         structures.append({"label": value, "label_name": segmenter.plan.labels[value],
                            "planes": [{"slice_index": 0, "frame_index": 0, "score": score}]})
-    result = image.with_array(labels[:, :, None, None, None])
+    array = labels[:, :, None, :, None] if kind == "video" else labels[:, :, :, None, None]
+    result = image.with_array(array)
     result.provenance = segmentation_provenance(
         image, segmenter.info, [], structures,
         {"mode": "automatic", "plan": segmenter.plan.to_dict(), "flips": flips, "largest_component": largest_component})
@@ -59,16 +64,20 @@ def keep_largest_components(labels: np.ndarray) -> np.ndarray:
 
 
 def auto_segment_files(inputs: Sequence[BatchInput], out_dir: str | os.PathLike, segmenter: AutoSegmenter, *,
-                       flips: bool = False, largest_component: bool = False, progress: bool = False) -> BatchReport:
-    """:func:`auto_segment` for each input into ``out_dir`` as a PNG label map named after it
-    (:func:`~medfm.tasks.batch.output_paths`: clashes are refused before anything is written);
-    an input that fails is reported in the :class:`BatchReport` and the others go on."""
-    targets = dict(zip(inputs, output_paths(inputs, out_dir, ".png")))
+                       suffix: str | None = None, flips: bool = False, largest_component: bool = False,
+                       progress: bool = False) -> BatchReport:
+    """:func:`auto_segment` for each input into ``out_dir`` as a label map named after it
+    (:func:`~medfm.tasks.batch.output_paths`: ``suffix``, else PNG for 2D pictures and NIfTI
+    otherwise; ``.dcm`` writes a DICOM SEG referencing a DICOM series input; clashes are refused
+    before anything is written); an input that fails is reported in the :class:`BatchReport`
+    and the others go on."""
+    targets = dict(zip(inputs, output_paths(inputs, out_dir, suffix)))
     output_folder(out_dir)
 
     def one(item: BatchInput) -> dict[str, Any]:
-        labels = auto_segment(load(item.path), segmenter, item.path, flips=flips, largest_component=largest_component)
-        written = save_segmentation(labels, targets[item])
+        image, series = load_input(item.path, item.record)
+        labels = auto_segment(image, segmenter, item.path, flips=flips, largest_component=largest_component)
+        written = save_segmentation(labels, targets[item], series)
         return {"input": display_path(item.path), "output": display_path(written), "structures": measure(labels)}
 
     return run_batch(inputs, one, progress=progress, description="Segmenting")

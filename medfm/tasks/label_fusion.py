@@ -22,8 +22,8 @@ from medfm.provenance import Provenance, pixels_id
 METHODS = ("staple", "majority")
 
 
-def read_annotations(paths: Sequence[str | os.PathLike]) -> tuple[Image, list[np.ndarray], bool]:
-    """The first mask's image, every mask as an ``(I, J, K)`` array, and whether all are binary (0/1 or 0/255)."""
+def read_annotations(paths: Sequence[str | os.PathLike]) -> tuple[Image, list[np.ndarray]]:
+    """The first mask's image and every mask as an ``(I, J, K)`` array of its stored values."""
     if len(paths) < 2:
         raise MedfmError(f"label fusion needs at least 2 masks of the same image; got {len(paths)}")
     first, arrays = None, []
@@ -37,22 +37,36 @@ def read_annotations(paths: Sequence[str | os.PathLike]) -> tuple[Image, list[np
                              f"{first.spatial_shape}")
         first = first or image
         arrays.append(np.asarray(image.array[:, :, :, 0, 0]))
+    return first, arrays
+
+
+def fuse_labels(paths: Sequence[str | os.PathLike], method: str = "staple") -> tuple[Image, dict[str, Any]]:
+    """``(fused label map, report)``; the report has ``method``, ``labels`` and ``annotators`` (path, sensitivity, specificity)."""
+    reference, arrays = read_annotations(paths)
+    fused, report = fuse_masks(arrays, method)
+    annotators = [{"mask": display_path(path), **q} for path, q in zip(paths, report.pop("annotators"))]
+    result = reference.with_array(fused)
+    result.provenance = Provenance(kind="segmentation", model=f"label-fusion-{method}", weights_sha256=None,
+                                   inputs=tuple(pixels_id(a) for a in arrays),
+                                   parameters={"method": method, "annotators": len(arrays), "binary": report["binary"]})
+    return result, {**report, "annotators": annotators}
+
+
+def fuse_masks(arrays: Sequence[np.ndarray], method: str = "staple") -> tuple[np.ndarray, dict[str, Any]]:
+    """Several annotators' masks of one grid (same shape; binary 0/1 or 0/255, or label values 0..255) → ``(fused
+    uint8 map, report)``: a binary set fuses to 0/1; the report has ``method``, ``labels``, ``binary`` and
+    ``annotators`` (per mask, in order: sensitivity, specificity)."""
+    import SimpleITK as sitk
+
+    if method not in METHODS:
+        raise MedfmError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
     values = set(np.unique(np.concatenate([np.unique(a) for a in arrays])).tolist())
     binary = values <= {0, 1} or values <= {0, 255}
     if binary:
         arrays = [(a > 0).astype(np.uint8) for a in arrays]
     elif min(values) < 0 or max(values) > 255:
         raise MedfmError(f"label values must lie in 0..255 for fusion; found {min(values)}..{max(values)}")
-    return first, [a.astype(np.uint8) for a in arrays], binary
-
-
-def fuse_labels(paths: Sequence[str | os.PathLike], method: str = "staple") -> tuple[Image, dict[str, Any]]:
-    """``(fused label map, report)``; the report has ``method``, ``labels`` and ``annotators`` (path, sensitivity, specificity)."""
-    import SimpleITK as sitk
-
-    if method not in METHODS:
-        raise MedfmError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
-    reference, arrays, binary = read_annotations(paths)
+    arrays = [np.asarray(a).astype(np.uint8) for a in arrays]
     images = [sitk.GetImageFromArray(a) for a in arrays]
     labels = sorted(set(np.unique(np.stack(arrays)).tolist()) - {0}) or [1]
     if method == "staple" and binary:
@@ -71,12 +85,7 @@ def fuse_labels(paths: Sequence[str | os.PathLike], method: str = "staple") -> t
         voting.SetLabelForUndecidedPixels(0)
         fused = sitk.GetArrayFromImage(voting.Execute(images)).astype(np.uint8)
         quality = [_against(a, fused, labels, binary) for a in arrays]
-    annotators = [{"mask": display_path(path), **q} for path, q in zip(paths, quality)]
-    result = reference.with_array(fused)
-    result.provenance = Provenance(kind="segmentation", model=f"label-fusion-{method}", weights_sha256=None,
-                                   inputs=tuple(pixels_id(a) for a in arrays),
-                                   parameters={"method": method, "annotators": len(arrays), "binary": binary})
-    return result, {"method": method, "labels": labels, "binary": binary, "annotators": annotators}
+    return fused, {"method": method, "labels": labels, "binary": binary, "annotators": quality}
 
 
 def _from_confusion(matrix: np.ndarray, labels: list[int], fused: np.ndarray) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from medfm.io.image import Image
 from medfm.models.segmenters import Prediction, Prompt, Segmenter, SegmenterInfo, mask_box
 from medfm.progress import progress_bar
 from medfm.provenance import Provenance, pixels_id
+from medfm.structures import default_color
 
 AXES = ("k", "t")
 #: Logits given to the pixels outside the window a prediction was made in: surely background.
@@ -324,13 +325,16 @@ def segmentation_provenance(
     """The record of a label map drawn on ``image`` by ``model``, for the CLI, the Python API and the server alike.
 
     ``prompts`` are :meth:`Prompt.to_dict` records with their plane indices; ``structures``
-    ``{"label", "label_name", "planes": [{"slice_index", "frame_index", "score"}]}``;
+    ``{"label", "label_name", "color"?, "code"?, "planes": [{"slice_index", "frame_index", "score"}]}`` (``color``
+    defaults to :func:`medfm.structures.default_color`, ``code`` is a :class:`medfm.structures.Term` dict);
     ``parameters`` the settings that shaped the result (propagation's axis and limits);
     ``input_id`` names the image when the caller already knows it (hashing a large volume's
     pixels, :func:`~medfm.provenance.pixels_id`, the default, takes a noticeable fraction of a second).
     """
+    # every structure carries its colour (the one palette's where none was chosen): PNG, NIfTI and SEG show it alike
+    coloured = tuple({**s, "color": s.get("color") or default_color(s["label"])} if "label" in s else s for s in structures)
     return Provenance(kind="segmentation", model=model.name, weights_sha256=model.weights_sha256,
-                      inputs=(input_id or pixels_id(image.array),), prompts=tuple(prompts), structures=tuple(structures),
+                      inputs=(input_id or pixels_id(image.array),), prompts=tuple(prompts), structures=coloured,
                       parameters=parameters or {})
 
 

@@ -52,12 +52,7 @@ def segment_file(
     ``progress`` shows propagation's progress bar on stderr.
     """
     started = time.perf_counter()
-    if record is not None:
-        image = load_record(record)
-        series = record_series(record) if record.format == DICOM.name else None
-    else:
-        image = load(source)
-        series = _source_series(Path(os.fsdecode(source)), image)
+    image, series = load_input(source, record)
     prompts = parse_prompts(image, points, boxes, scribble, prompts_file)
     loaded = time.perf_counter()
     axis = "k" if image.spatial_shape[2] > 1 or image.num_frames == 1 else "t"
@@ -85,6 +80,15 @@ def segment_file(
                      "write": round(time.perf_counter() - segmented, 3)},
         "provenance": record,
     }
+
+
+def load_input(source: str | os.PathLike, record: ImageRecord | None = None) -> tuple[Image, Any]:
+    """``(image, the DicomSeries it was read from or None)``: from exactly a catalog ``record``'s files when given,
+    else from ``source`` (a file or DICOM series folder); the series is what a DICOM SEG output references."""
+    if record is not None:
+        return load_record(record), record_series(record) if record.format == DICOM.name else None
+    image = load(source)
+    return image, _source_series(Path(os.fsdecode(source)), image)
 
 
 def _source_series(path: Path, image: Image) -> Any:

@@ -18,21 +18,26 @@ METRICS = ("dice", "hd95")
 
 
 def validate(network: nn.Module, plan: Plan, cases: list[Case], by_group: bool) -> dict[str, Any]:
-    """Per label: mean Dice and HD95 (pixels × spacing, mm) over the held-out images with 95 % bootstrap intervals.
+    """Per label: mean Dice and HD95 (voxels × spacing, mm) over the held-out images with 95 % bootstrap intervals.
 
-    With ``by_group``, whole groups (subjects) are resampled. An image where the label is
-    absent from both maps counts as Dice 1, as :func:`score_label_maps` defines.
+    A 2D image or a volume is scored as a whole; a video frame by frame (each frame one
+    image). With ``by_group``, whole groups (subjects) are resampled. An image where the label
+    is absent from both maps counts as Dice 1, as :func:`score_label_maps` defines.
     """
     segmenter = AutoSegmenter(network, plan, SegmenterInfo("validation"))
     rows: dict[int, dict[str, list[float]]] = {v: {m: [] for m in METRICS} for v in plan.label_values}
     groups = []
-    for case, pixels, mask, image in iterate_pairs(cases, plan.labels):
-        predicted = segmenter.label_map(segmenter.probabilities(pixels))
-        scores = score_label_maps(predicted, mask, image.spacing[:2], plan.label_values)
-        for value, score in scores.items():
-            for metric in METRICS:
-                rows[value][metric].append(getattr(score, metric))
-        groups.append(case.group)
+    for pair in iterate_pairs(cases, plan.labels, plan.label_fusion or "staple"):
+        predicted = segmenter.label_map(segmenter.probabilities(pair.pixels, pair.spacing))
+        if pair.kind == "volume":
+            units = [(predicted, pair.mask, pair.spacing)]
+        else:
+            units = [(predicted[..., n], pair.mask[..., n], pair.spacing[:2]) for n in range(predicted.shape[-1])]
+        for prediction, reference, spacing in units:
+            for value, score in score_label_maps(prediction, reference, spacing, plan.label_values).items():
+                for metric in METRICS:
+                    rows[value][metric].append(getattr(score, metric))
+            groups.append(pair.case.group)
     result = {}
     for value in plan.label_values:
         table = {m: np.array(rows[value][m], dtype=np.float64) for m in METRICS}
@@ -59,12 +64,13 @@ def model_card(name: str, plan: Plan, fingerprint: dict[str, Any], summary: dict
               f"- architecture `{plan.architecture}`; {summary['steps']} steps in {summary['training_seconds']} s "
               f"(budget {summary['budget_minutes']} min), resumed at steps {summary['resumed_at_steps'] or 'never'}",
               f"- {summary['train_images']} training and {summary['val_images']} validation images; "
-              f"manifest sha256 `{summary['manifest_sha256']}`",
+              f"data sha256 `{summary['data_sha256']}`",
               f"- loss (Dice + CE) {summary['loss_first_10']:.3f} over the first 10 steps, "
               f"{summary['loss_last_10']:.3f} over the last 10",
               "", "## Plan", "", "```json", plan.to_json(), "```", "",
               "## Data fingerprint", "",
-              f"- {fingerprint['cases']} images, {fingerprint['channels']} channel(s), modality {', '.join(fingerprint['modality'])}",
+              f"- {fingerprint['cases']} images ({fingerprint['kind']}), {fingerprint['channels']} channel(s), "
+              f"modality {', '.join(fingerprint['modality'])}, {fingerprint['masks_per_image']['max']} mask(s) per image at most",
               f"- shape median {fingerprint['shape']['median']}, min {fingerprint['shape']['min']}, max {fingerprint['shape']['max']}",
               f"- spacing (mm) median {fingerprint['spacing_mm']['median']}",
               f"- class frequencies {fingerprint['class_frequency']}", ""]

@@ -1,10 +1,37 @@
-// Structures being drawn: label value -> {name, color}, the active one, and the panel
-// that lists them (select, rename, recolour, add).
+// Structures being drawn: label value -> {name, color, code}, the active one, and the panel
+// that lists them (select, rename, recolour, name from the coded list, add). The palette and
+// the coded names (SNOMED CT) come from the server (GET /api/terminology): the same ones its
+// label maps and DICOM SEGs carry.
 
-export const PALETTE = [
-  "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4",
-  "#f032e6", "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324",
-];
+/** Colours of label values 1, 2, ... (filled from the server at start). */
+export const PALETTE = [];
+/** Coded structure names: [{code, scheme, meaning, category}] (filled from the server at start). */
+export const TERMS = [];
+
+/** Takes the server's {palette, terms}; also fills the page's list of coded names. */
+export function setTerminology({ palette = [], terms = [] }) {
+  PALETTE.splice(0, PALETTE.length, ...palette);
+  TERMS.splice(0, TERMS.length, ...terms);
+  let list = document.getElementById("structure-terms");
+  if (!list) {
+    list = document.createElement("datalist");
+    list.id = "structure-terms";
+    list.setAttribute("data-testid", "structure-terms");
+    document.body.append(list);
+  }
+  list.replaceChildren(...terms.map((term) => Object.assign(document.createElement("option"), { value: term.meaning, label: `SNOMED CT ${term.code}` })));
+}
+
+/** The coded name whose meaning is `name` (ignoring case), else null. */
+export function termNamed(name) {
+  const wanted = String(name || "").trim().toLowerCase();
+  return TERMS.find((term) => term.meaning.toLowerCase() === wanted) || null;
+}
+
+/** The palette's colour of label `value`. */
+export function defaultColor(value) {
+  return PALETTE.length ? PALETTE[(value - 1 + PALETTE.length) % PALETTE.length] : "#ffffff";
+}
 
 /** "#rrggbb" from "#rgb", "#rrggbb", [r, g, b] or "rgb(r, g, b)"; a palette colour otherwise. */
 export function normaliseColor(color, value = 1) {
@@ -18,7 +45,7 @@ export function normaliseColor(color, value = 1) {
     const m = s.match(/^rgba?\((\d+)\D+(\d+)\D+(\d+)/i);
     if (m) return normaliseColor([+m[1], +m[2], +m[3]]);
   }
-  return PALETTE[(value - 1 + PALETTE.length) % PALETTE.length];
+  return defaultColor(value);
 }
 
 /** [r, g, b] of "#rrggbb". */
@@ -36,7 +63,7 @@ export class LabelSet {
     this.listeners = [];
   }
 
-  /** Replaces the set with the server's {value: {name, color}}; keeps one label at least. */
+  /** Replaces the set with the server's {value: {name, color, code?}}; keeps one label at least. */
   reset(serverLabels = {}) {
     this.labels.clear();
     this.hidden.clear();
@@ -56,9 +83,10 @@ export class LabelSet {
       if (!Number.isInteger(value) || value <= 0) continue;
       const name = (info && info.name) || `structure ${value}`;
       const color = normaliseColor(info && info.color, value);
+      const code = (info && info.code) || null;
       const old = this.labels.get(value);
-      if (old && old.name === name && old.color === color && old.known) continue;
-      this.labels.set(value, { name, color, known: true });
+      if (old && old.name === name && old.color === color && old.code?.code === code?.code && old.known) continue;
+      this.labels.set(value, { name, color, code, known: true });
       changed = true;
     }
     if (changed) this.changed(); // re-rendering only on a change keeps focus in a name being typed
@@ -69,7 +97,7 @@ export class LabelSet {
     let value = 1;
     while (this.labels.has(value)) value += 1;
     if (value > 255) throw new Error("at most 255 labels");
-    this.labels.set(value, { name: name || `structure ${value}`, color: PALETTE[(value - 1) % PALETTE.length], known: false });
+    this.labels.set(value, { name: name || `structure ${value}`, color: defaultColor(value), code: null, known: false });
     this.active = value;
     this.changed();
     return value;
@@ -79,7 +107,7 @@ export class LabelSet {
 
   color(value) {
     const info = this.labels.get(value);
-    return info ? info.color : PALETTE[(value - 1 + PALETTE.length) % PALETTE.length];
+    return info ? info.color : defaultColor(value);
   }
 
   /** Makes `value` the label new prompts draw; no re-render (the panel marks it itself). */
@@ -105,8 +133,9 @@ export class LabelSet {
 }
 
 /**
- * Renders the labels panel into `list` and wires it: click selects, the name field renames,
- * the swatch recolours; `onEdit(value, {name, color})` is called after an edit.
+ * Renders the labels panel into `list` and wires it: click selects, the name field renames (a
+ * name from the coded list takes its code), the swatch recolours; `onEdit(value, {name, color, code})`
+ * is called after an edit (`code`: a term, or null for a free-text name).
  */
 export function renderLabelList(list, set, onEdit) {
   list.replaceChildren();
@@ -122,19 +151,27 @@ export function renderLabelList(list, set, onEdit) {
     swatch.value = info.color;
     swatch.title = "Colour";
     swatch.setAttribute("data-testid", "label-color");
-    swatch.addEventListener("change", () => onEdit(value, { name: info.name, color: swatch.value }));
+    swatch.addEventListener("change", () => onEdit(value, { name: info.name, color: swatch.value, code: info.code }));
 
     const name = document.createElement("input");
     name.type = "text";
     name.value = info.name;
-    name.title = "Name of the structure (edit to rename)";
+    name.title = "Name of the structure (edit to rename; choose from the list for a SNOMED CT coded name)";
+    name.setAttribute("list", "structure-terms");
     name.setAttribute("data-testid", "label-name");
     name.setAttribute("aria-label", `name of label ${value}`);
     name.addEventListener("change", () => {
       const text = name.value.trim();
-      if (text) onEdit(value, { name: text, color: info.color });
+      const term = termNamed(text);
+      if (text) onEdit(value, { name: text, color: info.color, code: term });
       else name.value = info.name;
     });
+
+    const code = document.createElement("span");
+    code.className = "label-code";
+    code.setAttribute("data-testid", "label-code");
+    code.textContent = info.code ? `SCT ${info.code.code}` : "";
+    code.title = info.code ? `SNOMED CT ${info.code.code} ${info.code.meaning} (${info.code.category.meaning})` : "";
 
     const number = document.createElement("span");
     number.className = "label-value";
@@ -153,7 +190,7 @@ export function renderLabelList(list, set, onEdit) {
     };
     const hidden = toggle("label-hide", set.hidden.has(value), ["◌", "◉"], "Show or hide this structure", (v) => set.toggleHidden(v));
     const locked = toggle("label-lock", set.locked.has(value), ["Locked", "Lock"], "Lock: prompts and the brush leave this structure as it is", (v) => set.toggleLocked(v));
-    item.append(swatch, name, number, hidden, locked);
+    item.append(swatch, name, code, number, hidden, locked);
     const choose = () => {
       set.select(value);
       for (const li of list.children) li.classList.toggle("active", li.dataset.value === String(value));

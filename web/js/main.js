@@ -2,7 +2,7 @@
 // server's session API. Everything here runs offline against the page's own origin.
 
 import { ApiError, api, query, setStatus, showError, waitForJob } from "./api.js";
-import { LabelSet, renderLabelList } from "./labels.js";
+import { LabelSet, renderLabelList, setTerminology } from "./labels.js";
 import { Pacs, sendToPacs } from "./pacs.js";
 import { SideView, displayToVoxel, voxelToDisplay } from "./mpr.js";
 import { Annotations, Catalog, Similar, ZeroShot } from "./panels.js";
@@ -16,6 +16,7 @@ const labels = new LabelSet();
 const viewer = new Viewer($("viewport"), labels);
 viewer.onViewChange = updateHud;
 const state = { info: null, session: null, canUndo: false, canRedo: false, busy: 0, opening: 0 };
+const review = { planes: [], axis: "k", label: null }; // the last propagation's planes and scores (showReview)
 
 // ---- busy indicator and serialised requests ---------------------------------------
 
@@ -133,6 +134,7 @@ function updateHud() {
   hud.textContent = parts.join(" · ");
   hud.dataset.k = String(viewer.k);
   hud.dataset.t = String(viewer.t);
+  markReviewPlane();
 }
 
 function goTo(k, t = viewer.t) {
@@ -209,6 +211,7 @@ function updateEditButtons() {
   $("propagate").disabled = !open || (viewer.numSlices <= 1 && viewer.numFrames <= 1);
   $("save-button").disabled = !open;
   $("fill-holes").disabled = !open;
+  $("smooth").disabled = !open;
   $("measure-roi").disabled = !open || viewer.isRgb();
 }
 
@@ -225,6 +228,7 @@ async function startSession(annotation) {
   }
   state.session = answer.session;
   document.body.dataset.session = answer.session;
+  showReview(null);
   resetMarks();
   labels.reset(answer.labels);
   state.canUndo = state.canRedo = false;
@@ -299,6 +303,7 @@ async function openImage(id) {
       updateEditButtons();
     }
     state.info = info;
+    showReview(null);
     catalog.select(id);
     setPlaying(false);
     viewer.setImage(info);
@@ -335,7 +340,7 @@ function sendPrompt(body) {
   const value = labels.active;
   const info = labels.get(value) || {};
   if (labels.locked.has(value)) { setStatus(`${info.name || "this structure"} is locked: unlock it to change it`, "warning"); return; }
-  const request = { k: viewer.k, t: viewer.t, label: value, label_name: info.name, color: info.color, points: [], point_labels: [],
+  const request = { k: viewer.k, t: viewer.t, label: value, label_name: info.name, color: info.color, ...(info.code ? { code: info.code.code } : {}), points: [], point_labels: [],
     locked: [...labels.locked], ...body };
   return serial(async () => {
     const plane = await sessionApi("/prompts", { method: "POST", body: request });
@@ -370,11 +375,14 @@ function propagate() {
     const answer = await sessionApi("/propagate", { method: "POST", body: { label: labels.active, axis, locked: [...labels.locked] }, retry: false });
     if (!answer) return;
     const { job } = answer;
-    await waitForJob(job, (done, total) => busy(0, `propagating through ${what}… ${done}/${total || "?"}`));
+    const result = await waitForJob(job, (done, total) => busy(0, `propagating through ${what}… ${done}/${total || "?"}`));
     marks.undone = [];
     pushMark(null, null);
     unsaved.add(state.session);
     setStatus(`propagated ${labels.get(labels.active)?.name || ""} through the ${what}`);
+    const below = Number($("review-below").value);
+    const reviewed = result && result.review;
+    showReview(reviewed && below !== reviewed.below ? await sessionApi(`/propagation${query({ label: reviewed.label, below })}`) : reviewed, axis);
     await loadMask();
   }, `propagating through ${what}…`);
 }
@@ -383,15 +391,16 @@ function renderLabels() {
   renderLabelList($("label-list"), labels, editLabel);
 }
 
-function editLabel(value, { name, color }) {
+function editLabel(value, { name, color, code }) {
   const label = labels.get(value);
   if (!label) return;
   label.name = name;
   label.color = color;
+  label.code = code || null;
   renderLabels();
   viewer.renderMask();
   if (state.session) {
-    serial(() => sessionApi("/labels", { method: "POST", body: { label: value, name, color } }), "saving label…");
+    serial(() => sessionApi("/labels", { method: "POST", body: { label: value, name, color, code: code ? code.code : "" } }), "saving label…");
   }
 }
 
@@ -401,18 +410,18 @@ labels.onChange(() => { renderLabels(); viewer.renderMask(); for (const view of 
 
 const stroke = { footprint: null, last: null, plane: null };
 
-function stamp([x, y]) {
-  const { width, height } = viewer.info.display;
+/** Marks the brush's disc at display pixel (x, y) in `footprint` (a plane `width` × `height`, raw values `planeRaw`). */
+function stamp(footprint, { width, height }, planeRaw, [x, y]) {
   const r = Math.max(0, Math.min(50, Number($("brush-radius").value) || 0));
   // threshold-limited: only pixels whose value lies inside the window shown
-  const raw = $("brush-threshold").checked ? viewer.raw : null;
+  const raw = $("brush-threshold").checked ? planeRaw : null;
   const [low, high] = [viewer.center - viewer.width / 2, viewer.center + viewer.width / 2];
   for (let dy = -Math.ceil(r); dy <= Math.ceil(r); dy += 1) {
     for (let dx = -Math.ceil(r); dx <= Math.ceil(r); dx += 1) {
       const [px, py] = [Math.floor(x) + dx, Math.floor(y) + dy];
       if (!(dx * dx + dy * dy <= r * r + 0.5 && px >= 0 && py >= 0 && px < width && py < height)) continue;
       const i = py * width + px;
-      if (!raw || (raw.values[i] >= low && raw.values[i] <= high)) stroke.footprint[i] = 1;
+      if (!raw || (raw.values[i] >= low && raw.values[i] <= high)) footprint[i] = 1;
     }
   }
 }
@@ -437,7 +446,9 @@ function paint(point, erase, phase) {
   if (point) {
     const from = stroke.last || point;
     const steps = Math.max(1, Math.ceil(Math.hypot(point[0] - from[0], point[1] - from[1])));
-    for (let s = 0; s <= steps; s += 1) stamp([from[0] + ((point[0] - from[0]) * s) / steps, from[1] + ((point[1] - from[1]) * s) / steps]);
+    for (let s = 0; s <= steps; s += 1) {
+      stamp(stroke.footprint, viewer.info.display, viewer.raw, [from[0] + ((point[0] - from[0]) * s) / steps, from[1] + ((point[1] - from[1]) * s) / steps]);
+    }
     stroke.last = point;
     if (!viewer.mask) viewer.mask = { width, height, values: new Uint8Array(width * height) };
     applyStroke(viewer.mask.values, stroke.footprint, erase ? 0 : labels.active); // shown at once, sent at the end
@@ -453,12 +464,58 @@ function paint(point, erase, phase) {
     const current = await sessionApi(`/mask${query({ k, t })}`);
     const base = await decodeMask(current.mask);
     applyStroke(base.values, footprint, value);
-    if (value) await sessionApi("/labels", { method: "POST", body: { label: value, name: info.name, color: info.color } });
+    if (value) await sessionApi("/labels", { method: "POST", body: { label: value, name: info.name, color: info.color, ...(info.code ? { code: info.code.code } : {}) } });
     const plane = await sessionApi("/planes", { method: "PUT", body: { k, t, mask: await labelDataUrl(base), locked: [...labels.locked] } });
     marks.undone = [];
     pushMark(null, null);
     unsaved.add(state.session);
     await applyPlane(plane, false);
+  }, erase ? "erasing…" : "painting…");
+}
+
+// Painting in an MPR side view: the same brush on that view's plane, sent as that plane's new
+// labels (one undoable step over every slice it crosses).
+const sideStroke = { footprint: null, last: null, view: null, at: null };
+
+function paintSide(view, point, phase) {
+  if (!state.session || !view.view || !view.raw) return;
+  const erase = tools.tool === "eraser";
+  const { width, height } = view.view;
+  if (phase === "start") {
+    if (!erase && labels.locked.has(labels.active)) { setStatus("this structure is locked: unlock it to paint it", "warning"); return; }
+    Object.assign(sideStroke, { footprint: new Uint8Array(width * height), last: null, view, at: [view.index, view.t] });
+  }
+  if (!sideStroke.footprint || sideStroke.view !== view) return;
+  const value = erase ? 0 : labels.active;
+  if (point) {
+    const from = sideStroke.last || point;
+    const steps = Math.max(1, Math.ceil(Math.hypot(point[0] - from[0], point[1] - from[1])));
+    for (let s = 0; s <= steps; s += 1) {
+      stamp(sideStroke.footprint, view.view, view.raw, [from[0] + ((point[0] - from[0]) * s) / steps, from[1] + ((point[1] - from[1]) * s) / steps]);
+    }
+    sideStroke.last = point;
+    if (!view.mask) view.mask = { width, height, values: new Uint8Array(width * height) };
+    applyStroke(view.mask.values, sideStroke.footprint, value); // shown at once, sent at the end
+    view.draw();
+  }
+  if (phase !== "end") return;
+  const { footprint, at: [index, t] } = sideStroke;
+  sideStroke.footprint = null;
+  const info = labels.get(value) || {};
+  serial(async () => {
+    const current = await sessionApi(`/mask${query({ axis: view.axis, index, t })}`);
+    const base = await decodeMask(current.mask);
+    applyStroke(base.values, footprint, value);
+    if (value) await sessionApi("/labels", { method: "POST", body: { label: value, name: info.name, color: info.color, ...(info.code ? { code: info.code.code } : {}) } });
+    const answer = await sessionApi("/planes", { method: "PUT", body: { axis: view.axis, index, t, mask: await labelDataUrl(base), locked: [...labels.locked] } });
+    marks.undone = [];
+    pushMark(null, null);
+    unsaved.add(state.session);
+    state.canUndo = Boolean(answer.can_undo);
+    state.canRedo = Boolean(answer.can_redo);
+    updateEditButtons();
+    await loadMask();
+    refreshSideMasks();
   }, erase ? "erasing…" : "painting…");
 }
 
@@ -479,6 +536,64 @@ async function labelDataUrl({ width, height, values }) {
     reader.onerror = () => reject(new Error("the painted mask could not be encoded"));
     reader.readAsDataURL(blob);
   });
+}
+
+function smooth() {
+  if (!state.session) return;
+  const [k, t, label, whole] = [viewer.k, viewer.t, labels.active, $("smooth-scope").value === "whole"];
+  return serial(async () => {
+    const plane = await sessionApi("/smooth", { method: "POST", body: { k, t, label, sigma: 1.5, whole, locked: [...labels.locked] } });
+    if (!plane.changed) { setStatus("the outline is already smooth"); return; }
+    marks.undone = [];
+    pushMark(null, null);
+    unsaved.add(state.session);
+    setStatus(`smoothed: ${plane.changed} pixels changed`);
+    await applyPlane(plane, false);
+    if (whole) refreshSideMasks();
+  }, "smoothing…");
+}
+
+// ---- propagation review: each plane's score, low-confidence planes marked and stepped through ----
+
+/** Shows a propagation's {label, below, planes: [{k, t, score, low}]} (null hides the panel). */
+function showReview(answer, axis = review.axis) {
+  review.planes = (answer && answer.planes) || [];
+  review.axis = axis;
+  review.label = answer ? answer.label : null;
+  $("review-panel").hidden = review.planes.length === 0;
+  const low = review.planes.filter((p) => p.low);
+  const what = axis === "k" ? "slices" : "frames";
+  $("review-summary").textContent = review.planes.length
+    ? `${review.planes.length} ${what} reached; ${low.length} below ${answer.below} (marked red)` : "";
+  $("review-strip").replaceChildren(...review.planes.map((p) => {
+    const bar = document.createElement("button");
+    bar.type = "button";
+    bar.className = p.low ? "low" : "";
+    bar.style.height = `${Math.max(8, Math.round(p.score * 100))}%`;
+    bar.title = `${axis === "k" ? "slice" : "frame"} ${(axis === "k" ? p.k : p.t) + 1}: score ${p.score.toFixed(2)}`;
+    bar.setAttribute("data-testid", "review-plane");
+    Object.assign(bar.dataset, { k: String(p.k), t: String(p.t), score: String(p.score), low: String(p.low) });
+    bar.addEventListener("click", () => goTo(p.k, p.t));
+    return bar;
+  }));
+  markReviewPlane();
+}
+
+/** Marks the shown plane in the strip and puts its score in the HUD. */
+function markReviewPlane() {
+  const current = review.planes.find((p) => p.k === viewer.k && p.t === viewer.t);
+  for (const bar of $("review-strip").children) bar.classList.toggle("current", Number(bar.dataset.k) === viewer.k && Number(bar.dataset.t) === viewer.t);
+  const hud = $("slice-label");
+  if (current) hud.dataset.score = String(current.score); else delete hud.dataset.score;
+  if (current) hud.textContent += ` · score ${current.score.toFixed(2)}${current.low ? " (low)" : ""}`;
+}
+
+function stepLow(direction) {
+  const position = (p) => (review.axis === "k" ? p.k : p.t);
+  const here = review.axis === "k" ? viewer.k : viewer.t;
+  const low = review.planes.filter((p) => p.low).sort((a, b) => position(a) - position(b));
+  const next = direction > 0 ? low.find((p) => position(p) > here) : [...low].reverse().find((p) => position(p) < here);
+  if (next) goTo(next.k, next.t); else setStatus(`no low-confidence plane ${direction > 0 ? "after" : "before"} this one`);
 }
 
 function fillHoles() {
@@ -599,7 +714,9 @@ function toggleLayout() {
   refreshSideViews();
 }
 
-sideViews.push(new SideView($("view-j"), "j", labels, pick), new SideView($("view-i"), "i", labels, pick));
+// with the brush or eraser chosen, the side views paint; otherwise a click there moves the crosshair
+const sidePainter = { active: () => tools.tool === "brush" || tools.tool === "eraser", paint: paintSide };
+sideViews.push(new SideView($("view-j"), "j", labels, pick, sidePainter), new SideView($("view-i"), "i", labels, pick, sidePainter));
 
 // ---- video ---------------------------------------------------------------------------------------
 
@@ -660,6 +777,14 @@ $("zoom-in").addEventListener("click", () => viewer.zoomBy(ZOOM_STEP));
 $("zoom-out").addEventListener("click", () => viewer.zoomBy(1 / ZOOM_STEP));
 $("toggle-mask").addEventListener("click", toggleMask);
 $("fill-holes").addEventListener("click", fillHoles);
+$("smooth").addEventListener("click", smooth);
+$("review-prev-low").addEventListener("click", () => stepLow(-1));
+$("review-below").addEventListener("change", () => {
+  const below = Number($("review-below").value);
+  if (!state.session || review.label === null || !(below >= 0 && below <= 1)) return;
+  serial(async () => showReview(await sessionApi(`/propagation${query({ label: review.label, below })}`)), "reviewing…");
+});
+$("review-next-low").addEventListener("click", () => stepLow(+1));
 $("measure-roi").addEventListener("click", measureRoi);
 $("layout-mpr").addEventListener("click", toggleLayout);
 $("play").addEventListener("click", () => setPlaying(!playTimer));
@@ -710,7 +835,8 @@ function save() {
   const format = $("save-format").value;
   const imageId = state.info.id;
   return serial(async () => {
-    const answer = await sessionApi("/save", { method: "POST", body: { name, format }, retry: false });
+    const author = $("save-author").value.trim();
+    const answer = await sessionApi("/save", { method: "POST", body: { name, format, ...(author ? { author } : {}) }, retry: false });
     if (!answer) return;
     unsaved.delete(state.session);
     const voxels = Object.values(answer.voxels || {}).reduce((a, b) => a + b, 0);
@@ -720,8 +846,18 @@ function save() {
   }, "saving…");
 }
 
+// The author's name stays in this browser for the next saves.
+$("save-author").value = window.localStorage.getItem("medfm.author") || "";
+$("save-author").addEventListener("change", () => window.localStorage.setItem("medfm.author", $("save-author").value.trim()));
+
 function loadAnnotation(name, version) {
   if (!state.info) return;
+  // never a lost annotation: loading replaces the drawing, so unsaved work is the user's call
+  if (state.session && unsaved.has(state.session)
+    && !window.confirm(`This image has changes that are not saved. Loading ${name} v${version} replaces them. Load anyway?\n(Cancel keeps your drawing: save it first.)`)) {
+    setStatus(`kept your unsaved drawing; ${name} v${version} not loaded`);
+    return;
+  }
   return serial(async () => {
     await startSession({ name, version });
     $("save-name").value = name;
@@ -787,7 +923,8 @@ document.addEventListener("keydown", (event) => {
 
 // ---- start ------------------------------------------------------------------------------
 
-const catalog = new Catalog(document.querySelector("[data-testid=catalog-panel]"), openImage);
+const catalog = new Catalog(document.querySelector("[data-testid=catalog-panel]"), openImage,
+  (id) => Boolean(state.info) && String(state.info.id) === String(id));
 const similar = new Similar(document.querySelector("[data-testid=similar-panel]"), openImage);
 const zeroShot = new ZeroShot(document.querySelector("[data-testid=zeroshot-panel]"));
 const annotations = new Annotations(document.querySelector("[data-testid=save-panel]"), loadAnnotation, sendToPacs);
@@ -831,15 +968,18 @@ window.addEventListener("pagehide", () => {
 
 const round = (v) => Math.round(v * 100) / 100;
 
-labels.reset({});
 updateToolButtons();
 updateEditButtons();
 updatePlaneControls();
 updateWindowInputs();
 document.body.dataset.busy = "0";
 health();
-catalog.load().then(() => {
-  const wanted = new URLSearchParams(window.location.search).get("image");
-  if (wanted) openImage(wanted);
+// the palette and coded names first: every structure's colour comes from them
+api("/terminology").then(setTerminology, (error) => showError(error, "structure names")).finally(() => {
+  labels.reset({});
+  catalog.load().then(() => {
+    const wanted = new URLSearchParams(window.location.search).get("image");
+    if (wanted) openImage(wanted);
+  });
+  document.body.dataset.ready = "1";
 });
-document.body.dataset.ready = "1";

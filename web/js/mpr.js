@@ -28,8 +28,9 @@ export function voxelToDisplay(view, voxel) {
 }
 
 export class SideView {
-  /** root: the element to draw in; onPick(voxel): a click picked a voxel. */
-  constructor(root, axis, labelSet, onPick) {
+  /** root: the element to draw in; onPick(voxel): a click picked a voxel; while `painter.active()`,
+   *  a drag paints instead: `painter.paint(this, [x, y] display pixel or null, "start"/"move"/"end")`. */
+  constructor(root, axis, labelSet, onPick, painter = null) {
     this.root = root;
     this.axis = axis;
     this.labels = labelSet;
@@ -45,16 +46,36 @@ export class SideView {
     this.overlay = document.createElement("canvas"); // its labels
     this.seq = 0;
     this.box = [0, 0, 1, 1]; // where the plane is drawn on the canvas
+    let painting = false;
     this.canvas.addEventListener("pointerdown", (event) => {
       if (!this.view || event.button !== 0) return;
-      const rect = this.canvas.getBoundingClientRect();
-      const [x0, y0, x1, y1] = this.box;
-      const x = ((event.clientX - rect.left - x0) / (x1 - x0)) * this.view.width;
-      const y = ((event.clientY - rect.top - y0) / (y1 - y0)) * this.view.height;
-      if (x < 0 || y < 0 || x >= this.view.width || y >= this.view.height) return;
-      onPick(displayToVoxel(this.view, this.index, Math.floor(x), Math.floor(y)));
+      const point = this.toPlane(event);
+      if (painter && painter.active()) {
+        painting = true;
+        this.canvas.setPointerCapture(event.pointerId);
+        painter.paint(this, point, "start");
+        return;
+      }
+      if (point) onPick(displayToVoxel(this.view, this.index, Math.floor(point[0]), Math.floor(point[1])));
     });
+    this.canvas.addEventListener("pointermove", (event) => { if (painting) painter.paint(this, this.toPlane(event), "move"); });
+    const finish = (event) => {
+      if (!painting) return;
+      painting = false;
+      painter.paint(this, this.toPlane(event), "end");
+    };
+    this.canvas.addEventListener("pointerup", finish);
+    this.canvas.addEventListener("pointercancel", finish);
     new ResizeObserver(() => this.draw()).observe(root);
+  }
+
+  /** Display pixel [x, y] (fractional) of the view's plane under a pointer event; null outside it. */
+  toPlane(event) {
+    const rect = this.canvas.getBoundingClientRect();
+    const [x0, y0, x1, y1] = this.box;
+    const x = ((event.clientX - rect.left - x0) / (x1 - x0)) * this.view.width;
+    const y = ((event.clientY - rect.top - y0) / (y1 - y0)) * this.view.height;
+    return x < 0 || y < 0 || x >= this.view.width || y >= this.view.height ? null : [x, y];
   }
 
   setImage(info) {

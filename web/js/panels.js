@@ -30,64 +30,167 @@ function thumb(id) {
 
 // ---- catalog ------------------------------------------------------------------------
 
+/** Images per page: the server sorts and pages, so a catalog of any size lists as fast as a small one. */
+export const PAGE_SIZE = 50;
+
+/** How a group header names a patient: the pseudonym, or with names asked for, the name the DICOM header gives. */
+function patientTitle(image) {
+  if (!image.patient) return "No patient (files)";
+  const name = image.phi && (image.phi.patient_name || image.phi.patient_id);
+  return name ? `Patient ${String(name).replaceAll("^", " ")}` : `Patient ${image.patient}`;
+}
+
 export class Catalog {
-  constructor(root, onOpen) {
+  /** `onOpen(id)` opens an image; `isOpen(id)` says whether it is the one shown (which cannot be deleted). */
+  constructor(root, onOpen, isOpen = () => false) {
     this.root = root;
     this.onOpen = onOpen;
+    this.isOpen = isOpen;
     this.list = root.querySelector("[data-testid=catalog-list]");
     this.text = root.querySelector("[data-testid=catalog-filter]");
     this.modality = root.querySelector("[data-testid=modality-filter]");
     this.count = root.querySelector("[data-testid=catalog-count]");
+    this.sort = root.querySelector("[data-testid=catalog-sort]");
+    this.order = root.querySelector("[data-testid=catalog-order]");
+    this.phi = root.querySelector("[data-testid=catalog-phi]");
+    this.range = root.querySelector("[data-testid=catalog-range]");
+    this.prev = root.querySelector("[data-testid=catalog-prev]");
+    this.next = root.querySelector("[data-testid=catalog-next]");
     this.images = [];
+    this.total = 0;
+    this.offset = 0;
+    this.descending = false;
     this.selected = null;
     this.seq = 0;
     let timer = null;
-    this.text.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => this.load(), 250); });
-    this.modality.addEventListener("change", () => this.load());
+    const fromStart = () => { this.offset = 0; this.load(); };
+    this.text.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(fromStart, 250); });
+    for (const control of [this.modality, this.sort, this.phi]) control.addEventListener("change", fromStart);
+    this.order.addEventListener("click", () => {
+      this.descending = !this.descending;
+      this.order.textContent = this.descending ? "↑" : "↓";
+      this.order.setAttribute("aria-pressed", String(this.descending));
+      fromStart();
+    });
+    this.prev.addEventListener("click", () => { this.offset = Math.max(0, this.offset - PAGE_SIZE); this.load(); });
+    this.next.addEventListener("click", () => { this.offset += PAGE_SIZE; this.load(); });
   }
 
   async load() {
     const seq = ++this.seq;
     try {
-      const { images } = await api(`/images${query({ text: this.text.value.trim(), modality: this.modality.value, limit: 500 })}`);
+      const params = { text: this.text.value.trim(), modality: this.modality.value, sort: this.sort.value,
+        order: this.descending ? "desc" : "asc", offset: this.offset, limit: PAGE_SIZE, show_phi: this.phi.checked ? "true" : "" };
+      const { images, total, modalities } = await api(`/images${query(params)}`);
       if (seq !== this.seq) return;
+      if (!images.length && total && this.offset) { this.offset = Math.max(0, total - PAGE_SIZE); this.load(); return; } // the last page emptied
       this.images = images;
-      if (!this.text.value && !this.modality.value) this.fillModalities(images);
+      this.total = total;
+      this.fillModalities(modalities || []);
       this.render();
     } catch (error) {
       showError(error, "catalog");
     }
   }
 
-  fillModalities(images) {
+  /** The modality menu: every modality the catalog holds (the server's list, not just this page's). */
+  fillModalities(names) {
     const current = this.modality.value;
-    const names = [...new Set(images.map((i) => i.modality).filter(Boolean))].sort();
+    const have = [...this.modality.options].map((o) => o.value).filter(Boolean);
+    if (have.join() === names.join()) return;
     this.modality.replaceChildren(el("option", { value: "", textContent: "All modalities" }),
       ...names.map((m) => el("option", { value: m, textContent: m })));
     this.modality.value = names.includes(current) ? current : "";
   }
 
   render() {
-    this.count.textContent = `${this.images.length} image${this.images.length === 1 ? "" : "s"}`;
+    this.count.textContent = `${this.total} image${this.total === 1 ? "" : "s"}`;
+    const last = Math.min(this.offset + this.images.length, this.total);
+    this.range.textContent = this.total ? `${this.offset + 1}–${last} of ${this.total}` : "";
+    this.prev.disabled = this.offset === 0;
+    this.next.disabled = last >= this.total;
+    this.root.querySelector("[data-testid=catalog-pager]").hidden = this.total <= PAGE_SIZE;
     if (!this.images.length) {
       this.list.replaceChildren(el("li", { class: "empty", textContent: "No images. Drop files here or use “Add files…”." }));
       return;
     }
-    this.list.replaceChildren(...this.images.map((image) => {
-      const item = el("li", {
-        class: "catalog-item" + (String(image.id) === this.selected ? " selected" : ""), testid: "catalog-item",
-        dataset: { imageId: image.id }, tabIndex: 0,
-        title: `Open ${image.name}`,
-      },
-      thumb(image.id),
-      el("div", { class: "meta" },
-        el("div", { class: "title", textContent: image.name }),
-        el("div", { class: "sub", textContent: [image.modality, image.body_part, image.dataset, image.format].filter(Boolean).join(" · ") }),
-        el("div", { class: "sub", textContent: describe(image) })));
-      item.addEventListener("click", () => this.onOpen(image.id));
-      item.addEventListener("keydown", (e) => { if (e.key === "Enter") this.onOpen(image.id); });
-      return item;
-    }));
+    const grouped = this.sort.value === "patient";
+    const rows = [];
+    let patient, study;
+    for (const image of this.images) {
+      if (grouped && (rows.length === 0 || image.patient !== patient)) {
+        rows.push(el("li", { class: "catalog-group patient", testid: "catalog-patient", dataset: { patient: image.patient || "" }, textContent: patientTitle(image) }));
+        study = undefined;
+      }
+      if (grouped && image.study && image.study !== study) {
+        rows.push(el("li", { class: "catalog-group study", testid: "catalog-study", dataset: { study: String(image.study) }, textContent: `Study ${image.study}` }));
+      }
+      [patient, study] = [image.patient, image.study];
+      rows.push(this.item(image));
+    }
+    this.list.replaceChildren(...rows);
+  }
+
+  item(image) {
+    const title = el("div", { class: "title", testid: "catalog-name", textContent: image.name });
+    const rename = el("button", { type: "button", class: "icon", testid: "catalog-rename", textContent: "✎", title: "Rename" });
+    const remove = el("button", { type: "button", class: "icon", testid: "catalog-delete", textContent: "✕",
+      title: "Delete from the catalog (its files stay on disk; its saved annotations are set aside)" });
+    const item = el("li", {
+      class: "catalog-item" + (String(image.id) === this.selected ? " selected" : ""), testid: "catalog-item",
+      dataset: { imageId: image.id, patient: image.patient || "", study: image.study ? String(image.study) : "" }, tabIndex: 0,
+      title: `Open ${image.name}`,
+    },
+    thumb(image.id),
+    el("div", { class: "meta" }, title,
+      el("div", { class: "sub", textContent: [image.modality, image.body_part, image.dataset, image.format].filter(Boolean).join(" · ") }),
+      el("div", { class: "sub", textContent: describe(image) })),
+    el("div", { class: "actions" }, rename, remove));
+    item.addEventListener("click", () => this.onOpen(image.id));
+    item.addEventListener("keydown", (e) => { if (e.key === "Enter" && e.target === item) this.onOpen(image.id); });
+    rename.addEventListener("click", (e) => { e.stopPropagation(); this.startRename(image, title); });
+    remove.addEventListener("click", (e) => { e.stopPropagation(); this.remove(image); });
+    return item;
+  }
+
+  startRename(image, title) {
+    const input = el("input", { type: "text", value: image.name, maxLength: 200, testid: "catalog-name-input", ariaLabel: "new name" });
+    let done = false;
+    const finish = async (commit) => {
+      if (done) return;
+      done = true;
+      const name = input.value.trim();
+      if (!commit || !name || name === image.name) { this.render(); return; }
+      try {
+        const renamed = await api(`/images/${encodeURIComponent(image.id)}`, { method: "PATCH", body: { name } });
+        setStatus(`renamed to ${renamed.name}`);
+      } catch (error) {
+        showError(error, "rename");
+      }
+      await this.load();
+    };
+    input.addEventListener("click", (e) => e.stopPropagation());
+    input.addEventListener("keydown", (e) => {
+      e.stopPropagation();
+      if (e.key === "Enter") finish(true);
+      if (e.key === "Escape") finish(false);
+    });
+    input.addEventListener("blur", () => finish(true));
+    title.replaceChildren(input);
+    input.focus();
+    input.select();
+  }
+
+  async remove(image) {
+    if (this.isOpen(image.id)) { setStatus(`${image.name} is open: open another image before deleting it`, "warning"); return; }
+    if (!window.confirm(`Delete “${image.name}” from the catalog? Its files stay on disk and its saved annotations are set aside.`)) return;
+    try {
+      await api(`/images/${encodeURIComponent(image.id)}`, { method: "DELETE" });
+      setStatus(`deleted ${image.name} from the catalog`);
+    } catch (error) {
+      showError(error, "delete");
+    }
+    await this.load();
   }
 
   select(id) {
@@ -275,21 +378,57 @@ export class Annotations {
   render(annotations) {
     const items = [];
     for (const ann of annotations) {
-      for (const v of [...ann.versions].sort((a, b) => b.version - a.version)) {
-        const when = v.created ? new Date(v.created).toLocaleString() : "";
-        const item = el("li", {
-          class: "annotation-item", testid: "annotation-item", tabIndex: 0,
-          dataset: { name: ann.name, version: String(v.version) }, title: "Load into a new session",
-        },
-        el("span", { class: "title", textContent: `${ann.name} v${v.version}` }),
-        el("span", { class: "sub", textContent: [v.format === "dicom-seg" ? "DICOM SEG" : "NIfTI", when].filter(Boolean).join(" · ") }),
-        this.pacs && v.format === "dicom-seg" ? this.pushButton(ann.name, v.version) : null);
-        item.addEventListener("click", () => this.onLoad(ann.name, v.version));
-        item.addEventListener("keydown", (e) => { if (e.key === "Enter" && e.target === item) this.onLoad(ann.name, v.version); });
-        items.push(item);
-      }
+      if (!ann.versions.length) continue;
+      items.push(el("li", { class: "annotation-group", testid: "annotation-group", dataset: { name: ann.name }, textContent: ann.name }));
+      for (const v of [...ann.versions].sort((a, b) => b.version - a.version)) items.push(this.item(ann.name, v));
     }
     this.list.replaceChildren(...(items.length ? items : [el("li", { class: "empty", textContent: "None saved yet." })]));
+  }
+
+  item(name, v) {
+    const when = v.created ? new Date(v.created).toLocaleString() : "";
+    const final = v.status === "final";
+    const status = el("span", { class: `status ${v.status}`, testid: "annotation-status", textContent: v.status });
+    const mark = el("button", { type: "button", class: "link", testid: "annotation-final", textContent: final ? "Make draft" : "Mark final",
+      title: final ? "Make this version a draft again (drafts can be deleted)" : "Mark this version final (final versions cannot be deleted)" });
+    const remove = el("button", { type: "button", class: "link", testid: "annotation-delete", textContent: "Delete", disabled: final,
+      title: final ? "A final version cannot be deleted: make it a draft first" : "Delete this version (it is set aside on the server; its number is not reused)" });
+    const item = el("li", {
+      class: "annotation-item", testid: "annotation-item", tabIndex: 0,
+      dataset: { name, version: String(v.version), status: v.status }, title: "Load into a new session",
+    },
+    el("span", { class: "title", textContent: `v${v.version} ` }, status),
+    el("span", { class: "sub", textContent: [v.author || "no author", when, v.format === "dicom-seg" ? "DICOM SEG" : "NIfTI"].filter(Boolean).join(" · ") }),
+    el("span", { class: "version-actions" }, mark, remove),
+    this.pacs && v.format === "dicom-seg" ? this.pushButton(name, v.version) : null);
+    item.addEventListener("click", () => this.onLoad(name, v.version));
+    item.addEventListener("keydown", (e) => { if (e.key === "Enter" && e.target === item) this.onLoad(name, v.version); });
+    mark.addEventListener("click", (e) => { e.stopPropagation(); this.setStatus(name, v.version, final ? "draft" : "final"); });
+    remove.addEventListener("click", (e) => { e.stopPropagation(); this.remove(name, v.version); });
+    return item;
+  }
+
+  async setStatus(name, version, status) {
+    const imageId = this.imageId;
+    try {
+      await api(`/images/${encodeURIComponent(imageId)}/annotations/${encodeURIComponent(name)}/${version}`, { method: "PATCH", body: { status } });
+      setStatus(`${name} v${version} is now ${status}`);
+    } catch (error) {
+      showError(error, "version");
+    }
+    await this.load(imageId);
+  }
+
+  async remove(name, version) {
+    if (!window.confirm(`Delete ${name} v${version}? The server sets it aside; the list will no longer show it.`)) return;
+    const imageId = this.imageId;
+    try {
+      await api(`/images/${encodeURIComponent(imageId)}/annotations/${encodeURIComponent(name)}/${version}`, { method: "DELETE" });
+      setStatus(`deleted ${name} v${version}`);
+    } catch (error) {
+      showError(error, "delete version");
+    }
+    await this.load(imageId);
   }
 
   pushButton(name, version) {

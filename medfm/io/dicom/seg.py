@@ -6,7 +6,9 @@ frame's pixels are placed in the world from its own Image Position / Orientation
 Pixel Spacing, and each takes the label of the label-map voxel there (nearest
 neighbour). The SEG's frames therefore correspond pixel for pixel to the source frames,
 which highdicom references one by one. Label values become segment numbers 1..n in
-ascending order, each named by its structure's ``label_name`` (else "label V").
+ascending order, each named by its structure's ``label_name`` (else "label V"), typed by its
+SNOMED CT code (else "Tissue") and shown in its colour (else the palette's),
+as :func:`medfm.structures.structure_style` says.
 :func:`read_seg` reads the segment numbers back onto the series' grid the same way.
 
 A SEG is written only with the label map's :class:`~medfm.provenance.Provenance`: the
@@ -29,6 +31,7 @@ from medfm.io.dicom import DicomSeries, quiet_pydicom
 from medfm.io.dicom.provenance import add_provenance
 from medfm.io.formats import atomic_path
 from medfm.io.image import Image
+from medfm.structures import rgb, structure_style
 
 
 def write_seg(labels: Image, series: DicomSeries, path: str | os.PathLike) -> Path:
@@ -63,7 +66,7 @@ def write_seg(labels: Image, series: DicomSeries, path: str | os.PathLike) -> Pa
     segment_number[values] = np.arange(1, len(values) + 1)
     planes = np.stack([segment_number[_labels_on_frame(labels, frame)] for frame in frames])
 
-    names = {s["label"]: s.get("label_name") for s in provenance.structures}
+    structures = {s["label"]: s for s in provenance.structures if "label" in s}
     model = provenance.model
     parameters = {"weights_sha256": provenance.weights_sha256 or "none (randomly initialised)",
                   "medfm_version": provenance.medfm_version}
@@ -77,17 +80,19 @@ def write_seg(labels: Image, series: DicomSeries, path: str | os.PathLike) -> Pa
     )
     algorithm_type = (hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC if provenance.prompts
                       else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC)
-    descriptions = [
-        hd.seg.SegmentDescription(
+    descriptions = []
+    for number, value in enumerate(values, start=1):
+        color, coded = structure_style(structures.get(value), value)
+        category, property_type = coded.concepts() if coded else (codes.SCT.Tissue, codes.SCT.Tissue)
+        descriptions.append(hd.seg.SegmentDescription(
             segment_number=number,
-            segment_label=(names.get(value) or f"label {value}")[:64],
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
+            segment_label=(structures.get(value, {}).get("label_name") or f"label {value}")[:64],
+            segmented_property_category=category,
+            segmented_property_type=property_type,
             algorithm_type=algorithm_type,
             algorithm_identification=algorithm,
-        )
-        for number, value in enumerate(values, start=1)
-    ]
+            display_color=hd.color.CIELabColor.from_rgb(*rgb(color)),
+        ))
     with quiet_pydicom():
         try:
             sources = [dcmread(file, stop_before_pixels=True) for file in files]

@@ -26,7 +26,12 @@ def build_network(config: dict[str, Any], in_channels: int, out_channels: int, s
                        kernel_size=config["kernel_size"], strides=strides, upsample_kernel_size=strides[1:],
                        filters=config["filters"], deep_supervision=config.get("deep_supervision", False),
                        deep_supr_num=max(1, len(strides) - 2), res_block=True)
-    raise MedfmError(f"unknown automatic segmenter family {family!r}; the families are monai_unet, monai_dynunet")
+    if family == "transunet":
+        from medfm.models.automatic.hybrid import TransUNet
+
+        return TransUNet(spatial_dims, in_channels, out_channels, config["channels"], config["strides"],
+                         config.get("transformer_layers", 2), config.get("heads", 4), dropout=config.get("dropout", 0.0))
+    raise MedfmError(f"unknown automatic segmenter family {family!r}; the families are monai_unet, monai_dynunet, transunet")
 
 
 def downsampling_factor(config: dict[str, Any]) -> int:

@@ -24,13 +24,18 @@ NORMALISATIONS = ("zscore", "ct_clip")
 class Plan:
     """Everything training and inference must agree on.
 
-    ``scale``: factor applied to both image axes before the network (1 keeps the native
-    grid); ``patch_size``: ``(rows, columns)`` of a training patch and of the inference
-    sliding window; ``normalisation``: ``"zscore"`` per image and channel, or
+    ``dims``: 2 (the network sees planes: 2D images, video frames, or the slices of
+    strongly anisotropic volumes) or 3 (volumes); ``scale``: a 2D plan's factor applied to
+    both image axes before the network (1 keeps the native grid); ``target_spacing``: a 3D
+    plan's voxel size in mm along i, j, k, to which every volume is resampled (``scale`` is
+    then 1); ``patch_size``: a training patch and the inference sliding window, one side per
+    axis; ``normalisation``: ``"zscore"`` per image and channel, or
     ``"ct_clip"``: clip to the dataset's foreground ``clip`` percentiles, then subtract
     ``mean`` and divide by ``std`` of the dataset (nnU-Net's CT scheme); ``labels``:
     label value → name, background 0 excluded; ``augmentation``: the random transforms
-    and their probabilities.
+    and their probabilities; ``label_fusion``: how several masks of one image became the
+    training target (``"staple"`` or ``"majority"``, :mod:`medfm.tasks.label_fusion`), None
+    when each image had one.
     """
 
     dims: int
@@ -47,6 +52,8 @@ class Plan:
     augmentation: Mapping[str, float] = field(default_factory=dict)
     learning_rate: float = 1e-3
     sliding_window_overlap: float = 0.25
+    target_spacing: tuple[float, float, float] | None = None
+    label_fusion: str | None = None
 
     def __post_init__(self) -> None:
         if self.normalisation not in NORMALISATIONS:
@@ -59,10 +66,17 @@ class Plan:
             raise MedfmError(f"plan scale must be in (0, 4]; got {self.scale}")
         if len(self.patch_size) != self.dims or min(self.patch_size) < 8:
             raise MedfmError(f"plan patch_size must give {self.dims} sides of at least 8 pixels; got {list(self.patch_size)}")
+        if self.dims not in (2, 3):
+            raise MedfmError(f"plan dims must be 2 or 3; got {self.dims}")
+        if self.target_spacing is not None and (self.dims != 3 or len(self.target_spacing) != 3
+                                                or min(self.target_spacing) <= 0):
+            raise MedfmError(f"plan target_spacing is a 3D plan's 3 positive voxel sizes in mm; got {self.target_spacing}")
         if self.batch_size < 1:
             raise MedfmError(f"plan batch_size must be >= 1; got {self.batch_size}")
         object.__setattr__(self, "labels", {int(k): str(v) for k, v in self.labels.items()})
         object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
+        if self.target_spacing is not None:
+            object.__setattr__(self, "target_spacing", tuple(float(s) for s in self.target_spacing))
 
     @property
     def out_channels(self) -> int:
@@ -79,6 +93,7 @@ class Plan:
         record["labels"] = {str(k): v for k, v in sorted(self.labels.items())}
         record["patch_size"] = list(self.patch_size)
         record["clip"] = list(self.clip) if self.clip else None
+        record["target_spacing"] = list(self.target_spacing) if self.target_spacing else None
         return record
 
     @classmethod
@@ -88,8 +103,9 @@ class Plan:
         if unknown:
             raise MedfmError(f"plan has no setting {unknown[0]!r}; the settings are {', '.join(sorted(names))}")
         values = dict(record)
-        if values.get("clip") is not None:
-            values["clip"] = tuple(values["clip"])
+        for name in ("clip", "target_spacing"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         values["labels"] = {int(k): v for k, v in values.get("labels", {}).items()}
         try:
             return cls(**values)
@@ -101,11 +117,12 @@ class Plan:
 
 
 def normalise(pixels: np.ndarray, plan: Plan) -> np.ndarray:
-    """``pixels``: ``(C, rows, columns)`` any dtype → float32 normalised as ``plan`` says."""
+    """``pixels``: ``(C, *spatial)`` any dtype → float32 normalised as ``plan`` says (z-score per channel over the whole input)."""
     pixels = pixels.astype(np.float32)
     if plan.normalisation == "ct_clip":
         low, high = plan.clip
         return (np.clip(pixels, low, high) - plan.mean) / plan.std
     flat = pixels.reshape(pixels.shape[0], -1)
     mean, std = flat.mean(axis=1), flat.std(axis=1)
-    return (pixels - mean[:, None, None]) / np.maximum(std, 1e-6)[:, None, None]
+    shape = (-1,) + (1,) * (pixels.ndim - 1)
+    return (pixels - mean.reshape(shape)) / np.maximum(std, 1e-6).reshape(shape)

@@ -27,29 +27,44 @@ CONFIG_FILE, PLAN_FILE, FINGERPRINT_FILE, WEIGHTS_FILE, CARD_FILE = (
     "config.json", "plan.json", "fingerprint.json", "weights.safetensors", "card.md")
 
 
-def planar_pixels(image: Image, path: str | os.PathLike) -> np.ndarray:
-    """A 2D image's pixels as ``(C, I, J)`` (channels, columns axis i, rows axis j); MedfmError for volumes and videos."""
-    if not image.is_2d or image.num_frames > 1:
-        raise MedfmError(f"{display_path(path)}: is {image.shape[:4]} (I, J, K, T); automatic segmentation handles 2D images "
-                         "in this version (3D volumes and videos are not supported yet)")
-    return np.moveaxis(np.asarray(image.array[:, :, 0, 0, :]), -1, 0)
+#: What a labelled input is, as :func:`pixel_stack` sees it.
+KINDS = ("2d", "volume", "video")
 
 
-def resize(planes: torch.Tensor, size: tuple[int, int], labels: bool = False) -> torch.Tensor:
-    """``(N, C, H, W)`` to ``size``: nearest for label maps, antialiased bilinear otherwise."""
-    if tuple(planes.shape[-2:]) == tuple(size):
-        return planes
+def pixel_stack(image: Image, path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """``(pixels (C, I, J, N), kind)``: a 2D image (N = 1), a volume (N = its slices) or a video (N = its frames).
+
+    A 4D series (slices and frames both) is refused with one line naming the file.
+    """
+    slices, frames = image.spatial_shape[2], image.num_frames
+    if slices > 1 and frames > 1:
+        raise MedfmError(f"{display_path(path)}: is {image.shape[:4]} (I, J, K, T), a 4D series; automatic segmentation "
+                         "takes 2D images, volumes or videos: split it into volumes first")
+    if frames > 1:
+        return np.moveaxis(np.asarray(image.array[:, :, 0, :, :]), -1, 0), "video"
+    return np.moveaxis(np.asarray(image.array[:, :, :, 0, :]), -1, 0), "volume" if slices > 1 else "2d"
+
+
+def resize(batch: torch.Tensor, size: tuple[int, ...], labels: bool = False) -> torch.Tensor:
+    """``(N, C, *spatial)`` (2 or 3 spatial axes) to ``size``: nearest for label maps, else (antialiased) bi/trilinear."""
+    if tuple(batch.shape[2:]) == tuple(size):
+        return batch
     if labels:
-        return F.interpolate(planes, size=size, mode="nearest-exact")
-    return F.interpolate(planes, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return F.interpolate(batch, size=size, mode="nearest-exact")
+    if len(size) == 2:
+        return F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(batch, size=size, mode="trilinear", align_corners=False)
 
 
-def scaled_size(shape: tuple[int, int], scale: float) -> tuple[int, int]:
-    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+def working_size(shape: tuple[int, ...], spacing: tuple[float, ...], plan: Plan) -> tuple[int, ...]:
+    """The grid the network sees: a 3D plan resamples to its ``target_spacing``, a 2D plan scales by ``scale``."""
+    if plan.target_spacing is not None:
+        return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, plan.target_spacing))
+    return tuple(max(1, round(n * plan.scale)) for n in shape)
 
 
 class AutoSegmenter:
-    """``probabilities(pixels)`` for one 2D image, with the plan's preprocessing inside."""
+    """``probabilities(pixels)`` for one image, volume or video, with the plan's preprocessing inside."""
 
     def __init__(self, network: nn.Module, plan: Plan, info: SegmenterInfo, config: dict[str, Any] | None = None) -> None:
         self.network = network.eval()
@@ -58,40 +73,45 @@ class AutoSegmenter:
         self.config = config or {}
 
     @torch.no_grad()
-    def probabilities(self, pixels: np.ndarray, flips: bool = False) -> np.ndarray:
-        """``pixels``: ``(C, I, J)`` raw → ``(1 + labels, I, J)`` float32 class probabilities on the same grid.
+    def probabilities(self, pixels: np.ndarray, spacing: tuple[float, ...] = (1.0, 1.0, 1.0),
+                      flips: bool = False) -> np.ndarray:
+        """``pixels``: ``(C, I, J, N)`` raw (:func:`pixel_stack`) → ``(1 + labels, I, J, N)`` float32 class
+        probabilities on the same grid; ``spacing``: mm along i, j, k (a 3D plan resamples by it).
 
-        With ``flips``, the mean over the image and its mirror images along each axis
-        (test-time augmentation).
+        A 2D plan segments each of the N planes; a 3D plan the volume, through MONAI's sliding
+        window with the plan's overlap and Gaussian blending. With ``flips``, the mean over the
+        input and its mirror images along each axis (test-time augmentation).
         """
-        from monai.inferers import sliding_window_inference
-
         if pixels.shape[0] != self.plan.in_channels:
             raise MedfmError(f"the model takes {self.plan.in_channels}-channel images; this image has {pixels.shape[0]}")
+        if self.plan.dims == 3:
+            if pixels.shape[3] == 1:
+                raise MedfmError("the model segments volumes (a 3D plan); this is a single 2D plane")
+            return self._window(pixels, tuple(spacing[:3]), flips)
+        planes = [self._window(pixels[..., n], tuple(spacing[:2]), flips) for n in range(pixels.shape[3])]
+        return np.stack(planes, axis=-1)
+
+    def _window(self, pixels: np.ndarray, spacing: tuple[float, ...], flips: bool) -> np.ndarray:
+        """``(C, *spatial)`` → ``(1 + labels, *spatial)`` through the network at the plan's working grid."""
+        from monai.inferers import sliding_window_inference
+
         native = tuple(pixels.shape[1:])
-        batch = resize(torch.from_numpy(normalise(pixels, self.plan))[None], scaled_size(native, self.plan.scale))
-        work = tuple(batch.shape[-2:])
-        padded = F.pad(batch, _padding(work, self.plan.patch_size))
-        flip_sets = [()] + ([(2,), (3,), (2, 3)] if flips else [])
-        total = torch.zeros((1, self.plan.out_channels, *padded.shape[-2:]))
+        batch = resize(torch.from_numpy(normalise(pixels, self.plan))[None], working_size(native, spacing, self.plan))
+        axes_all = tuple(range(2, batch.dim()))
+        flip_sets = [()] + ([(a,) for a in axes_all] + [axes_all] if flips else [])
+        total = torch.zeros((1, self.plan.out_channels, *batch.shape[2:]))
         for axes in flip_sets:
-            view = padded.flip(axes) if axes else padded
+            view = batch.flip(axes) if axes else batch
             logits = sliding_window_inference(view, self.plan.patch_size, 4, _main_output(self.network),
                                               overlap=self.plan.sliding_window_overlap, mode="gaussian")
             probabilities = torch.softmax(logits, dim=1)
             total += probabilities.flip(axes) if axes else probabilities
-        total = total[..., : work[0], : work[1]] / len(flip_sets)
-        return resize(total, native)[0].numpy()
+        return resize(total / len(flip_sets), native)[0].numpy()
 
     def label_map(self, probabilities: np.ndarray) -> np.ndarray:
-        """``(1 + labels, I, J)`` probabilities → ``(I, J)`` map of the plan's label values (0 background)."""
+        """``(1 + labels, ...)`` probabilities → a map of the plan's label values (0 background) on the same grid."""
         values = np.array([0, *self.plan.label_values], dtype=np.uint16)
         return values[np.argmax(probabilities, axis=0)]
-
-
-def _padding(size: tuple[int, ...], patch: tuple[int, ...]) -> tuple[int, ...]:
-    """F.pad's (last-axis first) padding that brings ``size`` up to at least ``patch``."""
-    return (0, max(0, patch[1] - size[1]), 0, max(0, patch[0] - size[0]))
 
 
 def _main_output(network: nn.Module):

@@ -44,6 +44,12 @@ class Encoder(ABC):
         """``(N, embed_dim)`` float32 unit rows; image-only encoders refuse."""
         raise MedfmError(f"encoder {self.info.name!r} has no text tower; use an image-text model")
 
+    def similarity_map(self, plane: np.ndarray, text_embedding: np.ndarray) -> np.ndarray:
+        """``(h, w)`` float32: how much each region of ``plane`` adds to its similarity with
+        the ``(embed_dim,)`` ``text_embedding`` (a coarse grid over the whole plane, rows
+        first); encoders that cannot split their similarity over the image refuse."""
+        raise MedfmError(f"encoder {self.info.name!r} gives no similarity map; text prompts need an image-text CNN such as medfm-clip-small")
+
 
 def model_record(info: EncoderInfo) -> dict[str, Any]:
     """What an index or probe stores of the model that made its vectors.

@@ -174,6 +174,24 @@ class MedfmClipEncoder(Encoder):
             out.append(self.model.encode_pixels(pixels).numpy())
         return np.concatenate(out)
 
+    #: Side of the square the plane is resized to for :meth:`similarity_map` (twice the training size: a 7×7 map).
+    MAP_SIZE = 224
+
+    @torch.inference_mode()
+    def similarity_map(self, plane: np.ndarray, text_embedding: np.ndarray) -> np.ndarray:
+        """Class activation map of the text: the image embedding is a linear projection of the
+        mean of the last feature map, so its (unnormalised) dot product with the text is
+        exactly the mean over positions of each position's projected features · text; this
+        returns those per-position terms, ``(7, 7)`` for the :data:`MAP_SIZE` input."""
+        pixels = prepare_plane(plane, self.MAP_SIZE)[None]
+        tower = self.model.image_tower
+        features = tower.blocks(tower.stem((pixels - self.model.pixel_mean) / self.model.pixel_std))[0]
+        projected = torch.einsum("dc,chw->dhw", self.model.image_projection.weight, features)
+        text = torch.as_tensor(np.asarray(text_embedding, np.float32))
+        if text.shape != (self.info.embed_dim,):
+            raise MedfmError(f"a text embedding for {self.info.name!r} is ({self.info.embed_dim},); got {tuple(text.shape)}")
+        return torch.einsum("d,dhw->hw", text, projected).numpy().astype(np.float32)
+
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, Field
 
 from medfm.catalog import ImageRecord
+from medfm.catalog.browse import browse, display_name, pseudonym
+from medfm.catalog.store import MAX_DESCRIPTION
 from medfm.errors import MedfmError
 from medfm.server.display import AXIS_NAMES, MODALITY_UNITS, raw_plane, render_png
 from medfm.server.thumbnails import thumbnail_png
@@ -16,26 +18,22 @@ from medfm.server.state import ServerState, get_state
 
 router = APIRouter(prefix="/api", tags=["catalog"])
 
-def display_name(record: ImageRecord) -> str:
-    """A title for lists: the series description, else the file's name for files the user named
-    (DICOM file names are machine-made and their folders may name the patient), else the modality."""
-    if record.description:
-        return record.description
-    if record.format != "dicom":
-        return Path(record.source_path).name
-    return f"{record.modality} image"
-
-
 def summary(record: ImageRecord, show_phi: bool = False) -> dict[str, Any]:
-    """What clients see of a catalog image: never its path; patient data only when ``show_phi``."""
+    """What clients see of a catalog image: never its path; patient data only when ``show_phi``;
+    ``patient`` (a pseudonym) and ``study`` (the catalog's number for it) group series."""
     shape = list(record.shape) + [1] * (5 - len(record.shape))
     return {
         "id": record.id, "name": display_name(record), "dataset": record.dataset, "format": record.format, "modality": record.modality,
         "body_part": record.body_part, "description": record.description, "shape": shape,
         "spacing": list(record.spacing), "orientation": record.orientation,
         "num_slices": shape[2], "num_frames": shape[3], "num_channels": shape[4],
+        "patient": pseudonym(record.patient_key), "study": record.study_id,
         **({"phi": record.phi} if show_phi else {}),
     }
+
+
+class RenameIn(BaseModel):
+    name: str = Field(min_length=1, max_length=MAX_DESCRIPTION)
 
 
 @router.get("/health")
@@ -50,18 +48,24 @@ def health(state: ServerState = Depends(get_state)) -> dict[str, Any]:
 
 @router.get("/images")
 def list_images(modality: str | None = None, body_part: str | None = None, dataset: str | None = None,
-                text: str | None = None, limit: int | None = None, show_phi: bool = False,
-                state: ServerState = Depends(get_state)) -> dict[str, Any]:
-    if limit is not None and limit < 1:
-        raise MedfmError(f"limit must be a positive number of images; got {limit}")
-    if not text:
-        records = state.catalog.query(modality=modality, body_part=body_part, dataset=dataset, limit=limit)
-        return {"images": [summary(record, show_phi) for record in records]}
-    # the text matches what a client is shown of an image, never its hidden source path
-    needle = text.casefold()
-    records = [record for record in state.catalog.query(modality=modality, body_part=body_part, dataset=dataset)
-               if any(needle in value.casefold() for value in (display_name(record), record.description or "", record.dataset or ""))]
-    return {"images": [summary(record, show_phi) for record in records[:limit]]}
+                text: str | None = None, sort: str = "added", order: Literal["asc", "desc"] = "asc", offset: int = 0,
+                limit: int | None = None, show_phi: bool = False, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    page = browse(state.catalog, modality=modality, body_part=body_part, dataset=dataset, text=text, sort=sort,
+                  descending=order == "desc", offset=offset, limit=limit)
+    return {"images": [summary(record, show_phi) for record in page.records], "total": page.total, "offset": page.offset,
+            "modalities": state.catalog.modalities()}
+
+
+@router.patch("/images/{image_id}")
+def rename_image(image_id: int, body: RenameIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    state.record(image_id)  # 404 for an unknown id
+    return summary(state.catalog.rename(image_id, body.name))
+
+
+@router.delete("/images/{image_id}")
+def delete_image(image_id: int, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    state.delete_image(image_id)
+    return {"id": image_id, "state": "deleted"}
 
 
 @router.get("/images/{image_id}")

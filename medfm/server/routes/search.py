@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from medfm.errors import FileError, MedfmError
 from medfm.index import Index, MissingIdsError
 from medfm.pairs import parse_pairs
-from medfm.server.routes.catalog import display_name
+from medfm.catalog.browse import display_name
 from medfm.server.state import ServerState, get_state
 
 router = APIRouter(prefix="/api", tags=["search"])

@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 from medfm.errors import MedfmError
 from medfm.server.display import AXIS_NAMES, decode_label_png, label_png
 from medfm.server.limits import (
-    MAX_POINTS, MAX_SCRIBBLE_POINTS, Colour, FiniteFloat, LabelValue, Point, StructureName,
+    MAX_POINTS, MAX_SCRIBBLE_POINTS, Colour, FiniteFloat, LabelValue, Point, StructureCode, StructureName,
 )
-from medfm.server.sessions import SegmentationSession, check_unlocked, interaction
+from medfm.server.sessions import MAX_SMOOTH_SIGMA, SegmentationSession, check_unlocked, interaction
 from medfm.tasks.measure import roi_statistics
 from medfm.server.state import ServerState, get_state
 
@@ -44,6 +44,7 @@ class PromptIn(BaseModel):
     label: LabelValue = 1
     label_name: StructureName | None = None
     color: Colour | None = None
+    code: StructureCode | None = None
     points: list[Point] = Field(default=[], max_length=MAX_POINTS)
     point_labels: list[Literal[0, 1]] = Field(default=[], max_length=MAX_POINTS)
     box: tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat] | None = None
@@ -56,6 +57,8 @@ class PlaneIn(BaseModel):
     t: int = 0
     mask: str = Field(max_length=MAX_MASK_CHARS)
     locked: list[LabelValue] = Field(default=[], max_length=255)
+    axis: Literal["k", "j", "i"] = "k"
+    index: int | None = None
 
 
 class FillIn(BaseModel):
@@ -63,6 +66,19 @@ class FillIn(BaseModel):
     t: int = 0
     label: LabelValue = 1
     locked: list[LabelValue] = Field(default=[], max_length=255)
+
+
+class SmoothIn(BaseModel):
+    k: int = 0
+    t: int = 0
+    label: LabelValue = 1
+    sigma: FiniteFloat = Field(default=1.0, gt=0, le=MAX_SMOOTH_SIGMA)
+    whole: bool = False
+    locked: list[LabelValue] = Field(default=[], max_length=255)
+
+
+#: Planes a propagation reached with a score under this are marked for review (it stops below PropagationRule.min_score).
+REVIEW_BELOW = 0.8
 
 
 class PropagateIn(BaseModel):
@@ -75,14 +91,17 @@ class LabelIn(BaseModel):
     label: LabelValue
     name: StructureName | None = None
     color: Colour | None = None
+    code: StructureCode | None = None
 
 
 class SaveIn(BaseModel):
     name: str
     format: str = "nifti"
+    author: StructureName | None = None
 
 
-def labels_json(session: SegmentationSession) -> dict[str, dict[str, str]]:
+def labels_json(session: SegmentationSession) -> dict[str, dict[str, Any]]:
+    """``{value: {"name", "color", "code"?}}`` of the session's structures."""
     return {str(value): dict(info) for value, info in sorted(session.label_info.items())}
 
 
@@ -125,7 +144,7 @@ def add_prompt(session_id: str, body: PromptIn, state: ServerState = Depends(get
     )
     segmenter = state.segmenter
     with session.lock:
-        session.set_label(body.label, body.label_name, body.color)
+        session.set_label(body.label, body.label_name, body.color, body.code)
         score = session.interact(segmenter, state.segmenter_lock, body.k, body.t, body.label, prompt, frozenset(body.locked))
         state.sessions.changed(session)
         return plane_state(session, body.k, body.t, score)
@@ -153,14 +172,27 @@ def get_mask(session_id: str, k: int = 0, t: int = 0, axis: str = "k", index: in
 
 @router.put("/{session_id}/planes")
 def replace_plane(session_id: str, body: PlaneIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
-    """An edited label plane (brush, eraser) in display orientation, as one undoable step."""
+    """An edited label plane (brush, eraser) in display orientation, as one undoable step: plane ``(k, t)``,
+    or with ``axis`` ``j``/``i`` and ``index`` an MPR view's plane."""
     session = state.sessions.get(session_id)
-    display = session.display
-    values = decode_label_png(body.mask, display.width, display.height)
+    if body.axis == "k":
+        display = session.display
+        values = decode_label_png(body.mask, display.width, display.height)
+        with session.lock:
+            session.replace_plane(body.k, body.t, display.plane_to_display(values), frozenset(body.locked))
+            state.sessions.changed(session)
+            return plane_state(session, body.k, body.t)
+    if body.index is None:
+        raise MedfmError(f"a plane across {body.axis} needs its index")
+    view = state.load_image(session.image_id).view(AXIS_NAMES[body.axis])
+    values = decode_label_png(body.mask, view.width, view.height)
     with session.lock:
-        session.replace_plane(body.k, body.t, display.plane_to_display(values), frozenset(body.locked))
+        session.replace_view_plane(view, body.index, body.t, view.plane_to_display(values), frozenset(body.locked))
         state.sessions.changed(session)
-        return plane_state(session, body.k, body.t)
+        png = label_png(view.plane_to_display(view.plane(session.labels, body.index, body.t)))
+        return {"axis": body.axis, "index": body.index, "t": body.t, "mask": "data:image/png;base64," + base64.b64encode(png).decode(),
+                "labels": labels_json(session), "can_undo": bool(session.undo_stack), "can_redo": bool(session.redo_stack),
+                "revision": session.revision}
 
 
 @router.post("/{session_id}/fill-holes")
@@ -170,6 +202,36 @@ def fill_holes(session_id: str, body: FillIn, state: ServerState = Depends(get_s
         added = session.fill_holes(body.k, body.t, body.label, frozenset(body.locked))
         state.sessions.changed(session)
         return {**plane_state(session, body.k, body.t), "filled": added}
+
+
+@router.post("/{session_id}/smooth")
+def smooth(session_id: str, body: SmoothIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    """Smooths a structure's outline on the plane, or with ``whole`` through the volume (one undoable step)."""
+    session = state.sessions.get(session_id)
+    with session.lock:
+        changed = session.smooth(body.k, body.t, body.label, body.sigma, body.whole, frozenset(body.locked))
+        state.sessions.changed(session)
+        return {**plane_state(session, body.k, body.t), "changed": changed}
+
+
+def review(session: SegmentationSession, label: int, below: float) -> dict[str, Any]:
+    """The planes structure ``label``'s last propagation reached, each with its score, those under ``below`` marked low."""
+    scores = session.propagation_scores.get(label, {})
+    return {"label": label, "below": below, "planes": [
+        {"k": k, "t": t, "score": round(score, 4), "low": score < below} for (k, t), score in sorted(scores.items())
+    ]}
+
+
+@router.get("/{session_id}/propagation")
+def propagation_review(session_id: str, label: int = 1, below: float = REVIEW_BELOW,
+                       state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    if not 0 < label < 256:
+        raise MedfmError(f"label must be an integer from 1 to 255; got {label}")
+    if not 0 <= below <= 1:
+        raise MedfmError(f"below must be a score from 0 to 1; got {below}")
+    session = state.sessions.get(session_id)
+    with session.lock:
+        return review(session, label, below)
 
 
 @router.get("/{session_id}/measure")
@@ -215,7 +277,8 @@ def propagate(session_id: str, body: PropagateIn, state: ServerState = Depends(g
             state.sessions.changed(session)
             planes = int((session.labels == body.label).any(axis=(0, 1)).sum())
             progress(1, 1)
-            return {"k": k, "t": t, "planes": planes, "revision": session.revision}
+            return {"k": k, "t": t, "planes": planes, "revision": session.revision,
+                    "review": review(session, body.label, REVIEW_BELOW)}
 
     return {"job": state.jobs.submit("propagate", work)}
 
@@ -224,7 +287,7 @@ def propagate(session_id: str, body: PropagateIn, state: ServerState = Depends(g
 def set_label(session_id: str, body: LabelIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     session = state.sessions.get(session_id)
     with session.lock:
-        session.set_label(body.label, body.name, body.color)
+        session.set_label(body.label, body.name, body.color, body.code)
         return {"labels": labels_json(session)}
 
 
@@ -235,7 +298,7 @@ def save(session_id: str, body: SaveIn, state: ServerState = Depends(get_state))
     segmenter = state.segmenter
     with session.lock:
         labels = session.label_image(segmenter.info)
-        sidecar = {"image_id": session.image_id, "labels": labels_json(session)}
+        sidecar = {"image_id": session.image_id, "labels": labels_json(session), "author": body.author}
     return state.annotations.save(session.image_id, body.name, labels, body.format, sidecar, loaded.series)
 
 
