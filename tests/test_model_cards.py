@@ -120,3 +120,32 @@ def test_clip_card_abstention_table_matches_its_calibration_and_the_config() -> 
         assert row["test cases"] == f"{measured['test_n']['in_set']} + {measured['test_n']['out_of_set']}", key
     stored = list_encoders()["medfm-clip-small"]["abstention"]
     assert stored["zero_shot"] == results["zero_shot_modality"]["threshold"] and stored["search"] == results["search"]["threshold"]
+
+
+def test_adapter_recipe_card_table_matches_its_results() -> None:
+    """The Kvasir-SEG adapter recipe (medfm finetune over medfm-interactive): every number of its table is measured."""
+    card = (CARDS / "medfm-interactive-kvasir-adapters.md").read_text()
+    results = json.loads((CARDS / "medfm-interactive-kvasir-adapters.results.json").read_text())
+    assert "--results medfm/models/cards/medfm-interactive-kvasir-adapters.results.json" in card
+    assert results["base_weights_sha256"] == list_segmenters()["medfm-interactive"]["weights"]["sha256"]
+    rows = table_with(card, "held-out box Dice")
+    assert [row["method"] for row in rows] == ["base (no fine-tuning)", "lora", "dd-adapter", "full"]
+    for row in rows:
+        method = "base" if row["method"].startswith("base") else row["method"]
+        assert row["held-out box Dice"] == as_printed(results["held_out"][method]["box_dice"], 3), method
+        assert row["held-out 1-click Dice"] == as_printed(results["held_out"][method]["click_dice"], 3), method
+        if method != "base":
+            measured = results["methods"][method]
+            assert row["trainable parameters"] == f"{measured['trainable_parameters']:,}", method
+            assert row["file"] == f"{measured['adapter_bytes'] / 1e6:.2f} MB ({100 * measured['adapter_fraction_of_base']:.1f} %)", method
+            assert row["steps"] == str(measured["steps"]), method
+
+
+def test_shipped_adapter_is_the_measured_one_and_loads_over_the_shipped_base() -> None:
+    from medfm.models.registry import WEIGHTS_DIR, create_segmenter, sha256_of
+
+    results = json.loads((CARDS / "medfm-interactive-kvasir-adapters.results.json").read_text())
+    shipped = WEIGHTS_DIR / "medfm-interactive-kvasir-dd-adapter.safetensors"
+    assert sha256_of(shipped) == results["methods"]["dd-adapter"]["adapter_sha256"]
+    assert shipped.stat().st_size <= 0.1 * results["base_weights_bytes"]
+    assert create_segmenter("medfm-interactive", adapter=shipped).info.weights_sha256 == sha256_of(shipped)

@@ -24,7 +24,7 @@ from medfm.cli.pacs import pacs_app
 from medfm.cli.search import index_app, search_app
 from medfm.cli.segment import segment_app
 from medfm.cli.serve import serve_app
-from medfm.cli.train import train_app
+from medfm.cli.train import finetune_app, train_app
 from medfm.cli.upscale import upscale_app
 from medfm.errors import MedfmError
 from medfm.threads import set_threads
@@ -36,7 +36,7 @@ app = typer.Typer(
     help="Offline medical imaging toolkit: ingest, inspect, convert and de-identify images.",
 )
 for commands in (images_app, ingest_app, search_app, classify_app, segment_app, labels_app, serve_app, language_app, upscale_app,
-                 forecast_app):
+                 forecast_app, finetune_app):
     app.registered_commands.extend(commands.registered_commands)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(index_app, name="index")

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from medfm.cli.output import (
+    AdapterOption,
     CheckpointOption,
     JsonOption,
     MkdirOption,
@@ -31,6 +32,7 @@ def classify(
     probe: Annotated[Path | None, typer.Option("--probe", help="Probe file from `medfm fit-probe`.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model name (default: the probe's, else the default image-text model).")] = None,
     checkpoint: CheckpointOption = None,
+    adapter: AdapterOption = None,
     index: Annotated[str | None, typer.Option("--index", help="Also return the nearest indexed cases as evidence.")] = None,
     k: Annotated[int, typer.Option("-k", help="Evidence cases per image.")] = 5,
     abstain: Annotated[bool, typer.Option("--abstain", help="Zero-shot: answer 'other' when the image is like none of the labels "
@@ -56,7 +58,7 @@ def classify(
         raise MedfmError("nothing to classify: give images, a folder or --manifest")
     fitted = load_probe(probe) if probe else None
     names = read_labels(labels, labels_file) if labels is not None or labels_file is not None else None
-    encoder = create_encoder(model or (fitted.model["name"] if fitted else DEFAULT_ENCODER), checkpoint)
+    encoder = create_encoder(model or (fitted.model["name"] if fitted else DEFAULT_ENCODER), checkpoint, adapter)
     threshold = abstain_below(abstain, abstain_threshold, encoder.info.name, encoder.info.weights_sha256, "zero_shot")
     store = open_index(index) if index else None
     try:

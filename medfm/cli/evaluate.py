@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import JsonOption, MkdirOption, ProgressOption, ResultsOption, print_json, write_json
+from medfm.cli.output import AdapterOption, JsonOption, MkdirOption, ProgressOption, ResultsOption, print_json, write_json
 
 evaluate_app = typer.Typer(no_args_is_help=True, help="Score predictions against references, with confidence intervals.")
 
@@ -148,6 +148,7 @@ def interactive(
     manifest: Annotated[Path, typer.Argument(help="CSV with image and mask columns (and dataset), paths relative to it.")],
     model: Annotated[str | None, typer.Option("--model", help="A registered segmenter (default: the shipped one).")] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
+    adapter: AdapterOption = None,
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many images per dataset.")] = None,
     max_clicks: Annotated[int, typer.Option("--max-clicks", help="Corrective clicks after the first.")] = 10,
     progress: ProgressOption = True,
@@ -158,7 +159,7 @@ def interactive(
     from medfm.eval.protocols.interactive import evaluate_interactive, format_table
     from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
 
-    report = evaluate_interactive(create_segmenter(model or DEFAULT_SEGMENTER, checkpoint), manifest, limit, max_clicks,
+    report = evaluate_interactive(create_segmenter(model or DEFAULT_SEGMENTER, checkpoint, adapter), manifest, limit, max_clicks,
                                   progress=progress)
     if results is not None:
         write_json(report, results)

@@ -103,3 +103,5 @@ def finish_batch(report: Any, summary_file: Path | None, as_json: bool, describe
         typer.echo(f"medfm: failed: {failed['input']}: {failed['reason']}", err=True)
     if report.failures:
         raise MedfmError(f"{len(report.failures)} of {report.inputs} inputs failed")
+AdapterOption = Annotated[Path | None, typer.Option("--adapter", help="Adapter file from `medfm finetune`, loaded over "
+                                                    "the model it was made for (refused over any other).")]

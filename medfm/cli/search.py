@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from medfm.cli.output import (
+    AdapterOption,
     CheckpointOption,
     IndexOption,
     JsonOption,
@@ -26,6 +27,7 @@ def index_build(
     index: IndexOption,
     sources: Annotated[list[str] | None, typer.Argument(metavar="CATALOG_OR_PATHS...", help="A catalog (URL or .db file), or image files / DICOM series folders.")] = None,
     checkpoint: CheckpointOption = None,
+    adapter: AdapterOption = None,
     catalog: Annotated[str | None, typer.Option("--catalog", help="Index every image of this catalog.")] = None,
     batch_size: Annotated[int, typer.Option(help="Planes per encoder batch.")] = 32,
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Also index the images of this CSV manifest, storing its --columns "
@@ -47,8 +49,8 @@ def index_build(
     from medfm.tasks.search import build_index
 
     metadata = read_manifest_columns(manifest, [c.strip() for c in columns.split(",") if c.strip()], path_column) if manifest else None
-    encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint)
-    runner = ray_encoder_runner(ray, encoder, model or DEFAULT_ENCODER, checkpoint, workers) if ray else LocalRunner(encoder)
+    encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint, adapter)
+    runner = ray_encoder_runner(ray, encoder, model or DEFAULT_ENCODER, checkpoint, workers, adapter) if ray else LocalRunner(encoder)
     try:
         report = build_index(sources or [], encoder, index, catalog=catalog, metadata=metadata, batch_size=batch_size,
                              progress=progress, runner=runner,

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from medfm.cli.output import (
+    AdapterOption,
     CheckpointOption,
     JsonOption,
     MkdirOption,
@@ -40,6 +41,7 @@ def segment_command(
                                                                 "(default .png for photo-like inputs, else .nii.gz).")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Segmenter name, or a .json config (default: the shipped segmenter).")] = None,
     checkpoint: CheckpointOption = None,
+    adapter: AdapterOption = None,
     propagate: Annotated[bool, typer.Option("--propagate", help="Carry each structure through the volume or video.")] = False,
     rule: Annotated[list[str] | None, typer.Option("--rule", help="With --propagate, a stopping-rule parameter as NAME=VALUE (repeatable): "
                                                                    "min_area, min_score, margin, context, max_intensity_shift.")] = None,
@@ -86,7 +88,7 @@ def segment_command(
         inputs += catalog_inputs(catalog, parse_pairs(where or [], "where", "modality=CT"))
     if not inputs:
         raise MedfmError("nothing to segment: give images, a folder, --manifest or --catalog")
-    segmenter = create_segmenter(model or DEFAULT_SEGMENTER, checkpoint)
+    segmenter = create_segmenter(model or DEFAULT_SEGMENTER, checkpoint, adapter)
     shared = {"points": point or [], "boxes": box or [], "scribble": scribble, "prompts_file": prompts, "propagation": propagation}
     if len(images or []) == 1 and len(inputs) == 1 and manifest is None and summary_file is None:
         summary = segment_file(inputs[0].path, output, segmenter, progress=progress, **shared)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import CatalogOption
+from medfm.cli.output import AdapterOption, CatalogOption
 from medfm.errors import MedfmError
 
 serve_app = typer.Typer()
@@ -27,12 +27,13 @@ def serve(
     keyfile: Annotated[Path | None, typer.Option("--keyfile", help="TLS private key (PEM) of --certfile.")] = None,
     image_cache_mb: Annotated[int, typer.Option("--image-cache-mb", help="Memory for images kept loaded, in MiB.")] = 1024,
     session_mb: Annotated[int, typer.Option("--session-mb", help="Memory for open segmentation sessions, in MiB.")] = 1024,
+    adapter: AdapterOption = None,
 ) -> None:
     """Serve the REST API (docs/server-api.md) and the browser workbench; prints the URL to open."""
     from medfm.paths import default_catalog_url
     from medfm.server.serve import resolve_token
     from medfm.server.serve import serve as run_server
-    from medfm.server.settings import ServerSettings
+    from medfm.server.settings import ServerSettings, attach_adapter
 
     if not 1 <= port <= 65535:
         raise MedfmError(f"--port must be from 1 to 65535; got {port}")
@@ -42,6 +43,8 @@ def serve(
     settings = ServerSettings(host=host, port=port, catalog_url=catalog or default_catalog_url(), pacs_url=pacs,
                               max_upload_bytes=max_upload_mb * 2**20, image_cache_bytes=image_cache_mb * 2**20,
                               session_bytes=session_mb * 2**20, certfile=certfile, keyfile=keyfile)
+    if adapter is not None:
+        attach_adapter(settings, adapter)
     settings.token = resolve_token(settings, token, token_file)
     run_server(settings, demo, announce=typer.echo)
 

@@ -11,6 +11,8 @@ from medfm.cli.output import ResultsOption, given, print_json, write_json
 from medfm.errors import display_path
 
 train_app = typer.Typer(no_args_is_help=True, help="Train medfm's own models.")
+#: ``medfm finetune`` (a top-level command).
+finetune_app = typer.Typer()
 
 DataOption = Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets "
                                                   "(default $MEDFM_SHARED_DATA, else ../shared/data beside the repository).")]
@@ -120,3 +122,29 @@ def train_abstention_command(
     if results is not None:
         write_json(report, results)
     print_json(report)
+
+
+@finetune_app.command("finetune")
+def finetune_command(
+    base: Annotated[str, typer.Argument(help="Model to adapt: a promptable segmenter (medfm-interactive) or an image encoder.")],
+    data: Annotated[Path, typer.Option("--data", help="CSV manifest: image,mask for segmenters; image and --label-column for encoders.")],
+    out: Annotated[Path, typer.Option("-o", "--output", help="Adapter file to write (.safetensors; must not exist).")],
+    method: Annotated[str, typer.Option("--method", help="lora, dd-adapter, vpt (ViT encoders) or full.")] = "lora",
+    rank: Annotated[int | None, typer.Option("--rank", help="LoRA rank, DD-Adapter bottleneck channels, VPT tokens per block (default 8).")] = None,
+    budget_min: Annotated[float, typer.Option("--budget-min", help="Wall-time budget in minutes, counted across resumes.")] = 10.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted fine-tuning of this adapter.")] = False,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Local weights of the base model.")] = None,
+    label_column: Annotated[str | None, typer.Option("--label-column", help="Encoders: the manifest column with each image's class.")] = None,
+    group_column: Annotated[str | None, typer.Option("--group-column", help="Manifest column naming the subject: validation holds "
+                                                                             "out whole subjects (default: whole images).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step (default 16).")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", help="AdamW peak rate (default: the method's).")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps even within the budget.")] = None,
+) -> None:
+    """Adapt a model to your labels (LoRA, DD-Adapter, VPT or full fine-tuning); writes a small adapter file, prints the summary as JSON."""
+    from medfm.train.finetune import finetune
+
+    print_json(finetune(base, data, out, method=method, budget_minutes=budget_min, resume=resume, checkpoint=checkpoint,
+                        label_column=label_column, group_column=group_column, max_steps=max_steps,
+                        log=lambda line: typer.echo(line, err=True),
+                        **given(rank=rank, batch_size=batch_size, learning_rate=learning_rate)))

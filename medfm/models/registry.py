@@ -138,19 +138,23 @@ def abstain_below(abstain: bool, given: float | None, name: str, weights_sha256:
     return abstention_threshold(name, weights_sha256, kind) if abstain else None
 
 
-def create_encoder(name: str, checkpoint: str | os.PathLike | None = None) -> Encoder:
-    """The encoder ``name`` (see :func:`list_encoders`), with weights from ``checkpoint`` if given.
+def create_encoder(name: str, checkpoint: str | os.PathLike | None = None,
+                   adapter: str | os.PathLike | None = None) -> Encoder:
+    """The encoder ``name`` (see :func:`list_encoders`), with weights from ``checkpoint`` if given
+    and the fine-tuned ``adapter`` file (``medfm finetune``) over them if given.
 
     A ``checkpoint`` is a local file or folder in the family's official layout; without
     one, the weights shipped with medfm are used (verified), or the model is randomly
     initialised when the config ships none (e.g. an open_clip architecture). A config
     with ``checkpoint_required`` (what to give, in words) refuses to build without one.
     """
-    return _create(name, checkpoint, list_encoders())
+    return _adapted(_create(name, checkpoint, list_encoders()), adapter)
 
 
-def create_segmenter(name: str, checkpoint: str | os.PathLike | None = None) -> Segmenter:
-    """The interactive segmenter ``name`` (see :func:`list_segmenters`), resolved as encoders are.
+def create_segmenter(name: str, checkpoint: str | os.PathLike | None = None,
+                     adapter: str | os.PathLike | None = None) -> Segmenter:
+    """The interactive segmenter ``name`` (see :func:`list_segmenters`), resolved as encoders are,
+    with the fine-tuned ``adapter`` file (``medfm finetune``) over it if given.
 
     ``name`` may also be the path of a ``.json`` config in the same format, for an
     architecture medfm does not ship.
@@ -162,7 +166,15 @@ def create_segmenter(name: str, checkpoint: str | os.PathLike | None = None) -> 
         except (OSError, ValueError) as exc:
             raise MedfmError(f"{display_path(name)}: cannot read as a model config ({exc})") from None
         name = Path(name).stem
-    return _create(name, checkpoint, configs)
+    return _adapted(_create(name, checkpoint, configs), adapter)
+
+
+def _adapted(model: Any, adapter: str | os.PathLike | None) -> Any:
+    if adapter is None:
+        return model
+    from medfm.models.adapters.file import apply_adapter
+
+    return apply_adapter(model, adapter)
 
 
 def create_auto_segmenter(model_dir: str | os.PathLike) -> AutoSegmenter:

@@ -160,12 +160,14 @@ def weights_sha256(model: Any) -> str | None:
     return model.info.weights_sha256
 
 
-def ray_encoder_runner(address: str, encoder: Any, name: str, checkpoint: str | os.PathLike | None, workers: int = 2) -> RayRunner:
-    """A :func:`ray_runner` whose workers each hold ``create_encoder(name, checkpoint)``, checked to be
-    ``encoder``'s weights. A checkpoint path must name the same file on every worker."""
+def ray_encoder_runner(address: str, encoder: Any, name: str, checkpoint: str | os.PathLike | None, workers: int = 2,
+                       adapter: str | os.PathLike | None = None) -> RayRunner:
+    """A :func:`ray_runner` whose workers each hold ``create_encoder(name, checkpoint, adapter)``, checked to be
+    ``encoder``'s weights. A checkpoint or adapter path must name the same file on every worker."""
     from functools import partial
 
     from medfm.models.registry import create_encoder
 
     checkpoint = os.path.abspath(checkpoint) if checkpoint is not None else None
-    return ray_runner(address, partial(create_encoder, name, checkpoint), weights_sha256, encoder.info.weights_sha256, workers)
+    adapter = os.path.abspath(adapter) if adapter is not None else None
+    return ray_runner(address, partial(create_encoder, name, checkpoint, adapter), weights_sha256, encoder.info.weights_sha256, workers)

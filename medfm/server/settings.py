@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medfm.errors import MedfmError, display_path
 from medfm.models.registry import DEFAULT_ENCODER, DEFAULT_SEGMENTER
 from medfm.paths import data_dir, default_catalog_url
 
@@ -36,6 +37,8 @@ class ServerSettings:
     rate_burst: int = 200
     segmenter: str = DEFAULT_SEGMENTER
     encoder: str = DEFAULT_ENCODER
+    segmenter_adapter: Path | None = None
+    encoder_adapter: Path | None = None
     pacs_url: str | None = None
     web_dir: Path = WEB_DIR
     session_idle_seconds: float = 3600.0
@@ -51,3 +54,17 @@ class ServerSettings:
     @property
     def tls(self) -> bool:
         return self.certfile is not None
+
+
+def attach_adapter(settings: ServerSettings, path: Path) -> None:
+    """Serve with the adapter file ``path`` over the segmenter or the encoder, whichever it was made for
+    (checked now, so that a wrong file stops the server before it starts)."""
+    from medfm.models.adapters.file import read_adapter
+
+    base = read_adapter(path, tensors=False)[1]["base_model"]
+    if base == settings.segmenter:
+        settings.segmenter_adapter = path
+    elif base == settings.encoder:
+        settings.encoder_adapter = path
+    else:
+        raise MedfmError(f"{display_path(path)}: an adapter for {base}; the server runs {settings.segmenter} and {settings.encoder}")

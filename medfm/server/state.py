@@ -120,7 +120,7 @@ class ServerState:
             if self._segmenter is None:
                 from medfm.models.registry import create_segmenter
 
-                self._segmenter = create_segmenter(self.settings.segmenter)
+                self._segmenter = create_segmenter(self.settings.segmenter, adapter=self.settings.segmenter_adapter)
             return self._segmenter
 
     @property
@@ -130,7 +130,7 @@ class ServerState:
             if self._encoder is None:
                 from medfm.models.registry import create_encoder
 
-                self._encoder = create_encoder(self.settings.encoder)
+                self._encoder = create_encoder(self.settings.encoder, adapter=self.settings.encoder_adapter)
             return self._encoder
 
     def encoder_info(self) -> EncoderInfo:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from medfm.errors import MedfmError
 
@@ -43,6 +44,14 @@ class Encoder(ABC):
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """``(N, embed_dim)`` float32 unit rows; image-only encoders refuse."""
         raise MedfmError(f"encoder {self.info.name!r} has no text tower; use an image-text model")
+
+    def pixels(self, planes: Sequence[np.ndarray]) -> torch.Tensor:
+        """``planes`` (as :meth:`encode_planes` takes them) → the ``(N, 3, H, W)`` network input (for fine-tuning)."""
+        raise MedfmError(f"encoder {self.info.name!r} cannot be fine-tuned")
+
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """:meth:`pixels`' output → ``(N, embed_dim)`` unit rows, differentiable (for fine-tuning)."""
+        raise MedfmError(f"encoder {self.info.name!r} cannot be fine-tuned")
 
     def similarity_map(self, plane: np.ndarray, text_embedding: np.ndarray) -> np.ndarray:
         """``(h, w)`` float32: how much each region of ``plane`` adds to its similarity with

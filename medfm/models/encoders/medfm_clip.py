@@ -170,9 +170,14 @@ class MedfmClipEncoder(Encoder):
     def encode_planes(self, planes: Sequence[np.ndarray]) -> np.ndarray:
         out = [np.zeros((0, self.info.embed_dim), np.float32)]
         for start in range(0, len(planes), self.batch_size):
-            pixels = torch.stack([prepare_plane(p, self.model.image_size) for p in planes[start:start + self.batch_size]])
-            out.append(self.model.encode_pixels(pixels).numpy())
+            out.append(self.embed_pixels(self.pixels(planes[start:start + self.batch_size])).numpy())
         return np.concatenate(out)
+
+    def pixels(self, planes: Sequence[np.ndarray]) -> torch.Tensor:
+        return torch.stack([prepare_plane(p, self.model.image_size) for p in planes])
+
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_pixels(pixels)
 
     #: Side of the square the plane is resized to for :meth:`similarity_map` (twice the training size: a 7×7 map).
     MAP_SIZE = 224

@@ -61,7 +61,13 @@ class OpenClipEncoder(Encoder):
     def encode_planes(self, planes: Sequence[np.ndarray]) -> np.ndarray:
         if not planes:
             return np.zeros((0, self.info.embed_dim), np.float32)
-        return self.model.encode_image(pixel_batch(planes, self.transform), normalize=True).float().numpy()
+        return self.embed_pixels(self.pixels(planes)).numpy()
+
+    def pixels(self, planes: Sequence[np.ndarray]) -> torch.Tensor:
+        return pixel_batch(planes, self.transform)
+
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels, normalize=True).float()
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:

@@ -44,8 +44,13 @@ class TimmEncoder(Encoder):
     def encode_planes(self, planes: Sequence[np.ndarray]) -> np.ndarray:
         if not planes:
             return np.zeros((0, self.info.embed_dim), np.float32)
-        features = self.model(pixel_batch(planes, self.transform))
-        return F.normalize(features.float(), dim=-1).numpy()
+        return self.embed_pixels(self.pixels(planes)).numpy()
+
+    def pixels(self, planes: Sequence[np.ndarray]) -> torch.Tensor:
+        return pixel_batch(planes, self.transform)
+
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model(pixels).float(), dim=-1)
 
 
 def _hub_pretrained_cfg(folder: Path) -> dict[str, Any]:

@@ -115,15 +115,20 @@ class SamSegmenter(Segmenter):
 
     @torch.inference_mode()
     def _encode(self, plane: np.ndarray) -> _Embedding:
+        pixels, input_size = self.input_frame(plane)
+        return _Embedding(self.model.image_encoder(pixels[None]), input_size)
+
+    def input_frame(self, plane: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``plane`` as the image encoder takes it, ``(3, size, size)`` float32 (resized, normalised, padded),
+        and the ``(rows, columns)`` the plane covers in that frame (also used for fine-tuning)."""
         rgb = to_rgb_uint8(plane)
         if self.preprocessing == "medsam":
             pixels = np.asarray(PILImage.fromarray(rgb).resize((self.size, self.size), PILImage.BICUBIC), np.float32)
             pixels = (pixels - pixels.min()) / max(float(pixels.max() - pixels.min()), 1e-8)
-            batch = torch.from_numpy(pixels).permute(2, 0, 1)[None]
-            return _Embedding(self.model.image_encoder(batch), (self.size, self.size))
+            return torch.from_numpy(pixels).permute(2, 0, 1), (self.size, self.size)
         resized = self.resize.apply_image(rgb)
         batch = torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None].float()
-        return _Embedding(self.model.image_encoder(self.model.preprocess(batch)), resized.shape[:2])
+        return self.model.preprocess(batch)[0], resized.shape[:2]
 
     def _to_input(self, xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """``(..., 2)`` plane pixels (x, y) → the model's input frame."""

@@ -1,0 +1,183 @@
+"""``medfm finetune BASE --data MANIFEST --method lora|dd-adapter|vpt|full [--rank R] [--budget-min N] [--resume] -o ADAPTER``.
+
+1. Everything the user gives is checked before any data is read: the method, the budget,
+   the output, the base model (built from the registry; its weights must be identified).
+2. The data is decoded once (:mod:`medfm.train.finetune_data`) and the method's modules
+   are added to the frozen base (:mod:`medfm.models.adapters`).
+3. Training runs within the wall-time budget (counted across resumes). Promptable
+   segmenters learn from the simulated interactions ``medfm train interactive`` uses
+   (:func:`medfm.train.interactive.training_step`: box, clicks or scribbles, then corrective
+   clicks); encoders learn a linear classification head with their adapter under
+   cross-entropy. Every ``checkpoint_seconds`` the validation part is scored and the best
+   state so far (the untouched base included) is kept.
+4. ADAPTER is written once, atomically, from the best state: an adapter file
+   (:mod:`medfm.models.adapters.file`) holding only the trained tensors.
+
+Work in progress lives in a hidden ``.ADAPTER.partial`` folder beside ADAPTER (checkpoint
+written to a temporary file and renamed, so a SIGKILL leaves the previous one);
+``resume=True`` continues from it. The folder is removed once ADAPTER is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfm.errors import MedfmError, display_path
+from medfm.models.adapters import (
+    DEFAULT_RANK,
+    add_adapter,
+    check_method,
+    set_training,
+    trainable_state,
+)
+from medfm.models.adapters.file import network_of, save_adapter
+from medfm.train.finetune_objectives import objective_for
+
+CHECKPOINT_FILE, SETTINGS_FILE = "checkpoint.pt", "settings.json"
+#: AdamW learning rate per method: adapters start from zero and move fast; full fine-tuning moves the base gently.
+LEARNING_RATES = {"lora": 2e-3, "dd-adapter": 2e-3, "vpt": 5e-3, "full": 3e-4}
+
+
+def _build_base(base: str, checkpoint: str | os.PathLike | None) -> tuple[Any, str]:
+    from medfm.models.registry import (
+        create_encoder,
+        create_segmenter,
+        list_encoders,
+        list_segmenters,
+    )
+
+    if base in list_encoders():
+        model, kind = create_encoder(base, checkpoint), "encoder"
+    elif base in list_segmenters() or base.endswith(".json"):
+        model, kind = create_segmenter(base, checkpoint), "segmenter"
+    else:
+        raise MedfmError(f"unknown model {base!r}; choose one of: {', '.join([*list_segmenters(), *list_encoders()])}")
+    if not model.info.weights_sha256:
+        raise MedfmError(f"model {base!r} has no identified weights (randomly initialised); give --checkpoint, "
+                         "so that the adapter can name the weights it adapts")
+    return model, kind
+
+
+def finetune(
+    base: str, data: str | os.PathLike, out: str | os.PathLike, *, method: str = "lora", rank: int = DEFAULT_RANK,
+    budget_minutes: float = 10.0, resume: bool = False, checkpoint: str | os.PathLike | None = None,
+    label_column: str | None = None, group_column: str | None = None, batch_size: int = 16,
+    learning_rate: float | None = None, max_steps: int | None = None, checkpoint_seconds: float = 60.0,
+    seed: int = 0, log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Fine-tune ``base`` on the manifest ``data`` and write the adapter file ``out``; returns the summary
+    (also stored in the file's ``training`` metadata). ``max_steps`` caps the steps as well as the budget."""
+    check_method(method, rank)
+    if not budget_minutes > 0:
+        raise MedfmError(f"--budget-min must be above 0 minutes; got {budget_minutes}")
+    out, data = Path(out), Path(data)
+    work = out.parent / f".{out.name}.partial"
+    if out.exists():
+        raise MedfmError(f"{display_path(out)}: already exists; choose a new adapter file")
+    if resume and not (work / CHECKPOINT_FILE).is_file():
+        raise MedfmError(f"{display_path(out)}: no interrupted fine-tuning to resume (no {display_path(work / CHECKPOINT_FILE)})")
+    if work.exists() and not resume:
+        raise MedfmError(f"{display_path(work)}: an interrupted fine-tuning of this adapter is there; pass --resume, "
+                         "or remove it to start again")
+    if not data.is_file():
+        raise MedfmError(f"{display_path(data)}: manifest not found")
+    model, kind = _build_base(base, checkpoint)
+    settings = {"base_model": model.info.name, "base_sha256": model.info.weights_sha256, "method": method, "rank": rank,
+                "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(), "budget_minutes": budget_minutes, "seed": seed}
+    if resume:
+        before = json.loads((work / SETTINGS_FILE).read_text())
+        changed = [key for key in ("base_model", "base_sha256", "method", "rank", "data_sha256") if before[key] != settings[key]]
+        if changed:
+            raise MedfmError(f"{display_path(out)}: the interrupted fine-tuning had another {changed[0]}; start a new one")
+    torch.manual_seed(seed)
+    network = network_of(model)
+    base_parameters = sum(p.numel() for p in network.parameters())
+    add_adapter(network, method, rank, model.info.name)  # before the data: a method that does not fit stops at once
+    objective = objective_for(model, kind, data, batch_size, label_column, group_column)
+    parameters = [p for p in network.parameters() if p.requires_grad] + objective.extra_parameters
+    learning_rate = learning_rate or LEARNING_RATES[method]
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-4 if method == "full" else 0.0)
+    rng = np.random.default_rng(seed)
+    progress: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "losses": [], "resumed_at_steps": [], "history": []}
+    best: dict[str, Any] = {}
+
+    def save_checkpoint() -> None:
+        state = {"network": trainable_state(network, method), "optimizer": optimizer.state_dict(),
+                 "rng": rng.bit_generator.state, "progress": progress, "best": best,
+                 "head": objective.head.state_dict() if kind == "encoder" else None}
+        torch.save(state, work / (CHECKPOINT_FILE + ".tmp"))
+        os.replace(work / (CHECKPOINT_FILE + ".tmp"), work / CHECKPOINT_FILE)
+
+    def evaluate() -> dict[str, float]:
+        """Score the validation part and keep the state if it is the best so far."""
+        nonlocal best
+        set_training(network, method, False)
+        scores = objective.score()
+        progress["history"].append({"step": progress["step"], **scores})
+        if not best or scores["score"] > best["scores"]["score"]:
+            best = {"step": progress["step"], "scores": scores,
+                    "state": {**trainable_state(network, method), **objective.head_state()}}
+        set_training(network, method, True)
+        return scores
+
+    if resume:
+        saved = torch.load(work / CHECKPOINT_FILE, weights_only=False)
+        network.load_state_dict(saved["network"], strict=False)
+        if kind == "encoder":
+            objective.head.load_state_dict(saved["head"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng.bit_generator.state = saved["rng"]
+        progress, best = saved["progress"], saved["best"]
+        progress["resumed_at_steps"].append(progress["step"])
+        log(f"resumed at step {progress['step']} after {progress['elapsed_s']:.0f} s")
+    else:
+        work.mkdir(parents=True)
+        (work / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+        log(f"before fine-tuning: {evaluate()}")
+        save_checkpoint()  # from now on, an interruption can always be resumed
+
+    budget_s = budget_minutes * 60
+    started = time.monotonic() - progress["elapsed_s"]
+    last_checkpoint = time.monotonic()
+    set_training(network, method, True)
+    while time.monotonic() - started < budget_s and (max_steps is None or progress["step"] < max_steps):
+        fraction = (time.monotonic() - started) / budget_s
+        if max_steps:
+            fraction = max(fraction, progress["step"] / max_steps)
+        warmup = min(1.0, (progress["step"] + 1) / 20)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate * warmup * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0)))
+        progress["losses"].append(objective.step(optimizer, rng))
+        progress["step"] += 1
+        progress["elapsed_s"] = time.monotonic() - started
+        if time.monotonic() - last_checkpoint >= checkpoint_seconds:
+            scores = evaluate()
+            save_checkpoint()
+            last_checkpoint = time.monotonic()
+            log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s, loss {np.mean(progress['losses'][-20:]):.4f}, {scores}")
+    log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s: {evaluate()}")
+    save_checkpoint()
+    summary = {
+        "base_model": model.info.name, "base_sha256": model.info.weights_sha256, "method": method, "rank": rank,
+        "steps": progress["step"], "training_seconds": round(progress["elapsed_s"], 1),
+        "resumed_at_steps": progress["resumed_at_steps"], "learning_rate": learning_rate, "batch_size": batch_size,
+        "trainable_parameters": sum(p.numel() for p in parameters), "base_parameters": base_parameters,
+        "validation_before": progress["history"][0], "validation_best": {"step": best["step"], **best["scores"]},
+        "data_sha256": settings["data_sha256"], **objective.metadata(),
+    }
+    extra = {"training": summary, **({"labels": objective.data.labels} if kind == "encoder" else {})}
+    save_adapter(out, best["state"], model.info.name, model.info.weights_sha256, method, rank, extra)
+    shutil.rmtree(work)
+    log(f"kept step {best['step']}: {best['scores']}")
+    return {"adapter": display_path(out), "adapter_bytes": out.stat().st_size, **summary}

@@ -1,0 +1,208 @@
+"""What ``medfm finetune`` optimises and scores, per kind of model.
+
+Each objective decodes its data once, takes one optimiser ``step`` on a random batch and
+``score``s the validation part (higher is better, under ``"score"``). Promptable segmenters
+learn from the simulated first interactions of :mod:`medfm.train.interactive`
+(:func:`~medfm.train.interactive.first_prompt`; medfm-interactive also gets its corrective
+rounds through :func:`~medfm.train.interactive.training_step`); encoders learn a linear
+classification head with their adapter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medfm.errors import MedfmError
+from medfm.models.adapters.file import HEAD_PREFIX, network_of
+
+
+class SegmenterObjective:
+    """Simulated interactions on a promptable segmenter (medfm-interactive); scored by mean box + click Dice on validation."""
+
+    def __init__(self, segmenter: Any, manifest: Path, batch_size: int, group_column: str | None) -> None:
+        from monai.losses import DiceCELoss
+
+        from medfm.train.finetune_data import interactive_framing, segmentation_set
+        from medfm.train.interactive import SIZE
+
+        if type(network_of(segmenter)).__name__ != "InteractiveNet" or segmenter.size != SIZE:
+            raise MedfmError(f"medfm finetune trains medfm-interactive and SAM-family segmenters; {segmenter.info.name} is neither")
+        self.net = network_of(segmenter)
+        self.data = segmentation_set(manifest, interactive_framing(SIZE), group_column)
+        self.train_indices = np.flatnonzero(~self.data.is_val)
+        self.batch_size = batch_size
+        self.loss = DiceCELoss(sigmoid=True)
+        self.extra_parameters: list[torch.nn.Parameter] = []
+
+    def step(self, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> float:
+        from medfm.train.interactive import training_step
+
+        chosen = rng.choice(self.train_indices, self.batch_size)
+        pictures = torch.from_numpy(self.data.pictures[chosen]).permute(0, 3, 1, 2).float() / 255
+        masks = torch.from_numpy(self.data.masks[chosen].astype(np.float32))[:, None]
+        return training_step(self.net, optimizer, self.loss, pictures, masks, rng)
+
+    def score(self) -> dict[str, float]:
+        from medfm.train.interactive import validate
+
+        dice = validate(self.net, self.data.as_cache())
+        return {"box_dice": dice["data/box"], "click_dice": dice["data/click"],
+                "score": round((dice["data/box"] + dice["data/click"]) / 2, 4)}
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def metadata(self) -> dict[str, Any]:
+        return {"train_images": int((~self.data.is_val).sum()), "val_images": int(self.data.is_val.sum())}
+
+
+class ClassifierObjective:
+    """A linear head on the encoder's unit embeddings under cross-entropy; scored by validation accuracy."""
+
+    def __init__(self, encoder: Any, manifest: Path, batch_size: int, label_column: str | None) -> None:
+        from medfm.train.finetune_data import classification_set
+
+        if not label_column:
+            raise MedfmError("fine-tuning an encoder needs --label-column, the manifest column with each image's class")
+        self.encoder = encoder
+        self.data = classification_set(manifest, label_column)
+        self.pixels = encoder.pixels(self.data.planes)
+        self.targets = torch.from_numpy(self.data.targets)
+        self.train_indices = np.flatnonzero(~self.data.is_val)
+        self.batch_size = batch_size
+        self.head = torch.nn.Linear(encoder.info.embed_dim, len(self.data.labels))
+        # Unit-length embeddings give small logits; a fixed scale lets the head reach confident ones.
+        self.scale = 10.0
+        self.extra_parameters = list(self.head.parameters())
+
+    def step(self, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> float:
+        chosen = torch.from_numpy(rng.choice(self.train_indices, self.batch_size))
+        logits = self.head(self.encoder.embed_pixels(self.pixels[chosen]) * self.scale)
+        loss = F.cross_entropy(logits, self.targets[chosen])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def score(self) -> dict[str, float]:
+        network = network_of(self.encoder)
+        training = network.training
+        network.eval()
+        val = torch.from_numpy(np.flatnonzero(self.data.is_val))
+        predicted = self.head(self.encoder.embed_pixels(self.pixels[val]) * self.scale).argmax(1)
+        network.train(training)
+        accuracy = round(float((predicted == self.targets[val]).float().mean()), 4)
+        return {"accuracy": accuracy, "score": accuracy}
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        return {HEAD_PREFIX + key: value.detach().clone() for key, value in self.head.state_dict().items()}
+
+    def metadata(self) -> dict[str, Any]:
+        return {"labels": self.data.labels, "train_images": int((~self.data.is_val).sum()),
+                "val_images": int(self.data.is_val.sum())}
+
+
+class SamObjective:
+    """SAM-family segmenters (SAM, MedSAM): the first simulated prompt (box or clicks; MedSAM boxes only),
+    Dice + cross-entropy on SAM's low-resolution logits; scored by mean box + click Dice there."""
+
+    def __init__(self, segmenter: Any, manifest: Path, batch_size: int, group_column: str | None) -> None:
+        from monai.losses import DiceCELoss
+
+        from medfm.train.finetune_data import resize_mask, segmentation_set
+
+        self.segmenter, self.model = segmenter, segmenter.model
+        low_res = tuple(self.model.prompt_encoder.mask_input_size)
+        self.scale = segmenter.size / low_res[0]  # input-frame pixels per low-resolution pixel
+
+        def frame(plane: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pixels, (rows, columns) = segmenter.input_frame(plane)
+            framed = np.zeros((segmenter.size, segmenter.size), dtype=bool)
+            framed[:rows, :columns] = resize_mask(mask, (rows, columns))
+            return pixels.numpy(), resize_mask(framed, low_res)
+
+        self.data = segmentation_set(manifest, frame, group_column)
+        self.train_indices = np.flatnonzero(~self.data.is_val)
+        self.batch_size = batch_size
+        self.loss = DiceCELoss(sigmoid=True)
+        self.extra_parameters: list[torch.nn.Parameter] = []
+
+    def _prompt(self, truth: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
+        """SAM's ``points`` and ``boxes`` arguments for a random first interaction on a low-resolution ``truth``."""
+        from medfm.eval.protocols.interaction import jittered_box
+        from medfm.train.interactive import first_prompt
+
+        prompt = first_prompt(truth, rng)
+        if self.segmenter.boxes_only or (prompt["box"] is None and not prompt["points"]):  # scribbles: give a box
+            prompt = {"box": jittered_box(truth, rng, jitter=rng.uniform(0, 0.15)), "points": [], "labels": []}
+        return self._sam_prompt(prompt["points"], prompt["labels"], prompt["box"])
+
+    def _sam_prompt(self, points: list, labels: list, box: Any) -> tuple[Any, Any]:
+        clicks = None
+        if points:
+            coords = (torch.tensor(points, dtype=torch.float32) + 0.5) * self.scale
+            clicks = (coords[None], torch.tensor(labels, dtype=torch.int)[None])
+        boxes = None if box is None else torch.tensor([[box[0], box[1], box[2] + 1, box[3] + 1]], dtype=torch.float32) * self.scale
+        return clicks, boxes
+
+    def _logits(self, features: torch.Tensor, prompts: list[tuple[Any, Any]]) -> torch.Tensor:
+        encoder = self.model.prompt_encoder
+        out = []
+        for index, (clicks, boxes) in enumerate(prompts):
+            sparse, dense = encoder(points=clicks, boxes=boxes, masks=None)
+            low_res, _ = self.model.mask_decoder(image_embeddings=features[index : index + 1], image_pe=encoder.get_dense_pe(),
+                                                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                                 multimask_output=False)
+            out.append(low_res)
+        return torch.cat(out)
+
+    def step(self, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> float:
+        chosen = rng.choice(self.train_indices, self.batch_size)
+        truths = self.data.masks[chosen]
+        features = self.model.image_encoder(torch.from_numpy(self.data.pictures[chosen]))
+        logits = self._logits(features, [self._prompt(truth, rng) for truth in truths])
+        loss = self.loss(logits, torch.from_numpy(truths.astype(np.float32))[:, None])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def score(self) -> dict[str, float]:
+        from medfm.eval.protocols.interaction import centre_click
+        from medfm.eval.seg_metrics import dice
+        from medfm.models.segmenters.prompt import mask_box
+
+        results: dict[str, list[float]] = {"box_dice": [], "click_dice": []}
+        for index in np.flatnonzero(self.data.is_val):
+            truth = self.data.masks[index]
+            features = self.model.image_encoder(torch.from_numpy(self.data.pictures[index : index + 1]))
+            prompts = {"box_dice": self._sam_prompt([], [], mask_box(truth))}
+            if not self.segmenter.boxes_only:
+                prompts["click_dice"] = self._sam_prompt([centre_click(truth)], [1], None)
+            for name, prompt in prompts.items():
+                results[name].append(dice(self._logits(features, [prompt])[0, 0].numpy() > 0, truth))
+        scores = {name: round(float(np.mean(values)), 4) for name, values in results.items() if values}
+        return {**scores, "score": round(float(np.mean(list(scores.values()))), 4)}
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def metadata(self) -> dict[str, Any]:
+        return {"train_images": int((~self.data.is_val).sum()), "val_images": int(self.data.is_val.sum())}
+
+
+def objective_for(model: Any, kind: str, manifest: Path, batch_size: int, label_column: str | None,
+                  group_column: str | None) -> Any:
+    """The objective for a built ``model`` of ``kind`` (``"segmenter"`` or ``"encoder"``)."""
+    if kind == "encoder":
+        return ClassifierObjective(model, manifest, batch_size, label_column)
+    if type(network_of(model)).__name__ == "Sam":
+        return SamObjective(model, manifest, batch_size, group_column)
+    return SegmenterObjective(model, manifest, batch_size, group_column)
