@@ -35,11 +35,9 @@ picks up the files it did not reach. Files deleted from disk stay in the catalog
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +57,7 @@ from medfm.errors import FileError, MedfmError, UnreadableFileError, display_pat
 from medfm.io import detect_format, probe_all
 from medfm.io.dicom import DICOM, DicomSeries, scan_dicom
 from medfm.io.dicom.secondary import is_synthetic_dicom
-from medfm.io.formats import image_suffix
+from medfm.io.formats import image_suffix, sha256_of
 from medfm.progress import progress_bar
 from medfm.provenance import Provenance
 
@@ -68,8 +66,6 @@ BATCH_IMAGES = 32
 BATCH_FILES = 1024
 #: Names that are DICOM by their suffix alone (``.dcm``...).
 DICOM_SUFFIXES = tuple(DICOM.suffixes)
-#: Threads hashing DICOM files during an ingest.
-HASH_THREADS = 2
 
 
 @dataclass
@@ -191,12 +187,6 @@ def _is_image(path: Path) -> tuple[str | None, str | None]:
         return None, None
 
 
-def sha256_of(path: Path) -> str:
-    """The file's SHA-256 as hex, read in chunks."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def _file_record(found: _Found, digest: str | None = None) -> FileRecord:
     return FileRecord(str(found.path), found.size, found.mtime_ns, digest or sha256_of(found.path))
 
@@ -214,7 +204,7 @@ def _file_entry(found: _Found, fmt: str) -> ImageEntry:
     )
 
 
-def _series_entry(series: DicomSeries, found: dict[Path, _Found], digests: dict[Path, Future[str]]) -> ImageEntry:
+def _series_entry(series: DicomSeries, found: dict[Path, _Found]) -> ImageEntry:
     meta = dict(series.metadata)
     if series.problem:  # still catalogued, so that the user can find and fix it
         meta["volume_problem"] = series.problem
@@ -228,7 +218,7 @@ def _series_entry(series: DicomSeries, found: dict[Path, _Found], digests: dict[
         modality=meta.get("modality") or "OT", body_part=meta.get("body_part"),
         description=meta.get("series_description"), shape=series.shape, spacing=series.spacing,
         orientation="".join(aff2axcodes(series.affine)), metadata=meta, phi=series.phi,
-        files=[_file_record(f, digests[f.path].result() if f.path in digests else None) for f in files],
+        files=[_file_record(f, series.sha256.get(f.path)) for f in files],
         study_uid=series.study_uid or None, series_uid=series.series_uid,
     )
 
@@ -379,17 +369,11 @@ def _save_labels(catalog: Catalog, labels: DatasetLabels, report: IngestReport) 
 
 
 def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], None]) -> None:
-    """One catalog image per series; new files of a catalogued series make it rescanned whole."""
+    """One catalog image per series; new files of a catalogued series make it rescanned whole.
+
+    The scan's worker processes hash each file right after parsing its header."""
     by_path = {item.path: item for item in dicom}
-    # Hashing releases the GIL: threads hash the files while worker processes parse headers.
-    with ThreadPoolExecutor(HASH_THREADS) as hashing:
-        digests = {path: hashing.submit(sha256_of, path) for path in by_path}
-        _catalog_series(by_path, digests, batch, advance)
-
-
-def _catalog_series(by_path: dict[Path, _Found], digests: dict[Path, Future[str]], batch: _Batch,
-                    advance: Callable[[int], None]) -> None:
-    series_list, bad = scan_dicom(list(by_path))
+    series_list, bad = scan_dicom(list(by_path), checksums=True)
     advance(len(bad))
     catalogued = batch.catalog.series_files([s.series_uid for s in series_list])
     for series in series_list:
@@ -397,10 +381,10 @@ def _catalog_series(by_path: dict[Path, _Found], digests: dict[Path, Future[str]
         earlier = [path for path in map(Path, catalogued.get(series.series_uid, [])) if path not in by_path and path.is_file()]
         try:
             if earlier:
-                rescanned, more_bad = scan_dicom(earlier + list(series.files))
+                rescanned, more_bad = scan_dicom(earlier + list(series.files), checksums=True)
                 bad.extend(more_bad)
                 series = next(s for s in rescanned if s.series_uid == series.series_uid)
-            entry = _series_entry(series, by_path, digests)
+            entry = _series_entry(series, by_path)
         except MedfmError as exc:
             bad.append((series.files[0], _reason(exc)))
         except OSError as exc:

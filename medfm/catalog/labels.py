@@ -140,8 +140,11 @@ def _case_name(path: Path) -> str:
 
 def _apply_layouts(files: Iterable[Path], labels: DatasetLabels) -> None:
     by_folder: dict[Path, list[Path]] = {}
+    layout_folders = {*LAYOUTS, *LAYOUTS.values()}
     for path in files:
-        if image_suffix(path):
+        # Only a layout's folders can pair images with labels: the name is checked first, as
+        # matching suffixes for every file of an archive cost more than the rest of this.
+        if path.parent.name in layout_folders and image_suffix(path):
             by_folder.setdefault(path.parent, []).append(path)
     for folder, label_files in by_folder.items():
         if folder.name not in LAYOUTS or folder.parent / LAYOUTS[folder.name] not in by_folder:

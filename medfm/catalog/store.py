@@ -366,7 +366,7 @@ class Catalog:
         row.metadata_ = _plain(entry.metadata)
         row.phi = _plain(entry.phi)
         session.flush()
-        session.execute(insert(FileRow), [
+        session.execute(insert(FileRow.__table__), [  # Core, not the ORM bulk path: no per-row bookkeeping
             {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "sha256": f.sha256, "image_id": row.id}
             for f in entry.files
         ])

@@ -8,6 +8,7 @@ and writes through a temporary file so that a failed write never leaves a partia
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import tempfile
@@ -209,6 +210,18 @@ def output_folder(folder: str | os.PathLike) -> Path:
     if not folder.exists() and folder.parent.is_dir():
         folder.mkdir()
     return check_output_folder(folder)
+
+
+#: Files up to this size are hashed from one read (``file_digest`` zero-fills a 256 KiB buffer per call).
+WHOLE_READ_BYTES = 1 << 20
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The file's SHA-256 as hex: a small file from one read, a large one in chunks."""
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size <= WHOLE_READ_BYTES:
+            return hashlib.sha256(handle.read()).hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @contextmanager

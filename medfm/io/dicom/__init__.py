@@ -48,7 +48,8 @@ class DicomSeries:
     empty, the files are scanned again. ``duplicates`` are files left out because their
     SOP Instance UID repeats one of ``files`` (one image saved twice under two names).
     ``provenance_record`` is the JSON provenance a medfm output (a SEG) carries
-    (:mod:`medfm.io.dicom.provenance`), parsed by :func:`read_series`.
+    (:mod:`medfm.io.dicom.provenance`), parsed by :func:`read_series`. ``sha256`` maps each
+    of ``files`` to its SHA-256 when the scan was asked for checksums, else is empty.
     """
 
     series_uid: str
@@ -63,11 +64,12 @@ class DicomSeries:
     frames: list[Frame] = field(default_factory=list, repr=False)
     duplicates: list[Path] = field(default_factory=list)
     provenance_record: str | None = field(default=None, repr=False)
+    sha256: dict[Path, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_frames(
         cls, series_uid: str, metadata: dict, phi: dict, provenance: str | None, files: list[Path],
-        frames: list[Frame], duplicates: list[Path] | None = None,
+        frames: list[Frame], duplicates: list[Path] | None = None, sha256: dict[Path, str] | None = None,
     ) -> DicomSeries:
         from medfm.io.dicom.geometry import plan_volume
 
@@ -91,7 +93,7 @@ class DicomSeries:
             )
         spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
         return cls(series_uid, str(metadata.get("study_uid", "")), list(files), metadata, dict(phi), shape, spacing, affine,
-                   problem, frames, list(duplicates or []), provenance)
+                   problem, frames, list(duplicates or []), provenance, dict(sha256 or {}))
 
 
 @contextmanager
@@ -102,17 +104,18 @@ def quiet_pydicom() -> Iterator[None]:
         yield
 
 
-def scan_dicom(paths: Iterable[Path]) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
+def scan_dicom(paths: Iterable[Path], checksums: bool = False) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
     """Header-only scan (pydicom ``stop_before_pixels``): group DICOM files into series.
 
     Returns ``(series, bad)``: series sorted by study, series number and UID, and every file
     that is not a readable DICOM image (not DICOM, truncated, no pixel data, zero rows…)
-    with a one-line reason. Never raises for one file.
+    with a one-line reason. Never raises for one file. ``checksums`` fills each series'
+    ``sha256``, hashed by the same worker processes that parse the headers.
     """
     from medfm.io.dicom.scan import scan
 
     with quiet_pydicom():
-        return scan(paths)
+        return scan(paths, checksums)
 
 
 def series_folder(series: DicomSeries) -> str:

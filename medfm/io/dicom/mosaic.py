@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
 from medfm.io.dicom.frames import Frame, PixelLayout
 
@@ -35,8 +36,15 @@ def _csa_image(ds: Dataset) -> dict | None:
         return None
 
 
+#: Siemens CSA Image Header Info, which every mosaic carries.
+CSA_IMAGE_HEADER = Tag(0x0029, 0x1010)
+
+
 def is_mosaic(ds: Dataset) -> bool:
-    return "MOSAIC" in [str(v).upper() for v in ds.get("ImageType") or []] and ds.get((0x0029, 0x1010)) is not None
+    # The CSA element is looked up first: a plain dictionary look-up, where converting Image
+    # Type (done only for Siemens files) costs more than the rest of a header scan's checks.
+    return CSA_IMAGE_HEADER in ds and ds.get(CSA_IMAGE_HEADER) is not None \
+        and "MOSAIC" in [str(v).upper() for v in ds.get("ImageType") or []]
 
 
 def frames(ds: Dataset, path: Path, layout: PixelLayout, common: dict[str, Any]) -> list[Frame]:

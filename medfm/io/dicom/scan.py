@@ -7,10 +7,10 @@ stops a scan: it lands on the bad list with a one-line reason.
 
 from __future__ import annotations
 
+import gc
 import io
-import multiprocessing
 import os
-import sys
+import struct
 import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -19,7 +19,6 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
@@ -32,6 +31,8 @@ from pydicom.uid import UID
 from medfm.errors import MedfmError, UnreadableFileError
 from medfm.io.dicom import pixels
 from medfm.io.dicom.frames import NATIVE_SYNTAXES, Frame, PixelLayout, looks_like_dicom
+from medfm.io.dicom.workers import fork_context, usable_cpus
+from medfm.io.formats import sha256_of
 
 if TYPE_CHECKING:
     from medfm.io.dicom import DicomSeries
@@ -224,14 +225,15 @@ def _pixel_element(fp, ds: Dataset) -> tuple[int, int]:
         return -1, -1
     implicit, little = ds.original_encoding
     endian = "<" if little is not False else ">"
-    group, element = np.frombuffer(header[:4], dtype=f"{endian}u2")
-    if (group, element) != (0x7FE0, 0x0010):
+    if struct.unpack_from(f"{endian}HH", header) != (0x7FE0, 0x0010):
         return -1, -1
     if implicit:
-        return start + 8, int(np.frombuffer(header[4:8], dtype=f"{endian}u4")[0])
+        return start + 8, struct.unpack_from(f"{endian}I", header, 4)[0]
     if header[4:6] in (b"OB", b"OW", b"UN", b"OF", b"OD", b"OL", b"OV"):
-        return start + 12, int(np.frombuffer(header[8:12], dtype=f"{endian}u4")[0])
-    return start + 8, int(np.frombuffer(header[6:8], dtype=f"{endian}u2")[0])
+        if len(header) < 12:
+            raise BadFile("truncated or corrupt: the file ends inside the Pixel Data element's header")
+        return start + 12, struct.unpack_from(f"{endian}I", header, 8)[0]
+    return start + 8, struct.unpack_from(f"{endian}H", header, 6)[0]
 
 
 def _layout(ds: Dataset, offset: int, length: int, size: int) -> PixelLayout:
@@ -330,10 +332,12 @@ class ScannedFile:
     instance_uid: str | None
     frames: list[Frame]
     described: tuple[dict[str, Any], dict[str, str], str | None] | None
+    sha256: str | None = None
 
 
-def _scan_chunk(paths: list[Path]) -> tuple[list[ScannedFile], list[tuple[Path, str]]]:
-    """Scan ``paths`` in order; one process's share of a parallel scan."""
+def _scan_chunk(paths: list[Path], checksums: bool = False) -> tuple[list[ScannedFile], list[tuple[Path, str]]]:
+    """Scan ``paths`` in order (and hash each DICOM image file with ``checksums``); one
+    process's share of a parallel scan."""
     from medfm.io.dicom import quiet_pydicom
     from medfm.io.dicom.provenance import provenance_text
 
@@ -344,55 +348,41 @@ def _scan_chunk(paths: list[Path]) -> tuple[list[ScannedFile], list[tuple[Path, 
         for path in paths:
             try:
                 ds, frames = file_frames(path)
+                digest = sha256_of(path) if checksums else None
             except BadFile as exc:
                 bad.append((path, str(exc)))
+                continue
+            except OSError as exc:  # gone or unreadable between the header and the hash
+                bad.append((path, f"cannot read ({exc.strerror or exc})"))
                 continue
             uid = str(header_value(ds, "SeriesInstanceUID") or f"no-uid:{path.parent}")
             instance = header_value(ds, "SOPInstanceUID")
             scanned.append(ScannedFile(path, uid, str(instance) if instance else None, frames,
-                                       None if uid in described else (*describe(ds), provenance_text(ds))))
+                                       None if uid in described else (*describe(ds), provenance_text(ds)), digest))
             described.add(uid)
     return scanned, bad
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity, as ``taskset`` or a container sets it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no sched_getaffinity (macOS, Windows)
-        return os.cpu_count() or 1
-
-
-def _pool_context() -> multiprocessing.context.BaseContext | None:
-    """``fork`` workers, or None (scan here) where the platform has no ``fork``.
-
-    Not ``spawn``/``forkserver``: they re-import the caller's main module, which breaks any
-    script without an ``if __name__ == "__main__"`` guard. A forked worker only parses headers
-    with pydicom, touching no lock another thread of the parent (a server's) could hold.
-    """
-    if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
-        return None
-    return multiprocessing.get_context("fork")
-
-
-def _scan_all(paths: list[Path]) -> Iterator[tuple[list[ScannedFile], list[tuple[Path, str]]]]:
+def _scan_all(paths: list[Path], checksums: bool) -> Iterator[tuple[list[ScannedFile], list[tuple[Path, str]]]]:
     """Chunks of ``paths`` scanned in order: in worker processes for many files (parsing holds
     the GIL, so threads do not help), here for a few (a pool costs more than it saves)."""
     workers = min(SCAN_PROCESSES, usable_cpus())
-    context = _pool_context()
+    context = fork_context()
     if workers < 2 or len(paths) < PARALLEL_SCAN_FILES or context is None:
-        yield _scan_chunk(paths)
+        yield _scan_chunk(paths, checksums)
         return
     size = max(16, min(SCAN_CHUNK_FILES, -(-len(paths) // (4 * workers))))
     chunks = [paths[start:start + size] for start in range(0, len(paths), size)]
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        with warnings.catch_warnings():  # Python 3.12+ warns about fork in a threaded process; see _pool_context
+    # gc.freeze: a worker's collections then skip the heap it inherits (every module the parent
+    # imported), which they would otherwise traverse again and again while results pile up.
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=gc.freeze) as pool:
+        with warnings.catch_warnings():  # Python 3.12+ warns about fork in a threaded process; see fork_context
             warnings.simplefilter("ignore", DeprecationWarning)
-            results = pool.map(_scan_chunk, chunks)  # submits every chunk, starting the workers
+            results = pool.map(_scan_chunk, chunks, [checksums] * len(chunks))  # submits every chunk, starting the workers
         yield from results
 
 
-def scan(paths: Iterable[Path]) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
+def scan(paths: Iterable[Path], checksums: bool = False) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
     """Group DICOM files into series; see :func:`medfm.io.dicom.scan_dicom`.
 
     Within a series, a file whose SOP Instance UID repeats an earlier file's (the same image
@@ -402,7 +392,7 @@ def scan(paths: Iterable[Path]) -> tuple[list[DicomSeries], list[tuple[Path, str
 
     groups: dict[str, _Group] = {}
     bad: list[tuple[Path, str]] = []
-    for scanned, chunk_bad in _scan_all([p if isinstance(p, Path) else Path(p) for p in paths]):
+    for scanned, chunk_bad in _scan_all([p if isinstance(p, Path) else Path(p) for p in paths], checksums):
         bad.extend(chunk_bad)
         for item in scanned:
             group = groups.get(item.series_uid)
@@ -415,7 +405,9 @@ def scan(paths: Iterable[Path]) -> tuple[list[DicomSeries], list[tuple[Path, str
                 group.instances.add(item.instance_uid)
             group.files.append(item.path)
             group.frames.extend(item.frames)
-    series = [DicomSeries.from_frames(uid, *group.described, group.files, group.frames, group.duplicates)
+            if item.sha256 is not None:
+                group.sha256[item.path] = item.sha256
+    series = [DicomSeries.from_frames(uid, *group.described, group.files, group.frames, group.duplicates, group.sha256)
               for uid, group in groups.items()]
     series.sort(key=lambda s: (s.study_uid, s.metadata.get("series_number", 0), s.series_uid))
     return series, bad
@@ -428,3 +420,4 @@ class _Group:
     frames: list[Frame] = field(default_factory=list)
     duplicates: list[Path] = field(default_factory=list)
     instances: set[str] = field(default_factory=set)
+    sha256: dict[Path, str] = field(default_factory=dict)

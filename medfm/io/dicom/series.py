@@ -1,4 +1,5 @@
-"""Volume assembly: frames placed into one preallocated array, file by file, in threads.
+"""Volume assembly: frames placed into one preallocated array, file by file, in threads
+(native files) or worker processes (many compressed files, :mod:`medfm.io.dicom.decoding`).
 
 The buffer is ``(T, K, rows, columns, C)`` in C order, so each DICOM frame is one
 contiguous plane and a native file is read straight into it. The returned array is a
@@ -13,10 +14,17 @@ import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from medfm.io.dicom import mosaic, pixels
+from medfm.io.dicom.decoding import (
+    SLOW_SYNTAXES,
+    decode_files,
+    decode_in_processes,
+    shared_empty,
+)
 from medfm.io.dicom.frames import Frame, PixelLayout
 from medfm.io.dicom.geometry import VolumePlan
 from medfm.io.image import Image
@@ -73,12 +81,18 @@ def _read_native(path: Path, layout: PixelLayout, plane: np.ndarray, rescale: tu
         np.add(raw, scalar(intercept), out=plane, casting="unsafe")
 
 
+def _read_in_place(placed: list[tuple[Frame, Any]]) -> bool:
+    """Whether the file is one native plane, read straight into its plane (else it is decoded)."""
+    layout = placed[0][0].layout
+    return len(placed) == 1 and layout.number_of_frames == 1 and layout.offset >= 0 and layout.mosaic is None \
+        and layout.planar_configuration == 0
+
+
 def _fill_file(path: Path, placed: list[tuple[Frame, np.ndarray]], scratch) -> None:
     """Write every frame of ``path`` into its plane of the output buffer."""
     frame, plane = placed[0]
     layout = frame.layout
-    if len(placed) == 1 and layout.number_of_frames == 1 and layout.offset >= 0 and layout.mosaic is None \
-            and layout.planar_configuration == 0:
+    if _read_in_place(placed):
         _read_native(path, layout, plane, frame.rescale, scratch)
         return
     decoded = pixels.decode(path, layout)
@@ -92,15 +106,27 @@ def assemble(plan: VolumePlan, modality: str, metadata: dict, phi: dict) -> Imag
     columns, rows, n_slices, n_frames, samples = plan.shape
     frames = [frame for stack in plan.grid for frame in stack]
     dtype = pixels.output_dtype(frames)
-    buffer = np.empty((n_frames, n_slices, rows, columns, samples), dtype)
-    by_file: dict[Path, list[tuple[Frame, np.ndarray]]] = defaultdict(list)
+    shape = (n_frames, n_slices, rows, columns, samples)
+    plane_bytes = rows * columns * samples * dtype.itemsize
+    by_file: dict[Path, list[tuple[Frame, tuple[int, int]]]] = defaultdict(list)  # frames with their (t, k)
     for k, stack in enumerate(plan.grid):
         for t, frame in enumerate(stack):
-            by_file[frame.path].append((frame, buffer[t, k]))
+            by_file[frame.path].append((frame, (t, k)))
+    # Decoding holds the GIL: many compressed files are decoded in processes, into a shared buffer.
+    elsewhere = [path for path, placed in by_file.items()
+                 if not _read_in_place(placed) and placed[0][0].layout.transfer_syntax in SLOW_SYNTAXES]
+    if not decode_in_processes(len(elsewhere), sum(len(by_file[path]) for path in elsewhere) * plane_bytes):
+        elsewhere = []
+    buffer = shared_empty(shape, dtype) if elsewhere else np.empty(shape, dtype)
+    skipped = set(elsewhere)
+    here = [(path, [(frame, buffer[index]) for frame, index in placed]) for path, placed in by_file.items()
+            if path not in skipped]
     scratch = threading.local()
     with ThreadPoolExecutor(_READ_THREADS) as pool:
-        for _ in pool.map(lambda item: _fill_file(*item, scratch), by_file.items()):
+        for _ in pool.map(lambda item: _fill_file(*item, scratch), here):
             pass
+    if elsewhere:
+        decode_files(buffer, [(path, by_file[path]) for path in elsewhere], _fill_file)
     array = buffer.transpose(3, 2, 1, 0, 4)[:, ::-1]
     if plan.reorientation is not None:
         from nibabel.orientations import apply_orientation
