@@ -43,6 +43,7 @@ from medfm.models.adapters import (
 )
 from medfm.models.adapters.file import network_of, save_adapter
 from medfm.train.finetune_objectives import objective_for
+from medfm.train.run_folder import partial_folder
 
 CHECKPOINT_FILE, SETTINGS_FILE = "checkpoint.pt", "settings.json"
 #: AdamW learning rate per method: adapters start from zero and move fast; full fine-tuning moves the base gently.
@@ -82,14 +83,7 @@ def finetune(
     if not budget_minutes > 0:
         raise MedfmError(f"--budget-min must be above 0 minutes; got {budget_minutes}")
     out, data = Path(out), Path(data)
-    work = out.parent / f".{out.name}.partial"
-    if out.exists():
-        raise MedfmError(f"{display_path(out)}: already exists; choose a new adapter file")
-    if resume and not (work / CHECKPOINT_FILE).is_file():
-        raise MedfmError(f"{display_path(out)}: no interrupted fine-tuning to resume (no {display_path(work / CHECKPOINT_FILE)})")
-    if work.exists() and not resume:
-        raise MedfmError(f"{display_path(work)}: an interrupted fine-tuning of this adapter is there; pass --resume, "
-                         "or remove it to start again")
+    work = partial_folder(out, resume, CHECKPOINT_FILE, "adapter file", "fine-tuning")
     if not data.is_file():
         raise MedfmError(f"{display_path(data)}: manifest not found")
     model, kind = _build_base(base, checkpoint)

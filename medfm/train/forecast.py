@@ -30,6 +30,7 @@ from medfm.errors import MedfmError, display_path
 from medfm.eval.image_metrics import psnr, ssim
 from medfm.models.forecaster import CONTEXT, WEIGHTS_FILE, build_net
 from medfm.tasks.forecast import forecast_frames, resize
+from medfm.train.run_folder import partial_folder
 from medfm.train.upscale_data import Source, find_sources, luminance_planes
 
 CHECKPOINT_FILE, SEQUENCES_FILE, STATE_FILE = "checkpoint.pt", "sequences.npz", "training.json"
@@ -52,17 +53,10 @@ def train_forecaster(data: Sequence[str | os.PathLike], out: str | os.PathLike, 
                      log: Callable[[str], None] = lambda _: None, **recipe: Any) -> dict[str, Any]:
     """Train on the sequences of ``data`` into the new model folder ``out``; returns the summary with held-out results."""
     out = Path(out)
-    build = out.with_name(f".{out.name}.partial")
+    build = partial_folder(out, resume, CHECKPOINT_FILE, "model folder", "training")
     unknown = sorted(set(recipe) - set(DEFAULTS))
     if unknown:
         raise MedfmError(f"unknown training setting {unknown[0]!r}; choose from {', '.join(DEFAULTS)}")
-    if out.exists():
-        raise MedfmError(f"{display_path(out)}: already exists; choose a new model folder")
-    if resume and not (build / CHECKPOINT_FILE).is_file():
-        raise MedfmError(f"{display_path(out)}: no interrupted training to resume (no {display_path(build / CHECKPOINT_FILE)})")
-    if build.exists() and not resume:
-        raise MedfmError(f"{display_path(build)}: an interrupted training of this model is there; pass --resume, "
-                         "or remove it to start again")
     if resume:
         settings = json.loads((build / STATE_FILE).read_text())
     else:

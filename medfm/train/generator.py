@@ -33,6 +33,7 @@ from medfm.models.generators.generator import (CARD_FILE, CONFIG_FILE, DDPM_TIME
 from medfm.models.generators.network import (CONDITIONS, build_unet, default_network, downsampling_factor, ema_average,
                                              parameter_count)
 from medfm.train.generator_data import collect, decode
+from medfm.train.run_folder import partial_folder
 
 CHECKPOINT_FILE, STATE_FILE, PIXELS_FILE = "checkpoint.pt", "training.json", "pixels.npz"
 #: Share of training examples whose condition is dropped (classifier-free guidance).
@@ -60,16 +61,9 @@ def train_generator(
     if not budget_minutes > 0:
         raise MedfmError(f"--budget-min must be above 0 minutes; got {budget_minutes}")
     out = Path(out)
-    build = out.parent / f".{out.name}.partial"
-    if out.exists():
-        raise MedfmError(f"{display_path(out)}: already exists; choose a new generator folder")
+    build = partial_folder(out, resume, CHECKPOINT_FILE, "generator folder", "training")
     if not out.parent.is_dir():
         raise MedfmError(f"{display_path(out.parent)}: no such folder for the generator")
-    if resume and not (build / CHECKPOINT_FILE).is_file():
-        raise MedfmError(f"{display_path(out)}: no interrupted training to resume (no {display_path(build / CHECKPOINT_FILE)})")
-    if build.exists() and not resume:
-        raise MedfmError(f"{display_path(build)}: an interrupted training of this generator is there; pass --resume, "
-                         "or remove it to start again")
     items = collect(data, condition, column)
     if resume:
         state = json.loads((build / STATE_FILE).read_text())

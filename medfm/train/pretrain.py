@@ -34,6 +34,7 @@ from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.backbone import ARCHITECTURES, DEFAULT_INPUT, build_backbone
 from medfm.tasks.batch import BatchInput
 from medfm.train.pretrain_data import collect_planes
+from medfm.train.run_folder import partial_folder
 from medfm.train.ssl_methods import METHODS
 
 CHECKPOINT_FILE, STATE_FILE, PLANES_FILE = "checkpoint.pt", "state.json", "planes.pt"
@@ -58,14 +59,7 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
     if batch_size < 2:
         raise MedfmError(f"batch size must be at least 2 (the methods compare images of a batch); got {batch_size}")
     out = Path(out)
-    build = out.parent / f".{out.name}.partial"
-    if out.exists():
-        raise MedfmError(f"{display_path(out)}: already exists; choose a new encoder folder")
-    if resume and not (build / CHECKPOINT_FILE).is_file():
-        raise MedfmError(f"{display_path(out)}: no interrupted pretraining to resume (no {display_path(build / CHECKPOINT_FILE)})")
-    if build.exists() and not resume:
-        raise MedfmError(f"{display_path(build)}: an interrupted pretraining of this encoder is there; pass --resume, "
-                         "or remove it to start again")
+    build = partial_folder(out, resume, CHECKPOINT_FILE, "encoder folder", "pretraining")
     if not out.parent.is_dir():
         raise MedfmError(f"{display_path(out.parent)}: folder does not exist; create it first")
     inputs_sha256 = hashlib.sha256("\n".join(str(i.record_id if i.record is not None else i.path) for i in inputs).encode()).hexdigest()

@@ -34,6 +34,7 @@ from medfm.models.automatic.network import build_network
 from medfm.models.automatic.plan import Plan, normalise
 from medfm.models.automatic.segmenter import (CARD_FILE, CONFIG_FILE, FINGERPRINT_FILE, PLAN_FILE, WEIGHTS_FILE,
                                               resize, working_size)
+from medfm.train.run_folder import partial_folder
 from medfm.train.seg_data import (Case, annotation_cases, catalog_cases, data_digest, fingerprint, iterate_pairs,
                                   kind_of, read_cases, split_cases)
 from medfm.train.seg_plan import architecture_config, make_plan
@@ -81,14 +82,7 @@ def train_segmenter(
     if fusion not in METHODS:
         raise MedfmError(f"--fuse must be one of {', '.join(METHODS)}; got {fusion!r}")
     out = Path(out)
-    build = out.parent / f".{out.name}.partial"
-    if out.exists():
-        raise MedfmError(f"{display_path(out)}: already exists; choose a new model folder")
-    if resume and not (build / CHECKPOINT_FILE).is_file():
-        raise MedfmError(f"{display_path(out)}: no interrupted training to resume (no {display_path(build / CHECKPOINT_FILE)})")
-    if build.exists() and not resume:
-        raise MedfmError(f"{display_path(build)}: an interrupted training of this model is there; pass --resume, "
-                         "or remove it to start again")
+    build = partial_folder(out, resume, CHECKPOINT_FILE, "model folder", "training")
     cases = collect_cases(data, group_column=group_column, only=only, catalog=catalog, where=where)
     data_sha256 = data_digest(cases)
     train_cases, val_cases = split_cases(cases)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.upscaler import WEIGHTS_FILE, build_net
+from medfm.train.run_folder import partial_folder
 from medfm.train.upscale_data import (
     area_downsample,
     find_sources,
@@ -44,10 +45,6 @@ DEFAULTS = {"scale": 2, "frames": 3, "features": 32, "blocks": 4, "crop": 64, "c
             "max_sources_per_dataset": 200, "batch_size": 16, "learning_rate": 1e-3, "seed": 0}
 
 
-def build_folder(out: Path) -> Path:
-    return out.with_name(f".{out.name}.partial")
-
-
 def train_upscaler(data: Sequence[str | os.PathLike], out: str | os.PathLike, budget_minutes: float = 10.0,
                    resume: bool = False, half: bool = True, max_steps: int | None = None,
                    checkpoint_seconds: float = 30.0, log: Callable[[str], None] = lambda _: None,
@@ -55,17 +52,10 @@ def train_upscaler(data: Sequence[str | os.PathLike], out: str | os.PathLike, bu
     """Train on ``data`` (folders, manifests) into the new model folder ``out``; returns the summary with
     the held-out results. ``recipe`` overrides :data:`DEFAULTS` (not on resume: the first run's holds)."""
     out = Path(out)
-    build = build_folder(out)
+    build = partial_folder(out, resume, CHECKPOINT_FILE, "model folder", "training")
     unknown = sorted(set(recipe) - set(DEFAULTS))
     if unknown:
         raise MedfmError(f"unknown training setting {unknown[0]!r}; choose from {', '.join(DEFAULTS)}")
-    if out.exists():
-        raise MedfmError(f"{display_path(out)}: already exists; choose a new model folder")
-    if resume and not (build / CHECKPOINT_FILE).is_file():
-        raise MedfmError(f"{display_path(out)}: no interrupted training to resume (no {display_path(build / CHECKPOINT_FILE)})")
-    if build.exists() and not resume:
-        raise MedfmError(f"{display_path(build)}: an interrupted training of this model is there; pass --resume, "
-                         "or remove it to start again")
     if resume:
         settings = json.loads((build / STATE_FILE).read_text())
     else:

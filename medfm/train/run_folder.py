@@ -1,0 +1,24 @@
+"""Where a training run builds its output: one hidden ``.OUT.partial`` folder, renamed into place when done."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medfm.errors import MedfmError, display_path
+
+
+def partial_folder(out: Path, resume: bool, checkpoint_file: str, output: str = "model folder",
+                   activity: str = "training") -> Path:
+    """The folder in which a run builds ``out``, after refusing in one line: an ``out`` that exists
+    (never overwritten), a ``resume`` with no checkpoint to resume, and a fresh start over an
+    interrupted run (which ``--resume`` continues or the user removes). ``output`` names what ``out``
+    is ("model folder", "adapter file"), ``activity`` the run ("training", "pretraining")."""
+    build = out.parent / f".{out.name}.partial"
+    if out.exists():
+        raise MedfmError(f"{display_path(out)}: already exists; choose a new {output}")
+    if resume and not (build / checkpoint_file).is_file():
+        raise MedfmError(f"{display_path(out)}: no interrupted {activity} to resume (no {display_path(build / checkpoint_file)})")
+    if build.exists() and not resume:
+        raise MedfmError(f"{display_path(build)}: an interrupted {activity} of this {output.split()[0]} is there; "
+                         "pass --resume, or remove it to start again")
+    return build
