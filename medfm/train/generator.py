@@ -33,7 +33,7 @@ from medfm.models.generators.generator import (CARD_FILE, CONFIG_FILE, DDPM_TIME
 from medfm.models.generators.network import (CONDITIONS, build_unet, default_network, downsampling_factor, ema_average,
                                              parameter_count)
 from medfm.train.generator_data import collect, decode
-from medfm.train.run_folder import partial_folder
+from medfm.train.run_folder import partial_folder, save_checkpoint, write_json
 
 CHECKPOINT_FILE, STATE_FILE, PIXELS_FILE = "checkpoint.pt", "training.json", "pixels.npz"
 #: Share of training examples whose condition is dropped (classifier-free guidance).
@@ -81,7 +81,7 @@ def train_generator(
         labels = items.conditions
         build.mkdir()
         np.savez(build / PIXELS_FILE, pixels=pixels, conditions=np.array([c or "" for c in labels]))
-        _write_json(build / STATE_FILE, {"data_sha256": items.digest, "settings": settings, "budget_minutes": budget_minutes})
+        write_json(build / STATE_FILE, {"data_sha256": items.digest, "settings": settings, "budget_minutes": budget_minutes})
     torch.manual_seed(settings["seed"])
     unet = build_unet(settings["network"], settings["channels"], condition, len(settings["classes"]))
     ema = torch.optim.swa_utils.AveragedModel(unet, avg_fn=ema_average(settings["ema_decay"]))
@@ -188,18 +188,9 @@ def _loss(model: Generator, batch: torch.Tensor, labels: list[str | None], sched
 
 def _save_checkpoint(build: Path, unet: torch.nn.Module, ema: torch.nn.Module, optimiser: torch.optim.Optimizer,
                      progress: dict[str, Any]) -> None:
-    temporary = build / (CHECKPOINT_FILE + ".tmp")
-    torch.save({"network": unet.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
-                "progress": progress}, temporary)
-    os.replace(temporary, build / CHECKPOINT_FILE)
+    save_checkpoint(build / CHECKPOINT_FILE, {"network": unet.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
+                "progress": progress})
 
-
-def _write_json(path: Path, value: Any) -> None:
-    from medfm.serialize import json_ready
-
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(json_ready(value), indent=2, allow_nan=False))
-    os.replace(temporary, path)
 
 
 def _write_generator_dir(build: Path, out: Path, network: torch.nn.Module, settings: dict[str, Any], condition: str,
@@ -219,7 +210,7 @@ def _write_generator_dir(build: Path, out: Path, network: torch.nn.Module, setti
                      "ema_decay": settings["ema_decay"], "condition_dropout": CONDITION_DROPOUT, "seed": settings["seed"]},
         "quality": quality,
     }
-    _write_json(build / CONFIG_FILE, config)
+    write_json(build / CONFIG_FILE, config)
     (build / CARD_FILE).write_text(generator_card(config))
     for name in (CHECKPOINT_FILE, STATE_FILE, PIXELS_FILE):
         (build / name).unlink()

@@ -34,7 +34,7 @@ from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.backbone import ARCHITECTURES, DEFAULT_INPUT, build_backbone
 from medfm.tasks.batch import BatchInput
 from medfm.train.pretrain_data import collect_planes
-from medfm.train.run_folder import partial_folder
+from medfm.train.run_folder import partial_folder, write_json
 from medfm.train.ssl_methods import METHODS
 
 CHECKPOINT_FILE, STATE_FILE, PLANES_FILE = "checkpoint.pt", "state.json", "planes.pt"
@@ -79,7 +79,7 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
         planes, sampling = collect_planes(inputs, model.backbone.patch_size, planes_per_image, log)
         build.mkdir()
         _save_atomically(lambda path: torch.save(planes, path), build / PLANES_FILE)
-        _write_json(build / STATE_FILE, {**settings, "sampling": sampling})
+        write_json(build / STATE_FILE, {**settings, "sampling": sampling})
     log(f"{sampling['planes']} planes from {sampling['images']} images; {method} on {arch}")
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     progress: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "losses": [], "resumed_at_steps": []}
@@ -149,11 +149,6 @@ def _save_checkpoint(build: Path, model: torch.nn.Module, optimiser: torch.optim
                                               "progress": progress}, path), build / CHECKPOINT_FILE)
 
 
-def _write_json(path: Path, value: Any) -> None:
-    from medfm.serialize import json_ready
-
-    _save_atomically(lambda temporary: temporary.write_text(json.dumps(json_ready(value), indent=2, allow_nan=False) + "\n"), path)
-
 
 def _write_encoder_dir(build: Path, out: Path, backbone: torch.nn.Module, config: dict[str, Any], summary: dict[str, Any],
                        losses: list[float], command: str) -> None:
@@ -165,8 +160,8 @@ def _write_encoder_dir(build: Path, out: Path, backbone: torch.nn.Module, config
     state = {key: value.detach().contiguous() for key, value in backbone.state_dict().items()}
     _save_atomically(lambda path: save_file(state, str(path)), build / WEIGHTS_FILE)
     sha256 = sha256_of(build / WEIGHTS_FILE)
-    _write_json(build / HISTORY_FILE, {**summary, "losses": losses, "medfm_version": __version__, "command": command})
-    _write_json(build / CONFIG_FILE, {**config, "embed_dim": backbone.embed_dim,
+    write_json(build / HISTORY_FILE, {**summary, "losses": losses, "medfm_version": __version__, "command": command})
+    write_json(build / CONFIG_FILE, {**config, "embed_dim": backbone.embed_dim,
                                       "weights": {"file": WEIGHTS_FILE, "sha256": sha256,
                                                   "licence": "that of the pretraining data (see card.md)",
                                                   "card": CARD_FILE}})

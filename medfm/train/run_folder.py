@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 from medfm.errors import MedfmError, display_path
 
@@ -22,3 +25,21 @@ def partial_folder(out: Path, resume: bool, checkpoint_file: str, output: str = 
         raise MedfmError(f"{display_path(build)}: an interrupted {activity} of this {output.split()[0]} is there; "
                          "pass --resume, or remove it to start again")
     return build
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save(state)`` to ``path`` through a temporary file, so a kill leaves the previous checkpoint whole."""
+    import torch
+
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """``value`` as strict JSON (:func:`medfm.serialize.json_ready`) into ``path``, replaced whole."""
+    from medfm.serialize import json_ready
+
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(json_ready(value), indent=2, allow_nan=False) + "\n")
+    os.replace(temporary, path)

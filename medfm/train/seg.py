@@ -34,7 +34,7 @@ from medfm.models.automatic.network import build_network
 from medfm.models.automatic.plan import Plan, normalise
 from medfm.models.automatic.segmenter import (CARD_FILE, CONFIG_FILE, FINGERPRINT_FILE, PLAN_FILE, WEIGHTS_FILE,
                                               resize, working_size)
-from medfm.train.run_folder import partial_folder
+from medfm.train.run_folder import partial_folder, save_checkpoint, write_json
 from medfm.train.seg_data import (Case, annotation_cases, catalog_cases, data_digest, fingerprint, iterate_pairs,
                                   kind_of, read_cases, split_cases)
 from medfm.train.seg_plan import architecture_config, make_plan
@@ -101,7 +101,7 @@ def train_segmenter(
         # a bad held-out pair stops us now, not after the whole budget
         kind_of({*print_["kind"].split("+"), *(pair.kind for pair in iterate_pairs(val_cases, plan.labels, fusion))})
         build.mkdir(parents=True)
-        _write_json(build / STATE_FILE, {"data_sha256": data_sha256, "plan": plan.to_dict(), "fingerprint": print_,
+        write_json(build / STATE_FILE, {"data_sha256": data_sha256, "plan": plan.to_dict(), "fingerprint": print_,
                                          "budget_minutes": budget_minutes, "seed": seed})
     log(f"plan: {plan.dims}D, scale {plan.scale}, target spacing {plan.target_spacing}, patch {list(plan.patch_size)}, "
         f"batch {plan.batch_size}, {plan.normalisation}, {plan.architecture}")
@@ -229,17 +229,8 @@ def _supervised_loss(loss_function, output: torch.Tensor, targets: torch.Tensor)
 
 
 def _save_checkpoint(build: Path, network: torch.nn.Module, optimiser: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
-    temporary = build / (CHECKPOINT_FILE + ".tmp")
-    torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(), "progress": progress}, temporary)
-    os.replace(temporary, build / CHECKPOINT_FILE)
+    save_checkpoint(build / CHECKPOINT_FILE, {"network": network.state_dict(), "optimiser": optimiser.state_dict(), "progress": progress})
 
-
-def _write_json(path: Path, value: Any) -> None:
-    from medfm.serialize import json_ready
-
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(json_ready(value), indent=2, allow_nan=False))
-    os.replace(temporary, path)
 
 
 def _write_model_dir(build: Path, out: Path, network: torch.nn.Module, plan: Plan, print_: dict[str, Any],
@@ -258,9 +249,9 @@ def _write_model_dir(build: Path, out: Path, network: torch.nn.Module, plan: Pla
                  f"channel(s); the plan in {PLAN_FILE} says how they are prepared",
         "training": summary,
     }
-    _write_json(build / CONFIG_FILE, config)
-    _write_json(build / PLAN_FILE, plan.to_dict())
-    _write_json(build / FINGERPRINT_FILE, print_)
+    write_json(build / CONFIG_FILE, config)
+    write_json(build / PLAN_FILE, plan.to_dict())
+    write_json(build / FINGERPRINT_FILE, print_)
     (build / CARD_FILE).write_text(model_card(out.name, plan, print_, summary))
     (build / CHECKPOINT_FILE).unlink()
     (build / STATE_FILE).unlink()

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.upscaler import WEIGHTS_FILE, build_net
-from medfm.train.run_folder import partial_folder
+from medfm.train.run_folder import partial_folder, save_checkpoint, write_json
 from medfm.train.upscale_data import (
     area_downsample,
     find_sources,
@@ -69,7 +69,7 @@ def train_upscaler(data: Sequence[str | os.PathLike], out: str | os.PathLike, bu
         build.mkdir(parents=True)
         crops = _crop_bank(training, settings, log)
         np.save(build / CROPS_FILE, crops)
-        _write_json(build / STATE_FILE, settings)
+        write_json(build / STATE_FILE, settings)
     crops = np.load(build / CROPS_FILE)
     log(f"{len(training)} training sources ({len(crops)} crops), {len(held_out)} held out")
     torch.manual_seed(settings["seed"])
@@ -141,17 +141,8 @@ def _batch(crops: np.ndarray, batch_size: int, scale: int, rng: np.random.Genera
 
 
 def _save_checkpoint(build: Path, net: torch.nn.Module, optimiser: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
-    temporary = build / (CHECKPOINT_FILE + ".tmp")
-    torch.save({"network": net.state_dict(), "optimiser": optimiser.state_dict(), "progress": progress}, temporary)
-    os.replace(temporary, build / CHECKPOINT_FILE)
+    save_checkpoint(build / CHECKPOINT_FILE, {"network": net.state_dict(), "optimiser": optimiser.state_dict(), "progress": progress})
 
-
-def _write_json(path: Path, value: Any) -> None:
-    from medfm.serialize import json_ready
-
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(json_ready(value), indent=2, allow_nan=False) + "\n")
-    os.replace(temporary, path)
 
 
 def _write_model_dir(build: Path, out: Path, net: torch.nn.Module, settings: dict[str, Any], progress: dict[str, Any],
@@ -174,9 +165,9 @@ def _write_model_dir(build: Path, out: Path, net: torch.nn.Module, settings: dic
               "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(build / WEIGHTS_FILE),
                           "dtype": "float16" if half else "float32"},
               "training": training}
-    _write_json(build / "config.json", config)
+    write_json(build / "config.json", config)
     results = evaluate_upscaler(create_upscaler(build), held_out, settings["scale"], log=log) if held_out else None
-    _write_json(build / "results.json", results or {"sources": 0})
+    write_json(build / "results.json", results or {"sources": 0})
     (build / "card.md").write_text(model_card(config, results))
     for leftover in (CHECKPOINT_FILE, CROPS_FILE, STATE_FILE):
         (build / leftover).unlink()
