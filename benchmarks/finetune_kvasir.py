@@ -2,7 +2,7 @@
 full fine-tuning at the same wall-time budget, on images neither the base nor the adapters trained on.
 
 Run ``nice -n 10 python benchmarks/finetune_kvasir.py --run RUN_DIR [--budget-min 8]
-[--results medfm/models/cards/medfm-interactive-kvasir-adapters.results.json]``.
+[--results medfm/models/cards/medfm-interactive-kvasir-dd-adapter.results.json]``.
 
 Splits (from ``../shared/data/kvasir_seg_polyp``, nothing decoded to choose them): the base model's own
 held-out validation images (:func:`medfm.train.interactive.is_validation`, the ``kvasir`` rows of its

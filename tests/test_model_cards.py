@@ -124,9 +124,9 @@ def test_clip_card_abstention_table_matches_its_calibration_and_the_config() -> 
 
 def test_adapter_recipe_card_table_matches_its_results() -> None:
     """The Kvasir-SEG adapter recipe (medfm finetune over medfm-interactive): every number of its table is measured."""
-    card = (CARDS / "medfm-interactive-kvasir-adapters.md").read_text()
-    results = json.loads((CARDS / "medfm-interactive-kvasir-adapters.results.json").read_text())
-    assert "--results medfm/models/cards/medfm-interactive-kvasir-adapters.results.json" in card
+    card = (CARDS / "medfm-interactive-kvasir-dd-adapter.md").read_text()
+    results = json.loads((CARDS / "medfm-interactive-kvasir-dd-adapter.results.json").read_text())
+    assert "--results medfm/models/cards/medfm-interactive-kvasir-dd-adapter.results.json" in card
     assert results["base_weights_sha256"] == list_segmenters()["medfm-interactive"]["weights"]["sha256"]
     rows = table_with(card, "held-out box Dice")
     assert [row["method"] for row in rows] == ["base (no fine-tuning)", "lora", "dd-adapter", "full"]
@@ -144,7 +144,7 @@ def test_adapter_recipe_card_table_matches_its_results() -> None:
 def test_shipped_adapter_is_the_measured_one_and_loads_over_the_shipped_base() -> None:
     from medfm.models.registry import WEIGHTS_DIR, create_segmenter, sha256_of
 
-    results = json.loads((CARDS / "medfm-interactive-kvasir-adapters.results.json").read_text())
+    results = json.loads((CARDS / "medfm-interactive-kvasir-dd-adapter.results.json").read_text())
     shipped = WEIGHTS_DIR / "medfm-interactive-kvasir-dd-adapter.safetensors"
     assert sha256_of(shipped) == results["methods"]["dd-adapter"]["adapter_sha256"]
     assert shipped.stat().st_size <= 0.1 * results["base_weights_bytes"]
@@ -170,3 +170,14 @@ def test_clip_card_interval_table_matches_its_retrieval_and_zero_shot_results() 
         (as_printed(e["value"], 3), f"{as_printed(e['low'], 3)}–{as_printed(e['high'], 3)}") for e in expected]
     assert f"({results['retrieval']['n']} images)" in rows[0]["measure (test split)"]
     assert f"({text['queries']} captions, {text['images']} images)" in rows[4]["measure (test split)"]
+
+
+def test_every_shipped_weights_file_has_a_card_naming_its_sha256() -> None:
+    from medfm.models.registry import WEIGHTS_DIR, sha256_of
+
+    for weights in sorted(WEIGHTS_DIR.glob("*.safetensors")):
+        card = CARDS / f"{weights.stem}.md"
+        assert card.is_file(), f"{weights.name} has no card {card.name}"
+        config = CARDS.parent / "configs" / f"{weights.stem}.json"
+        text = card.read_text() + (config.read_text() if config.is_file() else "")
+        assert sha256_of(weights) in text, f"{weights.name}: its sha256 is in neither its card nor its config"
