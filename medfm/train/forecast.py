@@ -30,7 +30,7 @@ from medfm.errors import MedfmError, display_path
 from medfm.eval.image_metrics import psnr, ssim
 from medfm.models.forecaster import CONTEXT, WEIGHTS_FILE, build_net
 from medfm.tasks.forecast import forecast_frames, resize
-from medfm.train.run_folder import partial_folder
+from medfm.train.run_folder import partial_folder, start_progress
 from medfm.train.upscale_data import Source, find_sources, luminance_planes
 
 CHECKPOINT_FILE, SEQUENCES_FILE, STATE_FILE = "checkpoint.pt", "sequences.npz", "training.json"
@@ -79,13 +79,7 @@ def train_forecaster(data: Sequence[str | os.PathLike], out: str | os.PathLike, 
     torch.manual_seed(settings["seed"])
     net = build_net(settings)
     optimiser = torch.optim.Adam(net.parameters(), lr=settings["learning_rate"])
-    progress: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "losses": [], "resumed_at_steps": []}
-    if resume:
-        checkpoint = torch.load(build / CHECKPOINT_FILE, weights_only=False)
-        net.load_state_dict(checkpoint["network"])
-        optimiser.load_state_dict(checkpoint["optimiser"])
-        progress = checkpoint["progress"]
-        progress["resumed_at_steps"].append(progress["step"])
+    progress = start_progress(build / CHECKPOINT_FILE, resume, net, optimiser)
     budget_s = settings["budget_minutes"] * 60.0
     started, last_checkpoint = time.monotonic() - progress["elapsed_s"], time.monotonic()
     rng = np.random.default_rng(settings["seed"] + progress["step"])

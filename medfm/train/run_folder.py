@@ -43,3 +43,19 @@ def write_json(path: Path, value: Any) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(json_ready(value), indent=2, allow_nan=False) + "\n")
     os.replace(temporary, path)
+
+
+def start_progress(checkpoint: Path, resume: bool, network: Any, optimiser: Any) -> dict[str, Any]:
+    """A run's progress (step, elapsed seconds, losses, the steps it resumed at): new, or read back
+    from ``checkpoint`` (as :func:`save_checkpoint` wrote ``{"network", "optimiser", "progress"}``)
+    with ``network`` and ``optimiser`` restored to it."""
+    if not resume:
+        return {"step": 0, "elapsed_s": 0.0, "losses": [], "resumed_at_steps": []}
+    import torch
+
+    state = torch.load(checkpoint, weights_only=False)
+    network.load_state_dict(state["network"])
+    optimiser.load_state_dict(state["optimiser"])
+    progress = state["progress"]
+    progress["resumed_at_steps"].append(progress["step"])
+    return progress

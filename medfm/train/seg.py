@@ -34,7 +34,7 @@ from medfm.models.automatic.network import build_network
 from medfm.models.automatic.plan import Plan, normalise
 from medfm.models.automatic.segmenter import (CARD_FILE, CONFIG_FILE, FINGERPRINT_FILE, PLAN_FILE, WEIGHTS_FILE,
                                               resize, working_size)
-from medfm.train.run_folder import partial_folder, save_checkpoint, write_json
+from medfm.train.run_folder import partial_folder, save_checkpoint, start_progress, write_json
 from medfm.train.seg_data import (Case, annotation_cases, catalog_cases, data_digest, fingerprint, iterate_pairs,
                                   kind_of, read_cases, split_cases)
 from medfm.train.seg_plan import architecture_config, make_plan
@@ -108,13 +108,8 @@ def train_segmenter(
     torch.manual_seed(seed)
     network = build_network(architecture_config(plan.architecture), plan.in_channels, plan.out_channels, plan.dims)
     optimiser = torch.optim.AdamW(network.parameters(), lr=plan.learning_rate, weight_decay=1e-4)
-    progress = {"step": 0, "elapsed_s": 0.0, "losses": [], "resumed_at_steps": []}
+    progress = start_progress(build / CHECKPOINT_FILE, resume, network, optimiser)
     if resume:
-        checkpoint = torch.load(build / CHECKPOINT_FILE, weights_only=False)
-        network.load_state_dict(checkpoint["network"])
-        optimiser.load_state_dict(checkpoint["optimiser"])
-        progress = checkpoint["progress"]
-        progress["resumed_at_steps"].append(progress["step"])
         log(f"resumed at step {progress['step']} after {progress['elapsed_s']:.0f} s")
     samples = _training_samples(train_cases, plan)
     holding = [i for i, sample in enumerate(samples) if sample["label"].any()] or list(range(len(samples)))

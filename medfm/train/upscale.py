@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.upscaler import WEIGHTS_FILE, build_net
-from medfm.train.run_folder import partial_folder, save_checkpoint, write_json
+from medfm.train.run_folder import partial_folder, save_checkpoint, start_progress, write_json
 from medfm.train.upscale_data import (
     area_downsample,
     find_sources,
@@ -75,13 +75,8 @@ def train_upscaler(data: Sequence[str | os.PathLike], out: str | os.PathLike, bu
     torch.manual_seed(settings["seed"])
     net = build_net(settings)
     optimiser = torch.optim.Adam(net.parameters(), lr=settings["learning_rate"])
-    progress: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "losses": [], "resumed_at_steps": []}
+    progress = start_progress(build / CHECKPOINT_FILE, resume, net, optimiser)
     if resume:
-        checkpoint = torch.load(build / CHECKPOINT_FILE, weights_only=False)
-        net.load_state_dict(checkpoint["network"])
-        optimiser.load_state_dict(checkpoint["optimiser"])
-        progress = checkpoint["progress"]
-        progress["resumed_at_steps"].append(progress["step"])
         log(f"resumed at step {progress['step']} after {progress['elapsed_s']:.0f} s")
     budget_s = settings["budget_minutes"] * 60.0
     started, last_checkpoint = time.monotonic() - progress["elapsed_s"], time.monotonic()
