@@ -96,6 +96,7 @@ def test_pages_and_sorting_come_from_the_server(page):
 
 def test_rename_and_delete_from_the_list(page, server):
     page.select_option("[data-testid=catalog-sort]", "name")
+    # the list that arrives while a rename is open waits for it, so the rename here starts either side of it
     item = page.locator("[data-testid=catalog-item]", has_text="abdomen")
     item.locator("[data-testid=catalog-rename]").click()
     page.fill("[data-testid=catalog-name-input]", "abdomen arterial")

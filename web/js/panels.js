@@ -62,6 +62,7 @@ export class Catalog {
     this.descending = false;
     this.selected = null;
     this.seq = 0;
+    this.renaming = false; // a list that arrives during a rename waits, so the typed name is not lost
     let timer = null;
     const fromStart = () => { this.offset = 0; this.load(); };
     this.text.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(fromStart, 250); });
@@ -104,6 +105,7 @@ export class Catalog {
   }
 
   render() {
+    if (this.renaming) return;
     this.count.textContent = `${this.total} image${this.total === 1 ? "" : "s"}`;
     const last = Math.min(this.offset + this.images.length, this.total);
     this.range.textContent = this.total ? `${this.offset + 1}–${last} of ${this.total}` : "";
@@ -159,6 +161,7 @@ export class Catalog {
     const finish = async (commit) => {
       if (done) return;
       done = true;
+      this.renaming = false;
       const name = input.value.trim();
       if (!commit || !name || name === image.name) { this.render(); return; }
       try {
@@ -176,6 +179,7 @@ export class Catalog {
       if (e.key === "Escape") finish(false);
     });
     input.addEventListener("blur", () => finish(true));
+    this.renaming = true;
     title.replaceChildren(input);
     input.focus();
     input.select();
