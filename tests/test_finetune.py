@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from clitools import run_cli
+from killtools import kill_after_checkpoint, step_of
 from PIL import Image as PILImage
 from segdata import write_discs
 
@@ -158,25 +154,11 @@ def test_a_killed_finetuning_resumes_from_its_checkpoint(discs, tmp_path):
     script = (f"import torch; torch.set_num_threads(1)\nfrom medfm.train.finetune import finetune\n"
               f"finetune('medfm-interactive', {str(discs)!r}, {str(out)!r}, method='lora', rank=2, batch_size=2, "
               f"budget_minutes=30, checkpoint_seconds=0)")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    process = subprocess.Popen([sys.executable, "-c", script], env=env)
-    try:
-        deadline = time.monotonic() + 300
-
-        def checkpointed_steps() -> int:
-            path = work / "checkpoint.pt"
-            return torch.load(path, weights_only=False)["progress"]["step"] if path.exists() else -1
-
-        while checkpointed_steps() < 1 and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.2)
-        assert checkpointed_steps() >= 1, "no checkpoint after a training step"
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    kill_after_checkpoint(["-c", script], work / "checkpoint.pt", ready=lambda path: path.is_file() and step_of(path) >= 1)
     assert not out.exists()
     with pytest.raises(MedfmError, match="an interrupted fine-tuning of this adapter is there; pass --resume"):
         finetune("medfm-interactive", discs, out, method="lora", rank=2, batch_size=2, max_steps=50)
-    steps_done = torch.load(work / "checkpoint.pt", weights_only=False)["progress"]["step"]
+    steps_done = step_of(work / "checkpoint.pt")
     summary = finetune("medfm-interactive", discs, out, method="lora", rank=2, batch_size=2, resume=True,
                        max_steps=steps_done + 1, checkpoint_seconds=1e9)
     assert summary["resumed_at_steps"] == [steps_done] and summary["steps"] == steps_done + 1

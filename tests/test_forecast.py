@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from clitools import run_cli
+from killtools import kill_after_checkpoint, step_of
 
 from medfm.errors import MedfmError
 from medfm.io import load, save
@@ -115,18 +110,9 @@ def test_training_resumes_after_sigkill(videos, tmp_path):
     recipe = ", ".join(f"{k}={v!r}" for k, v in TINY_RECIPE.items())
     script = ("from medfm.train.forecast import train_forecaster; "
               f"train_forecaster([{str(videos)!r}], {str(out)!r}, budget_minutes=30, checkpoint_seconds=0, {recipe})")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-c", script], env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while not (build / "checkpoint.pt").is_file() and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.1)
-        time.sleep(0.5)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    assert (build / "checkpoint.pt").is_file() and not out.exists()
-    done = torch.load(build / "checkpoint.pt", weights_only=False)["progress"]["step"]
+    kill_after_checkpoint(["-c", script], build / "checkpoint.pt")
+    assert not out.exists()
+    done = step_of(build / "checkpoint.pt")
     with pytest.raises(MedfmError, match="pass --resume"):
         train_forecaster([videos], out, max_steps=done + 2)
     summary = train_forecaster([videos], out, resume=True, max_steps=done + 2)

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from clitools import run_cli
+from killtools import kill_after_checkpoint, step_of
 from PIL import Image as PILImage
 
 import medfm
@@ -250,16 +247,10 @@ def test_training_resumes_after_sigkill(tmp_path: Path) -> None:
               f"from medfm.train.generator import train_generator\n"
               f"train_generator({str(data)!r}, {str(out)!r}, size={SIZE}, network={TINY!r}, batch_size=2, "
               f"checkpoint_seconds=0.0, budget_minutes=30)\n")
-    process = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(Path(medfm.__file__).parents[1])})
     checkpoint = tmp_path / ".G.partial" / "checkpoint.pt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    time.sleep(0.5)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert checkpoint.exists() and not out.exists()
-    done_before = torch.load(checkpoint, weights_only=False)["progress"]["step"]
+    kill_after_checkpoint(["-c", script], checkpoint)
+    assert not out.exists()
+    done_before = step_of(checkpoint)
     summary = train_generator(data, out, size=SIZE, network=TINY, batch_size=2, resume=True, max_steps=done_before + 2)
     assert summary["resumed_at_steps"] == [done_before] and summary["steps"] == done_before + 2
     assert (out / "ema.safetensors").exists() and not (tmp_path / ".G.partial").exists()

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from clitools import run_cli
+from killtools import child_env, kill_after_checkpoint
 from PIL import Image as PILImage
 
 from medfm.errors import MedfmError
@@ -127,21 +125,13 @@ pretrain(pretraining_inputs(sys.argv[1]), sys.argv[2], method="simdino", arch="c
 def test_pretraining_resumes_after_sigkill_to_the_same_weights(tmp_path):
     data = images(tmp_path / "data")
     killed, straight = tmp_path / "killed", tmp_path / "straight"
-    env = {**os.environ, "PYTHONPATH": str(REPOSITORY), "MEDFM_THREADS": "1"}
-    command = [sys.executable, "-c", PRETRAIN_IN_CHILD, str(data), str(killed), "8", "fresh"]
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    checkpoint = tmp_path / ".killed.partial" / "checkpoint.pt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()
+    command = ["-c", PRETRAIN_IN_CHILD, str(data), str(killed), "8", "fresh"]
+    kill_after_checkpoint(command, tmp_path / ".killed.partial" / "checkpoint.pt")
     assert not killed.exists()  # never a half-written ENCODER_DIR
     with pytest.raises(MedfmError, match="pass --resume"):
         pretrain(pretraining_inputs(data), killed, method="simdino", batch_size=4, max_steps=8)
-    subprocess.run([*command[:-1], "resume"], env=env, check=True)
-    subprocess.run([*command[:4], str(straight), "8", "fresh"], env=env, check=True)
+    subprocess.run([sys.executable, *command[:-1], "resume"], env=child_env(), check=True)
+    subprocess.run([sys.executable, *command[:3], str(straight), "8", "fresh"], env=child_env(), check=True)
     history = json.loads((killed / "pretraining.json").read_text())
     assert history["steps"] == 8 and history["resumed_at_steps"] and 0 < history["resumed_at_steps"][0] < 8
     resumed_config = json.loads((killed / "config.json").read_text())

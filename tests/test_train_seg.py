@@ -11,6 +11,7 @@ import pytest
 from PIL import Image as PILImage
 
 from clitools import run_cli
+from killtools import kill_after_checkpoint, step_of
 from segdata import write_discs
 from medfm.errors import MedfmError
 from medfm.io.formats import load
@@ -189,33 +190,14 @@ def test_the_transunet_hybrid_learns_the_discs(discs, tmp_path):
 
 
 def test_a_training_killed_with_sigkill_resumes_from_its_last_checkpoint(discs, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import torch
-
-    import medfm
-
     out = tmp_path / "model"
     checkpoint = tmp_path / ".model.partial" / "checkpoint.pt"
     code = ("from medfm.train.seg import train_segmenter\n"
             f"train_segmenter({str(discs)!r}, {str(out)!r}, max_steps=10**6, checkpoint_seconds=0, "
             "plan_overrides={'batch_size': '2'})\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(medfm.__file__).parent.parent)}
-    process = subprocess.Popen([sys.executable, "-c", code], env=env)
-    try:
-        deadline = time.monotonic() + 300
-        while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert checkpoint.is_file(), "the training never wrote a checkpoint"
-    finally:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+    kill_after_checkpoint(["-c", code], checkpoint)
     assert not out.exists()
-    step = torch.load(checkpoint, weights_only=False)["progress"]["step"]
+    step = step_of(checkpoint)
     summary = train_segmenter(discs, out, max_steps=step + 3, resume=True)
     assert step >= 1 and summary["steps"] == step + 3 and summary["resumed_at_steps"] == [step]
     assert (out / "weights.safetensors").is_file() and not checkpoint.parent.exists()
