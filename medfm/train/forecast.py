@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from medfm.eval.image_metrics import psnr, ssim
 from medfm.models.forecaster import CONTEXT, WEIGHTS_FILE, build_net
 from medfm.tasks.forecast import forecast_frames, resize
 from medfm.train.run_folder import partial_folder, start_progress
+from medfm.train.steps import run_steps
 from medfm.train.upscale_data import Source, find_sources, luminance_planes
 
 CHECKPOINT_FILE, SEQUENCES_FILE, STATE_FILE = "checkpoint.pt", "sequences.npz", "training.json"
@@ -80,33 +80,19 @@ def train_forecaster(data: Sequence[str | os.PathLike], out: str | os.PathLike, 
     net = build_net(settings)
     optimiser = torch.optim.Adam(net.parameters(), lr=settings["learning_rate"])
     progress = start_progress(build / CHECKPOINT_FILE, resume, net, optimiser)
-    budget_s = settings["budget_minutes"] * 60.0
-    started, last_checkpoint = time.monotonic() - progress["elapsed_s"], time.monotonic()
-    rng = np.random.default_rng(settings["seed"] + progress["step"])
     lengths = np.array([len(s) - window + 1 for s in sequences], np.float64)
-    net.train()
-    while time.monotonic() - started < budget_s and (max_steps is None or progress["step"] < max_steps):
-        fraction = max((time.monotonic() - started) / budget_s, progress["step"] / max_steps if max_steps else 0.0)
-        for group in optimiser.param_groups:
-            group["lr"] = settings["learning_rate"] * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0)))
+
+    def loss_of_batch(rng: np.random.Generator) -> torch.Tensor:
         chosen = rng.choice(len(sequences), size=settings["batch_size"], p=lengths / lengths.sum())
         windows = np.stack([sequences[c][(s := rng.integers(lengths[c])): s + window] for c in chosen]).astype(np.float32) / 255
         if rng.random() < 0.5:
             windows = windows[..., ::-1].copy()
         windows = torch.from_numpy(windows)
-        loss = F.l1_loss(net(windows[:, :CONTEXT], settings["horizon"]), windows[:, CONTEXT:])
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        progress["step"] += 1
-        progress["losses"].append(loss.item())
-        progress["elapsed_s"] = time.monotonic() - started
-        if time.monotonic() - last_checkpoint >= checkpoint_seconds:
-            temporary = build / (CHECKPOINT_FILE + ".tmp")
-            torch.save({"network": net.state_dict(), "optimiser": optimiser.state_dict(), "progress": progress}, temporary)
-            os.replace(temporary, build / CHECKPOINT_FILE)
-            last_checkpoint = time.monotonic()
-            log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s, loss {np.mean(progress['losses'][-50:]):.4f}")
+        return F.l1_loss(net(windows[:, :CONTEXT], settings["horizon"]), windows[:, CONTEXT:])
+
+    run_steps(loss_of_batch, net, optimiser, progress, build / CHECKPOINT_FILE, learning_rate=settings["learning_rate"],
+              budget_minutes=settings["budget_minutes"], max_steps=max_steps, checkpoint_seconds=checkpoint_seconds,
+              seed=settings["seed"], log=log)
     return _write_model_dir(build, out, net, settings, progress, held_out, log)
 
 

@@ -18,9 +18,7 @@ steps since the last one, and ``resume=True`` continues with the time already sp
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,8 @@ import torch.nn.functional as F
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.upscaler import WEIGHTS_FILE, build_net
-from medfm.train.run_folder import partial_folder, save_checkpoint, start_progress, write_json
+from medfm.train.run_folder import partial_folder, start_progress, write_json
+from medfm.train.steps import run_steps
 from medfm.train.upscale_data import (
     area_downsample,
     find_sources,
@@ -78,29 +77,14 @@ def train_upscaler(data: Sequence[str | os.PathLike], out: str | os.PathLike, bu
     progress = start_progress(build / CHECKPOINT_FILE, resume, net, optimiser)
     if resume:
         log(f"resumed at step {progress['step']} after {progress['elapsed_s']:.0f} s")
-    budget_s = settings["budget_minutes"] * 60.0
-    started, last_checkpoint = time.monotonic() - progress["elapsed_s"], time.monotonic()
-    rng = np.random.default_rng(settings["seed"] + progress["step"])
-    net.train()
-    while time.monotonic() - started < budget_s and (max_steps is None or progress["step"] < max_steps):
-        fraction = (time.monotonic() - started) / budget_s
-        if max_steps:
-            fraction = max(fraction, progress["step"] / max_steps)
-        for group in optimiser.param_groups:
-            group["lr"] = settings["learning_rate"] * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0)))
+
+    def loss_of_batch(rng: np.random.Generator) -> torch.Tensor:
         low, high = _batch(crops, settings["batch_size"], settings["scale"], rng)
-        loss = F.l1_loss(net(low), high)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        progress["step"] += 1
-        progress["losses"].append(loss.item())
-        progress["elapsed_s"] = time.monotonic() - started
-        if time.monotonic() - last_checkpoint >= checkpoint_seconds:
-            _save_checkpoint(build, net, optimiser, progress)
-            last_checkpoint = time.monotonic()
-            log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s, loss {np.mean(progress['losses'][-50:]):.4f}")
-    _save_checkpoint(build, net, optimiser, progress)
+        return F.l1_loss(net(low), high)
+
+    run_steps(loss_of_batch, net, optimiser, progress, build / CHECKPOINT_FILE, learning_rate=settings["learning_rate"],
+              budget_minutes=settings["budget_minutes"], max_steps=max_steps, checkpoint_seconds=checkpoint_seconds,
+              seed=settings["seed"], log=log)
     log(f"trained {progress['step']} steps in {progress['elapsed_s']:.0f} s; measuring {len(held_out)} held-out sources")
     return _write_model_dir(build, out, net, settings, progress, held_out, half, log)
 
@@ -133,11 +117,6 @@ def _batch(crops: np.ndarray, batch_size: int, scale: int, rng: np.random.Genera
     low = area_downsample(high, scale)
     centre = high.shape[1] // 2
     return torch.from_numpy(np.ascontiguousarray(low)), torch.from_numpy(np.ascontiguousarray(high[:, centre: centre + 1]))
-
-
-def _save_checkpoint(build: Path, net: torch.nn.Module, optimiser: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
-    save_checkpoint(build / CHECKPOINT_FILE, {"network": net.state_dict(), "optimiser": optimiser.state_dict(), "progress": progress})
-
 
 
 def _write_model_dir(build: Path, out: Path, net: torch.nn.Module, settings: dict[str, Any], progress: dict[str, Any],
