@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,7 @@ class EncoderInfo:
     extra: dict = field(default_factory=dict)
 
 
-class Encoder(ABC):
+class Encoder:
     """Turns 2D planes (and, for image-text models, text) into L2-normalised embeddings.
 
     The encoder carries its own preprocessing (resize, channels, normalisation): callers
@@ -33,13 +32,20 @@ class Encoder(ABC):
     """
 
     info: EncoderInfo
+    #: Planes per forward pass in :meth:`encode_planes`, which bounds its memory on long series.
+    batch_size: int = 32
 
-    @abstractmethod
+    @torch.inference_mode()
     def encode_planes(self, planes: Sequence[np.ndarray]) -> np.ndarray:
         """``planes``: 2D arrays ``(rows, columns)`` or ``(rows, columns, C)`` with C = 1, 3
         or 4 (alpha ignored), any dtype and range (:func:`medfm.models.encoders.planes.check_plane`
         is the shared check). Returns ``(N, embed_dim)`` float32, each row of unit length;
-        ``(0, embed_dim)`` for no planes."""
+        ``(0, embed_dim)`` for no planes. Encoders that implement :meth:`pixels` and
+        :meth:`embed_pixels` get this in batches of :attr:`batch_size`."""
+        out = [np.zeros((0, self.info.embed_dim), np.float32)]
+        for start in range(0, len(planes), self.batch_size):
+            out.append(self.embed_pixels(self.pixels(planes[start:start + self.batch_size])).numpy())
+        return np.concatenate(out)
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """``(N, embed_dim)`` float32 unit rows; image-only encoders refuse."""

@@ -57,12 +57,6 @@ class OpenClipEncoder(Encoder):
         preprocess = open_clip.get_model_preprocess_cfg(model)
         self.transform = image_transform_v2(PreprocessCfg(**preprocess), is_train=False)
 
-    @torch.inference_mode()
-    def encode_planes(self, planes: Sequence[np.ndarray]) -> np.ndarray:
-        if not planes:
-            return np.zeros((0, self.info.embed_dim), np.float32)
-        return self.embed_pixels(self.pixels(planes)).numpy()
-
     def pixels(self, planes: Sequence[np.ndarray]) -> torch.Tensor:
         return pixel_batch(planes, self.transform)
 

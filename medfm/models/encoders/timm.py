@@ -40,12 +40,6 @@ class TimmEncoder(Encoder):
         self.info = info
         self.transform = create_transform(**resolve_data_config(model=model), is_training=False)
 
-    @torch.inference_mode()
-    def encode_planes(self, planes: Sequence[np.ndarray]) -> np.ndarray:
-        if not planes:
-            return np.zeros((0, self.info.embed_dim), np.float32)
-        return self.embed_pixels(self.pixels(planes)).numpy()
-
     def pixels(self, planes: Sequence[np.ndarray]) -> torch.Tensor:
         return pixel_batch(planes, self.transform)
 
