@@ -18,6 +18,11 @@ embeddings cluster. Queries are drawn from the same mixture and are not in the i
 random weights (``open-clip-vit-b-16``), on the same CPU in the same run: batches of 32
 random 256x256 grey planes through ``encode_planes`` (preprocessing included), after a
 warm-up batch, on one torch thread each.
+
+**Backbones.** Parameters and images per second of the backbones ``medfm pretrain`` trains
+(``cnn-small``, ``vit-tiny``, the KAN-feed-forward ``kan-vit-tiny`` and the DCT-attention
+``dct-vit-tiny``) beside timm's ResNet-18 and ViT-S/16 with random weights, all at medfm's
+112x112 input: batches of 32 through the network alone, one torch thread.
 """
 
 from __future__ import annotations
@@ -185,20 +190,49 @@ def bench_encoders(batches: int) -> dict:
             "speedup": round(small / large, 1) if small and large else None, "target_speedup": 10}
 
 
+def bench_backbones(batches: int) -> dict:
+    import timm
+    import torch
+
+    from medfm.models.encoders.backbone import ARCHITECTURES, DEFAULT_INPUT, Backbone
+
+    torch.set_num_threads(1)
+    networks = {arch: lambda arch=arch: Backbone(arch, **DEFAULT_INPUT) for arch in ARCHITECTURES}
+    networks["timm resnet18"] = lambda: timm.create_model("resnet18", num_classes=0)
+    networks["timm vit_small_patch16"] = lambda: timm.create_model("vit_small_patch16_224", img_size=112, num_classes=0)
+    pixels = torch.rand(32, 3, DEFAULT_INPUT["image_size"], DEFAULT_INPUT["image_size"])
+    rows = {}
+    for name, build in networks.items():
+        network = build().eval()
+        with torch.inference_mode():
+            network(pixels)
+            start = time.perf_counter()
+            for _ in range(batches):
+                network(pixels)
+            elapsed = time.perf_counter() - start
+        rows[name] = {"parameters": sum(p.numel() for p in network.parameters()),
+                      "images_per_s": round(batches * len(pixels) / elapsed, 1)}
+        print(json.dumps({name: rows[name]}), file=sys.stderr, flush=True)
+    return {"torch_threads": 1, "batch": len(pixels), "input": list(pixels.shape[1:]), "networks": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000])
     parser.add_argument("--million", action="store_true", help="Also run 1,000,000 vectors.")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--expansions", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--encoder-batches", type=int, default=3)
     parser.add_argument("--skip-encoders", action="store_true")
+    parser.add_argument("--skip-backbones", action="store_true")
     args = parser.parse_args()
     sizes = args.sizes + ([1_000_000] if args.million else [])
     report = {"machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()},
               "target": TARGET, "search": [bench_search(size, args.queries, args.expansions) for size in sizes]}
     if not args.skip_encoders:
         report["encoders"] = bench_encoders(args.encoder_batches)
+    if not args.skip_backbones:
+        report["backbones"] = bench_backbones(args.encoder_batches)
     print(json.dumps(report, indent=2))
 
 

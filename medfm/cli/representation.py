@@ -35,8 +35,9 @@ def pretrain_command(
     data: DataArgument = None,
     out: Annotated[Path, typer.Option("-o", "--out", help="ENCODER_DIR to write (config, safetensors weights, card); "
                                       "it must not exist.")] = ...,
-    method: Annotated[str, typer.Option("--method", help="mae (needs vit-tiny), simdino or barlow.")] = ...,
-    arch: Annotated[str, typer.Option("--arch", help="Backbone: cnn-small (medfm-clip-small's image tower) or vit-tiny.")] = "cnn-small",
+    method: Annotated[str, typer.Option("--method", help="mae (needs vit-tiny or kan-vit-tiny), simdino or barlow.")] = ...,
+    arch: Annotated[str, typer.Option("--arch", help="Backbone: cnn-small (medfm-clip-small's image tower), vit-tiny, kan-vit-tiny (KAN feed-forwards) "
+                                                           "or dct-vit-tiny (attention on low DCT frequencies).")] = "cnn-small",
     budget_min: Annotated[float, typer.Option("--budget-min", help="Wall-time budget in minutes, counted across resumes.")] = 10.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted pretraining of ENCODER_DIR.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Planes per step.")] = 64,

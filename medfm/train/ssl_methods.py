@@ -26,8 +26,9 @@ class MAE(nn.Module):
 
     def __init__(self, backbone: Backbone, mask_ratio: float = 0.75, decoder_width: int = 128, decoder_depth: int = 2) -> None:
         super().__init__()
-        if backbone.arch != "vit-tiny":
-            raise MedfmError(f"MAE masks patch tokens and needs a ViT architecture (vit-tiny); got {backbone.arch!r}")
+        if not backbone.masks_tokens:
+            raise MedfmError(f"MAE masks patch tokens and needs a ViT architecture that takes any subset of them "
+                             f"(vit-tiny, kan-vit-tiny); got {backbone.arch!r}")
         from timm.models.vision_transformer import Block
 
         self.backbone, self.mask_ratio = backbone, mask_ratio
