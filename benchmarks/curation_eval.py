@@ -5,9 +5,12 @@ The pool is the ``train`` rows of a ``medfm train clip --manifest-only`` split m
 fraction of it (:func:`medfm.train.curate.select`, as ``medfm curate`` does), a
 :class:`~medfm.models.probe.LinearProbe` is fitted on the subset and scored on the ``test`` rows,
 with 95 % bootstrap intervals over test groups. Random choice is repeated with ``--random-seeds`` seeds.
+``--report R.html`` draws the curves (:mod:`medfm.eval.reports.curation`); with ``--from-json`` it
+draws those of an earlier run's JSON without computing anything.
 
     python benchmarks/curation_eval.py --manifest runs/medfm-clip/split_manifest.csv --data ../shared/data \\
-        --encoder medfm-clip-small --task region --out runs/curation.json
+        --encoder medfm-clip-small --task region --out runs/curation.json --report runs/curation.html
+    python benchmarks/curation_eval.py --from-json docs/ssl-pretraining.curation.json --report docs/ssl-pretraining.curation.html
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from ssl_probe_eval import open_encoder, probe_accuracy
 
+from medfm.eval.reports.curation import write_curation_report
 from medfm.models.probe import LinearProbe
 from medfm.serialize import json_ready
 from medfm.train.clip_data import read_plane, read_split_manifest
@@ -28,15 +32,24 @@ from medfm.train.curate import select
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--manifest", type=Path)
+    parser.add_argument("--data", type=Path)
     parser.add_argument("--encoder", default="medfm-clip-small")
     parser.add_argument("--task", default="region", choices=["region", "modality", "label", "dataset"])
     parser.add_argument("--per-class", type=int, default=300)
     parser.add_argument("--fractions", default="0.05,0.1,0.25,0.5,1.0")
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--report", type=Path, help="also write the plot and table as a self-contained HTML page")
+    parser.add_argument("--from-json", type=Path, help="draw this earlier result (needs --report) instead of computing one")
     args = parser.parse_args()
+    if args.from_json is not None:
+        if args.report is None:
+            parser.error("--from-json needs --report")
+        write_curation_report(json.loads(args.from_json.read_text()), args.report)
+        return
+    if args.manifest is None or args.data is None:
+        parser.error("--manifest and --data are needed unless --from-json is given")
     import torch
 
     torch.set_num_threads(1)
@@ -72,6 +85,8 @@ def main() -> None:
     text = json.dumps(json_ready(result), indent=2)
     if args.out:
         args.out.write_text(text + "\n")
+    if args.report:
+        write_curation_report(json.loads(text), args.report)
     print(text)
 
 

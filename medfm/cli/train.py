@@ -31,6 +31,8 @@ def train_clip_command(
                                                    "--epochs schedule (resume later, perhaps with another schedule).")] = None,
     manifest_only: Annotated[bool, typer.Option("--manifest-only", help="Only write OUT/split_manifest.csv (every image's "
                                                 "train/val/test split, for `medfm evaluate clip`) and stop.")] = False,
+    init: Annotated[Path | None, typer.Option("--init", help="ENCODER_DIR of `medfm pretrain` (a cnn-small backbone): "
+                                                             "start the image tower from it.")] = None,
 ) -> None:
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
     from medfm.paths import shared_data_dir
@@ -43,7 +45,7 @@ def train_clip_command(
         rows = write_split_manifest(collect(data or shared_data_dir()), path)
         typer.echo(f"{display_path(path)}: {rows} images")
         return
-    options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after)
+    options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after, init=init)
     typer.echo(display_path(train_clip(resume=resume, **options)))
 
 
@@ -75,7 +77,8 @@ def train_seg_command(
                                                      "mask* columns or repeated rows: several masks, fused), or a folder of "
                                                      "annotation versions saved by the workbench; none: --catalog/--where.")] = None,
     out: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write (must not exist).")] = ...,
-    arch: Annotated[str | None, typer.Option("--arch", help="Architecture (registry config: auto-unet, auto-dynunet); default the plan's.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="Architecture (registry config: auto-unet, auto-dynunet, auto-transunet, "
+                                                           "auto-backbone-cnn, auto-backbone-vit); default the plan's.")] = None,
     labels: Annotated[str | None, typer.Option("--labels", help="Label values and names, e.g. 1=liver,2=tumour (default: found in the masks).")] = None,
     budget_min: Annotated[float, typer.Option("--budget-min", help="Wall-time budget in minutes, counted across resumes.")] = 10.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted training of this model folder.")] = False,
@@ -91,6 +94,8 @@ def train_seg_command(
     where: Annotated[list[str] | None, typer.Option("--where", help="With no DATA, catalog images with KEY=VALUE: modality, body_part, "
                                                                   "dataset or text (repeatable).")] = None,
     fuse: Annotated[str, typer.Option("--fuse", help="How several masks of one image become one: staple or majority.")] = "staple",
+    init: Annotated[Path | None, typer.Option("--init", help="ENCODER_DIR of `medfm pretrain`: start the encoder from it "
+                                                             "(--arch auto-backbone-cnn for cnn-small, auto-backbone-vit for vit-tiny).")] = None,
 ) -> None:
     """Train an automatic segmentation net on your labels (nnU-Net-style plan); prints validation Dice/HD95 as JSON."""
     from medfm.train.seg import train_segmenter
@@ -101,7 +106,7 @@ def train_seg_command(
     print_json(train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
                                resume=resume, plan_overrides=parse_pairs(plan or [], "--plan", "batch_size=4"), group_column=group_column,
                                only=filters, catalog=catalog, where=parse_pairs(where, "--where", "dataset=liver") if where else None,
-                               fusion=fuse, max_steps=max_steps, log=lambda line: typer.echo(line, err=True)))
+                               fusion=fuse, init=init, max_steps=max_steps, log=lambda line: typer.echo(line, err=True)))
 
 
 @train_app.command("generator")

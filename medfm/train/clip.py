@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.base import EncoderInfo
+from medfm.models.encoders.transfer import load_pretrained_trunk, read_pretrained_trunk
 from medfm.models.encoders.medfm_clip import MedfmClip, MedfmClipEncoder, architecture_json, build_model
 from medfm.models.losses import LOSSES, clip_loss, convirt_loss, siglip_loss
 from medfm.models.registry import DEFAULT_ENCODER, list_encoders
@@ -91,25 +92,28 @@ def contrastive_loss(name: str, model: MedfmClip, image: torch.Tensor, text: tor
     return clip_loss(image, text, scale, positives)
 
 
-def save_weights(model: MedfmClip, config: dict, path: Path, loss: str) -> Path:
-    """The trainable weights as safetensors, with the architecture and recipe in the metadata."""
+def save_weights(model: MedfmClip, config: dict, path: Path, loss: str, initialised_from: str = "random") -> Path:
+    """The trainable weights as safetensors, with the architecture and recipe (loss, the image tower's
+    initialisation: ``random`` or the sha256 of a pretrained encoder's weights) in the metadata."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
-    save_file(state, path, metadata={"architecture": architecture_json(config), "loss": loss})
+    save_file(state, path, metadata={"architecture": architecture_json(config), "loss": loss, "initialised_from": initialised_from})
     return path
 
 
 def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 40, loss: str = "clip", resume: bool = False,
                model_name: str = DEFAULT_ENCODER, batch_size: int = 128, lr: float = 2e-3,
-               weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None, stop_after: int | None = None) -> Path:
+               weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None, stop_after: int | None = None,
+               init: Path | None = None) -> Path:
     """Train on the datasets under ``data`` (default :func:`medfm.paths.shared_data_dir`); checkpoints, logs and
     the split manifest go to ``out``, the decoded-image cache to ``cache`` (default ``out/cache.pt``). Returns
     the weights path.
 
     ``stop_after`` ends the run after that many epochs of an ``epochs``-long schedule (a checkpoint to
-    ``resume``), as the first leg of the shipped weights did.
+    ``resume``), as the first leg of the shipped weights did. ``init``: an encoder folder of ``medfm pretrain``
+    (a ``cnn-small`` backbone) whose weights start the image tower; projections and temperature start as usual.
     """
     data = shared_data_dir() if data is None else data
     if loss not in LOSSES:
@@ -117,6 +121,8 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     if not data.is_dir():
         raise MedfmError(f"{display_path(data)}: data folder not found")
     config = {"name": model_name, **list_encoders()[model_name]}
+    tower = f"{model_name}'s image tower"
+    pretrained = read_pretrained_trunk(init, "cnn-small", tower) if init is not None else None
     pixels, samples, texts, text_features = load_cache(build_cache(data, cache or out / "cache.pt"))
     text_index = {text: i for i, text in enumerate(texts)}
     train = np.array([i for i, s in enumerate(samples) if s.split == "train"])
@@ -124,6 +130,9 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
 
     torch.manual_seed(seed)
     model = build_model(config)
+    if pretrained is not None:
+        load_pretrained_trunk(model.image_tower, pretrained, tower)
+    initialised_from = pretrained.weights_sha256 if pretrained is not None else "random"
     if loss == "siglip":  # SigLIP's initialisation: t' = log 10, b = -10
         model.logit_scale.data.fill_(math.log(10.0))
     decay = [p for p in model.parameters() if p.ndim > 1]  # conv and linear weights
@@ -142,6 +151,7 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start_epoch = state["epoch"] + 1
+        initialised_from = state.get("initialised_from", "random")
     encoder = MedfmClipEncoder(model, EncoderInfo(model_name, config["embed_dim"], has_text=True))
     generator, rng = torch.Generator().manual_seed(seed + start_epoch), np.random.default_rng(seed + start_epoch)
     write_split_manifest(samples, out / "split_manifest.csv")
@@ -169,7 +179,7 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
             handle.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "epoch": epoch, "loss": loss}, checkpoint.with_suffix(".partial"))
+                    "epoch": epoch, "loss": loss, "initialised_from": initialised_from}, checkpoint.with_suffix(".partial"))
         checkpoint.with_suffix(".partial").replace(checkpoint)
-    return save_weights(model, config, out / f"{model_name}.safetensors", loss)
+    return save_weights(model, config, out / f"{model_name}.safetensors", loss, initialised_from)
 

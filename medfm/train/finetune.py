@@ -52,13 +52,14 @@ LEARNING_RATES = {"lora": 2e-3, "dd-adapter": 2e-3, "vpt": 5e-3, "full": 3e-4}
 
 def _build_base(base: str, checkpoint: str | os.PathLike | None) -> tuple[Any, str]:
     from medfm.models.registry import (
+        ENCODER_DIR_CONFIG,
         create_encoder,
         create_segmenter,
         list_encoders,
         list_segmenters,
     )
 
-    if base in list_encoders():
+    if base in list_encoders() or (Path(base) / ENCODER_DIR_CONFIG).is_file():  # a registered encoder or an ENCODER_DIR
         model, kind = create_encoder(base, checkpoint), "encoder"
     elif base in list_segmenters() or base.endswith(".json"):
         model, kind = create_segmenter(base, checkpoint), "segmenter"

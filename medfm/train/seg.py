@@ -4,7 +4,8 @@
    versions, :mod:`medfm.train.seg_data`; several masks of one image fused), hold out 20 %
    of the groups (subjects, or images) for validation, fingerprint the training pairs.
 2. Write the plan (:mod:`medfm.train.seg_plan`; overridable) and train the registry
-   architecture on random patches of 2D samples (images, video frames, slices of
+   architecture (its encoder first copied from a ``medfm pretrain`` encoder folder when
+   given one, :mod:`medfm.models.encoders.transfer`) on random patches of 2D samples (images, video frames, slices of
    anisotropic volumes) or of whole volumes (MONAI's positive/negative crops, flips, rotations,
    intensity changes) under MONAI's Dice + cross-entropy loss, with a learning rate
    that decays polynomially over the wall-time budget.
@@ -32,12 +33,13 @@ import torch
 from medfm.errors import MedfmError, display_path
 from medfm.models.automatic.network import build_network
 from medfm.models.automatic.plan import Plan, normalise
+from medfm.models.encoders.transfer import PretrainedTrunk, load_pretrained_trunk, read_pretrained_trunk
 from medfm.models.automatic.segmenter import (CARD_FILE, CONFIG_FILE, FINGERPRINT_FILE, PLAN_FILE, WEIGHTS_FILE,
                                               resize, working_size)
 from medfm.train.run_folder import partial_folder, save_checkpoint, start_progress, write_json
 from medfm.train.seg_data import (Case, annotation_cases, catalog_cases, data_digest, fingerprint, iterate_pairs,
                                   kind_of, read_cases, split_cases)
-from medfm.train.seg_plan import architecture_config, make_plan
+from medfm.train.seg_plan import DEFAULT_ARCHITECTURE, architecture_config, make_plan
 from medfm.train.seg_report import model_card, validate
 
 CHECKPOINT_FILE, STATE_FILE = "checkpoint.pt", "training.json"
@@ -66,13 +68,14 @@ def train_segmenter(
     architecture: str | None = None, budget_minutes: float = 10.0, resume: bool = False,
     plan_overrides: Mapping[str, str] | None = None, group_column: str | None = None,
     only: Mapping[str, str] | None = None, catalog: str | None = None, where: Mapping[str, str] | None = None,
-    fusion: str = "staple", max_steps: int | None = None, checkpoint_seconds: float = 60.0,
-    seed: int = 0, on_step: Callable[[int, float], None] | None = None, log: Callable[[str], None] = lambda _: None,
+    fusion: str = "staple", init: str | os.PathLike | None = None, max_steps: int | None = None,
+    checkpoint_seconds: float = 60.0, seed: int = 0, on_step: Callable[[int, float], None] | None = None, log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Train, validate and write MODEL_DIR ``out``; returns the training summary (also in the model card).
 
     ``data``, ``catalog``, ``where``: see :func:`collect_cases`; ``fusion``: how several masks
-    of one image become one (``staple`` or ``majority``). ``max_steps`` caps the optimiser
+    of one image become one (``staple`` or ``majority``); ``init``: an encoder folder of ``medfm pretrain``
+    whose backbone starts the network's encoder (the architecture must be built on it). ``max_steps`` caps the optimiser
     steps as well as the budget; ``on_step(step, loss)`` is called after each step.
     """
     from medfm.tasks.label_fusion import METHODS
@@ -83,6 +86,7 @@ def train_segmenter(
         raise MedfmError(f"--fuse must be one of {', '.join(METHODS)}; got {fusion!r}")
     out = Path(out)
     build = partial_folder(out, resume, CHECKPOINT_FILE, "model folder", "training")
+    pretrained = _pretrained(init, architecture or DEFAULT_ARCHITECTURE) if init is not None and not resume else None
     cases = collect_cases(data, group_column=group_column, only=only, catalog=catalog, where=where)
     data_sha256 = data_digest(cases)
     train_cases, val_cases = split_cases(cases)
@@ -100,13 +104,19 @@ def train_segmenter(
         plan = make_plan(print_, found, architecture, plan_overrides, fusion if fused else None)
         # a bad held-out pair stops us now, not after the whole budget
         kind_of({*print_["kind"].split("+"), *(pair.kind for pair in iterate_pairs(val_cases, plan.labels, fusion))})
+        if pretrained is not None and plan.architecture != (architecture or DEFAULT_ARCHITECTURE):
+            pretrained = _pretrained(init, plan.architecture)
         build.mkdir(parents=True)
         write_json(build / STATE_FILE, {"data_sha256": data_sha256, "plan": plan.to_dict(), "fingerprint": print_,
-                                         "budget_minutes": budget_minutes, "seed": seed})
+                                         "budget_minutes": budget_minutes, "seed": seed,
+                                         "initialised_from": pretrained.provenance() if pretrained else None})
     log(f"plan: {plan.dims}D, scale {plan.scale}, target spacing {plan.target_spacing}, patch {list(plan.patch_size)}, "
         f"batch {plan.batch_size}, {plan.normalisation}, {plan.architecture}")
     torch.manual_seed(seed)
     network = build_network(architecture_config(plan.architecture), plan.in_channels, plan.out_channels, plan.dims)
+    if pretrained is not None:
+        load_pretrained_trunk(network.trunk, pretrained, f"architecture {plan.architecture}")
+        log(f"encoder initialised from {display_path(pretrained.folder)} ({pretrained.arch})")
     optimiser = torch.optim.AdamW(network.parameters(), lr=plan.learning_rate, weight_decay=1e-4)
     progress = start_progress(build / CHECKPOINT_FILE, resume, network, optimiser)
     if resume:
@@ -150,9 +160,14 @@ def train_segmenter(
         "resumed_at_steps": progress["resumed_at_steps"], "train_images": len(train_cases), "val_images": len(val_cases),
         "loss_first_10": float(np.mean(progress["losses"][:10])), "loss_last_10": float(np.mean(progress["losses"][-10:])),
         "validation": validation, "budget_minutes": budget_minutes, "data_sha256": data_sha256,
+        "initialised_from": json.loads((build / STATE_FILE).read_text()).get("initialised_from"),
     }
     _write_model_dir(build, out, network, plan, print_, summary)
     return {"model_dir": display_path(out), **summary}
+
+
+def _pretrained(init: str | os.PathLike, architecture: str) -> PretrainedTrunk:
+    return read_pretrained_trunk(init, architecture_config(architecture).get("backbone"), f"architecture {architecture}")
 
 
 def _training_samples(cases: list[Case], plan: Plan) -> list[dict[str, np.ndarray]]:

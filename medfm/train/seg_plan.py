@@ -3,9 +3,10 @@
 The rules (each overridable with ``--plan NAME=VALUE``):
 
 - **dims**: 2D images and video frames are 2D samples. Volumes are trained in 3D, unless
-  the slice axis is more than ``MAX_ANISOTROPY_3D`` times coarser than the finest axis or
-  the median volume has fewer than ``MIN_SLICES_3D`` slices: then each slice is a 2D sample
-  (nnU-Net would add an anisotropic 3D net; on a CPU the 2D one is what the budget affords).
+  the slice axis is more than ``MAX_ANISOTROPY_3D`` times coarser than the finest axis, or
+  the median volume has fewer than ``MIN_SLICES_3D`` slices, or the architecture is 2D only
+  (its config's ``dims``): then each slice is a 2D sample (nnU-Net would add an anisotropic
+  3D net; on a CPU the 2D one is what the budget affords).
 - **scale** (2D): keep the native grid unless the median image's longer side exceeds
   ``MAX_SIDE`` pixels; then shrink to it (a CPU cannot afford more pixels per step).
 - **target_spacing** (3D): the median voxel size per axis (nnU-Net's fullres rule), made
@@ -67,7 +68,8 @@ def make_plan(fingerprint: Mapping[str, Any], labels: Mapping[int, str], archite
     architecture = architecture or DEFAULT_ARCHITECTURE
     factor = downsampling_factor(architecture_config(architecture))
     median, spacing = fingerprint["shape"]["median"], fingerprint["spacing_mm"]["median"]
-    dims = 3 if fingerprint["kind"] == "volume" and volumetric(median, spacing) else 2
+    volumes_in_3d = 3 in architecture_config(architecture).get("dims", [2, 3])
+    dims = 3 if fingerprint["kind"] == "volume" and volumetric(median, spacing) and volumes_in_3d else 2
     target_spacing = None
     if dims == 3:
         coarsen = max(1.0, max(median) / MAX_SIDE_3D)

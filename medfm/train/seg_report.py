@@ -67,6 +67,7 @@ def model_card(name: str, plan: Plan, fingerprint: dict[str, Any], summary: dict
               f"data sha256 `{summary['data_sha256']}`",
               f"- loss (Dice + CE) {summary['loss_first_10']:.3f} over the first 10 steps, "
               f"{summary['loss_last_10']:.3f} over the last 10",
+              _initialisation(summary.get("initialised_from")),
               "", "## Plan", "", "```json", plan.to_json(), "```", "",
               "## Data fingerprint", "",
               f"- {fingerprint['cases']} images ({fingerprint['kind']}), {fingerprint['channels']} channel(s), "
@@ -75,6 +76,13 @@ def model_card(name: str, plan: Plan, fingerprint: dict[str, Any], summary: dict
               f"- spacing (mm) median {fingerprint['spacing_mm']['median']}",
               f"- class frequencies {fingerprint['class_frequency']}", ""]
     return "\n".join(lines)
+
+
+def _initialisation(source: dict[str, str] | None) -> str:
+    if source is None:
+        return "- initialisation: random"
+    return (f"- encoder initialised from the {source['arch']} encoder folder `{source['encoder_dir']}` "
+            f"(`medfm pretrain`), weights sha256 `{source['weights_sha256']}`")
 
 
 def _interval(estimate: dict[str, float]) -> str:

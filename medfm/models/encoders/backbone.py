@@ -128,9 +128,14 @@ class BackboneEncoder(Encoder):
     def encode_planes(self, planes: Sequence[np.ndarray]) -> np.ndarray:
         out = [np.zeros((0, self.info.embed_dim), np.float32)]
         for start in range(0, len(planes), self.batch_size):
-            pixels = torch.stack([prepare_plane(p, self.model.image_size) for p in planes[start:start + self.batch_size]])
-            out.append(F.normalize(self.model(pixels), dim=-1).numpy())
+            out.append(self.embed_pixels(self.pixels(planes[start:start + self.batch_size])).numpy())
         return np.concatenate(out)
+
+    def pixels(self, planes: Sequence[np.ndarray]) -> torch.Tensor:
+        return torch.stack([prepare_plane(p, self.model.image_size) for p in planes])
+
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model(pixels), dim=-1)
 
 
 @register_family("medfm_backbone")
