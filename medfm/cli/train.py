@@ -91,6 +91,8 @@ def train_seg_command(
     where: Annotated[list[str] | None, typer.Option("--where", help="With no DATA, catalog images with KEY=VALUE: modality, body_part, "
                                                                   "dataset or text (repeatable).")] = None,
     fuse: Annotated[str, typer.Option("--fuse", help="How several masks of one image become one: staple or majority.")] = "staple",
+    workers: Annotated[int, typer.Option("--workers", help="Processes on this machine sharing each step's batch (torch DDP, "
+                                                          "gloo); the batch must divide by it. Across machines: torchrun.")] = 1,
 ) -> None:
     """Train an automatic segmentation net on your labels (nnU-Net-style plan); prints validation Dice/HD95 as JSON."""
     from medfm.train.seg import train_segmenter
@@ -98,10 +100,12 @@ def train_seg_command(
     from medfm.pairs import parse_pairs
 
     filters = parse_pairs(only or [], "--only", "split=dev")
-    print_json(train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
-                               resume=resume, plan_overrides=parse_pairs(plan or [], "--plan", "batch_size=4"), group_column=group_column,
-                               only=filters, catalog=catalog, where=parse_pairs(where, "--where", "dataset=liver") if where else None,
-                               fusion=fuse, max_steps=max_steps, log=lambda line: typer.echo(line, err=True)))
+    summary = train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
+                              resume=resume, plan_overrides=parse_pairs(plan or [], "--plan", "batch_size=4"), group_column=group_column,
+                              only=filters, catalog=catalog, where=parse_pairs(where, "--where", "dataset=liver") if where else None,
+                              fusion=fuse, max_steps=max_steps, workers=workers, log=lambda line: typer.echo(line, err=True))
+    if summary is not None:  # None on torchrun's other ranks: rank 0 reports
+        print_json(summary)
 
 
 @train_app.command("generator")
