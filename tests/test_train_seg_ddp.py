@@ -41,10 +41,18 @@ def train(discs: Path, out: Path, workers: int) -> tuple[list[float], dict[str, 
     return losses, load_file(out / "weights.safetensors"), summary
 
 
-def test_the_network_normalises_each_sample_alone():
+@pytest.mark.parametrize("architecture", ["auto-unet", "auto-dynunet", "auto-transunet"])
+def test_the_segmenters_normalise_each_sample_alone(architecture):
     """The premise of the equivalence: no BatchNorm, whose statistics would differ per process."""
-    network = build_network(architecture_config("auto-unet"), 1, 2, 2)
+    network = build_network(architecture_config(architecture), 1, 2, 2)
     assert not any(isinstance(module, torch.nn.modules.batchnorm._BatchNorm) for module in network.modules())
+
+
+def test_a_network_with_batchnorm_is_refused_across_processes():
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    assert Group().wrap(network) is network
+    with pytest.raises(MedfmError, match="Sequential has BatchNorm, whose statistics would differ per process"):
+        Group(0, 2).wrap(network)
 
 
 def test_two_processes_follow_one_process_with_the_same_global_batch(discs, tmp_path):

@@ -72,10 +72,16 @@ class Group:
         return float(total.item()) / self.world
 
     def wrap(self, network: Any) -> Any:
-        """``network`` whose backward pass averages gradients over the ranks (itself when alone)."""
+        """``network`` whose backward pass averages gradients over the ranks (itself when alone); a network
+        with BatchNorm is refused, since its statistics would be each process's alone."""
         if self.world == 1:
             return network
+        from torch.nn.modules.batchnorm import _BatchNorm
         from torch.nn.parallel import DistributedDataParallel
+
+        if any(isinstance(module, _BatchNorm) for module in network.modules()):
+            raise MedfmError(f"{type(network).__name__} has BatchNorm, whose statistics would differ per process; "
+                             "train it in one process (SyncBatchNorm needs a GPU)")
 
         return DistributedDataParallel(network)
 
