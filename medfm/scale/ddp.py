@@ -174,6 +174,8 @@ def _follow(follower: Callable[[Group], None], store: str, rank: int, world: int
     except RuntimeError as exc:  # rank 0 went away: it reports, or was killed
         errors.put(f"a training process failed: {first_line(exc)}")
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the terminal's group: rank 0 reports it
+        sys.exit(130)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
