@@ -129,7 +129,8 @@ def local_group(workers: int, follower: Callable[[Group], None]) -> Iterator[Gro
 
     from medfm.threads import ensure_threads, set_threads
 
-    threads = max(1, ensure_threads() // workers)
+    previous = ensure_threads()
+    threads = max(1, previous // workers)
     context = mp.get_context("spawn")
     errors = context.SimpleQueue()
     with tempfile.TemporaryDirectory(prefix="medfm-ddp-") as folder:
@@ -138,7 +139,6 @@ def local_group(workers: int, follower: Callable[[Group], None]) -> Iterator[Gro
                                      daemon=True) for rank in range(1, workers)]
         for process in followers:
             process.start()
-        previous = ensure_threads()
         set_threads(threads)
         try:
             dist.init_process_group("gloo", init_method=store, rank=0, world_size=workers, timeout=TIMEOUT)
