@@ -13,7 +13,7 @@ from killtools import kill_after_checkpoint, step_of
 from segdata import write_discs
 from medfm.errors import MedfmError
 from medfm.models.automatic.network import build_network
-from medfm.scale.ddp import Group, check_workers
+from medfm.scale.ddp import Group, check_workers, local_group
 from medfm.train.seg import train_segmenter
 from medfm.train.seg_plan import architecture_config
 
@@ -117,3 +117,13 @@ def test_a_two_process_training_whose_driver_is_killed_resumes(discs, tmp_path):
     summary = train_segmenter(discs, out, max_steps=step + 2, resume=True, workers=2)
     assert step >= 1 and summary["steps"] == step + 2 and summary["resumed_at_steps"] == [step]
     assert summary["processes"] == 2 and (out / "weights.safetensors").is_file() and not checkpoint.parent.exists()
+
+
+def refusing_follower(group: Group) -> None:
+    raise MedfmError(f"rank {group.rank}: cannot read case03.png")
+
+
+def test_a_failing_process_is_reported_by_rank_0_in_one_line():
+    with pytest.raises(MedfmError, match="^rank 1: cannot read case03.png$"):
+        with local_group(2, refusing_follower) as group:
+            group.broadcast("the set-up")
