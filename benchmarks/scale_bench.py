@@ -2,7 +2,8 @@
 
 Run ``python benchmarks/scale_bench.py vectors --size 200000`` (the search frontier),
 ``python benchmarks/scale_bench.py catalog --rows 1000000`` (list/filter latency) or
-``python benchmarks/scale_bench.py ray --images 400`` (index build on Ray workers, see ``ray_build.py``).
+``python benchmarks/scale_bench.py ray --images 400`` (index build on Ray workers, see ``ray_build.py``) or
+``python benchmarks/scale_bench.py ddp --steps 30`` (``train seg`` in 1 vs 2 processes, see ``ddp_train.py``).
 
 **vectors.** The Gaussian-mixture set of ``benchmarks/embed_bench.py`` (2000 centres,
 noise 0.7 per coordinate, 512-d unit rows; queries from the same mixture, not indexed).
@@ -139,11 +140,19 @@ def main() -> None:
     catalog.add_argument("--repeats", type=int, default=20)
     ray_section = sections.add_parser("ray", help="index build: plain vs 1 and 2 Ray workers, and a killed worker")
     ray_section.add_argument("--images", type=int, default=400)
+    ddp = sections.add_parser("ddp", help="train seg: 1 process vs 2 (DDP, gloo) with the same global batch")
+    ddp.add_argument("--steps", type=int, default=30)
+    ddp.add_argument("--size", type=int, default=128, help="generated images' side in pixels (the patch)")
+    ddp.add_argument("--batch", type=int, default=8, help="global batch (patches per step, in all)")
     args = parser.parse_args()
     report = {"machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                           "load_average_1m": round(os.getloadavg()[0], 1)}}
     if args.section == "vectors":
         report["search"] = bench_vectors(args)
+    elif args.section == "ddp":
+        from ddp_train import bench_ddp
+
+        report["ddp"] = bench_ddp(args.steps, args.size, args.batch)
     elif args.section == "ray":
         from medfm.paths import shared_data_dir
         from ray_build import bench_ray

@@ -96,6 +96,8 @@ def train_seg_command(
     fuse: Annotated[str, typer.Option("--fuse", help="How several masks of one image become one: staple or majority.")] = "staple",
     init: Annotated[Path | None, typer.Option("--init", help="ENCODER_DIR of `medfm pretrain`: start the encoder from it "
                                                              "(--arch auto-backbone-cnn for cnn-small, auto-backbone-vit for vit-tiny).")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Processes on this machine sharing each step's batch (torch DDP, "
+                                                          "gloo); the batch must divide by it. Across machines: torchrun.")] = 1,
 ) -> None:
     """Train an automatic segmentation net on your labels (nnU-Net-style plan); prints validation Dice/HD95 as JSON."""
     from medfm.train.seg import train_segmenter
@@ -103,10 +105,12 @@ def train_seg_command(
     from medfm.pairs import parse_pairs
 
     filters = parse_pairs(only or [], "--only", "split=dev")
-    print_json(train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
-                               resume=resume, plan_overrides=parse_pairs(plan or [], "--plan", "batch_size=4"), group_column=group_column,
-                               only=filters, catalog=catalog, where=parse_pairs(where, "--where", "dataset=liver") if where else None,
-                               fusion=fuse, init=init, max_steps=max_steps, log=lambda line: typer.echo(line, err=True)))
+    summary = train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
+                              resume=resume, plan_overrides=parse_pairs(plan or [], "--plan", "batch_size=4"), group_column=group_column,
+                              only=filters, catalog=catalog, where=parse_pairs(where, "--where", "dataset=liver") if where else None,
+                              fusion=fuse, init=init, max_steps=max_steps, workers=workers, log=lambda line: typer.echo(line, err=True))
+    if summary is not None:  # None on torchrun's other ranks: rank 0 reports
+        print_json(summary)
 
 
 @train_app.command("generator")

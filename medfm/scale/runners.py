@@ -49,8 +49,9 @@ def ray_runner(address: str, build: Callable[[], Any], identity: Callable[[Any],
     Every worker's ``identity(model)`` (the weights' sha256) must equal ``expected`` before any
     work starts, so a worker with another model file, or none, is refused in one line.
     """
-    if workers < 1:
-        raise MedfmError(f"--workers must be at least 1; got {workers}")
+    from medfm.scale.ddp import check_workers
+
+    check_workers(workers)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray

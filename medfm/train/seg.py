@@ -24,6 +24,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from medfm.models.automatic.plan import Plan, normalise
 from medfm.models.encoders.transfer import PretrainedTrunk, load_pretrained_trunk, read_pretrained_trunk
 from medfm.models.automatic.segmenter import (CARD_FILE, CONFIG_FILE, FINGERPRINT_FILE, PLAN_FILE, WEIGHTS_FILE,
                                               resize, working_size)
+from medfm.scale.ddp import Group
 from medfm.train.run_folder import partial_folder, save_checkpoint, start_progress, write_json
 from medfm.train.seg_data import (Case, annotation_cases, catalog_cases, data_digest, fingerprint, iterate_pairs,
                                   kind_of, read_cases, split_cases)
@@ -69,17 +71,28 @@ def train_segmenter(
     plan_overrides: Mapping[str, str] | None = None, group_column: str | None = None,
     only: Mapping[str, str] | None = None, catalog: str | None = None, where: Mapping[str, str] | None = None,
     fusion: str = "staple", init: str | os.PathLike | None = None, max_steps: int | None = None,
-    checkpoint_seconds: float = 60.0, seed: int = 0, on_step: Callable[[int, float], None] | None = None, log: Callable[[str], None] = lambda _: None,
-) -> dict[str, Any]:
+    checkpoint_seconds: float = 60.0, workers: int = 1, seed: int = 0, on_step: Callable[[int, float], None] | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any] | None:
     """Train, validate and write MODEL_DIR ``out``; returns the training summary (also in the model card).
 
     ``data``, ``catalog``, ``where``: see :func:`collect_cases`; ``fusion``: how several masks
     of one image become one (``staple`` or ``majority``); ``init``: an encoder folder of ``medfm pretrain``
     whose backbone starts the network's encoder (the architecture must be built on it). ``max_steps`` caps the optimiser
     steps as well as the budget; ``on_step(step, loss)`` is called after each step.
+    ``workers`` processes on this machine share each step's batch (:mod:`medfm.scale.ddp`); started
+    by torchrun instead, every rank but 0 only trains, and returns ``None``.
     """
+    from medfm.scale.ddp import check_workers, launched_group, local_group
     from medfm.tasks.label_fusion import METHODS
 
+    check_workers(workers)
+    launched = launched_group()
+    if launched is not None and workers > 1:
+        raise MedfmError("--workers starts processes on this machine; under torchrun, --nproc-per-node does")
+    if launched is not None and not launched.main:
+        _train(launched)
+        return None
     if not budget_minutes > 0:
         raise MedfmError(f"--budget-min must be above 0 minutes; got {budget_minutes}")
     if fusion not in METHODS:
@@ -106,51 +119,20 @@ def train_segmenter(
         kind_of({*print_["kind"].split("+"), *(pair.kind for pair in iterate_pairs(val_cases, plan.labels, fusion))})
         if pretrained is not None and plan.architecture != (architecture or DEFAULT_ARCHITECTURE):
             pretrained = _pretrained(init, plan.architecture)
+    check_workers(launched.world if launched else workers, plan.batch_size, len(train_cases))
+    if not resume:
         build.mkdir(parents=True)
         write_json(build / STATE_FILE, {"data_sha256": data_sha256, "plan": plan.to_dict(), "fingerprint": print_,
                                          "budget_minutes": budget_minutes, "seed": seed,
                                          "initialised_from": pretrained.provenance() if pretrained else None})
     log(f"plan: {plan.dims}D, scale {plan.scale}, target spacing {plan.target_spacing}, patch {list(plan.patch_size)}, "
         f"batch {plan.batch_size}, {plan.normalisation}, {plan.architecture}")
-    torch.manual_seed(seed)
-    network = build_network(architecture_config(plan.architecture), plan.in_channels, plan.out_channels, plan.dims)
-    if pretrained is not None:
-        load_pretrained_trunk(network.trunk, pretrained, f"architecture {plan.architecture}")
-        log(f"encoder initialised from {display_path(pretrained.folder)} ({pretrained.arch})")
-    optimiser = torch.optim.AdamW(network.parameters(), lr=plan.learning_rate, weight_decay=1e-4)
-    progress = start_progress(build / CHECKPOINT_FILE, resume, network, optimiser)
-    if resume:
-        log(f"resumed at step {progress['step']} after {progress['elapsed_s']:.0f} s")
-    samples = _training_samples(train_cases, plan)
-    holding = [i for i, sample in enumerate(samples) if sample["label"].any()] or list(range(len(samples)))
-    augment = _augmentation(plan, seed + progress["step"])
-    loss_function = _loss()
-    budget_s = budget_minutes * 60.0
-    started = time.monotonic() - progress["elapsed_s"]
-    last_checkpoint = time.monotonic()
-    rng = np.random.default_rng(seed + progress["step"])
-    network.train()
-    while time.monotonic() - started < budget_s and (max_steps is None or progress["step"] < max_steps):
-        fraction = (time.monotonic() - started) / budget_s
-        if max_steps:
-            fraction = max(fraction, progress["step"] / max_steps)
-        for group in optimiser.param_groups:
-            group["lr"] = plan.learning_rate * (1 - min(fraction, 0.99)) ** 0.9
-        images, targets = _batch(samples, holding, plan, augment, rng)
-        loss = _supervised_loss(loss_function, network(images), targets)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        progress["step"] += 1
-        progress["losses"].append(loss.item())
-        progress["elapsed_s"] = time.monotonic() - started
-        if on_step is not None:
-            on_step(progress["step"], progress["losses"][-1])
-        if time.monotonic() - last_checkpoint >= checkpoint_seconds:
-            _save_checkpoint(build, network, optimiser, progress)
-            last_checkpoint = time.monotonic()
-            log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s, loss {np.mean(progress['losses'][-20:]):.3f}")
-    _save_checkpoint(build, network, optimiser, progress)
+    setup = {"plan": plan.to_dict(), "cases": train_cases, "seed": seed, "budget_s": budget_minutes * 60.0,
+             "max_steps": max_steps, "resume": resume, "build": build, "checkpoint_seconds": checkpoint_seconds}
+    with nullcontext(launched) if launched else local_group(workers, _train) as group:
+        if group.world > 1:
+            log(f"training in {group.world} processes, {plan.batch_size // group.world} patches each per step")
+        network, progress = _train(group, setup, on_step, log, pretrained)
     log(f"trained {progress['step']} steps in {progress['elapsed_s']:.0f} s; validating on {len(val_cases)} images")
     network.eval()
     validation = validate(network, plan, val_cases, by_group=group_column is not None or data is None
@@ -161,6 +143,7 @@ def train_segmenter(
         "loss_first_10": float(np.mean(progress["losses"][:10])), "loss_last_10": float(np.mean(progress["losses"][-10:])),
         "validation": validation, "budget_minutes": budget_minutes, "data_sha256": data_sha256,
         "initialised_from": json.loads((build / STATE_FILE).read_text()).get("initialised_from"),
+        "processes": group.world,
     }
     _write_model_dir(build, out, network, plan, print_, summary)
     return {"model_dir": display_path(out), **summary}
@@ -168,6 +151,66 @@ def train_segmenter(
 
 def _pretrained(init: str | os.PathLike, architecture: str) -> PretrainedTrunk:
     return read_pretrained_trunk(init, architecture_config(architecture).get("backbone"), f"architecture {architecture}")
+
+
+def _train(group: Group, setup: dict[str, Any] | None = None, on_step: Callable[[int, float], None] | None = None,
+           log: Callable[[str], None] = lambda _: None,
+           pretrained: PretrainedTrunk | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The training loop, on every rank of ``group`` (rank 0 passes the ``setup`` and the ``pretrained``
+    encoder, which DDP copies to the other ranks, and alone writes checkpoints): returns the trained
+    network and the progress (step, elapsed seconds, losses)."""
+    setup = group.broadcast(setup)
+    plan, seed, build = Plan.from_dict(setup["plan"]), setup["seed"], setup["build"]
+    torch.manual_seed(seed)
+    network = build_network(architecture_config(plan.architecture), plan.in_channels, plan.out_channels, plan.dims)
+    if pretrained is not None:
+        load_pretrained_trunk(network.trunk, pretrained, f"architecture {plan.architecture}")
+        log(f"encoder initialised from {display_path(pretrained.folder)} ({pretrained.arch})")
+    optimiser = torch.optim.AdamW(network.parameters(), lr=plan.learning_rate, weight_decay=1e-4)
+    progress = start_progress(build / CHECKPOINT_FILE, setup["resume"], network, optimiser) if group.main else None
+    if setup["resume"] and group.world > 1:  # the others start from rank 0's checkpoint, wherever they run
+        state = group.broadcast({"network": network.state_dict(), "optimiser": optimiser.state_dict()} if group.main else None)
+        network.load_state_dict(state["network"])
+        optimiser.load_state_dict(state["optimiser"])
+    progress = group.broadcast(progress)
+    if setup["resume"]:
+        log(f"resumed at step {progress['step']} after {progress['elapsed_s']:.0f} s")
+    samples = _training_samples(setup["cases"], plan)
+    holding = [i for i, sample in enumerate(samples) if sample["label"].any()] or list(range(len(samples)))
+    augment = _augmentation(plan)
+    loss_function = _loss()
+    model = group.wrap(network)
+    budget_s, max_steps = setup["budget_s"], setup["max_steps"]
+    started = time.monotonic() - progress["elapsed_s"]
+    last_checkpoint = time.monotonic()
+    rng = np.random.default_rng(seed + progress["step"])
+    model.train()
+    while True:
+        elapsed = time.monotonic() - started
+        fraction = max(elapsed / budget_s, progress["step"] / max_steps if max_steps else 0.0)
+        going = elapsed < budget_s and (max_steps is None or progress["step"] < max_steps)
+        going, fraction = group.broadcast((going, fraction))  # rank 0's clock rules every rank
+        if not going:
+            break
+        for parameters in optimiser.param_groups:
+            parameters["lr"] = plan.learning_rate * (1 - min(fraction, 0.99)) ** 0.9
+        images, targets = _batch(samples, holding, plan.batch_size, augment, rng, seed, progress["step"], group)
+        loss = _supervised_loss(loss_function, model(images), targets)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        progress["step"] += 1
+        progress["losses"].append(group.mean(loss.item()))
+        progress["elapsed_s"] = time.monotonic() - started
+        if on_step is not None:
+            on_step(progress["step"], progress["losses"][-1])
+        if group.main and time.monotonic() - last_checkpoint >= setup["checkpoint_seconds"]:
+            _save_checkpoint(build, network, optimiser, progress)
+            last_checkpoint = time.monotonic()
+            log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s, loss {np.mean(progress['losses'][-20:]):.3f}")
+    if group.main:
+        _save_checkpoint(build, network, optimiser, progress)
+    return network, progress
 
 
 def _training_samples(cases: list[Case], plan: Plan) -> list[dict[str, np.ndarray]]:
@@ -189,8 +232,9 @@ def _training_samples(cases: list[Case], plan: Plan) -> list[dict[str, np.ndarra
     return samples
 
 
-def _augmentation(plan: Plan, seed: int):
-    """MONAI's dictionary transforms: pad to the patch, a patch centred on foreground half of the time, then the plan's augmentation."""
+def _augmentation(plan: Plan):
+    """MONAI's dictionary transforms: pad to the patch, a patch centred on foreground half of the time, then the plan's
+    augmentation; seeded per sample by :func:`_batch`."""
     from monai.transforms import (Compose, RandCropByPosNegLabeld, RandFlipd, RandGaussianNoised, RandRotate90d,
                                   RandScaleIntensityd, RandShiftIntensityd, SpatialPadd)
 
@@ -207,18 +251,21 @@ def _augmentation(plan: Plan, seed: int):
         transforms.append(RandShiftIntensityd("image", offsets=0.15, prob=chance["intensity_shift"]))
     if chance.get("noise"):
         transforms.append(RandGaussianNoised("image", prob=chance["noise"], std=0.1))
-    composed = Compose(transforms)
-    composed.set_random_state(seed)
-    return composed
+    return Compose(transforms)
 
 
-def _batch(samples: list[dict[str, np.ndarray]], holding: list[int], plan: Plan, augment,
-           rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``plan.batch_size`` augmented patches; half the samples drawn from those holding foreground (a volume's
-    slices and a video's frames are mostly background)."""
+def _batch(samples: list[dict[str, np.ndarray]], holding: list[int], batch_size: int, augment, rng: np.random.Generator,
+           seed: int, step: int, group: Group) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's share of the step's ``batch_size`` augmented patches; half the samples drawn from those holding
+    foreground (a volume's slices and a video's frames are mostly background). Every rank draws the same global
+    batch, and each patch's augmentation is seeded by (seed, step, place in the batch), so the patches do not
+    depend on how many processes share them."""
     chosen = [int(rng.choice(holding)) if rng.random() < 0.5 else int(rng.integers(0, len(samples)))
-              for _ in range(plan.batch_size)]
-    patches = [augment(samples[i])[0] for i in chosen]
+              for _ in range(batch_size)]
+    patches = []
+    for place, index in group.share(list(enumerate(chosen))):
+        augment.set_random_state(seed=int(np.random.SeedSequence([seed, step, place]).generate_state(1)[0]))
+        patches.append(augment(samples[index])[0])
     images = torch.stack([torch.as_tensor(np.asarray(p["image"]), dtype=torch.float32) for p in patches])
     targets = torch.stack([torch.as_tensor(np.asarray(p["label"]), dtype=torch.float32) for p in patches])
     return images, targets

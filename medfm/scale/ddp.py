@@ -1,0 +1,193 @@
+"""Training across processes: torch DistributedDataParallel on the gloo backend (CPU).
+
+Every rank draws a step's *global* batch with the same seed and trains on its contiguous
+share (:meth:`Group.share`); DDP averages the gradients, so N processes with B/N samples each
+take the same optimiser steps as one process with B samples. This is exact (up to float
+rounding) for networks whose normalisation uses each sample alone (instance, group, layer
+norm: medfm's automatic segmenters); BatchNorm's statistics would be per process, and
+SyncBatchNorm needs a GPU.
+
+On this machine, :func:`local_group` makes this process rank 0 (the only one that writes) and
+starts the others, which die with it. Across machines, start the same command on each with
+torchrun, which sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT: :func:`launched_group`
+joins that group, and rank 0 sends the others what they need (:meth:`Group.broadcast`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from medfm.errors import MedfmError
+from medfm.scale.runners import _first_line as first_line
+
+T = TypeVar("T")
+#: How long a rank waits for the others at a collective before giving up.
+TIMEOUT = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place among ``world`` training processes; ``Group()`` is one process alone."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        """Whether this is rank 0, which alone writes checkpoints and outputs."""
+        return self.rank == 0
+
+    def share(self, batch: Sequence[T]) -> list[T]:
+        """This rank's contiguous part of a global batch whose length the world size divides."""
+        size = len(batch) // self.world
+        return list(batch[self.rank * size:(self.rank + 1) * size])
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` (any picklable object), on every rank."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+
+    def mean(self, value: float) -> float:
+        """The mean of ``value`` over the ranks (each rank's batch loss → the global batch's)."""
+        if self.world == 1:
+            return value
+        import torch
+        import torch.distributed as dist
+
+        total = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(total)
+        return float(total.item()) / self.world
+
+    def wrap(self, network: Any) -> Any:
+        """``network`` whose backward pass averages gradients over the ranks (itself when alone); a network
+        with BatchNorm is refused, since its statistics would be each process's alone."""
+        if self.world == 1:
+            return network
+        from torch.nn.modules.batchnorm import _BatchNorm
+        from torch.nn.parallel import DistributedDataParallel
+
+        if any(isinstance(module, _BatchNorm) for module in network.modules()):
+            raise MedfmError(f"{type(network).__name__} has BatchNorm, whose statistics would differ per process; "
+                             "train it in one process (SyncBatchNorm needs a GPU)")
+
+        return DistributedDataParallel(network)
+
+
+def check_workers(workers: int, global_batch: int | None = None, samples: int | None = None) -> None:
+    """Refuse in one line a worker count below 1, one that does not divide the global batch,
+    or more workers than training samples."""
+    if workers < 1:
+        raise MedfmError(f"--workers must be at least 1; got {workers}")
+    if samples is not None and workers > samples:
+        raise MedfmError(f"--workers {workers}: more worker processes than the {samples} training samples")
+    if global_batch is not None and global_batch % workers:
+        raise MedfmError(f"--workers {workers} does not divide the batch of {global_batch}: each process takes an equal "
+                         "share of it; choose a divisor or another batch size")
+
+
+def launched_group() -> Group | None:
+    """The group torchrun (or any launcher setting RANK and WORLD_SIZE) started this process in, joined;
+    ``None`` when this process was started alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        try:
+            dist.init_process_group("gloo", timeout=TIMEOUT)
+        except (RuntimeError, ValueError) as exc:
+            raise MedfmError(f"cannot join the training group at {os.environ.get('MASTER_ADDR')}:"
+                             f"{os.environ.get('MASTER_PORT')}: {first_line(exc)}") from None
+    return Group(dist.get_rank(), dist.get_world_size())
+
+
+@contextmanager
+def local_group(workers: int, follower: Callable[[Group], None]) -> Iterator[Group]:
+    """``workers`` processes on this machine: this one is rank 0, ranks 1.. run ``follower(group)``
+    (a module-level function, so that it can start in a new interpreter). The threads of this
+    process's CPU share are split among them. The followers end with the block, and are killed
+    if this process dies; a follower's failure is raised here as a one-line :class:`MedfmError`."""
+    if workers == 1:
+        yield Group()
+        return
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    from medfm.threads import ensure_threads, set_threads
+
+    previous = ensure_threads()
+    threads = max(1, previous // workers)
+    context = mp.get_context("spawn")
+    errors = context.SimpleQueue()
+    with tempfile.TemporaryDirectory(prefix="medfm-ddp-") as folder:
+        store = f"file://{os.path.join(folder, 'store')}"
+        followers = [context.Process(target=_follow, args=(follower, store, rank, workers, threads, os.getpid(), errors),
+                                     daemon=True) for rank in range(1, workers)]
+        for process in followers:
+            process.start()
+        set_threads(threads)
+        try:
+            dist.init_process_group("gloo", init_method=store, rank=0, world_size=workers, timeout=TIMEOUT)
+            yield Group(0, workers)
+        except RuntimeError as exc:  # gloo's "connection closed by peer" when a follower failed
+            raise MedfmError(errors.get() if not errors.empty() else f"a training process failed: {first_line(exc)}") from None
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            for process in followers:
+                process.join(timeout=30)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+            set_threads(previous)
+
+
+def _follow(follower: Callable[[Group], None], store: str, rank: int, world: int, threads: int, parent: int,
+            errors: Any) -> None:
+    """A follower process: die with rank 0's process, join the group, run ``follower``."""
+    _die_with_parent(parent)
+    import torch.distributed as dist
+
+    from medfm.threads import set_threads
+
+    set_threads(threads)
+    try:
+        dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world, timeout=TIMEOUT)
+        follower(Group(rank, world))
+    except MedfmError as exc:
+        errors.put(str(exc))
+        sys.exit(2)
+    except RuntimeError as exc:  # rank 0 went away: it reports, or was killed
+        errors.put(f"a training process failed: {first_line(exc)}")
+        sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the terminal's group: rank 0 reports it
+        sys.exit(130)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (a killed driver leaves no orphans)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(1)
+
