@@ -45,9 +45,10 @@ CHECKPOINT_FILE, STATE_FILE = "checkpoint.pt", "training.json"
 
 def collect_cases(data: str | os.PathLike | None, *, group_column: str | None = None,
                   only: Mapping[str, str] | None = None, catalog: str | None = None,
-                  where: Mapping[str, str] | None = None) -> list[Case]:
-    """DATA's cases: a CSV manifest (a file), a folder of saved annotation versions (images from ``catalog``),
-    or, with no DATA, the ``catalog``'s images with masks that match ``where``."""
+                  where: Mapping[str, str] | None = None, final_only: bool = False) -> list[Case]:
+    """DATA's cases: a CSV manifest (a file), a folder of saved annotation versions (images from ``catalog``;
+    only versions marked final with ``final_only``), or, with no DATA, the ``catalog``'s images with masks
+    that match ``where``."""
     if data is None:
         if catalog is None and where is None:
             raise MedfmError("nothing to train on: give a manifest, a folder of saved annotations, or --catalog/--where")
@@ -55,7 +56,7 @@ def collect_cases(data: str | os.PathLike | None, *, group_column: str | None = 
     if where:
         raise MedfmError("--where selects catalog images; give either DATA or --where, not both")
     if Path(data).is_dir():
-        return annotation_cases(data, catalog)
+        return annotation_cases(data, catalog, final_only)
     if not Path(data).is_file():
         raise MedfmError(f"{display_path(data)}: not found (DATA is a CSV manifest or a folder of saved annotations)")
     return read_cases(data, group_column, only)
@@ -66,12 +67,12 @@ def train_segmenter(
     architecture: str | None = None, budget_minutes: float = 10.0, resume: bool = False,
     plan_overrides: Mapping[str, str] | None = None, group_column: str | None = None,
     only: Mapping[str, str] | None = None, catalog: str | None = None, where: Mapping[str, str] | None = None,
-    fusion: str = "staple", max_steps: int | None = None, checkpoint_seconds: float = 60.0,
+    final_only: bool = False, fusion: str = "staple", max_steps: int | None = None, checkpoint_seconds: float = 60.0,
     seed: int = 0, on_step: Callable[[int, float], None] | None = None, log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Train, validate and write MODEL_DIR ``out``; returns the training summary (also in the model card).
 
-    ``data``, ``catalog``, ``where``: see :func:`collect_cases`; ``fusion``: how several masks
+    ``data``, ``catalog``, ``where``, ``final_only``: see :func:`collect_cases`; ``fusion``: how several masks
     of one image become one (``staple`` or ``majority``). ``max_steps`` caps the optimiser
     steps as well as the budget; ``on_step(step, loss)`` is called after each step.
     """
@@ -83,7 +84,7 @@ def train_segmenter(
         raise MedfmError(f"--fuse must be one of {', '.join(METHODS)}; got {fusion!r}")
     out = Path(out)
     build = partial_folder(out, resume, CHECKPOINT_FILE, "model folder", "training")
-    cases = collect_cases(data, group_column=group_column, only=only, catalog=catalog, where=where)
+    cases = collect_cases(data, group_column=group_column, only=only, catalog=catalog, where=where, final_only=final_only)
     data_sha256 = data_digest(cases)
     train_cases, val_cases = split_cases(cases)
     if resume:
