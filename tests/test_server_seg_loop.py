@@ -201,3 +201,12 @@ def ended(jobs: Jobs, job: str, timeout: float = 10.0) -> str:
     while (state := jobs.get(job)["state"]) not in FINISHED and time.monotonic() < deadline:
         time.sleep(0.01)
     return state
+
+
+def test_a_training_killed_with_the_server_is_removed_at_start(tmp_path):
+    data = disc_catalog(tmp_path)
+    leftover = tmp_path / "models" / "seg" / ".killed.partial"
+    leftover.mkdir(parents=True)
+    (leftover / "checkpoint.pt").write_bytes(b"half")
+    with make_client(tmp_path, data["url"]) as client:
+        assert not leftover.exists() and client.get("/api/seg-models").json() == {"models": [], "training": None}
