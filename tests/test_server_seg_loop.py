@@ -203,10 +203,12 @@ def ended(jobs: Jobs, job: str, timeout: float = 10.0) -> str:
     return state
 
 
-def test_a_training_killed_with_the_server_is_removed_at_start(tmp_path):
+def test_a_killed_training_is_removed_at_start_and_a_damaged_model_is_not_offered(tmp_path):
     data = disc_catalog(tmp_path)
     leftover = tmp_path / "models" / "seg" / ".killed.partial"
     leftover.mkdir(parents=True)
     (leftover / "checkpoint.pt").write_bytes(b"half")
+    (tmp_path / "models" / "seg" / "damaged").mkdir()
+    (tmp_path / "models" / "seg" / "damaged" / "config.json").write_text("{")
     with make_client(tmp_path, data["url"]) as client:
         assert not leftover.exists() and client.get("/api/seg-models").json() == {"models": [], "training": None}

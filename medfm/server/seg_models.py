@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from medfm.errors import MedfmError
 from medfm.io.annotation_versions import NAME_PATTERN
 from medfm.server.errors import Conflict, NotFound
-from medfm.server.jobs import FINISHED, Jobs, Progress
+from medfm.server.jobs import FINISHED, JobNotFound, Jobs, Progress
 
 if TYPE_CHECKING:
     from medfm.models.automatic import AutoSegmenter
@@ -66,13 +66,17 @@ class SegModels:
         for folder in self.root.iterdir():
             if not (NAME_PATTERN.fullmatch(folder.name) and (folder / "config.json").is_file()):
                 continue
-            config = json.loads((folder / "config.json").read_text())
+            try:
+                config = json.loads((folder / "config.json").read_text())
+                plan = json.loads((folder / "plan.json").read_text())
+                weights = config["weights"]["sha256"]
+            except (OSError, ValueError, KeyError, TypeError):  # a folder someone damaged: not a model to offer
+                continue
             training = config.get("training", {})
             models.append({
                 "name": folder.name, "architecture": config.get("architecture"), "labels": config.get("labels"),
                 "created": datetime.fromtimestamp((folder / "config.json").stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
-                "plan": json.loads((folder / "plan.json").read_text()), "weights_sha256": config["weights"]["sha256"],
-                **{key: training.get(key) for key in SUMMARY_FIELDS},
+                "plan": plan, "weights_sha256": weights, **{key: training.get(key) for key in SUMMARY_FIELDS},
             })
         return sorted(models, key=lambda model: model["created"], reverse=True)
 
@@ -83,9 +87,15 @@ class SegModels:
             return self._running()
 
     def _running(self) -> dict[str, str] | None:
-        if self._training is not None and self.jobs.get(self._training[0])["state"] in FINISHED:
+        if self._training is not None and self._ended(self._training[0]):
             self._training = None
         return None if self._training is None else {"job": self._training[0], "model": self._training[1]}
+
+    def _ended(self, job: str) -> bool:
+        try:
+            return self.jobs.get(job)["state"] in FINISHED
+        except JobNotFound:  # finished long ago and forgotten
+            return True
 
     def start_training(self, *, name: str | None = None, labels: Mapping[int, str] | None = None,
                        budget_minutes: float = 10.0, max_steps: int | None = None,
