@@ -14,11 +14,13 @@ from servertools import make_client, png_data_url, wait_for_job
 
 from medfm.catalog import ingest, open_catalog
 from medfm.errors import MedfmError
-from medfm.io import load
+from medfm.io import Image, load
 from medfm.io.synthetic import write_disc_phantoms
 from medfm.models.automatic.segmenter import WEIGHTS_FILE
+from medfm.models.registry import create_auto_segmenter
 from medfm.server.display import Display
 from medfm.server.jobs import FINISHED, Jobs
+from medfm.tasks.auto_segment import uncertainty
 
 #: Tiny discs, few steps: a training of seconds that still beats calling everything foreground.
 IMAGES, STEPS = 7, 20
@@ -31,7 +33,7 @@ def disc_catalog(root: Path) -> dict:
     ingest([images], url, progress=False)
     with open_catalog(url) as catalog:
         ids = sorted((r.id, Path(r.source_path).name) for r in catalog.query())
-    return {"url": url, "ids": [i for i, _ in ids], "displays": {i: Display.of(load(images / name)) for i, name in ids},
+    return {"url": url, "ids": [i for i, _ in ids], "paths": {i: images / name for i, name in ids}, "displays": {i: Display.of(load(images / name)) for i, name in ids},
             "masks": {i: (np.asarray(load(masks / name).array)[:, :, 0, 0, 0] > 0).astype(np.uint8) for i, name in ids}}
 
 
@@ -120,9 +122,50 @@ def test_auto_segment_saves_a_draft_that_beats_chance_and_never_touches_a_final_
 
 def test_next_goes_to_the_following_image_without_a_final_version_and_round(loop):
     client, ids = loop["client"], loop["ids"]
-    assert client.get("/api/unlabelled/next").json() == {"image_id": ids[5], "remaining": 2}
+    assert client.get("/api/unlabelled/next").json() == {"image_id": ids[5], "remaining": 2, "order": "catalog", "uncertainty": None}
     assert client.get("/api/unlabelled/next", params={"after": ids[5]}).json()["image_id"] == ids[6]
     assert client.get("/api/unlabelled/next", params={"after": ids[6]}).json()["image_id"] == ids[5]
+
+
+def test_next_offers_the_open_image_only_when_it_is_the_last_without_a_final_version(tmp_path):
+    data = disc_catalog(tmp_path)
+    with make_client(tmp_path, data["url"]) as client:
+        *labelled, last = data["ids"]
+        for image_id in labelled:
+            annotate(client, data, image_id, data["masks"][image_id])
+        assert client.get("/api/unlabelled/next", params={"after": last}).json()["image_id"] == last
+        annotate(client, data, last, data["masks"][last])
+        assert client.get("/api/unlabelled/next", params={"after": last}).json() == {
+            "image_id": None, "remaining": 0, "order": "catalog", "uncertainty": None}
+
+
+def test_next_with_a_model_opens_the_image_it_is_least_sure_of(loop, trained):
+    client, ids = loop["client"], loop["ids"]
+    segmenter = create_auto_segmenter(loop["root"] / "models" / "seg" / "discs")
+    scores = {i: uncertainty(load(loop["paths"][i]), segmenter) for i in (ids[5], ids[6])}  # the two without a final version
+    answer = client.get("/api/unlabelled/next", params={"model": "discs"}).json()
+    assert answer == {"image_id": max(scores, key=scores.get), "remaining": 2, "order": "least-confident",
+                      "uncertainty": pytest.approx(max(scores.values()), abs=1e-5)}
+    assert 0 < answer["uncertainty"] < 1
+    missing = client.get("/api/unlabelled/next", params={"model": "nope"})
+    assert missing.status_code == 404 and "no trained model 'nope'" in missing.json()["detail"]
+
+
+class FixedProbabilities:
+    """A stand-in segmenter whose class probabilities for every pixel are ``probabilities``."""
+
+    def __init__(self, probabilities: list[float]) -> None:
+        self.probabilities_ = np.array(probabilities, np.float32)
+
+    def probabilities(self, pixels: np.ndarray, spacing=None, flips: bool = False) -> np.ndarray:
+        return np.broadcast_to(self.probabilities_[:, None, None, None], (len(self.probabilities_), *pixels.shape[1:])).copy()
+
+
+@pytest.mark.parametrize(("probabilities", "expected"), [([0.5, 0.5], 1.0), ([1 / 3] * 3, 1.0), ([1.0, 0.0], 0.0),
+                                                         ([0.9, 0.1], 0.469)])
+def test_uncertainty_is_the_mean_entropy_over_that_of_a_uniform_guess(probabilities, expected):
+    image = Image(np.zeros((8, 6), np.float32), np.eye(4))
+    assert uncertainty(image, FixedProbabilities(probabilities)) == pytest.approx(expected, abs=1e-3)
 
 
 def test_one_training_at_a_time_and_a_cancelled_one_leaves_no_folder(loop, trained):

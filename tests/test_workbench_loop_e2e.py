@@ -1,6 +1,6 @@
 """The annotate → train → auto-segment loop in Chromium: versions marked final train a model from the
-Train panel (a few seconds), "Next" opens the first image without a final version, and Auto-segment
-proposes a draft version there whose Dice against the image's known mask beats chance."""
+Train panel (a few seconds), "Next" opens the image without a final version that the model is least
+sure of, and Auto-segment proposes a draft version there whose Dice against its known mask beats chance."""
 
 from __future__ import annotations
 
@@ -69,9 +69,13 @@ def test_train_next_and_auto_segment_propose_a_draft_above_chance(browser, serve
         assert "validation Dice disc" in note and page.is_hidden("[data-testid=train-cancel]")
         assert page.input_value("[data-testid=seg-model]") == http(base, "GET", "/api/seg-models")["models"][0]["name"]
 
-        page.click("[data-testid=next-unlabelled]")  # the sixth: the first with no final version
-        page.wait_for_function(f"document.body.dataset.imageId === '{ids[5]}' && document.body.dataset.session")
+        model = page.input_value("[data-testid=seg-model]")
+        chosen = http(base, "GET", f"/api/unlabelled/next?after={ids[4]}&model={model}")
+        assert chosen["order"] == "least-confident" and chosen["image_id"] in ids[5:]
+        page.click("[data-testid=next-unlabelled]")  # of the two without a final version, the one the model is less sure of
+        page.wait_for_function(f"document.body.dataset.imageId === '{chosen['image_id']}' && document.body.dataset.session")
         idle(page)
+        assert "least sure" in page.text_content("[data-testid=status-line]")
         page.click("[data-testid=auto-segment]")
         page.wait_for_selector("[data-testid=annotation-item][data-name=segmentation][data-version='1'][data-status=draft]")
         page.wait_for_function("document.querySelector('[data-testid=status-line]').textContent.includes('proposed segmentation v1')")
@@ -80,10 +84,10 @@ def test_train_next_and_auto_segment_propose_a_draft_above_chance(browser, serve
         page.screenshot(path=str(screenshots / "loop-auto-segmented.png"))
 
     path = server["data_dir"] / "auto.nii.gz"
-    with urllib.request.urlopen(f"{base}/api/images/{ids[5]}/annotations/segmentation/1/file", timeout=60) as response:
+    with urllib.request.urlopen(f"{base}/api/images/{chosen['image_id']}/annotations/segmentation/1/file", timeout=60) as response:
         path.write_bytes(response.read())
     predicted = np.asarray(load(path).array)[:, :, 0, 0, 0] > 0
-    reference = server["known"][ids[5]]
+    reference = server["known"][chosen["image_id"]]
     dice = 2 * (predicted & reference).sum() / (predicted.sum() + reference.sum())
     chance = 2 * reference.sum() / (reference.sum() + reference.size)  # calling every pixel the disc
     assert dice > chance + 0.1, (dice, chance)

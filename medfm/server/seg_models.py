@@ -13,7 +13,7 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,10 +24,13 @@ from medfm.server.errors import Conflict, NotFound
 from medfm.server.jobs import FINISHED, JobNotFound, Jobs, Progress
 
 if TYPE_CHECKING:
+    from medfm.io import Image
     from medfm.models.automatic import AutoSegmenter
 
 #: The longest training one request may start.
 MAX_BUDGET_MINUTES = 240.0
+#: Unlabelled images one "least confident" request scores at most (each is a pass of the model).
+MAX_RANKED = 32
 #: What a training job's result and a model listing show of the training summary.
 SUMMARY_FIELDS = ("steps", "training_seconds", "train_images", "val_images", "budget_minutes", "validation")
 
@@ -50,6 +53,7 @@ class SegModels:
         self._training: tuple[str, str] | None = None  # (job id, model name)
         self._training_lock = threading.Lock()
         self._loaded: tuple[str, AutoSegmenter] | None = None
+        self._uncertainty: dict[tuple[str, int], float] = {}  # by (weights sha256, image id), for the server's life
         self._remove_partial()
 
     def _remove_partial(self) -> None:
@@ -162,3 +166,23 @@ class SegModels:
         if self._loaded is None or self._loaded[0] != name:
             self._loaded = (name, create_auto_segmenter(self.root / name))
         return self._loaded[1]
+
+    def least_confident(self, name: str, image_ids: Sequence[int], load: Callable[[int], Image]) -> tuple[int, float] | None:
+        """``(image id, uncertainty)`` of the image model ``name`` is least sure of among the first :data:`MAX_RANKED`
+        of ``image_ids`` that ``load`` reads (:func:`~medfm.tasks.auto_segment.uncertainty`; scores are remembered);
+        None when none can be read."""
+        from medfm.tasks.auto_segment import uncertainty
+
+        with self.lock:
+            weights = self.segmenter(name).info.weights_sha256  # 404 for an unknown model before any image is read
+        scores = {}
+        for image_id in image_ids[:MAX_RANKED]:
+            if (weights, image_id) not in self._uncertainty:
+                try:
+                    image = load(image_id)
+                except MedfmError:  # unreadable: the plain "next" still offers it
+                    continue
+                with self.lock:
+                    self._uncertainty[weights, image_id] = uncertainty(image, self.segmenter(name), f"image {image_id}")
+            scores[image_id] = self._uncertainty[weights, image_id]
+        return max(scores.items(), key=lambda item: item[1]) if scores else None

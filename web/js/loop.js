@@ -1,8 +1,9 @@
 // The annotate → train → auto-segment loop, as MONAI Label runs it in a viewer: train an automatic
 // segmenter on the versions marked final (a server job with progress and a cancel button), propose
 // a draft version on the open image for the user to correct and save, and go on to the next image.
-// "Next" takes catalog order (the oldest image after the open one with no final version, round
-// again): ranking by the model's uncertainty would mean segmenting every unlabelled image first.
+// "Next" opens, among the next few images in catalog order with no final version, the one the chosen
+// model is least sure of (mean entropy, as active learning ranks them); with no model yet, simply the
+// next such image in catalog order.
 
 import { ApiError, api, query, setStatus, showError, waitForJob } from "./api.js";
 import { el } from "./panels.js";
@@ -138,13 +139,13 @@ export class Loop {
     }
   }
 
-  /** Opens the next catalog image without a final version. */
+  /** Opens the next image without a final version (the least sure of the next few, with a model). */
   async next() {
     try {
-      const current = this.current();
-      const { image_id: id, remaining } = await api(`/unlabelled/next${query({ after: current })}`);
+      const { image_id: id, remaining, uncertainty } = await api(`/unlabelled/next${query({ after: this.current(), model: this.q("seg-model").value })}`);
       if (id === null) { setStatus("every image has a final version"); return; }
-      setStatus(`${remaining} image${remaining === 1 ? "" : "s"} without a final version`);
+      const unsure = uncertainty === null ? "" : `; the model is least sure of this one (uncertainty ${uncertainty.toFixed(2)})`;
+      setStatus(`${remaining} image${remaining === 1 ? "" : "s"} without a final version${unsure}`);
       await this.open(id);
     } catch (error) {
       showError(error, "next");

@@ -74,10 +74,21 @@ def segment_auto(body: AutoSegmentIn, state: ServerState = Depends(get_state)) -
 
 
 @router.get("/unlabelled/next")
-def next_unlabelled(after: int | None = None, state: ServerState = Depends(get_state)) -> dict[str, Any]:
-    """The next catalog image (in catalog order, after ``after`` and round again) with no version marked final:
-    ``{"image_id"`` (null when every image has one), ``"remaining"}``."""
+def next_unlabelled(after: int | None = None, model: str | None = None,
+                    state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    """The next catalog image with no version marked final: ``{"image_id"`` (null when every image has one),
+    ``"remaining"`` (how many have none), ``"order"``, ``"uncertainty"}``. Without ``model``: the first after
+    ``after`` in catalog order (then round again); with it, the one the model is least sure of among the next
+    ``MAX_RANKED`` in that order (active learning; an unknown or unreadable model is a 404/400 as for auto-segment)."""
     final = state.annotations.final_image_ids()
     ids = [entry.id for entry in state.catalog.overview() if entry.id not in final]
-    later = [i for i in ids if after is None or i > after] + [i for i in ids if after is not None and i < after]
-    return {"image_id": later[0] if later else None, "remaining": len(ids)}
+    # the open image (``after``) last of all: "Next" moves on, unless nothing else is left
+    later = ([i for i in ids if after is None or i > after] + [i for i in ids if after is not None and i < after]
+             or [i for i in ids if i == after])
+    answer = {"image_id": later[0] if later else None, "remaining": len(ids), "order": "catalog", "uncertainty": None}
+    if model is None or not later:
+        return answer
+    ranked = state.seg_models.least_confident(model, later, lambda image_id: state.load_image(image_id).image)
+    if ranked is None:
+        return answer
+    return {**answer, "image_id": ranked[0], "order": "least-confident", "uncertainty": ranked[1]}
