@@ -4,6 +4,8 @@ that beats chance; the next image without a final version; bad requests refused 
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -255,3 +257,16 @@ def test_a_killed_training_is_removed_at_start_and_a_damaged_model_is_not_offere
     (tmp_path / "models" / "seg" / "damaged" / "config.json").write_text("{")
     with make_client(tmp_path, data["url"]) as client:
         assert not leftover.exists() and client.get("/api/seg-models").json() == {"models": [], "training": None}
+
+
+def test_train_seg_final_only_on_the_command_line_learns_from_what_the_workbench_marked_final(loop, trained, tmp_path, capsys):
+    from clitools import run_cli
+
+    annotations = str(loop["root"] / "annotations")
+    code, out, _ = run_cli(["train", "seg", annotations, "--final-only", "--catalog", loop["url"], "--max-steps", "1",
+                            "--plan", "batch_size=2", "-o", str(tmp_path / "model")], capsys)
+    assert code == 0 and json.loads(out)["train_images"] + json.loads(out)["val_images"] == 5
+    drafts = tmp_path / "drafts"
+    shutil.copytree(loop["root"] / "annotations" / str(loop["ids"][5]), drafts / str(loop["ids"][5]))  # a draft only
+    code, _, err = run_cli(["train", "seg", str(drafts), "--final-only", "--catalog", loop["url"], "-o", str(tmp_path / "m2")], capsys)
+    assert code != 0 and "holds no annotation version marked final" in err and not (tmp_path / "m2").exists()

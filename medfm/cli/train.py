@@ -91,6 +91,8 @@ def train_seg_command(
     where: Annotated[list[str] | None, typer.Option("--where", help="With no DATA, catalog images with KEY=VALUE: modality, body_part, "
                                                                   "dataset or text (repeatable).")] = None,
     fuse: Annotated[str, typer.Option("--fuse", help="How several masks of one image become one: staple or majority.")] = "staple",
+    final_only: Annotated[bool, typer.Option("--final-only", help="With a folder of annotations, only versions marked final "
+                                                                  "(as the workbench's Train uses), never drafts.")] = False,
 ) -> None:
     """Train an automatic segmentation net on your labels (nnU-Net-style plan); prints validation Dice/HD95 as JSON."""
     from medfm.train.seg import train_segmenter
@@ -101,7 +103,7 @@ def train_seg_command(
     print_json(train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
                                resume=resume, plan_overrides=parse_pairs(plan or [], "--plan", "batch_size=4"), group_column=group_column,
                                only=filters, catalog=catalog, where=parse_pairs(where, "--where", "dataset=liver") if where else None,
-                               fusion=fuse, max_steps=max_steps, log=lambda line: typer.echo(line, err=True)))
+                               final_only=final_only, fusion=fuse, max_steps=max_steps, log=lambda line: typer.echo(line, err=True)))
 
 
 @train_app.command("generator")
