@@ -66,11 +66,20 @@ def mask_of(plane_state: dict[str, Any]) -> np.ndarray:
     return np.asarray(PILImage.open(io.BytesIO(data)))
 
 
+def png_data_url(values: np.ndarray) -> str:
+    """A (rows, columns) plane of label values as the PNG data URL that PUT /api/sessions/{id}/planes takes."""
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(values.astype(np.uint8)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
 def wait_for_job(client: TestClient, job: str, timeout: float = 60.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = client.get(f"/api/jobs/{job}").json()
-        if status["state"] in ("done", "failed"):
+        if status["state"] in ("done", "failed", "cancelled"):
             return status
         time.sleep(0.05)
     raise TimeoutError(f"job {job} still running")

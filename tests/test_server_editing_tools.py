@@ -15,7 +15,7 @@ from medfm.io import Image
 from medfm.models.segmenters import Prediction, Prompt
 from medfm.server.routes.sessions import review
 from medfm.server.sessions import SegmentationSession
-from servertools import make_client, make_data, mask_of
+from servertools import make_client, make_data, mask_of, png_data_url
 
 
 def jagged_session() -> SegmentationSession:
@@ -105,17 +105,6 @@ def test_the_api_smooths_and_reviews(client):
     again = client.get(f"/api/sessions/{session}/propagation", params={"label": 1, "below": 1.0}).json()
     assert [p["k"] for p in again["planes"]] == [p["k"] for p in planes] and all(p["low"] for p in again["planes"])
     assert client.get(f"/api/sessions/{session}/propagation", params={"below": 2}).status_code == 400
-
-
-def png_data_url(values: np.ndarray) -> str:
-    import base64
-    import io
-
-    from PIL import Image as PILImage
-
-    buffer = io.BytesIO()
-    PILImage.fromarray(values.astype(np.uint8)).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 @pytest.mark.parametrize("axis", ["j", "i"])

@@ -3,14 +3,11 @@ opening windows, edited planes with locks, filled holes and ROI statistics."""
 
 from __future__ import annotations
 
-import base64
-import io
 
 import numpy as np
 import pytest
-from PIL import Image as PILImage
 from pydicom.dataset import Dataset
-from servertools import disc_volume, make_client, make_data, mask_of, wait_for_job
+from servertools import disc_volume, make_client, make_data, mask_of, png_data_url, wait_for_job
 
 from medfm.io import Image
 from medfm.io.dicom.scan import describe
@@ -28,12 +25,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def client(data: dict):
     with make_client(data["root"], data["url"]) as client:
         yield client
-
-
-def png_data_url(values: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    PILImage.fromarray(values.astype(np.uint8)).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def raw(client, image_id: int, **params) -> np.ndarray:

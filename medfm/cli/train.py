@@ -98,6 +98,8 @@ def train_seg_command(
                                                              "(--arch auto-backbone-cnn for cnn-small, auto-backbone-vit for vit-tiny).")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Processes on this machine sharing each step's batch (torch DDP, "
                                                           "gloo); the batch must divide by it. Across machines: torchrun.")] = 1,
+    final_only: Annotated[bool, typer.Option("--final-only", help="With a folder of annotations, only versions marked final "
+                                                                  "(as the workbench's Train uses), never drafts.")] = False,
 ) -> None:
     """Train an automatic segmentation net on your labels (nnU-Net-style plan); prints validation Dice/HD95 as JSON."""
     from medfm.train.seg import train_segmenter
@@ -108,7 +110,7 @@ def train_seg_command(
     summary = train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
                               resume=resume, plan_overrides=parse_pairs(plan or [], "--plan", "batch_size=4"), group_column=group_column,
                               only=filters, catalog=catalog, where=parse_pairs(where, "--where", "dataset=liver") if where else None,
-                              fusion=fuse, init=init, max_steps=max_steps, workers=workers, log=lambda line: typer.echo(line, err=True))
+                              final_only=final_only, fusion=fuse, init=init, max_steps=max_steps, workers=workers, log=lambda line: typer.echo(line, err=True))
     if summary is not None:  # None on torchrun's other ranks: rank 0 reports
         print_json(summary)
 

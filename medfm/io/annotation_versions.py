@@ -49,9 +49,10 @@ def saved_version(folder: Path, image_id: int, version: int) -> SavedVersion:
     return SavedVersion(image_id, folder.name, version, folder / f"v{version:04d}{FORMATS[sidecar['format']]}", sidecar)
 
 
-def latest_versions(root: str | os.PathLike) -> list[SavedVersion]:
-    """Per annotation name of every image under ``root``: its newest version marked final, else its newest
-    version (a draft), by image id then name. Deleted versions (set aside in ``.deleted``) are not listed."""
+def latest_versions(root: str | os.PathLike, final_only: bool = False) -> list[SavedVersion]:
+    """Per annotation name of every image under ``root``: its newest version marked final, else (unless
+    ``final_only``) its newest version (a draft), by image id then name. Deleted versions (set aside in
+    ``.deleted``) are not listed."""
     root = Path(root)
     if not root.is_dir():
         raise MedfmError(f"{display_path(root)}: not a folder of saved annotations")
@@ -60,8 +61,11 @@ def latest_versions(root: str | os.PathLike) -> list[SavedVersion]:
         for folder in sorted(p for p in image_dir.iterdir() if p.is_dir() and NAME_PATTERN.fullmatch(p.name)):
             versions = [saved_version(folder, int(image_dir.name), n) for n in sorted(version_numbers(folder))]
             final = [v for v in versions if v.sidecar.get("status") == "final"]
-            if versions:
-                found.append((final or versions)[-1])
+            chosen = final if final_only else final or versions
+            if chosen:
+                found.append(chosen[-1])
+    if not found and final_only:
+        raise MedfmError(f"{display_path(root)}: holds no annotation version marked final; mark the versions to learn from final")
     if not found:
         raise MedfmError(f"{display_path(root)}: holds no saved annotation version (<image id>/<name>/v0001.json)")
     return found

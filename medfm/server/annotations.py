@@ -148,6 +148,16 @@ class AnnotationStore:
             ]})
         return listing
 
+    def final_image_ids(self) -> set[int]:
+        """The images with at least one version marked final."""
+        final = set()
+        for image_dir in (p for p in self.root.glob("*") if p.is_dir() and p.name.isdigit()):
+            sidecars = (s for name_dir in image_dir.iterdir() if name_dir.is_dir() and NAME_PATTERN.fullmatch(name_dir.name)
+                        for s in name_dir.glob("v*.json"))
+            if any(json.loads(sidecar.read_text()).get("status") == "final" for sidecar in sidecars):
+                final.add(int(image_dir.name))
+        return final
+
     def set_status(self, image_id: int, name: str, version: int, status: str) -> dict[str, Any]:
         """Mark a version ``draft`` or ``final``: its :func:`version_summary`."""
         if status not in STATUSES:

@@ -13,8 +13,9 @@ from fastapi.staticfiles import StaticFiles
 from medfm import __version__
 from medfm.errors import MedfmError
 from medfm.server.audit import AuditMiddleware
-from medfm.server.errors import InternalErrorMiddleware, NotFound
-from medfm.server.routes import annotations, catalog, evaluate, jobs, pacs, search, sessions, structures, uploads
+from medfm.server.errors import Conflict, InternalErrorMiddleware, NotFound
+from medfm.server.routes import (annotations, catalog, evaluate, jobs, pacs, search, seg_loop, sessions, structures,
+                                 uploads)
 from medfm.server.security import (
     CrossSiteMiddleware, LoopbackHostMiddleware, RateLimitMiddleware, SecurityHeadersMiddleware, TokenMiddleware,
     UploadLimitMiddleware,
@@ -37,7 +38,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     # Swagger UI from its package, so the docs work without internet
     app = FastAPIOffline(title="medfm", version=__version__, redoc_url=None, lifespan=lifespan)
     app.state.medfm = state
-    for module in (catalog, uploads, sessions, annotations, search, jobs, evaluate, pacs, structures):
+    for module in (catalog, uploads, sessions, annotations, search, jobs, evaluate, pacs, structures, seg_loop):
         app.include_router(module.router)
     _add_error_handlers(app)
     _mount_workbench(app, settings)
@@ -67,6 +68,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"detail": _one_line(str(exc))}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def conflict(_request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(str(exc))}, status_code=409)
 
     @app.exception_handler(OffsetMismatch)
     async def wrong_offset(_request: Request, exc: OffsetMismatch) -> JSONResponse:

@@ -14,6 +14,10 @@ class NotFound(MedfmError):
     """An unknown id: image, session, job or annotation version (404)."""
 
 
+class Conflict(MedfmError):
+    """The request clashes with work in progress, e.g. a second training while one runs (409)."""
+
+
 class InternalErrorMiddleware:
     """A bug while answering a request becomes a bare 500 whose log names only the exception's type.
 

@@ -1,4 +1,9 @@
-"""Background jobs: long work (ingest, indexing, propagation, PACS pulls) that clients poll."""
+"""Background jobs: long work (ingest, indexing, propagation, PACS pulls, training) that clients poll.
+
+A job is cancelled cooperatively: once asked, its next ``progress(done, total)`` call raises
+:class:`JobCancelled` inside its work, which unwinds it (its work cleans up as for any error);
+work that never reports progress runs to its end.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +23,16 @@ log = logging.getLogger("medfm.server")
 Progress = Callable[[int, int], None]
 #: Finished jobs remembered for polling; the oldest are forgotten first.
 KEEP_FINISHED = 1000
+#: States of a job that has ended.
+FINISHED = ("done", "failed", "cancelled")
 
 
 class JobNotFound(NotFound):
     """No job with that id (404)."""
+
+
+class JobCancelled(Exception):
+    """Raised by a cancelled job's ``progress`` call, to unwind its work."""
 
 
 class Jobs:
@@ -31,14 +42,16 @@ class Jobs:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medfm-job")
         self._jobs: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._cancelled: set[str] = set()
 
     def submit(self, kind: str, work: Callable[[Progress], Any]) -> str:
         """Queue ``work``; its JSON-able return value becomes the job's result. Returns the job id."""
         job_id = uuid.uuid4().hex
         with self._lock:
-            finished = [key for key, job in self._jobs.items() if job["state"] in ("done", "failed")]
+            finished = [key for key, job in self._jobs.items() if job["state"] in FINISHED]
             for key in finished[: max(0, len(finished) - KEEP_FINISHED)]:
                 del self._jobs[key]
+                self._cancelled.discard(key)
             self._jobs[job_id] = {"job": job_id, "kind": kind, "state": "queued", "done": 0, "total": 0,
                                   "result": None, "error": None}
         self._pool.submit(self._run, job_id, kind, work)
@@ -51,6 +64,18 @@ class Jobs:
                 raise JobNotFound(f"no job {job_id!r}")
             return dict(self._jobs[job_id])
 
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Ask a queued or running job to stop (state ``cancelling`` until its work unwinds, then ``cancelled``);
+        a job that has ended is left as it is. Returns its state."""
+        with self._lock:
+            if job_id not in self._jobs:
+                raise JobNotFound(f"no job {job_id!r}")
+            job = self._jobs[job_id]
+            if job["state"] not in FINISHED:
+                self._cancelled.add(job_id)
+                job["state"] = "cancelling"
+            return dict(job)
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -58,10 +83,22 @@ class Jobs:
         with self._lock:
             self._jobs[job_id].update(fields)
 
+    def _progress(self, job_id: str, done: int, total: int) -> None:
+        with self._lock:
+            if job_id in self._cancelled:
+                raise JobCancelled(job_id)
+            self._jobs[job_id].update(done=int(done), total=int(total))
+
     def _run(self, job_id: str, kind: str, work: Callable[[Progress], Any]) -> None:
-        self._update(job_id, state="running")
+        with self._lock:
+            if job_id in self._cancelled:  # cancelled while queued
+                self._jobs[job_id]["state"] = "cancelled"
+                return
+            self._jobs[job_id]["state"] = "running"
         try:
-            result = work(lambda done, total: self._update(job_id, done=int(done), total=int(total)))
+            result = work(lambda done, total: self._progress(job_id, done, total))
+        except JobCancelled:
+            self._update(job_id, state="cancelled")
         except MedfmError as exc:
             self._update(job_id, state="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except Exception as exc:  # a bug, not bad input: log its type; its text may hold PHI

@@ -3,7 +3,8 @@
 :func:`auto_segment` gives one label map on the image's grid (the plan's label values, 0
 background) stamped with its provenance: the model's name and weights sha256, the
 input's pixel id, per-label mean confidence, and the plan, flips and component settings.
-:func:`auto_segment_files` writes one output per input, named after it, as every batch does.
+:func:`auto_segment_files` writes one output per input, named after it, as every batch does;
+:func:`uncertainty` says how unsure the model is of an image (for choosing what to label next).
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ def auto_segment(image: Image, segmenter: AutoSegmenter, path: str | os.PathLike
         image, segmenter.info, [], structures,
         {"mode": "automatic", "plan": segmenter.plan.to_dict(), "flips": flips, "largest_component": largest_component})
     return result
+
+
+def uncertainty(image: Image, segmenter: AutoSegmenter, path: str | os.PathLike = "image") -> float:
+    """How unsure ``segmenter`` is of ``image``: the mean over its pixels of the entropy of their class
+    probabilities, over that of a uniform guess (0: certain everywhere, 1: no idea anywhere). Active
+    learning asks for labels on the images where it is highest."""
+    pixels, _ = pixel_stack(image, path)
+    probabilities = np.clip(segmenter.probabilities(pixels, image.spacing), 1e-12, 1.0)
+    entropy = -(probabilities * np.log(probabilities)).sum(axis=0)
+    return float(entropy.mean() / np.log(probabilities.shape[0]))
 
 
 def keep_largest_components(labels: np.ndarray) -> np.ndarray:

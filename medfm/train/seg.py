@@ -49,9 +49,10 @@ CHECKPOINT_FILE, STATE_FILE = "checkpoint.pt", "training.json"
 
 def collect_cases(data: str | os.PathLike | None, *, group_column: str | None = None,
                   only: Mapping[str, str] | None = None, catalog: str | None = None,
-                  where: Mapping[str, str] | None = None) -> list[Case]:
-    """DATA's cases: a CSV manifest (a file), a folder of saved annotation versions (images from ``catalog``),
-    or, with no DATA, the ``catalog``'s images with masks that match ``where``."""
+                  where: Mapping[str, str] | None = None, final_only: bool = False) -> list[Case]:
+    """DATA's cases: a CSV manifest (a file), a folder of saved annotation versions (images from ``catalog``;
+    only versions marked final with ``final_only``), or, with no DATA, the ``catalog``'s images with masks
+    that match ``where``."""
     if data is None:
         if catalog is None and where is None:
             raise MedfmError("nothing to train on: give a manifest, a folder of saved annotations, or --catalog/--where")
@@ -59,7 +60,7 @@ def collect_cases(data: str | os.PathLike | None, *, group_column: str | None = 
     if where:
         raise MedfmError("--where selects catalog images; give either DATA or --where, not both")
     if Path(data).is_dir():
-        return annotation_cases(data, catalog)
+        return annotation_cases(data, catalog, final_only)
     if not Path(data).is_file():
         raise MedfmError(f"{display_path(data)}: not found (DATA is a CSV manifest or a folder of saved annotations)")
     return read_cases(data, group_column, only)
@@ -70,13 +71,13 @@ def train_segmenter(
     architecture: str | None = None, budget_minutes: float = 10.0, resume: bool = False,
     plan_overrides: Mapping[str, str] | None = None, group_column: str | None = None,
     only: Mapping[str, str] | None = None, catalog: str | None = None, where: Mapping[str, str] | None = None,
-    fusion: str = "staple", init: str | os.PathLike | None = None, max_steps: int | None = None,
+    final_only: bool = False, fusion: str = "staple", init: str | os.PathLike | None = None, max_steps: int | None = None,
     checkpoint_seconds: float = 60.0, workers: int = 1, seed: int = 0, on_step: Callable[[int, float], None] | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any] | None:
     """Train, validate and write MODEL_DIR ``out``; returns the training summary (also in the model card).
 
-    ``data``, ``catalog``, ``where``: see :func:`collect_cases`; ``fusion``: how several masks
+    ``data``, ``catalog``, ``where``, ``final_only``: see :func:`collect_cases`; ``fusion``: how several masks
     of one image become one (``staple`` or ``majority``); ``init``: an encoder folder of ``medfm pretrain``
     whose backbone starts the network's encoder (the architecture must be built on it). ``max_steps`` caps the optimiser
     steps as well as the budget; ``on_step(step, loss)`` is called after each step.
@@ -100,7 +101,7 @@ def train_segmenter(
     out = Path(out)
     build = partial_folder(out, resume, CHECKPOINT_FILE, "model folder", "training")
     pretrained = _pretrained(init, architecture or DEFAULT_ARCHITECTURE) if init is not None and not resume else None
-    cases = collect_cases(data, group_column=group_column, only=only, catalog=catalog, where=where)
+    cases = collect_cases(data, group_column=group_column, only=only, catalog=catalog, where=where, final_only=final_only)
     data_sha256 = data_digest(cases)
     train_cases, val_cases = split_cases(cases)
     if resume:

@@ -137,13 +137,14 @@ def catalog_cases(catalog: str | None, where: Mapping[str, str]) -> list[Case]:
                  record.patient_key or record.study_uid or f"image {record.id}", record=record) for record in records]
 
 
-def annotation_cases(root: str | os.PathLike, catalog: str | None) -> list[Case]:
-    """The newest saved version of every annotation name under ``root`` (the workbench's ``annotations`` folder),
-    per image: several names of one image are several masks of it. Images come from ``catalog`` by id."""
+def annotation_cases(root: str | os.PathLike, catalog: str | None, final_only: bool = False) -> list[Case]:
+    """The newest saved version of every annotation name under ``root`` (the workbench's ``annotations`` folder;
+    :func:`~medfm.io.annotation_versions.latest_versions` picks it), per image: several names of one image are
+    several masks of it. Images come from ``catalog`` by id."""
     from medfm.catalog import open_catalog
 
     by_image: dict[int, list[SavedVersion]] = {}
-    for saved in latest_versions(root):
+    for saved in latest_versions(root, final_only):
         by_image.setdefault(saved.image_id, []).append(saved)
     cases = []
     with open_catalog(catalog) as store:

@@ -121,7 +121,7 @@ export function query(params) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Polls GET /api/jobs/{job} until done or failed; onProgress(done, total, state) on each poll. */
+/** Polls GET /api/jobs/{job} until done, failed or cancelled; onProgress(done, total, state) on each poll. */
 export async function waitForJob(job, onProgress = () => {}) {
   let delay = 150;
   for (;;) {
@@ -129,6 +129,7 @@ export async function waitForJob(job, onProgress = () => {}) {
     onProgress(state.done ?? 0, state.total ?? 0, state.state);
     if (state.state === "done") return state.result;
     if (state.state === "failed") throw new ApiError(500, state.error || "the job failed");
+    if (state.state === "cancelled") throw new ApiError(0, "cancelled");
     await sleep(delay);
     delay = Math.min(delay * 1.5, 1000);
   }

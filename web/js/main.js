@@ -3,6 +3,7 @@
 
 import { ApiError, api, query, setStatus, showError, waitForJob } from "./api.js";
 import { LabelSet, renderLabelList, setTerminology } from "./labels.js";
+import { Loop } from "./loop.js";
 import { Pacs, sendToPacs } from "./pacs.js";
 import { SideView, displayToVoxel, voxelToDisplay } from "./mpr.js";
 import { Annotations, Catalog, Similar, ZeroShot } from "./panels.js";
@@ -928,6 +929,10 @@ const catalog = new Catalog(document.querySelector("[data-testid=catalog-panel]"
 const similar = new Similar(document.querySelector("[data-testid=similar-panel]"), openImage);
 const zeroShot = new ZeroShot(document.querySelector("[data-testid=zeroshot-panel]"));
 const annotations = new Annotations(document.querySelector("[data-testid=save-panel]"), loadAnnotation, sendToPacs);
+const loop = new Loop($("train-panel"), {
+  current: () => state.info?.id ?? null, open: openImage, loadVersion: loadAnnotation,
+  annotationName: () => $("save-name").value.trim(), onSaved: (id) => annotations.load(id),
+});
 const pacs = new Pacs($("pacs-panel"), async ({ image_ids: ids = [] }) => {
   await catalog.load();
   health();
@@ -974,6 +979,7 @@ updatePlaneControls();
 updateWindowInputs();
 document.body.dataset.busy = "0";
 health();
+loop.refresh();
 // the palette and coded names first: every structure's colour comes from them
 api("/terminology").then(setTerminology, (error) => showError(error, "structure names")).finally(() => {
   labels.reset({});

@@ -1,4 +1,4 @@
-"""Background job status."""
+"""Background job status and cancellation."""
 
 from __future__ import annotations
 
@@ -14,3 +14,9 @@ router = APIRouter(prefix="/api", tags=["jobs"])
 @router.get("/jobs/{job_id}")
 def job_status(job_id: str, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     return state.jobs.get(job_id)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    """Ask a job to stop: it ends as ``cancelled`` at its next progress report (a job that has ended is unchanged)."""
+    return state.jobs.cancel(job_id)
