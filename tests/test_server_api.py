@@ -53,7 +53,7 @@ def test_health_and_listing_carry_no_paths_or_patient_data(client, data):
     images = response.json()["images"]
     assert {image["id"] for image in images} == {data["disc"], data["photo"], data["ct"]}
     assert set(images[0]) == {"id", "name", "dataset", "format", "modality", "body_part", "description", "shape", "spacing",
-                              "orientation", "num_slices", "num_frames", "num_channels", "patient", "study"}
+                              "orientation", "num_slices", "num_frames", "num_channels", "patient", "study", "synthetic"}
     assert_no_phi(response.text, data)
     # titles: a file's own name, never the DICOM series' folder (which may name the patient)
     names = {image["id"]: image["name"] for image in images}

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import CheckpointOption, JsonOption, print_json
+from medfm.cli.output import CheckpointOption, JsonOption, MkdirOption, print_json
 
 language_app = typer.Typer()
 #: Commands that join the ``medfm evaluate`` group.
@@ -39,6 +39,9 @@ def report(
     max_new_tokens: MaxTokensOption = None,
     abstain_threshold: AbstainThresholdOption = None,
     checkpoint: CheckpointOption = None,
+    sr: Annotated[Path | None, typer.Option("--sr", help="Also write the draft as a DICOM Comprehensive SR (.dcm), "
+                                             "marked machine-generated, referencing the study when it is DICOM.")] = None,
+    mkdir: MkdirOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Draft a report from the most similar captioned cases (every sentence names its source case),
@@ -56,6 +59,13 @@ def report(
         raise MedfmError("--max-new-tokens bounds a language model's text; give --model FOLDER too")
     if index is None and (k is not None or ratio is not None):
         raise MedfmError("-k and --ratio choose retrieved cases; give --index too")
+    series = None
+    if sr is not None:  # checked, and the study read once with the series an SR references, before any work
+        from medfm.tasks.report import check_sr_path
+        from medfm.tasks.segment_to_file import load_input
+
+        check_sr_path(sr)
+        study, series = load_input(study)
     store = open_index(index) if index else None
     try:
         encoder = create_encoder(store.model["name"], checkpoint) if store else None
@@ -74,6 +84,10 @@ def report(
     finally:
         if store is not None:
             store.close()
+    if sr is not None:
+        from medfm.tasks.report import save_report_sr
+
+        save_report_sr(result, sr, series)
     if as_json:
         print_json(result)
         return

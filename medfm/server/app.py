@@ -14,8 +14,9 @@ from medfm import __version__
 from medfm.errors import MedfmError
 from medfm.server.audit import AuditMiddleware
 from medfm.server.errors import Conflict, InternalErrorMiddleware, NotFound
-from medfm.server.routes import (annotations, catalog, evaluate, jobs, pacs, search, seg_loop, sessions, structures,
-                                 uploads)
+from medfm.server.routes import (
+    annotations, ask, catalog, evaluate, generate, jobs, pacs, report, search, seg_loop, sessions, structures, uploads,
+)
 from medfm.server.security import (
     CrossSiteMiddleware, LoopbackHostMiddleware, RateLimitMiddleware, SecurityHeadersMiddleware, TokenMiddleware,
     UploadLimitMiddleware,
@@ -38,7 +39,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     # Swagger UI from its package, so the docs work without internet
     app = FastAPIOffline(title="medfm", version=__version__, redoc_url=None, lifespan=lifespan)
     app.state.medfm = state
-    for module in (catalog, uploads, sessions, annotations, search, jobs, evaluate, pacs, structures, seg_loop):
+    for module in (catalog, uploads, sessions, annotations, search, jobs, evaluate, pacs, structures, seg_loop, generate,
+                   report, ask):
         app.include_router(module.router)
     _add_error_handlers(app)
     _mount_workbench(app, settings)

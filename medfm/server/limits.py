@@ -33,3 +33,14 @@ StructureName = Annotated[str, StringConstraints(strip_whitespace=True, min_leng
 Colour = Annotated[str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$")]
 #: A SNOMED CT code of medfm's structure terminology (``""`` removes a structure's code).
 StructureCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{0,18}$")]
+#: Images one generation request makes, its sampling steps and classifier-free guidance at most.
+MAX_GENERATED_IMAGES = 16
+MAX_GENERATION_STEPS = 200
+MAX_GUIDANCE = 20.0
+#: Retrieved cases one report request keeps, sentences it drafts, images one question is about,
+#: evidence cases it returns, and sentences one SR export holds.
+MAX_REPORT_CASES = 32
+MAX_REPORT_SENTENCES = 10
+MAX_QUESTION_IMAGES = 16
+MAX_EVIDENCE = 50
+MAX_SR_SENTENCES = 50

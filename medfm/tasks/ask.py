@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medfm.catalog.store import ImageRecord
 from medfm.errors import MedfmError
 from medfm.index import Index
 from medfm.models.encoders.base import Encoder
 from medfm.provenance import Provenance, text_id
 from medfm.tasks.classify import check_labels
 from medfm.tasks.domains import AXES
-from medfm.tasks.embed import content_sha256, embed_paths
+from medfm.tasks.embed import content_sha256, embed_paths, record_sha256
 from medfm.tasks.zeroshot import DEFAULT_SCALE, DEFAULT_TEMPLATES, label_embeddings, probabilities
 
 #: The answer when the images are like none of the labels.
@@ -94,12 +95,14 @@ def parse_question(question: str, choices: Sequence[str] | None = None) -> Quest
                      "(\"is there a ...?\"), or give the possible answers (--choices)")
 
 
-def ask(images: Sequence[str | os.PathLike], question: str, encoder: Encoder, *, choices: Sequence[str] | None = None,
-        index: Index | None = None, k: int = 5, abstain_below: float | None = None) -> dict[str, Any]:
-    """Answer a closed ``question`` about ``images`` (files or DICOM folders; several are one
-    question's frames or slices): ``{"answer", "confidence", "probabilities", "similarity",
+def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encoder: Encoder, *,
+        choices: Sequence[str] | None = None, index: Index | None = None, k: int = 5,
+        abstain_below: float | None = None, exclude: Collection[int] = ()) -> dict[str, Any]:
+    """Answer a closed ``question`` about ``images`` (files, DICOM folders or catalog records; several
+    are one question's frames or slices): ``{"answer", "confidence", "probabilities", "similarity",
     "abstained", "question_kind", "per_image": [{"prediction", "confidence"}], "evidence"
-    (with an ``index``: the ``k`` nearest cases, without paths), "provenance"}``.
+    (with an ``index``: the ``k`` nearest cases other than the index items ``exclude``, without
+    paths), "provenance"}``.
     ``confidence`` is the softmax probability of the chosen label (also for "yes"/"no").
     """
     if not images:
@@ -133,10 +136,11 @@ def ask(images: Sequence[str | os.PathLike], question: str, encoder: Encoder, *,
     if index is not None:
         index.check_model(encoder.info)
         result["evidence"] = [{key: value for key, value in hit.to_dict().items() if key != "path"}
-                              for hit in index.search(mean, k)]
+                              for hit in index.search(mean, k + len(exclude)) if hit.id not in exclude][:k]
     result["provenance"] = Provenance(
         kind="report", model=encoder.info.name, weights_sha256=encoder.info.weights_sha256,
-        inputs=tuple(f"file-sha256:{content_sha256(Path(p))}" for p in images),
+        inputs=tuple(f"file-sha256:{record_sha256(p) if isinstance(p, ImageRecord) else content_sha256(Path(p))}"
+                     for p in images),
         prompts=({"question": text_id(question)},),
         parameters={"method": "zero-shot closed question", "labels": list(parsed.labels),
                     "templates": list(parsed.templates), "abstain_below": abstain_below,

@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rouge_score import rouge_scorer
 
-from medfm.errors import MedfmError
+from medfm.errors import MedfmError, display_path
+from medfm.io.formats import check_output_folder
 from medfm.index import Index
 from medfm.io import Image
 from medfm.models.encoders.base import Encoder
@@ -39,6 +40,9 @@ from medfm.provenance import Provenance, pixels_id
 from medfm.tasks.domains import Routed, route
 from medfm.tasks.embed import content_sha256
 from medfm.tasks.search import embed_query
+
+if TYPE_CHECKING:
+    from medfm.io.dicom import DicomSeries
 
 #: Contexts kept at most, and the default similarity-ratio cut.
 DEFAULT_K = 8
@@ -123,14 +127,17 @@ def compose(contexts: Sequence[Context], max_sentences: int = DEFAULT_SENTENCES)
 
 
 def retrieve(vector: np.ndarray, encoder: Encoder, index: Index, *, k: int = DEFAULT_K, ratio: float = DEFAULT_RATIO,
-             abstain_below: float | None = None) -> tuple[dict[str, Routed], list[Context], dict[str, int]]:
-    """Route the study's ``(D,)`` unit embedding, retrieve and cut its captioned contexts:
+             abstain_below: float | None = None, exclude: Collection[int] = ()
+             ) -> tuple[dict[str, Routed], list[Context], dict[str, int]]:
+    """Route the study's ``(D,)`` unit embedding, retrieve and cut its captioned contexts (never the
+    index items ``exclude``: the study itself, when it is indexed, is no past case):
     ``(route by axis, kept contexts best first, counts dropped by reason)``."""
     if k < 1:
         raise MedfmError(f"k must be at least 1; got {k}")
     index.check_model(encoder.info)
     routed = {axis: route(vector[None], encoder, axis, abstain_below)[0] for axis in ("modality", "region")}
-    hits = [hit for hit in index.search(vector, k * OVERFETCH) if hit.metadata.get("caption", "").strip()]
+    hits = [hit for hit in index.search(vector, k * OVERFETCH + len(exclude))
+            if hit.id not in exclude and (hit.metadata.get("caption") or "").strip()]
     dropped = {"uncaptioned_or_beyond_k": 0, "other_modality": 0, "ratio_cut": 0}
     if not hits:
         raise MedfmError(f"{index.location}: no indexed case has a caption; build the index with captions "
@@ -150,8 +157,9 @@ def retrieve(vector: np.ndarray, encoder: Encoder, index: Index, *, k: int = DEF
 
 def draft_report(study: str | os.PathLike | Image, encoder: Encoder, index: Index, *, k: int = DEFAULT_K,
                  ratio: float = DEFAULT_RATIO, max_sentences: int = DEFAULT_SENTENCES,
-                 abstain_below: float | None = None) -> dict[str, Any]:
-    """A retrieval-augmented draft report for ``study`` (a file, DICOM folder or :class:`Image`):
+                 abstain_below: float | None = None, exclude: Collection[int] = ()) -> dict[str, Any]:
+    """A retrieval-augmented draft report for ``study`` (a file, DICOM folder or :class:`Image`),
+    from indexed cases other than ``exclude`` (the study's own index ids, when it is indexed):
 
     ``{"draft": text, "sentences": [{"text", "source", "score", "support"}], "route":
     {"modality", "region"}, "contexts": [{"id", "score", "caption"}], "dropped": counts,
@@ -160,7 +168,8 @@ def draft_report(study: str | os.PathLike | Image, encoder: Encoder, index: Inde
     (kind ``report``) names the encoder, the study by hash and the contexts by index id.
     """
     vector = embed_query(encoder, image=study)
-    routed, contexts, dropped = retrieve(vector, encoder, index, k=k, ratio=ratio, abstain_below=abstain_below)
+    routed, contexts, dropped = retrieve(vector, encoder, index, k=k, ratio=ratio, abstain_below=abstain_below,
+                                         exclude=exclude)
     drafted = compose(contexts, max_sentences)
     study_id = pixels_id(study.array) if isinstance(study, Image) else f"file-sha256:{content_sha256(Path(study))}"
     provenance = Provenance(
@@ -173,3 +182,21 @@ def draft_report(study: str | os.PathLike | Image, encoder: Encoder, index: Inde
             "route": {axis: r.to_dict() for axis, r in routed.items()},
             "contexts": [{"id": c.id, "score": round(c.score, 6), "caption": scrub(c.caption)} for c in contexts],
             "dropped": dropped, "provenance": provenance}
+
+
+def check_sr_path(path: str | os.PathLike) -> Path:
+    """``path`` if a DICOM SR can be written there (a ``.dcm`` name in an existing folder), else a one-line error."""
+    path = Path(path)
+    if path.suffix.lower() != ".dcm":
+        raise MedfmError(f"{display_path(path)}: a DICOM SR is written to a .dcm file")
+    check_output_folder(path.parent)
+    return path
+
+
+def save_report_sr(result: dict[str, Any], path: str | os.PathLike, series: DicomSeries | None = None) -> Path:
+    """A draft (of :func:`draft_report`, or a language model's with its ``draft`` text) as a DICOM Comprehensive
+    SR at ``path`` (:func:`medfm.io.dicom.sr.write_report_sr`), referencing the study's ``series`` when it is DICOM."""
+    from medfm.io.dicom.sr import write_report_sr
+
+    texts = [s["text"] for s in result.get("sentences") or []] or sentences(result["draft"])
+    return write_report_sr(texts, result["provenance"], check_sr_path(path), series)

@@ -89,8 +89,8 @@ def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = No
     (``{path: {key: value}}``, e.g. a manifest's captions from
     :func:`medfm.io.manifest.read_manifest_columns`, stored beside each image).
 
-    A catalogued image's ``caption`` (in its catalog metadata) is stored too: report
-    drafting (:mod:`medfm.tasks.report`) composes drafts from indexed captions."""
+    A catalogued image's ``caption`` (in its catalog metadata, else its dataset manifest's ``caption``
+    column) is stored too: report drafting (:mod:`medfm.tasks.report`) composes drafts from indexed captions."""
     metadata = metadata or {}
     sources = [*sources, *metadata]
     from medfm.catalog import open_catalog
@@ -111,7 +111,7 @@ def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = No
     for url in catalogs:
         with open_catalog(url) as store:
             for record in store.query(with_files=True):
-                caption = (record.metadata or {}).get("caption")
+                caption = (record.metadata or {}).get("caption") or record.tags.get("caption")
                 stored = {"path": record.source_path, "modality": record.modality, "body_part": record.body_part,
                           "dataset": record.dataset, "caption": caption if isinstance(caption, str) else None}
                 items[record.id] = Item(record.id, record.source_path, stored, record)

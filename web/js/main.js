@@ -7,6 +7,9 @@ import { Loop } from "./loop.js";
 import { Pacs, sendToPacs } from "./pacs.js";
 import { SideView, displayToVoxel, voxelToDisplay } from "./mpr.js";
 import { Annotations, Catalog, Similar, ZeroShot } from "./panels.js";
+import { Ask } from "./ask.js";
+import { Generate } from "./generate.js";
+import { Report } from "./report.js";
 import { Tools } from "./tools.js";
 import { setupUploads } from "./upload.js";
 import { Viewer, ZOOM_STEP, decodeMask } from "./viewer.js";
@@ -312,7 +315,7 @@ async function openImage(id) {
     setupSideViews(info);
     $("play-control").hidden = (info.num_frames || 1) <= 1;
     $("placeholder").hidden = true;
-    $("image-title").textContent = [info.name, info.modality, info.body_part, info.format].filter(Boolean).join(" · ");
+    $("image-title").textContent = [info.synthetic ? "SYNTHETIC" : null, info.name, info.modality, info.body_part, info.format].filter(Boolean).join(" · ");
     document.body.dataset.imageId = id;
     const dicom = String(info.format || "").toLowerCase().includes("dicom");
     const formatSelect = $("save-format");
@@ -326,6 +329,8 @@ async function openImage(id) {
     annotations.load(id);
     similar.forImage(id);
     zeroShot.setImage(id);
+    report.setImage(id);
+    ask.setImage(id);
     await serial(() => resumeSession(), "starting session…");
   } catch (error) {
     showError(error, "open");
@@ -928,6 +933,9 @@ const catalog = new Catalog(document.querySelector("[data-testid=catalog-panel]"
   (id) => Boolean(state.info) && String(state.info.id) === String(id));
 const similar = new Similar(document.querySelector("[data-testid=similar-panel]"), openImage);
 const zeroShot = new ZeroShot(document.querySelector("[data-testid=zeroshot-panel]"));
+const report = new Report($("report-panel"), openImage);
+const ask = new Ask($("ask-panel"), openImage);
+const generate = new Generate($("generate-panel"), openImage, () => { catalog.load(); health(); });
 const annotations = new Annotations(document.querySelector("[data-testid=save-panel]"), loadAnnotation, sendToPacs);
 const loop = new Loop($("train-panel"), {
   current: () => state.info?.id ?? null, open: openImage, loadVersion: loadAnnotation,
@@ -980,6 +988,7 @@ updateWindowInputs();
 document.body.dataset.busy = "0";
 health();
 loop.refresh();
+generate.load();
 // the palette and coded names first: every structure's colour comes from them
 api("/terminology").then(setTerminology, (error) => showError(error, "structure names")).finally(() => {
   labels.reset({});

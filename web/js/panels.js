@@ -24,7 +24,7 @@ function describe(image) {
   return dims.join(" · ");
 }
 
-function thumb(id) {
+export function thumb(id) {
   return el("img", { class: "thumb", src: apiUrl(`/images/${encodeURIComponent(id)}/thumbnail.png`), alt: "", loading: "lazy", decoding: "async" });
 }
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from medfm.catalog import ImageRecord
 from medfm.catalog.browse import browse, display_name, pseudonym
+from medfm.catalog.labels import SYNTHETIC
 from medfm.catalog.store import MAX_DESCRIPTION
 from medfm.errors import MedfmError
 from medfm.server.display import AXIS_NAMES, MODALITY_UNITS, raw_plane, render_png
@@ -28,6 +29,7 @@ def summary(record: ImageRecord, show_phi: bool = False) -> dict[str, Any]:
         "spacing": list(record.spacing), "orientation": record.orientation,
         "num_slices": shape[2], "num_frames": shape[3], "num_channels": shape[4],
         "patient": pseudonym(record.patient_key), "study": record.study_id,
+        "synthetic": record.tags.get(SYNTHETIC, "").lower() == "true",
         **({"phi": record.phi} if show_phi else {}),
     }
 

@@ -39,7 +39,7 @@ def search(image_id: int | None = None, text: str | None = None, k: int = 10,
     hits, threshold = None, None
     if image_id is not None:  # an indexed image by its stored embedding: never waits for the encoder
         with state.index_lock:
-            index = _index(state)
+            index = require_index(state)
             index.check_model(state.encoder_info())
             threshold = _abstain_below(index) if abstain else None
             try:
@@ -49,14 +49,14 @@ def search(image_id: int | None = None, text: str | None = None, k: int = 10,
     if hits is None:
         query = {"text": text} if text is not None else {"image": state.load_image(image_id).image}
         with state.encoder_lock, state.index_lock:
-            index = _index(state)
+            index = require_index(state)
             threshold = _abstain_below(index) if abstain else None
             hits = search_index(index, state.encoder, **query, k=k, where=filters, exact=exact, abstain_below=threshold)
     return {"hits": [_hit(state, hit.id, hit.score) for hit in hits],
             "best_score": None if hits.best_score is None else round(float(hits.best_score), 6), "abstain_below": threshold}
 
 
-def _index(state: ServerState) -> Index:
+def require_index(state: ServerState) -> Index:
     """The catalog's search index; call it holding ``state.index_lock``."""
     index = state.index()
     if index is None:

@@ -1,0 +1,140 @@
+"""The workbench's Generate, Report and Ask panels in Chromium, against a live server with a tiny
+generator and an index of captioned cases (the shipped encoder)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from browsertools import (  # noqa: F401  (browser, screenshots: the fixtures)
+    browser, http, idle, needs_chromium, open_image, screenshots, wait_job, workbench_page,
+)
+from test_generators import SIZE, TINY, write_classes
+
+from medfm.io import Image, save
+from medfm.io.dicom.sr import read_report_sr
+
+pytestmark = [needs_chromium, pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")]
+
+#: How long an answer that needs the shipped encoder may take on a slow, shared machine (the first one
+#: also encodes the router's label texts).
+ANSWER_MS = 180_000
+CAPTIONS = {"bright": "Large mass in the liver. Small pleural effusion.", "dark": "Normal brain without hemorrhage."}
+
+
+def _png(path: Path, level: int, seed: int) -> None:
+    save(Image((level + np.random.default_rng(seed).integers(0, 40, (32, 32))).astype(np.uint8)), path)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from tests.liveserver import start_server
+    from medfm.train.generator import train_generator
+
+    data_dir = tmp_path_factory.mktemp("workbench-panels")
+    torch.set_num_threads(1)
+    (data_dir / "generators").mkdir()
+    train_generator(write_classes(data_dir / "training"), data_dir / "generators" / "tiny", size=SIZE, network=TINY,
+                    max_steps=10, batch_size=4)
+    cases = data_dir / "seed" / "cases"
+    cases.mkdir(parents=True)
+    rows = ["image,caption"]
+    for i in range(4):
+        kind = "bright" if i % 2 == 0 else "dark"
+        _png(cases / f"{kind}_case{i}.png", 190 if kind == "bright" else 15, i)
+        rows.append(f"{kind}_case{i}.png,{CAPTIONS[kind]}")
+    (cases / "manifest.csv").write_text("\n".join(rows) + "\n")
+    _png(data_dir / "seed" / "query_bright.png", 200, 99)
+    _png(data_dir / "seed" / "query_dark.png", 10, 98)
+    with start_server(data_dir) as live:
+        base = live.url.rstrip("/")
+        wait_job(base, http(base, "POST", "/api/ingest", {"path": "seed"}))
+        wait_job(base, http(base, "POST", "/api/index/build", {}), timeout=300)
+        yield base
+
+
+@pytest.fixture
+def page(browser, server):
+    with workbench_page(browser, server) as page:
+        yield page
+
+
+def _settled(page, panel: str) -> int:
+    return int(page.get_attribute(f"[data-testid={panel}]", "data-settled") or 0)
+
+
+def test_generated_images_are_shown_marked_synthetic_and_open_in_the_viewer(page):
+    page.wait_for_function("document.querySelector('[data-testid=generate-generator]').options.length > 0")
+    assert page.input_value("[data-testid=generate-generator]") == "tiny"
+    page.select_option("[data-testid=generate-class]", "dark")
+    page.fill("[data-testid=generate-n]", "2")
+    page.click("[data-testid=generate-run]")
+    items = page.locator("[data-testid=generated-item]")
+    page.wait_for_function("document.querySelectorAll('[data-testid=generated-item]').length === 2", timeout=ANSWER_MS)
+    assert [items.nth(i).get_attribute("data-condition") for i in range(2)] == ["dark", "dark"]
+    assert page.locator("[data-testid=generated-item] [data-testid=synthetic-badge]", has_text="SYNTHETIC").count() == 2
+    image_id = items.first.get_attribute("data-image-id")
+    items.first.click()
+    page.wait_for_function(f"document.body.dataset.imageId === '{image_id}' && document.body.dataset.session")
+    idle(page)
+    assert page.inner_text("[data-testid=image-title]").startswith("SYNTHETIC")
+
+
+def test_report_sentences_link_to_their_cases_and_download_as_sr(page, tmp_path: Path):
+    open_image(page, "query_bright")
+    page.click("[data-testid=report-run]")
+    page.locator("[data-testid=report-sentence]").first.wait_for(timeout=ANSWER_MS)
+    source = page.locator("[data-testid=report-source]").first
+    assert re.search(r"case .*case\d", source.inner_text())
+    # the draft as edited goes into the SR
+    page.locator("[data-testid=report-sentence-text]").first.fill("Edited finding.")
+    with page.expect_download() as download:
+        page.click("[data-testid=report-sr]")
+    download.value.save_as(tmp_path / "report.dcm")
+    sentences = read_report_sr(tmp_path / "report.dcm")
+    assert sentences[0] == "Edited finding." and pydicom.dcmread(tmp_path / "report.dcm").Modality == "SR"
+    case_id = source.get_attribute("data-image-id")
+    source.click()
+    page.wait_for_function(f"document.body.dataset.imageId === '{case_id}'")
+    idle(page)
+    assert page.locator("[data-testid=report-sentence]").count() == 0  # the draft was about the image left
+
+
+def test_ask_answers_with_evidence_that_opens(page, screenshots):
+    open_image(page, "query_dark")
+    page.fill("[data-testid=ask-question]", "Is it bright or dark?")
+    page.click("[data-testid=ask-run]")
+    page.wait_for_function("document.querySelector('[data-testid=ask-answer]').dataset.answer", timeout=ANSWER_MS)
+    assert page.get_attribute("[data-testid=ask-answer]", "data-answer") in ("bright", "dark")
+    evidence = page.locator("[data-testid=ask-evidence-item]")
+    evidence.first.wait_for()
+    case_id = evidence.first.get_attribute("data-image-id")
+    assert case_id != page.evaluate("document.body.dataset.imageId")
+    page.screenshot(path=screenshots / "workbench_ask.png")
+    evidence.first.click()
+    page.wait_for_function(f"document.body.dataset.imageId === '{case_id}'")
+
+
+@pytest.mark.parametrize("panel, route, start, shown", [
+    ("report-panel", "**/api/report", lambda page: page.click("[data-testid=report-run]"), "[data-testid=report-sentence]"),
+    ("ask-panel", "**/api/ask", lambda page: (page.fill("[data-testid=ask-question]", "Is it bright or dark?"),
+                                              page.click("[data-testid=ask-run]")), "[data-testid=ask-evidence-item]"),
+])
+def test_an_answer_for_the_image_left_behind_is_dropped(page, panel, route, start, shown):
+    held = []
+    page.route(route, lambda request_route: held.append(request_route))
+    open_image(page, "query_bright")
+    start(page)
+    page.wait_for_function(f"document.body.dataset.imageId && document.querySelector('[data-testid={panel}] button[type]').disabled")
+    open_image(page, "query_dark")
+    before = _settled(page, panel)
+    assert len(held) == 1, "the request was not held"  # routed while the page opened the other image
+    held[0].continue_()
+    page.wait_for_function(f"Number(document.querySelector('[data-testid={panel}]').dataset.settled || 0) > {before}",
+                           timeout=ANSWER_MS)
+    assert page.locator(shown).count() == 0
+    assert page.inner_text("[data-testid=ask-answer]") == ""
