@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import secrets
 import socket
@@ -15,9 +13,6 @@ from medfm.server.settings import ServerSettings
 
 #: Where ``medfm serve`` reads the token when ``--token`` is not given.
 TOKEN_ENV = "MEDFM_TOKEN"
-#: Allocations from this size up get their own memory map, given back to the system when freed.
-MMAP_THRESHOLD_BYTES = 1024 * 1024
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 def resolve_token(settings: ServerSettings, given: str | None, token_file: Path | None = None) -> str | None:
@@ -88,21 +83,6 @@ def _check_tls_files(settings: ServerSettings) -> None:
                              f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
-def give_freed_arrays_back() -> None:
-    """Make glibc map every allocation of :data:`MMAP_THRESHOLD_BYTES` or more on its own.
-
-    By default glibc raises that threshold to the size of each large block freed (up to 32 MiB),
-    so after the image cache drops a volume the next volume's slices and decompression buffers
-    land in the heap, which keeps their pages when they are freed: the server's resident memory
-    then grows past the image cache and session bounds, which count only what is held. A fixed
-    threshold keeps resident memory to what is held. Nothing to do on other C libraries.
-    """
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version"):
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-
-
 def serve(settings: ServerSettings, demo: bool = False, announce=print) -> None:
     """Start the server and block until it is stopped; ``announce`` gets the one line with the URL.
 
@@ -115,7 +95,6 @@ def serve(settings: ServerSettings, demo: bool = False, announce=print) -> None:
 
     _check_tls_files(settings)
     _check_port_free(settings.host, settings.port)
-    give_freed_arrays_back()
     app = create_app(settings)
     if demo:
         from medfm.demo import run
