@@ -15,8 +15,13 @@ Workbench v2 adds: the time to the first slice (details, then the middle plane's
 an MPR slice change (a coronal plane's raw values; peer: an axial one, through the same
 server), a window/level change measured in Chromium (``--browser``: the page windows the
 raw plane itself; peer: the round trip for a slice.png at the new window, in the same page),
-and the server's resident memory after opening ``--volumes`` large volumes one after another
-against its configured image cache (``--image-cache-mb``).
+the server's resident memory after opening ``--volumes`` large volumes one after another
+(a segmentation session on each, its thumbnail and a slice) against its configured bounds
+(``--image-cache-mb`` plus ``--session-mb``), and a chunked upload of a thin-slice study
+(``--upload-files`` DICOM slices of 512 KiB, 1.5 GB for 3,000) through the REST upload path
+the workbench uses, in the server's suggested chunks: MB/s, wall time, the server's peak
+resident memory while it arrived, and the ingest that follows. Its peer is the same bytes
+copied from file to file in this process, in the same run.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -131,41 +137,130 @@ def window_level_in_browser(url: str, image_id: int) -> dict[str, float] | None:
             "wl_in_page_over_round_trip": round(in_page / round_trip, 3)}
 
 
-def rss_mb(pid: int) -> float:
+def _status_mb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
-def memory_after_volumes(tmp: Path, volumes: int, cache_mb: int) -> dict[str, float]:
-    """Server RSS after opening ``volumes`` NIfTI volumes of 512x512x200 int16 (100 MiB each) in turn."""
+def rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmRSS")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's largest resident size so far (the kernel's high-water mark, not a sample)."""
+    return _status_mb(pid, "VmHWM")
+
+
+def _wait_for_job(client: httpx.Client, job: str) -> dict:
+    while (status := client.get(f"api/jobs/{job}").json())["state"] not in ("done", "failed"):
+        time.sleep(0.5)
+    return status
+
+
+def memory_after_volumes(tmp: Path, volumes: int, slices: int, cache_mb: int, session_mb: int) -> dict[str, float]:
+    """Server RSS after opening ``volumes`` gzipped NIfTI volumes of 512x512x``slices`` int16 in turn:
+    each one's thumbnail, a segmentation session on it and its middle slice, as the workbench does."""
     import nibabel as nib
+
+    from medfm.catalog import ingest
+    from medfm.io.synthetic import phantom
 
     folder = tmp / "memory" / "volumes"  # inside the server's data folder: ingest takes nothing from outside
     folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
+    slab = phantom((512, 512, 30))
     for n in range(volumes):
-        array = rng.integers(-1000, 1000, (512, 512, 200), dtype=np.int16)
-        nib.save(nib.Nifti1Image(array, np.eye(4)), str(folder / f"volume_{n:02d}.nii"))
-    with start_server(tmp / "memory", extra_args=["--image-cache-mb", str(cache_mb)]) as server:
-        with httpx.Client(base_url=server.url, timeout=600, headers=CLIENT) as client:
-            job = client.post("api/ingest", json={"path": "volumes"}).json()["job"]
-            while client.get(f"api/jobs/{job}").json()["state"] not in ("done", "failed"):
-                time.sleep(0.5)
-            ids = [image["id"] for image in client.get("api/images").json()["images"]]
-            before = rss_mb(server.process.pid)
-            peak = before
+        volume = np.tile(slab, (1, 1, -(-slices // 30)))[:, :, :slices] + np.int16(n)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), str(folder / f"volume_{n:02d}.nii.gz"))
+    volume_mb = 512 * 512 * slices * 2 / 2**20
+    bound_mb = cache_mb + session_mb
+    # catalogued before the server starts: an ingest through the server would start indexing them
+    # for search, and the encoder's weights and work would be measured with the volumes
+    ingest([folder], f"sqlite:///{tmp / 'memory' / 'catalog.db'}", progress=False)
+    with start_server(tmp / "memory", extra_args=["--image-cache-mb", str(cache_mb), "--session-mb", str(session_mb)]) as server:
+        pid = server.process.pid
+        with httpx.Client(base_url=server.url, timeout=600, headers=server.headers) as client:
+            ids = [image["id"] for image in client.get("api/images", params={"limit": volumes}).json()["images"]]
+            before = rss_mb(pid)
+            samples = []
             for image_id in ids:
-                client.get(f"api/images/{image_id}").raise_for_status()
-                client.get(f"api/images/{image_id}/raw", params={"index": 100}).raise_for_status()
-                peak = max(peak, rss_mb(server.process.pid))
-            after = rss_mb(server.process.pid)
-            cache = client.get("api/health").json()["memory"]["image_cache"]
-    return {"volumes_opened": len(ids), "volume_mb": 100.0, "image_cache_limit_mb": cache_mb,
-            "image_cache_held_mb": round(cache["bytes"] / 2**20, 1), "rss_before_mb": round(before, 1),
-            "rss_after_mb": round(after, 1), "rss_peak_mb": round(peak, 1),
-            "rss_growth_over_cache_limit": round((peak - before) / cache_mb, 2)}
+                client.get(f"api/images/{image_id}/thumbnail.png").raise_for_status()
+                client.post("api/sessions", json={"image_id": image_id}).raise_for_status()
+                client.get(f"api/images/{image_id}/raw", params={"index": slices // 2}).raise_for_status()
+                samples.append(rss_mb(pid))
+            after, peak = rss_mb(pid), peak_rss_mb(pid)
+            memory = client.get("api/health").json()["memory"]
+    return {"volumes_opened": len(ids), "volume_mb": round(volume_mb, 1), "image_cache_limit_mb": cache_mb,
+            "session_limit_mb": session_mb, "bound_mb": bound_mb,
+            "image_cache_held_mb": round(memory["image_cache"]["bytes"] / 2**20, 1),
+            "sessions_held_mb": round(memory["sessions"]["bytes"] / 2**20, 1), "sessions_open": memory["sessions"]["count"],
+            "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1),
+            "rss_max_sampled_mb": round(max(samples), 1), "rss_peak_mb": round(peak, 1),
+            "rss_growth_over_bound": round((max(samples) - before) / bound_mb, 2),
+            "rss_after_each_volume_mb": [round(v) for v in samples]}
+
+
+def write_thin_slice_study(folder: Path, files: int) -> int:
+    """``files`` 512x512 int16 CT slices of one series (about 512 KiB each) in ``folder``; returns their bytes."""
+    from pydicom.uid import generate_uid
+
+    from medfm.io.synthetic import phantom, write_dicom_series
+
+    slab, spacing = phantom((512, 512, 20)), 0.625
+    uids = {key: generate_uid() for key in ("study_uid", "series_uid", "frame_of_reference_uid")}
+    for first in range(0, files, slab.shape[2]):
+        part = slab[:, :, :min(slab.shape[2], files - first)]
+        write_dicom_series(part, folder, spacing=(0.7, 0.7, spacing), origin=(-180.0, -180.0, -900.0 + first * spacing),
+                           seed=first, **uids)
+    return sum(path.stat().st_size for path in folder.iterdir())
+
+
+def _stream_chunks(paths: list[Path], chunk_bytes: int):
+    """The files' bytes one after another, in chunks of ``chunk_bytes`` (as the workbench slices its File objects)."""
+    buffer = bytearray()
+    for path in paths:
+        buffer += path.read_bytes()
+        while len(buffer) >= chunk_bytes:
+            yield bytes(buffer[:chunk_bytes])
+            del buffer[:chunk_bytes]
+    if buffer:
+        yield bytes(buffer)
+
+
+def chunked_upload(tmp: Path, files: int) -> dict[str, float]:
+    """A thin-slice study of ``files`` DICOM slices through the chunked upload API of a fresh server, then its ingest."""
+    study = tmp / "study"  # outside the server's data folder: it arrives by upload
+    study.mkdir()
+    total = write_thin_slice_study(study, files)
+    paths = sorted(study.iterdir())
+    peer_ms = _timed(lambda: [(tmp / "copy").write_bytes(chunk) for chunk in _stream_chunks(paths, 8 * 2**20)])[0]
+    (tmp / "copy").unlink()
+    with start_server(tmp / "upload") as server:
+        pid = server.process.pid
+        with httpx.Client(base_url=server.url, timeout=600, headers=server.headers) as client:
+            rss_before = rss_mb(pid)
+            started = time.perf_counter()
+            begun = client.post("api/uploads/chunked", json={"files": [{"name": p.name, "size": p.stat().st_size} for p in paths]})
+            upload, chunk_bytes = begun.raise_for_status().json()["upload"], begun.json()["chunk_bytes"]
+            offset, requests = 0, 0
+            for chunk in _stream_chunks(paths, chunk_bytes):
+                offset = client.put(f"api/uploads/chunked/{upload}", params={"offset": offset}, content=chunk).raise_for_status().json()["received"]
+                requests += 1
+            job = client.post(f"api/uploads/chunked/{upload}/finish").raise_for_status().json()["job"]
+            upload_s = time.perf_counter() - started
+            rss_peak = peak_rss_mb(pid)  # a fresh server: its high-water mark is its peak while the study arrived
+            status = _wait_for_job(client, job)
+            ingest_s = time.perf_counter() - started - upload_s
+            images = client.get("api/images").json()["images"]
+    shutil.rmtree(study)
+    return {"files": files, "bytes": total, "mb": round(total / 1e6, 1), "chunk_bytes": chunk_bytes, "chunk_requests": requests,
+            "upload_wall_s": round(upload_s, 2), "upload_mb_per_s": round(total / 1e6 / upload_s, 1),
+            "peer_file_copy_mb_per_s": round(total / 1e6 / (peer_ms / 1000), 1),
+            "upload_over_file_copy_time": round(upload_s * 1000 / peer_ms, 2),
+            "server_rss_before_mb": round(rss_before, 1), "server_rss_peak_during_upload_mb": round(rss_peak, 1),
+            "ingest_state": status["state"], "ingest_wall_s": round(ingest_s, 2),
+            "images_after_ingest": len(images), "slices_of_the_image": images[0]["shape"][2] if len(images) == 1 else None}
 
 
 def in_library(folder: Path, middle: int) -> dict[str, float]:
@@ -191,7 +286,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--volumes", type=int, default=20, help="large volumes opened for the memory figure (0: skip)")
+    parser.add_argument("--volume-slices", type=int, default=300, help="slices of each 512x512 volume opened for the memory figure")
     parser.add_argument("--image-cache-mb", type=int, default=512)
+    parser.add_argument("--session-mb", type=int, default=512)
+    parser.add_argument("--upload-files", type=int, default=3000, help="DICOM slices of the chunked upload (0: skip)")
     parser.add_argument("--browser", action="store_true", help="measure window/level changes in Chromium")
     parser.add_argument("--skip-clicks", action="store_true", help="leave out the segmenter timings")
     args = parser.parse_args()
@@ -214,7 +312,9 @@ def main() -> None:
                 workbench.update(window_level_in_browser(server.url, record.id) or {"wl_change": "no Chromium/playwright"})
             served = {} if args.skip_clicks else through_server(server.url, record.id, middle)
         if args.volumes:
-            workbench["memory"] = memory_after_volumes(data_dir, args.volumes, args.image_cache_mb)
+            workbench["memory"] = memory_after_volumes(data_dir, args.volumes, args.volume_slices, args.image_cache_mb, args.session_mb)
+        if args.upload_files:
+            workbench["chunked_upload"] = chunked_upload(data_dir, args.upload_files)
     ratios = {f"{key}_server_over_library": round(served[key] / library[key], 2)
               for key in ("open_ms", "slice_ms", "click_new_plane_ms", "click_again_ms") if key in served}
     print(json.dumps({

@@ -1,4 +1,4 @@
-"""Annotating in Chromium: saved versions grouped by name with author, time and draft/final status
+"""Annotating in Chromium: saved versions grouped by structure name (newest first) with author, time and draft/final status
 (mark final, delete, load, which asks first over unsaved changes); structures named from the
 SNOMED CT list in the server's palette; smoothing; and the review of a propagation's planes."""
 
@@ -54,6 +54,54 @@ def draw_and_save(page, name: str) -> int:
     return pixels
 
 
+def saved_versions(server: str, image_id: str, name: str) -> list[dict]:
+    """The versions of annotation `name` the server lists (other tests save other names on the same image)."""
+    return next(a["versions"] for a in http(server, "GET", f"/api/images/{image_id}/annotations")["annotations"] if a["name"] == name)
+
+
+def save_structures(server: str, image_id: str, name: str, squares: dict[int, tuple[str, int]]) -> dict:
+    """Saves, through the API, version of annotation `name` holding a square per label:
+    `{label: (structure name, square's corner)}` on the sphere's centre plane."""
+    session = http(server, "POST", "/api/sessions", {"image_id": int(image_id)})["session"]
+    k = SPHERE_CENTRE[2]
+    empty = http(server, "GET", f"/api/sessions/{session}/mask?k={k}")["mask"]
+    width, height = PILImage.open(io.BytesIO(base64.b64decode(empty.split(",", 1)[1]))).size
+    plane = np.zeros((height, width), np.uint8)
+    for label, (structure, corner) in squares.items():
+        http(server, "POST", f"/api/sessions/{session}/labels", {"label": label, "name": structure})
+        plane[corner:corner + 6, corner:corner + 6] = label
+    buffer = io.BytesIO()
+    PILImage.fromarray(plane).save(buffer, format="PNG")
+    http(server, "PUT", f"/api/sessions/{session}/planes",
+         {"k": k, "mask": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()})
+    saved = http(server, "POST", f"/api/sessions/{session}/save", {"name": name, "author": "Dr. Grace"})
+    http(server, "DELETE", f"/api/sessions/{session}")
+    return saved
+
+
+def test_versions_are_grouped_by_structure_each_newest_first(browser, server):  # noqa: F811
+    with workbench_page(browser, server) as page:
+        page.locator("[data-testid=catalog-item]", has_text="sphere phantom").first.wait_for()
+        image_id = page.locator("[data-testid=catalog-item]", has_text="sphere phantom").first.get_attribute("data-image-id")
+    save_structures(server, image_id, "abdomen", {1: ("liver", 4)})
+    save_structures(server, image_id, "abdomen", {1: ("liver", 4), 2: ("spleen", 20)})
+    save_structures(server, image_id, "second-opinion", {1: ("spleen", 30)})
+    with workbench_page(browser, server) as page:
+        open_image(page, "sphere phantom")
+        page.locator("[data-testid=annotation-group][data-structure=spleen]").wait_for()
+        listed = page.evaluate("""() => [...document.querySelectorAll('[data-testid=annotation-list] li')]
+            .map((li) => li.dataset.testid === 'annotation-group' ? `# ${li.dataset.structure}` : `${li.dataset.structure}: ${li.dataset.name} v${li.dataset.version}`)""")
+        mine = [line for line in listed if "liver" in line or "spleen" in line]
+        assert mine == ["# liver", "liver: abdomen v2", "liver: abdomen v1",
+                        "# spleen", "spleen: second-opinion v1", "spleen: abdomen v2"]
+        item = page.locator("[data-testid=annotation-item][data-structure=spleen][data-name=abdomen][data-version='2']")
+        assert "abdomen v2" in item.inner_text() and "Dr. Grace" in item.inner_text()
+        item.click()  # a version listed under a structure loads whole, every structure in it
+        page.wait_for_function("document.querySelector('[data-testid=status-line]').textContent === 'loaded abdomen v2'")
+        names = "[...document.querySelectorAll('[data-testid=label-item] input[type=text]')].map((i) => i.value).sort().join()"
+        page.wait_for_function(f"{names} === 'liver,spleen'")
+
+
 def test_versions_show_author_and_status_and_can_be_marked_final_and_deleted(page, server, screenshots):  # noqa: F811
     open_image(page, "sphere phantom")
     page.fill("[data-testid=save-author]", "Dr. Ada")
@@ -61,7 +109,7 @@ def test_versions_show_author_and_status_and_can_be_marked_final_and_deleted(pag
     draw_and_save(page, "tumour")
     draw_and_save(page, "tumour")
     version(page, "tumour", 2).wait_for()
-    assert page.locator("[data-testid=annotation-group][data-name=tumour]").count() == 1
+    assert page.locator("[data-testid=annotation-group][data-structure='structure 1']").count() == 1
     assert "Dr. Ada" in version(page, "tumour", 1).inner_text()
     assert version(page, "tumour", 1).get_attribute("data-status") == "draft"
 
@@ -70,14 +118,14 @@ def test_versions_show_author_and_status_and_can_be_marked_final_and_deleted(pag
     page.screenshot(path=str(screenshots / "workbench-versions.png"))
     assert version(page, "tumour", 1).locator("[data-testid=annotation-delete]").is_disabled()
     image_id = page.evaluate("document.body.dataset.imageId")
-    listed = http(server, "GET", f"/api/images/{image_id}/annotations")["annotations"]
-    assert [v["status"] for v in listed[0]["versions"]] == ["final", "draft"]
-    assert listed[0]["versions"][0]["author"] == "Dr. Ada"
+    tumour = saved_versions(server, image_id, "tumour")
+    assert [v["status"] for v in tumour] == ["final", "draft"]
+    assert tumour[0]["author"] == "Dr. Ada"
 
     page.once("dialog", lambda dialog: dialog.accept())
     version(page, "tumour", 2).locator("[data-testid=annotation-delete]").click()
     page.wait_for_function("!document.querySelector(\"[data-testid=annotation-item][data-name=tumour][data-version='2']\")")
-    assert [v["version"] for v in http(server, "GET", f"/api/images/{image_id}/annotations")["annotations"][0]["versions"]] == [1]
+    assert [v["version"] for v in saved_versions(server, image_id, "tumour")] == [1]
     # the author is remembered for the next visit
     page.reload()
     page.wait_for_selector("body[data-ready='1']")

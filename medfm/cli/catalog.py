@@ -185,6 +185,53 @@ def catalog_show(
         typer.echo(f"  label {label['sha256'][:16]}  {label['size']:>12}  {label['path']}  ({label['name']})")
 
 
+@catalog_app.command("rename")
+def catalog_rename(
+    image_id: Annotated[int, typer.Argument(metavar="ID", help="Image id from `medfm catalog list`.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The name lists show the image by (its description).")],
+    catalog: CatalogOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Give an image the name lists show it by, as the workbench's Rename does."""
+    from medfm.catalog import open_catalog
+    from medfm.catalog.browse import display_name
+
+    with open_catalog(catalog) as store:
+        record = store.rename(image_id, name)
+    if as_json:
+        print_json({"id": record.id, "name": display_name(record)})
+    else:
+        typer.echo(f"image {record.id} is now named {display_name(record)!r}")
+
+
+@catalog_app.command("delete")
+def catalog_delete(
+    image_id: Annotated[int, typer.Argument(metavar="ID", help="Image id from `medfm catalog list`.")],
+    catalog: CatalogOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+) -> None:
+    """Remove an image from the catalog, as the workbench's Delete does; its files on disk stay.
+
+    With the default catalog (the one `medfm serve` uses), the image's saved annotations are
+    moved to deleted/ in the medfm data folder, so that no later image shows them.
+    """
+    from medfm.catalog import open_catalog
+    from medfm.catalog.browse import display_name
+
+    with open_catalog(catalog) as store:
+        record = store.get(image_id)  # a clear error for an unknown id
+        if not yes:
+            typer.confirm(f"Delete image {image_id} ({display_name(record)}) from {store.url}?", abort=True)
+        store.delete([image_id])
+    set_aside = None
+    if catalog is None:
+        from medfm.paths import data_dir
+        from medfm.server.annotations import AnnotationStore
+
+        set_aside = AnnotationStore(data_dir() / "annotations").set_aside(image_id, data_dir() / "deleted")
+    typer.echo(f"image {image_id} deleted from the catalog" + (f"; its annotations moved to {display_path(set_aside)}" if set_aside else ""))
+
+
 @ingest_app.command()
 def demo(catalog: CatalogOption = None) -> None:
     """Build a small example collection (shipped test files, synthetic phantoms) and catalogue it."""

@@ -84,7 +84,7 @@ class AnnotationStore:
             draft.unlink(missing_ok=True)
         values, counts = np.unique(labels.array, return_counts=True)
         record = {**sidecar, "provenance": labels.provenance.to_dict(), "name": name, "version": version, "format": fmt,
-                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "status": "draft",
+                  "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "status": "draft",
                   "voxels": {str(int(v)): int(c) for v, c in zip(values, counts) if v != 0}}
         try:
             _write_json(folder / f"v{version:04d}.json", record)

@@ -347,6 +347,27 @@ export class ZeroShot {
 
 // ---- saved annotations ----------------------------------------------------------------
 
+/**
+ * The saved versions by structure name: [[structure, [[annotation name, version]]]], structures
+ * in alphabetical order, each one's versions newest first. A version appears under every
+ * structure it holds voxels of; one that holds none, under its annotation's name.
+ */
+export function byStructure(annotations) {
+  const groups = new Map();
+  for (const ann of annotations) {
+    for (const v of ann.versions) {
+      const drawn = Object.keys(v.voxels || {}).map((value) => v.labels?.[value]?.name || `structure ${value}`);
+      for (const structure of new Set(drawn.length ? drawn : [ann.name])) {
+        if (!groups.has(structure)) groups.set(structure, []);
+        groups.get(structure).push([ann.name, v]);
+      }
+    }
+  }
+  const newestFirst = ([nameA, a], [nameB, b]) => (Date.parse(b.created) || 0) - (Date.parse(a.created) || 0)
+    || nameA.localeCompare(nameB) || b.version - a.version;
+  return [...groups].sort(([a], [b]) => a.localeCompare(b)).map(([structure, versions]) => [structure, versions.sort(newestFirst)]);
+}
+
 export class Annotations {
   /** `onLoad(name, version)` opens a version; `push(imageId, name, version)` sends a DICOM SEG to the PACS. */
   constructor(root, onLoad, push) {
@@ -381,15 +402,14 @@ export class Annotations {
 
   render(annotations) {
     const items = [];
-    for (const ann of annotations) {
-      if (!ann.versions.length) continue;
-      items.push(el("li", { class: "annotation-group", testid: "annotation-group", dataset: { name: ann.name }, textContent: ann.name }));
-      for (const v of [...ann.versions].sort((a, b) => b.version - a.version)) items.push(this.item(ann.name, v));
+    for (const [structure, versions] of byStructure(annotations)) {
+      items.push(el("li", { class: "annotation-group", testid: "annotation-group", dataset: { structure }, textContent: structure }));
+      for (const [name, v] of versions) items.push(this.item(name, v, structure));
     }
     this.list.replaceChildren(...(items.length ? items : [el("li", { class: "empty", textContent: "None saved yet." })]));
   }
 
-  item(name, v) {
+  item(name, v, structure) {
     const when = v.created ? new Date(v.created).toLocaleString() : "";
     const final = v.status === "final";
     const status = el("span", { class: `status ${v.status}`, testid: "annotation-status", textContent: v.status });
@@ -399,9 +419,9 @@ export class Annotations {
       title: final ? "A final version cannot be deleted: make it a draft first" : "Delete this version (it is set aside on the server; its number is not reused)" });
     const item = el("li", {
       class: "annotation-item", testid: "annotation-item", tabIndex: 0,
-      dataset: { name, version: String(v.version), status: v.status }, title: "Load into a new session",
+      dataset: { name, version: String(v.version), status: v.status, structure }, title: "Load into a new session",
     },
-    el("span", { class: "title", textContent: `v${v.version} ` }, status),
+    el("span", { class: "title", textContent: `${name} v${v.version} ` }, status),
     el("span", { class: "sub", textContent: [v.author || "no author", when, v.format === "dicom-seg" ? "DICOM SEG" : "NIfTI"].filter(Boolean).join(" · ") }),
     el("span", { class: "version-actions" }, mark, remove),
     this.pacs && v.format === "dicom-seg" ? this.pushButton(name, v.version) : null);
