@@ -92,7 +92,8 @@ def rank_generators(reference: str | os.PathLike, *, metric: str = "frd", genera
         encoder = create_encoder(DEFAULT_ENCODER)
     rows = []
     with tempfile.TemporaryDirectory(prefix="medfm-rank-") as tmp:
-        prepared: dict[tuple[int, int], list[Path]] = {}
+        prepared: dict[tuple[int, int], list[Path]] = {}  # reference images and embeddings by (size, channels)
+        real_embeddings: dict[tuple[int, int], np.ndarray] = {}
         for number, (model, kind) in enumerate(opened):
             shape = (model.size, model.channels)
             if shape not in prepared:
@@ -105,9 +106,10 @@ def rank_generators(reference: str | os.PathLike, *, metric: str = "frd", genera
             if metric == "frd":
                 row.update(frd_summary(prepared[shape][0].parent, samples, workers))
             else:
-                real = embed_paths(prepared[shape], encoder, cache=False)
+                if shape not in real_embeddings:
+                    real_embeddings[shape] = embed_paths(prepared[shape], encoder, cache=False)
                 synthetic = embed_paths(sorted(samples.iterdir()), encoder, cache=False)
-                row.update(precision_recall(real, synthetic, k))
+                row.update(precision_recall(real_embeddings[shape], synthetic, k))
             rows.append(row)
     if metric == "frd":
         rows.sort(key=lambda r: -np.inf if r["frd"] is None else r["frd"])
