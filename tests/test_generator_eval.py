@@ -5,6 +5,7 @@ generators and the fake encoder; their bad input."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -174,3 +175,46 @@ def test_cli_rank_and_evaluate_synthetic(generators: tuple[Path, Path], referenc
     assert "Memorisation" in page and "real + synthetic" in page and "<script" not in page
     code, _, err = run_cli(["evaluate", "synthetic", str(generators[1]), "--task", "seg", "--data", str(manifest)], capsys)
     assert code == 2 and err.strip().count("\n") == 0 and "seg is not available yet" in err
+
+
+def monai_checkpoint_folder(folder: Path, pixel_range: list[float]) -> Path:
+    """A generator from elsewhere: an unconditional MONAI ``DiffusionModelUNet`` saved with ``torch.save`` as
+    MONAI's tutorials do, described by a config.json in GEN_DIR's form with its noise schedule and pixel range."""
+    from monai.networks.nets import DiffusionModelUNet
+
+    from medfm.models.registry import sha256_of
+
+    torch.manual_seed(0)
+    folder.mkdir()
+    torch.save(DiffusionModelUNet(spatial_dims=2, in_channels=1, out_channels=1, **TINY).state_dict(), folder / "model.pt")
+    (folder / "config.json").write_text(json.dumps({
+        "name": "monai-ddpm", "kind": "generator", "family": "medfm_generator", "method": "ddpm", "condition": "none",
+        "size": SIZE, "channels": 1, "network": TINY, "pixel_range": pixel_range,
+        "scheduler": {"schedule": "scaled_linear_beta", "beta_start": 0.0005, "beta_end": 0.0195},
+        "weights": {"file": "model.pt", "sha256": sha256_of(folder / "model.pt")}}))
+    return folder
+
+
+def test_a_monai_checkpoint_folder_loads_samples_and_is_ranked(generators: tuple[Path, Path], reference: Path,
+                                                              tmp_path: Path) -> None:
+    from medfm.models.generators.sampling import sample
+    from medfm.models.registry import create_generator
+
+    external = monai_checkpoint_folder(tmp_path / "monai", [0.0, 1.0])
+    generator = create_generator(external)
+    assert generator.pixel_range == (0.0, 1.0) and generator.weights_sha256 == json.loads((external / "config.json").read_text())["weights"]["sha256"]
+    as_unit = sample(generator, [None, None], 2, 1.0, [0, 1])
+    config = json.loads((external / "config.json").read_text())
+    (external / "config.json").write_text(json.dumps({**config, "pixel_range": [-1.0, 1.0]}))
+    as_symmetric = sample(create_generator(external), [None, None], 2, 1.0, [0, 1])
+    # the same network output read in the other range: p = x for [0, 1] and p = (x + 1) / 2 for [-1, 1]
+    inside = (as_unit > 0) & (as_unit < 1)
+    assert torch.allclose(as_symmetric[inside], (as_unit[inside] + 1) / 2, atol=1e-5)
+    ranked = rank_generators(reference, metric="precision-recall", folders=[external, generators[0]], n=5, steps=2,
+                             encoder=FakeEncoder())
+    assert {row["generator"] for row in ranked["ranking"]} == {"monai-ddpm", generators[0].name}
+    (external / "model.pt").write_bytes(b"not a checkpoint")
+    config["weights"]["sha256"] = hashlib.sha256(b"not a checkpoint").hexdigest()
+    (external / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MedfmError, match="model.pt: not a PyTorch state dict"):
+        create_generator(external)
