@@ -162,6 +162,9 @@ def test_cli_rank_and_evaluate_synthetic(generators: tuple[Path, Path], referenc
                               "--n", "5", "--steps", "2", "--json"], capsys)
     assert code == 0, err
     assert [row["rank"] for row in json.loads(out)["ranking"]] == [1, 2]
+    code, out, err = run_cli(["models", "rank", "--reference", str(reference), "--metric", "precision-recall",
+                              "--generator", str(generators[0]), "--model", "fake-clip", "--n", "5", "--steps", "2"], capsys)
+    assert code == 0 and out.splitlines()[1].startswith("  1. A") and "precision" in out
     code, _, err = run_cli(["models", "rank", "--reference", str(reference), "--generator", str(tmp_path / "missing")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "missing" in err
     manifest = write_manifest(tmp_path)

@@ -43,7 +43,8 @@ def show_command(name: Annotated[str, typer.Argument(help="A model name from `me
 @models_app.command("rank")
 def rank_command(
     reference: Annotated[Path, typer.Option("--reference", help="Folder of the user's real images to rank generators for.")],
-    metric: Annotated[str, typer.Option("--metric", help="frd (lowest first) or precision-recall (highest harmonic mean first).")] = "frd",
+    metric: Annotated[str | None, typer.Option("--metric", help="frd (lowest first, the default) or precision-recall "
+                                               "(highest harmonic mean first).")] = None,
     kind: Annotated[str, typer.Option("--kind", help="The kind of model to rank (only generator).")] = "generator",
     generator: Annotated[list[Path] | None, typer.Option("--generator", help="Also rank this generator folder (repeatable).")] = None,
     n: Annotated[int | None, typer.Option("--n", help="Samples per generator (default: as many as reference images).")] = None,
@@ -64,14 +65,14 @@ def rank_command(
         from medfm.models.registry import create_encoder
 
         encoder = create_encoder(model)
-    result = rank_generators(reference, metric=metric, folders=generator or (), encoder=encoder,
-                             **given(n=n, steps=steps, seed=seed, workers=workers))
+    result = rank_generators(reference, folders=generator or (), encoder=encoder,
+                             **given(metric=metric, n=n, steps=steps, seed=seed, workers=workers))
     if as_json:
         print_json(result)
         return
     typer.echo(f"{len(result['ranking'])} generator(s) ranked for {result['reference']} ({result['n_reference']} images) "
                f"by {result['settings']['order']}")
     for row in result["ranking"]:
-        score = (f"FRD {'-inf' if row['frd'] is None else format(row['frd'], '.4g')}" if metric == "frd" else
+        score = (f"FRD {'-inf' if row['frd'] is None else format(row['frd'], '.4g')}" if result["metric"] == "frd" else
                  f"precision {row['precision']:.3f} recall {row['recall']:.3f} F1 {row['f1']:.3f}")
         typer.echo(f"{row['rank']:>3}. {row['generator']:28} {score} ({row['source']}, {row['n_samples']} samples)")
