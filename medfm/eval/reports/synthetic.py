@@ -18,11 +18,12 @@ def write_synthetic_report(result: dict[str, Any], path: str | os.PathLike) -> P
     generator, encoder, classifier = result["generator"], result["encoder"], result["classifier"]
     counts = ", ".join(f"{name} {n}" for name, n in result["n_train"].items())
     held = ", ".join(f"{name} {n}" for name, n in result["n_heldout"].items())
+    preparation = result["settings"]["preparation"]
     sections = [
         f"<p>generator <b>{html.escape(generator['name'])}</b> (weights sha256 {html.escape(str(generator['weights_sha256']))}, "
         f"{generator['steps']} steps, guidance {format_value(generator['guidance'])}), encoder <b>{html.escape(encoder['name'])}</b>, "
         f"data {html.escape(result['data'])}: training {html.escape(counts)}; held out {html.escape(held)}; "
-        f"{result['synthetic_per_class']} synthetic images per class. {html.escape(result['settings']['preparation'])}.</p>",
+        f"{result['synthetic_per_class']} synthetic images per class. {html.escape(preparation[:1].upper() + preparation[1:])}.</p>",
         f"<h2>Downstream classifier ({html.escape(classifier['head'])}), held-out split</h2>"
         "<p class='note'>95 % paired bootstrap intervals over held-out images.</p>"
         + html_table(["training data", *classifier["real_only"]], [
