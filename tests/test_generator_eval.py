@@ -213,6 +213,10 @@ def test_a_monai_checkpoint_folder_loads_samples_and_is_ranked(generators: tuple
     # the same network output read in the other range: p = x for [0, 1] and p = (x + 1) / 2 for [-1, 1]
     inside = (as_unit > 0) & (as_unit < 1)
     assert torch.allclose(as_symmetric[inside], (as_unit[inside] + 1) / 2, atol=1e-5)
+    (external / "config.json").write_text(json.dumps({**config, "pixel_range": [1, 1]}))
+    with pytest.raises(MedfmError, match=r"pixel_range must be \[black, white\] with black < white; got \[1, 1\]"):
+        create_generator(external)
+    (external / "config.json").write_text(json.dumps(config))
     ranked = rank_generators(reference, metric="precision-recall", folders=[external, generators[0]], n=5, steps=2,
                              encoder=FakeEncoder())
     assert {row["generator"] for row in ranked["ranking"]} == {"monai-ddpm", generators[0].name}

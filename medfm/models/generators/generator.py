@@ -159,7 +159,8 @@ def _read_state(weights: Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for files that are not plain tensor dicts
-            raise MedfmError(f"{display_path(weights)}: not a PyTorch state dict ({str(exc).splitlines()[0]})") from None
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise MedfmError(f"{display_path(weights)}: not a PyTorch state dict ({reason})") from None
         if not isinstance(state, dict):
             raise MedfmError(f"{display_path(weights)}: holds a {type(state).__name__}, not a state dict")
         return state
@@ -174,6 +175,11 @@ def build_generator(config: dict[str, Any], weights: Path | None) -> Generator:
     if config.get("method") not in METHODS or config.get("condition") not in CONDITIONS:
         raise MedfmError(f"generator {config.get('name')!r}: its config needs method {'/'.join(METHODS)} and condition "
                          f"{'/'.join(CONDITIONS)}")
+    pixel_range = config.get("pixel_range", [-1.0, 1.0])
+    if (not isinstance(pixel_range, list | tuple) or len(pixel_range) != 2
+            or not all(isinstance(v, int | float) for v in pixel_range) or not pixel_range[0] < pixel_range[1]):
+        raise MedfmError(f"generator {config.get('name')!r}: its config's pixel_range must be [black, white] with black < white; "
+                         f"got {pixel_range!r}")
     network = build_unet(config["network"], int(config["channels"]), config["condition"], len(config.get("classes", [])))
     digest = None
     if weights is not None:
