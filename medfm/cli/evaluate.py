@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import AdapterOption, JsonOption, MkdirOption, ProgressOption, ResultsOption, print_json, write_json
+from medfm.cli.output import AdapterOption, JsonOption, MkdirOption, ProgressOption, ResultsOption, given, print_json, write_json
 
 evaluate_app = typer.Typer(no_args_is_help=True, help="Score predictions against references, with confidence intervals.")
 
@@ -347,6 +347,56 @@ def zeroshot(
     typer.echo(f"  accuracy   {_interval(result['accuracy'])}\n  macro AUC  {_interval(result['macro_auc'])}")
     for name, by_class in result["by_class"].items():
         typer.echo(f"  {name[:28]:<28} n={by_class['n']:<5} recall {_interval(by_class['recall'])}  auc {_interval(by_class['auc'])}")
+
+
+@evaluate_app.command("synthetic")
+def synthetic(
+    generator: Annotated[str, typer.Argument(help="A registered generator's name or a GEN_DIR from `medfm train generator`.")],
+    data: Annotated[Path, typer.Option("--data", help="Labelled CSV manifest with a `split` column (training and held-out rows).")],
+    task: Annotated[str, typer.Option("--task", help="cls (a probe on frozen embeddings); seg is not available yet.")] = "cls",
+    per_class: Annotated[int | None, typer.Option("--per-class", help="Synthetic images added per class.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Encoder of the probe (default: the shipped one).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the encoder's shipped ones.")] = None,
+    label_column: LabelColumnOption = "label",
+    path_column: PathColumnOption = "path",
+    train_split: Annotated[str | None, typer.Option("--train-split", help="`split` value of the training rows.")] = None,
+    heldout_split: Annotated[str | None, typer.Option("--heldout-split", help="`split` value of the held-out rows.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Sampling steps (default: the generator's own).")] = None,
+    guidance: Annotated[float | None, typer.Option("--guidance", help="Guidance scale (default: the generator's own).")] = None,
+    n_boot: Annotated[int | None, typer.Option("--n-boot", help="Bootstrap resamples for the confidence intervals.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the samples and of the bootstrap.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="FRD feature extraction processes (default: one per CPU).")] = None,
+    results: ResultsOption = None,
+    as_json: JsonOption = False,
+    report: ReportOption = None,
+    mkdir: MkdirOption = False,
+) -> None:
+    """A probe trained on real images vs real + synthetic, on the held-out split (bootstrap CIs), with FRD,
+    precision/recall and near-copies of the synthetic set."""
+    from medfm.models.registry import DEFAULT_ENCODER, create_encoder
+    from medfm.train.synthetic_eval import evaluate_synthetic
+
+    encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint) if model or checkpoint else None
+    result = evaluate_synthetic(generator, data, encoder, task=task,
+                                label_column=label_column, path_column=path_column,
+                                **given(per_class=per_class, train_split=train_split, test_split=heldout_split, steps=steps,
+                                        guidance=guidance, n_boot=n_boot, seed=seed, workers=workers))
+    if results is not None:
+        write_json(result, results)
+    if report is not None:
+        from medfm.eval.reports.synthetic import write_synthetic_report
+
+        write_synthetic_report(result, report)
+    if as_json:
+        print_json(result)
+        return
+    classifier, memo = result["classifier"], result["memorisation"]
+    typer.echo(f"{result['generator']['name']} on {result['data']}: {result['synthetic_per_class']} synthetic images per class")
+    for label, key in (("real only", "real_only"), ("real + synthetic", "real_plus_synthetic"), ("difference", "difference")):
+        typer.echo(f"  {label:<17} " + "  ".join(f"{name} {_interval(value)}" for name, value in classifier[key].items()))
+    typer.echo(f"FRD vs held-out {_number(result['frd']['frd'])}; precision {result['precision_recall']['precision']:.3f}, "
+               f"recall {result['precision_recall']['recall']:.3f}")
+    typer.echo(f"near-copies: {memo['n_near_copies']} of {len(memo['samples'])} (cosine > {memo['threshold']:.4g})")
 
 
 def _write_outputs(result: dict, results: Path | None, report: Path | None, kind: str) -> None:

@@ -105,3 +105,11 @@ def multilabel_auc(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def macro(values: np.ndarray) -> float:
     """The unweighted mean over classes; NaN if any class is undefined, so that no class drops out silently."""
     return float(np.mean(values))
+
+
+def accuracy_and_auc(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """``accuracy`` (arg-max of ``(N, K)`` class scores against ``(N,)`` class indices) and ``auc``: the
+    positive column's AUC for two classes, else the macro one-vs-rest AUC."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
+    auc = roc_auc(scores[:, 1], labels) if scores.shape[1] == 2 else macro(one_vs_rest_auc(scores, labels))
+    return {"accuracy": float(np.mean(scores.argmax(axis=1) == labels)), "auc": auc}

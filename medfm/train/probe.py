@@ -9,7 +9,7 @@ import numpy as np
 
 from medfm.errors import MedfmError, display_path
 from medfm.eval.bootstrap import bootstrap
-from medfm.eval.cls_metrics import macro, one_vs_rest_auc, roc_auc
+from medfm.eval.cls_metrics import accuracy_and_auc
 from medfm.index import Index
 from medfm.io.manifest import read_manifest
 from medfm.models.encoders.base import Encoder, model_record
@@ -119,10 +119,6 @@ def cross_validate(new_head, embeddings: np.ndarray, labels: list[str], folds: i
         head = new_head().fit(embeddings[train], [labels[i] for i in train])
         scores[np.ix_(held_out, [classes.index(c) for c in head.classes_])] = head.predict_proba(embeddings[held_out])
 
-    def statistic(rows: np.ndarray) -> dict[str, float]:
-        auc = roc_auc(scores[rows, 1], y[rows]) if len(classes) == 2 else macro(one_vs_rest_auc(scores[rows], y[rows]))
-        return {"accuracy": float(np.mean(scores[rows].argmax(axis=1) == y[rows])), "auc": auc}
-
-    estimates = bootstrap(statistic, len(y), n_boot=500, seed=seed)
+    estimates = bootstrap(lambda rows: accuracy_and_auc(scores[rows], y[rows]), len(y), n_boot=500, seed=seed)
     return {"folds": folds, **{name: estimate.as_dict() for name, estimate in estimates.items()},
             "majority_baseline": baseline, "beats_baseline": bool(estimates["accuracy"].low > baseline["accuracy"])}

@@ -78,6 +78,13 @@ class Generator:
     def channels(self) -> int:
         return int(self.config["channels"])
 
+    @property
+    def pixel_range(self) -> tuple[float, float]:
+        """The values the network sees for black and white: (-1, 1) for medfm's generators; a checkpoint
+        from elsewhere says its own in config ``pixel_range`` (MONAI's tutorials train on [0, 1])."""
+        low, high = self.config.get("pixel_range", (-1.0, 1.0))
+        return float(low), float(high)
+
     def resolve(self, condition: str | None = None, class_: str | int | None = None) -> str | None:
         """The condition a request names: a class by name or index (class generators), a text (text
         generators; a class generator also takes a class name as text), or None; MedfmError otherwise."""
@@ -143,15 +150,36 @@ class Generator:
         return unconditional + guidance * (conditional - unconditional)
 
 
-def build_generator(config: dict[str, Any], weights: Path | None) -> Generator:
-    """The generator of ``config`` with the safetensors ``weights`` (checked against the config's sha256)."""
+def _read_state(weights: Path) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors, or from a PyTorch ``.pt``/``.pth`` file (MONAI checkpoints) read without
+    running any of its code (``weights_only``)."""
     from safetensors.torch import load_file
 
+    if weights.suffix in (".pt", ".pth"):
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for files that are not plain tensor dicts
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise MedfmError(f"{display_path(weights)}: not a PyTorch state dict ({reason})") from None
+        if not isinstance(state, dict):
+            raise MedfmError(f"{display_path(weights)}: holds a {type(state).__name__}, not a state dict")
+        return state
+    return load_file(str(weights))
+
+
+def build_generator(config: dict[str, Any], weights: Path | None) -> Generator:
+    """The generator of ``config`` with the ``weights`` (safetensors, or a MONAI ``.pt`` state dict; checked against
+    the config's sha256)."""
     from medfm.models.registry import sha256_of
 
     if config.get("method") not in METHODS or config.get("condition") not in CONDITIONS:
         raise MedfmError(f"generator {config.get('name')!r}: its config needs method {'/'.join(METHODS)} and condition "
                          f"{'/'.join(CONDITIONS)}")
+    pixel_range = config.get("pixel_range", [-1.0, 1.0])
+    if (not isinstance(pixel_range, list | tuple) or len(pixel_range) != 2
+            or not all(isinstance(v, int | float) for v in pixel_range) or not pixel_range[0] < pixel_range[1]):
+        raise MedfmError(f"generator {config.get('name')!r}: its config's pixel_range must be [black, white] with black < white; "
+                         f"got {pixel_range!r}")
     network = build_unet(config["network"], int(config["channels"]), config["condition"], len(config.get("classes", [])))
     digest = None
     if weights is not None:
@@ -159,7 +187,7 @@ def build_generator(config: dict[str, Any], weights: Path | None) -> Generator:
         recorded = config.get("weights", {}).get("sha256")
         if recorded and digest != recorded:
             raise MedfmError(f"{display_path(weights)}: does not match its recorded sha256; the file is damaged")
-        state = {k: v.float() for k, v in load_file(str(weights)).items()}
+        state = {k: v.float() for k, v in _read_state(weights).items()}
         try:
             network.load_state_dict(state)
         except RuntimeError as exc:

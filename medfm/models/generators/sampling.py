@@ -19,12 +19,14 @@ from medfm.errors import MedfmError
 from medfm.models.generators.generator import DDPM_TIMESTEPS, Generator
 
 
-def _to_model(pixels: torch.Tensor) -> torch.Tensor:
-    return pixels * 2.0 - 1.0
+def _to_model(generator: Generator, pixels: torch.Tensor) -> torch.Tensor:
+    low, high = generator.pixel_range
+    return low + pixels * (high - low)
 
 
-def _to_pixels(x: torch.Tensor) -> torch.Tensor:
-    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+def _to_pixels(generator: Generator, x: torch.Tensor) -> torch.Tensor:
+    low, high = generator.pixel_range
+    return ((x - low) / (high - low)).clamp(0.0, 1.0)
 
 
 def _noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -59,16 +61,22 @@ def sample(generator: Generator, labels: list[str | None], steps: int, guidance:
         raise MedfmError(f"one seed per image: {len(seeds)} seeds for {len(labels)} images")
     noise = _noises(generator, seeds)
     if generator.method == "flow":
-        return _to_pixels(_euler(generator, noise, 1.0, 0.0, steps, labels, guidance))
-    return _to_pixels(ddim_sample(generator, noise, labels, steps, guidance))
+        return _to_pixels(generator, _euler(generator, noise, 1.0, 0.0, steps, labels, guidance))
+    return _to_pixels(generator, ddim_sample(generator, noise, labels, steps, guidance))
 
 
 def ddim_sample(generator: Generator, noise: torch.Tensor, labels: list[str | None], steps: int, guidance: float) -> torch.Tensor:
-    """A DDPM generator's samples from ``noise`` with MONAI's DDIM scheduler (η = 0) in ``steps`` steps."""
+    """A DDPM generator's samples from ``noise`` with MONAI's DDIM scheduler (η = 0) in ``steps`` steps, under the
+    noise schedule it was trained with (config ``scheduler``: MONAI scheduler arguments such as ``schedule``,
+    ``beta_start``, ``beta_end``; default MONAI's linear 1,000-step one, medfm's own)."""
     from monai.networks.schedulers import DDIMScheduler
 
-    scheduler = DDIMScheduler(num_train_timesteps=DDPM_TIMESTEPS)
-    scheduler.set_timesteps(min(steps, DDPM_TIMESTEPS))
+    try:
+        scheduler = DDIMScheduler(**{"num_train_timesteps": DDPM_TIMESTEPS, **generator.config.get("scheduler", {})})
+    except (TypeError, ValueError) as exc:
+        raise MedfmError(f"generator {generator.name!r}: its scheduler arguments {generator.config['scheduler']} do not make "
+                         f"a MONAI scheduler ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    scheduler.set_timesteps(min(steps, scheduler.num_train_timesteps))
     x = noise
     for timestep in scheduler.timesteps:
         predicted = generator.predict(x, timestep.expand(len(x)).float(), labels, guidance)
@@ -103,8 +111,8 @@ def translate(generator: Generator, pixels: torch.Tensor, source: str, target: s
     if strength == 0.0:
         return pixels.clone()
     count = max(1, round(steps * strength))
-    x = _euler(generator, _to_model(pixels), 0.0, strength, count, [source] * len(pixels), guidance)
-    return _to_pixels(_euler(generator, x, strength, 0.0, count, [target] * len(pixels), guidance))
+    x = _euler(generator, _to_model(generator, pixels), 0.0, strength, count, [source] * len(pixels), guidance)
+    return _to_pixels(generator, _euler(generator, x, strength, 0.0, count, [target] * len(pixels), guidance))
 
 
 @torch.no_grad()
@@ -118,11 +126,11 @@ def inpaint(generator: Generator, pixels: torch.Tensor, mask: torch.Tensor, labe
     if tuple(mask.shape) != (len(pixels), 1, generator.size, generator.size):
         raise MedfmError(f"the mask is {tuple(mask.shape[-2:])}; it must match the image, {generator.size}x{generator.size}")
     region = (mask != 0).float()
-    known = _to_model(pixels)
+    known = _to_model(generator, pixels)
     noise = _noises(generator, [seed + n for n in range(len(pixels))])
     times = torch.linspace(1.0, 0.0, steps + 1)
     x = noise
     for now, after in zip(times[:-1], times[1:]):
         x = region * x + (1 - region) * ((1 - now) * known + now * noise)
         x = x + (after - now) * generator.predict(x, now.expand(len(x)), labels, guidance)
-    return region * _to_pixels(x) + (1 - region) * pixels
+    return region * _to_pixels(generator, x) + (1 - region) * pixels
