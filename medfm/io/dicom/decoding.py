@@ -13,6 +13,7 @@ frames per worker.
 
 from __future__ import annotations
 
+import gc
 import mmap
 import os
 import pickle
@@ -83,6 +84,9 @@ def shared_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 def _worker(volume: np.ndarray, files: Sequence[Placed], fill: Fill, claim, busy: np.ndarray, slot: int, pipe: int) -> None:
     """Decode the next unclaimed file until none is left; report the first failure on ``pipe``. Never returns."""
+    # A collection here would traverse, and so copy, every page of the heap this process
+    # shares with its parent (a tenfold slower start); frozen, only new objects are traversed.
+    gc.freeze()
     code = 0
     try:
         while True:
