@@ -99,6 +99,7 @@ def _worker(volume: np.ndarray, files: Sequence[Placed], fill: Fill, claim, busy
             busy[slot, 0] = index  # a new index with the previous file's start
             path, placed = files[index]
             fill(path, [(frame, volume[at]) for frame, at in placed], None)
+            busy[slot, 0] = -1  # between files (or exiting): no time limit runs
     except BaseException as exc:  # everything reaches the parent, which raises it
         code = 1
         failure = ("unreadable", exc.path, exc.reason) if isinstance(exc, UnreadableFileError) else ("error", exc)
