@@ -28,6 +28,11 @@ REASONS = {
     # is 2**31 - 1: it was listing two billion frames before any size check.
     "memory-f6b421282def.dcm": "header claims 70368744144896 bytes of pixel data (2147483647 frame(s) of 512x512x1, 1 bits) "
                                "but the file holds 64",
+    # A TIFF strip whose byte count says 4 GB: tifffile allocated it before reading.
+    "memory-ceb3a7bb1f97.tiff": "cannot read as tiff: page 1 has a strip or tile of 4278190320 bytes at byte 272, past the end of "
+                                "the 190-byte file: it is truncated or damaged",
+    # A MetaImage whose zlib header asks for a preset dictionary: SimpleITK's MetaIO looped forever.
+    "hang-de4dda0c9683.mha": "MetaImage compressed data has a damaged zlib header",
 }
 
 READ_UNDER_LIMITS = """
