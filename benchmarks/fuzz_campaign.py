@@ -209,6 +209,15 @@ def _signature(kind: str, name: str, detail: str) -> str:
     return f"{kind} {suffix_of(name)} {re.sub(r'[0-9]+', 'N', detail)}"
 
 
+def _grouped(raw: list[tuple]) -> dict[str, dict]:
+    """Findings by :func:`_signature`, each with its count and the first ``(worker, index)`` that gave it."""
+    grouped: dict[str, dict] = {}
+    for worker, index, name, kind, detail in raw:
+        entry = grouped.setdefault(_signature(kind, name, detail), {"kind": kind, "seed": name, "detail": detail, "count": 0, "first": (worker, index)})
+        entry["count"] += 1
+    return grouped
+
+
 def campaign(args: argparse.Namespace) -> dict:
     from medfm.io.fuzzing import seed_files, suffix_of
 
@@ -245,7 +254,10 @@ def campaign(args: argparse.Namespace) -> dict:
         if args.status and time.monotonic() >= next_status:  # progress for a run watched from outside
             next_status += 60
             count = sum(int(progress[w]) for w in range(args.workers))
-            Path(args.status).write_text(json.dumps({"inputs": count, "seconds": round(time.monotonic() - began), "raw_findings": len(raw)}) + "\n")
+            status = {"inputs": count, "seconds": round(time.monotonic() - began), "raw_findings": len(raw), "findings": _grouped(raw)}
+            partial = Path(f"{args.status}.partial")  # then renamed: a reader never sees half a file
+            partial.write_text(json.dumps(status) + "\n")
+            partial.replace(args.status)
         while not findings.empty():
             raw.append(findings.get())
         now = time.monotonic()
@@ -270,10 +282,7 @@ def campaign(args: argparse.Namespace) -> dict:
         raw.append(findings.get())
     inputs = sum(int(progress[w]) for w in range(args.workers))
 
-    grouped: dict[str, dict] = {}
-    for worker, index, name, kind, detail in raw:
-        entry = grouped.setdefault(_signature(kind, name, detail), {"kind": kind, "seed": name, "detail": detail, "count": 0, "first": (worker, index)})
-        entry["count"] += 1
+    grouped = _grouped(raw)
     minimiser = Minimiser(context, settings)
     corpus = Path(args.corpus)
     try:
@@ -312,7 +321,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="campaign seed: inputs are reproducible from it")
     parser.add_argument("--seconds", type=float, default=10.0, help="time limit per input")
     parser.add_argument("--memory-mb", type=int, default=1024, help="address space a worker may add per input")
-    parser.add_argument("--status", help="file rewritten every minute with the inputs read so far")
+    parser.add_argument("--status", help="file rewritten every minute with the inputs read and the findings so far")
     parser.add_argument("--corpus", default=str(Path(__file__).resolve().parents[1] / "tests" / "fuzz_corpus"))
     print(json.dumps(campaign(parser.parse_args()), indent=2))
 

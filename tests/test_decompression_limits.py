@@ -154,3 +154,44 @@ def test_a_dicom_series_is_checked_as_a_whole_before_its_volume_is_allocated(tmp
     with pytest.raises(MedfmError, match=r"series would decode to 12\.0 KiB, over the 10\.0 KiB limit") as caught:
         medfm.load(tmp_path / "series")
     assert str(caught.value).startswith(str(files[0].parent))
+
+
+@pytest.mark.parametrize("syntax", [None, pydicom.uid.JPEGLSLossless], ids=["native", "encapsulated"])
+def test_a_damaged_number_of_frames_is_refused_before_any_frame_is_listed(tmp_path: Path, syntax: str | None) -> None:
+    from medfm.io.synthetic import phantom, write_dicom_series
+
+    (path,) = write_dicom_series(phantom((32, 32, 1)), tmp_path, transfer_syntax=syntax)
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = 2**31 - 1  # 2**31 frames' worth of memory before any size check, once
+    ds.save_as(path)
+    held = len(ds.PixelData) + (8 if syntax else 0)  # encapsulated: and the sequence delimiter
+
+    def load() -> MedfmError:
+        with pytest.raises(MedfmError) as caught:
+            medfm.load(path)
+        return caught.value
+
+    error, peak = _peak_bytes(load)
+    assert peak < MEMORY_BUDGET
+    expected = (f"header claims {(2**31 - 1) * 32 * 32 * 2} bytes of pixel data (2147483647 frame(s) of 32x32x1, 16 bits) "
+                f"but the file holds {held}") if syntax is None else \
+        f"header claims 2147483647 frames but its {held} bytes of encapsulated pixel data hold at most {held // 8}"
+    assert error.reason == expected
+
+
+def test_a_codestream_larger_than_its_header_is_refused_before_decoding(tmp_path: Path) -> None:
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from medfm.io.synthetic import phantom, write_dicom_series
+
+    (path,) = write_dicom_series(phantom((32, 32, 1)), tmp_path, transfer_syntax=pydicom.uid.JPEG2000Lossless)
+    ds = pydicom.dcmread(path)
+    frame = bytearray(next(generate_frames(ds.PixelData, number_of_frames=1)))
+    assert frame[:4] == b"\xff\x4f\xff\x51"
+    frame[8:16] = struct.pack(">II", 60000, 60000)  # SIZ: the reference grid, 3.6 gigapixels
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds.save_as(path)
+    with pytest.raises(MedfmError) as caught:
+        medfm.load(path)
+    assert caught.value.reason == ("the JPEG 2000 Image Compression (Lossless Only) codestream of frame 1 declares 60000x60000 pixels, "
+                                   "more than the header's 32x32")

@@ -1,8 +1,10 @@
-"""Compressed series decoded in worker processes give exactly what decoding in this process gives."""
+"""Compressed series decoded by worker processes: one or several give the same volume, and a
+file whose decoder fails, dies or never returns is named in one line."""
 
 from __future__ import annotations
 
 import mmap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pydicom
 import pytest
 
 import medfm.io
+import medfm.io.dicom
 from medfm.errors import UnreadableFileError
 from medfm.io.dicom import decoding
 from medfm.io.synthetic import phantom, write_dicom_series
@@ -25,31 +28,37 @@ def _shared(array: np.ndarray) -> bool:
     return isinstance(base.obj if isinstance(base, memoryview) else base, mmap.mmap)
 
 
-def _load(folder: Path, in_processes: bool, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
-    monkeypatch.setattr(decoding, "PARALLEL_DECODE_FILES", 2 if in_processes else 10**9)
+def _load(folder: Path, parallel: bool, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
+    monkeypatch.setattr(decoding, "PARALLEL_DECODE_FILES", 2 if parallel else 10**9)
     monkeypatch.setattr(decoding, "PARALLEL_DECODE_BYTES", 0)  # this test's small volume too
     monkeypatch.setattr(decoding, "usable_cpus", lambda: 2)  # workers even where one CPU is allowed
     return medfm.io.load(folder).array
 
 
-def test_series_decoded_in_processes_equals_decoding_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_series_decoded_by_several_workers_equals_one_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_dicom_series(VOLUME, tmp_path, transfer_syntax=pydicom.uid.JPEGLSLossless, rescale=(1.0, -1024.0), bits_stored=12)
-    here = _load(tmp_path, False, monkeypatch)
-    elsewhere = _load(tmp_path, True, monkeypatch)
-    assert not _shared(here) and _shared(elsewhere)
-    assert elsewhere.dtype == here.dtype and np.array_equal(elsewhere, here)
-    assert np.array_equal(elsewhere[..., 0, 0], VOLUME[:, ::-1])
+    one = _load(tmp_path, False, monkeypatch)
+    several = _load(tmp_path, True, monkeypatch)
+    assert _shared(one) and _shared(several)
+    assert several.dtype == one.dtype and np.array_equal(several, one)
+    assert np.array_equal(several[..., 0, 0], VOLUME[:, ::-1])
+
+
+def test_rle_is_decoded_in_this_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_dicom_series(VOLUME, tmp_path, transfer_syntax=pydicom.uid.RLELossless)
+    array = _load(tmp_path, True, monkeypatch)
+    assert not _shared(array) and np.array_equal(array[..., 0, 0], VOLUME[:, ::-1])
 
 
 def test_damaged_file_decoded_in_a_worker_is_named_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files = write_dicom_series(VOLUME, tmp_path, transfer_syntax=pydicom.uid.JPEGLSLossless)  # in slice order
-    damaged = files[5]  # not the first slice, which is decoded before the workers start
+    damaged = files[5]
     data = damaged.read_bytes()
     damaged.write_bytes(data[: len(data) - 200])
     messages = []
-    for in_processes in (False, True):
+    for parallel in (False, True):
         with pytest.raises(UnreadableFileError) as caught:
-            _load(tmp_path, in_processes, monkeypatch)
+            _load(tmp_path, parallel, monkeypatch)
         messages.append(str(caught.value))
     assert messages[0] == messages[1]
     assert damaged.name in messages[1] and "\n" not in messages[1]
@@ -72,3 +81,51 @@ def test_killed_decoding_worker_is_one_line_error(tmp_path: Path, monkeypatch: p
     with pytest.raises(UnreadableFileError) as caught:
         _load(tmp_path, True, monkeypatch)
     assert caught.value.reason == "a pixel-decoding worker process died; load the series again"
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["one worker", "several workers"])
+def test_a_decode_that_never_returns_is_killed_at_its_time_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: bool) -> None:
+    import os
+    import time
+
+    from medfm.io.dicom import pixels
+
+    files = write_dicom_series(VOLUME, tmp_path, transfer_syntax=pydicom.uid.JPEGLSLossless)
+    stuck, real = files[3], pixels.decode
+
+    def loops_on_one_file(path: Path, *args: object) -> np.ndarray:
+        if path == stuck:
+            while True:  # as libjpeg does on some damaged JPEG-LS codestreams: no signal stops it
+                pass
+        return real(path, *args)
+
+    monkeypatch.setattr(pixels, "decode", loops_on_one_file)
+    monkeypatch.setattr(decoding, "DECODE_FLOOR_S", 0.5)
+    started = time.monotonic()
+    with pytest.raises(UnreadableFileError) as caught:
+        _load(tmp_path, parallel, monkeypatch)
+    assert time.monotonic() - started < 30
+    assert str(caught.value) == f"{stuck}: JPEG-LS Lossless Image Compression pixel data could not be decoded within 1 s"
+    with pytest.raises(ChildProcessError):  # every worker was killed and reaped
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_the_time_limit_grows_with_the_decoded_size(tmp_path: Path) -> None:
+    (path,) = write_dicom_series(VOLUME[:, :, :1], tmp_path, transfer_syntax=pydicom.uid.JPEGLSLossless)
+    (frame,) = medfm.io.dicom.scan_dicom([path])[0][0].frames
+    big = replace(frame, layout=replace(frame.layout, rows=4096, columns=4096, number_of_frames=8))
+    assert decoding.decode_seconds([(frame, None)]) == pytest.approx(decoding.DECODE_FLOOR_S, abs=0.01)
+    assert decoding.decode_seconds([(big, None)]) == pytest.approx(decoding.DECODE_FLOOR_S + 256 * decoding.DECODE_S_PER_MIB)
+
+
+def test_libjpeg_stuck_in_a_damaged_codestream_is_killed_at_the_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fuzz campaign's JPEG-LS reproducer with the codestream size check switched off: the
+    decoder's C loop (no signal interrupts it) runs in a worker, which is killed."""
+    from medfm.io.dicom import pixels
+
+    path = Path(__file__).parent / "fuzz_corpus" / "hang-01d5d70a7b24.dcm"
+    monkeypatch.setattr(pixels, "_check_codestreams", lambda *args: None)
+    monkeypatch.setattr(decoding, "DECODE_FLOOR_S", 0.5)
+    with pytest.raises(UnreadableFileError) as caught:
+        medfm.io.load(path)
+    assert caught.value.reason == "JPEG-LS Lossy (Near-Lossless) Image Compression pixel data could not be decoded within 1 s"

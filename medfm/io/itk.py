@@ -66,13 +66,29 @@ def _check_metaimage_header(path: Path) -> None:
     """Refuse a MetaImage header that is not ``Key = Value`` text ending at ElementDataFile."""
     with open(path, "rb") as handle:
         head = handle.read(65536)
+    compressed, start = False, 0
     for number, line in enumerate(head.split(b"\n"), start=1):
+        start += len(line) + 1
         line = line.rstrip(b"\r")
         if not _METAIMAGE_LINE.fullmatch(line) or (line.strip() and b"=" not in line):
             raise UnreadableFileError(path, f"MetaImage header line {number} is not 'Key = Value' text")
-        if line.lstrip().startswith(b"ElementDataFile"):
+        key, _, value = (part.strip() for part in line.partition(b"="))
+        compressed = compressed or (key == b"CompressedData" and value.lower() == b"true")
+        if key == b"ElementDataFile":
+            if compressed and value == b"LOCAL":
+                _check_zlib_header(path, head[start:start + 2])
             return
     raise UnreadableFileError(path, "MetaImage header has no ElementDataFile line")
+
+
+def _check_zlib_header(path: Path, header: bytes) -> None:
+    """Refuse compressed MetaImage data whose zlib header is damaged: MetaIO loops forever when
+    inflate asks for a preset dictionary (found by benchmarks/fuzz_campaign.py)."""
+    if len(header) < 2:
+        raise UnreadableFileError(path, "MetaImage compressed data is missing")
+    method, flags = header
+    if method & 0x0F != 8 or (method * 256 + flags) % 31 or flags & 0x20:
+        raise UnreadableFileError(path, "MetaImage compressed data has a damaged zlib header")
 
 
 def _component_bytes(pixel_type: str) -> int:

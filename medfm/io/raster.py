@@ -108,6 +108,7 @@ def read_tiff(path: Path) -> list[Image]:
                 raise ValueError("TIFF holds no image series")
             series = tiff.series[0]
             check_decoded_size(path, math.prod(series.shape) * series.dtype.itemsize, path.stat().st_size)
+            _check_strips(series, path.stat().st_size)
             pixels = series.asarray()
     finally:
         logger.disabled = disabled
@@ -118,6 +119,16 @@ def read_tiff(path: Path) -> list[Image]:
     if pixels.ndim > (4 if channels_last else 3):
         raise ValueError(f"TIFF array of shape {pixels.shape} has more axes than pages, rows, columns and channels")
     return [Image(_from_rows_columns(pixels, planes=planes), metadata=_photo_metadata())]
+
+
+def _check_strips(series, size: int) -> None:
+    """Refuse a page whose strips or tiles reach past the end of the file: tifffile reads (and
+    allocates) each one's declared byte count, 4 GB for a damaged count, before finding it short."""
+    for number, page in enumerate(series.pages, 1):
+        for offset, count in zip(getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ())):
+            if offset + count > size:
+                raise ValueError(f"page {number} has a strip or tile of {count} bytes at byte {offset}, past the end of the "
+                                 f"{size}-byte file: it is truncated or damaged")
 
 
 def _rows_columns(image: Image, what: str) -> np.ndarray:

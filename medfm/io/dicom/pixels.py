@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medfm.errors import UnreadableFileError
+from medfm.io.dicom.codestream import declared_size
 from medfm.io.dicom.frames import Frame, PixelLayout
 from medfm.io.limits import check_decoded_size
 
@@ -87,32 +88,62 @@ def decode(path: Path, layout: PixelLayout) -> np.ndarray:
     return pixels.reshape(layout.number_of_frames, layout.rows, layout.columns, layout.samples)
 
 
-def _pydicom_decode(path: Path, layout: PixelLayout) -> np.ndarray:
-    from pydicom import dcmread
-    from pydicom.pixels import get_decoder, pixel_array
+def check_decodable(path: Path, layout: PixelLayout) -> None:
+    """Refuse ``path`` if no installed plugin decodes its transfer syntax; else import its plugins."""
+    from pydicom.pixels import get_decoder
     from pydicom.uid import UID
 
     uid = UID(layout.transfer_syntax)
     try:
-        decoder = get_decoder(uid)
+        decoder = get_decoder(uid)  # imports the plugins that decode it
     except NotImplementedError:
         named = f"{uid.name} ({uid})" if uid.is_valid else "UID (not a valid UID)"
         raise UnreadableFileError(path, f"transfer syntax {named} is not supported") from None
     if not decoder.is_available:
         missing = "; ".join(decoder.missing_dependencies) or "a decoding plugin"
         raise UnreadableFileError(path, f"transfer syntax {uid.name} cannot be decoded: install {missing}")
+
+
+def _pydicom_decode(path: Path, layout: PixelLayout) -> np.ndarray:
+    from pydicom import dcmread
+    from pydicom.pixels import pixel_array
+    from pydicom.uid import UID
+
+    uid = UID(layout.transfer_syntax)
+    check_decodable(path, layout)
     check_decoded_size(path, layout.frame_bytes * layout.number_of_frames, path.stat().st_size, f"{uid.name} pixel data")
     try:
         # Through a data set, not pixel_array(path): dcmread tolerates files whose body
         # is implicit VR under an explicit transfer syntax, as some writers produce. From
         # memory: a damaged element length then reads what is there instead of allocating it.
-        return pixel_array(dcmread(io.BytesIO(path.read_bytes()), force=True))
+        ds = dcmread(io.BytesIO(path.read_bytes()), force=True)
+        _check_codestreams(path, layout, ds)
+        return pixel_array(ds)
+    except UnreadableFileError:
+        raise
     except BaseException as exc:  # the plugins' own errors become one line naming the file
         # pylibjpeg-rle's Rust decoder panics on damaged data with a BaseException (PanicException).
         if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
             raise
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
         raise UnreadableFileError(path, f"cannot decode {uid.name} pixel data: {reason[:300]}") from None
+
+
+def _check_codestreams(path: Path, layout: PixelLayout, ds) -> None:
+    """Refuse a frame whose codestream declares more pixels than the header's Rows x Columns
+    (a decoder would allocate, and spend its time filling, what the codestream declares)."""
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import UID
+
+    if "PixelData" not in ds or not UID(layout.transfer_syntax).is_encapsulated:
+        return
+    for number, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=layout.number_of_frames), 1):
+        size = declared_size(frame)
+        if size is not None and size[0] * size[1] > layout.columns * layout.rows:
+            raise UnreadableFileError(
+                path, f"the {UID(layout.transfer_syntax).name} codestream of frame {number} declares {size[0]}x{size[1]} pixels, "
+                f"more than the header's {layout.columns}x{layout.rows}",
+            )
 
 
 def deflated_has_pixels(path: Path, meta_length: int) -> bool:

@@ -255,16 +255,33 @@ def _layout(ds: Dataset, offset: int, length: int, size: int) -> PixelLayout:
     # Big endian 8-bit pixels may be stored as OW, byte-swapped in pairs: pydicom untangles them.
     big_endian_bytes = bits == 8 and NATIVE_SYNTAXES.get(syntax) == ">"
     fast = native and bits in (8, 16, 32) and photometric in ("MONOCHROME1", "MONOCHROME2", "RGB") and not big_endian_bytes
-    if native and bits in (8, 16, 32):
-        # YBR_FULL_422 stores two luminance samples per pair of chroma samples: 2/3 of full size.
-        expected = layout.frame_bytes * frames * (2 if photometric == "YBR_FULL_422" else 3) // 3
-        held = min(length, size - offset)
+    _check_pixel_bytes(layout, bits, photometric, native, max(min(length, size - offset), 0))
+    return layout if fast else replace(layout, offset=-1)
+
+
+def _check_pixel_bytes(layout: PixelLayout, bits: int, photometric: str, native: bool, held: int) -> None:
+    """Refuse a header that claims more frames than the Pixel Data's ``held`` bytes can hold.
+
+    Before any frame is listed or any buffer allocated: a damaged Number of Frames (2**31)
+    would otherwise make billions of frames. Native data must hold every byte; encapsulated
+    data holds each frame in at least one item, which takes 8 bytes. (Deflated data is
+    bounded by the decompression limits as it is inflated.)
+    """
+    frames, rows, columns, samples = layout.number_of_frames, layout.rows, layout.columns, layout.samples
+    if frames < 1:
+        raise BadFile(f"header claims {frames} frames")
+    if native:
+        # YBR_FULL_422 stores two luminance samples per pair of chroma samples: 2/3 of full size;
+        # Bits Allocated 1 packs eight pixels into a byte.
+        values = frames * rows * columns * samples * (2 if photometric == "YBR_FULL_422" else 3) // 3
+        expected = -(-values * max(bits, 1) // 8)
         if held < expected:
             raise BadFile(
                 f"header claims {expected} bytes of pixel data ({frames} frame(s) of {columns}x{rows}x"
-                f"{samples}, {bits} bits) but the file holds {max(held, 0)}"
+                f"{samples}, {bits} bits) but the file holds {held}"
             )
-    return layout if fast else replace(layout, offset=-1)
+    elif layout.transfer_syntax != pixels.DEFLATED and frames > held // 8:
+        raise BadFile(f"header claims {frames} frames but its {held} bytes of encapsulated pixel data hold at most {held // 8}")
 
 
 def _common(ds: Dataset) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Volume assembly: frames placed into one preallocated array, file by file, in threads
-(native files) or worker processes (many compressed files, :mod:`medfm.io.dicom.decoding`).
+(native, RLE and deflated files) or worker processes (files whose decoders are C libraries,
+:mod:`medfm.io.dicom.decoding`).
 
 The buffer is ``(T, K, rows, columns, C)`` in C order, so each DICOM frame is one
 contiguous plane and a native file is read straight into it. The returned array is a
@@ -21,8 +22,9 @@ import numpy as np
 from medfm.io.dicom import mosaic, pixels
 from medfm.io.dicom.decoding import (
     SLOW_SYNTAXES,
+    decode_elsewhere,
     decode_files,
-    decode_in_processes,
+    decode_workers,
     shared_empty,
 )
 from medfm.io.dicom.frames import Frame, PixelLayout
@@ -112,11 +114,11 @@ def assemble(plan: VolumePlan, modality: str, metadata: dict, phi: dict) -> Imag
     for k, stack in enumerate(plan.grid):
         for t, frame in enumerate(stack):
             by_file[frame.path].append((frame, (t, k)))
-    # Decoding holds the GIL: many compressed files are decoded in processes, into a shared buffer.
+    # C decoders hold the GIL and can loop on damaged data: their files are decoded in worker
+    # processes under a time limit, into a shared buffer.
     elsewhere = [path for path, placed in by_file.items()
-                 if not _read_in_place(placed) and placed[0][0].layout.transfer_syntax in SLOW_SYNTAXES]
-    if not decode_in_processes(len(elsewhere), sum(len(by_file[path]) for path in elsewhere) * plane_bytes):
-        elsewhere = []
+                 if not _read_in_place(placed) and placed[0][0].layout.transfer_syntax in SLOW_SYNTAXES] \
+        if decode_elsewhere() else []
     buffer = shared_empty(shape, dtype) if elsewhere else np.empty(shape, dtype)
     skipped = set(elsewhere)
     here = [(path, [(frame, buffer[index]) for frame, index in placed]) for path, placed in by_file.items()
@@ -126,7 +128,8 @@ def assemble(plan: VolumePlan, modality: str, metadata: dict, phi: dict) -> Imag
         for _ in pool.map(lambda item: _fill_file(*item, scratch), here):
             pass
     if elsewhere:
-        decode_files(buffer, [(path, by_file[path]) for path in elsewhere], _fill_file)
+        workers = decode_workers(len(elsewhere), sum(len(by_file[path]) for path in elsewhere) * plane_bytes)
+        decode_files(buffer, [(path, by_file[path]) for path in elsewhere], _fill_file, workers)
     array = buffer.transpose(3, 2, 1, 0, 4)[:, ::-1]
     if plan.reorientation is not None:
         from nibabel.orientations import apply_orientation
