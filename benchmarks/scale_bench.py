@@ -2,7 +2,9 @@
 
 Run ``python benchmarks/scale_bench.py vectors --size 200000`` (the search frontier),
 ``python benchmarks/scale_bench.py catalog --rows 1000000`` (list/filter latency) or
-``python benchmarks/scale_bench.py ray --images 400`` (index build on Ray workers, see ``ray_build.py``).
+``python benchmarks/scale_bench.py ray --images 400`` (index build on Ray workers, see ``ray_build.py``) or
+``python benchmarks/scale_bench.py commands --images 40`` (ingest, classify, segment --auto and evaluate
+robustness on Ray workers, see ``ray_commands.py``).
 
 **vectors.** The Gaussian-mixture set of ``benchmarks/embed_bench.py`` (2000 centres,
 noise 0.7 per coordinate, 512-d unit rows; queries from the same mixture, not indexed).
@@ -139,6 +141,9 @@ def main() -> None:
     catalog.add_argument("--repeats", type=int, default=20)
     ray_section = sections.add_parser("ray", help="index build: plain vs 1 and 2 Ray workers, and a killed worker")
     ray_section.add_argument("--images", type=int, default=400)
+    commands_section = sections.add_parser("commands", help="ingest, classify, segment --auto, evaluate robustness: "
+                                                            "plain vs 1 and 2 Ray workers")
+    commands_section.add_argument("--images", type=int, default=40)
     args = parser.parse_args()
     report = {"machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                           "load_average_1m": round(os.getloadavg()[0], 1)}}
@@ -150,6 +155,12 @@ def main() -> None:
 
         shared = shared_data_dir()
         report["ray"] = bench_ray(args.images, shared if shared.is_dir() else None)
+    elif args.section == "commands":
+        from medfm.paths import shared_data_dir
+        from ray_commands import bench_commands
+
+        shared = shared_data_dir()
+        report["commands"] = bench_commands(args.images, shared if shared.is_dir() else None)
     else:
         from catalog_rows import bench_catalog
 
