@@ -169,7 +169,7 @@ def test_ray_ingest_writes_the_catalog_a_plain_ingest_writes_even_when_a_worker_
     assert catalogued(f"sqlite:///{tmp_path / 'ray.db'}") == catalogued(f"sqlite:///{tmp_path / 'plain.db'}")
 
 
-def test_ray_classify_gives_the_labels_of_a_plain_run_and_reports_the_same_bad_file(cluster, tmp_path: Path) -> None:
+def test_ray_classify_gives_the_labels_of_a_plain_run_and_the_same_bad_file_when_a_worker_dies(cluster, tmp_path: Path) -> None:
     paths = images(tmp_path / "images", 10)
     (tmp_path / "images" / "image99.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     inputs = expand_paths([tmp_path / "images"])
@@ -177,6 +177,7 @@ def test_ray_classify_gives_the_labels_of_a_plain_run_and_reports_the_same_bad_f
     plain = classify_files(inputs, encoder, labels=["bright", "dark", "striped"])
     runner = ray_runner("local", FakeEncoder, weights_sha256, encoder.info.weights_sha256, workers=2)
     try:
+        os.kill(runner.pids()[1], signal.SIGKILL)  # its chunks are retried on the restarted worker
         distributed = classify_files(inputs, encoder, labels=["bright", "dark", "striped"], runner=runner)
     finally:
         runner.close()
@@ -249,5 +250,12 @@ def test_every_ray_command_refuses_an_unreachable_cluster_in_one_line(command: l
     args = [part.format(folder=folder, tmp=tmp_path, auto_model=auto_model[0]) for part in command]
     args += ["--ray", "127.0.0.1:1", "--workers", "1"]
     code, stdout, stderr = run_cli(args, capsys)
-    assert code != 0
-    assert stderr.strip() == "medfm: error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused"
+    assert (code, stderr.strip()) == (2, "medfm: error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "index").exists()
+
+
+def test_segment_takes_ray_only_with_auto(tmp_path: Path, capsys) -> None:
+    (image,) = images(tmp_path / "images", 1)
+    code, _, stderr = run_cli(["segment", str(image), "-o", str(tmp_path / "out.png"), "--box", "1,1,5,5", "--ray", "local"], capsys)
+    assert (code, stderr.strip()) == (2, "medfm: error: --ray runs segment --auto on a Ray cluster; give --auto too")
+    assert not (tmp_path / "out.png").exists()
