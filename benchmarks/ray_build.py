@@ -43,14 +43,14 @@ def run(images: list[Path], workers: int | None, kill_after_s: float | None = No
 
     from medfm.index import open_index
     from medfm.models.registry import DEFAULT_ENCODER, create_encoder
-    from medfm.scale import LocalRunner, ray_encoder_runner
+    from medfm.scale import encoder_runner
     from medfm.tasks.search import build_index
 
     with tempfile.TemporaryDirectory() as scratch:
         os.environ["MEDFM_DATA_DIR"] = str(Path(scratch) / "data")
         started = time.perf_counter()
         encoder = create_encoder(DEFAULT_ENCODER)
-        runner = LocalRunner(encoder) if workers is None else ray_encoder_runner("local", encoder, DEFAULT_ENCODER, None, workers)
+        runner = encoder_runner(None if workers is None else "local", encoder, DEFAULT_ENCODER, None, workers or 1)
         setup_s = time.perf_counter() - started
         killed = []
         if kill_after_s is not None:

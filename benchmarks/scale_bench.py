@@ -3,7 +3,9 @@
 Run ``python benchmarks/scale_bench.py vectors --size 200000`` (the search frontier),
 ``python benchmarks/scale_bench.py catalog --rows 1000000`` (list/filter latency) or
 ``python benchmarks/scale_bench.py ray --images 400`` (index build on Ray workers, see ``ray_build.py``) or
-``python benchmarks/scale_bench.py ddp --steps 30`` (``train seg`` in 1 vs 2 processes, see ``ddp_train.py``).
+``python benchmarks/scale_bench.py ddp --steps 30`` (``train seg`` in 1 vs 2 processes, see ``ddp_train.py``) or
+``python benchmarks/scale_bench.py commands --images 40`` (ingest, classify, segment --auto and evaluate
+robustness on Ray workers, see ``ray_commands.py``).
 
 **vectors.** The Gaussian-mixture set of ``benchmarks/embed_bench.py`` (2000 centres,
 noise 0.7 per coordinate, 512-d unit rows; queries from the same mixture, not indexed).
@@ -144,6 +146,9 @@ def main() -> None:
     ddp.add_argument("--steps", type=int, default=30)
     ddp.add_argument("--size", type=int, default=128, help="generated images' side in pixels (the patch)")
     ddp.add_argument("--batch", type=int, default=8, help="global batch (patches per step, in all)")
+    commands_section = sections.add_parser("commands", help="ingest, classify, segment --auto, evaluate robustness: "
+                                                            "plain vs 1 and 2 Ray workers")
+    commands_section.add_argument("--images", type=int, default=40)
     args = parser.parse_args()
     report = {"machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                           "load_average_1m": round(os.getloadavg()[0], 1)}}
@@ -159,6 +164,12 @@ def main() -> None:
 
         shared = shared_data_dir()
         report["ray"] = bench_ray(args.images, shared if shared.is_dir() else None)
+    elif args.section == "commands":
+        from medfm.paths import shared_data_dir
+        from ray_commands import bench_commands
+
+        shared = shared_data_dir()
+        report["commands"] = bench_commands(args.images, shared if shared.is_dir() else None)
     else:
         from catalog_rows import bench_catalog
 

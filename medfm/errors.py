@@ -26,6 +26,10 @@ class FileError(MedfmError):
         self.reason = reason
         super().__init__(f"{display_path(path)}: {reason}")
 
+    def __reduce__(self) -> tuple:
+        # rebuilt from its fields, not its message, so that it crosses to another process (a Ray worker's) whole
+        return type(self), (self.path, self.reason)
+
 
 class UnreadableFileError(FileError):
     """A file that medfm cannot read as an image."""

@@ -1,24 +1,38 @@
-"""Ray runners: the same index as a local build, a killed worker retried, mismatched or broken
-workers refused in one line. One local Ray cluster (head + 2 worker CPUs on 127.0.0.1) serves the module."""
+"""Ray runners: the same index, catalog, labels, label maps and robustness curves as the plain path, a killed
+worker retried, mismatched or broken workers and unreachable clusters refused in one line. One local Ray
+cluster (head + 2 worker CPUs on 127.0.0.1) serves the module."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from fakeencoder import FakeEncoder
+import medfm
+from clitools import run_cli
+from fakeencoder import FakeEncoder, fake_models  # noqa: F401  (the fixture)
+from fakesegmenter import ThresholdSegmenter, fake_segmenter  # noqa: F401  (the fixture)
+from segdata import write_discs
+from medfm.catalog import ingest, open_catalog
 from medfm.errors import MedfmError
+from medfm.eval.protocols.robustness import BoxPrompted, segmenter_robustness
 from medfm.index import open_index
-from medfm.scale import LocalRunner, ray_runner
+from medfm.io.synthetic import phantom, write_dicom_series
+from medfm.models.registry import create_auto_segmenter
+from medfm.scale import LocalRunner, open_runner, ray_runner
 from medfm.scale.runners import weights_sha256
+from medfm.tasks.auto_segment import auto_segment_files
+from medfm.tasks.batch import expand_paths
+from medfm.tasks.classify import classify_files
 from medfm.tasks.search import build_index
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'medfm[ray]')")
@@ -112,3 +126,136 @@ def test_bad_addresses_are_refused_at_once() -> None:
         "MedfmError cannot reach the Ray cluster at 127.0.0.1:1: Connection refused",
         "MedfmError --ray takes local, HOST:PORT or ray://HOST:PORT; got 'nonsense'",
     ]
+
+
+def mixed_folder(folder: Path) -> Path:
+    """PNGs, a NIfTI volume, two DICOM series (one file copied under another name), a bad image and a text file."""
+    images(folder, 6)
+    medfm.save(medfm.Image(phantom((12, 10, 4))), folder / "volume.nii.gz")
+    write_dicom_series(phantom((16, 16, 5)), folder / "dicom", series_number=1, series_description="ct series")
+    mr = write_dicom_series(phantom((12, 12, 3), seed=1), folder / "dicom", modality="MR", series_number=2,
+                            series_description="mr series", seed=1)
+    (folder / "dicom" / "copy.dcm").write_bytes(mr[0].read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def catalogued(url: str) -> list[dict]:
+    """Every record but its times, with patient keys (keyed by each catalog's own secret) numbered in order of appearance."""
+    with open_catalog(url) as store:
+        records = [{key: value for key, value in dataclasses.asdict(record).items() if key not in ("added_at", "updated_at")}
+                   for record in store.query(with_files=True)]
+    patients: dict[str | None, int] = {}
+    for record in records:
+        record["patient_key"] = patients.setdefault(record["patient_key"], len(patients))
+    return records
+
+
+def test_ray_ingest_writes_the_catalog_a_plain_ingest_writes_even_when_a_worker_dies(cluster, tmp_path: Path) -> None:
+    folder = mixed_folder(tmp_path / "archive")
+    plain = ingest(folder, f"sqlite:///{tmp_path / 'plain.db'}", progress=False)
+    runner = open_runner("local", 2)
+    try:
+        victim = runner.pids()[0]
+        os.kill(victim, signal.SIGKILL)  # dead before its first task: Ray restarts it and sends the task again
+        distributed = ingest(folder, f"sqlite:///{tmp_path / 'ray.db'}", progress=False, runner=runner)
+        assert victim not in runner.pids()
+    finally:
+        runner.close()
+    counts = ("added", "updated", "unchanged", "skipped", "duplicates", "bad")
+    assert [getattr(distributed, name) for name in counts] == [getattr(plain, name) for name in counts]
+    assert (plain.added, plain.duplicates, [path for path, _ in plain.bad]) == (9, 1, [str(folder / "broken.png")])
+    assert catalogued(f"sqlite:///{tmp_path / 'ray.db'}") == catalogued(f"sqlite:///{tmp_path / 'plain.db'}")
+
+
+def test_ray_classify_gives_the_labels_of_a_plain_run_and_the_same_bad_file_when_a_worker_dies(cluster, tmp_path: Path) -> None:
+    paths = images(tmp_path / "images", 10)
+    (tmp_path / "images" / "image99.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    inputs = expand_paths([tmp_path / "images"])
+    encoder = FakeEncoder()
+    plain = classify_files(inputs, encoder, labels=["bright", "dark", "striped"])
+    runner = ray_runner("local", FakeEncoder, weights_sha256, encoder.info.weights_sha256, workers=2)
+    try:
+        os.kill(runner.pids()[1], signal.SIGKILL)  # its chunks are retried on the restarted worker
+        distributed = classify_files(inputs, encoder, labels=["bright", "dark", "striped"], runner=runner)
+    finally:
+        runner.close()
+    assert len(plain.results) == len(paths) and [f["input"] for f in plain.failures] == [str(tmp_path / "images" / "image99.png")]
+    assert distributed.failures == plain.failures
+    assert [(r["path"], r["prediction"], r["probabilities"]) for r in distributed.results] == \
+           [(r["path"], r["prediction"], r["probabilities"]) for r in plain.results]
+
+
+@pytest.fixture(scope="module")
+def auto_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A ``medfm train seg`` model folder (two steps: its label maps need not be good, only the same) and its images."""
+    from medfm.train.seg import train_segmenter
+
+    folder = tmp_path_factory.mktemp("discs")
+    train_segmenter(write_discs(folder, count=8), folder / "model", max_steps=2, plan_overrides={"batch_size": "4"})
+    return folder / "model", folder / "images"
+
+
+def test_ray_auto_segment_writes_the_label_maps_of_a_plain_run(cluster, auto_model, tmp_path: Path) -> None:
+    model, folder = auto_model
+    inputs = expand_paths([folder])[:6]
+    segmenter = create_auto_segmenter(model)
+    plain = auto_segment_files(inputs, tmp_path / "plain", segmenter)
+    runner = open_runner("local", 2, segmenter, partial(create_auto_segmenter, str(model)))
+    try:
+        distributed = auto_segment_files(inputs, tmp_path / "ray", segmenter, runner=runner)
+    finally:
+        runner.close()
+    assert (len(plain.results), plain.failures, distributed.failures) == (6, [], [])
+    assert [r["structures"] for r in distributed.results] == [r["structures"] for r in plain.results]
+    for result in plain.results:
+        name = Path(result["output"]).name
+        np.testing.assert_array_equal(medfm.load(tmp_path / "ray" / name).array, medfm.load(tmp_path / "plain" / name).array)
+
+
+def test_ray_robustness_gives_the_metrics_of_a_plain_run(cluster, tmp_path: Path) -> None:
+    rows = ["image,mask"]
+    for n in range(4):
+        yy, xx = np.mgrid[:40, :48]
+        mask = (yy - 18 - n) ** 2 + (xx - 22 - n) ** 2 <= (8 + n) ** 2
+        medfm.save(medfm.Image(np.where(mask, 200, 40).astype(np.uint8).T), tmp_path / f"img{n}.png")
+        medfm.save(medfm.Image((mask * 255).astype(np.uint8).T), tmp_path / f"mask{n}.png")
+        rows.append(f"img{n}.png,mask{n}.png")
+    (tmp_path / "seg.csv").write_text("\n".join(rows) + "\n")
+    options = {"corruptions": ("gaussian_noise", "contrast"), "severities": (1, 5), "seed": 3}
+    plain = segmenter_robustness(tmp_path / "seg.csv", ThresholdSegmenter(threshold=170), **options).as_dict()
+    runner = open_runner("local", 2, BoxPrompted(ThresholdSegmenter()), partial(BoxPrompted, ThresholdSegmenter(threshold=170)))
+    try:
+        distributed = segmenter_robustness(tmp_path / "seg.csv", ThresholdSegmenter(threshold=170), runner=runner, **options).as_dict()
+    finally:
+        runner.close()
+    assert distributed == plain
+    assert plain["n_cases"] == 4 and plain["corruptions"]["gaussian_noise"]["mean"][1] < plain["clean"]["mean"]
+
+
+@pytest.mark.parametrize("command", [
+    ["ingest", "{folder}", "--catalog", "{tmp}/c.db"],
+    ["index", "build", "--index", "{tmp}/index", "{folder}", "--model", "fake-clip"],
+    ["classify", "{folder}", "--labels", "a,b", "--model", "fake-clip"],
+    ["segment", "--auto", "--model", "{auto_model}", "{folder}", "-o", "{tmp}/out"],
+    ["evaluate", "robustness", "{tmp}/seg.csv", "--segmenter", "fake-threshold"],
+])
+@pytest.mark.usefixtures("fake_models", "fake_segmenter")
+def test_every_ray_command_refuses_an_unreachable_cluster_in_one_line(command: list[str], auto_model, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "images"
+    images(folder, 1)
+    medfm.save(medfm.Image(np.full((16, 16), 200, np.uint8)), tmp_path / "mask.png")
+    (tmp_path / "seg.csv").write_text(f"image,mask\n{folder / 'image00.png'},{tmp_path / 'mask.png'}\n")
+    args = [part.format(folder=folder, tmp=tmp_path, auto_model=auto_model[0]) for part in command]
+    args += ["--ray", "127.0.0.1:1", "--workers", "1"]
+    code, stdout, stderr = run_cli(args, capsys)
+    assert (code, stderr.strip()) == (2, "medfm: error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "index").exists()
+
+
+def test_segment_takes_ray_only_with_auto(tmp_path: Path, capsys) -> None:
+    (image,) = images(tmp_path / "images", 1)
+    code, _, stderr = run_cli(["segment", str(image), "-o", str(tmp_path / "out.png"), "--box", "1,1,5,5", "--ray", "local"], capsys)
+    assert (code, stderr.strip()) == (2, "medfm: error: --ray runs segment --auto on a Ray cluster; give --auto too")
+    assert not (tmp_path / "out.png").exists()

@@ -39,7 +39,9 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from nibabel.orientations import aff2axcodes
 
@@ -56,10 +58,12 @@ from medfm.catalog.store import (
 from medfm.errors import FileError, MedfmError, UnreadableFileError, display_path
 from medfm.io import detect_format, probe_all
 from medfm.io.dicom import DICOM, DicomSeries, scan_dicom
+from medfm.io.dicom.scan import SCAN_CHUNK_FILES, ChunkScanner, ScannedChunk, scan_files
 from medfm.io.dicom.secondary import is_synthetic_dicom
 from medfm.io.formats import image_suffix, sha256_of
 from medfm.progress import progress_bar
 from medfm.provenance import Provenance
+from medfm.scale import LocalRunner, Runner, split
 
 #: A batch is committed once it holds this many images or files, whichever comes first.
 BATCH_IMAGES = 32
@@ -265,6 +269,7 @@ def ingest(
     dataset: str | None = None,
     manifest: str | os.PathLike | None = None,
     progress: bool | Callable[[int, int], None] = True,
+    runner: Runner | None = None,
 ) -> IngestReport:
     """Record every image under ``paths`` (files or folders, walked recursively) in ``catalog``.
 
@@ -274,21 +279,24 @@ def ingest(
     images are ingested with their labels, besides ``paths`` (which may then be empty).
     ``progress``: ``True`` shows a progress bar on stderr; a function is called with
     ``(files done, files to do)`` as the run goes instead (a server's job progress). Bad
-    files do not stop the run: they are listed in the report's ``bad``.
+    files do not stop the run: they are listed in the report's ``bad``. ``runner`` (a
+    :func:`medfm.scale.open_runner` without a model) reads the files' headers on its workers,
+    DICOM and others; this process groups series and writes the catalog with the same code, in the
+    same order, so the catalog ends as a plain ingest leaves it.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     owned = not isinstance(catalog, Catalog)
     store = open_catalog(catalog) if owned else catalog
     try:
-        return _ingest(list(paths), store, dataset, Path(manifest).resolve() if manifest else None, progress)
+        return _ingest(list(paths), store, dataset, Path(manifest).resolve() if manifest else None, progress, runner)
     finally:
         if owned:
             store.close()
 
 
 def _ingest(paths: list, catalog: Catalog, dataset: str | None, manifest: Path | None,
-            progress: bool | Callable[[int, int], None]) -> IngestReport:
+            progress: bool | Callable[[int, int], None], runner: Runner | None) -> IngestReport:
     report = IngestReport(catalog.url)
     if manifest:
         paths = [*paths, *manifest_images(manifest)]
@@ -331,23 +339,47 @@ def _ingest(paths: list, catalog: Catalog, dataset: str | None, manifest: Path |
             if callable(progress):
                 progress(done, total)
 
-        for item, fmt in others:
-            try:
-                entry = _file_entry(item, fmt)
-            except MedfmError as exc:
-                report.bad.append((display_path(item.path), _reason(exc)))
-            except OSError as exc:
-                report.bad.append((display_path(item.path), f"cannot read ({exc.strerror or exc})"))
-            else:
-                batch.add(entry)
-            advance()
+        # here, one file at a time keeps the progress exact; a runner's workers take chunks of files
+        describer, largest = (runner, BATCH_IMAGES) if runner is not None else (LocalRunner(None), 1)
+        chunks = split(others, describer.workers, largest)
+        for chunk, described in zip(chunks, describer.map(describe_files, chunks), strict=True):
+            for entry in described:
+                if isinstance(entry, ImageEntry):
+                    batch.add(entry)
+                else:
+                    report.bad.append(entry)
+            advance(len(chunk))
         if dicom:
             bar.update(task, description="Cataloguing DICOM series")
-            _ingest_dicom(dicom, batch, advance)
+            _ingest_dicom(dicom, batch, advance, partial(_scan_on, runner) if runner is not None else None)
         batch.commit()
     _save_labels(catalog, labels, report)
     report.bad.sort()
     return report
+
+
+def describe_files(_: Any, chunk: list[tuple[_Found, str]]) -> list[ImageEntry | tuple[str, str]]:
+    """Each file's catalog entry, described from its header, or ``(path, reason)`` for one that cannot be
+    read (a runner's unit of work in :func:`ingest`)."""
+    described: list[ImageEntry | tuple[str, str]] = []
+    for item, fmt in chunk:
+        try:
+            described.append(_file_entry(item, fmt))
+        except MedfmError as exc:
+            described.append((display_path(item.path), _reason(exc)))
+        except OSError as exc:
+            described.append((display_path(item.path), f"cannot read ({exc.strerror or exc})"))
+    return described
+
+
+def _scan_on(runner: Runner, paths: list[Path], checksums: bool) -> Iterator[ScannedChunk]:
+    """DICOM headers parsed (and files hashed) by ``runner``'s workers, in chunks, in order."""
+    return runner.map(scan_dicom_files, [(chunk, checksums) for chunk in split(paths, runner.workers, SCAN_CHUNK_FILES)])
+
+
+def scan_dicom_files(_: Any, chunk: tuple[list[Path], bool]) -> ScannedChunk:
+    """:func:`~medfm.io.dicom.scan.scan_files` as a runner's unit of work."""
+    return scan_files(*chunk)
 
 
 def _save_labels(catalog: Catalog, labels: DatasetLabels, report: IngestReport) -> None:
@@ -368,12 +400,13 @@ def _save_labels(catalog: Catalog, labels: DatasetLabels, report: IngestReport) 
         report.removed += removed
 
 
-def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], None]) -> None:
+def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], None],
+                  scan_chunks: ChunkScanner | None) -> None:
     """One catalog image per series; new files of a catalogued series make it rescanned whole.
 
-    The scan's worker processes hash each file right after parsing its header."""
+    The scan's worker processes (or ``scan_chunks``) hash each file right after parsing its header."""
     by_path = {item.path: item for item in dicom}
-    series_list, bad = scan_dicom(list(by_path), checksums=True)
+    series_list, bad = scan_dicom(list(by_path), checksums=True, scan_chunks=scan_chunks)
     advance(len(bad))
     catalogued = batch.catalog.series_files([s.series_uid for s in series_list])
     for series in series_list:
@@ -381,7 +414,7 @@ def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], N
         earlier = [path for path in map(Path, catalogued.get(series.series_uid, [])) if path not in by_path and path.is_file()]
         try:
             if earlier:
-                rescanned, more_bad = scan_dicom(earlier + list(series.files), checksums=True)
+                rescanned, more_bad = scan_dicom(earlier + list(series.files), checksums=True, scan_chunks=scan_chunks)
                 bad.extend(more_bad)
                 series = next(s for s in rescanned if s.series_uid == series.series_uid)
             entry = _series_entry(series, by_path)

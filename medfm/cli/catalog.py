@@ -12,7 +12,9 @@ from medfm.cli.output import (
     CatalogOption,
     JsonOption,
     MkdirOption,
+    RayOption,
     ShowPhiOption,
+    WorkersOption,
     print_json,
 )
 from medfm.errors import display_path
@@ -38,6 +40,8 @@ def ingest(
     manifest: Annotated[Path | None, typer.Option(help="CSV manifest (image, mask and metadata columns) whose "
                                                    "images to record with their labels.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    ray: RayOption = None,
+    workers: WorkersOption = 2,
 ) -> None:
     """Record every image under PATHS in the catalog; exit code 1 if any file was bad.
 
@@ -46,8 +50,14 @@ def ingest(
     the manifest's other columns become tags (catalog query --where KEY=VALUE).
     """
     from medfm.catalog import ingest as ingest_paths
+    from medfm.scale import open_runner
 
-    report = ingest_paths(paths or [], catalog, dataset=dataset, manifest=manifest, progress=progress)
+    runner = open_runner(ray, workers) if ray else None
+    try:
+        report = ingest_paths(paths or [], catalog, dataset=dataset, manifest=manifest, progress=progress, runner=runner)
+    finally:
+        if runner is not None:
+            runner.close()
     typer.echo(f"{report.catalog}: {report.added} images added, {report.updated} updated; "
                f"files: {report.unchanged} unchanged, {report.skipped} skipped (not images), "
                f"{report.duplicates} duplicates (same DICOM instance as another file), {len(report.bad)} bad")

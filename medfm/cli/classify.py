@@ -13,7 +13,9 @@ from medfm.cli.output import (
     JsonOption,
     MkdirOption,
     ProgressOption,
+    RayOption,
     SummaryOption,
+    WorkersOption,
     finish_batch,
     print_json,
 )
@@ -41,6 +43,8 @@ def classify(
     summary_file: SummaryOption = None,
     progress: ProgressOption = True,
     as_json: JsonOption = False,
+    ray: RayOption = None,
+    workers: WorkersOption = 2,
 ) -> None:
     """Label probabilities per image: zero-shot from --labels, or with a --probe. An image that cannot be
     read is reported (one line) and the others are classified; --json prints the list of results."""
@@ -48,6 +52,7 @@ def classify(
     from medfm.models import create_encoder
     from medfm.models.probe import load_probe
     from medfm.models.registry import DEFAULT_ENCODER, abstain_below
+    from medfm.scale import encoder_runner
     from medfm.tasks.batch import expand_paths, read_batch_manifest
     from medfm.tasks.classify import classify_files, read_labels, read_templates
 
@@ -58,14 +63,18 @@ def classify(
         raise MedfmError("nothing to classify: give images, a folder or --manifest")
     fitted = load_probe(probe) if probe else None
     names = read_labels(labels, labels_file) if labels is not None or labels_file is not None else None
-    encoder = create_encoder(model or (fitted.model["name"] if fitted else DEFAULT_ENCODER), checkpoint, adapter)
+    name = model or (fitted.model["name"] if fitted else DEFAULT_ENCODER)
+    encoder = create_encoder(name, checkpoint, adapter)
     threshold = abstain_below(abstain, abstain_threshold, encoder.info.name, encoder.info.weights_sha256, "zero_shot")
+    runner = encoder_runner(ray, encoder, name, checkpoint, workers, adapter) if ray else None
     store = open_index(index) if index else None
     try:
         report = classify_files(inputs, encoder, labels=names, templates=read_templates(templates) if templates else None,
                                 probe=fitted, index=store, k=k, abstain_below=threshold,
-                                progress=progress)
+                                progress=progress, runner=runner)
     finally:
+        if runner is not None:
+            runner.close()
         if store is not None:
             store.close()
     if as_json:

@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import AdapterOption, JsonOption, MkdirOption, ProgressOption, ResultsOption, given, print_json, write_json
+from medfm.cli.output import (
+    AdapterOption,
+    JsonOption,
+    MkdirOption,
+    ProgressOption,
+    RayOption,
+    ResultsOption,
+    WorkersOption,
+    given,
+    print_json,
+    write_json,
+)
 
 evaluate_app = typer.Typer(no_args_is_help=True, help="Score predictions against references, with confidence intervals.")
 
@@ -114,6 +125,8 @@ def robustness(
     as_json: JsonOption = False,
     report: ReportOption = None,
     mkdir: MkdirOption = False,
+    ray: RayOption = None,
+    workers: WorkersOption = 2,
 ) -> None:
     """Metric against corruption severity (Dice for a segmenter, accuracy for a classifier), per corruption."""
     from medfm.errors import MedfmError
@@ -127,7 +140,7 @@ def robustness(
     names = tuple(c.strip() for c in corruptions.split(",")) if corruptions else tuple(CORRUPTIONS)
     evaluation = evaluate_robustness(
         manifest, segmenter=segmenter, probe=probe, checkpoint=checkpoint, label_column=label_column,
-        limit=limit, corruptions=names, severities=levels, seed=seed, progress=progress,
+        limit=limit, corruptions=names, severities=levels, seed=seed, progress=progress, ray=ray, workers=workers,
     )
     if report is not None:
         from medfm.eval.reports.robustness import write_robustness_report

@@ -60,7 +60,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print strict JSON (und
 RayOption = Annotated[str | None, typer.Option(
     "--ray", metavar="ADDRESS|local", help="Run on a Ray cluster (HOST:PORT, ray://HOST:PORT) or on a local one started for this "
     "command (local); needs pip install 'medfm[ray]'. Input paths must be readable by every worker.")]
-WorkersOption = Annotated[int, typer.Option("--workers", min=1, help="Ray workers (one model each) with --ray.")]
+WorkersOption = Annotated[int, typer.Option("--workers", min=1, help="Ray workers with --ray (each loads the model once).")]
 ModelOption = Annotated[str | None, typer.Option("--model", help="Model name (see the model registry).")]
 CheckpointOption = Annotated[Path | None, typer.Option("--checkpoint", help="Local weights for the model.")]
 IndexOption = Annotated[str, typer.Option("--index", help="Index folder, or chroma://HOST:PORT/COLLECTION.")]

@@ -45,12 +45,12 @@ def index_build(
     from medfm.models import create_encoder
     from medfm.io.manifest import read_manifest_columns
     from medfm.models.registry import DEFAULT_ENCODER
-    from medfm.scale import LocalRunner, ray_encoder_runner
+    from medfm.scale import encoder_runner
     from medfm.tasks.search import build_index
 
     metadata = read_manifest_columns(manifest, [c.strip() for c in columns.split(",") if c.strip()], path_column) if manifest else None
     encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint, adapter)
-    runner = ray_encoder_runner(ray, encoder, model or DEFAULT_ENCODER, checkpoint, workers, adapter) if ray else LocalRunner(encoder)
+    runner = encoder_runner(ray, encoder, model or DEFAULT_ENCODER, checkpoint, workers, adapter)
     try:
         report = build_index(sources or [], encoder, index, catalog=catalog, metadata=metadata, batch_size=batch_size,
                              progress=progress, runner=runner,

@@ -13,7 +13,9 @@ from medfm.cli.output import (
     JsonOption,
     MkdirOption,
     ProgressOption,
+    RayOption,
     SummaryOption,
+    WorkersOption,
     finish_batch,
     parse_numbers,
     print_json,
@@ -57,15 +59,19 @@ def segment_command(
     text: Annotated[str | None, typer.Option("--text", help="Segment what these words name (e.g. \"polyp\") on a 2D image: "
                                                             "image-text saliency → box → the segmenter.")] = None,
     saliency: Annotated[Path | None, typer.Option("--saliency", help="With --text, also write the saliency map (8-bit PNG).")] = None,
+    ray: RayOption = None,
+    workers: WorkersOption = 2,
 ) -> None:
     """Interactive segmentation from points, boxes and scribbles; writes a label map stamped with its provenance.
     Several inputs (files, a folder, --manifest, or --catalog/--where) go to one label map each in the -o folder;
     with --auto, a trained model segments them without prompts."""
+    if ray and not auto:
+        raise MedfmError("--ray runs segment --auto on a Ray cluster; give --auto too")
     if auto:
         from medfm.cli.auto_segment import auto_segment_command
 
         auto_segment_command(images or [], output, model, flips, largest_component, progress, as_json, summary_file,
-                             suffix, catalog, where)
+                             suffix, catalog, where, ray, workers)
         return
     if text is not None or saliency is not None:
         _text_command(images or [], output, text, saliency, model, checkpoint, as_json,

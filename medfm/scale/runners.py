@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 from medfm.errors import MedfmError
@@ -41,6 +43,41 @@ class LocalRunner:
         pass
 
 
+def split(items: Sequence[Any], workers: int, largest: int) -> list[list[Any]]:
+    """``items`` in consecutive chunks of at most ``largest``: on one worker, as few as that allows; on several,
+    about four per worker, so that every worker stays busy while the others finish theirs."""
+    size = largest if workers == 1 else max(1, min(largest, math.ceil(len(items) / (4 * workers))))
+    return [list(items[start:start + size]) for start in range(0, len(items), size)]
+
+
+def map_outcomes(runner: Runner, work: Work, payloads: Iterable[Any]) -> Iterator[Any]:
+    """:meth:`Runner.map`, each payload giving its result or the :class:`MedfmError` its work raised, so that
+    one bad input stops nothing (a batch reports it and goes on)."""
+    return runner.map(partial(_outcome, work), payloads)
+
+
+def _outcome(work: Work, model: Any, payload: Any) -> Any:
+    try:
+        return work(model, payload)
+    except MedfmError as exc:
+        return exc
+
+
+def open_runner(address: str | None, workers: int = 2, model: Any = None, build: Callable[[], Any] | None = None) -> Runner:
+    """Where a command runs (its ``--ray ADDRESS|local --workers N``): here on ``model`` without ``address``, else a
+    :func:`ray_runner` whose workers each hold ``build()``, checked to have ``model``'s weights (no ``build``: work
+    that needs no model, such as reading headers)."""
+    if address is None:
+        return LocalRunner(model)
+    if build is None:
+        return ray_runner(address, _no_model, _no_model, None, workers)
+    return ray_runner(address, build, weights_sha256, model.info.weights_sha256, workers)
+
+
+def _no_model(*_: Any) -> None:
+    return None
+
+
 def ray_runner(address: str, build: Callable[[], Any], identity: Callable[[Any], str | None], expected: str | None,
                workers: int = 2) -> RayRunner:
     """A :class:`RayRunner` on the cluster at ``address`` (``local``: start one on this machine
@@ -57,10 +94,10 @@ def ray_runner(address: str, build: Callable[[], Any], identity: Callable[[Any],
         import ray
     except ImportError:
         raise MedfmError("--ray needs Ray: pip install 'medfm[ray]'") from None
+    if address != "local":  # even when this process already holds a cluster: the address asked for must answer
+        _check_reachable(address)
     started = not ray.is_initialized()
     if started:
-        if address != "local":
-            _check_reachable(address)
         try:
             if address == "local":
                 ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -161,14 +198,12 @@ def weights_sha256(model: Any) -> str | None:
     return model.info.weights_sha256
 
 
-def ray_encoder_runner(address: str, encoder: Any, name: str, checkpoint: str | os.PathLike | None, workers: int = 2,
-                       adapter: str | os.PathLike | None = None) -> RayRunner:
-    """A :func:`ray_runner` whose workers each hold ``create_encoder(name, checkpoint, adapter)``, checked to be
-    ``encoder``'s weights. A checkpoint or adapter path must name the same file on every worker."""
-    from functools import partial
-
+def encoder_runner(address: str | None, encoder: Any, name: str, checkpoint: str | os.PathLike | None, workers: int = 2,
+                   adapter: str | os.PathLike | None = None) -> Runner:
+    """:func:`open_runner` for ``encoder``, whose Ray workers each hold ``create_encoder(name, checkpoint, adapter)``.
+    A checkpoint or adapter path must name the same file on every worker."""
     from medfm.models.registry import create_encoder
 
     checkpoint = os.path.abspath(checkpoint) if checkpoint is not None else None
     adapter = os.path.abspath(adapter) if adapter is not None else None
-    return ray_runner(address, partial(create_encoder, name, checkpoint, adapter), weights_sha256, encoder.info.weights_sha256, workers)
+    return open_runner(address, workers, encoder, partial(create_encoder, name, checkpoint, adapter))

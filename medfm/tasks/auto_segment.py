@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from medfm.errors import display_path
+from medfm.errors import MedfmError, display_path
 from medfm.io.formats import output_folder
 from medfm.io.image import Image
 from medfm.io.label_maps import save_segmentation
 from medfm.models.automatic import AutoSegmenter
 from medfm.models.automatic.segmenter import pixel_stack
+from medfm.scale import LocalRunner, Runner, map_outcomes
 from medfm.tasks.batch import BatchInput, BatchReport, output_paths, run_batch
 from medfm.tasks.segment import measure, segmentation_provenance
 from medfm.tasks.segment_to_file import load_input
@@ -76,19 +77,33 @@ def keep_largest_components(labels: np.ndarray) -> np.ndarray:
 
 def auto_segment_files(inputs: Sequence[BatchInput], out_dir: str | os.PathLike, segmenter: AutoSegmenter, *,
                        suffix: str | None = None, flips: bool = False, largest_component: bool = False,
-                       progress: bool = False) -> BatchReport:
+                       progress: bool = False, runner: Runner | None = None) -> BatchReport:
     """:func:`auto_segment` for each input into ``out_dir`` as a label map named after it
     (:func:`~medfm.tasks.batch.output_paths`: ``suffix``, else PNG for 2D pictures and NIfTI
     otherwise; ``.dcm`` writes a DICOM SEG referencing a DICOM series input; clashes are refused
     before anything is written); an input that fails is reported in the :class:`BatchReport`
-    and the others go on."""
+    and the others go on. ``runner`` (:func:`medfm.scale.open_runner` holding ``segmenter``'s
+    model on each worker) reads and segments the inputs on its workers; this process writes the
+    label maps, in input order."""
     targets = dict(zip(inputs, output_paths(inputs, out_dir, suffix)))
     output_folder(out_dir)
+    segmented = map_outcomes(runner or LocalRunner(segmenter), segment_input,
+                             [(item, flips, largest_component) for item in inputs])
 
     def one(item: BatchInput) -> dict[str, Any]:
-        image, series = load_input(item.path, item.record)
-        labels = auto_segment(image, segmenter, item.path, flips=flips, largest_component=largest_component)
+        outcome = next(segmented)  # run_batch takes the inputs in order, once each
+        if isinstance(outcome, MedfmError):
+            raise outcome
+        labels, series = outcome
         written = save_segmentation(labels, targets[item], series)
         return {"input": display_path(item.path), "output": display_path(written), "structures": measure(labels)}
 
     return run_batch(inputs, one, progress=progress, description="Segmenting")
+
+
+def segment_input(segmenter: AutoSegmenter, job: tuple[BatchInput, bool, bool]) -> tuple[Image, Any]:
+    """``job = (input, flips, largest_component)``: the input's label map and its DICOM series, if it is one
+    (a runner's unit of work in :func:`auto_segment_files`)."""
+    item, flips, largest_component = job
+    image, series = load_input(item.path, item.record)
+    return auto_segment(image, segmenter, item.path, flips=flips, largest_component=largest_component), series

@@ -19,6 +19,7 @@ from medfm.models.encoders.base import Encoder, model_record
 from medfm.models.probe import Probe
 from medfm.progress import progress_bar
 from medfm.provenance import Provenance
+from medfm.scale import Runner
 from medfm.tasks.batch import BatchInput, BatchReport, failure
 from medfm.tasks.embed import content_sha256, embed_paths, record_sha256
 from medfm.tasks.zeroshot import (
@@ -91,6 +92,7 @@ def classify(
     batch_size: int = 32,
     abstain_below: float | None = None,
     progress: bool = False,
+    runner: Runner | None = None,
 ) -> list[dict[str, Any]]:
     """One result per image: ``{"path", "model", "probabilities": {label: p}, "prediction"}``
     (``"image_id"`` instead of ``"path"`` for a catalog record, read from exactly its own files),
@@ -108,7 +110,9 @@ def classify(
     one), an image whose best similarity is below it gets the prediction ``"other"`` and
     ``"abstained": true``. An image that cannot be read or embedded raises
     :class:`~medfm.errors.FileError`.
-    ``progress`` shows a bar of the images embedded on stderr.
+    ``progress`` shows a bar of the images embedded on stderr. ``runner``
+    (:func:`medfm.scale.encoder_runner` for ``encoder``) embeds the images on its workers; the
+    rest runs here, so the results are those of a plain run.
     """
     if labels is None and probe is None:
         raise MedfmError("classification needs labels (zero-shot) or a fitted probe; neither was given")
@@ -124,7 +128,7 @@ def classify(
         index.check_model(encoder.info)
     with progress_bar(progress) as bar:
         task = bar.add_task("Classifying", total=len(paths))
-        embeddings = embed_paths(list(paths), encoder, batch_size=batch_size,
+        embeddings = embed_paths(list(paths), encoder, batch_size=batch_size, runner=runner,
                                  progress=lambda done, _: bar.update(task, completed=done))
     if probe is not None:
         proba, predicted = probe.predict(embeddings)

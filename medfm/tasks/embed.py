@@ -19,6 +19,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from medfm.io.formats import atomic_path
 from medfm.models.encoders.base import Encoder
 from medfm.models.encoders.planes import MAX_PLANES, Window, aggregate, sample_planes
 from medfm.paths import data_dir
+from medfm.scale import Runner, split
 
 #: Bump when the aggregation changes, so that older cached embeddings are not reused.
 _CACHE_VERSION = 1
@@ -104,6 +106,29 @@ class _Cache:
             np.save(handle, vector)
 
 
+#: Files per unit of work sent to a runner's worker.
+RUNNER_CHUNK = 64
+
+
+def _embed_on(runner: Runner, paths: Sequence[str | os.PathLike | ImageRecord], dim: int, progress: Progress | None,
+              **options: Any) -> np.ndarray:
+    chunks = split(list(paths), runner.workers, RUNNER_CHUNK)
+    out = np.zeros((len(paths), dim), np.float32)
+    done = 0
+    for chunk, vectors in zip(chunks, runner.map(embed_files, [(chunk, options) for chunk in chunks]), strict=True):
+        out[done:done + len(chunk)] = vectors
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(paths))
+    return out
+
+
+def embed_files(encoder: Encoder, chunk: tuple[list[str | os.PathLike | ImageRecord], dict[str, Any]]) -> np.ndarray:
+    """:func:`embed_paths` ``(paths, options)`` as a runner's unit of work."""
+    paths, options = chunk
+    return embed_paths(paths, encoder, **options)
+
+
 def embed_paths(
     paths: Sequence[str | os.PathLike | ImageRecord],
     encoder: Encoder,
@@ -113,6 +138,7 @@ def embed_paths(
     max_planes: int = MAX_PLANES,
     window: Window | None = None,
     progress: Progress | None = None,
+    runner: Runner | None = None,
 ) -> np.ndarray:
     """``(len(paths), D)`` float32 unit embeddings, row ``i`` for ``paths[i]``: a file, a DICOM
     folder, or a catalog record (read from exactly its own files, see :func:`load_record`).
@@ -121,9 +147,14 @@ def embed_paths(
     ``cache``: ``True`` for :func:`default_cache_dir`, a folder, or ``False`` for none.
     ``progress(done, total)`` is called after each file. An unreadable file or one the
     encoder cannot take raises :class:`~medfm.errors.FileError` (path and reason as fields).
+    ``runner`` (:func:`medfm.scale.encoder_runner` for ``encoder``) embeds chunks of the files on its
+    workers, each with its own copy of the encoder; the rows are the same.
     """
     if batch_size < 1:
         raise MedfmError(f"batch_size must be at least 1; got {batch_size}")
+    if runner is not None:
+        return _embed_on(runner, paths, encoder.info.embed_dim, progress, batch_size=batch_size, cache=cache,
+                         max_planes=max_planes, window=window)
     store = None
     if cache is not False and encoder.info.weights_sha256:
         folder = default_cache_dir() if cache is True else Path(cache)

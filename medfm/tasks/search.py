@@ -9,7 +9,6 @@ part, dataset); a path given directly gets a stable id derived from its resolved
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,7 @@ from medfm.models.encoders.base import Encoder
 from medfm.models.encoders.planes import embed_image
 from medfm.progress import progress_bar
 from medfm.provenance import Provenance, pixels_id, text_id
-from medfm.scale import LocalRunner, Runner
+from medfm.scale import LocalRunner, Runner, split
 from medfm.tasks.embed import content_sha256, embed_paths
 
 #: Paths embedded between two checkpoints of the index during a build.
@@ -167,9 +166,7 @@ def build_index(
         held = store.ids()
         todo = [item for item in items if item.id not in held]
         report.skipped = len(items) - len(todo)
-        # several chunks per worker keep every worker busy; one chunk is at most CHUNK paths
-        size = CHUNK if runner.workers == 1 else max(1, min(CHUNK, math.ceil(len(todo) / (4 * runner.workers))))
-        chunks = [(todo[start:start + size], batch_size) for start in range(0, len(todo), size)]
+        chunks = [(chunk, batch_size) for chunk in split(todo, runner.workers, CHUNK)]
         saved_at = time.monotonic()
         with progress_bar(progress) as bar:
             task = bar.add_task("embedding", total=len(todo))

@@ -22,6 +22,7 @@ from medfm.errors import MedfmError
 from medfm.eval.corruptions import CORRUPTIONS, SEVERITIES, get_corruption
 from medfm.io.image import Image
 from medfm.progress import progress_bar
+from medfm.scale import LocalRunner, Runner
 from medfm.serialize import json_ready
 
 Case = tuple[np.ndarray | Image, Any]
@@ -77,12 +78,16 @@ def degradation_curves(
     severities: Sequence[int] = SEVERITIES,
     seed: int = 0,
     progress: bool = False,
+    runner: Runner | None = None,
 ) -> RobustnessResult:
     """``metric(predict(corrupted image), reference)`` for every case, corruption and severity.
 
     ``cases`` are ``(image, reference)`` pairs; an image is an ``(I, J)`` or ``(I, J, K)``
     array or a single-frame grey :class:`~medfm.io.image.Image`, and ``predict`` gets the
     corrupted image in the same form. ``progress`` shows a bar of the predictions on stderr.
+    ``runner`` (whose workers each hold a ``predict`` like this one, see
+    :func:`medfm.eval.protocols.robustness.evaluate_robustness`) scores the cases on its workers,
+    each case whole on one; every draw is seeded by the case, so the result is the same.
     """
     cases = list(cases)
     if not cases:
@@ -91,26 +96,34 @@ def degradation_curves(
     for s in severities:
         if s not in SEVERITIES:
             raise MedfmError(f"severities must be among {list(SEVERITIES)}, got {s!r}")
+    jobs = [(n, image, reference, metric, tuple(corruptions), tuple(severities), seed) for n, (image, reference) in enumerate(cases)]
+    scored = []
     with progress_bar(progress) as bar:
         task = bar.add_task("Corrupting and predicting", total=len(cases) * (1 + len(kinds) * len(severities)))
-
-        def scored(image: Any, reference: Any) -> float:
-            bar.advance(task)
-            return metric(predict(image), reference)
-
-        clean = np.array([scored(image, reference) for image, reference in cases], dtype=np.float64)
-        scores, params = {}, {}
-        for c_index, corruption in enumerate(kinds):
-            rows, records = [], []
-            for severity in severities:
-                row, applied = [], []
-                for n, (image, reference) in enumerate(cases):
-                    rng = np.random.default_rng([seed, n, c_index])  # the same draw at every severity
-                    corrupted, record = corruption(_spatial(image), severity, rng)
-                    row.append(scored(_like(image, corrupted), reference))
-                    applied.append(record)
-                rows.append(row)
-                records.append(applied)
-            scores[corruption.name] = np.array(rows, dtype=np.float64)
-            params[corruption.name] = records
+        for case in (runner or LocalRunner(predict)).map(score_case, jobs):
+            scored.append(case)
+            bar.advance(task, 1 + len(kinds) * len(severities))
+    clean = np.array([case_clean for case_clean, _, _ in scored], dtype=np.float64)
+    scores = {kind.name: np.array([case_scores[c] for _, case_scores, _ in scored], dtype=np.float64).reshape(len(cases), -1).T
+              for c, kind in enumerate(kinds)}
+    params = {kind.name: [[case_params[c][s] for _, _, case_params in scored] for s in range(len(severities))]
+              for c, kind in enumerate(kinds)}
     return RobustnessResult(getattr(metric, "__name__", "metric"), tuple(severities), clean, scores, params)
+
+
+def score_case(predict: Callable[[Any], Any], job: tuple) -> tuple[float, list[list[float]], list[list[dict[str, Any]]]]:
+    """One case's clean score, and its scores and applied parameters per corruption and severity: ``job = (case
+    number, image, reference, metric, corruption names, severities, seed)`` (a runner's unit of work)."""
+    n, image, reference, metric, corruptions, severities, seed = job
+    scores, params = [], []
+    for c_index, name in enumerate(corruptions):
+        corruption = get_corruption(name)
+        row, applied = [], []
+        for severity in severities:
+            rng = np.random.default_rng([seed, n, c_index])  # the same draw at every severity
+            corrupted, record = corruption(_spatial(image), severity, rng)
+            row.append(float(metric(predict(_like(image, corrupted)), reference)))
+            applied.append(record)
+        scores.append(row)
+        params.append(applied)
+    return float(metric(predict(image), reference)), scores, params

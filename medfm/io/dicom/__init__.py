@@ -34,6 +34,7 @@ from medfm.provenance import Provenance
 
 if TYPE_CHECKING:
     from medfm.io.dicom.frames import Frame
+    from medfm.io.dicom.scan import ChunkScanner
 
 
 @dataclass
@@ -104,18 +105,22 @@ def quiet_pydicom() -> Iterator[None]:
         yield
 
 
-def scan_dicom(paths: Iterable[Path], checksums: bool = False) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
+def scan_dicom(paths: Iterable[Path], checksums: bool = False,
+               scan_chunks: ChunkScanner | None = None) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
     """Header-only scan (pydicom ``stop_before_pixels``): group DICOM files into series.
 
     Returns ``(series, bad)``: series sorted by study, series number and UID, and every file
     that is not a readable DICOM image (not DICOM, truncated, no pixel data, zero rows…)
     with a one-line reason. Never raises for one file. ``checksums`` fills each series'
-    ``sha256``, hashed by the same worker processes that parse the headers.
+    ``sha256``, hashed by the same worker processes that parse the headers. ``scan_chunks``
+    parses the headers elsewhere (chunks of the files through
+    :func:`medfm.io.dicom.scan.scan_files` on a Ray cluster, say) instead of in this machine's processes;
+    the grouping into series is the same.
     """
     from medfm.io.dicom.scan import scan
 
     with quiet_pydicom():
-        return scan(paths, checksums)
+        return scan(paths, checksums, scan_chunks)
 
 
 def series_folder(series: DicomSeries) -> str:

@@ -12,7 +12,7 @@ import io
 import os
 import struct
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -352,7 +352,13 @@ class ScannedFile:
     sha256: str | None = None
 
 
-def _scan_chunk(paths: list[Path], checksums: bool = False) -> tuple[list[ScannedFile], list[tuple[Path, str]]]:
+#: What scanning a chunk of files gives: the files read, and ``(path, reason)`` for the others.
+ScannedChunk = tuple[list[ScannedFile], list[tuple[Path, str]]]
+#: ``scan_chunks(paths, checksums)``: every file of ``paths`` scanned, as :func:`scan_files` results in order.
+ChunkScanner = Callable[[list[Path], bool], Iterable[ScannedChunk]]
+
+
+def scan_files(paths: list[Path], checksums: bool = False) -> ScannedChunk:
     """Scan ``paths`` in order (and hash each DICOM image file with ``checksums``); one
     process's share of a parallel scan."""
     from medfm.io.dicom import quiet_pydicom
@@ -380,13 +386,13 @@ def _scan_chunk(paths: list[Path], checksums: bool = False) -> tuple[list[Scanne
     return scanned, bad
 
 
-def _scan_all(paths: list[Path], checksums: bool) -> Iterator[tuple[list[ScannedFile], list[tuple[Path, str]]]]:
+def _scan_all(paths: list[Path], checksums: bool) -> Iterator[ScannedChunk]:
     """Chunks of ``paths`` scanned in order: in worker processes for many files (parsing holds
     the GIL, so threads do not help), here for a few (a pool costs more than it saves)."""
     workers = min(SCAN_PROCESSES, usable_cpus())
     context = fork_context()
     if workers < 2 or len(paths) < PARALLEL_SCAN_FILES or context is None:
-        yield _scan_chunk(paths, checksums)
+        yield scan_files(paths, checksums)
         return
     size = max(16, min(SCAN_CHUNK_FILES, -(-len(paths) // (4 * workers))))
     chunks = [paths[start:start + size] for start in range(0, len(paths), size)]
@@ -395,11 +401,12 @@ def _scan_all(paths: list[Path], checksums: bool) -> Iterator[tuple[list[Scanned
     with ProcessPoolExecutor(workers, mp_context=context, initializer=gc.freeze) as pool:
         with warnings.catch_warnings():  # Python 3.12+ warns about fork in a threaded process; see fork_context
             warnings.simplefilter("ignore", DeprecationWarning)
-            results = pool.map(_scan_chunk, chunks, [checksums] * len(chunks))  # submits every chunk, starting the workers
+            results = pool.map(scan_files, chunks, [checksums] * len(chunks))  # submits every chunk, starting the workers
         yield from results
 
 
-def scan(paths: Iterable[Path], checksums: bool = False) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
+def scan(paths: Iterable[Path], checksums: bool = False,
+         scan_chunks: ChunkScanner | None = None) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
     """Group DICOM files into series; see :func:`medfm.io.dicom.scan_dicom`.
 
     Within a series, a file whose SOP Instance UID repeats an earlier file's (the same image
@@ -409,7 +416,7 @@ def scan(paths: Iterable[Path], checksums: bool = False) -> tuple[list[DicomSeri
 
     groups: dict[str, _Group] = {}
     bad: list[tuple[Path, str]] = []
-    for scanned, chunk_bad in _scan_all([p if isinstance(p, Path) else Path(p) for p in paths], checksums):
+    for scanned, chunk_bad in (scan_chunks or _scan_all)([p if isinstance(p, Path) else Path(p) for p in paths], checksums):
         bad.extend(chunk_bad)
         for item in scanned:
             group = groups.get(item.series_uid)
