@@ -124,13 +124,6 @@ class BackboneEncoder(Encoder):
         self.info = info
         self.batch_size = batch_size
 
-    @torch.inference_mode()
-    def encode_planes(self, planes: Sequence[np.ndarray]) -> np.ndarray:
-        out = [np.zeros((0, self.info.embed_dim), np.float32)]
-        for start in range(0, len(planes), self.batch_size):
-            out.append(self.embed_pixels(self.pixels(planes[start:start + self.batch_size])).numpy())
-        return np.concatenate(out)
-
     def pixels(self, planes: Sequence[np.ndarray]) -> torch.Tensor:
         return torch.stack([prepare_plane(p, self.model.image_size) for p in planes])
 
