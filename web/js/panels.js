@@ -225,9 +225,11 @@ export class Similar {
   }
 
   async forImage(id) {
+    const another = String(id) !== String(this.imageId);
     this.imageId = id;
     const seq = ++this.seq; // an answer for the image shown before is dropped
-    this.list.replaceChildren();
+    // another image's hits go at once; a refresh for the same image keeps its list until the new answer
+    if (another) this.list.replaceChildren();
     this.note.textContent = "Searching…";
     try {
       const health = await api("/health");
