@@ -376,15 +376,15 @@ def test_a_save_that_fails_after_claiming_its_number_gives_it_back(tmp_path, mon
 
     labels = Image(np.ones((4, 4, 2), np.uint8), provenance=Provenance("segmentation", "test-model", None))
     assert store.save(1, "a", labels, "nifti", {"labels": {}})["version"] == 1
-    write_json = annotations._write_json
+    write_json = annotations.write_json
 
     def full_disk(path, record):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(annotations, "_write_json", full_disk)
+    monkeypatch.setattr(annotations, "write_json", full_disk)
     with pytest.raises(OSError):
         store.save(1, "a", labels, "nifti", {"labels": {}})
-    monkeypatch.setattr(annotations, "_write_json", write_json)
+    monkeypatch.setattr(annotations, "write_json", write_json)
     assert store.save(1, "a", labels, "nifti", {"labels": {}})["version"] == 2
 
 

@@ -138,3 +138,45 @@ def test_an_answer_for_the_image_left_behind_is_dropped(page, panel, route, star
                            timeout=ANSWER_MS)
     assert page.locator(shown).count() == 0
     assert page.inner_text("[data-testid=ask-answer]") == ""
+
+
+def test_an_edited_report_saved_as_a_version_is_there_after_a_reload(page, tmp_path: Path):
+    panel = "document.querySelector('[data-testid=report-panel]').dataset"
+    open_image(page, "dark_case3")
+    page.wait_for_function("document.querySelector('[data-testid=report-versions]').dataset.imageId === document.body.dataset.imageId")
+    assert page.locator("[data-testid=report-version]").count() == 0
+    page.fill("[data-testid=save-author]", "Dr. Ada")
+    page.click("[data-testid=report-run]")
+    page.locator("[data-testid=report-sentence]").first.wait_for(timeout=ANSWER_MS)
+    page.locator("[data-testid=report-sentence-text]").first.fill("Edited finding, kept.")
+    page.wait_for_function(f"{panel}.dirty === 'true'")
+    page.click("[data-testid=report-save]")
+    page.wait_for_function(f"{panel}.shownVersion === '1' && {panel}.dirty === 'false'")
+    page.locator("[data-testid=report-version][data-version='1']").wait_for()
+
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    open_image(page, "dark_case3")
+    page.wait_for_function(f"{panel}.shownVersion === '1'")  # the newest saved version shows on opening
+    assert page.inner_text("[data-testid=report-sentence-text] >> nth=0") == "Edited finding, kept."
+    saved = page.locator("[data-testid=report-version]")
+    assert saved.count() == 1 and saved.first.get_attribute("data-status") == "draft" and "Dr. Ada" in saved.first.inner_text()
+
+    # loading over unsaved edits asks first; cancelling keeps them
+    page.locator("[data-testid=report-sentence-text]").first.fill("Edited again.")
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    saved.first.click()
+    page.wait_for_function(f"{panel}.dirty === 'true'")
+    assert asked and "not saved" in asked[0]
+    assert page.inner_text("[data-testid=report-sentence-text] >> nth=0") == "Edited again."
+    # marking final saves the edits first, as v2
+    page.click("[data-testid=report-final]")
+    page.wait_for_function(f"{panel}.shownVersion === '2' && {panel}.shownStatus === 'final'")
+    page.wait_for_function("document.querySelector('[data-testid=report-version]').dataset.status === 'final'")
+    assert [saved.nth(i).get_attribute("data-version") for i in range(saved.count())] == ["2", "1"]
+    with page.expect_download() as download:
+        page.click("[data-testid=report-sr]")
+    assert download.value.suggested_filename.endswith("-v0002.dcm")
+    download.value.save_as(tmp_path / "v2.dcm")
+    assert read_report_sr(tmp_path / "v2.dcm")[0] == "Edited again."

@@ -3,13 +3,14 @@
 Layout: ``<root>/<image_id>/<name>/v0001.nii.gz`` (or ``.dcm``, a DICOM SEG) with the
 sidecar ``v0001.json`` (labels, names, colours, voxel counts, created time, and the label map's
 provenance as :meth:`~medfm.provenance.Provenance.to_dict` gives it: model, weights, prompts, scores).
-A save writes a draft file first, then claims the next version number with
-:func:`os.link`, which fails when the name exists: two threads or processes saving at
-once get two numbers, and nobody sees a half-written file. A version is listed once its
+A save writes a draft file first, then claims the next version number
+(:func:`medfm.server.versions.claim_version`, the rules report versions share): two threads or
+processes saving at once get two numbers, and nobody sees a half-written file. A version is listed once its
 sidecar exists, which is written (through its own temporary file) after the claim. What a
 save killed part-way leaves (drafts, temporary files, a claimed label file without its
-sidecar) is removed when the server starts (:meth:`AnnotationStore.remove_leftovers`), so
-the next save takes the number the killed one had claimed: numbers do not skip.
+sidecar) is removed when the server starts (:meth:`AnnotationStore.remove_leftovers`, also in the
+image's saved reports' folder, :mod:`medfm.server.reports`), so the next save takes the number the
+killed one had claimed: numbers do not skip.
 
 Each version is a ``draft`` when saved and can be marked ``final`` (and back); its sidecar
 names its ``author`` (as the client gave it). Deleting a version moves its files into the
@@ -22,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,11 +35,10 @@ from medfm.io.annotation_versions import FORMATS, NAME_PATTERN, saved_version, v
 from medfm.io.dicom import DicomSeries
 from medfm.io.label_maps import save_segmentation
 from medfm.server.errors import NotFound
+from medfm.server.versions import (
+    DRAFT_PREFIX, TMP_PREFIX, claim_version, draft_file, fsync, record_file, set_version_aside, with_status, write_json,
+)
 
-#: A version's status: saved as a draft, then marked final (or back).
-STATUSES = ("draft", "final")
-#: Where a name's deleted versions are kept.
-DELETED = ".deleted"
 #: A saved label file: ``v0001.nii.gz`` or ``v0001.dcm``.
 _LABEL_FILE = re.compile(r"(v\d{4,})(\.nii\.gz|\.dcm)")
 
@@ -75,11 +74,11 @@ class AnnotationStore:
         folder = self.root / str(int(image_id)) / check_name(name)
         folder.mkdir(parents=True, exist_ok=True)
         suffix = FORMATS[fmt]
-        draft = folder / f".draft-{uuid.uuid4().hex}{suffix}"
+        draft = draft_file(folder, suffix)
         try:
             save_segmentation(labels, draft, series)
-            _fsync(draft)  # on disk before it gets a version number: a power cut leaves no torn version
-            version = self._claim(folder, draft, suffix)
+            fsync(draft)  # on disk before it gets a version number: a power cut leaves no torn version
+            version = claim_version(folder, draft, suffix)
         finally:
             draft.unlink(missing_ok=True)
         values, counts = np.unique(labels.array, return_counts=True)
@@ -87,26 +86,16 @@ class AnnotationStore:
                   "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "status": "draft",
                   "voxels": {str(int(v)): int(c) for v, c in zip(values, counts) if v != 0}}
         try:
-            _write_json(folder / f"v{version:04d}.json", record)
+            write_json(record_file(folder, version), record)
         except BaseException:  # give the number back: a label file without its sidecar is no version
             (folder / f"v{version:04d}{suffix}").unlink(missing_ok=True)
             raise
-        _fsync(folder)
+        fsync(folder)
         return {key: record.get(key) for key in ("name", "version", "format", "created", "voxels", "author", "status")}
 
-    @staticmethod
-    def _claim(folder: Path, draft: Path, suffix: str) -> int:
-        deleted = version_numbers(folder / DELETED) if (folder / DELETED).is_dir() else []
-        version = max([*version_numbers(folder), *deleted], default=0) + 1
-        while True:
-            try:
-                os.link(draft, folder / f"v{version:04d}{suffix}")
-                return version
-            except FileExistsError:
-                version += 1
-
     def remove_leftovers(self) -> int:
-        """Delete what killed saves left (drafts, temporary files, label files without a sidecar); returns how many.
+        """Delete what killed saves left (drafts, temporary files, label files without a sidecar) in every
+        folder of every image (its annotations' and its reports'); returns how many.
 
         Call it only when no save is running (at start-up): a running save has a draft, and a
         claimed label file whose sidecar it is about to write.
@@ -118,13 +107,13 @@ class AnnotationStore:
             for path in list(folder.iterdir()):
                 label_file = _LABEL_FILE.fullmatch(path.name)
                 orphan = label_file is not None and not (folder / f"{label_file.group(1)}.json").exists()
-                if path.is_file() and (path.name.startswith((".tmp-", ".draft-")) or orphan):
+                if path.is_file() and (path.name.startswith((TMP_PREFIX, DRAFT_PREFIX)) or orphan):
                     path.unlink()
                     removed += 1
         return removed
 
     def set_aside(self, image_id: int, trash: Path) -> Path | None:
-        """Move every annotation of an image out of the store (its catalog entry was deleted) into
+        """Move every annotation (and saved report) of an image out of the store (its catalog entry was deleted) into
         ``trash/annotations-<id>-<time>``; returns that folder, ``None`` when it had none."""
         folder = self.root / str(int(image_id))
         if not folder.is_dir():
@@ -160,30 +149,17 @@ class AnnotationStore:
 
     def set_status(self, image_id: int, name: str, version: int, status: str) -> dict[str, Any]:
         """Mark a version ``draft`` or ``final``: its :func:`version_summary`."""
-        if status not in STATUSES:
-            raise MedfmError(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
-        record = self.sidecar(image_id, name, version)
-        record["status"] = status
-        _write_json(self._folder(image_id, name) / f"v{int(version):04d}.json", record)
+        record = with_status(self.sidecar(image_id, name, version), status)
+        write_json(record_file(self._folder(image_id, name), version), record)
         return version_summary(record)
 
     def delete(self, image_id: int, name: str, version: int) -> None:
         """Move a draft version into its name's ``.deleted/`` folder (kept, unlisted, its number never reused)."""
-        record = self.sidecar(image_id, name, version)
-        if record.get("status") == "final":
-            raise MedfmError(f"{name} version {version} is final: mark it draft before deleting it")
-        folder = self._folder(image_id, name)
-        trash = folder / DELETED
-        trash.mkdir(exist_ok=True)
-        label_file = self.file(image_id, name, version)
-        # the sidecar first: the version is unlisted at once, and its number is taken for good; a label
-        # file left behind by a crash in between is a leftover that start-up removes
-        os.replace(folder / f"v{int(version):04d}.json", trash / f"v{int(version):04d}.json")
-        os.replace(label_file, trash / label_file.name)
-        _fsync(folder)
+        set_version_aside(self._folder(image_id, name), version, self.sidecar(image_id, name, version), name,
+                          self.file(image_id, name, version))
 
     def sidecar(self, image_id: int, name: str, version: int) -> dict[str, Any]:
-        path = self._folder(image_id, name) / f"v{int(version):04d}.json"
+        path = record_file(self._folder(image_id, name), version)
         if not path.is_file():
             raise AnnotationNotFound(f"image {image_id} has no annotation {name!r} version {version}")
         return json.loads(path.read_text())
@@ -208,19 +184,3 @@ VERSION_FIELDS = ("version", "format", "created", "labels", "author", "status", 
 
 def version_summary(record: dict[str, Any]) -> dict[str, Any]:
     return {**{key: record.get(key) for key in VERSION_FIELDS}, "status": record.get("status") or "draft"}
-
-
-def _write_json(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    tmp.write_text(json.dumps(record, indent=1))
-    _fsync(tmp)
-    os.replace(tmp, path)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's (or a folder's entries') writes to the disk."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

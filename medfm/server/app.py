@@ -15,7 +15,8 @@ from medfm.errors import MedfmError
 from medfm.server.audit import AuditMiddleware
 from medfm.server.errors import Conflict, InternalErrorMiddleware, NotFound
 from medfm.server.routes import (
-    annotations, ask, catalog, evaluate, generate, jobs, pacs, report, search, seg_loop, sessions, structures, uploads,
+    annotations, ask, catalog, evaluate, generate, jobs, pacs, report, report_versions, search, seg_loop, sessions, structures,
+    uploads,
 )
 from medfm.server.security import (
     CrossSiteMiddleware, LoopbackHostMiddleware, RateLimitMiddleware, SecurityHeadersMiddleware, TokenMiddleware,
@@ -40,7 +41,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app = FastAPIOffline(title="medfm", version=__version__, redoc_url=None, lifespan=lifespan)
     app.state.medfm = state
     for module in (catalog, uploads, sessions, annotations, search, jobs, evaluate, pacs, structures, seg_loop, generate,
-                   report, ask):
+                   report, report_versions, ask):
         app.include_router(module.router)
     _add_error_handlers(app)
     _mount_workbench(app, settings)

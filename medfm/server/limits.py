@@ -38,9 +38,10 @@ MAX_GENERATED_IMAGES = 16
 MAX_GENERATION_STEPS = 200
 MAX_GUIDANCE = 20.0
 #: Retrieved cases one report request keeps, sentences it drafts, images one question is about,
-#: evidence cases it returns, and sentences one SR export holds.
+#: evidence cases it returns, sentences one SR export (or saved report) holds, and characters of a saved report.
 MAX_REPORT_CASES = 32
 MAX_REPORT_SENTENCES = 10
 MAX_QUESTION_IMAGES = 16
 MAX_EVIDENCE = 50
 MAX_SR_SENTENCES = 50
+MAX_REPORT_CHARS = 20_000

@@ -27,6 +27,7 @@ from medfm.server.audit import AuditLog
 from medfm.server.display import Display, first_content_frame
 from medfm.server.errors import NotFound
 from medfm.server.jobs import Jobs, Progress
+from medfm.server.reports import ReportStore
 from medfm.server.seg_models import SegModels
 from medfm.server.sessions import SessionStore
 from medfm.server.settings import ServerSettings
@@ -83,7 +84,7 @@ class LoadedImage:
 
 
 class ServerState:
-    """Settings, catalog, models (and those trained here), jobs, sessions and annotations of one server process."""
+    """Settings, catalog, models (and those trained here), jobs, sessions, annotations and saved reports of one server process."""
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
@@ -95,6 +96,7 @@ class ServerState:
         self.sessions = SessionStore(settings.session_idle_seconds, settings.session_bytes)
         self.annotations = AnnotationStore(self.data_dir / "annotations")
         self.annotations.remove_leftovers()  # of saves killed part-way, before anyone lists or saves
+        self.reports = ReportStore(self.annotations.root)  # beside the annotations (its leftovers removed with theirs)
         self.seg_models = SegModels(self.data_dir / "models" / "seg", self.annotations.root, self.catalog_url, self.jobs)
         self.audit = AuditLog(self.data_dir / "logs")
         self.uploads = Uploads(self.data_dir / "uploads")

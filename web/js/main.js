@@ -933,7 +933,7 @@ const catalog = new Catalog(document.querySelector("[data-testid=catalog-panel]"
   (id) => Boolean(state.info) && String(state.info.id) === String(id));
 const similar = new Similar(document.querySelector("[data-testid=similar-panel]"), openImage);
 const zeroShot = new ZeroShot(document.querySelector("[data-testid=zeroshot-panel]"));
-const report = new Report($("report-panel"), openImage);
+const report = new Report($("report-panel"), openImage, () => $("save-author").value.trim());
 const ask = new Ask($("ask-panel"), openImage);
 const generate = new Generate($("generate-panel"), openImage, () => { catalog.load(); health(); });
 const annotations = new Annotations(document.querySelector("[data-testid=save-panel]"), loadAnnotation, sendToPacs);

@@ -3,7 +3,8 @@
 ``POST /api/report`` drafts as ``medfm report`` does by default (:func:`medfm.tasks.report.draft_report`:
 retrieval-augmented, every sentence naming the indexed case it came from, here a catalog image);
 the image itself, being indexed, is never its own past case.
-``POST /api/report/sr`` writes the draft the user kept (perhaps edited) as a Comprehensive SR.
+``POST /api/report/sr`` writes the draft the user kept (perhaps edited) as a Comprehensive SR;
+saved versions of a report are :mod:`medfm.server.routes.report_versions`'s.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import BaseModel, Field, StrictInt, StringConstraints
 
 from medfm.catalog.browse import display_name
 from medfm.errors import MedfmError
+from medfm.provenance import Provenance
 from medfm.server.limits import MAX_REPORT_CASES, MAX_REPORT_SENTENCES, MAX_SR_SENTENCES, FiniteFloat
 from medfm.server.routes.search import require_index
 from medfm.server.state import ServerState, get_state
@@ -55,8 +57,11 @@ def abstain_threshold(state: ServerState, abstain: bool) -> float | None:
     return abstain_below(abstain, None, info.name, info.weights_sha256, "zero_shot")
 
 
-def catalog_case(state: ServerState, image_id: int) -> dict[str, Any]:
-    """A retrieved case as the page shows it: its catalog id and name (None once deleted from the catalog)."""
+def catalog_case(state: ServerState, image_id: int | None) -> dict[str, Any]:
+    """A retrieved case as the page shows it: its catalog id and name (None once deleted from the catalog,
+    or for a sentence the user wrote, whose source is None)."""
+    if image_id is None:
+        return {"image_id": None, "name": None}
     try:
         return {"image_id": image_id, "name": display_name(state.record(image_id))}
     except MedfmError:
@@ -81,19 +86,29 @@ def report(body: ReportIn, state: ServerState = Depends(get_state)) -> dict[str,
 
 @router.post("/report/sr", response_class=Response)
 def report_sr(body: ReportSrIn, state: ServerState = Depends(get_state)) -> Response:
-    from medfm.provenance import Provenance
+    state.record(body.image_id)  # 404 for an unknown image, before the encoder is asked
+    provenance = workbench_provenance(state, body.image_id, body.sentences, body.edited)
+    return sr_response(state, body.image_id, [s.text for s in body.sentences], provenance, f"report-{body.image_id}.dcm")
+
+
+def workbench_provenance(state: ServerState, image_id: int, sentences: list[SentenceIn], edited: bool) -> Provenance:
+    """Where a report kept in the workbench came from: the encoder that drafted it, the image, the source cases,
+    and whether the user changed the draft."""
+    info = state.encoder_info()
+    sources = sorted({s.source for s in sentences if s.source is not None})
+    return Provenance(
+        kind="report", model=info.name, weights_sha256=info.weights_sha256,
+        inputs=(f"catalog-image:{image_id}", *(f"index-item:{source}" for source in sources)),
+        parameters={"method": "retrieval-augmented draft (workbench)", "edited": edited})
+
+
+def sr_response(state: ServerState, image_id: int, sentences: list[str], provenance: Provenance, filename: str) -> Response:
+    """``sentences`` as a DICOM Comprehensive SR download referencing the image's series (when it is DICOM)."""
     from medfm.tasks.report import save_report_sr
 
-    loaded = state.load_image(body.image_id)
-    info = state.encoder_info()
-    sources = sorted({s.source for s in body.sentences if s.source is not None})
-    provenance = Provenance(
-        kind="report", model=info.name, weights_sha256=info.weights_sha256,
-        inputs=(f"catalog-image:{body.image_id}", *(f"index-item:{source}" for source in sources)),
-        parameters={"method": "retrieval-augmented draft (workbench)", "edited": body.edited})
-    draft = {"sentences": [{"text": s.text} for s in body.sentences], "provenance": provenance}
+    loaded = state.load_image(image_id)
+    draft = {"sentences": [{"text": text} for text in sentences], "provenance": provenance}
     with tempfile.TemporaryDirectory(prefix="medfm-sr-") as folder:
         path = save_report_sr(draft, Path(folder) / "report.dcm", loaded.series)
         data = path.read_bytes()
-    return Response(data, media_type="application/dicom",
-                    headers={"Content-Disposition": f'attachment; filename="report-{body.image_id}.dcm"'})
+    return Response(data, media_type="application/dicom", headers={"Content-Disposition": f'attachment; filename="{filename}"'})
