@@ -26,7 +26,7 @@ from medfm.server.annotations import AnnotationStore
 from medfm.server.audit import AuditLog
 from medfm.server.display import Display, first_content_frame
 from medfm.server.errors import NotFound
-from medfm.server.jobs import Jobs, Progress
+from medfm.server.jobs import Jobs, OneAtATime, Progress
 from medfm.server.seg_models import SegModels
 from medfm.server.sessions import SessionStore
 from medfm.server.settings import ServerSettings
@@ -96,6 +96,8 @@ class ServerState:
         self.annotations = AnnotationStore(self.data_dir / "annotations")
         self.annotations.remove_leftovers()  # of saves killed part-way, before anyone lists or saves
         self.seg_models = SegModels(self.data_dir / "models" / "seg", self.annotations.root, self.catalog_url, self.jobs)
+        #: sampling jobs (POST /api/generate), one at a time: each takes every core for its run
+        self.generation = OneAtATime(self.jobs, "a generation is already running (generator {label}); wait for it or cancel it")
         self.audit = AuditLog(self.data_dir / "logs")
         self.uploads = Uploads(self.data_dir / "uploads")
         self.uploads.remove_stale()
