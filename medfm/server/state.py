@@ -22,6 +22,7 @@ from medfm.catalog import Catalog, ImageRecord, open_catalog
 from medfm.errors import FileError, MedfmError
 from medfm.io import Image
 from medfm.io.windowing import default_window, initial_window
+from medfm.paths import catalog_index_dir
 from medfm.server.annotations import AnnotationStore
 from medfm.server.audit import AuditLog
 from medfm.server.display import Display, first_content_frame
@@ -145,7 +146,7 @@ class ServerState:
     @property
     def index_dir(self) -> Path:
         """The search index of the catalog, one per encoder."""
-        return self.data_dir / "index" / self.settings.encoder
+        return catalog_index_dir(self.data_dir, self.settings.encoder)
 
     def index(self) -> Index | None:
         """The catalog's search index (``None`` before the first build), opened once: opening
@@ -222,19 +223,18 @@ class ServerState:
     def delete_image(self, image_id: int) -> None:
         """Remove an image from the catalog, the search index and memory; its saved annotations
         are set aside under ``<data_dir>/deleted/`` (never lost, never listed for a later image)."""
+        from medfm.tasks.search import delete_images
+
         self.record(image_id)  # 404 for an unknown id
-        self.catalog.delete([image_id])
+        with self.index_lock:
+            index = self.index()
+            delete_images(self.catalog, [image_id], [index] if index is not None else [])
+            self.index_size = self.count_indexed()
         with self._images_lock:
             dropped = self._images.pop(image_id, None)
             if dropped is not None:
                 self._images_bytes -= dropped.nbytes
         self.annotations.set_aside(image_id, self.data_dir / "deleted")
-        with self.index_lock:
-            index = self.index()
-            if index is not None:
-                index.delete([image_id])
-                index.save()
-                self.index_size = len(index)
 
     def record(self, image_id: int) -> ImageRecord:
         """The catalog record of ``image_id``; NotFound if there is none."""
