@@ -10,6 +10,8 @@ from pathlib import Path
 DATA_DIR_ENV = "MEDFM_DATA_DIR"
 #: Overrides :func:`default_catalog_url`.
 CATALOG_ENV = "MEDFM_CATALOG"
+#: The data directory's folder of search indexes of its catalog, one per encoder.
+INDEX_FOLDER = "index"
 #: Overrides :func:`shared_data_dir`.
 SHARED_DATA_ENV = "MEDFM_SHARED_DATA"
 
@@ -25,6 +27,17 @@ def data_dir() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("medfm"))
+
+
+def catalog_index_dir(root: Path, encoder: str) -> Path:
+    """The search index of the catalog of data directory ``root`` for ``encoder`` (``medfm serve`` builds it)."""
+    return root / INDEX_FOLDER / encoder
+
+
+def catalog_index_dirs(root: Path) -> list[Path]:
+    """Every search index of the catalog of data directory ``root``, one per encoder it was built with."""
+    folder = root / INDEX_FOLDER
+    return sorted(path for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []
 
 
 def default_catalog_url() -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 
 from clitools import run_cli
+from fakeencoder import fake_models  # noqa: F401  (the fixture)
 from medfm.catalog import open_catalog
-from servertools import make_client, make_data
+from servertools import make_client, make_data, wait_for_job
 
 
 @pytest.fixture
@@ -62,3 +64,19 @@ def test_delete_removes_the_image_and_sets_its_annotations_aside(data, capsys):
     assert (moved / "liver" / "v1.json").read_text() == "{}"
     with make_client(data["root"], data["url"]) as client:  # the server agrees: the image is gone
         assert client.get(f"/api/images/{data['disc']}").status_code == 404
+
+
+@pytest.mark.usefixtures("fake_models")
+def test_delete_removes_the_image_from_the_data_folders_search_index(data, capsys):
+    with make_client(data["root"], data["url"], encoder="fake-clip") as client:
+        assert wait_for_job(client, client.post("/api/index/build").json()["job"])["state"] == "done"
+    index = data["root"] / "index" / "fake-clip"
+    query = ["search", "--index", str(index), "--id", str(data["ct"]), "--json", "--exact"]
+    code, out, _ = run_cli(query, capsys)
+    assert code == 0 and {hit["id"] for hit in json.loads(out)} == {data["disc"], data["photo"], data["ct"]}
+    code, _, _ = run_cli(["catalog", "delete", str(data["disc"]), "--yes"], capsys)
+    assert code == 0
+    code, out, _ = run_cli(query, capsys)
+    assert code == 0 and {hit["id"] for hit in json.loads(out)} == {data["photo"], data["ct"]}
+    with make_client(data["root"], data["url"], encoder="fake-clip") as client:  # the server's count agrees
+        assert client.get("/api/health").json()["index_size"] == 2

@@ -4,6 +4,7 @@ with the fake encoder and a tiny generator."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,30 @@ def test_generation_job_catalogues_images_flagged_synthetic(client) -> None:
     assert not any(image["synthetic"] for image in client.get("/api/images", params={"text": "case"}).json()["images"])
     files = sorted((data_root(client) / "generated").rglob("*.png"))
     assert len(files) == 2 and load(files[0]).provenance.synthetic
+
+
+def test_one_generation_at_a_time(client, monkeypatch) -> None:
+    """A second sampling job while one runs is a 409 (both would share the two cores); once it ends, another may start."""
+    import medfm.tasks.generate as generate_task
+
+    release = threading.Event()
+    sample = generate_task.generate
+
+    def held(*args, **kwargs):
+        assert release.wait(timeout=120), "the test never released the first job"
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(generate_task, "generate", held)
+    body = {"generator": "tiny", "class": "dark", "n": 1, "steps": 1}
+    first = client.post("/api/generate", json=body).json()["job"]
+    second = client.post("/api/generate", json=body)
+    release.set()
+    assert second.status_code == 409, second.text
+    assert second.json()["detail"] == "a generation is already running (generator tiny); wait for it or cancel it"
+    assert wait_for_job(client, first)["state"] == "done"
+    third = client.post("/api/generate", json=body)
+    assert third.status_code == 200 and wait_for_job(client, third.json()["job"])["state"] == "done"
+    assert len(list((data_root(client) / "generated").rglob("*.png"))) == 2
 
 
 @pytest.mark.parametrize("body, status, message", [

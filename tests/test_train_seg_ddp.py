@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ from killtools import kill_after_checkpoint, step_of
 from segdata import write_discs
 from medfm.errors import MedfmError
 from medfm.models.automatic.network import build_network
+from medfm.scale import ddp
 from medfm.scale.ddp import Group, check_workers, local_group
 from medfm.train.seg import train_segmenter
 from medfm.train.seg_plan import architecture_config
@@ -127,3 +132,31 @@ def test_a_failing_process_is_reported_by_rank_0_in_one_line():
     with pytest.raises(MedfmError, match="^rank 1: cannot read case03.png$"):
         with local_group(2, refusing_follower) as group:
             group.broadcast("the set-up")
+
+
+def end_while_starting(how: str) -> None:
+    """End this process as a crash at import (exit code 3) or a SIGKILL would."""
+    if how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(3)
+
+
+class FollowerThatCannotStart:
+    """A follower whose unpickling in rank 1's new interpreter ends that process before it joins the group."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __reduce__(self):
+        return end_while_starting, (self.how,)
+
+
+@pytest.mark.parametrize("how, status", [("exit", "exit code 3"), ("sigkill", r"exit code -9 \(SIGKILL\)")])
+def test_a_process_that_dies_before_joining_is_reported_at_once(monkeypatch, how, status):
+    """Rank 0 does not sit out the rendezvous's timeout (shortened here from 10 minutes so that a regression
+    fails in one), and leaves no process behind."""
+    monkeypatch.setattr(ddp, "TIMEOUT", timedelta(seconds=60))
+    with pytest.raises(MedfmError, match=f"^training process rank 1 ended before joining the group: {status}$"):
+        with local_group(2, FollowerThatCannotStart(how)):
+            pytest.fail("the group formed without rank 1")
+    assert multiprocessing.active_children() == []

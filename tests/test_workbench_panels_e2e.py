@@ -77,6 +77,12 @@ def test_generated_images_are_shown_marked_synthetic_and_open_in_the_viewer(page
     page.wait_for_function("document.querySelectorAll('[data-testid=generated-item]').length === 2", timeout=ANSWER_MS)
     assert [items.nth(i).get_attribute("data-condition") for i in range(2)] == ["dark", "dark"]
     assert page.locator("[data-testid=generated-item] [data-testid=synthetic-badge]", has_text="SYNTHETIC").count() == 2
+    # the catalog list marks them too, and only them (the catalog reloads once the job is done)
+    page.wait_for_function("document.querySelectorAll('[data-testid=catalog-item] [data-testid=synthetic-badge]').length === 2")
+    synthetic = page.locator("[data-testid=catalog-item]", has=page.locator("[data-testid=synthetic-badge]"))
+    assert sorted(synthetic.nth(i).get_attribute("data-image-id") for i in range(2)) == sorted(
+        items.nth(i).get_attribute("data-image-id") for i in range(2))
+    assert page.locator("[data-testid=catalog-item]").count() > 2
     image_id = items.first.get_attribute("data-image-id")
     items.first.click()
     page.wait_for_function(f"document.body.dataset.imageId === '{image_id}' && document.body.dataset.session")

@@ -222,20 +222,26 @@ def catalog_delete(
 ) -> None:
     """Remove an image from the catalog, as the workbench's Delete does; its files on disk stay.
 
-    With the default catalog (the one `medfm serve` uses), the image's saved annotations are
-    moved to deleted/ in the medfm data folder, so that no later image shows them.
+    With the default catalog (the one `medfm serve` uses), the image also leaves the medfm data
+    folder's search indexes, and its saved annotations are moved to deleted/ in that folder, so
+    that no later image shows them.
     """
+    from contextlib import ExitStack
+
     from medfm.catalog import open_catalog
     from medfm.catalog.browse import display_name
+    from medfm.index import open_index
+    from medfm.paths import catalog_index_dirs, data_dir
+    from medfm.tasks.search import delete_images
 
-    with open_catalog(catalog) as store:
+    with open_catalog(catalog) as store, ExitStack() as opened:
         record = store.get(image_id)  # a clear error for an unknown id
         if not yes:
             typer.confirm(f"Delete image {image_id} ({display_name(record)}) from {store.url}?", abort=True)
-        store.delete([image_id])
+        indexes = [opened.enter_context(open_index(folder)) for folder in catalog_index_dirs(data_dir())] if catalog is None else []
+        delete_images(store, [image_id], indexes)
     set_aside = None
     if catalog is None:
-        from medfm.paths import data_dir
         from medfm.server.annotations import AnnotationStore
 
         set_aside = AnnotationStore(data_dir() / "annotations").set_aside(image_id, data_dir() / "deleted")

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -135,36 +136,75 @@ def local_group(workers: int, follower: Callable[[Group], None]) -> Iterator[Gro
     errors = context.SimpleQueue()
     with tempfile.TemporaryDirectory(prefix="medfm-ddp-") as folder:
         store = f"file://{os.path.join(folder, 'store')}"
-        followers = [context.Process(target=_follow, args=(follower, store, rank, workers, threads, os.getpid(), errors),
-                                     daemon=True) for rank in range(1, workers)]
-        for process in followers:
+        pipes = {rank: context.Pipe(duplex=False) for rank in range(1, workers)}
+        followers = {rank: context.Process(target=_follow, daemon=True,
+                                           args=(follower, store, rank, workers, threads, os.getpid(), errors, sender))
+                     for rank, (_, sender) in pipes.items()}
+        for process in followers.values():
             process.start()
+        for _, sender in pipes.values():  # the followers hold the only write ends: a dead one's pipe reads as closed
+            sender.close()
         set_threads(threads)
         try:
+            _await_followers(followers, {rank: reader for rank, (reader, _) in pipes.items()})
             dist.init_process_group("gloo", init_method=store, rank=0, world_size=workers, timeout=TIMEOUT)
             yield Group(0, workers)
         except RuntimeError as exc:  # gloo's "connection closed by peer" when a follower failed
             raise MedfmError(errors.get() if not errors.empty() else f"a training process failed: {first_line(exc)}") from None
         finally:
-            if dist.is_initialized():
+            joined = dist.is_initialized()
+            if joined:
                 dist.destroy_process_group()
-            for process in followers:
-                process.join(timeout=30)
+            for process in followers.values():
+                process.join(timeout=30 if joined else 0)  # without a group, the others would only wait for TIMEOUT
                 if process.is_alive():
                     process.kill()
                     process.join()
             set_threads(previous)
 
 
+def _await_followers(followers: dict[int, Any], readers: dict[int, Any]) -> None:
+    """Return when every follower has said it is joining the group. One that ends before that (a crash
+    while starting, SIGKILL) is raised at once, naming its rank and exit code: rank 0 would otherwise
+    wait for it at the rendezvous until :data:`TIMEOUT`."""
+    from multiprocessing.connection import wait
+
+    deadline = time.monotonic() + TIMEOUT.total_seconds()
+    while readers:
+        ready = wait(list(readers.values()), timeout=max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise MedfmError(f"training process rank {min(readers)} did not start within {TIMEOUT}")
+        for rank, reader in list(readers.items()):
+            if reader not in ready:
+                continue
+            try:
+                reader.recv()
+            except EOFError:
+                followers[rank].join(timeout=5)
+                raise MedfmError(f"training process rank {rank} ended before joining the group: "
+                                 f"{_exit_status(followers[rank].exitcode)}") from None
+            del readers[rank]
+
+
+def _exit_status(code: int | None) -> str:
+    """A process's exit code in words (a negative code is the signal that killed it)."""
+    if code is None:
+        return "no exit code"
+    return f"exit code {code} ({signal.Signals(-code).name})" if code < 0 else f"exit code {code}"
+
+
 def _follow(follower: Callable[[Group], None], store: str, rank: int, world: int, threads: int, parent: int,
-            errors: Any) -> None:
-    """A follower process: die with rank 0's process, join the group, run ``follower``."""
+            errors: Any, joining: Any) -> None:
+    """A follower process: die with rank 0's process, tell it through ``joining`` that it is joining the group,
+    join it, run ``follower``."""
     _die_with_parent(parent)
     import torch.distributed as dist
 
     from medfm.threads import set_threads
 
     set_threads(threads)
+    joining.send(rank)
+    joining.close()
     try:
         dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world, timeout=TIMEOUT)
         follower(Group(rank, world))

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from medfm.errors import MedfmError
-from medfm.server.errors import NotFound
+from medfm.server.errors import Conflict, NotFound
 
 log = logging.getLogger("medfm.server")
 
@@ -107,3 +107,41 @@ class Jobs:
             self._update(job_id, state="failed", error=f"internal error ({type(exc).__name__})")
         else:
             self._update(job_id, state="done", result=result)
+
+
+class OneAtATime:
+    """Jobs that run one at a time because each takes the CPU cores for long (a training, a sampling run):
+    another is refused with a 409 while one is queued or running."""
+
+    def __init__(self, jobs: Jobs, busy: str) -> None:
+        """``busy``: the refusal's message, where ``{label}`` stands for the running job's label."""
+        self.jobs = jobs
+        self.busy = busy
+        self._current: tuple[str, str] | None = None  # (job id, label)
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> tuple[str, str] | None:
+        """``(job id, label)`` of the job queued or running, else None."""
+        with self._lock:
+            return self._running()
+
+    def submit(self, kind: str, work: Callable[[Progress], Any], label: str) -> str:
+        """:meth:`Jobs.submit` ``work``, labelled ``label``, unless a job is queued or running (:class:`Conflict`)."""
+        with self._lock:
+            running = self._running()
+            if running is not None:
+                raise Conflict(self.busy.format(label=running[1]))
+            self._current = (self.jobs.submit(kind, work), label)
+            return self._current[0]
+
+    def _running(self) -> tuple[str, str] | None:
+        if self._current is not None and self._ended(self._current[0]):
+            self._current = None
+        return self._current
+
+    def _ended(self, job_id: str) -> bool:
+        try:
+            return self.jobs.get(job_id)["state"] in FINISHED
+        except JobNotFound:  # finished long ago and forgotten
+            return True

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from medfm.errors import MedfmError
 from medfm.io.annotation_versions import NAME_PATTERN
-from medfm.server.errors import Conflict, NotFound
-from medfm.server.jobs import FINISHED, JobNotFound, Jobs, Progress
+from medfm.server.errors import NotFound
+from medfm.server.jobs import Jobs, OneAtATime, Progress
 
 if TYPE_CHECKING:
     from medfm.io import Image
@@ -47,11 +47,9 @@ class SegModels:
         self.root = root
         self.annotations = annotations
         self.catalog_url = catalog_url
-        self.jobs = jobs
         #: held while a model is loaded or segments (one at a time: each uses every core)
         self.lock = threading.Lock()
-        self._training: tuple[str, str] | None = None  # (job id, model name)
-        self._training_lock = threading.Lock()
+        self._training = OneAtATime(jobs, "a training is already running (model {label}); wait for it or cancel it")
         self._loaded: tuple[str, AutoSegmenter] | None = None
         self._uncertainty: dict[tuple[str, int], float] = {}  # by (weights sha256, image id), for the server's life
         self._remove_partial()
@@ -87,19 +85,8 @@ class SegModels:
     @property
     def training(self) -> dict[str, str] | None:
         """``{"job", "model"}`` of the training queued or running, else None."""
-        with self._training_lock:
-            return self._running()
-
-    def _running(self) -> dict[str, str] | None:
-        if self._training is not None and self._ended(self._training[0]):
-            self._training = None
-        return None if self._training is None else {"job": self._training[0], "model": self._training[1]}
-
-    def _ended(self, job: str) -> bool:
-        try:
-            return self.jobs.get(job)["state"] in FINISHED
-        except JobNotFound:  # finished long ago and forgotten
-            return True
+        running = self._training.running
+        return None if running is None else {"job": running[0], "model": running[1]}
 
     def start_training(self, *, name: str | None = None, labels: Mapping[int, str] | None = None,
                        budget_minutes: float = 10.0, max_steps: int | None = None,
@@ -125,13 +112,9 @@ class SegModels:
         if not self.annotations.is_dir():
             raise MedfmError("no saved annotations yet: save some and mark them final to train on them")
         split_cases(collect_cases(self.annotations, catalog=self.catalog_url, final_only=True))
-        with self._training_lock:
-            if self._running() is not None:
-                raise Conflict(f"a training is already running (model {self._training[1]}); wait for it or cancel it")
-            self.root.mkdir(parents=True, exist_ok=True)
-            job = self.jobs.submit("train-seg", lambda progress: self._train(
-                progress, name, labels, budget_minutes, max_steps, architecture))
-            self._training = (job, name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        job = self._training.submit("train-seg", lambda progress: self._train(
+            progress, name, labels, budget_minutes, max_steps, architecture), label=name)
         return {"job": job, "model": name}
 
     def _train(self, progress: Progress, name: str, labels: Mapping[int, str] | None, budget_minutes: float,

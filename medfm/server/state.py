@@ -22,11 +22,12 @@ from medfm.catalog import Catalog, ImageRecord, open_catalog
 from medfm.errors import FileError, MedfmError
 from medfm.io import Image
 from medfm.io.windowing import default_window, initial_window
+from medfm.paths import catalog_index_dir
 from medfm.server.annotations import AnnotationStore
 from medfm.server.audit import AuditLog
 from medfm.server.display import Display, first_content_frame
 from medfm.server.errors import NotFound
-from medfm.server.jobs import Jobs, Progress
+from medfm.server.jobs import Jobs, OneAtATime, Progress
 from medfm.server.reports import ReportStore
 from medfm.server.seg_models import SegModels
 from medfm.server.sessions import SessionStore
@@ -98,6 +99,8 @@ class ServerState:
         self.annotations.remove_leftovers()  # of saves killed part-way, before anyone lists or saves
         self.reports = ReportStore(self.annotations.root)  # beside the annotations (its leftovers removed with theirs)
         self.seg_models = SegModels(self.data_dir / "models" / "seg", self.annotations.root, self.catalog_url, self.jobs)
+        #: sampling jobs (POST /api/generate), one at a time: each takes every core for its run
+        self.generation = OneAtATime(self.jobs, "a generation is already running (generator {label}); wait for it or cancel it")
         self.audit = AuditLog(self.data_dir / "logs")
         self.uploads = Uploads(self.data_dir / "uploads")
         self.uploads.remove_stale()
@@ -145,7 +148,7 @@ class ServerState:
     @property
     def index_dir(self) -> Path:
         """The search index of the catalog, one per encoder."""
-        return self.data_dir / "index" / self.settings.encoder
+        return catalog_index_dir(self.data_dir, self.settings.encoder)
 
     def index(self) -> Index | None:
         """The catalog's search index (``None`` before the first build), opened once: opening
@@ -222,19 +225,18 @@ class ServerState:
     def delete_image(self, image_id: int) -> None:
         """Remove an image from the catalog, the search index and memory; its saved annotations
         are set aside under ``<data_dir>/deleted/`` (never lost, never listed for a later image)."""
+        from medfm.tasks.search import delete_images
+
         self.record(image_id)  # 404 for an unknown id
-        self.catalog.delete([image_id])
+        with self.index_lock:
+            index = self.index()
+            delete_images(self.catalog, [image_id], [index] if index is not None else [])
+            self.index_size = self.count_indexed()
         with self._images_lock:
             dropped = self._images.pop(image_id, None)
             if dropped is not None:
                 self._images_bytes -= dropped.nbytes
         self.annotations.set_aside(image_id, self.data_dir / "deleted")
-        with self.index_lock:
-            index = self.index()
-            if index is not None:
-                index.delete([image_id])
-                index.save()
-                self.index_size = len(index)
 
     def record(self, image_id: int) -> ImageRecord:
         """The catalog record of ``image_id``; NotFound if there is none."""

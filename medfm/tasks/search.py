@@ -4,6 +4,7 @@
 is saved after every chunk and at the end, so an interrupted build loses at most one
 chunk. Catalogued images keep their catalog id and metadata (path, modality, body
 part, dataset); a path given directly gets a stable id derived from its resolved path.
+:func:`delete_images` removes images from a catalog and from its indexes together.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from medfm.catalog.store import ImageRecord
+from medfm.catalog.store import Catalog, ImageRecord
 from medfm.errors import MedfmError, display_path
 from medfm.index import Hit, Index, open_or_create_index
 from medfm.io import Image
@@ -182,6 +183,19 @@ def build_index(
     finally:
         store.close()
     return report
+
+
+def delete_images(catalog: Catalog, image_ids: Sequence[int], indexes: Sequence[Index] = ()) -> int:
+    """Remove images from ``catalog`` and their vectors from each of its ``indexes`` (saved), so that no search
+    finds an image the catalog no longer holds; returns how many images the catalog removed.
+
+    The vectors go first: a failure between the two leaves an image catalogued but not indexed,
+    which the next :func:`build_index` (resumable) indexes again, rather than hits for an image that is gone.
+    """
+    for index in indexes:
+        index.delete(image_ids)
+        index.save()
+    return catalog.delete(image_ids)
 
 
 def embed_query(encoder: Encoder, *, image: str | os.PathLike | Image | None = None, text: str | None = None) -> np.ndarray:

@@ -144,7 +144,9 @@ export class Catalog {
       title: `Open ${image.name}`,
     },
     thumb(image.id),
-    el("div", { class: "meta" }, title,
+    el("div", { class: "meta" },
+      ...(image.synthetic ? [el("span", { class: "badge", testid: "synthetic-badge", textContent: "SYNTHETIC", title: "Generated, not acquired" })] : []),
+      title,
       el("div", { class: "sub", textContent: [image.modality, image.body_part, image.dataset, image.format].filter(Boolean).join(" · ") }),
       el("div", { class: "sub", textContent: describe(image) })),
     el("div", { class: "actions" }, rename, remove));

@@ -71,6 +71,7 @@ class GenerateIn(BaseModel):
 
 @router.post("/generate")
 def generate(body: GenerateIn, state: ServerState = Depends(get_state)) -> dict[str, str]:
+    """Start a sampling job: ``{"job"}`` (poll and cancel it under /api/jobs); 409 while another runs."""
     from medfm.tasks.generate import open_generator
 
     known = available_generators(state.data_dir)
@@ -93,4 +94,4 @@ def generate(body: GenerateIn, state: ServerState = Depends(get_state)) -> dict[
                    "synthetic": True} for image in made["images"]]
         return {**{key: made[key] for key in ("generator", "weights_sha256", "steps", "guidance")}, "images": images}
 
-    return {"job": state.jobs.submit("generate", work)}
+    return {"job": state.generation.submit("generate", work, label=body.generator)}
