@@ -26,9 +26,10 @@ from medfm.train.seg_plan import architecture_config
 BATCH = {"batch_size": "4"}
 STEPS = 6
 #: Measured: the largest relative loss difference over the 6 steps was 1.2e-7 (float rounding of the split
-#: gradient sum); the bounds leave room for it to grow through Adam's steps.
+#: gradient sum); the bounds leave room for it to grow through Adam's steps. A weight once differed by
+#: 1.09e-5 on a loaded machine; 5e-5 is still 5 % of one step at learning rate 1e-3, so a wrong split shows.
 LOSS_RTOL = 1e-4
-WEIGHTS_ATOL = 1e-5
+WEIGHTS_ATOL = 5e-5
 OUTPUT_ATOL = 1e-4
 
 
