@@ -112,21 +112,22 @@ def _walk(paths: Iterable[str | os.PathLike], bad: list[tuple[str, str]]) -> tup
     Each root is resolved once; below it only symbolic links need resolving (folders are not
     followed through links), so a file costs one ``stat``.
     """
-    candidates: list[tuple[Path, os.DirEntry | None]] = []
+    # paths stay strings until a file is kept: pathlib's parsing and hashing were most of a re-ingest's time
+    candidates: list[tuple[str, os.DirEntry | None]] = []
     for root in map(Path, paths):
         if not root.exists():
             raise MedfmError(f"{display_path(root)}: no such file or folder")
         if not root.is_dir():
-            candidates.append((root, None))
+            candidates.append((str(root), None))
             continue
-        candidates.extend((Path(entry.path), entry) for entry in _folder_entries(root.resolve(), bad))
-    found: dict[Path, _Found] = {}
+        candidates.extend((entry.path, entry) for entry in _folder_entries(root.resolve(), bad))
+    found: dict[str, _Found] = {}
     irregular = 0
     for path, entry in candidates:
         try:
             if entry is None or entry.is_symlink():
-                resolved = path.resolve()
-                info = resolved.stat()
+                resolved = str(Path(path).resolve())
+                info = os.stat(resolved)
             else:
                 resolved, info = path, entry.stat(follow_symlinks=False)
         except OSError as exc:
@@ -137,7 +138,7 @@ def _walk(paths: Iterable[str | os.PathLike], bad: list[tuple[str, str]]) -> tup
         elif _undecodable(resolved):
             bad.append((display_path(path), "file name is not valid UTF-8 text; rename it"))
         elif resolved not in found:
-            found[resolved] = _Found(resolved, info.st_size, info.st_mtime_ns)
+            found[resolved] = _Found(Path(resolved), info.st_size, info.st_mtime_ns)
     return list(found.values()), irregular
 
 
@@ -167,10 +168,10 @@ def _folder_entries(root: Path, bad: list[tuple[str, str]]) -> Iterator[os.DirEn
         stack.extend(reversed(subfolders))
 
 
-def _undecodable(path: Path) -> bool:
+def _undecodable(path: str) -> bool:
     """Whether the name holds bytes that are not UTF-8, which the catalog cannot store as text."""
     try:
-        str(path).encode("utf-8")
+        path.encode("utf-8")
     except UnicodeEncodeError:
         return True
     return False
@@ -306,7 +307,8 @@ def _ingest(paths: list, catalog: Catalog, dataset: str | None, manifest: Path |
     labels, bad_rows = find_labels([f.path for f in found], [manifest] if manifest else [])
     report.bad.extend(bad_rows)
     report.unmatched_labels = labels.unmatched
-    found = [f for f in found if f.path not in labels.label_paths]
+    if labels.label_paths:
+        found = [f for f in found if f.path not in labels.label_paths]
     known = catalog.file_states([str(f.path) for f in found])
     dicom: list[_Found] = []
     others: list[tuple[_Found, str]] = []
