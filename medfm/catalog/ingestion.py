@@ -45,7 +45,7 @@ from typing import Any
 
 from nibabel.orientations import aff2axcodes
 
-from medfm.catalog.labels import SYNTHETIC, DatasetLabels, find_labels, manifest_images
+from medfm.catalog.labels import SYNTHETIC, DatasetLabels, find_labels, manifest_images, may_hold_labels
 from medfm.catalog.loading import DICOM_FORMAT
 from medfm.catalog.store import (
     Catalog,
@@ -101,9 +101,13 @@ class IngestReport:
 
 @dataclass(frozen=True)
 class _Found:
-    path: Path
+    location: str  #: the resolved path as text; a Path is made only for the files that are read
     size: int
     mtime_ns: int
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
 
 
 def _walk(paths: Iterable[str | os.PathLike], bad: list[tuple[str, str]]) -> tuple[list[_Found], int]:
@@ -138,7 +142,7 @@ def _walk(paths: Iterable[str | os.PathLike], bad: list[tuple[str, str]]) -> tup
         elif _undecodable(resolved):
             bad.append((display_path(path), "file name is not valid UTF-8 text; rename it"))
         elif resolved not in found:
-            found[resolved] = _Found(Path(resolved), info.st_size, info.st_mtime_ns)
+            found[resolved] = _Found(resolved, info.st_size, info.st_mtime_ns)
     return list(found.values()), irregular
 
 
@@ -193,7 +197,7 @@ def _is_image(path: Path) -> tuple[str | None, str | None]:
 
 
 def _file_record(found: _Found, digest: str | None = None) -> FileRecord:
-    return FileRecord(str(found.path), found.size, found.mtime_ns, digest or sha256_of(found.path))
+    return FileRecord(found.location, found.size, found.mtime_ns, digest or sha256_of(found.path))
 
 
 def _file_entry(found: _Found, fmt: str) -> ImageEntry:
@@ -202,7 +206,7 @@ def _file_entry(found: _Found, fmt: str) -> ImageEntry:
     if image.provenance is not None and image.provenance.synthetic:
         meta = {**meta, SYNTHETIC: True}
     return ImageEntry(
-        format=fmt, source_path=str(found.path), modality=image.modality, body_part=meta.get("body_part"),
+        format=fmt, source_path=found.location, modality=image.modality, body_part=meta.get("body_part"),
         description=meta.get("series_description") or meta.get("description"), shape=image.shape,
         spacing=image.spacing, orientation=image.orientation, files=[_file_record(found)],
         metadata=meta, phi=image.phi,
@@ -215,9 +219,9 @@ def _series_entry(series: DicomSeries, found: dict[Path, _Found]) -> ImageEntry:
         meta["volume_problem"] = series.problem
     if _synthetic_series(series):
         meta[SYNTHETIC] = True
-    files = [found.get(p) or _Found(p, p.stat().st_size, p.stat().st_mtime_ns) for p in series.files]
+    files = [found.get(p) or _Found(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in series.files]
     # A name for people only: the file itself, or the folder of a series' files (which may hold others).
-    source_path = str(files[0].path) if len(files) == 1 else os.path.commonpath([str(f.path.parent) for f in files])
+    source_path = files[0].location if len(files) == 1 else os.path.commonpath([str(f.path.parent) for f in files])
     return ImageEntry(
         format=DICOM_FORMAT, source_path=source_path,
         modality=meta.get("modality") or "OT", body_part=meta.get("body_part"),
@@ -304,16 +308,16 @@ def _ingest(paths: list, catalog: Catalog, dataset: str | None, manifest: Path |
     if not paths:
         raise MedfmError("nothing to ingest: give files, folders or a manifest")
     found, report.skipped = _walk(paths, report.bad)
-    labels, bad_rows = find_labels([f.path for f in found], [manifest] if manifest else [])
+    labels, bad_rows = find_labels([f.path for f in found if may_hold_labels(f.location)], [manifest] if manifest else [])
     report.bad.extend(bad_rows)
     report.unmatched_labels = labels.unmatched
     if labels.label_paths:
         found = [f for f in found if f.path not in labels.label_paths]
-    known = catalog.file_states([str(f.path) for f in found])
+    known = catalog.file_states([f.location for f in found])
     dicom: list[_Found] = []
     others: list[tuple[_Found, str]] = []
     for item in found:
-        if known.get(str(item.path)) == (item.size, item.mtime_ns):
+        if known.get(item.location) == (item.size, item.mtime_ns):
             report.unchanged += 1
             continue
         if item.size and item.path.name.lower().endswith(DICOM_SUFFIXES):

@@ -19,6 +19,7 @@ Label files are never catalogued as images of their own.
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ SYNTHETIC = "synthetic"
 MANIFEST_NAME = "manifest.csv"
 #: ``{label folder: its image folder}`` of the layouts recognised without a manifest.
 LAYOUTS = {"masks": "images", "labelsTr": "imagesTr"}
+_LAYOUT_FOLDERS = {*LAYOUTS, *LAYOUTS.values()}
 #: Manifest columns that can name patients: left out of the catalog.
 PATIENT_COLUMNS = frozenset({"patient", "patient_id", "patientid", "patient_name", "name", "mrn",
                              "birth_date", "date_of_birth", "dob"})
@@ -140,11 +142,10 @@ def _case_name(path: Path) -> str:
 
 def _apply_layouts(files: Iterable[Path], labels: DatasetLabels) -> None:
     by_folder: dict[Path, list[Path]] = {}
-    layout_folders = {*LAYOUTS, *LAYOUTS.values()}
     for path in files:
         # Only a layout's folders can pair images with labels: the name is checked first, as
         # matching suffixes for every file of an archive cost more than the rest of this.
-        if path.parent.name in layout_folders and image_suffix(path):
+        if path.parent.name in _LAYOUT_FOLDERS and image_suffix(path):
             by_folder.setdefault(path.parent, []).append(path)
     for folder, label_files in by_folder.items():
         if folder.name not in LAYOUTS or folder.parent / LAYOUTS[folder.name] not in by_folder:
@@ -173,6 +174,13 @@ def _matching_images(name: str, cases: dict[str, list[Path]]) -> list[Path]:
         return cases[name]
     prefixes = [case for case in cases if name.startswith(case) and name[len(case)] in "_-."]
     return cases[max(prefixes, key=len)] if prefixes else []
+
+
+def may_hold_labels(path: str) -> bool:
+    """Whether :func:`find_labels` can use the file at ``path`` (a manifest, or a file in a layout's
+    folder); plain text, since it runs on every file of an ingest, most of them unchanged."""
+    folder, _, name = path.rpartition(os.sep)
+    return name == MANIFEST_NAME or folder.rpartition(os.sep)[2] in _LAYOUT_FOLDERS
 
 
 def find_labels(files: list[Path], manifests: Iterable[Path] = ()) -> tuple[DatasetLabels, list[tuple[str, str]]]:
