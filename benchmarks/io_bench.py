@@ -11,8 +11,7 @@ Run ``python benchmarks/io_bench.py [--slices 300] [--size 512] [--repeats 3]
   page cache. ``peak_memory_ratio`` is the peak of memory allocated while medfm loads
   (``tracemalloc``: Python objects and numpy buffers, plus the shared volume that worker
   processes decode into) over the volume's size. Compressed series are also loaded with
-  their decoding in one worker process (``medfm_one_worker``; RLE is decoded in this
-  process either way); ``worst_stall_ms`` is the longest a thread of the loading process waited
+  their decoding in one worker process (``medfm_one_worker``); ``worst_stall_ms`` is the longest a thread of the loading process waited
   for the GIL, measured by a thread that wakes every 5 ms (what a server's other requests see).
 * **ingest**: ``--ingest-files`` small DICOM files (64x64, series of 100) and the
   uncompressed series, ingested into a new SQLite catalog, against a plain

@@ -44,10 +44,20 @@ def test_series_decoded_by_several_workers_equals_one_worker(tmp_path: Path, mon
     assert np.array_equal(several[..., 0, 0], VOLUME[:, ::-1])
 
 
-def test_rle_is_decoded_in_this_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rle_is_decoded_in_a_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_dicom_series(VOLUME, tmp_path, transfer_syntax=pydicom.uid.RLELossless)
     array = _load(tmp_path, True, monkeypatch)
-    assert not _shared(array) and np.array_equal(array[..., 0, 0], VOLUME[:, ::-1])
+    assert _shared(array) and np.array_equal(array[..., 0, 0], VOLUME[:, ::-1])
+
+
+def test_a_decoder_panic_prints_nothing_but_the_one_line_error(capfd: pytest.CaptureFixture[str]) -> None:
+    """pylibjpeg-rle's Rust panics on this damaged segment, and Rust prints the panic (and, with
+    RUST_BACKTRACE set, a backtrace) straight to file descriptor 2, around medfm's one-line error."""
+    reproducer = Path(__file__).parent / "fuzz_corpus" / "crash-a2ee74b2165f.dcm"
+    with pytest.raises(UnreadableFileError, match="cannot decode RLE Lossless pixel data") as caught:
+        medfm.io.load(reproducer)
+    assert "\n" not in str(caught.value)
+    assert "panicked" not in capfd.readouterr().err
 
 
 def test_damaged_file_decoded_in_a_worker_is_named_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,10 +34,11 @@ from medfm.io.dicom.workers import fork_context, usable_cpus
 #: files and their frames hold at least this many bytes (below, one worker is quicker).
 PARALLEL_DECODE_FILES = 4
 PARALLEL_DECODE_BYTES = 4 << 20
-#: Transfer syntaxes whose decoders are C libraries (slow, GIL-holding, and able to loop on
-#: damaged data): JPEG 2000 and HTJ2K, JPEG-LS, JPEG. RLE and deflate take a few
-#: milliseconds a frame and stay in this process, where they finish before a worker starts.
+#: Transfer syntaxes whose decoders are native libraries that can loop, allocate wildly or panic on
+#: damaged data, and hold the GIL: JPEG 2000 and HTJ2K, JPEG-LS, JPEG (C), and RLE (pylibjpeg-rle's
+#: Rust, which panics on damaged segments). Deflate is zlib inside Python's own checks and stays here.
 SLOW_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2.5",  # RLE Lossless
     "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",  # JPEG 2000 lossless, lossy
     "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",  # HTJ2K
     "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",  # JPEG-LS lossless, near-lossless
@@ -87,6 +88,11 @@ def _worker(volume: np.ndarray, files: Sequence[Placed], fill: Fill, claim, busy
     # A collection here would traverse, and so copy, every page of the heap this process
     # shares with its parent (a tenfold slower start); frozen, only new objects are traversed.
     gc.freeze()
+    # failures go to the parent through the pipe; what a native decoder prints itself (a Rust panic's
+    # text and backtrace) would reach the user's terminal as noise around the one-line error
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
     code = 0
     try:
         while True:

@@ -1,5 +1,5 @@
 """Volume assembly: frames placed into one preallocated array, file by file, in threads
-(native, RLE and deflated files) or worker processes (files whose decoders are C libraries,
+(native and deflated files) or worker processes (files whose decoders are native libraries,
 :mod:`medfm.io.dicom.decoding`).
 
 The buffer is ``(T, K, rows, columns, C)`` in C order, so each DICOM frame is one
