@@ -24,13 +24,14 @@ def server(tmp_path_factory):
     picture[(y - 30) ** 2 + (x - 80) ** 2 < 15**2] = (220, 120, 110)  # a reddish disc, as in test_text_segment
     (data_dir / "seed").mkdir()
     save(Image(picture.transpose(1, 0, 2)[:, :, None, None, :]), data_dir / "seed" / "lesion.png")
+    save(Image(np.full((120, 90, 1, 1, 3), 40, np.uint8)), data_dir / "seed" / "plain.png")
     with start_server(data_dir) as live:
         base = live.url.rstrip("/")
         wait_job(base, http(base, "POST", "/api/ingest", {"path": "seed"}))
         yield base
 
 
-def test_words_put_a_mask_and_its_box_on_the_plane_and_undo_takes_them_away(browser, server):  # noqa: F811  (the fixture)
+def test_words_put_a_mask_on_the_plane_undo_takes_it_away_and_a_late_answer_stays_with_its_image(browser, server):  # noqa: F811  (the fixture)
     with workbench_page(browser, server) as page:
         open_image(page, "lesion")
         assert mask_pixels(page) == 0
@@ -46,3 +47,22 @@ def test_words_put_a_mask_and_its_box_on_the_plane_and_undo_takes_them_away(brow
         page.wait_for_selector("[data-testid=viewport][data-mask-pixels='0']")
         idle(page)
         assert page.is_enabled("[data-testid=redo]")
+        # an answer that comes after another image was opened is not painted there, but is in its own image's drawing
+        held = []
+        page.route("**/text-prompts", lambda route: held.append(route))
+        with page.expect_request("**/text-prompts"):
+            page.click("[data-testid=text-prompt-run]")
+        plain = page.locator("[data-testid=catalog-item]", has_text="plain").first
+        plain.click()
+        page.wait_for_function(f"document.body.dataset.imageId === '{plain.get_attribute('data-image-id')}'")
+        for _ in range(400):  # a condition, not a pause: Playwright hands the held request over while it waits
+            if held:
+                break
+            page.wait_for_timeout(50)
+        held[0].continue_()
+        page.wait_for_function("document.querySelector('[data-testid=text-prompt-form]').dataset.settled === '2'", timeout=ANSWER_MS)
+        idle(page)
+        assert mask_pixels(page) == 0 and not page.is_visible("[data-testid=text-saliency]")
+        open_image(page, "lesion")
+        page.wait_for_selector("[data-testid=viewport]:not([data-mask-pixels='0'])")
+        assert page.is_enabled("[data-testid=undo]")
