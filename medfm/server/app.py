@@ -16,7 +16,7 @@ from medfm.server.audit import AuditMiddleware
 from medfm.server.errors import Conflict, InternalErrorMiddleware, NotFound
 from medfm.server.routes import (
     annotations, ask, catalog, evaluate, generate, jobs, pacs, report, report_versions, search, seg_loop, sessions, structures,
-    uploads,
+    text_prompts, uploads,
 )
 from medfm.server.security import (
     CrossSiteMiddleware, LoopbackHostMiddleware, RateLimitMiddleware, SecurityHeadersMiddleware, TokenMiddleware,
@@ -41,7 +41,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app = FastAPIOffline(title="medfm", version=__version__, redoc_url=None, lifespan=lifespan)
     app.state.medfm = state
     for module in (catalog, uploads, sessions, annotations, search, jobs, evaluate, pacs, structures, seg_loop, generate,
-                   report, report_versions, ask):
+                   report, report_versions, ask, text_prompts):
         app.include_router(module.router)
     _add_error_handlers(app)
     _mount_workbench(app, settings)

@@ -101,6 +101,10 @@ class Display:
         (ax, ay), (bx, by) = self.point_to_plane(box[0], box[1]), self.point_to_plane(box[2], box[3])
         return (min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
 
+    def box_to_display(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """Plane box ``x0, y0, x1, y1`` → display box (the flips are their own inverse)."""
+        return self.box_to_plane(box)
+
 
 def _letter(direction: np.ndarray) -> str:
     axis = int(np.argmax(np.abs(direction)))

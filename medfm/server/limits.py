@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import Field, StrictInt, StringConstraints
 
+from medfm.tasks.text_segment import MAX_TEXT_CHARS
+
 #: Clicks in one prompt request, and clicks a structure may gather on one plane.
 MAX_POINTS = 64
 MAX_POINTS_PER_PLANE = 256
@@ -45,3 +47,6 @@ MAX_QUESTION_IMAGES = 16
 MAX_EVIDENCE = 50
 MAX_SR_SENTENCES = 50
 MAX_REPORT_CHARS = 20_000
+#: Words to segment by, as sent: room for runs of spaces, which the prompt's own limit (``MAX_TEXT_CHARS``
+#: once they are collapsed, with its own message) does not count.
+TextPrompt = Annotated[str, StringConstraints(max_length=2 * MAX_TEXT_CHARS)]

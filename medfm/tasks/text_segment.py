@@ -68,6 +68,14 @@ def saliency_box(saliency: np.ndarray, threshold: float = BOX_THRESHOLD) -> tupl
     return mask_box(regions == regions[peak])
 
 
+def text_box(plane: np.ndarray, text: str, encoder: Encoder, threshold: float = BOX_THRESHOLD
+             ) -> tuple[tuple[float, float, float, float], np.ndarray]:
+    """Steps 1 and 2 on one ``(rows, columns[, 3])`` plane: ``(box x0, y0, x1, y1 in plane pixels, saliency)``;
+    the workbench prompts a session with the box as :func:`segment_text` prompts the segmenter."""
+    saliency = text_saliency(plane, text, encoder)
+    return saliency_box(saliency, threshold), saliency
+
+
 def segment_text(image: Image, text: str, encoder: Encoder, segmenter: Segmenter, *,
                  threshold: float = BOX_THRESHOLD) -> tuple[Image, np.ndarray]:
     """``image`` (one 2D plane) segmented from ``text``: ``(label map, saliency)``; the label
@@ -75,8 +83,7 @@ def segment_text(image: Image, text: str, encoder: Encoder, segmenter: Segmenter
     if image.shape[2] * image.shape[3] != 1:
         raise MedfmError(f"text prompts segment one 2D plane; this image has {image.shape[2]} slices and "
                          f"{image.shape[3]} frames (export the plane first)")
-    saliency = text_saliency(image.frame(), text, encoder)
-    box = saliency_box(saliency, threshold)
+    box, saliency = text_box(image.frame(), text, encoder, threshold)
     labels = segment(image, [Prompt(boxes=[box], label=1, label_name=" ".join(text.split()))], segmenter)
     record: Provenance = labels.provenance
     labels.provenance = replace(record, parameters={**record.parameters, "text_prompt": {

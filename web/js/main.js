@@ -125,6 +125,8 @@ function updatePlaneControls() {
   frames.max = String(viewer.numFrames - 1);
   frames.value = String(viewer.t);
   $("frame-control").hidden = viewer.numFrames <= 1;
+  const saliency = $("text-saliency"); // shown with the plane it was made on only
+  saliency.hidden = !saliency.getAttribute("src") || saliency.dataset.plane !== `${state.info?.id}:${viewer.k},${viewer.t}`;
   updateHud();
 }
 
@@ -215,6 +217,7 @@ function updateEditButtons() {
   $("propagate").disabled = !open || (viewer.numSlices <= 1 && viewer.numFrames <= 1);
   $("save-button").disabled = !open;
   $("fill-holes").disabled = !open;
+  $("text-prompt-run").disabled = !open;
   $("smooth").disabled = !open;
   $("measure-roi").disabled = !open || viewer.isRgb();
 }
@@ -359,6 +362,54 @@ function sendPrompt(body) {
     await applyPlane(plane);
     renderLabels();
   }, "segmenting…");
+}
+
+/**
+ * Segment by words: the server derives a box from the words (the image-text model's saliency) and
+ * prompts the active structure with it, one undoable step. An answer for a plane or image no longer
+ * shown changes the drawing there, but is not painted here, nor is the view moved to it.
+ */
+function segmentByWords() {
+  const text = $("text-prompt").value.trim();
+  if (!state.session || !state.info || !text) return;
+  const value = labels.active;
+  const info = labels.get(value) || {};
+  if (labels.locked.has(value)) { setStatus(`${info.name || "this structure"} is locked: unlock it to change it`, "warning"); return; }
+  const session = state.session;
+  const request = { text, k: viewer.k, t: viewer.t, label: value, label_name: info.name, color: info.color,
+    ...(info.code ? { code: info.code.code } : {}), locked: [...labels.locked], saliency: true };
+  const form = $("text-prompt-form");
+  const imageId = state.info.id;
+  return serial(async () => {
+    try {
+      if (session !== state.session) return; // another image was opened before this could be sent
+      const plane = await sessionApi("/text-prompts", { method: "POST", body: request });
+      const key = `${request.k},${request.t}`;
+      const mark = { box: plane.box, label: value };
+      if (state.info?.id !== imageId) { // the image was left meanwhile: its kept session has the step
+        const away = kept.get(imageId);
+        if (away) { away.done.push({ plane: key, mark }); away.undone = []; away.planes.set(key, [...(away.planes.get(key) || []), mark]); }
+        return;
+      }
+      marks.undone = [];
+      pushMark(key, mark);
+      unsaved.add(state.session);
+      const label = labels.get(value);
+      if (label) label.known = true;
+      await applyPlane(plane, false);
+      renderLabels();
+      viewer.drawOverlay();
+      const saliency = $("text-saliency");
+      saliency.src = plane.saliency;
+      saliency.dataset.plane = `${imageId}:${key}`;
+      form.dataset.box = plane.box.join(",");
+      updatePlaneControls();
+    } catch (error) {
+      showError(error, "segment by words");
+    } finally {
+      form.dataset.settled = String(Number(form.dataset.settled || 0) + 1); // answers handled, shown or not
+    }
+  }, "segmenting by words…");
 }
 
 function history(which) {
@@ -783,6 +834,7 @@ $("zoom-in").addEventListener("click", () => viewer.zoomBy(ZOOM_STEP));
 $("zoom-out").addEventListener("click", () => viewer.zoomBy(1 / ZOOM_STEP));
 $("toggle-mask").addEventListener("click", toggleMask);
 $("fill-holes").addEventListener("click", fillHoles);
+$("text-prompt-form").addEventListener("submit", (e) => { e.preventDefault(); segmentByWords(); });
 $("smooth").addEventListener("click", smooth);
 $("review-prev-low").addEventListener("click", () => stepLow(-1));
 $("review-below").addEventListener("change", () => {
