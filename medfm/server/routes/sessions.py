@@ -38,18 +38,22 @@ class ScribbleIn(BaseModel):
     positive: bool = True
 
 
-class PromptIn(BaseModel):
+class PromptTarget(BaseModel):
+    """Where a prompt's mask goes: the plane, the structure (value, name, colour, code), and the locked structures."""
     k: int = 0
     t: int = 0
     label: LabelValue = 1
     label_name: StructureName | None = None
     color: Colour | None = None
     code: StructureCode | None = None
+    locked: list[LabelValue] = Field(default=[], max_length=255)
+
+
+class PromptIn(PromptTarget):
     points: list[Point] = Field(default=[], max_length=MAX_POINTS)
     point_labels: list[Literal[0, 1]] = Field(default=[], max_length=MAX_POINTS)
     box: tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat] | None = None
     scribble: ScribbleIn | None = None
-    locked: list[LabelValue] = Field(default=[], max_length=255)
 
 
 class PlaneIn(BaseModel):

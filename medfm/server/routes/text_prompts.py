@@ -8,26 +8,18 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
 
 from medfm.server.display import png_bytes
-from medfm.server.limits import Colour, LabelValue, StructureCode, StructureName, TextPrompt
-from medfm.server.routes.sessions import plane_state
+from medfm.server.limits import TextPrompt
+from medfm.server.routes.sessions import PromptTarget, plane_state
 from medfm.server.sessions import check_unlocked, interaction
 from medfm.server.state import ServerState, get_state
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
 
-class TextPromptIn(BaseModel):
+class TextPromptIn(PromptTarget):
     text: TextPrompt
-    k: int = 0
-    t: int = 0
-    label: LabelValue = 1
-    label_name: StructureName | None = None
-    color: Colour | None = None
-    code: StructureCode | None = None
-    locked: list[LabelValue] = Field(default=[], max_length=255)
     #: also return the saliency map (8-bit grey PNG data URL, display orientation)
     saliency: bool = False
 
