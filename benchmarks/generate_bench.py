@@ -1,8 +1,8 @@
-"""Sampling speed: medfm's flow sampler against a plain MONAI DDPM sampler of the same network.
+"""Sampling speed: medfm's flow sampler against a plain MONAI DDPM sampler of the same network, and FRD per step count.
 
 Run ``python benchmarks/generate_bench.py [--sizes 64 128] [--steps 20 50] [--batch 8] [--threads 1]
-[--ddpm-measured-steps 5] [--gen-dir GEN_DIR --reference FOLDER --frd-images 100]``; prints one JSON
-object. For each size, the same class-conditional ``DiffusionModelUNet`` (medfm's default shape for
+[--ddpm-measured-steps 5] [--generator GEN_DIR --reference FOLDER [--frd-images 64] [--workers 1]]``; prints
+one JSON object. For each size, the same class-conditional ``DiffusionModelUNet`` (medfm's default shape for
 that size; the trained one of GEN_DIR when given) samples ``--batch`` images:
 
 - medfm: Euler integration of the flow ODE in S steps, classifier-free guidance 2 (two network
@@ -12,27 +12,35 @@ that size; the trained one of GEN_DIR when given) samples ``--batch`` images:
   steps are timed (after one warm-up step) and the time per step is multiplied by 1,000: the JSON
   says so (``"ddpm_extrapolated_from_steps"``). Each step's cost does not depend on the timestep.
 
-The ratio is medfm images/s over DDPM images/s at each step count. With ``--gen-dir`` and
-``--reference`` (a folder of real images prepared like the generator's training images),
-FRD(samples at S steps, reference) is measured for each S, spread evenly over the classes.
-FRD of a 1,000-step DDPM sampler needs a DDPM-trained generator of the same budget, which this
-benchmark does not train: it reports ``null`` with the reason.
+The ratio is medfm images/s over DDPM images/s at each step count. With ``--generator`` (a grey
+generator) and ``--reference`` (a folder of held-out real images, prepared here as the generator's
+training prepared its images: 64² or 128², 8-bit), ``--frd-images`` samples per step count S (seeds
+0, 1, ..., classes in turn) are scored by medfm's FRD against the reference (``medfm evaluate frd``'s
+function), beside the time they took and the target's bar: FRD(reference + Gaussian noise at
+MedMNIST-C severity 3, reference), made by ``generator_heldout.py``'s code. FRD of a 1,000-step DDPM
+sampler needs a DDPM-trained generator of the same budget, which this benchmark does not train: it
+reports ``null`` with the reason.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from medfm.models.generators import Generator
 from medfm.models.generators.network import build_unet, default_network, parameter_count
 from medfm.models.generators.sampling import sample
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 GUIDANCE = 2.0
 DDPM_STEPS = 1000
@@ -73,22 +81,33 @@ def ddpm_seconds_per_step(generator: Generator, batch: int, measured: int) -> fl
     return (time.perf_counter() - start) / measured
 
 
-def frd_at_steps(generator: Generator, reference: Path, steps: list[int], count: int) -> dict[str, float]:
-    from PIL import Image
+def frd_at_steps(generator: Generator, reference: Path, steps: list[int], count: int, workers: int) -> dict:
+    """FRD(``count`` samples at each step count, reference) and the noise bar: FRD(reference + Gaussian noise at
+    severity 3, reference); the reference prepared as the generator's training prepared its images."""
+    from generator_heldout import NOISE, noisy_copies, prepared, write_pngs
 
-    from medfm.eval.frd import compute_frd
+    from medfm.train.generator_eval import frd_summary, reference_images
 
+    if generator.channels != 1:
+        raise SystemExit(f"generator {generator.name!r} makes {generator.channels}-channel images; the FRD part takes grey generators")
     labels = [generator.classes[i % len(generator.classes)] for i in range(count)] if generator.classes else [None] * count
-    result = {}
-    for step_count in steps:
-        with tempfile.TemporaryDirectory() as tmp:
+    result = {"generator": generator.name, "weights_sha256": generator.weights_sha256, "samples": count,
+              "seeds": f"0..{count - 1}, classes in turn", "flow_steps": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        real = prepared([str(p) for p in reference_images(reference)], generator.size)
+        folder = write_pngs(real, Path(tmp) / "reference")
+        result["reference_images"] = len(real)
+        noisy = write_pngs(noisy_copies(real, np.random.default_rng(0)), Path(tmp) / "noisy")
+        result["noisy_reference"] = {"noise": NOISE, **frd_summary(folder, noisy, workers)}
+        for step_count in steps:
+            pixels, start_time = [], time.perf_counter()
             for start in range(0, count, 16):
                 chosen = labels[start:start + 16]
-                pixels = sample(generator, chosen, step_count, GUIDANCE, list(range(start, start + len(chosen))))
-                for offset, plane in enumerate((pixels.numpy() * 255).round().astype("uint8")):
-                    picture = plane[0] if len(plane) == 1 else plane.transpose(1, 2, 0)
-                    Image.fromarray(picture).save(Path(tmp) / f"{start + offset:04d}.png")
-            result[str(step_count)] = compute_frd(reference, tmp, workers=1).frd
+                pixels.append(sample(generator, chosen, step_count, GUIDANCE, list(range(start, start + len(chosen)))))
+            seconds = time.perf_counter() - start_time
+            samples = write_pngs((torch.cat(pixels).numpy() * 255).round().astype(np.uint8), Path(tmp) / f"steps-{step_count}")
+            result["flow_steps"][str(step_count)] = {"sampling_seconds": seconds, "images_per_s": count / seconds,
+                                                     **frd_summary(folder, samples, workers)}
     return result
 
 
@@ -99,16 +118,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--ddpm-measured-steps", type=int, default=5)
-    parser.add_argument("--gen-dir", type=Path, default=None, help="a trained generator: its size and weights, and FRD")
-    parser.add_argument("--reference", type=Path, default=None, help="real images for FRD (with --gen-dir)")
-    parser.add_argument("--frd-images", type=int, default=100)
+    parser.add_argument("--generator", "--gen-dir", type=Path, default=None,
+                        help="a trained generator (GEN_DIR): its size and weights, and FRD")
+    parser.add_argument("--reference", type=Path, default=None, help="held-out real images for FRD (with --generator)")
+    parser.add_argument("--frd-images", type=int, default=64, help="samples per step count for FRD")
+    parser.add_argument("--workers", type=int, default=1, help="radiomics processes for FRD")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    started, load_at_start = time.perf_counter(), os.getloadavg()
     trained = None
-    if args.gen_dir is not None:
+    if args.generator is not None:
         from medfm.models.registry import create_generator
 
-        trained = create_generator(args.gen_dir)
+        trained = create_generator(args.generator)
     report = {"machine": platform.processor() or platform.machine(), "torch_threads": args.threads, "batch": args.batch,
               "guidance": GUIDANCE, "ddpm_steps": DDPM_STEPS, "ddpm_extrapolated_from_steps": args.ddpm_measured_steps,
               "sizes": {}}
@@ -124,10 +146,10 @@ def main() -> None:
                                          "speedup_vs_ddpm_1000": (args.batch / seconds) / ddpm_rate}
         report["sizes"][str(size)] = entry
     if trained is not None and args.reference is not None:
-        report["frd_vs_reference"] = {"generator": trained.name, "images": args.frd_images,
-                                      "flow_steps": frd_at_steps(trained, args.reference, args.steps, args.frd_images),
+        report["frd_vs_reference"] = {**frd_at_steps(trained, args.reference, args.steps, args.frd_images, args.workers),
                                       "ddpm_1000_steps": None,
                                       "ddpm_note": "needs a DDPM-trained generator of the same budget; not trained here"}
+    report.update(wall_seconds=time.perf_counter() - started, load_average_at_start_and_end=[load_at_start, os.getloadavg()])
     print(json.dumps(report, indent=2))
 
 

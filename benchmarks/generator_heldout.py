@@ -29,6 +29,7 @@ from medfm.paths import shared_data_dir
 
 FAMILY = "medpix2_image_text_train"
 HELDOUT_SHARE = 0.15
+NOISE = "medfm.eval.corruptions gaussian_noise severity 3 (SD 0.07 of each image's range), clipped to 8 bits"
 
 
 def split(out: Path) -> dict:
@@ -66,6 +67,14 @@ def write_pngs(pixels: np.ndarray, folder: Path) -> Path:
     return folder
 
 
+def noisy_copies(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(N, 1, S, S)`` uint8 images with Gaussian noise at MedMNIST-C severity 3 (the FRD target's bar), as uint8."""
+    from medfm.eval.corruptions import CORRUPTIONS
+
+    noise = CORRUPTIONS["gaussian_noise"]
+    return np.stack([np.clip(noise(p[0].astype(np.float64), 3, rng)[0], 0, 255).round().astype(np.uint8)[None] for p in pixels])
+
+
 def embeddings(pixels: np.ndarray) -> np.ndarray:
     from medfm.models import create_encoder
 
@@ -77,7 +86,6 @@ def embeddings(pixels: np.ndarray) -> np.ndarray:
 def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None, seed: int) -> dict:
     import torch
 
-    from medfm.eval.corruptions import CORRUPTIONS
     from medfm.eval.frd import compute_frd
     from medfm.io.manifest import read_manifest
     from medfm.models.generators.sampling import sample
@@ -90,8 +98,7 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
     train_paths, _ = read_manifest(split_dir / "train.csv", "label", "image")
     held = prepared(held_paths, generator.size)
     rng = np.random.default_rng(seed)
-    noise = CORRUPTIONS["gaussian_noise"]
-    noisy = np.stack([np.clip(noise(p[0].astype(np.float64), 3, rng)[0], 0, 255).round().astype(np.uint8)[None] for p in held])
+    noisy = noisy_copies(held, rng)
     generated = []
     for start in range(0, len(held_labels), 32):
         labels = held_labels[start:start + 32]
@@ -111,7 +118,7 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
         "generator": generator.name, "weights_sha256": generator.weights_sha256, "steps": steps, "guidance": guidance,
         "heldout_images": len(held), "heldout_per_class": dict(Counter(held_labels)),
         "frd_generated_vs_heldout": frd_generated, "frd_noisy_heldout_vs_heldout": frd_noisy,
-        "noise": "medfm.eval.corruptions gaussian_noise severity 3 (SD 0.07 of each image's range), clipped to 8 bits",
+        "noise": NOISE,
         "target_met": bool(frd_generated < frd_noisy),
         "near_copy": {
             "embedding": "medfm-clip-small, cosine to the nearest training image",
