@@ -38,7 +38,7 @@ def test_same_class_texts_are_positives():
     assert positives.tolist() == [[True, True, True], [True, True, False], [True, False, True]]
 
 
-@pytest.mark.parametrize("loss", ["clip", "siglip"])
+@pytest.mark.parametrize("loss", ["clip", "siglip", "dhn-nce"])
 def test_one_epoch_trains_checkpoints_and_resumes(tmp_path, monkeypatch, loss):
     torch.set_num_threads(1)
     cache = tmp_path / "cache.pt"

@@ -24,7 +24,7 @@ def train_clip_command(
     out: Annotated[Path | None, typer.Option("--out", help="Run folder: image cache, checkpoint.pt, history.jsonl, weights "
                                                            "(default runs/medfm-clip).")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs over the training split (default: the shipped model's schedule).")] = None,
-    loss: Annotated[str | None, typer.Option("--loss", help="clip (default), convirt or siglip.")] = None,
+    loss: Annotated[str | None, typer.Option("--loss", help="clip (default), convirt, siglip or dhn-nce (decoupled, hard negatives weighted).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
     cache: Annotated[Path | None, typer.Option("--cache", help="Decoded-image cache (default OUT/cache.pt).")] = None,
     stop_after: Annotated[int | None, typer.Option("--stop-after", min=1, help="End after this many epochs of the "

@@ -23,7 +23,7 @@ from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.base import EncoderInfo
 from medfm.models.encoders.transfer import load_pretrained_trunk, read_pretrained_trunk
 from medfm.models.encoders.medfm_clip import MedfmClip, MedfmClipEncoder, architecture_json, build_model
-from medfm.models.losses import LOSSES, clip_loss, convirt_loss, siglip_loss
+from medfm.models.losses import LOSSES, clip_loss, convirt_loss, dhn_nce_loss, siglip_loss
 from medfm.models.registry import DEFAULT_ENCODER, list_encoders
 from medfm.paths import shared_data_dir
 from medfm.train.clip_data import Sample, build_cache, load_cache, write_split_manifest
@@ -89,6 +89,8 @@ def contrastive_loss(name: str, model: MedfmClip, image: torch.Tensor, text: tor
         return siglip_loss(image, text, scale, model.logit_bias, positives)
     if name == "convirt":
         return convirt_loss(image, text, scale, 0.75, positives)
+    if name == "dhn-nce":
+        return dhn_nce_loss(image, text, scale, positives=positives)
     return clip_loss(image, text, scale, positives)
 
 
