@@ -33,6 +33,8 @@ def train_clip_command(
                                                 "train/val/test split, for `medfm evaluate clip`) and stop.")] = False,
     init: Annotated[Path | None, typer.Option("--init", help="ENCODER_DIR of `medfm pretrain` (a cnn-small backbone): "
                                                              "start the image tower from it.")] = None,
+    captions: Annotated[str | None, typer.Option("--captions", help="Template bank: basic (default, the shipped model's) or "
+                                                 "anatomy (adds body-region and view captions; needs its own --cache).")] = None,
 ) -> None:
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
     from medfm.paths import shared_data_dir
@@ -45,7 +47,7 @@ def train_clip_command(
         rows = write_split_manifest(collect(data or shared_data_dir()), path)
         typer.echo(f"{display_path(path)}: {rows} images")
         return
-    options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after, init=init)
+    options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after, init=init, captions=captions)
     typer.echo(display_path(train_clip(resume=resume, **options)))
 
 
