@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from medfm.models.registry import list_encoders
@@ -38,7 +39,7 @@ def test_same_class_texts_are_positives():
     assert positives.tolist() == [[True, True, True], [True, True, False], [True, False, True]]
 
 
-@pytest.mark.parametrize("loss", ["clip", "siglip"])
+@pytest.mark.parametrize("loss", ["clip", "siglip", "dhn-nce"])
 def test_one_epoch_trains_checkpoints_and_resumes(tmp_path, monkeypatch, loss):
     torch.set_num_threads(1)
     cache = tmp_path / "cache.pt"
@@ -50,6 +51,8 @@ def test_one_epoch_trains_checkpoints_and_resumes(tmp_path, monkeypatch, loss):
     weights = train_clip(tmp_path, out, epochs=1, loss=loss, batch_size=8, cache=cache)
     state = load_file(weights)
     assert "image_projection.weight" in state and not any(k.startswith("minilm") for k in state)
+    with safe_open(weights, "pt") as handle:
+        assert (handle.metadata()["loss"], handle.metadata()["captions"]) == (loss, "basic")
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert history[0]["epoch"] == 0 and np.isfinite(history[0]["train_loss"])
     assert 0.0 <= history[0]["modality_accuracy"] <= 1.0

@@ -24,7 +24,7 @@ def train_clip_command(
     out: Annotated[Path | None, typer.Option("--out", help="Run folder: image cache, checkpoint.pt, history.jsonl, weights "
                                                            "(default runs/medfm-clip).")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs over the training split (default: the shipped model's schedule).")] = None,
-    loss: Annotated[str | None, typer.Option("--loss", help="clip (default), convirt or siglip.")] = None,
+    loss: Annotated[str | None, typer.Option("--loss", help="clip (default), convirt, siglip or dhn-nce (decoupled, hard negatives weighted).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
     cache: Annotated[Path | None, typer.Option("--cache", help="Decoded-image cache (default OUT/cache.pt).")] = None,
     stop_after: Annotated[int | None, typer.Option("--stop-after", min=1, help="End after this many epochs of the "
@@ -33,6 +33,8 @@ def train_clip_command(
                                                 "train/val/test split, for `medfm evaluate clip`) and stop.")] = False,
     init: Annotated[Path | None, typer.Option("--init", help="ENCODER_DIR of `medfm pretrain` (a cnn-small backbone): "
                                                              "start the image tower from it.")] = None,
+    captions: Annotated[str | None, typer.Option("--captions", help="Template bank: basic (default, the shipped model's) or "
+                                                 "anatomy (adds body-region and view captions; needs its own --cache).")] = None,
 ) -> None:
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
     from medfm.paths import shared_data_dir
@@ -45,7 +47,7 @@ def train_clip_command(
         rows = write_split_manifest(collect(data or shared_data_dir()), path)
         typer.echo(f"{display_path(path)}: {rows} images")
         return
-    options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after, init=init)
+    options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after, init=init, captions=captions)
     typer.echo(display_path(train_clip(resume=resume, **options)))
 
 

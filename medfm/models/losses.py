@@ -1,4 +1,4 @@
-"""Contrastive image-text losses: CLIP, ConVIRT and SigLIP.
+"""Contrastive image-text losses: CLIP, ConVIRT, SigLIP and DHN-NCE.
 
 Every loss takes unit embeddings ``image`` ``(N, D)`` and ``text`` ``(N, D)`` whose row ``i``
 is a pair, and an optional ``positives`` ``(N, N)`` bool matrix marking every image-text
@@ -48,4 +48,34 @@ def siglip_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | f
     return -F.logsigmoid(signs * logits).sum() / len(image)
 
 
-LOSSES = ("clip", "convirt", "siglip")
+def _decoupled_hard_negative_nce(logits: torch.Tensor, positives: torch.Tensor, beta: float) -> torch.Tensor:
+    """Sum over rows that have negatives of ``−mean_{j∈P} l_ij + log Σ_{j∉P} w_ij e^{l_ij}``, with
+    ``w_ij = |N_i| e^{β l_ij} / Σ_{k∉P} e^{β l_ik}``, written as log-sum-exps so that large logits stay finite."""
+    keep = (~positives).any(dim=1)  # a row whose every text is a positive has nothing to contrast
+    logits, positives = logits[keep], positives[keep]
+    negatives = ~positives
+    outside = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
+    weighted = (torch.logsumexp(torch.where(negatives, (1 + beta) * logits, outside), dim=1)
+                - torch.logsumexp(torch.where(negatives, beta * logits, outside), dim=1)
+                + negatives.sum(dim=1).to(logits.dtype).log())
+    positive = (logits * positives).sum(dim=1) / positives.sum(dim=1)
+    return (weighted - positive).sum()
+
+
+def dhn_nce_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float, beta1: float = 0.15,
+                 beta2: float = 0.15, positives: torch.Tensor | None = None) -> torch.Tensor:
+    """DHN-NCE (MedCLIP-SAM, Koleilat et al. 2024): InfoNCE *decoupled* (the positive left out of the
+    denominator) with negatives weighted by hardness, ``L(image→text; β1) + L(text→image; β2)``, each
+    the mean over the batch of ``−log(e^{l_ii} / Σ_{j≠i} w_ij e^{l_ij})`` with ``l = scale · cos`` and
+    ``w_ij = (N − 1) e^{β l_ij} / Σ_{k≠i} e^{β l_ik}``: ``β = 0`` weighs every negative 1 (plain decoupled
+    InfoNCE); a larger ``β`` up-weights the negatives most similar to the anchor. Defaults β1 = β2 = 0.15
+    as MedCLIP-SAMv2 fine-tunes BiomedCLIP. With several positives per row, the numerator's log is their
+    mean logit and only the other pairs are negatives; a row with no negative adds nothing."""
+    logits = scale * image @ text.T
+    positives = _positives(positives, len(image), image.device)
+    image_to_text = _decoupled_hard_negative_nce(logits, positives, beta1)
+    text_to_image = _decoupled_hard_negative_nce(logits.T, positives.T, beta2)
+    return (image_to_text + text_to_image) / len(image)
+
+
+LOSSES = ("clip", "convirt", "siglip", "dhn-nce")

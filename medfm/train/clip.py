@@ -23,10 +23,10 @@ from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.base import EncoderInfo
 from medfm.models.encoders.transfer import load_pretrained_trunk, read_pretrained_trunk
 from medfm.models.encoders.medfm_clip import MedfmClip, MedfmClipEncoder, architecture_json, build_model
-from medfm.models.losses import LOSSES, clip_loss, convirt_loss, siglip_loss
+from medfm.models.losses import LOSSES, clip_loss, convirt_loss, dhn_nce_loss, siglip_loss
 from medfm.models.registry import DEFAULT_ENCODER, list_encoders
 from medfm.paths import shared_data_dir
-from medfm.train.clip_data import Sample, build_cache, load_cache, write_split_manifest
+from medfm.train.clip_data import CAPTIONS, Sample, build_cache, load_cache, write_split_manifest
 from medfm.train.clip_eval import evaluate
 
 #: Where a run keeps its cache, checkpoint, history, split manifest and weights unless told otherwise.
@@ -89,24 +89,28 @@ def contrastive_loss(name: str, model: MedfmClip, image: torch.Tensor, text: tor
         return siglip_loss(image, text, scale, model.logit_bias, positives)
     if name == "convirt":
         return convirt_loss(image, text, scale, 0.75, positives)
+    if name == "dhn-nce":
+        return dhn_nce_loss(image, text, scale, positives=positives)
     return clip_loss(image, text, scale, positives)
 
 
-def save_weights(model: MedfmClip, config: dict, path: Path, loss: str, initialised_from: str = "random") -> Path:
-    """The trainable weights as safetensors, with the architecture and recipe (loss, the image tower's
-    initialisation: ``random`` or the sha256 of a pretrained encoder's weights) in the metadata."""
+def save_weights(model: MedfmClip, config: dict, path: Path, loss: str, initialised_from: str = "random",
+                 captions: str = "basic") -> Path:
+    """The trainable weights as safetensors, with the architecture and recipe (loss, caption bank, the image
+    tower's initialisation: ``random`` or the sha256 of a pretrained encoder's weights) in the metadata."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
-    save_file(state, path, metadata={"architecture": architecture_json(config), "loss": loss, "initialised_from": initialised_from})
+    save_file(state, path, metadata={"architecture": architecture_json(config), "loss": loss, "captions": captions,
+                                     "initialised_from": initialised_from})
     return path
 
 
 def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 40, loss: str = "clip", resume: bool = False,
                model_name: str = DEFAULT_ENCODER, batch_size: int = 128, lr: float = 2e-3,
                weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None, stop_after: int | None = None,
-               init: Path | None = None) -> Path:
+               init: Path | None = None, captions: str = "basic") -> Path:
     """Train on the datasets under ``data`` (default :func:`medfm.paths.shared_data_dir`); checkpoints, logs and
     the split manifest go to ``out``, the decoded-image cache to ``cache`` (default ``out/cache.pt``). Returns
     the weights path.
@@ -114,6 +118,7 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     ``stop_after`` ends the run after that many epochs of an ``epochs``-long schedule (a checkpoint to
     ``resume``), as the first leg of the shipped weights did. ``init``: an encoder folder of ``medfm pretrain``
     (a ``cnn-small`` backbone) whose weights start the image tower; projections and temperature start as usual.
+    ``captions``: the template bank (:data:`medfm.train.clip_data.CAPTIONS`), recorded in the weights' metadata.
     """
     data = shared_data_dir() if data is None else data
     if loss not in LOSSES:
@@ -123,7 +128,9 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     config = {"name": model_name, **list_encoders()[model_name]}
     tower = f"{model_name}'s image tower"
     pretrained = read_pretrained_trunk(init, "cnn-small", tower) if init is not None else None
-    pixels, samples, texts, text_features = load_cache(build_cache(data, cache or out / "cache.pt"))
+    if captions not in CAPTIONS:
+        raise MedfmError(f"captions must be one of {', '.join(CAPTIONS)}; got {captions!r}")
+    pixels, samples, texts, text_features = load_cache(build_cache(data, cache or out / "cache.pt", captions=captions), captions)
     text_index = {text: i for i, text in enumerate(texts)}
     train = np.array([i for i, s in enumerate(samples) if s.split == "train"])
     val = [i for i, s in enumerate(samples) if s.split == "val"]
@@ -173,7 +180,7 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
             running += value.item()
         model.eval()
         measures = evaluate([samples[i] for i in val], embed_cached(model, pixels[val]), encoder, encoder.logit_scale)
-        record = {"epoch": epoch, "loss": loss, "train_loss": running / steps_per_epoch, "seconds": time.time() - began,
+        record = {"epoch": epoch, "loss": loss, "captions": captions, "train_loss": running / steps_per_epoch, "seconds": time.time() - began,
                   "logit_scale": encoder.logit_scale, **{k: v for k, v in measures.items() if k != "per_dataset"}}
         with open(out / "history.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -181,5 +188,5 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                     "epoch": epoch, "loss": loss, "initialised_from": initialised_from}, checkpoint.with_suffix(".partial"))
         checkpoint.with_suffix(".partial").replace(checkpoint)
-    return save_weights(model, config, out / f"{model_name}.safetensors", loss, initialised_from)
+    return save_weights(model, config, out / f"{model_name}.safetensors", loss, initialised_from, captions)
 

@@ -3,7 +3,10 @@
 MedPix-2.0 brings real captions. Every other dataset brings labels and metadata that
 template banks turn into captions in the UniMed-CLIP way (modality × body region ×
 structure × finding: "an endoscopy image of a colon polyp", "a fetal ultrasound of the
-head"...). Every sample is assigned to ``train``, ``val`` (loss and recipe choice) or
+head"...). With ``captions="anatomy"`` every sample's bank also names its body region
+and, where the metadata records it, its view (MedPix plane, fundus eye side, POCUS probe),
+in words shared across modalities ("head ultrasound", "CT of the head, axial view"), so
+that a region word is not learnt from one modality alone. Every sample is assigned to ``train``, ``val`` (loss and recipe choice) or
 ``test`` (reported numbers only) by a stable hash of its patient/case/subject group, so
 that images of one group never straddle splits.
 
@@ -29,8 +32,20 @@ import torch
 MEDPIX_REGIONS = {"Head": "head", "Thorax": "chest", "Abdomen": "abdomen",
                   "Reproductive and Urinary System": "pelvis", "Spine and Muscles": "msk"}
 _MEDPIX_MODALITY_WORDS = {"CT": ["CT", "CT scan", "computed tomography"], "MR": ["MRI", "MR image", "magnetic resonance"]}
-_MEDPIX_REGION_WORDS = {"head": ["head", "brain"], "chest": ["chest", "thorax"], "abdomen": ["abdomen"],
-                        "pelvis": ["pelvis", "urinary tract"], "msk": ["spine", "musculoskeletal system"]}
+#: Region key → the words that name it in anatomy captions (one key per label of the zero-shot region axis).
+REGION_WORDS = {"head": ["head"], "chest": ["chest", "thorax"], "abdomen": ["abdomen"], "pelvis": ["pelvis"],
+                "msk": ["spine", "musculoskeletal system"], "colon": ["colon", "large bowel"], "skin": ["skin"],
+                "eye": ["eye", "retina"], "blood": ["blood"]}
+_MEDPIX_REGION_WORDS = {**REGION_WORDS, "head": ["head", "brain"], "pelvis": ["pelvis", "urinary tract"]}
+#: Modality key → the words that name it in anatomy captions.
+MODALITY_WORDS = {"ct": ["CT"], "mri": ["MRI"], "xray": ["X-ray", "radiograph"], "ultrasound": ["ultrasound", "sonography"],
+                  "endoscopy": ["endoscopy"], "dermoscopy": ["dermoscopy"], "fundus": ["fundus photograph"],
+                  "microscopy": ["microscopy"]}
+#: MedPix ``plane`` values that name a view, as caption words.
+MEDPIX_VIEWS = {"Axial": "axial view", "Coronal": "coronal view", "Sagittal": "sagittal view", "Transverse": "transverse view",
+                "Frontal": "frontal view", "Lateral": "lateral view", "AP": "AP view", "PA": "PA view"}
+#: Caption banks: ``basic`` (the shipped model's) and ``anatomy`` (basic + region and view captions).
+CAPTIONS = ("basic", "anatomy")
 #: Fractions of groups held out; the rest trains.
 TEST_FRACTION, VAL_FRACTION = 0.15, 0.10
 #: Cached planes are this size; training crops them to the model's input size.
@@ -42,7 +57,9 @@ VIDEO_FRAMES = 6
 class Sample:
     """One plane and its texts. ``frame`` is a video frame or npz row; ``caption`` is a real
     caption (MedPix) and ``templates`` are captions made from labels; ``label`` is the class
-    that the templates describe (samples with equal labels are positives for each other)."""
+    that the templates describe (samples with equal labels are positives for each other); ``view``
+    is the view or acquisition in caption words where the metadata records it ("axial view",
+    "left eye", "convex probe"), else empty."""
 
     dataset: str
     path: str
@@ -54,6 +71,7 @@ class Sample:
     caption: str | None = None
     frame: int | None = None
     split: str = field(default="")
+    view: str = ""
 
 
 def fill(templates: list[str], **slots: list[str]) -> list[str]:
@@ -73,6 +91,14 @@ def _vowel_sound(word: str) -> bool:
 
 
 GENERIC = ["a {mod} image of {thing}", "{mod} showing {thing}", "{thing} on {mod}", "a {mod} of {thing}"]
+ANATOMY = ["{mod} of the {region}", "{region} {mod}", "imaging of the {region}", "{mod} imaging of the {region}"]
+ANATOMY_WITH_VIEW = ["{mod} of the {region}, {view}", "{region} {mod}, {view}"]
+
+
+def anatomy_templates(sample: Sample) -> list[str]:
+    """Captions naming ``sample``'s body region in the words every modality shares, and its view if known."""
+    slots = {"mod": MODALITY_WORDS[sample.modality], "region": REGION_WORDS[sample.region]}
+    return fill(ANATOMY + (ANATOMY_WITH_VIEW if sample.view else []), **slots, view=[sample.view])
 
 
 def assign_splits(samples: list[Sample]) -> None:
@@ -104,7 +130,8 @@ def medpix(root: Path) -> Iterator[Sample]:
         templates = [" ".join(t.split()) for t in templates]
         templates += [f"{mods[0]} showing {row['case_title'].lower()}", f"{row['modality_detail']} of the {row['location'].lower()}"]
         yield Sample("medpix2_image_text_train", row["image"], row["case_id"], row["modality"].lower().replace("mr", "mri"),
-                     region, f"medpix:{row['modality']}:{region}:{plane}", templates, caption=row["caption"])
+                     region, f"medpix:{row['modality']}:{region}:{plane}", templates, caption=row["caption"],
+                     view=MEDPIX_VIEWS.get(row["plane"], ""))
 
 
 def kvasir(root: Path) -> Iterator[Sample]:
@@ -133,7 +160,9 @@ def fundus(root: Path) -> Iterator[Sample]:
     templates = fill(["a colour fundus photograph of the retina", "a {mod} of the retina", "a {mod} showing retinal vessels",
                       "a {mod} of the eye"], mod=["fundus photograph", "fundus image", "retinal photograph"])
     for row in _rows(root, "fundus_vessels"):
-        yield Sample("fundus_vessels", row["image"], f"{row['dataset']}:{row['subject']}", "fundus", "eye", "fundus:retina", templates)
+        view = {"L": "left eye", "R": "right eye"}.get(row["eye"], "")
+        yield Sample("fundus_vessels", row["image"], f"{row['dataset']}:{row['subject']}", "fundus", "eye", "fundus:retina", templates,
+                     view=view)
 
 
 def bccd(root: Path) -> Iterator[Sample]:
@@ -155,7 +184,8 @@ def pocus(root: Path) -> Iterator[Sample]:
         count = int(row["decoded_frames"] or 1)
         for frame in sorted({round(x) for x in np.linspace(0, count - 1, min(count, VIDEO_FRAMES))}):
             yield Sample("pocus_lung_ultrasound_video", row["file"], f"pocus:{row['split_group']}", "ultrasound", "chest",
-                         f"pocus:{row['label']}", templates, frame=frame if row["type"] == "video" else None)
+                         f"pocus:{row['label']}", templates, frame=frame if row["type"] == "video" else None,
+                         view=f"{row['probe']} probe" if row["probe"] else "")
 
 
 def pneumonia(root: Path, per_split: dict[str, int] = {"train": 700, "val": 150}) -> Iterator[Sample]:  # noqa: B006
@@ -177,9 +207,17 @@ def pneumonia(root: Path, per_split: dict[str, int] = {"train": 700, "val": 150}
 READERS = (medpix, kvasir, ph2, hc18, fundus, bccd, pocus, pneumonia)
 
 
-def collect(root: Path) -> list[Sample]:
-    """Every sample of every dataset under ``root``, each with its split."""
+def collect(root: Path, captions: str = "basic") -> list[Sample]:
+    """Every sample of every dataset under ``root``, each with its split and the ``captions`` bank (see
+    :data:`CAPTIONS`); the splits do not depend on the bank."""
+    from medfm.errors import MedfmError
+
+    if captions not in CAPTIONS:
+        raise MedfmError(f"captions must be one of {', '.join(CAPTIONS)}; got {captions!r}")
     samples = [sample for reader in READERS for sample in reader(root)]
+    if captions == "anatomy":
+        for sample in samples:
+            sample.templates = sorted(set(sample.templates + anatomy_templates(sample)))
     assign_splits(samples)
     return samples
 
@@ -238,18 +276,18 @@ def read_plane(root: Path, sample: Sample) -> np.ndarray:
     return load(root / sample.dataset / sample.path).frame(0, 0)
 
 
-def build_cache(root: Path, cache: Path, text_batch: int = 128) -> Path:
+def build_cache(root: Path, cache: Path, text_batch: int = 128, captions: str = "basic") -> Path:
     """Decode, downsample and embed everything once into ``cache`` (a ``.pt`` file); reuse it if present.
 
     The file holds ``pixels`` ``(N, 3, CACHE_SIZE, CACHE_SIZE)`` uint8, ``samples`` (JSON),
-    ``texts`` (every distinct caption) and ``text_features`` ``(T, 384)`` float32.
+    ``texts`` (every distinct caption), ``text_features`` ``(T, 384)`` float32 and ``captions`` (the bank).
     """
     if cache.exists():
         return cache
     from medfm.models.encoders.medfm_clip import MiniLM
     from medfm.models.preprocess import prepare_plane
 
-    samples = collect(root)
+    samples = collect(root, captions)
     pixels = torch.empty((len(samples), 3, CACHE_SIZE, CACHE_SIZE), dtype=torch.uint8)
     for index, sample in enumerate(samples):
         pixels[index] = (prepare_plane(read_plane(root, sample), CACHE_SIZE) * 255).round().to(torch.uint8)
@@ -258,12 +296,18 @@ def build_cache(root: Path, cache: Path, text_batch: int = 128) -> Path:
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_suffix(".partial")
     torch.save({"pixels": pixels, "samples": json.dumps([asdict(s) for s in samples]), "texts": texts,
-                "text_features": text_features}, partial)
+                "text_features": text_features, "captions": captions}, partial)
     partial.replace(cache)
     return cache
 
 
-def load_cache(cache: Path) -> tuple[torch.Tensor, list[Sample], list[str], torch.Tensor]:
-    """``(pixels, samples, texts, text_features)`` as :func:`build_cache` wrote them."""
+def load_cache(cache: Path, captions: str | None = None) -> tuple[torch.Tensor, list[Sample], list[str], torch.Tensor]:
+    """``(pixels, samples, texts, text_features)`` as :func:`build_cache` wrote them; if ``captions`` is
+    given, the cache must hold that caption bank (caches from before the choice hold ``basic``)."""
+    from medfm.errors import MedfmError, display_path
+
     data = torch.load(cache, weights_only=True)
+    held = data.get("captions", "basic")
+    if captions is not None and held != captions:
+        raise MedfmError(f"{display_path(cache)}: holds the {held!r} caption bank, not {captions!r}; give another --cache")
     return data["pixels"], [Sample(**s) for s in json.loads(data["samples"])], data["texts"], data["text_features"]
