@@ -71,6 +71,15 @@ def test_words_segment_the_active_structure_on_the_plane_as_one_undoable_step(tm
         undone = client.post(f"/api/sessions/{session}/undo").json()
         assert undone["k"] == 2 and not mask_of(undone).any() and not undone["can_undo"]
         assert (mask_of(client.post(f"/api/sessions/{session}/redo").json()) == 3).sum() == (mask == 3).sum()
+        # a saved label map says which words gave the box, as the CLI's does; a click says nothing of the kind
+        client.post(f"/api/sessions/{session}/prompts", json={"k": 0, "label": 1, "points": [[24, 24]], "point_labels": [1]})
+        state = client.app.state.medfm
+        prompts = state.sessions.get(session).label_image(state.segmenter.info).provenance.prompts
+        by_label = {prompt["label"]: prompt for prompt in prompts}
+        assert len(by_label[3]["boxes"]) == 1 and not by_label[3]["points"]
+        assert by_label[3]["text_prompt"]["text"] == "the bright disc"
+        assert by_label[3]["text_prompt"]["encoder"] == "map-clip"
+        assert "text_prompt" not in by_label[1]
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,8 @@ class Structure:
     interactions: list[Prompt] = field(default_factory=list)
     logits: np.ndarray | None = None
     score: float | None = None
+    #: where an interaction came from when the user did not draw it (``{index: {"text_prompt": ...}}``)
+    origins: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def combined(self, label: int, k: int, t: int) -> Prompt:
         """All interactions as one prompt; the latest box stands (a box replaces the earlier one)."""
@@ -153,17 +156,21 @@ class SegmentationSession:
             info.pop("code", None)
 
     def interact(self, segmenter: Segmenter, segmenter_lock: threading.RLock, k: int, t: int, label: int,
-                 interaction: Prompt, locked: frozenset[int] = frozenset()) -> float:
+                 interaction: Prompt, locked: frozenset[int] = frozenset(), origin: dict[str, Any] | None = None) -> float:
         """Add ``interaction`` to structure ``label`` on plane ``(k, t)`` and predict it again; returns the score.
 
-        Pixels of the ``locked`` structures stay as they are."""
+        Pixels of the ``locked`` structures stay as they are. ``origin`` (say, the words a box was derived
+        from) goes with the interaction into the provenance of saved label maps."""
         self.image.check_plane_index(k, t)
         check_unlocked(label, locked)
         self.set_label(label)
         key = (label, k, t)
         before = self.structures.get(key)
-        structure = Structure(list(before.interactions) if before else [], before.logits if before else None)
+        structure = Structure(list(before.interactions) if before else [], before.logits if before else None,
+                              origins=dict(before.origins) if before else {})
         structure.interactions.append(interaction)
+        if origin is not None:
+            structure.origins[len(structure.interactions) - 1] = origin
         structure.check_size(label, k, t)
         prompt = structure.combined(label, k, t)
         prompt.mask_input = structure.logits
@@ -316,8 +323,9 @@ class SegmentationSession:
         every prompt on its plane, and per structure its name and the score of each prompted plane."""
         labels = self.image.with_array(self.labels.copy())
         labels.phi = {}
-        prompts = [{**prompt.to_dict(), "label": label, "slice_index": k, "frame_index": t}
-                   for (label, k, t), structure in sorted(self.structures.items()) for prompt in structure.interactions]
+        prompts = [{**prompt.to_dict(), "label": label, "slice_index": k, "frame_index": t, **structure.origins.get(n, {})}
+                   for (label, k, t), structure in sorted(self.structures.items())
+                   for n, prompt in enumerate(structure.interactions)]
         structures = [
             {"label": value, "label_name": info["name"], "color": info.get("color") or default_color(value),
              **({"code": info["code"]} if info.get("code") else {}), "planes": [

@@ -86,10 +86,14 @@ def segment_text(image: Image, text: str, encoder: Encoder, segmenter: Segmenter
     box, saliency = text_box(image.frame(), text, encoder, threshold)
     labels = segment(image, [Prompt(boxes=[box], label=1, label_name=" ".join(text.split()))], segmenter)
     record: Provenance = labels.provenance
-    labels.provenance = replace(record, parameters={**record.parameters, "text_prompt": {
-        "text": " ".join(text.split()), "encoder": encoder.info.name, "encoder_weights_sha256": encoder.info.weights_sha256,
-        "method": "class activation map → box", "threshold": threshold}})
+    labels.provenance = replace(record, parameters={**record.parameters, "text_prompt": text_prompt_record(text, encoder, threshold)})
     return labels, saliency
+
+
+def text_prompt_record(text: str, encoder: Encoder, threshold: float = BOX_THRESHOLD) -> dict[str, Any]:
+    """What provenance records of a box derived from ``text``: the words, the encoder and its weights, the method."""
+    return {"text": " ".join(text.split()), "encoder": encoder.info.name, "encoder_weights_sha256": encoder.info.weights_sha256,
+            "method": "class activation map → box", "threshold": threshold}
 
 
 def segment_text_file(source: str | os.PathLike, output: str | os.PathLike, text: str, encoder: Encoder,

@@ -36,7 +36,7 @@ def saliency_png(saliency: np.ndarray) -> str:
 def add_text_prompt(session_id: str, body: TextPromptIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     """The structure on plane ``(k, t)`` segmented from ``text`` (one undoable step): a PlaneState with the derived
     ``box`` (display pixels) and, if asked, the ``saliency`` map; 400 when the encoder gives no similarity map."""
-    from medfm.tasks.text_segment import text_box
+    from medfm.tasks.text_segment import text_box, text_prompt_record
 
     check_unlocked(body.label, frozenset(body.locked))  # said before the encoder runs
     session = state.sessions.get(session_id)
@@ -47,7 +47,8 @@ def add_text_prompt(session_id: str, body: TextPromptIn, state: ServerState = De
     with session.lock:
         session.set_label(body.label, body.label_name, body.color, body.code)
         score = session.interact(segmenter, state.segmenter_lock, body.k, body.t, body.label,
-                                 interaction([], [], box, None), frozenset(body.locked))
+                                 interaction([], [], box, None), frozenset(body.locked),
+                                 origin={"text_prompt": text_prompt_record(body.text, state.encoder)})
         state.sessions.changed(session)
         answer = plane_state(session, body.k, body.t, score)
     answer["box"] = [float(v) for v in display.box_to_display(box)]
