@@ -108,6 +108,11 @@ def test_report_sentences_link_to_their_cases_and_download_as_sr(page, tmp_path:
     page.wait_for_function(f"document.body.dataset.imageId === '{case_id}'")
     idle(page)
     assert page.locator("[data-testid=report-sentence]").count() == 0  # the draft was about the image left
+    # its unsaved edits stayed with it, and come back with it
+    open_image(page, "query_bright")
+    page.wait_for_function("document.querySelector('[data-testid=report-panel]').dataset.dirty === 'true'")
+    assert page.inner_text("[data-testid=report-sentence-text] >> nth=0") == "Edited finding."
+    assert page.locator("[data-testid=report-source]").first.get_attribute("data-image-id") == case_id
 
 
 def test_ask_answers_with_evidence_that_opens(page, screenshots):

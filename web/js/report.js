@@ -3,7 +3,8 @@
 // (and sentences of your own added), saved as numbered versions beside the image's annotations
 // (a draft, then final), and downloadable as a DICOM SR marked machine-generated: the saved version
 // shown, or the text as it stands. The newest saved version shows when an image opens; drafting
-// again or loading another version asks first when the text has unsaved edits. An answer for an
+// again or loading another version asks first when the text has unsaved edits, and unsaved edits
+// stay with their image when another opens, shown again when it comes back. An answer for an
 // image no longer open is dropped.
 
 import { api, setStatus, showError } from "./api.js";
@@ -32,6 +33,7 @@ export class Report {
     this.shown = null; // the saved version shown, {version, status}; null for a draft not saved
     this.edited = false; // the text differs from the machine's draft
     this.changes = 0; // edits since the last draft, load or save
+    this.unsaved = new Map(); // image id → the edited sentences (their elements) and state left behind unsaved
     this.button.addEventListener("click", () => this.draft());
     this.addButton.addEventListener("click", () => this.addSentence());
     this.saveButton.addEventListener("click", () => this.save());
@@ -44,6 +46,14 @@ export class Report {
   }
 
   setImage(id) {
+    if (this.dirty && this.imageId && String(this.imageId) !== String(id)) {
+      // as a segmentation session does, the edits wait for their image instead of being lost
+      this.unsaved.set(String(this.imageId), {
+        items: [...this.list.children], shown: this.shown, edited: this.edited, changes: this.changes, note: this.note.textContent,
+      });
+    }
+    const kept = id ? this.unsaved.get(String(id)) : undefined;
+    this.unsaved.delete(String(id));
     this.imageId = id;
     this.seq++; // a draft on its way is about the image shown before
     this.showSentences([], null);
@@ -51,7 +61,13 @@ export class Report {
     this.versions.replaceChildren();
     delete this.versions.dataset.imageId;
     this.button.disabled = !id;
-    if (id) this.refresh(id, true);
+    if (kept) {
+      this.list.replaceChildren(...kept.items);
+      Object.assign(this, { shown: kept.shown, edited: kept.edited, changes: kept.changes });
+      this.note.textContent = `${kept.note} Your unsaved edits, kept from before.`.trim();
+      this.update();
+    }
+    if (id) this.refresh(id, !kept);
   }
 
   async draft() {
