@@ -165,6 +165,17 @@ def label_png(labels: np.ndarray) -> bytes:
     return png_bytes(PILImage.fromarray(np.ascontiguousarray(labels.astype(np.uint8))))
 
 
+#: How PNG planes travel in JSON, both ways.
+PNG_DATA_URL = "data:image/png;base64,"
+
+
+def png_data_url(png: bytes) -> str:
+    """``png`` bytes as a ``data:image/png;base64,`` URL, as answers carry planes and masks."""
+    import base64
+
+    return PNG_DATA_URL + base64.b64encode(png).decode()
+
+
 def decode_label_png(data_url: str, width: int, height: int) -> np.ndarray:
     """The reader of :func:`label_png` for clients: a ``data:image/png;base64,`` label plane (8-bit
     grey, palette or colour with the label in its red channel) as a ``(rows, columns)`` array of
@@ -175,11 +186,10 @@ def decode_label_png(data_url: str, width: int, height: int) -> np.ndarray:
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
-    prefix = "data:image/png;base64,"
-    if not data_url.startswith(prefix):
+    if not data_url.startswith(PNG_DATA_URL):
         raise MedfmError("mask must be a PNG data URL (data:image/png;base64,...)")
     try:
-        picture = PILImage.open(io.BytesIO(base64.b64decode(data_url[len(prefix):], validate=True)))
+        picture = PILImage.open(io.BytesIO(base64.b64decode(data_url[len(PNG_DATA_URL):], validate=True)))
     except (binascii.Error, UnidentifiedImageError, OSError):
         raise MedfmError("mask is not a readable PNG") from None
     if picture.format != "PNG":

@@ -17,13 +17,14 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from medfm.errors import MedfmError
 from medfm.io.annotation_versions import version_numbers
 
 #: A version's status: saved as a draft, then marked final (or back).
-STATUSES = ("draft", "final")
+VersionStatus = Literal["draft", "final"]
+STATUSES: tuple[str, ...] = get_args(VersionStatus)
 #: Where a folder's deleted versions are kept.
 DELETED = ".deleted"
 #: Name prefixes of what a save writes before its version is complete.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from medfm.server.state import ServerState, get_state
+from medfm.server.versions import VersionStatus
 
 router = APIRouter(prefix="/api/images/{image_id}/annotations", tags=["annotations"])
 
@@ -28,7 +29,7 @@ def annotation_file(image_id: int, name: str, version: int, state: ServerState =
 
 
 class StatusIn(BaseModel):
-    status: Literal["draft", "final"]
+    status: VersionStatus
 
 
 @router.patch("/{name}/{version}")

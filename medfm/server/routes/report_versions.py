@@ -10,13 +10,14 @@ nothing of the patient.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field, field_validator
 
 from medfm.provenance import Provenance
 from medfm.server.limits import MAX_REPORT_CHARS, MAX_SR_SENTENCES, StructureName
+from medfm.server.routes.annotations import StatusIn
 from medfm.server.routes.report import SentenceIn, catalog_case, sr_response, workbench_provenance
 from medfm.server.state import ServerState, get_state
 
@@ -37,10 +38,6 @@ class ReportVersionIn(BaseModel):
         if chars > MAX_REPORT_CHARS:
             raise ValueError(f"the report has {chars} characters; at most {MAX_REPORT_CHARS}")
         return sentences
-
-
-class StatusIn(BaseModel):
-    status: Literal["draft", "final"]
 
 
 def shown(state: ServerState, record: dict[str, Any]) -> dict[str, Any]:

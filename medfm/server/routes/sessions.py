@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from medfm.errors import MedfmError
-from medfm.server.display import AXIS_NAMES, decode_label_png, label_png
+from medfm.server.display import AXIS_NAMES, decode_label_png, label_png, png_data_url
 from medfm.server.limits import (
     MAX_POINTS, MAX_SCRIBBLE_POINTS, Colour, FiniteFloat, LabelValue, Point, StructureCode, StructureName,
 )
@@ -114,7 +113,7 @@ def plane_state(session: SegmentationSession, k: int, t: int, score: float | Non
     display = session.display
     png = label_png(display.plane_to_display(session.plane(k, t)))
     return {
-        "k": k, "t": t, "mask": "data:image/png;base64," + base64.b64encode(png).decode(), "score": score,
+        "k": k, "t": t, "mask": png_data_url(png), "score": score,
         "labels": labels_json(session), "can_undo": bool(session.undo_stack), "can_redo": bool(session.redo_stack),
         "revision": session.revision,
     }
@@ -170,7 +169,7 @@ def get_mask(session_id: str, k: int = 0, t: int = 0, axis: str = "k", index: in
     with session.lock:
         png = label_png(view.plane_to_display(view.plane(session.labels, index, t)))
         revision = session.revision
-    return {"axis": axis, "index": index, "t": t, "mask": "data:image/png;base64," + base64.b64encode(png).decode(),
+    return {"axis": axis, "index": index, "t": t, "mask": png_data_url(png),
             "revision": revision}
 
 
@@ -194,7 +193,7 @@ def replace_plane(session_id: str, body: PlaneIn, state: ServerState = Depends(g
         session.replace_view_plane(view, body.index, body.t, view.plane_to_display(values), frozenset(body.locked))
         state.sessions.changed(session)
         png = label_png(view.plane_to_display(view.plane(session.labels, body.index, body.t)))
-        return {"axis": body.axis, "index": body.index, "t": body.t, "mask": "data:image/png;base64," + base64.b64encode(png).decode(),
+        return {"axis": body.axis, "index": body.index, "t": body.t, "mask": png_data_url(png),
                 "labels": labels_json(session), "can_undo": bool(session.undo_stack), "can_redo": bool(session.redo_stack),
                 "revision": session.revision}
 

@@ -3,13 +3,12 @@ text (as ``medfm segment --text`` does) prompts the session's structure as a box
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends
 
-from medfm.server.display import png_bytes
+from medfm.server.display import png_bytes, png_data_url
 from medfm.server.limits import TextPrompt
 from medfm.server.routes.sessions import PromptTarget, plane_state
 from medfm.server.sessions import check_unlocked, interaction
@@ -29,7 +28,7 @@ def saliency_png(saliency: np.ndarray) -> str:
     from PIL import Image as PILImage
 
     picture = PILImage.fromarray(np.ascontiguousarray(np.rint(saliency * 255).astype(np.uint8)))
-    return "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode()
+    return png_data_url(png_bytes(picture))
 
 
 @router.post("/{session_id}/text-prompts")
