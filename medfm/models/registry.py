@@ -273,7 +273,8 @@ def create_language_model(folder: str | os.PathLike, family: str | None = None) 
 
 def _create(name: str, checkpoint: str | os.PathLike | None, configs: dict[str, dict[str, Any]]) -> Any:
     if name not in configs:
-        raise MedfmError(f"unknown model {name!r}; choose one of: {', '.join(configs)}")
+        offered = f"choose one of: {', '.join(configs)}" if configs else "none of this kind is registered"
+        raise MedfmError(f"unknown model {name!r}; {offered}")
     config = configs[name]
     family = config["family"]
     if family not in _BUILDERS:
