@@ -9,8 +9,9 @@ import torch
 from medfm.train.clip_data import CACHE_SIZE, Sample, fill
 
 
-def write_cache(path, n=40):
-    """Two synthetic classes (bright disc vs dark stripes) with templated captions and random text features."""
+def write_cache(path, n=40, extra_texts=()):
+    """Two synthetic classes (bright disc vs dark stripes) with templated captions and random text features;
+    ``extra_texts`` (such as the zero-shot prompts) get features too."""
     rng = np.random.default_rng(0)
     samples, pixels = [], torch.zeros((n, 3, CACHE_SIZE, CACHE_SIZE), dtype=torch.uint8)
     yy, xx = np.mgrid[:CACHE_SIZE, :CACHE_SIZE]
@@ -22,7 +23,7 @@ def write_cache(path, n=40):
         samples.append(Sample("synthetic", f"{i}.png", str(i), modality, region, modality,
                               fill(["a {m} image", "{m} of a phantom"], m=[modality]),
                               caption=f"case {i // 4} caption" if disc else None, split=["train", "train", "val"][i % 3]))
-    texts = sorted({t for s in samples for t in s.templates + ([s.caption] if s.caption else [])})
+    texts = sorted({t for s in samples for t in s.templates + ([s.caption] if s.caption else [])} | set(extra_texts))
     torch.save({"pixels": pixels, "samples": json.dumps([asdict(s) for s in samples]), "texts": texts,
                 "text_features": torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(len(texts), 384)).astype(np.float32)), dim=1)},
                path)

@@ -1,6 +1,7 @@
 """medfm-clip training smoke test on a generated cache: no shared data needed."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +125,58 @@ def test_data_defaults_to_the_shared_data_folder_whatever_the_working_directory(
     monkeypatch.setenv(SHARED_DATA_ENV, str(tmp_path / "elsewhere"))
     with pytest.raises(MedfmError, match="elsewhere: data folder not found"):
         train_clip(out=tmp_path / "run")
+
+
+def test_sample_texts_pairs_captions_as_often_as_asked():
+    samples = [Sample("d", str(i), str(i), "ct", "head", "L", ["t"], caption=f"c{i}") for i in range(50)]
+    index = {"t": 0, **{f"c{i}": i + 1 for i in range(50)}}
+    rng = np.random.default_rng(0)
+    assert (sample_texts(samples, np.arange(50), index, rng, caption_share=1.0)[0] > 0).all()
+    assert (sample_texts(samples, np.arange(50), index, rng, caption_share=0.0)[0] == 0).all()
+    with pytest.raises(MedfmError, match=r"caption share must be within \[0, 1\]; got 1.5"):
+        train_clip(out=Path("unused"), caption_share=1.5)
+
+
+def test_training_on_a_cache_with_the_prompts_never_loads_minilm(tmp_path, monkeypatch):
+    """The cache holds the validation's zero-shot prompts, so an epoch's evaluation needs no text model."""
+    from medfm.train.clip_data import evaluation_prompts
+
+    torch.set_num_threads(1)
+    write_cache(tmp_path / "cache.pt", extra_texts=evaluation_prompts())
+
+    def no_minilm(self, *args, **kwargs):
+        raise AssertionError("MiniLM loaded")
+
+    monkeypatch.setattr("medfm.models.encoders.medfm_clip.MiniLM.__init__", no_minilm)
+    train_clip(tmp_path, tmp_path / "run", epochs=1, batch_size=8, cache=tmp_path / "cache.pt")
+    record = json.loads((tmp_path / "run" / "history.jsonl").read_text())
+    assert 0.0 <= record["region_accuracy"] <= 1.0 and record["caption_share"] == 0.5
+    with pytest.raises(AssertionError, match="MiniLM loaded"):  # a text the cache lacks still goes to MiniLM
+        from medfm.models.encoders.base import EncoderInfo
+        from medfm.models.encoders.medfm_clip import MedfmClipEncoder, build_model
+
+        config = {"name": "medfm-clip-small", **list_encoders()["medfm-clip-small"]}
+        MedfmClipEncoder(build_model(config), EncoderInfo("x", 256, has_text=True), text_features={}).encode_text(["unseen"])
+
+
+def test_known_text_features_give_the_same_embeddings_as_the_text_tower(monkeypatch):
+    from medfm.models.encoders.base import EncoderInfo
+    from medfm.models.encoders.medfm_clip import MedfmClipEncoder, build_model
+
+    features = torch.nn.functional.normalize(torch.randn(2, 384), dim=1)
+    monkeypatch.setattr("medfm.models.encoders.medfm_clip.MiniLM.__init__", lambda self: torch.nn.Module.__init__(self))
+    monkeypatch.setattr("medfm.models.encoders.medfm_clip.MiniLM.forward", lambda self, texts: features[[int(t) for t in texts]])
+    config = {"name": "medfm-clip-small", **list_encoders()["medfm-clip-small"]}
+    model = build_model(config)
+    known = MedfmClipEncoder(model, EncoderInfo("x", 256, has_text=True), text_features={"0": features[0], "1": features[1]})
+    fresh = MedfmClipEncoder(model, EncoderInfo("x", 256, has_text=True))
+    assert np.allclose(known.encode_text(["1", "0"]), fresh.encode_text(["1", "0"]), atol=1e-6)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU: the refusal is for machines without one")
+def test_a_cuda_device_on_a_machine_without_one_is_refused_in_one_line(tmp_path):
+    write_cache(tmp_path / "cache.pt")
+    with pytest.raises(MedfmError, match=r"device 'cuda': this machine has no CUDA GPU \(torch sees none\); use --device cpu"):
+        train_clip(tmp_path, tmp_path / "run", epochs=1, cache=tmp_path / "cache.pt", device="cuda")
+    with pytest.raises(MedfmError, match=r"device must be cpu, cuda or cuda:N; got 'gpu0'"):
+        train_clip(tmp_path, tmp_path / "run", epochs=1, cache=tmp_path / "cache.pt", device="gpu0")

@@ -35,6 +35,12 @@ def train_clip_command(
                                                              "start the image tower from it.")] = None,
     captions: Annotated[str | None, typer.Option("--captions", help="Template bank: basic (default, the shipped model's) or "
                                                  "anatomy (adds body-region and view captions; needs its own --cache).")] = None,
+    caption_share: Annotated[float | None, typer.Option("--caption-share", help="How often a MedPix image is paired with "
+                                                        "its real caption rather than a template (default 0.5).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate (default 2e-3).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=2, help="Image-text pairs per step (default 128).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Initialisation, data order and augmentation (default 0).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu (default) or cuda.")] = None,
 ) -> None:
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
     from medfm.paths import shared_data_dir
@@ -47,7 +53,8 @@ def train_clip_command(
         rows = write_split_manifest(collect(data or shared_data_dir()), path)
         typer.echo(f"{display_path(path)}: {rows} images")
         return
-    options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after, init=init, captions=captions)
+    options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after, init=init, captions=captions,
+                    caption_share=caption_share, lr=lr, batch_size=batch_size, seed=seed, device=device)
     typer.echo(display_path(train_clip(resume=resume, **options)))
 
 

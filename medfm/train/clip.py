@@ -31,7 +31,7 @@ from medfm.train.clip_eval import evaluate
 
 #: Where a run keeps its cache, checkpoint, history, split manifest and weights unless told otherwise.
 RUN_FOLDER = Path("runs/medfm-clip")
-#: Share of MedPix steps that use the real caption rather than a metadata template.
+#: Share of MedPix steps that use the real caption rather than a metadata template (the shipped model's).
 CAPTION_SHARE = 0.5
 
 
@@ -40,28 +40,29 @@ def augment(pixels: torch.Tensor, size: int, generator: torch.Generator) -> torc
     of each side (aspect jittered ±10 %) at a random position, then contrast ×[0.8, 1.2] and
     brightness ±0.1. One ``affine_grid`` for the whole batch keeps it cheap on a CPU."""
     b = len(pixels)
-    rand = torch.rand((b, 5), generator=generator)
+    rand = torch.rand((b, 5), generator=generator).to(pixels.device)
     scale = 0.7 + 0.3 * rand[:, 0]
     aspect = 0.9 + 0.2 * rand[:, 1]
     sx, sy = (scale * aspect).clamp(max=1.0), (scale / aspect).clamp(max=1.0)
-    theta = torch.zeros((b, 2, 3))
+    theta = torch.zeros((b, 2, 3), device=pixels.device)
     theta[:, 0, 0], theta[:, 1, 1] = sx, sy
     theta[:, 0, 2], theta[:, 1, 2] = (1 - sx) * (2 * rand[:, 2] - 1), (1 - sy) * (2 * rand[:, 3] - 1)
     grid = F.affine_grid(theta, (b, 3, size, size), align_corners=False)
     x = F.grid_sample(pixels.float() / 255, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    contrast = (0.8 + 0.4 * torch.rand((b, 1, 1, 1), generator=generator))
+    contrast = 0.8 + 0.4 * torch.rand((b, 1, 1, 1), generator=generator).to(pixels.device)
     brightness = 0.2 * rand[:, 4].view(b, 1, 1, 1) - 0.1
     return ((x - 0.5) * contrast + 0.5 + brightness).clamp(0.0, 1.0)
 
 
 def sample_texts(samples: list[Sample], batch: np.ndarray, text_index: dict[str, int],
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One text per image of ``batch`` → ``(B,)`` text ids and the ``(B, B)`` positives matrix:
-    pairs whose texts are identical or describe the same class (equal ``label``)."""
+                 rng: np.random.Generator, caption_share: float = CAPTION_SHARE) -> tuple[torch.Tensor, torch.Tensor]:
+    """One text per image of ``batch`` (its real caption with probability ``caption_share``, else one of its
+    templates) → ``(B,)`` text ids and the ``(B, B)`` positives matrix: pairs whose texts are identical or
+    describe the same class (equal ``label``)."""
     ids, groups = [], []
     for index in batch:
         sample = samples[index]
-        if sample.caption and rng.random() < CAPTION_SHARE:
+        if sample.caption and rng.random() < caption_share:
             text, group = sample.caption, f"caption:{sample.caption}"
         else:
             text, group = sample.templates[rng.integers(len(sample.templates))], sample.label
@@ -79,7 +80,7 @@ def embed_cached(model: MedfmClip, pixels: torch.Tensor, batch_size: int = 256) 
         for start in range(0, len(pixels), batch_size):
             x = F.interpolate(pixels[start:start + batch_size].float() / 255, size=(model.image_size,) * 2,
                               mode="bilinear", antialias=True, align_corners=False)
-            out.append(model.encode_pixels(x).numpy())
+            out.append(model.encode_pixels(x).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -94,6 +95,17 @@ def contrastive_loss(name: str, model: MedfmClip, image: torch.Tensor, text: tor
     return clip_loss(image, text, scale, positives)
 
 
+def checked_device(name: str) -> torch.device:
+    """``name`` as a torch device, refused in one line when this machine has no such device."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise MedfmError(f"device must be cpu, cuda or cuda:N; got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MedfmError(f"device {name!r}: this machine has no CUDA GPU (torch sees none); use --device cpu")
+    return device
+
+
 def save_weights(model: MedfmClip, config: dict, path: Path, loss: str, initialised_from: str = "random",
                  captions: str = "basic") -> Path:
     """The trainable weights as safetensors, with the architecture and recipe (loss, caption bank, the image
@@ -101,7 +113,7 @@ def save_weights(model: MedfmClip, config: dict, path: Path, loss: str, initiali
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     save_file(state, path, metadata={"architecture": architecture_json(config), "loss": loss, "captions": captions,
                                      "initialised_from": initialised_from})
     return path
@@ -110,7 +122,8 @@ def save_weights(model: MedfmClip, config: dict, path: Path, loss: str, initiali
 def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 40, loss: str = "clip", resume: bool = False,
                model_name: str = DEFAULT_ENCODER, batch_size: int = 128, lr: float = 2e-3,
                weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None, stop_after: int | None = None,
-               init: Path | None = None, captions: str = "basic") -> Path:
+               init: Path | None = None, captions: str = "basic", caption_share: float = CAPTION_SHARE,
+               device: str = "cpu") -> Path:
     """Train on the datasets under ``data`` (default :func:`medfm.paths.shared_data_dir`); checkpoints, logs and
     the split manifest go to ``out``, the decoded-image cache to ``cache`` (default ``out/cache.pt``). Returns
     the weights path.
@@ -119,19 +132,26 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     ``resume``), as the first leg of the shipped weights did. ``init``: an encoder folder of ``medfm pretrain``
     (a ``cnn-small`` backbone) whose weights start the image tower; projections and temperature start as usual.
     ``captions``: the template bank (:data:`medfm.train.clip_data.CAPTIONS`), recorded in the weights' metadata.
+    ``caption_share``: how often a MedPix image is paired with its real caption rather than a template.
+    ``device``: ``cpu`` or a torch device such as ``cuda`` (the cache moves there whole; it is about 240 MB).
     """
     data = shared_data_dir() if data is None else data
     if loss not in LOSSES:
         raise MedfmError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+    if captions not in CAPTIONS:
+        raise MedfmError(f"captions must be one of {', '.join(CAPTIONS)}; got {captions!r}")
+    if not 0.0 <= caption_share <= 1.0:
+        raise MedfmError(f"caption share must be within [0, 1]; got {caption_share}")
+    target = checked_device(device)
     if not data.is_dir():
         raise MedfmError(f"{display_path(data)}: data folder not found")
     config = {"name": model_name, **list_encoders()[model_name]}
     tower = f"{model_name}'s image tower"
     pretrained = read_pretrained_trunk(init, "cnn-small", tower) if init is not None else None
-    if captions not in CAPTIONS:
-        raise MedfmError(f"captions must be one of {', '.join(CAPTIONS)}; got {captions!r}")
     pixels, samples, texts, text_features = load_cache(build_cache(data, cache or out / "cache.pt", captions=captions), captions)
     text_index = {text: i for i, text in enumerate(texts)}
+    known_texts = dict(zip(texts, text_features, strict=True))
+    pixels, text_features = pixels.to(target), text_features.to(target)
     train = np.array([i for i, s in enumerate(samples) if s.split == "train"])
     val = [i for i, s in enumerate(samples) if s.split == "val"]
 
@@ -139,6 +159,7 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     model = build_model(config)
     if pretrained is not None:
         load_pretrained_trunk(model.image_tower, pretrained, tower)
+    model.to(target)
     initialised_from = pretrained.weights_sha256 if pretrained is not None else "random"
     if loss == "siglip":  # SigLIP's initialisation: t' = log 10, b = -10
         model.logit_scale.data.fill_(math.log(10.0))
@@ -151,7 +172,7 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
         optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
     start_epoch, checkpoint = 0, out / "checkpoint.pt"
     if resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
+        state = torch.load(checkpoint, weights_only=True, map_location=target)
         if state["loss"] != loss:
             raise MedfmError(f"{display_path(checkpoint)} was trained with --loss {state['loss']}, not {loss}")
         model.load_state_dict(state["model"])
@@ -159,7 +180,7 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
         schedule.load_state_dict(state["schedule"])
         start_epoch = state["epoch"] + 1
         initialised_from = state.get("initialised_from", "random")
-    encoder = MedfmClipEncoder(model, EncoderInfo(model_name, config["embed_dim"], has_text=True))
+    encoder = MedfmClipEncoder(model, EncoderInfo(model_name, config["embed_dim"], has_text=True), text_features=known_texts)
     generator, rng = torch.Generator().manual_seed(seed + start_epoch), np.random.default_rng(seed + start_epoch)
     write_split_manifest(samples, out / "split_manifest.csv")
     for epoch in range(start_epoch, epochs if stop_after is None else min(epochs, stop_after)):
@@ -168,9 +189,10 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
         order = rng.permutation(train)
         for step in range(steps_per_epoch):
             batch = order[step * batch_size:(step + 1) * batch_size]
-            ids, positives = sample_texts(samples, batch, text_index, rng)
-            image = model.encode_pixels(augment(pixels[batch], model.image_size, generator))
-            value = contrastive_loss(loss, model, image, model.encode_text_features(text_features[ids]), positives)
+            ids, positives = sample_texts(samples, batch, text_index, rng, caption_share)
+            image = model.encode_pixels(augment(pixels[torch.as_tensor(batch, device=target)], model.image_size, generator))
+            text = model.encode_text_features(text_features[ids.to(target)])
+            value = contrastive_loss(loss, model, image, text, positives.to(target))
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()
@@ -180,7 +202,8 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
             running += value.item()
         model.eval()
         measures = evaluate([samples[i] for i in val], embed_cached(model, pixels[val]), encoder, encoder.logit_scale)
-        record = {"epoch": epoch, "loss": loss, "captions": captions, "train_loss": running / steps_per_epoch, "seconds": time.time() - began,
+        record = {"epoch": epoch, "loss": loss, "captions": captions, "caption_share": caption_share, "lr": lr,
+                  "batch_size": batch_size, "train_loss": running / steps_per_epoch, "seconds": time.time() - began,
                   "logit_scale": encoder.logit_scale, **{k: v for k, v in measures.items() if k != "per_dataset"}}
         with open(out / "history.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")

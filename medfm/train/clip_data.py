@@ -276,11 +276,20 @@ def read_plane(root: Path, sample: Sample) -> np.ndarray:
     return load(root / sample.dataset / sample.path).frame(0, 0)
 
 
+def evaluation_prompts() -> list[str]:
+    """The zero-shot prompts of :func:`medfm.train.clip_eval.evaluate`: every modality and body-region label
+    in every template of its axis."""
+    from medfm.tasks.domains import AXES
+
+    return [template.format(label) for labels, templates in AXES.values() for label in labels.values() for template in templates]
+
+
 def build_cache(root: Path, cache: Path, text_batch: int = 128, captions: str = "basic") -> Path:
     """Decode, downsample and embed everything once into ``cache`` (a ``.pt`` file); reuse it if present.
 
     The file holds ``pixels`` ``(N, 3, CACHE_SIZE, CACHE_SIZE)`` uint8, ``samples`` (JSON),
-    ``texts`` (every distinct caption), ``text_features`` ``(T, 384)`` float32 and ``captions`` (the bank).
+    ``texts`` (every distinct caption, and the validation's zero-shot prompts so that training never
+    loads MiniLM), ``text_features`` ``(T, 384)`` float32 and ``captions`` (the bank).
     """
     if cache.exists():
         return cache
@@ -291,7 +300,7 @@ def build_cache(root: Path, cache: Path, text_batch: int = 128, captions: str = 
     pixels = torch.empty((len(samples), 3, CACHE_SIZE, CACHE_SIZE), dtype=torch.uint8)
     for index, sample in enumerate(samples):
         pixels[index] = (prepare_plane(read_plane(root, sample), CACHE_SIZE) * 255).round().to(torch.uint8)
-    texts = sorted({text for s in samples for text in s.templates + ([s.caption] if s.caption else [])})
+    texts = sorted({text for s in samples for text in s.templates + ([s.caption] if s.caption else [])} | set(evaluation_prompts()))
     text_features = MiniLM()(texts, batch_size=text_batch)
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_suffix(".partial")

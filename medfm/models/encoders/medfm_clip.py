@@ -153,12 +153,15 @@ def load_weights(model: MedfmClip, path: Path, name: str) -> None:
 
 
 class MedfmClipEncoder(Encoder):
-    """:class:`Encoder` around a :class:`MedfmClip`; MiniLM loads on the first ``encode_text``."""
+    """:class:`Encoder` around a :class:`MedfmClip`; MiniLM loads on the first ``encode_text`` of a text
+    that ``text_features`` (MiniLM embeddings computed before, as training's cache holds) lacks."""
 
-    def __init__(self, model: MedfmClip, info: EncoderInfo, batch_size: int = 64) -> None:
+    def __init__(self, model: MedfmClip, info: EncoderInfo, batch_size: int = 64,
+                 text_features: dict[str, torch.Tensor] | None = None) -> None:
         self.model = model.eval()
         self.info = info
         self.batch_size = batch_size
+        self.text_features = text_features or {}
         self._minilm: MiniLM | None = None
 
     @property
@@ -194,11 +197,15 @@ class MedfmClipEncoder(Encoder):
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):
             raise MedfmError("encode_text takes a list of texts, not one string")
-        if self._minilm is None:
-            self._minilm = MiniLM()
         if not texts:
             return np.zeros((0, self.info.embed_dim), np.float32)
-        return self.model.encode_text_features(self._minilm(texts)).numpy()
+        if all(text in self.text_features for text in texts):
+            features = torch.stack([self.text_features[text] for text in texts])
+        else:
+            if self._minilm is None:
+                self._minilm = MiniLM()
+            features = self._minilm(texts)
+        return self.model.encode_text_features(features.to(self.model.logit_scale.device)).cpu().numpy()
 
 
 @register_family("medfm_clip")
