@@ -5,7 +5,7 @@ prepared cache; its last epoch's validation measures (zero-shot modality and bod
 caption→image recall@10) go into ``OUT/sweep.json``, ranked by their mean. The test split is never read.
 
 A GPU machine often holds no copy of the datasets, so ``pack`` first squeezes the caches of both caption
-banks into one small file (train and val images only, grey planes stored once, lzma) that ``unpack``
+banks into one small file (train and val images only, as JPEG, lzma) that ``unpack``
 restores there. Shards of the grid run side by side on one GPU; ``merge`` ranks them all:
 
     python scripts/clip_sweep.py pack --cache basic=runs/clip-basic.pt --cache anatomy=runs/clip-anatomy.pt -o bundle.xz
@@ -35,7 +35,7 @@ from medfm.train.clip_data import load_cache
 
 #: The recipes tried: every combination of these values, the short schedules first.
 GRID = {
-    "epochs": (28, 80),
+    "epochs": (28, 80, 160),
     "loss": ("clip", "dhn-nce", "siglip"),
     "captions": ("basic", "anatomy"),
     "caption_share": (0.5, 0.8),
@@ -44,33 +44,43 @@ GRID = {
 RANKED_BY = ("modality_accuracy", "region_accuracy", "text_to_image_recall@10")
 
 
-def pack(caches: dict[str, Path], out: Path) -> None:
-    """Both banks' caches → one lzma file with the train and val images once (grey planes as one channel)."""
-    banks, pixels = {}, None
+def pack(caches: dict[str, Path], out: Path, quality: int = 95) -> None:
+    """Both banks' caches → one lzma file with the train and val images once, each a JPEG of ``quality``
+    (grey planes as one channel, colour not subsampled): a device call carries 64 MiB with the repository, and the lossless
+    planes alone would take about 55 MB."""
+    from PIL import Image
+
+    banks, order, pixels = {}, None, None
     for bank, path in caches.items():
         cached, samples, texts, features = load_cache(path, bank)
         keep = [i for i, s in enumerate(samples) if s.split in ("train", "val")]
-        if pixels is None:
-            pixels, order = cached[keep], [(s.dataset, s.path, s.frame) for s in (samples[i] for i in keep)]
-        elif [(samples[i].dataset, samples[i].path, samples[i].frame) for i in keep] != order:
+        places = [(samples[i].dataset, samples[i].path, samples[i].frame) for i in keep]
+        if order is None:
+            order, pixels = places, cached[keep]
+        elif places != order:
             raise SystemExit(f"{path}: its images differ from the first cache's")
         banks[bank] = {"samples": json.dumps([asdict(samples[i]) for i in keep]), "texts": texts,
                        "text_features": features.half()}
-    grey = (pixels[:, 0] == pixels[:, 1]).flatten(1).all(1) & (pixels[:, 0] == pixels[:, 2]).flatten(1).all(1)
+    jpegs = []
+    for plane in pixels.permute(0, 2, 3, 1).numpy():
+        grey = (plane == plane[..., :1]).all()
+        buffer = io.BytesIO()
+        Image.fromarray(plane[..., 0] if grey else plane).save(buffer, format="JPEG", quality=quality, subsampling=0)
+        jpegs.append(buffer.getvalue())
     buffer = io.BytesIO()
-    torch.save({"grey": pixels[grey, :1].clone(), "colour": pixels[~grey].clone(), "is_grey": grey, "banks": banks}, buffer)
+    torch.save({"jpegs": jpegs, "banks": banks}, buffer)
     out.write_bytes(lzma.compress(buffer.getvalue(), preset=6))
-    print(json.dumps({"bundle": str(out), "megabytes": round(out.stat().st_size / 2**20, 1), "images": len(pixels),
-                      "grey": int(grey.sum())}))
+    print(json.dumps({"bundle": str(out), "megabytes": round(out.stat().st_size / 2**20, 1), "images": len(jpegs),
+                      "jpeg_quality": quality}))
 
 
 def unpack(bundle: Path, folder: Path) -> dict[str, Path]:
     """The bundle → one cache file per bank in ``folder``, in :func:`medfm.train.clip_data.build_cache`'s format."""
+    from PIL import Image
+
     data = torch.load(io.BytesIO(lzma.decompress(bundle.read_bytes())), weights_only=True)
-    grey = data["is_grey"]
-    pixels = torch.empty((len(grey), 3, *data["colour"].shape[-2:]), dtype=torch.uint8)
-    pixels[grey] = data["grey"].expand(-1, 3, -1, -1)
-    pixels[~grey] = data["colour"]
+    planes = [np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")) for jpeg in data["jpegs"]]
+    pixels = torch.from_numpy(np.stack(planes)).permute(0, 3, 1, 2).contiguous()
     folder.mkdir(parents=True, exist_ok=True)
     caches = {}
     for bank, held in data["banks"].items():
@@ -95,11 +105,12 @@ def run(caches: Path, out: Path, device: str, budget_s: float, shard: int = 0, s
         name = "-".join(str(v) for v in values)
         started = time.time()
         weights = train_clip(data=caches, out=out / name, cache=caches / f"cache-{recipe['captions']}.pt", device=device, **recipe)
-        last = json.loads((out / name / "history.jsonl").read_text().splitlines()[-1])
-        measures = {key: last[key] for key in RANKED_BY}
+        history = [json.loads(line) for line in (out / name / "history.jsonl").read_text().splitlines()]
+        measures = {key: history[-1][key] for key in RANKED_BY}
         results.append({"name": name, **recipe, **measures, "score": float(np.mean(list(measures.values()))),
-                        "seconds": round(time.time() - started, 1), "weights": str(weights)})
-        print(json.dumps(results[-1]), flush=True)
+                        "seconds": round(time.time() - started, 1), "weights": str(weights),
+                        "history": [{key: record[key] for key in ("epoch", "train_loss", "seconds", *RANKED_BY)} for record in history]})
+        print(json.dumps({key: value for key, value in results[-1].items() if key != "history"}), flush=True)
         (out / f"sweep-{shard}.json").write_text(json.dumps(results, indent=1))
 
 
@@ -112,7 +123,8 @@ def merge(runs: Path, out: Path, keep: int = 3) -> None:
     (out / "sweep.json").write_text(json.dumps({"grid": GRID, "ranked_by": RANKED_BY, "results": results}, indent=1))
     for rank, result in enumerate(results[:keep]):
         shutil.copy(result["weights"], out / f"rank{rank + 1}-{result['name']}.safetensors")
-    print(json.dumps({"recipes": len(results), "best": results[:keep]}, indent=1))
+    print(json.dumps({"recipes": len(results), "best": [{k: v for k, v in r.items() if k != "history"} for r in results[:keep]]},
+                     indent=1))
 
 
 def main() -> None:

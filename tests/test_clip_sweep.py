@@ -15,10 +15,12 @@ clip_sweep = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(clip_sweep)
 
 
-def test_a_bundle_restores_both_caches_train_and_val_images_exactly(tmp_path):
+def test_a_bundle_restores_both_caches_train_and_val_images_close(tmp_path):
     write_cache(tmp_path / "basic.pt")
     data = torch.load(tmp_path / "basic.pt", weights_only=True)
     data["pixels"][1, 0] = 7  # one colour image among the grey ones
+    ramp = torch.arange(128, dtype=torch.uint8) * 2
+    data["pixels"][3] = torch.stack([ramp.expand(128, 128), ramp.expand(128, 128).T, 255 - ramp.expand(128, 128)])  # colour
     samples = json.loads(data["samples"])
     samples[2]["split"] = "test"  # the bundle leaves the test split behind
     data["samples"] = json.dumps(samples)
@@ -30,7 +32,10 @@ def test_a_bundle_restores_both_caches_train_and_val_images_exactly(tmp_path):
     for bank, texts in (("basic", data["texts"]), ("anatomy", data["texts"][:3])):
         pixels, restored, held_texts, features = load_cache(caches[bank], bank)
         kept = [i for i, s in enumerate(samples) if s["split"] != "test"]
-        assert torch.equal(pixels, data["pixels"][kept]) and len(restored) == len(kept) == 39
+        assert pixels.shape == data["pixels"][kept].shape and len(restored) == len(kept) == 39
+        error = (pixels.float() - data["pixels"][kept].float()).abs()
+        assert error.mean() < 1.5 and error[kept.index(3)].mean() < 1.5  # JPEG at quality 95, colour not subsampled
+        assert (pixels[1, 0] < 20).float().mean() > 0.95 and (pixels[0, 0] == pixels[0, 1]).all()
         assert [s.path for s in restored] == [samples[i]["path"] for i in kept]
         assert held_texts == texts and torch.allclose(features, data["text_features"][:len(texts)], atol=1e-3)
 
