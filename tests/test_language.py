@@ -12,7 +12,7 @@ from fakeencoder import FakeEncoder, fake_models  # noqa: F401  (the fixture)
 
 from medfm.errors import MedfmError
 from medfm.eval.evaluate_text import evaluate_answers, evaluate_reports
-from medfm.eval.text_metrics import answer_correct, bleu4, mentioned_terms, rouge_l, term_f1
+from medfm.eval.text_metrics import answer_correct, bleu4, mentioned_terms, meteor, open_answer_recall, rouge_l, term_f1
 from medfm.index import open_index
 from medfm.io import Image, save
 from medfm.tasks.ask import CANNOT_TELL, MAX_QUESTION_CHARS, ask, parse_question
@@ -131,6 +131,18 @@ def test_text_metrics() -> None:
     assert term_f1("liver mass", "liver cyst") == pytest.approx(0.5)
     assert term_f1("no words to match", "none here either") == 1.0
     assert answer_correct("The CT.", "ct") == 1.0 and answer_correct("MRI", "CT") == 0.0
+    assert open_answer_recall("A large mass in the left lobe", "left lobe masses") == 1.0
+    assert open_answer_recall("right lobe", "left lobe mass") == pytest.approx(1 / 3)
+
+
+def test_meteor_matches_its_hand_computed_value() -> None:
+    # identical: P = R = 1, one chunk of 4 matches → 1 − 0.5·(1/4)³
+    assert meteor("Small left pleural effusion.", "small left pleural effusion") == pytest.approx(1 - 0.5 / 64)
+    # "seen" exact and "effusions"~"effusion" by stem: P = 2/3, R = 1/2, Fmean = PR/(0.9P + 0.1R) = 0.5128...;
+    # two chunks of two matches → penalty 0.5·1³
+    fmean = (2 / 3 * 1 / 2) / (0.9 * 2 / 3 + 0.1 * 1 / 2)
+    assert meteor("effusions are seen", "an effusion is seen") == pytest.approx(fmean * 0.5)
+    assert meteor("fluid", "effusion") == 0.0  # no WordNet synonym stage offline
 
 
 def test_evaluate_files(tmp_path: Path) -> None:
@@ -139,9 +151,21 @@ def test_evaluate_files(tmp_path: Path) -> None:
     result = evaluate_reports(tmp_path / "pred.jsonl", tmp_path / "gold.csv", n_boot=50)
     assert result["n"] == 2 and result["metrics"]["term_f1"]["value"] == pytest.approx(0.5)
     assert [c["rouge_l"] for c in result["cases"]][0] == pytest.approx(1.0)
+    assert result["cases"][0]["meteor"] == pytest.approx(1 - 0.5 / 8) and result["cases"][1]["meteor"] == 0.0
+    assert result["metrics"]["meteor"]["value"] == pytest.approx((1 - 0.5 / 8) / 2)
     (tmp_path / "gold_vqa.csv").write_text("id,answer\n1,CT\n2,MRI\n3,yes\n")
     (tmp_path / "pred_vqa.csv").write_text("id,answer\n1,ct\n2,CT\n3,Yes.\n")
     assert evaluate_answers(tmp_path / "pred_vqa.csv", tmp_path / "gold_vqa.csv", n_boot=50)["metrics"]["accuracy"]["value"] == pytest.approx(2 / 3)
+    (tmp_path / "gold_mixed.csv").write_text("id,answer,type\n1,CT,closed\n2,left lobe mass,open\n3,yes,\n")
+    (tmp_path / "pred_mixed.csv").write_text("id,answer\n1,ct\n2,a mass in the right lobe\n3,no\n")
+    mixed = evaluate_answers(tmp_path / "pred_mixed.csv", tmp_path / "gold_mixed.csv", n_boot=50)
+    assert mixed["metrics"]["accuracy"]["value"] == pytest.approx(1 / 2)  # questions 1 and 3 (type left empty: closed)
+    assert mixed["metrics"]["open_recall"]["value"] == pytest.approx(2 / 3)
+    assert mixed["metrics"]["overall"]["value"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+    assert [c["type"] for c in mixed["cases"]] == ["closed", "open", "closed"]
+    (tmp_path / "gold_bad.csv").write_text("id,answer,type\n1,CT,multiple\n2,MRI,\n3,yes,\n")
+    with pytest.raises(MedfmError, match="gold_bad.csv: question type 'multiple' is not one of closed, open"):
+        evaluate_answers(tmp_path / "pred_vqa.csv", tmp_path / "gold_bad.csv")
     (tmp_path / "short.csv").write_text("id,answer\n1,ct\n")
     with pytest.raises(MedfmError, match="no prediction"):
         evaluate_answers(tmp_path / "short.csv", tmp_path / "gold_vqa.csv")

@@ -185,7 +185,8 @@ def evaluate_report(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resampling.")] = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """BLEU-4, ROUGE-L and clinical-term F1 of drafts against references (METEOR: not available offline)."""
+    """BLEU-4, ROUGE-L, METEOR (exact and stem matches; no WordNet synonyms offline) and clinical-term F1 of
+    drafts against references."""
     from medfm.eval.evaluate_text import evaluate_reports
 
     _print_evaluation(evaluate_reports(pred, gold, n_boot=n_boot, seed=seed), as_json)
@@ -194,12 +195,13 @@ def evaluate_report(
 @language_evaluate_app.command("vqa")
 def evaluate_vqa(
     pred: Annotated[Path, typer.Argument(help="Answers: CSV (id,answer) or JSON Lines {\"id\", \"answer\"}.")],
-    gold: Annotated[Path, typer.Argument(help="Reference answers, in the same form.")],
+    gold: Annotated[Path, typer.Argument(help="Reference answers, in the same form, with an optional 'type' column: "
+                                            "closed (default; exact match) or open (recall of the reference's words).")],
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples for the confidence intervals.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resampling.")] = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """Exact-match accuracy of closed answers, with a bootstrap interval."""
+    """Accuracy of closed answers (exact match) and word recall of open answers, with bootstrap intervals."""
     from medfm.eval.evaluate_text import evaluate_answers
 
     _print_evaluation(evaluate_answers(pred, gold, n_boot=n_boot, seed=seed), as_json)

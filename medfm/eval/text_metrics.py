@@ -1,10 +1,12 @@
 """Text metrics for reports and answers: pure functions over (prediction, reference) texts.
 
 BLEU-4 is sacrebleu's corpus BLEU (its default 13a tokenisation), ROUGE-L the F1 of Google's
-``rouge-score`` package (Porter stemming). METEOR is **not** provided: its reference
-implementations (NLTK, the Java original) need WordNet data that a package cannot ship and
-medfm never downloads at run time. The clinical-term F1 compares the findings and anatomy
-terms of :data:`TERMS_FILE` (sources named in the file) mentioned by each text.
+``rouge-score`` package (Porter stemming). METEOR is NLTK's ``meteor_score`` with its exact and
+Porter-stem matching stages and **without its WordNet synonym stage**: WordNet's data is a
+separate download that medfm never makes at run time, so "effusion" and "fluid" do not match
+here as they would in the Java original; scores are comparable only with METEOR computed the
+same way. The clinical-term F1 compares the findings and anatomy terms of :data:`TERMS_FILE`
+(sources named in the file) mentioned by each text.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
+from nltk.stem.porter import PorterStemmer
+from nltk.translate.meteor_score import single_meteor_score
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
 
@@ -44,6 +48,27 @@ def _rouge() -> rouge_scorer.RougeScorer:
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F1 in [0, 1] of one prediction against its reference."""
     return _rouge().score(reference, prediction)["rougeL"].fmeasure
+
+
+class _NoSynonyms:
+    """Stands in for NLTK's WordNet reader: every word has no synonym sets (see the module's note)."""
+
+    @staticmethod
+    def synsets(word: str) -> list:
+        return []
+
+
+@cache
+def _stemmer() -> PorterStemmer:
+    return PorterStemmer()
+
+
+def meteor(prediction: str, reference: str) -> float:
+    """METEOR in [0, 1] of one prediction against its reference: NLTK's implementation (α 0.9, β 3,
+    γ 0.5) on lower-case word tokens, exact and stem matches only."""
+    words = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+    return single_meteor_score(words.findall(reference.lower()), words.findall(prediction.lower()),
+                               stemmer=_stemmer(), wordnet=_NoSynonyms())
 
 
 def _tokens(text: str) -> list[str]:
@@ -88,6 +113,13 @@ def term_f1(prediction: str, reference: str) -> float:
 def normalise_answer(answer: str) -> str:
     """An answer for exact matching: lower case, punctuation and articles removed."""
     return " ".join(word for word in re.findall(r"[a-z0-9-]+", answer.lower()) if word not in _ARTICLES)
+
+
+def open_answer_recall(prediction: str, reference: str) -> float:
+    """Share of the reference answer's words (normalised, plurals folded) that the prediction holds: the
+    open-question score of LLaVA-Med's VQA evaluation; 1.0 for an empty reference."""
+    gold, said = set(_tokens(normalise_answer(reference))), set(_tokens(normalise_answer(prediction)))
+    return len(gold & said) / len(gold) if gold else 1.0
 
 
 def answer_correct(prediction: str, reference: str) -> float:
