@@ -123,3 +123,59 @@ def test_training_resumes_after_sigkill(videos, tmp_path):
 def test_the_network_method_needs_a_model_folder(videos, tmp_path, capsys):
     code, out, err = run_cli(["forecast", str(videos / "clip0.gif"), "-o", str(tmp_path / "next.gif")], capsys)
     assert code == 2 and "--method ode needs --model" in err and not (tmp_path / "next.gif").exists()
+
+
+def dated_dicoms(folder: Path, dates: dict[str, str]) -> dict[str, Path]:
+    """One CT file per name with its pixels set to a frame of :func:`moving_disc` (in date order) and its
+    AcquisitionDate/Time set; the patient's own dates and name stay in the file."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    frames = moving_disc(len(dates), size=128)
+    paths = {}
+    for rank, (name, stamp) in enumerate(sorted(dates.items(), key=lambda item: item[1])):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.PixelData = frames[rank].astype(np.int16).tobytes()
+        ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.8.498.{rank + 1}"
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.{rank + 1}.1"
+        ds.AcquisitionDate, ds.AcquisitionTime = stamp.split(" ")
+        paths[name] = folder / f"{name}.dcm"
+        ds.save_as(paths[name])
+    return paths
+
+
+def test_order_date_sorts_dicom_visits_by_acquisition_and_reports_gaps_not_dates(tmp_path, capsys):
+    visits = dated_dicoms(tmp_path, {"c": "20240301 090000", "a": "20240101 090000", "b": "20240131 210000"})
+    code, out, err = run_cli(["forecast", *(str(visits[n]) for n in "cba"), "--order", "date", "--method", "linear",
+                              "--steps", "1", "-o", str(tmp_path / "dated.nii.gz")], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert [Path(p).stem for p in result["inputs"]] == ["a", "b", "c"] and result["gaps_days"] == [30.5, 29.5]
+    assert "2024" not in out and "CompressedSamples" not in out  # no dates, no patient name
+    code, _, err = run_cli(["forecast", *(str(visits[n]) for n in "abc"), "--method", "linear", "--steps", "1",
+                            "-o", str(tmp_path / "given.nii.gz")], capsys)
+    assert code == 0, err
+    assert np.array_equal(np.asarray(load(tmp_path / "dated.nii.gz").array), np.asarray(load(tmp_path / "given.nii.gz").array))
+    code, out, err = run_cli(["forecast", *(str(visits[n]) for n in "cba"), "--method", "linear", "--steps", "1",
+                              "-o", str(tmp_path / "as_given.nii.gz")], capsys)
+    assert code == 0 and "gaps_days" not in out  # without --order date the command line's order stands
+    assert not np.array_equal(np.asarray(load(tmp_path / "as_given.nii.gz").array), np.asarray(load(tmp_path / "given.nii.gz").array))
+
+
+@pytest.mark.parametrize("case", ["undated", "same time", "bad order"])
+def test_order_date_refuses_what_it_cannot_sort_in_one_line(case, tmp_path, capsys):
+    visits = dated_dicoms(tmp_path, {"a": "20240101 090000", "b": "20240201 090000"})
+    inputs, order, expected = [visits["a"], visits["b"]], "date", ""
+    if case == "undated":
+        save(Image(moving_disc(1, size=128)[0].T), tmp_path / "still.png")
+        inputs, expected = [visits["a"], tmp_path / "still.png"], "still.png: has no acquisition, series or study date"
+    elif case == "same time":
+        (tmp_path / "twin").mkdir()
+        twin = dated_dicoms(tmp_path / "twin", {"t": "20240101 090000"})
+        inputs, expected = [visits["a"], twin["t"]], "was acquired at the same time as"
+    else:
+        order, expected = "newest", "--order must be one of given, date; got 'newest'"
+    code, out, err = run_cli(["forecast", *map(str, inputs), "--order", order, "--method", "last",
+                              "-o", str(tmp_path / "f.nii.gz")], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and expected in err, err
+    assert not (tmp_path / "f.nii.gz").exists()

@@ -15,19 +15,21 @@ forecast_app = typer.Typer()
 
 @forecast_app.command("forecast")
 def forecast_command(
-    sequence: Annotated[list[Path], typer.Argument(help="A video or multi-frame image, or two or more 2D images in time order.")],
+    sequence: Annotated[list[Path], typer.Argument(help="A video or multi-frame image, or two or more 2D images in time order (or any order, with --order date).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Multi-frame file to write: .mp4, .gif, .nii.gz or .npz.")],
     steps: Annotated[int, typer.Option("--steps", min=1, help="How many images to forecast, one sequence step apart.")] = 1,
     method: Annotated[str, typer.Option("--method", help="ode (the forecaster), last (repeat the last image) or "
                                                          "linear (continue the last change).")] = "ode",
     model: Annotated[str | None, typer.Option("--model", help="Forecaster model folder from `medfm train forecast` "
                                                               "(needed by --method ode).")] = None,
+    order: Annotated[str, typer.Option("--order", help="given (the order on the command line) or date (several DICOM "
+                                                       "images sorted by acquisition date; gaps reported in days).")] = "given",
     mkdir: MkdirOption = False,
 ) -> None:
     """Forecast the next images of a sequence (ImageFlowNet-style latent neural ODE, or a baseline)."""
     from medfm.tasks.forecast import forecast_files
 
-    print_json(forecast_files(sequence, output, steps, method, model))
+    print_json(forecast_files(sequence, output, steps, method, model, order))
 
 
 @train_app.command("forecast")

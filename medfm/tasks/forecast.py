@@ -1,8 +1,10 @@
 """Forecasting the next images of an ordered sequence: a neural ODE forecaster, or a baseline.
 
-A sequence is a video or multi-frame image (its frames), or several 2D images in the order given
-(for a patient's longitudinal studies: ordered by acquisition date, as ``medfm catalog`` lists
-them); its steps are taken as equally spaced, and the forecast continues with that spacing.
+A sequence is a video or multi-frame image (its frames), or several 2D images in the order given, or,
+for a patient's longitudinal studies, in the order of their acquisition dates (``order="date"``: the
+DICOM acquisition, series or study date and time of each image). Its steps are taken as equally
+spaced, and the forecast continues with that spacing; dated images report their gaps in days (never
+the dates themselves) so that uneven spacing is seen.
 
 Methods: ``ode`` (:class:`~medfm.models.forecaster.Forecaster`: the change it predicts at its working
 size is upsampled and added to the full-resolution last image), ``last`` (repeat the last image)
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,36 @@ from medfm.provenance import Provenance, pixels_id
 from medfm.tasks.upscale import RGB_TO_YCBCR, to_dtype, value_window
 
 METHODS = ("ode", "last", "linear")
+#: How several images are put in sequence: as given, or by acquisition date.
+ORDERS = ("given", "date")
+#: Date and time keys of :attr:`Image.phi`, most specific first: the first date found, with its time.
+_DATE_KEYS = (("acquisition_date", "acquisition_time"), ("series_date", "series_time"), ("study_date", "study_time"))
+
+
+def acquired_at(image: Image, path: str | os.PathLike) -> datetime:
+    """When ``image`` was acquired: its DICOM acquisition, else series, else study date (and that one's time);
+    a one-line error naming ``path`` when it has none."""
+    for date_key, time_key in _DATE_KEYS:
+        if date := image.phi.get(date_key):
+            clock = (image.phi.get(time_key) or "000000").split(".")[0].ljust(6, "0")
+            try:
+                return datetime.strptime(f"{date}{clock}", "%Y%m%d%H%M%S")
+            except ValueError:
+                raise MedfmError(f"{display_path(path)}: its DICOM {date_key.replace('_', ' ')} is not a date") from None
+    raise MedfmError(f"{display_path(path)}: has no acquisition, series or study date (only DICOM images carry one); "
+                     "give the images in time order without --order date")
+
+
+def in_date_order(paths: Sequence[str | os.PathLike]) -> tuple[list[str | os.PathLike], list[float]]:
+    """``paths`` sorted by :func:`acquired_at`, and the gaps between neighbours in days."""
+    times = [acquired_at(load(path), path) for path in paths]
+    order = sorted(range(len(paths)), key=lambda i: times[i])
+    for earlier, later in zip(order, order[1:]):
+        if times[earlier] == times[later]:
+            raise MedfmError(f"{display_path(paths[later])}: was acquired at the same time as {display_path(paths[earlier])}; "
+                             "a sequence needs one image per time point")
+    gaps = [(times[later] - times[earlier]).total_seconds() / 86400 for earlier, later in zip(order, order[1:])]
+    return [paths[i] for i in order], gaps
 
 
 def read_sequence(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, Image]:
@@ -79,14 +112,22 @@ def forecast_frames(frames: np.ndarray, steps: int, method: str = "ode", forecas
 
 
 def forecast_files(paths: Sequence[str | os.PathLike], output: str | os.PathLike, steps: int, method: str = "ode",
-                   model: str | os.PathLike | None = None) -> dict[str, Any]:
+                   model: str | os.PathLike | None = None, order: str = "given") -> dict[str, Any]:
     """Forecast ``steps`` images after the sequence ``paths`` and write them as one multi-frame ``output``
     (video, NIfTI, NPZ: frames on the T axis), with provenance; returns what was written. ``method``
-    ``ode`` needs ``model`` (a forecaster name or model folder)."""
+    ``ode`` needs ``model`` (a forecaster name or model folder). ``order`` ``date`` sorts several images by
+    :func:`acquired_at` first (the result then holds ``gaps_days``)."""
     from medfm.models.registry import create_forecaster
 
     if not paths:
         raise MedfmError("give a sequence: a video, or two or more images in order")
+    if order not in ORDERS:
+        raise MedfmError(f"--order must be one of {', '.join(ORDERS)}; got {order!r}")
+    gaps = None
+    if order == "date":
+        if len(paths) < 2:
+            raise MedfmError(f"{display_path(paths[0])}: --order date sorts several images; give two or more")
+        paths, gaps = in_date_order(paths)
     if method == "ode" and model is None:
         raise MedfmError("--method ode needs --model: a forecaster folder from `medfm train forecast` (medfm ships none: "
                          "on its held-out clips none beat repeating the last image; see README)")
@@ -105,4 +146,5 @@ def forecast_files(paths: Sequence[str | os.PathLike], output: str | os.PathLike
                   dict(first.phi), provenance)
     written = save_with_provenance(image, output)
     return {"inputs": [str(p) for p in paths], "observed_frames": len(frames), "steps": steps, "method": method,
-            "model": provenance.model, "weights_sha256": provenance.weights_sha256, "output": [str(p) for p in written]}
+            "model": provenance.model, "weights_sha256": provenance.weights_sha256, "output": [str(p) for p in written],
+            **({"gaps_days": [round(gap, 4) for gap in gaps]} if gaps is not None else {})}
