@@ -180,3 +180,26 @@ def test_a_cuda_device_on_a_machine_without_one_is_refused_in_one_line(tmp_path)
         train_clip(tmp_path, tmp_path / "run", epochs=1, cache=tmp_path / "cache.pt", device="cuda")
     with pytest.raises(MedfmError, match=r"device must be cpu, cuda or cuda:N; got 'gpu0'"):
         train_clip(tmp_path, tmp_path / "run", epochs=1, cache=tmp_path / "cache.pt", device="gpu0")
+
+
+def test_float16_weights_halve_the_file_and_embed_as_the_float32_ones(tmp_path, monkeypatch):
+    from medfm.models.encoders.medfm_clip import build_medfm_clip
+
+    torch.set_num_threads(1)
+    write_cache(tmp_path / "cache.pt")
+    monkeypatch.setattr("medfm.train.clip.MedfmClipEncoder.encode_text",
+                        lambda self, texts: np.random.default_rng(len(texts)).normal(size=(len(texts), 256)).astype(np.float32))
+    out = tmp_path / "run"
+    full = train_clip(tmp_path, out, epochs=1, batch_size=8, cache=tmp_path / "cache.pt")
+    (tmp_path / "float32.safetensors").write_bytes(full.read_bytes())
+    half = train_clip(tmp_path, out, epochs=1, batch_size=8, cache=tmp_path / "cache.pt", resume=True, float16=True)
+    assert len((out / "history.jsonl").read_text().splitlines()) == 1  # a finished run: only the weights were rewritten
+    with safe_open(half, "pt") as handle:
+        assert handle.metadata()["dtype"] == "float16"
+        assert handle.get_tensor("image_projection.weight").dtype == torch.float16
+    assert half.stat().st_size < 0.55 * (tmp_path / "float32.safetensors").stat().st_size
+    config = {"name": "medfm-clip-small", **list_encoders()["medfm-clip-small"]}
+    planes = [np.random.default_rng(i).integers(0, 255, (64, 80), dtype=np.uint8) for i in range(3)]
+    a = build_medfm_clip(config, tmp_path / "float32.safetensors").encode_planes(planes)
+    b = build_medfm_clip(config, half).encode_planes(planes)
+    assert np.abs(a - b).max() < 5e-3 and not np.array_equal(a, b)

@@ -41,6 +41,8 @@ def train_clip_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=2, help="Image-text pairs per step (default 128).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Initialisation, data order and augmentation (default 0).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu (default) or cuda.")] = None,
+    float16: Annotated[bool, typer.Option("--float16", help="Write the final weights in float16 (half the file; "
+                                          "training stays float32; with --resume of a finished run, only rewrites them).")] = False,
 ) -> None:
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
     from medfm.paths import shared_data_dir
@@ -54,7 +56,8 @@ def train_clip_command(
         typer.echo(f"{display_path(path)}: {rows} images")
         return
     options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after, init=init, captions=captions,
-                    caption_share=caption_share, lr=lr, batch_size=batch_size, seed=seed, device=device)
+                    caption_share=caption_share, lr=lr, batch_size=batch_size, seed=seed, device=device,
+                    float16=float16 or None)
     typer.echo(display_path(train_clip(resume=resume, **options)))
 
 

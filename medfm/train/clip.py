@@ -107,15 +107,21 @@ def checked_device(name: str) -> torch.device:
 
 
 def save_weights(model: MedfmClip, config: dict, path: Path, loss: str, initialised_from: str = "random",
-                 captions: str = "basic") -> Path:
-    """The trainable weights as safetensors, with the architecture and recipe (loss, caption bank, the image
-    tower's initialisation: ``random`` or the sha256 of a pretrained encoder's weights) in the metadata."""
+                 captions: str = "basic", float16: bool = False) -> Path:
+    """The trainable weights as safetensors (floating tensors as float16 if asked: half the file; the model
+    computes in float32 either way), with the architecture and recipe (loss, caption bank, the image tower's
+    initialisation: ``random`` or the sha256 of a pretrained encoder's weights) in the metadata."""
     from safetensors.torch import save_file
 
+    from medfm.io.formats import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    save_file(state, path, metadata={"architecture": architecture_json(config), "loss": loss, "captions": captions,
-                                     "initialised_from": initialised_from})
+    state = {key: value.detach().cpu().to(torch.float16 if float16 and value.is_floating_point() else value.dtype).contiguous()
+             for key, value in model.state_dict().items()}
+    with atomic_path(path) as partial:
+        save_file(state, partial, metadata={"architecture": architecture_json(config), "loss": loss, "captions": captions,
+                                            "initialised_from": initialised_from,
+                                            "dtype": "float16" if float16 else "float32"})
     return path
 
 
@@ -123,7 +129,7 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
                model_name: str = DEFAULT_ENCODER, batch_size: int = 128, lr: float = 2e-3,
                weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None, stop_after: int | None = None,
                init: Path | None = None, captions: str = "basic", caption_share: float = CAPTION_SHARE,
-               device: str = "cpu") -> Path:
+               device: str = "cpu", float16: bool = False) -> Path:
     """Train on the datasets under ``data`` (default :func:`medfm.paths.shared_data_dir`); checkpoints, logs and
     the split manifest go to ``out``, the decoded-image cache to ``cache`` (default ``out/cache.pt``). Returns
     the weights path.
@@ -134,6 +140,8 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     ``captions``: the template bank (:data:`medfm.train.clip_data.CAPTIONS`), recorded in the weights' metadata.
     ``caption_share``: how often a MedPix image is paired with its real caption rather than a template.
     ``device``: ``cpu`` or a torch device such as ``cuda`` (the cache moves there whole; it is about 240 MB).
+    ``float16``: write the final weights in float16 (training and checkpoints stay float32, so a finished run
+    resumed with ``float16`` only rewrites its weights).
     """
     data = shared_data_dir() if data is None else data
     if loss not in LOSSES:
@@ -211,5 +219,5 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                     "epoch": epoch, "loss": loss, "initialised_from": initialised_from}, checkpoint.with_suffix(".partial"))
         checkpoint.with_suffix(".partial").replace(checkpoint)
-    return save_weights(model, config, out / f"{model_name}.safetensors", loss, initialised_from, captions)
+    return save_weights(model, config, out / f"{model_name}.safetensors", loss, initialised_from, captions, float16)
 
