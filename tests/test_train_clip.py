@@ -40,14 +40,19 @@ def test_same_class_texts_are_positives():
     assert positives.tolist() == [[True, True, True], [True, True, False], [True, False, True]]
 
 
+@pytest.fixture
+def random_text_tower(monkeypatch):
+    """A frozen-MiniLM stand-in: validation prompts get fixed random features (no 90 MB model in unit tests)."""
+    monkeypatch.setattr("medfm.train.clip.MedfmClipEncoder.encode_text",
+                        lambda self, texts: np.random.default_rng(len(texts)).normal(size=(len(texts), 256)).astype(np.float32))
+
+
 @pytest.mark.parametrize("loss", ["clip", "siglip", "dhn-nce"])
-def test_one_epoch_trains_checkpoints_and_resumes(tmp_path, monkeypatch, loss):
+@pytest.mark.usefixtures("random_text_tower")
+def test_one_epoch_trains_checkpoints_and_resumes(tmp_path, loss):
     torch.set_num_threads(1)
     cache = tmp_path / "cache.pt"
     write_cache(cache)
-    # A frozen-MiniLM stand-in: validation prompts get fixed random features (no 90 MB model in unit tests).
-    monkeypatch.setattr("medfm.train.clip.MedfmClipEncoder.encode_text",
-                        lambda self, texts: np.random.default_rng(len(texts)).normal(size=(len(texts), 256)).astype(np.float32))
     out = tmp_path / "run"
     weights = train_clip(tmp_path, out, epochs=1, loss=loss, batch_size=8, cache=cache)
     state = load_file(weights)
@@ -65,23 +70,21 @@ def test_one_epoch_trains_checkpoints_and_resumes(tmp_path, monkeypatch, loss):
     assert list_encoders()["medfm-clip-small"]["family"] == "medfm_clip"
 
 
-def test_training_lowers_the_contrastive_loss_on_a_tiny_set(tmp_path, monkeypatch):
+@pytest.mark.usefixtures("random_text_tower")
+def test_training_lowers_the_contrastive_loss_on_a_tiny_set(tmp_path):
     """Six epochs on the two-class cache (three batches of 8 each): the epoch loss falls clearly."""
     torch.set_num_threads(1)
     write_cache(tmp_path / "cache.pt")
-    monkeypatch.setattr("medfm.train.clip.MedfmClipEncoder.encode_text",
-                        lambda self, texts: np.random.default_rng(len(texts)).normal(size=(len(texts), 256)).astype(np.float32))
     train_clip(tmp_path, tmp_path / "run", epochs=6, batch_size=8, cache=tmp_path / "cache.pt")
     losses = [json.loads(line)["train_loss"] for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert len(losses) == 6 and np.isfinite(losses).all()
     assert np.mean(losses[-2:]) < 0.9 * np.mean(losses[:2])
 
 
-def test_stop_after_ends_a_leg_that_resumes_and_the_run_writes_its_split_manifest(tmp_path, monkeypatch):
+@pytest.mark.usefixtures("random_text_tower")
+def test_stop_after_ends_a_leg_that_resumes_and_the_run_writes_its_split_manifest(tmp_path):
     torch.set_num_threads(1)
     write_cache(tmp_path / "cache.pt")
-    monkeypatch.setattr("medfm.train.clip.MedfmClipEncoder.encode_text",
-                        lambda self, texts: np.random.default_rng(len(texts)).normal(size=(len(texts), 256)).astype(np.float32))
     out = tmp_path / "run"
     train_clip(tmp_path, out, epochs=3, batch_size=8, cache=tmp_path / "cache.pt", stop_after=1)
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 0
@@ -182,13 +185,12 @@ def test_a_cuda_device_on_a_machine_without_one_is_refused_in_one_line(tmp_path)
         train_clip(tmp_path, tmp_path / "run", epochs=1, cache=tmp_path / "cache.pt", device="gpu0")
 
 
-def test_float16_weights_halve_the_file_and_embed_as_the_float32_ones(tmp_path, monkeypatch):
+@pytest.mark.usefixtures("random_text_tower")
+def test_float16_weights_halve_the_file_and_embed_as_the_float32_ones(tmp_path):
     from medfm.models.encoders.medfm_clip import build_medfm_clip
 
     torch.set_num_threads(1)
     write_cache(tmp_path / "cache.pt")
-    monkeypatch.setattr("medfm.train.clip.MedfmClipEncoder.encode_text",
-                        lambda self, texts: np.random.default_rng(len(texts)).normal(size=(len(texts), 256)).astype(np.float32))
     out = tmp_path / "run"
     full = train_clip(tmp_path, out, epochs=1, batch_size=8, cache=tmp_path / "cache.pt")
     (tmp_path / "float32.safetensors").write_bytes(full.read_bytes())
