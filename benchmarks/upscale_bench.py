@@ -7,7 +7,9 @@ model's ratio to each; and, when ``../shared/data`` (or ``--data``) is present, 
 the model, bicubic and Lanczos on up to ``--per-dataset`` held-out sources of each dataset at ``--scale``
 (×4: two passes of a ×2 model), with the gain in dB; and with ``--dice N``, the Dice of medfm's shipped segmenter (medfm-interactive, prompted
 with the reference mask's box) on up to N held-out images of each segmentation set (HC18, Kvasir-SEG,
-PH2) after ×2 area downsampling and upscaling by the model or by bicubic, next to the original image.
+PH2) after ×2 area downsampling and upscaling by the model or by bicubic, next to the original image;
+and with ``--through-plane``, ×2 upsampling along the slice axis of the MRI volumes of ``volumes_3d_smoke``
+against linear and cubic interpolation (PSNR).
 Without the data the quality parts are skipped and the JSON says why.
 """
 
@@ -73,6 +75,41 @@ def segmenter_dice(upscaler, data: Path, per_dataset: int) -> dict:
     return results
 
 
+def through_plane_psnr(upscaler, data: Path) -> dict:
+    """×2 through-plane PSNR of the model against linear and cubic interpolation along the slice axis, on the
+    MRI volumes of ``volumes_3d_smoke`` (never trained on): each volume's slice pairs are area-averaged (a
+    thick-slice acquisition of half the slices), then upsampled back along the slice axis only."""
+    from scipy.ndimage import zoom
+
+    from medfm.io import load
+    from medfm.io.image import Image
+    from medfm.io.manifest import read_rows
+    from medfm.tasks.upscale import upscale_image
+
+    folder = data / "volumes_3d_smoke"
+    results = {}
+    for row in read_rows(folder / "manifest.csv"):
+        if not row["file"].endswith(".nrrd"):
+            continue
+        image = load(folder / row["file"])
+        reference = np.asarray(image.array[..., 0, 0], np.float64)
+        reference = reference[:, :, : reference.shape[2] // 2 * 2]
+        low = reference.reshape(*reference.shape[:2], -1, 2).mean(axis=3)
+        thick = Image(np.rint(low).astype(image.array.dtype)[..., None, None], image.affine, image.modality)
+        by_model = np.asarray(upscale_image(thick, upscaler, 2, through_plane=True).array[..., 0, 0], np.float64)
+        span = reference.max() - reference.min()
+
+        def psnr(estimate: np.ndarray) -> float:
+            return float(10 * np.log10(span**2 / np.mean((estimate - reference) ** 2)))
+
+        interpolated = {order: zoom(low, (1, 1, 2), order=order, mode="nearest", grid_mode=True) for order in (1, 3)}
+        results[Path(row["file"]).stem.removesuffix("_image")] = {
+            "shape": list(reference.shape), "model": psnr(by_model), "linear": psnr(interpolated[1]), "cubic": psnr(interpolated[3])}
+    mean = {method: float(np.mean([r[method] for r in results.values()])) for method in ("model", "linear", "cubic")}
+    return {"volumes": results, "mean": mean, "gain_vs_linear_db": mean["model"] - mean["linear"],
+            "gain_vs_cubic_db": mean["model"] - mean["cubic"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="upscaler name or model folder (default medfm-upscale)")
@@ -82,6 +119,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=2, choices=(2, 4), help="factor of the quality measure")
     parser.add_argument("--dice", type=int, default=0, help="held-out images per segmentation set for the Dice check")
     parser.add_argument("--data", type=Path, default=None, help="project datasets (default ../shared/data)")
+    parser.add_argument("--through-plane", action="store_true", help="also ×2 through-plane PSNR on the MRI volumes")
     args = parser.parse_args()
 
     from medfm.models.registry import DEFAULT_UPSCALER, create_upscaler
@@ -118,6 +156,8 @@ def main() -> None:
                              "per_dataset": {k: v["psnr_gain_vs_bicubic_db"] for k, v in quality["per_dataset"].items()}}
         if args.dice:
             report["segmenter_dice"] = segmenter_dice(upscaler, data, args.dice)
+        if args.through_plane:
+            report["through_plane"] = through_plane_psnr(upscaler, data)
     print(json.dumps(report, indent=2))
 
 
