@@ -31,6 +31,11 @@ def build_network(config: dict[str, Any], in_channels: int, out_channels: int, s
 
         return TransUNet(spatial_dims, in_channels, out_channels, config["channels"], config["strides"],
                          config.get("transformer_layers", 2), config.get("heads", 4), dropout=config.get("dropout", 0.0))
+    if family == "compact_macmd":
+        from medfm.models.automatic.compact import CompactMACMD
+
+        return CompactMACMD(spatial_dims, in_channels, out_channels, config["channels"], config["strides"],
+                            config.get("dilations", (1, 2, 3)), dropout=config.get("dropout", 0.0))
     if family == "backbone_unet":
         from medfm.models.automatic.backbone_unet import BackboneUNet
 
@@ -38,7 +43,7 @@ def build_network(config: dict[str, Any], in_channels: int, out_channels: int, s
             raise MedfmError(f"the {config['backbone']} backbone net is 2D only; got a {spatial_dims}D plan")
         return BackboneUNet(in_channels, out_channels, config["backbone"])
     raise MedfmError(f"unknown automatic segmenter family {family!r}; the families are monai_unet, monai_dynunet, transunet, "
-                     "backbone_unet")
+                     "compact_macmd, backbone_unet")
 
 
 def downsampling_factor(config: dict[str, Any]) -> int:
