@@ -117,6 +117,8 @@ def test_encoders_need_a_label_column(labelled_pictures, tmp_path):
     with pytest.raises(MedfmError, match="needs --label-column"):
         finetune("medfm-clip-small", labelled_pictures, tmp_path / "x.safetensors", **TINY)
     assert not list(tmp_path.iterdir()) or not (tmp_path / "x.safetensors").exists()
+    with pytest.raises(MedfmError, match="fine-tuning an encoder takes a CSV manifest with --label-column, not a folder"):
+        finetune("medfm-clip-small", labelled_pictures.parent, tmp_path / "x.safetensors", label_column="kind", **TINY)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -125,7 +127,7 @@ def test_encoders_need_a_label_column(labelled_pictures, tmp_path):
     (["--rank", "0"], "--rank must be at least 1; got 0"),
     (["--method", "vpt"], "--method vpt needs transformer blocks on tokens"),
     (["--data", "EMPTY"], "empty.csv: the manifest has no rows"),
-    (["--data", "MISSING"], "manifest not found"),
+    (["--data", "MISSING"], "missing.csv: not found (DATA is a CSV manifest or a folder of saved annotations)"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(discs, tmp_path, capsys, args, message):
     empty = tmp_path / "empty.csv"

@@ -9,7 +9,13 @@ import urllib.request
 import numpy as np
 import pytest
 from browsertools import (  # noqa: F401  (browser, screenshots: fixtures)
-    browser, http, idle, needs_chromium, screenshots, wait_job, workbench_page,
+    browser,
+    http,
+    idle,
+    needs_chromium,
+    screenshots,
+    wait_job,
+    workbench_page,
 )
 from servertools import png_data_url
 
@@ -106,3 +112,47 @@ def test_a_training_cancelled_in_the_page_ends_and_keeps_no_model(browser, serve
     listed = http(base, "GET", "/api/seg-models")
     assert [m["name"] for m in listed["models"]] == before and listed["training"] is None
     assert not list((server["data_dir"] / "models" / "seg").glob(".*.partial"))
+
+
+def test_mc_dropout_next_auto_segmenting_a_selection_and_fine_tuning_from_the_page(browser, server):  # noqa: F811
+    """After the first test's training: "Next" by MC-dropout disagreement opens the image the API ranks first;
+    ticking two images and Auto-segment saves a draft on each (a job with progress); the Train panel fine-tunes
+    the prompt segmenter into an adapter the server lists."""
+    base, ids = server["base"], server["ids"]
+    model = http(base, "GET", "/api/seg-models")["models"][0]["name"]
+    with workbench_page(browser, base) as page:
+        page.wait_for_function("document.querySelector('[data-testid=seg-model]').options.length > 0")
+        page.select_option("[data-testid=next-measure]", "mc-dropout")
+        chosen = http(base, "GET", f"/api/unlabelled/next?model={model}&measure=mc-dropout")
+        assert chosen["measure"] == "mc-dropout" and chosen["image_id"] in ids[5:]
+        page.click("[data-testid=next-unlabelled]")
+        page.wait_for_function(f"document.body.dataset.imageId === '{chosen['image_id']}' && document.body.dataset.session")
+        idle(page)
+        assert "MC-dropout disagreement" in page.text_content("[data-testid=status-line]")
+
+        before = {i: versions_of(base, i) for i in ids[5:]}
+        for image_id in ids[5:]:
+            page.check(f"[data-testid=catalog-item][data-image-id='{image_id}'] [data-testid=catalog-check]")
+        assert page.text_content("[data-testid=auto-segment]") == "Auto-segment 2 selected"
+        page.click("[data-testid=auto-segment]")
+        page.wait_for_function("document.querySelector('[data-testid=status-line]').textContent.includes('on 2 images (drafts)')",
+                               timeout=120_000)
+        assert page.text_content("[data-testid=auto-segment]") == "Auto-segment"  # the selection is cleared
+        for image_id in ids[5:]:
+            added = [v for v in versions_of(base, image_id) if v not in before[image_id]]
+            assert [(v[2], v[3]) for v in added] == [("draft", model)], (image_id, added)
+
+        page.select_option("[data-testid=train-kind]", "finetune")
+        assert page.is_visible("[data-testid=train-method]") and page.is_disabled("[data-testid=train-labels]")
+        page.fill("[data-testid=train-budget]", "0.1")
+        page.click("[data-testid=train-start]")
+        page.wait_for_selector("[data-testid=train-note][data-state=done]", timeout=300_000)
+        assert "fine-tuned adapter" in page.text_content("[data-testid=train-note]")
+    (adapter,) = http(base, "GET", "/api/seg-models")["adapters"]
+    assert adapter["method"] == "lora" and adapter["base_model"] == "medfm-interactive"
+
+
+def versions_of(base: str, image_id: int) -> list[tuple[str, int, str, str]]:
+    """``(name, version, status, author)`` of every saved version of an image."""
+    listing = http(base, "GET", f"/api/images/{image_id}/annotations")["annotations"]
+    return [(a["name"], v["version"], v["status"], v["author"]) for a in listing for v in a["versions"]]

@@ -180,7 +180,8 @@ def train_abstention_command(
 @finetune_app.command("finetune")
 def finetune_command(
     base: Annotated[str, typer.Argument(help="Model to adapt: a promptable segmenter (medfm-interactive) or an image encoder.")],
-    data: Annotated[Path, typer.Option("--data", help="CSV manifest: image,mask for segmenters; image and --label-column for encoders.")],
+    data: Annotated[Path, typer.Option("--data", help="CSV manifest: image,mask for segmenters (or a folder of annotation versions "
+                                                     "saved by the workbench); image and --label-column for encoders.")],
     out: Annotated[Path, typer.Option("-o", "--output", help="Adapter file to write (.safetensors; must not exist).")],
     method: Annotated[str, typer.Option("--method", help="lora, dd-adapter, vpt (ViT encoders) or full.")] = "lora",
     rank: Annotated[int | None, typer.Option("--rank", help="LoRA rank, DD-Adapter bottleneck channels, VPT tokens per block (default 8).")] = None,
@@ -193,11 +194,15 @@ def finetune_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step (default 16).")] = None,
     learning_rate: Annotated[float | None, typer.Option("--learning-rate", help="AdamW peak rate (default: the method's).")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps even within the budget.")] = None,
+    catalog: Annotated[str | None, typer.Option("--catalog", help="With a folder of annotations: the catalog (URL or SQLite file) "
+                                                                  "where their images are (default: the default catalog).")] = None,
+    final_only: Annotated[bool, typer.Option("--final-only", help="With a folder of annotations, only versions marked final "
+                                                                  "in the workbench.")] = False,
 ) -> None:
     """Adapt a model to your labels (LoRA, DD-Adapter, VPT or full fine-tuning); writes a small adapter file, prints the summary as JSON."""
     from medfm.train.finetune import finetune
 
     print_json(finetune(base, data, out, method=method, budget_minutes=budget_min, resume=resume, checkpoint=checkpoint,
-                        label_column=label_column, group_column=group_column, max_steps=max_steps,
-                        log=lambda line: typer.echo(line, err=True),
+                        label_column=label_column, group_column=group_column, max_steps=max_steps, catalog=catalog,
+                        final_only=final_only, log=lambda line: typer.echo(line, err=True),
                         **given(rank=rank, batch_size=batch_size, learning_rate=learning_rate)))

@@ -98,7 +98,8 @@ class ServerState:
         self.annotations = AnnotationStore(self.data_dir / "annotations")
         self.annotations.remove_leftovers()  # of saves killed part-way, before anyone lists or saves
         self.reports = ReportStore(self.annotations.root)  # beside the annotations (its leftovers removed with theirs)
-        self.seg_models = SegModels(self.data_dir / "models" / "seg", self.annotations.root, self.catalog_url, self.jobs)
+        self.seg_models = SegModels(self.data_dir / "models" / "seg", self.data_dir / "models" / "adapters", self.annotations.root,
+                                    self.catalog_url, self.jobs, settings.segmenter)
         #: sampling jobs (POST /api/generate), one at a time: each takes every core for its run
         self.generation = OneAtATime(self.jobs, "a generation is already running (generator {label}); wait for it or cancel it")
         self.audit = AuditLog(self.data_dir / "logs")

@@ -4,7 +4,8 @@
 background) stamped with its provenance: the model's name and weights sha256, the
 input's pixel id, per-label mean confidence, and the plan, flips and component settings.
 :func:`auto_segment_files` writes one output per input, named after it, as every batch does;
-:func:`uncertainty` says how unsure the model is of an image (for choosing what to label next).
+:func:`uncertainty` says how unsure the model is of an image (for choosing what to label next): the mean
+entropy of its prediction, or how much Monte Carlo dropout passes disagree.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from medfm.scale import LocalRunner, Runner, map_outcomes
 from medfm.tasks.batch import BatchInput, BatchReport, output_paths, run_batch
 from medfm.tasks.segment import measure, segmentation_provenance
 from medfm.tasks.segment_to_file import load_input
+
+#: What :func:`uncertainty` can measure.
+MEASURES = ("entropy", "mc-dropout")
+#: Monte Carlo dropout passes per image for ``measure="mc-dropout"``.
+MC_PASSES = 8
 
 
 def auto_segment(image: Image, segmenter: AutoSegmenter, path: str | os.PathLike = "image", *, flips: bool = False,
@@ -52,14 +58,45 @@ def auto_segment(image: Image, segmenter: AutoSegmenter, path: str | os.PathLike
     return result
 
 
-def uncertainty(image: Image, segmenter: AutoSegmenter, path: str | os.PathLike = "image") -> float:
-    """How unsure ``segmenter`` is of ``image``: the mean over its pixels of the entropy of their class
-    probabilities, over that of a uniform guess (0: certain everywhere, 1: no idea anywhere). Active
-    learning asks for labels on the images where it is highest."""
+def uncertainty(image: Image, segmenter: AutoSegmenter, path: str | os.PathLike = "image", *,
+                measure: str = "entropy", passes: int = MC_PASSES, seed: int = 0) -> float:
+    """How unsure ``segmenter`` is of ``image``, from 0 (certain everywhere) to 1. Active learning asks for
+    labels on the images where it is highest.
+
+    ``measure``: ``"entropy"``, the mean over the image's pixels of the entropy of their class probabilities,
+    over that of a uniform guess (1: no idea anywhere); ``"mc-dropout"``, how much ``passes`` Monte Carlo
+    dropout passes (:func:`~medfm.models.automatic.segmenter.dropout_at_inference`, seeded by ``seed``)
+    disagree: the mean over pixels of the mutual information between the class and the dropout draw (BALD:
+    the entropy of the mean probabilities less the mean entropy of each pass), over the entropy of a uniform
+    guess. 0 when every pass says the same, however unsure each is.
+    """
+    import torch
+
+    from medfm.models.automatic.segmenter import dropout_at_inference
+
+    if measure not in MEASURES:
+        raise MedfmError(f"uncertainty measure must be one of {', '.join(MEASURES)}; got {measure!r}")
     pixels, _ = pixel_stack(image, path)
-    probabilities = np.clip(segmenter.probabilities(pixels, image.spacing), 1e-12, 1.0)
-    entropy = -(probabilities * np.log(probabilities)).sum(axis=0)
-    return float(entropy.mean() / np.log(probabilities.shape[0]))
+    if measure == "entropy":
+        probabilities = segmenter.probabilities(pixels, image.spacing)
+        return float(_entropy(probabilities).mean() / np.log(probabilities.shape[0]))
+    if passes < 2:
+        raise MedfmError(f"MC-dropout needs at least 2 passes; got {passes}")
+    mean_probabilities, mean_entropy = 0.0, 0.0
+    with torch.random.fork_rng(devices=[]), dropout_at_inference(segmenter.network):
+        torch.manual_seed(seed)
+        for _ in range(passes):
+            probabilities = segmenter.probabilities(pixels, image.spacing)
+            mean_probabilities = mean_probabilities + probabilities / passes
+            mean_entropy = mean_entropy + _entropy(probabilities) / passes
+    mutual_information = np.maximum(_entropy(mean_probabilities) - mean_entropy, 0.0)  # >= 0 but for rounding
+    return float(mutual_information.mean() / np.log(probabilities.shape[0]))
+
+
+def _entropy(probabilities: np.ndarray) -> np.ndarray:
+    """Per pixel, the entropy (nats) of ``(classes, ...)`` probabilities."""
+    clipped = np.clip(probabilities, 1e-12, 1.0)
+    return -(clipped * np.log(clipped)).sum(axis=0)
 
 
 def keep_largest_components(labels: np.ndarray) -> np.ndarray:

@@ -1,7 +1,9 @@
-"""``medfm finetune BASE --data MANIFEST --method lora|dd-adapter|vpt|full [--rank R] [--budget-min N] [--resume] -o ADAPTER``.
+"""``medfm finetune BASE --data DATA --method lora|dd-adapter|vpt|full [--rank R] [--budget-min N] [--resume] -o ADAPTER``.
 
 1. Everything the user gives is checked before any data is read: the method, the budget,
    the output, the base model (built from the registry; its weights must be identified).
+   DATA is a CSV manifest, or for segmenters a folder of saved annotation versions as
+   ``medfm train seg`` takes it (:func:`medfm.train.seg.collect_cases`).
 2. The data is decoded once (:mod:`medfm.train.finetune_data`) and the method's modules
    are added to the frozen base (:mod:`medfm.models.adapters`).
 3. Training runs within the wall-time budget (counted across resumes). Promptable
@@ -42,7 +44,7 @@ from medfm.models.adapters import (
     trainable_state,
 )
 from medfm.models.adapters.file import network_of, save_adapter
-from medfm.train.finetune_objectives import objective_for
+from medfm.train.finetune_objectives import ClassifierObjective, segmentation_objective
 from medfm.train.run_folder import partial_folder
 
 CHECKPOINT_FILE, SETTINGS_FILE = "checkpoint.pt", "settings.json"
@@ -76,20 +78,30 @@ def finetune(
     budget_minutes: float = 10.0, resume: bool = False, checkpoint: str | os.PathLike | None = None,
     label_column: str | None = None, group_column: str | None = None, batch_size: int = 16,
     learning_rate: float | None = None, max_steps: int | None = None, checkpoint_seconds: float = 60.0,
-    seed: int = 0, log: Callable[[str], None] = lambda _: None,
+    seed: int = 0, catalog: str | None = None, final_only: bool = False, on_step: Callable[[int, float], None] | None = None,
+    log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Fine-tune ``base`` on the manifest ``data`` and write the adapter file ``out``; returns the summary
-    (also stored in the file's ``training`` metadata). ``max_steps`` caps the steps as well as the budget."""
+    """Fine-tune ``base`` on ``data`` and write the adapter file ``out``; returns the summary (also stored in the
+    file's ``training`` metadata). ``data``: a CSV manifest, or for a segmenter a folder of saved annotation versions
+    whose images come from ``catalog`` (only versions marked final with ``final_only``). ``max_steps`` caps the steps
+    as well as the budget; ``on_step(step, loss)`` is called after each step."""
+    from medfm.train.seg import collect_cases
+    from medfm.train.seg_data import data_digest
+
     check_method(method, rank)
     if not budget_minutes > 0:
         raise MedfmError(f"--budget-min must be above 0 minutes; got {budget_minutes}")
     out, data = Path(out), Path(data)
     work = partial_folder(out, resume, CHECKPOINT_FILE, "adapter file", "fine-tuning")
-    if not data.is_file():
-        raise MedfmError(f"{display_path(data)}: manifest not found")
+    if not data.exists():
+        raise MedfmError(f"{display_path(data)}: not found (DATA is a CSV manifest or a folder of saved annotations)")
     model, kind = _build_base(base, checkpoint)
+    if kind == "encoder" and not data.is_file():
+        raise MedfmError(f"{display_path(data)}: fine-tuning an encoder takes a CSV manifest with --label-column, not a folder")
+    cases = None if kind == "encoder" else collect_cases(data, group_column=group_column, catalog=catalog, final_only=final_only)
+    data_sha256 = hashlib.sha256(data.read_bytes()).hexdigest() if data.is_file() else data_digest(cases or [])
     settings = {"base_model": model.info.name, "base_sha256": model.info.weights_sha256, "method": method, "rank": rank,
-                "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(), "budget_minutes": budget_minutes, "seed": seed}
+                "data_sha256": data_sha256, "budget_minutes": budget_minutes, "seed": seed}
     if resume:
         before = json.loads((work / SETTINGS_FILE).read_text())
         changed = [key for key in ("base_model", "base_sha256", "method", "rank", "data_sha256") if before[key] != settings[key]]
@@ -99,7 +111,8 @@ def finetune(
     network = network_of(model)
     base_parameters = sum(p.numel() for p in network.parameters())
     add_adapter(network, method, rank, model.info.name)  # before the data: a method that does not fit stops at once
-    objective = objective_for(model, kind, data, batch_size, label_column, group_column)
+    objective = (ClassifierObjective(model, data, batch_size, label_column) if cases is None
+                 else segmentation_objective(model, cases, batch_size))
     parameters = [p for p in network.parameters() if p.requires_grad] + objective.extra_parameters
     learning_rate = learning_rate or LEARNING_RATES[method]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-4 if method == "full" else 0.0)
@@ -155,6 +168,8 @@ def finetune(
             group["lr"] = learning_rate * warmup * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0)))
         progress["losses"].append(objective.step(optimizer, rng))
         progress["step"] += 1
+        if on_step is not None:
+            on_step(progress["step"], progress["losses"][-1])
         progress["elapsed_s"] = time.monotonic() - started
         if time.monotonic() - last_checkpoint >= checkpoint_seconds:
             scores = evaluate()

@@ -1,7 +1,7 @@
 """What ``medfm finetune`` learns from, decoded once at the base model's working size.
 
-Segmenters: a manifest's ``image,mask`` rows (read and checked as ``medfm train seg`` does),
-each plane through the model's own preprocessing. Encoders: a manifest's image column and a
+Segmenters: a manifest's ``image,mask`` rows or a folder of saved annotation versions (read
+and checked as ``medfm train seg`` does), each plane through the model's own preprocessing. Encoders: a manifest's image column and a
 label column. Both are split by a hash of the image (or ``--group-column``) into training
 and validation parts; validation only chooses which state is kept, it never trains.
 """
@@ -16,11 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medfm.catalog.loading import load_record
 from medfm.errors import MedfmError, display_path
 from medfm.io.formats import load
 from medfm.io.label_maps import read_mask
 from medfm.models.preprocess import prepare_plane
-from medfm.train.seg_data import Case, read_cases, split_cases
+from medfm.train.seg_data import Case, split_cases
 
 #: ``(plane (rows, columns[, C]), mask (rows, columns) bool)`` → the model's input picture and the mask on its output grid.
 Framing = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -56,12 +57,13 @@ def interactive_framing(size: int) -> Framing:
     return frame
 
 
-def segmentation_set(manifest: str | os.PathLike, framing: Framing, group_column: str | None = None) -> SegmentationSet:
-    """Every ``image,mask`` pair of ``manifest`` through ``framing``; a pair whose mask is empty there is refused."""
-    train, val = split_cases(read_cases(manifest, group_column))
+def segmentation_set(cases: list[Case], framing: Framing) -> SegmentationSet:
+    """Every case (:func:`medfm.train.seg.collect_cases`: a manifest's ``image,mask`` rows or saved annotation
+    versions) through ``framing``; a case whose mask is empty there is refused. Every labelled pixel is the structure."""
+    train, val = split_cases(cases)
     pictures, masks = [], []
     for case in train + val:
-        image = load(case.image)
+        image = load_record(case.record) if case.record is not None else load(case.image)
         # several annotators' masks: the first (the manifest's ``mask`` column) is the one learnt
         picture, mask = framing(image.frame(0), read_mask(case.masks[0], image.spatial_shape[:2])[:, :, 0].T)
         if not mask.any():

@@ -19,12 +19,13 @@ import torch.nn.functional as F
 
 from medfm.errors import MedfmError
 from medfm.models.adapters.file import HEAD_PREFIX, network_of
+from medfm.train.seg_data import Case
 
 
 class SegmenterObjective:
     """Simulated interactions on a promptable segmenter (medfm-interactive); scored by mean box + click Dice on validation."""
 
-    def __init__(self, segmenter: Any, manifest: Path, batch_size: int, group_column: str | None) -> None:
+    def __init__(self, segmenter: Any, cases: list[Case], batch_size: int) -> None:
         from monai.losses import DiceCELoss
 
         from medfm.train.finetune_data import interactive_framing, segmentation_set
@@ -33,7 +34,7 @@ class SegmenterObjective:
         if type(network_of(segmenter)).__name__ != "InteractiveNet" or segmenter.size != SIZE:
             raise MedfmError(f"medfm finetune trains medfm-interactive and SAM-family segmenters; {segmenter.info.name} is neither")
         self.net = network_of(segmenter)
-        self.data = segmentation_set(manifest, interactive_framing(SIZE), group_column)
+        self.data = segmentation_set(cases, interactive_framing(SIZE))
         self.train_indices = np.flatnonzero(~self.data.is_val)
         self.batch_size = batch_size
         self.loss = DiceCELoss(sigmoid=True)
@@ -112,7 +113,7 @@ class SamObjective:
     """SAM-family segmenters (SAM, MedSAM): the first simulated prompt (box or clicks; MedSAM boxes only),
     Dice + cross-entropy on SAM's low-resolution logits; scored by mean box + click Dice there."""
 
-    def __init__(self, segmenter: Any, manifest: Path, batch_size: int, group_column: str | None) -> None:
+    def __init__(self, segmenter: Any, cases: list[Case], batch_size: int) -> None:
         from monai.losses import DiceCELoss
 
         from medfm.train.finetune_data import resize_mask, segmentation_set
@@ -127,7 +128,7 @@ class SamObjective:
             framed[:rows, :columns] = resize_mask(mask, (rows, columns))
             return pixels.numpy(), resize_mask(framed, low_res)
 
-        self.data = segmentation_set(manifest, frame, group_column)
+        self.data = segmentation_set(cases, frame)
         self.train_indices = np.flatnonzero(~self.data.is_val)
         self.batch_size = batch_size
         self.loss = DiceCELoss(sigmoid=True)
@@ -198,11 +199,8 @@ class SamObjective:
         return {"train_images": int((~self.data.is_val).sum()), "val_images": int(self.data.is_val.sum())}
 
 
-def objective_for(model: Any, kind: str, manifest: Path, batch_size: int, label_column: str | None,
-                  group_column: str | None) -> Any:
-    """The objective for a built ``model`` of ``kind`` (``"segmenter"`` or ``"encoder"``)."""
-    if kind == "encoder":
-        return ClassifierObjective(model, manifest, batch_size, label_column)
+def segmentation_objective(model: Any, cases: list[Case], batch_size: int) -> SegmenterObjective | SamObjective:
+    """The objective for a built promptable segmenter: SAM's for the SAM family, medfm-interactive's otherwise."""
     if type(network_of(model)).__name__ == "Sam":
-        return SamObjective(model, manifest, batch_size, group_column)
-    return SegmenterObjective(model, manifest, batch_size, group_column)
+        return SamObjective(model, cases, batch_size)
+    return SegmenterObjective(model, cases, batch_size)

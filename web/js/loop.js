@@ -1,9 +1,10 @@
 // The annotate → train → auto-segment loop, as MONAI Label runs it in a viewer: train an automatic
-// segmenter on the versions marked final (a server job with progress and a cancel button), propose
-// a draft version on the open image for the user to correct and save, and go on to the next image.
-// "Next" opens, among the next few images in catalog order with no final version, the one the chosen
-// model is least sure of (mean entropy, as active learning ranks them); with no model yet, simply the
-// next such image in catalog order.
+// segmenter, or fine-tune the promptable segmenter the tools use (an adapter), on the versions marked
+// final (a server job with progress and a cancel button; one training at a time); propose a draft version
+// on the open image, or on each image ticked in the list (a job), for the user to correct and save; and go
+// on to the next image. "Next" opens, among the next few images in catalog order with no final version,
+// the one the chosen model is least sure of (by mean entropy or by how much Monte Carlo dropout passes
+// disagree, as active learning ranks them); with no model yet, simply the next such image in catalog order.
 
 import { ApiError, api, query, setStatus, showError, waitForJob } from "./api.js";
 import { el } from "./panels.js";
@@ -26,33 +27,66 @@ const diceText = (model) => {
   return scores.length ? `validation Dice ${scores.join(", ")} (${model.val_images} held-out images)` : "no validation score";
 };
 
+/** A fine-tuning's validation score (mean box and click Dice) before and after. */
+const adapterText = (adapter) => {
+  const before = adapter.validation_before?.score, best = adapter.validation_best?.score;
+  return before === undefined || best === undefined ? "no validation score"
+    : `validation prompt Dice ${before.toFixed(3)} → ${best.toFixed(3)} (${adapter.val_images} held-out images)`;
+};
+
+/** What a training is called in notes: `{kind, model}` or `{kind, adapter}` as the server started it. */
+const trainingName = (training) => (training.kind === "finetune" ? `adapter ${training.adapter}` : training.model);
+
 export class Loop {
   /**
    * `current()`: the open image's id or null; `open(id)` opens an image; `loadVersion(name, version)` loads
-   * a saved version into a new session; `annotationName()`: the name saves use; `onSaved(id)` lists an image's versions again.
+   * a saved version into a new session; `annotationName()`: the name saves use; `onSaved(id)` lists an image's
+   * versions again; `ticked()`: the ids ticked in the catalog list; `clearTicked()` unticks them.
    */
-  constructor(root, { current, open, loadVersion, annotationName, onSaved }) {
+  constructor(root, { current, open, loadVersion, annotationName, onSaved, ticked = () => [], clearTicked = () => {} }) {
     this.q = (testid) => root.querySelector(`[data-testid=${testid}]`);
-    Object.assign(this, { current, open, loadVersion, annotationName, onSaved });
+    Object.assign(this, { current, open, loadVersion, annotationName, onSaved, ticked, clearTicked });
     this.job = null;
+    this.autoJob = null;
+    this.haveModels = false;
+    this.q("train-kind").addEventListener("change", () => this.showKind());
     this.q("train-start").addEventListener("click", () => this.train());
-    this.q("train-cancel").addEventListener("click", () => this.cancel());
+    this.q("train-cancel").addEventListener("click", () => this.cancel(this.job));
     this.q("auto-segment").addEventListener("click", () => this.autoSegment());
+    this.q("auto-cancel").addEventListener("click", () => this.cancel(this.autoJob));
     this.q("next-unlabelled").addEventListener("click", () => this.next());
+  }
+
+  /** Labels are the automatic segmenter's; the method is the fine-tuning's. */
+  showKind() {
+    const finetune = this.q("train-kind").value === "finetune";
+    this.q("train-method").hidden = !finetune;
+    this.q("train-labels").disabled = finetune;
+  }
+
+  /** The Auto-segment button says how many images it will segment. */
+  showTicked(ids) {
+    this.q("auto-segment").textContent = ids.length ? `Auto-segment ${ids.length} selected` : "Auto-segment";
   }
 
   /** The trained models (newest first) into the list, the latest one's score until a training here says more;
    *  follows a training already running (after a reload). */
   async refresh() {
     try {
-      const { models, training } = await api("/seg-models");
+      const { models, adapters = [], training } = await api("/seg-models");
       const select = this.q("seg-model");
       const chosen = select.value;
       select.replaceChildren(...models.map((m) => el("option", { value: m.name, textContent: m.name, title: diceText(m) })));
       if (models.some((m) => m.name === chosen)) select.value = chosen;
-      this.q("auto-segment").disabled = !models.length;
+      this.haveModels = models.length > 0;
+      this.q("auto-segment").disabled = !this.haveModels || this.autoJob !== null;
       const note = this.q("train-note");
-      if (models.length && !note.dataset.state) note.textContent = `latest model ${models[0].name}: ${diceText(models[0])}`;
+      if (!note.dataset.state) {
+        const latest = [...models.map((m) => ({ ...m, text: `latest model ${m.name}: ${diceText(m)}` })),
+          ...adapters.map((a) => ({ ...a, text: `latest adapter ${a.name} (${a.method} over ${a.base_model}): ${adapterText(a)}` }))]
+          .sort((a, b) => (a.created < b.created ? 1 : -1))[0];
+        if (latest) note.textContent = latest.text;
+      }
       if (training && !this.job) this.follow(training);
     } catch (error) {
       showError(error, "models");
@@ -60,22 +94,27 @@ export class Loop {
   }
 
   async train() {
+    const finetune = this.q("train-kind").value === "finetune";
     let body;
     try {
-      body = { budget_minutes: Number(this.q("train-budget").value), labels: parseLabels(this.q("train-labels").value) };
+      body = { budget_minutes: Number(this.q("train-budget").value) };
+      if (finetune) body.method = this.q("train-method").value;
+      else body.labels = parseLabels(this.q("train-labels").value);
     } catch (error) {
       showError(error, "train");
       return;
     }
     try {
-      this.follow(await api("/train/seg", { method: "POST", body }));
+      this.follow(await api(finetune ? "/train/finetune" : "/train/seg", { method: "POST", body }));
     } catch (error) {
       showError(error, "train");
     }
   }
 
-  /** Shows a training job's progress until it ends: `{job, model}`. */
-  async follow({ job, model }) {
+  /** Shows a training job's progress until it ends: what the server answered when it started (`{job, kind, ...}`). */
+  async follow(training) {
+    const { job } = training;
+    const name = trainingName(training);
     this.job = job;
     const progress = this.q("train-progress");
     const note = this.q("train-note");
@@ -84,20 +123,24 @@ export class Loop {
     progress.hidden = false;
     progress.value = 0;
     let trained = false;
-    note.textContent = `training ${model}…`;
+    note.textContent = `training ${name}…`;
     note.dataset.state = "running";
     try {
       const result = await waitForJob(job, (done, total, state) => {
         progress.value = total ? done / total : 0;
-        note.textContent = state === "cancelling" ? `cancelling ${model}…` : `training ${model}… ${Math.round(100 * progress.value)} %`;
+        note.textContent = state === "cancelling" ? `cancelling ${name}…` : `training ${name}… ${Math.round(100 * progress.value)} %`;
       });
-      note.textContent = `trained ${model} (${result.steps} steps, ${result.training_seconds} s): ${diceText(result)}`;
+      const took = `${result.steps} steps, ${result.training_seconds} s`;
+      note.textContent = training.kind === "finetune"
+        ? `fine-tuned ${name} (${result.method} over ${result.base_model}; ${took}): ${adapterText(result)}; `
+          + `to segment with it, serve with --adapter models/adapters/${training.adapter}.safetensors (in the server's data folder)`
+        : `trained ${name} (${took}): ${diceText(result)}`;
       note.dataset.state = "done";
       trained = true;
-      setStatus(`trained ${model}`);
+      setStatus(`trained ${name}`);
     } catch (error) {
       const cancelled = error instanceof ApiError && error.message === "cancelled";
-      note.textContent = cancelled ? `training of ${model} cancelled` : `training of ${model} failed: ${error.message}`;
+      note.textContent = cancelled ? `training of ${name} cancelled` : `training of ${name} failed: ${error.message}`;
       note.dataset.state = cancelled ? "cancelled" : "failed";
       if (!cancelled) showError(error, "train");
     } finally {
@@ -107,23 +150,26 @@ export class Loop {
       progress.hidden = true;
     }
     await this.refresh();
-    if (trained) this.q("seg-model").value = model;
+    if (trained && training.kind !== "finetune") this.q("seg-model").value = training.model;
   }
 
-  async cancel() {
-    if (!this.job) return;
+  async cancel(job) {
+    if (!job) return;
     try {
-      await api(`/jobs/${encodeURIComponent(this.job)}/cancel`, { method: "POST" });
+      await api(`/jobs/${encodeURIComponent(job)}/cancel`, { method: "POST" });
     } catch (error) {
       showError(error, "cancel");
     }
   }
 
-  /** The selected model on the open image: a new draft version, loaded for correcting. */
+  /** The selected model on the images ticked in the list (a job), else on the open image: new draft versions. */
   async autoSegment() {
-    const imageId = this.current();
     const model = this.q("seg-model").value;
-    if (imageId === null || !model) { showError(imageId === null ? "open an image first" : "train a model first", "auto-segment"); return; }
+    if (!model) { showError("train a model first", "auto-segment"); return; }
+    const ticked = this.ticked();
+    if (ticked.length) { await this.autoSegmentTicked(model, ticked.map(Number)); return; }
+    const imageId = this.current();
+    if (imageId === null) { showError("open an image or tick images in the list first", "auto-segment"); return; }
     const button = this.q("auto-segment");
     button.disabled = true;
     try {
@@ -139,12 +185,50 @@ export class Loop {
     }
   }
 
+  /** A job proposing a draft version on each ticked image, with progress and a cancel button. */
+  async autoSegmentTicked(model, imageIds) {
+    const button = this.q("auto-segment");
+    const progress = this.q("auto-progress");
+    button.disabled = true;
+    this.q("auto-cancel").hidden = false;
+    progress.hidden = false;
+    progress.value = 0;
+    try {
+      const { job, images } = await api("/segment/auto/batch", { method: "POST", body: { image_ids: imageIds, model, name: this.annotationName() } });
+      this.autoJob = job;
+      const result = await waitForJob(job, (done, total) => {
+        progress.value = total ? done / total : 0;
+        setStatus(`${model} segmenting ${done} of ${images} images…`);
+      });
+      const failed = result.failed.length ? `; ${result.failed.length} failed (image ${result.failed[0].image_id}: ${result.failed[0].error})` : "";
+      setStatus(`${model} proposed ${result.name} on ${result.saved.length} image${result.saved.length === 1 ? "" : "s"} (drafts)${failed}: open each to correct, save, mark final`,
+        result.failed.length ? "warning" : "info");
+      this.clearTicked();
+      const open = this.current();
+      const mine = result.saved.find((s) => String(s.image_id) === String(open));
+      if (mine) {
+        await this.onSaved(open);
+        await this.loadVersion(result.name, mine.version);
+      }
+    } catch (error) {
+      if (error instanceof ApiError && error.message === "cancelled") setStatus("auto-segmentation cancelled; the drafts saved so far stay");
+      else showError(error, "auto-segment");
+    } finally {
+      this.autoJob = null;
+      this.q("auto-cancel").hidden = true;
+      progress.hidden = true;
+      button.disabled = !this.haveModels;
+    }
+  }
+
   /** Opens the next image without a final version (the least sure of the next few, with a model). */
   async next() {
     try {
-      const { image_id: id, remaining, uncertainty } = await api(`/unlabelled/next${query({ after: this.current(), model: this.q("seg-model").value })}`);
+      const params = { after: this.current(), model: this.q("seg-model").value, measure: this.q("next-measure").value };
+      const { image_id: id, remaining, uncertainty, measure } = await api(`/unlabelled/next${query(params)}`);
       if (id === null) { setStatus("every image has a final version"); return; }
-      const unsure = uncertainty === null ? "" : `; the model is least sure of this one (uncertainty ${uncertainty.toFixed(2)})`;
+      const how = measure === "mc-dropout" ? "MC-dropout disagreement" : "mean entropy";
+      const unsure = uncertainty === null ? "" : `; the model is least sure of this one (${how} ${uncertainty.toFixed(2)})`;
       setStatus(`${remaining} image${remaining === 1 ? "" : "s"} without a final version${unsure}`);
       await this.open(id);
     } catch (error) {

@@ -982,7 +982,7 @@ document.addEventListener("keydown", (event) => {
 // ---- start ------------------------------------------------------------------------------
 
 const catalog = new Catalog(document.querySelector("[data-testid=catalog-panel]"), openImage,
-  (id) => Boolean(state.info) && String(state.info.id) === String(id));
+  (id) => Boolean(state.info) && String(state.info.id) === String(id), (ids) => loop.showTicked(ids));
 const similar = new Similar(document.querySelector("[data-testid=similar-panel]"), openImage);
 const zeroShot = new ZeroShot(document.querySelector("[data-testid=zeroshot-panel]"));
 const report = new Report($("report-panel"), openImage, () => $("save-author").value.trim());
@@ -992,6 +992,7 @@ const annotations = new Annotations(document.querySelector("[data-testid=save-pa
 const loop = new Loop($("train-panel"), {
   current: () => state.info?.id ?? null, open: openImage, loadVersion: loadAnnotation,
   annotationName: () => $("save-name").value.trim(), onSaved: (id) => annotations.load(id),
+  ticked: () => [...catalog.ticked], clearTicked: () => catalog.clearTicked(),
 });
 const pacs = new Pacs($("pacs-panel"), async ({ image_ids: ids = [] }) => {
   await catalog.load();

@@ -41,11 +41,14 @@ function patientTitle(image) {
 }
 
 export class Catalog {
-  /** `onOpen(id)` opens an image; `isOpen(id)` says whether it is the one shown (which cannot be deleted). */
-  constructor(root, onOpen, isOpen = () => false) {
+  /** `onOpen(id)` opens an image; `isOpen(id)` says whether it is the one shown (which cannot be deleted);
+   *  `onTicked(ids)` hears of the images ticked in the list (a selection to work on, kept across pages). */
+  constructor(root, onOpen, isOpen = () => false, onTicked = () => {}) {
     this.root = root;
     this.onOpen = onOpen;
     this.isOpen = isOpen;
+    this.onTicked = onTicked;
+    this.ticked = new Set();
     this.list = root.querySelector("[data-testid=catalog-list]");
     this.text = root.querySelector("[data-testid=catalog-filter]");
     this.modality = root.querySelector("[data-testid=modality-filter]");
@@ -138,11 +141,14 @@ export class Catalog {
     const rename = el("button", { type: "button", class: "icon", testid: "catalog-rename", textContent: "✎", title: "Rename" });
     const remove = el("button", { type: "button", class: "icon", testid: "catalog-delete", textContent: "✕",
       title: "Delete from the catalog (its files stay on disk; its saved annotations are set aside)" });
+    const tick = el("input", { type: "checkbox", class: "catalog-check", testid: "catalog-check", checked: this.ticked.has(String(image.id)),
+      title: "Select (Auto-segment works on the selected images)", ariaLabel: `select ${image.name}` });
     const item = el("li", {
       class: "catalog-item" + (String(image.id) === this.selected ? " selected" : ""), testid: "catalog-item",
       dataset: { imageId: image.id, patient: image.patient || "", study: image.study ? String(image.study) : "" }, tabIndex: 0,
       title: `Open ${image.name}`,
     },
+    tick,
     thumb(image.id),
     el("div", { class: "meta" },
       ...(image.synthetic ? [el("span", { class: "badge", testid: "synthetic-badge", textContent: "SYNTHETIC", title: "Generated, not acquired" })] : []),
@@ -150,6 +156,12 @@ export class Catalog {
       el("div", { class: "sub", textContent: [image.modality, image.body_part, image.dataset, image.format].filter(Boolean).join(" · ") }),
       el("div", { class: "sub", textContent: describe(image) })),
     el("div", { class: "actions" }, rename, remove));
+    tick.addEventListener("click", (e) => e.stopPropagation());
+    tick.addEventListener("change", () => {
+      if (tick.checked) this.ticked.add(String(image.id));
+      else this.ticked.delete(String(image.id));
+      this.onTicked([...this.ticked]);
+    });
     item.addEventListener("click", () => this.onOpen(image.id));
     item.addEventListener("keydown", (e) => { if (e.key === "Enter" && e.target === item) this.onOpen(image.id); });
     rename.addEventListener("click", (e) => { e.stopPropagation(); this.startRename(image, title); });
@@ -192,11 +204,19 @@ export class Catalog {
     if (!window.confirm(`Delete “${image.name}” from the catalog? Its files stay on disk and its saved annotations are set aside.`)) return;
     try {
       await api(`/images/${encodeURIComponent(image.id)}`, { method: "DELETE" });
+      if (this.ticked.delete(String(image.id))) this.onTicked([...this.ticked]);
       setStatus(`deleted ${image.name} from the catalog`);
     } catch (error) {
       showError(error, "delete");
     }
     await this.load();
+  }
+
+  /** Unticks every image. */
+  clearTicked() {
+    this.ticked.clear();
+    for (const box of this.list.querySelectorAll("[data-testid=catalog-check]")) box.checked = false;
+    this.onTicked([]);
   }
 
   select(id) {

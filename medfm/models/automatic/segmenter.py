@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,47 @@ class AutoSegmenter:
         """``(1 + labels, ...)`` probabilities → a map of the plan's label values (0 background) on the same grid."""
         values = np.array([0, *self.plan.label_values], dtype=np.uint16)
         return values[np.argmax(probabilities, axis=0)]
+
+
+#: Layers whose dropout :func:`dropout_at_inference` turns on when a network was trained with dropout.
+DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+#: Activations after which :func:`dropout_at_inference` drops features when the network has no dropout of its own.
+ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.GELU, nn.SiLU, nn.ELU)
+#: The rate of the dropout injected after each activation (small: the network never learnt to expect it).
+INJECTED_DROPOUT = 0.1
+
+
+@contextmanager
+def dropout_at_inference(network: nn.Module, rate: float = INJECTED_DROPOUT) -> Iterator[str]:
+    """Dropout active in ``network`` while inside (Monte Carlo dropout); yields ``"trained"`` or ``"injected"``.
+
+    A network trained with dropout (a MONAI U-Net or TransUNet whose config sets ``dropout``) gets its own
+    dropout layers back in training mode, and nothing else changes (normalisation layers stay in inference
+    mode). A network without (the shipped architectures train with ``dropout`` 0) gets element-wise dropout
+    at ``rate`` on the output of every activation, through forward hooks ("dropout injection" after training,
+    Ledda et al. 2023); the output layer has no activation after it, so the logits themselves are never dropped.
+    Everything is as before on exit.
+    """
+    own = [module for module in network.modules() if isinstance(module, DROPOUT_LAYERS) and module.p > 0]
+    if own:
+        for module in own:
+            module.train()
+        try:
+            yield "trained"
+        finally:
+            for module in own:
+                module.eval()
+        return
+    hooks = [module.register_forward_hook(lambda _module, _inputs, output: F.dropout(output, rate, training=True))
+             for module in network.modules() if isinstance(module, ACTIVATIONS)]
+    if not hooks:
+        raise MedfmError("the model has neither dropout layers nor activations to drop features after; "
+                         "MC-dropout cannot sample it")
+    try:
+        yield "injected"
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def _main_output(network: nn.Module):
