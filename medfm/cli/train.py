@@ -35,6 +35,8 @@ def train_clip_command(
                                                              "start the image tower from it.")] = None,
     captions: Annotated[str | None, typer.Option("--captions", help="Template bank: basic (default, the shipped model's) or "
                                                  "anatomy (adds body-region and view captions; needs its own --cache).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Processes on this machine sharing each step's batch (torch "
+                                                                 "DDP, gloo; BatchNorm over the whole batch); the batch must divide by it.")] = None,
 ) -> None:
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
     from medfm.paths import shared_data_dir
@@ -47,7 +49,8 @@ def train_clip_command(
         rows = write_split_manifest(collect(data or shared_data_dir()), path)
         typer.echo(f"{display_path(path)}: {rows} images")
         return
-    options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after, init=init, captions=captions)
+    options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after, init=init, captions=captions,
+                    workers=workers)
     typer.echo(display_path(train_clip(resume=resume, **options)))
 
 

@@ -26,6 +26,7 @@ from medfm.models.encoders.medfm_clip import MedfmClip, MedfmClipEncoder, archit
 from medfm.models.losses import LOSSES, clip_loss, convirt_loss, dhn_nce_loss, siglip_loss
 from medfm.models.registry import DEFAULT_ENCODER, list_encoders
 from medfm.paths import shared_data_dir
+from medfm.scale.ddp import Group, check_workers, run_in_processes
 from medfm.train.clip_data import CAPTIONS, Sample, build_cache, load_cache, write_split_manifest
 from medfm.train.clip_eval import evaluate
 
@@ -110,7 +111,7 @@ def save_weights(model: MedfmClip, config: dict, path: Path, loss: str, initiali
 def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 40, loss: str = "clip", resume: bool = False,
                model_name: str = DEFAULT_ENCODER, batch_size: int = 128, lr: float = 2e-3,
                weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None, stop_after: int | None = None,
-               init: Path | None = None, captions: str = "basic") -> Path:
+               init: Path | None = None, captions: str = "basic", workers: int = 1, group: Group | None = None) -> Path | None:
     """Train on the datasets under ``data`` (default :func:`medfm.paths.shared_data_dir`); checkpoints, logs and
     the split manifest go to ``out``, the decoded-image cache to ``cache`` (default ``out/cache.pt``). Returns
     the weights path.
@@ -119,7 +120,11 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     ``resume``), as the first leg of the shipped weights did. ``init``: an encoder folder of ``medfm pretrain``
     (a ``cnn-small`` backbone) whose weights start the image tower; projections and temperature start as usual.
     ``captions``: the template bank (:data:`medfm.train.clip_data.CAPTIONS`), recorded in the weights' metadata.
+    ``workers`` processes on this machine share each step's batch (:mod:`medfm.scale.ddp`; ``group`` is the one
+    each runs in): rank 0 validates and writes, the others return ``None``.
     """
+    arguments = dict(locals())
+    check_workers(workers, batch_size)
     data = shared_data_dir() if data is None else data
     if loss not in LOSSES:
         raise MedfmError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
@@ -134,6 +139,11 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     text_index = {text: i for i, text in enumerate(texts)}
     train = np.array([i for i, s in enumerate(samples) if s.split == "train"])
     val = [i for i, s in enumerate(samples) if s.split == "val"]
+    if group is None:  # the cache is built: every process reads it
+        check_workers(workers, batch_size, len(train))
+        if workers > 1:
+            return run_in_processes(workers, train_clip, arguments)
+        group = Group()
 
     torch.manual_seed(seed)
     model = build_model(config)
@@ -142,6 +152,7 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     initialised_from = pretrained.weights_sha256 if pretrained is not None else "random"
     if loss == "siglip":  # SigLIP's initialisation: t' = log 10, b = -10
         model.logit_scale.data.fill_(math.log(10.0))
+    model.logit_bias.requires_grad_(loss == "siglip")  # only the sigmoid loss uses it (and DDP awaits every gradient)
     decay = [p for p in model.parameters() if p.ndim > 1]  # conv and linear weights
     rest = [p for p in model.parameters() if p.ndim <= 1]  # norms, temperature, bias
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=lr)
@@ -159,9 +170,11 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
         schedule.load_state_dict(state["schedule"])
         start_epoch = state["epoch"] + 1
         initialised_from = state.get("initialised_from", "random")
+    network = group.wrap(model)
     encoder = MedfmClipEncoder(model, EncoderInfo(model_name, config["embed_dim"], has_text=True))
     generator, rng = torch.Generator().manual_seed(seed + start_epoch), np.random.default_rng(seed + start_epoch)
-    write_split_manifest(samples, out / "split_manifest.csv")
+    if group.main:
+        write_split_manifest(samples, out / "split_manifest.csv")
     for epoch in range(start_epoch, epochs if stop_after is None else min(epochs, stop_after)):
         model.train()
         began, running = time.time(), 0.0
@@ -169,8 +182,9 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
         for step in range(steps_per_epoch):
             batch = order[step * batch_size:(step + 1) * batch_size]
             ids, positives = sample_texts(samples, batch, text_index, rng)
-            image = model.encode_pixels(augment(pixels[batch], model.image_size, generator))
-            value = contrastive_loss(loss, model, image, model.encode_text_features(text_features[ids]), positives)
+            # every process augments the global batch alike and embeds its share; the loss compares the whole batch
+            image, text = network(group.share(augment(pixels[batch], model.image_size, generator)), text_features[ids])
+            value = contrastive_loss(loss, model, group.gather(image), text, positives)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()
@@ -178,6 +192,8 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
             with torch.no_grad():  # CLIP's cap on the inverse temperature
                 model.logit_scale.clamp_(max=math.log(100.0))
             running += value.item()
+        if not group.main:  # rank 0 alone validates and writes
+            continue
         model.eval()
         measures = evaluate([samples[i] for i in val], embed_cached(model, pixels[val]), encoder, encoder.logit_scale)
         record = {"epoch": epoch, "loss": loss, "captions": captions, "train_loss": running / steps_per_epoch, "seconds": time.time() - began,
@@ -188,5 +204,5 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                     "epoch": epoch, "loss": loss, "initialised_from": initialised_from}, checkpoint.with_suffix(".partial"))
         checkpoint.with_suffix(".partial").replace(checkpoint)
-    return save_weights(model, config, out / f"{model_name}.safetensors", loss, initialised_from, captions)
+    return save_weights(model, config, out / f"{model_name}.safetensors", loss, initialised_from, captions) if group.main else None
 
