@@ -24,8 +24,8 @@ class GlobalBatchNorm(_BatchNorm):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(input)
-        from torch.distributed import group
         # torch's differentiable collectives (torch.distributed.nn.functional is deprecated in their favour)
+        from torch.distributed import group
         from torch.distributed._functional_collectives import all_reduce
 
         axes = [0, *range(2, input.dim())]

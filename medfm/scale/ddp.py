@@ -63,8 +63,8 @@ class Group:
         other (contrastive) is the global batch's on every rank."""
         if self.world == 1:
             return rows
-        from torch.distributed import group
         # torch's differentiable collectives (torch.distributed.nn.functional is deprecated in their favour)
+        from torch.distributed import group
         from torch.distributed._functional_collectives import all_gather_single_autograd
 
         return all_gather_single_autograd(rows.contiguous(), 0, group.WORLD)
