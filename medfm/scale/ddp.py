@@ -90,16 +90,18 @@ class Group:
         dist.all_reduce(total)
         return float(total.item()) / self.world
 
-    def wrap(self, network: Any) -> Any:
+    def wrap(self, network: Any, *, unused_parameters: bool = False) -> Any:
         """``network`` whose backward pass averages gradients over the ranks (itself when alone), called as the
-        network (its ``forward``); its BatchNorm layers, if any, normalise with the global batch's statistics."""
+        network (its ``forward``); its BatchNorm layers, if any, normalise with the global batch's statistics.
+        ``unused_parameters``: some trainable parameters may take no part in a step (DDP then looks for them
+        from the forward pass's outputs, which must therefore lead to every parameter that is used)."""
         if self.world == 1:
             return network
         from torch.nn.parallel import DistributedDataParallel
 
         from medfm.scale.batchnorm import use_global_batchnorm
 
-        return DistributedDataParallel(use_global_batchnorm(network))
+        return DistributedDataParallel(use_global_batchnorm(network), find_unused_parameters=unused_parameters)
 
 
 def check_workers(workers: int, global_batch: int | None = None, samples: int | None = None) -> None:
