@@ -5,7 +5,10 @@ Run ``python benchmarks/scale_bench.py vectors --size 200000`` (the search front
 ``python benchmarks/scale_bench.py ray --images 400`` (index build on Ray workers, see ``ray_build.py``) or
 ``python benchmarks/scale_bench.py ddp --steps 30`` (``train seg`` in 1 vs 2 processes, see ``ddp_train.py``) or
 ``python benchmarks/scale_bench.py commands --images 40`` (ingest, classify, segment --auto and evaluate
-robustness on Ray workers, see ``ray_commands.py``).
+robustness on Ray workers, see ``ray_commands.py``) or
+``python benchmarks/scale_bench.py ddp-clip --epochs 3`` (``train clip`` in 1 vs 2 processes, see ``ddp_clip.py``) or
+``python benchmarks/scale_bench.py chroma-fault --runs 8`` (index build on a Chroma server killed mid-build, see
+``chroma_fault.py``).
 
 **vectors.** The Gaussian-mixture set of ``benchmarks/embed_bench.py`` (2000 centres,
 noise 0.7 per coordinate, 512-d unit rows; queries from the same mixture, not indexed).
@@ -149,6 +152,13 @@ def main() -> None:
     commands_section = sections.add_parser("commands", help="ingest, classify, segment --auto, evaluate robustness: "
                                                             "plain vs 1 and 2 Ray workers")
     commands_section.add_argument("--images", type=int, default=40)
+    ddp_clip = sections.add_parser("ddp-clip", help="train clip: 1 process vs 2 (DDP, gloo) with the same global batch")
+    ddp_clip.add_argument("--images", type=int, default=600, help="generated images (two thirds for training)")
+    ddp_clip.add_argument("--epochs", type=int, default=3)
+    ddp_clip.add_argument("--batch", type=int, default=64, help="global batch (images per step, in all)")
+    fault = sections.add_parser("chroma-fault", help="index build on a Chroma server SIGKILLed mid-build, then resumed")
+    fault.add_argument("--images", type=int, default=1500)
+    fault.add_argument("--runs", type=int, default=8)
     args = parser.parse_args()
     report = {"machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                           "load_average_1m": round(os.getloadavg()[0], 1)}}
@@ -158,6 +168,14 @@ def main() -> None:
         from ddp_train import bench_ddp
 
         report["ddp"] = bench_ddp(args.steps, args.size, args.batch)
+    elif args.section == "ddp-clip":
+        from ddp_clip import bench_ddp_clip
+
+        report["ddp_clip"] = bench_ddp_clip(args.images, args.epochs, args.batch)
+    elif args.section == "chroma-fault":
+        from chroma_fault import bench_chroma_fault
+
+        report["chroma_fault"] = bench_chroma_fault(args.images, args.runs)
     elif args.section == "ray":
         from medfm.paths import shared_data_dir
         from ray_build import bench_ray

@@ -54,11 +54,9 @@ def test_the_segmenters_normalise_each_sample_alone(architecture):
     assert not any(isinstance(module, torch.nn.modules.batchnorm._BatchNorm) for module in network.modules())
 
 
-def test_a_network_with_batchnorm_is_refused_across_processes():
+def test_one_process_trains_the_network_itself():
     network = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
-    assert Group().wrap(network) is network
-    with pytest.raises(MedfmError, match="Sequential has BatchNorm, whose statistics would differ per process"):
-        Group(0, 2).wrap(network)
+    assert Group().wrap(network) is network and isinstance(network[1], torch.nn.BatchNorm2d)
 
 
 def test_two_processes_follow_one_process_with_the_same_global_batch(discs, tmp_path):

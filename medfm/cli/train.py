@@ -43,6 +43,8 @@ def train_clip_command(
     device: Annotated[str | None, typer.Option("--device", help="cpu (default) or cuda.")] = None,
     float16: Annotated[bool, typer.Option("--float16", help="Write the final weights in float16 (half the file; "
                                           "training stays float32; with --resume of a finished run, only rewrites them).")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", help="Processes on this machine sharing each step's batch (torch "
+                                                                 "DDP, gloo; BatchNorm over the whole batch); the batch must divide by it.")] = None,
 ) -> None:
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
     from medfm.paths import shared_data_dir
@@ -57,7 +59,7 @@ def train_clip_command(
         return
     options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after, init=init, captions=captions,
                     caption_share=caption_share, lr=lr, batch_size=batch_size, seed=seed, device=device,
-                    float16=float16 or None)
+                    float16=float16 or None, workers=workers)
     typer.echo(display_path(train_clip(resume=resume, **options)))
 
 

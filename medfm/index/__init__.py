@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from medfm.index.base import Hit, Index, MissingIdsError
+from medfm.index.base import Hit, Index, IndexUnavailableError, MissingIdsError
 from medfm.models.encoders.base import EncoderInfo, model_record
 
 
@@ -47,4 +47,4 @@ def open_or_create_index(location: str | os.PathLike, model: EncoderInfo, **sett
     return index
 
 
-__all__ = ["Hit", "Index", "MissingIdsError", "create_index", "open_index", "open_or_create_index"]
+__all__ = ["Hit", "Index", "IndexUnavailableError", "MissingIdsError", "create_index", "open_index", "open_or_create_index"]

@@ -34,6 +34,15 @@ class MissingIdsError(MedfmError):
         super().__init__(f"index {location} has no id(s) {', '.join(map(str, self.ids[:5]))}")
 
 
+class IndexUnavailableError(MedfmError):
+    """The engine behind an index stopped answering (a server that died or cannot be reached), with the
+    index's ``location``; what was written before it is kept (each write is durable or absent)."""
+
+    def __init__(self, location: str, message: str) -> None:
+        self.location = location
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result: ``score`` is the cosine similarity (higher is closer)."""

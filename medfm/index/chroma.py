@@ -7,19 +7,29 @@ extra (``chromadb``); medfm never starts the server itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from medfm.errors import MedfmError
-from medfm.index.base import Hit, Index, Metadata, MissingIdsError, clean_metadata
+from medfm.index.base import (
+    Hit,
+    Index,
+    IndexUnavailableError,
+    Metadata,
+    MissingIdsError,
+    clean_metadata,
+)
 
 SCHEME = "chroma://"
 _MODEL_KEYS = {"name": "medfm_model", "embed_dim": "medfm_embed_dim", "weights_sha256": "medfm_weights_sha256"}
 # Chroma refuses larger pages than its max batch size; this stays well under it
 _PAGE = 1000
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 def _where(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -27,6 +37,36 @@ def _where(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if len(conditions) > 1:
         return {"$and": conditions}
     return conditions[0] if conditions else None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+@contextmanager
+def _answering(url: str) -> Iterator[None]:
+    """A server that dies or cannot be reached inside the block raised as an :class:`IndexUnavailableError`
+    naming the server, instead of the HTTP client's exception."""
+    import httpx
+
+    try:
+        yield
+    except httpx.TransportError as exc:
+        parts = urlsplit(url)
+        # the transport's own words (refused, reset, disconnected): never the request's content
+        raise IndexUnavailableError(url, f"lost the Chroma server at {parts.hostname}:{parts.port}: "
+                                         f"{_first_line(exc).rstrip('.')}") from None
+
+
+def _server_call(method: _Method) -> _Method:
+    """``method`` run :func:`_answering` its index's server."""
+
+    @functools.wraps(method)
+    def call(self: ChromaIndex, *args: Any, **kwargs: Any) -> Any:
+        with _answering(self.location):
+            return method(self, *args, **kwargs)
+
+    return call  # type: ignore[return-value]
 
 
 def _connect(url: str) -> tuple[Any, str]:
@@ -44,7 +84,7 @@ def _connect(url: str) -> tuple[Any, str]:
                                      settings=Settings(anonymized_telemetry=False))
         client.heartbeat()
     except Exception as exc:
-        raise MedfmError(f"cannot reach the Chroma server at {parts.hostname}:{parts.port}: {str(exc).splitlines()[0]}") from None
+        raise MedfmError(f"cannot reach the Chroma server at {parts.hostname}:{parts.port}: {_first_line(exc)}") from None
     return client, name
 
 
@@ -59,7 +99,8 @@ class ChromaIndex(Index):
     @staticmethod
     def exists(url: str) -> bool:
         client, name = _connect(url)
-        return name in {collection.name for collection in client.list_collections()}
+        with _answering(url):
+            return name in {collection.name for collection in client.list_collections()}
 
     @classmethod
     def create(cls, url: str, model: dict[str, Any], **settings: Any) -> ChromaIndex:
@@ -78,10 +119,13 @@ class ChromaIndex(Index):
 
     @classmethod
     def open(cls, url: str) -> ChromaIndex:
+        from chromadb.errors import NotFoundError
+
         client, name = _connect(url)
         try:
-            collection = client.get_collection(name, embedding_function=None)
-        except Exception:
+            with _answering(url):
+                collection = client.get_collection(name, embedding_function=None)
+        except NotFoundError:
             raise MedfmError(f"{url}: no such index on the Chroma server; build one with `medfm index build`") from None
         stored = collection.metadata or {}
         if _MODEL_KEYS["name"] not in stored:
@@ -90,9 +134,11 @@ class ChromaIndex(Index):
         model["embed_dim"] = int(model["embed_dim"])
         return cls(url, collection, model)
 
+    @_server_call
     def __len__(self) -> int:
         return self._collection.count()
 
+    @_server_call
     def _pages(self, **query: Any) -> list[dict[str, Any]]:
         pages, offset = [], 0
         while True:
@@ -105,6 +151,7 @@ class ChromaIndex(Index):
     def ids(self) -> set[int]:
         return {int(i) for page in self._pages(include=[]) for i in page["ids"]}
 
+    @_server_call
     def add(self, ids: Sequence[int], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]]) -> None:
         vectors = self._check_vectors(ids, vectors, metadata)
         keys = [str(int(i)) for i in ids]
@@ -116,6 +163,7 @@ class ChromaIndex(Index):
             self._collection.add(ids=keys[start:stop], embeddings=vectors[start:stop],
                                  metadatas=[clean_metadata(m) for m in metadata[start:stop]])
 
+    @_server_call
     def update(self, ids: Sequence[int], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]]) -> None:
         self._check_vectors(ids, vectors, metadata)
         keys = [str(int(i)) for i in ids]
@@ -126,6 +174,7 @@ class ChromaIndex(Index):
         self.delete(ids)
         self.add(ids, vectors, metadata)
 
+    @_server_call
     def delete(self, ids: Sequence[int]) -> None:
         if len(ids):
             self._collection.delete(ids=[str(int(i)) for i in ids])
@@ -135,6 +184,7 @@ class ChromaIndex(Index):
                  for i, m in zip(page["ids"], page["metadatas"])]
         return sorted(found, key=lambda item: item[0])
 
+    @_server_call
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         keys = [str(int(i)) for i in ids]
         got = self._collection.get(ids=keys, include=["embeddings"]) if keys else {"ids": [], "embeddings": []}
@@ -145,6 +195,7 @@ class ChromaIndex(Index):
         # Chroma returns records in its own order, not the order asked for
         return np.asarray([by_id[key] for key in keys], dtype=np.float32).reshape(len(keys), self.model["embed_dim"])
 
+    @_server_call
     def search(self, query: np.ndarray, k: int = 10, where: Mapping[str, Any] | None = None, exact: bool = False) -> list[Hit]:
         query = self._check_query(query, k)
         if exact:

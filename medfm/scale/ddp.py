@@ -4,13 +4,17 @@ Every rank draws a step's *global* batch with the same seed and trains on its co
 share (:meth:`Group.share`); DDP averages the gradients, so N processes with B/N samples each
 take the same optimiser steps as one process with B samples. This is exact (up to float
 rounding) for networks whose normalisation uses each sample alone (instance, group, layer
-norm: medfm's automatic segmenters); BatchNorm's statistics would be per process, and
-SyncBatchNorm needs a GPU.
+norm: medfm's automatic segmenters); a network with BatchNorm gets the global batch's
+statistics through :mod:`medfm.scale.batchnorm` (torch's SyncBatchNorm needs a GPU). A loss
+that compares every sample with every other (contrastive) sees the global batch through
+:meth:`Group.gather`.
 
 On this machine, :func:`local_group` makes this process rank 0 (the only one that writes) and
 starts the others, which die with it. Across machines, start the same command on each with
 torchrun, which sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT: :func:`launched_group`
 joins that group, and rank 0 sends the others what they need (:meth:`Group.broadcast`).
+:func:`run_in_processes` runs a whole training function on every rank instead, for trainers whose
+every rank can read the same inputs.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from medfm.errors import MedfmError
 from medfm.scale.runners import _first_line as first_line
 
 T = TypeVar("T")
+S = TypeVar("S", bound=Sequence[Any])
 #: How long a rank waits for the others at a collective before giving up.
 TIMEOUT = timedelta(minutes=10)
 
@@ -46,10 +52,22 @@ class Group:
         """Whether this is rank 0, which alone writes checkpoints and outputs."""
         return self.rank == 0
 
-    def share(self, batch: Sequence[T]) -> list[T]:
-        """This rank's contiguous part of a global batch whose length the world size divides."""
+    def share(self, batch: S) -> S:
+        """This rank's contiguous part of a global batch (a list, array or tensor) whose length the world size divides."""
         size = len(batch) // self.world
-        return list(batch[self.rank * size:(self.rank + 1) * size])
+        return batch[self.rank * size:(self.rank + 1) * size]
+
+    def gather(self, rows: Any) -> Any:
+        """Every rank's ``rows`` (a tensor, one row per sample of its share) joined in rank order: the global batch's,
+        with the gradients flowing back to each rank's own rows, so that a loss comparing every sample with every
+        other (contrastive) is the global batch's on every rank."""
+        if self.world == 1:
+            return rows
+        # torch's differentiable collectives (torch.distributed.nn.functional is deprecated in their favour)
+        from torch.distributed import group
+        from torch.distributed._functional_collectives import all_gather_single_autograd
+
+        return all_gather_single_autograd(rows.contiguous(), 0, group.WORLD)
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` (any picklable object), on every rank."""
@@ -72,19 +90,18 @@ class Group:
         dist.all_reduce(total)
         return float(total.item()) / self.world
 
-    def wrap(self, network: Any) -> Any:
-        """``network`` whose backward pass averages gradients over the ranks (itself when alone); a network
-        with BatchNorm is refused, since its statistics would be each process's alone."""
+    def wrap(self, network: Any, *, unused_parameters: bool = False) -> Any:
+        """``network`` whose backward pass averages gradients over the ranks (itself when alone), called as the
+        network (its ``forward``); its BatchNorm layers, if any, normalise with the global batch's statistics.
+        ``unused_parameters``: some trainable parameters may take no part in a step (DDP then looks for them
+        from the forward pass's outputs, which must therefore lead to every parameter that is used)."""
         if self.world == 1:
             return network
-        from torch.nn.modules.batchnorm import _BatchNorm
         from torch.nn.parallel import DistributedDataParallel
 
-        if any(isinstance(module, _BatchNorm) for module in network.modules()):
-            raise MedfmError(f"{type(network).__name__} has BatchNorm, whose statistics would differ per process; "
-                             "train it in one process (SyncBatchNorm needs a GPU)")
+        from medfm.scale.batchnorm import use_global_batchnorm
 
-        return DistributedDataParallel(network)
+        return DistributedDataParallel(use_global_batchnorm(network), find_unused_parameters=unused_parameters)
 
 
 def check_workers(workers: int, global_batch: int | None = None, samples: int | None = None) -> None:
@@ -161,6 +178,18 @@ def local_group(workers: int, follower: Callable[[Group], None]) -> Iterator[Gro
                     process.kill()
                     process.join()
             set_threads(previous)
+
+
+def run_in_processes(workers: int, function: Callable[..., T], arguments: dict[str, Any]) -> T:
+    """``function(**arguments, group=GROUP)`` on every rank of a :func:`local_group` of ``workers`` processes;
+    rank 0's result. ``function`` (module-level) and ``arguments`` must pickle, and every rank must be able
+    to read what the arguments name."""
+    with local_group(workers, partial(_run_with_group, function, arguments)) as group:
+        return function(**{**arguments, "group": group})
+
+
+def _run_with_group(function: Callable[..., Any], arguments: dict[str, Any], group: Group) -> None:
+    function(**{**arguments, "group": group})
 
 
 def _await_followers(followers: dict[int, Any], readers: dict[int, Any]) -> None:

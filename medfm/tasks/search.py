@@ -2,8 +2,11 @@
 
 :func:`build_index` is resumable: ids already in the index are skipped, and the index
 is saved after every chunk and at the end, so an interrupted build loses at most one
-chunk. Catalogued images keep their catalog id and metadata (path, modality, body
-part, dataset); a path given directly gets a stable id derived from its resolved path.
+chunk. A server index (``chroma://``) whose server dies or cannot be reached mid-build
+stops it with one :class:`~medfm.index.IndexUnavailableError`; re-running the same build
+once the server is back finishes it. Catalogued images keep their catalog id and metadata
+(path, modality, body part, dataset); a path given directly gets a stable id derived from
+its resolved path.
 :func:`delete_images` removes images from a catalog and from its indexes together.
 """
 
@@ -21,7 +24,7 @@ import numpy as np
 
 from medfm.catalog.store import Catalog, ImageRecord
 from medfm.errors import MedfmError, display_path
-from medfm.index import Hit, Index, open_or_create_index
+from medfm.index import Hit, Index, IndexUnavailableError, open_or_create_index
 from medfm.io import Image
 from medfm.models.encoders.base import Encoder
 from medfm.models.encoders.planes import embed_image
@@ -180,6 +183,11 @@ def build_index(
                     store.save()
                     saved_at = time.monotonic()
         store.save()
+    except IndexUnavailableError as exc:
+        # the server keeps what it acknowledged, and a re-run writes exactly the ids it lacks: nothing twice, nothing lost
+        raise IndexUnavailableError(exc.location, f"{exc}; the build stopped with at least {report.skipped + report.added} of "
+                                                  f"{len(items)} images indexed: run the same command again once the "
+                                                  "server is back to index the rest") from None
     finally:
         store.close()
     return report

@@ -26,6 +26,7 @@ from medfm.models.encoders.medfm_clip import MedfmClip, MedfmClipEncoder, archit
 from medfm.models.losses import LOSSES, clip_loss, convirt_loss, dhn_nce_loss, siglip_loss
 from medfm.models.registry import DEFAULT_ENCODER, list_encoders
 from medfm.paths import shared_data_dir
+from medfm.scale.ddp import Group, check_workers, run_in_processes
 from medfm.train.clip_data import CAPTIONS, Sample, build_cache, load_cache, write_split_manifest
 from medfm.train.clip_eval import evaluate
 
@@ -129,7 +130,7 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
                model_name: str = DEFAULT_ENCODER, batch_size: int = 128, lr: float = 2e-3,
                weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None, stop_after: int | None = None,
                init: Path | None = None, captions: str = "basic", caption_share: float = CAPTION_SHARE,
-               device: str = "cpu", float16: bool = False) -> Path:
+               device: str = "cpu", float16: bool = False, workers: int = 1, group: Group | None = None) -> Path | None:
     """Train on the datasets under ``data`` (default :func:`medfm.paths.shared_data_dir`); checkpoints, logs and
     the split manifest go to ``out``, the decoded-image cache to ``cache`` (default ``out/cache.pt``). Returns
     the weights path.
@@ -142,7 +143,11 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     ``device``: ``cpu`` or a torch device such as ``cuda`` (the cache moves there whole; it is about 240 MB).
     ``float16``: write the final weights in float16 (training and checkpoints stay float32, so a finished run
     resumed with ``float16`` only rewrites its weights).
+    ``workers`` processes on this machine share each step's batch (:mod:`medfm.scale.ddp`; ``group`` is the one
+    each runs in): rank 0 validates and writes, the others return ``None``.
     """
+    arguments = dict(locals())
+    check_workers(workers, batch_size)
     data = shared_data_dir() if data is None else data
     if loss not in LOSSES:
         raise MedfmError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
@@ -162,6 +167,11 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     pixels, text_features = pixels.to(target), text_features.to(target)
     train = np.array([i for i, s in enumerate(samples) if s.split == "train"])
     val = [i for i, s in enumerate(samples) if s.split == "val"]
+    if group is None:  # the cache is built: every process reads it
+        check_workers(workers, batch_size, len(train))
+        if workers > 1:
+            return run_in_processes(workers, train_clip, arguments)
+        group = Group()
 
     torch.manual_seed(seed)
     model = build_model(config)
@@ -171,6 +181,7 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     initialised_from = pretrained.weights_sha256 if pretrained is not None else "random"
     if loss == "siglip":  # SigLIP's initialisation: t' = log 10, b = -10
         model.logit_scale.data.fill_(math.log(10.0))
+    model.logit_bias.requires_grad_(loss == "siglip")  # only the sigmoid loss uses it (and DDP awaits every gradient)
     decay = [p for p in model.parameters() if p.ndim > 1]  # conv and linear weights
     rest = [p for p in model.parameters() if p.ndim <= 1]  # norms, temperature, bias
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=lr)
@@ -188,9 +199,11 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
         schedule.load_state_dict(state["schedule"])
         start_epoch = state["epoch"] + 1
         initialised_from = state.get("initialised_from", "random")
+    network = group.wrap(model)
     encoder = MedfmClipEncoder(model, EncoderInfo(model_name, config["embed_dim"], has_text=True), text_features=known_texts)
     generator, rng = torch.Generator().manual_seed(seed + start_epoch), np.random.default_rng(seed + start_epoch)
-    write_split_manifest(samples, out / "split_manifest.csv")
+    if group.main:
+        write_split_manifest(samples, out / "split_manifest.csv")
     for epoch in range(start_epoch, epochs if stop_after is None else min(epochs, stop_after)):
         model.train()
         began, running = time.time(), 0.0
@@ -198,9 +211,10 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
         for step in range(steps_per_epoch):
             batch = order[step * batch_size:(step + 1) * batch_size]
             ids, positives = sample_texts(samples, batch, text_index, rng, caption_share)
-            image = model.encode_pixels(augment(pixels[torch.as_tensor(batch, device=target)], model.image_size, generator))
-            text = model.encode_text_features(text_features[ids.to(target)])
-            value = contrastive_loss(loss, model, image, text, positives.to(target))
+            # every process augments the global batch alike and embeds its share; the loss compares the whole batch
+            views = augment(pixels[torch.as_tensor(batch, device=target)], model.image_size, generator)
+            image, text = network(group.share(views), text_features[ids.to(target)])
+            value = contrastive_loss(loss, model, group.gather(image), text, positives.to(target))
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()
@@ -208,6 +222,8 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
             with torch.no_grad():  # CLIP's cap on the inverse temperature
                 model.logit_scale.clamp_(max=math.log(100.0))
             running += value.item()
+        if not group.main:  # rank 0 alone validates and writes
+            continue
         model.eval()
         measures = evaluate([samples[i] for i in val], embed_cached(model, pixels[val]), encoder, encoder.logit_scale)
         record = {"epoch": epoch, "loss": loss, "captions": captions, "caption_share": caption_share, "lr": lr,
@@ -219,5 +235,7 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                     "epoch": epoch, "loss": loss, "initialised_from": initialised_from}, checkpoint.with_suffix(".partial"))
         checkpoint.with_suffix(".partial").replace(checkpoint)
+    if not group.main:
+        return None
     return save_weights(model, config, out / f"{model_name}.safetensors", loss, initialised_from, captions, float16)
 

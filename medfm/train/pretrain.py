@@ -32,6 +32,7 @@ import torch
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.backbone import ARCHITECTURES, DEFAULT_INPUT, build_backbone
+from medfm.scale.ddp import Group, check_workers, local_group
 from medfm.tasks.batch import BatchInput
 from medfm.train.pretrain_data import collect_planes
 from medfm.train.run_folder import partial_folder, write_json
@@ -46,10 +47,13 @@ LEARNING_RATE, WEIGHT_DECAY, WARMUP_FRACTION = 1e-3, 0.05, 0.05
 def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: str, arch: str = "cnn-small",
              budget_minutes: float = 10.0, resume: bool = False, batch_size: int = 64, planes_per_image: int = 8,
              seed: int = 0, max_steps: int | None = None, checkpoint_seconds: float = 60.0, command: str = "",
-             on_step: Callable[[int, float], None] | None = None, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+             workers: int = 1, on_step: Callable[[int, float], None] | None = None,
+             log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Pretrain ``arch`` with ``method`` on the planes of ``inputs`` and write ENCODER_DIR ``out``;
     returns the training summary. ``max_steps`` caps the steps as well as the budget; ``command``
-    (the command line) is written into the card."""
+    (the command line) is written into the card. ``workers`` processes on this machine share each
+    step's batch (:mod:`medfm.scale.ddp`); this one (rank 0) alone writes."""
+    check_workers(workers, batch_size)
     if method not in METHODS:
         raise MedfmError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     if arch not in ARCHITECTURES:
@@ -75,13 +79,15 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
                              "pretraining's; start a new one")
         settings, sampling = state, state["sampling"]
         planes = torch.load(build / PLANES_FILE, weights_only=True)
+        check_workers(workers, min(batch_size, len(planes)))
     else:
         planes, sampling = collect_planes(inputs, model.backbone.patch_size, planes_per_image, log)
+        check_workers(workers, min(batch_size, len(planes)))
         build.mkdir()
         _save_atomically(lambda path: torch.save(planes, path), build / PLANES_FILE)
         write_json(build / STATE_FILE, {**settings, "sampling": sampling})
     log(f"{sampling['planes']} planes from {sampling['images']} images; {method} on {arch}")
-    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    optimiser = _optimiser(model)
     progress: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "losses": [], "resumed_at_steps": []}
     if resume:
         checkpoint = torch.load(build / CHECKPOINT_FILE, weights_only=False)
@@ -90,33 +96,14 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
         progress = checkpoint["progress"]
         progress["resumed_at_steps"].append(progress["step"])
         log(f"resumed at step {progress['step']} after {progress['elapsed_s']:.0f} s")
-    budget_s = settings["budget_minutes"] * 60.0
-    started = time.monotonic() - progress["elapsed_s"]
-    last_checkpoint = time.monotonic()
-    model.train()
-    while time.monotonic() - started < budget_s and (max_steps is None or progress["step"] < max_steps):
-        fraction = (time.monotonic() - started) / budget_s
-        if max_steps:
-            fraction = max(fraction, progress["step"] / max_steps)
-        for group in optimiser.param_groups:
-            group["lr"] = learning_rate(fraction)
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + progress["step"])
-        chosen = torch.randint(0, len(planes), (min(batch_size, len(planes)),), generator=generator)
-        loss = model(planes[chosen].float() / 255.0, generator)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        model.after_step()
-        progress["step"] += 1
-        progress["losses"].append(loss.item())
-        progress["elapsed_s"] = time.monotonic() - started
-        if on_step is not None:
-            on_step(progress["step"], progress["losses"][-1])
-        if time.monotonic() - last_checkpoint >= checkpoint_seconds:
-            _save_checkpoint(build, model, optimiser, progress)
-            last_checkpoint = time.monotonic()
-            recent = progress["losses"][-20:]
-            log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s, loss {sum(recent) / len(recent):.4f}")
+    setup = {"method": method, "config": config, "seed": seed, "batch_size": batch_size, "build": build,
+             "budget_s": settings["budget_minutes"] * 60.0, "max_steps": max_steps, "checkpoint_seconds": checkpoint_seconds}
+    with local_group(workers, _follow) as group:
+        if group.world > 1:  # the others build the same model, then take rank 0's state (a resumed one's too)
+            log(f"pretraining in {group.world} processes, {min(batch_size, len(planes)) // group.world} planes each per step")
+            group.broadcast(setup)
+            group.broadcast({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "progress": progress})
+        _train(group, model, optimiser, planes, progress, setup, on_step, log)
     if not math.isfinite(progress["losses"][-1] if progress["losses"] else 0.0):
         raise MedfmError(f"{method} diverged (loss {progress['losses'][-1]}); nothing was written to {display_path(out)}")
     _save_checkpoint(build, model, optimiser, progress)
@@ -129,6 +116,63 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
     _write_encoder_dir(build, out, model.backbone, config, summary, progress["losses"], command)
     log(f"pretrained {progress['step']} steps in {progress['elapsed_s']:.0f} s; wrote {display_path(out)}")
     return {"encoder_dir": display_path(out), **summary}
+
+
+def _optimiser(model: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+
+
+def _follow(group: Group) -> None:
+    """Rank 1.. of a pretraining in several processes: the model rank 0 has, the planes it wrote, the same steps."""
+    setup = group.broadcast(None)
+    torch.manual_seed(setup["seed"])
+    model = METHODS[setup["method"]](build_backbone(setup["config"]))
+    optimiser = _optimiser(model)
+    state = group.broadcast(None)
+    model.load_state_dict(state["model"])
+    optimiser.load_state_dict(state["optimiser"])
+    planes = torch.load(setup["build"] / PLANES_FILE, weights_only=True)
+    _train(group, model, optimiser, planes, state["progress"], setup)
+
+
+def _train(group: Group, model: torch.nn.Module, optimiser: torch.optim.Optimizer, planes: torch.Tensor,
+           progress: dict[str, Any], setup: dict[str, Any], on_step: Callable[[int, float], None] | None = None,
+           log: Callable[[str], None] = lambda _: None) -> None:
+    """The steps, on every rank of ``group``: each draws the step's whole batch with the same seed and trains on its
+    share (:mod:`medfm.train.ssl_methods`); rank 0's clock rules the budget, and rank 0 alone writes checkpoints."""
+    network = group.wrap(model, unused_parameters=True)  # MAE's encoder leaves its pooling out; the output is the loss
+    budget_s, max_steps, seed = setup["budget_s"], setup["max_steps"], setup["seed"]
+    started = time.monotonic() - progress["elapsed_s"]
+    last_checkpoint = time.monotonic()
+    model.train()
+    while True:
+        elapsed = time.monotonic() - started
+        fraction = elapsed / budget_s
+        if max_steps:
+            fraction = max(fraction, progress["step"] / max_steps)
+        going = elapsed < budget_s and (max_steps is None or progress["step"] < max_steps)
+        going, fraction = group.broadcast((going, fraction))
+        if not going:
+            break
+        for parameters in optimiser.param_groups:
+            parameters["lr"] = learning_rate(fraction)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + progress["step"])
+        chosen = torch.randint(0, len(planes), (min(setup["batch_size"], len(planes)),), generator=generator)
+        loss = network(planes[chosen].float() / 255.0, generator, group)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        model.after_step()
+        progress["step"] += 1
+        progress["losses"].append(group.mean(loss.item()))
+        progress["elapsed_s"] = time.monotonic() - started
+        if on_step is not None:
+            on_step(progress["step"], progress["losses"][-1])
+        if group.main and time.monotonic() - last_checkpoint >= setup["checkpoint_seconds"]:
+            _save_checkpoint(setup["build"], model, optimiser, progress)
+            last_checkpoint = time.monotonic()
+            recent = progress["losses"][-20:]
+            log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s, loss {sum(recent) / len(recent):.4f}")
 
 
 def learning_rate(fraction: float) -> float:

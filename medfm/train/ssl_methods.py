@@ -1,9 +1,14 @@
 """The three self-supervised methods of ``medfm pretrain``, each a module around a backbone.
 
-``method(pixels, generator)`` takes a batch of ``(B, 3, H, W)`` cached planes in [0, 1], makes
+``method(pixels, generator, group)`` takes a batch of ``(B, 3, H, W)`` cached planes in [0, 1], makes
 its own random views (:func:`~medfm.train.pretrain_data.augmented_views`) and returns the
 loss; ``after_step()`` runs after each optimiser step (SimDINO's teacher update). Only
 ``backbone`` is kept as the encoder; heads, decoders and teachers are training-only.
+
+Across training processes (``group``, :mod:`medfm.scale.ddp`) every process draws the views and
+masks of the whole batch alike and runs the networks on its share; a loss over the batch (SimDINO's
+coding rate, Barlow Twins' cross-correlation) gets the features of the whole batch through
+:meth:`~medfm.scale.ddp.Group.gather`, a loss that averages samples (MAE's) is averaged by DDP.
 """
 
 from __future__ import annotations
@@ -16,8 +21,12 @@ from torch import nn
 
 from medfm.errors import MedfmError
 from medfm.models.encoders.backbone import Backbone
+from medfm.scale.ddp import Group
 from medfm.train.pretrain_data import augmented_views
 from medfm.train.ssl_losses import barlow_twins_loss, mae_loss, patchify, simdino_loss
+
+#: One training process: the whole batch is this process's share.
+ALONE = Group()
 
 
 class MAE(nn.Module):
@@ -39,11 +48,14 @@ class MAE(nn.Module):
         self.decoder = nn.Sequential(*[Block(decoder_width, 4) for _ in range(decoder_depth)], nn.LayerNorm(decoder_width))
         self.predict = nn.Linear(decoder_width, backbone.patch_size**2 * 3)
 
-    def forward(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor, generator: torch.Generator, group: Group = ALONE) -> torch.Tensor:
         view = augmented_views(pixels, self.backbone.image_size, (0.5, 1.0), generator)
-        batch, patches = view.shape[0], self.decoder_position.shape[1]
+        patches = self.decoder_position.shape[1]
         kept = max(1, round(patches * (1 - self.mask_ratio)))
-        keep = torch.argsort(torch.rand(batch, patches, generator=generator), dim=1)[:, :kept]
+        keep = torch.argsort(torch.rand(view.shape[0], patches, generator=generator), dim=1)[:, :kept]
+        # every sample masks as many patches: the mean of the shares' losses is the batch's
+        view, keep = group.share(view), group.share(keep)
+        batch = view.shape[0]
         latent = self.decoder_embed(self.backbone.tokens(view, keep))
         tokens = self.mask_token.expand(batch, patches, -1).clone()
         tokens.scatter_(1, keep[..., None].expand(-1, -1, tokens.shape[-1]), latent)
@@ -73,13 +85,15 @@ class SimDINO(nn.Module):
         self.teacher = nn.ModuleDict({"backbone": copy.deepcopy(backbone), "head": copy.deepcopy(self.head)}).requires_grad_(False)
         self.local_size = max(16, backbone.image_size // 2 // 16 * 16)
 
-    def forward(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor, generator: torch.Generator, group: Group = ALONE) -> torch.Tensor:
         size = self.backbone.image_size
         global_views = [augmented_views(pixels, size, (0.4, 1.0), generator) for _ in range(2)]
         local_views = [augmented_views(pixels, self.local_size, (0.1, 0.4), generator) for _ in range(self.local_views)]
-        student = [F.normalize(self.head(self.backbone(view)), dim=-1) for view in global_views + local_views]
+        student = [group.gather(F.normalize(self.head(self.backbone(group.share(view))), dim=-1))
+                   for view in global_views + local_views]
         with torch.no_grad():
-            teacher = [F.normalize(self.teacher["head"](self.teacher["backbone"](view)), dim=-1) for view in global_views]
+            teacher = [group.gather(F.normalize(self.teacher["head"](self.teacher["backbone"](group.share(view))), dim=-1))
+                       for view in global_views]
         return simdino_loss(student, teacher)
 
     @torch.no_grad()
@@ -100,9 +114,9 @@ class BarlowTwins(nn.Module):
         self.projector = nn.Sequential(projection_head(backbone.embed_dim, dim, dim, batch_norm=True), nn.BatchNorm1d(dim),
                                        nn.ReLU(), nn.Linear(dim, dim))
 
-    def forward(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        first, second = (self.projector(self.backbone(augmented_views(pixels, self.backbone.image_size, (0.3, 1.0), generator)))
-                         for _ in range(2))
+    def forward(self, pixels: torch.Tensor, generator: torch.Generator, group: Group = ALONE) -> torch.Tensor:
+        views = [augmented_views(pixels, self.backbone.image_size, (0.3, 1.0), generator) for _ in range(2)]
+        first, second = (group.gather(self.projector(self.backbone(group.share(view)))) for view in views)
         return barlow_twins_loss(first, second)
 
     def after_step(self) -> None:

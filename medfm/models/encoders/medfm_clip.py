@@ -29,6 +29,7 @@ from medfm.models.encoders.base import Encoder, EncoderInfo
 from medfm.models.preprocess import prepare_plane
 from medfm.models.registry import register_family, sha256_of
 
+
 class ResidualBlock(nn.Module):
     """Two 3×3 convolutions with a shortcut (ResNet's basic block)."""
 
@@ -126,6 +127,11 @@ class MedfmClip(nn.Module):
     def encode_text_features(self, text_features: torch.Tensor) -> torch.Tensor:
         """``(N, 384)`` frozen MiniLM embeddings → ``(N, embed_dim)`` unit rows."""
         return F.normalize(self.text_projection(text_features), dim=-1)
+
+    def forward(self, pixels: torch.Tensor, text_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both towers at once, as one training step needs them (and DistributedDataParallel calls them):
+        :meth:`encode_pixels` and :meth:`encode_text_features`."""
+        return self.encode_pixels(pixels), self.encode_text_features(text_features)
 
 
 def build_model(config: dict[str, Any]) -> MedfmClip:
