@@ -63,7 +63,7 @@ RayOption = Annotated[str | None, typer.Option(
 WorkersOption = Annotated[int, typer.Option("--workers", min=1, help="Ray workers with --ray (each loads the model once).")]
 ModelOption = Annotated[str | None, typer.Option("--model", help="Model name (see the model registry).")]
 CheckpointOption = Annotated[Path | None, typer.Option("--checkpoint", help="Local weights for the model.")]
-IndexOption = Annotated[str, typer.Option("--index", help="Index folder, or chroma://HOST:PORT/COLLECTION.")]
+IndexOption = Annotated[str, typer.Option("--index", help="Index folder, chroma://HOST:PORT/COLLECTION (Chroma server), or a Milvus collection: http://HOST:PORT/COLLECTION (server) or PATH.db/COLLECTION (milvus-lite).")]
 ResultsOption = Annotated[Path | None, typer.Option("--results", help="Also write the results as JSON to this file.")]
 ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar on stderr.")]
 

@@ -1,8 +1,10 @@
 """Persistent vector indexes of image embeddings: add, update, delete, filtered search.
 
 ``create_index``, ``open_index`` and ``open_or_create_index`` take a folder (the embedded
-usearch + SQLite default, :mod:`medfm.index.local`) or a ``chroma://HOST:PORT/COLLECTION``
-address (a Chroma server, :mod:`medfm.index.chroma`); all give an :class:`Index`.
+usearch + SQLite default, :mod:`medfm.index.local`), a ``chroma://HOST:PORT/COLLECTION``
+address (a Chroma server, :mod:`medfm.index.chroma`), or a Milvus collection: ``http(s)://HOST:PORT/COLLECTION``
+(a Milvus server) or ``PATH.db/COLLECTION`` (milvus-lite, embedded; :mod:`medfm.index.milvus`); all give
+an :class:`Index`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ from medfm.models.encoders.base import EncoderInfo, model_record
 
 def _backend(location: str | os.PathLike) -> Any:
     from medfm.index.chroma import SCHEME
+    from medfm.index.milvus import is_milvus_location
 
     if isinstance(location, str) and location.startswith(SCHEME):
         from medfm.index.chroma import ChromaIndex
 
         return ChromaIndex
+    if is_milvus_location(location):
+        from medfm.index.milvus import MilvusIndex
+
+        return MilvusIndex
     from medfm.index.local import LocalIndex
 
     return LocalIndex

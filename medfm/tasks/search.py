@@ -155,7 +155,8 @@ def build_index(
     **settings: Any,
 ) -> BuildReport:
     """Embed every item of ``sources``, ``catalog`` and ``metadata`` (see :func:`collect_items`) not yet in
-    ``index`` (a folder or ``chroma://`` address, created if needed with ``settings``).
+    ``index`` (a folder, a ``chroma://`` address or a Milvus location; see :mod:`medfm.index`), created if needed
+    with ``settings``.
 
     Bad images do not stop the build: they are listed in the report. An existing index
     built with another model is refused. ``runner`` (e.g. :func:`medfm.scale.ray_runner`

@@ -1,4 +1,5 @@
-"""The Chroma backend against a real Chroma server that this module starts on loopback and stops."""
+"""The server backends behind the same Index interface: a real Chroma server that this module starts on
+loopback and stops, and milvus-lite (Milvus embedded in this process, data in a temporary folder)."""
 
 import shutil
 import signal
@@ -10,15 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakeencoder import fake_models  # noqa: F401  (the fixture)
 
 from medfm.errors import MedfmError
 from medfm.index import create_index, open_index
 from medfm.models import EncoderInfo
-
-pytest.importorskip("chromadb", reason="chromadb is not installed (test extra; scripts/setup.sh --test)")
+from medfm.scale import LocalRunner
+from fakeencoder import fake_models  # noqa: F401  (the fixture)
 
 INFO = EncoderInfo("model-a", 16, "a" * 64)
+BACKENDS = ["chroma", "milvus-lite"]
 
 
 def _free_port() -> int:
@@ -29,7 +30,8 @@ def _free_port() -> int:
 
 def start_chroma(folder: Path, port: int) -> subprocess.Popen:
     """A Chroma server on 127.0.0.1:``port`` keeping its data in ``folder/db``, once it accepts connections
-    (skips the test if the command is missing or the server does not start)."""
+    (skips the test if chromadb or its command is missing, or the server does not start)."""
+    pytest.importorskip("chromadb", reason="chromadb is not installed (test extra; scripts/setup.sh --test)")
     chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
     if not Path(chroma).exists():
         pytest.skip("the chroma server command is not installed")
@@ -55,7 +57,7 @@ def stop_chroma(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def chroma_server(tmp_path_factory):
     process = start_chroma(tmp_path_factory.mktemp("chroma"), port := _free_port())
     try:
         yield f"chroma://127.0.0.1:{port}"
@@ -63,15 +65,29 @@ def server(tmp_path_factory):
         stop_chroma(process)
 
 
+@pytest.fixture(scope="module")
+def milvus_lite(tmp_path_factory):
+    pytest.importorskip("pymilvus", reason="pymilvus is not installed (milvus extra; scripts/setup.sh)")
+    pytest.importorskip("milvus_lite", reason="milvus-lite is not installed (milvus extra; scripts/setup.sh)")
+    return str(tmp_path_factory.mktemp("milvus") / "store.db")
+
+
+@pytest.fixture(params=BACKENDS)
+def server(request):
+    """Where collections go: ``PREFIX/NAME`` is an index location of the backend."""
+    return request.getfixturevalue("chroma_server" if request.param == "chroma" else "milvus_lite")
+
+
 def unit(rows):
     rows = np.asarray(rows, np.float32)
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def test_same_interface_on_a_chroma_server(server):
+def test_same_interface_on_a_server(server):
     data = unit(np.random.default_rng(0).standard_normal((300, 16)))
     store = create_index(f"{server}/images", INFO)
     store.add(range(300), data, [{"path": f"/d/{i}.png", "modality": "ct" if i % 2 else "MR", "label": i % 3} for i in range(300)])
+    assert len(store) == 300 and store.ids() == set(range(300))
 
     query = data[11]
     scores = data @ query
@@ -84,17 +100,42 @@ def test_same_interface_on_a_chroma_server(server):
     filtered = store.search(query, 4, where={"modality": "CT", "label": 2}, exact=True)
     assert [h.id for h in filtered] == [allowed[i] for i in np.argsort(-scores[allowed])[:4]]
     assert {h.id for h in store.search(query, 4, where={"modality": "CT", "label": 2})} == {h.id for h in filtered}
+    assert all(h.metadata == {"path": f"/d/{h.id}.png", "modality": "CT", "label": "2"} for h in filtered)
+    assert [i for i, _ in store.records({"modality": "ct", "label": "2"})] == allowed
+    assert store.search(query, 4, where={"modality": "US"}) == []
 
-    store.delete([11])
+    with pytest.raises(MedfmError, match="already holds id"):
+        store.add([3], data[:1], [{"path": "/again.png"}])
+    with pytest.raises(MedfmError, match="has no id"):
+        store.update([1000], data[:1], [{"path": "/new.png"}])
+    store.delete([11, 5000])
     store.update([12], data[11:12], [{"path": "/moved.png"}])
+    store.save()
+    store.close()
     reopened = open_index(f"{server}/images")
     best = reopened.search(query, 1)[0]
     assert (best.id, best.metadata) == (12, {"path": "/moved.png"})
     assert len(reopened) == 299 and 11 not in reopened.ids()
     np.testing.assert_allclose(reopened.vectors([13, 12]), data[[13, 11]], atol=1e-6)
+    with pytest.raises(MedfmError, match="has no id.*11"):
+        reopened.vectors([13, 11])
 
 
-def test_chroma_refuses_another_model_and_unknown_collections(server):
+def test_search_equals_the_embedded_exact_search(server, tmp_path):
+    data = unit(np.random.default_rng(3).standard_normal((200, 16)))
+    metadata = [{"path": f"/d/{i}.png", "dataset": "a" if i < 120 else "b", "modality": ("CT", "MR")[i % 2]} for i in range(200)]
+    embedded = create_index(tmp_path / "local", INFO)
+    remote = create_index(f"{server}/same", INFO)
+    for store in (embedded, remote):
+        store.add(range(200), data, metadata)
+    for query in unit(np.random.default_rng(4).standard_normal((5, 16))):
+        for where in (None, {"dataset": "b"}, {"dataset": "a", "modality": "mr"}):
+            truth = [(h.id, h.metadata) for h in embedded.search(query, 10, where=where, exact=True)]
+            assert [(h.id, h.metadata) for h in remote.search(query, 10, where=where)] == truth
+            assert [(h.id, h.metadata) for h in remote.search(query, 10, where=where, exact=True)] == truth
+
+
+def test_refuses_another_model_and_unknown_collections(server):
     store = create_index(f"{server}/refuse", INFO)
     store.add([1], unit(np.ones((1, 16))), [{"path": "/x.png"}])
     with pytest.raises(MedfmError, match="built with model 'model-a'.*query uses 'model-b'"):
@@ -105,33 +146,101 @@ def test_chroma_refuses_another_model_and_unknown_collections(server):
         create_index(f"{server}/refuse", INFO)
 
 
-def test_unreachable_server_is_one_line_error():
-    with pytest.raises(MedfmError, match=f"cannot reach the Chroma server at 127.0.0.1:{(port := _free_port())}"):
-        open_index(f"chroma://127.0.0.1:{port}/images")
+@pytest.mark.parametrize("scheme, engine", [("chroma", "Chroma"), ("http", "Milvus")])
+def test_unreachable_server_is_one_line_error(scheme, engine):
+    pytest.importorskip("chromadb" if scheme == "chroma" else "pymilvus")
+    with pytest.raises(MedfmError, match=f"cannot reach the {engine} server at 127.0.0.1:{(port := _free_port())}"):
+        open_index(f"{scheme}://127.0.0.1:{port}/images")
 
 
-def test_build_and_search_images_on_chroma(server, tmp_path):
-    from fakeencoder import FakeEncoder
+class _Interrupted(Exception):
+    pass
 
+
+class _AfterChunks(LocalRunner):
+    """A local build that calls ``then`` once ``chunks`` chunks are written."""
+
+    def __init__(self, model, chunks, then):
+        super().__init__(model)
+        self.chunks = chunks
+        self.then = then
+
+    def map(self, work, payloads):
+        for done, result in enumerate(super().map(work, payloads)):
+            if done == self.chunks:
+                self.then()
+            yield result
+
+
+def _die():
+    raise _Interrupted
+
+
+def _images(folder, count):
     from medfm.io import Image, save
-    from medfm.tasks.search import build_index, search
 
     rng = np.random.default_rng(0)
-    paths = [save(Image((rng.integers(0, 255, (16, 16)) // (1 + i % 2)).astype(np.uint8)), tmp_path / f"{i}.png") for i in range(6)]
+    return [save(Image((rng.integers(0, 255, (16, 16)) // (1 + i % 2)).astype(np.uint8)), folder / f"{i}.png") for i in range(count)]
+
+
+def test_build_resumes_and_searches_images(server, tmp_path, monkeypatch):
+    from fakeencoder import FakeEncoder
+
+    from medfm.tasks import search as search_task
+    from medfm.tasks.search import build_index, search
+
+    paths = _images(tmp_path, 8)
     encoder = FakeEncoder()
-    report = build_index(paths[:4], encoder, f"{server}/built")
-    assert (report.added, report.skipped) == (4, 0)
-    report = build_index(paths, encoder, f"{server}/built")  # resumes
+    location = f"{server}/built"
+    monkeypatch.setattr(search_task, "CHUNK", 2)
+    with pytest.raises(_Interrupted):
+        build_index(paths[:6], encoder, location, runner=_AfterChunks(encoder, 2, _die))
+    with open_index(location) as store:
+        assert len(store) == 4  # the chunks written before the interruption
+    report = build_index(paths[:6], encoder, location)
     assert (report.added, report.skipped) == (2, 4)
-    with open_index(f"{server}/built") as store:
+    report = build_index(paths, encoder, location)
+    assert (report.added, report.skipped) == (2, 6)
+    with open_index(location) as store:
+        assert len(store) == 8 and len(store.ids()) == 8
         hits = search(store, encoder, image=paths[5], k=3)
         assert hits[0].path == str(paths[5].resolve()) and hits[0].score == pytest.approx(1.0, abs=1e-4)
         with pytest.raises(MedfmError, match="query uses 'other'"):
             search(store, FakeEncoder("other"), text="bright")
 
 
+def test_milvus_lite_gone_mid_build_is_one_line_and_the_build_resumes(milvus_lite, tmp_path, monkeypatch, capfd):
+    from fakeencoder import FakeEncoder
+    from milvus_lite.server_manager import server_manager_instance
+
+    from medfm.tasks import search as search_task
+    from medfm.tasks.search import build_index
+
+    paths = _images(tmp_path, 6)
+    encoder = FakeEncoder()
+    store = str(tmp_path / "gone.db")
+    monkeypatch.setattr(search_task, "CHUNK", 2)
+    with pytest.raises(MedfmError, match=r"^Milvus index .*gone\.db/built: ") as error:
+        build_index(paths, encoder, f"{store}/built", runner=_AfterChunks(encoder, 2, lambda: server_manager_instance.release_server(store)))
+    assert "\n" not in str(error.value) and "Traceback" not in capfd.readouterr().err
+    report = build_index(paths, encoder, f"{store}/built")  # milvus-lite starts again from its log
+    assert (report.added, report.skipped) == (2, 4)
+    with open_index(f"{store}/built") as index:
+        assert len(index) == 6
+
+
+def test_milvus_locations_are_checked(tmp_path, monkeypatch):
+    with pytest.raises(MedfmError, match="must look like PATH.db/COLLECTION"):
+        open_index(tmp_path / "store.db")
+    with pytest.raises(MedfmError, match="must look like http://HOST:PORT/COLLECTION"):
+        open_index("http://127.0.0.1:19530")
+    monkeypatch.setitem(sys.modules, "pymilvus", None)  # as if the milvus extra were not installed
+    with pytest.raises(MedfmError, match=r"pip install 'medfm\[milvus\]'"):
+        create_index(tmp_path / "store.db" / "images", INFO)
+
+
 @pytest.mark.usefixtures("fake_models")
-def test_build_stops_in_one_line_when_the_server_dies_and_resumes_to_a_clean_runs_records(tmp_path, capsys, monkeypatch):
+def test_build_stops_in_one_line_when_the_chroma_server_dies_and_resumes_to_a_clean_runs_records(tmp_path, capsys, monkeypatch):
     from clitools import run_cli
 
     from medfm.io import Image, save
