@@ -69,12 +69,15 @@ def seg_models(state: ServerState = Depends(get_state)) -> dict[str, Any]:
             "training": state.seg_models.training}
 
 
-class AutoSegmentIn(BaseModel):
-    image_id: int
+class AutoSegmentOptions(BaseModel):
     model: str = Field(max_length=64)
     name: str = AUTO_NAME
     flips: bool = False
     largest_component: bool = False
+
+
+class AutoSegmentIn(AutoSegmentOptions):
+    image_id: int
 
 
 @router.post("/segment/auto")
@@ -103,12 +106,8 @@ def propose(state: ServerState, image_id: int, model: str, name: str, flips: boo
     return {**saved, "model": model, "confidence": confidence}
 
 
-class AutoSegmentManyIn(BaseModel):
+class AutoSegmentManyIn(AutoSegmentOptions):
     image_ids: list[int] = Field(min_length=1, max_length=MAX_SELECTED)
-    model: str = Field(max_length=64)
-    name: str = AUTO_NAME
-    flips: bool = False
-    largest_component: bool = False
 
 
 @router.post("/segment/auto/batch")
