@@ -119,7 +119,7 @@ def test_crop_encoding_is_reused_by_clicks_inside_it_and_redone_outside(random_s
     assert len(encodes) == 1  # clicks inside the crop, and a negative click far away, decode only
     widened = random_segmenter.predict(Prompt(points=[(340, 50), (250, 120)], point_labels=[1, 1], mask_input=previous))
     assert len(encodes) == 2  # a positive click outside the crop widens it: encoded once more
-    assert (widened.logits[:, :200] == BACKGROUND_LOGIT).all() and (widened.logits[:, 240:] != BACKGROUND_LOGIT).any()
+    assert (widened.logits[:, :120] == BACKGROUND_LOGIT).all() and (widened.logits[:, 240:] != BACKGROUND_LOGIT).any()
 
 
 def test_zoom_off_decodes_on_the_whole_plane_exactly_as_before(random_segmenter, monkeypatch):
