@@ -5,17 +5,18 @@ Run ``python benchmarks/interactive_bench.py [--repeats 20]``.
 For a 256×256 and a 512×512 RGB plane (a textured disk), each model runs in its own
 subprocess (so that peak memory is its own) with ``torch.set_num_threads(1)``:
 ``set_image`` (the encoder; median of several runs, the embedding cache cleared between
-them) and ``predict`` for a first box and for corrective clicks with the previous logits
-as ``mask_input`` (median). medfm-interactive zooms in by default: its first box
-(``first_mask_ms``) and first click (``first_click_ms``, which first decodes the whole plane
-to find the object) include encoding the crop, timed as "set image + prompt" on a freshly
-set plane less ``set_image_ms``; a correction inside the crop decodes only
-(``correction_ms``); ``zoom_off`` times the first box and the correction with zoom off. medfm's model runs through ``create_segmenter`` (plane check,
-cache and prompt validation included); SAM ViT-B is ``sam_model_registry["vit_b"]()``
-with random weights behind segment-anything's own ``SamPredictor`` — weights do not change
-its speed. ``speedup`` compares "set image + first mask". Peak memory is the
-subprocess's peak resident set (``ru_maxrss``), which includes the Python interpreter
-and PyTorch (about 300–400 MB before any model).
+them) and ``predict`` for a first box (the disk's tight box) and for corrective clicks with
+the previous logits as ``mask_input`` (median). medfm-interactive zooms in by default: its
+first box (``first_mask_ms``) and first click (``first_click_ms``, which first decodes the
+whole plane to find the object) include encoding the crop, timed as "set image + prompt"
+on a freshly set plane less ``set_image_ms``; a correction inside the crop decodes only
+(``correction_ms``); ``zoom_off`` times the first box and the correction with zoom off.
+medfm's model runs through ``create_segmenter`` (plane check, cache and prompt validation
+included); SAM ViT-B is ``sam_model_registry["vit_b"]()`` with random weights behind
+segment-anything's own ``SamPredictor`` — weights do not change its speed. ``speedup``
+compares "set image + first mask". Peak memory is the subprocess's peak resident set
+(``ru_maxrss``), which includes the Python interpreter and PyTorch (about 300–400 MB
+before any model).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _medfm_size(segmenter, size: int, repeats: int) -> dict:
         return round(_median_ms(lambda: set_image() or segmenter.predict(prompt), repeats) - set_ms, 2)
 
     set_ms = _median_ms(set_image, repeats)
-    box = Prompt(boxes=[(size * 0.2, size * 0.25, size * 0.7, size * 0.75)])
+    box = Prompt(boxes=[(size * 0.25, size * 0.3, size * 0.65, size * 0.7)])
     first_ms = first(box)
     first_click_ms = first(Prompt(points=[(size * 0.45, size * 0.5)], point_labels=[1]))
     correction = Prompt(points=[(size * 0.45, size * 0.5), (size * 0.1, size * 0.1)], point_labels=[1, 0],
@@ -96,7 +97,7 @@ def bench_sam(repeats: int) -> dict:
         plane = test_plane(size)
         # SAM resizes every plane to 1024 and its encoder takes tens of seconds on one thread: 1 run.
         set_ms = _median_ms(lambda: predictor.set_image(plane), 1)
-        box = np.array([size * 0.2, size * 0.25, size * 0.7, size * 0.75])
+        box = np.array([size * 0.25, size * 0.3, size * 0.65, size * 0.7])
         first_ms = _median_ms(lambda: predictor.predict(box=box, multimask_output=False), repeats)
         _, _, low_res = predictor.predict(box=box, multimask_output=False, return_logits=True)
         points = np.array([[size * 0.45, size * 0.5], [size * 0.1, size * 0.1]])

@@ -1,8 +1,8 @@
 """Choose medfm-interactive's zoom-in settings on tuning images, never on the card's held-out split.
 
 Run ``nice -n 10 python benchmarks/interactive_zoom_tuning.py --data ../shared/data --out RUN_DIR
-[--per-dataset 30] [--settings off 1.2 1.5 2.0]``; prints one JSON object and writes it to
-``RUN_DIR/zoom_tuning.json``.
+[--per-dataset 30] [--settings off 1.2 1.5 2.0] [--results FILE]``; prints one JSON object and
+writes it to ``RUN_DIR/zoom_tuning.json`` (and to ``FILE``).
 
 The tuning images are every k-th image (manifest order) of the **training** part of HC18,
 Kvasir-SEG and PH2 (:func:`medfm.train.interactive.is_validation` false), ``--per-dataset`` of
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--per-dataset", type=int, default=30)
     parser.add_argument("--max-clicks", type=int, default=10)
     parser.add_argument("--settings", nargs="+", default=["off", "1.2", "1.5", "2.0"])
+    parser.add_argument("--results", type=Path, help="Also write the JSON here.")
     args = parser.parse_args()
     set_threads(1)
     manifest = args.out / "tuning_manifest.csv"
@@ -80,8 +81,10 @@ def main() -> None:
     for setting in args.settings:
         report["settings"][setting] = measure(manifest, setting, args.max_clicks)
         print(setting, json.dumps(report["settings"][setting]), flush=True)
-    (args.out / "zoom_tuning.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2) + "\n"
+    for path in (args.out / "zoom_tuning.json", *([args.results] if args.results else [])):
+        path.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

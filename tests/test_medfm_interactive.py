@@ -103,7 +103,7 @@ def test_zoom_maps_a_box_on_a_small_far_object_back_onto_the_plane():
     click = segmenter.predict(Prompt(points=[(340, 50)], point_labels=[1]))
     for prediction in (box, click):
         assert prediction.mask.shape == (300, 400)
-        assert dice(prediction.mask, mask) > 0.85
+        assert dice(prediction.mask, mask) > 0.95  # without zoom-in: 0.88 (box) and 0.87 (click)
         # outside the crop around the disk every logit is background
         assert (prediction.logits[150:, :] == BACKGROUND_LOGIT).all() and (prediction.logits[:, :250] == BACKGROUND_LOGIT).all()
 

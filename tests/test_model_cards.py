@@ -141,6 +141,25 @@ def test_adapter_recipe_card_table_matches_its_results() -> None:
             assert row["steps"] == str(measured["steps"]), method
 
 
+def test_adapter_card_zoom_table_matches_its_evaluations() -> None:
+    """The Kvasir-SEG adapter card's zoom-in rows: what `medfm evaluate interactive` wrote for the shipped base and adapter."""
+    from medfm.models.registry import WEIGHTS_DIR, sha256_of
+
+    card = (CARDS / "medfm-interactive-kvasir-dd-adapter.md").read_text()
+    shipped = {"base (no fine-tuning)": list_segmenters()["medfm-interactive"]["weights"]["sha256"],
+               "dd-adapter (shipped)": sha256_of(WEIGHTS_DIR / "medfm-interactive-kvasir-dd-adapter.safetensors")}
+    rows = table_with(card, "held-out box Dice, zoom-in")
+    assert [row["model"] for row in rows] == list(shipped)
+    for row, name in zip(rows, ("base", "dd-adapter"), strict=True):
+        path = f"medfm/models/cards/medfm-interactive-kvasir-dd-adapter.zoom-{name}.json"
+        assert f"--results {path}" in card
+        report = json.loads((CARDS.parents[2] / path).read_text())
+        assert report["weights_sha256"] == shipped[row["model"]]
+        kvasir = report["datasets"]["kvasir"]
+        assert row["held-out box Dice, zoom-in"] == as_printed(kvasir["box_dice"], 3), name
+        assert row["held-out 1-click Dice, zoom-in"] == as_printed(kvasir["click_dice"][0], 3), name
+
+
 def test_shipped_adapter_is_the_measured_one_and_loads_over_the_shipped_base() -> None:
     from medfm.models.registry import WEIGHTS_DIR, create_segmenter, sha256_of
 
