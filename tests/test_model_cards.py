@@ -70,6 +70,24 @@ def test_interactive_card_table_matches_its_results() -> None:
     assert f"Mean of the three datasets: box {mean_box:.3f}, one click {mean_click:.3f}." in card
 
 
+def test_interactive_card_zoom_tuning_table_matches_its_json_and_the_config() -> None:
+    card = (CARDS / "medfm-interactive.md").read_text()
+    tuning = json.loads((CARDS / "medfm-interactive.zoom-tuning.json").read_text())["settings"]
+    assert "--results medfm/models/cards/medfm-interactive.zoom-tuning.json" in card
+    rows = table_with(card, "tuning box Dice, all")
+    config = list_segmenters()["medfm-interactive"]
+    shipped = f"margin {config['zoom_margin']:.1f} (shipped)" if config["zoom"] else "no zoom"
+    assert shipped in [row["setting"] for row in rows]
+    for row in rows:
+        setting = "off" if row["setting"] == "no zoom" else row["setting"].split()[1]
+        measured = tuning[setting]
+        assert row["tuning box Dice, all"] == as_printed(measured["all"]["box_dice"], 3), setting
+        assert row["Kvasir-SEG box"] == as_printed(measured["kvasir"]["box_dice"], 3), setting
+        assert row["tuning one click, all"] == as_printed(measured["all"]["one_click_dice"], 3), setting
+        assert row["Kvasir-SEG one click"] == as_printed(measured["kvasir"]["one_click_dice"], 3), setting
+        assert row["NoC@90"] == as_printed(measured["all"]["noc@90"], 2), setting
+
+
 def test_clip_card_tables_match_its_results() -> None:
     card, results = read_card("medfm-clip-small")
     measures = {row["measure"]: row["value"] for row in table_with(card, "measure")}
