@@ -9,12 +9,14 @@ own ``(rows, columns)``. The network is in :mod:`.interactive_net`; it was train
 :mod:`medfm.train.interactive`.
 
 **Zoom-in** (on unless the config's ``zoom`` is false): a whole plane squeezed into
-the working size leaves a polyp or a lesion a few dozen working pixels wide. Once the
-object's extent is known — a box, the previous mask given back as ``mask_input``, or, for
-a first click, the mask of a first pass over the whole plane — the segmenter crops the
-plane around that extent times ``zoom_margin`` (at least half the working size on a side),
-encodes the crop at the working size, decodes the prompt mapped into the crop, and pastes
-the logits back (``BACKGROUND_LOGIT`` outside the crop). The crop's encoding is kept with
+the working size leaves a polyp or a lesion a few dozen working pixels wide. The object's
+extent comes from the previous mask given back as ``mask_input`` or, without one, from a
+first decode on the whole plane (with the prompt's boxes, positive clicks and strokes in
+either case); the segmenter crops the plane around that extent times ``zoom_margin`` (at
+least half the working size on a side), encodes the crop at the working size, decodes the
+prompt mapped into the crop — with the whole-plane decode's logits as the previous mask
+when the prompt brought none — and pastes the logits back (``BACKGROUND_LOGIT`` outside
+the crop). The crop's encoding is kept with
 the plane's, so corrective clicks whose object stays inside it decode only; a crop within
 ``FULL_PLANE_FRACTION`` of the plane on both sides gains nothing and the whole-plane
 encoding serves.
@@ -22,7 +24,7 @@ encoding serves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,13 +134,15 @@ class MedfmInteractiveSegmenter(Segmenter):
         whole = None
         if given is not None and given.any():
             known.append(given)
-        elif not prompt.boxes:  # the object's extent is not known yet: a first pass over the whole plane shows it
+        else:  # no previous mask: a first decode on the whole plane finds the object, and seeds the crop's
             whole = self._decode_with(encoding.features, prompt, shape)
             known.append(whole.mask)
         extent = _extent(known, positives)
         crop = None if extent is None else self._crop_for(encoding, extent, shape)
         if crop is None:
             return whole if whole is not None else self._decode_with(encoding.features, prompt, shape)
+        if whole is not None:
+            prompt = replace(prompt, mask_input=whole.logits)
         in_crop = self._decode_with(encoding.crop_features, _prompt_in(prompt, crop, shape), crop.shape)
         logits = np.full(shape, BACKGROUND_LOGIT, dtype=np.float32)
         logits[crop.top : crop.bottom, crop.left : crop.right] = in_crop.logits
