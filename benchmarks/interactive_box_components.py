@@ -61,7 +61,7 @@ def main() -> None:
               **{name: {"images": len(scores), "box_dice": round(float(np.mean(scores)), 4) if scores else None}
                  for name, scores in groups.items()},
               f"several parts with one of <= {args.stray} px": with_stray,
-              f"box_dice_all_box_leaving_out_parts_of_<=_{args.stray}_px": round(float(np.mean(without_strays)), 4)}
+              f"box_dice_with_box_leaving_out_parts_of_{args.stray}_px_or_less": round(float(np.mean(without_strays)), 4)}
     print(json.dumps(report, indent=2))
 
 
