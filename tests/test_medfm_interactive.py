@@ -108,16 +108,18 @@ def test_zoom_maps_a_box_on_a_small_far_object_back_onto_the_plane():
         assert (prediction.logits[150:, :] == BACKGROUND_LOGIT).all() and (prediction.logits[:, :250] == BACKGROUND_LOGIT).all()
 
 
-def test_crop_encoding_is_reused_by_clicks_inside_it_and_redone_outside(random_segmenter, monkeypatch):
+def test_crop_encoding_is_reused_by_clicks_inside_it_and_redone_outside(monkeypatch):
+    # the shipped weights: the whole-plane decode that locates the object must find the disk, not random noise
+    segmenter = create_segmenter("medfm-interactive")
     plane, previous = small_far_disk()  # the true mask stands for the previous one: inside the crop
-    random_segmenter.set_image(plane)
-    encodes = count_encodes(random_segmenter, monkeypatch)
-    random_segmenter.predict(Prompt(boxes=[(326, 36, 354, 64)]))
+    segmenter.set_image(plane)
+    encodes = count_encodes(segmenter, monkeypatch)
+    segmenter.predict(Prompt(boxes=[(326, 36, 354, 64)]))
     assert len(encodes) == 1  # the crop, at the working size
     for points, labels in (([(340, 50)], [1]), ([(340, 50), (330, 40)], [1, 0]), ([(340, 50), (20, 280)], [1, 0])):
-        random_segmenter.predict(Prompt(points=points, point_labels=labels, mask_input=previous))
+        segmenter.predict(Prompt(points=points, point_labels=labels, mask_input=previous))
     assert len(encodes) == 1  # clicks inside the crop, and a negative click far away, decode only
-    widened = random_segmenter.predict(Prompt(points=[(340, 50), (250, 120)], point_labels=[1, 1], mask_input=previous))
+    widened = segmenter.predict(Prompt(points=[(340, 50), (250, 120)], point_labels=[1, 1], mask_input=previous))
     assert len(encodes) == 2  # a positive click outside the crop widens it: encoded once more
     assert (widened.logits[:, :120] == BACKGROUND_LOGIT).all() and (widened.logits[:, 240:] != BACKGROUND_LOGIT).any()
 
