@@ -5,13 +5,18 @@ Run ``python benchmarks/interactive_bench.py [--repeats 20]``.
 For a 256×256 and a 512×512 RGB plane (a textured disk), each model runs in its own
 subprocess (so that peak memory is its own) with ``torch.set_num_threads(1)``:
 ``set_image`` (the encoder; median of several runs, the embedding cache cleared between
-them) and ``predict`` for a first box and for corrective clicks with the previous logits
-as ``mask_input`` (median). medfm's model runs through ``create_segmenter`` (plane check,
-cache and prompt validation included); SAM ViT-B is ``sam_model_registry["vit_b"]()``
-with random weights behind segment-anything's own ``SamPredictor`` — weights do not change
-its speed. ``speedup`` compares "set image + first mask". Peak memory is the
-subprocess's peak resident set (``ru_maxrss``), which includes the Python interpreter
-and PyTorch (about 300–400 MB before any model).
+them) and ``predict`` for a first box (the disk's tight box) and for corrective clicks with
+the previous logits as ``mask_input`` (median). medfm-interactive zooms in by default: its
+first box (``first_mask_ms``) and first click (``first_click_ms``, which first decodes the
+whole plane to find the object) include encoding the crop, timed as "set image + prompt"
+on a freshly set plane less ``set_image_ms``; a correction inside the crop decodes only
+(``correction_ms``); ``zoom_off`` times the first box and the correction with zoom off.
+medfm's model runs through ``create_segmenter`` (plane check, cache and prompt validation
+included); SAM ViT-B is ``sam_model_registry["vit_b"]()`` with random weights behind
+segment-anything's own ``SamPredictor`` — weights do not change its speed. ``speedup``
+compares "set image + first mask". Peak memory is the subprocess's peak resident set
+(``ru_maxrss``), which includes the Python interpreter and PyTorch (about 300–400 MB
+before any model).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -46,27 +52,40 @@ def _median_ms(run, repeats: int) -> float:
     return round(float(np.median(times)) * 1000, 2)
 
 
-def bench_medfm(repeats: int) -> dict:
-    from medfm.models.registry import create_segmenter
+def _medfm_size(segmenter, size: int, repeats: int) -> dict:
     from medfm.models.segmenters.prompt import Prompt
 
+    plane = test_plane(size)
+
+    def set_image() -> None:
+        segmenter.reset_image()
+        segmenter.set_image(plane)
+
+    def first(prompt: Prompt) -> float:
+        """A first prompt's own time: "set image + prompt" on a fresh plane (the crop is encoded each time) less set image."""
+        return round(_median_ms(lambda: set_image() or segmenter.predict(prompt), repeats) - set_ms, 2)
+
+    set_ms = _median_ms(set_image, repeats)
+    box = Prompt(boxes=[(size * 0.25, size * 0.3, size * 0.65, size * 0.7)])
+    first_ms = first(box)
+    first_click_ms = first(Prompt(points=[(size * 0.45, size * 0.5)], point_labels=[1]))
+    correction = Prompt(points=[(size * 0.45, size * 0.5), (size * 0.1, size * 0.1)], point_labels=[1, 0],
+                        mask_input=segmenter.predict(box).logits)
+    correction_ms = _median_ms(lambda: segmenter.predict(correction), repeats)
+    segmenter.zoom = False
+    whole_correction = replace(correction, mask_input=segmenter.predict(box).logits)
+    zoom_off = {"first_mask_ms": _median_ms(lambda: segmenter.predict(box), repeats),
+                "correction_ms": _median_ms(lambda: segmenter.predict(whole_correction), repeats)}
+    segmenter.zoom = True
+    return {"set_image_ms": set_ms, "first_mask_ms": first_ms, "first_click_ms": first_click_ms,
+            "correction_ms": correction_ms, "zoom_off": zoom_off}
+
+
+def bench_medfm(repeats: int) -> dict:
+    from medfm.models.registry import create_segmenter
+
     segmenter = create_segmenter("medfm-interactive")
-    results = {}
-    for size in SIZES:
-        plane = test_plane(size)
-
-        def set_image() -> None:
-            segmenter.reset_image()
-            segmenter.set_image(plane)
-
-        set_ms = _median_ms(set_image, repeats)
-        box = Prompt(boxes=[(size * 0.2, size * 0.25, size * 0.7, size * 0.75)])
-        first_ms = _median_ms(lambda: segmenter.predict(box), repeats)
-        logits = segmenter.predict(box).logits
-        correction = Prompt(points=[(size * 0.45, size * 0.5), (size * 0.1, size * 0.1)], point_labels=[1, 0], mask_input=logits)
-        correction_ms = _median_ms(lambda: segmenter.predict(correction), repeats)
-        results[str(size)] = {"set_image_ms": set_ms, "first_mask_ms": first_ms, "correction_ms": correction_ms}
-    return results
+    return {str(size): _medfm_size(segmenter, size, repeats) for size in SIZES}
 
 
 def bench_sam(repeats: int) -> dict:
@@ -78,7 +97,7 @@ def bench_sam(repeats: int) -> dict:
         plane = test_plane(size)
         # SAM resizes every plane to 1024 and its encoder takes tens of seconds on one thread: 1 run.
         set_ms = _median_ms(lambda: predictor.set_image(plane), 1)
-        box = np.array([size * 0.2, size * 0.25, size * 0.7, size * 0.75])
+        box = np.array([size * 0.25, size * 0.3, size * 0.65, size * 0.7])
         first_ms = _median_ms(lambda: predictor.predict(box=box, multimask_output=False), repeats)
         _, _, low_res = predictor.predict(box=box, multimask_output=False, return_logits=True)
         points = np.array([[size * 0.45, size * 0.5], [size * 0.1, size * 0.1]])

@@ -70,6 +70,24 @@ def test_interactive_card_table_matches_its_results() -> None:
     assert f"Mean of the three datasets: box {mean_box:.3f}, one click {mean_click:.3f}." in card
 
 
+def test_interactive_card_zoom_tuning_table_matches_its_json_and_the_config() -> None:
+    card = (CARDS / "medfm-interactive.md").read_text()
+    tuning = json.loads((CARDS / "medfm-interactive.zoom-tuning.json").read_text())["settings"]
+    assert "--results medfm/models/cards/medfm-interactive.zoom-tuning.json" in card
+    rows = table_with(card, "tuning box Dice, all")
+    config = list_segmenters()["medfm-interactive"]
+    shipped = f"margin {config['zoom_margin']:.1f} (shipped)" if config["zoom"] else "no zoom"
+    assert shipped in [row["setting"] for row in rows]
+    for row in rows:
+        setting = "off" if row["setting"] == "no zoom" else row["setting"].split()[1]
+        measured = tuning[setting]
+        assert row["tuning box Dice, all"] == as_printed(measured["all"]["box_dice"], 3), setting
+        assert row["Kvasir-SEG box"] == as_printed(measured["kvasir"]["box_dice"], 3), setting
+        assert row["tuning one click, all"] == as_printed(measured["all"]["one_click_dice"], 3), setting
+        assert row["Kvasir-SEG one click"] == as_printed(measured["kvasir"]["one_click_dice"], 3), setting
+        assert row["NoC@90"] == as_printed(measured["all"]["noc@90"], 2), setting
+
+
 def test_clip_card_tables_match_its_results() -> None:
     card, results = read_card("medfm-clip-small")
     measures = {row["measure"]: row["value"] for row in table_with(card, "measure")}
@@ -139,6 +157,25 @@ def test_adapter_recipe_card_table_matches_its_results() -> None:
             assert row["trainable parameters"] == f"{measured['trainable_parameters']:,}", method
             assert row["file"] == f"{measured['adapter_bytes'] / 1e6:.2f} MB ({100 * measured['adapter_fraction_of_base']:.1f} %)", method
             assert row["steps"] == str(measured["steps"]), method
+
+
+def test_adapter_card_zoom_table_matches_its_evaluations() -> None:
+    """The Kvasir-SEG adapter card's zoom-in rows: what `medfm evaluate interactive` wrote for the shipped base and adapter."""
+    from medfm.models.registry import WEIGHTS_DIR, sha256_of
+
+    card = (CARDS / "medfm-interactive-kvasir-dd-adapter.md").read_text()
+    shipped = {"base (no fine-tuning)": list_segmenters()["medfm-interactive"]["weights"]["sha256"],
+               "dd-adapter (shipped)": sha256_of(WEIGHTS_DIR / "medfm-interactive-kvasir-dd-adapter.safetensors")}
+    rows = table_with(card, "held-out box Dice, zoom-in")
+    assert [row["model"] for row in rows] == list(shipped)
+    for row, name in zip(rows, ("base", "dd-adapter"), strict=True):
+        path = f"medfm/models/cards/medfm-interactive-kvasir-dd-adapter.zoom-{name}.json"
+        assert f"--results {path}" in card
+        report = json.loads((CARDS.parents[2] / path).read_text())
+        assert report["weights_sha256"] == shipped[row["model"]]
+        kvasir = report["datasets"]["kvasir"]
+        assert row["held-out box Dice, zoom-in"] == as_printed(kvasir["box_dice"], 3), name
+        assert row["held-out 1-click Dice, zoom-in"] == as_printed(kvasir["click_dice"][0], 3), name
 
 
 def test_shipped_adapter_is_the_measured_one_and_loads_over_the_shipped_base() -> None:

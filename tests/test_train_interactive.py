@@ -119,6 +119,22 @@ def test_manifest_only_writes_the_split_that_training_holds_out(tmp_path, capsys
     assert (tmp_path / "run" / "val_manifest.csv").read_bytes() == before
 
 
+def test_manifest_from_a_relative_data_folder_opens_from_anywhere(tmp_path, capsys, monkeypatch):
+    """The card's command passes ``--data ../shared/data``: the manifest must not resolve it against its own folder."""
+    from pathlib import Path
+
+    from clitools import run_cli
+
+    from medfm.eval.protocols.interactive import read_manifest
+
+    _fake_data(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["train", "interactive", "--out", "run", "--manifest-only", "--data", "data"], capsys)
+    assert code == 0, err
+    rows = read_manifest(tmp_path / "run" / "val_manifest.csv")
+    assert rows and all(Path(row["image"]).is_file() and Path(row["mask"]).is_file() for row in rows)
+
+
 def test_manifest_only_without_the_data_is_a_one_line_error(tmp_path, capsys):
     from clitools import run_cli
 

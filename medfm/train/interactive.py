@@ -59,7 +59,7 @@ def _resize_mask(mask: np.ndarray) -> np.ndarray:
     return (soft[0, 0] > 0.5).numpy()
 
 
-def _manifest_items(root: Path) -> list[tuple[str, Path, Path, str]]:
+def manifest_items(root: Path) -> list[tuple[str, Path, Path, str]]:
     """(source, image, mask, group) for the 2D sets; group is None-free text."""
     items = []
     specs = [
@@ -142,7 +142,7 @@ def build_cache(data_root: Path | None, path: Path, shapes: int = 1200, seed: in
         is_val.append(val)
 
     if data_root is not None:
-        for source, image_path, mask_path, group in _manifest_items(data_root):
+        for source, image_path, mask_path, group in manifest_items(data_root):
             add(source, _read_picture(image_path), read_mask(mask_path)[:, :, 0].T, is_validation(source, group))
         for plane, mask in _volume_slices(data_root):
             add("volumes", plane, mask, False)
@@ -177,7 +177,7 @@ def write_val_manifest(data_root: Path, path: Path) -> int:
 
     if not data_root.is_dir():
         raise MedfmError(f"{display_path(data_root)}: data folder not found")
-    rows = [(str(image), str(mask), source) for source, image, mask, group in _manifest_items(data_root)
+    rows = [(str(image), str(mask), source) for source, image, mask, group in manifest_items(data_root.resolve())
             if is_validation(source, group)]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
