@@ -182,19 +182,13 @@ def test_bad_input_is_one_line_naming_the_file(case, rows, extra, message, tmp_p
 
 @pytest.mark.parametrize("architecture, family, setting", [("auto-transunet", "transunet", ("transformer_layers", 2)),
                                                          ("auto-compact", "compact_macmd", ("dilations", [1, 2, 3]))])
-def test_the_other_architectures_learn_the_discs_and_run_in_3d(discs, tmp_path, architecture, family, setting):
-    import torch
-
-    from medfm.models.automatic.network import build_network
-
+def test_the_other_architectures_learn_the_discs(discs, tmp_path, architecture, family, setting):
     summary = train_segmenter(discs, tmp_path / "model", architecture=architecture, max_steps=40,
                               plan_overrides=SMALL, group_column="subject")
     assert summary["loss_last_10"] < summary["loss_first_10"]
     assert summary["validation"]["1"]["dice"]["value"] > trivial_dice(discs) + 0.1
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["network"]["family"] == family and config["network"][setting[0]] == setting[1]
-    volume_net = build_network(config["network"], 1, 3, spatial_dims=3)
-    assert volume_net(torch.zeros(1, 1, 24, 32, 16)).shape == (1, 3, 24, 32, 16)
 
 
 def test_a_training_killed_with_sigkill_resumes_from_its_last_checkpoint(discs, tmp_path):

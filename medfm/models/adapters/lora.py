@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
 
@@ -17,4 +16,9 @@ def add_lora(network: nn.Module, rank: int) -> None:
 
     peft starts each update's B factor at zero, so the adapted model starts equal to its base.
     """
+    # imported here, not with the module: listing adapter files must not import peft (and transformers) in a
+    # server request thread while another thread imports transformers for the text tower (its lazy module
+    # is not safe to resolve from two threads at once)
+    from peft import LoraConfig, inject_adapter_in_model
+
     inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=lora_targets(network)), network)

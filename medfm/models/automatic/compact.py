@@ -6,7 +6,9 @@ features, then mixes local context at several dilation rates with depthwise conv
 mixes channels with a pointwise MLP. Here the encoder is a stack of inverted residual blocks
 (MobileNetV2-style: pointwise expansion, depthwise 3×3, pointwise projection), so the whole net
 stays a few hundred thousand parameters and most of its multiply-adds are depthwise, which a
-laptop CPU runs fast. MONAI provides the attention gate and the convolution factories; 2D and 3D.
+laptop CPU runs fast. MONAI provides the attention gate and the convolution factories. The blocks are
+written for 2D and 3D, but the registry offers the net for 2D plans only (``dims`` in its config): its
+stride-2 stem halves a small 3D patch once more than the U-Net does.
 """
 
 from __future__ import annotations

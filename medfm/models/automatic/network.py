@@ -34,6 +34,8 @@ def build_network(config: dict[str, Any], in_channels: int, out_channels: int, s
     if family == "compact_macmd":
         from medfm.models.automatic.compact import CompactMACMD
 
+        if spatial_dims != 2:  # its stride-2 stem leaves one voxel at the deepest level of the small 3D patches
+            raise MedfmError(f"the compact net is 2D only; got a {spatial_dims}D plan")
         return CompactMACMD(spatial_dims, in_channels, out_channels, config["channels"], config["strides"],
                             config.get("dilations", (1, 2, 3)), dropout=config.get("dropout", 0.0))
     if family == "backbone_unet":
@@ -48,7 +50,7 @@ def build_network(config: dict[str, Any], in_channels: int, out_channels: int, s
 
 def downsampling_factor(config: dict[str, Any]) -> int:
     """How many pixels one deepest-level feature spans: patch sides must be multiples of it."""
-    factor = 1
+    factor = config.get("stem_stride", 1)
     for stride in config["strides"]:
         factor *= stride
     return factor
