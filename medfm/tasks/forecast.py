@@ -52,24 +52,26 @@ def acquired_at(image: Image, path: str | os.PathLike) -> datetime:
                      "give the images in time order without --order date")
 
 
-def in_date_order(paths: Sequence[str | os.PathLike]) -> tuple[list[str | os.PathLike], list[float]]:
-    """``paths`` sorted by :func:`acquired_at`, and the gaps between neighbours in days."""
-    times = [acquired_at(load(path), path) for path in paths]
+def in_date_order(paths: Sequence[str | os.PathLike]) -> tuple[list[str | os.PathLike], list[Image], list[float]]:
+    """``paths`` sorted by :func:`acquired_at`, their images in that order, and the gaps between neighbours in days."""
+    loaded = [load(path) for path in paths]
+    times = [acquired_at(image, path) for image, path in zip(loaded, paths, strict=True)]
     order = sorted(range(len(paths)), key=lambda i: times[i])
     for earlier, later in zip(order, order[1:]):
         if times[earlier] == times[later]:
             raise MedfmError(f"{display_path(paths[later])}: was acquired at the same time as {display_path(paths[earlier])}; "
                              "a sequence needs one image per time point")
     gaps = [(times[later] - times[earlier]).total_seconds() / 86400 for earlier, later in zip(order, order[1:])]
-    return [paths[i] for i in order], gaps
+    return [paths[i] for i in order], [loaded[i] for i in order], gaps
 
 
-def read_sequence(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, Image]:
+def read_sequence(paths: Sequence[str | os.PathLike], images: Sequence[Image] | None = None) -> tuple[np.ndarray, Image]:
     """``(N, rows, columns)`` grey frames as read (luminance for RGB), and the first image (its geometry).
 
-    One path gives its frames (a video, a multi-frame image); several give one 2D image each.
+    One path gives its frames (a video, a multi-frame image); several give one 2D image each. ``images``: the
+    paths already loaded, in the same order (not loaded again).
     """
-    images = [load(path) for path in paths]
+    images = [load(path) for path in paths] if images is None else list(images)
     for path, image in zip(paths, images):
         if not image.is_2d:
             raise MedfmError(f"{display_path(path)}: is a volume ({image.spatial_shape[2]} slices); forecasting takes 2D images or videos")
@@ -123,17 +125,17 @@ def forecast_files(paths: Sequence[str | os.PathLike], output: str | os.PathLike
         raise MedfmError("give a sequence: a video, or two or more images in order")
     if order not in ORDERS:
         raise MedfmError(f"--order must be one of {', '.join(ORDERS)}; got {order!r}")
-    gaps = None
+    gaps, images = None, None
     if order == "date":
         if len(paths) < 2:
             raise MedfmError(f"{display_path(paths[0])}: --order date sorts several images; give two or more")
-        paths, gaps = in_date_order(paths)
+        paths, images, gaps = in_date_order(paths)
     if method == "ode" and model is None:
         raise MedfmError("--method ode needs --model: a forecaster folder from `medfm train forecast` (medfm ships none: "
                          "on its held-out clips none beat repeating the last image; see README)")
     writer_for(output)
     forecaster = create_forecaster(model) if method == "ode" else None
-    frames, first = read_sequence(paths)
+    frames, first = read_sequence(paths, images)
     low, high = value_window(frames)
     future = forecast_frames((frames.astype(np.float32) - low) / (high - low), steps, method, forecaster)
     array = to_dtype(future * (high - low) + low, frames.dtype).transpose(2, 1, 0)[:, :, None, :, None]
