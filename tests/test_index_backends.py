@@ -146,6 +146,18 @@ def test_refuses_another_model_and_unknown_collections(server):
         create_index(f"{server}/refuse", INFO)
 
 
+def test_a_chroma_address_that_never_answers_is_refused_after_the_timeout(monkeypatch):
+    pytest.importorskip("chromadb")
+    monkeypatch.setenv("MEDFM_INDEX_TIMEOUT_S", "0.5")
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        with pytest.raises(MedfmError, match=rf"^the Chroma server at 127.0.0.1:{port} did not answer within 0.5 s "
+                                             r"\(MEDFM_INDEX_TIMEOUT_S\)$"):
+            open_index(f"chroma://127.0.0.1:{port}/images")
+
+
 @pytest.mark.parametrize("scheme, engine", [("chroma", "Chroma"), ("http", "Milvus")])
 def test_unreachable_server_is_one_line_error(scheme, engine):
     pytest.importorskip("chromadb" if scheme == "chroma" else "pymilvus")
@@ -240,7 +252,11 @@ def test_milvus_locations_are_checked(tmp_path, monkeypatch):
 
 
 @pytest.mark.usefixtures("fake_models")
-def test_build_stops_in_one_line_when_the_chroma_server_dies_and_resumes_to_a_clean_runs_records(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("failure", ["dies", "hangs"])
+def test_build_stops_in_one_line_when_the_chroma_server_fails_and_resumes_to_a_clean_runs_records(failure, tmp_path, capsys,
+                                                                                                 monkeypatch):
+    """The server is SIGKILLed (dies), or SIGSTOPped (hangs with its connections open: only the request
+    timeout ends the wait) while the third of five chunks is embedded."""
     from clitools import run_cli
 
     from medfm.io import Image, save
@@ -263,23 +279,36 @@ def test_build_stops_in_one_line_when_the_chroma_server_dies_and_resumes_to_a_cl
     try:
         embed_chunk, embedded = search_task.embed_chunk, []
 
-        def embed_after_killing_the_server(encoder, chunk):
-            if len(embedded) == 2:  # two chunks written: the server dies while the third is embedded
-                process.send_signal(signal.SIGKILL)
-                process.wait()
+        def embed_after_failing_the_server(encoder, chunk):
+            if len(embedded) == 2:  # two chunks written
+                if failure == "dies":
+                    process.send_signal(signal.SIGKILL)
+                    process.wait()
+                else:
+                    process.send_signal(signal.SIGSTOP)
             embedded.append(chunk)
             return embed_chunk(encoder, chunk)
 
-        monkeypatch.setattr(search_task, "embed_chunk", embed_after_killing_the_server)
+        monkeypatch.setattr(search_task, "embed_chunk", embed_after_failing_the_server)
+        monkeypatch.setenv("MEDFM_INDEX_TIMEOUT_S", "2")
         code, out, err = build("resumed")
-        assert process.returncode == -signal.SIGKILL and len(embedded) == 3
-        assert code == 2 and out == ""
-        assert err.startswith(f"medfm: error: lost the Chroma server at 127.0.0.1:{port}: ") and err.count("\n") == 1, err
+        assert len(embedded) == 3 and code == 2 and out == ""
+        if failure == "dies":
+            assert process.returncode == -signal.SIGKILL
+            assert err.startswith(f"medfm: error: lost the Chroma server at 127.0.0.1:{port}: "), err
+        else:
+            assert process.poll() is None  # still there, stopped
+            assert err.startswith(f"medfm: error: the Chroma server at 127.0.0.1:{port} did not answer within 2 s "
+                                  "(MEDFM_INDEX_TIMEOUT_S)"), err
+        assert err.count("\n") == 1, err
         assert "the build stopped with at least 16 of 40 images indexed: run the same command again" in err
         assert "Traceback" not in err and "patient" not in err
 
         monkeypatch.setattr(search_task, "embed_chunk", embed_chunk)
-        process = start_chroma(tmp_path, port)  # the same data folder
+        if failure == "dies":
+            process = start_chroma(tmp_path, port)  # the same data folder
+        else:
+            process.send_signal(signal.SIGCONT)
         code, out, err = build("resumed")
         assert code == 0 and "24 added, 16 already indexed, 0 bad" in out, err
         code, out, err = build("clean")

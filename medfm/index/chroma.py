@@ -3,6 +3,11 @@
 The server persists and searches (HNSW, cosine space); the collection's metadata records
 the model, so that every client refuses queries from another one. Needs the ``chroma``
 extra (``chromadb``); medfm never starts the server itself.
+
+Every request waits at most ``MEDFM_INDEX_TIMEOUT_S`` seconds (default 60) for the server,
+so one that hangs without closing the connection stops a build like one that died. The
+Chroma client itself never times out (chromadb 1.5.9 builds its HTTP session with
+``timeout=None`` and offers no setting), so medfm sets its session's timeout.
 """
 
 from __future__ import annotations
@@ -24,12 +29,20 @@ from medfm.index.base import (
     MissingIdsError,
     clean_metadata,
 )
+from medfm.io.limits import positive_env_number
 
 SCHEME = "chroma://"
 _MODEL_KEYS = {"name": "medfm_model", "embed_dim": "medfm_embed_dim", "weights_sha256": "medfm_weights_sha256"}
 # Chroma refuses larger pages than its max batch size; this stays well under it
 _PAGE = 1000
 _Method = TypeVar("_Method", bound=Callable[..., Any])
+TIMEOUT_ENV = "MEDFM_INDEX_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def timeout_s() -> float:
+    """How long each request waits for the server (``MEDFM_INDEX_TIMEOUT_S``, read at each connection)."""
+    return positive_env_number(TIMEOUT_ENV, DEFAULT_TIMEOUT_S, float)
 
 
 def _where(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -51,6 +64,10 @@ def _answering(url: str) -> Iterator[None]:
 
     try:
         yield
+    except httpx.TimeoutException:
+        parts = urlsplit(url)
+        raise IndexUnavailableError(url, f"the Chroma server at {parts.hostname}:{parts.port} did not answer "
+                                         f"within {timeout_s():g} s ({TIMEOUT_ENV})") from None
     except httpx.TransportError as exc:
         parts = urlsplit(url)
         # the transport's own words (refused, reset, disconnected): never the request's content
@@ -72,6 +89,7 @@ def _server_call(method: _Method) -> _Method:
 def _connect(url: str) -> tuple[Any, str]:
     try:
         import chromadb
+        import httpx
         from chromadb.config import Settings
     except ImportError:
         raise MedfmError("chroma:// indexes need the chromadb package: pip install 'medfm[chroma]'") from None
@@ -79,12 +97,18 @@ def _connect(url: str) -> tuple[Any, str]:
     name = parts.path.strip("/")
     if not parts.hostname or not parts.port or not name:
         raise MedfmError(f"Chroma index address must look like chroma://HOST:PORT/COLLECTION, got {url!r}")
+    timeout = httpx.Timeout(timeout_s())
     try:
+        # the client's constructor already talks to the server, without a timeout: ask with one first
+        httpx.get(f"http://{parts.hostname}:{parts.port}/api/v2/heartbeat", timeout=timeout).raise_for_status()
         client = chromadb.HttpClient(host=parts.hostname, port=parts.port,
                                      settings=Settings(anonymized_telemetry=False))
-        client.heartbeat()
+    except httpx.TimeoutException:
+        raise MedfmError(f"the Chroma server at {parts.hostname}:{parts.port} did not answer within "
+                         f"{timeout_s():g} s ({TIMEOUT_ENV})") from None
     except Exception as exc:
         raise MedfmError(f"cannot reach the Chroma server at {parts.hostname}:{parts.port}: {_first_line(exc)}") from None
+    client._server._session.timeout = timeout  # pinned chromadb 1.5.9: the HTTP session of its FastAPI client
     return client, name
 
 

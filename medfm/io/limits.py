@@ -35,7 +35,8 @@ class DecodeLimits:
     max_ratio: float = DEFAULT_MAX_INFLATION_RATIO
 
 
-def _number(name: str, default: float, kind: type) -> float:
+def positive_env_number(name: str, default: float, kind: type) -> float:
+    """The positive number environment variable ``name`` holds (``kind`` int or float), else ``default``."""
     text = os.environ.get(name)
     if text is None or not text.strip():
         return default
@@ -51,8 +52,8 @@ def _number(name: str, default: float, kind: type) -> float:
 def decode_limits() -> DecodeLimits:
     """The limits in force, from the environment (read at each call, so tests and servers can change them)."""
     return DecodeLimits(
-        int(_number("MEDFM_MAX_DECODED_BYTES", DEFAULT_MAX_DECODED_BYTES, int)),
-        float(_number("MEDFM_MAX_INFLATION_RATIO", DEFAULT_MAX_INFLATION_RATIO, float)),
+        int(positive_env_number("MEDFM_MAX_DECODED_BYTES", DEFAULT_MAX_DECODED_BYTES, int)),
+        float(positive_env_number("MEDFM_MAX_INFLATION_RATIO", DEFAULT_MAX_INFLATION_RATIO, float)),
     )
 
 
