@@ -190,3 +190,34 @@ def test_finetune_a_sam_checkpoint(discs, tmp_path, method):
     from medfm.models.segmenters.prompt import Prompt
 
     assert adapted.predict(Prompt(boxes=[(5, 5, 30, 30)])).mask.shape == (40, 40)
+
+
+def test_two_processes_take_the_steps_one_process_takes_with_the_same_global_batch(labelled_pictures, tmp_path):
+    """Classification has no per-sample randomness, so each step's loss (averaged over the ranks) must equal the
+    single process's: the ranks share the global batch and average their gradients."""
+    losses: dict[int, list[float]] = {1: [], 2: []}
+    for workers in (1, 2):
+        finetune("medfm-clip-small", labelled_pictures, tmp_path / f"w{workers}.safetensors", method="lora", rank=2,
+                 label_column="kind", batch_size=4, max_steps=4, checkpoint_seconds=1e9, workers=workers,
+                 on_step=lambda step, loss, workers=workers: losses[workers].append(loss))
+    assert len(losses[1]) == len(losses[2]) == 4
+    np.testing.assert_allclose(losses[2], losses[1], rtol=1e-5)
+    assert len(set(np.round(losses[1], 6))) > 1  # the steps changed the model
+
+
+@pytest.mark.parametrize("method", ["dd-adapter", "full"])
+def test_finetune_in_two_processes_writes_the_adapter_once(discs, tmp_path, method):
+    """medfm-interactive: per-rank prompts, and with full fine-tuning BatchNorm over both ranks' samples (each
+    rank runs the decoder equally often, or the ranks would wait for each other forever)."""
+    out = tmp_path / "a.safetensors"
+    summary = finetune("medfm-interactive", discs, out, method=method, rank=2, batch_size=4, max_steps=3,
+                       checkpoint_seconds=1e9, workers=2)
+    assert summary["processes"] == 2 and summary["steps"] == 3
+    assert create_segmenter("medfm-interactive", adapter=out).info.weights_sha256 == sha256_of(out)
+    assert not (tmp_path / f".{out.name}.partial").exists()
+
+
+def test_workers_that_do_not_divide_the_batch_are_refused_before_anything_starts(discs, tmp_path):
+    with pytest.raises(MedfmError, match="--workers 3 does not divide the batch of 4"):
+        finetune("medfm-interactive", discs, tmp_path / "a.safetensors", batch_size=4, max_steps=1, workers=3)
+    assert not list(tmp_path.iterdir())

@@ -200,11 +200,13 @@ def finetune_command(
                                                                   "where their images are (default: the default catalog).")] = None,
     final_only: Annotated[bool, typer.Option("--final-only", help="With a folder of annotations, only versions marked final "
                                                                   "in the workbench.")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Processes on this machine sharing each step's batch (torch "
+                                                          "gloo, gradients averaged); the batch must divide by it.")] = 1,
 ) -> None:
     """Adapt a model to your labels (LoRA, DD-Adapter, VPT or full fine-tuning); writes a small adapter file, prints the summary as JSON."""
     from medfm.train.finetune import finetune
 
     print_json(finetune(base, data, out, method=method, budget_minutes=budget_min, resume=resume, checkpoint=checkpoint,
                         label_column=label_column, group_column=group_column, max_steps=max_steps, catalog=catalog,
-                        final_only=final_only, log=lambda line: typer.echo(line, err=True),
+                        final_only=final_only, workers=workers, log=lambda line: typer.echo(line, err=True),
                         **given(rank=rank, batch_size=batch_size, learning_rate=learning_rate)))

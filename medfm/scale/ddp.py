@@ -90,6 +90,22 @@ class Group:
         dist.all_reduce(total)
         return float(total.item()) / self.world
 
+    def average_gradients(self, parameters: Sequence[Any]) -> None:
+        """Replace each parameter's gradient by its mean over the ranks (a parameter without one on a rank counts
+        as zeros there), as DDP does; for trainers that cannot route their passes through :meth:`wrap`."""
+        if self.world == 1:
+            return
+        import torch
+        import torch.distributed as dist
+
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in parameters])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for parameter in parameters:
+            parameter.grad = flat[offset:offset + parameter.numel()].view_as(parameter).clone()
+            offset += parameter.numel()
+
     def wrap(self, network: Any, *, unused_parameters: bool = False) -> Any:
         """``network`` whose backward pass averages gradients over the ranks (itself when alone), called as the
         network (its ``forward``); its BatchNorm layers, if any, normalise with the global batch's statistics.

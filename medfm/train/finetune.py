@@ -18,6 +18,12 @@
 Work in progress lives in a hidden ``.ADAPTER.partial`` folder beside ADAPTER (checkpoint
 written to a temporary file and renamed, so a SIGKILL leaves the previous one);
 ``resume=True`` continues from it. The folder is removed once ADAPTER is written.
+
+``workers`` processes on this machine share each step's batch (:mod:`medfm.scale.ddp`): each
+rank reads the data, builds the same model, then takes rank 0's state (a resumed one's too);
+every step all draw the same global batch and train on their share, and the trainable
+parameters' gradients are averaged before the optimiser steps. Rank 0 alone validates, keeps
+the best state, checkpoints and writes ADAPTER, and its clock ends the run for all.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +51,7 @@ from medfm.models.adapters import (
     trainable_state,
 )
 from medfm.models.adapters.file import network_of, save_adapter
+from medfm.scale.ddp import Group, check_workers, local_group
 from medfm.train.finetune_objectives import ClassifierObjective, segmentation_objective
 from medfm.train.run_folder import partial_folder
 
@@ -79,22 +87,30 @@ def finetune(
     label_column: str | None = None, group_column: str | None = None, batch_size: int = 16,
     learning_rate: float | None = None, max_steps: int | None = None, checkpoint_seconds: float = 60.0,
     seed: int = 0, catalog: str | None = None, final_only: bool = False, on_step: Callable[[int, float], None] | None = None,
-    log: Callable[[str], None] = lambda _: None,
-) -> dict[str, Any]:
+    log: Callable[[str], None] = lambda _: None, workers: int = 1, group: Group | None = None,
+) -> dict[str, Any] | None:
     """Fine-tune ``base`` on ``data`` and write the adapter file ``out``; returns the summary (also stored in the
     file's ``training`` metadata). ``data``: a CSV manifest, or for a segmenter a folder of saved annotation versions
     whose images come from ``catalog`` (only versions marked final with ``final_only``). ``max_steps`` caps the steps
-    as well as the budget; ``on_step(step, loss)`` is called after each step."""
+    as well as the budget; ``on_step(step, loss)`` is called after each step. ``workers`` processes share each
+    step's batch (``group``: the one this rank runs in); ranks other than 0 return None."""
     from medfm.train.seg import collect_cases
     from medfm.train.seg_data import data_digest
 
+    arguments = {key: value for key, value in locals().items() if key not in ("collect_cases", "data_digest", "group")}
     check_method(method, rank)
+    check_workers(workers, batch_size)
     if not budget_minutes > 0:
         raise MedfmError(f"--budget-min must be above 0 minutes; got {budget_minutes}")
     out, data = Path(out), Path(data)
-    work = partial_folder(out, resume, CHECKPOINT_FILE, "adapter file", "fine-tuning")
+    if group is None or group.main:
+        work = partial_folder(out, resume, CHECKPOINT_FILE, "adapter file", "fine-tuning")
     if not data.exists():
         raise MedfmError(f"{display_path(data)}: not found (DATA is a CSV manifest or a folder of saved annotations)")
+    if group is None:
+        # the others never log nor report steps (rank 0 does), and so need nothing that cannot be pickled
+        with local_group(workers, partial(_follow, {**arguments, "on_step": None, "log": _quiet})) as started:
+            return finetune(**arguments, group=started)
     model, kind = _build_base(base, checkpoint)
     if kind == "encoder" and not data.is_file():
         raise MedfmError(f"{display_path(data)}: fine-tuning an encoder takes a CSV manifest with --label-column, not a folder")
@@ -102,7 +118,7 @@ def finetune(
     data_sha256 = hashlib.sha256(data.read_bytes()).hexdigest() if data.is_file() else data_digest(cases or [])
     settings = {"base_model": model.info.name, "base_sha256": model.info.weights_sha256, "method": method, "rank": rank,
                 "data_sha256": data_sha256, "budget_minutes": budget_minutes, "seed": seed}
-    if resume:
+    if resume and group.main:
         before = json.loads((work / SETTINGS_FILE).read_text())
         changed = [key for key in ("base_model", "base_sha256", "method", "rank", "data_sha256") if before[key] != settings[key]]
         if changed:
@@ -111,8 +127,9 @@ def finetune(
     network = network_of(model)
     base_parameters = sum(p.numel() for p in network.parameters())
     add_adapter(network, method, rank, model.info.name)  # before the data: a method that does not fit stops at once
-    objective = (ClassifierObjective(model, data, batch_size, label_column) if cases is None
-                 else segmentation_objective(model, cases, batch_size))
+    check_workers(workers, batch_size, len(cases) if cases is not None else None)
+    objective = (ClassifierObjective(model, data, batch_size, label_column, group) if cases is None
+                 else segmentation_objective(model, cases, batch_size, group))
     parameters = [p for p in network.parameters() if p.requires_grad] + objective.extra_parameters
     learning_rate = learning_rate or LEARNING_RATES[method]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-4 if method == "full" else 0.0)
@@ -139,7 +156,7 @@ def finetune(
         set_training(network, method, True)
         return scores
 
-    if resume:
+    if group.main and resume:
         saved = torch.load(work / CHECKPOINT_FILE, weights_only=False)
         network.load_state_dict(saved["network"], strict=False)
         if kind == "encoder":
@@ -149,40 +166,49 @@ def finetune(
         progress, best = saved["progress"], saved["best"]
         progress["resumed_at_steps"].append(progress["step"])
         log(f"resumed at step {progress['step']} after {progress['elapsed_s']:.0f} s")
-    else:
+    elif group.main:
         work.mkdir(parents=True)
         (work / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
         log(f"before fine-tuning: {evaluate()}")
         save_checkpoint()  # from now on, an interruption can always be resumed
+    if group.world > 1:
+        _share_state(group, network, method, objective, optimizer, rng, progress, parameters)
+        log(f"fine-tuning in {group.world} processes, {batch_size // group.world} samples each per step")
 
     budget_s = budget_minutes * 60
     started = time.monotonic() - progress["elapsed_s"]
     last_checkpoint = time.monotonic()
     set_training(network, method, True)
-    while time.monotonic() - started < budget_s and (max_steps is None or progress["step"] < max_steps):
+    while True:
+        going = time.monotonic() - started < budget_s and (max_steps is None or progress["step"] < max_steps)
         fraction = (time.monotonic() - started) / budget_s
         if max_steps:
             fraction = max(fraction, progress["step"] / max_steps)
+        going, fraction = group.broadcast((going, fraction))  # rank 0's clock rules every rank
+        if not going:
+            break
         warmup = min(1.0, (progress["step"] + 1) / 20)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate * warmup * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0)))
-        progress["losses"].append(objective.step(optimizer, rng))
+        for parameter_group in optimizer.param_groups:
+            parameter_group["lr"] = learning_rate * warmup * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0)))
+        progress["losses"].append(group.mean(objective.step(optimizer, rng)))
         progress["step"] += 1
         if on_step is not None:
             on_step(progress["step"], progress["losses"][-1])
         progress["elapsed_s"] = time.monotonic() - started
-        if time.monotonic() - last_checkpoint >= checkpoint_seconds:
+        if group.main and time.monotonic() - last_checkpoint >= checkpoint_seconds:
             scores = evaluate()
             save_checkpoint()
             last_checkpoint = time.monotonic()
             log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s, loss {np.mean(progress['losses'][-20:]):.4f}, {scores}")
+    if not group.main:
+        return None
     log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s: {evaluate()}")
     save_checkpoint()
     summary = {
         "base_model": model.info.name, "base_sha256": model.info.weights_sha256, "method": method, "rank": rank,
         "steps": progress["step"], "training_seconds": round(progress["elapsed_s"], 1),
         "resumed_at_steps": progress["resumed_at_steps"], "learning_rate": learning_rate, "batch_size": batch_size,
-        "trainable_parameters": sum(p.numel() for p in parameters), "base_parameters": base_parameters,
+        "trainable_parameters": sum(p.numel() for p in parameters), "base_parameters": base_parameters, "processes": group.world,
         "validation_before": progress["history"][0], "validation_best": {"step": best["step"], **best["scores"]},
         "data_sha256": settings["data_sha256"], **objective.metadata(),
     }
@@ -191,3 +217,33 @@ def finetune(
     shutil.rmtree(work)
     log(f"kept step {best['step']}: {best['scores']}")
     return {"adapter": display_path(out), "adapter_bytes": out.stat().st_size, **summary}
+
+
+def _share_state(group: Group, network: torch.nn.Module, method: str, objective: Any, optimizer: torch.optim.Optimizer,
+                 rng: np.random.Generator, progress: dict[str, Any], parameters: list[torch.nn.Parameter]) -> None:
+    """Make every rank start from rank 0's trainable state, optimiser, random state and progress, and average the
+    trainable parameters' gradients over the ranks before each optimiser step."""
+    from medfm.scale.batchnorm import use_global_batchnorm
+
+    state = group.broadcast({"network": trainable_state(network, method), "head": objective.head_state(),
+                             "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state,
+                             "progress": progress} if group.main else None)
+    if not group.main:
+        network.load_state_dict(state["network"], strict=False)
+        objective.load_head_state(state["head"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        progress.update(state["progress"])
+    if method == "full":  # BatchNorm layers train only then; they normalise with the global batch's statistics
+        use_global_batchnorm(network)
+    # the objectives call parts of the network (encoder, decoder) rather than one forward, which DDP's
+    # gradient hooks need; the trainable parameters are averaged here instead, as DDP would
+    optimizer.register_step_pre_hook(lambda *_: group.average_gradients(parameters))
+
+
+def _follow(arguments: dict[str, Any], group: Group) -> None:
+    finetune(**arguments, group=group)
+
+
+def _quiet(_: str) -> None:
+    """The log of ranks other than 0."""

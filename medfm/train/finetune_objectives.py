@@ -1,7 +1,8 @@
 """What ``medfm finetune`` optimises and scores, per kind of model.
 
-Each objective decodes its data once, takes one optimiser ``step`` on a random batch and
-``score``s the validation part (higher is better, under ``"score"``). Promptable segmenters
+Each objective decodes its data once, takes one optimiser ``step`` on a random batch (its
+share of it when several processes train together: :func:`share`) and ``score``s the
+validation part (higher is better, under ``"score"``). Promptable segmenters
 learn from the simulated first interactions of :mod:`medfm.train.interactive`
 (:func:`~medfm.train.interactive.first_prompt`; medfm-interactive also gets its corrective
 rounds through :func:`~medfm.train.interactive.training_step`); encoders learn a linear
@@ -19,13 +20,26 @@ import torch.nn.functional as F
 
 from medfm.errors import MedfmError
 from medfm.models.adapters.file import HEAD_PREFIX, network_of
+from medfm.scale.ddp import Group
 from medfm.train.seg_data import Case
+
+#: Training in this process alone.
+ONE_PROCESS = Group()
+
+
+def share(group: Group, indices: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.random.Generator]:
+    """This rank's share of a step's global batch ``indices`` (drawn alike on every rank from ``rng``) and the
+    generator of its per-sample randomness (prompts, augmentation): ``rng`` itself for one process, else one
+    seeded by this step and rank, so that the ranks draw differently while ``rng`` stays the same on all."""
+    if group.world == 1:
+        return indices, rng
+    return group.share(indices), np.random.default_rng([int(rng.integers(2**63)), group.rank])
 
 
 class SegmenterObjective:
     """Simulated interactions on a promptable segmenter (medfm-interactive); scored by mean box + click Dice on validation."""
 
-    def __init__(self, segmenter: Any, cases: list[Case], batch_size: int) -> None:
+    def __init__(self, segmenter: Any, cases: list[Case], batch_size: int, group: Group = ONE_PROCESS) -> None:
         from monai.losses import DiceCELoss
 
         from medfm.train.finetune_data import interactive_framing, segmentation_set
@@ -36,17 +50,19 @@ class SegmenterObjective:
         self.net = network_of(segmenter)
         self.data = segmentation_set(cases, interactive_framing(SIZE))
         self.train_indices = np.flatnonzero(~self.data.is_val)
-        self.batch_size = batch_size
+        self.batch_size, self.group = batch_size, group
         self.loss = DiceCELoss(sigmoid=True)
         self.extra_parameters: list[torch.nn.Parameter] = []
 
     def step(self, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> float:
         from medfm.train.interactive import training_step
 
-        chosen = rng.choice(self.train_indices, self.batch_size)
+        # every rank runs the decoder equally often (its BatchNorm layers may average over the ranks)
+        rounds = None if self.group.world == 1 else int(rng.integers(0, 4))
+        chosen, sample_rng = share(self.group, rng.choice(self.train_indices, self.batch_size), rng)
         pictures = torch.from_numpy(self.data.pictures[chosen]).permute(0, 3, 1, 2).float() / 255
         masks = torch.from_numpy(self.data.masks[chosen].astype(np.float32))[:, None]
-        return training_step(self.net, optimizer, self.loss, pictures, masks, rng)
+        return training_step(self.net, optimizer, self.loss, pictures, masks, sample_rng, rounds)
 
     def score(self) -> dict[str, float]:
         from medfm.train.interactive import validate
@@ -58,6 +74,9 @@ class SegmenterObjective:
     def head_state(self) -> dict[str, torch.Tensor]:
         return {}
 
+    def load_head_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Nothing: promptable segmenters train no head."""
+
     def metadata(self) -> dict[str, Any]:
         return {"train_images": int((~self.data.is_val).sum()), "val_images": int(self.data.is_val.sum())}
 
@@ -65,7 +84,7 @@ class SegmenterObjective:
 class ClassifierObjective:
     """A linear head on the encoder's unit embeddings under cross-entropy; scored by validation accuracy."""
 
-    def __init__(self, encoder: Any, manifest: Path, batch_size: int, label_column: str | None) -> None:
+    def __init__(self, encoder: Any, manifest: Path, batch_size: int, label_column: str | None, group: Group = ONE_PROCESS) -> None:
         from medfm.train.finetune_data import classification_set
 
         if not label_column:
@@ -75,14 +94,14 @@ class ClassifierObjective:
         self.pixels = encoder.pixels(self.data.planes)
         self.targets = torch.from_numpy(self.data.targets)
         self.train_indices = np.flatnonzero(~self.data.is_val)
-        self.batch_size = batch_size
+        self.batch_size, self.group = batch_size, group
         self.head = torch.nn.Linear(encoder.info.embed_dim, len(self.data.labels))
         # Unit-length embeddings give small logits; a fixed scale lets the head reach confident ones.
         self.scale = 10.0
         self.extra_parameters = list(self.head.parameters())
 
     def step(self, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> float:
-        chosen = torch.from_numpy(rng.choice(self.train_indices, self.batch_size))
+        chosen = torch.from_numpy(self.group.share(rng.choice(self.train_indices, self.batch_size)))
         logits = self.head(self.encoder.embed_pixels(self.pixels[chosen]) * self.scale)
         loss = F.cross_entropy(logits, self.targets[chosen])
         optimizer.zero_grad(set_to_none=True)
@@ -104,6 +123,10 @@ class ClassifierObjective:
     def head_state(self) -> dict[str, torch.Tensor]:
         return {HEAD_PREFIX + key: value.detach().clone() for key, value in self.head.state_dict().items()}
 
+    def load_head_state(self, state: dict[str, torch.Tensor]) -> None:
+        """The head from :meth:`head_state`'s form."""
+        self.head.load_state_dict({key.removeprefix(HEAD_PREFIX): value for key, value in state.items()})
+
     def metadata(self) -> dict[str, Any]:
         return {"labels": self.data.labels, "train_images": int((~self.data.is_val).sum()),
                 "val_images": int(self.data.is_val.sum())}
@@ -113,7 +136,7 @@ class SamObjective:
     """SAM-family segmenters (SAM, MedSAM): the first simulated prompt (box or clicks; MedSAM boxes only),
     Dice + cross-entropy on SAM's low-resolution logits; scored by mean box + click Dice there."""
 
-    def __init__(self, segmenter: Any, cases: list[Case], batch_size: int) -> None:
+    def __init__(self, segmenter: Any, cases: list[Case], batch_size: int, group: Group = ONE_PROCESS) -> None:
         from monai.losses import DiceCELoss
 
         from medfm.train.finetune_data import resize_mask, segmentation_set
@@ -130,7 +153,7 @@ class SamObjective:
 
         self.data = segmentation_set(cases, frame)
         self.train_indices = np.flatnonzero(~self.data.is_val)
-        self.batch_size = batch_size
+        self.batch_size, self.group = batch_size, group
         self.loss = DiceCELoss(sigmoid=True)
         self.extra_parameters: list[torch.nn.Parameter] = []
 
@@ -164,10 +187,10 @@ class SamObjective:
         return torch.cat(out)
 
     def step(self, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> float:
-        chosen = rng.choice(self.train_indices, self.batch_size)
+        chosen, sample_rng = share(self.group, rng.choice(self.train_indices, self.batch_size), rng)
         truths = self.data.masks[chosen]
         features = self.model.image_encoder(torch.from_numpy(self.data.pictures[chosen]))
-        logits = self._logits(features, [self._prompt(truth, rng) for truth in truths])
+        logits = self._logits(features, [self._prompt(truth, sample_rng) for truth in truths])
         loss = self.loss(logits, torch.from_numpy(truths.astype(np.float32))[:, None])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -195,12 +218,15 @@ class SamObjective:
     def head_state(self) -> dict[str, torch.Tensor]:
         return {}
 
+    def load_head_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Nothing: promptable segmenters train no head."""
+
     def metadata(self) -> dict[str, Any]:
         return {"train_images": int((~self.data.is_val).sum()), "val_images": int(self.data.is_val.sum())}
 
 
-def segmentation_objective(model: Any, cases: list[Case], batch_size: int) -> SegmenterObjective | SamObjective:
+def segmentation_objective(model: Any, cases: list[Case], batch_size: int, group: Group = ONE_PROCESS) -> SegmenterObjective | SamObjective:
     """The objective for a built promptable segmenter: SAM's for the SAM family, medfm-interactive's otherwise."""
     if type(network_of(model)).__name__ == "Sam":
-        return SamObjective(model, cases, batch_size)
-    return SegmenterObjective(model, cases, batch_size)
+        return SamObjective(model, cases, batch_size, group)
+    return SegmenterObjective(model, cases, batch_size, group)

@@ -253,14 +253,15 @@ def _logits(net: InteractiveNet, features: list[torch.Tensor], maps: torch.Tenso
     return F.interpolate(net.decode(features, maps), size=(SIZE, SIZE), mode="bilinear", align_corners=False)
 
 
-def training_step(net, optimizer, loss_fn, pictures, masks, rng) -> float:
-    """One batch: augment, first prompt, 0–3 corrective rounds without gradients, a last round with them."""
+def training_step(net, optimizer, loss_fn, pictures, masks, rng, rounds: int | None = None) -> float:
+    """One batch: augment, first prompt, 0–3 corrective rounds without gradients (``rounds``, else drawn from
+    ``rng`` after the prompts), a last round with them."""
     pictures, masks = augment(pictures, masks, rng)
     truths = masks[:, 0].numpy().astype(bool)
     prompts = [first_prompt(truth, rng) for truth in truths]
     features = net.encode(pictures)
     previous: list[np.ndarray | None] = [None] * len(prompts)
-    for _ in range(int(rng.integers(0, 4))):
+    for _ in range(int(rng.integers(0, 4)) if rounds is None else rounds):
         with torch.no_grad():
             logits = _logits(net, [f.detach() for f in features], torch.stack([_maps(p, q) for p, q in zip(prompts, previous)]))
         probabilities = torch.sigmoid(logits[:, 0]).numpy()
