@@ -5,28 +5,37 @@
    Gaussian-blended sliding window, softmax, back on the input grid) and by MONAI's bare
    ``sliding_window_inference`` with the same network, patch, overlap and blending, in the
    same run; the ratio medfm / MONAI is the cost of medfm's pipeline around MONAI.
-2. **Training** (``--hc18-budget-min N``, needs ``../shared/data``): ``train_segmenter`` on
-   HC18's dev split for N minutes, then held-out Dice (20 % of the subject groups) and
-   training images/s. The issue's peer, nnU-Net v2, is reported as not measured when the
-   ``nnunetv2`` package is absent (no fake peer).
+2. **Training** (``--hc18-budget-min N``, ``--fundus-budget-min N``, need ``../shared/data``):
+   ``train_segmenter`` on HC18's dev split (``scale=0.25``, as docs/automatic-segmentation.md)
+   or on the fundus-vessel images (first observer's masks) for N minutes, then held-out Dice
+   (20 % of the subject groups) and training images/s; then, in the same run, the issue's peer,
+   nnU-Net v2 (:mod:`nnunet_peer`: its standard 2D plan, ``nnUNetTrainer_5epochs`` stopped
+   at the same budget, one thread) on exactly that split, scored by the same code. Without
+   nnU-Net's environment (``scripts/setup_nnunet.sh``) the peer is reported as not measured.
 
     python benchmarks/train_seg_bench.py [--shape 256,256,128] [--architecture auto-unet] [--hc18-budget-min 10]
+        [--fundus-budget-min 10] [--nnunet-python .venv-nnunet/bin/python] [--skip-sliding-window]
 
-Prints JSON. Run it with ``nice -n 10``; threads follow ``MEDFM_THREADS``.
+Prints JSON. Run it with ``nice -n 10`` and ``MEDFM_THREADS=1``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import csv
 import json
+import os
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from nnunet_peer import run_peer
 
 from medfm.models.automatic.network import build_network
 from medfm.models.automatic.plan import Plan, normalise
@@ -34,6 +43,9 @@ from medfm.models.automatic.segmenter import AutoSegmenter
 from medfm.models.segmenters.base import SegmenterInfo
 from medfm.paths import shared_data_dir
 from medfm.train.seg_plan import architecture_config
+
+NNUNET_PYTHON = Path(__file__).resolve().parent.parent / ".venv-nnunet" / "bin" / "python"
+NNUNET_ABSENT = "not measured: nnunetv2 environment absent, run scripts/setup_nnunet.sh"
 
 
 def sliding_window(shape: tuple[int, int, int], architecture: str, patch: int, repeats: int) -> dict:
@@ -73,21 +85,73 @@ def sliding_window(shape: tuple[int, int, int], architecture: str, patch: int, r
             "max_probability_difference": float(np.abs(outputs["medfm"] - outputs["monai"]).max())}
 
 
-def hc18(budget_minutes: float, architecture: str | None, data: Path) -> dict:
-    from medfm.train.seg import train_segmenter
+def fundus_manifest(data: Path, folder: Path) -> Path:
+    """The fundus-vessel images with their first observer's masks only (the shared manifest's second-observer column
+    would be fused in), grouped by dataset and subject (a CHASE_DB1 subject's two eyes together)."""
+    path = folder / "fundus_manifest.csv"
+    with open(data / "fundus_vessels" / "manifest.csv", newline="") as source, open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["image", "mask", "subject", "dataset"])
+        for row in csv.DictReader(source):
+            writer.writerow([data / "fundus_vessels" / row["image"], data / "fundus_vessels" / row["mask"],
+                             f"{row['dataset']}-{row['subject']}", row["dataset"]])
+    return path
 
-    manifest = data / "hc18_fetal_head_us" / "manifest.csv"
-    if not manifest.is_file():
-        return {"skipped": f"{manifest} is absent"}
-    with tempfile.TemporaryDirectory() as folder:
-        summary = train_segmenter(manifest, Path(folder) / "hc18", architecture=architecture, budget_minutes=budget_minutes,
-                                  group_column="subject_group", only={"split": "dev"}, plan_overrides={"scale": "0.25"},
-                                  log=lambda line: print(line, file=sys.stderr))
-        plan = json.loads((Path(folder) / "hc18" / "plan.json").read_text())
-    return {"budget_minutes": budget_minutes, "plan_overrides": {"scale": 0.25}, "batch_size": plan["batch_size"],
-            "steps": summary["steps"], "training_seconds": summary["training_seconds"],
-            "train_images_per_s": round(summary["steps"] * plan["batch_size"] / summary["training_seconds"], 2),
-            "val_images": summary["val_images"], "val_dice": summary["validation"]["1"]["dice"]}
+
+def medfm_and_peer(name: str, manifest: Path, group_column: str, only: dict[str, str] | None,
+                   plan_overrides: dict[str, str] | None, budget_minutes: float, architecture: str | None,
+                   nnunet_python: Path | None, folder: Path) -> dict:
+    """``train_segmenter`` for the budget, then nnU-Net on the same training/held-out split for the same budget."""
+    from medfm.train.seg import collect_cases, train_segmenter
+    from medfm.train.seg_data import split_cases
+
+    def log(line: str) -> None:
+        print(f"[{name}] {line}", file=sys.stderr, flush=True)
+
+    load_before = os.getloadavg()
+    summary = train_segmenter(manifest, folder / name, architecture=architecture, budget_minutes=budget_minutes,
+                              group_column=group_column, only=only, plan_overrides=plan_overrides, log=log)
+    plan = json.loads((folder / name / "plan.json").read_text())
+    dice = summary["validation"]["1"]["dice"]
+    medfm_row = {"plan_overrides": plan_overrides or {}, "scale": plan["scale"], "patch_size": plan["patch_size"],
+                 "batch_size": plan["batch_size"], "steps": summary["steps"],
+                 "training_seconds": summary["training_seconds"],
+                 "train_images_per_s": round(summary["steps"] * plan["batch_size"] / summary["training_seconds"], 2),
+                 "val_images": summary["val_images"], "val_dice": dice, "val_hd95": summary["validation"]["1"]["hd95"],
+                 "load_average_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]}
+    report = {"budget_minutes": budget_minutes, "train_images": summary["train_images"], "medfm": medfm_row}
+    if nnunet_python is None:
+        report["nnunet"] = NNUNET_ABSENT
+        return report
+    training, held_out = split_cases(collect_cases(manifest, group_column=group_column, only=only))
+    labels = {int(value): label for value, label in plan["labels"].items()}
+    load_before = os.getloadavg()
+    peer = run_peer(nnunet_python, name, training, held_out, labels, budget_minutes * 60.0, folder / "nnunet", log)
+    peer["load_average_1min_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    report["nnunet"] = peer
+    if isinstance(peer["val_dice"], dict):
+        report["dice_ratio_medfm_over_nnunet"] = round(dice["value"] / peer["val_dice"]["value"], 3)
+    return report
+
+
+def training_rows(args: argparse.Namespace, nnunet_python: Path | None) -> dict:
+    data = args.data or shared_data_dir()
+    rows = {}
+    for name, budget in (("hc18", args.hc18_budget_min), ("fundus_vessels", args.fundus_budget_min)):
+        if not budget:
+            continue
+        source = data / ("hc18_fetal_head_us" if name == "hc18" else "fundus_vessels") / "manifest.csv"
+        if not source.is_file():
+            rows[name] = {"skipped": f"{source} is absent"}
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            if name == "hc18":
+                rows[name] = medfm_and_peer(name, source, "subject_group", {"split": "dev"}, {"scale": "0.25"}, budget,
+                                            args.architecture, nnunet_python, Path(folder))
+            else:
+                rows[name] = medfm_and_peer(name, fundus_manifest(data, Path(folder)), "subject", None, None, budget,
+                                            args.architecture, nnunet_python, Path(folder))
+    return rows
 
 
 def main() -> None:
@@ -97,15 +161,24 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--hc18-budget-min", type=float, default=None, help="Also train on HC18 for this many minutes.")
+    parser.add_argument("--fundus-budget-min", type=float, default=None,
+                        help="Also train on the fundus-vessel images for this many minutes.")
+    parser.add_argument("--nnunet-python", type=Path, default=NNUNET_PYTHON if NNUNET_PYTHON.is_file() else None,
+                        help="The Python of nnU-Net's environment (default .venv-nnunet/bin/python when it exists).")
+    parser.add_argument("--skip-sliding-window", action="store_true", help="Only the training comparisons.")
     parser.add_argument("--data", type=Path, default=None)
     args = parser.parse_args()
-    shape = tuple(int(n) for n in args.shape.split(","))
-    report = {"sliding_window": sliding_window(shape, args.architecture, args.patch, args.repeats),
-              "threads": torch.get_num_threads(),
-              "nnunetv2": ("installed, but not run by this benchmark" if importlib.util.find_spec("nnunetv2")
-                           else "not installed: no nnU-Net v2 peer was measured")}
-    if args.hc18_budget_min:
-        report["hc18"] = hc18(args.hc18_budget_min, args.architecture, args.data or shared_data_dir())
+    report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+              "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+              "load_average_at_start": [round(n, 2) for n in os.getloadavg()]}
+    if not args.skip_sliding_window:
+        shape = tuple(int(n) for n in args.shape.split(","))
+        report["sliding_window"] = sliding_window(shape, args.architecture, args.patch, args.repeats)
+    nnunet_python = args.nnunet_python if args.nnunet_python and args.nnunet_python.is_file() else None
+    report.update(training_rows(args, nnunet_python))
+    if not (args.hc18_budget_min or args.fundus_budget_min):
+        report["nnunet"] = "not run: give --hc18-budget-min or --fundus-budget-min"
+    report["load_average_at_end"] = [round(n, 2) for n in os.getloadavg()]
     print(json.dumps(report, indent=2))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -12,34 +13,42 @@ from medfm.eval.seg_metrics import score_label_maps
 from medfm.models.automatic.plan import Plan
 from medfm.models.automatic.segmenter import AutoSegmenter
 from medfm.models.segmenters.base import SegmenterInfo
-from medfm.train.seg_data import Case, iterate_pairs
+from medfm.train.seg_data import Case, Pair, iterate_pairs
 
 METRICS = ("dice", "hd95")
 
 
 def validate(network: nn.Module, plan: Plan, cases: list[Case], by_group: bool) -> dict[str, Any]:
-    """Per label: mean Dice and HD95 (voxels × spacing, mm) over the held-out images with 95 % bootstrap intervals.
+    """Per label: mean Dice and HD95 of the network's label maps on the held-out ``cases``, as :func:`score` gives them."""
+    segmenter = AutoSegmenter(network, plan, SegmenterInfo("validation"))
+    predicted = ((pair, segmenter.label_map(segmenter.probabilities(pair.pixels, pair.spacing)))
+                 for pair in iterate_pairs(cases, plan.labels, plan.label_fusion or "staple"))
+    return score(predicted, {value: plan.labels[value] for value in plan.label_values}, by_group)
+
+
+def score(predicted: Iterable[tuple[Pair, np.ndarray]], labels: Mapping[int, str], by_group: bool) -> dict[str, Any]:
+    """Per label: mean Dice and HD95 (voxels × spacing, mm) of predicted label maps (each on its pair's mask grid,
+    ``(I, J, N)``) against the pairs' masks, with 95 % bootstrap intervals.
 
     A 2D image or a volume is scored as a whole; a video frame by frame (each frame one
     image). With ``by_group``, whole groups (subjects) are resampled. An image where the label
     is absent from both maps counts as Dice 1, as :func:`score_label_maps` defines.
     """
-    segmenter = AutoSegmenter(network, plan, SegmenterInfo("validation"))
-    rows: dict[int, dict[str, list[float]]] = {v: {m: [] for m in METRICS} for v in plan.label_values}
+    values = list(labels)
+    rows: dict[int, dict[str, list[float]]] = {v: {m: [] for m in METRICS} for v in values}
     groups = []
-    for pair in iterate_pairs(cases, plan.labels, plan.label_fusion or "staple"):
-        predicted = segmenter.label_map(segmenter.probabilities(pair.pixels, pair.spacing))
+    for pair, prediction in predicted:
         if pair.kind == "volume":
-            units = [(predicted, pair.mask, pair.spacing)]
+            units = [(prediction, pair.mask, pair.spacing)]
         else:
-            units = [(predicted[..., n], pair.mask[..., n], pair.spacing[:2]) for n in range(predicted.shape[-1])]
-        for prediction, reference, spacing in units:
-            for value, score in score_label_maps(prediction, reference, spacing, plan.label_values).items():
+            units = [(prediction[..., n], pair.mask[..., n], pair.spacing[:2]) for n in range(prediction.shape[-1])]
+        for plane, reference, spacing in units:
+            for value, scores in score_label_maps(plane, reference, spacing, values).items():
                 for metric in METRICS:
-                    rows[value][metric].append(getattr(score, metric))
+                    rows[value][metric].append(getattr(scores, metric))
             groups.append(pair.case.group)
     result = {}
-    for value in plan.label_values:
+    for value in values:
         table = {m: np.array(rows[value][m], dtype=np.float64) for m in METRICS}
 
         def statistic(picked: np.ndarray, table=table) -> dict[str, float]:
@@ -47,7 +56,7 @@ def validate(network: nn.Module, plan: Plan, cases: list[Case], by_group: bool) 
                     for m in METRICS}
 
         estimates = bootstrap(statistic, len(groups), clusters=groups if by_group else None, n_boot=500)
-        result[str(value)] = {"name": plan.labels[value], "images": len(groups),
+        result[str(value)] = {"name": labels[value], "images": len(groups),
                               **{m: estimates[m].as_dict() for m in METRICS}}
     return result
 
