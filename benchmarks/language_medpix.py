@@ -49,12 +49,13 @@ def drafts(vectors: np.ndarray, encoder, store, threshold: float, k: int, ratio:
     return drafted, nearest
 
 
-def paired_scores(predictions: list[str], peers: list[str], references: list[str], groups: list[str]) -> dict:
+def paired_scores(predictions: list[str], peers: list[str], references: list[str], groups: list[str], name: str = "draft",
+                  peer_name: str = "nearest") -> dict:
     rows = {name: np.array([metric(p, r) for p, r in zip(texts, references)])
             for name, metric in (("rouge_l", rouge_l), ("term_f1", term_f1)) for texts in [predictions]}
     peer = {name: np.array([metric(p, r) for p, r in zip(peers, references)]) for name, metric in (("rouge_l", rouge_l), ("term_f1", term_f1))}
-    stats = bootstrap(lambda i: {**{f"draft_{n}": float(v[i].mean()) for n, v in rows.items()},
-                                 **{f"nearest_{n}": float(v[i].mean()) for n, v in peer.items()},
+    stats = bootstrap(lambda i: {**{f"{name}_{n}": float(v[i].mean()) for n, v in rows.items()},
+                                 **{f"{peer_name}_{n}": float(v[i].mean()) for n, v in peer.items()},
                                  **{f"gain_{n}": float((rows[n][i] - peer[n][i]).mean()) for n in rows}},
                       len(references), clusters=groups, n_boot=1000)
     return {name: {k: round(v, 4) for k, v in e.as_dict().items()} for name, e in stats.items()}
@@ -63,6 +64,9 @@ def paired_scores(predictions: list[str], peers: list[str], references: list[str
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=None, help="Folder for the index (default: a temporary one).")
+    parser.add_argument("--captioner", default=None, help="Also score this language model's reports (a name such as "
+                        "medfm-captioner, or a model folder), written from each test image alone as `medfm report "
+                        "STUDY --model NAME` writes them, against the same nearest captions and the drafts.")
     args = parser.parse_args()
     root = shared_data_dir()
     if not (root / "medpix2_image_text_train").is_dir():
@@ -91,6 +95,17 @@ def main() -> None:
     drafted, nearest = drafts(vectors["test"], encoder, store, threshold, chosen["k"], chosen["ratio"], chosen["max_sentences"])
     result["test_report"] = paired_scores(drafted, nearest, [s.caption for s in split["test"]], [s.group for s in split["test"]])
     result["test_examples"] = [{"draft": d, "nearest": n, "reference": s.caption} for d, n, s in list(zip(drafted, nearest, split["test"]))[:3]]
+    if args.captioner:
+        from medfm.models.registry import create_language_model
+        from medfm.tasks.vlm import draft_report_with_model
+
+        model = create_language_model(args.captioner)
+        written = [draft_report_with_model(folder / s.path, model)["draft"] for s in split["test"]]
+        references, groups = [s.caption for s in split["test"]], [s.group for s in split["test"]]
+        result["captioner"] = {"model": model.info.name, "weights_sha256": model.info.weights_sha256,
+                               "vs_nearest": paired_scores(written, nearest, references, groups, "captioner"),
+                               "vs_draft": paired_scores(written, drafted, references, groups, "captioner", "draft"),
+                               "examples": written[:3]}
     # the test drafts as `medfm evaluate report` files (stay outside the repository: MedPix text)
     for name, texts in (("draft", drafted), ("nearest", nearest), ("gold", [s.caption for s in split["test"]])):
         with open(out / f"test_{name}.jsonl", "w") as handle:

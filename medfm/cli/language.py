@@ -24,7 +24,9 @@ def _threshold(encoder, given_threshold: float | None) -> float:
 
 
 ModelFolderOption = Annotated[Path | None, typer.Option(
-    "--model", help="A local vision-language checkpoint folder (MedGemma/Gemma 3, PaliGemma, Qwen2-VL, LLaVA) to write the text.")]
+    "--model", help="The language model that writes the text: medfm-captioner (shipped; from the image alone), a folder "
+                    "`medfm train captioner` wrote, or a local vision-language checkpoint folder (MedGemma/Gemma 3, "
+                    "PaliGemma, Qwen2-VL, LLaVA).")]
 MaxTokensOption = Annotated[int | None, typer.Option("--max-new-tokens", help="Tokens the language model writes at most.")]
 
 

@@ -129,6 +129,25 @@ def train_seg_command(
         print_json(summary)
 
 
+@train_app.command("captioner")
+def train_captioner_command(
+    out: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write (must not exist).")],
+    data: Annotated[Path | None, typer.Option("--data", help="Folder of the datasets (default: ../shared/data).")] = None,
+    cache: Annotated[Path, typer.Option("--cache", help="Decoded-image cache of `train clip --captions anatomy` (built "
+                                                        "there if absent).")] = Path("runs/clip-cache-anatomy.pt"),
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training images.")] = 40,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per step.")] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation, the order and the templates.")] = 0,
+) -> None:
+    """Train medfm-captioner: a small text decoder over medfm-clip-small's image embeddings (MedPix-2.0 captions,
+    template captions elsewhere); prints the training summary as JSON."""
+    from medfm.paths import shared_data_dir
+    from medfm.train.captioner import train_captioner
+
+    print_json(train_captioner(data or shared_data_dir(), cache, out, epochs=epochs, batch_size=batch_size, seed=seed,
+                               log=lambda line: typer.echo(line, err=True)))
+
+
 @train_app.command("generator")
 def train_generator_command(
     data: Annotated[Path, typer.Argument(help="CSV manifest (image column + a class or text column) or a folder "

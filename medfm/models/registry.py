@@ -57,6 +57,7 @@ _FAMILY_MODULES = {
     "medfm_generator": "medfm.models.generators",
     "medfm_upscale": "medfm.models.upscaler",
     "medfm_forecast": "medfm.models.forecaster",
+    "medfm_captioner": "medfm.models.language.captioner",
 }
 Builder = Callable[[dict[str, Any], Path | None], "Encoder | Segmenter"]
 _BUILDERS: dict[str, Builder] = {}
@@ -261,14 +262,33 @@ def read_model_folder_config(folder: Path, kind: str) -> dict[str, Any]:
     return config
 
 
-def create_language_model(folder: str | os.PathLike, family: str | None = None) -> LanguageModel:
-    """The local vision-language checkpoint in ``folder`` (Gemma 3 / MedGemma, PaliGemma,
-    Qwen2-VL, LLaVA: :data:`medfm.models.language.transformers_backend.FAMILIES`), loaded
-    with transformers without any network call; refused in one line when it is of another
-    family than ``family`` (if given) or of none medfm drives."""
+@cache
+def list_language_models() -> dict[str, dict[str, Any]]:
+    """Every shipped language model config (``"kind": "language"``) by name."""
+    return _configs("language")
+
+
+def create_language_model(name_or_folder: str | os.PathLike, family: str | None = None) -> LanguageModel:
+    """A shipped language model by name (see :func:`list_language_models`), a folder that ``medfm train
+    captioner`` wrote, or the local vision-language checkpoint in a folder (Gemma 3 / MedGemma, PaliGemma,
+    Qwen2-VL, LLaVA: :data:`medfm.models.language.transformers_backend.FAMILIES`), loaded with transformers
+    without any network call; a checkpoint folder is refused in one line when it is of another family than
+    ``family`` (if given) or of none medfm drives."""
     from medfm.models.language.transformers_backend import load_transformers_model
 
+    folder = Path(name_or_folder)
+    if not folder.is_dir() and os.fspath(name_or_folder) in list_language_models():
+        return _create(os.fspath(name_or_folder), None, list_language_models())
+    if _is_model_folder(folder, "language"):
+        return _create_named_or_folder(folder, "language", {})
     return load_transformers_model(folder, family)
+
+
+def _is_model_folder(folder: Path, kind: str) -> bool:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("kind") == kind
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _create(name: str, checkpoint: str | os.PathLike | None, configs: dict[str, dict[str, Any]]) -> Any:

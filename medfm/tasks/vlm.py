@@ -89,6 +89,9 @@ def stream_answer(images: Sequence[str | os.PathLike | Image], question: str, mo
                   max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> tuple[Iterator[str], dict[str, Any]]:
     """``model``'s answer to ``question`` about ``images`` as it is written: ``(pieces, {"pictures",
     "provenance"})``; the images are read and checked before the first piece is asked for."""
+    if not model.reads_prompt:
+        raise MedfmError(f"{model.info.name} describes images and does not read questions; ask without --model "
+                         "(zero-shot answers), or give a vision-language model folder")
     pictures, records, ids = _pictures(images, model)
     model.check_request(pictures, question, max_new_tokens)
     provenance = _provenance(model, ids, question, {"method": "local vision-language model", "pictures": records,

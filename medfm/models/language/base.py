@@ -38,6 +38,8 @@ class LanguageModel(ABC):
     """
 
     info: LanguageModelInfo
+    #: Whether the text follows the prompt; a captioner that describes the image alone cannot answer a question.
+    reads_prompt: bool = True
 
     @abstractmethod
     def stream(self, images: Sequence[np.ndarray], prompt: str, *,
