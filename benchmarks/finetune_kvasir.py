@@ -1,8 +1,14 @@
 """medfm-interactive fine-tuned on Kvasir-SEG polyps: box-prompt Dice before and after LoRA, DD-Adapter and
-full fine-tuning at the same wall-time budget, on images neither the base nor the adapters trained on.
+full fine-tuning at the same wall-time budget, and the same network trained from scratch, on images neither
+the base nor the adapters trained on.
 
-Run ``nice -n 10 python benchmarks/finetune_kvasir.py --run RUN_DIR [--budget-min 8]
-[--results medfm/models/cards/medfm-interactive-kvasir-dd-adapter.results.json]``.
+Run ``nice -n 10 python benchmarks/finetune_kvasir.py --run RUN_DIR [--budget-min 8] [--methods M ...]
+[--max-steps N] [--results medfm/models/cards/medfm-interactive-kvasir-dd-adapter.results.json]``.
+
+``scratch`` is full fine-tuning of medfm-interactive's architecture from random weights (seed 0, written to
+RUN_DIR/scratch-init.safetensors and given as ``--checkpoint``) at the learning rate the shipped model was
+trained with (2e-3), so that it learns polyps from the fine-tuning data alone. ``--max-steps`` caps every
+method's steps as well as the budget (equal steps when the machine's load differs between runs).
 
 Splits (from ``../shared/data/kvasir_seg_polyp``, nothing decoded to choose them): the base model's own
 held-out validation images (:func:`medfm.train.interactive.is_validation`, the ``kvasir`` rows of its
@@ -26,7 +32,9 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("lora", "dd-adapter", "full")
+METHODS = ("lora", "dd-adapter", "full", "scratch")
+#: The learning rate medfm-interactive was trained with (``medfm.train.interactive.train``): the from-scratch row's.
+SCRATCH_LEARNING_RATE = 2e-3
 MEDFM = [sys.executable, "-c", "from medfm.cli import main; main()", "--threads", "1"]
 
 
@@ -41,6 +49,29 @@ def write_manifests(data: Path, run: Path) -> None:
             writer.writerow(["image", "mask", "dataset"])
             writer.writerows([str(data / row["image"]), str(data / row["mask"]), "kvasir"]
                              for row in rows if is_validation("kvasir", row["image"]) == keep)
+
+
+def scratch_init(path: Path) -> Path:
+    """medfm-interactive's architecture with random weights (seed 0), as a checkpoint file (kept if present)."""
+    if not path.exists():
+        import torch
+
+        from medfm.models.registry import list_segmenters
+        from medfm.models.segmenters.interactive_net import InteractiveNet
+        from medfm.train.interactive import export_weights
+
+        config = list_segmenters()["medfm-interactive"]
+        torch.manual_seed(0)
+        export_weights(InteractiveNet(config["widths"], config["blocks"], config["pixel_mean"], config["pixel_std"]), path)
+    return path
+
+
+def method_arguments(method: str, run: Path) -> tuple[list[str], list[str]]:
+    """``medfm finetune``'s arguments for ``method``, and the base arguments its evaluation needs."""
+    if method != "scratch":
+        return ["--method", method], []
+    base = ["--checkpoint", str(run / "scratch-init.safetensors")]
+    return ["--method", "full", "--learning-rate", str(SCRATCH_LEARNING_RATE), *base], base
 
 
 def run_once(output: Path, command: list[str], stdout: Path | None = None) -> float | None:
@@ -97,6 +128,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="Folder for manifests, adapters and logs (outside the repository).")
     parser.add_argument("--budget-min", type=float, default=8.0)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--max-steps", type=int, default=None, help="Also stop each method after this many steps.")
     parser.add_argument("--results", type=Path, help="Also write the JSON here.")
     args = parser.parse_args()
     run = args.run
@@ -111,15 +144,21 @@ def main() -> None:
     results = {"base_model": "medfm-interactive", "base_weights_sha256": config["weights"]["sha256"],
                "base_weights_bytes": base_bytes, "budget_minutes": args.budget_min, "batch_size": args.batch_size,
                "threads": 1, "held_out": {"base": held_out(run / "eval-base.json")}, "methods": {}}
-    for method in METHODS:
+    steps = ["--max-steps", str(args.max_steps)] if args.max_steps else []
+    for method in args.methods:
         adapter = run / f"{method}.safetensors"
-        wall = run_once(adapter, [*MEDFM, "finetune", "medfm-interactive", "--data", str(run / "finetune.csv"), "--method", method,
-                                  "--budget-min", str(args.budget_min), "--batch-size", str(args.batch_size), "-o", str(adapter)],
+        if method == "scratch":
+            scratch_init(run / "scratch-init.safetensors")
+        training, base = method_arguments(method, run)
+        wall = run_once(adapter, [*MEDFM, "finetune", "medfm-interactive", "--data", str(run / "finetune.csv"), *training,
+                                  "--budget-min", str(args.budget_min), "--batch-size", str(args.batch_size), *steps,
+                                  "-o", str(adapter)],
                         stdout=run / f"{method}.json")
         if wall is not None:
             walls[method] = round(wall, 1)
             (run / "walls.json").write_text(json.dumps(walls))
-        run_once(run / f"eval-{method}.json", [*evaluate, "--adapter", str(adapter), "--results", str(run / f"eval-{method}.json")])
+        run_once(run / f"eval-{method}.json", [*evaluate, *base, "--adapter", str(adapter),
+                                               "--results", str(run / f"eval-{method}.json")])
         summary = json.loads((run / f"{method}.json").read_text())
         results["held_out"][method] = held_out(run / f"eval-{method}.json")
         results["methods"][method] = {
@@ -132,16 +171,19 @@ def main() -> None:
             "val_images": summary["val_images"], "learning_rate": summary["learning_rate"],
         }
     small = {method: run / f"{method}.safetensors" for method, measured in results["methods"].items()
-             if measured["adapter_fraction_of_base"] <= 0.1}
+             if measured["adapter_fraction_of_base"] <= 0.1 and method != "scratch"}
     if not (run / "paired.json").exists():
         (run / "paired.json").write_text(json.dumps(paired_differences(run / "heldout.csv", small)))
     results["paired_difference_to_base"] = json.loads((run / "paired.json").read_text())
-    results["commands"] = [(f"nice -n 10 python benchmarks/finetune_kvasir.py --run RUN --budget-min {args.budget_min:g} "
-                            f"--batch-size {args.batch_size}"),
-                           *(f"medfm --threads 1 finetune medfm-interactive --data RUN/finetune.csv --method {method} "
-                             f"--budget-min {args.budget_min:g} --batch-size {args.batch_size} -o RUN/{method}.safetensors"
-                             for method in METHODS),
-                           "medfm --threads 1 evaluate interactive RUN/heldout.csv --max-clicks 1 [--adapter RUN/METHOD.safetensors]"]
+    results["commands"] = [" ".join(["nice -n 10 python benchmarks/finetune_kvasir.py --run RUN",
+                                     f"--budget-min {args.budget_min:g} --batch-size {args.batch_size}",
+                                     f"--methods {' '.join(args.methods)}", *steps]),
+                           *(" ".join(["medfm --threads 1 finetune medfm-interactive --data RUN/finetune.csv",
+                                       *method_arguments(method, Path("RUN"))[0], f"--budget-min {args.budget_min:g}",
+                                       f"--batch-size {args.batch_size}", *steps, f"-o RUN/{method}.safetensors"])
+                             for method in args.methods),
+                           ("medfm --threads 1 evaluate interactive RUN/heldout.csv --max-clicks 1 "
+                            "[--checkpoint RUN/scratch-init.safetensors] [--adapter RUN/METHOD.safetensors]")]
     text = json.dumps(results, indent=2)
     if args.results:
         args.results.write_text(text + "\n")
