@@ -178,6 +178,21 @@ def test_adapter_card_zoom_table_matches_its_evaluations() -> None:
         assert row["held-out 1-click Dice, zoom-in"] == as_printed(kvasir["click_dice"][0], 3), name
 
 
+def test_adapter_card_from_scratch_row_is_what_its_benchmark_wrote() -> None:
+    card = (CARDS / "medfm-interactive-kvasir-dd-adapter.md").read_text()
+    path = "medfm/models/cards/medfm-interactive-kvasir-dd-adapter.scratch.json"
+    assert f"--results {path}" in card
+    results = json.loads((CARDS.parents[2] / path).read_text())
+    rows = {row["model"]: row for row in table_with(card, "box Dice, held out")}
+    for model, measured in (("base (no fine-tuning)", "base"), ("from scratch", "scratch")):
+        assert rows[model]["box Dice, held out"] == as_printed(results["held_out"][measured]["box_dice"], 3)
+        assert rows[model]["1-click Dice, held out"] == as_printed(results["held_out"][measured]["click_dice"], 3)
+    scratch = results["methods"]["scratch"]
+    assert rows["from scratch"]["steps on polyps"].startswith(f"{scratch['steps']} (kept step {scratch['kept_step']} ")
+    assert rows["from scratch"]["trainable parameters"] == f"{scratch['trainable_parameters']:,}"
+    assert results["methods"]["scratch"]["learning_rate"] == 2e-3
+
+
 def test_shipped_adapter_is_the_measured_one_and_loads_over_the_shipped_base() -> None:
     from medfm.models.registry import WEIGHTS_DIR, create_segmenter, sha256_of
 
