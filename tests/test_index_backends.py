@@ -158,6 +158,19 @@ def test_a_chroma_address_that_never_answers_is_refused_after_the_timeout(monkey
             open_index(f"chroma://127.0.0.1:{port}/images")
 
 
+def test_a_milvus_address_that_never_answers_is_refused_within_the_timeout_not_pymilvus_default(monkeypatch):
+    pytest.importorskip("pymilvus")
+    monkeypatch.setenv("MEDFM_INDEX_TIMEOUT_S", "0.5")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(MedfmError, match=f"^cannot reach the Milvus server at 127.0.0.1:{port}: "):
+            open_index(f"http://127.0.0.1:{port}/images")
+        assert time.monotonic() - started < 5  # pymilvus alone waits 10 s for a server that never answers
+
+
 @pytest.mark.parametrize("scheme, engine", [("chroma", "Chroma"), ("http", "Milvus")])
 def test_unreachable_server_is_one_line_error(scheme, engine):
     pytest.importorskip("chromadb" if scheme == "chroma" else "pymilvus")

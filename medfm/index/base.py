@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from medfm.errors import MedfmError
+from medfm.io.limits import positive_env_number
 from medfm.models.encoders.base import EncoderInfo, model_record
 
 #: Keys whose values are upper-cased on write and in filters, as the catalog stores them.
@@ -32,6 +33,16 @@ class MissingIdsError(MedfmError):
         self.location = location
         self.ids = [int(i) for i in ids]
         super().__init__(f"index {location} has no id(s) {', '.join(map(str, self.ids[:5]))}")
+
+
+#: How long each request to a vector server waits for its answer, in seconds (default 60).
+TIMEOUT_ENV = "MEDFM_INDEX_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def server_timeout_s() -> float:
+    """How long each request to a vector server (Chroma, Milvus) waits (``MEDFM_INDEX_TIMEOUT_S``, read at each call)."""
+    return positive_env_number(TIMEOUT_ENV, DEFAULT_TIMEOUT_S, float)
 
 
 class IndexUnavailableError(MedfmError):

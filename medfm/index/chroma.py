@@ -22,27 +22,21 @@ import numpy as np
 
 from medfm.errors import MedfmError
 from medfm.index.base import (
+    TIMEOUT_ENV,
     Hit,
     Index,
     IndexUnavailableError,
     Metadata,
     MissingIdsError,
     clean_metadata,
+    server_timeout_s,
 )
-from medfm.io.limits import positive_env_number
 
 SCHEME = "chroma://"
 _MODEL_KEYS = {"name": "medfm_model", "embed_dim": "medfm_embed_dim", "weights_sha256": "medfm_weights_sha256"}
 # Chroma refuses larger pages than its max batch size; this stays well under it
 _PAGE = 1000
 _Method = TypeVar("_Method", bound=Callable[..., Any])
-TIMEOUT_ENV = "MEDFM_INDEX_TIMEOUT_S"
-DEFAULT_TIMEOUT_S = 60.0
-
-
-def timeout_s() -> float:
-    """How long each request waits for the server (``MEDFM_INDEX_TIMEOUT_S``, read at each connection)."""
-    return positive_env_number(TIMEOUT_ENV, DEFAULT_TIMEOUT_S, float)
 
 
 def _where(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -67,7 +61,7 @@ def _answering(url: str) -> Iterator[None]:
     except httpx.TimeoutException:
         parts = urlsplit(url)
         raise IndexUnavailableError(url, f"the Chroma server at {parts.hostname}:{parts.port} did not answer "
-                                         f"within {timeout_s():g} s ({TIMEOUT_ENV})") from None
+                                         f"within {server_timeout_s():g} s ({TIMEOUT_ENV})") from None
     except httpx.TransportError as exc:
         parts = urlsplit(url)
         # the transport's own words (refused, reset, disconnected): never the request's content
@@ -97,7 +91,7 @@ def _connect(url: str) -> tuple[Any, str]:
     name = parts.path.strip("/")
     if not parts.hostname or not parts.port or not name:
         raise MedfmError(f"Chroma index address must look like chroma://HOST:PORT/COLLECTION, got {url!r}")
-    timeout = httpx.Timeout(timeout_s())
+    timeout = httpx.Timeout(server_timeout_s())
     try:
         # the client's constructor already talks to the server, without a timeout: ask with one first
         httpx.get(f"http://{parts.hostname}:{parts.port}/api/v2/heartbeat", timeout=timeout).raise_for_status()
@@ -105,7 +99,7 @@ def _connect(url: str) -> tuple[Any, str]:
                                      settings=Settings(anonymized_telemetry=False))
     except httpx.TimeoutException:
         raise MedfmError(f"the Chroma server at {parts.hostname}:{parts.port} did not answer within "
-                         f"{timeout_s():g} s ({TIMEOUT_ENV})") from None
+                         f"{server_timeout_s():g} s ({TIMEOUT_ENV})") from None
     except Exception as exc:
         raise MedfmError(f"cannot reach the Chroma server at {parts.hostname}:{parts.port}: {_first_line(exc)}") from None
     client._server._session.timeout = timeout  # pinned chromadb 1.5.9: the HTTP session of its FastAPI client

@@ -13,6 +13,7 @@ medfm never starts a Milvus server itself.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +25,14 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from medfm.errors import MedfmError
-from medfm.index.base import Hit, Index, Metadata, MissingIdsError, clean_metadata
+from medfm.index.base import (
+    Hit,
+    Index,
+    Metadata,
+    MissingIdsError,
+    clean_metadata,
+    server_timeout_s,
+)
 
 SERVER_SCHEMES = ("http://", "https://")
 LITE_SUFFIX = ".db"
@@ -78,8 +86,12 @@ class _Client:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._client, name)
+        # a server that hangs without closing the connection must not hold a build forever
+        bounded = "timeout" in inspect.signature(method).parameters
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            if bounded:
+                kwargs.setdefault("timeout", server_timeout_s())
             with self.errors():
                 return method(*args, **kwargs)
         return call
@@ -108,7 +120,7 @@ def _connect(location: str) -> tuple[_Client, str]:
             raise MedfmError("PATH.db indexes need the milvus-lite package: pip install 'medfm[milvus]'") from None
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return _Client(MilvusClient(uri), location), name
+        return _Client(MilvusClient(uri, timeout=server_timeout_s()), location), name
     except MilvusException as exc:
         where = uri if not uri.startswith(SERVER_SCHEMES) else urlsplit(uri).netloc
         raise MedfmError(f"cannot reach the Milvus server at {where}: {_message(exc)}") from None
