@@ -1,16 +1,22 @@
 """A shipped generator's held-out measurement: the split it was trained on, FRD and the near-copy check.
 
-``python benchmarks/generator_heldout.py split --out DIR`` writes DIR/train.csv and DIR/heldout.csv
-from ``../shared/data/medpix2_image_text_train`` (grey images only; 15 % of cases held out by a
-hash of the case id, so no case has images on both sides; column ``label`` = modality CT/MR).
-Train with ``medfm --threads 1 train generator DIR/train.csv --condition class --size 64 -o GEN_DIR``.
+``python benchmarks/generator_heldout.py split [--family medpix|hc18] --out DIR`` writes DIR/train.csv and
+DIR/heldout.csv, 15 % of cases held out by a hash of the case id, so no case has images on both sides:
+``medpix`` (default) from ``../shared/data/medpix2_image_text_train`` (grey images only; column ``label`` =
+modality CT/MR; train with ``--condition class``), ``hc18`` from ``../shared/data/hc18_fetal_head_us``
+(fetal-head ultrasound, the case is the subject group; column ``label`` = ``fetal head ultrasound``, one
+class; train with ``--condition none``).
+Train with ``medfm --threads 1 train generator DIR/train.csv --condition class|none --size 64 -o GEN_DIR``.
 
-``python benchmarks/generator_heldout.py evaluate GEN_DIR --split DIR [--steps 20] [--results FILE]`` prints JSON:
-FRD(generated, held-out) against FRD(held-out + Gaussian noise at severity 3, held-out), both
+``python benchmarks/generator_heldout.py evaluate GEN_DIR --split DIR [--steps 20] [--n-boot 200] [--results FILE]``
+prints JSON: FRD(generated, held-out) against FRD(held-out + Gaussian noise at severity 3, held-out), both
 with held-out real images prepared exactly as training prepared its images (64², 8-bit), the
-generated set with as many images per class as the held-out set; and the near-copy check: each
-sample's nearest training image by medfm-clip-small embedding (cosine), compared with how
-close held-out real images come to the training set.
+generated set with as many images per class as the held-out set, and FRD(as many real training images,
+held-out) as the floor real images of the family reach; each with a 95 % bootstrap interval (radiomic
+features extracted once, images resampled), and the generated-minus-noisy difference with its interval
+(paired over the held-out images); and the near-copy check: each
+sample's nearest training image by medfm-clip-small embedding (cosine) and by pixel correlation, compared
+with how close held-out real images come to the training set.
 """
 
 from __future__ import annotations
@@ -27,27 +33,33 @@ import numpy as np
 
 from medfm.paths import shared_data_dir
 
-FAMILY = "medpix2_image_text_train"
+#: Each family's dataset folder and how a manifest row gives its case id and its class.
+FAMILIES = {
+    "medpix": ("medpix2_image_text_train", lambda r: r["case_id"], lambda r: r["modality"]),
+    "hc18": ("hc18_fetal_head_us", lambda r: r["subject_group"], lambda r: "fetal head ultrasound"),
+}
 HELDOUT_SHARE = 0.15
 NOISE = "medfm.eval.corruptions gaussian_noise severity 3 (SD 0.07 of each image's range), clipped to 8 bits"
 
 
-def split(out: Path) -> dict:
+def split(family: str, out: Path) -> dict:
     import csv
 
-    root = shared_data_dir() / FAMILY
-    rows = [r for r in csv.DictReader(open(root / "manifest.csv")) if r["mode"] == "L"]
+    folder, case_of, class_of = FAMILIES[family]
+    root = shared_data_dir() / folder
+    with open(root / "manifest.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("mode", "L") == "L"]
     out.mkdir(parents=True, exist_ok=True)
     sides: dict[str, list] = {"train": [], "heldout": []}
     for row in rows:
-        fraction = int(hashlib.sha256(row["case_id"].encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        fraction = int(hashlib.sha256(case_of(row).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         sides["heldout" if fraction < HELDOUT_SHARE else "train"].append(row)
     for side, chosen in sides.items():
         with open(out / f"{side}.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["image", "label", "case_id"])
-            writer.writerows([[str(root / r["image"]), r["modality"], r["case_id"]] for r in chosen])
-    return {side: dict(Counter(r["modality"] for r in chosen)) for side, chosen in sides.items()}
+            writer.writerows([[str(root / r["image"]), class_of(r), case_of(r)] for r in chosen])
+    return {side: dict(Counter(class_of(r) for r in chosen)) for side, chosen in sides.items()}
 
 
 def prepared(paths: list[str], size: int) -> np.ndarray:
@@ -83,10 +95,50 @@ def embeddings(pixels: np.ndarray) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None, seed: int) -> dict:
+def features(folder: Path) -> np.ndarray:
+    """``(N, F)`` FRDv1 radiomic features of every PNG in ``folder``, in name order (as ``compute_frd`` extracts them)."""
+    from medfm.eval.radiomics_features import extract_files
+
+    extractions = extract_files([(p.stem, p, None) for p in sorted(folder.glob("*.png"))], workers=1)
+    unusable = [e.name for e in extractions if e.reason]
+    if unusable:
+        raise SystemExit(f"{folder}: no features for {unusable[:3]}")
+    return np.stack([e.values for e in extractions])
+
+
+def frd_intervals(held: np.ndarray, noisy: np.ndarray, generated: np.ndarray, real: np.ndarray, n_boot: int,
+                  seed: int) -> dict:
+    """FRD against the held-out features of the generated, noisy and real training sets, and the generated minus
+    noisy difference, each with a 95 % percentile interval over resamples of the held-out images (the noisy copies
+    resampled with their originals) and, independently, of the generated and real training images."""
+    from medfm.eval.frd import frd_from_features
+
+    def frds(h: np.ndarray, g: np.ndarray, r: np.ndarray) -> dict:
+        values = {name: frd_from_features(held[h], other)["frd"] for name, other in
+                  (("generated", generated[g]), ("noisy", noisy[h]), ("real_train", real[r]))}
+        return {**values, "generated_minus_noisy": values["generated"] - values["noisy"]}
+
+    point = frds(np.arange(len(held)), np.arange(len(generated)), np.arange(len(real)))
+    rng = np.random.default_rng(seed)
+    draws = [frds(rng.integers(0, len(held), len(held)), rng.integers(0, len(generated), len(generated)),
+                  rng.integers(0, len(real), len(real))) for _ in range(n_boot)]
+    return {name: {"value": value, "low": float(np.quantile([d[name] for d in draws], 0.025)),
+                   "high": float(np.quantile([d[name] for d in draws], 0.975))} for name, value in point.items()}
+
+
+def nearest_pixel_correlation(images: np.ndarray, training: np.ndarray) -> np.ndarray:
+    """``(N,)``: each image's highest Pearson correlation of pixels with any training image (same size)."""
+    def standardised(pixels: np.ndarray) -> np.ndarray:
+        flat = pixels.reshape(len(pixels), -1).astype(np.float64)
+        flat -= flat.mean(axis=1, keepdims=True)
+        return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+
+    return (standardised(images) @ standardised(training).T).max(axis=1)
+
+
+def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None, seed: int, n_boot: int) -> dict:
     import torch
 
-    from medfm.eval.frd import compute_frd
     from medfm.io.manifest import read_manifest
     from medfm.models.generators.sampling import sample
     from medfm.models.registry import create_generator
@@ -101,25 +153,30 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
     noisy = noisy_copies(held, rng)
     generated = []
     for start in range(0, len(held_labels), 32):
-        labels = held_labels[start:start + 32]
+        labels = held_labels[start:start + 32] if generator.condition != "none" else [None] * len(held_labels[start:start + 32])
         seeds = list(range(seed + start, seed + start + len(labels)))
         generated.append((sample(generator, labels, steps, guidance, seeds).numpy() * 255).round().astype(np.uint8))
     generated = np.concatenate(generated)
+    train_pixels = prepared(train_paths, generator.size)
+    real = train_pixels[np.random.default_rng(seed).permutation(len(train_pixels))[:len(held)]]
     with tempfile.TemporaryDirectory() as tmp:
-        folders = {name: write_pngs(pixels, Path(tmp) / name) for name, pixels in
-                   (("heldout", held), ("noisy", noisy), ("generated", generated))}
-        frd_generated = compute_frd(folders["heldout"], folders["generated"], workers=1).frd
-        frd_noisy = compute_frd(folders["heldout"], folders["noisy"], workers=1).frd
-    train = embeddings(prepared(train_paths, generator.size))
+        extracted = {name: features(write_pngs(pixels, Path(tmp) / name)) for name, pixels in
+                     (("heldout", held), ("noisy", noisy), ("generated", generated), ("real", real))}
+    frd = frd_intervals(extracted["heldout"], extracted["noisy"], extracted["generated"], extracted["real"], n_boot, seed)
+    train = embeddings(train_pixels)
     nearest_generated = (embeddings(generated) @ train.T).max(axis=1)
     nearest_heldout = (embeddings(held) @ train.T).max(axis=1)
     bar = float(np.quantile(nearest_heldout, 0.99))
+    pixel_generated = nearest_pixel_correlation(generated, train_pixels)
+    pixel_heldout = nearest_pixel_correlation(held, train_pixels)
+    pixel_bar = float(np.quantile(pixel_heldout, 0.99))
     return {
         "generator": generator.name, "weights_sha256": generator.weights_sha256, "steps": steps, "guidance": guidance,
         "heldout_images": len(held), "heldout_per_class": dict(Counter(held_labels)),
-        "frd_generated_vs_heldout": frd_generated, "frd_noisy_heldout_vs_heldout": frd_noisy,
-        "noise": NOISE,
-        "target_met": bool(frd_generated < frd_noisy),
+        "frd_generated_vs_heldout": frd["generated"]["value"], "frd_noisy_heldout_vs_heldout": frd["noisy"]["value"],
+        "frd_real_train_vs_heldout": frd["real_train"]["value"], "frd_intervals": frd, "bootstrap_resamples": n_boot,
+        "real_train_images": len(real), "noise": NOISE,
+        "target_met": bool(frd["generated"]["value"] < frd["noisy"]["value"]),
         "near_copy": {
             "embedding": "medfm-clip-small, cosine to the nearest training image",
             "heldout_nearest_train_cosine_p99": bar,
@@ -127,6 +184,12 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
             "generated_nearest_train_cosine_median": float(np.median(nearest_generated)),
             "heldout_nearest_train_cosine_median": float(np.median(nearest_heldout)),
             "generated_above_heldout_p99": int((nearest_generated > bar).sum()),
+            "pixels": {
+                "measure": "Pearson correlation of the pixels with the nearest training image (as prepared, 64², 8-bit)",
+                "heldout_p99": pixel_bar, "generated_max": float(pixel_generated.max()),
+                "generated_median": float(np.median(pixel_generated)), "heldout_median": float(np.median(pixel_heldout)),
+                "generated_above_heldout_p99": int((pixel_generated > pixel_bar).sum()),
+            },
         },
     }
 
@@ -135,6 +198,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     split_parser = commands.add_parser("split")
+    split_parser.add_argument("--family", choices=sorted(FAMILIES), default="medpix")
     split_parser.add_argument("--out", type=Path, required=True)
     evaluate_parser = commands.add_parser("evaluate")
     evaluate_parser.add_argument("gen_dir", type=Path)
@@ -142,12 +206,17 @@ def main() -> None:
     evaluate_parser.add_argument("--steps", type=int, default=20)
     evaluate_parser.add_argument("--guidance", type=float, default=None)
     evaluate_parser.add_argument("--seed", type=int, default=0)
+    evaluate_parser.add_argument("--n-boot", type=int, default=200, help="Bootstrap resamples of the FRD intervals.")
     evaluate_parser.add_argument("--results", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
-    if not (shared_data_dir() / FAMILY).is_dir():
-        print(json.dumps({"skipped": f"{shared_data_dir() / FAMILY} is absent"}))
-        sys.exit(0)
-    result = split(args.out) if args.command == "split" else evaluate(args.gen_dir, args.split, args.steps, args.guidance, args.seed)
+    if args.command == "split":
+        data = shared_data_dir() / FAMILIES[args.family][0]
+        if not data.is_dir():
+            print(json.dumps({"skipped": f"{data} is absent"}))
+            sys.exit(0)
+        result = split(args.family, args.out)
+    else:
+        result = evaluate(args.gen_dir, args.split, args.steps, args.guidance, args.seed, args.n_boot)
     text = json.dumps(result, indent=2)
     if getattr(args, "results", None):
         args.results.write_text(text + "\n")

@@ -82,12 +82,15 @@ def test_classifier_comparison_is_paired() -> None:
 
 
 def test_rank_orders_generators_by_frd_and_by_precision_recall(generators: tuple[Path, Path], reference: Path) -> None:
-    by_frd = rank_generators(reference, folders=generators, n=6, steps=2, workers=1)
+    # generators=[]: the folders alone, not the shipped generator as well
+    by_frd = rank_generators(reference, generators=[], folders=generators, n=6, steps=2, workers=1)
     frds = [row["frd"] for row in by_frd["ranking"]]
     assert [row["rank"] for row in by_frd["ranking"]] == [1, 2] and frds == sorted(frds)
     assert {row["source"] for row in by_frd["ranking"]} == {"folder"} and by_frd["n_reference"] == 8
-    by_pr = rank_generators(reference, metric="precision-recall", folders=generators, n=6, steps=2, encoder=FakeEncoder())
-    again = rank_generators(reference, metric="precision-recall", folders=generators, n=6, steps=2, encoder=FakeEncoder())
+    by_pr = rank_generators(reference, metric="precision-recall", generators=[], folders=generators, n=6, steps=2,
+                            encoder=FakeEncoder())
+    again = rank_generators(reference, metric="precision-recall", generators=[], folders=generators, n=6, steps=2,
+                            encoder=FakeEncoder())
     assert again["ranking"] == by_pr["ranking"]  # samples come from a fixed seed
     f1s = [row["f1"] for row in by_pr["ranking"]]
     assert f1s == sorted(f1s, reverse=True) and all(0.0 <= row["precision"] <= 1.0 for row in by_pr["ranking"])
@@ -161,6 +164,7 @@ def test_cli_rank_and_evaluate_synthetic(generators: tuple[Path, Path], referenc
                               "--generator", str(generators[0]), "--generator", str(generators[1]), "--model", "fake-clip",
                               "--n", "5", "--steps", "2", "--json"], capsys)
     assert code == 0, err
+    # the two folders: fake_models' configuration registers no generator
     assert [row["rank"] for row in json.loads(out)["ranking"]] == [1, 2]
     code, out, err = run_cli(["models", "rank", "--reference", str(reference), "--metric", "precision-recall",
                               "--generator", str(generators[0]), "--model", "fake-clip", "--n", "5", "--steps", "2"], capsys)
@@ -217,7 +221,7 @@ def test_a_monai_checkpoint_folder_loads_samples_and_is_ranked(generators: tuple
     with pytest.raises(MedfmError, match=r"pixel_range must be \[black, white\] with black < white; got \[1, 1\]"):
         create_generator(external)
     (external / "config.json").write_text(json.dumps(config))
-    ranked = rank_generators(reference, metric="precision-recall", folders=[external, generators[0]], n=5, steps=2,
+    ranked = rank_generators(reference, metric="precision-recall", generators=[], folders=[external, generators[0]], n=5, steps=2,
                              encoder=FakeEncoder())
     assert {row["generator"] for row in ranked["ranking"]} == {"monai-ddpm", generators[0].name}
     (external / "model.pt").write_bytes(b"not a checkpoint")

@@ -195,9 +195,8 @@ def test_a_flagged_edit_is_refused_without_output(gen_dir: Path, tmp_path: Path)
     (["translate", "{G}", "{grey}", "--from", "bright", "--to", "night", "-o", "{out}/t.png"], "unknown class 'night'"),
     (["edit", "{G}", "{grey}", "--mask", "{big}", "--class", "dark", "-o", "{out}/e.png"], "the mask is 40x40"),
     (["edit", "{G}", "{grey}", "--mask", "{empty}", "--class", "dark", "-o", "{out}/e.png"], "the mask is empty"),
-    # with no generator registered, the message does not end in an empty list of choices
-    (["generate", "{out}/missing", "-n", "2", "-o", "{out}"], "unknown model '{out}/missing'; none of this kind is registered"),
-], ids=["class-name", "class-index", "format", "size", "channels", "tau", "target", "mask-shape", "empty-mask", "no-generator"])
+    (["generate", "{out}/missing", "-n", "2", "-o", "{out}"], "unknown model '{out}/missing'; choose one of: medfm-gen-fetal-us-64"),
+], ids=["class-name", "class-index", "format", "size", "channels", "tau", "target", "mask-shape", "empty-mask", "unknown-generator"])
 def test_bad_requests_fail_in_one_line_and_write_nothing(gen_dir: Path, tmp_path: Path, capsys, args, message) -> None:
     PILImage.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "big.png")
     PILImage.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(tmp_path / "rgb.png")

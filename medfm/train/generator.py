@@ -221,8 +221,9 @@ def generator_card(config: dict[str, Any]) -> str:
     """The markdown card of a freshly trained generator (what it is, how it was trained, how to use it)."""
     training = config["training"]
     conditions = training["images_per_condition"]
+    kind = "Unconditional" if config["condition"] == "none" else f"{config['condition'].capitalize()}-conditional"
     lines = [f"# {config['name']}", "",
-             f"{config['condition'].capitalize()}-conditional image generator ({config['method']}, "
+             f"{kind} image generator ({config['method']}, "
              f"{config['size']}x{config['size']}, {config['channels']} channel(s)) trained by `medfm train generator` "
              "on the user's own images. **Every image it makes is synthetic** and is marked so in the files medfm writes.",
              "", "## Conditions", ""]
