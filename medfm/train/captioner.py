@@ -136,7 +136,7 @@ def train_captioner(data: Path, cache: Path, out: Path, *, epochs: int = 40, bat
             val_loss = float(sequence_loss(decoder, val_images, val_rows, pad, 0.0)) if len(val_rows) else math.nan
         history.append({"epoch": epoch + 1, "train_loss": round(float(np.mean(losses)), 4), "val_loss": round(val_loss, 4)})
         log(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, val caption loss {val_loss:.4f}")
-        if not val_loss >= best["val_loss"]:  # lower, or the first when there is no validation caption
+        if not val_loss >= best["val_loss"]:  # lower; without validation captions (NaN) each epoch, so the last is kept
             best = {"epoch": epoch + 1, "val_loss": val_loss,
                     "state": {k: v.detach().clone().half().contiguous() for k, v in decoder.state_dict().items()}}
     summary = {"epochs": epochs, "kept_epoch": best["epoch"], "val_caption_loss": round(best["val_loss"], 4),
