@@ -60,10 +60,6 @@ def fake_models(tmp_path_factory, monkeypatch):
         (folder / f"{name}.json").write_text(json.dumps({"family": "test_fake", "seed": seed}))
     monkeypatch.setattr(registry, "CONFIG_DIR", folder)
     monkeypatch.setitem(registry._BUILDERS, "test_fake", lambda config, weights: FakeEncoder(config["name"], config["seed"]))
-    caches = (registry.list_encoders, registry.list_segmenters, registry.list_auto_architectures, registry.list_generators,
-              registry.list_upscalers, registry.list_forecasters, registry.list_language_models)
-    for cached in caches:  # none may keep the fake configs beyond the test, nor the real ones into it
-        cached.cache_clear()
+    registry.reload_configs()  # neither the fake configs beyond the test, nor the real ones into it
     yield
-    for cached in caches:
-        cached.cache_clear()
+    registry.reload_configs()

@@ -97,3 +97,10 @@ def test_a_question_to_the_captioner_is_refused_in_one_line(trained: Path, tmp_p
     code, out, err = run_cli(["ask", str(tmp_path / "x.png"), "is there a mass?", "--model", str(trained)], capsys)
     assert code == 2 and out == ""
     assert err.startswith("medfm: error: model describes images and does not read questions") and err.count("\n") == 1, err
+
+
+def test_retrieved_cases_for_a_model_that_ignores_them_are_refused(trained: Path, tmp_path: Path) -> None:
+    from medfm.tasks.vlm import draft_report_with_model
+
+    with pytest.raises(MedfmError, match="writes from the image alone and would not read the retrieved cases"):
+        draft_report_with_model(tmp_path / "x.png", create_language_model(trained), encoder=object(), index=object())

@@ -34,8 +34,7 @@ def models(fake_models):  # noqa: F811  (the fixture)
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(registry._BUILDERS, "test_map", lambda config, weights: BrightnessMapEncoder(config["name"]))
         patch.setitem(registry._BUILDERS, "test_threshold", lambda config, weights: ThresholdSegmenter())
-        registry.list_encoders.cache_clear()
-        registry.list_segmenters.cache_clear()
+        registry.reload_configs()
         yield
 
 

@@ -13,6 +13,7 @@ medfm never starts a Milvus server itself.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -86,8 +87,7 @@ class _Client:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._client, name)
-        # a server that hangs without closing the connection must not hold a build forever
-        bounded = "timeout" in inspect.signature(method).parameters
+        bounded = _takes_timeout(type(self._client), name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if bounded:
@@ -102,6 +102,13 @@ class _Client:
             yield
         except self._error as exc:
             raise MedfmError(f"Milvus index {self._location}: {_message(exc)}") from None
+
+
+@functools.cache
+def _takes_timeout(client_type: type, name: str) -> bool:
+    """Whether the client's method ``name`` takes ``timeout``: a server that hangs without closing the connection
+    must not hold a build forever, so every such call is given one."""
+    return "timeout" in inspect.signature(getattr(client_type, name)).parameters
 
 
 def _connect(location: str) -> tuple[_Client, str]:

@@ -78,35 +78,37 @@ def all_configs() -> dict[str, dict[str, Any]]:
     return {path.stem: json.loads(path.read_text()) for path in sorted(CONFIG_DIR.glob("*.json"))}
 
 
+@cache
 def _configs(kind: str) -> dict[str, dict[str, Any]]:
     return {name: config for name, config in all_configs().items() if config.get("kind", "encoder") == kind}
 
 
-@cache
+def reload_configs() -> None:
+    """Forget the configs read so far: the next ``list_*`` call reads :data:`CONFIG_DIR` again (tests that point
+    it elsewhere call this before and after)."""
+    _configs.cache_clear()
+
+
 def list_encoders() -> dict[str, dict[str, Any]]:
     """Every shipped encoder config by name."""
     return _configs("encoder")
 
 
-@cache
 def list_segmenters() -> dict[str, dict[str, Any]]:
     """Every shipped interactive segmenter config (``"kind": "segmenter"``) by name."""
     return _configs("segmenter")
 
 
-@cache
 def list_auto_architectures() -> dict[str, dict[str, Any]]:
     """Every architecture ``medfm train seg`` can train (``"kind": "auto-segmenter"``) by name."""
     return _configs("auto-segmenter")
 
 
-@cache
 def list_generators() -> dict[str, dict[str, Any]]:
     """Every shipped image generator config (``"kind": "generator"``) by name."""
     return _configs("generator")
 
 
-@cache
 def list_upscalers() -> dict[str, dict[str, Any]]:
     """Every shipped super-resolution config (``"kind": "upscaler"``) by name."""
     return _configs("upscaler")
@@ -229,7 +231,6 @@ def create_upscaler(name: str | os.PathLike = DEFAULT_UPSCALER) -> Any:
     return _create_named_or_folder(name, "upscaler", list_upscalers())
 
 
-@cache
 def list_forecasters() -> dict[str, dict[str, Any]]:
     """Every shipped forecaster config (``"kind": "forecaster"``) by name."""
     return _configs("forecaster")
@@ -262,7 +263,6 @@ def read_model_folder_config(folder: Path, kind: str) -> dict[str, Any]:
     return config
 
 
-@cache
 def list_language_models() -> dict[str, dict[str, Any]]:
     """Every shipped language model config (``"kind": "language"``) by name."""
     return _configs("language")

@@ -125,6 +125,9 @@ def draft_report_with_model(study: str | os.PathLike | Image, model: LanguageMod
     prompt: ``{"draft", "contexts": [{"id", "score", "caption"}], "pictures", "provenance"}``."""
     if (index is None) != (encoder is None):
         raise MedfmError("retrieved cases need both the index and its encoder")
+    if index is not None and not model.reads_prompt:
+        raise MedfmError(f"{model.info.name} writes from the image alone and would not read the retrieved cases; "
+                         "drop --index, or use a vision-language model folder")
     image = study if isinstance(study, Image) else load(Path(study))
     contexts = []
     if index is not None and encoder is not None:
