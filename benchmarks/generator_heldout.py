@@ -8,10 +8,11 @@ modality CT/MR; train with ``--condition class``), ``hc18`` from ``../shared/dat
 class; train with ``--condition none``).
 Train with ``medfm --threads 1 train generator DIR/train.csv --condition class|none --size 64 -o GEN_DIR``.
 
-``python benchmarks/generator_heldout.py evaluate GEN_DIR --split DIR [--steps 20] [--n-boot 200] [--results FILE]``
-prints JSON: FRD(generated, held-out) against FRD(held-out + Gaussian noise at severity 3, held-out), both
+``python benchmarks/generator_heldout.py evaluate GEN_DIR --split DIR [--steps 20] [--n-boot 200] [--samples N]
+[--results FILE]`` prints JSON, with the sampling time on one thread: FRD(generated, held-out) against FRD(held-out + Gaussian noise at severity 3, held-out), both
 with held-out real images prepared exactly as training prepared its images (64², 8-bit), the
-generated set with as many images per class as the held-out set, and FRD(as many real training images,
+generated set with as many images per class as the held-out set (or the first N of them: FRD grows as
+sets shrink, so compare only runs of the same N), and FRD(as many real training images,
 held-out) as the floor real images of the family reach; each with a 95 % bootstrap interval (radiomic
 features extracted once, images resampled), and the generated-minus-noisy difference with its interval
 (paired over the held-out images); and the near-copy check: each
@@ -136,7 +137,10 @@ def nearest_pixel_correlation(images: np.ndarray, training: np.ndarray) -> np.nd
     return (standardised(images) @ standardised(training).T).max(axis=1)
 
 
-def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None, seed: int, n_boot: int) -> dict:
+def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None, seed: int, n_boot: int,
+             samples: int | None = None) -> dict:
+    import time
+
     import torch
 
     from medfm.io.manifest import read_manifest
@@ -151,11 +155,13 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
     held = prepared(held_paths, generator.size)
     rng = np.random.default_rng(seed)
     noisy = noisy_copies(held, rng)
-    generated = []
-    for start in range(0, len(held_labels), 32):
-        labels = held_labels[start:start + 32] if generator.condition != "none" else [None] * len(held_labels[start:start + 32])
+    wanted = held_labels[:samples or len(held_labels)]
+    generated, started = [], time.perf_counter()
+    for start in range(0, len(wanted), 32):
+        labels = wanted[start:start + 32] if generator.condition != "none" else [None] * len(wanted[start:start + 32])
         seeds = list(range(seed + start, seed + start + len(labels)))
         generated.append((sample(generator, labels, steps, guidance, seeds).numpy() * 255).round().astype(np.uint8))
+    sampling_seconds = time.perf_counter() - started
     generated = np.concatenate(generated)
     train_pixels = prepared(train_paths, generator.size)
     real = train_pixels[np.random.default_rng(seed).permutation(len(train_pixels))[:len(held)]]
@@ -171,7 +177,10 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
     pixel_heldout = nearest_pixel_correlation(held, train_pixels)
     pixel_bar = float(np.quantile(pixel_heldout, 0.99))
     return {
-        "generator": generator.name, "weights_sha256": generator.weights_sha256, "steps": steps, "guidance": guidance,
+        "generator": generator.name, "method": generator.method, "weights_sha256": generator.weights_sha256,
+        "steps": steps, "guidance": guidance, "generated_images": len(generated),
+        "sampling_seconds_one_thread": round(sampling_seconds, 2),
+        "sampling_images_per_s_one_thread": round(len(generated) / sampling_seconds, 3),
         "heldout_images": len(held), "heldout_per_class": dict(Counter(held_labels)),
         "frd_generated_vs_heldout": frd["generated"]["value"], "frd_noisy_heldout_vs_heldout": frd["noisy"]["value"],
         "frd_real_train_vs_heldout": frd["real_train"]["value"], "frd_intervals": frd, "bootstrap_resamples": n_boot,
@@ -207,6 +216,8 @@ def main() -> None:
     evaluate_parser.add_argument("--guidance", type=float, default=None)
     evaluate_parser.add_argument("--seed", type=int, default=0)
     evaluate_parser.add_argument("--n-boot", type=int, default=200, help="Bootstrap resamples of the FRD intervals.")
+    evaluate_parser.add_argument("--samples", type=int, default=None, help="Generated images (default: one per held-out "
+                                 "image); compare FRDs only between runs with the same number, FRD depends on it.")
     evaluate_parser.add_argument("--results", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.command == "split":
@@ -216,7 +227,7 @@ def main() -> None:
             sys.exit(0)
         result = split(args.family, args.out)
     else:
-        result = evaluate(args.gen_dir, args.split, args.steps, args.guidance, args.seed, args.n_boot)
+        result = evaluate(args.gen_dir, args.split, args.steps, args.guidance, args.seed, args.n_boot, args.samples)
     text = json.dumps(result, indent=2)
     if getattr(args, "results", None):
         args.results.write_text(text + "\n")

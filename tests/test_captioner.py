@@ -45,6 +45,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "model"
 
 
+def test_without_validation_captions_the_last_epoch_is_kept_and_the_config_is_strict_json(trained: Path, tmp_path: Path) -> None:
+    cache = torch.load(trained.parent / "cache.pt")
+    samples = [{**s, "caption": None if s["split"] == "val" else s["caption"]} for s in json.loads(cache["samples"])]
+    torch.save({**cache, "samples": json.dumps(samples)}, tmp_path / "cache.pt")
+    summary = train_captioner(tmp_path / "data", tmp_path / "cache.pt", tmp_path / "model", epochs=2, batch_size=8)
+    assert summary["val_captions"] == 0 and summary["kept_epoch"] == 2 and summary["val_caption_loss"] is None
+    config = json.loads((tmp_path / "model" / "config.json").read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert [epoch["val_loss"] for epoch in config["training"]["history"]] == [None, None]
+
+
 def test_the_model_folder_loads_through_the_registry_and_captions_each_kind(trained: Path, tmp_path: Path, capsys) -> None:
     config = json.loads((trained / "config.json").read_text())
     assert config["kind"] == "language" and config["weights"]["dtype"] == "float16"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image as PILImage
 
 import medfm
@@ -34,6 +35,7 @@ from medfm.tasks.auto_segment import auto_segment_files
 from medfm.tasks.batch import expand_paths
 from medfm.tasks.classify import classify_files
 from medfm.tasks.search import build_index
+from medfm.train.seg import train_segmenter
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'medfm[ray]')")
 TESTS = Path(__file__).parent
@@ -214,6 +216,29 @@ def test_ray_auto_segment_writes_the_label_maps_of_a_plain_run(cluster, auto_mod
         np.testing.assert_array_equal(medfm.load(tmp_path / "ray" / name).array, medfm.load(tmp_path / "plain" / name).array)
 
 
+def test_ray_train_workers_follow_one_process_with_the_same_global_batch(cluster, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+    from test_train_seg_ddp import LOSS_RTOL, OUTPUT_ATOL, STEPS, predict, train
+
+    discs = write_discs(tmp_path / "discs", count=8)
+    _, one_weights, one = train(discs, tmp_path / "one", workers=1)
+    two = train_segmenter(discs, tmp_path / "two", max_steps=STEPS, budget_minutes=10_000, plan_overrides={"batch_size": "4"},
+                          workers=2, ray="local")
+    assert (one["processes"], two["processes"], two["steps"]) == (1, 2, STEPS)
+    np.testing.assert_allclose([two["loss_first_10"], two["validation"]["1"]["dice"]["value"]],
+                               [one["loss_first_10"], one["validation"]["1"]["dice"]["value"]], rtol=LOSS_RTOL)
+    torch.testing.assert_close(predict(load_file(tmp_path / "two" / "weights.safetensors")), predict(one_weights),
+                               rtol=0, atol=OUTPUT_ATOL)
+
+
+def test_a_ray_train_worker_error_comes_back_in_one_line(cluster, tmp_path: Path) -> None:
+    with pytest.raises(MedfmError) as caught:
+        train_segmenter(tmp_path / "missing.csv", tmp_path / "out", max_steps=1, workers=1, ray="local")
+    assert str(caught.value) == (f"training on Ray failed: {tmp_path / 'missing.csv'}: not found (DATA is a CSV manifest or a "
+                                 "folder of saved annotations)")
+    assert not (tmp_path / "out").exists()
+
+
 def test_ray_robustness_gives_the_metrics_of_a_plain_run(cluster, tmp_path: Path) -> None:
     rows = ["image,mask"]
     for n in range(4):
@@ -240,6 +265,7 @@ def test_ray_robustness_gives_the_metrics_of_a_plain_run(cluster, tmp_path: Path
     ["classify", "{folder}", "--labels", "a,b", "--model", "fake-clip"],
     ["segment", "--auto", "--model", "{auto_model}", "{folder}", "-o", "{tmp}/out"],
     ["evaluate", "robustness", "{tmp}/seg.csv", "--segmenter", "fake-threshold"],
+    ["train", "seg", "{tmp}/seg.csv", "-o", "{tmp}/out"],
 ])
 @pytest.mark.usefixtures("fake_models", "fake_segmenter")
 def test_every_ray_command_refuses_an_unreachable_cluster_in_one_line(command: list[str], auto_model, tmp_path: Path, capsys) -> None:

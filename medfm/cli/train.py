@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import ResultsOption, given, print_json, write_json
+from medfm.cli.output import RayOption, ResultsOption, given, print_json, write_json
 from medfm.errors import display_path
 
 train_app = typer.Typer(no_args_is_help=True, help="Train medfm's own models.")
@@ -110,10 +110,12 @@ def train_seg_command(
     fuse: Annotated[str, typer.Option("--fuse", help="How several masks of one image become one: staple or majority.")] = "staple",
     init: Annotated[Path | None, typer.Option("--init", help="ENCODER_DIR of `medfm pretrain`: start the encoder from it "
                                                              "(--arch auto-backbone-cnn for cnn-small, auto-backbone-vit for vit-tiny).")] = None,
-    workers: Annotated[int, typer.Option("--workers", help="Processes on this machine sharing each step's batch (torch DDP, "
-                                                          "gloo); the batch must divide by it. Across machines: torchrun.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="Processes sharing each step's batch (torch DDP, gloo): on this "
+                                                          "machine, or Ray Train workers with --ray; the batch must divide by "
+                                                          "it. Across machines: --ray or torchrun.")] = 1,
     final_only: Annotated[bool, typer.Option("--final-only", help="With a folder of annotations, only versions marked final "
                                                                   "(as the workbench's Train uses), never drafts.")] = False,
+    ray: RayOption = None,
 ) -> None:
     """Train an automatic segmentation net on your labels (nnU-Net-style plan); prints validation Dice/HD95 as JSON."""
     from medfm.train.seg import train_segmenter
@@ -124,7 +126,8 @@ def train_seg_command(
     summary = train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
                               resume=resume, plan_overrides=parse_pairs(plan or [], "--plan", "batch_size=4"), group_column=group_column,
                               only=filters, catalog=catalog, where=parse_pairs(where, "--where", "dataset=liver") if where else None,
-                              final_only=final_only, fusion=fuse, init=init, max_steps=max_steps, workers=workers, log=lambda line: typer.echo(line, err=True))
+                              final_only=final_only, fusion=fuse, init=init, max_steps=max_steps, workers=workers, ray=ray,
+                              log=lambda line: typer.echo(line, err=True))
     if summary is not None:  # None on torchrun's other ranks: rank 0 reports
         print_json(summary)
 

@@ -89,6 +89,13 @@ def ray_runner(address: str, build: Callable[[], Any], identity: Callable[[Any],
     from medfm.scale.ddp import check_workers
 
     check_workers(workers)
+    ray, started = connect_ray(address, workers)
+    return RayRunner(ray, build, identity, expected, workers, shutdown=started)
+
+
+def connect_ray(address: str, cpus: int) -> tuple[Any, bool]:
+    """``(ray, started)``: Ray connected to the cluster at ``address`` (``local``: one started on this machine
+    with ``cpus`` CPUs), ``started`` when this call started the connection (its caller shuts it down)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
@@ -100,12 +107,12 @@ def ray_runner(address: str, build: Callable[[], Any], identity: Callable[[Any],
     if started:
         try:
             if address == "local":
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
             else:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise MedfmError(f"cannot reach the Ray cluster at {address}: {_first_line(exc)}") from None
-    return RayRunner(ray, build, identity, expected, workers, shutdown=started)
+    return ray, started
 
 
 class RayRunner:

@@ -51,6 +51,8 @@ def caption_texts(samples: list[Any], rng: np.random.Generator) -> list[str]:
 def token_rows(texts: list[str], vocabulary: Vocabulary, max_tokens: int, words: Any) -> torch.Tensor:
     """``(N, max_tokens)`` vocabulary positions: ``[CLS]`` text ``[SEP]``, cut to fit, padded."""
     rows = torch.full((len(texts), max_tokens), vocabulary.position[PAD_ID], dtype=torch.long)
+    if not texts:  # the tokenizer fails on an empty batch
+        return rows
     for n, ids in enumerate(words(texts, add_special_tokens=False)["input_ids"]):
         positions = vocabulary.encode([BOS_ID, *ids[: max_tokens - 2], EOS_ID])
         rows[n, : len(positions)] = torch.tensor(positions)
@@ -133,13 +135,14 @@ def train_captioner(data: Path, cache: Path, out: Path, *, epochs: int = 40, bat
             losses.append(loss.item())
         decoder.eval()
         with torch.no_grad():
-            val_loss = float(sequence_loss(decoder, val_images, val_rows, pad, 0.0)) if len(val_rows) else math.nan
-        history.append({"epoch": epoch + 1, "train_loss": round(float(np.mean(losses)), 4), "val_loss": round(val_loss, 4)})
-        log(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, val caption loss {val_loss:.4f}")
-        if not val_loss >= best["val_loss"]:  # lower; without validation captions (NaN) each epoch, so the last is kept
+            val_loss = round(float(sequence_loss(decoder, val_images, val_rows, pad, 0.0)), 4) if len(val_rows) else None
+        history.append({"epoch": epoch + 1, "train_loss": round(float(np.mean(losses)), 4), "val_loss": val_loss})
+        log(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, "
+            + ("no validation captions" if val_loss is None else f"val caption loss {val_loss:.4f}"))
+        if val_loss is None or val_loss < best["val_loss"]:  # without validation captions the last epoch is kept
             best = {"epoch": epoch + 1, "val_loss": val_loss,
                     "state": {k: v.detach().clone().half().contiguous() for k, v in decoder.state_dict().items()}}
-    summary = {"epochs": epochs, "kept_epoch": best["epoch"], "val_caption_loss": round(best["val_loss"], 4),
+    summary = {"epochs": epochs, "kept_epoch": best["epoch"], "val_caption_loss": best["val_loss"],
                "train_images": len(train_samples), "val_captions": len(val_rows), "vocabulary": len(vocabulary.ids),
                "parameters": sum(p.numel() for p in decoder.parameters()), "batch_size": batch_size,
                "learning_rate": learning_rate, "seed": seed, "seconds": round(time.monotonic() - started, 1),

@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def train_segmenter(
     only: Mapping[str, str] | None = None, catalog: str | None = None, where: Mapping[str, str] | None = None,
     final_only: bool = False, fusion: str = "staple", init: str | os.PathLike | None = None, max_steps: int | None = None,
     checkpoint_seconds: float = 60.0, workers: int = 1, seed: int = 0, on_step: Callable[[int, float], None] | None = None,
-    log: Callable[[str], None] = lambda _: None,
+    log: Callable[[str], None] = lambda _: None, ray: str | None = None,
 ) -> dict[str, Any] | None:
     """Train, validate and write MODEL_DIR ``out``; returns the training summary (also in the model card).
 
@@ -82,7 +83,9 @@ def train_segmenter(
     whose backbone starts the network's encoder (the architecture must be built on it). ``max_steps`` caps the optimiser
     steps as well as the budget; ``on_step(step, loss)`` is called after each step.
     ``workers`` processes on this machine share each step's batch (:mod:`medfm.scale.ddp`); started
-    by torchrun instead, every rank but 0 only trains, and returns ``None``.
+    by torchrun instead, every rank but 0 only trains, and returns ``None``. With ``ray`` (a Ray cluster's
+    address, or ``local``), ``workers`` Ray Train workers do (:mod:`medfm.scale.ray_train`), where
+    ``on_step`` and ``log`` then run.
     """
     from medfm.scale.ddp import check_workers, launched_group, local_group
     from medfm.tasks.label_fusion import METHODS
@@ -98,6 +101,18 @@ def train_segmenter(
         raise MedfmError(f"--budget-min must be above 0 minutes; got {budget_minutes}")
     if fusion not in METHODS:
         raise MedfmError(f"--fuse must be one of {', '.join(METHODS)}; got {fusion!r}")
+    if ray is not None:
+        if launched is not None:
+            raise MedfmError("--ray starts its own training group; under torchrun leave it out")
+        from medfm.scale.ray_train import train_on_ray
+
+        # the workers run elsewhere (another folder, maybe another machine): every path absolute
+        return train_on_ray(ray, workers, partial(
+            train_segmenter, _absolute(data), _absolute(out), labels=labels, architecture=architecture,
+            budget_minutes=budget_minutes, resume=resume, plan_overrides=plan_overrides, group_column=group_column,
+            only=only, catalog=catalog if catalog is None or "://" in catalog else str(_absolute(catalog)), where=where,
+            final_only=final_only, fusion=fusion, init=_absolute(init), max_steps=max_steps,
+            checkpoint_seconds=checkpoint_seconds, seed=seed, on_step=on_step, log=log))
     out = Path(out)
     build = partial_folder(out, resume, CHECKPOINT_FILE, "model folder", "training")
     pretrained = _pretrained(init, architecture or DEFAULT_ARCHITECTURE) if init is not None and not resume else None
@@ -148,6 +163,10 @@ def train_segmenter(
     }
     _write_model_dir(build, out, network, plan, print_, summary)
     return {"model_dir": display_path(out), **summary}
+
+
+def _absolute(path: str | os.PathLike | None) -> Path | None:
+    return None if path is None else Path(path).absolute()
 
 
 def _pretrained(init: str | os.PathLike, architecture: str) -> PretrainedTrunk:
