@@ -9,7 +9,9 @@ class; train with ``--condition none``).
 Train with ``medfm --threads 1 train generator DIR/train.csv --condition class|none --size 64 -o GEN_DIR``.
 
 ``python benchmarks/generator_heldout.py evaluate GEN_DIR --split DIR [--steps 20] [--n-boot 200] [--samples N]
-[--results FILE]`` prints JSON, with the sampling time on one thread: FRD(generated, held-out) against FRD(held-out + Gaussian noise at severity 3, held-out), both
+[--ancestral] [--results FILE]`` prints JSON, with the sampling time on one thread
+(``--ancestral``: a DDPM generator sampled the 1,000-step DDPM way, the speed target's baseline):
+FRD(generated, held-out) against FRD(held-out + Gaussian noise at severity 3, held-out), both
 with held-out real images prepared exactly as training prepared its images (64², 8-bit), the
 generated set with as many images per class as the held-out set (or the first N of them: FRD grows as
 sets shrink, so compare only runs of the same N), and FRD(as many real training images,
@@ -137,8 +139,29 @@ def nearest_pixel_correlation(images: np.ndarray, training: np.ndarray) -> np.nd
     return (standardised(images) @ standardised(training).T).max(axis=1)
 
 
+def ancestral_ddpm(generator, labels: list[str | None], guidance: float, seeds: list[int]):
+    """``(N, C, S, S)`` pixels in [0, 1] of a DDPM generator by MONAI's ``DDPMScheduler`` over all its training
+    timesteps (ancestral sampling, fresh noise at every step): the 1,000-step baseline of issue 14's target."""
+    import torch
+    from monai.networks.schedulers import DDPMScheduler
+
+    from medfm.models.generators.generator import DDPM_TIMESTEPS
+
+    scheduler = DDPMScheduler(**{"num_train_timesteps": DDPM_TIMESTEPS, **generator.config.get("scheduler", {})})
+    scheduler.set_timesteps(scheduler.num_train_timesteps)
+    shape = (1, generator.channels, generator.size, generator.size)
+    x = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    step_noise = torch.Generator().manual_seed(seeds[0])
+    with torch.no_grad():
+        for timestep in scheduler.timesteps:
+            predicted = generator.predict(x, timestep.expand(len(x)).float(), labels, guidance)
+            x, _ = scheduler.step(predicted, int(timestep), x, generator=step_noise)
+    low, high = generator.pixel_range
+    return ((x - low) / (high - low)).clamp(0.0, 1.0)
+
+
 def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None, seed: int, n_boot: int,
-             samples: int | None = None) -> dict:
+             samples: int | None = None, ancestral: bool = False) -> dict:
     import time
 
     import torch
@@ -149,6 +172,8 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
 
     torch.set_num_threads(1)
     generator = create_generator(gen_dir)
+    if ancestral and generator.method != "ddpm":
+        raise SystemExit(f"--ancestral samples a DDPM generator; {generator.name!r} was trained with {generator.method}")
     guidance = generator.config["sampling"]["guidance"] if guidance is None else guidance
     held_paths, held_labels = read_manifest(split_dir / "heldout.csv", "label", "image")
     train_paths, _ = read_manifest(split_dir / "train.csv", "label", "image")
@@ -160,7 +185,8 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
     for start in range(0, len(wanted), 32):
         labels = wanted[start:start + 32] if generator.condition != "none" else [None] * len(wanted[start:start + 32])
         seeds = list(range(seed + start, seed + start + len(labels)))
-        generated.append((sample(generator, labels, steps, guidance, seeds).numpy() * 255).round().astype(np.uint8))
+        pixels = ancestral_ddpm(generator, labels, guidance, seeds) if ancestral else sample(generator, labels, steps, guidance, seeds)
+        generated.append((pixels.numpy() * 255).round().astype(np.uint8))
     sampling_seconds = time.perf_counter() - started
     generated = np.concatenate(generated)
     train_pixels = prepared(train_paths, generator.size)
@@ -178,7 +204,9 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
     pixel_bar = float(np.quantile(pixel_heldout, 0.99))
     return {
         "generator": generator.name, "method": generator.method, "weights_sha256": generator.weights_sha256,
-        "steps": steps, "guidance": guidance, "generated_images": len(generated),
+        "sampler": "DDPM ancestral, all training timesteps" if ancestral else "medfm (flow: Euler; DDPM: DDIM)",
+        "steps": generator.config.get("scheduler", {}).get("num_train_timesteps", 1000) if ancestral else steps,
+        "guidance": guidance, "generated_images": len(generated),
         "sampling_seconds_one_thread": round(sampling_seconds, 2),
         "sampling_images_per_s_one_thread": round(len(generated) / sampling_seconds, 3),
         "heldout_images": len(held), "heldout_per_class": dict(Counter(held_labels)),
@@ -218,6 +246,8 @@ def main() -> None:
     evaluate_parser.add_argument("--n-boot", type=int, default=200, help="Bootstrap resamples of the FRD intervals.")
     evaluate_parser.add_argument("--samples", type=int, default=None, help="Generated images (default: one per held-out "
                                  "image); compare FRDs only between runs with the same number, FRD depends on it.")
+    evaluate_parser.add_argument("--ancestral", action="store_true", help="A DDPM generator sampled by MONAI's DDPMScheduler "
+                                 "over all 1,000 timesteps (the baseline), instead of medfm's DDIM in --steps.")
     evaluate_parser.add_argument("--results", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.command == "split":
@@ -227,7 +257,7 @@ def main() -> None:
             sys.exit(0)
         result = split(args.family, args.out)
     else:
-        result = evaluate(args.gen_dir, args.split, args.steps, args.guidance, args.seed, args.n_boot, args.samples)
+        result = evaluate(args.gen_dir, args.split, args.steps, args.guidance, args.seed, args.n_boot, args.samples, args.ancestral)
     text = json.dumps(result, indent=2)
     if getattr(args, "results", None):
         args.results.write_text(text + "\n")

@@ -158,11 +158,19 @@ def fit_probe(
 @classify_app.command("optimize-prompts")
 def optimize_prompts_command(
     manifest: Annotated[Path, typer.Argument(help="CSV of labelled images (paths relative to it).")],
-    label_column: Annotated[str, typer.Option("--label-column", help="Column holding the labels.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Templates file to write (one per line, for classify --templates).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Templates file to write (one per line, for classify --templates); "
+                                                               "with --vlm, the prompt set (JSON, for ask --prompts).")],
+    label_column: Annotated[str | None, typer.Option("--label-column", help="Column holding the labels (zero-shot templates).")] = None,
+    vlm: Annotated[Path | None, typer.Option("--vlm", help="A local vision-language model folder: choose its instruction and "
+                                                          "few-shot demonstrations for the manifest's questions instead.")] = None,
+    question_column: Annotated[str, typer.Option("--question-column", help="With --vlm: the questions' column.")] = "question",
+    answer_column: Annotated[str, typer.Option("--answer-column", help="With --vlm: the reference answers' column (an optional "
+                                                                       "'type' column says closed or open).")] = "answer",
+    max_demonstrations: Annotated[int | None, typer.Option("--max-demonstrations", help="With --vlm: demonstrations in a prompt at most.")] = None,
     path_column: Annotated[str, typer.Option("--path-column")] = "path",
     split_column: Annotated[str | None, typer.Option("--split-column", help="Column whose 'val' rows choose and 'test' rows measure "
-                                                                              "(default: each label's rows halved at random).")] = None,
+                                                                              "(default: each label's rows halved at random; with "
+                                                                              "--vlm 'split', whose 'train' rows give demonstrations).")] = None,
     templates: Annotated[Path | None, typer.Option("--templates", help="The templates in use now (the baseline; default: medfm's).")] = None,
     budget: Annotated[int | None, typer.Option("--budget", help="Random template sets scored on the validation rows.")] = None,
     max_templates: Annotated[int | None, typer.Option("--max-templates", help="Templates in one set at most.")] = None,
@@ -172,7 +180,8 @@ def optimize_prompts_command(
     as_json: JsonOption = False,
     mkdir: MkdirOption = False,
 ) -> None:
-    """Choose zero-shot prompt templates by random search on validation images; measure them on held-out ones."""
+    """Choose zero-shot prompt templates (--label-column), or a vision-language model's instruction and few-shot
+    demonstrations (--vlm), by random search on validation rows; measure the choice on held-out ones."""
     from medfm.cli.output import given
     from medfm.io.formats import check_output_folder
     from medfm.models import create_encoder
@@ -181,6 +190,19 @@ def optimize_prompts_command(
     from medfm.train.prompt_search import optimize_prompts, write_templates
 
     check_output_folder(output.parent)  # a mistyped -o is refused before the search, not after
+    if (label_column is None) == (vlm is None):
+        raise MedfmError("give --label-column (zero-shot templates) or --vlm FOLDER (a vision-language model's prompts)")
+    if vlm is not None:
+        unused = [name for name, value in (("--templates", templates), ("--max-templates", max_templates), ("--model", model),
+                                           ("--checkpoint", checkpoint)) if value is not None]
+        if unused:
+            raise MedfmError(f"{', '.join(unused)} apply to zero-shot templates, not to --vlm")
+        _optimize_vlm_prompts(manifest, vlm, output, as_json, path_column=path_column, question_column=question_column,
+                              answer_column=answer_column, **given(split_column=split_column, budget=budget,
+                                                                   max_demonstrations=max_demonstrations, seed=seed))
+        return
+    if max_demonstrations is not None:
+        raise MedfmError("--max-demonstrations applies to --vlm")
     encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint)
     result = optimize_prompts(manifest, label_column, encoder, path_column=path_column, split_column=split_column,
                               **given(baseline=read_templates(templates) if templates else None, budget=budget,
@@ -193,3 +215,18 @@ def optimize_prompts_command(
     typer.echo(f"{display_path(output)}: {len(result['templates'])} templates; test accuracy {test['chosen'][0]:.4f} "
                f"against {test['baseline'][0]:.4f} (gain {test['gain'][0]:+.4f} [{test['gain'][1]:+.4f}, {test['gain'][2]:+.4f}], "
                f"{test['n']} images)")
+
+
+def _optimize_vlm_prompts(manifest: Path, folder: Path, output: Path, as_json: bool, **options: Any) -> None:
+    from medfm.models.registry import create_language_model
+    from medfm.train.vlm_prompts import optimize_vlm_prompts, write_prompt_set
+
+    result = optimize_vlm_prompts(manifest, create_language_model(folder), **options)
+    write_prompt_set(result, output)
+    if as_json:
+        print_json(result)
+        return
+    test, chosen = result["test"], result["prompt_set"]
+    typer.echo(f"{display_path(output)}: instruction {chosen['instruction']!r}, {len(chosen['demonstrations'])} "
+               f"demonstrations; test score {test['chosen'][0]:.4f} against {test['baseline'][0]:.4f} for the bare question "
+               f"(gain {test['gain'][0]:+.4f} [{test['gain'][1]:+.4f}, {test['gain'][2]:+.4f}], {test['n']} questions)")

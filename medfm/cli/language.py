@@ -113,6 +113,8 @@ def ask(
     model: Annotated[str | None, typer.Option("--model", help="Image-text encoder name (default: the index's, else the default one), "
                                                "or a local vision-language checkpoint folder, which also answers open questions.")] = None,
     max_new_tokens: MaxTokensOption = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="With --model FOLDER: the instruction and demonstrations "
+                                                                  "chosen for it by optimize-prompts --vlm (a JSON file).")] = None,
     abstain_threshold: AbstainThresholdOption = None,
     checkpoint: CheckpointOption = None,
     as_json: JsonOption = False,
@@ -129,11 +131,12 @@ def ask(
     if not images:
         raise MedfmError("a question needs at least one image before it (medfm ask IMAGE... \"QUESTION\")")
     if model is not None and model not in list_encoders() and Path(model).is_dir():
-        _ask_language_model(images, question, Path(model), max_new_tokens, as_json,
+        _ask_language_model(images, question, Path(model), max_new_tokens, prompts, as_json,
                             unused={"--choices": choices, "--index": index, "--checkpoint": checkpoint})
         return
-    if max_new_tokens is not None:
-        raise MedfmError("--max-new-tokens bounds a language model's text; give --model FOLDER (a checkpoint folder) too")
+    if max_new_tokens is not None or prompts is not None:
+        raise MedfmError(f"{'--max-new-tokens' if max_new_tokens is not None else '--prompts'} applies to a language model; "
+                         "give --model FOLDER (a checkpoint folder) too")
     store = open_index(index) if index else None
     try:
         encoder = create_encoder(model or (store.model["name"] if store else DEFAULT_ENCODER), checkpoint)
@@ -150,21 +153,22 @@ def ask(
         typer.echo(f"    {hit['score']:.4f}  case {hit['id']}" + (f"  {hit['caption'][:80]}" if "caption" in hit else ""))
 
 
-def _ask_language_model(images: list[str], question: str, folder: Path, max_new_tokens: int | None, as_json: bool,
-                        unused: dict[str, object]) -> None:
+def _ask_language_model(images: list[str], question: str, folder: Path, max_new_tokens: int | None, prompts: Path | None,
+                        as_json: bool, unused: dict[str, object]) -> None:
     from medfm.cli.output import given
     from medfm.errors import MedfmError
     from medfm.models.registry import create_language_model
-    from medfm.tasks.vlm import ask_model, stream_answer
+    from medfm.tasks.vlm import ask_model, read_prompt_set, stream_answer
 
     given_options = [name for name, value in unused.items() if value is not None]
     if given_options:
         raise MedfmError(f"{', '.join(given_options)} apply to zero-shot answers, not to a language model's (--model FOLDER)")
     model = create_language_model(folder)
+    options = given(max_new_tokens=max_new_tokens, prompts=read_prompt_set(prompts, model) if prompts else None)
     if as_json:
-        print_json(ask_model(images, question, model, **given(max_new_tokens=max_new_tokens)))
+        print_json(ask_model(images, question, model, **options))
         return
-    pieces, _ = stream_answer(images, question, model, **given(max_new_tokens=max_new_tokens))
+    pieces, _ = stream_answer(images, question, model, **options)
     for piece in pieces:  # printed as the model writes: a large model on a CPU takes seconds per sentence
         typer.echo(piece, nl=False)
     typer.echo()

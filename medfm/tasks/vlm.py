@@ -13,21 +13,25 @@ pictures, so medfm chooses and windows them:
 * the choice (slice and frame indices, window and where it came from) is returned and
   recorded in the provenance's ``parameters["pictures"]``.
 
-**Prompts.** Only the user's question, or a fixed instruction and the captions of
-retrieved cases (scrubbed of dates and record numbers by :func:`medfm.tasks.report.scrub`),
-go into a prompt: never file names or header fields.
+**Prompts.** Only the user's question (with, when given, a prompt set of
+``medfm optimize-prompts --vlm``: an instruction and question–answer demonstrations,
+:class:`PromptSet`), or a fixed instruction and the captions of retrieved cases (scrubbed of
+dates and record numbers by :func:`medfm.tasks.report.scrub`), go into a prompt: never file
+names or header fields.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medfm.errors import MedfmError
+from medfm.errors import MedfmError, display_path
 from medfm.index import Index
 from medfm.io import Image, load
 from medfm.io.windowing import initial_window
@@ -41,6 +45,46 @@ from medfm.tasks.search import embed_query
 
 #: The instruction of a report draft (retrieved cases' captions, if any, go before it).
 REPORT_INSTRUCTION = "Write the findings of a radiology report for this study, in a few sentences."
+#: What a prompt-set file of ``medfm optimize-prompts --vlm`` says it is.
+PROMPT_SET_KIND = "medfm-vlm-prompt-set"
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """An instruction and question–answer demonstrations placed before a question (DSPy's few-shot
+    program); the empty set asks the bare question."""
+
+    instruction: str = ""
+    demonstrations: tuple[tuple[str, str], ...] = ()
+
+    def render(self, question: str) -> str:
+        """The prompt for ``question``: the instruction, each demonstration, then the question."""
+        if not self.instruction and not self.demonstrations:
+            return question
+        parts = [self.instruction] if self.instruction else []
+        parts += [f"Question: {asked}\nAnswer: {answer}" for asked, answer in self.demonstrations]
+        return "\n\n".join([*parts, f"Question: {question}\nAnswer:"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"instruction": self.instruction,
+                "demonstrations": [{"question": q, "answer": a} for q, a in self.demonstrations]}
+
+
+def read_prompt_set(path: str | os.PathLike, model: LanguageModel) -> PromptSet:
+    """The prompt set of a ``medfm optimize-prompts --vlm`` file, chosen for ``model``'s weights (else a one-line error)."""
+    path = Path(path)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("kind") != PROMPT_SET_KIND:
+            raise ValueError("not a prompt set")
+        prompt = PromptSet(str(saved["instruction"]), tuple((str(d["question"]), str(d["answer"])) for d in saved["demonstrations"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not a prompt set of medfm optimize-prompts --vlm"
+        raise MedfmError(f"{display_path(path)}: {reason}") from None
+    if saved.get("weights_sha256") != model.info.weights_sha256:
+        raise MedfmError(f"{display_path(path)}: chosen for {saved.get('model')!r} (weights sha256 "
+                         f"{str(saved.get('weights_sha256'))[:12]}…), not for {model.info.name!r}; choose one for this model")
+    return prompt
 
 
 def model_pictures(image: Image, count: int) -> tuple[list[np.ndarray], dict[str, Any]]:
@@ -86,25 +130,28 @@ def _provenance(model: LanguageModel, inputs: Sequence[str], prompt: str, parame
 
 
 def stream_answer(images: Sequence[str | os.PathLike | Image], question: str, model: LanguageModel, *,
-                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> tuple[Iterator[str], dict[str, Any]]:
-    """``model``'s answer to ``question`` about ``images`` as it is written: ``(pieces, {"pictures",
-    "provenance"})``; the images are read and checked before the first piece is asked for."""
+                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, prompts: PromptSet = PromptSet()
+                  ) -> tuple[Iterator[str], dict[str, Any]]:
+    """``model``'s answer to ``question`` (put in ``prompts``) about ``images`` as it is written: ``(pieces,
+    {"pictures", "provenance"})``; the images are read and checked before the first piece is asked for."""
     if not model.reads_prompt:
         raise MedfmError(f"{model.info.name} describes images and does not read questions; ask without --model "
                          "(zero-shot answers), or give a vision-language model folder")
     pictures, records, ids = _pictures(images, model)
-    model.check_request(pictures, question, max_new_tokens)
-    provenance = _provenance(model, ids, question, {"method": "local vision-language model", "pictures": records,
-                                                    "max_new_tokens": max_new_tokens})
-    return model.stream(pictures, question, max_new_tokens=max_new_tokens), {"pictures": records, "provenance": provenance}
+    prompt = prompts.render(question)
+    model.check_request(pictures, prompt, max_new_tokens)
+    provenance = _provenance(model, ids, prompt, {"method": "local vision-language model", "pictures": records,
+                                                  "max_new_tokens": max_new_tokens,
+                                                  "demonstrations": len(prompts.demonstrations)})
+    return model.stream(pictures, prompt, max_new_tokens=max_new_tokens), {"pictures": records, "provenance": provenance}
 
 
 def ask_model(images: Sequence[str | os.PathLike | Image], question: str, model: LanguageModel, *,
-              max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict[str, Any]:
+              max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, prompts: PromptSet = PromptSet()) -> dict[str, Any]:
     """``model``'s answer to a (closed or open) ``question`` about ``images`` (files, DICOM
-    folders or :class:`Image`; several are one question's frames or slices):
+    folders or :class:`Image`; several are one question's frames or slices), asked within ``prompts``:
     ``{"answer", "pictures": per input, "provenance"}``."""
-    pieces, record = stream_answer(images, question, model, max_new_tokens=max_new_tokens)
+    pieces, record = stream_answer(images, question, model, max_new_tokens=max_new_tokens, prompts=prompts)
     return {"answer": "".join(pieces).strip(), **record}
 
 
