@@ -192,6 +192,30 @@ def test_finetune_a_sam_checkpoint(discs, tmp_path, method):
     assert adapted.predict(Prompt(boxes=[(5, 5, 30, 30)])).mask.shape == (40, 40)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_dd_sam2_adapts_a_sam2_checkpoint(discs, tmp_path):
+    """DD-SAM2's setting: DD-Adapters after every Hiera block of a random SAM 2.1 Hiera-tiny in the official format."""
+    pytest.importorskip("sam2", reason="sam2 not installed (scripts/setup.sh installs it)")
+    from medfm.models.segmenters.sam2 import build_sam2_model
+
+    torch.manual_seed(0)
+    sam2_config = "configs/sam2.1/sam2.1_hiera_t.yaml"
+    torch.save({"model": build_sam2_model(sam2_config, 256).state_dict()}, tmp_path / "sam2.1_tiny.pt")
+    config = tmp_path / "tiny-sam2.json"
+    config.write_text(json.dumps({"family": "sam2", "kind": "segmenter", "config": sam2_config, "image_size": 256}))
+    out = tmp_path / "dd-sam2.safetensors"
+    summary = finetune(str(config), discs, out, method="dd-adapter", rank=2, checkpoint=tmp_path / "sam2.1_tiny.pt", **TINY)
+    assert summary["base_model"] == "tiny-sam2" and {"box_dice", "click_dice"} <= set(summary["validation_best"])
+    trained = set(read_adapter(out)[0])
+    blocks = {key.split(".adapter.")[0] for key in trained}
+    assert blocks == {f"image_encoder.trunk.blocks.{i}" for i in range(12)}  # Hiera-tiny: 1 + 2 + 7 + 2 blocks
+    adapted = create_segmenter(str(config), tmp_path / "sam2.1_tiny.pt", adapter=out)
+    adapted.set_image(np.zeros((40, 40), np.uint8))
+    from medfm.models.segmenters.prompt import Prompt
+
+    assert adapted.predict(Prompt(boxes=[(5, 5, 30, 30)])).mask.shape == (40, 40)
+
+
 def test_two_processes_take_the_steps_one_process_takes_with_the_same_global_batch(labelled_pictures, tmp_path):
     """Classification has no per-sample randomness, so each step's loss (averaged over the ranks) must equal the
     single process's: the ranks share the global batch and average their gradients."""

@@ -156,6 +156,7 @@ class SamObjective:
         self.batch_size, self.group = batch_size, group
         self.loss = DiceCELoss(sigmoid=True)
         self.extra_parameters: list[torch.nn.Parameter] = []
+        self.boxes_only = segmenter.boxes_only
 
     def _prompt(self, truth: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
         """SAM's ``points`` and ``boxes`` arguments for a random first interaction on a low-resolution ``truth``."""
@@ -163,7 +164,7 @@ class SamObjective:
         from medfm.train.interactive import first_prompt
 
         prompt = first_prompt(truth, rng)
-        if self.segmenter.boxes_only or (prompt["box"] is None and not prompt["points"]):  # scribbles: give a box
+        if self.boxes_only or (prompt["box"] is None and not prompt["points"]):  # scribbles: give a box
             prompt = {"box": jittered_box(truth, rng, jitter=rng.uniform(0, 0.15)), "points": [], "labels": []}
         return self._sam_prompt(prompt["points"], prompt["labels"], prompt["box"])
 
@@ -174,6 +175,10 @@ class SamObjective:
             clicks = (coords[None], torch.tensor(labels, dtype=torch.int)[None])
         boxes = None if box is None else torch.tensor([[box[0], box[1], box[2] + 1, box[3] + 1]], dtype=torch.float32) * self.scale
         return clicks, boxes
+
+    def encode(self, pictures: np.ndarray) -> Any:
+        """The image features of ``(B, 3, S, S)`` input pictures, with gradients."""
+        return self.model.image_encoder(torch.from_numpy(pictures))
 
     def _logits(self, features: torch.Tensor, prompts: list[tuple[Any, Any]]) -> torch.Tensor:
         encoder = self.model.prompt_encoder
@@ -189,7 +194,7 @@ class SamObjective:
     def step(self, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> float:
         chosen, sample_rng = share(self.group, rng.choice(self.train_indices, self.batch_size), rng)
         truths = self.data.masks[chosen]
-        features = self.model.image_encoder(torch.from_numpy(self.data.pictures[chosen]))
+        features = self.encode(self.data.pictures[chosen])
         logits = self._logits(features, [self._prompt(truth, sample_rng) for truth in truths])
         loss = self.loss(logits, torch.from_numpy(truths.astype(np.float32))[:, None])
         optimizer.zero_grad(set_to_none=True)
@@ -206,9 +211,9 @@ class SamObjective:
         results: dict[str, list[float]] = {"box_dice": [], "click_dice": []}
         for index in np.flatnonzero(self.data.is_val):
             truth = self.data.masks[index]
-            features = self.model.image_encoder(torch.from_numpy(self.data.pictures[index : index + 1]))
+            features = self.encode(self.data.pictures[index : index + 1])
             prompts = {"box_dice": self._sam_prompt([], [], mask_box(truth))}
-            if not self.segmenter.boxes_only:
+            if not self.boxes_only:
                 prompts["click_dice"] = self._sam_prompt([centre_click(truth)], [1], None)
             for name, prompt in prompts.items():
                 results[name].append(dice(self._logits(features, [prompt])[0, 0].numpy() > 0, truth))
@@ -225,8 +230,59 @@ class SamObjective:
         return {"train_images": int((~self.data.is_val).sum()), "val_images": int(self.data.is_val.sum())}
 
 
-def segmentation_objective(model: Any, cases: list[Case], batch_size: int, group: Group = ONE_PROCESS) -> SegmenterObjective | SamObjective:
-    """The objective for a built promptable segmenter: SAM's for the SAM family, medfm-interactive's otherwise."""
-    if type(network_of(model)).__name__ == "Sam":
+class Sam2Objective(SamObjective):
+    """SAM 2 / 2.1 (DD-SAM2's setting): SAM's objective through SAM 2's own path, as ``SAM2ImagePredictor`` runs
+    it but with gradients: the whole picture resized to the model's square input, the Hiera trunk and FPN, the
+    prompt encoder and the mask decoder with its high-resolution features."""
+
+    def __init__(self, segmenter: Any, cases: list[Case], batch_size: int, group: Group = ONE_PROCESS) -> None:
+        from monai.losses import DiceCELoss
+
+        from medfm.models.encoders.planes import to_rgb_uint8
+        from medfm.train.finetune_data import resize_mask, segmentation_set
+
+        self.segmenter, self.model = segmenter, segmenter.model
+        low_res = tuple(self.model.sam_prompt_encoder.mask_input_size)
+        self.scale = self.model.image_size / low_res[0]
+        transforms = segmenter.predictor._transforms  # sam2's own resize and normalisation
+
+        def frame(plane: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return transforms(to_rgb_uint8(plane)).numpy(), resize_mask(mask, low_res)
+
+        self.data = segmentation_set(cases, frame)
+        self.train_indices = np.flatnonzero(~self.data.is_val)
+        self.batch_size, self.group = batch_size, group
+        self.loss = DiceCELoss(sigmoid=True)
+        self.extra_parameters: list[torch.nn.Parameter] = []
+        self.boxes_only = False
+
+    def encode(self, pictures: np.ndarray) -> dict[str, Any]:
+        model = self.model
+        _, vision, _, sizes = model._prepare_backbone_features(model.forward_image(torch.from_numpy(pictures)))
+        if model.directly_add_no_mem_embed:
+            vision[-1] = vision[-1] + model.no_mem_embed
+        maps = [feature.permute(1, 2, 0).reshape(len(pictures), -1, *size) for feature, size in zip(vision, sizes, strict=True)]
+        return {"image_embed": maps[-1], "high_res_feats": maps[:-1]}
+
+    def _logits(self, features: dict[str, Any], prompts: list[tuple[Any, Any]]) -> torch.Tensor:
+        encoder, out = self.model.sam_prompt_encoder, []
+        for index, (clicks, boxes) in enumerate(prompts):
+            sparse, dense = encoder(points=clicks, boxes=boxes, masks=None)
+            low_res, *_ = self.model.sam_mask_decoder(
+                image_embeddings=features["image_embed"][index : index + 1], image_pe=encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False, repeat_image=False,
+                high_res_features=[level[index : index + 1] for level in features["high_res_feats"]])
+            out.append(low_res)
+        return torch.cat(out)
+
+
+def segmentation_objective(model: Any, cases: list[Case], batch_size: int, group: Group = ONE_PROCESS
+                           ) -> SegmenterObjective | SamObjective:
+    """The objective for a built promptable segmenter: SAM's for SAM and MedSAM, SAM 2's for SAM 2, medfm-interactive's
+    otherwise."""
+    kind = type(network_of(model)).__name__
+    if kind == "Sam":
         return SamObjective(model, cases, batch_size, group)
+    if kind == "SAM2Base":
+        return Sam2Objective(model, cases, batch_size, group)
     return SegmenterObjective(model, cases, batch_size, group)

@@ -40,6 +40,9 @@ def block_sites(network: nn.Module) -> list[BlockSite]:
     if kind == "Sam":  # segment-anything's ViT: blocks work on (B, H, W, C)
         blocks = network.image_encoder.blocks
         return [BlockSite(blocks, i, block.norm1.normalized_shape[0], "channels_last") for i, block in enumerate(blocks)]
+    if kind == "SAM2Base":  # SAM 2's Hiera trunk: blocks work on (B, H, W, C), widening at each stage
+        blocks = network.image_encoder.trunk.blocks
+        return [BlockSite(blocks, i, block.dim_out, "channels_last") for i, block in enumerate(blocks)]
     if kind == "VisionTransformer" and hasattr(network, "patch_embed") and hasattr(network, "num_prefix_tokens"):  # timm ViT
         grid = tuple(network.patch_embed.grid_size)
         return [BlockSite(network.blocks, i, network.embed_dim, "tokens", grid, network.num_prefix_tokens)

@@ -62,6 +62,7 @@ class Sam2Segmenter(Segmenter):
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         super().__init__(info)
+        self.model = model  # what adapters go into (the predictor runs this same module)
         self.predictor = SAM2ImagePredictor(model.eval())
         size = model.image_size
         # the predictor assumes 1024 (feature maps 256, 128, 64); follow the model's size
