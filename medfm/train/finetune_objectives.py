@@ -139,24 +139,35 @@ class SamObjective:
     def __init__(self, segmenter: Any, cases: list[Case], batch_size: int, group: Group = ONE_PROCESS) -> None:
         from monai.losses import DiceCELoss
 
-        from medfm.train.finetune_data import resize_mask, segmentation_set
+        from medfm.train.finetune_data import segmentation_set
 
         self.segmenter, self.model = segmenter, segmenter.model
-        low_res = tuple(self.model.prompt_encoder.mask_input_size)
-        self.scale = segmenter.size / low_res[0]  # input-frame pixels per low-resolution pixel
-
-        def frame(plane: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            pixels, (rows, columns) = segmenter.input_frame(plane)
-            framed = np.zeros((segmenter.size, segmenter.size), dtype=bool)
-            framed[:rows, :columns] = resize_mask(mask, (rows, columns))
-            return pixels.numpy(), resize_mask(framed, low_res)
-
-        self.data = segmentation_set(cases, frame)
+        self.boxes_only = getattr(segmenter, "boxes_only", False)
+        self.low_res = self.mask_input_size()
+        self.scale = self.input_size() / self.low_res[0]  # input-frame pixels per low-resolution pixel
+        self.data = segmentation_set(cases, self.frame)
         self.train_indices = np.flatnonzero(~self.data.is_val)
         self.batch_size, self.group = batch_size, group
         self.loss = DiceCELoss(sigmoid=True)
         self.extra_parameters: list[torch.nn.Parameter] = []
-        self.boxes_only = segmenter.boxes_only
+
+    def mask_input_size(self) -> tuple[int, int]:
+        """The low-resolution logits' size, where the loss is taken."""
+        return tuple(self.model.prompt_encoder.mask_input_size)
+
+    def input_size(self) -> int:
+        """The side of the model's square input frame."""
+        return self.segmenter.size
+
+    def frame(self, plane: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A plane as the model's input picture and its mask at the low resolution, framed alike (SAM: the long
+        side resized to the input size, padded at the bottom and right)."""
+        from medfm.train.finetune_data import resize_mask
+
+        pixels, (rows, columns) = self.segmenter.input_frame(plane)
+        framed = np.zeros((self.segmenter.size, self.segmenter.size), dtype=bool)
+        framed[:rows, :columns] = resize_mask(mask, (rows, columns))
+        return pixels.numpy(), resize_mask(framed, self.low_res)
 
     def _prompt(self, truth: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
         """SAM's ``points`` and ``boxes`` arguments for a random first interaction on a low-resolution ``truth``."""
@@ -235,26 +246,18 @@ class Sam2Objective(SamObjective):
     it but with gradients: the whole picture resized to the model's square input, the Hiera trunk and FPN, the
     prompt encoder and the mask decoder with its high-resolution features."""
 
-    def __init__(self, segmenter: Any, cases: list[Case], batch_size: int, group: Group = ONE_PROCESS) -> None:
-        from monai.losses import DiceCELoss
+    def mask_input_size(self) -> tuple[int, int]:
+        return tuple(self.model.sam_prompt_encoder.mask_input_size)
 
+    def input_size(self) -> int:
+        return self.model.image_size
+
+    def frame(self, plane: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """SAM 2's framing: the whole plane resized to the square input (aspect not kept), by sam2's own transforms."""
         from medfm.models.encoders.planes import to_rgb_uint8
-        from medfm.train.finetune_data import resize_mask, segmentation_set
+        from medfm.train.finetune_data import resize_mask
 
-        self.segmenter, self.model = segmenter, segmenter.model
-        low_res = tuple(self.model.sam_prompt_encoder.mask_input_size)
-        self.scale = self.model.image_size / low_res[0]
-        transforms = segmenter.predictor._transforms  # sam2's own resize and normalisation
-
-        def frame(plane: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return transforms(to_rgb_uint8(plane)).numpy(), resize_mask(mask, low_res)
-
-        self.data = segmentation_set(cases, frame)
-        self.train_indices = np.flatnonzero(~self.data.is_val)
-        self.batch_size, self.group = batch_size, group
-        self.loss = DiceCELoss(sigmoid=True)
-        self.extra_parameters: list[torch.nn.Parameter] = []
-        self.boxes_only = False
+        return self.segmenter.predictor._transforms(to_rgb_uint8(plane)).numpy(), resize_mask(mask, self.low_res)
 
     def encode(self, pictures: np.ndarray) -> dict[str, Any]:
         model = self.model
