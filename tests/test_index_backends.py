@@ -254,6 +254,49 @@ def test_milvus_lite_gone_mid_build_is_one_line_and_the_build_resumes(milvus_lit
         assert len(index) == 6
 
 
+def test_milvus_lite_that_hangs_mid_build_is_one_line_within_the_timeout_and_the_build_resumes(milvus_lite, tmp_path,
+                                                                                                monkeypatch, capfd):
+    """The server stops answering (its third insert takes 3 s) with its connection open: only the request
+    timeout ends the wait, as pymilvus leaves a transport error raw."""
+    import time
+
+    from fakeencoder import FakeEncoder
+    from milvus_lite.adapter.grpc.servicer import MilvusServicer
+
+    from medfm.index import IndexUnavailableError
+    from medfm.tasks import search as search_task
+    from medfm.tasks.search import build_index
+
+    paths = _images(tmp_path, 6)
+    encoder = FakeEncoder()
+    location = f"{tmp_path / 'hang.db'}/built"
+    monkeypatch.setattr(search_task, "CHUNK", 2)
+    monkeypatch.setenv("MEDFM_INDEX_TIMEOUT_S", "1")
+    insert, inserts = MilvusServicer.Insert, []
+
+    def slow_after_two(self, request, context):
+        inserts.append(request)
+        if len(inserts) > 2:
+            time.sleep(3)
+        return insert(self, request, context)
+
+    monkeypatch.setattr(MilvusServicer, "Insert", slow_after_two)
+    started = time.monotonic()
+    with pytest.raises(IndexUnavailableError) as error:
+        build_index(paths, encoder, location)
+    assert time.monotonic() - started < 2.5 and len(inserts) == 3
+    assert str(error.value) == (f"Milvus index {location}: the server did not answer within 1 s (MEDFM_INDEX_TIMEOUT_S); the "
+                                "build stopped with at least 4 of 6 images indexed: run the same command again once the server "
+                                "is back to index the rest")
+    assert "Traceback" not in capfd.readouterr().err
+    monkeypatch.setattr(MilvusServicer, "Insert", insert)
+    time.sleep(2.5)  # the hung insert finishes on the server: the re-run must not write it twice
+    report = build_index(paths, encoder, location)
+    assert report.added + report.skipped == 6 and report.skipped >= 4
+    with open_index(location) as index:
+        assert len(index) == 6 and sorted(index.ids()) == sorted(set(index.ids()))
+
+
 def test_milvus_locations_are_checked(tmp_path, monkeypatch):
     with pytest.raises(MedfmError, match="must look like PATH.db/COLLECTION"):
         open_index(tmp_path / "store.db")

@@ -27,8 +27,10 @@ import numpy as np
 
 from medfm.errors import MedfmError
 from medfm.index.base import (
+    TIMEOUT_ENV,
     Hit,
     Index,
+    IndexUnavailableError,
     Metadata,
     MissingIdsError,
     clean_metadata,
@@ -98,10 +100,16 @@ class _Client:
 
     @contextmanager
     def errors(self) -> Iterator[None]:
+        import grpc
+
         try:
             yield
         except self._error as exc:
             raise MedfmError(f"Milvus index {self._location}: {_message(exc)}") from None
+        except grpc.RpcError as exc:  # pymilvus lets transport failures through: a hung or vanished server
+            what = (f"the server did not answer within {server_timeout_s():g} s ({TIMEOUT_ENV})"
+                    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else f"lost the server: {exc.details()}")
+            raise IndexUnavailableError(self._location, f"Milvus index {self._location}: {what}") from None
 
 
 @functools.cache
