@@ -139,27 +139,6 @@ def nearest_pixel_correlation(images: np.ndarray, training: np.ndarray) -> np.nd
     return (standardised(images) @ standardised(training).T).max(axis=1)
 
 
-def ancestral_ddpm(generator, labels: list[str | None], guidance: float, seeds: list[int]):
-    """``(N, C, S, S)`` pixels in [0, 1] of a DDPM generator by MONAI's ``DDPMScheduler`` over all its training
-    timesteps (ancestral sampling, fresh noise at every step): the 1,000-step baseline of issue 14's target."""
-    import torch
-    from monai.networks.schedulers import DDPMScheduler
-
-    from medfm.models.generators.generator import DDPM_TIMESTEPS
-
-    scheduler = DDPMScheduler(**{"num_train_timesteps": DDPM_TIMESTEPS, **generator.config.get("scheduler", {})})
-    scheduler.set_timesteps(scheduler.num_train_timesteps)
-    shape = (1, generator.channels, generator.size, generator.size)
-    x = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
-    step_noise = torch.Generator().manual_seed(seeds[0])
-    with torch.no_grad():
-        for timestep in scheduler.timesteps:
-            predicted = generator.predict(x, timestep.expand(len(x)).float(), labels, guidance)
-            x, _ = scheduler.step(predicted, int(timestep), x, generator=step_noise)
-    low, high = generator.pixel_range
-    return ((x - low) / (high - low)).clamp(0.0, 1.0)
-
-
 def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None, seed: int, n_boot: int,
              samples: int | None = None, ancestral: bool = False) -> dict:
     import time
@@ -167,13 +146,12 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
     import torch
 
     from medfm.io.manifest import read_manifest
-    from medfm.models.generators.sampling import sample
+    from medfm.models.generators.generator import DDPM_TIMESTEPS
+    from medfm.models.generators.sampling import ancestral_sample, sample
     from medfm.models.registry import create_generator
 
     torch.set_num_threads(1)
     generator = create_generator(gen_dir)
-    if ancestral and generator.method != "ddpm":
-        raise SystemExit(f"--ancestral samples a DDPM generator; {generator.name!r} was trained with {generator.method}")
     guidance = generator.config["sampling"]["guidance"] if guidance is None else guidance
     held_paths, held_labels = read_manifest(split_dir / "heldout.csv", "label", "image")
     train_paths, _ = read_manifest(split_dir / "train.csv", "label", "image")
@@ -185,7 +163,7 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
     for start in range(0, len(wanted), 32):
         labels = wanted[start:start + 32] if generator.condition != "none" else [None] * len(wanted[start:start + 32])
         seeds = list(range(seed + start, seed + start + len(labels)))
-        pixels = ancestral_ddpm(generator, labels, guidance, seeds) if ancestral else sample(generator, labels, steps, guidance, seeds)
+        pixels = ancestral_sample(generator, labels, guidance, seeds) if ancestral else sample(generator, labels, steps, guidance, seeds)
         generated.append((pixels.numpy() * 255).round().astype(np.uint8))
     sampling_seconds = time.perf_counter() - started
     generated = np.concatenate(generated)
@@ -205,7 +183,7 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
     return {
         "generator": generator.name, "method": generator.method, "weights_sha256": generator.weights_sha256,
         "sampler": "DDPM ancestral, all training timesteps" if ancestral else "medfm (flow: Euler; DDPM: DDIM)",
-        "steps": generator.config.get("scheduler", {}).get("num_train_timesteps", 1000) if ancestral else steps,
+        "steps": generator.config.get("scheduler", {}).get("num_train_timesteps", DDPM_TIMESTEPS) if ancestral else steps,
         "guidance": guidance, "generated_images": len(generated),
         "sampling_seconds_one_thread": round(sampling_seconds, 2),
         "sampling_images_per_s_one_thread": round(len(generated) / sampling_seconds, 3),

@@ -16,6 +16,7 @@ from PIL import Image as PILImage
 
 import medfm
 from medfm.errors import MedfmError
+from medfm.models.generators.sampling import ancestral_sample
 from medfm.models.registry import create_generator
 from medfm.provenance import SYNTHETIC_NOTE
 from medfm.tasks.generate import edit_file, generate, translate_file
@@ -209,13 +210,21 @@ def test_bad_requests_fail_in_one_line_and_write_nothing(gen_dir: Path, tmp_path
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_ddpm_generator_samples_and_refuses_translation(tmp_path: Path) -> None:
+def test_ddpm_generator_samples_and_refuses_translation(gen_dir: Path, tmp_path: Path) -> None:
     data = write_classes(tmp_path / "data", per_class=3)
     train_generator(data, tmp_path / "D", size=SIZE, method="ddpm", network=TINY, max_steps=3, batch_size=2)
     result = generate(tmp_path / "D", tmp_path, 2, steps=2)
     assert medfm.load(result["images"][0]["file"]).provenance.parameters["method"] == "ddpm"
     with pytest.raises(MedfmError, match="needs a flow generator"):
         translate_file(tmp_path / "D", result["images"][0]["file"], tmp_path / "t.png", source="bright", target="dark")
+    generator = create_generator(tmp_path / "D")  # the ancestral baseline: seeded, its step noise included
+    generator.config["scheduler"] = {"num_train_timesteps": 20}  # every training timestep is walked: keep them few
+    first = ancestral_sample(generator, ["bright"], 1.0, [5])
+    assert first.shape == (1, 1, SIZE, SIZE) and 0.0 <= float(first.min()) and float(first.max()) <= 1.0
+    torch.testing.assert_close(ancestral_sample(generator, ["bright"], 1.0, [5]), first, rtol=0, atol=0)
+    assert not torch.equal(ancestral_sample(generator, ["bright"], 1.0, [6]), first)
+    with pytest.raises(MedfmError, match="ancestral sampling needs a DDPM generator; .* was trained with flow"):
+        ancestral_sample(create_generator(gen_dir), ["bright"], 1.0, [5])
 
 
 def test_text_generator_from_a_manifest(tmp_path: Path) -> None:

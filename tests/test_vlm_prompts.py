@@ -36,11 +36,12 @@ class TerseWhenShown(LanguageModel):
 
 @pytest.fixture
 def questions(tmp_path: Path) -> Path:
-    """Bright and dark pictures asked "Is there a bright region?": 4 train, 6 val, 6 test rows."""
+    """Bright and dark pictures asked "Is there a bright region?": 4 train, 6 val, 6 test rows; row n's dark
+    picture has grey value 30 + n, so that a model can tell the rows apart."""
     rows = ["path,question,answer,split"]
     for n, split in enumerate(["train"] * 4 + ["val"] * 6 + ["test"] * 6):
         bright = n % 2 == 0
-        save(Image(np.full((16, 16), 220 if bright else 30, np.uint8)), tmp_path / f"q{n}.png")
+        save(Image(np.full((16, 16), 220 if bright else 30 + n, np.uint8)), tmp_path / f"q{n}.png")
         rows.append(f"q{n}.png,Is there a bright region?,{'yes' if bright else 'no'},{split}")
     (tmp_path / "vqa.csv").write_text("\n".join(rows) + "\n")
     return tmp_path / "vqa.csv"
@@ -64,13 +65,17 @@ def test_demonstrations_are_chosen_when_they_help_and_measured_on_test(questions
     assert model.prompts[-1].endswith("Question: Is there a bright region?\nAnswer:")
 
 
-def test_without_a_clear_validation_gain_the_bare_question_is_kept(questions: Path) -> None:
-    class Constant(TerseWhenShown):
+def test_a_gain_within_validation_noise_keeps_the_bare_question(questions: Path) -> None:
+    class SlightlyBetterWhenShown(TerseWhenShown):
+        """Says "yes" to everything, except that a demonstration makes it right about row 5's dark picture
+        alone: one validation row in six, a best gain whose interval still reaches 0."""
+
         def stream(self, images, prompt, *, max_new_tokens=8):
             self.prompts.append(prompt)
-            yield "yes"
+            yield "no" if "\nAnswer: " in prompt and round(float(np.mean(images[0]))) == 35 else "yes"
 
-    result = optimize_vlm_prompts(questions, Constant(), budget=5, seed=1)
+    result = optimize_vlm_prompts(questions, SlightlyBetterWhenShown(), budget=5, seed=1)
+    assert result["validation"]["best_gain"][0] == pytest.approx(1 / 6, abs=1e-4) and result["validation"]["best_gain"][1] <= 0
     assert result["validation"]["kept_baseline"] and result["prompt_set"] == {"instruction": "", "demonstrations": []}
     assert result["bootstrapped"]["answered_right"] == 2  # the bright train rows: their demonstrations form the pool
     assert result["test"]["gain"][0] == 0.0

@@ -6,12 +6,15 @@ under the source condition, then forwards (τ to 0) under the target, so that τ
 structure kept against how far the image moves toward the target; inpainting replaces, at
 every step, the known region by the source image re-noised to the current time along its
 own straight path, so that only the masked region is generated (flow inpainting, RePaint's
-idea without its resampling jumps). DDPM generators sample with MONAI's DDIM scheduler.
+idea without its resampling jumps). DDPM generators sample with MONAI's DDIM scheduler (or, slowly,
+its ancestral DDPM scheduler over every training step: :func:`ancestral_sample`).
 
 Every tensor is ``(N, C, S, S)``, pixels in [0, 1] at the boundary.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -66,22 +69,47 @@ def sample(generator: Generator, labels: list[str | None], steps: int, guidance:
 
 
 def ddim_sample(generator: Generator, noise: torch.Tensor, labels: list[str | None], steps: int, guidance: float) -> torch.Tensor:
-    """A DDPM generator's samples from ``noise`` with MONAI's DDIM scheduler (η = 0) in ``steps`` steps, under the
-    noise schedule it was trained with (config ``scheduler``: MONAI scheduler arguments such as ``schedule``,
-    ``beta_start``, ``beta_end``; default MONAI's linear 1,000-step one, medfm's own)."""
+    """A DDPM generator's samples from ``noise`` with MONAI's DDIM scheduler (η = 0) in ``steps`` steps."""
     from monai.networks.schedulers import DDIMScheduler
 
-    try:
-        scheduler = DDIMScheduler(**{"num_train_timesteps": DDPM_TIMESTEPS, **generator.config.get("scheduler", {})})
-    except (TypeError, ValueError) as exc:
-        raise MedfmError(f"generator {generator.name!r}: its scheduler arguments {generator.config['scheduler']} do not make "
-                         f"a MONAI scheduler ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    scheduler = _ddpm_scheduler(generator, DDIMScheduler)
     scheduler.set_timesteps(min(steps, scheduler.num_train_timesteps))
     x = noise
     for timestep in scheduler.timesteps:
         predicted = generator.predict(x, timestep.expand(len(x)).float(), labels, guidance)
         x, _ = scheduler.step(predicted, int(timestep), x)
     return x
+
+
+@torch.no_grad()
+def ancestral_sample(generator: Generator, labels: list[str | None], guidance: float, seeds: list[int]) -> torch.Tensor:
+    """A DDPM generator's images (pixels in [0, 1]) by MONAI's ``DDPMScheduler`` over every training timestep
+    (ancestral sampling, fresh noise at each step, drawn from ``seeds[0]``): the slow sampler DDPMs were
+    trained for, which medfm's DDIM replaces and ``benchmarks/generator_heldout.py --ancestral`` measures."""
+    from monai.networks.schedulers import DDPMScheduler
+
+    if generator.method != "ddpm":
+        raise MedfmError(f"ancestral sampling needs a DDPM generator; {generator.name!r} was trained with {generator.method}")
+    if len(seeds) != len(labels):
+        raise MedfmError(f"one seed per image: {len(seeds)} seeds for {len(labels)} images")
+    scheduler = _ddpm_scheduler(generator, DDPMScheduler)
+    scheduler.set_timesteps(scheduler.num_train_timesteps)
+    x, step_noise = _noises(generator, seeds), torch.Generator().manual_seed(seeds[0])
+    for timestep in scheduler.timesteps:
+        predicted = generator.predict(x, timestep.expand(len(x)).float(), labels, guidance)
+        x, _ = scheduler.step(predicted, int(timestep), x, generator=step_noise)
+    return _to_pixels(generator, x)
+
+
+def _ddpm_scheduler(generator: Generator, kind: type) -> Any:
+    """MONAI scheduler ``kind`` under the noise schedule the generator was trained with (config ``scheduler``:
+    MONAI scheduler arguments such as ``schedule``, ``beta_start``, ``beta_end``; default MONAI's linear
+    1,000-step one, medfm's own)."""
+    try:
+        return kind(**{"num_train_timesteps": DDPM_TIMESTEPS, **generator.config.get("scheduler", {})})
+    except (TypeError, ValueError) as exc:
+        raise MedfmError(f"generator {generator.name!r}: its scheduler arguments {generator.config['scheduler']} do not make "
+                         f"a MONAI scheduler ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
 def _require_flow(generator: Generator, what: str) -> None:
