@@ -12,7 +12,10 @@ that size; the trained one of GEN_DIR when given) samples ``--batch`` images:
   steps are timed (after one warm-up step) and the time per step is multiplied by 1,000: the JSON
   says so (``"ddpm_extrapolated_from_steps"``). Each step's cost does not depend on the timestep.
 
-The ratio is medfm images/s over DDPM images/s at each step count. With ``--generator`` (a grey
+The ratio is medfm images/s over DDPM images/s at each step count. Beside it, the latent generator
+``train generator`` makes by default from 128² on (the default U-Net of the latent side over the default
+``AutoencoderKL``'s latents, decoded at the end), with its speed-up over the pixel flow generator of the
+same size. With ``--generator`` (a grey
 generator) and ``--reference`` (a folder of held-out real images, prepared here as the generator's
 training prepared its images: 64² or 128², 8-bit), ``--frd-images`` samples per step count S (seeds
 0, 1, ..., classes in turn) are scored by medfm's FRD against the reference (``medfm evaluate frd``'s
@@ -37,6 +40,7 @@ import numpy as np
 import torch
 
 from medfm.models.generators import Generator
+from medfm.models.generators.latent import DEFAULT_AUTOENCODER, LatentSpace, build_autoencoder, latent_factor
 from medfm.models.generators.network import build_unet, default_network, parameter_count
 from medfm.models.generators.sampling import sample
 
@@ -52,6 +56,17 @@ def random_generator(size: int) -> Generator:
     config = {"name": f"bench-{size}", "method": "flow", "condition": "class", "classes": ["a", "b"], "size": size,
               "channels": 1, "network": network}
     return Generator(build_unet(network, 1, "class", 2), config)
+
+
+def random_latent_generator(size: int) -> Generator:
+    """An untrained two-class latent generator of the shape ``train generator --latent`` gives ``size``² images."""
+    factor = latent_factor(DEFAULT_AUTOENCODER)
+    network = default_network(size // factor)
+    latent = {"autoencoder": DEFAULT_AUTOENCODER, "factor": factor, "scale_factor": 1.0}
+    config = {"name": f"bench-latent-{size}", "method": "flow", "condition": "class", "classes": ["a", "b"], "size": size,
+              "channels": 1, "network": network, "latent": latent}
+    unet = build_unet(network, DEFAULT_AUTOENCODER["latent_channels"], "class", 2)
+    return Generator(unet, config, latent=LatentSpace(build_autoencoder(DEFAULT_AUTOENCODER, 1), 1.0))
 
 
 def flow_seconds(generator: Generator, batch: int, steps: int) -> float:
@@ -144,6 +159,14 @@ def main() -> None:
             seconds = flow_seconds(generator, args.batch, steps)
             entry["flow"][str(steps)] = {"seconds": seconds, "images_per_s": args.batch / seconds,
                                          "speedup_vs_ddpm_1000": (args.batch / seconds) / ddpm_rate}
+        if trained is None:
+            latent = random_latent_generator(size)
+            entry["latent_flow"] = {"parameters": parameter_count(latent.network) + parameter_count(latent.latent.autoencoder)}
+            for steps in args.steps:
+                seconds = flow_seconds(latent, args.batch, steps)
+                entry["latent_flow"][str(steps)] = {
+                    "seconds": seconds, "images_per_s": args.batch / seconds,
+                    "speedup_vs_pixel_flow": (args.batch / seconds) / entry["flow"][str(steps)]["images_per_s"]}
         report["sizes"][str(size)] = entry
     if trained is not None and args.reference is not None:
         report["frd_vs_reference"] = {**frd_at_steps(trained, args.reference, args.steps, args.frd_images, args.workers),

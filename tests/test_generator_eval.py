@@ -145,8 +145,8 @@ def test_evaluate_synthetic_compares_probes_and_checks_the_samples(generators: t
 
 def test_evaluate_synthetic_bad_input(generators: tuple[Path, Path], tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path)
-    with pytest.raises(MedfmError, match="--task seg is not available yet"):
-        evaluate_synthetic(generators[0], manifest, FakeEncoder(), task="seg")
+    with pytest.raises(MedfmError, match="unknown task 'det'"):
+        evaluate_synthetic(generators[0], manifest, FakeEncoder(), task="det")
     other = tmp_path / "other.csv"
     other.write_text(manifest.read_text().replace("dark", "grey"))
     with pytest.raises(MedfmError, match="class 'grey' is not one of generator .*'s classes"):
@@ -181,7 +181,7 @@ def test_cli_rank_and_evaluate_synthetic(generators: tuple[Path, Path], referenc
     page = report.read_text()
     assert "Memorisation" in page and "real + synthetic" in page and "<script" not in page
     code, _, err = run_cli(["evaluate", "synthetic", str(generators[1]), "--task", "seg", "--data", str(manifest)], capsys)
-    assert code == 2 and err.strip().count("\n") == 0 and "seg is not available yet" in err
+    assert code == 2 and err.strip().count("\n") == 0 and "makes images without masks" in err
 
 
 def monai_checkpoint_folder(folder: Path, pixel_range: list[float]) -> Path:

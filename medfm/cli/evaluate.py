@@ -365,9 +365,16 @@ def zeroshot(
 @evaluate_app.command("synthetic")
 def synthetic(
     generator: Annotated[str, typer.Argument(help="A registered generator's name or a GEN_DIR from `medfm train generator`.")],
-    data: Annotated[Path, typer.Option("--data", help="Labelled CSV manifest with a `split` column (training and held-out rows).")],
-    task: Annotated[str, typer.Option("--task", help="cls (a probe on frozen embeddings); seg is not available yet.")] = "cls",
-    per_class: Annotated[int | None, typer.Option("--per-class", help="Synthetic images added per class.")] = None,
+    data: Annotated[Path, typer.Option("--data", help="CSV manifest with a `split` column (training and held-out rows): "
+                                       "path,label for cls; image,mask for seg.")],
+    task: Annotated[str, typer.Option("--task", help="cls (a probe on frozen embeddings) or seg (`medfm train seg`, "
+                                      "with an image–mask pair generator).")] = "cls",
+    per_class: Annotated[int | None, typer.Option("--per-class", help="Synthetic images added per class "
+                                                  "(an unconditional generator counts as one class).")] = None,
+    budget_min: Annotated[float | None, typer.Option("--budget-min", help="seg: minutes of training for each of the "
+                                                     "two segmenters (default 5).")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="seg: stop each training after this "
+                                                  "many steps even within the budget.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Encoder of the probe (default: the shipped one).")] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the encoder's shipped ones.")] = None,
     label_column: LabelColumnOption = "label",
@@ -384,8 +391,8 @@ def synthetic(
     report: ReportOption = None,
     mkdir: MkdirOption = False,
 ) -> None:
-    """A probe trained on real images vs real + synthetic, on the held-out split (bootstrap CIs), with FRD,
-    precision/recall and near-copies of the synthetic set."""
+    """A probe (cls) or segmenter (seg) trained on real images vs real + synthetic, on the held-out split
+    (bootstrap CIs), with FRD, precision/recall and near-copies of the synthetic set."""
     from medfm.models.registry import DEFAULT_ENCODER, create_encoder
     from medfm.train.synthetic_eval import evaluate_synthetic
 
@@ -393,7 +400,9 @@ def synthetic(
     result = evaluate_synthetic(generator, data, encoder, task=task,
                                 label_column=label_column, path_column=path_column,
                                 **given(per_class=per_class, train_split=train_split, test_split=heldout_split, steps=steps,
-                                        guidance=guidance, n_boot=n_boot, seed=seed, workers=workers))
+                                        guidance=guidance, n_boot=n_boot, seed=seed, workers=workers,
+                                        budget_minutes=budget_min, max_steps=max_steps),
+                                log=lambda line: typer.echo(line, err=True))
     if results is not None:
         write_json(result, results)
     if report is not None:
@@ -403,10 +412,10 @@ def synthetic(
     if as_json:
         print_json(result)
         return
-    classifier, memo = result["classifier"], result["memorisation"]
+    downstream, memo = result["classifier" if result["task"] == "cls" else "segmenter"], result["memorisation"]
     typer.echo(f"{result['generator']['name']} on {result['data']}: {result['synthetic_per_class']} synthetic images per class")
     for label, key in (("real only", "real_only"), ("real + synthetic", "real_plus_synthetic"), ("difference", "difference")):
-        typer.echo(f"  {label:<17} " + "  ".join(f"{name} {_interval(value)}" for name, value in classifier[key].items()))
+        typer.echo(f"  {label:<17} " + "  ".join(f"{name} {_interval(value)}" for name, value in downstream[key].items()))
     typer.echo(f"FRD vs held-out {_number(result['frd']['frd'])}; precision {result['precision_recall']['precision']:.3f}, "
                f"recall {result['precision_recall']['recall']:.3f}")
     typer.echo(f"near-copies: {memo['n_near_copies']} of {len(memo['samples'])} (cosine > {memo['threshold']:.4g})")

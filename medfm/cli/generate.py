@@ -34,7 +34,8 @@ def generate_command(
     mkdir: MkdirOption = False,
 ) -> None:
     """Sample N synthetic images (without a condition, spread evenly over the classes), marked synthetic
-    and stamped with their provenance; prints the files as JSON."""
+    and stamped with their provenance; prints the files as JSON. An image–mask pair generator writes
+    OUT/images/, OUT/masks/ and OUT/manifest.csv (a `medfm train seg` manifest)."""
     from medfm.tasks.generate import generate
 
     print_json(generate(generator, out, n, condition=condition, class_=class_,

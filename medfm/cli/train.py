@@ -162,6 +162,10 @@ def train_generator_command(
     size: Annotated[int | None, typer.Option("--size", min=8, help="Image side in pixels (default 64; the default "
                                              "networks are made for 64 and 128).")] = None,
     method: Annotated[str | None, typer.Option("--method", help="flow (rectified flow matching, default) or ddpm.")] = None,
+    masks: Annotated[bool, typer.Option("--masks", help="Learn image–mask pairs from the manifest's mask column: every "
+                                        "sample comes with its label map.")] = False,
+    latent: Annotated[bool | None, typer.Option("--latent/--pixels", help="Generate the latents of an AutoencoderKL fitted "
+                                                "first (default from 128² on), or pixels.")] = None,
     budget_min: Annotated[float | None, typer.Option("--budget-min", help="Wall-time budget in minutes, counted across "
                                                      "resumes (default 10).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted training of this generator folder.")] = False,
@@ -175,7 +179,7 @@ def train_generator_command(
     DiffusionModelUNet, classifier-free guidance, EMA); prints the training summary as JSON."""
     from medfm.train.generator import parse_network, train_generator
 
-    print_json(train_generator(data, out, column=column, resume=resume, network=parse_network(network),
+    print_json(train_generator(data, out, column=column, masks=masks, latent=latent, resume=resume, network=parse_network(network),
                                log=lambda line: typer.echo(line, err=True),
                                **given(condition=condition, size=size, method=method, budget_minutes=budget_min,
                                        seed=seed, batch_size=batch_size, max_steps=max_steps)))

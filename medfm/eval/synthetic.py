@@ -33,6 +33,16 @@ def _manifold_coverage(points: np.ndarray, centres: np.ndarray, k: int) -> np.nd
     return (_distances(points, centres) <= radii[None]).any(axis=1)
 
 
+def check_set_sizes(n_real: int, n_synthetic: int, k: int) -> None:
+    """MedfmError unless :func:`precision_recall` with ``k`` neighbours can use sets of these sizes (checked
+    before an evaluation spends its time)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise MedfmError(f"k must be a positive whole number; got {k!r}")
+    if min(n_real, n_synthetic) <= k:
+        raise MedfmError(f"precision and recall with k={k} need more than {k} images in each set; "
+                         f"got {n_real} real and {n_synthetic} synthetic")
+
+
 def precision_recall(real: np.ndarray, synthetic: np.ndarray, k: int = DEFAULT_K) -> dict[str, Any]:
     """Improved precision and recall (Kynkäänniemi et al., NeurIPS 2019) of ``(M, D)`` synthetic against
     ``(N, D)`` real embeddings: precision is the share of synthetic rows inside the real manifold (the union
@@ -41,11 +51,7 @@ def precision_recall(real: np.ndarray, synthetic: np.ndarray, k: int = DEFAULT_K
     real, synthetic = np.asarray(real, np.float64), np.asarray(synthetic, np.float64)
     if real.ndim != 2 or synthetic.ndim != 2 or real.shape[1] != synthetic.shape[1]:
         raise MedfmError(f"embeddings must be (N, D) with the same D, got {real.shape} and {synthetic.shape}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise MedfmError(f"k must be a positive whole number; got {k!r}")
-    if min(len(real), len(synthetic)) <= k:
-        raise MedfmError(f"precision and recall with k={k} need more than {k} images in each set; "
-                         f"got {len(real)} real and {len(synthetic)} synthetic")
+    check_set_sizes(len(real), len(synthetic), k)
     precision = float(_manifold_coverage(synthetic, real, k).mean())
     recall = float(_manifold_coverage(real, synthetic, k).mean())
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0

@@ -5,6 +5,10 @@ sha256, condition, seed, steps, guidance; ``synthetic=True``) and the marks othe
 PNG ``Description`` text, NIfTI ``descrip``, DICOM Secondary Capture with Image Type
 ``DERIVED\\SECONDARY`` and a Derivation Description. Every request is checked before anything
 is computed or written; each file is written to a temporary name and renamed.
+
+An image–mask pair generator's samples go to ``OUTDIR/images/`` and their label maps, under the same
+names, to ``OUTDIR/masks/`` (PNG, or NIfTI beside NIfTI images), listed in ``OUTDIR/manifest.csv``
+(``image,mask,condition,seed``), which ``medfm train seg`` reads as it is.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from medfm.provenance import Provenance, pixels_id
 OUTPUT_SUFFIXES = (".png", ".nii.gz", ".nii", ".dcm")
 #: Images sampled together (memory stays small at 128²).
 BATCH = 16
+#: Where a pair generator's images and masks go under OUTDIR, and the manifest that lists them.
+IMAGES_FOLDER, MASKS_FOLDER, PAIRS_MANIFEST = "images", "masks", "manifest.csv"
 
 
 def open_generator(name_or_dir: str | os.PathLike | Generator) -> Generator:
@@ -60,6 +66,36 @@ def write_synthetic(pixels: np.ndarray, provenance: Provenance, path: str | os.P
     return save(image, path)
 
 
+def samples_folder(out_dir: str | os.PathLike, generator: Generator) -> Path:
+    """Where :func:`generate` writes ``generator``'s images under ``out_dir``."""
+    return Path(out_dir) / IMAGES_FOLDER if generator.mask_labels else Path(out_dir)
+
+
+def write_synthetic_mask(labels: np.ndarray, provenance: Provenance, path: Path) -> Path:
+    """An ``(S, S)`` label map (rows, columns) as a label file with the generation's provenance."""
+    from medfm.io.image import Image
+    from medfm.io.label_maps import save_segmentation
+
+    array = labels.T[:, :, None, None, None].astype(np.uint8 if labels.max() < 256 else np.uint16)
+    image = Image(np.ascontiguousarray(array), np.eye(4))
+    image.metadata["spacing_known"] = False
+    image.provenance = provenance
+    return save_segmentation(image, path)
+
+
+def _write_pairs_manifest(folder: Path, rows: list[tuple[Path, Path, str | None, int]]) -> None:
+    """``rows`` of (image, mask, condition, seed) as OUTDIR's manifest, paths relative to it."""
+    import csv
+
+    from medfm.io.formats import atomic_path
+
+    with atomic_path(folder / PAIRS_MANIFEST) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "mask", "condition", "seed"])
+        for image, mask, condition, seed in rows:
+            writer.writerow([image.relative_to(folder).as_posix(), mask.relative_to(folder).as_posix(), condition or "", seed])
+
+
 def _record(generator: Generator, inputs: tuple[str, ...] = (), **parameters: Any) -> Provenance:
     return Provenance(kind="generation", model=generator.name, weights_sha256=generator.weights_sha256, inputs=inputs,
                       parameters={"method": generator.method, **{k: v for k, v in parameters.items() if v is not None}},
@@ -87,7 +123,8 @@ def generate(generator: str | os.PathLike | Generator, out_dir: str | os.PathLik
              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """``n`` images into ``out_dir`` under one condition (a text, or a class by name or index), or spread
     evenly over the generator's classes when none is given; image i is sampled from seed ``seed + i``.
-    Returns the files written with their conditions and seeds, and the settings."""
+    A pair generator's images and masks go where the module docstring says.
+    Returns the files written (and masks) with their conditions and seeds, and the settings."""
     model = open_generator(generator)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise MedfmError(f"-n must be a positive number of images; got {n!r}")
@@ -98,9 +135,14 @@ def generate(generator: str | os.PathLike | Generator, out_dir: str | os.PathLik
         raise MedfmError(f"--suffix {suffix!r}: synthetic images are written as {', '.join(OUTPUT_SUFFIXES)} "
                          "(formats that carry the synthetic mark)")
     labels = [label] * n if label is not None or not model.classes else [model.classes[i % len(model.classes)] for i in range(n)]
+    from medfm.models.generators.pixels import split_mask
     from medfm.models.generators.sampling import sample
 
-    files = []
+    images_folder, masks_folder = samples_folder(folder, model), folder / MASKS_FOLDER
+    if model.mask_labels:
+        images_folder.mkdir(exist_ok=True)
+        masks_folder.mkdir(exist_ok=True)
+    files, pairs = [], []
     for start in range(0, n, BATCH):
         chosen = labels[start:start + BATCH]
         seeds = [seed + i for i in range(start, start + len(chosen))]
@@ -109,11 +151,20 @@ def generate(generator: str | os.PathLike | Generator, out_dir: str | os.PathLik
             record = _record(model, condition=text if model.condition == "text" else None,
                              **{"class": text if model.condition == "class" else None},
                              seed=own_seed, steps=steps, guidance=guidance)
-            path = folder / f"{model.name}_{start + offset:04d}_{_slug(text)}{suffix}"
+            stem = f"{model.name}_{start + offset:04d}_{_slug(text)}"
+            path = images_folder / f"{stem}{suffix}"
+            if model.mask_labels:
+                plane, mask = split_mask(plane, model.mask_labels)
+                mask_path = masks_folder / f"{stem}{suffix if suffix in ('.nii.gz', '.nii') else '.png'}"
+                write_synthetic_mask(mask, record, mask_path)
+                pairs.append((path, mask_path, text, own_seed))
             write_synthetic(plane, record, path)
-            files.append({"file": display_path(path), "condition": text, "seed": own_seed})
+            files.append({"file": display_path(path), "condition": text, "seed": own_seed,
+                          **({"mask": display_path(mask_path)} if model.mask_labels else {})})
         if progress is not None:
             progress(min(start + BATCH, n), n)
+    if model.mask_labels:
+        _write_pairs_manifest(folder, pairs)
     return {"generator": model.name, "weights_sha256": model.weights_sha256, "steps": steps, "guidance": guidance,
             "images": files}
 
@@ -133,7 +184,10 @@ def translate_file(generator: str | os.PathLike | Generator, image: str | os.Pat
                    guidance: float | None = None) -> dict[str, Any]:
     """MedShift translation of ``image`` from condition ``source`` to ``target`` at strength τ, written to ``out``;
     returns the settings and the SSIM of the result to the source (structure kept)."""
+    from medfm.models.generators.sampling import require_flow, translate
+
     model = open_generator(generator)
+    require_flow(model, "translation")
     steps, guidance = _settings(model, steps, guidance)
     if not 0.0 <= strength <= 1.0:
         raise MedfmError(f"--strength (τ) must lie in [0, 1]; got {strength}")
@@ -143,8 +197,6 @@ def translate_file(generator: str | os.PathLike | Generator, image: str | os.Pat
     _suffix(Path(out))
     check_output_folder(Path(out).parent)
     pixels = read_source(model, image)
-    from medfm.models.generators.sampling import translate
-
     result = translate(model, torch.from_numpy(pixels)[None], source_label, target_label, strength, steps, guidance)[0]
     record = _record(model, (pixels_id(pixels),), **{"from": source_label, "to": target_label}, strength=strength,
                      steps=steps, guidance=guidance)
@@ -169,7 +221,11 @@ def edit_file(generator: str | os.PathLike | Generator, image: str | os.PathLike
     """Regenerate the region of ``image`` where ``mask`` is non-zero under a condition (flow inpainting) and
     write it to ``out``, with the quality gate's verdict (:mod:`medfm.models.generators.quality`):
     a flagged edit is written and reported, or refused (nothing written) with ``refuse_flagged``."""
+    from medfm.models.generators.quality import assess
+    from medfm.models.generators.sampling import inpaint, require_flow
+
     model = open_generator(generator)
+    require_flow(model, "editing")
     steps, guidance = _settings(model, steps, guidance)
     label = model.resolve(condition, class_)
     _suffix(Path(out))
@@ -184,9 +240,6 @@ def edit_file(generator: str | os.PathLike | Generator, image: str | os.PathLike
         raise MedfmError(f"{display_path(mask)}: the mask is empty; nothing to edit")
     if "quality" not in model.config:
         raise MedfmError(f"generator {model.name!r} has no quality reference (config 'quality'); it cannot gate edits")
-    from medfm.models.generators.quality import assess
-    from medfm.models.generators.sampling import inpaint
-
     edited = inpaint(model, torch.from_numpy(pixels)[None], torch.from_numpy(region.astype(np.float32))[None, None],
                      [label], steps, guidance, seed)[0].numpy()
     gate = assess(model.config["quality"], edited, region)

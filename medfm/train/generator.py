@@ -3,7 +3,11 @@
 Rectified flow matching (default: the network learns the velocity ``ε - x`` of the straight
 path ``x_t = (1 - t) x + t ε`` at uniform t) or DDPM (noise prediction under MONAI's linear
 1,000-step schedule, :class:`monai.networks.schedulers.DDPMScheduler`), on MONAI's
-``DiffusionModelUNet``. The condition (a class or a MiniLM-embedded text) is dropped for
+``DiffusionModelUNet``. With ``masks``, the generator learns image–mask pairs: the mask is one more
+channel of every training image (:mod:`medfm.train.generator_data`), so each sample comes with its
+label map. A latent generator (``latent``; by default at 128² and above) first fits MONAI's
+``AutoencoderKL`` for a share of the budget (:mod:`medfm.train.autoencoder`) and learns to generate
+its scaled latents instead of pixels. The condition (a class or a MiniLM-embedded text) is dropped for
 10 % of the examples so that one network also predicts unconditionally (classifier-free
 guidance at sampling). An exponential moving average of the weights (PyTorch's
 ``AveragedModel``) is what ships.
@@ -28,11 +32,12 @@ import numpy as np
 import torch
 
 from medfm.errors import MedfmError, display_path
-from medfm.models.generators.generator import (CARD_FILE, CONFIG_FILE, DDPM_TIMESTEPS, DEFAULT_GUIDANCE, DEFAULT_STEPS,
-                                               METHODS, WEIGHTS_FILE, Generator)
+from medfm.models.generators.generator import (AUTOENCODER_FILE, CARD_FILE, CONFIG_FILE, DDPM_TIMESTEPS, DEFAULT_GUIDANCE,
+                                               DEFAULT_STEPS, METHODS, WEIGHTS_FILE, Generator, network_channels)
+from medfm.models.generators.latent import DEFAULT_AUTOENCODER, latent_factor
 from medfm.models.generators.network import (CONDITIONS, build_unet, default_network, downsampling_factor, ema_average,
                                              parameter_count)
-from medfm.train.generator_data import collect, decode
+from medfm.train.generator_data import collect, decode, decode_masks
 from medfm.train.run_folder import partial_folder, save_checkpoint, write_json
 
 CHECKPOINT_FILE, STATE_FILE, PIXELS_FILE = "checkpoint.pt", "training.json", "pixels.npz"
@@ -42,17 +47,24 @@ CONDITION_DROPOUT = 0.1
 MAX_LISTED_TEXTS = 64
 #: Training images the edit gate's reference statistics are taken from.
 QUALITY_IMAGES = 64
+#: Image side from which a generator is latent unless told otherwise.
+LATENT_FROM_SIZE = 128
+#: Share of a latent generator's budget that fits its autoencoder.
+AUTOENCODER_SHARE = 0.3
 
 
 def train_generator(
     data: str | os.PathLike, out: str | os.PathLike, *, condition: str = "class", column: str | None = None,
-    size: int = 64, method: str = "flow", budget_minutes: float = 10.0, resume: bool = False,
+    size: int = 64, method: str = "flow", masks: bool = False, latent: bool | None = None, budget_minutes: float = 10.0,
+    resume: bool = False,
     network: Mapping[str, Any] | None = None, batch_size: int | None = None, learning_rate: float = 3e-4,
     ema_decay: float = 0.999, max_steps: int | None = None, checkpoint_seconds: float = 60.0, seed: int = 0,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Train a generator on ``data`` (manifest or folder, see :mod:`medfm.train.generator_data`) and write GEN_DIR
-    ``out``; returns the training summary. ``network`` overrides the U-Net's arguments
+    ``out``; returns the training summary. ``masks``: learn image–mask pairs from the manifest's ``mask`` column;
+    ``latent``: generate an autoencoder's latents (default: from :data:`LATENT_FROM_SIZE`).
+    ``network`` overrides the U-Net's arguments
     (:data:`medfm.models.generators.network.DEFAULT_NETWORKS`); ``max_steps`` caps the steps within the budget."""
     if condition not in CONDITIONS:
         raise MedfmError(f"--condition must be one of {', '.join(CONDITIONS)}; got {condition!r}")
@@ -60,11 +72,14 @@ def train_generator(
         raise MedfmError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
     if not budget_minutes > 0:
         raise MedfmError(f"--budget-min must be above 0 minutes; got {budget_minutes}")
+    latent = size >= LATENT_FROM_SIZE and not masks if latent is None else latent
+    if latent and masks:
+        raise MedfmError("--latent and --masks do not go together: a pair generator makes its masks in pixels")
     out = Path(out)
     build = partial_folder(out, resume, CHECKPOINT_FILE, "generator folder", "training")
     if not out.parent.is_dir():
         raise MedfmError(f"{display_path(out.parent)}: no such folder for the generator")
-    items = collect(data, condition, column)
+    items = collect(data, condition, column, masks)
     if resume:
         state = json.loads((build / STATE_FILE).read_text())
         if state["data_sha256"] != items.digest:
@@ -73,17 +88,21 @@ def train_generator(
         cached = np.load(build / PIXELS_FILE)
         pixels, labels = cached["pixels"], [None if c == "" else str(c) for c in cached["conditions"]]
     else:
-        settings = _settings(condition, size, method, network, batch_size, learning_rate, ema_decay, seed, items.conditions)
+        settings = _settings(condition, size, method, network, batch_size, learning_rate, ema_decay, seed, items.conditions,
+                             latent)
         log(f"decoding {len(items.paths)} images at {size}x{size}")
         pixels, channels = decode(items, size)
         settings["channels"] = channels
-        build_unet(settings["network"], channels, condition, len(settings["classes"]))  # a bad --network fails here
+        if masks:
+            mask_channel, settings["mask_labels"] = decode_masks(items, size)
+            pixels = np.concatenate([pixels, mask_channel], axis=1)
+        build_unet(settings["network"], network_channels(settings), condition, len(settings["classes"]))  # a bad --network fails here
         labels = items.conditions
         build.mkdir()
         np.savez(build / PIXELS_FILE, pixels=pixels, conditions=np.array([c or "" for c in labels]))
         write_json(build / STATE_FILE, {"data_sha256": items.digest, "settings": settings, "budget_minutes": budget_minutes})
     torch.manual_seed(settings["seed"])
-    unet = build_unet(settings["network"], settings["channels"], condition, len(settings["classes"]))
+    unet = build_unet(settings["network"], network_channels(settings), condition, len(settings["classes"]))
     ema = torch.optim.swa_utils.AveragedModel(unet, avg_fn=ema_average(settings["ema_decay"]))
     optimiser = torch.optim.AdamW(unet.parameters(), lr=settings["learning_rate"], weight_decay=0.0)
     progress: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "losses": [], "resumed_at_steps": []}
@@ -95,9 +114,19 @@ def train_generator(
         progress = checkpoint["progress"]
         progress["resumed_at_steps"].append(progress["step"])
         log(f"resumed at step {progress['step']} after {progress['elapsed_s']:.0f} s")
+    images = torch.from_numpy(pixels).float() / 127.5 - 1.0
+    autoencoder_summary = None
+    if "latent" in settings:
+        from medfm.train.autoencoder import fit_autoencoder
+
+        if not resume:  # a run killed while its autoencoder trains has this to resume from
+            _save_checkpoint(build, unet, ema, optimiser, progress)
+        _, images, autoencoder_summary = fit_autoencoder(build, images, settings, budget_minutes * 60.0 * AUTOENCODER_SHARE,
+                                                         max_steps, checkpoint_seconds, log)
+        if not progress["step"]:
+            progress["elapsed_s"] = autoencoder_summary["training_seconds"]
     model = Generator(unet, {**settings, "name": out.name, "condition": condition, "method": method})
     model.network.train()
-    images = torch.from_numpy(pixels).float() / 127.5 - 1.0
     rng = np.random.default_rng(settings["seed"] + progress["step"])
     noise_source = torch.Generator().manual_seed(settings["seed"] + progress["step"])
     scheduler = _ddpm_scheduler() if method == "ddpm" else None
@@ -129,13 +158,14 @@ def train_generator(
     from medfm.models.generators.quality import fit_quality_reference
 
     chosen = np.random.default_rng(settings["seed"]).permutation(len(pixels))[:QUALITY_IMAGES]
-    quality = fit_quality_reference(pixels[chosen].astype(np.float32) / 255.0, settings["seed"])
+    quality = fit_quality_reference(pixels[chosen, :settings["channels"]].astype(np.float32) / 255.0, settings["seed"])
     summary = {
         "steps": progress["step"], "training_seconds": round(progress["elapsed_s"], 1),
         "resumed_at_steps": progress["resumed_at_steps"], "train_images": len(pixels),
         "images_per_condition": dict(Counter(c for c in labels if c is not None)),
         "loss_first_10": float(np.mean(progress["losses"][:10])), "loss_last_10": float(np.mean(progress["losses"][-10:])),
         "budget_minutes": budget_minutes, "data_sha256": items.digest, "parameters": parameter_count(unet),
+        **({"autoencoder": autoencoder_summary} if autoencoder_summary else {}),
     }
     _write_generator_dir(build, out, ema.module, settings, condition, method, quality, summary)
     return {"generator_dir": display_path(out), **summary}
@@ -155,17 +185,20 @@ def parse_network(text: str | None) -> dict[str, Any] | None:
 
 
 def _settings(condition: str, size: int, method: str, network: Mapping[str, Any] | None, batch_size: int | None,
-              learning_rate: float, ema_decay: float, seed: int, conditions: list[str | None]) -> dict[str, Any]:
-    arguments = {**default_network(size), **(network or {})}
-    factor = downsampling_factor(arguments)
+              learning_rate: float, ema_decay: float, seed: int, conditions: list[str | None], latent: bool) -> dict[str, Any]:
+    reduction = latent_factor(DEFAULT_AUTOENCODER) if latent else 1
+    arguments = {**default_network(size // reduction), **(network or {})}
+    factor = downsampling_factor(arguments) * reduction
     if size < 8 or size % factor:
-        raise MedfmError(f"--size must be a multiple of {factor} (the U-Net halves it {factor.bit_length() - 1} times); got {size}")
+        raise MedfmError(f"--size must be a multiple of {factor} (the U-Net halves it {downsampling_factor(arguments).bit_length() - 1} "
+                         f"times" + (f", over latents {reduction}x smaller" if latent else "") + f"); got {size}")
     distinct = sorted({c for c in conditions if c is not None})
     if condition == "class" and len(distinct) < 2:
         raise MedfmError(f"class conditioning needs at least 2 classes; the data has {len(distinct)}")
     classes = distinct if condition == "class" or (condition == "text" and len(distinct) <= MAX_LISTED_TEXTS) else []
     return {"size": size, "network": arguments, "classes": classes, "batch_size": batch_size or (16 if size <= 64 else 8),
-            "learning_rate": learning_rate, "ema_decay": ema_decay, "seed": seed}
+            "learning_rate": learning_rate, "ema_decay": ema_decay, "seed": seed,
+            **({"latent": {"autoencoder": DEFAULT_AUTOENCODER, "factor": reduction}} if latent else {})}
 
 
 def _ddpm_scheduler():
@@ -199,12 +232,22 @@ def _write_generator_dir(build: Path, out: Path, network: torch.nn.Module, setti
 
     from medfm.models.registry import sha256_of
 
+    from medfm.train.autoencoder import CHECKPOINT_FILE as AUTOENCODER_CHECKPOINT
+    from medfm.train.autoencoder import SUMMARY_FILE as AUTOENCODER_SUMMARY
+
     save_file({k: v.detach().to(torch.float16).contiguous() for k, v in network.state_dict().items()}, str(build / WEIGHTS_FILE))
+    latent = {}
+    if "latent" in settings:
+        latent = {"latent": {**settings["latent"], "scale_factor": summary["autoencoder"]["scale_factor"],
+                             "weights": {"file": AUTOENCODER_FILE, "sha256": sha256_of(build / AUTOENCODER_FILE),
+                                         "dtype": "float16"}}}
     config = {
         "name": out.name, "kind": "generator", "family": "medfm_generator", "method": method, "condition": condition,
         "classes": settings["classes"], "size": settings["size"], "channels": settings["channels"],
+        **({"mask_labels": settings["mask_labels"]} if settings.get("mask_labels") else {}),
         "network": settings["network"], "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(build / WEIGHTS_FILE),
                                                     "dtype": "float16"},
+        **latent,
         "sampling": {"steps": DEFAULT_STEPS[method], "guidance": DEFAULT_GUIDANCE if condition != "none" else 1.0},
         "training": {**summary, "batch_size": settings["batch_size"], "learning_rate": settings["learning_rate"],
                      "ema_decay": settings["ema_decay"], "condition_dropout": CONDITION_DROPOUT, "seed": settings["seed"]},
@@ -212,8 +255,8 @@ def _write_generator_dir(build: Path, out: Path, network: torch.nn.Module, setti
     }
     write_json(build / CONFIG_FILE, config)
     (build / CARD_FILE).write_text(generator_card(config))
-    for name in (CHECKPOINT_FILE, STATE_FILE, PIXELS_FILE):
-        (build / name).unlink()
+    for name in (CHECKPOINT_FILE, STATE_FILE, PIXELS_FILE, AUTOENCODER_CHECKPOINT, AUTOENCODER_SUMMARY):
+        (build / name).unlink(missing_ok=True)
     os.replace(build, out)
 
 
@@ -228,6 +271,19 @@ def generator_card(config: dict[str, Any]) -> str:
              "on the user's own images. **Every image it makes is synthetic** and is marked so in the files medfm writes.",
              "", "## Conditions", ""]
     lines += [f"- `{name}`: {count} training images" for name, count in sorted(conditions.items())] or ["- none (unconditional)"]
+    if config.get("mask_labels"):
+        lines += ["", "## Image–mask pairs", "",
+                  f"Every sample comes with its label map (mask label values {config['mask_labels']}), learnt as one more "
+                  "channel of the training images; `medfm generate` writes `images/`, `masks/` and a `manifest.csv` that "
+                  "`medfm train seg` reads."]
+    if "latent" in config:
+        autoencoder = training["autoencoder"]
+        lines += ["", "## Latent space", "",
+                  f"MONAI `AutoencoderKL` {config['latent']['autoencoder']}, {autoencoder['parameters']:,} parameters, "
+                  f"float16: {autoencoder['steps']} steps in {autoencoder['training_seconds']} s (L1 + KL, no perceptual or "
+                  f"adversarial term); L1 {autoencoder['l1_first_10']:.4f} (first 10 steps) → {autoencoder['l1_last_10']:.4f} "
+                  f"(last 10). The U-Net generates its latents, {config['latent']['factor']}x smaller per side, scaled by "
+                  f"{config['latent']['scale_factor']:.4g}."]
     lines += ["", "## Training", "",
               f"- MONAI `DiffusionModelUNet` {config['network']}, {training['parameters']:,} parameters; EMA weights "
               f"(decay {training['ema_decay']}) stored as float16",

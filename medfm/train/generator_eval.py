@@ -22,12 +22,13 @@ from medfm.errors import MedfmError, display_path
 from medfm.eval.frd import compute_frd
 from medfm.eval.synthetic import DEFAULT_K, precision_recall
 from medfm.io.formats import image_suffix, load, save
+from medfm.io.image import Image
 from medfm.models.encoders.base import Encoder
 from medfm.models.generators import Generator
-from medfm.models.generators.pixels import plane_pixels, resized, to_image
+from medfm.models.generators.pixels import label_plane, plane_pixels, resized, resized_labels, to_image
 from medfm.models.registry import DEFAULT_ENCODER, create_encoder, list_generators
 from medfm.tasks.embed import embed_paths
-from medfm.tasks.generate import generate, open_generator
+from medfm.tasks.generate import generate, open_generator, samples_folder
 
 #: What ``medfm models rank`` ranks by.
 RANK_METRICS = ("frd", "precision-recall")
@@ -44,6 +45,24 @@ def prepare_real(paths: Sequence[str | os.PathLike], generator: Generator, folde
             raise MedfmError(f"{display_path(path)}: the {role} image has {len(pixels)} channel(s); generator "
                              f"{generator.name!r} makes {generator.channels}-channel images")
         written.append(save(to_image(resized(pixels, generator.size, generator.channels)), folder / f"{n:05d}.png"))
+    return written
+
+
+def prepare_real_masks(masks: Sequence[str | os.PathLike], images: Sequence[str | os.PathLike], generator: Generator,
+                       folder: Path) -> list[Path]:
+    """Each mask written into ``folder`` (created) as a PNG label map resized as :func:`prepare_real` resizes its image
+    (nearest neighbour), refused when it holds a label value the pair ``generator`` does not make."""
+    folder.mkdir(parents=True)
+    written, known = [], {0, *generator.mask_labels}
+    for n, (mask, image) in enumerate(zip(masks, images, strict=True)):
+        labels = resized_labels(label_plane(load(mask), load(image), mask), generator.size)
+        unknown = sorted({int(v) for v in np.unique(labels)} - known)
+        if unknown:
+            raise MedfmError(f"{display_path(mask)}: label value {unknown[0]} is not one the generator {generator.name!r} "
+                             f"makes ({', '.join(map(str, generator.mask_labels))})")
+        if labels.max() <= 1:
+            labels = labels * 255  # a single structure as white, as the generator's own label maps are written
+        written.append(save(Image(np.ascontiguousarray(labels.T[:, :, None, None, None]), np.eye(4)), folder / f"{n:05d}.png"))
     return written
 
 
@@ -101,6 +120,7 @@ def rank_generators(reference: str | os.PathLike, *, metric: str = "frd", genera
             samples = Path(tmp) / f"samples-{number}"
             samples.mkdir()
             made = generate(model, samples, count, seed=seed, steps=steps, guidance=guidance)
+            samples = samples_folder(samples, model)
             row = {"generator": model.name, "source": kind, "weights_sha256": model.weights_sha256, "size": model.size,
                    "channels": model.channels, "n_samples": count, "steps": made["steps"], "guidance": made["guidance"]}
             if metric == "frd":

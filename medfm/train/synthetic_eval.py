@@ -1,33 +1,44 @@
-"""Is synthetic data useful? (``medfm evaluate synthetic GEN_DIR --task cls --data MANIFEST``)
+"""Is synthetic data useful? (``medfm evaluate synthetic GEN_DIR --task cls|seg --data MANIFEST``)
 
-A logistic-regression probe on frozen embeddings is fitted twice on the manifest's training split:
-on the real images alone, and on them plus ``per_class`` synthetic images of each class; both are
-scored on the held-out split, and the difference comes with a paired bootstrap interval. Beside it:
-FRD and improved precision/recall of the synthetic set against the held-out real images, and the
-memorisation check (each sample's nearest real training image by embedding cosine). Every image,
-real or synthetic, is prepared as the generator's training prepares images (see
-:mod:`medfm.train.generator_eval`), so the probe compares content, not resolution.
+The downstream model is trained twice on the manifest's training split: on the real images alone,
+and on them plus ``per_class`` synthetic images of each class; both are scored on the held-out
+split, and the difference comes with a paired bootstrap interval over held-out images.
+
+- ``cls``: a logistic-regression probe on frozen embeddings (columns ``path``, ``label``, ``split``).
+- ``seg``: ``medfm train seg`` for the same budget each time (columns ``image``, ``mask``, ``split``),
+  with the samples and label maps of an image–mask pair generator (``train generator --masks``);
+  scored by Dice and HD95 per held-out image. Both trainings hold out the same real images for their
+  own validation: each synthetic pair joins the group of a real training image, in turn.
+
+Beside it: FRD and improved precision/recall of the synthetic set against the held-out real images,
+and the memorisation check (each sample's nearest real training image by embedding cosine). Every
+image, real or synthetic, is prepared as the generator's training prepares images (see
+:mod:`medfm.train.generator_eval`), so the comparison is of content, not resolution.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medfm.errors import MedfmError, display_path
-from medfm.eval.synthetic import DEFAULT_K, NEAR_COPY_QUANTILE, compare_classifiers, near_copies, precision_recall
+from medfm.eval.synthetic import (DEFAULT_K, NEAR_COPY_QUANTILE, check_set_sizes, compare_classifiers, near_copies,
+                                  precision_recall)
 from medfm.io.manifest import read_rows
 from medfm.models.encoders.base import Encoder
+from medfm.models.generators import Generator
 from medfm.models.probe import LinearProbe
 from medfm.models.registry import DEFAULT_ENCODER, create_encoder
 from medfm.tasks.embed import embed_paths
 from medfm.tasks.generate import generate, open_generator
-from medfm.train.generator_eval import frd_summary, prepare_real
+from medfm.train.generator_eval import frd_summary, prepare_real, prepare_real_masks
 
 #: Downstream tasks ``evaluate synthetic`` knows.
 TASKS = ("cls", "seg")
@@ -53,19 +64,23 @@ def evaluate_synthetic(generator: str | os.PathLike, data: str | os.PathLike, en
                        per_class: int = 32, label_column: str = "label", path_column: str = "path",
                        train_split: str = "train", test_split: str = "test", steps: int | None = None,
                        guidance: float | None = None, seed: int = 0, n_boot: int = 1000, k: int = DEFAULT_K,
-                       near_copy_quantile: float = NEAR_COPY_QUANTILE, workers: int | None = None) -> dict[str, Any]:
-    """The probe on real training images against real plus ``per_class`` synthetic images per class, on the
-    held-out split of manifest ``data`` (column ``split``: ``train_split`` and ``test_split`` rows), with FRD,
+                       near_copy_quantile: float = NEAR_COPY_QUANTILE, workers: int | None = None,
+                       budget_minutes: float = 5.0, max_steps: int | None = None,
+                       log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """The downstream model on real training images against real plus ``per_class`` synthetic images per class, on
+    the held-out split of manifest ``data`` (column ``split``: ``train_split`` and ``test_split`` rows), with FRD,
     precision/recall and the near-copy check of the synthetic set (see the module docstring); embeddings are
-    ``encoder``'s (default: :data:`~medfm.models.registry.DEFAULT_ENCODER`)."""
-    if task == "seg":
-        raise MedfmError("evaluate synthetic --task seg is not available yet: the generators make images without masks; use --task cls")
+    ``encoder``'s (default: :data:`~medfm.models.registry.DEFAULT_ENCODER`). ``seg`` trains each segmenter for
+    ``budget_minutes`` (and at most ``max_steps`` steps)."""
     if task not in TASKS:
         raise MedfmError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         raise MedfmError(f"--per-class must be a positive number of images; got {per_class!r}")
     data = Path(data)
     model = open_generator(generator)
+    if task == "seg":
+        return _evaluate_segmentation(model, data, encoder, per_class, train_split, test_split, steps, guidance, seed,
+                                      n_boot, k, near_copy_quantile, workers, budget_minutes, max_steps, log)
     if model.condition == "none":
         raise MedfmError(f"generator {model.name!r} is unconditional; a classification evaluation needs synthetic images of each class")
     train_paths, train_labels, train_lines = _split_rows(data, label_column, path_column, train_split)
@@ -80,6 +95,7 @@ def evaluate_synthetic(generator: str | os.PathLike, data: str | os.PathLike, en
     if missing:
         raise MedfmError(f"{display_path(data)}: class {missing[0]!r} is not one of generator {model.name!r}'s classes "
                          f"({', '.join(model.classes)})")
+    check_set_sizes(len(test_paths), per_class * len(classes), k)
     if encoder is None:
         encoder = create_encoder(DEFAULT_ENCODER)
     with tempfile.TemporaryDirectory(prefix="medfm-synthetic-") as tmp:
@@ -96,36 +112,176 @@ def evaluate_synthetic(generator: str | os.PathLike, data: str | os.PathLike, en
                 target = synthetic / f"{len(samples):05d}.png"
                 os.replace(item["file"], target)
                 samples.append({"file": target, "condition": label, "seed": item["seed"]})
-        train_embeddings = embed_paths(train_files, encoder, cache=False)
-        test_embeddings = embed_paths(test_files, encoder, cache=False)
-        synthetic_embeddings = embed_paths([s["file"] for s in samples], encoder, cache=False)
-        frd = frd_summary(root / "heldout", synthetic, workers)
+        measures, embeddings = _synthetic_set(encoder, train_files, test_files, samples, train_lines, k, near_copy_quantile, workers)
+    train_embeddings, test_embeddings, synthetic_embeddings = embeddings
     synthetic_labels = [s["condition"] for s in samples]
     real_only = LinearProbe().fit(train_embeddings, train_labels)
     augmented = LinearProbe().fit(np.concatenate([train_embeddings, synthetic_embeddings]), train_labels + synthetic_labels)
     y = np.array([classes.index(label) for label in test_labels])
     comparison = compare_classifiers(y, real_only.predict_proba(test_embeddings), augmented.predict_proba(test_embeddings),
                                      n_boot=n_boot, seed=seed)
-    memorisation = near_copies(synthetic_embeddings, train_embeddings, test_embeddings, near_copy_quantile)
-    for sample, check in zip(samples, memorisation["samples"], strict=True):
-        # the manifest line rather than the path: file names can carry patient identifiers
-        check.update(condition=sample["condition"], seed=sample["seed"],
-                     nearest_training_line=train_lines[check.pop("nearest_training")])
     return {
         "task": task, "data": display_path(data), "classes": classes,
-        "generator": {"name": model.name, "weights_sha256": model.weights_sha256, "method": model.method,
-                      "size": model.size, "channels": model.channels, "steps": made["steps"], "guidance": made["guidance"]},
-        "encoder": {"name": encoder.info.name, "weights_sha256": encoder.info.weights_sha256},
+        "generator": _generator_entry(model, made), "encoder": {"name": encoder.info.name, "weights_sha256": encoder.info.weights_sha256},
         "n_train": dict(sorted(Counter(train_labels).items())), "n_heldout": dict(sorted(Counter(test_labels).items())),
         "synthetic_per_class": per_class, "seed": seed,
         "classifier": {"head": "logistic regression on frozen embeddings", "n_boot": n_boot,
                        "real_only": comparison["baseline"], "real_plus_synthetic": comparison["candidate"],
                        "difference": comparison["difference"]},
-        "frd": frd, "precision_recall": precision_recall(test_embeddings, synthetic_embeddings, k),
-        "memorisation": memorisation,
-        "settings": {"preparation": f"every image resized to {model.size}x{model.size}, {model.channels} channel(s), 8-bit, "
-                                    "as the generator's training prepared images",
-                     "comparisons": f"FRD and precision/recall: synthetic against the {test_split!r} rows; "
-                                    f"near-copies: against the {train_split!r} rows",
-                     "splits": {"train": train_split, "heldout": test_split}},
+        **measures, "settings": _settings(model, train_split, test_split),
     }
+
+
+def _generator_entry(model: Generator, made: dict[str, Any]) -> dict[str, Any]:
+    return {"name": model.name, "weights_sha256": model.weights_sha256, "method": model.method, "size": model.size,
+            "channels": model.channels, "steps": made["steps"], "guidance": made["guidance"]}
+
+
+def _settings(model: Generator, train_split: str, test_split: str) -> dict[str, Any]:
+    return {"preparation": f"every image resized to {model.size}x{model.size}, {model.channels} channel(s), 8-bit, "
+                           "as the generator's training prepared images",
+            "comparisons": f"FRD and precision/recall: synthetic against the {test_split!r} rows; "
+                           f"near-copies: against the {train_split!r} rows",
+            "splits": {"train": train_split, "heldout": test_split}}
+
+
+def _synthetic_set(encoder: Encoder, train_files: list[Path], test_files: list[Path], samples: list[dict[str, Any]],
+                   train_lines: list[int], k: int, quantile: float, workers: int | None
+                   ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """FRD, precision/recall and near-copies of the synthetic ``samples`` (files in one folder), and the
+    embeddings of the training, held-out and synthetic images."""
+    train_embeddings = embed_paths(train_files, encoder, cache=False)
+    test_embeddings = embed_paths(test_files, encoder, cache=False)
+    synthetic_embeddings = embed_paths([s["file"] for s in samples], encoder, cache=False)
+    frd = frd_summary(test_files[0].parent, samples[0]["file"].parent, workers)
+    memorisation = near_copies(synthetic_embeddings, train_embeddings, test_embeddings, quantile)
+    for sample, check in zip(samples, memorisation["samples"], strict=True):
+        # the manifest line rather than the path: file names can carry patient identifiers
+        check.update(condition=sample["condition"], seed=sample["seed"],
+                     nearest_training_line=train_lines[check.pop("nearest_training")])
+    measures = {"frd": frd, "precision_recall": precision_recall(test_embeddings, synthetic_embeddings, k),
+                "memorisation": memorisation}
+    return measures, (train_embeddings, test_embeddings, synthetic_embeddings)
+
+
+def _pair_rows(data: Path, split: str) -> tuple[list[str], list[str], list[int]]:
+    """``(image paths, mask paths, manifest line numbers)`` of one split's rows of a segmentation manifest."""
+    images, masks, lines = [], [], []
+    for line, row in enumerate(read_rows(data, ("image", "mask", "split")), start=2):
+        if row["split"] != split:
+            continue
+        if not row["image"] or not row["mask"]:
+            raise MedfmError(f"{display_path(data)}, line {line}: empty 'image' or 'mask'")
+        images.append(str((data.parent / row["image"]).resolve()))
+        masks.append(str((data.parent / row["mask"]).resolve()))
+        lines.append(line)
+    if len(images) < 2:
+        raise MedfmError(f"{display_path(data)}: {len(images)} row(s) with split {split!r}; the evaluation needs at least 2")
+    return images, masks, lines
+
+
+def _write_seg_manifest(path: Path, rows: list[tuple[Path, Path, str]]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "mask", "group"])
+        writer.writerows([[str(image), str(mask), group] for image, mask, group in rows])
+    return path
+
+
+def _evaluate_segmentation(model: Generator, data: Path, encoder: Encoder | None, per_class: int, train_split: str,
+                           test_split: str, steps: int | None, guidance: float | None, seed: int, n_boot: int, k: int,
+                           quantile: float, workers: int | None, budget_minutes: float, max_steps: int | None,
+                           log: Callable[[str], None]) -> dict[str, Any]:
+    from medfm.train.seg import train_segmenter
+
+    if not model.mask_labels:
+        raise MedfmError(f"generator {model.name!r} makes images without masks; --task seg needs an image–mask pair "
+                         "generator (medfm train generator --masks)")
+    if not budget_minutes > 0:
+        raise MedfmError(f"--budget-min must be above 0 minutes; got {budget_minutes}")
+    train_images, train_masks, train_lines = _pair_rows(data, train_split)
+    test_images, test_masks, _ = _pair_rows(data, test_split)
+    if encoder is None:
+        encoder = create_encoder(DEFAULT_ENCODER)
+    count = per_class * max(1, len(model.classes))
+    check_set_sizes(len(test_images), count, k)
+    with tempfile.TemporaryDirectory(prefix="medfm-synthetic-") as tmp:
+        root = Path(tmp)
+        train_files = prepare_real(train_images, model, root / "train", train_split)
+        train_mask_files = prepare_real_masks(train_masks, train_images, model, root / "train-masks")
+        test_files = prepare_real(test_images, model, root / "heldout", test_split)
+        test_mask_files = prepare_real_masks(test_masks, test_images, model, root / "heldout-masks")
+        log(f"sampling {count} image–mask pairs")
+        (root / "synthetic").mkdir()
+        made = generate(model, root / "synthetic", count, seed=seed, steps=steps, guidance=guidance)
+        samples = [{"file": Path(item["file"]), "mask": Path(item["mask"]), "condition": item["condition"], "seed": item["seed"]}
+                   for item in made["images"]]
+        real = [(image, mask, f"real-{n}") for n, (image, mask) in enumerate(zip(train_files, train_mask_files))]
+        # each synthetic pair joins a real image's group, so that both trainings validate on the same real images
+        added = [(s["file"], s["mask"], real[n % len(real)][2]) for n, s in enumerate(samples)]
+        scores = {}
+        for name, rows in (("real_only", real), ("real_plus_synthetic", real + added)):
+            log(f"training the segmenter on {name.replace('_', ' ')} ({len(rows)} images)")
+            trained = train_segmenter(_write_seg_manifest(root / f"{name}.csv", rows), root / name, group_column="group",
+                                      budget_minutes=budget_minutes, max_steps=max_steps, seed=seed)
+            scores[name] = (_heldout_scores(root / name, test_files, test_mask_files), trained)
+        measures, _ = _synthetic_set(encoder, train_files, test_files, samples, train_lines, k, quantile, workers)
+    comparison = _compare_segmenters(scores["real_only"][0], scores["real_plus_synthetic"][0], n_boot, seed)
+    return {
+        "task": "seg", "data": display_path(data), "mask_labels": model.mask_labels,
+        "generator": _generator_entry(model, made), "encoder": {"name": encoder.info.name, "weights_sha256": encoder.info.weights_sha256},
+        "n_train": {"real": len(real), "synthetic": len(added)}, "n_heldout": {"real": len(test_files)},
+        "synthetic_per_class": per_class, "seed": seed,
+        "segmenter": {"head": f"medfm train seg, {budget_minutes:g} min" + (f" or {max_steps} steps" if max_steps else "")
+                      + " each", "n_boot": n_boot, **comparison,
+                      "training": {name: {key: trained[key] for key in ("steps", "training_seconds", "train_images", "val_images")}
+                                   for name, (_, trained) in scores.items()}},
+        **measures, "settings": _settings(model, train_split, test_split),
+    }
+
+
+def _heldout_scores(model_dir: Path, images: list[Path], masks: list[Path]) -> dict[str, np.ndarray]:
+    """Per held-out image: the Dice and HD95 of the segmenter in ``model_dir``, averaged over its labels, and per label
+    (``dice <name>``) when it has several; reference masks read as its training read them."""
+    from medfm.eval.seg_metrics import score_label_maps
+    from medfm.models.registry import create_auto_segmenter
+    from medfm.train.seg_data import Case, load_pair
+
+    segmenter = create_auto_segmenter(model_dir)
+    values = segmenter.plan.label_values
+    rows: dict[str, list[float]] = {"dice": [], "hd95": []}
+    for image, mask in zip(images, masks, strict=True):
+        pair = load_pair(Case(str(image), (str(mask),), str(image)), segmenter.plan.labels)
+        predicted = segmenter.label_map(segmenter.probabilities(pair.pixels, pair.spacing))
+        scores = score_label_maps(predicted[..., 0], pair.mask[..., 0], pair.spacing[:2], values)
+        rows["dice"].append(float(np.mean([scores[v].dice for v in values])))
+        hd95 = [scores[v].hd95 for v in values if np.isfinite(scores[v].hd95)]
+        rows["hd95"].append(float(np.mean(hd95)) if hd95 else float("nan"))
+        if len(values) > 1:
+            for value in values:
+                rows.setdefault(f"dice {segmenter.plan.labels[value]}", []).append(scores[value].dice)
+    return {name: np.array(column, dtype=np.float64) for name, column in rows.items()}
+
+
+def _compare_segmenters(baseline: dict[str, np.ndarray], candidate: dict[str, np.ndarray], n_boot: int,
+                        seed: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean of each per-image measure for both segmenters and candidate minus baseline, with 95 % intervals over the
+    same resamples of held-out images (HD95 over the images where both are defined)."""
+    from medfm.eval.bootstrap import bootstrap
+
+    metrics = [m for m in baseline if m in candidate]
+    both = {m: np.isfinite(baseline[m]) & np.isfinite(candidate[m]) for m in metrics}
+
+    def statistic(rows: np.ndarray) -> dict[tuple[str, str], float]:
+        result = {}
+        for metric in metrics:
+            picked = rows[both[metric][rows]]
+            a = float(baseline[metric][picked].mean()) if len(picked) else float("nan")
+            b = float(candidate[metric][picked].mean()) if len(picked) else float("nan")
+            result.update({("real_only", metric): a, ("real_plus_synthetic", metric): b, ("difference", metric): b - a})
+        return result
+
+    comparison: dict[str, dict[str, dict[str, float]]] = {"real_only": {}, "real_plus_synthetic": {}, "difference": {}}
+    for (side, metric), estimate in bootstrap(statistic, len(baseline["dice"]), n_boot=n_boot, seed=seed).items():
+        comparison[side][metric] = estimate.as_dict()
+    return comparison

@@ -15,7 +15,8 @@ LISTED = 20
 
 def write_synthetic_report(result: dict[str, Any], path: str | os.PathLike) -> Path:
     """``result`` of :func:`~medfm.train.synthetic_eval.evaluate_synthetic` as one self-contained page."""
-    generator, encoder, classifier = result["generator"], result["encoder"], result["classifier"]
+    generator, encoder = result["generator"], result["encoder"]
+    downstream = result["classifier" if result["task"] == "cls" else "segmenter"]
     counts = ", ".join(f"{name} {n}" for name, n in result["n_train"].items())
     held = ", ".join(f"{name} {n}" for name, n in result["n_heldout"].items())
     preparation = result["settings"]["preparation"]
@@ -24,10 +25,10 @@ def write_synthetic_report(result: dict[str, Any], path: str | os.PathLike) -> P
         f"{generator['steps']} steps, guidance {format_value(generator['guidance'])}), encoder <b>{html.escape(encoder['name'])}</b>, "
         f"data {html.escape(result['data'])}: training {html.escape(counts)}; held out {html.escape(held)}; "
         f"{result['synthetic_per_class']} synthetic images per class. {html.escape(preparation[:1].upper() + preparation[1:])}.</p>",
-        f"<h2>Downstream classifier ({html.escape(classifier['head'])}), held-out split</h2>"
-        "<p class='note'>95 % paired bootstrap intervals over held-out images.</p>"
-        + html_table(["training data", *classifier["real_only"]], [
-            [label, *[Raw(format_interval(v)) for v in classifier[key].values()]]
+        f"<h2>Downstream {'classifier' if result['task'] == 'cls' else 'segmenter'} ({html.escape(downstream['head'])}), "
+        "held-out split</h2><p class='note'>95 % paired bootstrap intervals over held-out images.</p>"
+        + html_table(["training data", *downstream["real_only"]], [
+            [label, *[Raw(format_interval(v)) for v in downstream[key].values()]]
             for label, key in (("real only", "real_only"), ("real + synthetic", "real_plus_synthetic"),
                                ("difference", "difference"))]),
     ]

@@ -7,8 +7,12 @@ A GEN_DIR (written by ``medfm train generator``) holds:
   training texts' distinct values), ``size``, ``channels``, ``network`` (the U-Net's
   arguments), ``weights`` (file and sha256), ``sampling`` defaults, ``training`` summary and
   ``quality`` (radiomic statistics of the training images and regions, for the edit gate:
-  :mod:`medfm.models.generators.quality`);
-- ``ema.safetensors``: the exponential-moving-average weights, verified against the sha256;
+  :mod:`medfm.models.generators.quality`); image–mask pair generators also ``mask_labels`` (the
+  label values of their masks, which the network makes as one channel after the image's); latent
+  generators ``latent`` (the autoencoder's arguments, weights file and sha256, ``scale_factor`` and
+  ``factor``: :mod:`medfm.models.generators.latent`);
+- ``ema.safetensors``: the exponential-moving-average weights, verified against the sha256 (and a latent
+  generator's ``autoencoder.safetensors``);
 - ``card.md``: the model card.
 
 It loads with :func:`medfm.models.registry.create_generator`, as a shipped generator does
@@ -29,9 +33,10 @@ import torch
 from torch import nn
 
 from medfm.errors import MedfmError, display_path
+from medfm.models.generators.latent import LatentSpace, build_autoencoder
 from medfm.models.generators.network import CONDITIONS, TEXT_DIM, build_unet
 
-CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "ema.safetensors", "card.md"
+CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, AUTOENCODER_FILE = "config.json", "ema.safetensors", "card.md", "autoencoder.safetensors"
 METHODS = ("flow", "ddpm")
 #: Training timesteps of DDPM generators (MONAI's default linear-beta schedule).
 DDPM_TIMESTEPS = 1000
@@ -47,10 +52,12 @@ class Generator:
     EMA U-Net, in eval mode.
     """
 
-    def __init__(self, network: nn.Module, config: dict[str, Any], weights_sha256: str | None = None) -> None:
+    def __init__(self, network: nn.Module, config: dict[str, Any], weights_sha256: str | None = None,
+                 latent: LatentSpace | None = None) -> None:
         self.network = network.eval()
         self.config = config
         self.weights_sha256 = weights_sha256
+        self.latent = latent
         self._text_tower: nn.Module | None = None
         self._text_cache: dict[str, torch.Tensor] = {}
 
@@ -77,6 +84,17 @@ class Generator:
     @property
     def channels(self) -> int:
         return int(self.config["channels"])
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """``(C, S, S)`` of what the network generates: the image (and its mask), or a latent generator's latents."""
+        side = self.size // int(self.config["latent"]["factor"]) if "latent" in self.config else self.size
+        return network_channels(self.config), side, side
+
+    @property
+    def mask_labels(self) -> list[int]:
+        """The label values of the masks an image–mask pair generator makes with each image (empty otherwise)."""
+        return [int(v) for v in self.config.get("mask_labels", [])]
 
     @property
     def pixel_range(self) -> tuple[float, float]:
@@ -150,6 +168,14 @@ class Generator:
         return unconditional + guidance * (conditional - unconditional)
 
 
+def network_channels(config: dict[str, Any]) -> int:
+    """The U-Net's channels: the image's, and one for the mask of an image–mask pair generator; a latent
+    generator's latent channels."""
+    if "latent" in config:
+        return int(config["latent"]["autoencoder"]["latent_channels"])
+    return int(config["channels"]) + (1 if config.get("mask_labels") else 0)
+
+
 def _read_state(weights: Path) -> dict[str, torch.Tensor]:
     """A state dict from safetensors, or from a PyTorch ``.pt``/``.pth`` file (MONAI checkpoints) read without
     running any of its code (``weights_only``)."""
@@ -169,9 +195,7 @@ def _read_state(weights: Path) -> dict[str, torch.Tensor]:
 
 def build_generator(config: dict[str, Any], weights: Path | None) -> Generator:
     """The generator of ``config`` with the ``weights`` (safetensors, or a MONAI ``.pt`` state dict; checked against
-    the config's sha256)."""
-    from medfm.models.registry import sha256_of
-
+    the config's sha256; a latent generator's autoencoder from the file its config names beside them)."""
     if config.get("method") not in METHODS or config.get("condition") not in CONDITIONS:
         raise MedfmError(f"generator {config.get('name')!r}: its config needs method {'/'.join(METHODS)} and condition "
                          f"{'/'.join(CONDITIONS)}")
@@ -180,16 +204,30 @@ def build_generator(config: dict[str, Any], weights: Path | None) -> Generator:
             or not all(isinstance(v, int | float) for v in pixel_range) or not pixel_range[0] < pixel_range[1]):
         raise MedfmError(f"generator {config.get('name')!r}: its config's pixel_range must be [black, white] with black < white; "
                          f"got {pixel_range!r}")
-    network = build_unet(config["network"], int(config["channels"]), config["condition"], len(config.get("classes", [])))
-    digest = None
-    if weights is not None:
-        digest = sha256_of(weights)
-        recorded = config.get("weights", {}).get("sha256")
-        if recorded and digest != recorded:
-            raise MedfmError(f"{display_path(weights)}: does not match its recorded sha256; the file is damaged")
-        state = {k: v.float() for k, v in _read_state(weights).items()}
-        try:
-            network.load_state_dict(state)
-        except RuntimeError as exc:
-            raise MedfmError(f"{display_path(weights)}: does not fit the generator's network ({str(exc).splitlines()[0]})") from None
-    return Generator(network, config, digest)
+    network = build_unet(config["network"], network_channels(config), config["condition"], len(config.get("classes", [])))
+    digest = None if weights is None else _load_checked(network, weights, config.get("weights", {}).get("sha256"), "network")
+    latent = None
+    if "latent" in config:
+        autoencoder = build_autoencoder(config["latent"]["autoencoder"], int(config["channels"]))
+        if weights is not None:
+            _load_checked(autoencoder, weights.parent / config["latent"]["weights"]["file"], config["latent"]["weights"]["sha256"],
+                          "autoencoder")
+        latent = LatentSpace(autoencoder, config["latent"]["scale_factor"])
+    return Generator(network, config, digest, latent)
+
+
+def _load_checked(module: nn.Module, weights: Path, recorded: str | None, role: str) -> str:
+    """Load ``weights`` into ``module`` after checking them against the ``recorded`` sha256; returns the file's sha256."""
+    from medfm.models.registry import sha256_of
+
+    if not weights.is_file():
+        raise MedfmError(f"{display_path(weights)}: the generator's {role} weights are missing")
+    digest = sha256_of(weights)
+    if recorded and digest != recorded:
+        raise MedfmError(f"{display_path(weights)}: does not match its recorded sha256; the file is damaged")
+    state = {k: v.float() for k, v in _read_state(weights).items()}
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise MedfmError(f"{display_path(weights)}: does not fit the generator's {role} ({str(exc).splitlines()[0]})") from None
+    return digest

@@ -2,7 +2,8 @@
 
 8-bit images are divided by 255 (a generated PNG reads back as it was written); other
 dtypes (CT in HU, 16-bit MR) go through the robust window of :mod:`medfm.models.preprocess`.
-Grey images have one channel, colour images three (alpha is dropped).
+Grey images have one channel, colour images three (alpha is dropped). An image–mask pair generator's
+sample has one more channel, its mask (see :mod:`medfm.train.generator_data`).
 """
 
 from __future__ import annotations
@@ -54,3 +55,29 @@ def to_image(pixels: np.ndarray) -> Image:
     image = Image(np.ascontiguousarray(array[:, :, None, None, :]), np.eye(4))
     image.metadata["spacing_known"] = False
     return image
+
+
+def split_mask(planes: np.ndarray, labels: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """A pair generator's ``(C + 1, S, S)`` sample in [0, 1] as the ``(C, S, S)`` image and the ``(S, S)`` label
+    map: the last channel's grey level rounded to the nearest of 0, 1/K, ..., 1 for the K ``labels``."""
+    levels = np.array([0, *labels])
+    index = np.clip(np.rint(np.asarray(planes[-1]) * len(labels)), 0, len(labels)).astype(np.int64)
+    return np.asarray(planes[:-1]), levels[index]
+
+
+def label_plane(mask: Image, image: Image, path: str | os.PathLike) -> np.ndarray:
+    """A 2D mask's ``(rows, columns)`` label values (as :func:`medfm.io.label_maps.mask_values` reads them); MedfmError
+    naming ``path`` unless it lies on ``image``'s grid."""
+    from medfm.io.label_maps import mask_values
+
+    plane = mask_values(mask, path)
+    if plane.shape != image.spatial_shape or plane.shape[2] != 1:
+        raise MedfmError(f"{display_path(path)}: the mask is {'x'.join(map(str, plane.shape[:2]))} but its image is "
+                         f"{'x'.join(map(str, image.spatial_shape[:2]))}; masks must lie on their image's grid")
+    return np.asarray(plane[:, :, 0]).T
+
+
+def resized_labels(plane: np.ndarray, size: int) -> np.ndarray:
+    """``(rows, columns)`` label values as ``(size, size)`` by nearest neighbour (no value is invented)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(plane, dtype=np.float32))[None, None]
+    return F.interpolate(tensor, size=(size, size), mode="nearest-exact")[0, 0].numpy().astype(plane.dtype)

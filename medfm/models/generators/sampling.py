@@ -9,7 +9,8 @@ own straight path, so that only the masked region is generated (flow inpainting,
 idea without its resampling jumps). DDPM generators sample with MONAI's DDIM scheduler (or, slowly,
 its ancestral DDPM scheduler over every training step: :func:`ancestral_sample`).
 
-Every tensor is ``(N, C, S, S)``, pixels in [0, 1] at the boundary.
+Every tensor is ``(N, C, S, S)``, pixels in [0, 1] at the boundary; an image–mask pair generator's samples
+carry the mask as one more channel (:func:`medfm.models.generators.pixels.split_mask` parts them).
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ from medfm.models.generators.generator import DDPM_TIMESTEPS, Generator
 
 
 def _to_model(generator: Generator, pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] as the network generates them: in its pixel range, encoded for a latent generator."""
     low, high = generator.pixel_range
-    return low + pixels * (high - low)
+    x = low + pixels * (high - low)
+    return x if generator.latent is None else generator.latent.encode(x)
 
 
 def _to_pixels(generator: Generator, x: torch.Tensor) -> torch.Tensor:
+    """What the network generates as pixels in [0, 1] (a latent generator's latents decoded first)."""
     low, high = generator.pixel_range
+    if generator.latent is not None:
+        x = generator.latent.decode(x)
     return ((x - low) / (high - low)).clamp(0.0, 1.0)
 
 
@@ -37,8 +43,9 @@ def _noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 
 def _noises(generator: Generator, seeds: list[int]) -> torch.Tensor:
-    """``(N, C, S, S)`` noise, image n from its own ``seeds[n]`` (one image is reproducible from its seed alone)."""
-    return torch.cat([_noise((1, generator.channels, generator.size, generator.size), seed) for seed in seeds])
+    """``(N, C, S, S)`` noise of the network's sample shape, image n from its own ``seeds[n]`` (one image is
+    reproducible from its seed alone)."""
+    return torch.cat([_noise((1, *generator.sample_shape), seed) for seed in seeds])
 
 
 def _check_steps(steps: int) -> None:
@@ -112,7 +119,10 @@ def _ddpm_scheduler(generator: Generator, kind: type) -> Any:
                          f"a MONAI scheduler ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
-def _require_flow(generator: Generator, what: str) -> None:
+def require_flow(generator: Generator, what: str) -> None:
+    """MedfmError unless ``generator`` is a flow image generator (translation and editing need one)."""
+    if generator.mask_labels:
+        raise MedfmError(f"{what} takes an image generator; {generator.name!r} makes image–mask pairs")
     if generator.method != "flow":
         raise MedfmError(f"{what} needs a flow generator; {generator.name!r} was trained with {generator.method} "
                          "(train one with --method flow)")
@@ -131,7 +141,7 @@ def translate(generator: Generator, pixels: torch.Tensor, source: str, target: s
               steps: int, guidance: float) -> torch.Tensor:
     """``pixels`` moved from condition ``source`` to ``target`` (MedShift): back to time ``strength`` (τ in
     [0, 1]) under ``source``, then forward under ``target``, with ``steps`` steps for the whole [0, 1]."""
-    _require_flow(generator, "translation")
+    require_flow(generator, "translation")
     check_pixels(generator, pixels, "the image")
     _check_steps(steps)
     if not 0.0 <= strength <= 1.0:
@@ -148,17 +158,19 @@ def inpaint(generator: Generator, pixels: torch.Tensor, mask: torch.Tensor, labe
             steps: int, guidance: float, seed: int) -> torch.Tensor:
     """``pixels`` with the region where ``mask`` (``(N, 1, S, S)``, 1 = generate) is non-zero generated
     under ``labels``; elsewhere the result equals the input."""
-    _require_flow(generator, "editing")
+    require_flow(generator, "editing")
     check_pixels(generator, pixels, "the image")
     _check_steps(steps)
     if tuple(mask.shape) != (len(pixels), 1, generator.size, generator.size):
         raise MedfmError(f"the mask is {tuple(mask.shape[-2:])}; it must match the image, {generator.size}x{generator.size}")
     region = (mask != 0).float()
+    # a latent generator regenerates every latent cell the region touches
+    generated = torch.nn.functional.adaptive_max_pool2d(region, generator.sample_shape[1:])
     known = _to_model(generator, pixels)
     noise = _noises(generator, [seed + n for n in range(len(pixels))])
     times = torch.linspace(1.0, 0.0, steps + 1)
     x = noise
     for now, after in zip(times[:-1], times[1:]):
-        x = region * x + (1 - region) * ((1 - now) * known + now * noise)
+        x = generated * x + (1 - generated) * ((1 - now) * known + now * noise)
         x = x + (after - now) * generator.predict(x, now.expand(len(x)), labels, guidance)
     return region * _to_pixels(generator, x) + (1 - region) * pixels

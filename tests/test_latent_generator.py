@@ -1,0 +1,101 @@
+"""Latent generators (issue 14): MONAI's AutoencoderKL fitted first, the U-Net generating its scaled latents; sampling,
+translation and editing through the decoder; resume from the autoencoder stage after SIGKILL; all with tiny networks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from killtools import kill_after_checkpoint, step_of
+from PIL import Image as PILImage
+from test_generators import SIZE, TINY, write_classes
+
+import medfm
+from medfm.errors import MedfmError
+from medfm.models.registry import create_generator
+from medfm.tasks.generate import edit_file, generate, translate_file
+from medfm.train.generator import train_generator
+
+pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def latent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("latent")
+    train_generator(write_classes(root / "data", per_class=4), root / "L", size=SIZE, latent=True, network=TINY, max_steps=4,
+                    batch_size=4)
+    return root / "L"
+
+
+def test_a_latent_generator_folder_holds_its_autoencoder(latent_dir: Path) -> None:
+    assert sorted(p.name for p in latent_dir.iterdir()) == ["autoencoder.safetensors", "card.md", "config.json", "ema.safetensors"]
+    config = json.loads((latent_dir / "config.json").read_text())
+    latent = config["latent"]
+    assert latent["factor"] == 4 and latent["autoencoder"]["latent_channels"] == 4 and latent["scale_factor"] > 0
+    assert config["training"]["autoencoder"]["steps"] == 4 and config["training"]["steps"] == 4
+    assert "## Latent space" in (latent_dir / "card.md").read_text()
+    generator = create_generator(latent_dir)
+    assert generator.sample_shape == (4, SIZE // 4, SIZE // 4)
+    # the U-Net works on the 8x8 latents: its first convolution takes the 4 latent channels
+    assert generator.network.conv_in.conv.in_channels == 4
+
+
+def test_latent_samples_translations_and_edits_are_images_of_the_generators_size(latent_dir: Path, tmp_path: Path) -> None:
+    result = generate(latent_dir, tmp_path, 2, steps=2, seed=4)
+    first = medfm.load(result["images"][0]["file"])
+    assert first.shape[:2] == (SIZE, SIZE) and first.provenance.synthetic
+    again = generate(latent_dir, tmp_path / "again" if (tmp_path / "again").mkdir() is None else None, 1, steps=2, seed=4)
+    np.testing.assert_array_equal(medfm.load(again["images"][0]["file"]).array, first.array)
+    kept = translate_file(latent_dir, result["images"][0]["file"], tmp_path / "t.png", source="bright", target="dark",
+                          strength=0.0, steps=4)
+    assert kept["ssim_to_source"] == pytest.approx(1.0)
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[5:14, 9:20] = 255  # not aligned to the 4-pixel latent cells
+    PILImage.fromarray(mask).save(tmp_path / "mask.png")
+    edit_file(latent_dir, result["images"][0]["file"], tmp_path / "mask.png", tmp_path / "e.png", class_="dark", steps=2)
+    before, after = first.array[:, :, 0, 0, 0].T, medfm.load(tmp_path / "e.png").array[:, :, 0, 0, 0].T
+    np.testing.assert_array_equal(after[mask == 0], before[mask == 0])  # outside the region, the source exactly
+
+
+def test_a_damaged_or_missing_autoencoder_is_refused(latent_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "L"
+    copy.mkdir()
+    for name in ("config.json", "card.md", "ema.safetensors"):
+        (copy / name).write_bytes((latent_dir / name).read_bytes())
+    with pytest.raises(MedfmError, match="autoencoder.safetensors: the generator's autoencoder weights are missing"):
+        create_generator(copy)
+    weights = bytearray((latent_dir / "autoencoder.safetensors").read_bytes())
+    weights[-1] ^= 0xFF
+    (copy / "autoencoder.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(MedfmError, match="autoencoder.safetensors: does not match its recorded sha256"):
+        create_generator(copy)
+
+
+def test_latent_training_requests_that_cannot_work_are_refused(tmp_path: Path) -> None:
+    data = write_classes(tmp_path / "data", per_class=2)
+    with pytest.raises(MedfmError, match=r"--size must be a multiple of 8 \(the U-Net halves it 1 times, over latents 4x smaller\)"):
+        train_generator(data, tmp_path / "G", size=36, latent=True, network=TINY, max_steps=1)
+    with pytest.raises(MedfmError, match="--latent and --masks do not go together"):
+        train_generator(data, tmp_path / "G", size=SIZE, latent=True, masks=True, network=TINY, max_steps=1)
+    assert not (tmp_path / "G").exists() and not (tmp_path / ".G.partial").exists()
+
+
+def test_a_run_killed_while_its_autoencoder_trains_resumes(tmp_path: Path) -> None:
+    data = write_classes(tmp_path / "data", per_class=2)
+    out = tmp_path / "L"
+    script = (f"import torch; torch.set_num_threads(1)\n"
+              f"from medfm.train.generator import train_generator\n"
+              f"train_generator({str(data)!r}, {str(out)!r}, size={SIZE}, latent=True, network={TINY!r}, batch_size=2, "
+              f"checkpoint_seconds=0.0, budget_minutes=30)\n")
+    checkpoint = tmp_path / ".L.partial" / "autoencoder_checkpoint.pt"
+    kill_after_checkpoint(["-c", script], checkpoint)
+    done_before = step_of(checkpoint)
+    summary = train_generator(data, out, size=SIZE, latent=True, network=TINY, batch_size=2, resume=True,
+                              max_steps=done_before + 2)
+    assert summary["autoencoder"]["steps"] == done_before + 2 and summary["steps"] == done_before + 2
+    assert summary["resumed_at_steps"] == [0]
+    assert (out / "autoencoder.safetensors").exists() and not (tmp_path / ".L.partial").exists()
