@@ -26,10 +26,8 @@ def discs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_discs(tmp_path_factory.mktemp("discs"), count=8, size=40)
 
 
-@pytest.fixture(scope="module")
-def labelled_pictures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def write_labelled_pictures(folder: Path) -> Path:
     """Bright and dark noise pictures with a ``kind`` column: a two-class manifest."""
-    folder = tmp_path_factory.mktemp("pictures")
     rng = np.random.default_rng(0)
     rows = ["image,kind"]
     for n in range(10):
@@ -39,6 +37,11 @@ def labelled_pictures(tmp_path_factory: pytest.TempPathFactory) -> Path:
         rows.append(f"p{n}.png,{kind}")
     (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
     return folder / "manifest.csv"
+
+
+@pytest.fixture(scope="module")
+def labelled_pictures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_labelled_pictures(tmp_path_factory.mktemp("pictures"))
 
 
 @pytest.mark.parametrize("method", ["lora", "dd-adapter", "full"])

@@ -61,6 +61,9 @@ RayOption = Annotated[str | None, typer.Option(
     "--ray", metavar="ADDRESS|local", help="Run on a Ray cluster (HOST:PORT, ray://HOST:PORT) or on a local one started for this "
     "command (local); needs pip install 'medfm[ray]'. Input paths must be readable by every worker.")]
 WorkersOption = Annotated[int, typer.Option("--workers", min=1, help="Ray workers with --ray (each loads the model once).")]
+TRAIN_WORKERS_HELP = ("Processes sharing each step's batch (torch DDP, gloo): on this machine, or Ray Train workers with "
+                      "--ray; the batch must divide by it. Across machines: --ray or torchrun.")
+TrainWorkersOption = Annotated[int, typer.Option("--workers", help=TRAIN_WORKERS_HELP)]
 ModelOption = Annotated[str | None, typer.Option("--model", help="Model name (see the model registry).")]
 CheckpointOption = Annotated[Path | None, typer.Option("--checkpoint", help="Local weights for the model.")]
 IndexOption = Annotated[str, typer.Option("--index", help="Index folder, chroma://HOST:PORT/COLLECTION (Chroma server), or a Milvus collection: http://HOST:PORT/COLLECTION (server) or PATH.db/COLLECTION (milvus-lite).")]

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import JsonOption, print_json
+from medfm.cli.output import JsonOption, RayOption, TrainWorkersOption, print_json
 
 representation_app = typer.Typer()
 
@@ -45,8 +45,8 @@ def pretrain_command(
                                                   "or video, at most (evenly spaced).")] = 8,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation and of every batch's draws.")] = 0,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps, within the budget.")] = None,
-    workers: Annotated[int, typer.Option("--workers", help="Processes on this machine sharing each step's batch (torch DDP, "
-                                                          "gloo); the batch must divide by it.")] = 1,
+    workers: TrainWorkersOption = 1,
+    ray: RayOption = None,
     catalog: CatalogOption = None,
     where: WhereOption = None,
     as_json: JsonOption = False,
@@ -57,8 +57,10 @@ def pretrain_command(
 
     summary = pretrain(_inputs(data, catalog, where), out, method=method, arch=arch, budget_minutes=budget_min,
                        resume=resume, batch_size=batch_size, planes_per_image=planes_per_image, seed=seed,
-                       max_steps=max_steps, workers=workers, command=shlex.join(["medfm", *sys.argv[1:]]),
+                       max_steps=max_steps, workers=workers, ray=ray, command=shlex.join(["medfm", *sys.argv[1:]]),
                        log=lambda line: typer.echo(f"medfm: {line}", err=True))
+    if summary is None:  # on torchrun's other ranks: rank 0 reports
+        return
     if as_json:
         print_json(summary)
         return

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import RayOption, ResultsOption, given, print_json, write_json
+from medfm.cli.output import (
+    TRAIN_WORKERS_HELP,
+    RayOption,
+    ResultsOption,
+    TrainWorkersOption,
+    given,
+    print_json,
+    write_json,
+)
 from medfm.errors import display_path
 
 train_app = typer.Typer(no_args_is_help=True, help="Train medfm's own models.")
@@ -43,8 +51,8 @@ def train_clip_command(
     device: Annotated[str | None, typer.Option("--device", help="cpu (default) or cuda.")] = None,
     float16: Annotated[bool, typer.Option("--float16", help="Write the final weights in float16 (half the file; "
                                           "training stays float32; with --resume of a finished run, only rewrites them).")] = False,
-    workers: Annotated[int | None, typer.Option("--workers", help="Processes on this machine sharing each step's batch (torch "
-                                                                 "DDP, gloo; BatchNorm over the whole batch); the batch must divide by it.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help=TRAIN_WORKERS_HELP)] = None,
+    ray: RayOption = None,
 ) -> None:
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
     from medfm.paths import shared_data_dir
@@ -59,8 +67,10 @@ def train_clip_command(
         return
     options = given(data=data, out=out, epochs=epochs, loss=loss, cache=cache, stop_after=stop_after, init=init, captions=captions,
                     caption_share=caption_share, lr=lr, batch_size=batch_size, seed=seed, device=device,
-                    float16=float16 or None, workers=workers)
-    typer.echo(display_path(train_clip(resume=resume, **options)))
+                    float16=float16 or None, workers=workers, ray=ray)
+    weights = train_clip(resume=resume, **options)
+    if weights is not None:  # None on torchrun's other ranks: rank 0 reports
+        typer.echo(display_path(weights))
 
 
 @train_app.command("interactive")
@@ -110,17 +120,15 @@ def train_seg_command(
     fuse: Annotated[str, typer.Option("--fuse", help="How several masks of one image become one: staple or majority.")] = "staple",
     init: Annotated[Path | None, typer.Option("--init", help="ENCODER_DIR of `medfm pretrain`: start the encoder from it "
                                                              "(--arch auto-backbone-cnn for cnn-small, auto-backbone-vit for vit-tiny).")] = None,
-    workers: Annotated[int, typer.Option("--workers", help="Processes sharing each step's batch (torch DDP, gloo): on this "
-                                                          "machine, or Ray Train workers with --ray; the batch must divide by "
-                                                          "it. Across machines: --ray or torchrun.")] = 1,
+    workers: TrainWorkersOption = 1,
     final_only: Annotated[bool, typer.Option("--final-only", help="With a folder of annotations, only versions marked final "
                                                                   "(as the workbench's Train uses), never drafts.")] = False,
     ray: RayOption = None,
 ) -> None:
     """Train an automatic segmentation net on your labels (nnU-Net-style plan); prints validation Dice/HD95 as JSON."""
+    from medfm.pairs import parse_pairs
     from medfm.train.seg import train_segmenter
     from medfm.train.seg_data import parse_labels
-    from medfm.pairs import parse_pairs
 
     filters = parse_pairs(only or [], "--only", "split=dev")
     summary = train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
@@ -226,13 +234,15 @@ def finetune_command(
                                                                   "where their images are (default: the default catalog).")] = None,
     final_only: Annotated[bool, typer.Option("--final-only", help="With a folder of annotations, only versions marked final "
                                                                   "in the workbench.")] = False,
-    workers: Annotated[int, typer.Option("--workers", help="Processes on this machine sharing each step's batch (torch "
-                                                          "gloo, gradients averaged); the batch must divide by it.")] = 1,
+    workers: TrainWorkersOption = 1,
+    ray: RayOption = None,
 ) -> None:
     """Adapt a model to your labels (LoRA, DD-Adapter, VPT or full fine-tuning); writes a small adapter file, prints the summary as JSON."""
     from medfm.train.finetune import finetune
 
-    print_json(finetune(base, data, out, method=method, budget_minutes=budget_min, resume=resume, checkpoint=checkpoint,
-                        label_column=label_column, group_column=group_column, max_steps=max_steps, catalog=catalog,
-                        final_only=final_only, workers=workers, log=lambda line: typer.echo(line, err=True),
-                        **given(rank=rank, batch_size=batch_size, learning_rate=learning_rate)))
+    summary = finetune(base, data, out, method=method, budget_minutes=budget_min, resume=resume, checkpoint=checkpoint,
+                       label_column=label_column, group_column=group_column, max_steps=max_steps, catalog=catalog,
+                       final_only=final_only, workers=workers, ray=ray, log=lambda line: typer.echo(line, err=True),
+                       **given(rank=rank, batch_size=batch_size, learning_rate=learning_rate))
+    if summary is not None:  # None on torchrun's other ranks: rank 0 reports
+        print_json(summary)

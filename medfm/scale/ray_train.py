@@ -10,18 +10,23 @@ its last checkpoint.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from medfm.errors import MedfmError
 from medfm.scale.runners import _first_line as first_line
 from medfm.scale.runners import connect_ray
 
+T = TypeVar("T")
 
-def train_on_ray(address: str, workers: int, train: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
+
+def train_on_ray(address: str, workers: int, train: Callable[[], T | None]) -> T:
     """Rank 0's result of ``train()`` (picklable; it joins the group Ray Train starts, and returns None on the
-    other ranks) run by ``workers`` Ray Train workers of one CPU each on the cluster at ``address``."""
+    other ranks) run by ``workers`` Ray Train workers of one CPU each on the cluster at ``address``. The workers
+    run in other folders, maybe on other machines: ``train``'s paths must be absolute (:func:`absolute`)."""
     from medfm.scale.ddp import check_workers
 
     check_workers(workers)
@@ -48,6 +53,16 @@ def train_on_ray(address: str, workers: int, train: Callable[[], dict[str, Any] 
     finally:
         if started:
             ray.shutdown()
+
+
+def absolute(path: str | os.PathLike | None) -> Path | None:
+    """``path`` made absolute (None stays None), for a training function handed to :func:`train_on_ray`."""
+    return None if path is None else Path(path).absolute()
+
+
+def absolute_catalog(catalog: str | None) -> str | None:
+    """A catalog URL as given, a SQLite file's path made absolute (None stays None)."""
+    return catalog if catalog is None or "://" in catalog else str(Path(catalog).absolute())
 
 
 def _train_loop(config: dict[str, Any]) -> None:

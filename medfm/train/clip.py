@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,30 @@ import torch.nn.functional as F
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.base import EncoderInfo
+from medfm.models.encoders.medfm_clip import (
+    MedfmClip,
+    MedfmClipEncoder,
+    architecture_json,
+    build_model,
+)
 from medfm.models.encoders.transfer import load_pretrained_trunk, read_pretrained_trunk
-from medfm.models.encoders.medfm_clip import MedfmClip, MedfmClipEncoder, architecture_json, build_model
-from medfm.models.losses import LOSSES, clip_loss, convirt_loss, dhn_nce_loss, siglip_loss
+from medfm.models.losses import (
+    LOSSES,
+    clip_loss,
+    convirt_loss,
+    dhn_nce_loss,
+    siglip_loss,
+)
 from medfm.models.registry import DEFAULT_ENCODER, list_encoders
 from medfm.paths import shared_data_dir
-from medfm.scale.ddp import Group, check_workers, run_in_processes
-from medfm.train.clip_data import CAPTIONS, Sample, build_cache, load_cache, write_split_manifest
+from medfm.scale.ddp import Group, check_workers, launched_group, run_in_processes
+from medfm.train.clip_data import (
+    CAPTIONS,
+    Sample,
+    build_cache,
+    load_cache,
+    write_split_manifest,
+)
 from medfm.train.clip_eval import evaluate
 
 #: Where a run keeps its cache, checkpoint, history, split manifest and weights unless told otherwise.
@@ -130,7 +148,8 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
                model_name: str = DEFAULT_ENCODER, batch_size: int = 128, lr: float = 2e-3,
                weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None, stop_after: int | None = None,
                init: Path | None = None, captions: str = "basic", caption_share: float = CAPTION_SHARE,
-               device: str = "cpu", float16: bool = False, workers: int = 1, group: Group | None = None) -> Path | None:
+               device: str = "cpu", float16: bool = False, workers: int = 1, group: Group | None = None,
+               ray: str | None = None) -> Path | None:
     """Train on the datasets under ``data`` (default :func:`medfm.paths.shared_data_dir`); checkpoints, logs and
     the split manifest go to ``out``, the decoded-image cache to ``cache`` (default ``out/cache.pt``). Returns
     the weights path.
@@ -144,10 +163,18 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     ``float16``: write the final weights in float16 (training and checkpoints stay float32, so a finished run
     resumed with ``float16`` only rewrites its weights).
     ``workers`` processes on this machine share each step's batch (:mod:`medfm.scale.ddp`; ``group`` is the one
-    each runs in): rank 0 validates and writes, the others return ``None``.
+    each runs in): rank 0 validates and writes, the others return ``None``. Started by torchrun instead, each
+    process joins that group; with ``ray`` (a Ray cluster's address, or ``local``), ``workers`` Ray Train workers
+    of one CPU each do (:mod:`medfm.scale.ray_train`). Every process reads the cache rank 0 builds, so across
+    machines ``out`` (or ``cache``) must be on a shared file system.
     """
-    arguments = dict(locals())
+    arguments = {key: value for key, value in locals().items() if key != "ray"}
     check_workers(workers, batch_size)
+    launched = launched_group() if group is None else None
+    if launched is not None and workers > 1:
+        raise MedfmError("--workers starts processes on this machine; under torchrun, --nproc-per-node does")
+    if launched is not None and ray is not None:
+        raise MedfmError("--ray starts its own training group; under torchrun leave it out")
     data = shared_data_dir() if data is None else data
     if loss not in LOSSES:
         raise MedfmError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
@@ -156,22 +183,35 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     if not 0.0 <= caption_share <= 1.0:
         raise MedfmError(f"caption share must be within [0, 1]; got {caption_share}")
     target = checked_device(device)
+    if ray is not None and target.type != "cpu":
+        raise MedfmError("--ray trains on the workers' CPUs; leave --device out")
     if not data.is_dir():
         raise MedfmError(f"{display_path(data)}: data folder not found")
+    if ray is not None:
+        from medfm.scale.ray_train import absolute, train_on_ray
+
+        return train_on_ray(ray, workers, partial(train_clip, **{
+            **arguments, "workers": 1, "data": absolute(data), "out": absolute(out), "cache": absolute(cache),
+            "init": absolute(init)}))
     config = {"name": model_name, **list_encoders()[model_name]}
     tower = f"{model_name}'s image tower"
     pretrained = read_pretrained_trunk(init, "cnn-small", tower) if init is not None else None
-    pixels, samples, texts, text_features = load_cache(build_cache(data, cache or out / "cache.pt", captions=captions), captions)
+    if launched is not None and not launched.main:
+        launched.broadcast(None)  # rank 0 builds the cache (once), then the others read it
+    built = build_cache(data, cache or out / "cache.pt", captions=captions)
+    if launched is not None and launched.main:
+        launched.broadcast(None)
+    pixels, samples, texts, text_features = load_cache(built, captions)
     text_index = {text: i for i, text in enumerate(texts)}
     known_texts = dict(zip(texts, text_features, strict=True))
     pixels, text_features = pixels.to(target), text_features.to(target)
     train = np.array([i for i, s in enumerate(samples) if s.split == "train"])
     val = [i for i, s in enumerate(samples) if s.split == "val"]
     if group is None:  # the cache is built: every process reads it
-        check_workers(workers, batch_size, len(train))
+        check_workers(launched.world if launched else workers, batch_size, len(train))
         if workers > 1:
             return run_in_processes(workers, train_clip, arguments)
-        group = Group()
+        group = launched or Group()
 
     torch.manual_seed(seed)
     model = build_model(config)

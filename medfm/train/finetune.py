@@ -23,7 +23,9 @@ written to a temporary file and renamed, so a SIGKILL leaves the previous one);
 rank reads the data, builds the same model, then takes rank 0's state (a resumed one's too);
 every step all draw the same global batch and train on their share, and the trainable
 parameters' gradients are averaged before the optimiser steps. Rank 0 alone validates, keeps
-the best state, checkpoints and writes ADAPTER, and its clock ends the run for all.
+the best state, checkpoints and writes ADAPTER, and its clock ends the run for all. Started by
+torchrun, each process joins that group instead (:func:`medfm.scale.ddp.launched_group`); with
+``ray``, Ray Train starts the processes (:mod:`medfm.scale.ray_train`), which do the same.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from medfm.models.adapters import (
     trainable_state,
 )
 from medfm.models.adapters.file import network_of, save_adapter
-from medfm.scale.ddp import Group, check_workers, local_group
+from medfm.scale.ddp import Group, check_workers, launched_group, local_group
 from medfm.train.finetune_objectives import ClassifierObjective, segmentation_objective
 from medfm.train.run_folder import partial_folder
 
@@ -87,29 +89,45 @@ def finetune(
     label_column: str | None = None, group_column: str | None = None, batch_size: int = 16,
     learning_rate: float | None = None, max_steps: int | None = None, checkpoint_seconds: float = 60.0,
     seed: int = 0, catalog: str | None = None, final_only: bool = False, on_step: Callable[[int, float], None] | None = None,
-    log: Callable[[str], None] = lambda _: None, workers: int = 1, group: Group | None = None,
+    log: Callable[[str], None] = lambda _: None, workers: int = 1, group: Group | None = None, ray: str | None = None,
 ) -> dict[str, Any] | None:
     """Fine-tune ``base`` on ``data`` and write the adapter file ``out``; returns the summary (also stored in the
     file's ``training`` metadata). ``data``: a CSV manifest, or for a segmenter a folder of saved annotation versions
     whose images come from ``catalog`` (only versions marked final with ``final_only``). ``max_steps`` caps the steps
-    as well as the budget; ``on_step(step, loss)`` is called after each step. ``workers`` processes share each
-    step's batch (``group``: the one this rank runs in); ranks other than 0 return None."""
+    as well as the budget; ``on_step(step, loss)`` is called after each step. ``workers`` processes on this machine
+    share each step's batch (``group``: the one this rank runs in); started by torchrun instead, each process joins
+    its group. With ``ray`` (a Ray cluster's address, or ``local``), ``workers`` Ray Train workers do
+    (:mod:`medfm.scale.ray_train`), where ``on_step`` and ``log`` then run. Ranks other than 0 return None."""
     from medfm.train.seg import collect_cases
     from medfm.train.seg_data import data_digest
 
-    arguments = {key: value for key, value in locals().items() if key not in ("collect_cases", "data_digest", "group")}
+    arguments = {key: value for key, value in locals().items() if key not in ("collect_cases", "data_digest", "group", "ray")}
     check_method(method, rank)
     check_workers(workers, batch_size)
+    launched = launched_group() if group is None else None
+    if launched is not None and workers > 1:
+        raise MedfmError("--workers starts processes on this machine; under torchrun, --nproc-per-node does")
+    if launched is not None and ray is not None:
+        raise MedfmError("--ray starts its own training group; under torchrun leave it out")
     if not budget_minutes > 0:
         raise MedfmError(f"--budget-min must be above 0 minutes; got {budget_minutes}")
     out, data = Path(out), Path(data)
-    if group is None or group.main:
+    if (group or launched or Group()).main:
         work = partial_folder(out, resume, CHECKPOINT_FILE, "adapter file", "fine-tuning")
     if not data.exists():
         raise MedfmError(f"{display_path(data)}: not found (DATA is a CSV manifest or a folder of saved annotations)")
-    if group is None:
-        # the others never log nor report steps (rank 0 does), and so need nothing that cannot be pickled
-        with local_group(workers, partial(_follow, {**arguments, "on_step": None, "log": _quiet})) as started:
+    if ray is not None:
+        from medfm.scale.ray_train import absolute, absolute_catalog, train_on_ray
+
+        return train_on_ray(ray, workers, partial(finetune, **{
+            **arguments, "workers": 1, "base": str(absolute(base)) if Path(base).exists() else base,
+            "data": absolute(data), "out": absolute(out), "checkpoint": absolute(checkpoint),
+            "catalog": absolute_catalog(catalog)}))
+    quiet = {**arguments, "on_step": None, "log": _quiet}  # the others never log nor report steps: rank 0 does
+    if launched is not None:
+        return finetune(**(arguments if launched.main else quiet), group=launched)
+    if group is None:  # the others need nothing that cannot be pickled
+        with local_group(workers, partial(_follow, quiet)) as started:
             return finetune(**arguments, group=started)
     model, kind = _build_base(base, checkpoint)
     if kind == "encoder" and not data.is_file():
@@ -127,7 +145,7 @@ def finetune(
     network = network_of(model)
     base_parameters = sum(p.numel() for p in network.parameters())
     add_adapter(network, method, rank, model.info.name)  # before the data: a method that does not fit stops at once
-    check_workers(workers, batch_size, len(cases) if cases is not None else None)
+    check_workers(group.world, batch_size, len(cases) if cases is not None else None)
     objective = (ClassifierObjective(model, data, batch_size, label_column, group) if cases is None
                  else segmentation_objective(model, cases, batch_size, group))
     parameters = [p for p in network.parameters() if p.requires_grad] + objective.extra_parameters

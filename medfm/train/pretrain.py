@@ -14,6 +14,10 @@ at the end, so ENCODER_DIR is absent or complete. Checkpoints there are written 
 file and renamed, so a SIGKILL leaves the previous one; ``resume=True`` continues from it with
 the time already spent counted and the same batch draws (each step's randomness is seeded by
 its number).
+
+``workers`` processes on this machine share each step's batch (:mod:`medfm.scale.ddp`); started by
+torchrun, each process joins that group instead, and with ``ray``, Ray Train starts the processes
+(:mod:`medfm.scale.ray_train`). Rank 0 collects the planes, the others read them from its folder.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +39,7 @@ import torch
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.backbone import ARCHITECTURES, DEFAULT_INPUT, build_backbone
-from medfm.scale.ddp import Group, check_workers, local_group
+from medfm.scale.ddp import Group, check_workers, launched_group, local_group
 from medfm.tasks.batch import BatchInput
 from medfm.train.pretrain_data import collect_planes
 from medfm.train.run_folder import partial_folder, write_json
@@ -48,12 +55,21 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
              budget_minutes: float = 10.0, resume: bool = False, batch_size: int = 64, planes_per_image: int = 8,
              seed: int = 0, max_steps: int | None = None, checkpoint_seconds: float = 60.0, command: str = "",
              workers: int = 1, on_step: Callable[[int, float], None] | None = None,
-             log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+             log: Callable[[str], None] = lambda _: None, ray: str | None = None) -> dict[str, Any] | None:
     """Pretrain ``arch`` with ``method`` on the planes of ``inputs`` and write ENCODER_DIR ``out``;
     returns the training summary. ``max_steps`` caps the steps as well as the budget; ``command``
     (the command line) is written into the card. ``workers`` processes on this machine share each
-    step's batch (:mod:`medfm.scale.ddp`); this one (rank 0) alone writes."""
+    step's batch (:mod:`medfm.scale.ddp`); this one (rank 0) alone writes. Started by torchrun
+    instead, every rank but 0 only trains, and returns ``None``. With ``ray`` (a Ray cluster's
+    address, or ``local``), ``workers`` Ray Train workers do (:mod:`medfm.scale.ray_train`), where
+    ``on_step`` and ``log`` then run."""
     check_workers(workers, batch_size)
+    launched = launched_group()
+    if launched is not None and workers > 1:
+        raise MedfmError("--workers starts processes on this machine; under torchrun, --nproc-per-node does")
+    if launched is not None and not launched.main:
+        _follow(launched)
+        return None
     if method not in METHODS:
         raise MedfmError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     if arch not in ARCHITECTURES:
@@ -66,6 +82,16 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
     build = partial_folder(out, resume, CHECKPOINT_FILE, "encoder folder", "pretraining")
     if not out.parent.is_dir():
         raise MedfmError(f"{display_path(out.parent)}: folder does not exist; create it first")
+    if ray is not None:
+        if launched is not None:
+            raise MedfmError("--ray starts its own training group; under torchrun leave it out")
+        from medfm.scale.ray_train import absolute, train_on_ray
+
+        return train_on_ray(ray, workers, partial(
+            pretrain, [replace(item, path=absolute(item.path)) for item in inputs], absolute(out), method=method,
+            arch=arch, budget_minutes=budget_minutes, resume=resume, batch_size=batch_size,
+            planes_per_image=planes_per_image, seed=seed, max_steps=max_steps, checkpoint_seconds=checkpoint_seconds,
+            command=command, on_step=on_step, log=log))
     inputs_sha256 = hashlib.sha256("\n".join(str(i.record_id if i.record is not None else i.path) for i in inputs).encode()).hexdigest()
     settings = {"method": method, "arch": arch, "batch_size": batch_size, "planes_per_image": planes_per_image, "seed": seed,
                 "budget_minutes": budget_minutes, "inputs_sha256": inputs_sha256}
@@ -79,10 +105,10 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
                              "pretraining's; start a new one")
         settings, sampling = state, state["sampling"]
         planes = torch.load(build / PLANES_FILE, weights_only=True)
-        check_workers(workers, min(batch_size, len(planes)))
+        check_workers(launched.world if launched else workers, min(batch_size, len(planes)))
     else:
         planes, sampling = collect_planes(inputs, model.backbone.patch_size, planes_per_image, log)
-        check_workers(workers, min(batch_size, len(planes)))
+        check_workers(launched.world if launched else workers, min(batch_size, len(planes)))
         build.mkdir()
         _save_atomically(lambda path: torch.save(planes, path), build / PLANES_FILE)
         write_json(build / STATE_FILE, {**settings, "sampling": sampling})
@@ -98,7 +124,7 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
         log(f"resumed at step {progress['step']} after {progress['elapsed_s']:.0f} s")
     setup = {"method": method, "config": config, "seed": seed, "batch_size": batch_size, "build": build,
              "budget_s": settings["budget_minutes"] * 60.0, "max_steps": max_steps, "checkpoint_seconds": checkpoint_seconds}
-    with local_group(workers, _follow) as group:
+    with nullcontext(launched) if launched else local_group(workers, _follow) as group:
         if group.world > 1:  # the others build the same model, then take rank 0's state (a resumed one's too)
             log(f"pretraining in {group.world} processes, {min(batch_size, len(planes)) // group.world} planes each per step")
             group.broadcast(setup)
@@ -112,7 +138,7 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
                "resumed_at_steps": progress["resumed_at_steps"], "batch_size": settings["batch_size"],
                "budget_minutes": settings["budget_minutes"], "seed": seed, "threads": torch.get_num_threads(),
                "loss_first_10": sum(first) / max(len(first), 1), "loss_last_10": sum(last) / max(len(last), 1),
-               "sampling": sampling, "inputs_sha256": inputs_sha256}
+               "sampling": sampling, "inputs_sha256": inputs_sha256, "processes": group.world}
     _write_encoder_dir(build, out, model.backbone, config, summary, progress["losses"], command)
     log(f"pretrained {progress['step']} steps in {progress['elapsed_s']:.0f} s; wrote {display_path(out)}")
     return {"encoder_dir": display_path(out), **summary}
@@ -223,37 +249,37 @@ def encoder_card(name: str, config: dict[str, Any], backbone: torch.nn.Module, s
     parameters = sum(p.numel() for p in backbone.parameters())
     lines = [
         f"# {name}", "",
-        f"Image encoder pretrained by `medfm pretrain` with **{summary['method']}** (self-supervised, no labels) "
-        f"on architecture `{config['arch']}` ({parameters:,} parameters, {backbone.embed_dim}-d pooled features).", "",
-        "Use it as any model: `--model THIS_FOLDER` in `index build`, `fit-probe`, `classify --probe`, "
-        "`evaluate retrieval`; in Python `medfm.models.create_encoder(\"THIS_FOLDER\")` (the weights' sha256 is checked).",
+        (f"Image encoder pretrained by `medfm pretrain` with **{summary['method']}** (self-supervised, no labels) "
+        f"on architecture `{config['arch']}` ({parameters:,} parameters, {backbone.embed_dim}-d pooled features)."), "",
+        ("Use it as any model: `--model THIS_FOLDER` in `index build`, `fit-probe`, `classify --probe`, "
+        "`evaluate retrieval`; in Python `medfm.models.create_encoder(\"THIS_FOLDER\")` (the weights' sha256 is checked)."),
         "It has no text tower: no zero-shot, no text search.", "",
         "## Weights", "",
         f"`encoder.safetensors` (backbone only), sha256 `{sha256}`. Licence: that of the pretraining data.", "",
         "## Input contract", "",
-        f"Any 2D plane, any dtype: robust 0.5–99.5 percentile min–max to [0, 1], grey to 3 channels, square resize "
+        (f"Any 2D plane, any dtype: robust 0.5–99.5 percentile min–max to [0, 1], grey to 3 channels, square resize "
         f"to {config['image_size']}×{config['image_size']}, then `(x − {config['pixel_mean'][0]}) / {config['pixel_std'][0]}` "
-        "(inside `encode_planes`). Spacing is not used: planes are resized whole.", "",
+        "(inside `encode_planes`). Spacing is not used: planes are resized whole."), "",
         "## Pretraining data and sampling", "",
-        f"{sampling['images']} images: {sampling['2d images']} 2D images, {sampling['volumes']} volumes "
+        (f"{sampling['images']} images: {sampling['2d images']} 2D images, {sampling['volumes']} volumes "
         f"({sampling['planes from volumes']} slices), {sampling['videos']} videos ({sampling['planes from videos']} frames); "
         f"{sampling['planes']} planes in all. Rule: {sampling['rule']} "
         f"(planes_per_image = {sampling['planes_per_image_at_most']}), each plane cached at "
-        f"{sampling['cache_size']}×{sampling['cache_size']}. Inputs sha256 `{summary['inputs_sha256']}`.", "",
+        f"{sampling['cache_size']}×{sampling['cache_size']}. Inputs sha256 `{summary['inputs_sha256']}`."), "",
         "## Recipe", "",
         f"- method `{summary['method']}` ({_METHOD_TEXT[summary['method']]})",
-        f"- AdamW, peak learning rate {LEARNING_RATE}, weight decay {WEIGHT_DECAY}, {WARMUP_FRACTION:.0%} warm-up then cosine "
-        "decay over the wall-time budget",
-        f"- batch {summary['batch_size']}, budget {summary['budget_minutes']} min, seed {summary['seed']}, "
-        f"{summary['threads']} CPU thread(s) ({platform.machine()})",
+        (f"- AdamW, peak learning rate {LEARNING_RATE}, weight decay {WEIGHT_DECAY}, {WARMUP_FRACTION:.0%} warm-up then cosine "
+        "decay over the wall-time budget"),
+        (f"- batch {summary['batch_size']}, budget {summary['budget_minutes']} min, seed {summary['seed']}, "
+        f"{summary['threads']} CPU thread(s) ({platform.machine()})"),
         f"- {summary['steps']} steps in {summary['training_seconds']} s"
         + (f", resumed at steps {summary['resumed_at_steps']}" if summary["resumed_at_steps"] else ""),
-        f"- loss: first 10 steps {summary['loss_first_10']:.4f}, last 10 steps {summary['loss_last_10']:.4f} "
-        "(every step in `pretraining.json`)", "",
+        (f"- loss: first 10 steps {summary['loss_first_10']:.4f}, last 10 steps {summary['loss_last_10']:.4f} "
+        "(every step in `pretraining.json`)"), "",
         "Command:", "", "```bash", command or "(called from Python)", "```", "",
         "## Held-out results", "",
-        "None measured by this command. Measure before use, e.g. `medfm fit-probe` (cross-validated accuracy with "
-        "intervals) or `medfm evaluate retrieval` on labelled images that were not pretrained on.", "",
+        ("None measured by this command. Measure before use, e.g. `medfm fit-probe` (cross-validated accuracy with "
+        "intervals) or `medfm evaluate retrieval` on labelled images that were not pretrained on."), "",
     ]
     return "\n".join(lines)
 

@@ -35,13 +35,38 @@ import torch
 from medfm.errors import MedfmError, display_path
 from medfm.models.automatic.network import build_network
 from medfm.models.automatic.plan import Plan, normalise
-from medfm.models.encoders.transfer import PretrainedTrunk, load_pretrained_trunk, read_pretrained_trunk
-from medfm.models.automatic.segmenter import (CARD_FILE, CONFIG_FILE, FINGERPRINT_FILE, PLAN_FILE, WEIGHTS_FILE,
-                                              resize, working_size)
+from medfm.models.automatic.segmenter import (
+    CARD_FILE,
+    CONFIG_FILE,
+    FINGERPRINT_FILE,
+    PLAN_FILE,
+    WEIGHTS_FILE,
+    resize,
+    working_size,
+)
+from medfm.models.encoders.transfer import (
+    PretrainedTrunk,
+    load_pretrained_trunk,
+    read_pretrained_trunk,
+)
 from medfm.scale.ddp import Group
-from medfm.train.run_folder import partial_folder, save_checkpoint, start_progress, write_json
-from medfm.train.seg_data import (Case, annotation_cases, catalog_cases, data_digest, fingerprint, iterate_pairs,
-                                  kind_of, read_cases, split_cases)
+from medfm.train.run_folder import (
+    partial_folder,
+    save_checkpoint,
+    start_progress,
+    write_json,
+)
+from medfm.train.seg_data import (
+    Case,
+    annotation_cases,
+    catalog_cases,
+    data_digest,
+    fingerprint,
+    iterate_pairs,
+    kind_of,
+    read_cases,
+    split_cases,
+)
 from medfm.train.seg_plan import DEFAULT_ARCHITECTURE, architecture_config, make_plan
 from medfm.train.seg_report import model_card, validate
 
@@ -104,14 +129,13 @@ def train_segmenter(
     if ray is not None:
         if launched is not None:
             raise MedfmError("--ray starts its own training group; under torchrun leave it out")
-        from medfm.scale.ray_train import train_on_ray
+        from medfm.scale.ray_train import absolute, absolute_catalog, train_on_ray
 
-        # the workers run elsewhere (another folder, maybe another machine): every path absolute
         return train_on_ray(ray, workers, partial(
-            train_segmenter, _absolute(data), _absolute(out), labels=labels, architecture=architecture,
+            train_segmenter, absolute(data), absolute(out), labels=labels, architecture=architecture,
             budget_minutes=budget_minutes, resume=resume, plan_overrides=plan_overrides, group_column=group_column,
-            only=only, catalog=catalog if catalog is None or "://" in catalog else str(_absolute(catalog)), where=where,
-            final_only=final_only, fusion=fusion, init=_absolute(init), max_steps=max_steps,
+            only=only, catalog=absolute_catalog(catalog), where=where,
+            final_only=final_only, fusion=fusion, init=absolute(init), max_steps=max_steps,
             checkpoint_seconds=checkpoint_seconds, seed=seed, on_step=on_step, log=log))
     out = Path(out)
     build = partial_folder(out, resume, CHECKPOINT_FILE, "model folder", "training")
@@ -163,10 +187,6 @@ def train_segmenter(
     }
     _write_model_dir(build, out, network, plan, print_, summary)
     return {"model_dir": display_path(out), **summary}
-
-
-def _absolute(path: str | os.PathLike | None) -> Path | None:
-    return None if path is None else Path(path).absolute()
 
 
 def _pretrained(init: str | os.PathLike, architecture: str) -> PretrainedTrunk:
@@ -255,8 +275,16 @@ def _training_samples(cases: list[Case], plan: Plan) -> list[dict[str, np.ndarra
 def _augmentation(plan: Plan):
     """MONAI's dictionary transforms: pad to the patch, a patch centred on foreground half of the time, then the plan's
     augmentation; seeded per sample by :func:`_batch`."""
-    from monai.transforms import (Compose, RandCropByPosNegLabeld, RandFlipd, RandGaussianNoised, RandRotate90d,
-                                  RandScaleIntensityd, RandShiftIntensityd, SpatialPadd)
+    from monai.transforms import (
+        Compose,
+        RandCropByPosNegLabeld,
+        RandFlipd,
+        RandGaussianNoised,
+        RandRotate90d,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        SpatialPadd,
+    )
 
     keys, chance = ["image", "label"], plan.augmentation
     transforms = [SpatialPadd(keys, plan.patch_size),
