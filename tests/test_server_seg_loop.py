@@ -199,10 +199,52 @@ def test_finetune_adapts_the_promptable_segmenter_on_final_versions_and_lists_th
     assert (metadata["base_model"], metadata["method"]) == ("medfm-interactive", "lora")
     assert create_segmenter("medfm-interactive", adapter=path).info.weights_sha256 == sha256_of(path)  # loads over its base
     listed = client.get("/api/seg-models").json()
-    (adapter,) = listed["adapters"]
+    (adapter,) = [a for a in listed["adapters"] if a["name"] == "discs-lora"]
     assert (adapter["name"], adapter["base_model"], adapter["method"], adapter["rank"], adapter["steps"]) == (
         "discs-lora", "medfm-interactive", "lora", 2, 1)
     assert adapter["validation_best"] == result["validation_best"] and listed["training"] is None
+
+
+def test_prompts_switch_to_an_adapter_and_back_without_a_restart(loop, trained):
+    from safetensors.torch import load_file, save_file
+
+    client, root, image_id = loop["client"], loop["root"], loop["ids"][6]
+    started = client.post("/api/train/finetune", json={"name": "switch-lora", "method": "lora", "rank": 2, "max_steps": 2,
+                                                        "budget_minutes": 2}).json()
+    job = wait_for_job(client, started["job"], timeout=600)
+    assert job["state"] == "done", str(job)
+    adapters = root / "models" / "adapters"
+    base_sha = create_segmenter("medfm-interactive").info.weights_sha256
+    adapter_sha = sha256_of(adapters / "switch-lora.safetensors")
+    assert client.get("/api/seg-models").json()["segmenter"] == {"name": "medfm-interactive", "adapter": None}
+    session = client.post("/api/sessions", json={"image_id": image_id}).json()["session"]
+    assert client.post(f"/api/sessions/{session}/prompts", json={"box": [6, 6, 26, 26]}).status_code == 200
+
+    switched = client.put("/api/segmenter/adapter", json={"adapter": "switch-lora"})
+    assert switched.status_code == 200, switched.text
+    assert switched.json() == {"name": "medfm-interactive", "adapter": "switch-lora"}
+    assert client.get("/api/seg-models").json()["segmenter"]["adapter"] == "switch-lora"
+    assert client.post(f"/api/sessions/{session}/prompts", json={"label": 2, "box": [4, 4, 28, 28]}).status_code == 200
+    version = client.post(f"/api/sessions/{session}/save", json={"name": "switched"}).json()["version"]
+    (sidecar,) = (root / "annotations" / str(image_id) / "switched").glob(f"v{version:04d}.json")
+    provenance = json.loads(sidecar.read_text())["provenance"]
+    assert provenance["weights_sha256"] == adapter_sha  # the label map's model: the one in use at saving
+    planes = {s["label"]: s["planes"][0] for s in provenance["structures"]}
+    assert planes[1]["weights_sha256"] == base_sha and "weights_sha256" not in planes[2]  # each plane says who made it
+
+    tensors, metadata = load_file(str(adapters / "switch-lora.safetensors")), read_adapter(adapters / "switch-lora.safetensors", tensors=False)[1]
+    save_file(tensors, str(adapters / "elsewhere.safetensors"), metadata={**metadata, "base_model": "medfm-clip-small"})
+    for body, status, says in (({"adapter": "nope"}, 404, "no adapter 'nope' fine-tuned here"),
+                               ({"adapter": "../up"}, 404, "no adapter '../up' fine-tuned here"),
+                               ({"adapter": "elsewhere"}, 400, "medfm-clip-small")):
+        refused = client.put("/api/segmenter/adapter", json=body)
+        assert refused.status_code == status and says in refused.json()["detail"], refused.text
+        assert "\n" not in refused.json()["detail"]
+    assert client.get("/api/seg-models").json()["segmenter"]["adapter"] == "switch-lora"  # a refusal changes nothing
+    back = client.put("/api/segmenter/adapter", json={"adapter": None})
+    assert back.json() == {"name": "medfm-interactive", "adapter": None}
+    client.delete(f"/api/sessions/{session}")
+    (adapters / "elsewhere.safetensors").unlink()
 
 
 def test_auto_segment_a_selection_as_a_job_saves_a_draft_on_each_and_never_touches_saved_work(loop, trained):
@@ -355,6 +397,8 @@ def test_changes_from_another_site_are_refused(loop):
     for path in ("/api/train/seg", "/api/train/finetune", "/api/segment/auto", "/api/segment/auto/batch", "/api/jobs/x/cancel"):
         response = loop["client"].post(path, json={}, headers={"Origin": "http://evil.example"})
         assert response.status_code == 403 and "cross-site" in response.json()["detail"], path
+    response = loop["client"].put("/api/segmenter/adapter", json={"adapter": None}, headers={"Origin": "http://evil.example"})
+    assert response.status_code == 403 and "cross-site" in response.json()["detail"]
 
 
 def test_a_job_stops_at_its_next_progress_report_once_cancelled():

@@ -148,8 +148,17 @@ def test_mc_dropout_next_auto_segmenting_a_selection_and_fine_tuning_from_the_pa
         page.click("[data-testid=train-start]")
         page.wait_for_selector("[data-testid=train-note][data-state=done]", timeout=300_000)
         assert "fine-tuned adapter" in page.text_content("[data-testid=train-note]")
-    (adapter,) = http(base, "GET", "/api/seg-models")["adapters"]
-    assert adapter["method"] == "lora" and adapter["base_model"] == "medfm-interactive"
+        (adapter,) = http(base, "GET", "/api/seg-models")["adapters"]
+        assert adapter["method"] == "lora" and adapter["base_model"] == "medfm-interactive"
+        page.wait_for_function("document.querySelector('[data-testid=prompt-adapter]').options.length === 2")
+        page.select_option("[data-testid=prompt-adapter]", adapter["name"])  # the prompts use it at once, no restart
+        page.wait_for_function("document.querySelector('[data-testid=status-line]').textContent"
+                               f".includes('prompts now segment with adapter {adapter['name']}')")
+        assert http(base, "GET", "/api/seg-models")["segmenter"] == {"name": "medfm-interactive", "adapter": adapter["name"]}
+        page.select_option("[data-testid=prompt-adapter]", "")
+        page.wait_for_function("document.querySelector('[data-testid=status-line]').textContent"
+                               ".includes('prompts now segment with medfm-interactive')")
+    assert http(base, "GET", "/api/seg-models")["segmenter"]["adapter"] is None
 
 
 def versions_of(base: str, image_id: int) -> list[tuple[str, int, str, str]]:

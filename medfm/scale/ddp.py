@@ -32,7 +32,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from medfm.errors import MedfmError
-from medfm.scale.runners import _first_line as first_line
+from medfm.scale.runners import error_line
 
 T = TypeVar("T")
 S = TypeVar("S", bound=Sequence[Any])
@@ -145,7 +145,7 @@ def launched_group() -> Group | None:
             dist.init_process_group("gloo", timeout=TIMEOUT)
         except (RuntimeError, ValueError) as exc:
             raise MedfmError(f"cannot join the training group at {os.environ.get('MASTER_ADDR')}:"
-                             f"{os.environ.get('MASTER_PORT')}: {first_line(exc)}") from None
+                             f"{os.environ.get('MASTER_PORT')}: {error_line(exc)}") from None
     return Group(dist.get_rank(), dist.get_world_size())
 
 
@@ -183,7 +183,7 @@ def local_group(workers: int, follower: Callable[[Group], None]) -> Iterator[Gro
             dist.init_process_group("gloo", init_method=store, rank=0, world_size=workers, timeout=TIMEOUT)
             yield Group(0, workers)
         except RuntimeError as exc:  # gloo's "connection closed by peer" when a follower failed
-            raise MedfmError(errors.get() if not errors.empty() else f"a training process failed: {first_line(exc)}") from None
+            raise MedfmError(errors.get() if not errors.empty() else f"a training process failed: {error_line(exc)}") from None
         finally:
             joined = dist.is_initialized()
             if joined:
@@ -257,7 +257,7 @@ def _follow(follower: Callable[[Group], None], store: str, rank: int, world: int
         errors.put(str(exc))
         sys.exit(2)
     except RuntimeError as exc:  # rank 0 went away: it reports, or was killed
-        errors.put(f"a training process failed: {first_line(exc)}")
+        errors.put(f"a training process failed: {error_line(exc)}")
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C reaches every process of the terminal's group: rank 0 reports it
         sys.exit(130)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from medfm.errors import MedfmError
-from medfm.scale.runners import _first_line as first_line
+from medfm.scale.runners import error_line
 from medfm.scale.runners import connect_ray
 
 T = TypeVar("T")
@@ -80,4 +80,4 @@ def _cause(exc: BaseException) -> str:
             seen.append(error)
             error = getattr(error, "cause", None) or error.__cause__
     mine = next((error for error in seen if isinstance(error, MedfmError)), None)
-    return first_line(mine or (seen[1] if len(seen) > 1 else exc))
+    return error_line(mine or (seen[1] if len(seen) > 1 else exc))

@@ -111,7 +111,7 @@ def connect_ray(address: str, cpus: int) -> tuple[Any, bool]:
             else:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise MedfmError(f"cannot reach the Ray cluster at {address}: {_first_line(exc)}") from None
+            raise MedfmError(f"cannot reach the Ray cluster at {address}: {error_line(exc)}") from None
     return ray, started
 
 
@@ -133,7 +133,7 @@ class RayRunner:
             identities = ray.get([worker.identity.remote(identity) for worker in self.actors])
         except ray.exceptions.RayError as exc:
             self.close()
-            raise MedfmError(f"a Ray worker cannot load the model: {_first_line(exc.__cause__ or exc)}") from None
+            raise MedfmError(f"a Ray worker cannot load the model: {error_line(exc.__cause__ or exc)}") from None
         wrong = {found for found in identities if found != expected}
         if wrong:
             self.close()
@@ -152,9 +152,9 @@ class RayRunner:
             cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
             if isinstance(cause, MedfmError):
                 raise cause from None
-            raise MedfmError(f"a Ray worker failed: {_first_line(cause)}") from None
+            raise MedfmError(f"a Ray worker failed: {error_line(cause)}") from None
         except self._ray.exceptions.RayActorError as exc:
-            raise MedfmError(f"a Ray worker died {RETRIES + 1} times on the same work: {_first_line(exc)}") from None
+            raise MedfmError(f"a Ray worker died {RETRIES + 1} times on the same work: {error_line(exc)}") from None
 
     def close(self) -> None:
         for worker in self.actors:
@@ -195,7 +195,8 @@ def _check_reachable(address: str) -> None:
         raise MedfmError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
-def _first_line(exc: BaseException) -> str:
+def error_line(exc: BaseException) -> str:
+    """The line of an error's text that says what went wrong: its last (Ray and torch put their tracebacks first)."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
 

@@ -66,7 +66,7 @@ def run_training(progress: Progress, work: Callable[[Callable[[int, float], None
 
 
 class ModelNotFound(NotFound):
-    """No trained model of that name (404)."""
+    """No trained model, or no adapter, of that name (404)."""
 
 
 class SegModels:
@@ -222,6 +222,13 @@ class SegModels:
         job = self._training.submit("finetune", lambda progress: run_training(
             progress, work, self.adapters / f".{out.name}.partial", budget_minutes, max_steps), label=name)
         return {"job": job, "kind": "finetune", "adapter": name, "base_model": self.base_segmenter}
+
+    def adapter_path(self, name: str) -> Path:
+        """The file of the adapter ``name`` fine-tuned here; :class:`ModelNotFound` when there is none."""
+        path = self.adapters / f"{name}.safetensors"
+        if not (NAME_PATTERN.fullmatch(name) and path.is_file()):
+            raise ModelNotFound(f"no adapter {name!r} fine-tuned here")
+        return path
 
     def segmenter(self, name: str) -> AutoSegmenter:
         """The trained model ``name`` (kept loaded until another is asked for); call it only while holding :attr:`lock`."""

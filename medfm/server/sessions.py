@@ -53,6 +53,8 @@ class Structure:
     score: float | None = None
     #: where an interaction came from when the user did not draw it (``{index: {"text_prompt": ...}}``)
     origins: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: the model whose prediction the mask is (the server's segmenter can change between prompts)
+    answered_by: SegmenterInfo | None = None
 
     def combined(self, label: int, k: int, t: int) -> Prompt:
         """All interactions as one prompt; the latest box stands (a box replaces the earlier one)."""
@@ -177,7 +179,7 @@ class SegmentationSession:
         with segmenter_lock:
             segmenter.set_image(self.image.frame(k, t))
             prediction = segmenter.predict(prompt)
-        structure.logits, structure.score = prediction.logits, float(prediction.score)
+        structure.logits, structure.score, structure.answered_by = prediction.logits, float(prediction.score), segmenter.info
         plane = self.plane(k, t).copy()
         plane[plane == label] = 0
         plane[prediction.mask & ~np.isin(plane, list(locked))] = label
@@ -320,7 +322,8 @@ class SegmentationSession:
     def label_image(self, model: SegmenterInfo) -> Image:
         """A copy of the label map on the image's grid, no patient data, with the provenance
         :func:`~medfm.tasks.segment.segmentation_provenance` gives the CLI's label maps: ``model``,
-        every prompt on its plane, and per structure its name and the score of each prompted plane."""
+        every prompt on its plane, and per structure its name and the score of each prompted plane (with the
+        model that made that plane when it is not ``model``: an adapter switched on or off meanwhile)."""
         labels = self.image.with_array(self.labels.copy())
         labels.phi = {}
         prompts = [{**prompt.to_dict(), "label": label, "slice_index": k, "frame_index": t, **structure.origins.get(n, {})}
@@ -329,7 +332,7 @@ class SegmentationSession:
         structures = [
             {"label": value, "label_name": info["name"], "color": info.get("color") or default_color(value),
              **({"code": info["code"]} if info.get("code") else {}), "planes": [
-                {"slice_index": k, "frame_index": t, "score": structure.score}
+                {"slice_index": k, "frame_index": t, "score": structure.score, **_other_model(structure.answered_by, model)}
                 for (label, k, t), structure in sorted(self.structures.items()) if label == value and structure.interactions
             ]}
             for value, info in sorted(self.label_info.items())
@@ -432,3 +435,10 @@ def interaction(points: list[tuple[float, float]], point_labels: list[int], box:
         points=[(float(x), float(y)) for x, y in points], point_labels=[int(v) for v in point_labels],
         boxes=[box] if box else [], scribbles=[Scribble(list(scribble[0]), positive=scribble[1])] if scribble else [],
     )
+
+
+def _other_model(answered_by: SegmenterInfo | None, model: SegmenterInfo) -> dict[str, str]:
+    """``{"model", "weights_sha256"}`` of the model that made a plane, when it is not the label map's ``model``."""
+    if answered_by is None or answered_by.weights_sha256 == model.weights_sha256:
+        return {}
+    return {"model": answered_by.name, "weights_sha256": answered_by.weights_sha256}

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 
@@ -130,6 +130,24 @@ class ServerState:
 
                 self._segmenter = create_segmenter(self.settings.segmenter, adapter=self.settings.segmenter_adapter)
             return self._segmenter
+
+    def use_segmenter_adapter(self, name: str | None) -> dict[str, Any]:
+        """Prompts segment from now on with the adapter ``name`` fine-tuned here over settings.segmenter, or with the
+        base model (``None``), without a restart; the new segmenter is loaded (and the adapter checked against its
+        base) before it replaces the one in use, so a refused adapter changes nothing."""
+        from medfm.models.registry import create_segmenter
+
+        path = None if name is None else self.seg_models.adapter_path(name)
+        segmenter = create_segmenter(self.settings.segmenter, adapter=path)
+        with self.segmenter_lock:  # after any prompt being answered: each answer comes from one model
+            self._segmenter = segmenter
+            self.settings.segmenter_adapter = path
+        return self.segmenter_in_use()
+
+    def segmenter_in_use(self) -> dict[str, Any]:
+        """``{"name", "adapter"}``: the promptable segmenter and the adapter over it (its file's name without the suffix)."""
+        adapter = self.settings.segmenter_adapter
+        return {"name": self.settings.segmenter, "adapter": None if adapter is None else Path(adapter).stem}
 
     @property
     def encoder(self) -> Encoder:

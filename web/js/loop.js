@@ -55,6 +55,33 @@ export class Loop {
     this.q("auto-segment").addEventListener("click", () => this.autoSegment());
     this.q("auto-cancel").addEventListener("click", () => this.cancel(this.autoJob));
     this.q("next-unlabelled").addEventListener("click", () => this.next());
+    this.q("prompt-adapter").addEventListener("change", () => this.useAdapter());
+  }
+
+  /** Prompts segment with the adapter chosen (or the base model) from the next click on: the server switches at once. */
+  async useAdapter() {
+    const select = this.q("prompt-adapter");
+    const adapter = select.value || null;
+    try {
+      const segmenter = await api("/segmenter/adapter", { method: "PUT", body: { adapter } });
+      select.dataset.current = segmenter.adapter ?? "";
+      setStatus(segmenter.adapter ? `prompts now segment with adapter ${segmenter.adapter} over ${segmenter.name}`
+        : `prompts now segment with ${segmenter.name}`);
+    } catch (error) {
+      select.value = select.dataset.current ?? "";
+      showError(error, "adapter");
+    }
+  }
+
+  /** The base model and the adapters fine-tuned over it (only those: another base cannot serve the prompts). */
+  showAdapters(adapters, segmenter) {
+    const select = this.q("prompt-adapter");
+    const usable = adapters.filter((a) => a.base_model === segmenter.name);
+    select.replaceChildren(
+      el("option", { value: "", textContent: `${segmenter.name} (base)` }),
+      ...usable.map((a) => el("option", { value: a.name, textContent: `adapter ${a.name}`, title: adapterText(a) })));
+    select.value = segmenter.adapter ?? "";
+    select.dataset.current = select.value;
   }
 
   /** Labels are the automatic segmenter's; the method is the fine-tuning's. */
@@ -73,7 +100,8 @@ export class Loop {
    *  follows a training already running (after a reload). */
   async refresh() {
     try {
-      const { models, adapters = [], training } = await api("/seg-models");
+      const { models, adapters = [], segmenter, training } = await api("/seg-models");
+      if (segmenter) this.showAdapters(adapters, segmenter);
       const select = this.q("seg-model");
       const chosen = select.value;
       select.replaceChildren(...models.map((m) => el("option", { value: m.name, textContent: m.name, title: diceText(m) })));
@@ -133,7 +161,7 @@ export class Loop {
       const took = `${result.steps} steps, ${result.training_seconds} s`;
       note.textContent = training.kind === "finetune"
         ? `fine-tuned ${name} (${result.method} over ${result.base_model}; ${took}): ${adapterText(result)}; `
-          + `to segment with it, serve with --adapter models/adapters/${training.adapter}.safetensors (in the server's data folder)`
+          + "choose it under \u201cprompts use\u201d to segment with it"
         : `trained ${name} (${took}): ${diceText(result)}`;
       note.dataset.state = "done";
       trained = true;

@@ -63,10 +63,22 @@ def train_finetune(body: FinetuneIn, state: ServerState = Depends(get_state)) ->
 
 @router.get("/seg-models")
 def seg_models(state: ServerState = Depends(get_state)) -> dict[str, Any]:
-    """The trained models, newest first (plan, labels, validation Dice/HD95), the adapters fine-tuned here, and the
-    training running, if any (as its start answered)."""
+    """The trained models, newest first (plan, labels, validation Dice/HD95), the adapters fine-tuned here, the
+    promptable segmenter in use (``{"name", "adapter"}``), and the training running, if any (as its start answered)."""
     return {"models": state.seg_models.list(), "adapters": state.seg_models.list_adapters(),
-            "training": state.seg_models.training}
+            "segmenter": state.segmenter_in_use(), "training": state.seg_models.training}
+
+
+class SegmenterAdapterIn(BaseModel):
+    adapter: str | None = Field(max_length=64)
+
+
+@router.put("/segmenter/adapter")
+def use_segmenter_adapter(body: SegmenterAdapterIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    """Prompts segment from now on with the adapter ``adapter`` fine-tuned here (or, with ``null``, with the base
+    model), without restarting the server: ``{"name", "adapter"}``; 404 for an adapter not fine-tuned here, 400 for
+    one made for another base model."""
+    return state.use_segmenter_adapter(body.adapter)
 
 
 class AutoSegmentOptions(BaseModel):
