@@ -250,17 +250,22 @@ def test_bad_training_requests(tmp_path: Path) -> None:
     assert not any(p.name.startswith(".G") or p.name == "G" for p in tmp_path.iterdir())
 
 
-def test_training_resumes_after_sigkill(tmp_path: Path) -> None:
-    data = write_classes(tmp_path / "data", per_class=2)
-    out = tmp_path / "G"
+def killed_training(data: Path, out: Path, checkpoint: str, **options) -> int:
+    """The step at which a tiny generator training of ``data`` into ``out`` (with ``options``) was SIGKILLed, as soon
+    as its build folder held ``checkpoint``."""
     script = (f"import torch; torch.set_num_threads(1)\n"
               f"from medfm.train.generator import train_generator\n"
               f"train_generator({str(data)!r}, {str(out)!r}, size={SIZE}, network={TINY!r}, batch_size=2, "
-              f"checkpoint_seconds=0.0, budget_minutes=30)\n")
-    checkpoint = tmp_path / ".G.partial" / "checkpoint.pt"
-    kill_after_checkpoint(["-c", script], checkpoint)
+              f"checkpoint_seconds=0.0, budget_minutes=30, **{options!r})\n")
+    kill_after_checkpoint(["-c", script], out.parent / f".{out.name}.partial" / checkpoint)
     assert not out.exists()
-    done_before = step_of(checkpoint)
+    return step_of(out.parent / f".{out.name}.partial" / checkpoint)
+
+
+def test_training_resumes_after_sigkill(tmp_path: Path) -> None:
+    data = write_classes(tmp_path / "data", per_class=2)
+    out = tmp_path / "G"
+    done_before = killed_training(data, out, "checkpoint.pt")
     summary = train_generator(data, out, size=SIZE, network=TINY, batch_size=2, resume=True, max_steps=done_before + 2)
     assert summary["resumed_at_steps"] == [done_before] and summary["steps"] == done_before + 2
     assert (out / "ema.safetensors").exists() and not (tmp_path / ".G.partial").exists()

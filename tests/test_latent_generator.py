@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from killtools import kill_after_checkpoint, step_of
 from PIL import Image as PILImage
-from test_generators import SIZE, TINY, write_classes
+from test_generators import SIZE, TINY, killed_training, write_classes
 
 import medfm
 from medfm.errors import MedfmError
@@ -87,13 +86,7 @@ def test_latent_training_requests_that_cannot_work_are_refused(tmp_path: Path) -
 def test_a_run_killed_while_its_autoencoder_trains_resumes(tmp_path: Path) -> None:
     data = write_classes(tmp_path / "data", per_class=2)
     out = tmp_path / "L"
-    script = (f"import torch; torch.set_num_threads(1)\n"
-              f"from medfm.train.generator import train_generator\n"
-              f"train_generator({str(data)!r}, {str(out)!r}, size={SIZE}, latent=True, network={TINY!r}, batch_size=2, "
-              f"checkpoint_seconds=0.0, budget_minutes=30)\n")
-    checkpoint = tmp_path / ".L.partial" / "autoencoder_checkpoint.pt"
-    kill_after_checkpoint(["-c", script], checkpoint)
-    done_before = step_of(checkpoint)
+    done_before = killed_training(data, out, "autoencoder_checkpoint.pt", latent=True)
     summary = train_generator(data, out, size=SIZE, latent=True, network=TINY, batch_size=2, resume=True,
                               max_steps=done_before + 2)
     assert summary["autoencoder"]["steps"] == done_before + 2 and summary["steps"] == done_before + 2

@@ -56,3 +56,26 @@ def test_a_worker_count_that_does_not_divide_the_batch_is_one_line(tmp_path, cap
     assert code == 2 and err.strip() == ("medfm: error: --workers 3 does not divide the batch of 4: each process takes "
                                          "an equal share of it; choose a divisor or another batch size")
     assert list(tmp_path.iterdir()) == [tmp_path / "data"]
+
+
+def test_every_training_command_refuses_workers_and_ray_under_a_launcher(tmp_path, monkeypatch):
+    """Under torchrun (a group already started), --workers and --ray would each start another: refused before any work."""
+    from medfm.errors import MedfmError
+    from medfm.scale import ddp
+    from medfm.train.clip import train_clip
+    from medfm.train.finetune import finetune
+    from medfm.train.seg import train_segmenter
+
+    monkeypatch.setattr(ddp, "launched_group", lambda: ddp.Group(0, 2))
+    assert ddp.launcher_group(1, None) == ddp.Group(0, 2)
+    data, out = images(tmp_path / "data"), tmp_path / "out"
+    calls = [lambda **extra: pretrain([data], out, method="mae", batch_size=4, **extra),
+             lambda **extra: train_segmenter(tmp_path / "manifest.csv", out, **extra),
+             lambda **extra: finetune("medfm-interactive", tmp_path / "manifest.csv", out, **extra),
+             lambda **extra: train_clip(tmp_path / "data", out, **extra)]
+    for call in calls:
+        with pytest.raises(MedfmError, match="^--workers starts processes on this machine; under torchrun, --nproc-per-node does$"):
+            call(workers=2)
+        with pytest.raises(MedfmError, match="^--ray starts its own training group; under torchrun leave it out$"):
+            call(ray="local")
+    assert not out.exists()

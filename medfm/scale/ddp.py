@@ -149,6 +149,16 @@ def launched_group() -> Group | None:
     return Group(dist.get_rank(), dist.get_world_size())
 
 
+def launcher_group(workers: int, ray: str | None) -> Group | None:
+    """:func:`launched_group`, refusing ``--workers`` and ``--ray`` under a launcher: each would start a group of its own."""
+    launched = launched_group()
+    if launched is not None and workers > 1:
+        raise MedfmError("--workers starts processes on this machine; under torchrun, --nproc-per-node does")
+    if launched is not None and ray is not None:
+        raise MedfmError("--ray starts its own training group; under torchrun leave it out")
+    return launched
+
+
 @contextmanager
 def local_group(workers: int, follower: Callable[[Group], None]) -> Iterator[Group]:
     """``workers`` processes on this machine: this one is rank 0, ranks 1.. run ``follower(group)``

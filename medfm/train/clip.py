@@ -38,7 +38,7 @@ from medfm.models.losses import (
 )
 from medfm.models.registry import DEFAULT_ENCODER, list_encoders
 from medfm.paths import shared_data_dir
-from medfm.scale.ddp import Group, check_workers, launched_group, run_in_processes
+from medfm.scale.ddp import Group, check_workers, launcher_group, run_in_processes
 from medfm.train.clip_data import (
     CAPTIONS,
     Sample,
@@ -170,11 +170,7 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     """
     arguments = {key: value for key, value in locals().items() if key != "ray"}
     check_workers(workers, batch_size)
-    launched = launched_group() if group is None else None
-    if launched is not None and workers > 1:
-        raise MedfmError("--workers starts processes on this machine; under torchrun, --nproc-per-node does")
-    if launched is not None and ray is not None:
-        raise MedfmError("--ray starts its own training group; under torchrun leave it out")
+    launched = launcher_group(workers, ray) if group is None else None
     data = shared_data_dir() if data is None else data
     if loss not in LOSSES:
         raise MedfmError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")

@@ -53,7 +53,7 @@ from medfm.models.adapters import (
     trainable_state,
 )
 from medfm.models.adapters.file import network_of, save_adapter
-from medfm.scale.ddp import Group, check_workers, launched_group, local_group
+from medfm.scale.ddp import Group, check_workers, launcher_group, local_group
 from medfm.train.finetune_objectives import ClassifierObjective, segmentation_objective
 from medfm.train.run_folder import partial_folder
 
@@ -104,11 +104,7 @@ def finetune(
     arguments = {key: value for key, value in locals().items() if key not in ("collect_cases", "data_digest", "group", "ray")}
     check_method(method, rank)
     check_workers(workers, batch_size)
-    launched = launched_group() if group is None else None
-    if launched is not None and workers > 1:
-        raise MedfmError("--workers starts processes on this machine; under torchrun, --nproc-per-node does")
-    if launched is not None and ray is not None:
-        raise MedfmError("--ray starts its own training group; under torchrun leave it out")
+    launched = launcher_group(workers, ray) if group is None else None
     if not budget_minutes > 0:
         raise MedfmError(f"--budget-min must be above 0 minutes; got {budget_minutes}")
     out, data = Path(out), Path(data)

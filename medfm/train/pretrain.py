@@ -39,7 +39,7 @@ import torch
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.encoders.backbone import ARCHITECTURES, DEFAULT_INPUT, build_backbone
-from medfm.scale.ddp import Group, check_workers, launched_group, local_group
+from medfm.scale.ddp import Group, check_workers, launcher_group, local_group
 from medfm.tasks.batch import BatchInput
 from medfm.train.pretrain_data import collect_planes
 from medfm.train.run_folder import partial_folder, write_json
@@ -64,9 +64,7 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
     address, or ``local``), ``workers`` Ray Train workers do (:mod:`medfm.scale.ray_train`), where
     ``on_step`` and ``log`` then run."""
     check_workers(workers, batch_size)
-    launched = launched_group()
-    if launched is not None and workers > 1:
-        raise MedfmError("--workers starts processes on this machine; under torchrun, --nproc-per-node does")
+    launched = launcher_group(workers, ray)
     if launched is not None and not launched.main:
         _follow(launched)
         return None
@@ -83,8 +81,6 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
     if not out.parent.is_dir():
         raise MedfmError(f"{display_path(out.parent)}: folder does not exist; create it first")
     if ray is not None:
-        if launched is not None:
-            raise MedfmError("--ray starts its own training group; under torchrun leave it out")
         from medfm.scale.ray_train import absolute, train_on_ray
 
         return train_on_ray(ray, workers, partial(

@@ -112,13 +112,11 @@ def train_segmenter(
     address, or ``local``), ``workers`` Ray Train workers do (:mod:`medfm.scale.ray_train`), where
     ``on_step`` and ``log`` then run.
     """
-    from medfm.scale.ddp import check_workers, launched_group, local_group
+    from medfm.scale.ddp import check_workers, launcher_group, local_group
     from medfm.tasks.label_fusion import METHODS
 
     check_workers(workers)
-    launched = launched_group()
-    if launched is not None and workers > 1:
-        raise MedfmError("--workers starts processes on this machine; under torchrun, --nproc-per-node does")
+    launched = launcher_group(workers, ray)
     if launched is not None and not launched.main:
         _train(launched)
         return None
@@ -127,8 +125,6 @@ def train_segmenter(
     if fusion not in METHODS:
         raise MedfmError(f"--fuse must be one of {', '.join(METHODS)}; got {fusion!r}")
     if ray is not None:
-        if launched is not None:
-            raise MedfmError("--ray starts its own training group; under torchrun leave it out")
         from medfm.scale.ray_train import absolute, absolute_catalog, train_on_ray
 
         return train_on_ray(ray, workers, partial(
