@@ -165,3 +165,27 @@ def test_cli_trains_a_pair_generator_and_evaluates_it_for_segmentation(pair_dir:
     assert "training the segmenter on real plus synthetic (12 images)" in err
     page = report.read_text()
     assert "Downstream segmenter" in page and "Memorisation" in page
+
+
+def test_the_workbench_catalogues_a_pair_generators_images_with_their_masks_as_draft_versions(pair_dir: Path,
+                                                                                            tmp_path: Path) -> None:
+    from servertools import make_client, wait_for_job
+
+    (tmp_path / "generators").mkdir()
+    (tmp_path / "generators" / "P").symlink_to(pair_dir, target_is_directory=True)
+    with make_client(tmp_path, f"sqlite:///{tmp_path / 'catalog.db'}") as client:
+        job = wait_for_job(client, client.post("/api/generate", json={"generator": "P", "n": 2, "steps": 2}).json()["job"])
+        assert job["state"] == "done", str(job)
+        catalogued = client.get("/api/images").json()["images"]
+        assert len(catalogued) == 2 and all(image["synthetic"] for image in catalogued)  # the masks are no images
+        for image in job["result"]["images"]:
+            assert image["mask_version"] == 1
+            (annotation,) = client.get(f"/api/images/{image['image_id']}/annotations").json()["annotations"]
+            (version,) = annotation["versions"]
+            assert (annotation["name"], version["status"], version["author"]) == ("generated-mask", "draft", "P")
+            file = client.get(f"/api/images/{image['image_id']}/annotations/generated-mask/1/file")
+            (tmp_path / "saved.nii.gz").write_bytes(file.content)
+            name = client.get(f"/api/images/{image['image_id']}").json()["name"]
+            (mask,) = (tmp_path / "generated").glob(f"*/masks/{name}")
+            np.testing.assert_array_equal(medfm.load(tmp_path / "saved.nii.gz").array[..., 0, 0, 0],
+                                          medfm.load(mask).array[..., 0, 0, 0])

@@ -4,7 +4,9 @@ Generators are the shipped ones (:func:`medfm.models.registry.list_generators`) 
 folders that ``medfm train generator`` wrote under ``<data_dir>/generators/``: a request
 names one of these, never a path. Images are written as ``medfm generate`` writes them
 (:func:`medfm.tasks.generate.generate`: PNG with the synthetic mark and provenance) into
-``<data_dir>/generated/<job>/`` and ingested, which tags them synthetic in the catalog.
+``<data_dir>/generated/<job>/`` and ingested, which tags them synthetic in the catalog. An image–mask pair
+generator's masks become each image's first annotation version (a draft named :data:`MASK_ANNOTATION`,
+its author the generator), to open and correct as any other.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ log = logging.getLogger("medfm.server")
 
 #: Folders of the data directory: generator model folders, and the images generated (one folder per job).
 GENERATORS_FOLDER = "generators"
+#: The annotation a pair generator's mask is saved as, on its image.
+MASK_ANNOTATION = "generated-mask"
 GENERATED_FOLDER = "generated"
 
 
@@ -84,14 +88,32 @@ def generate(body: GenerateIn, state: ServerState = Depends(get_state)) -> dict[
 
     def work(progress: Progress) -> dict[str, Any]:
         from medfm.tasks.generate import generate as generate_images
+        from medfm.tasks.generate import samples_folder
 
         folder.mkdir(parents=True)
         made = generate_images(model, folder, body.n, condition=body.condition, class_=body.class_, steps=body.steps,
                                guidance=body.guidance, seed=body.seed, progress=progress)
-        ingest_job(state, folder, folder)(lambda done, total: None)
-        ids = {Path(record.source_path).name: record.id for record in state.catalog.query(text=str(folder))}
+        images_folder = samples_folder(folder, model)  # a pair generator's masks are not images to catalogue
+        ingest_job(state, images_folder, folder)(lambda done, total: None)
+        ids = {Path(record.source_path).name: record.id for record in state.catalog.query(text=str(images_folder))}
         images = [{"image_id": ids.get(Path(image["file"]).name), "condition": image["condition"], "seed": image["seed"],
-                   "synthetic": True} for image in made["images"]]
+                   "synthetic": True, **_saved_mask(state, ids.get(Path(image["file"]).name), image, model.name)}
+                  for image in made["images"]]
         return {**{key: made[key] for key in ("generator", "weights_sha256", "steps", "guidance")}, "images": images}
 
     return {"job": state.generation.submit("generate", work, label=body.generator)}
+
+
+def _saved_mask(state: ServerState, image_id: int | None, image: dict[str, Any], generator: str) -> dict[str, Any]:
+    """A pair generator's mask of a catalogued image saved as its draft :data:`MASK_ANNOTATION` version:
+    ``{"mask_version"}``; nothing for an image generator's image."""
+    from medfm.io import load
+    from medfm.structures import default_color
+
+    if "mask" not in image or image_id is None:
+        return {}
+    labels = load(image["mask"])  # the generator's label map with its provenance, on the image's grid
+    values = sorted(int(v) for v in set(labels.array.reshape(-1).tolist()) - {0})
+    sidecar = {"image_id": image_id, "author": generator,
+               "labels": {str(v): {"name": f"label {v}", "color": default_color(v)} for v in values}}
+    return {"mask_version": state.annotations.save(image_id, MASK_ANNOTATION, labels, "nifti", sidecar)["version"]}
