@@ -366,6 +366,7 @@ def test_a_finetune_blocks_a_training_and_a_cancelled_one_leaves_no_file(loop, t
     ("/api/segment/auto/batch", {"image_ids": [1], "model": "nope"}, 404, "no trained model 'nope'"),
     ("/api/segment/auto/batch", {"image_ids": [1], "model": "discs", "name": ".hidden"}, 400, "annotation name"),
     ("/api/train/finetune", {"method": "nope"}, 400, "unknown fine-tuning method 'nope'"),
+    ("/api/train/finetune", {"method": "vpt"}, 400, "--method vpt needs transformer blocks on tokens"),
     ("/api/train/finetune", {"rank": 0}, 400, "rank"),
     ("/api/train/finetune", {"budget_minutes": 0}, 400, "budget_minutes"),
     ("/api/train/finetune", {"name": "../up"}, 400, "adapter name '../up' is not allowed"),
@@ -441,7 +442,8 @@ def test_a_killed_training_is_removed_at_start_and_a_damaged_model_is_not_offere
     killed_adapter.mkdir(parents=True)
     (tmp_path / "models" / "adapters" / "damaged.safetensors").write_bytes(b"not safetensors")
     with make_client(tmp_path, data["url"]) as client:
-        assert not leftover.exists() and not killed_adapter.exists() and client.get("/api/seg-models").json() == {"models": [], "adapters": [], "training": None}
+        assert not leftover.exists() and not killed_adapter.exists() and client.get("/api/seg-models").json() == {
+            "models": [], "adapters": [], "segmenter": {"name": "medfm-interactive", "adapter": None}, "training": None}
 
 
 def test_train_seg_final_only_on_the_command_line_learns_from_what_the_workbench_marked_final(loop, trained, tmp_path, capsys):

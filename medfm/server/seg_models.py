@@ -203,9 +203,15 @@ class SegModels:
         from medfm.models.adapters import DEFAULT_RANK, check_method
         from medfm.train.finetune import finetune
 
+        from medfm.models.adapters import add_adapter
+        from medfm.models.adapters.file import network_of
+        from medfm.models.registry import create_segmenter
+
         rank = DEFAULT_RANK if rank is None else rank
         check_budget(budget_minutes)
         check_method(method, rank)
+        base = create_segmenter(self.base_segmenter)  # a method the base cannot take is refused now, not by a failed job
+        add_adapter(network_of(base), method, rank, base.info.name)
         name = name or datetime.now(timezone.utc).strftime("adapter-%Y%m%d-%H%M%S")
         out = self.adapters / f"{name}.safetensors"
         self._check_new_name(name, out, "adapter")
