@@ -164,7 +164,8 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
         labels = wanted[start:start + 32] if generator.condition != "none" else [None] * len(wanted[start:start + 32])
         seeds = list(range(seed + start, seed + start + len(labels)))
         pixels = ancestral_sample(generator, labels, guidance, seeds) if ancestral else sample(generator, labels, steps, guidance, seeds)
-        generated.append((pixels.numpy() * 255).round().astype(np.uint8))
+        # an image–mask pair generator's last channel is its mask, not part of the image
+        generated.append((pixels[:, :generator.channels].numpy() * 255).round().astype(np.uint8))
     sampling_seconds = time.perf_counter() - started
     generated = np.concatenate(generated)
     train_pixels = prepared(train_paths, generator.size)
