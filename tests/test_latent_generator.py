@@ -92,3 +92,32 @@ def test_a_run_killed_while_its_autoencoder_trains_resumes(tmp_path: Path) -> No
     assert summary["autoencoder"]["steps"] == done_before + 2 and summary["steps"] == done_before + 2
     assert summary["resumed_at_steps"] == [0]
     assert (out / "autoencoder.safetensors").exists() and not (tmp_path / ".L.partial").exists()
+
+
+def test_a_monai_latent_diffusion_checkpoint_folder_samples_through_its_autoencoder(tmp_path: Path) -> None:
+    """MONAI's 2D latent-diffusion tutorial saves an AutoencoderKL and a DiffusionModelUNet with torch.save; a config.json
+    in GEN_DIR's form (``latent``: the autoencoder's arguments, file, sha256 and scale factor) makes them a generator."""
+    from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
+
+    from medfm.models.generators.sampling import _noises, ddim_sample, sample
+    from medfm.models.registry import sha256_of
+
+    torch.manual_seed(0)
+    autoencoder_arguments = {"channels": [8, 8], "num_res_blocks": 1, "attention_levels": [False, False], "latent_channels": 3,
+                             "norm_num_groups": 4, "with_encoder_nonlocal_attn": False, "with_decoder_nonlocal_attn": False}
+    autoencoder = AutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1, **autoencoder_arguments)
+    torch.save(autoencoder.state_dict(), tmp_path / "autoencoder.pt")
+    torch.save(DiffusionModelUNet(spatial_dims=2, in_channels=3, out_channels=3, **TINY).state_dict(), tmp_path / "unet.pt")
+    (tmp_path / "config.json").write_text(json.dumps({
+        "name": "monai-ldm", "kind": "generator", "family": "medfm_generator", "method": "ddpm", "condition": "none",
+        "size": SIZE, "channels": 1, "network": TINY, "pixel_range": [0, 1],
+        "weights": {"file": "unet.pt", "sha256": sha256_of(tmp_path / "unet.pt")},
+        "latent": {"autoencoder": autoencoder_arguments, "factor": 2, "scale_factor": 0.5,
+                   "weights": {"file": "autoencoder.pt", "sha256": sha256_of(tmp_path / "autoencoder.pt")}}}))
+    generator = create_generator(tmp_path)
+    assert generator.sample_shape == (3, SIZE // 2, SIZE // 2)
+    images = sample(generator, [None, None], 3, 1.0, [0, 1])
+    latents = ddim_sample(generator, _noises(generator, [0, 1]), [None, None], 3, 1.0)
+    with torch.no_grad():
+        expected = autoencoder.eval().decode(latents / 0.5).clamp(0.0, 1.0)  # the tutorial's decode: latents over the scale
+    assert images.shape == (2, 1, SIZE, SIZE) and torch.allclose(images, expected, atol=1e-5)
