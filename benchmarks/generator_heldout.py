@@ -5,7 +5,9 @@ DIR/heldout.csv, 15 % of cases held out by a hash of the case id, so no case has
 ``medpix`` (default) from ``../shared/data/medpix2_image_text_train`` (grey images only; column ``label`` =
 modality CT/MR; train with ``--condition class``), ``hc18`` from ``../shared/data/hc18_fetal_head_us``
 (fetal-head ultrasound, the case is the subject group; column ``label`` = ``fetal head ultrasound``, one
-class; train with ``--condition none``).
+class; train with ``--condition none``). When the family's manifest has masks (hc18), the files also get a
+``mask`` column (train an image–mask pair generator with ``--masks``) and DIR/segmentation.csv lists both sides
+as ``image,mask,split`` (``train`` / ``test``), the manifest ``medfm evaluate synthetic --task seg`` takes.
 Train with ``medfm --threads 1 train generator DIR/train.csv --condition class|none --size 64 -o GEN_DIR``.
 
 ``python benchmarks/generator_heldout.py evaluate GEN_DIR --split DIR [--steps 20] [--n-boot 200] [--samples N]
@@ -57,11 +59,19 @@ def split(family: str, out: Path) -> dict:
     for row in rows:
         fraction = int(hashlib.sha256(case_of(row).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         sides["heldout" if fraction < HELDOUT_SHARE else "train"].append(row)
+    masks = "mask" in rows[0]
     for side, chosen in sides.items():
         with open(out / f"{side}.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["image", "label", "case_id"])
-            writer.writerows([[str(root / r["image"]), class_of(r), case_of(r)] for r in chosen])
+            writer.writerow(["image", "label", "case_id", *(["mask"] if masks else [])])
+            writer.writerows([[str(root / r["image"]), class_of(r), case_of(r), *([str(root / r["mask"])] if masks else [])]
+                              for r in chosen])
+    if masks:
+        with open(out / "segmentation.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image", "mask", "split"])
+            writer.writerows([[str(root / r["image"]), str(root / r["mask"]), "train" if side == "train" else "test"]
+                              for side, chosen in sides.items() for r in chosen])
     return {side: dict(Counter(class_of(r) for r in chosen)) for side, chosen in sides.items()}
 
 

@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 from test_generators import SIZE, TINY, write_classes
 
 from medfm.errors import MedfmError
-from medfm.eval.synthetic import compare_classifiers, near_copies, precision_recall
+from medfm.eval.synthetic import compare_classifiers, compare_segmenters, near_copies, precision_recall
 from medfm.train.generator import train_generator
 from medfm.train.generator_eval import rank_generators
 from medfm.train.synthetic_eval import evaluate_synthetic
@@ -79,6 +79,20 @@ def test_classifier_comparison_is_paired() -> None:
     better = compare_classifiers(labels, backwards, perfect, n_boot=50)
     assert better["baseline"]["accuracy"]["value"] == 0.0 and better["candidate"]["auc"]["value"] == 1.0
     assert better["difference"]["accuracy"] == {"value": 1.0, "low": 1.0, "high": 1.0}
+
+
+def test_segmenter_comparison_is_paired_and_skips_undefined_distances() -> None:
+    rng = np.random.default_rng(0)
+    baseline = {"dice": rng.uniform(0.3, 0.9, 40), "hd95": np.r_[np.nan, rng.uniform(2, 9, 39)]}
+    candidate = {"dice": baseline["dice"] + 0.05, "hd95": np.r_[rng.uniform(2, 9, 39), np.nan]}
+    compared = compare_segmenters(baseline, candidate, n_boot=50)
+    # every image gains exactly 0.05: a paired interval has no width, however much the images differ
+    assert compared["difference"]["dice"]["value"] == pytest.approx(0.05)
+    assert compared["difference"]["dice"]["low"] == pytest.approx(0.05) and compared["difference"]["dice"]["high"] == pytest.approx(0.05)
+    assert compared["baseline"]["dice"]["value"] == pytest.approx(baseline["dice"].mean())
+    # HD95 is averaged over the 38 images where both are defined, on both sides
+    assert compared["baseline"]["hd95"]["value"] == pytest.approx(baseline["hd95"][1:-1].mean())
+    assert compared["candidate"]["hd95"]["value"] == pytest.approx(candidate["hd95"][1:-1].mean())
 
 
 def test_rank_orders_generators_by_frd_and_by_precision_recall(generators: tuple[Path, Path], reference: Path) -> None:

@@ -1,5 +1,5 @@
-"""The shipped fetal-head ultrasound generator: it loads by name, samples marked synthetic images, and its card
-reports what its held-out evaluation wrote for the shipped weights."""
+"""The shipped fetal-head ultrasound generators (images; image–mask pairs): they load by name, sample marked
+synthetic images (and masks), and their cards report what their held-out evaluations wrote for the shipped weights."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from clitools import run_cli
 from PIL import Image as PILImage
 
 from medfm.models.registry import create_generator, list_generators, sha256_of
 
-NAME = "medfm-gen-fetal-us-64"
+NAME, PAIRS = "medfm-gen-fetal-us-64", "medfm-gen-fetal-us-pairs-64"
 CARDS = Path(__file__).resolve().parents[1] / "medfm" / "models" / "cards"
 
 
@@ -30,13 +31,30 @@ def test_the_shipped_generator_samples_marked_synthetic_images_by_name(tmp_path:
     assert pixels.std() > 5  # an image, not a flat field
 
 
-def test_the_card_reports_the_held_out_evaluation_of_the_shipped_weights() -> None:
-    card = (CARDS / f"{NAME}.md").read_text()
-    results = json.loads((CARDS / f"{NAME}.results.json").read_text())
-    config = list_generators()[NAME]
+def test_the_shipped_pair_generator_samples_fetal_heads_with_their_masks(tmp_path: Path, capsys) -> None:
+    from medfm.io import load
+    from medfm.train.seg_data import read_cases
+
+    generator = create_generator(PAIRS)
+    assert (generator.condition, generator.size, generator.channels, generator.mask_labels) == ("none", 64, 1, [255])
+    code, _, err = run_cli(["generate", PAIRS, "-n", "2", "--steps", "8", "-o", str(tmp_path)], capsys)
+    assert code == 0, err
+    cases = read_cases(tmp_path / "manifest.csv")
+    for case in cases:
+        mask = load(case.masks[0])
+        assert mask.provenance.synthetic
+        head = np.asarray(mask.array) > 0
+        assert 0.05 < head.mean() < 0.8  # a head, neither nothing nor everything
+
+
+@pytest.mark.parametrize("name", [NAME, PAIRS])
+def test_the_card_reports_the_held_out_evaluation_of_the_shipped_weights(name: str) -> None:
+    card = (CARDS / f"{name}.md").read_text()
+    results = json.loads((CARDS / f"{name}.results.json").read_text())
+    config = list_generators()[name]
     assert results["weights_sha256"] == config["weights"]["sha256"] == sha256_of(
         Path(__file__).resolve().parents[1] / "medfm" / "models" / "weights" / config["weights"]["file"])
-    assert f"--results medfm/models/cards/{NAME}.results.json" in card
+    assert f"--results medfm/models/cards/{name}.results.json" in card
     intervals = results["frd_intervals"]
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in card.splitlines() if line.startswith("| FRD")}
     for label, key in (("FRD(generated, held-out)", "generated"), ("FRD(held-out + noise, held-out)", "noisy"),

@@ -113,3 +113,27 @@ def compare_classifiers(labels: np.ndarray, baseline: np.ndarray, candidate: np.
     for (side, metric), estimate in bootstrap(statistic, len(labels), n_boot=n_boot, seed=seed).items():
         result[side][metric] = estimate.as_dict()
     return result
+
+
+def compare_segmenters(baseline: dict[str, np.ndarray], candidate: dict[str, np.ndarray], *, n_boot: int = 1000,
+                       seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """The mean of each per-image measure (``{name: (N,) array}``, NaN where undefined) of two segmenters on the same
+    held-out images, and candidate minus baseline, each with a 95 % interval over the same resamples of images (a
+    measure averaged over the images where both segmenters define it): ``{"baseline", "candidate", "difference"}``
+    of ``{measure: estimate}``, as :func:`compare_classifiers` gives them."""
+    metrics = [m for m in baseline if m in candidate]
+    both = {m: np.isfinite(baseline[m]) & np.isfinite(candidate[m]) for m in metrics}
+
+    def statistic(rows: np.ndarray) -> dict[tuple[str, str], float]:
+        result = {}
+        for metric in metrics:
+            picked = rows[both[metric][rows]]
+            a = float(baseline[metric][picked].mean()) if len(picked) else float("nan")
+            b = float(candidate[metric][picked].mean()) if len(picked) else float("nan")
+            result.update({("baseline", metric): a, ("candidate", metric): b, ("difference", metric): b - a})
+        return result
+
+    comparison: dict[str, dict[str, dict[str, float]]] = {"baseline": {}, "candidate": {}, "difference": {}}
+    for (side, metric), estimate in bootstrap(statistic, len(baseline["dice"]), n_boot=n_boot, seed=seed).items():
+        comparison[side][metric] = estimate.as_dict()
+    return comparison

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from medfm.errors import MedfmError, display_path
-from medfm.eval.synthetic import (DEFAULT_K, NEAR_COPY_QUANTILE, check_set_sizes, compare_classifiers, near_copies,
-                                  precision_recall)
+from medfm.eval.synthetic import (DEFAULT_K, NEAR_COPY_QUANTILE, check_set_sizes, compare_classifiers, compare_segmenters,
+                                  near_copies, precision_recall)
 from medfm.io.manifest import read_rows
 from medfm.models.encoders.base import Encoder
 from medfm.models.generators import Generator
@@ -226,14 +226,15 @@ def _evaluate_segmentation(model: Generator, data: Path, encoder: Encoder | None
                                       budget_minutes=budget_minutes, max_steps=max_steps, seed=seed)
             scores[name] = (_heldout_scores(root / name, test_files, test_mask_files), trained)
         measures, _ = _synthetic_set(encoder, train_files, test_files, samples, train_lines, k, quantile, workers)
-    comparison = _compare_segmenters(scores["real_only"][0], scores["real_plus_synthetic"][0], n_boot, seed)
+    comparison = compare_segmenters(scores["real_only"][0], scores["real_plus_synthetic"][0], n_boot=n_boot, seed=seed)
     return {
         "task": "seg", "data": display_path(data), "mask_labels": model.mask_labels,
         "generator": _generator_entry(model, made), "encoder": {"name": encoder.info.name, "weights_sha256": encoder.info.weights_sha256},
         "n_train": {"real": len(real), "synthetic": len(added)}, "n_heldout": {"real": len(test_files)},
         "synthetic_per_class": per_class, "seed": seed,
         "segmenter": {"head": f"medfm train seg, {budget_minutes:g} min" + (f" or {max_steps} steps" if max_steps else "")
-                      + " each", "n_boot": n_boot, **comparison,
+                      + " each", "n_boot": n_boot, "real_only": comparison["baseline"],
+                      "real_plus_synthetic": comparison["candidate"], "difference": comparison["difference"],
                       "training": {name: {key: trained[key] for key in ("steps", "training_seconds", "train_images", "val_images")}
                                    for name, (_, trained) in scores.items()}},
         **measures, "settings": _settings(model, train_split, test_split),
@@ -261,27 +262,3 @@ def _heldout_scores(model_dir: Path, images: list[Path], masks: list[Path]) -> d
             for value in values:
                 rows.setdefault(f"dice {segmenter.plan.labels[value]}", []).append(scores[value].dice)
     return {name: np.array(column, dtype=np.float64) for name, column in rows.items()}
-
-
-def _compare_segmenters(baseline: dict[str, np.ndarray], candidate: dict[str, np.ndarray], n_boot: int,
-                        seed: int) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean of each per-image measure for both segmenters and candidate minus baseline, with 95 % intervals over the
-    same resamples of held-out images (HD95 over the images where both are defined)."""
-    from medfm.eval.bootstrap import bootstrap
-
-    metrics = [m for m in baseline if m in candidate]
-    both = {m: np.isfinite(baseline[m]) & np.isfinite(candidate[m]) for m in metrics}
-
-    def statistic(rows: np.ndarray) -> dict[tuple[str, str], float]:
-        result = {}
-        for metric in metrics:
-            picked = rows[both[metric][rows]]
-            a = float(baseline[metric][picked].mean()) if len(picked) else float("nan")
-            b = float(candidate[metric][picked].mean()) if len(picked) else float("nan")
-            result.update({("real_only", metric): a, ("real_plus_synthetic", metric): b, ("difference", metric): b - a})
-        return result
-
-    comparison: dict[str, dict[str, dict[str, float]]] = {"real_only": {}, "real_plus_synthetic": {}, "difference": {}}
-    for (side, metric), estimate in bootstrap(statistic, len(baseline["dice"]), n_boot=n_boot, seed=seed).items():
-        comparison[side][metric] = estimate.as_dict()
-    return comparison
