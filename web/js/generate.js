@@ -65,7 +65,9 @@ export class Generate {
       });
       if (seq !== this.seq) return;
       this.render(result);
-      this.note.textContent = `${result.images.length} synthetic image(s) from ${result.generator}, ${result.steps} steps: added to the catalog, flagged synthetic.`;
+      const masks = result.images.some((image) => image.mask_version !== undefined)
+        ? " Each has its mask as a draft annotation version \u201cgenerated-mask\u201d." : "";
+      this.note.textContent = `${result.images.length} synthetic image(s) from ${result.generator}, ${result.steps} steps: added to the catalog, flagged synthetic.${masks}`;
       setStatus(`generated ${result.images.length} synthetic image(s)`);
       this.onCatalogued();
     } catch (error) {
@@ -80,7 +82,8 @@ export class Generate {
       const item = el("li", {
         class: "hit synthetic", testid: "generated-item", tabIndex: 0,
         dataset: { imageId: String(image.image_id), condition: image.condition ?? "", seed: String(image.seed) },
-        title: `SYNTHETIC: made by ${result.generator} (${image.condition ?? "no condition"}, seed ${image.seed}); click to open`,
+        title: `SYNTHETIC: made by ${result.generator} (${image.condition ?? "no condition"}, seed ${image.seed})`
+          + `${image.mask_version === undefined ? "" : ", with its mask"}; click to open`,
       },
       thumb(image.image_id),
       el("span", { class: "badge", testid: "synthetic-badge", textContent: "SYNTHETIC" }),
