@@ -211,7 +211,7 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
             "heldout_nearest_train_cosine_median": float(np.median(nearest_heldout)),
             "generated_above_heldout_p99": int((nearest_generated > bar).sum()),
             "pixels": {
-                "measure": "Pearson correlation of the pixels with the nearest training image (as prepared, 64², 8-bit)",
+                "measure": f"Pearson correlation of the pixels with the nearest training image (as prepared, {generator.size}², 8-bit)",
                 "heldout_p99": pixel_bar, "generated_max": float(pixel_generated.max()),
                 "generated_median": float(np.median(pixel_generated)), "heldout_median": float(np.median(pixel_heldout)),
                 "generated_above_heldout_p99": int((pixel_generated > pixel_bar).sum()),

@@ -64,3 +64,17 @@ def test_the_card_reports_the_held_out_evaluation_of_the_shipped_weights(name: s
         assert rows[label] == f"{estimate['value']:.2f} [{estimate['low']:.2f}, {estimate['high']:.2f}]", label
     assert f"**{results['near_copy']['pixels']['generated_above_heldout_p99']} of {results['heldout_images']}** flagged" in card
     assert f"{results['near_copy']['generated_above_heldout_p99']} of {results['heldout_images']} above" in card
+
+
+def test_the_pair_card_reports_its_segmentation_evaluation() -> None:
+    card = (CARDS / f"{PAIRS}.md").read_text()
+    results = json.loads((CARDS / f"{PAIRS}.synthetic-seg.json").read_text())
+    assert results["generator"]["weights_sha256"] == list_generators()[PAIRS]["weights"]["sha256"]
+    assert f"--results medfm/models/cards/{PAIRS}.synthetic-seg.json" in card
+    segmenter = results["segmenter"]
+    rows = {line.split("|")[1].strip(): line.split("|")[3:5] for line in card.splitlines()
+            if line.startswith(("| real only", "| real + synthetic", "| difference"))}
+    for label, key in (("real only", "real_only"), ("real + synthetic", "real_plus_synthetic"), ("difference", "difference")):
+        dice, hd95 = segmenter[key]["dice"], segmenter[key]["hd95"]
+        assert rows[label][0].strip() == f"{dice['value']:.4f} [{dice['low']:.4f}, {dice['high']:.4f}]", label
+        assert rows[label][1].strip() == f"{hd95['value']:.2f} [{hd95['low']:.2f}, {hd95['high']:.2f}]", label
