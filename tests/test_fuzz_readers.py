@@ -20,7 +20,7 @@ import medfm
 from medfm.errors import MedfmError
 from medfm.io.fuzzing import EXTREMES, HEADER_BYTES, MAX_POSITION, PYDICOM_SEEDS, mutate, seed_files, suffix_of
 
-EXAMPLES = int(os.environ.get("MEDFM_FUZZ_EXAMPLES", "500"))  # per seed: 19 seeds, ~9,500 reads
+EXAMPLES = int(os.environ.get("MEDFM_FUZZ_EXAMPLES", "350"))  # per seed: 19 seeds, ~6,650 reads (the suite's time budget)
 #: A single read longer than this counts as a hang.
 HANG_SECONDS = 10
 SEED_NAMES = ("seed.png", "seed.jpg", "seed.bmp", "seed.tiff", "seed.nii", "seed.nii.gz", "seed.nrrd", "seed.mha",
