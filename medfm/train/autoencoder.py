@@ -21,6 +21,7 @@ import torch
 
 from medfm.models.generators.generator import AUTOENCODER_FILE
 from medfm.models.generators.latent import LatentSpace, build_autoencoder
+from medfm.models.generators.network import parameter_count
 from medfm.train.run_folder import save_checkpoint, write_json
 
 CHECKPOINT_FILE, SUMMARY_FILE = "autoencoder_checkpoint.pt", "autoencoder.json"
@@ -92,4 +93,4 @@ def _train(build: Path, autoencoder: torch.nn.Module, images: torch.Tensor, sett
     autoencoder.eval()
     return {"steps": progress["step"], "training_seconds": round(progress["elapsed_s"], 1),
             "l1_first_10": float(np.mean(progress["losses"][:10])), "l1_last_10": float(np.mean(progress["losses"][-10:])),
-            "parameters": sum(p.numel() for p in autoencoder.parameters())}
+            "parameters": parameter_count(autoencoder)}
