@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fakeencoder import FakeEncoder
 
 
-def _start(chroma: str, port: int, folder: Path) -> subprocess.Popen:
+def start_server(chroma: str, port: int, folder: Path) -> subprocess.Popen:
     process = subprocess.Popen([chroma, "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(folder)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while True:
@@ -41,7 +41,7 @@ def _start(chroma: str, port: int, folder: Path) -> subprocess.Popen:
             time.sleep(0.1)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -62,9 +62,9 @@ def bench_chroma_fault(images: int, runs: int, seed: int = 0) -> dict:
         paths = [str(save(Image(rng.integers(0, 255, (16, 16)).astype(np.uint8)), Path(folder) / f"{i}.png"))
                  for i in range(images)]
         for run in range(runs):
-            data, port = Path(folder) / f"db{run}", _free_port()
+            data, port = Path(folder) / f"db{run}", free_port()
             url = f"chroma://127.0.0.1:{port}/fault"
-            server = _start(chroma, port, data)
+            server = start_server(chroma, port, data)
             delay = chance.uniform(0.5, 2.5)
             threading.Timer(delay, server.send_signal, (signal.SIGKILL,)).start()
             try:
@@ -73,7 +73,7 @@ def bench_chroma_fault(images: int, runs: int, seed: int = 0) -> dict:
             except MedfmError as exc:
                 stopped = str(exc)
             server.wait()
-            server = _start(chroma, port, data)
+            server = start_server(chroma, port, data)
             try:
                 held = len(open_index(url)) if ChromaIndex.exists(url) else 0
                 report = search.build_index(paths, encoder, url)

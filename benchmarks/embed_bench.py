@@ -42,8 +42,9 @@ K = 10
 TARGET = {"p99_ms": 10.0, "recall_at_10": 0.95}
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/status") as status:
+def rss_bytes(process: int | str = "self") -> int:
+    """Resident memory of this process, or of process id ``process``."""
+    with open(f"/proc/{process}/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024

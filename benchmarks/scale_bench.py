@@ -24,7 +24,8 @@ each ``expansion_search`` recall@10 and single-query p50/p99 latency of
 ``LocalIndex.search`` (metadata lookup included). With ``faiss-cpu`` installed (the
 ``bench`` extra) FAISS ``IndexHNSWFlat`` is measured on the same vectors as a peer, and with
 ``--milvus`` (the ``milvus`` extra) the Milvus backend in milvus-lite, built through the same
-interface (:func:`bench_milvus`).
+interface (:func:`bench_milvus`), and with ``--chroma`` the Chroma backend on a ``chroma run`` server
+(:func:`bench_chroma`).
 Settings run one after the other, each index freed before the next builds.
 
 **catalog.** ``--rows`` synthetic images written straight into the catalog's tables (a
@@ -42,6 +43,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -136,6 +138,50 @@ def bench_milvus(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, expan
     return result
 
 
+def bench_chroma(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, expansions: list[int]) -> dict:
+    """:class:`medfm.index.chroma.ChromaIndex` on a ``chroma run`` server started here on loopback with a fresh
+    data folder, built through the medfm interface like ``bench_local``. The server applies each write to its
+    HNSW graph before answering, so the build ends when the last ``add`` returns. Memory is the server process's
+    resident set after the build (from ``/proc``) less its empty set; disk is its data folder. Latency is wall
+    only (the search runs in the server)."""
+    from chroma_fault import free_port, start_server
+
+    from medfm.index.chroma import HNSW, ChromaIndex
+
+    model = {"name": "bench", "embed_dim": DIM, "weights_sha256": "0" * 64}
+    metadata = [{"dataset": "bench"}] * CHUNK
+    chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+    with tempfile.TemporaryDirectory(prefix="medfm-scale-chroma-") as folder:
+        port = free_port()
+        server = start_server(chroma, port, Path(folder) / "db")
+        try:
+            index = ChromaIndex.create(f"chroma://127.0.0.1:{port}/vectors", model)
+            before = rss_bytes(server.pid)
+            start = time.perf_counter()
+            for first in range(0, len(data), CHUNK):
+                rows = data[first:first + CHUNK]
+                index.add(range(first, first + len(rows)), rows, metadata[:len(rows)])
+                log({"setting": "chroma", "added": first + len(rows), "elapsed_s": round(time.perf_counter() - start, 1),
+                     "server_rss_mb": round(rss_bytes(server.pid) / 2**20)})
+            result = {"engine": "chroma server", "setting": "chroma-hnsw-m32-efc128", "settings": HNSW,
+                      "build_s": round(time.perf_counter() - start, 1),
+                      "rss_delta_mb": round((rss_bytes(server.pid) - before) / 2**20, 1),
+                      "disk_mb": round(sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 2**20, 1),
+                      "by_expansion_search": {}}
+            log({k: v for k, v in result.items() if k != "by_expansion_search"})
+            for expansion in expansions:
+                index.set_expansion_search(expansion)
+                result["by_expansion_search"][expansion] = measure(
+                    lambda q: [hit.id for hit in index.search(q, K)], queries, truth)
+                log({"setting": "chroma", "expansion_search": expansion, **result["by_expansion_search"][expansion]})
+            filtered = [hit.id for hit in index.search(queries[0], K, where={"dataset": "bench"})]
+            result["filtered_search_equals_unfiltered"] = filtered == [hit.id for hit in index.search(queries[0], K)]
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    return result
+
+
 def frontier(runs: list[dict]) -> list[dict]:
     """One row per (setting, expansion_search), with whether it meets the target."""
     rows = []
@@ -165,6 +211,9 @@ def bench_vectors(args: argparse.Namespace) -> dict:
     if args.milvus:
         gc.collect()
         runs.append(bench_milvus(data, queries, truth, args.expansions))
+    if args.chroma:
+        gc.collect()
+        runs.append(bench_chroma(data, queries, truth, args.expansions))
     if not args.skip_faiss:
         gc.collect()
         result = bench_faiss(data, queries, truth, args.expansions, ef_construction=128)
@@ -184,11 +233,14 @@ def main() -> None:
     vectors.add_argument("--centres", type=int, default=2000,
                          help="mixture centres; 1M vectors over 2000 centres is 500 per centre, and a smaller run "
                               "with as many per centre (e.g. 100k over 200) has the same local density")
-    vectors.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=list(SETTINGS))
+    vectors.add_argument("--settings", nargs="*", choices=sorted(SETTINGS), default=list(SETTINGS),
+                         help="embedded index settings to measure (none: only the engines asked for below)")
     vectors.add_argument("--expansions", type=int, nargs="+", default=[64, 128, 256])
     vectors.add_argument("--skip-faiss", action="store_true")
     vectors.add_argument("--milvus", action="store_true",
                          help="also measure the Milvus backend in milvus-lite (the milvus extra) on the same vectors")
+    vectors.add_argument("--chroma", action="store_true",
+                         help="also measure the Chroma backend on a `chroma run` server started here (the chroma extra)")
     vectors.add_argument("--seed", type=int, default=0)
     catalog = sections.add_parser("catalog", help="catalog list/filter latency")
     catalog.add_argument("--rows", type=int, default=1_000_000)

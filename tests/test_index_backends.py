@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -119,6 +120,29 @@ def test_same_interface_on_a_server(server):
     np.testing.assert_allclose(reopened.vectors([13, 12]), data[[13, 11]], atol=1e-6)
     with pytest.raises(MedfmError, match="has no id.*11"):
         reopened.vectors([13, 11])
+
+
+def test_the_graph_is_the_large_profiles_and_expansion_search_changes_the_server_side(server):
+    """Both servers build the embedded ``large`` profile's graph (their own defaults lose recall at scale)
+    and take the number of candidates a search examines, as the embedded index does."""
+    data = unit(np.random.default_rng(5).standard_normal((300, 16)))
+    store = create_index(f"{server}/graph", INFO)
+    store.add(range(300), data, [{"path": f"/d/{i}.png"} for i in range(300)])
+    with pytest.raises(MedfmError, match="positive number of candidates, got 0"):
+        store.set_expansion_search(0)
+    store.set_expansion_search(40)
+    exact = [h.id for h in store.search(data[7], 10, exact=True)]
+    assert [h.id for h in store.search(data[7], 10)] == exact
+    if server.startswith("chroma://"):
+        import chromadb
+        from chromadb.config import Settings
+
+        address = urlsplit(server)
+        client = chromadb.HttpClient(host=address.hostname, port=address.port, settings=Settings(anonymized_telemetry=False))
+        graph = client.get_collection("graph", embedding_function=None).configuration["hnsw"]
+        assert (graph["space"], graph["max_neighbors"], graph["ef_construction"], graph["ef_search"]) == ("cosine", 32, 128, 40)
+    else:
+        assert store.expansion_search == 40
 
 
 def test_search_equals_the_embedded_exact_search(server, tmp_path):

@@ -4,8 +4,11 @@ Configs that need a checkpoint folder (BiomedCLIP) are built from saved tiny lay
 their family's tests; here they must refuse, in one line, to build without one.
 """
 
+import os
+
 import numpy as np
 import pytest
+import torch
 
 from medfm.errors import MedfmError
 from medfm.models import Encoder, create_encoder, list_encoders
@@ -51,3 +54,18 @@ def test_every_config_names_a_family_and_its_dimension():
 def test_unknown_model_lists_the_choices():
     with pytest.raises(MedfmError, match="unknown model 'resnet-9000'; choose one of: .*timm-resnet18"):
         create_encoder("resnet-9000")
+
+
+def test_saved_weights_get_the_permissions_of_any_output_and_a_failed_save_leaves_nothing(tmp_path):
+    from safetensors.torch import load_file
+
+    from medfm.models.registry import save_weights
+
+    path = save_weights({"w": torch.arange(6.0).reshape(2, 3)}, tmp_path / "net.safetensors", metadata={"loss": "dice"})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # safetensors alone writes 0600
+    assert torch.equal(load_file(str(path))["w"], torch.arange(6.0).reshape(2, 3))
+    with pytest.raises(AttributeError):
+        save_weights({"w": "not a tensor"}, tmp_path / "broken.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.safetensors"]

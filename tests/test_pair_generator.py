@@ -59,6 +59,7 @@ def pair_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_mask_channel_holds_each_label_at_its_own_level(pair_dir: Path) -> None:
     config = json.loads((pair_dir / "config.json").read_text())
     assert config["mask_labels"] == [1, 2] and config["channels"] == 1
+    assert "quality" not in config and "edit gate" not in (pair_dir / "card.md").read_text()  # pairs are never edited
     assert "Image–mask pairs" in (pair_dir / "card.md").read_text()
     levels = np.array([[0.0, 0.24], [0.26, 0.74], [0.76, 1.0]])  # labels 0, 1, 2 at grey 0, 1/2, 1; rounded between
     image, labels = split_mask(np.stack([np.full((3, 2), 0.3), levels]), [1, 2])

@@ -1,7 +1,8 @@
 """The same index on a Chroma server (``chroma run``), addressed as ``chroma://HOST:PORT/COLLECTION``.
 
-The server persists and searches (HNSW, cosine space); the collection's metadata records
-the model, so that every client refuses queries from another one. Needs the ``chroma``
+The server persists and searches (HNSW, cosine space, the embedded ``large`` profile's graph:
+:data:`HNSW`); the collection's metadata records the model, so that every client refuses
+queries from another one. Needs the ``chroma``
 extra (``chromadb``); medfm never starts the server itself.
 
 Every request waits at most ``MEDFM_INDEX_TIMEOUT_S`` seconds (default 60) for the server,
@@ -33,6 +34,9 @@ from medfm.index.base import (
 )
 
 SCHEME = "chroma://"
+#: The collection's graph: the embedded ``large`` profile's (:data:`medfm.index.local.PROFILES`), as
+#: Milvus's. Chroma's own defaults (16 neighbours, 100 / 10 candidates) lose recall from ~100k vectors.
+HNSW = {"space": "cosine", "max_neighbors": 32, "ef_construction": 128, "ef_search": 128}
 _MODEL_KEYS = {"name": "medfm_model", "embed_dim": "medfm_embed_dim", "weights_sha256": "medfm_weights_sha256"}
 # Chroma refuses larger pages than its max batch size; this stays well under it
 _PAGE = 1000
@@ -124,13 +128,14 @@ class ChromaIndex(Index):
     def create(cls, url: str, model: dict[str, Any], **settings: Any) -> ChromaIndex:
         """A new collection for vectors of ``model``; refuses an existing one."""
         if settings:
-            raise MedfmError(f"Chroma indexes are tuned on the server; drop the settings {sorted(settings)}")
+            raise MedfmError(f"Chroma indexes use fixed HNSW settings (see medfm.index.chroma); drop the settings {sorted(settings)}")
         if cls.exists(url):
             raise MedfmError(f"{url} already holds an index; open it instead")
         client, name = _connect(url)
-        metadata = {"hnsw:space": "cosine", **{_MODEL_KEYS[key]: value for key, value in model.items() if value is not None}}
+        metadata = {_MODEL_KEYS[key]: value for key, value in model.items() if value is not None}
         try:
-            collection = client.create_collection(name, embedding_function=None, metadata=metadata)
+            collection = client.create_collection(name, embedding_function=None, metadata=metadata,
+                                                  configuration={"hnsw": HNSW})
         except Exception as exc:
             raise MedfmError(f"cannot create Chroma collection {name!r}: {str(exc).splitlines()[0]}") from None
         return cls(url, collection, dict(model))
@@ -151,6 +156,15 @@ class ChromaIndex(Index):
         model = {key: stored.get(field) for key, field in _MODEL_KEYS.items()}
         model["embed_dim"] = int(model["embed_dim"])
         return cls(url, collection, model)
+
+    @_server_call
+    def set_expansion_search(self, expansion: int) -> None:
+        """Search with ``expansion`` candidates (HNSW ``ef``) from now on: recall against latency, as
+        :meth:`medfm.index.local.LocalIndex.set_expansion_search`. Chroma keeps it per collection,
+        so every client of this collection searches with it."""
+        if int(expansion) < 1:
+            raise MedfmError(f"expansion_search must be a positive number of candidates, got {expansion}")
+        self._collection.modify(configuration={"hnsw": {"ef_search": int(expansion)}})
 
     @_server_call
     def __len__(self) -> int:

@@ -23,6 +23,8 @@ from medfm.models.encoders.base import Encoder
 from medfm.threads import ensure_threads
 
 if TYPE_CHECKING:
+    import torch
+
     from medfm.models.automatic import AutoSegmenter
     from medfm.models.generators import Generator
     from medfm.models.language import LanguageModel
@@ -117,6 +119,18 @@ def list_upscalers() -> dict[str, dict[str, Any]]:
 def sha256_of(path: Path) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def save_weights(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """``tensors`` as a safetensors file at ``path`` (an existing folder), replaced whole, with the permissions
+    any other output gets: safetensors alone writes owner-only files, which a shared model folder must not hold."""
+    from safetensors.torch import save_file
+
+    from medfm.io.formats import atomic_path
+
+    with atomic_path(path, create_folders=False) as partial:
+        save_file({key: value.detach().contiguous() for key, value in tensors.items()}, str(partial), metadata=metadata)
+    return Path(path)
 
 
 def _shipped_weights(name: str, config: dict[str, Any]) -> Path | None:

@@ -36,7 +36,9 @@ def fit_autoencoder(build: Path, images: torch.Tensor, settings: dict[str, Any],
     """The latent space of ``images`` (``(N, C, S, S)`` in [-1, 1]): the autoencoder of ``settings["latent"]``
     trained for ``budget_s`` seconds (at most ``max_steps`` steps) or read back from ``build`` when a previous run
     fitted it; returns it with the training images' scaled latents and the stage's summary."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from medfm.models.registry import save_weights
 
     torch.manual_seed(settings["seed"])
     autoencoder = build_autoencoder(settings["latent"]["autoencoder"], settings["channels"])
@@ -46,8 +48,7 @@ def fit_autoencoder(build: Path, images: torch.Tensor, settings: dict[str, Any],
         log("autoencoder fitted by the interrupted run; encoding the training images")
     else:
         summary = _train(build, autoencoder, images, settings, budget_s, max_steps, checkpoint_seconds, log)
-        save_file({k: v.detach().to(torch.float16).contiguous() for k, v in autoencoder.state_dict().items()},
-                  str(build / AUTOENCODER_FILE))
+        save_weights({k: v.to(torch.float16) for k, v in autoencoder.state_dict().items()}, build / AUTOENCODER_FILE)
         autoencoder.load_state_dict({k: v.float() for k, v in load_file(str(build / AUTOENCODER_FILE)).items()})
     latents = LatentSpace(autoencoder, 1.0)
     means = torch.cat([latents.encode(images[start:start + ENCODE_BATCH]) for start in range(0, len(images), ENCODE_BATCH)])

@@ -33,7 +33,7 @@ from medfm.models.language.captioner import (
     build_decoder,
     tokenizer,
 )
-from medfm.models.registry import DEFAULT_ENCODER, create_encoder, sha256_of
+from medfm.models.registry import DEFAULT_ENCODER, create_encoder, save_weights, sha256_of
 from medfm.train.run_folder import write_json
 
 CAPTIONED = "medpix2_image_text_train"
@@ -80,8 +80,6 @@ def train_captioner(data: Path, cache: Path, out: Path, *, epochs: int = 40, bat
     """Train on the datasets under ``data`` through ``cache`` (``medfm train clip --captions anatomy``'s decoded cache,
     :func:`medfm.train.clip_data.build_cache`; built there if absent) and write the model folder ``out`` (config and
     float16 weights); returns the training summary."""
-    from safetensors.torch import save_file
-
     from medfm.io.formats import check_output_folder
     from medfm.train.clip_data import build_cache, load_cache
 
@@ -151,7 +149,7 @@ def train_captioner(data: Path, cache: Path, out: Path, *, epochs: int = 40, bat
     shutil.rmtree(building, ignore_errors=True)  # what a killed run left
     building.mkdir()
     try:
-        save_file(best["state"], str(building / WEIGHTS_FILE))
+        save_weights(best["state"], building / WEIGHTS_FILE)
         config = {"name": out.name, **config, "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(building / WEIGHTS_FILE),
                                                           "dtype": "float16"}, "training": summary}
         write_json(building / "config.json", config)

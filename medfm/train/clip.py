@@ -125,22 +125,18 @@ def checked_device(name: str) -> torch.device:
     return device
 
 
-def save_weights(model: MedfmClip, config: dict, path: Path, loss: str, initialised_from: str = "random",
+def save_clip_weights(model: MedfmClip, config: dict, path: Path, loss: str, initialised_from: str = "random",
                  captions: str = "basic", float16: bool = False) -> Path:
     """The trainable weights as safetensors (floating tensors as float16 if asked: half the file; the model
     computes in float32 either way), with the architecture and recipe (loss, caption bank, the image tower's
     initialisation: ``random`` or the sha256 of a pretrained encoder's weights) in the metadata."""
-    from safetensors.torch import save_file
-
-    from medfm.io.formats import atomic_path
+    from medfm.models.registry import save_weights
 
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu().to(torch.float16 if float16 and value.is_floating_point() else value.dtype).contiguous()
              for key, value in model.state_dict().items()}
-    with atomic_path(path) as partial:
-        save_file(state, partial, metadata={"architecture": architecture_json(config), "loss": loss, "captions": captions,
-                                            "initialised_from": initialised_from,
-                                            "dtype": "float16" if float16 else "float32"})
+    save_weights(state, path, metadata={"architecture": architecture_json(config), "loss": loss, "captions": captions,
+                                        "initialised_from": initialised_from, "dtype": "float16" if float16 else "float32"})
     return path
 
 
@@ -273,5 +269,5 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
         checkpoint.with_suffix(".partial").replace(checkpoint)
     if not group.main:
         return None
-    return save_weights(model, config, out / f"{model_name}.safetensors", loss, initialised_from, captions, float16)
+    return save_clip_weights(model, config, out / f"{model_name}.safetensors", loss, initialised_from, captions, float16)
 

@@ -98,12 +98,10 @@ def train_forecaster(data: Sequence[str | os.PathLike], out: str | os.PathLike, 
 
 def _write_model_dir(build: Path, out: Path, net: torch.nn.Module, settings: dict[str, Any], progress: dict[str, Any],
                      held_out: list[Source], log: Callable[[str], None]) -> dict[str, Any]:
-    from safetensors.torch import save_file
-
-    from medfm.models.registry import create_forecaster, sha256_of
+    from medfm.models.registry import create_forecaster, save_weights, sha256_of
     from medfm.serialize import json_ready
 
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(build / WEIGHTS_FILE))
+    save_weights(net.state_dict(), build / WEIGHTS_FILE)
     architecture = {key: settings[key] for key in ("size", "features", "latent")}
     training = {"steps": progress["step"], "training_seconds": round(progress["elapsed_s"], 1),
                 "resumed_at_steps": progress["resumed_at_steps"],

@@ -154,11 +154,8 @@ def train_generator(
             last_checkpoint = time.monotonic()
             log(f"step {progress['step']}, {progress['elapsed_s']:.0f} s, loss {np.mean(progress['losses'][-20:]):.4f}")
     _save_checkpoint(build, unet, ema, optimiser, progress)
-    log(f"trained {progress['step']} steps in {progress['elapsed_s']:.0f} s; measuring the edit gate's reference")
-    from medfm.models.generators.quality import fit_quality_reference
-
-    chosen = np.random.default_rng(settings["seed"]).permutation(len(pixels))[:QUALITY_IMAGES]
-    quality = fit_quality_reference(pixels[chosen, :settings["channels"]].astype(np.float32) / 255.0, settings["seed"])
+    log(f"trained {progress['step']} steps in {progress['elapsed_s']:.0f} s")
+    quality = None if settings.get("mask_labels") else _edit_gate_reference(pixels, settings, log)  # pairs are never edited
     summary = {
         "steps": progress["step"], "training_seconds": round(progress["elapsed_s"], 1),
         "resumed_at_steps": progress["resumed_at_steps"], "train_images": len(pixels),
@@ -226,16 +223,22 @@ def _save_checkpoint(build: Path, unet: torch.nn.Module, ema: torch.nn.Module, o
 
 
 
-def _write_generator_dir(build: Path, out: Path, network: torch.nn.Module, settings: dict[str, Any], condition: str,
-                         method: str, quality: dict[str, Any], summary: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
+def _edit_gate_reference(pixels: np.ndarray, settings: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    from medfm.models.generators.quality import fit_quality_reference
 
-    from medfm.models.registry import sha256_of
+    log("measuring the edit gate's reference")
+    chosen = np.random.default_rng(settings["seed"]).permutation(len(pixels))[:QUALITY_IMAGES]
+    return fit_quality_reference(pixels[chosen, :settings["channels"]].astype(np.float32) / 255.0, settings["seed"])
+
+
+def _write_generator_dir(build: Path, out: Path, network: torch.nn.Module, settings: dict[str, Any], condition: str,
+                         method: str, quality: dict[str, Any] | None, summary: dict[str, Any]) -> None:
+    from medfm.models.registry import save_weights, sha256_of
 
     from medfm.train.autoencoder import CHECKPOINT_FILE as AUTOENCODER_CHECKPOINT
     from medfm.train.autoencoder import SUMMARY_FILE as AUTOENCODER_SUMMARY
 
-    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in network.state_dict().items()}, str(build / WEIGHTS_FILE))
+    save_weights({k: v.to(torch.float16) for k, v in network.state_dict().items()}, build / WEIGHTS_FILE)
     latent = {}
     if "latent" in settings:
         latent = {"latent": {**settings["latent"], "scale_factor": summary["autoencoder"]["scale_factor"],
@@ -251,7 +254,7 @@ def _write_generator_dir(build: Path, out: Path, network: torch.nn.Module, setti
         "sampling": {"steps": DEFAULT_STEPS[method], "guidance": DEFAULT_GUIDANCE if condition != "none" else 1.0},
         "training": {**summary, "batch_size": settings["batch_size"], "learning_rate": settings["learning_rate"],
                      "ema_decay": settings["ema_decay"], "condition_dropout": CONDITION_DROPOUT, "seed": settings["seed"]},
-        "quality": quality,
+        **({"quality": quality} if quality else {}),
     }
     write_json(build / CONFIG_FILE, config)
     (build / CARD_FILE).write_text(generator_card(config))
@@ -294,6 +297,7 @@ def generator_card(config: dict[str, Any]) -> str:
               f"- condition dropout {training['condition_dropout']} for classifier-free guidance; sampling defaults: "
               f"{config['sampling']['steps']} steps, guidance {config['sampling']['guidance']}",
               "", "## Quality", "",
-              "Not measured by training: compare samples with held-out real images with `medfm evaluate frd`. The edit "
-              "gate's reference (radiomic OOD statistics of the training images) is in `config.json` (`quality`).", ""]
+              "Not measured by training: compare samples with held-out real images with `medfm evaluate frd`."
+              + (" The edit gate's reference (radiomic OOD statistics of the training images) is in `config.json` "
+                 "(`quality`)." if "quality" in config else ""), ""]
     return "\n".join(lines)

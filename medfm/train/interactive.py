@@ -302,9 +302,9 @@ def validate(net: InteractiveNet, cache: dict[str, np.ndarray]) -> dict[str, flo
 
 def export_weights(net: InteractiveNet, path: Path) -> None:
     """The network's state as safetensors (weights and normalisation buffers)."""
-    from safetensors.torch import save_file
+    from medfm.models.registry import save_weights
 
-    save_file({key: value.detach().contiguous() for key, value in net.state_dict().items()}, str(path))
+    save_weights(net.state_dict(), path)
 
 
 def train(out: Path, minutes: float, resume: bool, cache_path: Path, data_root: Path | None,

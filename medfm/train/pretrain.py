@@ -218,13 +218,11 @@ def _save_checkpoint(build: Path, model: torch.nn.Module, optimiser: torch.optim
 
 def _write_encoder_dir(build: Path, out: Path, backbone: torch.nn.Module, config: dict[str, Any], summary: dict[str, Any],
                        losses: list[float], command: str) -> None:
-    from safetensors.torch import save_file
-
     from medfm import __version__
-    from medfm.models.registry import sha256_of
+    from medfm.models.registry import save_weights, sha256_of
 
     state = {key: value.detach().contiguous() for key, value in backbone.state_dict().items()}
-    _save_atomically(lambda path: save_file(state, str(path)), build / WEIGHTS_FILE)
+    save_weights(state, build / WEIGHTS_FILE)
     sha256 = sha256_of(build / WEIGHTS_FILE)
     write_json(build / HISTORY_FILE, {**summary, "losses": losses, "medfm_version": __version__, "command": command})
     write_json(build / CONFIG_FILE, {**config, "embed_dim": backbone.embed_dim,

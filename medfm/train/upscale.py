@@ -121,13 +121,11 @@ def _batch(crops: np.ndarray, batch_size: int, scale: int, rng: np.random.Genera
 
 def _write_model_dir(build: Path, out: Path, net: torch.nn.Module, settings: dict[str, Any], progress: dict[str, Any],
                      held_out: list, half: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    from safetensors.torch import save_file
-
-    from medfm.models.registry import create_upscaler, sha256_of
+    from medfm.models.registry import create_upscaler, save_weights, sha256_of
     from medfm.train.upscale_eval import evaluate_upscaler
 
     dtype = torch.float16 if half else torch.float32
-    save_file({k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}, str(build / WEIGHTS_FILE))
+    save_weights({k: v.to(dtype) for k, v in net.state_dict().items()}, build / WEIGHTS_FILE)
     architecture = {key: settings[key] for key in ("scale", "frames", "features", "blocks")}
     training = {"steps": progress["step"], "training_seconds": round(progress["elapsed_s"], 1),
                 "resumed_at_steps": progress["resumed_at_steps"], "crops": len(np.load(build / CROPS_FILE, mmap_mode="r")),

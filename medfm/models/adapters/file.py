@@ -37,14 +37,11 @@ def network_of(model: Any) -> nn.Module:
 def save_adapter(path: str | os.PathLike, state: dict[str, torch.Tensor], base_name: str, base_sha256: str,
                  method: str, rank: int, extra: dict[str, Any] | None = None) -> Path:
     """Write ``state`` with its metadata (``extra`` values as JSON) to ``path`` atomically; returns the path."""
-    from safetensors.torch import save_file
-
-    from medfm.io.formats import atomic_path
+    from medfm.models.registry import save_weights
 
     metadata = {"format": FORMAT, "base_model": base_name, "base_sha256": base_sha256, "method": method, "rank": str(rank)}
     metadata.update({key: json.dumps(value) for key, value in (extra or {}).items()})
-    with atomic_path(path) as temporary:
-        save_file(state, str(temporary), metadata=metadata)
+    save_weights(state, path, metadata=metadata)
     return Path(path)
 
 
