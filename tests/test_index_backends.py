@@ -159,6 +159,19 @@ def test_search_equals_the_embedded_exact_search(server, tmp_path):
             assert [(h.id, h.metadata) for h in remote.search(query, 10, where=where, exact=True)] == truth
 
 
+def test_chroma_takes_more_ids_than_one_sqlite_statement_holds(chroma_server):
+    """The server looks ids up in one SQLite statement of at most 32,766 variables; an index build adds 50,000 at once."""
+    count = 33_000
+    data = unit(np.random.default_rng(6).standard_normal((count, 16)))
+    store = create_index(f"{chroma_server}/many", INFO)
+    store.add(range(count), data, [{"path": f"/d/{i}.png"} for i in range(count)])
+    with pytest.raises(MedfmError, match="already holds id"):
+        store.add(range(count), data, [{"path": "/again.png"}] * count)
+    np.testing.assert_allclose(store.vectors(range(count)), data, atol=1e-6)
+    store.delete(range(count))
+    assert len(store) == 0
+
+
 def test_refuses_another_model_and_unknown_collections(server):
     store = create_index(f"{server}/refuse", INFO)
     store.add([1], unit(np.ones((1, 16))), [{"path": "/x.png"}])

@@ -53,9 +53,11 @@ def pretrain_command(
 ) -> None:
     """Self-supervised pretraining (MAE, SimDINO or Barlow Twins) of an image encoder on unlabelled images,
     volumes' slices and videos' frames; ENCODER_DIR then works as --model everywhere."""
+    from medfm.scale.ddp import follows_rank_0
     from medfm.train.pretrain import pretrain
 
-    summary = pretrain(_inputs(data, catalog, where), out, method=method, arch=arch, budget_minutes=budget_min,
+    inputs = [] if follows_rank_0() else _inputs(data, catalog, where)  # rank 0 sends the others the planes
+    summary = pretrain(inputs, out, method=method, arch=arch, budget_minutes=budget_min,
                        resume=resume, batch_size=batch_size, planes_per_image=planes_per_image, seed=seed,
                        max_steps=max_steps, workers=workers, ray=ray, command=shlex.join(["medfm", *sys.argv[1:]]),
                        log=lambda line: typer.echo(f"medfm: {line}", err=True))

@@ -180,6 +180,16 @@ class ChromaIndex(Index):
                 return pages
             offset += _PAGE
 
+    def _get(self, keys: list[str], include: list[str]) -> dict[str, list[Any]]:
+        """``collection.get(ids=keys)`` a page of ids at a time: the server looks ids up in one SQLite
+        statement, which takes at most 32,766 of them."""
+        found: dict[str, list[Any]] = {"ids": [], **{field: [] for field in include}}
+        for start in range(0, len(keys), _PAGE):
+            page = self._collection.get(ids=keys[start:start + _PAGE], include=include)
+            for field in found:
+                found[field] += list(page[field])
+        return found
+
     def ids(self) -> set[int]:
         return {int(i) for page in self._pages(include=[]) for i in page["ids"]}
 
@@ -187,7 +197,7 @@ class ChromaIndex(Index):
     def add(self, ids: Sequence[int], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]]) -> None:
         vectors = self._check_vectors(ids, vectors, metadata)
         keys = [str(int(i)) for i in ids]
-        held = self._collection.get(ids=keys, include=[])["ids"] if keys else []
+        held = self._get(keys, [])["ids"]
         if held:
             raise MedfmError(f"index {self.location} already holds id(s) {', '.join(held[:5])}; use update")
         for start in range(0, len(keys), _PAGE):
@@ -199,7 +209,7 @@ class ChromaIndex(Index):
     def update(self, ids: Sequence[int], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]]) -> None:
         self._check_vectors(ids, vectors, metadata)
         keys = [str(int(i)) for i in ids]
-        absent = set(keys) - set(self._collection.get(ids=keys, include=[])["ids"]) if keys else set()
+        absent = set(keys) - set(self._get(keys, [])["ids"])
         if absent:
             raise MedfmError(f"index {self.location} has no id(s) {', '.join(sorted(absent)[:5])}; use add")
         # delete then add: Chroma's update merges metadata, and a replaced record must not keep old keys
@@ -208,8 +218,9 @@ class ChromaIndex(Index):
 
     @_server_call
     def delete(self, ids: Sequence[int]) -> None:
-        if len(ids):
-            self._collection.delete(ids=[str(int(i)) for i in ids])
+        keys = [str(int(i)) for i in ids]
+        for start in range(0, len(keys), _PAGE):
+            self._collection.delete(ids=keys[start:start + _PAGE])
 
     def records(self, where: Mapping[str, Any] | None = None) -> list[tuple[int, Metadata]]:
         found = [(int(i), m) for page in self._pages(where=_where(where), include=["metadatas"])
@@ -219,7 +230,7 @@ class ChromaIndex(Index):
     @_server_call
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         keys = [str(int(i)) for i in ids]
-        got = self._collection.get(ids=keys, include=["embeddings"]) if keys else {"ids": [], "embeddings": []}
+        got = self._get(keys, ["embeddings"])
         by_id = dict(zip(got["ids"], got["embeddings"]))
         absent = [key for key in keys if key not in by_id]
         if absent:

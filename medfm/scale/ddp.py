@@ -79,6 +79,19 @@ class Group:
         dist.broadcast_object_list(holder, src=0)
         return holder[0]
 
+    def broadcast_tensor(self, tensor: Any) -> Any:
+        """Rank 0's ``tensor`` on every rank (the others pass ``None``), sent as it is rather than pickled: the
+        image caches that the other ranks, perhaps on machines without rank 0's files, train on."""
+        if self.world == 1:
+            return tensor
+        import torch
+        import torch.distributed as dist
+
+        shape, dtype = self.broadcast((tuple(tensor.shape), tensor.dtype) if self.main else None)
+        received = tensor.contiguous() if self.main else torch.empty(shape, dtype=dtype)
+        dist.broadcast(received, src=0)
+        return received
+
     def mean(self, value: float) -> float:
         """The mean of ``value`` over the ranks (each rank's batch loss → the global batch's)."""
         if self.world == 1:
@@ -147,6 +160,13 @@ def launched_group() -> Group | None:
             raise MedfmError(f"cannot join the training group at {os.environ.get('MASTER_ADDR')}:"
                              f"{os.environ.get('MASTER_PORT')}: {error_line(exc)}") from None
     return Group(dist.get_rank(), dist.get_world_size())
+
+
+def follows_rank_0() -> bool:
+    """Whether a launcher (torchrun) started this process as a rank other than 0: such a rank reads no data, as
+    rank 0 sends it what it trains on, so its machine need not hold the data."""
+    launched = launched_group()
+    return launched is not None and not launched.main
 
 
 def launcher_group(workers: int, ray: str | None) -> Group | None:

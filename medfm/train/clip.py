@@ -140,6 +140,13 @@ def save_clip_weights(model: MedfmClip, config: dict, path: Path, loss: str, ini
     return path
 
 
+def _cache_from_rank_0(group: Group, loaded: tuple | None) -> tuple[torch.Tensor, list[Sample], list[str], torch.Tensor]:
+    """Rank 0's ``loaded`` cache (:func:`load_cache`) on every rank of ``group`` (the others pass ``None``)."""
+    pixels, samples, texts, text_features = loaded if group.main else (None, None, None, None)
+    samples, texts = group.broadcast((samples, texts))
+    return group.broadcast_tensor(pixels), samples, texts, group.broadcast_tensor(text_features)
+
+
 def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 40, loss: str = "clip", resume: bool = False,
                model_name: str = DEFAULT_ENCODER, batch_size: int = 128, lr: float = 2e-3,
                weight_decay: float = 0.05, seed: int = 0, cache: Path | None = None, stop_after: int | None = None,
@@ -161,8 +168,8 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     ``workers`` processes on this machine share each step's batch (:mod:`medfm.scale.ddp`; ``group`` is the one
     each runs in): rank 0 validates and writes, the others return ``None``. Started by torchrun instead, each
     process joins that group; with ``ray`` (a Ray cluster's address, or ``local``), ``workers`` Ray Train workers
-    of one CPU each do (:mod:`medfm.scale.ray_train`). Every process reads the cache rank 0 builds, so across
-    machines ``out`` (or ``cache``) must be on a shared file system.
+    of one CPU each do (:mod:`medfm.scale.ray_train`). Rank 0 alone reads the data, the cache, ``init`` and the
+    checkpoint and sends the others what they need, so a rank on another machine needs none of those files.
     """
     arguments = {key: value for key, value in locals().items() if key != "ray"}
     check_workers(workers, batch_size)
@@ -177,7 +184,9 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     target = checked_device(device)
     if ray is not None and target.type != "cpu":
         raise MedfmError("--ray trains on the workers' CPUs; leave --device out")
-    if not data.is_dir():
+    sharing = group or launched  # the group this process trains in, once known: its other ranks read no files
+    following = sharing is not None and not sharing.main
+    if not data.is_dir() and not following:
         raise MedfmError(f"{display_path(data)}: data folder not found")
     if ray is not None:
         from medfm.scale.ray_train import absolute, train_on_ray
@@ -187,13 +196,13 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
             "init": absolute(init)}))
     config = {"name": model_name, **list_encoders()[model_name]}
     tower = f"{model_name}'s image tower"
-    pretrained = read_pretrained_trunk(init, "cnn-small", tower) if init is not None else None
-    if launched is not None and not launched.main:
-        launched.broadcast(None)  # rank 0 builds the cache (once), then the others read it
-    built = build_cache(data, cache or out / "cache.pt", captions=captions)
-    if launched is not None and launched.main:
-        launched.broadcast(None)
-    pixels, samples, texts, text_features = load_cache(built, captions)
+    # the other ranks start from rank 0's weights, which DDP sends them as it wraps the model
+    pretrained = read_pretrained_trunk(init, "cnn-small", tower) if init is not None and not following else None
+    if following:
+        pixels, samples, texts, text_features = _cache_from_rank_0(sharing, None)
+    else:
+        loaded = load_cache(build_cache(data, cache or out / "cache.pt", captions=captions), captions)
+        pixels, samples, texts, text_features = _cache_from_rank_0(sharing, loaded) if sharing else loaded
     text_index = {text: i for i, text in enumerate(texts)}
     known_texts = dict(zip(texts, text_features, strict=True))
     pixels, text_features = pixels.to(target), text_features.to(target)
@@ -222,8 +231,9 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
     start_epoch, checkpoint = 0, out / "checkpoint.pt"
-    if resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True, map_location=target)
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu") if resume and group.main and checkpoint.exists() else None
+    state = group.broadcast(state)  # rank 0's checkpoint: the others need not see its folder
+    if state is not None:
         if state["loss"] != loss:
             raise MedfmError(f"{display_path(checkpoint)} was trained with --loss {state['loss']}, not {loss}")
         model.load_state_dict(state["model"])

@@ -88,7 +88,9 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
             arch=arch, budget_minutes=budget_minutes, resume=resume, batch_size=batch_size,
             planes_per_image=planes_per_image, seed=seed, max_steps=max_steps, checkpoint_seconds=checkpoint_seconds,
             command=command, on_step=on_step, log=log))
-    inputs_sha256 = hashlib.sha256("\n".join(str(i.record_id if i.record is not None else i.path) for i in inputs).encode()).hexdigest()
+    # absolute paths: a run started from its folder with relative ones resumes with --ray (which makes them absolute)
+    inputs_sha256 = hashlib.sha256("\n".join(str(i.record_id if i.record is not None else os.path.abspath(i.path))
+                                             for i in inputs).encode()).hexdigest()
     settings = {"method": method, "arch": arch, "batch_size": batch_size, "planes_per_image": planes_per_image, "seed": seed,
                 "budget_minutes": budget_minutes, "inputs_sha256": inputs_sha256}
     config = {"family": "medfm_backbone", "kind": "encoder", "arch": arch, **DEFAULT_INPUT}
@@ -125,6 +127,7 @@ def pretrain(inputs: Sequence[BatchInput], out: str | os.PathLike, *, method: st
             log(f"pretraining in {group.world} processes, {min(batch_size, len(planes)) // group.world} planes each per step")
             group.broadcast(setup)
             group.broadcast({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "progress": progress})
+            group.broadcast_tensor(planes)
         _train(group, model, optimiser, planes, progress, setup, on_step, log)
     if not math.isfinite(progress["losses"][-1] if progress["losses"] else 0.0):
         raise MedfmError(f"{method} diverged (loss {progress['losses'][-1]}); nothing was written to {display_path(out)}")
@@ -145,7 +148,8 @@ def _optimiser(model: torch.nn.Module) -> torch.optim.Optimizer:
 
 
 def _follow(group: Group) -> None:
-    """Rank 1.. of a pretraining in several processes: the model rank 0 has, the planes it wrote, the same steps."""
+    """Rank 1.. of a pretraining in several processes: the model and the planes rank 0 has, the same steps. Nothing
+    is read from files, so a rank on another machine needs neither the data nor rank 0's run folder."""
     setup = group.broadcast(None)
     torch.manual_seed(setup["seed"])
     model = METHODS[setup["method"]](build_backbone(setup["config"]))
@@ -153,8 +157,7 @@ def _follow(group: Group) -> None:
     state = group.broadcast(None)
     model.load_state_dict(state["model"])
     optimiser.load_state_dict(state["optimiser"])
-    planes = torch.load(setup["build"] / PLANES_FILE, weights_only=True)
-    _train(group, model, optimiser, planes, state["progress"], setup)
+    _train(group, model, optimiser, group.broadcast_tensor(None), state["progress"], setup)
 
 
 def _train(group: Group, model: torch.nn.Module, optimiser: torch.optim.Optimizer, planes: torch.Tensor,
