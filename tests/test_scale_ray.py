@@ -291,10 +291,19 @@ def test_pretrain_hands_ray_train_the_whole_run_with_absolute_paths(ray_train_he
     from medfm.train.pretrain import pretrain
     from medfm.train.pretrain_data import pretraining_inputs
 
+    class Interrupted(Exception):
+        pass
+
+    def interrupt_at_step_2(step: int, loss: float) -> None:
+        if step == 2:
+            raise Interrupted
+
     images(tmp_path / "data")
-    summary = pretrain(pretraining_inputs("data"), "encoder", method="mae", arch="vit-tiny", batch_size=4, max_steps=2,
-                       workers=2, ray="local")
-    assert ray_train_here == [("local", 2)] and summary["steps"] == 2
+    settings = {"method": "mae", "arch": "vit-tiny", "batch_size": 4, "max_steps": 3, "checkpoint_seconds": 0}
+    with pytest.raises(Interrupted):  # started here with relative paths, one process: checkpointed at step 1
+        pretrain(pretraining_inputs("data"), "encoder", **settings, on_step=interrupt_at_step_2)
+    summary = pretrain(pretraining_inputs("data"), "encoder", **settings, resume=True, workers=2, ray="local")
+    assert ray_train_here == [("local", 2)] and summary["steps"] == 3 and summary["resumed_at_steps"] == [1]
     assert (tmp_path / "encoder" / "encoder.safetensors").is_file() and not (tmp_path / "worker-folder" / "encoder").exists()
 
 
