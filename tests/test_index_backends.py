@@ -126,6 +126,7 @@ def test_the_graph_is_the_large_profiles_and_expansion_search_changes_the_server
     """Both servers build the embedded ``large`` profile's graph (their own defaults lose recall at scale)
     and take the number of candidates a search examines, as the embedded index does."""
     data = unit(np.random.default_rng(5).standard_normal((300, 16)))
+    assert create_index(f"{server}/empty", INFO).search(data[0], 5) == []  # searched without counting first
     store = create_index(f"{server}/graph", INFO)
     store.add(range(300), data, [{"path": f"/d/{i}.png"} for i in range(300)])
     with pytest.raises(MedfmError, match="positive number of candidates, got 0"):

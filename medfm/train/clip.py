@@ -126,7 +126,7 @@ def checked_device(name: str) -> torch.device:
 
 
 def save_clip_weights(model: MedfmClip, config: dict, path: Path, loss: str, initialised_from: str = "random",
-                 captions: str = "basic", float16: bool = False) -> Path:
+                      captions: str = "basic", float16: bool = False) -> Path:
     """The trainable weights as safetensors (floating tensors as float16 if asked: half the file; the model
     computes in float32 either way), with the architecture and recipe (loss, caption bank, the image tower's
     initialisation: ``random`` or the sha256 of a pretrained encoder's weights) in the metadata."""
