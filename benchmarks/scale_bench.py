@@ -69,6 +69,16 @@ def log(record: dict) -> None:
     print(json.dumps(record), file=sys.stderr, flush=True)
 
 
+def by_expansion_search(name: str, index, queries: np.ndarray, truth: np.ndarray, expansions: list[int]) -> dict:
+    """:func:`measure` of ``index``'s searches at each expansion_search."""
+    results = {}
+    for expansion in expansions:
+        index.set_expansion_search(expansion)
+        results[expansion] = measure(lambda q: [hit.id for hit in index.search(q, K)], queries, truth)
+        log({"setting": name, "expansion_search": expansion, **results[expansion]})
+    return results
+
+
 def bench_local(name: str, settings: dict, data: np.ndarray, queries: np.ndarray, truth: np.ndarray,
                 expansions: list[int]) -> dict:
     from medfm.index.local import LocalIndex
@@ -86,11 +96,7 @@ def bench_local(name: str, settings: dict, data: np.ndarray, queries: np.ndarray
         result = {"engine": "medfm-local (usearch)", "setting": name, "settings": settings,
                   "build_s": round(time.perf_counter() - start, 1),
                   "rss_delta_mb": round((rss_bytes() - before) / 2**20, 1), "by_expansion_search": {}}
-        for expansion in expansions:
-            index.set_expansion_search(expansion)
-            result["by_expansion_search"][expansion] = measure(
-                lambda q: [hit.id for hit in index.search(q, K)], queries, truth)
-            log({"setting": name, "expansion_search": expansion, **result["by_expansion_search"][expansion]})
+        result["by_expansion_search"] = by_expansion_search(name, index, queries, truth, expansions)
         index.close()
     return result
 
@@ -129,11 +135,7 @@ def bench_milvus(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, expan
                   "build_s": round(time.perf_counter() - start, 1),
                   "rss_delta_mb": round((rss_bytes() - before) / 2**20, 1), "by_expansion_search": {}}
         log({k: v for k, v in result.items() if k != "by_expansion_search"})
-        for expansion in expansions:
-            index.set_expansion_search(expansion)
-            result["by_expansion_search"][expansion] = measure(
-                lambda q: [hit.id for hit in index.search(q, K)], queries, truth)
-            log({"setting": "milvus-lite", "expansion_search": expansion, **result["by_expansion_search"][expansion]})
+        result["by_expansion_search"] = by_expansion_search("milvus-lite", index, queries, truth, expansions)
         filtered = [hit.id for hit in index.search(queries[0], K, where={"dataset": "bench"})]
         result["filtered_search_equals_unfiltered"] = filtered == [hit.id for hit in index.search(queries[0], K)]
         index.close()
@@ -172,11 +174,7 @@ def bench_chroma(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, expan
                       "disk_mb": round(sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 2**20, 1),
                       "by_expansion_search": {}}
             log({k: v for k, v in result.items() if k != "by_expansion_search"})
-            for expansion in expansions:
-                index.set_expansion_search(expansion)
-                result["by_expansion_search"][expansion] = measure(
-                    lambda q: [hit.id for hit in index.search(q, K)], queries, truth)
-                log({"setting": "chroma", "expansion_search": expansion, **result["by_expansion_search"][expansion]})
+            result["by_expansion_search"] = by_expansion_search("chroma", index, queries, truth, expansions)
             index.set_expansion_search(128)
             result["filtered"] = measure_filtered(index, data, queries[:FILTERED_QUERIES])
             log({"setting": "chroma", "filtered": result["filtered"]})
@@ -208,7 +206,7 @@ def frontier(runs: list[dict]) -> list[dict]:
     for run in runs:
         for expansion, numbers in run["by_expansion_search"].items():
             meets = numbers["p99_ms"] <= TARGET["p99_ms"] and numbers["recall_at_10"] >= TARGET["recall_at_10"]
-            build = {key: run[key] for key in ("build_s", "insert_s", "index_s", "rss_delta_mb") if key in run}
+            build = {key: run[key] for key in ("build_s", "insert_s", "index_s", "rss_delta_mb", "disk_mb") if key in run}
             rows.append({"setting": run["setting"], "expansion_search": int(expansion), **numbers, **build,
                          "meets_target": meets})
     return rows
@@ -241,6 +239,7 @@ def bench_vectors(args: argparse.Namespace) -> dict:
             runs.append(result)
     return {"vectors": args.size, "centres": args.centres, "vectors_per_centre": args.size // args.centres, "dim": DIM, "queries": args.queries, "data_mb": round(data.nbytes / 2**20, 1),
             "target": TARGET, "exact_numpy": exact, "frontier": frontier(runs),
+            "filtered": {run["setting"]: run["filtered"] for run in runs if "filtered" in run},
             "faiss": "measured" if any(r["engine"] == "faiss" for r in runs) else "not installed or skipped"}
 
 
