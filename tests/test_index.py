@@ -60,6 +60,21 @@ def test_approximate_search_finds_nearly_all_true_neighbours(index, data):
     assert recall >= 0.95
 
 
+def test_the_same_vectors_build_the_same_graph(tmp_path):
+    """usearch's threads make a graph depend on their timing: a small batch is built on one thread, so a
+    narrow graph, whose approximate searches differ from build to build otherwise, gives the same answers."""
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((5000, 32)).astype(np.float32)
+    queries = vectors[:100] + 0.5 * rng.standard_normal((100, 32)).astype(np.float32)
+    model = EncoderInfo("model-a", 32, "a" * 64)
+    answers = []
+    for name in ("first", "second"):
+        store = create_index(tmp_path / name, model, connectivity=4, expansion_add=8, expansion_search=4)
+        store.add(range(5000), vectors, [{"path": f"/d/{i}.png"} for i in range(5000)])
+        answers.append([[hit.id for hit in store.search(query, 10)] for query in queries])
+    assert answers[0] == answers[1]
+
+
 @pytest.mark.parametrize("exact_limit", [local.EXACT_FILTER_LIMIT, 0])
 def test_filters_on_any_stored_key(index, data, monkeypatch, exact_limit):
     # exact_limit 0 forces the oversampled graph search path

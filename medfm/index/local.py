@@ -60,6 +60,10 @@ PROFILES = {
     "default": DEFAULT_SETTINGS,
     "large": {"dtype": "f16", "connectivity": 32, "expansion_add": 128, "expansion_search": 128},
 }
+#: Vectors added at once below which the graph is built on one thread: usearch's threads make the graph, and
+#: so every approximate search, depend on their timing; one thread builds the same graph every time, and
+#: threads pay only for large batches (``index build`` adds 256 at a time; the scale benchmark's 50k keep them).
+SINGLE_THREAD_BELOW = 10_000
 #: Filtered searches matching at most this many items are scored exactly: cheaper than
 #: oversampling the graph, and exact.
 EXACT_FILTER_LIMIT = 20_000
@@ -214,7 +218,7 @@ class LocalIndex(Index):
             self._db.executemany("INSERT INTO items (id, metadata) VALUES (?, ?)",
                                  [(int(i), json.dumps(clean_metadata(m))) for i, m in zip(ids, metadata)])
             if len(keys):
-                self._graph.add(keys, vectors)
+                self._graph.add(keys, vectors, threads=1 if len(keys) < SINGLE_THREAD_BELOW else 0)
 
     def update(self, ids: Sequence[int], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]]) -> None:
         vectors = self._check_vectors(ids, vectors, metadata)
