@@ -35,7 +35,8 @@ from medfm.index.base import (
 
 SCHEME = "chroma://"
 #: The collection's graph: the embedded ``large`` profile's (:data:`medfm.index.local.PROFILES`), as
-#: Milvus's. Chroma's own defaults (16 neighbours, 100 / 10 candidates) lose recall from ~100k vectors.
+#: Milvus's. Chroma's own defaults (16 neighbours, 100 candidates at build and search) are the narrower
+#: graph whose recall falls with size (docs/scaling.md, section 1).
 HNSW = {"space": "cosine", "max_neighbors": 32, "ef_construction": 128, "ef_search": 128}
 _MODEL_KEYS = {"name": "medfm_model", "embed_dim": "medfm_embed_dim", "weights_sha256": "medfm_weights_sha256"}
 # Chroma refuses larger pages than its max batch size; this stays well under it
