@@ -224,8 +224,7 @@ def _write_encoder_dir(build: Path, out: Path, backbone: torch.nn.Module, config
     from medfm import __version__
     from medfm.models.registry import save_weights, sha256_of
 
-    state = {key: value.detach().contiguous() for key, value in backbone.state_dict().items()}
-    save_weights(state, build / WEIGHTS_FILE)
+    save_weights(backbone.state_dict(), build / WEIGHTS_FILE)
     sha256 = sha256_of(build / WEIGHTS_FILE)
     write_json(build / HISTORY_FILE, {**summary, "losses": losses, "medfm_version": __version__, "command": command})
     write_json(build / CONFIG_FILE, {**config, "embed_dim": backbone.embed_dim,
