@@ -144,8 +144,8 @@ def bench_milvus(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, expan
 
 def bench_chroma(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, expansions: list[int]) -> dict:
     """:class:`medfm.index.chroma.ChromaIndex` on a ``chroma run`` server started here on loopback with a fresh
-    data folder, built through the medfm interface like ``bench_local``. The server applies each write to its
-    HNSW graph before answering, so the build ends when the last ``add`` returns. Memory is the server process's
+    data folder, built through the medfm interface like ``bench_local``; the build time ends when the last ``add``
+    returns (indexing the server might still do afterwards is not counted). Memory is the server process's
     resident set after the build (from ``/proc``) less its empty set; disk is its data folder. Latency is wall
     only (the search runs in the server)."""
     from chroma_fault import free_port, start_server
