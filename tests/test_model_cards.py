@@ -233,3 +233,22 @@ def test_every_shipped_weights_file_has_a_card_naming_its_sha256() -> None:
         config = CARDS.parent / "configs" / f"{weights.stem}.json"
         text = card.read_text() + (config.read_text() if config.is_file() else "")
         assert sha256_of(weights) in text, f"{weights.name}: its sha256 is in neither its card nor its config"
+
+
+def test_grounding_card_table_is_what_its_benchmark_wrote_for_the_shipped_head() -> None:
+    from medfm.models.registry import list_grounders
+
+    card, results = read_card("medfm-grounding-small")
+    config = list_grounders()["medfm-grounding-small"]
+    assert results["grounder"] == "medfm-grounding-small" and results["grounder_weights_sha256"] == config["weights"]["sha256"]
+    assert "python benchmarks/text_segment_bench.py > medfm/models/cards/medfm-grounding-small.results.json" in card
+    names = {"Kvasir-SEG": "kvasir", "HC18": "hc18", "PH2": "ph2"}
+    rows = table_with(card, "text, grounding head")
+    assert [row["dataset"] for row in rows] == list(names)
+    columns = {"text, grounding head": "text_grounding", "text, CAM": "text_cam", "centre prior": "centre_prior", "true box": "true_box"}
+    for row in rows:
+        measured = results["held_out"][names[row["dataset"]]]
+        assert row["images"] == str(measured["n"]) and row["words found"] == as_printed(measured["grounding_found_rate"], 2)
+        for column, key in columns.items():
+            assert row[column] == as_printed(measured[key][0], 3), (row["dataset"], column)
+    assert f"threshold {results['chosen_threshold']['grounding']}" in card

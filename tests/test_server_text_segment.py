@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,3 +112,39 @@ def test_a_cross_site_request_is_refused(tmp_path, data):
             answer = client.post(f"/api/sessions/{session}/text-prompts", json={"text": "red square"}, headers=headers)
             assert answer.status_code == 403 and "cross-site request refused" in answer.json()["detail"]
         assert not client.get(f"/api/sessions/{session}/mask").json()["can_undo"]
+
+
+@pytest.mark.parametrize(("logit", "found"), [(6.0, True), (-6.0, False)])
+def test_the_grounding_head_shipped_for_the_encoder_gives_the_box(tmp_path, data, logit, found):
+    """With medfm-clip-small and a (constant) grounding head registered for its weights, the head's map decides."""
+    import shutil
+
+    from grounders import constant_head_state, grounder_config
+
+    from medfm.models.registry import save_weights
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(registry.WEIGHTS_DIR / "medfm-clip-small.safetensors", weights)
+    shutil.copy(Path(registry.__file__).parent / "configs" / "medfm-clip-small.json", registry.CONFIG_DIR)
+    registry.reload_configs()
+    head = save_weights(constant_head_state(logit), weights / "test-grounding.safetensors")
+    config = grounder_config("test-grounding", head)
+    (registry.CONFIG_DIR / "test-grounding.json").write_text(json.dumps({k: v for k, v in config.items() if k != "name"}))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(registry, "WEIGHTS_DIR", weights)
+        registry.reload_configs()
+        with _client(tmp_path, data, encoder="medfm-clip-small") as client:
+            session = client.post("/api/sessions", json={"image_id": data["photo"]}).json()["session"]
+            answer = client.post(f"/api/sessions/{session}/text-prompts", json={"text": "red square", "label": 2})
+            if not found:
+                assert answer.status_code == 400 and answer.json()["detail"].startswith("'red square' not found"), answer.text
+                assert not client.get(f"/api/sessions/{session}/mask").json()["can_undo"]
+                return
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["box"] == [0, 0, 29, 39]  # the whole 30×40 photo
+            state = client.app.state.medfm
+            prompts = state.sessions.get(session).label_image(state.segmenter.info).provenance.prompts
+            record = {prompt["label"]: prompt for prompt in prompts}[2]["text_prompt"]
+            assert record["grounder"] == "test-grounding" and record["method"] == "grounding head → box"
+    registry.reload_configs()

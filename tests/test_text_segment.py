@@ -57,19 +57,33 @@ def test_the_activation_map_is_the_similarity_split_over_the_image() -> None:
         text_saliency(plane, "  ", encoder)
 
 
+def _skin_lesion_picture(rows: int = 90, columns: int = 120) -> np.ndarray:
+    """A brown disc (radius 22 about (60, 45)) on beige skin, with noise: the shipped grounding head calls it a skin lesion."""
+    y, x = np.mgrid[:rows, :columns]
+    picture = np.empty((rows, columns, 3))
+    picture[:] = (225, 180, 160)
+    picture[(y - 45) ** 2 + (x - 60) ** 2 < 22**2] = (110, 70, 50)
+    return (picture + np.random.default_rng(0).normal(0, 8, picture.shape)).clip(0, 255).astype(np.uint8)
+
+
 def test_cli_segments_from_words_and_saves_the_saliency(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    source = save(Image(_disc_picture().transpose(1, 0, 2)[:, :, None, None, :]), tmp_path / "picture.png")
-    code, out, err = run_cli(["segment", str(source), "--text", "polyp", "-o", str(tmp_path / "mask.png"),
+    source = save(Image(_skin_lesion_picture().transpose(1, 0, 2)[:, :, None, None, :]), tmp_path / "picture.png")
+    code, out, err = run_cli(["segment", str(source), "--text", "skin lesion", "-o", str(tmp_path / "mask.png"),
                               "--saliency", str(tmp_path / "saliency.png"), "--json"], capsys)
     assert code == 0, err
     result = json.loads(out)
-    x0, y0, x1, y1 = result["box"]
-    assert 0 <= x0 < x1 <= 119 and 0 <= y0 < y1 <= 89
+    x0, y0, x1, y1 = result["box"]  # the shipped grounding head's box is the lesion's
+    assert abs(x0 - 38) <= 5 and abs(x1 - 82) <= 5 and abs(y0 - 23) <= 5 and abs(y1 - 67) <= 5, result["box"]
     labels = load(tmp_path / "mask.png")
-    assert labels.provenance.parameters["text_prompt"]["text"] == "polyp"
-    assert labels.provenance.prompts[0]["label_name"] == "polyp"
+    record = labels.provenance.parameters["text_prompt"]
+    assert record["text"] == "skin lesion" and record["grounder"] == "medfm-grounding-small"
+    assert labels.provenance.prompts[0]["label_name"] == "skin lesion"
     assert int((labels.array > 0).sum()) == result["pixels"] > 0
     assert load(tmp_path / "saliency.png").shape[:2] == (120, 90)
+    # words for what the picture does not show: found nowhere, refused in one line, nothing written
+    code, out, err = run_cli(["segment", str(source), "--text", "polyp", "-o", str(tmp_path / "polyp.png")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "picture.png: 'polyp' not found: the saliency peaks at" in err, err
+    assert not (tmp_path / "polyp.png").exists()
     for args, message in ((["--text", " "], "the text prompt is empty"),
                           (["--text", "polyp", "--box", "1,1,5,5"], "cannot be combined with --box"),
                           (["--saliency", str(tmp_path / "s.png")], "give --text too")):

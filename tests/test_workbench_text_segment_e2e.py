@@ -20,8 +20,10 @@ def server(tmp_path_factory):
 
     data_dir = tmp_path_factory.mktemp("workbench-text")
     y, x = np.mgrid[:90, :120]
-    picture = np.full((90, 120, 3), 40, np.uint8)
-    picture[(y - 30) ** 2 + (x - 80) ** 2 < 15**2] = (220, 120, 110)  # a reddish disc, as in test_text_segment
+    picture = np.empty((90, 120, 3))
+    picture[:] = (225, 180, 160)
+    picture[(y - 45) ** 2 + (x - 60) ** 2 < 22**2] = (110, 70, 50)  # a brown disc on beige skin, as in test_text_segment
+    picture = (picture + np.random.default_rng(0).normal(0, 8, picture.shape)).clip(0, 255).astype(np.uint8)
     (data_dir / "seed").mkdir()
     save(Image(picture.transpose(1, 0, 2)[:, :, None, None, :]), data_dir / "seed" / "lesion.png")
     save(Image(np.full((120, 90, 1, 1, 3), 40, np.uint8)), data_dir / "seed" / "plain.png")
@@ -35,7 +37,7 @@ def test_words_put_a_mask_on_the_plane_undo_takes_it_away_and_a_late_answer_stay
     with workbench_page(browser, server) as page:
         open_image(page, "lesion")
         assert mask_pixels(page) == 0
-        page.fill("[data-testid=text-prompt]", "polyp")
+        page.fill("[data-testid=text-prompt]", "skin lesion")
         page.click("[data-testid=text-prompt-run]")
         page.wait_for_function("document.querySelector('[data-testid=text-prompt-form]').dataset.settled === '1'", timeout=ANSWER_MS)
         idle(page)

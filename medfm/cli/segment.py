@@ -59,6 +59,9 @@ def segment_command(
     text: Annotated[str | None, typer.Option("--text", help="Segment what these words name (e.g. \"polyp\") on a 2D image: "
                                                             "image-text saliency → box → the segmenter.")] = None,
     saliency: Annotated[Path | None, typer.Option("--saliency", help="With --text, also write the saliency map (8-bit PNG).")] = None,
+    grounder: Annotated[str | None, typer.Option("--grounder", help="With --text, the grounding head that finds the words: a "
+                                                                    "folder `medfm train grounding` wrote (default: the one shipped "
+                                                                    "for the default encoder).")] = None,
     ray: RayOption = None,
     workers: WorkersOption = 2,
 ) -> None:
@@ -73,13 +76,13 @@ def segment_command(
         auto_segment_command(images or [], output, model, flips, largest_component, progress, as_json, summary_file,
                              suffix, catalog, where, ray, workers)
         return
-    if text is not None or saliency is not None:
-        _text_command(images or [], output, text, saliency, model, checkpoint, as_json,
+    if text is not None or saliency is not None or grounder is not None:
+        _text_command(images or [], output, text, saliency, grounder, model, checkpoint, as_json,
                       others={"--point": point, "--box": box, "--scribble": scribble, "--prompts": prompts, "--manifest": manifest,
                               "--catalog": catalog, "--where": where, "--propagate": propagate or None})
         return
-    from medfm.pairs import parse_pairs
     from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
+    from medfm.pairs import parse_pairs
     from medfm.tasks.batch import catalog_inputs, expand_paths, read_batch_manifest
     from medfm.tasks.segment import PropagationRule
     from medfm.tasks.segment_to_file import segment_file, segment_files
@@ -108,20 +111,21 @@ def segment_command(
     typer.echo(_structures_text(summary))
 
 
-def _text_command(images: list[Path], output: Path, text: str | None, saliency: Path | None, model: str | None,
-                  checkpoint: Path | None, as_json: bool, others: dict[str, Any]) -> None:
-    from medfm.models.registry import DEFAULT_ENCODER, DEFAULT_SEGMENTER, create_encoder, create_segmenter
-    from medfm.tasks.text_segment import segment_text_file
+def _text_command(images: list[Path], output: Path, text: str | None, saliency: Path | None, grounder_name: str | None,
+                  model: str | None, checkpoint: Path | None, as_json: bool, others: dict[str, Any]) -> None:
+    from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
+    from medfm.tasks.text_segment import grounding_models, segment_text_file
 
     if text is None:
-        raise MedfmError("--saliency is written for a --text prompt; give --text too")
+        raise MedfmError("--saliency and --grounder serve a --text prompt; give --text too")
     given_options = [name for name, value in others.items() if value]
     if given_options:
         raise MedfmError(f"--text is the prompt; it cannot be combined with {', '.join(given_options)}")
     if len(images) != 1:
         raise MedfmError(f"--text segments one image; got {len(images)}")
-    result = segment_text_file(images[0], output, text, create_encoder(DEFAULT_ENCODER),
-                               create_segmenter(model or DEFAULT_SEGMENTER, checkpoint), saliency_output=saliency)
+    encoder, grounder = grounding_models(grounder_name)
+    result = segment_text_file(images[0], output, text, encoder, create_segmenter(model or DEFAULT_SEGMENTER, checkpoint),
+                               grounder=grounder, saliency_output=saliency)
     if as_json:
         print_json(result)
         return

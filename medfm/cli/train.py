@@ -159,6 +159,27 @@ def train_captioner_command(
                                log=lambda line: typer.echo(line, err=True)))
 
 
+@train_app.command("grounding")
+def train_grounding_command(
+    manifest: Annotated[Path, typer.Argument(help="CSV with image, mask, text (phrases separated by '|') and split "
+                                                  "(train or val) columns; a row with no mask and no text is an image "
+                                                  "lacking every phrase.")],
+    out: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write (must not exist).")],
+    encoder: Annotated[str, typer.Option("--encoder", help="The medfm_clip encoder whose frozen tower the head reads: a name "
+                                                           "or a folder `train clip` wrote.")] = "medfm-clip-small",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs (the one with the best val Dice is kept).")] = 30,
+    steps_per_epoch: Annotated[int, typer.Option("--steps-per-epoch", min=1, help="Steps per epoch.")] = 100,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Items per step.")] = 32,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation, the draws and the augmentation.")] = 0,
+) -> None:
+    """Train a text grounding head (where the words are, for `segment --text`) over an image-text encoder's frozen
+    tower, from masks named by words; prints the training summary as JSON."""
+    from medfm.train.grounding import train_grounding
+
+    print_json(train_grounding(manifest, out, encoder_name=encoder, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                               batch_size=batch_size, seed=seed, log=lambda line: typer.echo(line, err=True)))
+
+
 @train_app.command("generator")
 def train_generator_command(
     data: Annotated[Path, typer.Argument(help="CSV manifest (image column + a class or text column) or a folder "

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from medfm.models.automatic import AutoSegmenter
     from medfm.models.generators import Generator
+    from medfm.models.grounding import TextGrounder
     from medfm.models.language import LanguageModel
     from medfm.models.segmenters.base import Segmenter
 
@@ -60,6 +61,7 @@ _FAMILY_MODULES = {
     "medfm_upscale": "medfm.models.upscaler",
     "medfm_forecast": "medfm.models.forecaster",
     "medfm_captioner": "medfm.models.language.captioner",
+    "medfm_grounding": "medfm.models.grounding",
 }
 Builder = Callable[[dict[str, Any], Path | None], "Encoder | Segmenter"]
 _BUILDERS: dict[str, Builder] = {}
@@ -243,6 +245,28 @@ def create_upscaler(name: str | os.PathLike = DEFAULT_UPSCALER) -> Any:
     """The super-resolution network ``name`` (see :func:`list_upscalers`), or the model folder that
     ``medfm train upscale`` wrote (``config.json`` + weights, checked against the recorded sha256)."""
     return _create_named_or_folder(name, "upscaler", list_upscalers())
+
+
+def list_grounders() -> dict[str, dict[str, Any]]:
+    """Every shipped text grounding head config (``"kind": "grounder"``) by name."""
+    return _configs("grounder")
+
+
+def create_grounder(name: str | os.PathLike) -> TextGrounder:
+    """The text grounding head ``name`` (see :func:`list_grounders`) over its own encoder, or the model folder that
+    ``medfm train grounding`` wrote (weights checked against the recorded sha256)."""
+    return _create_named_or_folder(name, "grounder", list_grounders())
+
+
+def grounder_for(encoder: Encoder) -> TextGrounder | None:
+    """The shipped grounding head trained over exactly ``encoder``'s weights, reading ``encoder`` itself (not a second
+    copy); ``None`` when medfm ships none for them (text prompts then use the encoder's class activation map)."""
+    for name, config in list_grounders().items():
+        if config["encoder_sha256"] == encoder.info.weights_sha256:
+            from medfm.models.grounding import ground_with
+
+            return ground_with({"name": name, **config}, _shipped_weights(name, config), encoder)
+    return None
 
 
 def list_forecasters() -> dict[str, dict[str, Any]]:

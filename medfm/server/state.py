@@ -38,9 +38,12 @@ if TYPE_CHECKING:
     from medfm.index import Index
     from medfm.io.dicom import DicomSeries
     from medfm.models.encoders import Encoder, EncoderInfo
+    from medfm.models.grounding import TextGrounder
     from medfm.models.segmenters import Segmenter
 
 T = TypeVar("T")
+#: Not looked up yet (``None`` is an answer: no grounding head for the encoder).
+_UNSET = object()
 
 
 @dataclass
@@ -113,6 +116,7 @@ class ServerState:
         self.index_lock = threading.RLock()
         self._segmenter: Segmenter | None = None
         self._encoder: Encoder | None = None
+        self._grounder: TextGrounder | None | object = _UNSET
         self._index: Index | None = None
         #: images in memory, least recently used first, and their bytes (at most settings.image_cache_bytes)
         self._images: OrderedDict[int, LoadedImage] = OrderedDict()
@@ -158,6 +162,17 @@ class ServerState:
 
                 self._encoder = create_encoder(self.settings.encoder, adapter=self.settings.encoder_adapter)
             return self._encoder
+
+    @property
+    def grounder(self) -> TextGrounder | None:
+        """The grounding head shipped for the encoder's weights (``None``: text prompts use its class activation
+        map); call it only while holding ``encoder_lock``."""
+        with self.encoder_lock:
+            if self._grounder is _UNSET:
+                from medfm.models.registry import grounder_for
+
+                self._grounder = grounder_for(self.encoder)
+            return self._grounder
 
     def encoder_info(self) -> EncoderInfo:
         """The encoder's name, size and weights, without waiting for a running encoder call (they never change)."""

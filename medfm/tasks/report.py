@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 #: ``benchmarks/language_medpix.py`` chose on MedPix-2.0's validation split (by ROUGE-L plus clinical-term F1).
 DEFAULT_K = 8
 DEFAULT_RATIO = 0.8
-DEFAULT_SENTENCES = 2
+DEFAULT_SENTENCES = 3
 #: Candidates retrieved per kept context, before the domain filter and the cut.
 OVERFETCH = 4
 #: A sentence whose ROUGE-L F1 with one already chosen exceeds this repeats it.

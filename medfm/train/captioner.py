@@ -11,8 +11,6 @@ lowest loss on the validation split's MedPix captions; the decoder ships in floa
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,8 +31,11 @@ from medfm.models.language.captioner import (
     build_decoder,
     tokenizer,
 )
-from medfm.models.registry import DEFAULT_ENCODER, create_encoder, save_weights, sha256_of
-from medfm.train.run_folder import write_json
+from medfm.models.registry import (
+    DEFAULT_ENCODER,
+    create_encoder,
+)
+from medfm.train.run_folder import publish_model_folder
 
 CAPTIONED = "medpix2_image_text_train"
 #: The template bank of the images without a caption.
@@ -145,15 +146,5 @@ def train_captioner(data: Path, cache: Path, out: Path, *, epochs: int = 40, bat
                "parameters": sum(p.numel() for p in decoder.parameters()), "batch_size": batch_size,
                "learning_rate": learning_rate, "seed": seed, "seconds": round(time.monotonic() - started, 1),
                "cache": cache.name, "history": history}
-    building = out.parent / f".{out.name}.partial"  # renamed whole: OUT is absent or complete
-    shutil.rmtree(building, ignore_errors=True)  # what a killed run left
-    building.mkdir()
-    try:
-        save_weights(best["state"], building / WEIGHTS_FILE)
-        config = {"name": out.name, **config, "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(building / WEIGHTS_FILE),
-                                                          "dtype": "float16"}, "training": summary}
-        write_json(building / "config.json", config)
-        os.replace(building, out)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
+    publish_model_folder(out, best["state"], {**config, "training": summary}, WEIGHTS_FILE)
     return {"model_dir": display_path(out), **{k: v for k, v in summary.items() if k != "history"}}

@@ -59,3 +59,22 @@ def start_progress(checkpoint: Path, resume: bool, network: Any, optimiser: Any)
     progress = state["progress"]
     progress["resumed_at_steps"].append(progress["step"])
     return progress
+
+
+def publish_model_folder(out: Path, state: dict[str, Any], config: dict[str, Any], weights_file: str = "weights.safetensors") -> None:
+    """Write the model folder ``out``: ``state`` (float16 tensors) as ``weights_file`` and ``config`` named after the
+    folder, with the weights' file, sha256 and dtype; built aside and renamed whole, so ``out`` is absent or complete."""
+    import shutil
+
+    from medfm.models.registry import save_weights, sha256_of
+
+    building = out.parent / f".{out.name}.partial"
+    shutil.rmtree(building, ignore_errors=True)  # what a killed run left
+    building.mkdir()
+    try:
+        save_weights(state, building / weights_file)
+        write_json(building / "config.json", {"name": out.name, **config, "weights": {
+            "file": weights_file, "sha256": sha256_of(building / weights_file), "dtype": "float16"}})
+        os.replace(building, out)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)

@@ -59,6 +59,7 @@ class ImageTower(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
         blocks: list[nn.Module] = []
+        self.stage_ends = [sum(depths[:stage + 1]) - 1 for stage in range(len(depths))]
         previous = widths[0]
         for width, depth in zip(widths, depths, strict=True):
             for index in range(depth):
@@ -68,6 +69,15 @@ class ImageTower(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem(pixels)).mean(dim=(2, 3))
+
+    def stage_maps(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """Each stage's last feature map, finest first: ``(B, widths[i], S / 2^(i+2), S / 2^(i+2))``."""
+        maps, x = [], self.stem(pixels)
+        for index, block in enumerate(self.blocks):
+            x = block(x)
+            if index in self.stage_ends:
+                maps.append(x)
+        return maps
 
 
 class MiniLM(nn.Module):

@@ -40,14 +40,15 @@ def add_text_prompt(session_id: str, body: TextPromptIn, state: ServerState = De
     check_unlocked(body.label, frozenset(body.locked))  # said before the encoder runs
     session = state.sessions.get(session_id)
     with state.encoder_lock:
-        box, saliency = text_box(session.image.frame(body.k, body.t), body.text, state.encoder)
+        encoder, grounder = state.encoder, state.grounder
+        box, saliency = text_box(session.image.frame(body.k, body.t), body.text, encoder, grounder)
     display = session.display
     segmenter = state.segmenter
     with session.lock:
         session.set_label(body.label, body.label_name, body.color, body.code)
         score = session.interact(segmenter, state.segmenter_lock, body.k, body.t, body.label,
                                  interaction([], [], box, None), frozenset(body.locked),
-                                 origin={"text_prompt": text_prompt_record(body.text, state.encoder)})
+                                 origin={"text_prompt": text_prompt_record(body.text, encoder, grounder)})
         state.sessions.changed(session)
         answer = plane_state(session, body.k, body.t, score)
     answer["box"] = [float(v) for v in display.box_to_display(box)]
