@@ -41,7 +41,7 @@ from medfm.models.segmenters import Prompt
 from medfm.models.segmenters.prompt import mask_box
 from medfm.paths import shared_data_dir
 from medfm.tasks.text_segment import (
-    NotFound,
+    WordsNotFound,
     grounding_models,
     saliency_box,
     text_saliency,
@@ -129,7 +129,7 @@ def case(image_path: Path, mask_path: Path, text: str, encoder, grounder, segmen
         for threshold in thresholds:
             try:
                 box = saliency_box(saliency, threshold)
-            except NotFound:  # no mask
+            except WordsNotFound:  # no mask
                 scores[f"{method}@{threshold}"] = 0.0
                 continue
             scores[f"{method}@{threshold}"] = dice(segmenter.predict(Prompt(boxes=[box])).mask, reference)

@@ -66,7 +66,7 @@ class TextGrounder:
     #: Side of the square the plane is resized to (twice the encoder's training size: finer maps).
     INPUT_SIZE = 224
 
-    def __init__(self, encoder: Any, head: GroundingHead, stages: list[int], info: GrounderInfo | None) -> None:
+    def __init__(self, encoder: Any, head: GroundingHead, stages: list[int], info: GrounderInfo) -> None:
         self.encoder, self.head, self.stages, self.info = encoder, head.eval(), stages, info
 
     def stage_maps(self, pixels: torch.Tensor) -> list[torch.Tensor]:

@@ -46,7 +46,7 @@ BOX_THRESHOLD = 0.5
 MAX_TEXT_CHARS = 200
 
 
-class NotFound(MedfmError):
+class WordsNotFound(MedfmError):
     """No position of a saliency map reaches the threshold: what the words name is not in the plane."""
 
 
@@ -96,7 +96,7 @@ def saliency_box(saliency: np.ndarray, threshold: float = BOX_THRESHOLD) -> tupl
         raise MedfmError(f"the saliency threshold must be in [0, 1); got {threshold}")
     peak = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
     if saliency[peak] < threshold:
-        raise NotFound(f"not found: the saliency peaks at {float(saliency[peak]):.2f}, under the threshold {threshold}")
+        raise WordsNotFound(f"not found: the saliency peaks at {float(saliency[peak]):.2f}, under the threshold {threshold}")
     regions, _ = ndimage.label(saliency >= threshold)
     return mask_box(regions == regions[peak])
 
@@ -115,8 +115,8 @@ def text_box(plane: np.ndarray, text: str, encoder: Encoder, grounder: TextGroun
     saliency = text_saliency(plane, text, encoder, grounder)
     try:
         return saliency_box(saliency, box_threshold(grounder, threshold)), saliency
-    except NotFound as exc:
-        raise NotFound(f"{' '.join(text.split())!r} {exc}") from None
+    except WordsNotFound as exc:
+        raise WordsNotFound(f"{' '.join(text.split())!r} {exc}") from None
 
 
 def segment_text(image: Image, text: str, encoder: Encoder, segmenter: Segmenter, *, grounder: TextGrounder | None = None,
