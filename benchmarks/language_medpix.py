@@ -7,9 +7,14 @@ splits, by case). The draft's settings (k, ratio, sentences) are chosen on the V
 the mean of ROUGE-L and clinical-term F1 (the target names both); drafts for TEST images are then scored against their own captions, beside the peer
 measured in the same run: copying the single nearest indexed caption. Closed questions:
 "What imaging modality is this?" and "Which body region is shown?" on every TEST image
-(8 modality and 9 region classes, the shipped router's label sets); answers that abstain
-count as wrong. Targets (issue 15): draft beats nearest caption on ROUGE-L and clinical-term
-F1; modality accuracy ≥ 0.95, region ≥ 0.90.
+(8 modality and 9 region classes), answered zero-shot and by the domain router shipped for the
+encoder (medfm-router-small, trained on medfm-clip-small's train split and chosen on its val split:
+no test image), with each one's expected calibration error; answers that abstain count as wrong.
+Targets (issue 15): draft beats nearest caption on ROUGE-L and clinical-term F1; modality
+accuracy ≥ 0.95, region ≥ 0.90.
+
+    python benchmarks/language_medpix.py --questions-only           # the closed questions alone (~2 min)
+    python benchmarks/language_medpix.py --write-router-manifest DIR  # then: medfm train router DIR/router.csv -o OUT
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from medfm.eval.bootstrap import bootstrap
 from medfm.eval.text_metrics import rouge_l, term_f1
 from medfm.index import open_or_create_index
 from medfm.models import create_encoder
-from medfm.models.registry import DEFAULT_ENCODER, abstention_threshold
+from medfm.models.registry import DEFAULT_ENCODER, abstention_threshold, router_for
 from medfm.paths import shared_data_dir
 from medfm.tasks.ask import ask
 from medfm.tasks.domains import MODALITIES, REGIONS
@@ -61,14 +66,94 @@ def paired_scores(predictions: list[str], peers: list[str], references: list[str
     return {name: {k: round(v, 4) for k, v in e.as_dict().items()} for name, e in stats.items()}
 
 
+def calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: the mean |accuracy − confidence| over equal-width confidence bins, weighted by size."""
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return float(sum(abs(correct[which == b].mean() - confidence[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))
+
+
+def accuracy_statistics(correct: dict[str, np.ndarray], kept: dict[str, np.ndarray]):
+    """The bootstrap statistic of :func:`closed_questions`: each method's accuracy with and without abstention
+    (``kept``: answered), and the router's paired gain without abstention."""
+    def statistics(i: np.ndarray) -> dict[str, float]:
+        out = {}
+        for m in correct:
+            out[f"{m}_with_abstention"] = float((correct[m][i] * kept[m][i]).mean())
+            out[f"{m}_without_abstention"] = float(correct[m][i].mean())
+        if "router" in correct:
+            out["gain_without_abstention"] = float((correct["router"][i] - correct["zero_shot"][i]).mean())
+        return out
+    return statistics
+
+
+def closed_questions(test: list, folder: Path, encoder, threshold: float) -> dict:
+    """Modality and region accuracy on ``test`` answered zero-shot and by the router shipped for ``encoder``: with the
+    encoder's abstention threshold (``ask``'s default: an abstention counts as wrong) and without it, the paired gain,
+    the share abstained and each method's calibration error."""
+    router = router_for(encoder)
+    result: dict = {"router": None if router is None else {"name": router.info.name, "weights_sha256": router.info.weights_sha256},
+                    "abstain_below": threshold, "test_images": len(test), "test_cases": len({s.group for s in test})}
+    groups = [s.group for s in test]
+    for axis, question, classes in (("modality", "What imaging modality is this?", MODALITIES),
+                                    ("region", "Which body region is shown?", REGIONS)):
+        correct, kept, confidence = {}, {}, {}
+        for method, chosen in (("zero_shot", None), ("router", router)):
+            if method == "router" and router is None:
+                continue
+            answers = [ask([folder / s.path], question, encoder, router=chosen) for s in test]
+            correct[method] = np.array([float(a["answer"] == classes[getattr(s, axis)]) for a, s in zip(answers, test)])
+            kept[method] = np.array([float(a["similarity"] >= threshold) for a in answers])
+            confidence[method] = np.array([a["confidence"] for a in answers])
+        estimate = bootstrap(accuracy_statistics(correct, kept), len(test), clusters=groups, n_boot=1000)
+        result[f"test_{axis}_accuracy"] = {name: {k: round(v, 4) for k, v in e.as_dict().items()} for name, e in estimate.items()}
+        result[f"test_{axis}_abstained"] = round(float(1 - kept["zero_shot"].mean()), 4)
+        result[f"test_{axis}_calibration_error"] = {m: round(calibration_error(confidence[m], correct[m]), 4) for m in correct}
+    return result
+
+
+def write_router_manifest(root: Path, out: Path) -> int:
+    """The manifest of ``medfm train router`` for the shipped router: the train and val samples of every dataset
+    (medfm-clip-small's splits, so that no measured image is in it); video frames and array rows are written as PNG
+    files into ``out``. Returns the rows."""
+    import csv
+
+    from PIL import Image
+
+    from medfm.train.clip_data import read_plane
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for number, sample in enumerate(s for s in collect(root) if s.split in ("train", "val")):
+        if sample.frame is None and "::" not in sample.path:
+            image = str((root / sample.dataset / sample.path).resolve())
+        else:
+            image = f"planes/{number}.png"
+            (out / "planes").mkdir(exist_ok=True)
+            Image.fromarray(read_plane(root, sample)).save(out / image)
+        rows.append({"image": image, "modality": sample.modality, "region": sample.region, "split": sample.split})
+    with open(out / "router.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["image", "modality", "region", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=None, help="Folder for the index (default: a temporary one).")
     parser.add_argument("--captioner", default=None, help="Also score this language model's reports (a name such as "
                         "medfm-captioner, or a model folder), written from each test image alone as `medfm report "
                         "STUDY --model NAME` writes them, against the same nearest captions and the drafts.")
+    parser.add_argument("--questions-only", action="store_true", help="Only the closed questions (no index, no drafts).")
+    parser.add_argument("--write-router-manifest", type=Path, default=None, metavar="DIR",
+                        help="Write DIR/router.csv (and frames as PNG under DIR) for `medfm train router`, then stop.")
     args = parser.parse_args()
     root = shared_data_dir()
+    if args.write_router_manifest:
+        print(json.dumps({"rows": write_router_manifest(root, args.write_router_manifest),
+                          "manifest": str(args.write_router_manifest / "router.csv")}))
+        return
     if not (root / "medpix2_image_text_train").is_dir():
         sys.exit(f"skipped: {root}/medpix2_image_text_train is absent")
     samples = [s for s in collect(root) if s.dataset == "medpix2_image_text_train" and s.caption and s.caption.strip()]
@@ -76,6 +161,9 @@ def main() -> None:
     folder = root / "medpix2_image_text_train"
     encoder = create_encoder(DEFAULT_ENCODER)
     threshold = abstention_threshold(encoder.info.name, encoder.info.weights_sha256, "zero_shot")
+    if args.questions_only:
+        print(json.dumps(closed_questions(split["test"], folder, encoder, threshold), indent=2))
+        return
     out = args.out or Path(tempfile.mkdtemp(prefix="medfm-language-"))
     metadata = {str((folder / s.path).resolve()): {"caption": s.caption} for s in split["train"]}
     build_index([], encoder, out / "index", metadata=metadata)
@@ -111,15 +199,8 @@ def main() -> None:
     for name, texts in (("draft", drafted), ("nearest", nearest), ("gold", [s.caption for s in split["test"]])):
         with open(out / f"test_{name}.jsonl", "w") as handle:
             handle.writelines(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(texts))
-    for axis, question, classes in (("modality", "What imaging modality is this?", MODALITIES),
-                                    ("region", "Which body region is shown?", REGIONS)):
-        correct = [float(ask([folder / s.path], question, encoder, abstain_below=threshold)["answer"] == classes[getattr(s, axis)])
-                   for s in split["test"]]
-        values = np.array(correct)
-        estimate = bootstrap(lambda i: {"accuracy": float(values[i].mean())}, len(values),
-                             clusters=[s.group for s in split["test"]], n_boot=1000)["accuracy"]
-        result[f"test_{axis}_accuracy"] = {k: round(v, 4) for k, v in estimate.as_dict().items()}
     store.close()
+    result.update(closed_questions(split["test"], folder, encoder, threshold))
     print(json.dumps(result, indent=2))
 
 

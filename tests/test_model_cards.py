@@ -252,3 +252,27 @@ def test_grounding_card_table_is_what_its_benchmark_wrote_for_the_shipped_head()
         for column, key in columns.items():
             assert row[column] == as_printed(measured[key][0], 3), (row["dataset"], column)
     assert f"threshold {results['chosen_threshold']['grounding']}" in card
+
+
+def test_router_card_table_is_what_its_benchmark_wrote_for_the_shipped_router() -> None:
+    from medfm.models.registry import list_routers
+
+    card, results = read_card("medfm-router-small")
+    config = list_routers()["medfm-router-small"]
+    assert results["router"] == {"name": "medfm-router-small", "weights_sha256": config["weights"]["sha256"]}
+    assert "python benchmarks/language_medpix.py --questions-only > medfm/models/cards/medfm-router-small.results.json" in card
+    assert f"the {results['test_images']} MedPix-2.0 TEST images" in card
+    rows = table_with(card, "router, with abstention")
+    assert [row["axis"] for row in rows] == ["modality", "region"]
+    for row in rows:
+        accuracy = results[f"test_{row['axis']}_accuracy"]
+        for column, key in (("router", "router_without_abstention"), ("zero-shot", "zero_shot_without_abstention"),
+                            ("router, with abstention", "router_with_abstention"),
+                            ("zero-shot, with abstention", "zero_shot_with_abstention")):
+            assert row[column] == as_printed(accuracy[key]["value"], 3), (row["axis"], column)
+        assert row["gain"].startswith(f"{accuracy['gain_without_abstention']['value']:+.3f}")
+        assert row["abstained"] == as_printed(results[f"test_{row['axis']}_abstained"], 3)
+        assert row["ECE router"] == as_printed(results[f"test_{row['axis']}_calibration_error"]["router"], 3)
+    for axis in ("modality", "region"):
+        chosen = config["training"]["axes"][axis]
+        assert f"{axis}: {config['input_sizes'][axis]}², C {chosen['C']}, val accuracy" in card.replace("\n", " ")

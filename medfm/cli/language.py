@@ -117,6 +117,9 @@ def ask(
                                                                   "chosen for it by optimize-prompts --vlm (a JSON file).")] = None,
     abstain_threshold: AbstainThresholdOption = None,
     checkpoint: CheckpointOption = None,
+    router: Annotated[Path | None, typer.Option("--router", help="The domain router that answers modality and region "
+                                                "questions: a folder `medfm train router` wrote (default: the one shipped "
+                                                "for the encoder's weights; zero-shot without one).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Answer a closed question (modality, body region, a finding's presence, or --choices) about images,
@@ -126,13 +129,14 @@ def ask(
     from medfm.models import create_encoder, list_encoders
     from medfm.models.registry import DEFAULT_ENCODER
     from medfm.tasks.ask import ask as ask_question
+    from medfm.tasks.ask import routing_model
 
     *images, question = arguments
     if not images:
         raise MedfmError("a question needs at least one image before it (medfm ask IMAGE... \"QUESTION\")")
     if model is not None and model not in list_encoders() and Path(model).is_dir():
         _ask_language_model(images, question, Path(model), max_new_tokens, prompts, as_json,
-                            unused={"--choices": choices, "--index": index, "--checkpoint": checkpoint})
+                            unused={"--choices": choices, "--index": index, "--checkpoint": checkpoint, "--router": router})
         return
     if max_new_tokens is not None or prompts is not None:
         raise MedfmError(f"{'--max-new-tokens' if max_new_tokens is not None else '--prompts'} applies to a language model; "
@@ -141,7 +145,8 @@ def ask(
     try:
         encoder = create_encoder(model or (store.model["name"] if store else DEFAULT_ENCODER), checkpoint)
         result = ask_question(images, question, encoder, index=store, k=k, abstain_below=_threshold(encoder, abstain_threshold),
-                              choices=[c for c in choices.split(",") if c.strip()] if choices else None)
+                              choices=[c for c in choices.split(",") if c.strip()] if choices else None,
+                              router=routing_model(encoder, router))
     finally:
         if store is not None:
             store.close()

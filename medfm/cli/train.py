@@ -180,6 +180,22 @@ def train_grounding_command(
                                batch_size=batch_size, seed=seed, log=lambda line: typer.echo(line, err=True)))
 
 
+@train_app.command("router")
+def train_router_command(
+    manifest: Annotated[Path, typer.Argument(help="CSV with image, modality, region and split (train or val) columns; "
+                                                  "labels as medfm's keys (ct, mri, xray, …; head, chest, msk, …); an "
+                                                  "empty cell leaves the plane out of that axis.")],
+    out: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write (must not exist).")],
+    encoder: Annotated[str, typer.Option("--encoder", help="The medfm_clip encoder whose frozen tower the router reads: a "
+                                                           "name or a folder `train clip` wrote.")] = "medfm-clip-small",
+) -> None:
+    """Train a domain router (which modality, which body region: `ask` answers with it) over an image-text encoder's
+    frozen tower; prints the training summary as JSON."""
+    from medfm.train.router import train_router
+
+    print_json(train_router(manifest, out, encoder_name=encoder, log=lambda line: typer.echo(line, err=True)))
+
+
 @train_app.command("generator")
 def train_generator_command(
     data: Annotated[Path, typer.Argument(help="CSV manifest (image column + a class or text column) or a folder "

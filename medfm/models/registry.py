@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from medfm.models.generators import Generator
     from medfm.models.grounding import TextGrounder
     from medfm.models.language import LanguageModel
+    from medfm.models.router import DomainRouter
     from medfm.models.segmenters.base import Segmenter
 
 # The field's libraries (huggingface_hub under timm, open_clip, transformers) read this
@@ -62,6 +63,7 @@ _FAMILY_MODULES = {
     "medfm_forecast": "medfm.models.forecaster",
     "medfm_captioner": "medfm.models.language.captioner",
     "medfm_grounding": "medfm.models.grounding",
+    "medfm_router": "medfm.models.router",
 }
 Builder = Callable[[dict[str, Any], Path | None], "Encoder | Segmenter"]
 _BUILDERS: dict[str, Builder] = {}
@@ -261,11 +263,34 @@ def create_grounder(name: str | os.PathLike) -> TextGrounder:
 def grounder_for(encoder: Encoder) -> TextGrounder | None:
     """The shipped grounding head trained over exactly ``encoder``'s weights, reading ``encoder`` itself (not a second
     copy); ``None`` when medfm ships none for them (text prompts then use the encoder's class activation map)."""
-    for name, config in list_grounders().items():
-        if config["encoder_sha256"] == encoder.info.weights_sha256:
-            from medfm.models.grounding import ground_with
+    from medfm.models.grounding import ground_with
 
-            return ground_with({"name": name, **config}, _shipped_weights(name, config), encoder)
+    return _shipped_head_over(encoder, list_grounders(), ground_with)
+
+
+def list_routers() -> dict[str, dict[str, Any]]:
+    """Every shipped domain router config (``"kind": "router"``) by name."""
+    return _configs("router")
+
+
+def create_router(name: str | os.PathLike) -> DomainRouter:
+    """The domain router ``name`` (see :func:`list_routers`) over its own encoder, or the model folder that
+    ``medfm train router`` wrote (weights checked against the recorded sha256)."""
+    return _create_named_or_folder(name, "router", list_routers())
+
+
+def router_for(encoder: Encoder) -> DomainRouter | None:
+    """The shipped domain router trained over exactly ``encoder``'s weights, reading ``encoder`` itself; ``None`` when
+    medfm ships none for them (modality and region are then zero-shot)."""
+    from medfm.models.router import route_with
+
+    return _shipped_head_over(encoder, list_routers(), route_with)
+
+
+def _shipped_head_over(encoder: Encoder, configs: dict[str, dict[str, Any]], attach: Callable[..., Any]) -> Any:
+    for name, config in configs.items():
+        if config["encoder_sha256"] == encoder.info.weights_sha256:
+            return attach({"name": name, **config}, _shipped_weights(name, config), encoder)
     return None
 
 

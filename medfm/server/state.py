@@ -39,10 +39,11 @@ if TYPE_CHECKING:
     from medfm.io.dicom import DicomSeries
     from medfm.models.encoders import Encoder, EncoderInfo
     from medfm.models.grounding import TextGrounder
+    from medfm.models.router import DomainRouter
     from medfm.models.segmenters import Segmenter
 
 T = TypeVar("T")
-#: Not looked up yet (``None`` is an answer: no grounding head for the encoder).
+#: Not looked up yet (``None`` is an answer: no grounding head or router for the encoder).
 _UNSET = object()
 
 
@@ -117,6 +118,7 @@ class ServerState:
         self._segmenter: Segmenter | None = None
         self._encoder: Encoder | None = None
         self._grounder: TextGrounder | None | object = _UNSET
+        self._router: DomainRouter | None | object = _UNSET
         self._index: Index | None = None
         #: images in memory, least recently used first, and their bytes (at most settings.image_cache_bytes)
         self._images: OrderedDict[int, LoadedImage] = OrderedDict()
@@ -173,6 +175,17 @@ class ServerState:
 
                 self._grounder = grounder_for(self.encoder)
             return self._grounder
+
+    @property
+    def router(self) -> DomainRouter | None:
+        """The domain router shipped for the encoder's weights (``None``: modality and region questions are zero-shot);
+        call it only while holding ``encoder_lock``."""
+        with self.encoder_lock:
+            if self._router is _UNSET:
+                from medfm.models.registry import router_for
+
+                self._router = router_for(self.encoder)
+            return self._router
 
     def encoder_info(self) -> EncoderInfo:
         """The encoder's name, size and weights, without waiting for a running encoder call (they never change)."""

@@ -1,4 +1,4 @@
-"""Closed questions about one or more images, answered offline by zero-shot classification.
+"""Closed questions about one or more images, answered offline by a trained domain router or zero-shot classification.
 
 :func:`parse_question` turns a question into a label set: the imaging modality ("what
 modality is this?", "is this a CT?"), the body region ("which body part?", "is this the
@@ -6,7 +6,11 @@ chest?"), a finding's presence ("is there a pleural effusion?": the finding agai
 finding") or explicit choices (``choices``, or "... X, Y or Z?" in the question).
 :func:`ask` embeds every image, averages the unit embeddings (several frames or slices of
 one question, MedFrameQA style) and classifies the mean; a best label less similar than
-``abstain_below`` answers "cannot tell". Open questions need a language model (issue 15).
+``abstain_below`` answers "cannot tell". With a ``router`` (:mod:`medfm.models.router`, trained on labelled
+planes; ``registry.router_for`` gives the one shipped for an encoder), modality and region questions
+are answered by its probabilities, averaged over each image's planes and then over the images;
+abstention still reads the zero-shot similarity (is the image like any label at all). Open questions
+need a language model (:mod:`medfm.tasks.vlm`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,8 +31,16 @@ from medfm.models.encoders.base import Encoder
 from medfm.provenance import Provenance, text_id
 from medfm.tasks.classify import check_labels
 from medfm.tasks.domains import AXES
-from medfm.tasks.embed import content_sha256, embed_paths, record_sha256
-from medfm.tasks.zeroshot import DEFAULT_SCALE, DEFAULT_TEMPLATES, label_embeddings, probabilities
+from medfm.tasks.embed import content_sha256, embed_paths, image_planes, record_sha256
+from medfm.tasks.zeroshot import (
+    DEFAULT_SCALE,
+    DEFAULT_TEMPLATES,
+    label_embeddings,
+    probabilities,
+)
+
+if TYPE_CHECKING:
+    from medfm.models.router import DomainRouter
 
 #: The answer when the images are like none of the labels.
 CANNOT_TELL = "cannot tell"
@@ -97,13 +109,14 @@ def parse_question(question: str, choices: Sequence[str] | None = None) -> Quest
 
 def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encoder: Encoder, *,
         choices: Sequence[str] | None = None, index: Index | None = None, k: int = 5,
-        abstain_below: float | None = None, exclude: Collection[int] = ()) -> dict[str, Any]:
+        abstain_below: float | None = None, exclude: Collection[int] = (), router: DomainRouter | None = None) -> dict[str, Any]:
     """Answer a closed ``question`` about ``images`` (files, DICOM folders or catalog records; several
     are one question's frames or slices): ``{"answer", "confidence", "probabilities", "similarity",
-    "abstained", "question_kind", "per_image": [{"prediction", "confidence"}], "evidence"
+    "abstained", "question_kind", "method", "per_image": [{"prediction", "confidence"}], "evidence"
     (with an ``index``: the ``k`` nearest cases other than the index items ``exclude``, without
     paths), "provenance"}``.
-    ``confidence`` is the softmax probability of the chosen label (also for "yes"/"no").
+    ``confidence`` is the probability of the chosen label (also for "yes"/"no"); ``similarity`` the
+    images' cosine to the label prompts they are most like, which ``abstain_below`` reads.
     """
     if not images:
         raise MedfmError("a question needs at least one image")
@@ -114,12 +127,18 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
     mean = embeddings.mean(axis=0)
     mean = (mean / np.linalg.norm(mean)).astype(np.float32)
     texts = label_embeddings(list(parsed.labels), encoder, parsed.templates)
-    scale = getattr(encoder, "logit_scale", DEFAULT_SCALE)
-    proba = probabilities(np.vstack([mean[None], embeddings]), texts, scale)
-    best = int(proba[0].argmax())
-    similarity = float((mean @ texts.T)[best])
+    similarity = float((mean @ texts.T).max())
+    if router is not None and parsed.kind in router.axes:
+        labels, per_image = _routed(images, router, parsed.kind)
+        method = {"method": "domain router", "router": router.info.name, "router_sha256": router.info.weights_sha256}
+    else:
+        labels = parsed.labels
+        per_image = probabilities(np.vstack([mean[None], embeddings]), texts, getattr(encoder, "logit_scale", DEFAULT_SCALE))
+        method = {"method": "zero-shot closed question", "labels": list(parsed.labels), "templates": list(parsed.templates)}
+    proba = per_image[0]
+    best = int(proba.argmax())
     abstained = abstain_below is not None and similarity < abstain_below
-    prediction = parsed.labels[best]
+    prediction = labels[best]
     if abstained:
         answer = CANNOT_TELL
     elif parsed.expected is not None:
@@ -127,11 +146,10 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
     else:
         answer = prediction
     result: dict[str, Any] = {
-        "answer": answer, "prediction": prediction, "confidence": round(float(proba[0, best]), 6),
-        "probabilities": {label: round(float(p), 6) for label, p in zip(parsed.labels, proba[0], strict=True)},
-        "similarity": round(similarity, 6), "abstained": abstained, "question_kind": parsed.kind,
-        "per_image": [{"prediction": parsed.labels[int(row.argmax())], "confidence": round(float(row.max()), 6)}
-                      for row in proba[1:]],
+        "answer": answer, "prediction": prediction, "confidence": round(float(proba[best]), 6),
+        "probabilities": {label: round(float(p), 6) for label, p in zip(labels, proba, strict=True)},
+        "similarity": round(similarity, 6), "abstained": abstained, "question_kind": parsed.kind, "method": method["method"],
+        "per_image": [{"prediction": labels[int(row.argmax())], "confidence": round(float(row.max()), 6)} for row in per_image[1:]],
     }
     if index is not None:
         index.check_model(encoder.info)
@@ -142,8 +160,29 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
         inputs=tuple(f"file-sha256:{record_sha256(p) if isinstance(p, ImageRecord) else content_sha256(Path(p))}"
                      for p in images),
         prompts=({"question": text_id(question)},),
-        parameters={"method": "zero-shot closed question", "labels": list(parsed.labels),
-                    "templates": list(parsed.templates), "abstain_below": abstain_below,
+        parameters={**method, "abstain_below": abstain_below,
                     **({"evidence": {"index": index.location, "k": k}} if index is not None else {})},
     )
     return result
+
+
+def routing_model(encoder: Encoder, router: str | os.PathLike | None = None) -> DomainRouter | None:
+    """The router that answers ``encoder``'s modality and region questions: ``router`` (a name or a folder ``medfm
+    train router`` wrote), refused in one line when trained over other weights; else the one shipped for them, or None."""
+    from medfm.models.registry import create_router, router_for
+
+    if router is None:
+        return router_for(encoder)
+    chosen = create_router(router)
+    if chosen.encoder.info.weights_sha256 != encoder.info.weights_sha256:
+        raise MedfmError(f"{chosen.info.name}: trained over {chosen.info.encoder}, not over the weights of {encoder.info.name!r} "
+                         "that answer this question")
+    return chosen
+
+
+def _routed(images: Sequence[str | os.PathLike | ImageRecord], router: DomainRouter, axis: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """``(label texts, (1 + len(images), labels) probabilities)``: the router's ``axis`` for the images together (first
+    row), then for each image; an image's probabilities are the mean over its planes."""
+    words = AXES[axis][0]
+    each = np.array([router.probabilities(image_planes(image))[axis].mean(axis=0) for image in images])
+    return tuple(words.get(key, key) for key in router.classes[axis]), np.vstack([each.mean(axis=0)[None], each])

@@ -3,8 +3,10 @@
 The label sets and prompts are those the shipped image-text model was trained and measured
 with (``medfm train clip``; numbers in ``medfm/models/cards/medfm-clip-small.md``), so that
 the router's accuracy is the card's. Report drafting (:mod:`medfm.tasks.report`) routes the
-study and its retrieved cases, and closed questions (:mod:`medfm.tasks.ask`) answer
-"which modality / which body part" with it.
+study and its retrieved cases with it (the cases are stored vectors, which only a zero-shot router
+can read). Closed questions (:mod:`medfm.tasks.ask`), which have the planes, answer "which modality /
+which body part" with the trained router of :mod:`medfm.models.router` where one ships for the
+encoder, and with this one otherwise.
 """
 
 from __future__ import annotations

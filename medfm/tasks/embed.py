@@ -81,6 +81,21 @@ def _source(source: str | os.PathLike | ImageRecord, cached: bool) -> tuple[str,
     return display_path(path), path, content, lambda: load(path)  # load's errors name the file already
 
 
+def _sampled(name: str, path: Path | None, read: Callable[[], Image], max_planes: int, window: Window | None) -> list[np.ndarray]:
+    image = read()
+    try:
+        return sample_planes(image, max_planes, window)
+    except MedfmError as exc:
+        raise (FileError(path, str(exc)) if path is not None else MedfmError(f"{name}: {exc}")) from None
+
+
+def image_planes(source: str | os.PathLike | ImageRecord, max_planes: int = MAX_PLANES, window: Window | None = None) -> list[np.ndarray]:
+    """The planes of ``source`` (a file, a DICOM folder or a catalog record) that :func:`embed_paths` embeds and
+    aggregates for it; errors as :func:`embed_paths` raises them."""
+    name, path, _, read = _source(source, cached=False)
+    return _sampled(name, path, read, max_planes, window)
+
+
 class _Cache:
     """``<folder>/<key[:2]>/<key>.npy`` files, each written whole or not at all."""
 
@@ -190,11 +205,7 @@ def embed_paths(
             out[row] = cached
             finished(1)
             continue
-        image = read()
-        try:
-            file_planes = sample_planes(image, max_planes, window)
-        except MedfmError as exc:
-            raise (FileError(path, str(exc)) if path is not None else MedfmError(f"{name}: {exc}")) from None
+        file_planes = _sampled(name, path, read, max_planes, window)
         pending.append((row, content, len(file_planes)))
         planes.extend(file_planes)
         if len(planes) >= batch_size:

@@ -35,7 +35,8 @@ def ask(body: AskIn, state: ServerState = Depends(get_state)) -> dict[str, Any]:
     try:
         with state.encoder_lock, state.index_lock:
             result = ask_question(records, body.question, state.encoder, choices=body.choices, index=state.index(), k=body.k,
-                                  abstain_below=abstain_threshold(state, body.abstain), exclude=set(body.image_ids))
+                                  abstain_below=abstain_threshold(state, body.abstain), exclude=set(body.image_ids),
+                                  router=state.router)
     except FileError as exc:  # its path may name the patient: say which images by id
         raise MedfmError(f"image(s) {', '.join(map(str, body.image_ids))} cannot be read: {exc.reason}") from None
     evidence = [{**hit, **catalog_case(state, hit["id"])} for hit in result.get("evidence", [])]
