@@ -81,7 +81,8 @@ def test_sorting_and_paging_happen_on_the_server(client):
     assert listing(client, sort="name", offset=9)["images"] == []
     assert listing(client, text="HEAD", sort="name")["total"] == 2  # the filter counts before paging
     for params, says in (({"sort": "size"}, "sort must be one of"), ({"offset": -1}, "offset"), ({"limit": 0}, "limit"),
-                         ({"order": "up"}, "order")):
+                         ({"order": "up"}, "order"), ({"offset": 2**63}, "offset must be from 0 to"),  # past SQLite's integers
+                         ({"limit": 2**63, "sort": "name"}, "at most")):
         response = client.get("/api/images", params=params)
         assert response.status_code == 400 and says in response.json()["detail"]
 
