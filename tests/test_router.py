@@ -101,7 +101,7 @@ def test_bad_manifests_and_folders_are_refused_in_one_line(tmp_path: Path, capsy
     (tmp_path / "one-class.csv").write_text(rows)
     (tmp_path / "broken.png").write_bytes(b"not a picture")
     (tmp_path / "broken.csv").write_text(rows.replace("p2.png,ct,head", "broken.png,mri,chest"))
-    for manifest, message in (("columns.csv", "region missing"), ("one-class.csv", "labels are all 'ct'"),
+    for manifest, message in (("columns.csv", "no column 'region'"), ("one-class.csv", "labels are all 'ct'"),
                               ("broken.csv", "broken.png"), ("absent.csv", "cannot read the manifest")):
         code, _, err = run_cli(["train", "router", str(tmp_path / manifest), "-o", str(tmp_path / "out")], capsys)
         assert code == 2 and message in err and err.count("\n") == 1, err

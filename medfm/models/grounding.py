@@ -25,6 +25,7 @@ from torch import nn
 from medfm.errors import MedfmError
 from medfm.models.preprocess import prepare_plane
 from medfm.models.registry import register_family
+from medfm.models.tower_head import check_encoder, load_head
 
 
 class GroundingHead(nn.Module):
@@ -98,19 +99,9 @@ def build_head(config: dict[str, Any], encoder: Any) -> GroundingHead:
 def ground_with(config: dict[str, Any], weights: Path | None, encoder: Any) -> TextGrounder:
     """The head of ``config`` (with ``weights``; random when ``None``) over ``encoder``, refused in one line when the
     encoder is not a medfm_clip model or not the weights the head was trained over."""
-    from medfm.models.encoders.checkpoint import load_exactly, read_state_dict
-    from medfm.models.registry import sha256_of
-
-    if encoder.info.extra.get("family") != "medfm_clip":
-        raise MedfmError(f"{config['name']}: grounding heads read a medfm_clip image tower; {encoder.info.name!r} is not one")
-    if encoder.info.weights_sha256 != config["encoder_sha256"]:
-        raise MedfmError(f"{config['name']}: trained over {config['encoder']} weights {config['encoder_sha256'][:12]}…, but "
-                         f"{(encoder.info.weights_sha256 or 'random')[:12]}… are in use; retrain it (medfm train grounding)")
+    check_encoder(config, encoder, heads="grounding heads", command="medfm train grounding")
     head = build_head(config, encoder)
-    sha256 = None
-    if weights is not None:
-        load_exactly(head, {k: v.float() for k, v in read_state_dict(weights).items()}, weights, f"{config['name']} (medfm_grounding)")
-        sha256 = sha256_of(weights)
+    sha256 = load_head(head, weights, f"{config['name']} (medfm_grounding)")
     return TextGrounder(encoder, head, config["stages"], GrounderInfo(config["name"], config["encoder"], sha256, float(config["threshold"])))
 
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from medfm.errors import MedfmError
 from medfm.models.preprocess import prepare_plane
 from medfm.models.registry import register_family
+from medfm.models.tower_head import check_encoder, load_head
 
 
 def pooled_features(encoder: Any, pixels: torch.Tensor, stages: Sequence[int]) -> torch.Tensor:
@@ -89,19 +89,9 @@ def build_heads(config: dict[str, Any], encoder: Any) -> nn.ModuleDict:
 def route_with(config: dict[str, Any], weights: Path | None, encoder: Any) -> DomainRouter:
     """The router of ``config`` (with ``weights``; untrained when ``None``) over ``encoder``, refused in one line when
     the encoder is not a medfm_clip model or not the weights the router was trained over."""
-    from medfm.models.encoders.checkpoint import load_exactly, read_state_dict
-    from medfm.models.registry import sha256_of
-
-    if encoder.info.extra.get("family") != "medfm_clip":
-        raise MedfmError(f"{config['name']}: domain routers read a medfm_clip image tower; {encoder.info.name!r} is not one")
-    if encoder.info.weights_sha256 != config["encoder_sha256"]:
-        raise MedfmError(f"{config['name']}: trained over {config['encoder']} weights {config['encoder_sha256'][:12]}…, but "
-                         f"{(encoder.info.weights_sha256 or 'random')[:12]}… are in use; retrain it (medfm train router)")
+    check_encoder(config, encoder, heads="domain routers", command="medfm train router")
     heads = build_heads(config, encoder)
-    sha256 = None
-    if weights is not None:
-        load_exactly(heads, read_state_dict(weights), weights, f"{config['name']} (medfm_router)")
-        sha256 = sha256_of(weights)
+    sha256 = load_head(heads, weights, f"{config['name']} (medfm_router)")
     return DomainRouter(encoder, heads, config["stages"], config["classes"], config["input_sizes"],
                         RouterInfo(config["name"], config["encoder"], sha256))
 

@@ -13,7 +13,6 @@ val rows). The heads are stored in float16 and the accuracies reported are those
 
 from __future__ import annotations
 
-import csv
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,21 +38,12 @@ WEIGHTS_FILE = "weights.safetensors"
 
 def read_manifest(path: Path) -> dict[str, list[tuple[Path, dict[str, str]]]]:
     """``{split: [(image, {axis: label})]}`` (empty labels left out); one-line errors."""
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"image", "split", *AXES} - set(reader.fieldnames or [])
-            if missing:
-                raise MedfmError(f"{display_path(path)}: a router manifest needs the columns image, modality, region, split; "
-                                 f"{', '.join(sorted(missing))} missing")
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise MedfmError(f"{display_path(path)}: cannot read the manifest ({exc})") from None
+    from medfm.io.manifest import read_rows
+
     splits: dict[str, list[tuple[Path, dict[str, str]]]] = {"train": [], "val": []}
-    for row in rows:
+    for row in read_rows(path, ("image", *AXES, "split")):
         if row["split"] in splits:
-            labels = {axis: row[axis].strip() for axis in AXES if (row[axis] or "").strip()}
-            splits[row["split"]].append((path.parent / row["image"], labels))
+            splits[row["split"]].append((path.parent / row["image"], {axis: row[axis] for axis in AXES if row[axis]}))
     return splits
 
 
