@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from clitools import run_cli
-from fakeencoder import fake_models  # noqa: F401  (the fixture)
+from fakeencoder import FakeEncoder, fake_models  # noqa: F401  (the fixture)
 
 from medfm.errors import MedfmError
 from medfm.io import Image, save
@@ -22,7 +22,7 @@ from medfm.models.registry import (
     router_for,
 )
 from medfm.models.router import route_with
-from medfm.tasks.ask import ask
+from medfm.tasks.ask import ask, routing_model
 from medfm.tasks.domains import MODALITIES, REGIONS
 from medfm.train.router import train_router
 
@@ -91,6 +91,8 @@ def test_training_learns_each_axis_and_the_folder_answers_ask(tmp_path: Path, ca
     assert ask([image, image], "Which body region is shown?", router.encoder, router=router)["answer"] == REGIONS["chest"]
     # a question the router has no axis for stays zero-shot
     assert ask([image], "Is it bright or dark?", router.encoder, router=router)["method"] == "zero-shot closed question"
+    with pytest.raises(MedfmError, match="not over the weights of 'fake-clip'"):
+        routing_model(FakeEncoder("fake-clip"), model)
 
 
 def test_bad_manifests_and_folders_are_refused_in_one_line(tmp_path: Path, capsys) -> None:
