@@ -196,7 +196,7 @@ def test_a_flagged_edit_is_refused_without_output(gen_dir: Path, tmp_path: Path)
     (["translate", "{G}", "{grey}", "--from", "bright", "--to", "night", "-o", "{out}/t.png"], "unknown class 'night'"),
     (["edit", "{G}", "{grey}", "--mask", "{big}", "--class", "dark", "-o", "{out}/e.png"], "the mask is 40x40"),
     (["edit", "{G}", "{grey}", "--mask", "{empty}", "--class", "dark", "-o", "{out}/e.png"], "the mask is empty"),
-    (["generate", "{out}/missing", "-n", "2", "-o", "{out}"], "unknown model '{out}/missing'; choose one of: medfm-gen-fetal-us-64, medfm-gen-fetal-us-pairs-64"),
+    (["generate", "{out}/missing", "-n", "2", "-o", "{out}"], "unknown model '{out}/missing'; choose one of: medfm-gen-fetal-us-64, medfm-gen-fetal-us-pairs-64, medfm-gen-medpix-ct-mr-64"),
 ], ids=["class-name", "class-index", "format", "size", "channels", "tau", "target", "mask-shape", "empty-mask", "unknown-generator"])
 def test_bad_requests_fail_in_one_line_and_write_nothing(gen_dir: Path, tmp_path: Path, capsys, args, message) -> None:
     PILImage.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "big.png")

@@ -1,5 +1,6 @@
-"""The shipped fetal-head ultrasound generators (images; image–mask pairs): they load by name, sample marked
-synthetic images (and masks), and their cards report what their held-out evaluations wrote for the shipped weights."""
+"""The shipped generators (fetal-head ultrasound images; image–mask pairs; MedPix CT/MR by class): they load by name,
+sample marked synthetic images (and masks), and their cards report what their held-out evaluations wrote for the
+shipped weights."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from PIL import Image as PILImage
 
 from medfm.models.registry import create_generator, list_generators, sha256_of
 
-NAME, PAIRS = "medfm-gen-fetal-us-64", "medfm-gen-fetal-us-pairs-64"
+NAME, PAIRS, BY_CLASS = "medfm-gen-fetal-us-64", "medfm-gen-fetal-us-pairs-64", "medfm-gen-medpix-ct-mr-64"
 CARDS = Path(__file__).resolve().parents[1] / "medfm" / "models" / "cards"
 
 
@@ -47,7 +48,21 @@ def test_the_shipped_pair_generator_samples_fetal_heads_with_their_masks(tmp_pat
         assert 0.05 < head.mean() < 0.8  # a head, neither nothing nor everything
 
 
-@pytest.mark.parametrize("name", [NAME, PAIRS])
+def test_the_class_conditional_generator_samples_the_class_asked_for(tmp_path: Path, capsys) -> None:
+    generator = create_generator(BY_CLASS)
+    assert (generator.condition, generator.classes, generator.size) == ("class", ["CT", "MR"], 64)
+    code, _, err = run_cli(["generate", BY_CLASS, "--class", "MR", "-n", "2", "--steps", "4", "-o", str(tmp_path)], capsys)
+    assert code == 0, err
+    written = sorted(tmp_path.glob("*.png"))
+    assert len(written) == 2
+    with PILImage.open(written[0]) as image:
+        assert "synthetic" in image.info["Description"].lower()
+        assert json.loads(image.info["medfm-provenance"])["parameters"]["class"] == "MR"
+    code, _, err = run_cli(["generate", BY_CLASS, "--class", "PET", "-n", "1", "-o", str(tmp_path / "x")], capsys)
+    assert code == 2 and "PET" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", [NAME, PAIRS, BY_CLASS])
 def test_the_card_reports_the_held_out_evaluation_of_the_shipped_weights(name: str) -> None:
     card = (CARDS / f"{name}.md").read_text()
     results = json.loads((CARDS / f"{name}.results.json").read_text())

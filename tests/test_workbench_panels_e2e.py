@@ -70,7 +70,7 @@ def _settled(page, panel: str) -> int:
 def test_generated_images_are_shown_marked_synthetic_and_open_in_the_viewer(page):
     page.wait_for_function("document.querySelector('[data-testid=generate-generator]').options.length > 1")
     offered = page.eval_on_selector_all("[data-testid=generate-generator] option", "options => options.map(o => o.value)")
-    assert offered == ["medfm-gen-fetal-us-64", "medfm-gen-fetal-us-pairs-64", "tiny"]  # the shipped generators, and the data folder's
+    assert offered == ["medfm-gen-fetal-us-64", "medfm-gen-fetal-us-pairs-64", "medfm-gen-medpix-ct-mr-64", "tiny"]  # the shipped generators, and the data folder's
     page.select_option("[data-testid=generate-generator]", "tiny")
     page.select_option("[data-testid=generate-class]", "dark")
     page.fill("[data-testid=generate-n]", "2")
