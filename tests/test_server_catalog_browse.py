@@ -79,10 +79,11 @@ def test_sorting_and_paging_happen_on_the_server(client):
     assert [len(page["images"]) for page in pages] == [2, 2, 1] and {page["total"] for page in pages} == {5}
     assert [image["name"] for page in pages for image in page["images"]] == names
     assert listing(client, sort="name", offset=9)["images"] == []
+    for sort in ("added", "name"):  # past SQLite's 64-bit integers: an empty page, not an overflow
+        assert listing(client, sort=sort, offset=2**63)["images"] == [] and listing(client, sort=sort, offset=2**70)["total"] == 5
     assert listing(client, text="HEAD", sort="name")["total"] == 2  # the filter counts before paging
     for params, says in (({"sort": "size"}, "sort must be one of"), ({"offset": -1}, "offset"), ({"limit": 0}, "limit"),
-                         ({"order": "up"}, "order"), ({"offset": 2**63}, "offset must be from 0 to"),  # past SQLite's integers
-                         ({"limit": 2**63, "sort": "name"}, "at most")):
+                         ({"order": "up"}, "order")):
         response = client.get("/api/images", params=params)
         assert response.status_code == 400 and says in response.json()["detail"]
 

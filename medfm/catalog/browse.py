@@ -63,10 +63,6 @@ def _overview_key(image: ImageOverview, sort: str) -> tuple[Any, ...]:
     return (image.id,)
 
 
-#: The largest offset or limit: SQLite's integers are 64-bit (a larger one is an overflow, not an empty page).
-MAX_POSITION = 2**63 - 1
-
-
 @dataclass(frozen=True)
 class CatalogPage:
     """One page of a sorted, filtered catalog: ``records`` from position ``offset`` of ``total`` matches."""
@@ -86,10 +82,10 @@ def browse(catalog: Catalog, *, modality: str | None = None, body_part: str | No
     """
     if sort not in SORTS:
         raise MedfmError(f"sort must be one of {', '.join(SORTS)}; got {sort!r}")
-    if not 0 <= offset <= MAX_POSITION:
-        raise MedfmError(f"offset must be from 0 to {MAX_POSITION}; got {offset}")
-    if limit is not None and not 1 <= limit <= MAX_POSITION:
-        raise MedfmError(f"limit must be a positive number of images, at most {MAX_POSITION}; got {limit}")
+    if offset < 0:
+        raise MedfmError(f"offset must be 0 or more; got {offset}")
+    if limit is not None and limit < 1:
+        raise MedfmError(f"limit must be a positive number of images; got {limit}")
     if not text and sort in PAGE_ORDERS:  # the database sorts and pages: only the page is read
         records, total = catalog.page(sort, descending, offset, limit, modality=modality, body_part=body_part, dataset=dataset)
         return CatalogPage(records, total, offset)

@@ -534,7 +534,7 @@ class Catalog:
         if dataset:
             conditions.append(ImageRow.dataset == dataset)
         keys = [column.desc() if descending else column.asc() for column in PAGE_ORDERS[order]()]
-        stmt = self._select().where(*conditions).order_by(None).order_by(*keys).offset(offset)
+        stmt = self._select().where(*conditions).order_by(None).order_by(*keys).offset(min(offset, MAX_ID))
         if limit is not None:
             stmt = stmt.limit(min(limit, MAX_ID))
         stmt = stmt.options(selectinload(ImageRow.label_files), selectinload(ImageRow.tags))
