@@ -57,6 +57,9 @@ def _manifest(folder: Path, per_pair: int = 8, validation: int = 2, seed: int = 
                 save(Image(_plane(rng, modality, region).T), folder / name)
                 rows.append(f"{name},{modality},{region},{'val' if n >= per_pair else 'train'}")
     rows.append("ct-head-0.png,ct,,train")  # no region: only in the modality fit
+    volume = np.stack([_plane(rng, "mri", "chest").T for _ in range(5)], axis=2)
+    save(Image(volume), folder / "volume.nii.gz")
+    rows.append("volume.nii.gz,mri,chest,train")  # a volume: read through the planes ask reads
     (folder / "router.csv").write_text("\n".join(rows) + "\n")
     return folder / "router.csv"
 
@@ -68,7 +71,7 @@ def test_training_learns_each_axis_and_the_folder_answers_ask(tmp_path: Path, ca
     assert code == 0, err
     summary = json.loads(out)
     assert summary["validated_on"] == "val"
-    assert summary["modality"]["train_planes"] == 33 and summary["region"]["train_planes"] == 32
+    assert summary["modality"]["train_planes"] == 34 and summary["region"]["train_planes"] == 33
     assert summary["modality"]["val_accuracy"] == 1.0 and summary["region"]["val_accuracy"] == 1.0
     config = json.loads((model / "config.json").read_text())
     assert config["kind"] == "router" and config["classes"] == {"modality": ["ct", "mri"], "region": ["chest", "head"]}

@@ -69,14 +69,17 @@ class DomainRouter:
         return list(self.classes)
 
     @torch.inference_mode()
-    def probabilities(self, planes: Sequence[np.ndarray], batch_size: int = 32) -> dict[str, np.ndarray]:
-        """``{axis: (N, len(classes[axis]))}`` softmax probabilities for ``N`` raw planes."""
+    def probabilities(self, planes: Sequence[np.ndarray], axes: Sequence[str] | None = None,
+                      batch_size: int = 32) -> dict[str, np.ndarray]:
+        """``{axis: (N, len(classes[axis]))}`` softmax probabilities for ``N`` raw planes, for ``axes`` (default: all);
+        the tower runs once per input size those axes read."""
+        axes = list(self.classes) if axes is None else list(axes)
         features: dict[int, torch.Tensor] = {}
-        for size in sorted(set(self.input_sizes.values())):
+        for size in sorted({self.input_sizes[axis] for axis in axes}):
             features[size] = torch.cat([pooled_features(self.encoder, torch.stack([prepare_plane(p, size) for p in planes[i:i + batch_size]]),
                                                         self.stages) for i in range(0, len(planes), batch_size)])
         return {axis: torch.softmax(self.heads[axis](features[self.input_sizes[axis]]), 1).numpy().astype(np.float64)
-                for axis in self.classes}
+                for axis in axes}
 
 
 def build_heads(config: dict[str, Any], encoder: Any) -> nn.ModuleDict:

@@ -28,10 +28,11 @@ from medfm.catalog.store import ImageRecord
 from medfm.errors import MedfmError
 from medfm.index import Index
 from medfm.models.encoders.base import Encoder
+from medfm.models.encoders.planes import aggregate
 from medfm.provenance import Provenance, text_id
 from medfm.tasks.classify import check_labels
 from medfm.tasks.domains import AXES
-from medfm.tasks.embed import content_sha256, embed_paths, image_planes, record_sha256
+from medfm.tasks.embed import content_sha256, image_planes, record_sha256
 from medfm.tasks.zeroshot import (
     DEFAULT_SCALE,
     DEFAULT_TEMPLATES,
@@ -123,13 +124,15 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
     parsed = parse_question(question, choices)
     if not encoder.info.has_text:
         raise MedfmError(f"encoder {encoder.info.name!r} has no text tower; questions need an image-text model")
-    embeddings = embed_paths(list(images), encoder, cache=False)
+    # each image is read once: its planes give both the embedding (as embed_paths aggregates them) and the router's answer
+    planes = [image_planes(image) for image in images]
+    embeddings = np.stack([aggregate(encoder.encode_planes(image)) for image in planes])
     mean = embeddings.mean(axis=0)
     mean = (mean / np.linalg.norm(mean)).astype(np.float32)
     texts = label_embeddings(list(parsed.labels), encoder, parsed.templates)
     similarity = float((mean @ texts.T).max())
     if router is not None and parsed.kind in router.axes:
-        labels, per_image = _routed(images, router, parsed.kind)
+        labels, per_image = _routed(planes, router, parsed.kind)
         method = {"method": "domain router", "router": router.info.name, "router_sha256": router.info.weights_sha256}
     else:
         labels = parsed.labels
@@ -180,9 +183,9 @@ def routing_model(encoder: Encoder, router: str | os.PathLike | None = None) -> 
     return chosen
 
 
-def _routed(images: Sequence[str | os.PathLike | ImageRecord], router: DomainRouter, axis: str) -> tuple[tuple[str, ...], np.ndarray]:
-    """``(label texts, (1 + len(images), labels) probabilities)``: the router's ``axis`` for the images together (first
-    row), then for each image; an image's probabilities are the mean over its planes."""
+def _routed(planes: Sequence[list[np.ndarray]], router: DomainRouter, axis: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """``(label texts, (1 + images, labels) probabilities)``: the router's ``axis`` for the images together (first
+    row), then for each image (its ``planes``); an image's probabilities are the mean over its planes."""
     words = AXES[axis][0]
-    each = np.array([router.probabilities(image_planes(image))[axis].mean(axis=0) for image in images])
+    each = np.array([router.probabilities(image, [axis])[axis].mean(axis=0) for image in planes])
     return tuple(words.get(key, key) for key in router.classes[axis]), np.vstack([each.mean(axis=0)[None], each])

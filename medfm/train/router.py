@@ -47,19 +47,26 @@ def read_manifest(path: Path) -> dict[str, list[tuple[Path, dict[str, str]]]]:
     return splits
 
 
-def features(rows: list[tuple[Path, dict[str, str]]], encoder: Any, batch_size: int = 32) -> dict[int, np.ndarray]:
-    """``{input size: (N, F)}`` pooled stage features of the rows' planes (read a batch at a time)."""
-    from medfm.io import load
+def features(rows: list[tuple[Path, dict[str, str]]], encoder: Any) -> dict[int, np.ndarray]:
+    """``{input size: (N, F)}`` pooled stage features of the rows' images: the planes ``ask`` reads of each (a 2D image's
+    one plane; a volume's or video's sampled planes, their features averaged), a row at a time."""
     from medfm.models.preprocess import prepare_plane
+    from medfm.tasks.embed import image_planes
 
     out: dict[int, list[np.ndarray]] = {size: [] for size in INPUT_SIZES}
     with torch.inference_mode():
-        for start in range(0, len(rows), batch_size):
-            planes = [load(image).frame() for image, _ in rows[start:start + batch_size]]
+        for image, _ in rows:
+            planes = image_planes(image)
             for size in INPUT_SIZES:
                 pixels = torch.stack([prepare_plane(plane, size) for plane in planes])
-                out[size].append(pooled_features(encoder, pixels, STAGES).numpy())
-    return {size: np.concatenate(chunks) for size, chunks in out.items()}
+                out[size].append(pooled_features(encoder, pixels, STAGES).mean(0).numpy())
+    return {size: np.stack(chunks) for size, chunks in out.items()}
+
+
+def labelled(rows: list[tuple[Path, dict[str, str]]], axis: str, classes: list[str]) -> tuple[list[int], list[str]]:
+    """``(row numbers, labels)`` of the rows labelled on ``axis`` with one of ``classes``."""
+    picked = [(number, labels[axis]) for number, (_, labels) in enumerate(rows) if labels.get(axis) in classes]
+    return [number for number, _ in picked], [label for _, label in picked]
 
 
 def fit_axis(head: AxisHead, train: np.ndarray, labels: list[str], classes: list[str], C: float) -> None:
@@ -109,12 +116,8 @@ def train_router(manifest: Path, out: Path, *, encoder_name: str = DEFAULT_ENCOD
     chosen_split = "val" if "val" in data else "train"
     summary: dict[str, Any] = {"validated_on": chosen_split if chosen_split == "val" else "train (no val rows)", "axes": {}}
     for axis, keys in classes.items():
-        labelled = {split: ([i for i, (_, labels) in enumerate(rows) if labels.get(axis) in keys], rows)
-                    for split, (rows, _) in data.items()}
-        train_rows, rows = labelled["train"]
-        train_labels = [rows[i][1][axis] for i in train_rows]
-        check_rows, check_source = labelled[chosen_split]
-        check_labels = [check_source[i][1][axis] for i in check_rows]
+        train_rows, train_labels = labelled(data["train"][0], axis, keys)
+        check_rows, check_labels = labelled(data[chosen_split][0], axis, keys)
         grid = []
         for size in INPUT_SIZES:
             for C in C_GRID:
