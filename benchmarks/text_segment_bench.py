@@ -159,7 +159,7 @@ def summary(cases: list[dict], chosen: dict[str, float]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None)
-    parser.add_argument("--thresholds", default="0.3,0.4,0.5,0.6,0.7,0.8")
+    parser.add_argument("--thresholds", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8")
     parser.add_argument("--tune-limit", type=int, default=None, help="Tuning images at most (the first N).")
     parser.add_argument("--grounder", default=None, help="Grounding head (name or folder; default: the one shipped for the encoder).")
     parser.add_argument("--write-manifest", type=Path, default=None,

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 from clitools import run_cli
+from fakesegmenter import ThresholdSegmenter
 from grounders import constant_grounder_folder
 
 from medfm.errors import MedfmError
 from medfm.io import Image, load, save
-from medfm.models.registry import create_encoder, create_grounder, grounder_for
+from medfm.models.grounding import ground_with
+from medfm.models.registry import create_encoder, create_grounder, create_segmenter, grounder_for
 from medfm.tasks.text_segment import text_box, text_saliency
 from medfm.train.grounding import read_manifest
 
@@ -57,8 +59,8 @@ def _manifest(folder: Path, pictures: int = 40, validation: int = 8, seed: int =
 def test_training_learns_where_each_phrase_is_and_the_folder_serves_segment_text(tmp_path: Path, capsys) -> None:
     manifest = _manifest(tmp_path)
     model = tmp_path / "grounder"
-    code, out, err = run_cli(["train", "grounding", str(manifest), "-o", str(model), "--epochs", "4",
-                              "--steps-per-epoch", "15", "--batch-size", "8"], capsys)
+    code, out, err = run_cli(["train", "grounding", str(manifest), "-o", str(model), "--epochs", "6",
+                              "--steps-per-epoch", "20", "--batch-size", "8"], capsys)
     assert code == 0, err
     summary = json.loads(out)
     assert summary["train_pictures"] == 44 and summary["train_masks"] == 80 and summary["validated_on"] == "val"
@@ -79,7 +81,7 @@ def test_training_learns_where_each_phrase_is_and_the_folder_serves_segment_text
     code, _, err = run_cli(["train", "grounding", str(manifest), "-o", str(model)], capsys)
     assert code == 2 and "already exists" in err and err.count("\n") == 1
     code, _, err = run_cli(["train", "grounding", str(manifest), "-o", str(tmp_path / "other"), "--encoder", "timm-resnet18"], capsys)
-    assert code == 2 and "grounding heads read a medfm_clip image tower; 'timm-resnet18' is not one" in err, err
+    assert code == 2 and "an image-text encoder; 'timm-resnet18' has no text tower" in err and err.count("\n") == 1, err
     assert not (tmp_path / "other").exists() and not (tmp_path / ".other.partial").exists()
 
 
@@ -100,6 +102,12 @@ def test_a_constant_head_finds_everything_or_nothing(tmp_path: Path) -> None:
 def test_a_head_over_other_weights_or_a_damaged_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(MedfmError, match=r"trained over medfm-clip-small weights 000000000000…, but 069b80870764… are in use"):
         create_grounder(constant_grounder_folder(tmp_path / "other", 6.0, encoder_sha256="0" * 64))
+    with pytest.raises(MedfmError, match=r"trained over medfm-interactive weights 000000000000…, but 7725edb98d8c… are in use"):
+        create_grounder(constant_grounder_folder(tmp_path / "other-segmenter", 6.0, segmenter_sha256="0" * 64))
+    config = json.loads((constant_grounder_folder(tmp_path / "fake", 6.0) / "config.json").read_text())
+    with pytest.raises(MedfmError, match=r"^fake: grounding heads read a medfm_interactive segmenter's image encoder; "
+                                         r"'fake-threshold' is not one$"):
+        ground_with(config, None, create_encoder("medfm-clip-small"), ThresholdSegmenter())
     damaged = constant_grounder_folder(tmp_path / "damaged", 6.0)
     (damaged / "weights.safetensors").write_bytes(b"x" * 10)
     with pytest.raises(MedfmError, match="does not match the sha256 in its config.json"):
@@ -115,10 +123,11 @@ def _other_kind(tmp_path: Path) -> Path:
     return folder
 
 
-def test_the_shipped_head_reads_the_shipped_encoder_itself() -> None:
+def test_the_shipped_head_reads_the_shipped_encoder_itself_and_the_shipped_segmenters_features() -> None:
     encoder = create_encoder("medfm-clip-small")
     grounder = grounder_for(encoder)
     assert grounder is not None and grounder.encoder is encoder and grounder.info.weights_sha256
+    assert grounder.segmenter.info == create_segmenter("medfm-interactive").info and grounder.size == 128
     plane = np.zeros((40, 40), np.uint8)
     saliency = text_saliency(plane, "polyp", encoder, grounder)
     assert saliency.shape == (40, 40) and 0 <= saliency.min() <= saliency.max() <= 1

@@ -125,8 +125,9 @@ def test_the_grounding_head_shipped_for_the_encoder_gives_the_box(tmp_path, data
 
     weights = tmp_path / "weights"
     weights.mkdir()
-    shutil.copy(registry.WEIGHTS_DIR / "medfm-clip-small.safetensors", weights)
-    shutil.copy(Path(registry.__file__).parent / "configs" / "medfm-clip-small.json", registry.CONFIG_DIR)
+    for name in ("medfm-clip-small", "medfm-interactive"):  # the head's text encoder and the segmenter whose features it reads
+        shutil.copy(registry.WEIGHTS_DIR / f"{name}.safetensors", weights)
+        shutil.copy(Path(registry.__file__).parent / "configs" / f"{name}.json", registry.CONFIG_DIR)
     registry.reload_configs()
     head = save_weights(constant_head_state(logit), weights / "test-grounding.safetensors")
     config = grounder_config("test-grounding", head)

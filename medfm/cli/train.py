@@ -165,19 +165,23 @@ def train_grounding_command(
                                                   "(train or val) columns; a row with no mask and no text is an image "
                                                   "lacking every phrase.")],
     out: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write (must not exist).")],
-    encoder: Annotated[str, typer.Option("--encoder", help="The medfm_clip encoder whose frozen tower the head reads: a name "
-                                                           "or a folder `train clip` wrote.")] = "medfm-clip-small",
+    encoder: Annotated[str, typer.Option("--encoder", help="The image-text encoder that embeds the words: a name or a "
+                                                           "folder `train clip` wrote.")] = "medfm-clip-small",
+    segmenter: Annotated[str, typer.Option("--segmenter", help="The medfm_interactive segmenter whose frozen image encoder "
+                                                               "the head reads: a name or a model folder.")] = "medfm-interactive",
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs (the one with the best val Dice is kept).")] = 30,
     steps_per_epoch: Annotated[int, typer.Option("--steps-per-epoch", min=1, help="Steps per epoch.")] = 100,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Items per step.")] = 32,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation, the draws and the augmentation.")] = 0,
 ) -> None:
-    """Train a text grounding head (where the words are, for `segment --text`) over an image-text encoder's frozen
-    tower, from masks named by words; prints the training summary as JSON."""
+    """Train a text grounding head (where the words are, for `segment --text`) over a promptable segmenter's frozen
+    image encoder and an image-text encoder's text embeddings, from masks named by words; prints the training summary
+    as JSON."""
     from medfm.train.grounding import train_grounding
 
-    print_json(train_grounding(manifest, out, encoder_name=encoder, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                               batch_size=batch_size, seed=seed, log=lambda line: typer.echo(line, err=True)))
+    print_json(train_grounding(manifest, out, encoder_name=encoder, segmenter_name=segmenter, epochs=epochs,
+                               steps_per_epoch=steps_per_epoch, batch_size=batch_size, seed=seed,
+                               log=lambda line: typer.echo(line, err=True)))
 
 
 @train_app.command("router")

@@ -1,5 +1,5 @@
-"""Heads trained over a medfm_clip encoder's frozen image tower (text grounding heads, domain routers): the
-encoder they accept and the loading of their weights, shared so that every such head refuses alike."""
+"""Small heads trained over frozen medfm models (domain routers over a medfm_clip image tower, text grounding heads):
+the encoder a router accepts, and the loading of every such head's weights, shared so that they refuse alike."""
 
 from __future__ import annotations
 

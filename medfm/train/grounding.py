@@ -9,9 +9,10 @@ labelled completely: a phrase set that no row of an image names is absent from i
 Each step draws, per item, either a named structure (its image, one of its phrases at random, its
 mask) or, with probability :data:`ABSENT_FRACTION`, an image with phrases it lacks and an empty
 target, so that the head answers for the words and not for any salient thing. Pictures are
-flipped, scaled, shifted and rotated with their masks; the loss is binary cross-entropy plus
-MONAI's soft Dice per item. The epoch kept is the one with the best mean Dice on the ``val`` rows'
-named structures (map ≥ 0.5); its false-alarm rate on ``val`` images lacking the words is reported.
+warped with their masks as medfm-interactive's training warps them (:mod:`medfm.train.paired_warp`);
+the loss is binary cross-entropy plus MONAI's soft Dice per item. The epoch kept is the one with the
+best mean Dice on the ``val`` rows' named structures (map ≥ 0.5); its false-alarm rate on ``val``
+images lacking the words is reported.
 """
 
 from __future__ import annotations
@@ -30,15 +31,15 @@ import torch.nn.functional as F
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.grounding import TextGrounder, ground_with
-from medfm.models.registry import DEFAULT_ENCODER, create_encoder
+from medfm.models.registry import DEFAULT_ENCODER, DEFAULT_SEGMENTER, create_encoder, create_segmenter
+from medfm.train.paired_warp import warp_pair
 from medfm.train.run_folder import publish_model_folder
 
-SIZE = TextGrounder.INPUT_SIZE
 #: Items per step that show an image with words it lacks.
 ABSENT_FRACTION = 0.35
 #: The probability above which a position counts as named (validation, and the box of ``segment --text``).
 THRESHOLD = 0.5
-#: The head: its width and the tower stages it reads (the 56² stage would cost four times the rest).
+#: The head: its width and the segmenter's encoder stages it reads (strides 4, 8, 16; stride 2 would triple the cost).
 HEAD = {"width": 64, "stages": [1, 2, 3]}
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -57,7 +58,7 @@ class GroundingSet:
     def target(self, picture: int, phrase_set: int) -> torch.Tensor:
         """The union of ``picture``'s masks named by ``phrase_set`` (empty when it has none)."""
         rows = np.flatnonzero((self.owner == picture) & (self.named == phrase_set))
-        return self.masks[rows].any(0) if len(rows) else torch.zeros(SIZE, SIZE, dtype=torch.bool)
+        return self.masks[rows].any(0) if len(rows) else torch.zeros(self.pixels.shape[-2:], dtype=torch.bool)
 
     def absent_sets(self, picture: int) -> np.ndarray:
         return np.setdiff1d(np.arange(len(self.phrase_sets)), self.named[self.owner == picture])
@@ -89,8 +90,8 @@ def read_manifest(path: Path) -> dict[str, list[tuple[Path, Path | None, tuple[s
     return splits
 
 
-def decode(rows: list[tuple[Path, Path | None, tuple[str, ...]]], phrase_sets: list[tuple[str, ...]]) -> GroundingSet:
-    """The rows' pictures at :data:`SIZE`² (as the grounder prepares them) and their masks on the same grid."""
+def decode(rows: list[tuple[Path, Path | None, tuple[str, ...]]], phrase_sets: list[tuple[str, ...]], size: int) -> GroundingSet:
+    """The rows' pictures at ``size``² (as the grounder prepares them) and their masks on the same grid."""
     from medfm.io import load
     from medfm.io.label_maps import read_mask
     from medfm.models.preprocess import prepare_plane
@@ -102,32 +103,15 @@ def decode(rows: list[tuple[Path, Path | None, tuple[str, ...]]], phrase_sets: l
         if image not in pictures:
             picture = load(image)
             pictures[image], shapes[image] = len(pixels), picture.spatial_shape
-            pixels.append((prepare_plane(picture.frame(), SIZE) * 255).round().to(torch.uint8))
+            pixels.append((prepare_plane(picture.frame(), size) * 255).round().to(torch.uint8))
         if mask is None:
             continue
         plane = torch.from_numpy(read_mask(mask, shapes[image])[:, :, 0].T.astype(np.float32))
-        masks.append(F.interpolate(plane[None, None], size=(SIZE, SIZE), mode="area")[0, 0] >= 0.5)
+        masks.append(F.interpolate(plane[None, None], size=(size, size), mode="area")[0, 0] >= 0.5)
         owner.append(pictures[image])
         named.append(phrase_sets.index(phrases))
-    return GroundingSet(torch.stack(pixels), torch.stack(masks) if masks else torch.zeros(0, SIZE, SIZE, dtype=torch.bool),
+    return GroundingSet(torch.stack(pixels), torch.stack(masks) if masks else torch.zeros(0, size, size, dtype=torch.bool),
                         np.array(owner, dtype=int), np.array(named, dtype=int), phrase_sets)
-
-
-def augment(pixels: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flips, scale 0.8–1.25, shift ±10 %, rotation ±20° and brightness/contrast jitter, the same geometry for both."""
-    batch = len(pixels)
-    angle = torch.from_numpy(rng.uniform(-np.pi / 9, np.pi / 9, batch)).float()
-    scale = torch.from_numpy(np.exp(rng.uniform(np.log(0.8), np.log(1.25), batch))).float()
-    flips = torch.from_numpy(rng.choice([-1.0, 1.0], size=(batch, 2))).float()
-    theta = torch.zeros(batch, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 1] = torch.cos(angle) / scale * flips[:, 0], -torch.sin(angle) / scale
-    theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle) / scale, torch.cos(angle) / scale * flips[:, 1]
-    theta[:, :, 2] = torch.from_numpy(rng.uniform(-0.1, 0.1, (batch, 2))).float()
-    grid = F.affine_grid(theta, [batch, 1, SIZE, SIZE], align_corners=False)
-    moved = F.grid_sample(pixels, grid, padding_mode="zeros", align_corners=False)
-    contrast = torch.from_numpy(rng.uniform(0.8, 1.2, (batch, 1, 1, 1))).float()
-    brightness = torch.from_numpy(rng.uniform(-0.1, 0.1, (batch, 1, 1, 1))).float()
-    return ((moved - 0.5) * contrast + 0.5 + brightness).clamp(0, 1), F.grid_sample(targets, grid, align_corners=False)
 
 
 def draw(data: GroundingSet, batch: int, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
@@ -168,7 +152,7 @@ def evaluate(grounder: TextGrounder, data: GroundingSet, texts: list[torch.Tenso
             chunk = pairs[start:start + batch]
             pixels = data.pixels[[p for p, _, _ in chunk]].float() / 255
             logits = grounder.head(grounder.stage_maps(pixels), torch.stack([texts[s][0] for _, s, _ in chunk]))
-            named = F.interpolate(logits, size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0].sigmoid() >= THRESHOLD
+            named = F.interpolate(logits, size=pixels.shape[-2:], mode="bilinear", align_corners=False)[:, 0].sigmoid() >= THRESHOLD
             for (picture, phrase_set, present), found in zip(chunk, named, strict=True):
                 if present:
                     scores.append(dice(found.numpy(), data.target(picture, phrase_set).numpy()))
@@ -178,11 +162,12 @@ def evaluate(grounder: TextGrounder, data: GroundingSet, texts: list[torch.Tenso
             "false_alarm_rate": round(float(np.mean(alarms)), 4) if alarms else math.nan}
 
 
-def train_grounding(manifest: Path, out: Path, *, encoder_name: str = DEFAULT_ENCODER, epochs: int = 30,
-                    steps_per_epoch: int = 100, batch_size: int = 32, learning_rate: float = 2e-3, seed: int = 0,
-                    log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Train a grounding head over ``encoder_name``'s frozen tower on ``manifest`` (see the module) and write the
-    model folder ``out`` (config, float16 weights, history); returns the training summary."""
+def train_grounding(manifest: Path, out: Path, *, encoder_name: str = DEFAULT_ENCODER, segmenter_name: str = DEFAULT_SEGMENTER,
+                    epochs: int = 30, steps_per_epoch: int = 100, batch_size: int = 32, learning_rate: float = 2e-3,
+                    seed: int = 0, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Train a grounding head over ``segmenter_name``'s frozen image encoder and ``encoder_name``'s text embeddings on
+    ``manifest`` (see the module) and write the model folder ``out`` (config, float16 weights, history); returns the
+    training summary."""
     from monai.losses import DiceLoss
 
     from medfm.io.formats import check_output_folder
@@ -192,15 +177,16 @@ def train_grounding(manifest: Path, out: Path, *, encoder_name: str = DEFAULT_EN
     check_output_folder(out.parent)
     splits = read_manifest(manifest)
     phrase_sets = sorted({phrases for rows in splits.values() for _, _, phrases in rows if phrases})
-    encoder = create_encoder(encoder_name)
+    encoder, segmenter = create_encoder(encoder_name), create_segmenter(segmenter_name)
     torch.manual_seed(seed)
     config: dict[str, Any] = {"family": "medfm_grounding", "kind": "grounder", "encoder": encoder_name,
-                              "encoder_sha256": encoder.info.weights_sha256, **HEAD, "threshold": THRESHOLD,
+                              "encoder_sha256": encoder.info.weights_sha256, "segmenter": segmenter_name,
+                              "segmenter_sha256": segmenter.info.weights_sha256, **HEAD, "threshold": THRESHOLD,
                               "phrases": [list(p) for p in phrase_sets]}
-    grounder = ground_with({"name": out.name, **config}, None, encoder)  # refuses an encoder of another family
-    encoder.model.requires_grad_(False)
+    grounder = ground_with({"name": out.name, **config}, None, encoder, segmenter)  # refuses models of another family
+    segmenter.net.requires_grad_(False)
     started = time.monotonic()
-    data = {split: decode(rows, phrase_sets) for split, rows in splits.items() if rows}
+    data = {split: decode(rows, phrase_sets, grounder.size) for split, rows in splits.items() if rows}
     log(f"decoded {sum(len(d.pixels) for d in data.values())} pictures, {sum(len(d.masks) for d in data.values())} masks "
         f"in {time.monotonic() - started:.0f} s")
     texts = text_table(encoder, phrase_sets)
@@ -216,7 +202,7 @@ def train_grounding(manifest: Path, out: Path, *, encoder_name: str = DEFAULT_EN
         losses = []
         for _ in range(steps_per_epoch):
             pixels, sets, targets = draw(data["train"], batch_size, rng)
-            pixels, targets = augment(pixels, targets, rng)
+            pixels, targets = warp_pair(pixels, targets, rng)
             text = torch.stack([texts[s][int(rng.integers(len(texts[s])))] for s in sets])
             with torch.no_grad():
                 maps = grounder.stage_maps(pixels)

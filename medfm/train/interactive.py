@@ -35,6 +35,7 @@ from medfm.eval.protocols.interaction import centre_click, corrective_click, jit
 from medfm.eval.seg_metrics import dice
 from medfm.io.label_maps import read_mask
 from medfm.models.segmenters.prompt import mask_box
+from medfm.train.paired_warp import warp_pair
 
 SIZE = 128
 #: Fraction of subject groups held out for validation (HC18, Kvasir-SEG, PH2).
@@ -187,22 +188,10 @@ def write_val_manifest(data_root: Path, path: Path) -> int:
 
 
 def augment(pictures: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips, rotation, scale, shift and intensity jitter: ``(B, 3, S, S)`` [0, 1] and ``(B, 1, S, S)`` {0, 1}."""
-    batch = pictures.shape[0]
-    angle = rng.uniform(-0.35, 0.35, batch) * (rng.random(batch) < 0.5)
-    scale = np.exp(rng.uniform(np.log(0.8), np.log(1.25), batch))
-    flip = np.where(rng.random((2, batch)) < 0.5, -1.0, 1.0)
-    theta = np.zeros((batch, 2, 3), dtype=np.float32)
-    theta[:, 0, 0], theta[:, 0, 1] = np.cos(angle) * scale * flip[0], -np.sin(angle) * scale
-    theta[:, 1, 0], theta[:, 1, 1] = np.sin(angle) * scale, np.cos(angle) * scale * flip[1]
-    theta[:, :, 2] = rng.uniform(-0.1, 0.1, (batch, 2))
-    grid = F.affine_grid(torch.from_numpy(theta), list(pictures.shape), align_corners=False)
-    warped = F.grid_sample(torch.cat([pictures, masks], 1), grid, align_corners=False)
-    contrast = torch.from_numpy(rng.uniform(0.75, 1.25, (batch, 1, 1, 1)).astype(np.float32))
-    brightness = torch.from_numpy(rng.uniform(-0.1, 0.1, (batch, 1, 1, 1)).astype(np.float32))
-    gamma = torch.from_numpy(np.exp(rng.uniform(-0.3, 0.3, (batch, 1, 1, 1))).astype(np.float32))
-    out_pictures = ((warped[:, :3] - 0.5) * contrast + 0.5 + brightness).clamp(0, 1) ** gamma
-    out_masks = (warped[:, 3:] > 0.5).float()
+    """:func:`~medfm.train.paired_warp.warp_pair` of ``(B, 3, S, S)`` [0, 1] pictures and ``(B, 1, S, S)`` {0, 1} masks,
+    the masks kept binary."""
+    out_pictures, warped = warp_pair(pictures, masks, rng)
+    out_masks = (warped > 0.5).float()
     # A warp that pushes the object out of view is no lesson: keep those samples unwarped.
     lost = out_masks.flatten(1).sum(1) < 16
     out_pictures[lost], out_masks[lost] = pictures[lost], masks[lost]
