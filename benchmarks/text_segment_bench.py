@@ -86,8 +86,10 @@ ABSENT_DATASETS = {"medpix2_image_text_train": 400, "fundus_vessels": 60, "bccd_
 def write_grounding_manifest(root: Path, path: Path) -> dict[str, int]:
     """The manifest of ``medfm train grounding`` for the shipped grounding head: masks of medfm-clip-small's training
     split as ``train`` rows, the tuning images (and the like of PH2 and HC18) as ``val`` rows, images of other
-    datasets' training split as rows lacking every phrase; never a measured image (those are in medfm-clip-small's
-    val or test split and medfm-interactive's validation split)."""
+    datasets' training split as rows lacking every phrase, then the masks of medfm-clip-small's test split outside
+    medfm-interactive's validation split as ``train`` rows (the head reads only the words through medfm-clip-small,
+    so its image splits do not bind it); never a measured image (those are in medfm-clip-small's val or test split
+    and medfm-interactive's validation split)."""
     import csv
 
     from medfm.io.formats import atomic_path
@@ -106,6 +108,10 @@ def write_grounding_manifest(root: Path, path: Path) -> dict[str, int]:
     for dataset, count in ABSENT_DATASETS.items():
         paths = sorted({p for (d, p), split in clip_split.items() if d == dataset and split == "train"})
         rows += [(root / dataset / paths[i], "", "", "train") for i in sorted(rng.choice(len(paths), min(count, len(paths)), replace=False))]
+    for source, image, mask, group in manifest_items(root):
+        folder = TEXTS.get(source, (None, None))[0]
+        if folder and clip_split.get((folder, str(image.relative_to(root / folder)))) == "test" and not is_validation(source, group):
+            rows.append((image, mask, PHRASES[source], "train"))
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", "mask", "text", "split"])
