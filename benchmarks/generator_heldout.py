@@ -1,6 +1,6 @@
 """A shipped generator's held-out measurement: the split it was trained on, FRD and the near-copy check.
 
-``python benchmarks/generator_heldout.py split [--family medpix|hc18] --out DIR`` writes DIR/train.csv and
+``python benchmarks/generator_heldout.py split [--family medpix|hc18] [--train-images N] --out DIR`` writes DIR/train.csv and
 DIR/heldout.csv, 15 % of cases held out by a hash of the case id, so no case has images on both sides:
 ``medpix`` (default) from ``../shared/data/medpix2_image_text_train`` (grey images only; column ``label`` =
 modality CT/MR; train with ``--condition class``), ``hc18`` from ``../shared/data/hc18_fetal_head_us``
@@ -8,6 +8,8 @@ modality CT/MR; train with ``--condition class``), ``hc18`` from ``../shared/dat
 class; train with ``--condition none``). When the family's manifest has masks (hc18), the files also get a
 ``mask`` column (train an image–mask pair generator with ``--masks``) and DIR/segmentation.csv lists both sides
 as ``image,mask,split`` (``train`` / ``test``), the manifest ``medfm evaluate synthetic --task seg`` takes.
+``--train-images N`` keeps only whole training cases, in a seeded order, until N images: the low-label setting
+(the held-out side stays the same).
 Train with ``medfm --threads 1 train generator DIR/train.csv --condition class|none --size 64 -o GEN_DIR``.
 
 ``python benchmarks/generator_heldout.py evaluate GEN_DIR --split DIR [--steps 20] [--n-boot 200] [--samples N]
@@ -47,8 +49,12 @@ HELDOUT_SHARE = 0.15
 NOISE = "medfm.eval.corruptions gaussian_noise severity 3 (SD 0.07 of each image's range), clipped to 8 bits"
 
 
-def split(family: str, out: Path) -> dict:
+def split(family: str, out: Path, train_images: int | None = None) -> dict:
+    """Hold out 15 % of ``family``'s cases (by a hash of the case id) and write the manifests into ``out``; with
+    ``train_images``, keep only whole training cases, drawn in a seeded order, until that many images (a low-label
+    training set; the held-out side is unchanged)."""
     import csv
+    import random
 
     folder, case_of, class_of = FAMILIES[family]
     root = shared_data_dir() / folder
@@ -59,6 +65,15 @@ def split(family: str, out: Path) -> dict:
     for row in rows:
         fraction = int(hashlib.sha256(case_of(row).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         sides["heldout" if fraction < HELDOUT_SHARE else "train"].append(row)
+    if train_images is not None:
+        cases = sorted({case_of(r) for r in sides["train"]})
+        random.Random(0).shuffle(cases)
+        kept: set[str] = set()
+        for case in cases:
+            if sum(case_of(r) in kept for r in sides["train"]) >= train_images:
+                break
+            kept.add(case)
+        sides["train"] = [r for r in sides["train"] if case_of(r) in kept]
     masks = "mask" in rows[0]
     for side, chosen in sides.items():
         with open(out / f"{side}.csv", "w", newline="") as handle:
@@ -226,6 +241,8 @@ def main() -> None:
     split_parser = commands.add_parser("split")
     split_parser.add_argument("--family", choices=sorted(FAMILIES), default="medpix")
     split_parser.add_argument("--out", type=Path, required=True)
+    split_parser.add_argument("--train-images", type=int, default=None, help="Keep whole training cases, in a seeded "
+                              "order, until this many images (a low-label training set; the held-out side is unchanged).")
     evaluate_parser = commands.add_parser("evaluate")
     evaluate_parser.add_argument("gen_dir", type=Path)
     evaluate_parser.add_argument("--split", type=Path, required=True)
@@ -244,7 +261,7 @@ def main() -> None:
         if not data.is_dir():
             print(json.dumps({"skipped": f"{data} is absent"}))
             sys.exit(0)
-        result = split(args.family, args.out)
+        result = split(args.family, args.out, args.train_images)
     else:
         result = evaluate(args.gen_dir, args.split, args.steps, args.guidance, args.seed, args.n_boot, args.samples, args.ancestral)
     text = json.dumps(result, indent=2)
