@@ -66,11 +66,12 @@ def split(family: str, out: Path, train_images: int | None = None) -> dict:
         fraction = int(hashlib.sha256(case_of(row).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         sides["heldout" if fraction < HELDOUT_SHARE else "train"].append(row)
     if train_images is not None:
-        cases = sorted({case_of(r) for r in sides["train"]})
+        per_case = Counter(case_of(r) for r in sides["train"])
+        cases = sorted(per_case)
         random.Random(0).shuffle(cases)
         kept: set[str] = set()
         for case in cases:
-            if sum(case_of(r) in kept for r in sides["train"]) >= train_images:
+            if sum(per_case[c] for c in kept) >= train_images:
                 break
             kept.add(case)
         sides["train"] = [r for r in sides["train"] if case_of(r) in kept]
@@ -256,6 +257,8 @@ def main() -> None:
                                  "over all 1,000 timesteps (the baseline), instead of medfm's DDIM in --steps.")
     evaluate_parser.add_argument("--results", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
+    if getattr(args, "train_images", None) is not None and args.train_images < 1:
+        parser.error(f"--train-images must be at least 1; got {args.train_images}")
     if args.command == "split":
         data = shared_data_dir() / FAMILIES[args.family][0]
         if not data.is_dir():

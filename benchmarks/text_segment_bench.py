@@ -96,7 +96,7 @@ def write_grounding_manifest(root: Path, path: Path) -> dict[str, int]:
     from medfm.train.interactive import is_validation, manifest_items
 
     clip_split = {(s.dataset, s.path): s.split for s in collect(root)}
-    rows = []
+    rows, test_rows = [], []
     for source, image, mask, group in manifest_items(root):
         if source not in PHRASES:
             continue
@@ -104,14 +104,13 @@ def write_grounding_manifest(root: Path, path: Path) -> dict[str, int]:
         split = clip_split.get((folder, str(image.relative_to(root / folder))))
         if split == "train" or (split == "val" and not is_validation(source, group)):
             rows.append((image, mask, PHRASES[source], split))
+        elif split == "test" and not is_validation(source, group):
+            test_rows.append((image, mask, PHRASES[source], "train"))
     rng = np.random.default_rng(0)
     for dataset, count in ABSENT_DATASETS.items():
         paths = sorted({p for (d, p), split in clip_split.items() if d == dataset and split == "train"})
         rows += [(root / dataset / paths[i], "", "", "train") for i in sorted(rng.choice(len(paths), min(count, len(paths)), replace=False))]
-    for source, image, mask, group in manifest_items(root):
-        folder = TEXTS.get(source, (None, None))[0]
-        if folder and clip_split.get((folder, str(image.relative_to(root / folder)))) == "test" and not is_validation(source, group):
-            rows.append((image, mask, PHRASES[source], "train"))
+    rows += test_rows
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", "mask", "text", "split"])

@@ -145,13 +145,20 @@ def test_a_bad_manifest_is_refused_in_one_line(tmp_path: Path, rows: str, messag
         read_manifest(tmp_path / "m.csv")
 
 
-def test_cli_segment_text_uses_the_grounder_and_writes_nothing_when_the_words_are_absent(tmp_path: Path, capsys) -> None:
+def test_cli_segment_text_uses_the_grounder_and_writes_nothing_when_the_words_are_absent(tmp_path: Path, capsys,
+                                                                                       monkeypatch) -> None:
+    from medfm.models import registry
+
     picture = np.random.default_rng(1).integers(0, 255, (60, 80, 3), dtype=np.uint8)
     source = save(Image(picture.transpose(1, 0, 2)[:, :, None, None, :]), tmp_path / "picture.png")
     everywhere = constant_grounder_folder(tmp_path / "everywhere", 6.0)
+    loaded = []
+    create_segmenter_once = registry.create_segmenter
+    monkeypatch.setattr(registry, "create_segmenter", lambda *a, **k: loaded.append(a[0]) or create_segmenter_once(*a, **k))
     code, out, err = run_cli(["segment", str(source), "--text", "polyp", "--grounder", str(everywhere),
                               "-o", str(tmp_path / "mask.png"), "--json"], capsys)
     assert code == 0, err
+    assert loaded == ["medfm-interactive"]  # the head's segmenter segments too: loaded once
     assert json.loads(out)["box"] == [0, 0, 79, 59]
     record = load(tmp_path / "mask.png").provenance.parameters["text_prompt"]
     assert record["method"] == "grounding head → box" and record["grounder"] == "everywhere"

@@ -124,8 +124,11 @@ def _text_command(images: list[Path], output: Path, text: str | None, saliency: 
     if len(images) != 1:
         raise MedfmError(f"--text segments one image; got {len(images)}")
     encoder, grounder = grounding_models(grounder_name)
-    result = segment_text_file(images[0], output, text, encoder, create_segmenter(model or DEFAULT_SEGMENTER, checkpoint),
-                               grounder=grounder, saliency_output=saliency)
+    wanted = model or DEFAULT_SEGMENTER
+    # the grounding head already holds the segmenter whose features it reads: when it is the one asked for, reuse it
+    reuse = grounder is not None and checkpoint is None and wanted == grounder.info.segmenter
+    segmenter = grounder.segmenter if reuse else create_segmenter(wanted, checkpoint)
+    result = segment_text_file(images[0], output, text, encoder, segmenter, grounder=grounder, saliency_output=saliency)
     if as_json:
         print_json(result)
         return
