@@ -9,7 +9,10 @@ class; train with ``--condition none``). When the family's manifest has masks (h
 ``mask`` column (train an image–mask pair generator with ``--masks``) and DIR/segmentation.csv lists both sides
 as ``image,mask,split`` (``train`` / ``test``), the manifest ``medfm evaluate synthetic --task seg`` takes.
 ``--train-images N`` keeps only whole training cases, in a seeded order, until N images: the low-label setting
-(the held-out side stays the same).
+(the held-out side stays the same). ``--rare CLASS=N`` keeps only N of one class's training images (those of whole
+cases drawn in a seeded order; the other classes' images stay): the rare-class setting. A family with several
+classes (medpix) also gets DIR/classification.csv, ``path,label,split`` of both sides, the manifest
+``medfm evaluate synthetic --task cls`` takes.
 Train with ``medfm --threads 1 train generator DIR/train.csv --condition class|none --size 64 -o GEN_DIR``.
 
 ``python benchmarks/generator_heldout.py evaluate GEN_DIR --split DIR [--steps 20] [--n-boot 200] [--samples N]
@@ -49,12 +52,27 @@ HELDOUT_SHARE = 0.15
 NOISE = "medfm.eval.corruptions gaussian_noise severity 3 (SD 0.07 of each image's range), clipped to 8 bits"
 
 
-def split(family: str, out: Path, train_images: int | None = None) -> dict:
+def whole_cases(rows: list[dict], case_of, images: int) -> list[dict]:
+    """The rows of whole cases, drawn in a seeded order, until at least ``images`` rows."""
+    import random
+
+    per_case = Counter(case_of(r) for r in rows)
+    cases = sorted(per_case)
+    random.Random(0).shuffle(cases)
+    kept: set[str] = set()
+    for case in cases:
+        if sum(per_case[c] for c in kept) >= images:
+            break
+        kept.add(case)
+    return [r for r in rows if case_of(r) in kept]
+
+
+def split(family: str, out: Path, train_images: int | None = None, rare: tuple[str, int] | None = None) -> dict:
     """Hold out 15 % of ``family``'s cases (by a hash of the case id) and write the manifests into ``out``; with
     ``train_images``, keep only whole training cases, drawn in a seeded order, until that many images (a low-label
-    training set; the held-out side is unchanged)."""
+    training set); with ``rare`` ``(class, n)``, keep only n of that class's training images, from whole cases drawn
+    in a seeded order (a rare class). The held-out side is unchanged."""
     import csv
-    import random
 
     folder, case_of, class_of = FAMILIES[family]
     root = shared_data_dir() / folder
@@ -66,15 +84,14 @@ def split(family: str, out: Path, train_images: int | None = None) -> dict:
         fraction = int(hashlib.sha256(case_of(row).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         sides["heldout" if fraction < HELDOUT_SHARE else "train"].append(row)
     if train_images is not None:
-        per_case = Counter(case_of(r) for r in sides["train"])
-        cases = sorted(per_case)
-        random.Random(0).shuffle(cases)
-        kept: set[str] = set()
-        for case in cases:
-            if sum(per_case[c] for c in kept) >= train_images:
-                break
-            kept.add(case)
-        sides["train"] = [r for r in sides["train"] if case_of(r) in kept]
+        sides["train"] = whole_cases(sides["train"], case_of, train_images)
+    if rare is not None:
+        name, images = rare
+        of_class = [r for r in sides["train"] if class_of(r) == name]
+        if not of_class:
+            raise SystemExit(f"--rare: no training image of class {name!r} in {family}")
+        kept_ids = {id(r) for r in whole_cases(of_class, case_of, images)}
+        sides["train"] = [r for r in sides["train"] if class_of(r) != name or id(r) in kept_ids]
     masks = "mask" in rows[0]
     for side, chosen in sides.items():
         with open(out / f"{side}.csv", "w", newline="") as handle:
@@ -82,6 +99,12 @@ def split(family: str, out: Path, train_images: int | None = None) -> dict:
             writer.writerow(["image", "label", "case_id", *(["mask"] if masks else [])])
             writer.writerows([[str(root / r["image"]), class_of(r), case_of(r), *([str(root / r["mask"])] if masks else [])]
                               for r in chosen])
+    if len({class_of(r) for r in rows}) > 1:
+        with open(out / "classification.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label", "split"])
+            writer.writerows([[str(root / r["image"]), class_of(r), "train" if side == "train" else "test"]
+                              for side, chosen in sides.items() for r in chosen])
     if masks:
         with open(out / "segmentation.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -236,6 +259,13 @@ def evaluate(gen_dir: Path, split_dir: Path, steps: int, guidance: float | None,
     }
 
 
+def rare_class(text: str) -> tuple[str, int]:
+    name, _, count = text.partition("=")
+    if not name or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected CLASS=N with N at least 1; got {text!r}")
+    return name, int(count)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -244,6 +274,8 @@ def main() -> None:
     split_parser.add_argument("--out", type=Path, required=True)
     split_parser.add_argument("--train-images", type=int, default=None, help="Keep whole training cases, in a seeded "
                               "order, until this many images (a low-label training set; the held-out side is unchanged).")
+    split_parser.add_argument("--rare", type=rare_class, default=None, metavar="CLASS=N", help="Keep only N training "
+                              "images of CLASS, from whole cases in a seeded order (a rare class; the rest is unchanged).")
     evaluate_parser = commands.add_parser("evaluate")
     evaluate_parser.add_argument("gen_dir", type=Path)
     evaluate_parser.add_argument("--split", type=Path, required=True)
@@ -264,7 +296,7 @@ def main() -> None:
         if not data.is_dir():
             print(json.dumps({"skipped": f"{data} is absent"}))
             sys.exit(0)
-        result = split(args.family, args.out, args.train_images)
+        result = split(args.family, args.out, args.train_images, args.rare)
     else:
         result = evaluate(args.gen_dir, args.split, args.steps, args.guidance, args.seed, args.n_boot, args.samples, args.ancestral)
     text = json.dumps(result, indent=2)

@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 from test_generators import SIZE, TINY, write_classes
 
 from medfm.errors import MedfmError
-from medfm.eval.synthetic import compare_classifiers, compare_segmenters, near_copies, precision_recall
+from medfm.eval.synthetic import class_measures, compare_classifiers, compare_segmenters, near_copies, precision_recall
 from medfm.train.generator import train_generator
 from medfm.train.generator_eval import rank_generators
 from medfm.train.synthetic_eval import evaluate_synthetic
@@ -74,11 +74,25 @@ def test_classifier_comparison_is_paired() -> None:
     labels = np.array([0, 1] * 20)
     perfect = np.eye(2)[labels]
     backwards = np.eye(2)[1 - labels]
-    same = compare_classifiers(labels, perfect, perfect, n_boot=50)
+    same = compare_classifiers(labels, perfect, perfect, ["a", "b"], n_boot=50)
     assert same["difference"]["accuracy"] == {"value": 0.0, "low": 0.0, "high": 0.0}
-    better = compare_classifiers(labels, backwards, perfect, n_boot=50)
+    better = compare_classifiers(labels, backwards, perfect, ["a", "b"], n_boot=50)
     assert better["baseline"]["accuracy"]["value"] == 0.0 and better["candidate"]["auc"]["value"] == 1.0
     assert better["difference"]["accuracy"] == {"value": 1.0, "low": 1.0, "high": 1.0}
+    assert better["difference"]["recall b"] == {"value": 1.0, "low": 1.0, "high": 1.0}
+
+
+def test_a_rare_class_is_measured_by_its_recall_not_by_accuracy() -> None:
+    labels = np.array([0] * 95 + [1] * 5)
+    always_common = np.tile([0.9, 0.1], (100, 1))
+    measures = class_measures(always_common, labels, ["common", "rare"])
+    assert measures["accuracy"] == 0.95 and measures["recall rare"] == 0.0 and measures["recall common"] == 1.0
+    assert measures["balanced_accuracy"] == 0.5
+    # a resample without the rare class leaves its recall undefined, not zero
+    absent = class_measures(always_common[:95], labels[:95], ["common", "rare"])
+    assert np.isnan(absent["recall rare"]) and absent["balanced_accuracy"] == 1.0
+    with pytest.raises(MedfmError, match=r"need \(100, 3\) scores"):
+        compare_classifiers(labels, always_common, always_common, ["a", "b", "c"])
 
 
 def test_segmenter_comparison_is_paired_and_skips_undefined_distances() -> None:
@@ -155,6 +169,28 @@ def test_evaluate_synthetic_compares_probes_and_checks_the_samples(generators: t
     assert [s["condition"] for s in samples] == ["bright"] * 3 + ["dark"] * 3 and len({s["seed"] for s in samples}) == 6
     training_lines = {2, 3, 4, 5, 6, 10, 11, 12, 13, 14}  # manifest lines of the training rows
     assert all(s["nearest_training_line"] in training_lines for s in samples)
+    weighted = classifier["real_only_class_weighted"]  # balanced classes: weighting changes nothing
+    assert weighted["accuracy"] == classifier["real_only"]["accuracy"]
+    assert classifier["difference_vs_class_weighted"] == classifier["difference"]
+
+
+def test_evaluate_synthetic_adds_only_the_rare_class_asked_for(generators: tuple[Path, Path], tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path)
+    rare = tmp_path / "rare.csv"  # dark keeps 1 of its 5 training rows
+    lines = manifest.read_text().splitlines()
+    rare.write_text("\n".join(line for n, line in enumerate(lines) if n not in (10, 11, 12, 13)) + "\n")
+    result = evaluate_synthetic(generators[1], rare, FakeEncoder(), per_class=4, steps=2, n_boot=50, workers=1,
+                                synthetic_classes=["dark"])
+    assert result["n_train"] == {"bright": 5, "dark": 1} and result["synthetic_classes"] == ["dark"]
+    assert [s["condition"] for s in result["memorisation"]["samples"]] == ["dark"] * 4
+    classifier = result["classifier"]
+    for key in ("real_only", "real_plus_synthetic", "real_only_class_weighted"):
+        assert set(classifier[key]) == {"accuracy", "auc", "balanced_accuracy", "recall bright", "recall dark"}
+    assert result["frd"]["n_synthetic"] == 4
+    with pytest.raises(MedfmError, match="--synthetic-class 'grey' is not a class of the 'train' rows of .*rare.csv"):
+        evaluate_synthetic(generators[1], rare, FakeEncoder(), synthetic_classes=["grey"])
+    with pytest.raises(MedfmError, match="--synthetic-class is for --task cls"):
+        evaluate_synthetic(generators[1], rare, FakeEncoder(), task="seg", synthetic_classes=["dark"])
 
 
 def test_evaluate_synthetic_bad_input(generators: tuple[Path, Path], tmp_path: Path) -> None:
@@ -192,6 +228,11 @@ def test_cli_rank_and_evaluate_synthetic(generators: tuple[Path, Path], referenc
                               "--json", "--report", str(report)], capsys)
     assert code == 0, err
     assert json.loads(out)["synthetic_per_class"] == 2
+    code, out, err = run_cli(["evaluate", "synthetic", str(generators[1]), "--data", str(manifest), "--per-class", "4",
+                              "--synthetic-class", "dark", "--model", "fake-clip", "--steps", "2", "--n-boot", "20",
+                              "--workers", "1"], capsys)
+    assert code == 0, err
+    assert "4 synthetic images per class (dark)" in out and "real only, class-weighted" in out and "recall dark" in out
     page = report.read_text()
     assert "Memorisation" in page and "real + synthetic" in page and "<script" not in page
     code, _, err = run_cli(["evaluate", "synthetic", str(generators[1]), "--task", "seg", "--data", str(manifest)], capsys)

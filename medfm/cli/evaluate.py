@@ -371,6 +371,9 @@ def synthetic(
                                       "with an image–mask pair generator).")] = "cls",
     per_class: Annotated[int | None, typer.Option("--per-class", help="Synthetic images added per class "
                                                   "(an unconditional generator counts as one class).")] = None,
+    synthetic_class: Annotated[list[str] | None, typer.Option("--synthetic-class", help="cls: add synthetic images of "
+                                                              "this class only (repeat for several; default every "
+                                                              "class): a rare class.")] = None,
     budget_min: Annotated[float | None, typer.Option("--budget-min", help="seg: minutes of training for each of the "
                                                      "two segmenters (default 5).")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="seg: stop each training after this "
@@ -394,6 +397,7 @@ def synthetic(
     """A probe (cls) or segmenter (seg) trained on real images vs real + synthetic, on the held-out split
     (bootstrap CIs), with FRD, precision/recall and near-copies of the synthetic set."""
     from medfm.models.registry import DEFAULT_ENCODER, create_encoder
+    from medfm.eval.synthetic import DOWNSTREAM_ROWS
     from medfm.train.synthetic_eval import evaluate_synthetic
 
     encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint) if model or checkpoint else None
@@ -401,7 +405,7 @@ def synthetic(
                                 label_column=label_column, path_column=path_column,
                                 **given(per_class=per_class, train_split=train_split, test_split=heldout_split, steps=steps,
                                         guidance=guidance, n_boot=n_boot, seed=seed, workers=workers,
-                                        budget_minutes=budget_min, max_steps=max_steps),
+                                        budget_minutes=budget_min, max_steps=max_steps, synthetic_classes=synthetic_class),
                                 log=lambda line: typer.echo(line, err=True))
     if results is not None:
         write_json(result, results)
@@ -413,9 +417,12 @@ def synthetic(
         print_json(result)
         return
     downstream, memo = result["classifier" if result["task"] == "cls" else "segmenter"], result["memorisation"]
-    typer.echo(f"{result['generator']['name']} on {result['data']}: {result['synthetic_per_class']} synthetic images per class")
-    for label, key in (("real only", "real_only"), ("real + synthetic", "real_plus_synthetic"), ("difference", "difference")):
-        typer.echo(f"  {label:<17} " + "  ".join(f"{name} {_interval(value)}" for name, value in downstream[key].items()))
+    augmented = f" ({', '.join(result['synthetic_classes'])})" if result["task"] == "cls" else ""
+    typer.echo(f"{result['generator']['name']} on {result['data']}: {result['synthetic_per_class']} synthetic images "
+               f"per class{augmented}")
+    for label, key in DOWNSTREAM_ROWS:
+        if key in downstream:
+            typer.echo(f"  {label:<37} " + "  ".join(f"{name} {_interval(value)}" for name, value in downstream[key].items()))
     typer.echo(f"FRD vs held-out {_number(result['frd']['frd'])}; precision {result['precision_recall']['precision']:.3f}, "
                f"recall {result['precision_recall']['recall']:.3f}")
     typer.echo(f"near-copies: {memo['n_near_copies']} of {len(memo['samples'])} (cosine > {memo['threshold']:.4g})")

@@ -6,6 +6,7 @@ Embeddings are ``(N, D)`` rows from one encoder; the functions are pure and neve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,10 @@ from medfm.eval.cls_metrics import accuracy_and_auc
 DEFAULT_K = 3
 #: A sample is a near-copy when it is closer to a training image than this share of held-out real images are.
 NEAR_COPY_QUANTILE = 0.99
+#: ``evaluate synthetic``'s downstream rows, as label and key (the class-weighted probe only for classifiers).
+DOWNSTREAM_ROWS = (("real only", "real_only"), ("real + synthetic", "real_plus_synthetic"), ("difference", "difference"),
+                   ("real only, class-weighted", "real_only_class_weighted"),
+                   ("real + synthetic minus class-weighted", "difference_vs_class_weighted"))
 
 
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -94,18 +99,28 @@ def near_copies(synthetic: np.ndarray, training: np.ndarray, heldout: np.ndarray
     }
 
 
-def compare_classifiers(labels: np.ndarray, baseline: np.ndarray, candidate: np.ndarray, *, n_boot: int = 1000,
-                        seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
-    """Accuracy and AUC (:func:`~medfm.eval.cls_metrics.accuracy_and_auc`) of two classifiers' ``(N, K)``
-    scores on the same rows (``(N,)`` class indices), and candidate minus baseline, each with a 95 %
-    bootstrap interval over the same resamples of rows (a paired comparison)."""
+def class_measures(scores: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """Accuracy and AUC (:func:`~medfm.eval.cls_metrics.accuracy_and_auc`) of ``(N, K)`` scores against ``(N,)``
+    class indices, the balanced accuracy (mean recall over the classes present) and each class's recall
+    (``recall <class>``; NaN where the class is absent): with a rare class, accuracy alone hides what matters."""
+    predicted = np.asarray(scores).argmax(axis=1)
+    recalls = {f"recall {name}": float(np.mean(predicted[labels == k] == k)) if np.any(labels == k) else float("nan")
+               for k, name in enumerate(classes)}
+    return {**accuracy_and_auc(scores, labels), "balanced_accuracy": float(np.nanmean(list(recalls.values()))), **recalls}
+
+
+def compare_classifiers(labels: np.ndarray, baseline: np.ndarray, candidate: np.ndarray, classes: Sequence[str], *,
+                        n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`class_measures` of two classifiers' ``(N, K)`` scores on the same rows (``(N,)`` indices into
+    ``classes``), and candidate minus baseline, each with a 95 % bootstrap interval over the same resamples of
+    rows (a paired comparison)."""
     labels = np.asarray(labels)
-    if np.shape(baseline) != np.shape(candidate) or len(labels) != len(baseline):
-        raise MedfmError(f"both classifiers need (N, K) scores for the same {len(labels)} rows; "
+    if np.shape(baseline) != np.shape(candidate) or len(labels) != len(baseline) or np.shape(baseline)[1:] != (len(classes),):
+        raise MedfmError(f"both classifiers need ({len(labels)}, {len(classes)}) scores; "
                          f"got {np.shape(baseline)} and {np.shape(candidate)}")
 
     def statistic(rows: np.ndarray) -> dict[tuple[str, str], float]:
-        a, b = accuracy_and_auc(baseline[rows], labels[rows]), accuracy_and_auc(candidate[rows], labels[rows])
+        a, b = class_measures(baseline[rows], labels[rows], classes), class_measures(candidate[rows], labels[rows], classes)
         return {**{("baseline", m): v for m, v in a.items()}, **{("candidate", m): v for m, v in b.items()},
                 **{("difference", m): b[m] - a[m] for m in a}}
 

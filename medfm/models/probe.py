@@ -45,22 +45,24 @@ def _check_fitted(estimator: Any) -> None:
 
 
 class LinearProbe:
-    """Logistic regression on embeddings; ``C`` is the inverse L2 strength.
+    """Logistic regression on embeddings; ``C`` is the inverse L2 strength; ``class_weight="balanced"`` weighs
+    each class's rows by the inverse of its frequency (scikit-learn's meaning), for a rare class.
 
     Fitted: ``classes_`` (sorted labels), ``coef_`` ``(L, D)`` and ``intercept_`` ``(L,)``
     (one row for two classes: the score of ``classes_[1]``).
     """
 
-    def __init__(self, C: float = 1.0, max_iter: int = 1000) -> None:
+    def __init__(self, C: float = 1.0, max_iter: int = 1000, class_weight: str | None = None) -> None:
         self.C = C
         self.max_iter = max_iter
+        self.class_weight = class_weight
 
     def fit(self, embeddings: np.ndarray, labels: Sequence[Any]) -> LinearProbe:
         """``embeddings`` ``(N, D)``, ``labels`` ``(N,)`` (any values; kept as text)."""
         from sklearn.linear_model import LogisticRegression
 
         embeddings = np.asarray(embeddings, np.float64)
-        model = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(embeddings, _labels(labels, len(embeddings)))
+        model = LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight).fit(embeddings, _labels(labels, len(embeddings)))
         self.classes_ = [str(c) for c in model.classes_]
         self.coef_, self.intercept_ = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
         return self
@@ -77,11 +79,13 @@ class LinearProbe:
         return exp / exp.sum(axis=1, keepdims=True)
 
     def state(self) -> dict[str, Any]:
-        return {"C": self.C, "max_iter": self.max_iter, "coef": self.coef_.tolist(), "intercept": self.intercept_.tolist()}
+        return {"C": self.C, "max_iter": self.max_iter, "class_weight": self.class_weight, "coef": self.coef_.tolist(),
+                "intercept": self.intercept_.tolist()}
 
     @classmethod
     def from_state(cls, classes: list[str], state: dict[str, Any]) -> LinearProbe:
-        probe = cls(state["C"], state["max_iter"])
+        # probes saved before class weights existed were fitted without them
+        probe = cls(state["C"], state["max_iter"], state.get("class_weight"))
         probe.classes_, probe.coef_, probe.intercept_ = classes, np.asarray(state["coef"]), np.asarray(state["intercept"])
         return probe
 

@@ -1,10 +1,13 @@
 """Is synthetic data useful? (``medfm evaluate synthetic GEN_DIR --task cls|seg --data MANIFEST``)
 
 The downstream model is trained twice on the manifest's training split: on the real images alone,
-and on them plus ``per_class`` synthetic images of each class; both are scored on the held-out
-split, and the difference comes with a paired bootstrap interval over held-out images.
+and on them plus ``per_class`` synthetic images of each class (or of the ``synthetic_classes`` named: a
+rare class); both are scored on the held-out split, and the difference comes with a paired bootstrap
+interval over held-out images.
 
-- ``cls``: a logistic-regression probe on frozen embeddings (columns ``path``, ``label``, ``split``).
+- ``cls``: a logistic-regression probe on frozen embeddings (columns ``path``, ``label``, ``split``),
+  scored by accuracy, AUC, balanced accuracy and each class's recall; beside the real-only probe, a
+  real-only probe with balanced class weights, the free alternative to synthetic images of a rare class.
 - ``seg``: ``medfm train seg`` for the same budget each time (columns ``image``, ``mask``, ``split``),
   with the samples and label maps of an image–mask pair generator (``train generator --masks``);
   scored by Dice and HD95 per held-out image. Both trainings hold out the same real images for their
@@ -22,7 +25,7 @@ import csv
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +69,14 @@ def evaluate_synthetic(generator: str | os.PathLike, data: str | os.PathLike, en
                        guidance: float | None = None, seed: int = 0, n_boot: int = 1000, k: int = DEFAULT_K,
                        near_copy_quantile: float = NEAR_COPY_QUANTILE, workers: int | None = None,
                        budget_minutes: float = 5.0, max_steps: int | None = None,
+                       synthetic_classes: Sequence[str] | None = None,
                        log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """The downstream model on real training images against real plus ``per_class`` synthetic images per class, on
-    the held-out split of manifest ``data`` (column ``split``: ``train_split`` and ``test_split`` rows), with FRD,
-    precision/recall and the near-copy check of the synthetic set (see the module docstring); embeddings are
-    ``encoder``'s (default: :data:`~medfm.models.registry.DEFAULT_ENCODER`). ``seg`` trains each segmenter for
-    ``budget_minutes`` (and at most ``max_steps`` steps)."""
+    """The downstream model on real training images against real plus ``per_class`` synthetic images per class
+    (``cls``: of each of ``synthetic_classes``, default every class), on the held-out split of manifest ``data``
+    (column ``split``: ``train_split`` and ``test_split`` rows), with FRD, precision/recall and the near-copy check
+    of the synthetic set (see the module docstring); embeddings are ``encoder``'s (default:
+    :data:`~medfm.models.registry.DEFAULT_ENCODER`). ``seg`` trains each segmenter for ``budget_minutes`` (and at
+    most ``max_steps`` steps)."""
     if task not in TASKS:
         raise MedfmError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
@@ -79,6 +84,8 @@ def evaluate_synthetic(generator: str | os.PathLike, data: str | os.PathLike, en
     data = Path(data)
     model = open_generator(generator)
     if task == "seg":
+        if synthetic_classes:
+            raise MedfmError("--synthetic-class is for --task cls; a pair generator's samples are not chosen by class")
         return _evaluate_segmentation(model, data, encoder, per_class, train_split, test_split, steps, guidance, seed,
                                       n_boot, k, near_copy_quantile, workers, budget_minutes, max_steps, log)
     if model.condition == "none":
@@ -95,7 +102,12 @@ def evaluate_synthetic(generator: str | os.PathLike, data: str | os.PathLike, en
     if missing:
         raise MedfmError(f"{display_path(data)}: class {missing[0]!r} is not one of generator {model.name!r}'s classes "
                          f"({', '.join(model.classes)})")
-    check_set_sizes(len(test_paths), per_class * len(classes), k)
+    unknown = sorted(set(synthetic_classes or ()) - set(classes))
+    if unknown:
+        raise MedfmError(f"--synthetic-class {unknown[0]!r} is not a class of the {train_split!r} rows of "
+                         f"{display_path(data)} ({', '.join(classes)})")
+    augmented_classes = sorted(set(synthetic_classes)) if synthetic_classes else classes
+    check_set_sizes(len(test_paths), per_class * len(augmented_classes), k)
     if encoder is None:
         encoder = create_encoder(DEFAULT_ENCODER)
     with tempfile.TemporaryDirectory(prefix="medfm-synthetic-") as tmp:
@@ -105,6 +117,8 @@ def evaluate_synthetic(generator: str | os.PathLike, data: str | os.PathLike, en
         synthetic, samples = root / "synthetic", []
         synthetic.mkdir()
         for number, label in enumerate(classes):
+            if label not in augmented_classes:
+                continue
             (root / f"class-{number}").mkdir()
             made = generate(model, root / f"class-{number}", per_class, condition=label, seed=seed + number * per_class,
                             steps=steps, guidance=guidance)
@@ -115,19 +129,24 @@ def evaluate_synthetic(generator: str | os.PathLike, data: str | os.PathLike, en
         measures, embeddings = _synthetic_set(encoder, train_files, test_files, samples, train_lines, k, near_copy_quantile, workers)
     train_embeddings, test_embeddings, synthetic_embeddings = embeddings
     synthetic_labels = [s["condition"] for s in samples]
-    real_only = LinearProbe().fit(train_embeddings, train_labels)
-    augmented = LinearProbe().fit(np.concatenate([train_embeddings, synthetic_embeddings]), train_labels + synthetic_labels)
+    real_only = LinearProbe().fit(train_embeddings, train_labels).predict_proba(test_embeddings)
+    weighted = LinearProbe(class_weight="balanced").fit(train_embeddings, train_labels).predict_proba(test_embeddings)
+    augmented = LinearProbe().fit(np.concatenate([train_embeddings, synthetic_embeddings]),
+                                  train_labels + synthetic_labels).predict_proba(test_embeddings)
     y = np.array([classes.index(label) for label in test_labels])
-    comparison = compare_classifiers(y, real_only.predict_proba(test_embeddings), augmented.predict_proba(test_embeddings),
-                                     n_boot=n_boot, seed=seed)
+    # the same seed draws the same resamples, so both comparisons are paired over the same held-out images
+    comparison = compare_classifiers(y, real_only, augmented, classes, n_boot=n_boot, seed=seed)
+    against_weighted = compare_classifiers(y, weighted, augmented, classes, n_boot=n_boot, seed=seed)
     return {
         "task": task, "data": display_path(data), "classes": classes,
         "generator": _generator_entry(model, made), "encoder": {"name": encoder.info.name, "weights_sha256": encoder.info.weights_sha256},
         "n_train": dict(sorted(Counter(train_labels).items())), "n_heldout": dict(sorted(Counter(test_labels).items())),
-        "synthetic_per_class": per_class, "seed": seed,
+        "synthetic_per_class": per_class, "synthetic_classes": augmented_classes, "seed": seed,
         "classifier": {"head": "logistic regression on frozen embeddings", "n_boot": n_boot,
                        "real_only": comparison["baseline"], "real_plus_synthetic": comparison["candidate"],
-                       "difference": comparison["difference"]},
+                       "difference": comparison["difference"],
+                       "real_only_class_weighted": against_weighted["baseline"],
+                       "difference_vs_class_weighted": against_weighted["difference"]},
         **measures, "settings": _settings(model, train_split, test_split),
     }
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medfm.eval.reports.html import Raw, format_interval, format_value, html_page, html_table, write_html
+from medfm.eval.synthetic import DOWNSTREAM_ROWS
 
 #: Flagged samples listed in the page (all are in the JSON).
 LISTED = 20
@@ -20,17 +21,18 @@ def write_synthetic_report(result: dict[str, Any], path: str | os.PathLike) -> P
     counts = ", ".join(f"{name} {n}" for name, n in result["n_train"].items())
     held = ", ".join(f"{name} {n}" for name, n in result["n_heldout"].items())
     preparation = result["settings"]["preparation"]
+    augmented = f" ({html.escape(', '.join(result['synthetic_classes']))})" if result["task"] == "cls" else ""
     sections = [
         f"<p>generator <b>{html.escape(generator['name'])}</b> (weights sha256 {html.escape(str(generator['weights_sha256']))}, "
         f"{generator['steps']} steps, guidance {format_value(generator['guidance'])}), encoder <b>{html.escape(encoder['name'])}</b>, "
         f"data {html.escape(result['data'])}: training {html.escape(counts)}; held out {html.escape(held)}; "
-        f"{result['synthetic_per_class']} synthetic images per class. {html.escape(preparation[:1].upper() + preparation[1:])}.</p>",
+        f"{result['synthetic_per_class']} synthetic images per class{augmented}. "
+        f"{html.escape(preparation[:1].upper() + preparation[1:])}.</p>",
         f"<h2>Downstream {'classifier' if result['task'] == 'cls' else 'segmenter'} ({html.escape(downstream['head'])}), "
         "held-out split</h2><p class='note'>95 % paired bootstrap intervals over held-out images.</p>"
         + html_table(["training data", *downstream["real_only"]], [
             [label, *[Raw(format_interval(v)) for v in downstream[key].values()]]
-            for label, key in (("real only", "real_only"), ("real + synthetic", "real_plus_synthetic"),
-                               ("difference", "difference"))]),
+            for label, key in DOWNSTREAM_ROWS if key in downstream]),
     ]
     frd, quality = result["frd"], result["precision_recall"]
     sections.append("<h2>Synthetic against held-out real</h2>" + html_table(
