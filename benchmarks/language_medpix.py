@@ -32,10 +32,10 @@ from medfm.eval.bootstrap import bootstrap
 from medfm.eval.text_metrics import rouge_l, term_f1
 from medfm.index import open_or_create_index
 from medfm.models import create_encoder
-from medfm.models.registry import DEFAULT_ENCODER, abstention_threshold, router_for
+from medfm.models.registry import DEFAULT_ENCODER, question_abstention, router_for
 from medfm.paths import shared_data_dir
 from medfm.tasks.ask import ask
-from medfm.tasks.domains import MODALITIES, REGIONS
+from medfm.tasks.domains import MODALITIES, REGIONS, threshold_for
 from medfm.tasks.embed import embed_paths
 from medfm.tasks.report import compose, retrieve
 from medfm.tasks.search import build_index
@@ -44,7 +44,7 @@ from medfm.train.clip_data import collect
 GRID = {"k": (8, 16), "ratio": (0.8, 0.9, 0.95), "max_sentences": (1, 2, 3)}
 
 
-def drafts(vectors: np.ndarray, encoder, store, threshold: float, k: int, ratio: float, max_sentences: int) -> tuple[list[str], list[str]]:
+def drafts(vectors: np.ndarray, encoder, store, threshold: dict[str, float], k: int, ratio: float, max_sentences: int) -> tuple[list[str], list[str]]:
     """(drafts, nearest captions) for each ``(N, D)`` query vector."""
     drafted, nearest = [], []
     for vector in vectors:
@@ -87,10 +87,10 @@ def accuracy_statistics(correct: dict[str, np.ndarray], kept: dict[str, np.ndarr
     return statistics
 
 
-def closed_questions(test: list, folder: Path, encoder, threshold: float) -> dict:
+def closed_questions(test: list, folder: Path, encoder, threshold: dict[str, float]) -> dict:
     """Modality and region accuracy on ``test`` answered zero-shot and by the router shipped for ``encoder``: with the
-    encoder's abstention threshold (``ask``'s default: an abstention counts as wrong) and without it, the paired gain,
-    the share abstained and each method's calibration error."""
+    encoder's abstention thresholds (``ask``'s default, each axis its own: an abstention counts as wrong) and without
+    them, the paired gain, the share abstained and each method's calibration error."""
     router = router_for(encoder)
     result: dict = {"router": None if router is None else {"name": router.info.name, "weights_sha256": router.info.weights_sha256},
                     "abstain_below": threshold, "test_images": len(test), "test_cases": len({s.group for s in test})}
@@ -103,7 +103,7 @@ def closed_questions(test: list, folder: Path, encoder, threshold: float) -> dic
                 continue
             answers = [ask([folder / s.path], question, encoder, router=chosen) for s in test]
             correct[method] = np.array([float(a["answer"] == classes[getattr(s, axis)]) for a, s in zip(answers, test)])
-            kept[method] = np.array([float(a["similarity"] >= threshold) for a in answers])
+            kept[method] = np.array([float(a["similarity"] >= threshold_for(threshold, axis)) for a in answers])
             confidence[method] = np.array([a["confidence"] for a in answers])
         estimate = bootstrap(accuracy_statistics(correct, kept), len(test), clusters=groups, n_boot=1000)
         result[f"test_{axis}_accuracy"] = {name: {k: round(v, 4) for k, v in e.as_dict().items()} for name, e in estimate.items()}
@@ -160,7 +160,7 @@ def main() -> None:
     split = {name: [s for s in samples if s.split == name] for name in ("train", "val", "test")}
     folder = root / "medpix2_image_text_train"
     encoder = create_encoder(DEFAULT_ENCODER)
-    threshold = abstention_threshold(encoder.info.name, encoder.info.weights_sha256, "zero_shot")
+    threshold = question_abstention(True, None, encoder.info.name, encoder.info.weights_sha256)
     if args.questions_only:
         print(json.dumps(closed_questions(split["test"], folder, encoder, threshold), indent=2))
         return

@@ -115,6 +115,12 @@ def test_ask_answers_aggregates_and_abstains(captioned: dict) -> None:
     several = ask([captioned["bright"], captioned["bright"], captioned["dark"]], "Is it bright or dark?", encoder)
     assert several["answer"] == "bright" and [i["prediction"] for i in several["per_image"]] == ["bright", "bright", "dark"]
     assert ask([captioned["bright"]], "Is it bright or dark?", encoder, abstain_below=1.01)["answer"] == CANNOT_TELL
+    # thresholds by axis: a body-region question reads its own, every other kind the default
+    by_axis = {"default": -1.0, "region": 1.01}
+    region = ask([captioned["bright"]], "Which body region is shown?", encoder, abstain_below=by_axis)
+    modality = ask([captioned["bright"]], "What imaging modality is this?", encoder, abstain_below=by_axis)
+    assert region["answer"] == CANNOT_TELL and modality["answer"] != CANNOT_TELL
+    assert region["provenance"].parameters["abstain_below"] == 1.01 and modality["provenance"].parameters["abstain_below"] == -1.0
     with open_index(captioned["index"]) as store:
         result = ask([captioned["dark"]], "Is it bright or dark?", encoder, index=store, k=2)
     assert [hit["caption"] for hit in result["evidence"]] == [DARK_CAPTION, DARK_CAPTION]

@@ -18,12 +18,14 @@ from medfm.models.registry import (
     DEFAULT_ENCODER,
     create_encoder,
     create_router,
+    list_encoders,
+    question_abstention,
     list_routers,
     router_for,
 )
 from medfm.models.router import route_with
 from medfm.tasks.ask import ask, routing_model
-from medfm.tasks.domains import MODALITIES, REGIONS
+from medfm.tasks.domains import MODALITIES, REGIONS, threshold_for
 from medfm.train.router import train_router
 
 
@@ -130,6 +132,19 @@ def test_the_shipped_router_serves_the_default_encoder_and_refuses_other_weights
         route_with({"name": "stale", **config, "encoder_sha256": "0" * 64}, None, encoder)
 
 
+def test_question_abstention_gives_each_axis_its_calibrated_threshold() -> None:
+    calibrated = list_encoders()[DEFAULT_ENCODER]["abstention"]
+    sha = list_encoders()[DEFAULT_ENCODER]["weights"]["sha256"]
+    assert question_abstention(True, None, DEFAULT_ENCODER, sha) == {"default": calibrated["zero_shot"],
+                                                                     "region": calibrated["zero_shot_region"]}
+    assert question_abstention(True, 0.3, DEFAULT_ENCODER, sha) == 0.3  # the user's number holds for every axis
+    assert question_abstention(False, None, DEFAULT_ENCODER, sha) is None
+    with pytest.raises(MedfmError, match="no calibrated zero-shot abstention threshold"):
+        question_abstention(True, None, DEFAULT_ENCODER, "0" * 64)
+    assert threshold_for({"default": 0.3, "region": 0.2}, "region") == 0.2
+    assert threshold_for({"default": 0.3, "region": 0.2}, "presence") == 0.3 and threshold_for(0.4, "region") == 0.4
+
+
 def test_the_server_answers_modality_questions_with_the_router_shipped_for_its_encoder(tmp_path: Path, fake_models) -> None:  # noqa: F811
     import shutil
 
@@ -151,3 +166,10 @@ def test_the_server_answers_modality_questions_with_the_router_shipped_for_its_e
         assert result["provenance"]["parameters"]["router"] == "medfm-router-small"
         presence = client.post("/api/ask", json={**body, "question": "Is there a polyp?"}).json()
         assert presence["method"] == "zero-shot closed question"
+        # abstaining, each question reads the threshold calibrated for its label set
+        calibrated = list_encoders()["medfm-clip-small"]["abstention"]
+        for question, key in (("What imaging modality is this?", "zero_shot"), ("Which body region is shown?", "zero_shot_region"),
+                              ("Is there a polyp?", "zero_shot")):
+            answer = client.post("/api/ask", json={**body, "question": question, "abstain": True}).json()
+            assert answer["provenance"]["parameters"]["abstain_below"] == calibrated[key], question
+        assert calibrated["zero_shot_region"] != calibrated["zero_shot"]

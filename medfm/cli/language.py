@@ -14,13 +14,14 @@ language_app = typer.Typer()
 language_evaluate_app = typer.Typer()
 
 AbstainThresholdOption = Annotated[float | None, typer.Option(
-    "--abstain-threshold", help="Similarity under which the router abstains (default: the model's calibrated zero-shot one).")]
+    "--abstain-threshold", help="Similarity under which the answer abstains, for every question (default: the model's "
+                           "zero-shot thresholds calibrated for each label set).")]
 
 
-def _threshold(encoder, given_threshold: float | None) -> float:
-    from medfm.models.registry import abstain_below
+def _threshold(encoder, given_threshold: float | None) -> float | dict[str, float]:
+    from medfm.models.registry import question_abstention
 
-    return abstain_below(True, given_threshold, encoder.info.name, encoder.info.weights_sha256, "zero_shot")
+    return question_abstention(True, given_threshold, encoder.info.name, encoder.info.weights_sha256)
 
 
 ModelFolderOption = Annotated[Path | None, typer.Option(

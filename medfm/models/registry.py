@@ -170,6 +170,20 @@ def abstain_below(abstain: bool, given: float | None, name: str, weights_sha256:
     return abstention_threshold(name, weights_sha256, kind) if abstain else None
 
 
+def question_abstention(abstain: bool, given: float | None, name: str, weights_sha256: str | None
+                        ) -> float | dict[str, float] | None:
+    """The similarity under which closed questions and routing abstain: ``given`` for every question when the
+    user names one; else, when ``abstain``, the calibrated zero-shot thresholds by question axis (the body-region
+    label set's own, ``zero_shot_region``, where calibrated; ``default``, the modality set's, for every other);
+    else ``None``. See :func:`medfm.tasks.domains.threshold_for`."""
+    if given is not None or not abstain:
+        return given
+    calibrated = {"default": abstention_threshold(name, weights_sha256, "zero_shot")}
+    if "zero_shot_region" in list_encoders().get(name, {}).get("abstention", {}):
+        calibrated["region"] = abstention_threshold(name, weights_sha256, "zero_shot_region")
+    return calibrated
+
+
 def create_encoder(name: str, checkpoint: str | os.PathLike | None = None,
                    adapter: str | os.PathLike | None = None) -> Encoder:
     """The encoder ``name`` (see :func:`list_encoders`), with weights from ``checkpoint`` if given

@@ -31,7 +31,7 @@ from medfm.models.encoders.base import Encoder
 from medfm.models.encoders.planes import aggregate
 from medfm.provenance import Provenance, text_id
 from medfm.tasks.classify import check_labels
-from medfm.tasks.domains import AXES
+from medfm.tasks.domains import AXES, AbstainBelow, threshold_for
 from medfm.tasks.embed import content_sha256, image_planes, record_sha256
 from medfm.tasks.zeroshot import (
     DEFAULT_SCALE,
@@ -110,14 +110,15 @@ def parse_question(question: str, choices: Sequence[str] | None = None) -> Quest
 
 def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encoder: Encoder, *,
         choices: Sequence[str] | None = None, index: Index | None = None, k: int = 5,
-        abstain_below: float | None = None, exclude: Collection[int] = (), router: DomainRouter | None = None) -> dict[str, Any]:
+        abstain_below: AbstainBelow = None, exclude: Collection[int] = (), router: DomainRouter | None = None) -> dict[str, Any]:
     """Answer a closed ``question`` about ``images`` (files, DICOM folders or catalog records; several
     are one question's frames or slices): ``{"answer", "confidence", "probabilities", "similarity",
     "abstained", "question_kind", "method", "per_image": [{"prediction", "confidence"}], "evidence"
     (with an ``index``: the ``k`` nearest cases other than the index items ``exclude``, without
     paths), "provenance"}``.
     ``confidence`` is the probability of the chosen label (also for "yes"/"no"); ``similarity`` the
-    images' cosine to the label prompts they are most like, which ``abstain_below`` reads.
+    images' cosine to the label prompts they are most like, which the question's threshold
+    (:func:`~medfm.tasks.domains.threshold_for` its kind in ``abstain_below``) reads.
     """
     if not images:
         raise MedfmError("a question needs at least one image")
@@ -140,7 +141,8 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
         method = {"method": "zero-shot closed question", "labels": list(parsed.labels), "templates": list(parsed.templates)}
     proba = per_image[0]
     best = int(proba.argmax())
-    abstained = abstain_below is not None and similarity < abstain_below
+    threshold = threshold_for(abstain_below, parsed.kind)
+    abstained = threshold is not None and similarity < threshold
     prediction = labels[best]
     if abstained:
         answer = CANNOT_TELL
@@ -163,7 +165,7 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
         inputs=tuple(f"file-sha256:{record_sha256(p) if isinstance(p, ImageRecord) else content_sha256(Path(p))}"
                      for p in images),
         prompts=({"question": text_id(question)},),
-        parameters={**method, "abstain_below": abstain_below,
+        parameters={**method, "abstain_below": threshold,
                     **({"evidence": {"index": index.location, "k": k}} if index is not None else {})},
     )
     return result

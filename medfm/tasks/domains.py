@@ -12,6 +12,7 @@ encoder, and with this one otherwise.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,9 @@ MODALITY_TEMPLATES = ("a {} image", "a {} scan", "a medical image acquired with 
 REGION_TEMPLATES = ("a medical image of the {}", "an image of the {}", "a scan of the {}", "the {}")
 #: Each routed axis: its label set and prompt templates.
 AXES = {"modality": (MODALITIES, MODALITY_TEMPLATES), "region": (REGIONS, REGION_TEMPLATES)}
+#: Where routing and closed questions abstain: one similarity for every axis, or one per axis (``default`` for
+#: the axes not named), as :func:`medfm.models.registry.question_abstention` gives them; None: never.
+AbstainBelow = float | Mapping[str, float] | None
 #: Label embeddings by encoder and axis: routing a study and its retrieved cases encodes the prompts once.
 _LABELS: weakref.WeakKeyDictionary[Encoder, dict[str, np.ndarray]] = weakref.WeakKeyDictionary()
 
@@ -51,9 +55,18 @@ class Routed:
                 "similarity": round(self.similarity, 6), "abstained": self.abstained}
 
 
-def route(embeddings: np.ndarray, encoder: Encoder, axis: str, abstain_below: float | None = None) -> list[Routed]:
+def threshold_for(abstain_below: AbstainBelow, axis: str) -> float | None:
+    """The similarity under which answers on ``axis`` abstain: each label set's similarities run differently
+    (a body region's best prompt is less like an image than its modality's), so each is calibrated on its own."""
+    if isinstance(abstain_below, Mapping):
+        return abstain_below.get(axis, abstain_below["default"])
+    return abstain_below
+
+
+def route(embeddings: np.ndarray, encoder: Encoder, axis: str, abstain_below: AbstainBelow = None) -> list[Routed]:
     """``(N, D)`` unit image embeddings → one :class:`Routed` per row on ``axis`` (``modality``
-    or ``region``); with ``abstain_below`` (a similarity), rows less like every label abstain."""
+    or ``region``); rows less like every label than :func:`threshold_for` ``axis`` abstain."""
+    abstain_below = threshold_for(abstain_below, axis)
     classes, templates = AXES[axis]
     by_axis = _LABELS.setdefault(encoder, {})
     if axis not in by_axis:

@@ -37,7 +37,7 @@ from medfm.index import Index
 from medfm.io import Image
 from medfm.models.encoders.base import Encoder
 from medfm.provenance import Provenance, pixels_id
-from medfm.tasks.domains import Routed, route
+from medfm.tasks.domains import AbstainBelow, Routed, route
 from medfm.tasks.embed import content_sha256
 from medfm.tasks.search import embed_query
 
@@ -127,7 +127,7 @@ def compose(contexts: Sequence[Context], max_sentences: int = DEFAULT_SENTENCES)
 
 
 def retrieve(vector: np.ndarray, encoder: Encoder, index: Index, *, k: int = DEFAULT_K, ratio: float = DEFAULT_RATIO,
-             abstain_below: float | None = None, exclude: Collection[int] = ()
+             abstain_below: AbstainBelow = None, exclude: Collection[int] = ()
              ) -> tuple[dict[str, Routed], list[Context], dict[str, int]]:
     """Route the study's ``(D,)`` unit embedding, retrieve and cut its captioned contexts (never the
     index items ``exclude``: the study itself, when it is indexed, is no past case):
@@ -157,14 +157,14 @@ def retrieve(vector: np.ndarray, encoder: Encoder, index: Index, *, k: int = DEF
 
 def draft_report(study: str | os.PathLike | Image, encoder: Encoder, index: Index, *, k: int = DEFAULT_K,
                  ratio: float = DEFAULT_RATIO, max_sentences: int = DEFAULT_SENTENCES,
-                 abstain_below: float | None = None, exclude: Collection[int] = ()) -> dict[str, Any]:
+                 abstain_below: AbstainBelow = None, exclude: Collection[int] = ()) -> dict[str, Any]:
     """A retrieval-augmented draft report for ``study`` (a file, DICOM folder or :class:`Image`),
     from indexed cases other than ``exclude`` (the study's own index ids, when it is indexed):
 
     ``{"draft": text, "sentences": [{"text", "source", "score", "support"}], "route":
     {"modality", "region"}, "contexts": [{"id", "score", "caption"}], "dropped": counts,
-    "provenance"}``. ``abstain_below`` is the router's similarity threshold
-    (:func:`medfm.models.registry.abstention_threshold`, ``zero_shot``). The provenance
+    "provenance"}``. ``abstain_below`` is where the router abstains, one similarity or one per axis
+    (:func:`medfm.models.registry.question_abstention`). The provenance
     (kind ``report``) names the encoder, the study by hash and the contexts by index id.
     """
     vector = embed_query(encoder, image=study)

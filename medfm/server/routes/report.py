@@ -48,13 +48,13 @@ class ReportSrIn(BaseModel):
     edited: bool = False
 
 
-def abstain_threshold(state: ServerState, abstain: bool) -> float | None:
-    """The encoder's calibrated zero-shot threshold when ``abstain`` (400 for a model without one), else None;
-    call it holding ``state.encoder_lock``."""
-    from medfm.models.registry import abstain_below
+def abstain_threshold(state: ServerState, abstain: bool) -> dict[str, float] | None:
+    """The encoder's calibrated zero-shot thresholds by question axis when ``abstain`` (400 for a model without
+    them), else None; call it holding ``state.encoder_lock``."""
+    from medfm.models.registry import question_abstention
 
     info = state.encoder.info
-    return abstain_below(abstain, None, info.name, info.weights_sha256, "zero_shot")
+    return question_abstention(abstain, None, info.name, info.weights_sha256)
 
 
 def catalog_case(state: ServerState, image_id: int | None) -> dict[str, Any]:
