@@ -169,9 +169,10 @@ def test_evaluate_synthetic_compares_probes_and_checks_the_samples(generators: t
     assert [s["condition"] for s in samples] == ["bright"] * 3 + ["dark"] * 3 and len({s["seed"] for s in samples}) == 6
     training_lines = {2, 3, 4, 5, 6, 10, 11, 12, 13, 14}  # manifest lines of the training rows
     assert all(s["nearest_training_line"] in training_lines for s in samples)
-    weighted = classifier["real_only_class_weighted"]  # balanced classes: weighting changes nothing
-    assert weighted["accuracy"] == classifier["real_only"]["accuracy"]
-    assert classifier["difference_vs_class_weighted"] == classifier["difference"]
+    # balanced real classes: weighting the real-only probe changes nothing
+    assert classifier["real_only_class_weighted"]["accuracy"] == classifier["real_only"]["accuracy"]
+    weighted = classifier["real_plus_synthetic_class_weighted"]["accuracy"]["value"] - classifier["real_only_class_weighted"]["accuracy"]["value"]
+    assert classifier["difference_class_weighted"]["accuracy"]["value"] == pytest.approx(weighted)
 
 
 def test_evaluate_synthetic_adds_only_the_rare_class_asked_for(generators: tuple[Path, Path], tmp_path: Path) -> None:
@@ -184,7 +185,7 @@ def test_evaluate_synthetic_adds_only_the_rare_class_asked_for(generators: tuple
     assert result["n_train"] == {"bright": 5, "dark": 1} and result["synthetic_classes"] == ["dark"]
     assert [s["condition"] for s in result["memorisation"]["samples"]] == ["dark"] * 4
     classifier = result["classifier"]
-    for key in ("real_only", "real_plus_synthetic", "real_only_class_weighted"):
+    for key in ("real_only", "real_plus_synthetic", "real_only_class_weighted", "real_plus_synthetic_class_weighted"):
         assert set(classifier[key]) == {"accuracy", "auc", "balanced_accuracy", "recall bright", "recall dark"}
     assert result["frd"]["n_synthetic"] == 4
     with pytest.raises(MedfmError, match="--synthetic-class 'grey' is not a class of the 'train' rows of .*rare.csv"):

@@ -19,10 +19,11 @@ from medfm.eval.cls_metrics import accuracy_and_auc
 DEFAULT_K = 3
 #: A sample is a near-copy when it is closer to a training image than this share of held-out real images are.
 NEAR_COPY_QUANTILE = 0.99
-#: ``evaluate synthetic``'s downstream rows, as label and key (the class-weighted probe only for classifiers).
+#: ``evaluate synthetic``'s downstream rows, as label and key (the class-weighted probes only for classifiers).
 DOWNSTREAM_ROWS = (("real only", "real_only"), ("real + synthetic", "real_plus_synthetic"), ("difference", "difference"),
                    ("real only, class-weighted", "real_only_class_weighted"),
-                   ("real + synthetic minus class-weighted", "difference_vs_class_weighted"))
+                   ("real + synthetic, class-weighted", "real_plus_synthetic_class_weighted"),
+                   ("difference, class-weighted", "difference_class_weighted"))
 
 
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -6,8 +6,9 @@ rare class); both are scored on the held-out split, and the difference comes wit
 interval over held-out images.
 
 - ``cls``: a logistic-regression probe on frozen embeddings (columns ``path``, ``label``, ``split``),
-  scored by accuracy, AUC, balanced accuracy and each class's recall; beside the real-only probe, a
-  real-only probe with balanced class weights, the free alternative to synthetic images of a rare class.
+  scored by accuracy, AUC, balanced accuracy and each class's recall; both probes are also fitted with
+  balanced class weights, the free alternative to synthetic images of a rare class, which the synthetic
+  images must add to.
 - ``seg``: ``medfm train seg`` for the same budget each time (columns ``image``, ``mask``, ``split``),
   with the samples and label maps of an image–mask pair generator (``train generator --masks``);
   scored by Dice and HD95 per held-out image. Both trainings hold out the same real images for their
@@ -129,14 +130,14 @@ def evaluate_synthetic(generator: str | os.PathLike, data: str | os.PathLike, en
         measures, embeddings = _synthetic_set(encoder, train_files, test_files, samples, train_lines, k, near_copy_quantile, workers)
     train_embeddings, test_embeddings, synthetic_embeddings = embeddings
     synthetic_labels = [s["condition"] for s in samples]
-    real_only = LinearProbe().fit(train_embeddings, train_labels).predict_proba(test_embeddings)
-    weighted = LinearProbe(class_weight="balanced").fit(train_embeddings, train_labels).predict_proba(test_embeddings)
-    augmented = LinearProbe().fit(np.concatenate([train_embeddings, synthetic_embeddings]),
-                                  train_labels + synthetic_labels).predict_proba(test_embeddings)
     y = np.array([classes.index(label) for label in test_labels])
+    with_synthetic = (np.concatenate([train_embeddings, synthetic_embeddings]), train_labels + synthetic_labels)
     # the same seed draws the same resamples, so both comparisons are paired over the same held-out images
-    comparison = compare_classifiers(y, real_only, augmented, classes, n_boot=n_boot, seed=seed)
-    against_weighted = compare_classifiers(y, weighted, augmented, classes, n_boot=n_boot, seed=seed)
+    comparison, weighted = (
+        compare_classifiers(y, LinearProbe(class_weight=weights).fit(train_embeddings, train_labels).predict_proba(test_embeddings),
+                            LinearProbe(class_weight=weights).fit(*with_synthetic).predict_proba(test_embeddings),
+                            classes, n_boot=n_boot, seed=seed)
+        for weights in (None, "balanced"))
     return {
         "task": task, "data": display_path(data), "classes": classes,
         "generator": _generator_entry(model, made), "encoder": {"name": encoder.info.name, "weights_sha256": encoder.info.weights_sha256},
@@ -145,8 +146,9 @@ def evaluate_synthetic(generator: str | os.PathLike, data: str | os.PathLike, en
         "classifier": {"head": "logistic regression on frozen embeddings", "n_boot": n_boot,
                        "real_only": comparison["baseline"], "real_plus_synthetic": comparison["candidate"],
                        "difference": comparison["difference"],
-                       "real_only_class_weighted": against_weighted["baseline"],
-                       "difference_vs_class_weighted": against_weighted["difference"]},
+                       "real_only_class_weighted": weighted["baseline"],
+                       "real_plus_synthetic_class_weighted": weighted["candidate"],
+                       "difference_class_weighted": weighted["difference"]},
         **measures, "settings": _settings(model, train_split, test_split),
     }
 
