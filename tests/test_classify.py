@@ -47,6 +47,31 @@ def test_linear_probe_matches_scikit_learn():
     np.testing.assert_allclose(LinearProbe().fit(x, three).predict_proba(x), multi, atol=1e-6)
 
 
+def test_balanced_class_weights_keep_a_rare_class_in_view(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    labels = np.array(["normal"] * 380 + ["polyp"] * 20)
+    x = rng.standard_normal((400, 8)) + 1.5 * (labels == "polyp")[:, None] * np.eye(8)[0]
+    test_labels = np.array(["normal"] * 200 + ["polyp"] * 200)
+    test_x = rng.standard_normal((400, 8)) + 1.5 * (test_labels == "polyp")[:, None] * np.eye(8)[0]
+
+    def rare_recall(head: LinearProbe) -> float:
+        proba = head.fit(x, labels).predict_proba(test_x)
+        predicted = np.array(head.classes_)[proba.argmax(axis=1)]
+        return float(np.mean(predicted[test_labels == "polyp"] == "polyp"))
+
+    plain, balanced = rare_recall(LinearProbe()), rare_recall(LinearProbe(class_weight="balanced"))
+    assert plain < 0.2 and balanced > 0.6  # unweighted, the rare class is almost never answered
+    train = write_set(tmp_path / "train", 8, 0)
+    code, out, err = run_cli(["fit-probe", str(train), "--model", "fake-clip", "--label-column", "diagnosis", "--balanced",
+                              "-o", str(tmp_path / "probe.json")], capsys)
+    assert code == 0, err
+    stored = json.loads((tmp_path / "probe.json").read_text())
+    assert stored["training"]["balanced"] is True
+    code, _, err = run_cli(["fit-probe", str(train), "--model", "fake-clip", "--label-column", "diagnosis", "--balanced",
+                            "--knn", "3", "-o", str(tmp_path / "knn.json")], capsys)
+    assert code == 2 and "balanced class weights are for the logistic-regression head" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("target,value", [("sensitivity", 0.9), ("specificity", 0.8), ("youden", None)])
 def test_operating_point_is_chosen_on_calibration_and_applied(tmp_path, target, value):
     x, y = blobs(300, 3)

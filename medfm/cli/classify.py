@@ -100,6 +100,8 @@ def fit_probe(
     model: Annotated[str | None, typer.Option("--model", help="Model name (default: the --index's model, else the shipped image-text encoder).")] = None,
     checkpoint: CheckpointOption = None,
     knn: Annotated[int | None, typer.Option("--knn", help="A k-nearest-neighbour head with this k instead of logistic regression.")] = None,
+    balanced: Annotated[bool, typer.Option("--balanced", help="Weigh each class by the inverse of its frequency, so that a "
+                                           "rare class is not ignored (logistic regression).")] = False,
     calibration: Annotated[Path | None, typer.Option("--calibration", help="Labelled CSV on which to choose the operating point.")] = None,
     target_sensitivity: Annotated[float | None, typer.Option("--target-sensitivity")] = None,
     target_specificity: Annotated[float | None, typer.Option("--target-specificity")] = None,
@@ -122,7 +124,7 @@ def fit_probe(
         probe = fit(manifest, label_column, encoder=encoder, index=store,
                     method="knn" if knn else "logistic", k=knn or 10, calibration=calibration,
                     target_sensitivity=target_sensitivity, target_specificity=target_specificity, positive=positive,
-                    path_column=path_column)
+                    path_column=path_column, balanced=balanced)
     finally:
         if store is not None:
             store.close()

@@ -61,9 +61,11 @@ def fit_probe(
     positive: str | None = None,
     path_column: str = "path",
     batch_size: int = 32,
+    balanced: bool = False,
 ) -> Probe:
-    """A probe fitted on ``manifest``'s images and labels (``method``: ``"logistic"`` or
-    ``"knn"`` with ``k`` neighbours) and, if ``calibration`` names a labelled manifest, an
+    """A probe fitted on ``manifest``'s images and labels (``method``: ``"logistic"``, with
+    ``balanced`` class weights for a rare class, or ``"knn"`` with ``k`` neighbours) and, if
+    ``calibration`` names a labelled manifest, an
     operating point chosen on it: the threshold reaching ``target_sensitivity`` or
     ``target_specificity`` (at most one), else the one maximising Youden's J.
 
@@ -75,6 +77,8 @@ def fit_probe(
         raise MedfmError(f"a target {target} ({value}) is reached on a calibration manifest; give one")
     if method not in HEADS:
         raise MedfmError(f"method must be one of {', '.join(HEADS)}; got {method!r}")
+    if balanced and method != "logistic":
+        raise MedfmError("balanced class weights are for the logistic-regression head; a kNN head votes by neighbours")
     if encoder is None and index is None:
         raise MedfmError("fitting a probe needs a model or an index to take embeddings from")
     if encoder is not None and index is not None:
@@ -82,13 +86,13 @@ def fit_probe(
     model = model_record(encoder.info) if encoder is not None else dict(index.model)
     paths, labels = read_manifest(manifest, label_column, path_column)
     def new_head():
-        return HEADS[method](k) if method == "knn" else HEADS[method]()
+        return HEADS[method](k) if method == "knn" else HEADS[method](class_weight="balanced" if balanced else None)
 
     embeddings = manifest_embeddings(paths, encoder, index, batch_size)
     head = new_head().fit(embeddings, labels)
     counts = {label: labels.count(label) for label in head.classes_}
     probe = Probe(head, model, training={"manifest": Path(manifest).name, "label_column": label_column, "counts": counts,
-                                         "cross_validation": cross_validate(new_head, embeddings, labels)})
+                                         "balanced": balanced, "cross_validation": cross_validate(new_head, embeddings, labels)})
     if calibration is not None:
         cal_paths, cal_labels = read_manifest(calibration, label_column, path_column)
         probe.calibrate(manifest_embeddings(cal_paths, encoder, index, batch_size), cal_labels, target, value, positive)
