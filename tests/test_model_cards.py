@@ -277,3 +277,25 @@ def test_router_card_table_is_what_its_benchmark_wrote_for_the_shipped_router() 
     for axis in ("modality", "region"):
         chosen = config["training"]["axes"][axis]
         assert f"{axis}: {config['input_sizes'][axis]}², C {chosen['C']}, val accuracy" in card.replace("\n", " ")
+
+
+def test_the_rare_class_table_in_the_generation_docs_is_what_its_runs_wrote() -> None:
+    import re
+
+    docs = Path(__file__).parent.parent / "docs"
+    first, second = (json.loads((docs / name).read_text())["classifier"]
+                     for name in ("generation.rare-class.json", "generation.rare-class.seed1000.json"))
+    rows = {row["probe: training data"].replace("*", "").strip(): row
+            for row in table_with((docs / "generation.md").read_text(), "probe: training data")}
+    keys = {"real only": "real_only", "real + 300 synthetic MR": "real_plus_synthetic", "difference (second run)": "difference",
+            "real only, class-weighted": "real_only_class_weighted",
+            "real + 300 synthetic MR, class-weighted": "real_plus_synthetic_class_weighted",
+            "difference, class-weighted (second run)": "difference_class_weighted"}
+    assert set(rows) == set(keys)
+    for label, key in keys.items():
+        for column, measure in (("balanced accuracy", "balanced_accuracy"), ("MR recall", "recall MR"), ("AUC", "auc")):
+            printed = [float(n) for n in re.findall(r"[-+]?\d+\.\d+", rows[label][column].replace("−", "-"))]
+            value = first[key][measure]
+            assert printed[:3] == [round(value["value"], 3), round(value["low"], 3), round(value["high"], 3)], (label, column)
+            if "second run" in label:
+                assert printed[3] == round(second[key][measure]["value"], 3), (label, column)
