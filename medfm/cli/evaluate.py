@@ -396,8 +396,8 @@ def synthetic(
 ) -> None:
     """A probe (cls) or segmenter (seg) trained on real images vs real + synthetic, on the held-out split
     (bootstrap CIs), with FRD, precision/recall and near-copies of the synthetic set."""
-    from medfm.models.registry import DEFAULT_ENCODER, create_encoder
     from medfm.eval.synthetic import DOWNSTREAM_ROWS
+    from medfm.models.registry import DEFAULT_ENCODER, create_encoder
     from medfm.train.synthetic_eval import evaluate_synthetic
 
     encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint) if model or checkpoint else None

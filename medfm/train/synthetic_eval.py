@@ -82,11 +82,11 @@ def evaluate_synthetic(generator: str | os.PathLike, data: str | os.PathLike, en
         raise MedfmError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         raise MedfmError(f"--per-class must be a positive number of images; got {per_class!r}")
+    if task == "seg" and synthetic_classes:
+        raise MedfmError("--synthetic-class is for --task cls; a pair generator's samples are not chosen by class")
     data = Path(data)
     model = open_generator(generator)
     if task == "seg":
-        if synthetic_classes:
-            raise MedfmError("--synthetic-class is for --task cls; a pair generator's samples are not chosen by class")
         return _evaluate_segmentation(model, data, encoder, per_class, train_split, test_split, steps, guidance, seed,
                                       n_boot, k, near_copy_quantile, workers, budget_minutes, max_steps, log)
     if model.condition == "none":
