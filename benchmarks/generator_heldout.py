@@ -78,7 +78,6 @@ def split(family: str, out: Path, train_images: int | None = None, rare: tuple[s
     root = shared_data_dir() / folder
     with open(root / "manifest.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r.get("mode", "L") == "L"]
-    out.mkdir(parents=True, exist_ok=True)
     sides: dict[str, list] = {"train": [], "heldout": []}
     for row in rows:
         fraction = int(hashlib.sha256(case_of(row).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
@@ -93,6 +92,7 @@ def split(family: str, out: Path, train_images: int | None = None, rare: tuple[s
         kept_ids = {id(r) for r in whole_cases(of_class, case_of, images)}
         sides["train"] = [r for r in sides["train"] if class_of(r) != name or id(r) in kept_ids]
     masks = "mask" in rows[0]
+    out.mkdir(parents=True, exist_ok=True)
     for side, chosen in sides.items():
         with open(out / f"{side}.csv", "w", newline="") as handle:
             writer = csv.writer(handle)

@@ -65,6 +65,7 @@ def test_the_low_label_set_is_whole_cases_in_a_seeded_order(medpix: Path, tmp_pa
 def test_a_rare_class_absent_from_training_is_refused(medpix: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no training image of class 'US'"):
         generator_heldout.split("medpix", tmp_path / "out", rare=("US", 3))
+    assert not (tmp_path / "out").exists()  # refused before anything is written
     assert generator_heldout.rare_class("MR=40") == ("MR", 40)
     for text in ("MR", "MR=0", "=4", "MR=x"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected CLASS=N"):

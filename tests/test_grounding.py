@@ -170,3 +170,11 @@ def test_cli_segment_text_uses_the_grounder_and_writes_nothing_when_the_words_ar
     assert not (tmp_path / "none.png").exists()
     code, out, err = run_cli(["segment", str(source), "--grounder", str(everywhere), "-o", str(tmp_path / "x.png")], capsys)
     assert code == 2 and "give --text too" in err
+    # an adapter asked for is used: the segmenter is built with it, not taken from the head
+    adapter = registry.WEIGHTS_DIR / "medfm-interactive-kvasir-dd-adapter.safetensors"
+    adapted = []
+    monkeypatch.setattr(registry, "create_segmenter", lambda *a, **k: adapted.append(a) or create_segmenter_once(*a, **k))
+    code, out, err = run_cli(["segment", str(source), "--text", "polyp", "--grounder", str(everywhere), "--adapter",
+                              str(adapter), "-o", str(tmp_path / "adapted.png")], capsys)
+    assert code == 0, err
+    assert adapted == [("medfm-interactive",), ("medfm-interactive", None, adapter)]  # the head's own, then the adapted one

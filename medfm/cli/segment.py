@@ -77,7 +77,7 @@ def segment_command(
                              suffix, catalog, where, ray, workers)
         return
     if text is not None or saliency is not None or grounder is not None:
-        _text_command(images or [], output, text, saliency, grounder, model, checkpoint, as_json,
+        _text_command(images or [], output, text, saliency, grounder, model, checkpoint, adapter, as_json,
                       others={"--point": point, "--box": box, "--scribble": scribble, "--prompts": prompts, "--manifest": manifest,
                               "--catalog": catalog, "--where": where, "--propagate": propagate or None})
         return
@@ -112,7 +112,8 @@ def segment_command(
 
 
 def _text_command(images: list[Path], output: Path, text: str | None, saliency: Path | None, grounder_name: str | None,
-                  model: str | None, checkpoint: Path | None, as_json: bool, others: dict[str, Any]) -> None:
+                  model: str | None, checkpoint: Path | None, adapter: Path | None, as_json: bool,
+                  others: dict[str, Any]) -> None:
     from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
     from medfm.tasks.text_segment import grounding_models, segment_text_file
 
@@ -126,8 +127,8 @@ def _text_command(images: list[Path], output: Path, text: str | None, saliency: 
     encoder, grounder = grounding_models(grounder_name)
     wanted = model or DEFAULT_SEGMENTER
     # the grounding head already holds the segmenter whose features it reads: when it is the one asked for, reuse it
-    reuse = grounder is not None and checkpoint is None and wanted == grounder.info.segmenter
-    segmenter = grounder.segmenter if reuse else create_segmenter(wanted, checkpoint)
+    reuse = grounder is not None and checkpoint is None and adapter is None and wanted == grounder.info.segmenter
+    segmenter = grounder.segmenter if reuse else create_segmenter(wanted, checkpoint, adapter)
     result = segment_text_file(images[0], output, text, encoder, segmenter, grounder=grounder, saliency_output=saliency)
     if as_json:
         print_json(result)

@@ -176,12 +176,12 @@ def question_abstention(abstain: bool, given: float | None, name: str, weights_s
     user names one; else, when ``abstain``, the calibrated zero-shot thresholds by question axis (the body-region
     label set's own, ``zero_shot_region``, where calibrated; ``default``, the modality set's, for every other);
     else ``None``. See :func:`medfm.tasks.domains.threshold_for`."""
-    if given is not None or not abstain:
-        return given
-    calibrated = {"default": abstention_threshold(name, weights_sha256, "zero_shot")}
-    if "zero_shot_region" in list_encoders().get(name, {}).get("abstention", {}):
-        calibrated["region"] = abstention_threshold(name, weights_sha256, "zero_shot_region")
-    return calibrated
+    default = abstain_below(abstain, given, name, weights_sha256, "zero_shot")
+    if given is not None or default is None:
+        return default
+    if "zero_shot_region" not in list_encoders().get(name, {}).get("abstention", {}):
+        return {"default": default}
+    return {"default": default, "region": abstention_threshold(name, weights_sha256, "zero_shot_region")}
 
 
 def create_encoder(name: str, checkpoint: str | os.PathLike | None = None,
