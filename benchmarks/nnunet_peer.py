@@ -7,11 +7,18 @@ its requirements would move packages medfm's ``.venv`` pins), so it runs as subp
    as ``medfm train seg`` reads them) become an nnU-Net raw dataset of PNGs read by its
    ``NaturalImage2DIO``: the training split in ``imagesTr``/``labelsTr`` (labels 0..n), the
    held-out images in ``imagesTs`` only, so nnU-Net never sees their masks or their sizes.
-2. ``nnUNetv2_plan_and_preprocess -c 2d`` (timed on its own), then :func:`write_split`: fold 0
-   trains on the whole training split; its per-epoch pseudo-Dice watches a few training images.
-3. ``nnUNetv2_train ID 2d 0 -device cpu -tr TRAINER``, killed when the budget is spent; the
-   latest checkpoint it saved (:func:`saved_checkpoint`) predicts the held-out images with
-   ``nnUNetv2_predict --disable_tta`` (medfm's validation does not flip either).
+2. ``nnUNetv2_plan_and_preprocess -c 2d`` (timed on its own), its standard planner; with
+   ``scale`` (medfm's plan's resampling factor) its target spacing is set to ``1 / scale`` so
+   that both tools train at the same resolution (nnU-Net's ``-overwrite_target_spacing``; it
+   still chooses its own patch, batch, network, normalisation and augmentation, and its
+   predictions are resampled back to each image's own grid by nnU-Net). Then
+   :func:`write_split`: fold 0 trains on the whole training split; its per-epoch pseudo-Dice
+   watches a few training images.
+3. ``nnUNetv2_train ID 2d 0 -device cpu -tr nnUNetTrainer_WallBudget``
+   (``nnunet_trainers/``: nnU-Net's trainer with its poly decay over the same wall-time budget
+   as medfm's, ``checkpoint_final`` when the budget is spent); that checkpoint predicts the
+   held-out images with ``nnUNetv2_predict --disable_tta`` (medfm's validation does not flip
+   either), scored by the code that scores medfm's.
 
 Both commands start through :data:`TRAIN_LAUNCHER`/:data:`PREDICT_LAUNCHER`: nnU-Net's CPU
 path sets torch to every core, which would give it twice medfm's one thread on this machine;
@@ -40,7 +47,11 @@ from medfm.train.seg_data import Case, Pair, iterate_pairs
 from medfm.train.seg_report import score
 
 DATASET_ID = 990
-TRAINER = "nnUNetTrainer_5epochs"
+TRAINER = "nnUNetTrainer_WallBudget"
+TRAINERS_FOLDER = Path(__file__).resolve().parent / "nnunet_trainers"
+#: nnU-Net's set-up before its budget starts (network, data loaders, unpacking) and its final checkpoint
+#: are outside the budget; a run that overstays it by this much is killed.
+OVERSTAY_S = 600.0
 #: Training images nnU-Net's per-epoch validation (pseudo-Dice, "best" checkpoint) runs on.
 MONITORED_IMAGES = 8
 STEP_MARK = "medfm-bench step"
@@ -122,10 +133,22 @@ def write_split(preprocessed: Path, dataset: RawDataset) -> Path:
     return path
 
 
-def nnunet_environment(work: Path) -> dict[str, str]:
-    """The environment of every nnU-Net command: its three folders under ``work``, one thread, augmentation in-process."""
+def nnunet_environment(work: Path, budget_s: float) -> dict[str, str]:
+    """The environment of every nnU-Net command: its three folders under ``work``, the budget trainer's folder and
+    budget, one thread, augmentation in-process."""
     folders = {key: str(work / key) for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    return {**os.environ, **folders, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "nnUNet_n_proc_DA": "0"}
+    return {**os.environ, **folders, "nnUNet_extTrainer": str(TRAINERS_FOLDER), "MEDFM_BENCH_BUDGET_S": str(budget_s),
+            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "nnUNet_n_proc_DA": "0"}
+
+
+def target_spacing_arguments(scale: float | None) -> list[str]:
+    """``-overwrite_target_spacing`` for nnU-Net's planner so that it resamples by ``scale`` as medfm's plan does
+    (NaturalImage2DIO gives every PNG the spacing 999, 1, 1); nothing at scale 1 or without one."""
+    if scale is None or scale == 1.0:
+        return []
+    if not 0.0 < scale < 1.0:
+        raise MedfmError(f"the resampling scale must lie in (0, 1]; got {scale}")
+    return ["-overwrite_target_spacing", "999", *[f"{1.0 / scale:.6g}"] * 2]
 
 
 def plan_summary(plans: Mapping[str, Any]) -> dict[str, Any]:
@@ -181,18 +204,21 @@ def predicted_pairs(dataset: RawDataset, predictions: Path, labels: Mapping[int,
 
 
 def run_peer(python: Path, name: str, training: list[Case], held_out: list[Case], labels: Mapping[int, str],
-             budget_s: float, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """Convert, plan and preprocess, train for ``budget_s`` and score the held-out images as medfm's row is scored."""
-    environment = nnunet_environment(work)
+             budget_s: float, work: Path, log: Callable[[str], None], scale: float | None = None) -> dict[str, Any]:
+    """Convert, plan (at medfm's resampling ``scale`` when given) and preprocess, train for ``budget_s`` and score
+    the held-out images as medfm's row is scored."""
+    environment = nnunet_environment(work, budget_s)
     tools = python.parent
     started = time.monotonic()
     dataset = write_raw_dataset(work / "nnUNet_raw", name, iterate_pairs(training, labels),
                                 iterate_pairs(held_out, labels), labels)
-    report: dict[str, Any] = {"trainer": TRAINER, "conversion_s": round(time.monotonic() - started, 1)}
+    spacing = target_spacing_arguments(scale)
+    report: dict[str, Any] = {"trainer": TRAINER, "target_spacing_override": spacing[1:] or None,
+                              "conversion_s": round(time.monotonic() - started, 1)}
     log(f"nnU-Net: {dataset.name} written; planning and preprocessing")
     seconds, _ = run_command("nnUNetv2_plan_and_preprocess",
                              [str(tools / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d",
-                              "--verify_dataset_integrity", "-np", "1", "-npfp", "1"],
+                              "--verify_dataset_integrity", "-np", "1", "-npfp", "1", *spacing],
                              # its planner sets torch's threads to this count, and 0 is refused
                              {**environment, "nnUNet_n_proc_DA": "1"}, work / "plan_and_preprocess.log")
     plans = json.loads((work / "nnUNet_preprocessed" / dataset.name / "nnUNetPlans.json").read_text())
@@ -202,23 +228,23 @@ def run_peer(python: Path, name: str, training: list[Case], held_out: list[Case]
     launched = time.time()
     seconds, finished = run_command("nnUNetv2_train", [str(python), "-c", TRAIN_LAUNCHER, str(DATASET_ID), "2d", "0",
                                                        "-device", "cpu", "-tr", TRAINER],
-                                    environment, work / "train.log", budget_s)
+                                    environment, work / "train.log", budget_s + OVERSTAY_S)
     steps = step_times((work / "train.log").read_text())
     fold = work / "nnUNet_results" / dataset.name / f"{TRAINER}__nnUNetPlans__2d" / "fold_0"
     training_log = next(fold.glob("training_log_*.txt"), None)
     epochs = epoch_times(training_log.read_text()) if training_log else []
     batch = report["plan"]["batch_size"]
     report.update(
-        training_s=round(seconds, 1), stopped_by_budget=not finished, steps=len(steps), epochs_completed=len(epochs),
-        iterations_per_epoch=250, epoch_s=epochs,
+        process_s=round(seconds, 1), killed_for_overstaying=not finished, steps=len(steps), epochs_completed=len(epochs),
+        iterations_per_epoch=25, epoch_s=epochs,
         first_step_after_s=round(steps[0] - launched, 1) if steps else None,
         train_images_per_s=round(len(steps) * batch / seconds, 3),
         train_images_per_s_after_first_step=(round((len(steps) - 1) * batch / (steps[-1] - steps[0]), 3)
                                              if len(steps) > 1 else None))
     checkpoint = saved_checkpoint(fold)
     if checkpoint is None:
-        report["val_dice"] = (f"not measured: nnU-Net saved no checkpoint within {budget_s:.0f} s (it saves one "
-                              f"after an epoch of 250 steps; it made {len(steps)})")
+        report["val_dice"] = (f"not measured: nnU-Net saved no checkpoint within {budget_s + OVERSTAY_S:.0f} s "
+                              f"(it made {len(steps)} steps)")
         return report
     log(f"nnU-Net: predicting {len(dataset.held_out)} held-out images from {checkpoint.name}")
     predictions = work / "predictions"

@@ -9,12 +9,14 @@
    ``train_segmenter`` on HC18's dev split (``scale=0.25``, as docs/automatic-segmentation.md)
    or on the fundus-vessel images (first observer's masks) for N minutes, then held-out Dice
    (20 % of the subject groups) and training images/s; then, in the same run, the issue's peer,
-   nnU-Net v2 (:mod:`nnunet_peer`: its standard 2D plan, ``nnUNetTrainer_5epochs`` stopped
-   at the same budget, one thread) on exactly that split, scored by the same code. Without
-   nnU-Net's environment (``scripts/setup_nnunet.sh``) the peer is reported as not measured.
+   nnU-Net v2 (:mod:`nnunet_peer`: its standard 2D planner at medfm's plan's resolution, or
+   at the images' own with ``--nnunet-resolution native``; its trainer with the same wall-time
+   budget, one thread) on exactly that split, scored by the same code. Without nnU-Net's
+   environment (``scripts/setup_nnunet.sh``) the peer is reported as not measured.
 
     python benchmarks/train_seg_bench.py [--shape 256,256,128] [--architecture auto-unet] [--hc18-budget-min 10]
-        [--fundus-budget-min 10] [--nnunet-python .venv-nnunet/bin/python] [--skip-sliding-window]
+        [--fundus-budget-min 10] [--nnunet-python .venv-nnunet/bin/python] [--nnunet-resolution medfm|native]
+        [--skip-sliding-window]
 
 Prints JSON. Run it with ``nice -n 10`` and ``MEDFM_THREADS=1``.
 """
@@ -100,7 +102,7 @@ def fundus_manifest(data: Path, folder: Path) -> Path:
 
 def medfm_and_peer(name: str, manifest: Path, group_column: str, only: dict[str, str] | None,
                    plan_overrides: dict[str, str] | None, budget_minutes: float, architecture: str | None,
-                   nnunet_python: Path | None, folder: Path) -> dict:
+                   nnunet_python: Path | None, nnunet_at_medfm_scale: bool, folder: Path) -> dict:
     """``train_segmenter`` for the budget, then nnU-Net on the same training/held-out split for the same budget."""
     from medfm.train.seg import collect_cases, train_segmenter
     from medfm.train.seg_data import split_cases
@@ -126,7 +128,8 @@ def medfm_and_peer(name: str, manifest: Path, group_column: str, only: dict[str,
     training, held_out = split_cases(collect_cases(manifest, group_column=group_column, only=only))
     labels = {int(value): label for value, label in plan["labels"].items()}
     load_before = os.getloadavg()
-    peer = run_peer(nnunet_python, name, training, held_out, labels, budget_minutes * 60.0, folder / "nnunet", log)
+    peer = run_peer(nnunet_python, name, training, held_out, labels, budget_minutes * 60.0, folder / "nnunet", log,
+                    scale=plan["scale"] if nnunet_at_medfm_scale else None)
     peer["load_average_1min_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     report["nnunet"] = peer
     if isinstance(peer["val_dice"], dict):
@@ -137,6 +140,7 @@ def medfm_and_peer(name: str, manifest: Path, group_column: str, only: dict[str,
 def training_rows(args: argparse.Namespace, nnunet_python: Path | None) -> dict:
     data = args.data or shared_data_dir()
     rows = {}
+    at_medfm_scale = args.nnunet_resolution == "medfm"
     for name, budget in (("hc18", args.hc18_budget_min), ("fundus_vessels", args.fundus_budget_min)):
         if not budget:
             continue
@@ -147,10 +151,10 @@ def training_rows(args: argparse.Namespace, nnunet_python: Path | None) -> dict:
         with tempfile.TemporaryDirectory() as folder:
             if name == "hc18":
                 rows[name] = medfm_and_peer(name, source, "subject_group", {"split": "dev"}, {"scale": "0.25"}, budget,
-                                            args.architecture, nnunet_python, Path(folder))
+                                            args.architecture, nnunet_python, at_medfm_scale, Path(folder))
             else:
                 rows[name] = medfm_and_peer(name, fundus_manifest(data, Path(folder)), "subject", None, None, budget,
-                                            args.architecture, nnunet_python, Path(folder))
+                                            args.architecture, nnunet_python, at_medfm_scale, Path(folder))
     return rows
 
 
@@ -165,6 +169,8 @@ def main() -> None:
                         help="Also train on the fundus-vessel images for this many minutes.")
     parser.add_argument("--nnunet-python", type=Path, default=NNUNET_PYTHON if NNUNET_PYTHON.is_file() else None,
                         help="The Python of nnU-Net's environment (default .venv-nnunet/bin/python when it exists).")
+    parser.add_argument("--nnunet-resolution", choices=("medfm", "native"), default="medfm",
+                        help="nnU-Net plans at medfm's plan's resampling (default) or at the images' own resolution.")
     parser.add_argument("--skip-sliding-window", action="store_true", help="Only the training comparisons.")
     parser.add_argument("--data", type=Path, default=None)
     args = parser.parse_args()

@@ -113,3 +113,21 @@ def test_plan_summary_reads_the_2d_configuration():
     assert nnunet_peer.plan_summary(plans) == {"patch_size": [512, 768], "batch_size": 12,
                                                "median_image_size": [540.0, 800.0], "spacing": [1.0, 1.0],
                                                "stages": 8, "features_per_stage": [32, 64]}
+
+
+def test_nnunet_plans_at_medfm_scale_through_its_target_spacing():
+    # NaturalImage2DIO gives each PNG the spacing (999, 1, 1): resampling by 0.25 is a spacing of 4 in-plane
+    assert nnunet_peer.target_spacing_arguments(0.25) == ["-overwrite_target_spacing", "999", "4", "4"]
+    assert nnunet_peer.target_spacing_arguments(0.6547) == ["-overwrite_target_spacing", "999", "1.52742", "1.52742"]
+    assert nnunet_peer.target_spacing_arguments(1.0) == []
+    assert nnunet_peer.target_spacing_arguments(None) == []
+    with pytest.raises(MedfmError, match="scale must lie in"):
+        nnunet_peer.target_spacing_arguments(1.5)
+
+
+def test_every_nnunet_command_finds_the_budget_trainer_and_its_budget(tmp_path):
+    environment = nnunet_peer.nnunet_environment(tmp_path, 600.0)
+    trainer = Path(environment["nnUNet_extTrainer"]) / f"{nnunet_peer.TRAINER}.py"
+    assert trainer.is_file() and f"class {nnunet_peer.TRAINER}(" in trainer.read_text()
+    assert environment["MEDFM_BENCH_BUDGET_S"] == "600.0"
+    assert environment["nnUNet_results"] == str(tmp_path / "nnUNet_results")
