@@ -299,3 +299,26 @@ def test_the_rare_class_table_in_the_generation_docs_is_what_its_runs_wrote() ->
             assert printed[:3] == [round(value["value"], 3), round(value["low"], 3), round(value["high"], 3)], (label, column)
             if "second run" in label:
                 assert printed[3] == round(second[key][measure]["value"], 3), (label, column)
+
+
+def test_the_nnunet_table_in_the_automatic_segmentation_docs_is_what_its_runs_wrote() -> None:
+    import re
+
+    docs = Path(__file__).parent.parent / "docs"
+    rows = table_with((docs / "automatic-segmentation.md").read_text(), "Dice ratio medfm / nnU-Net")
+    checked = 0
+    for minutes in (10, 30):
+        runs = json.loads((docs / f"automatic-segmentation.nnunet-{minutes}min.json").read_text())
+        for dataset, label in (("hc18", "HC18"), ("fundus_vessels", "fundus vessels")):
+            run = runs[dataset][dataset]
+            for tool in ("medfm", "nnunet"):
+                row, = [row for row in rows if row["dataset"] == label and row["budget"] == f"{minutes} min"
+                        and row["tool"].startswith("medfm" if tool == "medfm" else "nnU-Net")]
+                dice = run[tool]["val_dice"]
+                printed = [float(n) for n in re.findall(r"\d+\.\d+", row["held-out Dice (95 % CI)"])]
+                assert printed == [round(dice["value"], 3), round(dice["low"], 3), round(dice["high"], 3)], (label, tool)
+                assert int(row["steps"].replace(",", "")) == run[tool]["steps"], (label, tool)
+                if tool == "medfm":
+                    assert row["Dice ratio medfm / nnU-Net"].strip("* ") == f"{run['dice_ratio_medfm_over_nnunet']:.2f}"
+                checked += 1
+    assert checked == 8
