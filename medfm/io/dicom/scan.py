@@ -29,7 +29,8 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from medfm.errors import MedfmError, UnreadableFileError
-from medfm.io.dicom import pixels
+from medfm.io.dicom import mosaic, multiframe, pixels
+from medfm.io.dicom.provenance import provenance_text
 from medfm.io.dicom.frames import NATIVE_SYNTAXES, Frame, PixelLayout, looks_like_dicom
 from medfm.io.dicom.workers import fork_context, usable_cpus
 from medfm.io.formats import sha256_of
@@ -313,8 +314,6 @@ def _sop_class_name(ds: Dataset) -> str:
 
 def file_frames(path: Path) -> tuple[Dataset, list[Frame]]:
     """The header of ``path`` and its frames; :class:`BadFile` with the reason if it has none."""
-    from medfm.io.dicom import mosaic, multiframe
-
     ds, offset, length, size = _read_header(path)
     if offset < 0:
         raise BadFile(f"DICOM object without pixel data ({_sop_class_name(ds)})")
@@ -365,7 +364,6 @@ def scan_files(paths: list[Path], checksums: bool = False) -> ScannedChunk:
     """Scan ``paths`` in order (and hash each DICOM image file with ``checksums``); one
     process's share of a parallel scan."""
     from medfm.io.dicom import quiet_pydicom
-    from medfm.io.dicom.provenance import provenance_text
 
     scanned: list[ScannedFile] = []
     bad: list[tuple[Path, str]] = []
@@ -397,8 +395,12 @@ def _scan_all(paths: list[Path], checksums: bool) -> Iterator[ScannedChunk]:
     if workers < 2 or len(paths) < PARALLEL_SCAN_FILES or context is None:
         yield scan_files(paths, checksums)
         return
+    # A forked worker must import nothing: another thread of this process (a server's) may be importing that very
+    # module as the pool forks, and the worker would wait forever for the import lock it inherited held. medfm's
+    # modules are imported above; scanning the first file here imports what pydicom loads lazily for such files.
+    yield scan_files(paths[:1], checksums)
     size = max(16, min(SCAN_CHUNK_FILES, -(-len(paths) // (4 * workers))))
-    chunks = [paths[start:start + size] for start in range(0, len(paths), size)]
+    chunks = [paths[start:start + size] for start in range(1, len(paths), size)]
     # gc.freeze: a worker's collections then skip the heap it inherits (every module the parent
     # imported), which they would otherwise traverse again and again while results pile up.
     with ProcessPoolExecutor(workers, mp_context=context, initializer=gc.freeze) as pool:
