@@ -30,8 +30,8 @@ from pydicom.uid import UID
 
 from medfm.errors import MedfmError, UnreadableFileError
 from medfm.io.dicom import mosaic, multiframe, pixels
-from medfm.io.dicom.provenance import provenance_text
 from medfm.io.dicom.frames import NATIVE_SYNTAXES, Frame, PixelLayout, looks_like_dicom
+from medfm.io.dicom.provenance import provenance_text
 from medfm.io.dicom.workers import fork_context, usable_cpus
 from medfm.io.formats import sha256_of
 
