@@ -49,6 +49,8 @@ from medfm.train.seg_report import score
 DATASET_ID = 990
 TRAINER = "nnUNetTrainer_WallBudget"
 TRAINERS_FOLDER = Path(__file__).resolve().parent / "nnunet_trainers"
+#: The budget trainer's epoch: optimiser steps, then validation steps (nnU-Net's own: 250 and 50).
+EPOCH_STEPS = (25, 5)
 #: nnU-Net's set-up before its budget starts (network, data loaders, unpacking) and its final checkpoint
 #: are outside the budget; a run that overstays it by this much is killed.
 OVERSTAY_S = 600.0
@@ -134,10 +136,11 @@ def write_split(preprocessed: Path, dataset: RawDataset) -> Path:
 
 
 def nnunet_environment(work: Path, budget_s: float) -> dict[str, str]:
-    """The environment of every nnU-Net command: its three folders under ``work``, the budget trainer's folder and
-    budget, one thread, augmentation in-process."""
+    """The environment of every nnU-Net command: its three folders under ``work``, the budget trainer's folder, budget
+    and epoch, one thread, augmentation in-process."""
     folders = {key: str(work / key) for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     return {**os.environ, **folders, "nnUNet_extTrainer": str(TRAINERS_FOLDER), "MEDFM_BENCH_BUDGET_S": str(budget_s),
+            "MEDFM_BENCH_EPOCH_STEPS": ",".join(map(str, EPOCH_STEPS)),
             "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "nnUNet_n_proc_DA": "0"}
 
 
@@ -236,7 +239,7 @@ def run_peer(python: Path, name: str, training: list[Case], held_out: list[Case]
     batch = report["plan"]["batch_size"]
     report.update(
         process_s=round(seconds, 1), killed_for_overstaying=not finished, steps=len(steps), epochs_completed=len(epochs),
-        iterations_per_epoch=25, epoch_s=epochs,
+        iterations_per_epoch=EPOCH_STEPS[0], epoch_s=epochs,
         first_step_after_s=round(steps[0] - launched, 1) if steps else None,
         train_images_per_s=round(len(steps) * batch / seconds, 3),
         train_images_per_s_after_first_step=(round((len(steps) - 1) * batch / (steps[-1] - steps[0]), 3)

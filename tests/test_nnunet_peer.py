@@ -129,5 +129,6 @@ def test_every_nnunet_command_finds_the_budget_trainer_and_its_budget(tmp_path):
     environment = nnunet_peer.nnunet_environment(tmp_path, 600.0)
     trainer = Path(environment["nnUNet_extTrainer"]) / f"{nnunet_peer.TRAINER}.py"
     assert trainer.is_file() and f"class {nnunet_peer.TRAINER}(" in trainer.read_text()
-    assert environment["MEDFM_BENCH_BUDGET_S"] == "600.0"
+    assert environment["MEDFM_BENCH_BUDGET_S"] == "600.0" and environment["MEDFM_BENCH_EPOCH_STEPS"] == "25,5"
+    assert 'os.environ["MEDFM_BENCH_EPOCH_STEPS"]' in trainer.read_text()
     assert environment["nnUNet_results"] == str(tmp_path / "nnUNet_results")

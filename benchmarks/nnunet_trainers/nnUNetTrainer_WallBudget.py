@@ -10,8 +10,9 @@ nothing else (plan, network, loss, augmentation, sampling, optimiser):
   set-up, and stops training at the first step that spends it, mid-epoch if need be;
 - nnU-Net's poly decay, ``(1 - t)^0.9``, runs over the elapsed fraction of the budget instead of
   over epochs, set at each epoch's start as nnU-Net sets it;
-- epochs are 25 steps with 5 validation steps (nnU-Net: 250 and 50), so that its per-epoch
-  pseudo-Dice, learning rate and checkpoints follow the budget at a finer grain;
+- epochs of ``MEDFM_BENCH_EPOCH_STEPS`` steps and validation steps (the benchmark gives 25 and 5;
+  nnU-Net: 250 and 50), so that its per-epoch pseudo-Dice, learning rate and checkpoints follow
+  the budget at a finer grain;
 - ``checkpoint_final.pth`` is written when the budget is spent; nnU-Net's end-of-training
   validation (which predicts its own monitored training images) is skipped: the benchmark
   scores the held-out images itself.
@@ -42,8 +43,8 @@ class nnUNetTrainer_WallBudget(nnUNetTrainer):  # noqa: N801 - nnU-Net finds tra
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.budget_s = float(os.environ["MEDFM_BENCH_BUDGET_S"])
-        self.num_iterations_per_epoch = 25
-        self.num_val_iterations_per_epoch = 5
+        self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = (
+            int(n) for n in os.environ["MEDFM_BENCH_EPOCH_STEPS"].split(","))
         self.training_started = None
 
     def elapsed_fraction(self) -> float:

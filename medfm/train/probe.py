@@ -65,9 +65,9 @@ def fit_probe(
 ) -> Probe:
     """A probe fitted on ``manifest``'s images and labels (``method``: ``"logistic"``, with
     ``balanced`` class weights for a rare class, or ``"knn"`` with ``k`` neighbours) and, if
-    ``calibration`` names a labelled manifest, an
-    operating point chosen on it: the threshold reaching ``target_sensitivity`` or
-    ``target_specificity`` (at most one), else the one maximising Youden's J.
+    ``calibration`` names a labelled manifest, an operating point chosen on it: the threshold
+    reaching ``target_sensitivity`` or ``target_specificity`` (at most one), else the one
+    maximising Youden's J.
 
     Needs ``encoder`` or ``index`` (or both: they must hold the same model). A target without
     a calibration manifest raises rather than being ignored.

@@ -131,13 +131,17 @@ def evaluate_synthetic(generator: str | os.PathLike, data: str | os.PathLike, en
     train_embeddings, test_embeddings, synthetic_embeddings = embeddings
     synthetic_labels = [s["condition"] for s in samples]
     y = np.array([classes.index(label) for label in test_labels])
-    with_synthetic = (np.concatenate([train_embeddings, synthetic_embeddings]), train_labels + synthetic_labels)
-    # the same seed draws the same resamples, so both comparisons are paired over the same held-out images
-    comparison, weighted = (
-        compare_classifiers(y, LinearProbe(class_weight=weights).fit(train_embeddings, train_labels).predict_proba(test_embeddings),
-                            LinearProbe(class_weight=weights).fit(*with_synthetic).predict_proba(test_embeddings),
-                            classes, n_boot=n_boot, seed=seed)
-        for weights in (None, "balanced"))
+    augmented_embeddings = np.concatenate([train_embeddings, synthetic_embeddings])
+
+    def real_against_augmented(class_weight: str | None) -> dict[str, Any]:
+        """Probes with ``class_weight`` on the real rows and on real + synthetic, compared on the held-out images."""
+        real = LinearProbe(class_weight=class_weight).fit(train_embeddings, train_labels)
+        augmented = LinearProbe(class_weight=class_weight).fit(augmented_embeddings, train_labels + synthetic_labels)
+        # the same seed draws the same resamples, so both comparisons are paired over the same held-out images
+        return compare_classifiers(y, real.predict_proba(test_embeddings), augmented.predict_proba(test_embeddings),
+                                   classes, n_boot=n_boot, seed=seed)
+
+    comparison, weighted = real_against_augmented(None), real_against_augmented("balanced")
     return {
         "task": task, "data": display_path(data), "classes": classes,
         "generator": _generator_entry(model, made), "encoder": {"name": encoder.info.name, "weights_sha256": encoder.info.weights_sha256},
