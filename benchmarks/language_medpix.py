@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from medfm.eval.bootstrap import bootstrap
-from medfm.eval.text_metrics import rouge_l, term_f1
+from medfm.eval.text_metrics import mentioned_terms, rouge_l, term_f1
 from medfm.index import open_or_create_index
 from medfm.models import create_encoder
 from medfm.models.registry import DEFAULT_ENCODER, question_abstention, router_for
@@ -183,6 +183,11 @@ def main() -> None:
     result["chosen_on_val"] = chosen
     drafted, nearest = drafts(vectors["test"], encoder, store, threshold, chosen["k"], chosen["ratio"], chosen["max_sentences"])
     result["test_report"] = paired_scores(drafted, nearest, [s.caption for s in split["test"]], [s.group for s in split["test"]])
+    # term F1 scores 1.0 where neither text names a term: the same comparison on the references that name one
+    named = [i for i, s in enumerate(split["test"]) if mentioned_terms(s.caption)]
+    result["test_report_references_naming_a_term"] = {"images": len(named), **paired_scores(
+        [drafted[i] for i in named], [nearest[i] for i in named], [split["test"][i].caption for i in named],
+        [split["test"][i].group for i in named])}
     result["test_examples"] = [{"draft": d, "nearest": n, "reference": s.caption} for d, n, s in list(zip(drafted, nearest, split["test"]))[:3]]
     if args.captioner:
         from medfm.models.registry import create_language_model

@@ -29,7 +29,7 @@ from medfm.errors import MedfmError, display_path
 from medfm.eval.image_metrics import psnr, ssim
 from medfm.models.forecaster import CONTEXT, WEIGHTS_FILE, build_net
 from medfm.tasks.forecast import forecast_frames, resize
-from medfm.train.run_folder import partial_folder, start_progress
+from medfm.train.run_folder import partial_folder, run_settings, start_progress, write_json
 from medfm.train.steps import run_steps
 from medfm.train.upscale_data import Source, find_sources, luminance_planes
 
@@ -54,13 +54,8 @@ def train_forecaster(data: Sequence[str | os.PathLike], out: str | os.PathLike, 
     """Train on the sequences of ``data`` into the new model folder ``out``; returns the summary with held-out results."""
     out = Path(out)
     build = partial_folder(out, resume, CHECKPOINT_FILE, "model folder", "training")
-    unknown = sorted(set(recipe) - set(DEFAULTS))
-    if unknown:
-        raise MedfmError(f"unknown training setting {unknown[0]!r}; choose from {', '.join(DEFAULTS)}")
-    if resume:
-        settings = json.loads((build / STATE_FILE).read_text())
-    else:
-        settings = {**DEFAULTS, **recipe, "budget_minutes": budget_minutes, "data": [os.fspath(d) for d in data]}
+    settings = run_settings(build, resume, STATE_FILE, DEFAULTS, recipe, budget_minutes=budget_minutes,
+                            data=[os.fspath(d) for d in data])
     sources = find_sources(settings["data"])
     held_out = [s for s in sources if s.held_out]
     window = CONTEXT + settings["horizon"]
@@ -72,7 +67,7 @@ def train_forecaster(data: Sequence[str | os.PathLike], out: str | os.PathLike, 
                              "forecasting trains on videos or multi-frame images")
         build.mkdir(parents=True)
         np.savez(build / SEQUENCES_FILE, *sequences)
-        (build / STATE_FILE).write_text(json.dumps(settings))
+        write_json(build / STATE_FILE, settings)
     with np.load(build / SEQUENCES_FILE) as stored:
         sequences = [stored[key] for key in stored.files]
     log(f"{len(sequences)} training sequences, {len(held_out)} held-out sources")

@@ -27,6 +27,19 @@ def partial_folder(out: Path, resume: bool, checkpoint_file: str, output: str = 
     return build
 
 
+def run_settings(build: Path, resume: bool, state_file: str, defaults: dict[str, Any], recipe: dict[str, Any],
+                 **fixed: Any) -> dict[str, Any]:
+    """A run's settings: on ``resume`` those its first run stored in ``build / state_file`` (a resumed run keeps
+    its recipe); else ``defaults`` overridden by ``recipe`` and ``fixed``. A ``recipe`` key that ``defaults``
+    lacks is refused in one line."""
+    unknown = sorted(set(recipe) - set(defaults))
+    if unknown:
+        raise MedfmError(f"unknown training setting {unknown[0]!r}; choose from {', '.join(defaults)}")
+    if resume:
+        return json.loads((build / state_file).read_text())
+    return {**defaults, **recipe, **fixed}
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save(state)`` to ``path`` through a temporary file, so a kill leaves the previous checkpoint whole."""
     import torch

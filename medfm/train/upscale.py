@@ -17,7 +17,6 @@ steps since the last one, and ``resume=True`` continues with the time already sp
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 
 from medfm.errors import MedfmError, display_path
 from medfm.models.upscaler import WEIGHTS_FILE, build_net
-from medfm.train.run_folder import partial_folder, start_progress, write_json
+from medfm.train.run_folder import partial_folder, run_settings, start_progress, write_json
 from medfm.train.steps import run_steps
 from medfm.train.upscale_data import (
     area_downsample,
@@ -52,15 +51,10 @@ def train_upscaler(data: Sequence[str | os.PathLike], out: str | os.PathLike, bu
     the held-out results. ``recipe`` overrides :data:`DEFAULTS` (not on resume: the first run's holds)."""
     out = Path(out)
     build = partial_folder(out, resume, CHECKPOINT_FILE, "model folder", "training")
-    unknown = sorted(set(recipe) - set(DEFAULTS))
-    if unknown:
-        raise MedfmError(f"unknown training setting {unknown[0]!r}; choose from {', '.join(DEFAULTS)}")
-    if resume:
-        settings = json.loads((build / STATE_FILE).read_text())
-    else:
-        settings = {**DEFAULTS, **recipe, "budget_minutes": budget_minutes, "data": [os.fspath(d) for d in data]}
-        if settings["scale"] not in (2, 4):
-            raise MedfmError(f"--scale must be 2 or 4; got {settings['scale']}")
+    settings = run_settings(build, resume, STATE_FILE, DEFAULTS, recipe, budget_minutes=budget_minutes,
+                            data=[os.fspath(d) for d in data])
+    if not resume and settings["scale"] not in (2, 4):
+        raise MedfmError(f"--scale must be 2 or 4; got {settings['scale']}")
     sources = find_sources(settings["data"])
     training = [s for s in sources if not s.held_out]
     held_out = [s for s in sources if s.held_out]
