@@ -120,6 +120,12 @@ def test_training_resumes_after_sigkill(videos, tmp_path):
     assert not build.exists()
 
 
+def test_an_unknown_training_setting_is_refused_before_anything_is_written(videos, tmp_path):
+    with pytest.raises(MedfmError, match="unknown training setting 'learning_rat'"):
+        train_forecaster([videos], tmp_path / "model", learning_rat=1e-3)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_network_method_needs_a_model_folder(videos, tmp_path, capsys):
     code, out, err = run_cli(["forecast", str(videos / "clip0.gif"), "-o", str(tmp_path / "next.gif")], capsys)
     assert code == 2 and "--method ode needs --model" in err and not (tmp_path / "next.gif").exists()
