@@ -137,6 +137,15 @@ def test_shipped_jpeg_rgb_has_three_channels() -> None:
     assert np.array_equal(image.array[:, :, 0, 0, :], stored[::-1].transpose(1, 0, 2))
 
 
+def test_a_file_without_pixel_spacing_has_no_known_spacing(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    assert medfm.io.load(PYDICOM_FILES / "CT_small.dcm").metadata.get("spacing_known", True)
+    del ds.PixelSpacing
+    ds.save_as(tmp_path / "no_spacing.dcm")
+    image = medfm.io.load(tmp_path / "no_spacing.dcm")
+    assert image.spacing[:2] == (1.0, 1.0) and image.metadata["spacing_known"] is False
+
+
 def test_undecodable_transfer_syntax_is_refused_in_one_line() -> None:
     with pytest.raises(UnreadableFileError) as caught:
         medfm.io.load(PYDICOM_FILES / "JPEG-lossy.dcm")

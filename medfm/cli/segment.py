@@ -140,9 +140,9 @@ def _structures_text(summary: dict[str, Any]) -> str:
     """One line per structure of a ``segment_file`` summary."""
     lines = []
     for structure in summary["structures"]:
-        size = (f"{structure['volume_mm3']:.1f} mm3" if structure.get("volume_mm3") is not None else
-                f"{structure['area_mm2']:.1f} mm2" if structure.get("area_mm2") is not None else "")
+        size = (f" {structure['volume_mm3']:.1f} mm3" if structure.get("volume_mm3") is not None else
+                f" {structure['area_mm2']:.1f} mm2" if structure.get("area_mm2") is not None else "")
         name = f" ({structure['label_name']})" if structure["label_name"] else ""
-        lines.append(f"{summary['output']}: label {structure['label']}{name}: {structure['voxels']} voxels {size}, "
+        lines.append(f"{summary['output']}: label {structure['label']}{name}: {structure['voxels']} voxels{size}, "
                      f"{structure['planes']} planes, score {structure['score']:.3f}")
     return "\n".join(lines)

@@ -158,6 +158,9 @@ def describe(ds: Dataset) -> tuple[dict[str, Any], dict[str, str]]:
     metadata["transfer_syntax"] = _transfer_syntax(ds)
     if not isinstance(metadata["series_number"], int):  # absent, or not a valid IS value
         metadata["series_number"] = None
+    if "PerFrameFunctionalGroupsSequence" not in ds and not header_value(ds, "PixelSpacing"):
+        # the frames get a nominal 1 mm (file_frames); areas and distances must not be read as mm
+        metadata["spacing_known"] = False
     phi = {name: str(ds.get(keyword)) for name, keyword in PHI_KEYWORDS.items() if ds.get(keyword) not in (None, "")}
     return {k: v for k, v in metadata.items() if v is not None}, phi
 
