@@ -84,3 +84,16 @@ def test_masks_of_different_shapes_are_refused_naming_the_file(annotators, tmp_p
     assert code == 2 and "at least 2 masks" in stderr
     code, _, stderr = run_cli(["fuse-labels", *map(str, paths), "--method", "vote", "-o", str(tmp_path / "f.png")], capsys)
     assert code == 2 and "--method must be one of staple, majority; got 'vote'" in stderr
+
+
+def test_colour_and_jpeg_masks_are_read_as_masks_are_everywhere(annotators, tmp_path):
+    """A JPEG mask (edges carry values in between) and an RGB one fuse as their PNG originals do."""
+    paths, truth = annotators
+    jpeg, rgb = tmp_path / "a.jpg", tmp_path / "b_rgb.png"
+    PILImage.open(paths[0]).save(jpeg, quality=75)
+    PILImage.open(paths[1]).convert("RGB").save(rgb)
+    assert len(np.unique(np.asarray(PILImage.open(jpeg)))) > 2  # the halo the rule must keep out
+    fused, report = fuse_labels([jpeg, rgb, paths[2]], "staple")
+    reference, expected = fuse_labels(paths, "staple")
+    assert np.array_equal(fused.frame() > 0, reference.frame() > 0) and report["binary"]
+    assert [r["sensitivity"] for r in report["annotators"]] == pytest.approx([r["sensitivity"] for r in expected["annotators"]], abs=1e-3)

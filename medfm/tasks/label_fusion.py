@@ -17,26 +17,27 @@ import numpy as np
 from medfm.errors import MedfmError, display_path
 from medfm.io.formats import load
 from medfm.io.image import Image
+from medfm.io.label_maps import mask_foreground, mask_values
 from medfm.provenance import Provenance, pixels_id
 
 METHODS = ("staple", "majority")
 
 
 def read_annotations(paths: Sequence[str | os.PathLike]) -> tuple[Image, list[np.ndarray]]:
-    """The first mask's image and every mask as an ``(I, J, K)`` array of its stored values."""
+    """The first mask's image and every mask as an ``(I, J, K)`` array: a binary mask (colour, JPEG-compressed or
+    0/255, read as :func:`~medfm.io.label_maps.read_mask` reads masks everywhere) as 0/1, a label map as stored."""
     if len(paths) < 2:
         raise MedfmError(f"label fusion needs at least 2 masks of the same image; got {len(paths)}")
     first, arrays = None, []
     for path in paths:
         image = load(path)
-        if image.num_frames > 1 or image.num_channels > 1:
-            raise MedfmError(f"{display_path(path)}: has {image.num_frames} frames and {image.num_channels} channels; "
-                             "a mask has one of each")
+        values = mask_values(image, path)
         if first is not None and image.spatial_shape != first.spatial_shape:
             raise MedfmError(f"{display_path(path)}: shape {image.spatial_shape} differs from {display_path(paths[0])}'s "
                              f"{first.spatial_shape}")
         first = first or image
-        arrays.append(np.asarray(image.array[:, :, :, 0, 0]))
+        binary = values.dtype == np.uint8 and values.max(initial=0) > 127  # mask_foreground's rule for 8-bit masks
+        arrays.append(mask_foreground(values).astype(np.uint8) if binary else np.asarray(values))
     return first, arrays
 
 
