@@ -86,7 +86,8 @@ def test_seg_json_scores_every_pair_and_lists_every_skipped_case(seg_folders, ca
     pred, ref, masks = seg_folders
     code, out, err = run_cli(["evaluate", "seg", "--pred", str(pred), "--ref", str(ref), "--tolerance-mm", "1.5",
                               "--n-boot", "200", "--json", "--report", str(tmp_path / "seg.html")], capsys)
-    assert code == 0, err
+    # the scores are printed, but a set scored without some of its cases fails
+    assert code == 2 and err.splitlines()[-1] == "medfm: error: 7 of 11 cases skipped (listed above); the scores are over the other 4"
     result = json.loads(out)  # strict JSON: no NaN
     cases = {c["name"]: c for c in result["cases"]}
     assert sorted(cases) == ["case1", "case2", "case3.v2", "missed"]
@@ -130,9 +131,12 @@ def test_seg_text_output_and_nothing_to_evaluate(tmp_path, capsys):
     assert "Traceback" not in err
     save(ball(6), ref / "a.nii.gz")
     code, out, err = run_cli(["evaluate", "seg", "--pred", str(pred), "--ref", str(ref)], capsys)
-    assert code == 0
+    assert code == 2  # a reference without its prediction: scored, printed, and failed
     assert re.search(r"^a\s+1\s+1\s+0\s+0\s+1", out, re.M)
-    assert "medfm: skipped b: b.nii.gz: no prediction" in err
+    assert "medfm: skipped b: b.nii.gz: no prediction" in err and "1 of 2 cases skipped" in err
+    (ref / "b.nii.gz").unlink()
+    code, out, err = run_cli(["evaluate", "seg", "--pred", str(pred), "--ref", str(ref)], capsys)
+    assert code == 0 and err == ""
     code, _, err = run_cli(["evaluate", "seg", "--pred", str(tmp_path / "nope"), "--ref", str(ref)], capsys)
     assert code == 2 and "prediction folder does not exist" in err
 
@@ -185,7 +189,7 @@ def test_seg_jpeg_and_rgb_masks_are_read_like_every_other_mask_and_distances_are
 def test_seg_volumes_keep_mm_and_mixing_units_is_refused(seg_folders, tmp_path, capsys):
     pred, ref, _ = seg_folders
     code, out, _ = run_cli(["evaluate", "seg", "--pred", str(pred), "--ref", str(ref), "--n-boot", "10", "--json"], capsys)
-    assert code == 0 and json.loads(out)["settings"]["distance_unit"] == "mm"
+    assert code == 2 and json.loads(out)["settings"]["distance_unit"] == "mm"  # the fixture's skipped cases fail it
     r = np.zeros((32, 32), np.uint8)
     r[4:9, 4:9] = 255
     medfm.save(medfm.Image(r), pred / "photo.png")
@@ -213,7 +217,7 @@ def test_seg_label_maps_score_each_label(tmp_path, capsys):
     save(r * 2, pred / "d.nii.gz")  # label 4: not among the labels
     save(r, ref / "d.nii.gz")
     code, out, err = run_cli(["evaluate", "seg", "--pred", str(pred), "--ref", str(ref), "--labels", "1,2", "--json"], capsys)
-    assert code == 0, err
+    assert code == 2 and "1 of 2 cases skipped" in err  # d
     result = json.loads(out)
     expected = score_label_maps(p, r, SPACING, [1, 2])
     case = result["cases"][0]

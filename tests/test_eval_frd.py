@@ -120,7 +120,7 @@ def test_cli_json_skips_unusable_images_and_reports_bad_folders(sets, tmp_path: 
         (broken / path.name).write_bytes(path.read_bytes())
     (broken / "notes.png").write_bytes(b"not a png")
     code, out, err = run(images_a, broken, "--json", "--workers", "2")
-    assert code == 0
+    assert code == 2 and err.splitlines()[-1].endswith("1 of 16 images skipped (listed above); the scores are over the other 15")
     result = json.loads(out)
     assert {"frd", "n_a", "n_b", "n_features", "ood"} <= set(result)
     assert (result["n_a"], result["n_b"], len(result["ood"])) == (10, 5, 5)

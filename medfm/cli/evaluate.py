@@ -66,7 +66,22 @@ def seg(
         typer.echo(f"medfm: skipped {skipped['name']}: {skipped['reason']}", err=True)
     if as_json:
         print_json(result)
-        return
+    else:
+        _print_seg_table(result)
+    _fail_if_skipped(result["skipped"], len(result["cases"]), "cases")
+
+
+def _fail_if_skipped(skipped: list, scored: int, what: str) -> None:
+    """A score over fewer inputs than were given is printed, but the command fails: a script must not take it for
+    the whole set's."""
+    from medfm.errors import MedfmError
+
+    if skipped:
+        raise MedfmError(f"{len(skipped)} of {len(skipped) + scored} {what} skipped (listed above); "
+                         f"the scores are over the other {scored}")
+
+
+def _print_seg_table(result: dict) -> None:
     metrics = list(result["summary"])
     in_pixels = result["settings"]["distance_unit"] == "pixels"
     if in_pixels:
@@ -100,7 +115,12 @@ def frd(
         typer.echo(f"medfm: skipped {skipped['name']}: {skipped['reason']}", err=True)
     if as_json:
         print_json(result)
-        return
+    else:
+        _print_frd(result)
+    _fail_if_skipped(result["skipped"], result["n_a"] + result["n_b"], "images")
+
+
+def _print_frd(result: dict) -> None:
     frd_text = "-inf (identical feature distributions)" if result["frd"] is None else f"{result['frd']:.4f}"
     typer.echo(f"FRD {frd_text}: A {result['n_a']} images, B {result['n_b']} images, "
                f"{result['n_features']} features ({result['n_features_dropped']} dropped as non-finite)")
