@@ -93,6 +93,14 @@ def test_cli_segments_from_words_and_saves_the_saliency(tmp_path: Path, capsys: 
         code, out, err = run_cli(["segment", str(source), "-o", str(tmp_path / "other.png"), *args], capsys)
         assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "other.png").exists()
+    # a folder: its one picture is segmented; a folder of several is refused naming the count
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "p.png").write_bytes(source.read_bytes())
+    code, out, err = run_cli(["segment", str(tmp_path / "one"), "--text", "skin lesion", "-o", str(tmp_path / "one.png")], capsys)
+    assert code == 0 and (tmp_path / "one.png").exists(), err
+    (tmp_path / "one" / "q.png").write_bytes(source.read_bytes())
+    code, out, err = run_cli(["segment", str(tmp_path / "one"), "--text", "skin lesion", "-o", str(tmp_path / "two.png")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "one: --text segments one image; this folder holds 2" in err, err
     volume = save(Image(np.zeros((20, 20, 3), np.int16)), tmp_path / "volume.nii.gz")
     code, out, err = run_cli(["segment", str(volume), "--text", "polyp", "-o", str(tmp_path / "v.nii.gz")], capsys)
     assert code == 2 and "text prompts segment one 2D plane" in err

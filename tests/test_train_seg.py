@@ -96,6 +96,11 @@ def test_auto_segment_writes_one_png_per_input_with_provenance(trained, discs, t
     labels = written.array[:, :, 0, 0, 0]
     from scipy import ndimage
     assert ndimage.label(labels > 0)[1] <= 1  # the largest component only
+    # prompts mean nothing to a trained model: refused, not silently dropped
+    code, _, stderr = run_cli(["segment", "--auto", "--model", str(out), str(images[0]), "--point", "3,3",
+                               "-o", str(tmp_path / "prompted")], capsys)
+    assert code == 2 and stderr == "medfm: error: --auto segments without prompts; it cannot be combined with --point\n"
+    assert not (tmp_path / "prompted").exists()
 
 
 def test_auto_segment_of_a_folder_matches_the_library(trained, discs, tmp_path, capsys):

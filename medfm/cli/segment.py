@@ -20,7 +20,7 @@ from medfm.cli.output import (
     parse_numbers,
     print_json,
 )
-from medfm.errors import MedfmError
+from medfm.errors import MedfmError, display_path
 
 segment_app = typer.Typer()
 
@@ -73,6 +73,11 @@ def segment_command(
     if auto:
         from medfm.cli.auto_segment import auto_segment_command
 
+        _refuse_unused("--auto segments without prompts", {
+            "--point": point, "--box": box, "--scribble": scribble, "--prompts": prompts, "--manifest": manifest,
+            "--text": text, "--saliency": saliency, "--grounder": grounder, "--propagate": propagate or None, "--rule": rule,
+            "--checkpoint": checkpoint, "--adapter": adapter})
+
         auto_segment_command(images or [], output, model, flips, largest_component, progress, as_json, summary_file,
                              suffix, catalog, where, ray, workers)
         return
@@ -111,6 +116,13 @@ def segment_command(
     typer.echo(_structures_text(summary))
 
 
+def _refuse_unused(reason: str, options: dict[str, Any]) -> None:
+    """One line naming the given ``options`` that the command would otherwise ignore without a word."""
+    given = [name for name, value in options.items() if value]
+    if given:
+        raise MedfmError(f"{reason}; it cannot be combined with {', '.join(given)}")
+
+
 def _text_command(images: list[Path], output: Path, text: str | None, saliency: Path | None, grounder_name: str | None,
                   model: str | None, checkpoint: Path | None, adapter: Path | None, as_json: bool,
                   others: dict[str, Any]) -> None:
@@ -119,11 +131,16 @@ def _text_command(images: list[Path], output: Path, text: str | None, saliency: 
 
     if text is None:
         raise MedfmError("--saliency and --grounder serve a --text prompt; give --text too")
-    given_options = [name for name, value in others.items() if value]
-    if given_options:
-        raise MedfmError(f"--text is the prompt; it cannot be combined with {', '.join(given_options)}")
+    _refuse_unused("--text is the prompt", others)
     if len(images) != 1:
         raise MedfmError(f"--text segments one image; got {len(images)}")
+    if images[0].is_dir():  # a DICOM series, or a folder of pictures
+        from medfm.tasks.batch import expand_paths
+
+        held = expand_paths(images)
+        if len(held) != 1:
+            raise MedfmError(f"{display_path(images[0])}: --text segments one image; this folder holds {len(held)}")
+        images = [Path(held[0].path)]
     encoder, grounder = grounding_models(grounder_name)
     wanted = model or DEFAULT_SEGMENTER
     # the grounding head already holds the segmenter whose features it reads: when it is the one asked for, reuse it
