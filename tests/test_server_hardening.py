@@ -245,6 +245,14 @@ def test_other_applications_cookies_do_not_lock_the_user_out(data):
         assert client.get("/api/images", headers={"Cookie": 'prefs={"theme":"dark"}; medfm_token=wrong'}).status_code == 401
 
 
+def test_a_token_given_to_a_loopback_server_is_enforced(data):
+    with bare_client(data, token=STRONG_TOKEN) as client:
+        assert client.get("/api/images").status_code == 401
+        assert client.get("/api/images", headers={"Cookie": "medfm_token=" + STRONG_TOKEN}).status_code == 200
+    with bare_client(data) as client:  # no token given: loopback stays open to this machine's user
+        assert client.get("/api/images").status_code == 200
+
+
 def test_the_cookie_is_secure_under_tls(data):
     for certfile, secure in ((Path("cert.pem"), True), (None, False)):
         keyfile = Path("key.pem") if certfile else None
@@ -284,7 +292,8 @@ def test_a_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("MEDFM_TOKEN")
     generated = resolve_token(settings, None)
     assert generated and len(generated) >= 22 and resolve_token(ServerSettings(), None) is None
-    assert resolve_token(ServerSettings(), "weak") == "weak"  # a loopback server checks no token: nothing to refuse
+    with pytest.raises(MedfmError, match="too weak"):  # a token given on loopback is checked: it must be strong too
+        resolve_token(ServerSettings(), "weak")
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(MedfmError, match="is empty"):
         resolve_token(settings, None, tmp_path / "empty")

@@ -17,8 +17,9 @@ TOKEN_ENV = "MEDFM_TOKEN"
 
 def resolve_token(settings: ServerSettings, given: str | None, token_file: Path | None = None) -> str | None:
     """``given``, else the first word of ``token_file``, else ``$MEDFM_TOKEN``, else a new random
-    token when the host is not loopback. A token the user chose for a server that checks it must
-    have at least 128 bits."""
+    token when the host is not loopback. A token the user chose must have at least 128 bits, and is
+    checked even on loopback (:attr:`ServerSettings.token_required`): a token given and then not
+    enforced would protect nothing while the user thinks it does."""
     if given and token_file:
         raise MedfmError("give --token or --token-file, not both")
     if token_file is not None:
@@ -30,9 +31,9 @@ def resolve_token(settings: ServerSettings, given: str | None, token_file: Path 
             raise MedfmError(f"--token-file {token_file} is empty")
         given = lines[0]
     token = given or os.environ.get(TOKEN_ENV) or None
-    if not settings.token_required:
-        return token  # a loopback server checks no token
-    return check_token_strength(token) if token is not None else secrets.token_urlsafe(24)
+    if token is not None:
+        return check_token_strength(token)
+    return secrets.token_urlsafe(24) if settings.token_required else None
 
 
 def reachable_host(host: str) -> str:

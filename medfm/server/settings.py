@@ -49,7 +49,8 @@ class ServerSettings:
 
     @property
     def token_required(self) -> bool:
-        return self.host not in LOOPBACK_HOSTS
+        """Off loopback always; on loopback when the user gave a token (other users of the machine reach it too)."""
+        return self.host not in LOOPBACK_HOSTS or self.token is not None
 
     @property
     def tls(self) -> bool:
