@@ -55,6 +55,9 @@ def test_several_labels_from_a_prompts_file_keep_their_values(png: Path, tmp_pat
     written = np.asarray(PILImage.open(tmp_path / "out.png"))
     assert set(np.unique(written)) == {0, 2, 7} and (written[20:40, 10:30] == 2).all()
     assert "label 2 (left): 400 voxels" in out
+    (tmp_path / "one.json").write_text(json.dumps(prompts[0]))  # one prompt object, not a list of them
+    code, out, err = run_cli(["segment", str(png), "--prompts", str(tmp_path / "one.json"), "-o", str(tmp_path / "one.png"), *FAKE], capsys)
+    assert code == 2 and err.count("\n") == 1 and "one.json: not a JSON list of prompts (a list of prompt objects" in err, err
 
 
 @pytest.mark.usefixtures("fake_segmenter")

@@ -61,7 +61,9 @@ class DicomWeb:
 
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise MedfmError(f"PACS address must be an http:// or https:// URL, e.g. http://pacs:8042/dicom-web; got {_address(url)!r}")
+            # the address is echoed only as scheme and host: what else a URL holds may be a password
+            got = f"got {_address(url)!r}" if parts.scheme and parts.hostname else "got one without a scheme and host"
+            raise MedfmError(f"PACS address must be an http:// or https:// URL, e.g. http://pacs:8042/dicom-web; {got}")
         self.url = url.rstrip("/")
         #: How the server is named in messages: scheme, host and port, no credentials or path.
         self.address = _address(url)

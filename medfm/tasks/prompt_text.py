@@ -71,7 +71,10 @@ def parse_prompts(
     listed = []
     if prompts_file is not None:
         try:
-            listed = [Prompt.from_dict(item) for item in json.loads(Path(prompts_file).read_text())]
+            items = json.loads(Path(prompts_file).read_text())
+            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+                raise ValueError("a list of prompt objects such as [{\"label\": 1, \"points\": [[x, y]]}] is expected")
+            listed = [Prompt.from_dict(item) for item in items]
         except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
             raise MedfmError(f"{display_path(prompts_file)}: not a JSON list of prompts ({exc})") from None
     prompts = [by_plane[plane] for plane in sorted(by_plane)] + listed
