@@ -129,6 +129,29 @@ def test_ask_answers_aggregates_and_abstains(captioned: dict) -> None:
         ask([], "Is it bright or dark?", encoder)
 
 
+def test_a_modality_the_dicom_header_records_answers_a_modality_question(tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    encoder = FakeEncoder()
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    files = {}
+    for code in ("CT", "MR", "OT"):
+        ds.Modality = code
+        files[code] = tmp_path / f"{code}.dcm"
+        ds.save_as(files[code])
+    pixels = ask([files["OT"]], "What imaging modality is this?", encoder)  # nothing recorded: the pixels answer
+    assert "image_prediction" not in pixels and pixels["method"] == "zero-shot closed question"
+    for code, label in (("CT", "CT"), ("MR", "MRI")):
+        result = ask([files[code]], "What imaging modality is this?", encoder)
+        assert result["answer"] == label and result["confidence"] == 1.0 and result["method"] == "recorded modality (DICOM header)"
+        assert result["image_prediction"] == pixels["prediction"]  # the pixels' reading stays beside the record
+    assert ask([files["CT"]], "Is this an MRI?", encoder)["answer"] == "no"
+    assert ask([files["MR"]], "Is this an MRI?", encoder)["answer"] == "yes"
+    assert "image_prediction" not in ask([files["CT"], files["MR"]], "What imaging modality is this?", encoder)  # they disagree
+    assert "image_prediction" not in ask([files["CT"]], "Which body region is shown?", encoder)
+
+
 def test_text_metrics() -> None:
     assert bleu4(["the liver mass is large today"], ["the liver mass is large today"]) == pytest.approx(1.0)
     assert bleu4(["nothing alike"], ["the liver mass is large today"]) < 0.1

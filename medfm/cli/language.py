@@ -154,7 +154,11 @@ def ask(
     if as_json:
         print_json(result)
         return
-    typer.echo(f"{result['answer']}  (confidence {result['confidence']:.3f}; {result['prediction']}, similarity {result['similarity']:.3f})")
+    if "image_prediction" in result:
+        typer.echo(f"{result['answer']}  (recorded in the DICOM header: {result['prediction']}; the pixels read as "
+                   f"{result['image_prediction']}, confidence {result['image_confidence']:.3f})")
+    else:
+        typer.echo(f"{result['answer']}  (confidence {result['confidence']:.3f}; {result['prediction']}, similarity {result['similarity']:.3f})")
     for hit in result.get("evidence", []):
         typer.echo(f"    {hit['score']:.4f}  case {hit['id']}" + (f"  {hit['caption'][:80]}" if "caption" in hit else ""))
 

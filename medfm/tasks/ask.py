@@ -9,8 +9,9 @@ one question, MedFrameQA style) and classifies the mean; a best label less simil
 ``abstain_below`` answers "cannot tell". With a ``router`` (:mod:`medfm.models.router`, trained on labelled
 planes; ``registry.router_for`` gives the one shipped for an encoder), modality and region questions
 are answered by its probabilities, averaged over each image's planes and then over the images;
-abstention still reads the zero-shot similarity (is the image like any label at all). Open questions
-need a language model (:mod:`medfm.tasks.vlm`).
+abstention still reads the zero-shot similarity (is the image like any label at all). A modality question about
+images that record their modality (DICOM's Modality: CT, MR, US, …; :data:`RECORDED_MODALITIES`) is answered from
+that record, with the images' own reading beside it. Open questions need a language model (:mod:`medfm.tasks.vlm`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from medfm.models.encoders.planes import aggregate
 from medfm.provenance import Provenance, text_id
 from medfm.tasks.classify import check_labels
 from medfm.tasks.domains import AXES, AbstainBelow, threshold_for
-from medfm.tasks.embed import content_sha256, image_planes, record_sha256
+from medfm.tasks.embed import content_sha256, planes_and_modality, record_sha256
 from medfm.tasks.zeroshot import (
     DEFAULT_SCALE,
     DEFAULT_TEMPLATES,
@@ -43,6 +44,10 @@ from medfm.tasks.zeroshot import (
 if TYPE_CHECKING:
     from medfm.models.router import DomainRouter
 
+#: DICOM Modality codes → modality keys (:data:`medfm.tasks.domains.MODALITIES`) that a modality question is
+#: answered from; codes not listed (OT, XA, PT, …) leave the question to the images.
+RECORDED_MODALITIES = {"CT": "ct", "MR": "mri", "CR": "xray", "DX": "xray", "MG": "xray", "US": "ultrasound",
+                       "ES": "endoscopy", "OP": "fundus", "SM": "microscopy"}
 #: The answer when the images are like none of the labels.
 CANNOT_TELL = "cannot tell"
 #: Longest question accepted (the text tower reads a few hundred tokens at most).
@@ -116,6 +121,8 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
     "abstained", "question_kind", "method", "per_image": [{"prediction", "confidence"}], "evidence"
     (with an ``index``: the ``k`` nearest cases other than the index items ``exclude``, without
     paths), "provenance"}``.
+    A modality answered from the images' DICOM header has ``method`` "recorded modality (DICOM header)", confidence 1
+    and the pixels' reading as ``image_prediction`` and ``image_confidence``.
     ``confidence`` is the probability of the chosen label (also for "yes"/"no"); ``similarity`` the
     images' cosine to the label prompts they are most like, which the question's threshold
     (:func:`~medfm.tasks.domains.threshold_for` its kind in ``abstain_below``) reads.
@@ -126,7 +133,8 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
     if not encoder.info.has_text:
         raise MedfmError(f"encoder {encoder.info.name!r} has no text tower; questions need an image-text model")
     # each image is read once: its planes give both the embedding (as embed_paths aggregates them) and the router's answer
-    planes = [image_planes(image) for image in images]
+    read = [planes_and_modality(image) for image in images]
+    planes = [image for image, _ in read]
     embeddings = np.stack([aggregate(encoder.encode_planes(image)) for image in planes])
     mean = embeddings.mean(axis=0)
     mean = (mean / np.linalg.norm(mean)).astype(np.float32)
@@ -144,6 +152,15 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
     threshold = threshold_for(abstain_below, parsed.kind)
     abstained = threshold is not None and similarity < threshold
     prediction = labels[best]
+    recorded = _recorded_modality([modality for _, modality in read]) if parsed.kind == "modality" else None
+    image_reading = {"image_prediction": prediction, "image_confidence": round(float(proba[best]), 6)}
+    if recorded not in labels:  # a router of the user's without this modality: the images answer
+        recorded = None
+    if recorded is not None:
+        # the scanner's own record beats a reading of the pixels; the reading stays in the answer beside it
+        best = labels.index(recorded)
+        prediction, abstained, proba = recorded, False, np.eye(len(labels))[best]
+        method = {**method, "method": "recorded modality (DICOM header)", "image_method": method["method"]}
     if abstained:
         answer = CANNOT_TELL
     elif parsed.expected is not None:
@@ -155,6 +172,7 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
         "probabilities": {label: round(float(p), 6) for label, p in zip(labels, proba, strict=True)},
         "similarity": round(similarity, 6), "abstained": abstained, "question_kind": parsed.kind, "method": method["method"],
         "per_image": [{"prediction": labels[int(row.argmax())], "confidence": round(float(row.max()), 6)} for row in per_image[1:]],
+        **(image_reading if recorded is not None else {}),
     }
     if index is not None:
         index.check_model(encoder.info)
@@ -169,6 +187,12 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
                     **({"evidence": {"index": index.location, "k": k}} if index is not None else {})},
     )
     return result
+
+
+def _recorded_modality(codes: Sequence[str]) -> str | None:
+    """The modality label the images record, when every one records the same known code; else None."""
+    keys = {RECORDED_MODALITIES.get(code.upper()) for code in codes}
+    return AXES["modality"][0][keys.pop()] if len(keys) == 1 and None not in keys else None
 
 
 def routing_model(encoder: Encoder, router: str | os.PathLike | None = None) -> DomainRouter | None:

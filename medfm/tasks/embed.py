@@ -81,8 +81,7 @@ def _source(source: str | os.PathLike | ImageRecord, cached: bool) -> tuple[str,
     return display_path(path), path, content, lambda: load(path)  # load's errors name the file already
 
 
-def _sampled(name: str, path: Path | None, read: Callable[[], Image], max_planes: int, window: Window | None) -> list[np.ndarray]:
-    image = read()
+def _planes_of(image: Image, name: str, path: Path | None, max_planes: int, window: Window | None) -> list[np.ndarray]:
     try:
         return sample_planes(image, max_planes, window)
     except MedfmError as exc:
@@ -92,8 +91,16 @@ def _sampled(name: str, path: Path | None, read: Callable[[], Image], max_planes
 def image_planes(source: str | os.PathLike | ImageRecord, max_planes: int = MAX_PLANES, window: Window | None = None) -> list[np.ndarray]:
     """The planes of ``source`` (a file, a DICOM folder or a catalog record) that :func:`embed_paths` embeds and
     aggregates for it; errors as :func:`embed_paths` raises them."""
+    return planes_and_modality(source, max_planes, window)[0]
+
+
+def planes_and_modality(source: str | os.PathLike | ImageRecord, max_planes: int = MAX_PLANES,
+                        window: Window | None = None) -> tuple[list[np.ndarray], str]:
+    """:func:`image_planes` and the modality the image records (a DICOM Modality code such as ``CT``; ``OT``
+    when it records none), from one read."""
     name, path, _, read = _source(source, cached=False)
-    return _sampled(name, path, read, max_planes, window)
+    image = read()
+    return _planes_of(image, name, path, max_planes, window), image.modality
 
 
 class _Cache:
@@ -205,7 +212,7 @@ def embed_paths(
             out[row] = cached
             finished(1)
             continue
-        file_planes = _sampled(name, path, read, max_planes, window)
+        file_planes = _planes_of(read(), name, path, max_planes, window)
         pending.append((row, content, len(file_planes)))
         planes.extend(file_planes)
         if len(planes) >= batch_size:

@@ -50,7 +50,9 @@ export class Ask {
   render(result) {
     this.answer.dataset.answer = result.answer;
     this.answer.dataset.imageId = String(result.image_ids[0]);
-    this.answer.textContent = `${result.answer} (confidence ${(100 * result.confidence).toFixed(1)} %; ${result.prediction})`;
+    this.answer.textContent = "image_prediction" in result
+      ? `${result.answer} (recorded in the DICOM header: ${result.prediction}; the pixels read as ${result.image_prediction})`
+      : `${result.answer} (confidence ${(100 * result.confidence).toFixed(1)} %; ${result.prediction})`;
     this.list.replaceChildren(...(result.evidence || []).map((hit) => {
       const item = el("li", {
         class: "hit", testid: "ask-evidence-item", tabIndex: 0, dataset: { imageId: String(hit.image_id) },
