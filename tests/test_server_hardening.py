@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -469,3 +470,27 @@ def test_the_rate_limit_counts_per_token_where_there_is_one(data):
         # no token to count by: by address, and a made-up bearer token does not open a new bucket
         assert first.get("/api/health", headers={"Authorization": "Bearer made-up"}).status_code == 429
         assert second.get("/api/health").status_code == 200
+
+
+def test_errors_name_the_servers_data_folder_as_such(tmp_path):
+    from medfm.server.errors import client_message
+    from medfm.server.jobs import Jobs
+
+    data = tmp_path / "srv"
+    data.mkdir()
+    (tmp_path / "link").symlink_to(data)
+    for folder in (data, tmp_path / "link"):
+        message = client_message(f"{data.resolve()}/index: no indexed case has a caption\nsecond line", folder)
+        assert message == "<server data>/index: no indexed case has a caption"
+    assert client_message(f"{tmp_path}/other.png: cannot read", data) == f"{tmp_path}/other.png: cannot read"
+    jobs = Jobs(workers=1, data_dir=data)
+
+    def failing(_progress):
+        raise MedfmError(f"{data}/models/x: already exists")
+
+    job = jobs.submit("train", failing)
+    for _ in range(200):
+        if jobs.get(job)["state"] == "failed":
+            break
+        time.sleep(0.01)
+    assert jobs.get(job)["error"] == "<server data>/models/x: already exists"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi_offline import FastAPIOffline
@@ -13,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from medfm import __version__
 from medfm.errors import MedfmError
 from medfm.server.audit import AuditMiddleware
-from medfm.server.errors import Conflict, InternalErrorMiddleware, NotFound
+from medfm.server.errors import Conflict, InternalErrorMiddleware, NotFound, client_message
 from medfm.server.routes import (
     annotations, ask, catalog, evaluate, generate, jobs, pacs, report, report_versions, search, seg_loop, sessions, structures,
     text_prompts, uploads,
@@ -43,7 +44,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     for module in (catalog, uploads, sessions, annotations, search, jobs, evaluate, pacs, structures, seg_loop, generate,
                    report, report_versions, ask, text_prompts):
         app.include_router(module.router)
-    _add_error_handlers(app)
+    _add_error_handlers(app, settings.data_dir)
     _mount_workbench(app, settings)
     # the last added middleware runs first: response headers on every answer (refusals too), the
     # audit log, the token (or loopback host) check, the cross-site check, the rate limit, the upload limit
@@ -63,11 +64,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
     return app
 
 
-def _one_line(text: str) -> str:
-    return text.splitlines()[0] if text else "bad request"
+def _add_error_handlers(app: FastAPI, data_dir: Path) -> None:
+    def _one_line(text: str) -> str:
+        return client_message(text, data_dir)
 
-
-def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"detail": _one_line(str(exc))}, status_code=404)

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from medfm.errors import MedfmError
 
 log = logging.getLogger("medfm.server")
+
+
+def client_message(text: str, data_dir: Path | None) -> str:
+    """What a client is told of an error: its first line, with the server's own data folder (its index, sessions,
+    uploads, trained models) named as such: where the server keeps its files is its operator's business."""
+    line = text.splitlines()[0] if text else "bad request"
+    if data_dir is not None:
+        for folder in sorted({str(data_dir), str(data_dir.resolve())}, key=len, reverse=True):
+            line = line.replace(folder, "<server data>")
+    return line
 
 
 class NotFound(MedfmError):

@@ -12,10 +12,11 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from medfm.errors import MedfmError
-from medfm.server.errors import Conflict, NotFound
+from medfm.server.errors import Conflict, NotFound, client_message
 
 log = logging.getLogger("medfm.server")
 
@@ -38,7 +39,9 @@ class JobCancelled(Exception):
 class Jobs:
     """Runs ``work(progress)`` in a thread pool and keeps each job's state for polling."""
 
-    def __init__(self, workers: int = 4) -> None:
+    def __init__(self, workers: int = 4, data_dir: Path | None = None) -> None:
+        #: the server's data folder, named as such in the errors jobs report (:func:`client_message`)
+        self.data_dir = data_dir
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medfm-job")
         self._jobs: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -100,7 +103,7 @@ class Jobs:
         except JobCancelled:
             self._update(job_id, state="cancelled")
         except MedfmError as exc:
-            self._update(job_id, state="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            self._update(job_id, state="failed", error=client_message(str(exc), self.data_dir) if str(exc) else type(exc).__name__)
         except Exception as exc:  # a bug, not bad input: log its type; its text may hold PHI
             log.error("job %s (%s) failed: %s", job_id, kind, type(exc).__name__)
             log.debug("job %s traceback", job_id, exc_info=True)

@@ -97,7 +97,7 @@ class ServerState:
         self.catalog_url: str = settings.catalog_url
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog: Catalog = open_catalog(self.catalog_url)
-        self.jobs = Jobs()
+        self.jobs = Jobs(data_dir=self.data_dir)
         self.sessions = SessionStore(settings.session_idle_seconds, settings.session_bytes)
         self.annotations = AnnotationStore(self.data_dir / "annotations")
         self.annotations.remove_leftovers()  # of saves killed part-way, before anyone lists or saves
