@@ -146,6 +146,16 @@ def test_a_file_without_pixel_spacing_has_no_known_spacing(tmp_path: Path) -> No
     assert image.spacing[:2] == (1.0, 1.0) and image.metadata["spacing_known"] is False
 
 
+def test_a_malformed_number_is_named_by_its_attribute(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    stored = (PYDICOM_FILES / "CT_small.dcm").read_bytes()
+    spacing = "\\".join(str(v) for v in ds.PixelSpacing).encode()
+    assert stored.count(spacing) == 1
+    (tmp_path / "bad.dcm").write_bytes(stored.replace(spacing, b"X" + spacing[1:]))
+    with pytest.raises(MedfmError, match=r"malformed DICOM attributes \(PixelSpacing: "):
+        medfm.io.load(tmp_path / "bad.dcm")
+
+
 def test_undecodable_transfer_syntax_is_refused_in_one_line() -> None:
     with pytest.raises(UnreadableFileError) as caught:
         medfm.io.load(PYDICOM_FILES / "JPEG-lossy.dcm")

@@ -339,8 +339,30 @@ def file_frames(path: Path) -> tuple[Dataset, list[Frame]]:
     except BadFile:
         raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, MedfmError) as exc:
-        raise BadFile(f"malformed DICOM attributes ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        culprit = _non_numeric_attribute(ds)
+        raise BadFile(f"malformed DICOM attributes ({f'{culprit}: ' if culprit else ''}{reason})") from None
     return ds, frames
+
+
+#: The numeric attributes a plane's geometry and values are read from (none identifies a patient).
+_NUMERIC_KEYWORDS = ("Rows", "Columns", "BitsAllocated", "NumberOfFrames", "ImagePositionPatient", "ImageOrientationPatient",
+                     "PixelSpacing", "RescaleSlope", "RescaleIntercept", "SpacingBetweenSlices", "SliceThickness",
+                     "GantryDetectorTilt", "TemporalPositionIdentifier", "AcquisitionNumber", "TriggerTime", "InstanceNumber")
+
+
+def _non_numeric_attribute(ds: Dataset) -> str | None:
+    """The first of :data:`_NUMERIC_KEYWORDS` whose value is not numbers: looked for only once a file has failed,
+    so that its one-line reason names the attribute."""
+    for keyword in _NUMERIC_KEYWORDS:
+        try:
+            value = ds.get(keyword)
+            for number in value if isinstance(value, (list, tuple, MultiValue)) else [value]:
+                if number is not None and number != "":
+                    float(number)
+        except (ValueError, TypeError, OverflowError):
+            return keyword
+    return None
 
 
 @dataclass(frozen=True, slots=True)
