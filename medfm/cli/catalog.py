@@ -106,7 +106,7 @@ def catalog_list(
     """Every catalogued image, oldest first: id, modality, body part, shape, dataset, description, its files."""
     from medfm.catalog import open_catalog
 
-    with open_catalog(catalog) as store:
+    with open_catalog(catalog, existing=True) as store:
         _print_records(store.query(dataset=dataset, limit=limit, with_files=True), as_json, show_phi)
 
 
@@ -126,7 +126,7 @@ def catalog_query(
     """Images matching every filter given."""
     from medfm.catalog import open_catalog
 
-    with open_catalog(catalog) as store:
+    with open_catalog(catalog, existing=True) as store:
         records = store.query(modality=modality, body_part=body_part, dataset=dataset, text=text, limit=limit,
                               with_files=True, where=parse_pairs(where or [], "--where", "diagnosis=melanoma"), has_mask=has_mask)
         _print_records(records, as_json, show_phi)
@@ -157,7 +157,7 @@ def catalog_export(
     from medfm.catalog import open_catalog
     from medfm.catalog.export import export_manifest
 
-    with open_catalog(catalog) as store:
+    with open_catalog(catalog, existing=True) as store:
         records = store.query(modality=modality, body_part=body_part, dataset=dataset, text=text, limit=limit,
                               with_files=True, where=parse_pairs(where or [], "--where", "diagnosis=melanoma"), has_mask=has_mask,
                               synthetic=None if include_synthetic else False)
@@ -175,7 +175,7 @@ def catalog_show(
     """One image: its metadata and files."""
     from medfm.catalog import open_catalog
 
-    with open_catalog(catalog) as store:
+    with open_catalog(catalog, existing=True) as store:
         record = store.get(image_id).to_dict(show_phi)
     if as_json:
         print_json(record)
@@ -206,7 +206,7 @@ def catalog_rename(
     from medfm.catalog import open_catalog
     from medfm.catalog.browse import display_name
 
-    with open_catalog(catalog) as store:
+    with open_catalog(catalog, existing=True) as store:
         record = store.rename(image_id, name)
     if as_json:
         print_json({"id": record.id, "name": display_name(record)})
@@ -234,7 +234,7 @@ def catalog_delete(
     from medfm.paths import catalog_index_dirs, data_dir
     from medfm.tasks.search import delete_images
 
-    with open_catalog(catalog) as store, ExitStack() as opened:
+    with open_catalog(catalog, existing=True) as store, ExitStack() as opened:
         record = store.get(image_id)  # a clear error for an unknown id
         if not yes:
             typer.confirm(f"Delete image {image_id} ({display_name(record)}) from {store.url}?", abort=True)
