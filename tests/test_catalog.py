@@ -319,9 +319,10 @@ def test_cli_ingest_lists_bad_files_and_exits_1(tree: Path, capsys: pytest.Captu
 
 
 def test_cli_ingest_missing_path_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code, out, err = run_cli(["ingest", str(tmp_path / "nowhere")], capsys)
+    code, out, err = run_cli(["ingest", str(tmp_path / "nowhere"), "--catalog", str(tmp_path / "new.db")], capsys)
     assert code == 2
     assert err.strip() == f"medfm: error: {tmp_path / 'nowhere'}: no such file or folder"
+    assert not (tmp_path / "new.db").exists()
 
 
 def test_cli_catalog_list_query_show(tree: Path, capsys: pytest.CaptureFixture) -> None:

@@ -119,8 +119,6 @@ def _walk(paths: Iterable[str | os.PathLike], bad: list[tuple[str, str]]) -> tup
     # paths stay strings until a file is kept: pathlib's parsing and hashing were most of a re-ingest's time
     candidates: list[tuple[str, os.DirEntry | None]] = []
     for root in map(Path, paths):
-        if not root.exists():
-            raise MedfmError(f"{display_path(root)}: no such file or folder")
         if not root.is_dir():
             candidates.append((str(root), None))
             continue
@@ -289,12 +287,20 @@ def ingest(
     DICOM and others; this process groups series and writes the catalog with the same code, in the
     same order, so the catalog ends as a plain ingest leaves it.
     """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    manifest_path = Path(manifest).resolve() if manifest else None
+    # before the catalog is opened: a refused manifest or path must not leave a new empty catalog behind
+    if manifest_path:
+        paths += manifest_images(manifest_path)
+    if not paths:
+        raise MedfmError("nothing to ingest: give files, folders or a manifest")
+    missing = next((path for path in paths if not Path(path).exists()), None)
+    if missing is not None:
+        raise MedfmError(f"{display_path(missing)}: no such file or folder")
     owned = not isinstance(catalog, Catalog)
     store = open_catalog(catalog) if owned else catalog
     try:
-        return _ingest(list(paths), store, dataset, Path(manifest).resolve() if manifest else None, progress, runner)
+        return _ingest(paths, store, dataset, manifest_path, progress, runner)
     finally:
         if owned:
             store.close()
@@ -303,10 +309,6 @@ def ingest(
 def _ingest(paths: list, catalog: Catalog, dataset: str | None, manifest: Path | None,
             progress: bool | Callable[[int, int], None], runner: Runner | None) -> IngestReport:
     report = IngestReport(catalog.url)
-    if manifest:
-        paths = [*paths, *manifest_images(manifest)]
-    if not paths:
-        raise MedfmError("nothing to ingest: give files, folders or a manifest")
     found, report.skipped = _walk(paths, report.bad)
     labels, bad_rows = find_labels([f.path for f in found if may_hold_labels(f.location)], [manifest] if manifest else [])
     report.bad.extend(bad_rows)
