@@ -231,7 +231,7 @@ def test_patient_key_is_stable_per_catalog_and_differs_between_catalogs(tmp_path
 
 
 def test_changed_file_replaces_its_image(tree: Path) -> None:
-    ingest(tree, progress=False)
+    ingest(tree, dataset="phantoms", progress=False)
     picture = tree / "photos" / "picture.png"
     with open_catalog() as catalog:
         (before,) = catalog.query(text="picture.png")
@@ -241,6 +241,7 @@ def test_changed_file_replaces_its_image(tree: Path) -> None:
     with open_catalog() as catalog:
         (after,) = catalog.query(text="picture.png")
         assert after.id == before.id and after.shape == (30, 40, 1, 1, 1)
+        assert after.dataset == "phantoms"  # an ingest without --dataset does not take it out of its dataset
         assert catalog.get(after.id).files[0].sha256 == hashlib.sha256(picture.read_bytes()).hexdigest()
         assert len(catalog.query()) == 4
 

@@ -310,12 +310,22 @@ class Catalog:
                     found.setdefault(uid, []).append(path)
         return found
 
+    def series_images(self, series_uids: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+        """``{series_uid: (image id, dataset)}`` for those of ``series_uids`` already catalogued."""
+        found: dict[str, tuple[int, str | None]] = {}
+        with Session(self._engine) as session:
+            for chunk in _chunks(series_uids):
+                rows = session.execute(select(ImageRow.series_uid, ImageRow.id, ImageRow.dataset).where(ImageRow.series_uid.in_(chunk)))
+                found.update((uid, (image_id, dataset)) for uid, image_id, dataset in rows)
+        return found
+
     def save(self, entries: Sequence[ImageEntry], dataset: str | None = None) -> tuple[int, int]:
         """Add or replace ``entries`` in one transaction; returns ``(added, updated)``.
 
         An entry replaces the image with the same series UID, or, without one, the image
         that owns its file. Files that other images claimed move to the new entry, and
-        an image left with no files is removed.
+        an image left with no files is removed. New images go into ``dataset``; an image
+        replaced keeps the dataset it was first catalogued in.
         """
         added = updated = 0
         try:
@@ -355,7 +365,8 @@ class Catalog:
         session.add(row)
         row.study = study
         row.series_uid = entry.series_uid
-        row.dataset = dataset
+        if is_new:  # a changed file or a copy found under another dataset must not move its image out of its own
+            row.dataset = dataset
         row.format = entry.format
         row.source_path = entry.source_path
         row.modality = (entry.modality or "OT").upper()

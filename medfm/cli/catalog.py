@@ -27,6 +27,8 @@ TextOption = Annotated[str | None, typer.Option(help="Text anywhere in the descr
 WhereOption = Annotated[list[str] | None, typer.Option(
     "--where", help="KEY=VALUE: a tag (manifest column) with this value, any case, e.g. diagnosis=melanoma; repeatable.")]
 HasMaskOption = Annotated[bool, typer.Option("--has-mask", help="Only images with a mask.")]
+#: How many images an ingest summary names before it only counts the rest (a line, not a listing).
+MAX_LISTED = 5
 
 ingest_app = typer.Typer()
 catalog_app = typer.Typer(no_args_is_help=True, help="Find the images that were ingested.")
@@ -61,6 +63,10 @@ def ingest(
     typer.echo(f"{report.catalog}: {report.added} images added, {report.updated} updated; "
                f"files: {report.unchanged} unchanged, {report.skipped} skipped (not images), "
                f"{report.duplicates} duplicates (same DICOM instance as another file), {len(report.bad)} bad")
+    if report.duplicates_of:
+        copied = [f"image {image_id} (dataset {dataset or '-'})" for image_id, dataset in sorted(report.duplicates_of.items())]
+        more = f" and {len(copied) - MAX_LISTED} more" if len(copied) > MAX_LISTED else ""
+        typer.echo(f"duplicates of images catalogued before, which stay in their dataset: {', '.join(copied[:MAX_LISTED])}{more}")
     if report.labelled or report.unmatched_labels or report.removed:
         typer.echo(f"labels: {report.labelled} images labelled, {report.label_files} label files attached, "
                    f"{report.unmatched_labels} label files matching no image, "
