@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -230,7 +231,7 @@ def test_patient_key_is_stable_per_catalog_and_differs_between_catalogs(tmp_path
 
 
 def test_changed_file_replaces_its_image(tree: Path) -> None:
-    ingest(tree, progress=False)
+    ingest(tree, dataset="phantoms", progress=False)
     picture = tree / "photos" / "picture.png"
     with open_catalog() as catalog:
         (before,) = catalog.query(text="picture.png")
@@ -240,6 +241,7 @@ def test_changed_file_replaces_its_image(tree: Path) -> None:
     with open_catalog() as catalog:
         (after,) = catalog.query(text="picture.png")
         assert after.id == before.id and after.shape == (30, 40, 1, 1, 1)
+        assert after.dataset == "phantoms"  # an ingest without --dataset does not take it out of its dataset
         assert catalog.get(after.id).files[0].sha256 == hashlib.sha256(picture.read_bytes()).hexdigest()
         assert len(catalog.query()) == 4
 
@@ -318,9 +320,10 @@ def test_cli_ingest_lists_bad_files_and_exits_1(tree: Path, capsys: pytest.Captu
 
 
 def test_cli_ingest_missing_path_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code, out, err = run_cli(["ingest", str(tmp_path / "nowhere")], capsys)
+    code, out, err = run_cli(["ingest", str(tmp_path / "nowhere"), "--catalog", str(tmp_path / "new.db")], capsys)
     assert code == 2
     assert err.strip() == f"medfm: error: {tmp_path / 'nowhere'}: no such file or folder"
+    assert not (tmp_path / "new.db").exists()
 
 
 def test_cli_catalog_list_query_show(tree: Path, capsys: pytest.CaptureFixture) -> None:
@@ -379,6 +382,43 @@ def test_cli_catalog_option_and_env_choose_the_catalog(tree: Path, tmp_path: Pat
     monkeypatch.delenv("MEDFM_CATALOG")
     code, out, _ = run_cli(["catalog", "list", "--json"], capsys)
     assert json.loads(out) == []
+
+
+def test_a_file_that_is_no_catalog_is_a_one_line_error_and_left_as_it_was(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    text = tmp_path / "text.png"
+    text.write_text("hello\n")
+    refused = f"medfm: error: cannot open catalog {text}: not an SQLite database (file is not a database)\n"
+    for args in (["catalog", "list"], ["ingest", str(tree / "nifti"), "--no-progress"],
+                 ["segment", "--where", "modality=CT", "-o", str(tmp_path / "out")]):
+        code, out, err = run_cli([*args, "--catalog", str(text)], capsys)
+        assert (code, out, err) == (2, "", refused)
+    monkeypatch.setenv("MEDFM_CATALOG", str(text))
+    code, out, err = run_cli(["catalog", "list"], capsys)
+    assert (code, err) == (2, refused.replace(f"{text}:", f"{text} ($MEDFM_CATALOG):"))
+    assert text.read_text() == "hello\n" and sorted(tmp_path.iterdir()) == [text, tree]
+
+
+def test_reading_a_catalog_file_that_is_not_there_is_refused_and_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from medfm.tasks.batch import catalog_inputs
+    from medfm.tasks.search import collect_items
+
+    typo = tmp_path / "typo.db"
+    refused = f"{typo}: no catalog there; medfm ingest creates one"
+    for args in (["catalog", "list"], ["catalog", "query", "--modality", "CT"], ["catalog", "show", "1"],
+                 ["catalog", "export", "-o", str(tmp_path / "out.csv")], ["catalog", "rename", "1", "x"],
+                 ["segment", "--where", "modality=CT", "-o", str(tmp_path / "out")]):
+        code, out, err = run_cli([*args, "--catalog", str(typo)], capsys)
+        assert (code, out, err) == (2, "", f"medfm: error: {refused}\n")
+    with pytest.raises(MedfmError, match=f"^{re.escape(refused)}$"):
+        catalog_inputs(str(typo), {})
+    with pytest.raises(MedfmError, match=f"^{re.escape(refused)}$"):
+        collect_items([f"sqlite:///{typo}"])
+    monkeypatch.setenv("MEDFM_CATALOG", str(typo))
+    code, out, err = run_cli(["catalog", "list"], capsys)
+    assert (code, err) == (2, f"medfm: error: {typo} ($MEDFM_CATALOG): no catalog there; medfm ingest creates one\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---- paths, URLs and schema -----------------------------------------------------------------

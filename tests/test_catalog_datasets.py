@@ -196,6 +196,15 @@ def test_cli_ingest_query_show_and_export(tmp_path: Path, capsys: pytest.Capture
     assert len(read_manifest(target, "mask", "image")[0]) == 3
 
 
+def test_a_refused_manifest_leaves_no_catalog_behind(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("path,mask\nimages/IMD001.png,\n")
+    code, out, err = run_cli(["ingest", "--manifest", str(manifest), "--catalog", str(tmp_path / "c3.db"), "--no-progress"], capsys)
+    assert (code, out) == (2, "")
+    assert err == f"medfm: error: {manifest}: a manifest needs an 'image' column; the columns are path, mask\n"
+    assert list(tmp_path.iterdir()) == [manifest]
+
+
 def test_an_old_catalog_is_migrated_and_a_newer_one_refused(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
     save_png(case_image(0), tmp_path / "data" / "a.png")

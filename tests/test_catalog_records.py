@@ -82,6 +82,23 @@ def test_a_file_copied_under_another_name_is_a_duplicate_not_a_frame(two_series,
     assert report.duplicates == 1 and load_record(record).shape[:4] == (20, 16, 1, 1)
 
 
+def test_a_copy_found_under_another_dataset_is_a_duplicate_and_its_image_stays_in_its_dataset(
+        two_series, tmp_path: Path, capsys) -> None:
+    _, ct, _ = two_series
+    for site in ("siteA", "siteB"):
+        (tmp_path / site).mkdir()
+        shutil.copy(ct[0], tmp_path / site / "slice.dcm")
+    catalog = str(tmp_path / "c.db")
+    code, _, _ = run_cli(["ingest", str(tmp_path / "siteA"), "--dataset", "siteA", "--catalog", catalog, "--no-progress"], capsys)
+    assert code == 0
+    code, out, err = run_cli(["ingest", str(tmp_path / "siteB"), "--dataset", "siteB", "--catalog", catalog, "--no-progress"], capsys)
+    assert code == 0 and not err
+    assert "0 images added, 0 updated" in out and "1 duplicates" in out
+    assert out.splitlines()[1] == "duplicates of images catalogued before, which stay in their dataset: image 1 (dataset siteA)"
+    (record,) = _records(catalog).values()
+    assert record.dataset == "siteA" and [f.path for f in record.files] == [str((tmp_path / "siteA" / "slice.dcm").resolve())]
+
+
 def test_a_record_whose_files_are_gone_is_a_one_line_error(two_series, tmp_path: Path) -> None:
     folder, ct, _ = two_series
     catalog = str(tmp_path / "c.db")

@@ -61,6 +61,16 @@ def test_bad_options_are_one_line_errors(args, message, capsys, tmp_path, monkey
     assert code == 2 and err.strip() == message and out == ""
 
 
+def test_a_catalog_it_cannot_open_is_a_one_line_error_at_start(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDFM_DATA_DIR", str(tmp_path / "data"))
+    text = tmp_path / "text.png"
+    text.write_text("hello\n")
+    code, out, err = run_cli(["serve", "--catalog", str(text), "--port", str(free_port())], capsys)
+    assert (code, out) == (2, "")
+    assert err == f"medfm: error: cannot open catalog {text}: not an SQLite database (file is not a database)\n"
+    assert text.read_text() == "hello\n" and list(tmp_path.iterdir()) == [text]
+
+
 def test_a_busy_port_is_a_one_line_error(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDFM_DATA_DIR", str(tmp_path))
     with socket.socket() as busy:

@@ -16,7 +16,8 @@ one catalog image per series with exactly its own files, so that a folder holdin
 series gives one image each, read back from its files alone
 (:func:`medfm.catalog.loading.load_record`). A file whose SOP Instance UID repeats one
 already in its series (the same image saved under two names) is counted as a duplicate
-and not catalogued. Every other image file is one catalog image; NIfTI is described
+and not catalogued; a copy of an image catalogued before leaves that image, and its dataset,
+as they were. Every other image file is one catalog image; NIfTI is described
 from its header alone.
 
 Masks and other label files are not images of their own: a manifest (``manifest.csv``
@@ -79,7 +80,8 @@ class IngestReport:
     ``added`` and ``updated`` count catalog images; ``unchanged`` counts files already
     catalogued with the same size and mtime; ``skipped`` counts files that are not
     images; ``duplicates`` counts DICOM files left out as copies of an image of their
-    series; ``bad`` lists ``(path, reason)`` for images that could not be read (and
+    series, and ``duplicates_of`` (``{image id: dataset}``) names the images catalogued
+    before this run that they copy (each keeps its dataset); ``bad`` lists ``(path, reason)`` for images that could not be read (and
     manifest rows that name no file). ``labelled`` counts images given a dataset's labels
     (label files or tags), ``label_files`` the files attached to them, ``unmatched_labels``
     the files of a ``masks/`` or ``labelsTr/`` folder that match no image (not catalogued),
@@ -92,6 +94,7 @@ class IngestReport:
     unchanged: int = 0
     skipped: int = 0
     duplicates: int = 0
+    duplicates_of: dict[int, str | None] = field(default_factory=dict)
     bad: list[tuple[str, str]] = field(default_factory=list)
     labelled: int = 0
     label_files: int = 0
@@ -119,8 +122,6 @@ def _walk(paths: Iterable[str | os.PathLike], bad: list[tuple[str, str]]) -> tup
     # paths stay strings until a file is kept: pathlib's parsing and hashing were most of a re-ingest's time
     candidates: list[tuple[str, os.DirEntry | None]] = []
     for root in map(Path, paths):
-        if not root.exists():
-            raise MedfmError(f"{display_path(root)}: no such file or folder")
         if not root.is_dir():
             candidates.append((str(root), None))
             continue
@@ -289,12 +290,20 @@ def ingest(
     DICOM and others; this process groups series and writes the catalog with the same code, in the
     same order, so the catalog ends as a plain ingest leaves it.
     """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    manifest_path = Path(manifest).resolve() if manifest else None
+    # before the catalog is opened: a refused manifest or path must not leave a new empty catalog behind
+    if manifest_path:
+        paths += manifest_images(manifest_path)
+    if not paths:
+        raise MedfmError("nothing to ingest: give files, folders or a manifest")
+    missing = next((path for path in paths if not Path(path).exists()), None)
+    if missing is not None:
+        raise MedfmError(f"{display_path(missing)}: no such file or folder")
     owned = not isinstance(catalog, Catalog)
     store = open_catalog(catalog) if owned else catalog
     try:
-        return _ingest(list(paths), store, dataset, Path(manifest).resolve() if manifest else None, progress, runner)
+        return _ingest(paths, store, dataset, manifest_path, progress, runner)
     finally:
         if owned:
             store.close()
@@ -303,10 +312,6 @@ def ingest(
 def _ingest(paths: list, catalog: Catalog, dataset: str | None, manifest: Path | None,
             progress: bool | Callable[[int, int], None], runner: Runner | None) -> IngestReport:
     report = IngestReport(catalog.url)
-    if manifest:
-        paths = [*paths, *manifest_images(manifest)]
-    if not paths:
-        raise MedfmError("nothing to ingest: give files, folders or a manifest")
     found, report.skipped = _walk(paths, report.bad)
     labels, bad_rows = find_labels([f.path for f in found if may_hold_labels(f.location)], [manifest] if manifest else [])
     report.bad.extend(bad_rows)
@@ -415,6 +420,7 @@ def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], N
     series_list, bad = scan_dicom(list(by_path), checksums=True, scan_chunks=scan_chunks)
     advance(len(bad))
     catalogued = batch.catalog.series_files([s.series_uid for s in series_list])
+    copied: list[str] = []
     for series in series_list:
         new_files = len(series.files) + len(series.duplicates)
         earlier = [path for path in map(Path, catalogued.get(series.series_uid, [])) if path not in by_path and path.is_file()]
@@ -423,7 +429,9 @@ def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], N
                 rescanned, more_bad = scan_dicom(earlier + list(series.files), checksums=True, scan_chunks=scan_chunks)
                 bad.extend(more_bad)
                 series = next(s for s in rescanned if s.series_uid == series.series_uid)
-            entry = _series_entry(series, by_path)
+            # copies of files already catalogued were all this run brought: the image is as it was, nothing to save
+            only_copies = bool(earlier) and by_path.keys().isdisjoint(series.files)
+            entry = None if only_copies else _series_entry(series, by_path)
         except MedfmError as exc:
             bad.append((series.files[0], _reason(exc)))
         except OSError as exc:
@@ -431,7 +439,12 @@ def _ingest_dicom(dicom: list[_Found], batch: _Batch, advance: Callable[[int], N
         except StopIteration:
             bad.append((series.files[0], "series files changed while being read; ingest again"))
         else:
-            batch.add(entry)
-        batch.report.duplicates += sum(1 for path in series.duplicates if path in by_path)
+            if entry is not None:
+                batch.add(entry)
+        duplicates = sum(1 for path in series.duplicates if path in by_path)
+        batch.report.duplicates += duplicates
+        if duplicates and series.series_uid in catalogued:
+            copied.append(series.series_uid)
         advance(new_files)
+    batch.report.duplicates_of.update(batch.catalog.series_images(copied).values())
     batch.report.bad.extend((display_path(path), reason) for path, reason in bad)

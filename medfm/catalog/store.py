@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    DatabaseError,
     IntegrityError,
     NoSuchModuleError,
     OperationalError,
@@ -49,7 +51,7 @@ from medfm.catalog.schema import (
     StudyRow,
     TagRow,
 )
-from medfm.errors import MedfmError
+from medfm.errors import MedfmError, display_path
 
 # Keeps IN (...) lists well under SQLite's and PostgreSQL's bound-parameter limits.
 _CHUNK = 500
@@ -308,12 +310,22 @@ class Catalog:
                     found.setdefault(uid, []).append(path)
         return found
 
+    def series_images(self, series_uids: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+        """``{series_uid: (image id, dataset)}`` for those of ``series_uids`` already catalogued."""
+        found: dict[str, tuple[int, str | None]] = {}
+        with Session(self._engine) as session:
+            for chunk in _chunks(series_uids):
+                rows = session.execute(select(ImageRow.series_uid, ImageRow.id, ImageRow.dataset).where(ImageRow.series_uid.in_(chunk)))
+                found.update((uid, (image_id, dataset)) for uid, image_id, dataset in rows)
+        return found
+
     def save(self, entries: Sequence[ImageEntry], dataset: str | None = None) -> tuple[int, int]:
         """Add or replace ``entries`` in one transaction; returns ``(added, updated)``.
 
         An entry replaces the image with the same series UID, or, without one, the image
         that owns its file. Files that other images claimed move to the new entry, and
-        an image left with no files is removed.
+        an image left with no files is removed. New images go into ``dataset``; an image
+        replaced keeps the dataset it was first catalogued in.
         """
         added = updated = 0
         try:
@@ -353,7 +365,8 @@ class Catalog:
         session.add(row)
         row.study = study
         row.series_uid = entry.series_uid
-        row.dataset = dataset
+        if is_new:  # a changed file or a copy found under another dataset must not move its image out of its own
+            row.dataset = dataset
         row.format = entry.format
         row.source_path = entry.source_path
         row.modality = (entry.modality or "OT").upper()
@@ -606,20 +619,34 @@ class Catalog:
             return self._record(*row, files=row[0].files)
 
 
-def open_catalog(url: str | None = None) -> Catalog:
+def open_catalog(url: str | None = None, *, existing: bool = False) -> Catalog:
     """Open (creating if needed) the catalog at ``url``.
 
     ``None`` means :func:`medfm.paths.default_catalog_url` (``$MEDFM_CATALOG``, else
     SQLite in the per-user data directory). ``postgresql://`` URLs use psycopg 3; a path
     without a scheme is a SQLite file.
-    """
-    from medfm.paths import default_catalog_url
 
-    url = normalize_url(url or default_catalog_url())
+    ``existing=True`` is for callers that only use what is there: a SQLite file named by
+    ``url`` or ``$MEDFM_CATALOG`` that does not exist is refused, as most likely a mistyped
+    path rather than a wish for a new empty catalog. The per-user default catalog is still
+    created, so that a fresh install reads an empty catalog.
+    """
+    from medfm.paths import CATALOG_ENV, default_catalog_url
+
+    from_env = url is None and bool(os.environ.get(CATALOG_ENV))
+    named = url or os.environ.get(CATALOG_ENV)
+    url = normalize_url(named or default_catalog_url())
     try:
         parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        is_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+        sqlite_file = Path(parsed.database).expanduser() if is_file else None
+        # a path is shown as the user typed it (not the URL made of it), and where it came from when not typed
+        shown = display_path(named if named and "://" not in named else sqlite_file) if sqlite_file else _safe_url(url)
+        shown += f" (${CATALOG_ENV})" if from_env else ""
+        if existing and named and sqlite_file and not sqlite_file.exists():
+            raise MedfmError(f"{shown}: no catalog there; medfm ingest creates one")
+        if sqlite_file:
+            sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, **({"connect_args": {"timeout": 30}} if parsed.get_backend_name() == "sqlite" else {}))
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise MedfmError(f"cannot use catalog URL {_safe_url(url)}: {str(exc).splitlines()[0]}") from None
@@ -629,10 +656,13 @@ def open_catalog(url: str | None = None) -> Catalog:
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
         return Catalog(engine)
-    except OperationalError as exc:
+    except DatabaseError as exc:  # OperationalError among them: locked, unreachable, not allowed
         engine.dispose()
-        reason = str(exc.orig or exc).strip().splitlines()
-        raise MedfmError(f"cannot open catalog {_safe_url(url)}: {reason[0] if reason else 'connection failed'}") from None
+        lines = str(exc.orig or exc).strip().splitlines()
+        reason = lines[0] if lines else "connection failed"
+        if sqlite_file and not isinstance(exc, OperationalError):  # SQLite read the file and found no database in it
+            reason = f"not an SQLite database ({reason})"
+        raise MedfmError(f"cannot open catalog {shown}: {reason}") from None
     except MedfmError:
         engine.dispose()
         raise

@@ -27,6 +27,8 @@ TextOption = Annotated[str | None, typer.Option(help="Text anywhere in the descr
 WhereOption = Annotated[list[str] | None, typer.Option(
     "--where", help="KEY=VALUE: a tag (manifest column) with this value, any case, e.g. diagnosis=melanoma; repeatable.")]
 HasMaskOption = Annotated[bool, typer.Option("--has-mask", help="Only images with a mask.")]
+#: How many images an ingest summary names before it only counts the rest (a line, not a listing).
+MAX_LISTED = 5
 
 ingest_app = typer.Typer()
 catalog_app = typer.Typer(no_args_is_help=True, help="Find the images that were ingested.")
@@ -61,6 +63,10 @@ def ingest(
     typer.echo(f"{report.catalog}: {report.added} images added, {report.updated} updated; "
                f"files: {report.unchanged} unchanged, {report.skipped} skipped (not images), "
                f"{report.duplicates} duplicates (same DICOM instance as another file), {len(report.bad)} bad")
+    if report.duplicates_of:
+        copied = [f"image {image_id} (dataset {dataset or '-'})" for image_id, dataset in sorted(report.duplicates_of.items())]
+        more = f" and {len(copied) - MAX_LISTED} more" if len(copied) > MAX_LISTED else ""
+        typer.echo(f"duplicates of images catalogued before, which stay in their dataset: {', '.join(copied[:MAX_LISTED])}{more}")
     if report.labelled or report.unmatched_labels or report.removed:
         typer.echo(f"labels: {report.labelled} images labelled, {report.label_files} label files attached, "
                    f"{report.unmatched_labels} label files matching no image, "
@@ -106,7 +112,7 @@ def catalog_list(
     """Every catalogued image, oldest first: id, modality, body part, shape, dataset, description, its files."""
     from medfm.catalog import open_catalog
 
-    with open_catalog(catalog) as store:
+    with open_catalog(catalog, existing=True) as store:
         _print_records(store.query(dataset=dataset, limit=limit, with_files=True), as_json, show_phi)
 
 
@@ -126,7 +132,7 @@ def catalog_query(
     """Images matching every filter given."""
     from medfm.catalog import open_catalog
 
-    with open_catalog(catalog) as store:
+    with open_catalog(catalog, existing=True) as store:
         records = store.query(modality=modality, body_part=body_part, dataset=dataset, text=text, limit=limit,
                               with_files=True, where=parse_pairs(where or [], "--where", "diagnosis=melanoma"), has_mask=has_mask)
         _print_records(records, as_json, show_phi)
@@ -157,7 +163,7 @@ def catalog_export(
     from medfm.catalog import open_catalog
     from medfm.catalog.export import export_manifest
 
-    with open_catalog(catalog) as store:
+    with open_catalog(catalog, existing=True) as store:
         records = store.query(modality=modality, body_part=body_part, dataset=dataset, text=text, limit=limit,
                               with_files=True, where=parse_pairs(where or [], "--where", "diagnosis=melanoma"), has_mask=has_mask,
                               synthetic=None if include_synthetic else False)
@@ -175,7 +181,7 @@ def catalog_show(
     """One image: its metadata and files."""
     from medfm.catalog import open_catalog
 
-    with open_catalog(catalog) as store:
+    with open_catalog(catalog, existing=True) as store:
         record = store.get(image_id).to_dict(show_phi)
     if as_json:
         print_json(record)
@@ -206,7 +212,7 @@ def catalog_rename(
     from medfm.catalog import open_catalog
     from medfm.catalog.browse import display_name
 
-    with open_catalog(catalog) as store:
+    with open_catalog(catalog, existing=True) as store:
         record = store.rename(image_id, name)
     if as_json:
         print_json({"id": record.id, "name": display_name(record)})
@@ -234,7 +240,7 @@ def catalog_delete(
     from medfm.paths import catalog_index_dirs, data_dir
     from medfm.tasks.search import delete_images
 
-    with open_catalog(catalog) as store, ExitStack() as opened:
+    with open_catalog(catalog, existing=True) as store, ExitStack() as opened:
         record = store.get(image_id)  # a clear error for an unknown id
         if not yes:
             typer.confirm(f"Delete image {image_id} ({display_name(record)}) from {store.url}?", abort=True)

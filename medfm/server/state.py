@@ -95,8 +95,8 @@ class ServerState:
         self.settings = settings
         self.data_dir: Path = Path(settings.data_dir).expanduser().resolve()
         self.catalog_url: str = settings.catalog_url
+        self.catalog: Catalog = open_catalog(self.catalog_url)  # first: a catalog it cannot open leaves no data folder behind
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.catalog: Catalog = open_catalog(self.catalog_url)
         self.jobs = Jobs(data_dir=self.data_dir)
         self.sessions = SessionStore(settings.session_idle_seconds, settings.session_bytes)
         self.annotations = AnnotationStore(self.data_dir / "annotations")

@@ -157,7 +157,7 @@ def catalog_inputs(catalog: str | None, where: Mapping[str, str]) -> list[BatchI
     unknown = sorted(set(where) - set(CATALOG_FILTERS))
     if unknown:
         raise MedfmError(f"a catalog query filters on {', '.join(CATALOG_FILTERS)}; got {unknown[0]!r}")
-    with open_catalog(catalog) as store:
+    with open_catalog(catalog, existing=True) as store:
         records = store.query(**where, with_files=True)
     if not records:
         shown = ", ".join(f"{k}={v}" for k, v in where.items()) or "(no filter)"

@@ -112,7 +112,7 @@ def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = No
     if len(catalogs) > 1:
         raise MedfmError(f"give one catalog per index build (catalog ids would clash); got {len(catalogs)}")
     for url in catalogs:
-        with open_catalog(url) as store:
+        with open_catalog(url, existing=True) as store:
             for record in store.query(with_files=True):
                 caption = (record.metadata or {}).get("caption") or record.tags.get("caption")
                 stored = {"path": record.source_path, "modality": record.modality, "body_part": record.body_part,

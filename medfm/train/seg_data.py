@@ -128,7 +128,7 @@ def catalog_cases(catalog: str | None, where: Mapping[str, str]) -> list[Case]:
     unknown = sorted(set(where) - set(CATALOG_FILTERS))
     if unknown:
         raise MedfmError(f"a catalog query filters on {', '.join(CATALOG_FILTERS)}; got {unknown[0]!r}")
-    with open_catalog(catalog) as store:
+    with open_catalog(catalog, existing=True) as store:
         records = store.query(**where, with_files=True, has_mask=True)
     if not records:
         shown = ", ".join(f"{k}={v}" for k, v in where.items()) or "(no filter)"
@@ -147,7 +147,7 @@ def annotation_cases(root: str | os.PathLike, catalog: str | None, final_only: b
     for saved in latest_versions(root, final_only):
         by_image.setdefault(saved.image_id, []).append(saved)
     cases = []
-    with open_catalog(catalog) as store:
+    with open_catalog(catalog, existing=True) as store:
         for image_id, versions in by_image.items():
             try:
                 record = store.get(image_id)
