@@ -84,6 +84,22 @@ def test_draft_report_links_sentences_and_hides_identifiers(captioned: dict) -> 
     assert PATIENT_FOLDER not in text and "03/04/2011" not in text
     assert result["provenance"].kind == "report"
     assert {f"index-item:{c['id']}" for c in result["contexts"]} <= set(result["provenance"].inputs)
+    assert result["route"]["modality"]["source"] == "image"  # a PNG records no modality
+
+
+def test_a_study_that_records_its_modality_is_routed_by_it(captioned: dict) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    study = captioned["index"].parent / "mr.dcm"
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.Modality = "MR"
+    ds.save_as(study)
+    with open_index(captioned["index"]) as store:
+        result = draft_report(study, FakeEncoder(), store, k=4, ratio=0.5)
+    assert result["route"]["modality"] | {"similarity": None} == {"key": "mri", "label": "MRI", "probability": 1.0,
+                                                                  "similarity": None, "abstained": False,
+                                                                  "source": "DICOM header"}
 
 
 def test_draft_report_refuses_an_index_without_captions_or_of_another_model(tmp_path: Path, captioned: dict) -> None:

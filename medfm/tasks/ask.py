@@ -10,7 +10,7 @@ one question, MedFrameQA style) and classifies the mean; a best label less simil
 planes; ``registry.router_for`` gives the one shipped for an encoder), modality and region questions
 are answered by its probabilities, averaged over each image's planes and then over the images;
 abstention still reads the zero-shot similarity (is the image like any label at all). A modality question about
-images that record their modality (DICOM's Modality: CT, MR, US, …; :data:`RECORDED_MODALITIES`) is answered from
+images that record their modality (DICOM's Modality: CT, MR, US, …; :data:`~medfm.tasks.domains.RECORDED_MODALITIES`) is answered from
 that record, with the images' own reading beside it. Open questions need a language model (:mod:`medfm.tasks.vlm`).
 """
 
@@ -32,7 +32,7 @@ from medfm.models.encoders.base import Encoder
 from medfm.models.encoders.planes import aggregate
 from medfm.provenance import Provenance, text_id
 from medfm.tasks.classify import check_labels
-from medfm.tasks.domains import AXES, AbstainBelow, threshold_for
+from medfm.tasks.domains import AXES, AbstainBelow, recorded_modality, threshold_for
 from medfm.tasks.embed import content_sha256, planes_and_modality, record_sha256
 from medfm.tasks.zeroshot import (
     DEFAULT_SCALE,
@@ -44,10 +44,6 @@ from medfm.tasks.zeroshot import (
 if TYPE_CHECKING:
     from medfm.models.router import DomainRouter
 
-#: DICOM Modality codes → modality keys (:data:`medfm.tasks.domains.MODALITIES`) that a modality question is
-#: answered from; codes not listed (OT, XA, PT, …) leave the question to the images.
-RECORDED_MODALITIES = {"CT": "ct", "MR": "mri", "CR": "xray", "DX": "xray", "MG": "xray", "US": "ultrasound",
-                       "ES": "endoscopy", "OP": "fundus", "SM": "microscopy"}
 #: The answer when the images are like none of the labels.
 CANNOT_TELL = "cannot tell"
 #: Longest question accepted (the text tower reads a few hundred tokens at most).
@@ -152,7 +148,8 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
     threshold = threshold_for(abstain_below, parsed.kind)
     abstained = threshold is not None and similarity < threshold
     prediction = labels[best]
-    recorded = _recorded_modality([modality for _, modality in read]) if parsed.kind == "modality" else None
+    recorded_key = recorded_modality([modality for _, modality in read]) if parsed.kind == "modality" else None
+    recorded = AXES["modality"][0][recorded_key] if recorded_key else None
     image_reading = {"image_prediction": prediction, "image_confidence": round(float(proba[best]), 6)}
     if recorded not in labels:  # a router of the user's without this modality: the images answer
         recorded = None
@@ -187,12 +184,6 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
                     **({"evidence": {"index": index.location, "k": k}} if index is not None else {})},
     )
     return result
-
-
-def _recorded_modality(codes: Sequence[str]) -> str | None:
-    """The modality label the images record, when every one records the same known code; else None."""
-    keys = {RECORDED_MODALITIES.get(code.upper()) for code in codes}
-    return AXES["modality"][0][keys.pop()] if len(keys) == 1 and None not in keys else None
 
 
 def routing_model(encoder: Encoder, router: str | os.PathLike | None = None) -> DomainRouter | None:

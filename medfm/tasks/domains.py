@@ -12,7 +12,7 @@ encoder, and with this one otherwise.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,10 @@ REGIONS = {"head": "head", "chest": "chest", "abdomen": "abdomen", "pelvis": "pe
            "blood": "blood"}
 MODALITY_TEMPLATES = ("a {} image", "a {} scan", "a medical image acquired with {}", "{}")
 REGION_TEMPLATES = ("a medical image of the {}", "an image of the {}", "a scan of the {}", "the {}")
+#: DICOM Modality codes → the modality keys above they record. A study that records one is routed (and a modality
+#: question answered) by that record: the scanner knows; codes not listed (OT, XA, PT, …) leave it to the pixels.
+RECORDED_MODALITIES = {"CT": "ct", "MR": "mri", "CR": "xray", "DX": "xray", "MG": "xray", "US": "ultrasound",
+                       "ES": "endoscopy", "OP": "fundus", "SM": "microscopy"}
 #: Each routed axis: its label set and prompt templates.
 AXES = {"modality": (MODALITIES, MODALITY_TEMPLATES), "region": (REGIONS, REGION_TEMPLATES)}
 #: Where routing and closed questions abstain: one similarity for every axis, or one per axis (``default`` for
@@ -42,17 +46,30 @@ _LABELS: weakref.WeakKeyDictionary[Encoder, dict[str, np.ndarray]] = weakref.Wea
 class Routed:
     """One axis of one routing: the best ``key`` (None when abstaining), its ``label`` text,
     ``probability`` (softmax over the label set), ``similarity`` (cosine to the label's
-    prompts) and whether the router ``abstained`` (similarity under the threshold)."""
+    prompts), whether the router ``abstained`` (similarity under the threshold) and the ``source``
+    of the answer: ``image``, or ``DICOM header`` (:func:`recorded_route`)."""
 
     key: str | None
     label: str | None
     probability: float
     similarity: float
     abstained: bool
+    source: str = "image"
 
     def to_dict(self) -> dict[str, object]:
         return {"key": self.key, "label": self.label, "probability": round(self.probability, 6),
-                "similarity": round(self.similarity, 6), "abstained": self.abstained}
+                "similarity": round(self.similarity, 6), "abstained": self.abstained, "source": self.source}
+
+
+def recorded_modality(codes: Sequence[str]) -> str | None:
+    """The modality key that images record (:data:`RECORDED_MODALITIES`), when every one records the same; else None."""
+    keys = {RECORDED_MODALITIES.get(code.upper()) for code in codes}
+    return keys.pop() if len(keys) == 1 and None not in keys else None
+
+
+def recorded_route(key: str, by_image: Routed) -> Routed:
+    """The modality routing of a study that records modality ``key``, keeping the image's similarity for reference."""
+    return Routed(key, MODALITIES[key], 1.0, by_image.similarity, False, "DICOM header")
 
 
 def threshold_for(abstain_below: AbstainBelow, axis: str) -> float | None:

@@ -1,7 +1,7 @@
 """Retrieval-augmented report drafting (MMed-RAG style), offline on a CPU with the shipped encoder.
 
 1. **Route** the study: zero-shot modality and body region (:mod:`medfm.tasks.domains`),
-   with abstention.
+   with abstention; a modality the study's DICOM header records is taken as recorded.
 2. **Retrieve** the nearest *captioned* cases of the user's index (built with captions,
    e.g. ``medfm index build --manifest M.csv --columns caption``), keeping only cases the
    router puts in the study's modality (their stored vectors are routed; nothing is
@@ -38,10 +38,10 @@ from rouge_score import rouge_scorer
 from medfm.errors import MedfmError, display_path
 from medfm.io.formats import check_output_folder
 from medfm.index import Index
-from medfm.io import Image
+from medfm.io import Image, load
 from medfm.models.encoders.base import Encoder
 from medfm.provenance import Provenance, pixels_id
-from medfm.tasks.domains import AbstainBelow, Routed, route
+from medfm.tasks.domains import AbstainBelow, Routed, recorded_modality, recorded_route, route
 from medfm.tasks.embed import content_sha256
 from medfm.tasks.search import embed_query
 
@@ -131,15 +131,18 @@ def compose(contexts: Sequence[Context], max_sentences: int = DEFAULT_SENTENCES)
 
 
 def retrieve(vector: np.ndarray, encoder: Encoder, index: Index, *, k: int = DEFAULT_K, ratio: float = DEFAULT_RATIO,
-             abstain_below: AbstainBelow = None, exclude: Collection[int] = ()
+             abstain_below: AbstainBelow = None, exclude: Collection[int] = (), recorded: str | None = None
              ) -> tuple[dict[str, Routed], list[Context], dict[str, int]]:
-    """Route the study's ``(D,)`` unit embedding, retrieve and cut its captioned contexts (never the
-    index items ``exclude``: the study itself, when it is indexed, is no past case):
+    """Route the study's ``(D,)`` unit embedding (its modality by the modality key it ``recorded`` in its
+    DICOM header, when it did), retrieve and cut its captioned contexts (never the index items ``exclude``:
+    the study itself, when it is indexed, is no past case):
     ``(route by axis, kept contexts best first, counts dropped by reason)``."""
     if k < 1:
         raise MedfmError(f"k must be at least 1; got {k}")
     index.check_model(encoder.info)
     routed = {axis: route(vector[None], encoder, axis, abstain_below)[0] for axis in ("modality", "region")}
+    if recorded is not None:
+        routed["modality"] = recorded_route(recorded, routed["modality"])
     hits = [hit for hit in index.search(vector, k * OVERFETCH + len(exclude))
             if hit.id not in exclude and (hit.metadata.get("caption") or "").strip()]
     dropped = {"uncaptioned_or_beyond_k": 0, "other_modality": 0, "ratio_cut": 0}
@@ -171,9 +174,10 @@ def draft_report(study: str | os.PathLike | Image, encoder: Encoder, index: Inde
     (:func:`medfm.models.registry.question_abstention`). The provenance
     (kind ``report``) names the encoder, the study by hash and the contexts by index id.
     """
-    vector = embed_query(encoder, image=study)
+    image = study if isinstance(study, Image) else load(study)  # load's errors name the file
+    vector = embed_query(encoder, image=image)
     routed, contexts, dropped = retrieve(vector, encoder, index, k=k, ratio=ratio, abstain_below=abstain_below,
-                                         exclude=exclude)
+                                         exclude=exclude, recorded=recorded_modality([image.modality]))
     drafted = compose(contexts, max_sentences)
     study_id = pixels_id(study.array) if isinstance(study, Image) else f"file-sha256:{content_sha256(Path(study))}"
     provenance = Provenance(
