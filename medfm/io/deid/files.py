@@ -165,6 +165,9 @@ def _process(path: Path, target: Path, name: str, uid_map: UIDMap, result: DeidR
     except MedfmError as exc:  # medfm's own refusal (a missing output folder) names no original value
         result.failed.append(FileProblem(name, str(exc), shown))
         return
+    except OSError as exc:  # the OS's reason alone: the file name it carries may name the patient
+        result.failed.append(FileProblem(name, f"cannot write: {exc.strerror or type(exc).__name__}", shown))
+        return
     except Exception as exc:  # only the type: a message could quote an original value
         result.failed.append(FileProblem(name, f"cannot de-identify or write: {type(exc).__name__}", shown))
         return
