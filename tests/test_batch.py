@@ -168,3 +168,19 @@ def test_segment_output_into_a_missing_folder_needs_mkdir(folder: Path, tmp_path
     code, _, err = run_cli([*args, "--mkdir"], capsys)
     assert code == 0, err
     assert target.exists()
+
+
+@pytest.mark.usefixtures("fake_segmenter")
+@pytest.mark.parametrize("command", [["info"], ["segment", "--box", "0,0,79,59", *FAKE]], ids=["info", "segment"])
+def test_summary_into_a_missing_folder_is_refused_before_the_batch_unless_mkdir(command: list[str], folder: Path,
+                                                                               tmp_path: Path, capsys) -> None:
+    summary = tmp_path / "typo1" / "typo2" / "s.json"
+    outputs = ["-o", str(tmp_path / "out")] if command[0] == "segment" else []
+    args = [command[0], str(folder / "a.png"), str(folder / "c.png"), *command[1:], *outputs, "--summary", str(summary)]
+    code, stdout, err = run_cli(args, capsys)
+    assert (code, stdout) == (2, "") and err.splitlines() == [
+        f"medfm: error: {summary.parent}: folder does not exist; create it first or pass --mkdir"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # no label map, no folder
+    code, _, err = run_cli([*args, "--mkdir"], capsys)
+    assert code == 0, err
+    assert json.loads(summary.read_text())["succeeded"] == 2

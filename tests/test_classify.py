@@ -280,6 +280,19 @@ def test_classify_without_labels_or_probe_says_one_is_needed(tmp_path, capsys):
         classify([image], create_encoder("fake-clip"))
 
 
+def test_classify_summary_into_a_missing_folder_is_refused_unless_mkdir(tmp_path, capsys):
+    write_set(tmp_path / "set", 2, 0)
+    summary = tmp_path / "typo1" / "typo2" / "s.json"
+    args = ["classify", str(tmp_path / "set"), "--labels", "bright,dark", "--model", "fake-clip", "--summary", str(summary)]
+    code, out, err = run_cli(args, capsys)
+    assert (code, out) == (2, "") and err.splitlines() == [
+        f"medfm: error: {summary.parent}: folder does not exist; create it first or pass --mkdir"]
+    assert not (tmp_path / "typo1").exists()
+    code, _, err = run_cli([*args, "--mkdir"], capsys)
+    assert code == 0, err
+    assert json.loads(summary.read_text())["succeeded"] == 2
+
+
 def test_classify_folder_and_manifest_with_a_bad_file_in_the_middle(tmp_path, capsys):
     write_set(tmp_path / "set", 4, 0)
     (tmp_path / "set" / "001.png").write_bytes(b"broken")

@@ -16,6 +16,7 @@ from medfm.cli.output import (
     RayOption,
     SummaryOption,
     WorkersOption,
+    check_summary_folder,
     finish_batch,
     print_json,
 )
@@ -45,6 +46,7 @@ def classify(
     as_json: JsonOption = False,
     ray: RayOption = None,
     workers: WorkersOption = 2,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Label probabilities per image: zero-shot from --labels, or with a --probe. An image that cannot be
     read is reported (one line) and the others are classified; --json prints the list of results."""
@@ -61,6 +63,7 @@ def classify(
     inputs = expand_paths(images or []) + (read_batch_manifest(manifest) if manifest is not None else [])
     if not inputs:
         raise MedfmError("nothing to classify: give images, a folder or --manifest")
+    check_summary_folder(summary_file)
     fitted = load_probe(probe) if probe else None
     names = read_labels(labels, labels_file) if labels is not None or labels_file is not None else None
     name = model or (fitted.model["name"] if fitted else DEFAULT_ENCODER)
