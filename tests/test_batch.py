@@ -184,3 +184,12 @@ def test_summary_into_a_missing_folder_is_refused_before_the_batch_unless_mkdir(
     code, _, err = run_cli([*args, "--mkdir"], capsys)
     assert code == 0, err
     assert json.loads(summary.read_text())["succeeded"] == 2
+
+
+@pytest.mark.usefixtures("fake_segmenter")
+def test_segment_batch_whose_every_input_fails_leaves_no_output_folder(folder: Path, tmp_path: Path, capsys) -> None:
+    (folder / "d.png").write_bytes(b"not a picture either")
+    code, _, err = run_cli(["segment", str(folder / "b.png"), str(folder / "d.png"), "--box", "0,0,9,9",
+                            "-o", str(tmp_path / "newdir"), *FAKE], capsys)
+    assert code == 2 and "2 of 2 inputs failed" in err
+    assert not (tmp_path / "newdir").exists()

@@ -309,6 +309,16 @@ def test_report_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "r.json").exists()
 
 
+def test_a_folder_without_dicom_files_leaves_no_output_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr(sys, "argv", ["medfm", "deid", str(tmp_path / "empty"), str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"medfm: error: {tmp_path / 'empty'}: no DICOM file found (0 skipped)\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
 def test_same_secret_same_uids(tmp_path, monkeypatch, capsys):
     paths = write_dicom_series(phantom((16, 16, 2)), tmp_path / "in", **PATIENT)
 

@@ -24,7 +24,7 @@ import pytest
 import medfm
 from medfm.cli import main
 from medfm.errors import FileError, MedfmError, UnreadableFileError
-from medfm.io.formats import _FORMATS, Format, check_output_folder
+from medfm.io.formats import _FORMATS, Format, check_output_folder, output_folder
 
 NIBABEL_DATA = Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/nibabel/tests/data"
 if not NIBABEL_DATA.is_dir():
@@ -471,6 +471,23 @@ def test_os_error_escaping_a_command_is_one_line(tmp_path: Path, raised: OSError
     monkeypatch.setattr("medfm.io.info.describe_path", fail)
     source = medfm.save(medfm.Image(volume()), tmp_path / "in.nii.gz")
     assert run_cli(["info", source], capsys, monkeypatch) == (code, "", line + "\n")
+
+
+def test_output_folder_made_for_nothing_is_removed_again(tmp_path: Path) -> None:
+    with pytest.raises(MedfmError, match="every input failed"):
+        with output_folder(tmp_path / "new" / "deeper"):
+            assert (tmp_path / "new" / "deeper").is_dir()
+            raise MedfmError("every input failed")
+    with output_folder(tmp_path / "quiet"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with output_folder(tmp_path / "kept"):
+        pass
+    with output_folder(tmp_path / "written" / "deeper") as folder:
+        medfm.save(medfm.Image(volume()), folder / "one.nii.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "written"]
+    assert [p.name for p in (tmp_path / "written" / "deeper").iterdir()] == ["one.nii.gz"]
 
 
 def test_nifti_with_a_nan_affine_is_refused_in_one_line(tmp_path: Path) -> None:

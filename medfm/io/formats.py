@@ -211,13 +211,25 @@ def _make_folder(folder: Path, parents: bool) -> None:
         raise FileError(folder, f"cannot create the folder: {exc.strerror or first_line(exc)}") from None
 
 
-def output_folder(folder: str | os.PathLike) -> Path:
-    """A folder to write several outputs into: created if missing when its parent exists (like
-    ``mkdir``), a whole missing tree only when :data:`CREATE_FOLDERS` allows it."""
+@contextmanager
+def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """A folder for the block to write several outputs into: created if missing when its parent exists
+    (like ``mkdir``), a whole missing tree only when :data:`CREATE_FOLDERS` allows it. The folders made
+    here are removed again after the block when it wrote nothing into them (every input failed, or the
+    command refused), so that a failed command leaves no trace."""
     folder = Path(os.fsdecode(folder))
+    missing = [f for f in (folder, *folder.parents) if not f.exists()]  # deepest first
     if not folder.exists() and folder.parent.is_dir():
         _make_folder(folder, parents=False)
-    return check_output_folder(folder)
+    check_output_folder(folder)
+    try:
+        yield folder
+    finally:
+        for made in missing:
+            try:
+                made.rmdir()
+            except OSError:  # not empty: the block wrote into it
+                break
 
 
 #: Files up to this size are hashed from one read (``file_digest`` zero-fills a 256 KiB buffer per call).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,13 +196,11 @@ def deidentify(
     source, destination = Path(source), Path(destination)
     targets = _targets(source, destination)
     mirrored = source.is_dir()
-    if mirrored:
-        output_folder(destination)
     if report is not None and _is_inside(Path(report), source):
         raise MedfmError(f"{display_path(report)}: the report must not be written into the input")
     uid_map = UIDMap(uid_secret)
     result = DeidReport()
-    with quiet_pydicom():
+    with output_folder(destination) if mirrored else nullcontext(), quiet_pydicom():
         for path, target, name in targets:
             _process(path, target, name, uid_map, result, mirrored)
     result.uids_remapped = len(uid_map)
