@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -352,6 +353,19 @@ def test_non_image_with_image_suffix_and_unknown_content(tmp_path: Path, capsys,
     assert_refused(tmp_path / "notes.nrrd", capsys, monkeypatch)
     (tmp_path / "mystery.dat").write_bytes(b"\x00\x01\x02 nothing known" * 10)
     assert_refused(tmp_path / "mystery.dat", capsys, monkeypatch, "not a recognised image format")
+
+
+def test_dicom_named_png_is_refused_without_a_raw_warning(tmp_path: Path, capsys, monkeypatch) -> None:
+    import pydicom.data
+
+    disguised = tmp_path / "dicom_as.png"
+    disguised.write_bytes(Path(pydicom.data.get_testdata_file("CT_small.dcm")).read_bytes())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run_cli(["info", disguised], capsys, monkeypatch)
+    assert (code, out) == (2, "")
+    assert err == f"medfm: error: {disguised}: cannot read as png: not an image file Pillow can identify\n"
+    assert [str(warning.message) for warning in caught] == []
 
 
 def test_missing_file(tmp_path: Path, capsys, monkeypatch) -> None:
