@@ -2,6 +2,7 @@
 
 import csv
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -266,6 +267,23 @@ def test_fit_probe_cli_reports_the_library_rule(tmp_path, capsys):
                             "-o", str(tmp_path / "p.json"), "--target-specificity", "0.8"], capsys)
     assert code == 2 and "a target specificity (0.8) is reached on a calibration manifest" in err
     assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize(("labels", "reason"), [
+    ([f"caption number {i}" for i in range(24)], "'caption number 0' has 1 (and 23 other classes)"),
+    (["normal"] * 5 + ["polyp"], "'polyp' has 1"),
+], ids=["every-label-unique", "one-rare-class"])
+def test_fit_probe_refuses_a_class_seen_once(labels, reason, tmp_path, capsys):
+    write_set(tmp_path / "train", len(labels), 0)
+    manifest = tmp_path / "train" / "unique.csv"
+    manifest.write_text("path,caption\n" + "".join(f"{i:03d}.png,{label}\n" for i, label in enumerate(labels)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run_cli(["fit-probe", str(manifest), "--model", "fake-clip", "--label-column", "caption",
+                                  "-o", str(tmp_path / "p.json")], capsys)
+    assert (code, out) == (2, "") and err.splitlines() == [
+        f"medfm: error: {manifest}: each class of 'caption' needs at least 2 rows; {reason}"]
+    assert [str(warning.message) for warning in caught] == [] and not (tmp_path / "p.json").exists()
 
 
 def test_classify_without_labels_or_probe_says_one_is_needed(tmp_path, capsys):

@@ -132,23 +132,20 @@ def fit_probe(
         if store is not None:
             store.close()
     probe.save(output)
-    check = probe.training["cross_validation"]
-    if not check.get("beats_baseline", False):
-        reached = f"accuracy {check['accuracy']['value']:.3f} [{check['accuracy']['low']:.3f}, {check['accuracy']['high']:.3f}]" \
-            if "accuracy" in check else check["skipped"]
+    check = probe.training["cross_validation"]  # always made: fit_probe refuses a class too small for it
+    accuracy = f"accuracy {check['accuracy']['value']:.3f} [{check['accuracy']['low']:.3f}, {check['accuracy']['high']:.3f}]"
+    if not check["beats_baseline"]:
         typer.echo(f"medfm: warning: the probe does not beat always answering {check['majority_baseline']['class']!r} "
-                   f"(accuracy {check['majority_baseline']['accuracy']:.3f}); cross-validated {reached}", err=True)
+                   f"(accuracy {check['majority_baseline']['accuracy']:.3f}); cross-validated {accuracy}", err=True)
     summary = {"probe": display_path(output), "model": probe.model, "classes": probe.classes,
                "training": probe.training, "operating_point": probe.operating_point}
     if as_json:
         print_json(summary)
         return
     typer.echo(f"{display_path(output)}: {type(probe.head).__name__} on {probe.model['name']}, classes {', '.join(probe.classes)}")
-    if "accuracy" in check:
-        typer.echo(f"cross-validated ({check['folds']} folds): accuracy {check['accuracy']['value']:.3f} "
-                   f"[{check['accuracy']['low']:.3f}, {check['accuracy']['high']:.3f}], AUC {check['auc']['value']:.3f} "
-                   f"[{check['auc']['low']:.3f}, {check['auc']['high']:.3f}]; majority-class baseline "
-                   f"{check['majority_baseline']['accuracy']:.3f}")
+    typer.echo(f"cross-validated ({check['folds']} folds): {accuracy}, AUC {check['auc']['value']:.3f} "
+               f"[{check['auc']['low']:.3f}, {check['auc']['high']:.3f}]; majority-class baseline "
+               f"{check['majority_baseline']['accuracy']:.3f}")
     point = probe.operating_point
     if point:
         typer.echo(f"operating point ({point['target']}{'' if point['value'] is None else ' ' + str(point['value'])}, "
