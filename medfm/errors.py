@@ -7,7 +7,9 @@ never contain patient identifiers.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 
 
 class MedfmError(Exception):
@@ -43,3 +45,31 @@ def display_path(path: str | os.PathLike) -> str:
     """The path as text that is safe to print, whatever bytes its name holds."""
     text = os.fsdecode(path)
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+#: The name prefix of the temporary file that stands in for an output while it is written
+#: (:func:`medfm.io.formats.atomic_path`); users only ever see their output's own name.
+TEMP_PREFIX = ".medfm-tmp-"
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[^-]*-")
+
+#: OS errors that describe the user's files, folders or disk (a read-only or full disk, a missing folder,
+#: no permission), which the user can act on; any other OS error is medfm's own.
+USER_ENVIRONMENT_ERRNOS = frozenset({
+    errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
+    errno.ENAMETOOLONG, errno.EEXIST, errno.ENOENT, errno.EFBIG,
+})
+
+
+def user_file_name(path: str | os.PathLike) -> str:
+    """``path`` as printable text, a medfm temporary file named as the output it stands in for."""
+    folder, name = os.path.split(os.fsdecode(path))
+    if name.startswith(TEMP_PREFIX):
+        name = _TEMP_NAME.sub("", name, count=1)
+    return display_path(os.path.join(folder, name))
+
+
+def os_error_text(exc: OSError) -> str:
+    """``exc`` in one line: ``"<file>: <reason>"`` (the file as :func:`user_file_name` names it), or the reason alone."""
+    reason = exc.strerror or type(exc).__name__
+    named = isinstance(exc.filename, (str, bytes, os.PathLike)) and os.fspath(exc.filename)
+    return f"{user_file_name(exc.filename)}: {reason}" if named else reason

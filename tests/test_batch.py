@@ -168,3 +168,28 @@ def test_segment_output_into_a_missing_folder_needs_mkdir(folder: Path, tmp_path
     code, _, err = run_cli([*args, "--mkdir"], capsys)
     assert code == 0, err
     assert target.exists()
+
+
+@pytest.mark.usefixtures("fake_segmenter")
+@pytest.mark.parametrize("command", [["info"], ["segment", "--box", "0,0,79,59", *FAKE]], ids=["info", "segment"])
+def test_summary_into_a_missing_folder_is_refused_before_the_batch_unless_mkdir(command: list[str], folder: Path,
+                                                                               tmp_path: Path, capsys) -> None:
+    summary = tmp_path / "typo1" / "typo2" / "s.json"
+    outputs = ["-o", str(tmp_path / "out")] if command[0] == "segment" else []
+    args = [command[0], str(folder / "a.png"), str(folder / "c.png"), *command[1:], *outputs, "--summary", str(summary)]
+    code, stdout, err = run_cli(args, capsys)
+    assert (code, stdout) == (2, "") and err.splitlines() == [
+        f"medfm: error: {summary.parent}: folder does not exist; create it first or pass --mkdir"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # no label map, no folder
+    code, _, err = run_cli([*args, "--mkdir"], capsys)
+    assert code == 0, err
+    assert json.loads(summary.read_text())["succeeded"] == 2
+
+
+@pytest.mark.usefixtures("fake_segmenter")
+def test_segment_batch_whose_every_input_fails_leaves_no_output_folder(folder: Path, tmp_path: Path, capsys) -> None:
+    (folder / "d.png").write_bytes(b"not a picture either")
+    code, _, err = run_cli(["segment", str(folder / "b.png"), str(folder / "d.png"), "--box", "0,0,9,9",
+                            "-o", str(tmp_path / "newdir"), *FAKE], capsys)
+    assert code == 2 and "2 of 2 inputs failed" in err
+    assert not (tmp_path / "newdir").exists()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import errno
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +170,23 @@ def test_export_writes_a_manifest_the_readers_accept(tmp_path: Path) -> None:
     with pytest.raises(MedfmError, match="no catalog image matches"):
         export_manifest([], tmp_path / "none.csv")
     assert not (tmp_path / "none.csv").exists()
+
+
+def test_export_into_a_read_only_folder_names_the_output_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = manifest_dataset(tmp_path / "derm")
+    db = str(tmp_path / "c.db")
+    ingest(root, db, dataset="derm", progress=False)
+    with open_catalog(db) as catalog:
+        records = catalog.query(with_files=True)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(MedfmError) as caught:
+        export_manifest(records, Path("derm/kv.csv"))
+    assert str(caught.value) == "derm/kv.csv: cannot write: Read-only file system"
 
 
 def test_cli_ingest_query_show_and_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -268,6 +269,23 @@ def test_fit_probe_cli_reports_the_library_rule(tmp_path, capsys):
     assert not (tmp_path / "p.json").exists()
 
 
+@pytest.mark.parametrize(("labels", "reason"), [
+    ([f"caption number {i}" for i in range(24)], "'caption number 0' has 1 (and 23 other classes)"),
+    (["normal"] * 5 + ["polyp"], "'polyp' has 1"),
+], ids=["every-label-unique", "one-rare-class"])
+def test_fit_probe_refuses_a_class_seen_once(labels, reason, tmp_path, capsys):
+    write_set(tmp_path / "train", len(labels), 0)
+    manifest = tmp_path / "train" / "unique.csv"
+    manifest.write_text("path,caption\n" + "".join(f"{i:03d}.png,{label}\n" for i, label in enumerate(labels)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run_cli(["fit-probe", str(manifest), "--model", "fake-clip", "--label-column", "caption",
+                                  "-o", str(tmp_path / "p.json")], capsys)
+    assert (code, out) == (2, "") and err.splitlines() == [
+        f"medfm: error: {manifest}: each class of 'caption' needs at least 2 rows; {reason}"]
+    assert [str(warning.message) for warning in caught] == [] and not (tmp_path / "p.json").exists()
+
+
 def test_classify_without_labels_or_probe_says_one_is_needed(tmp_path, capsys):
     image = save(Image(np.zeros((8, 8), np.uint8)), tmp_path / "a.png")
     code, _, err = run_cli(["classify", str(image), "--model", "fake-clip"], capsys)
@@ -278,6 +296,19 @@ def test_classify_without_labels_or_probe_says_one_is_needed(tmp_path, capsys):
 
     with pytest.raises(MedfmError, match="needs labels .* or a fitted probe; neither was given"):
         classify([image], create_encoder("fake-clip"))
+
+
+def test_classify_summary_into_a_missing_folder_is_refused_unless_mkdir(tmp_path, capsys):
+    write_set(tmp_path / "set", 2, 0)
+    summary = tmp_path / "typo1" / "typo2" / "s.json"
+    args = ["classify", str(tmp_path / "set"), "--labels", "bright,dark", "--model", "fake-clip", "--summary", str(summary)]
+    code, out, err = run_cli(args, capsys)
+    assert (code, out) == (2, "") and err.splitlines() == [
+        f"medfm: error: {summary.parent}: folder does not exist; create it first or pass --mkdir"]
+    assert not (tmp_path / "typo1").exists()
+    code, _, err = run_cli([*args, "--mkdir"], capsys)
+    assert code == 0, err
+    assert json.loads(summary.read_text())["succeeded"] == 2
 
 
 def test_classify_folder_and_manifest_with_a_bad_file_in_the_middle(tmp_path, capsys):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +265,58 @@ def test_output_into_a_missing_folder_is_refused_unless_mkdir(tmp_path, monkeypa
         assert exit_info.value.code == code
         assert target.exists() == (code == 0)
     assert "missing/deeper: folder does not exist; create it first or pass --mkdir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("failure", ["read-only", "io-error"])
+def test_output_that_cannot_be_written_gives_the_reason(tmp_path, monkeypatch, capsys, failure):
+    paths = write_dicom_series(phantom((16, 16, 1)), tmp_path / "in", **PATIENT)
+    if failure == "read-only":
+        def refuse(*args, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+        reason = f"{tmp_path / 'anon.dcm'}: cannot write: Read-only file system"
+    else:
+        def refuse(*args, **kwargs):  # an error that names a patient-named file: only its reason is shown
+            raise OSError(errno.EIO, "Input/output error", str(tmp_path / "Doe^Jane"))
+
+        monkeypatch.setattr(Dataset, "save_as", refuse)
+        reason = "cannot write: Input/output error"
+    monkeypatch.setattr(sys, "argv", ["medfm", "deid", str(paths[0]), str(tmp_path / "anon.dcm")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"medfm: error: {paths[0]}: {reason}"]
+    assert "Doe" not in err and not (tmp_path / "anon.dcm").exists()
+
+
+def test_report_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys):
+    write_dicom_series(phantom((16, 16, 2)), tmp_path / "in", **PATIENT)
+    original_write_text = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if self.name.endswith("r.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    monkeypatch.setattr(sys, "argv", ["medfm", "deid", str(tmp_path / "in"), str(tmp_path / "out"), "--report", str(tmp_path / "r.json")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"medfm: error: {tmp_path / 'r.json'}: cannot write: No space left on device\n"
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_a_folder_without_dicom_files_leaves_no_output_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr(sys, "argv", ["medfm", "deid", str(tmp_path / "empty"), str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"medfm: error: {tmp_path / 'empty'}: no DICOM file found (0 skipped)\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
 
 def test_same_secret_same_uids(tmp_path, monkeypatch, capsys):

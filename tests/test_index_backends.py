@@ -272,6 +272,18 @@ def test_build_resumes_and_searches_images(server, tmp_path, monkeypatch):
             search(store, FakeEncoder("other"), text="bright")
 
 
+def test_build_that_adds_nothing_leaves_no_collection(server, tmp_path):
+    from fakeencoder import FakeEncoder
+
+    from medfm.tasks.search import build_index
+
+    (tmp_path / "text.png").write_text("not a picture")
+    report = build_index([tmp_path / "text.png"], FakeEncoder(), f"{server}/nothing")
+    assert report.added == 0 and len(report.bad) == 1
+    with pytest.raises(MedfmError, match="no such index"):
+        open_index(f"{server}/nothing")
+
+
 def test_milvus_lite_gone_mid_build_is_one_line_and_the_build_resumes(milvus_lite, tmp_path, monkeypatch, capfd):
     from fakeencoder import FakeEncoder
     from milvus_lite.server_manager import server_manager_instance

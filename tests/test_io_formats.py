@@ -6,13 +6,16 @@ output (nor any ``.medfm-tmp-*`` file) behind.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
 import struct
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -21,8 +24,8 @@ import pytest
 
 import medfm
 from medfm.cli import main
-from medfm.errors import MedfmError, UnreadableFileError
-from medfm.io.formats import _FORMATS, Format
+from medfm.errors import FileError, MedfmError, UnreadableFileError
+from medfm.io.formats import _FORMATS, Format, check_output_folder, output_folder
 
 NIBABEL_DATA = Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/nibabel/tests/data"
 if not NIBABEL_DATA.is_dir():
@@ -352,6 +355,19 @@ def test_non_image_with_image_suffix_and_unknown_content(tmp_path: Path, capsys,
     assert_refused(tmp_path / "mystery.dat", capsys, monkeypatch, "not a recognised image format")
 
 
+def test_dicom_named_png_is_refused_without_a_raw_warning(tmp_path: Path, capsys, monkeypatch) -> None:
+    import pydicom.data
+
+    disguised = tmp_path / "dicom_as.png"
+    disguised.write_bytes(Path(pydicom.data.get_testdata_file("CT_small.dcm")).read_bytes())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run_cli(["info", disguised], capsys, monkeypatch)
+    assert (code, out) == (2, "")
+    assert err == f"medfm: error: {disguised}: cannot read as png: not an image file Pillow can identify\n"
+    assert [str(warning.message) for warning in caught] == []
+
+
 def test_missing_file(tmp_path: Path, capsys, monkeypatch) -> None:
     code, _, err = run_cli(["info", tmp_path / "absent.nii.gz"], capsys, monkeypatch)
     assert code == 2 and err.strip().endswith("absent.nii.gz: no such file")
@@ -403,6 +419,89 @@ def test_writer_failing_midway_leaves_nothing(tmp_path: Path, monkeypatch) -> No
         medfm.save(medfm.Image(volume()), tmp_path / "keep.flaky")
     assert (tmp_path / "keep.flaky").read_bytes() == b"old"
     assert leftovers(tmp_path) == []
+
+
+def test_read_only_folder_is_refused_in_one_line_naming_the_output(tmp_path: Path, capsys, monkeypatch) -> None:
+    source = medfm.save(medfm.Image(volume()), tmp_path / "in.nii.gz")
+
+    def read_only(*args, dir: str, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", os.path.join(dir, ".medfm-tmp-ab12cd34-out.nii.gz"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    code, out, err = run_cli(["convert", source, tmp_path / "out.nii.gz"], capsys, monkeypatch)
+    assert code == 2 and out == ""
+    assert err == f"medfm: error: {tmp_path / 'out.nii.gz'}: cannot write: Read-only file system\n"
+
+
+@pytest.mark.parametrize("refusal", [OSError(errno.ENOSPC, "No space left on device"),
+                                     OSError(errno.EACCES, "Permission denied", ".medfm-tmp-x-keep.flaky")],
+                         ids=["full-disk", "error-naming-the-temporary-file"])
+def test_disk_refusing_the_write_names_the_output(tmp_path: Path, refusal: OSError, monkeypatch) -> None:
+    def half_write(image: medfm.Image, path: Path) -> None:
+        path.write_bytes(b"partial")
+        raise refusal
+
+    monkeypatch.setitem(_FORMATS, "flaky", Format("flaky", (".flaky",), write=half_write))
+    with pytest.raises(FileError) as caught:
+        medfm.save(medfm.Image(volume()), tmp_path / "keep.flaky")
+    assert str(caught.value) == f"{tmp_path / 'keep.flaky'}: cannot write: {refusal.strerror}"
+    assert leftovers(tmp_path) == [] and not (tmp_path / "keep.flaky").exists()
+
+
+def test_failed_rename_into_place_names_the_output(tmp_path: Path, monkeypatch) -> None:
+    def refused(source, target):
+        raise OSError(errno.EACCES, "Permission denied", source, None, target)
+
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(FileError, match=r"out\.nii\.gz: cannot write: Permission denied$"):
+        medfm.save(medfm.Image(volume()), tmp_path / "out.nii.gz")
+    assert leftovers(tmp_path) == []
+
+
+def test_folder_that_cannot_be_created_is_refused_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(FileError, match=r"new: cannot create the folder: Read-only file system$"):
+        check_output_folder(tmp_path / "new", create=True)
+
+
+@pytest.mark.parametrize(("raised", "code", "line"), [
+    (OSError(errno.EROFS, "Read-only file system", "/out/.medfm-tmp-ab12_cd3-scan.nii.gz"), 2,
+     "medfm: error: /out/scan.nii.gz: Read-only file system"),
+    (OSError(errno.ENOSPC, "No space left on device"), 2, "medfm: error: No space left on device"),
+    (OSError(errno.EBADF, "Bad file descriptor"), 1, "medfm: internal error: OSError: [Errno 9] Bad file descriptor "
+     "(set MEDFM_DEBUG=1 for the traceback)"),
+], ids=["read-only", "full-disk", "not-the-users"])
+def test_os_error_escaping_a_command_is_one_line(tmp_path: Path, raised: OSError, code: int, line: str,
+                                                   capsys, monkeypatch) -> None:
+    """The last resort in main(): an OS error about the user's files or disk is theirs to fix (exit 2),
+    named by their own file's name; any other is medfm's."""
+    def fail(*args, **kwargs):
+        raise raised
+
+    monkeypatch.delenv("MEDFM_DEBUG", raising=False)
+    monkeypatch.setattr("medfm.io.info.describe_path", fail)
+    source = medfm.save(medfm.Image(volume()), tmp_path / "in.nii.gz")
+    assert run_cli(["info", source], capsys, monkeypatch) == (code, "", line + "\n")
+
+
+def test_output_folder_made_for_nothing_is_removed_again(tmp_path: Path) -> None:
+    with pytest.raises(MedfmError, match="every input failed"):
+        with output_folder(tmp_path / "new" / "deeper"):
+            assert (tmp_path / "new" / "deeper").is_dir()
+            raise MedfmError("every input failed")
+    with output_folder(tmp_path / "quiet"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with output_folder(tmp_path / "kept"):
+        pass
+    with output_folder(tmp_path / "written" / "deeper") as folder:
+        medfm.save(medfm.Image(volume()), folder / "one.nii.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "written"]
+    assert [p.name for p in (tmp_path / "written" / "deeper").iterdir()] == ["one.nii.gz"]
 
 
 def test_nifti_with_a_nan_affine_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -75,8 +75,22 @@ def test_bad_image_is_reported_and_the_rest_indexed(images, tmp_path, capsys):
     two_channels = save(Image(np.zeros((8, 8, 1, 1, 2), np.float32)), tmp_path / "two.npz")
     code, out, err = run_cli(["index", "build", str(images[0]), str(two_channels), "--model", "fake-clip",
                               "--index", str(tmp_path / "ix"), "--no-progress"], capsys)
-    assert code == 1 and "1 added" in out
+    assert code == 2 and "1 added" in out
     assert "bad file:" in err and "two.npz" in err and "C = 1, 3 or 4" in err and len(err.splitlines()) == 1
+
+
+def test_a_build_that_indexes_nothing_leaves_no_new_index(images, tmp_path, capsys):
+    text = tmp_path / "text.png"
+    text.write_text("not a picture")
+    args = ["index", "build", str(text), "--model", "fake-clip", "--no-progress", "--index"]
+    code, out, err = run_cli([*args, str(tmp_path / "ix")], capsys)
+    assert code == 2 and "0 added" in out
+    assert err == f"medfm: bad file: {text}: cannot read as png: not an image file Pillow can identify\n"
+    assert not (tmp_path / "ix").exists()
+    assert run_cli(["index", "build", str(images[0]), "--model", "fake-clip", "--index", str(tmp_path / "kept"),
+                    "--no-progress"], capsys)[0] == 0
+    assert run_cli([*args, str(tmp_path / "kept")], capsys)[0] == 2
+    assert (tmp_path / "kept" / "index.json").exists()  # an index that was there stays, with what it held
 
 
 def test_refusals_are_one_line_errors(images, tmp_path, capsys):

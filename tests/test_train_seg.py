@@ -116,6 +116,15 @@ def test_auto_segment_of_a_folder_matches_the_library(trained, discs, tmp_path, 
     assert np.array_equal(load(tmp_path / "seg" / "case03.png").array[:, :, 0, 0, 0] > 0, expected > 0)
 
 
+def test_refused_auto_segment_leaves_no_output_folder(trained, discs, tmp_path, capsys):
+    out, _ = trained
+    image = sorted((discs.parent / "images").iterdir())[0]
+    code, _, stderr = run_cli(["segment", "--auto", "--model", str(out), str(image), "--suffix", ".dcm",
+                               "-o", str(tmp_path / "seg")], capsys)
+    assert code == 2 and "DICOM SEG output needs a DICOM input" in stderr
+    assert not (tmp_path / "seg").exists()
+
+
 def test_interrupted_training_resumes_from_its_checkpoint(discs, tmp_path):
     out = tmp_path / "model"
 

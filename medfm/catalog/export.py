@@ -50,8 +50,7 @@ def export_manifest(records: Sequence[ImageRecord], path: str | os.PathLike, abs
     """Write the manifest of ``records`` (fetched with their files) to ``path``; returns the rows written."""
     if not records:
         raise MedfmError(f"{display_path(path)}: no catalog image matches; nothing written")
-    path = Path(path).absolute()
-    columns, rows = manifest_rows(records, path.parent, absolute)
+    columns, rows = manifest_rows(records, Path(path).absolute().parent, absolute)
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()

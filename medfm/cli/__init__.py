@@ -28,7 +28,7 @@ from medfm.cli.segment import segment_app
 from medfm.cli.serve import serve_app
 from medfm.cli.train import finetune_app, train_app
 from medfm.cli.upscale import upscale_app
-from medfm.errors import MedfmError
+from medfm.errors import USER_ENVIRONMENT_ERRNOS, MedfmError, os_error_text
 from medfm.threads import set_threads
 
 app = typer.Typer(
@@ -73,6 +73,10 @@ def main() -> None:
         typer.echo("medfm: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
+        # a last resort for a read-only or full disk, a missing folder...: the user's to fix, so not an internal error
+        if isinstance(exc, OSError) and exc.errno in USER_ENVIRONMENT_ERRNOS:
+            typer.echo(f"medfm: error: {os_error_text(exc)}", err=True)
+            sys.exit(2)
         if os.environ.get("MEDFM_DEBUG"):
             raise
         typer.echo(f"medfm: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "

@@ -16,6 +16,7 @@ from medfm.cli.output import (
     RayOption,
     SummaryOption,
     WorkersOption,
+    check_summary_folder,
     finish_batch,
     print_json,
 )
@@ -45,6 +46,7 @@ def classify(
     as_json: JsonOption = False,
     ray: RayOption = None,
     workers: WorkersOption = 2,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Label probabilities per image: zero-shot from --labels, or with a --probe. An image that cannot be
     read is reported (one line) and the others are classified; --json prints the list of results."""
@@ -61,6 +63,7 @@ def classify(
     inputs = expand_paths(images or []) + (read_batch_manifest(manifest) if manifest is not None else [])
     if not inputs:
         raise MedfmError("nothing to classify: give images, a folder or --manifest")
+    check_summary_folder(summary_file)
     fitted = load_probe(probe) if probe else None
     names = read_labels(labels, labels_file) if labels is not None or labels_file is not None else None
     name = model or (fitted.model["name"] if fitted else DEFAULT_ENCODER)
@@ -129,23 +132,20 @@ def fit_probe(
         if store is not None:
             store.close()
     probe.save(output)
-    check = probe.training["cross_validation"]
-    if not check.get("beats_baseline", False):
-        reached = f"accuracy {check['accuracy']['value']:.3f} [{check['accuracy']['low']:.3f}, {check['accuracy']['high']:.3f}]" \
-            if "accuracy" in check else check["skipped"]
+    check = probe.training["cross_validation"]  # always made: fit_probe refuses a class too small for it
+    accuracy = f"accuracy {check['accuracy']['value']:.3f} [{check['accuracy']['low']:.3f}, {check['accuracy']['high']:.3f}]"
+    if not check["beats_baseline"]:
         typer.echo(f"medfm: warning: the probe does not beat always answering {check['majority_baseline']['class']!r} "
-                   f"(accuracy {check['majority_baseline']['accuracy']:.3f}); cross-validated {reached}", err=True)
+                   f"(accuracy {check['majority_baseline']['accuracy']:.3f}); cross-validated {accuracy}", err=True)
     summary = {"probe": display_path(output), "model": probe.model, "classes": probe.classes,
                "training": probe.training, "operating_point": probe.operating_point}
     if as_json:
         print_json(summary)
         return
     typer.echo(f"{display_path(output)}: {type(probe.head).__name__} on {probe.model['name']}, classes {', '.join(probe.classes)}")
-    if "accuracy" in check:
-        typer.echo(f"cross-validated ({check['folds']} folds): accuracy {check['accuracy']['value']:.3f} "
-                   f"[{check['accuracy']['low']:.3f}, {check['accuracy']['high']:.3f}], AUC {check['auc']['value']:.3f} "
-                   f"[{check['auc']['low']:.3f}, {check['auc']['high']:.3f}]; majority-class baseline "
-                   f"{check['majority_baseline']['accuracy']:.3f}")
+    typer.echo(f"cross-validated ({check['folds']} folds): {accuracy}, AUC {check['auc']['value']:.3f} "
+               f"[{check['auc']['low']:.3f}, {check['auc']['high']:.3f}]; majority-class baseline "
+               f"{check['majority_baseline']['accuracy']:.3f}")
     point = probe.operating_point
     if point:
         typer.echo(f"operating point ({point['target']}{'' if point['value'] is None else ' ' + str(point['value'])}, "

@@ -9,7 +9,7 @@ import typer
 
 images_app = typer.Typer()
 
-from medfm.cli.output import MkdirOption, ProgressOption, SummaryOption, finish_batch, print_json
+from medfm.cli.output import MkdirOption, ProgressOption, SummaryOption, check_summary_folder, finish_batch, print_json
 from medfm.errors import MedfmError, display_path
 
 
@@ -20,11 +20,13 @@ def info(
     show_phi: Annotated[bool, typer.Option("--show-phi", help="Also print patient identifiers.")] = False,
     summary_file: SummaryOption = None,
     progress: ProgressOption = True,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Shape, spacing, orientation, modality and value range of images; a bad one is reported and the rest go on."""
     from medfm.io.info import describe_path
     from medfm.tasks.batch import describe_files, expand_paths
 
+    check_summary_folder(summary_file)
     inputs = expand_paths(paths)
     if len(paths) == 1 and len(inputs) == 1 and summary_file is None:
         summaries = describe_path(inputs[0].path, show_phi)

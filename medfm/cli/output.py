@@ -88,6 +88,14 @@ MkdirOption = Annotated[bool, typer.Option("--mkdir", callback=_create_folders_f
 SummaryOption = Annotated[Path | None, typer.Option("--summary", help="Write the batch's JSON summary (results and failures) here.")]
 
 
+def check_summary_folder(summary_file: Path | None) -> None:
+    """Refuse a ``--summary`` into a missing folder (unless ``--mkdir``) before the batch runs, not after it."""
+    from medfm.io.formats import check_output_folder
+
+    if summary_file is not None:
+        check_output_folder(summary_file.parent)
+
+
 def finish_batch(report: Any, summary_file: Path | None, as_json: bool, describe: Callable[[dict[str, Any]], str],
                  print_results: bool = True) -> None:
     """Print a batch's results (``describe`` gives one result's text; ``as_json``: the JSON summary instead;

@@ -61,7 +61,7 @@ def index_build(
     for path, reason in report.bad:
         typer.echo(f"medfm: bad file: {path}: {reason}", err=True)
     if report.bad:
-        raise typer.Exit(1)
+        raise typer.Exit(2)
 
 
 @search_app.command()

@@ -16,6 +16,7 @@ from medfm.cli.output import (
     RayOption,
     SummaryOption,
     WorkersOption,
+    check_summary_folder,
     finish_batch,
     parse_numbers,
     print_json,
@@ -70,6 +71,7 @@ def segment_command(
     with --auto, a trained model segments them without prompts."""
     if ray and not auto:
         raise MedfmError("--ray runs segment --auto on a Ray cluster; give --auto too")
+    check_summary_folder(summary_file)
     if auto:
         from medfm.cli.auto_segment import auto_segment_command
 

@@ -45,10 +45,13 @@ def open_index(location: str | os.PathLike) -> Index:
 
 
 def open_or_create_index(location: str | os.PathLike, model: EncoderInfo, **settings: Any) -> Index:
-    """The index at ``location`` if there is one (it must hold ``model``'s vectors), else a new one."""
+    """The index at ``location`` if there is one (it must hold ``model``'s vectors), else a new one
+    (:attr:`Index.created`)."""
     backend = _backend(location)
     if not backend.exists(location):
-        return backend.create(location, model_record(model), **settings)
+        index = backend.create(location, model_record(model), **settings)
+        index.created = True
+        return index
     index = backend.open(location)
     index.check_model(model)
     return index

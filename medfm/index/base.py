@@ -102,6 +102,8 @@ class Index(ABC):
 
     model: dict[str, Any]
     location: str
+    #: Whether :func:`medfm.index.open_or_create_index` made this index new rather than opening one.
+    created: bool = False
 
     def check_model(self, info: EncoderInfo) -> None:
         """Refuse an encoder other than the one that built the index (name, size and weights)."""
@@ -174,6 +176,10 @@ class Index(ABC):
     @abstractmethod
     def save(self) -> None:
         """Make every change so far durable."""
+
+    @abstractmethod
+    def discard(self) -> None:
+        """Delete the whole index (files or collection); the object is unusable after."""
 
     def close(self) -> None:
         """Release the engine's resources (unsaved changes are lost)."""

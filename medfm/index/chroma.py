@@ -266,3 +266,8 @@ class ChromaIndex(Index):
 
     def save(self) -> None:
         """Nothing to do: the server makes each write durable."""
+
+    @_server_call
+    def discard(self) -> None:
+        client, name = _connect(self.location)
+        client.delete_collection(name)

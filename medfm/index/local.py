@@ -201,6 +201,17 @@ class LocalIndex(Index):
     def close(self) -> None:
         self._db.close()
 
+    def discard(self) -> None:
+        """Delete the index's files, and its folder if that leaves it empty."""
+        self._db.close()
+        for name in [MANIFEST, *(p.name for p in self.folder.glob("vectors-*.usearch")),
+                     *(p.name for p in self.folder.glob("metadata-*.sqlite"))]:
+            (self.folder / name).unlink(missing_ok=True)
+        try:
+            self.folder.rmdir()
+        except OSError:  # the user's own files are there too
+            pass
+
     def __len__(self) -> int:
         return self._db.execute("SELECT count(*) FROM items").fetchone()[0]
 

@@ -325,3 +325,6 @@ class MilvusIndex(Index):
 
     def save(self) -> None:
         """Nothing to do: every write is in Milvus's write-ahead log when its call returns."""
+
+    def discard(self) -> None:
+        self._client.drop_collection(self._collection)

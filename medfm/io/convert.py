@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,8 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike,
     destination = Path(destination)
     if len(images) == 1 and not destination.is_dir():
         return [save(images[0], destination)]
-    if destination.is_dir() or not destination.suffix:
-        output_folder(destination)
+    into_folder = destination.is_dir() or not destination.suffix
+    if into_folder:
         targets = [destination / (series_stem(im, n) + DEFAULT_SUFFIX) for n, im in enumerate(images)]
     else:
         stem, suffix = _split_suffix(destination)
@@ -80,4 +81,5 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike,
         if target in seen:  # two series with the same number and description
             targets[n] = target.with_name(f"{n + 1:03d}_{target.name}")
         seen.add(targets[n])
-    return [save(image, target) for image, target in zip(images, targets)]
+    with output_folder(destination) if into_folder else nullcontext():
+        return [save(image, target) for image, target in zip(images, targets)]

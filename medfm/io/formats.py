@@ -8,6 +8,7 @@ and writes through a temporary file so that a failed write never leaves a partia
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -18,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-from medfm.errors import FileError, MedfmError, UnreadableFileError, display_path
+from medfm.errors import TEMP_PREFIX, FileError, MedfmError, UnreadableFileError, display_path
 from medfm.io.image import Image
 
 Reader = Callable[[Path], list[Image]]
@@ -199,17 +200,36 @@ def check_output_folder(folder: str | os.PathLike, create: bool | None = None) -
         raise MedfmError(f"{display_path(folder)}: is a file, not a folder to write into")
     if not (CREATE_FOLDERS.get() if create is None else create):
         raise MedfmError(f"{display_path(folder)}: folder does not exist; create it first or pass --mkdir")
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_folder(folder, parents=True)
     return folder
 
 
-def output_folder(folder: str | os.PathLike) -> Path:
-    """A folder to write several outputs into: created if missing when its parent exists (like
-    ``mkdir``), a whole missing tree only when :data:`CREATE_FOLDERS` allows it."""
+def _make_folder(folder: Path, parents: bool) -> None:
+    try:
+        folder.mkdir(parents=parents, exist_ok=True)
+    except OSError as exc:
+        raise FileError(folder, f"cannot create the folder: {exc.strerror or first_line(exc)}") from None
+
+
+@contextmanager
+def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """A folder for the block to write several outputs into: created if missing when its parent exists
+    (like ``mkdir``), a whole missing tree only when :data:`CREATE_FOLDERS` allows it. The folders made
+    here are removed again after the block when it wrote nothing into them (every input failed, or the
+    command refused), so that a failed command leaves no trace."""
     folder = Path(os.fsdecode(folder))
+    missing = [f for f in (folder, *folder.parents) if not f.exists()]  # deepest first
     if not folder.exists() and folder.parent.is_dir():
-        folder.mkdir()
-    return check_output_folder(folder)
+        _make_folder(folder, parents=False)
+    check_output_folder(folder)
+    try:
+        yield folder
+    finally:
+        for made in missing:
+            try:
+                made.rmdir()
+            except OSError:  # not empty: the block wrote into it
+                break
 
 
 #: Files up to this size are hashed from one read (``file_digest`` zero-fills a 256 KiB buffer per call).
@@ -235,16 +255,44 @@ def atomic_path(path: str | os.PathLike, create_folders: bool | None = None) -> 
     """
     path = Path(path)
     check_output_folder(path.parent, create_folders)
-    fd, tmp = tempfile.mkstemp(prefix=".medfm-tmp-", suffix="-" + path.name, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix="-" + path.name, dir=path.parent)
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+        except OSError as exc:
+            if not is_write_failure(exc):
+                raise
+            raise cannot_write(path, exc) from None
+        try:
+            os.chmod(tmp_path, 0o666 & ~_UMASK)
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise cannot_write(path, exc) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+#: The errors of writing a file that the disk gives: full, over quota, read-only, not allowed.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def is_write_failure(exc: OSError) -> bool:
+    """Whether ``exc``, raised while writing an :func:`atomic_path`, is the output's disk refusing the write:
+    an error on the temporary file itself, or a disk error that names no file (``write()`` on an open file)."""
+    if isinstance(exc.filename, (str, bytes, os.PathLike)) and os.fspath(exc.filename):
+        return os.path.basename(os.fsdecode(exc.filename)).startswith(TEMP_PREFIX)
+    return exc.errno in _DISK_ERRNOS
+
+
+def cannot_write(path: str | os.PathLike, exc: OSError) -> FileError:
+    """The one-line error for an output that the OS would not let medfm write, with the OS's reason."""
+    return FileError(path, f"cannot write: {exc.strerror or first_line(exc)}")
 
 
 def save(image: Image, path: str | os.PathLike) -> Path:
@@ -266,6 +314,8 @@ def save(image: Image, path: str | os.PathLike) -> Path:
         except MedfmError as exc:
             raise MedfmError(f"{display_path(path)}: {exc}") from None
         except Exception as exc:
+            if isinstance(exc, OSError) and is_write_failure(exc):
+                raise  # atomic_path words it, without the temporary file's name
             raise MedfmError(
                 f"{display_path(path)}: cannot write as {fmt.name}: {first_line(exc)}"
             ) from None

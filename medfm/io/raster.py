@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,15 @@ def _photo_metadata() -> dict:
 
 
 def read_pillow(path: Path) -> list[Image]:
+    # Pillow warns about damaged metadata that it reads past (a DICOM file whose preamble looks like a
+    # TIFF header: "Corrupt EXIF data"), two raw lines around the CLI's output; the picture then reads,
+    # or fails in one line
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+        return _read_pillow(path)
+
+
+def _read_pillow(path: Path) -> list[Image]:
     from PIL import Image as PILImage
     from PIL import ImageOps
 

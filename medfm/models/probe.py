@@ -35,7 +35,7 @@ def _labels(y: Sequence[Any], n: int) -> np.ndarray:
     if len(labels) != n:
         raise MedfmError(f"got {len(labels)} labels for {n} embeddings")
     if len(set(labels)) < 2:
-        raise MedfmError(f"a classifier needs at least two classes; got {sorted(set(labels))}")
+        raise MedfmError(f"a classifier needs at least two classes; got {sorted(set(labels.tolist()))}")
     return labels
 
 

@@ -123,19 +123,19 @@ def auto_segment_files(inputs: Sequence[BatchInput], out_dir: str | os.PathLike,
     model on each worker) reads and segments the inputs on its workers; this process writes the
     label maps, in input order."""
     targets = dict(zip(inputs, output_paths(inputs, out_dir, suffix)))
-    output_folder(out_dir)
-    segmented = map_outcomes(runner or LocalRunner(segmenter), segment_input,
-                             [(item, flips, largest_component) for item in inputs])
+    with output_folder(out_dir):
+        segmented = map_outcomes(runner or LocalRunner(segmenter), segment_input,
+                                 [(item, flips, largest_component) for item in inputs])
 
-    def one(item: BatchInput) -> dict[str, Any]:
-        outcome = next(segmented)  # run_batch takes the inputs in order, once each
-        if isinstance(outcome, MedfmError):
-            raise outcome
-        labels, series = outcome
-        written = save_segmentation(labels, targets[item], series)
-        return {"input": display_path(item.path), "output": display_path(written), "structures": measure(labels)}
+        def one(item: BatchInput) -> dict[str, Any]:
+            outcome = next(segmented)  # run_batch takes the inputs in order, once each
+            if isinstance(outcome, MedfmError):
+                raise outcome
+            labels, series = outcome
+            written = save_segmentation(labels, targets[item], series)
+            return {"input": display_path(item.path), "output": display_path(written), "structures": measure(labels)}
 
-    return run_batch(inputs, one, progress=progress, description="Segmenting")
+        return run_batch(inputs, one, progress=progress, description="Segmenting")
 
 
 def segment_input(segmenter: AutoSegmenter, job: tuple[BatchInput, bool, bool]) -> tuple[Image, Any]:

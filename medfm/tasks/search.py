@@ -31,6 +31,7 @@ from medfm.models.encoders.planes import embed_image
 from medfm.progress import progress_bar
 from medfm.provenance import Provenance, pixels_id, text_id
 from medfm.scale import LocalRunner, Runner, split
+from medfm.tasks.batch import failure
 from medfm.tasks.embed import content_sha256, embed_paths
 
 #: Paths embedded between two checkpoints of the index during a build.
@@ -138,7 +139,8 @@ def embed_chunk(encoder: Encoder, chunk: tuple[list[Item], int]) -> tuple[list[I
             vectors.append(embed_paths([item.source], encoder, batch_size=batch_size)[0])
             kept.append(item)
         except MedfmError as exc:
-            bad.append((display_path(item.path), str(exc)))
+            failed = failure(Path(item.path), exc)  # the reason alone when the error names the file already
+            bad.append((failed["input"], failed["reason"]))
     return kept, np.asarray(vectors, np.float32).reshape(len(kept), encoder.info.embed_dim), bad
 
 
@@ -158,8 +160,8 @@ def build_index(
     ``index`` (a folder, a ``chroma://`` address or a Milvus location; see :mod:`medfm.index`), created if needed
     with ``settings``.
 
-    Bad images do not stop the build: they are listed in the report. An existing index
-    built with another model is refused. ``runner`` (e.g. :func:`medfm.scale.ray_runner`
+    Bad images do not stop the build: they are listed in the report; a new index to which
+    none could be added is not kept. An existing index built with another model is refused. ``runner`` (e.g. :func:`medfm.scale.ray_runner`
     holding ``encoder``'s model on each worker) embeds the chunks elsewhere; this process
     still writes the index, in the same order, so the result is that of a local build.
     """
@@ -183,7 +185,10 @@ def build_index(
                 if time.monotonic() - saved_at > SAVE_EVERY_S:
                     store.save()
                     saved_at = time.monotonic()
-        store.save()
+        if store.created and not report.added:
+            store.discard()  # a new index that would hold nothing (every image bad) is not left behind
+        else:
+            store.save()
     except IndexUnavailableError as exc:
         # the server keeps what it acknowledged, and a re-run writes exactly the ids it lacks: nothing twice, nothing lost
         raise IndexUnavailableError(exc.location, f"{exc}; the build stopped with at least {report.skipped + report.added} of "

@@ -119,7 +119,6 @@ def segment_files(
     with the input's own prompts (a manifest row's) or else the shared ``points`` and ``boxes``; an
     input that fails is reported in the :class:`BatchReport` and the others go on."""
     targets = dict(zip(inputs, output_paths(inputs, folder, suffix)))
-    output_folder(folder)
 
     def one(item: BatchInput) -> dict[str, Any]:
         own = bool(item.points or item.boxes)
@@ -127,4 +126,5 @@ def segment_files(
                             boxes=item.boxes if own else boxes, scribble=scribble, prompts_file=prompts_file,
                             propagation=propagation, record=item.record)
 
-    return run_batch(inputs, one, progress=progress, description="Segmenting")
+    with output_folder(folder):
+        return run_batch(inputs, one, progress=progress, description="Segmenting")

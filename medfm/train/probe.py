@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,7 @@ def fit_probe(
         index.check_model(encoder.info)
     model = model_record(encoder.info) if encoder is not None else dict(index.model)
     paths, labels = read_manifest(manifest, label_column, path_column)
+    _check_class_sizes(manifest, label_column, labels)
     def new_head():
         return HEADS[method](k) if method == "knn" else HEADS[method](class_weight="balanced" if balanced else None)
 
@@ -97,6 +99,17 @@ def fit_probe(
         cal_paths, cal_labels = read_manifest(calibration, label_column, path_column)
         probe.calibrate(manifest_embeddings(cal_paths, encoder, index, batch_size), cal_labels, target, value, positive)
     return probe
+
+
+def _check_class_sizes(manifest: str | os.PathLike, label_column: str, labels: list[str]) -> None:
+    """Refuse, before embedding anything, a class seen once: a probe cannot be checked on it (no image of it is
+    left to predict) and a column of mostly unique values (captions, ids) is no set of classes."""
+    counts = Counter(labels)
+    single = sorted(label for label, count in counts.items() if count < 2)
+    if single:
+        more = f" (and {len(single) - 1} other classes)" if len(single) > 1 else ""
+        raise MedfmError(f"{display_path(manifest)}: each class of {label_column!r} needs at least 2 rows; "
+                         f"{single[0]!r} has 1{more}")
 
 
 def cross_validate(new_head, embeddings: np.ndarray, labels: list[str], folds: int = 5, seed: int = 0) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,9 @@ def _process(path: Path, target: Path, name: str, uid_map: UIDMap, result: DeidR
     except MedfmError as exc:  # medfm's own refusal (a missing output folder) names no original value
         result.failed.append(FileProblem(name, str(exc), shown))
         return
+    except OSError as exc:  # the OS's reason alone: the file name it carries may name the patient
+        result.failed.append(FileProblem(name, f"cannot write: {exc.strerror or type(exc).__name__}", shown))
+        return
     except Exception as exc:  # only the type: a message could quote an original value
         result.failed.append(FileProblem(name, f"cannot de-identify or write: {type(exc).__name__}", shown))
         return
@@ -192,13 +196,11 @@ def deidentify(
     source, destination = Path(source), Path(destination)
     targets = _targets(source, destination)
     mirrored = source.is_dir()
-    if mirrored:
-        output_folder(destination)
     if report is not None and _is_inside(Path(report), source):
         raise MedfmError(f"{display_path(report)}: the report must not be written into the input")
     uid_map = UIDMap(uid_secret)
     result = DeidReport()
-    with quiet_pydicom():
+    with output_folder(destination) if mirrored else nullcontext(), quiet_pydicom():
         for path, target, name in targets:
             _process(path, target, name, uid_map, result, mirrored)
     result.uids_remapped = len(uid_map)
