@@ -122,6 +122,24 @@ def test_save_is_atomic(index, tmp_path, monkeypatch):
     assert len(open_index(tmp_path / "ix")) == 600  # the previous state, whole
 
 
+def test_a_disk_that_refuses_the_save_is_one_line_and_leaves_the_saved_index(index, tmp_path):
+    import sqlite3
+
+    index.delete(list(range(100)))
+    before = sorted(p.name for p in (tmp_path / "ix").iterdir())
+
+    class FullDisk:
+        def backup(self, target):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    index._db, db = FullDisk(), index._db
+    with pytest.raises(MedfmError, match=r"ix: cannot save: database or disk is full$"):
+        index.save()
+    index._db = db
+    assert sorted(p.name for p in (tmp_path / "ix").iterdir()) == before  # no half-written generation
+    assert len(open_index(tmp_path / "ix")) == 600
+
+
 def test_queries_from_another_model_are_refused(index, tmp_path):
     for other in (EncoderInfo("model-b", 16, "a" * 64), EncoderInfo("model-a", 16, "b" * 64)):
         with pytest.raises(MedfmError, match="built with model 'model-a'.*the query uses") as error:

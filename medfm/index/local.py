@@ -173,10 +173,17 @@ class LocalIndex(Index):
         generation = secrets.token_hex(6)
         vectors = self.folder / f"vectors-{generation}.usearch"
         metadata = self.folder / f"metadata-{generation}.sqlite"
-        self._graph.save(os.fspath(vectors))
-        target = sqlite3.connect(metadata)
-        self._db.backup(target)
-        target.close()
+        try:
+            self._graph.save(os.fspath(vectors))
+            target = sqlite3.connect(metadata)
+            try:
+                self._db.backup(target)
+            finally:
+                target.close()
+        except (OSError, RuntimeError, sqlite3.Error) as exc:  # a full or read-only disk: the last saved generation stands
+            vectors.unlink(missing_ok=True)
+            metadata.unlink(missing_ok=True)
+            raise MedfmError(f"index {display_path(self.folder)}: cannot save: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         manifest = {
             "format": FORMAT, "version": VERSION, "backend": "usearch", "model": self.model,
             "settings": self.settings, "count": len(self),
