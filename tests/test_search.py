@@ -35,8 +35,8 @@ def test_build_from_paths_then_search_by_image_and_text(images, tmp_path, capsys
     code, out, err = run_cli(["index", "build", *map(str, images[:5]), "--model", "fake-clip", "--index", index, "--no-progress"], capsys)
     assert code == 0, err
     assert "5 added, 0 already indexed" in out
-    # resumable: a second run embeds only what is new
-    code, out, _ = run_cli(["index", "build", *map(str, images), "--model", "fake-clip", "--index", index, "--no-progress"], capsys)
+    # resumable: a second run embeds only what is new; a folder of pictures gives each of them
+    code, out, _ = run_cli(["index", "build", str(images[0].parent), "--model", "fake-clip", "--index", index, "--no-progress"], capsys)
     assert code == 0 and "7 added, 5 already indexed" in out
 
     code, out, err = run_cli(["search", "--index", index, "--image", str(images[3]), "-k", "4", "--json"], capsys)

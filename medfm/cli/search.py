@@ -25,7 +25,7 @@ search_app = typer.Typer()
 @index_app.command("build")
 def index_build(
     index: IndexOption,
-    sources: Annotated[list[str] | None, typer.Argument(metavar="CATALOG_OR_PATHS...", help="A catalog (URL or .db file), or image files / DICOM series folders.")] = None,
+    sources: Annotated[list[str] | None, typer.Argument(metavar="CATALOG_OR_PATHS...", help="A catalog (URL or .db file), or image files, folders of them, or DICOM series folders.")] = None,
     checkpoint: CheckpointOption = None,
     adapter: AdapterOption = None,
     catalog: Annotated[str | None, typer.Option("--catalog", help="Index every image of this catalog.")] = None,

@@ -31,7 +31,7 @@ from medfm.models.encoders.planes import embed_image
 from medfm.progress import progress_bar
 from medfm.provenance import Provenance, pixels_id, text_id
 from medfm.scale import LocalRunner, Runner, split
-from medfm.tasks.batch import failure
+from medfm.tasks.batch import expand_paths, failure
 from medfm.tasks.embed import content_sha256, embed_paths
 
 #: Paths embedded between two checkpoints of the index during a build.
@@ -89,7 +89,7 @@ def _looks_like_catalog(source: str) -> bool:
 def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = None,
                   metadata: Mapping[str, Mapping[str, Any]] | None = None) -> list[Item]:
     """The items named by ``sources`` (catalog URLs or ``.db`` files: all their images; else
-    image files or DICOM series folders), by ``catalog`` (all its images) and by ``metadata``
+    image files, folders of them, or DICOM series folders), by ``catalog`` (all its images) and by ``metadata``
     (``{path: {key: value}}``, e.g. a manifest's captions from
     :func:`medfm.io.manifest.read_manifest_columns`, stored beside each image).
 
@@ -107,9 +107,11 @@ def collect_items(sources: Sequence[str | os.PathLike], catalog: str | None = No
         elif not Path(source).exists():
             raise MedfmError(f"{display_path(source)}: no such file or folder")
         else:
-            resolved = str(Path(source).resolve())
-            extra = metadata.get(source) or metadata.get(resolved) or {}
-            items.setdefault(path_id(resolved), Item(path_id(resolved), resolved, {**extra, "path": resolved}))
+            for one in expand_paths([source]):  # a folder of pictures gives each, as for every batch command
+                given = os.fspath(one.path)
+                resolved = str(Path(given).resolve())
+                extra = metadata.get(given) or metadata.get(resolved) or {}
+                items.setdefault(path_id(resolved), Item(path_id(resolved), resolved, {**extra, "path": resolved}))
     if len(catalogs) > 1:
         raise MedfmError(f"give one catalog per index build (catalog ids would clash); got {len(catalogs)}")
     for url in catalogs:
