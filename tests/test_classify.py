@@ -189,6 +189,43 @@ def test_zero_shot_with_templates_and_evidence(tmp_path, capsys):
     assert code == 0 and out.startswith(f"{bright}: bright")
 
 
+def test_zero_shot_with_a_prompt_set_of_templates_and_phrasings(tmp_path, capsys):
+    # the fake text tower knows the words "bright" and "dark": "pale" says nothing of brightness until phrased as "bright"
+    bright = save(Image(np.full((24, 24), 230, np.uint8)), tmp_path / "bright.png")
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"templates": ["a {} picture"], "phrasings": {"pale": ["bright"], "grey": ["dim"]}}))
+    plain = tmp_path / "templates.txt"
+    plain.write_text("a {} picture\n")
+    results = {}
+    for name, path in (("phrased", prompts), ("plain", plain)):
+        code, out, err = run_cli(["classify", str(bright), "--labels", "pale,dark", "--templates", str(path),
+                                  "--model", "fake-clip", "--json"], capsys)
+        assert code == 0, err
+        results[name] = json.loads(out)[0]
+    phrased, unphrased = results["phrased"], results["plain"]
+    assert set(phrased["probabilities"]) == {"pale", "dark"} and phrased["prediction"] == "pale"
+    assert phrased["probabilities"]["pale"] > 0.9 > unphrased["probabilities"]["pale"]
+    # the labels given are reported with the phrasings used ("grey" is not among them)
+    assert phrased["phrasings"] == {"pale": ["bright"]} and "phrasings" not in unphrased
+    assert phrased["templates"] == unphrased["templates"] == ["a {} picture"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"phrasings": {"pale": ["bright"]}}', "'templates' must be a non-empty list of texts"),
+    ('{"templates": [], "phrasings": {}}', "'templates' must be a non-empty list of texts"),
+    ('{"templates": ["{}"], "phrasings": ["bright"]}', "phrasings must be a JSON object {label: [texts]}"),
+    ('{"templates": ["{}"], "phrasings": {"pale": [""]}}', "the phrasings of 'pale' must be a non-empty list"),
+    ('["{}"]', "the templates file must hold a JSON object"),
+])
+def test_bad_prompt_set_files_are_one_line_errors(content, message, tmp_path, capsys):
+    image = save(Image(np.zeros((8, 8), np.uint8)), tmp_path / "a.png")
+    (tmp_path / "prompts.json").write_text(content)
+    code, _, err = run_cli(["classify", str(image), "--labels", "pale,dark", "--templates", str(tmp_path / "prompts.json"),
+                            "--model", "fake-clip"], capsys)
+    assert code == 2 and err.startswith(f"medfm: error: {tmp_path / 'prompts.json'}: ") and message in err, err
+    assert err.count("\n") == 1
+
+
 def test_classify_bad_input_is_one_line_errors(tmp_path, capsys):
     image = save(Image(np.zeros((8, 8), np.uint8)), tmp_path / "a.png")
     two_channels = save(Image(np.zeros((8, 8, 1, 1, 2), np.float32)), tmp_path / "two.npz")

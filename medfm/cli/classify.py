@@ -31,7 +31,8 @@ def classify(
     manifest: Annotated[Path | None, typer.Option("--manifest", help="CSV or JSON-lines of images to classify, in an 'image' (or 'path') column.")] = None,
     labels: Annotated[str | None, typer.Option("--labels", help="Comma-separated labels for zero-shot classification.")] = None,
     labels_file: Annotated[Path | None, typer.Option("--labels-file", help="Labels, one per line.")] = None,
-    templates: Annotated[Path | None, typer.Option("--templates", help="Prompt templates, one per line, {} for the label.")] = None,
+    templates: Annotated[Path | None, typer.Option("--templates", help="Prompt templates, one per line, {} for the label; or a "
+                                                   ".json prompt set from optimize-prompts (templates and label phrasings).")] = None,
     probe: Annotated[Path | None, typer.Option("--probe", help="Probe file from `medfm fit-probe`.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model name (default: the probe's, else the default image-text model).")] = None,
     checkpoint: CheckpointOption = None,
@@ -66,15 +67,15 @@ def classify(
     check_summary_folder(summary_file)
     fitted = load_probe(probe) if probe else None
     names = read_labels(labels, labels_file) if labels is not None or labels_file is not None else None
+    prompts, phrasings = read_templates(templates) if templates else (None, None)
     name = model or (fitted.model["name"] if fitted else DEFAULT_ENCODER)
     encoder = create_encoder(name, checkpoint, adapter)
     threshold = abstain_below(abstain, abstain_threshold, encoder.info.name, encoder.info.weights_sha256, "zero_shot")
     runner = encoder_runner(ray, encoder, name, checkpoint, workers, adapter) if ray else None
     store = open_index(index) if index else None
     try:
-        report = classify_files(inputs, encoder, labels=names, templates=read_templates(templates) if templates else None,
-                                probe=fitted, index=store, k=k, abstain_below=threshold,
-                                progress=progress, runner=runner)
+        report = classify_files(inputs, encoder, labels=names, templates=prompts, phrasings=phrasings, probe=fitted,
+                                index=store, k=k, abstain_below=threshold, progress=progress, runner=runner)
     finally:
         if runner is not None:
             runner.close()
@@ -160,8 +161,9 @@ def fit_probe(
 @classify_app.command("optimize-prompts")
 def optimize_prompts_command(
     manifest: Annotated[Path, typer.Argument(help="CSV of labelled images (paths relative to it).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Templates file to write (one per line, for classify --templates); "
-                                                               "with --vlm, the prompt set (JSON, for ask --prompts).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Prompts file to write for classify --templates: one template per "
+                                                               "line, or with a .json name (needed with phrasings) templates and "
+                                                               "label phrasings; with --vlm, the prompt set (JSON, for ask --prompts).")],
     label_column: Annotated[str | None, typer.Option("--label-column", help="Column holding the labels (zero-shot templates).")] = None,
     vlm: Annotated[Path | None, typer.Option("--vlm", help="A local vision-language model folder: choose its instruction and "
                                                           "few-shot demonstrations for the manifest's questions instead.")] = None,
@@ -173,8 +175,12 @@ def optimize_prompts_command(
     split_column: Annotated[str | None, typer.Option("--split-column", help="Column whose 'val' rows choose and 'test' rows measure "
                                                                               "(default: each label's rows halved at random; with "
                                                                               "--vlm 'split', whose 'train' rows give demonstrations).")] = None,
-    templates: Annotated[Path | None, typer.Option("--templates", help="The templates in use now (the baseline; default: medfm's).")] = None,
-    budget: Annotated[int | None, typer.Option("--budget", help="Random template sets scored on the validation rows.")] = None,
+    templates: Annotated[Path | None, typer.Option("--templates", help="The prompts in use now (the baseline; default: medfm's "
+                                                   "templates, each label as itself): a file classify --templates reads.")] = None,
+    phrasings: Annotated[Path | None, typer.Option("--phrasings", help="JSON {label: [alternative phrasings]} for some labels: each "
+                                                   "candidate also picks, per label, some of the label and its phrasings.")] = None,
+    budget: Annotated[int | None, typer.Option("--budget", help="Random candidates (template sets, with phrasings) scored on the "
+                                               "validation rows.")] = None,
     max_templates: Annotated[int | None, typer.Option("--max-templates", help="Templates in one set at most.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the search (and of the split without --split-column).")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Image-text model (default: the shipped one).")] = None,
@@ -182,21 +188,22 @@ def optimize_prompts_command(
     as_json: JsonOption = False,
     mkdir: MkdirOption = False,
 ) -> None:
-    """Choose zero-shot prompt templates (--label-column), or a vision-language model's instruction and few-shot
-    demonstrations (--vlm), by random search on validation rows; measure the choice on held-out ones."""
+    """Choose zero-shot prompt templates and label phrasings (--label-column), or a vision-language model's instruction
+    and few-shot demonstrations (--vlm), by random search on validation rows; measure the choice on held-out ones."""
     from medfm.cli.output import given
     from medfm.io.formats import check_output_folder
     from medfm.models import create_encoder
     from medfm.models.registry import DEFAULT_ENCODER
-    from medfm.tasks.classify import read_templates
+    from medfm.io.manifest import read_rows
+    from medfm.tasks.classify import read_phrasings, read_templates
     from medfm.train.prompt_search import optimize_prompts, write_templates
 
     check_output_folder(output.parent)  # a mistyped -o is refused before the search, not after
     if (label_column is None) == (vlm is None):
         raise MedfmError("give --label-column (zero-shot templates) or --vlm FOLDER (a vision-language model's prompts)")
     if vlm is not None:
-        unused = [name for name, value in (("--templates", templates), ("--max-templates", max_templates), ("--model", model),
-                                           ("--checkpoint", checkpoint)) if value is not None]
+        unused = [name for name, value in (("--templates", templates), ("--phrasings", phrasings), ("--max-templates", max_templates),
+                                           ("--model", model), ("--checkpoint", checkpoint)) if value is not None]
         if unused:
             raise MedfmError(f"{', '.join(unused)} apply to zero-shot templates, not to --vlm")
         _optimize_vlm_prompts(manifest, vlm, output, as_json, path_column=path_column, question_column=question_column,
@@ -205,16 +212,23 @@ def optimize_prompts_command(
         return
     if max_demonstrations is not None:
         raise MedfmError("--max-demonstrations applies to --vlm")
+    baseline, baseline_phrasings = read_templates(templates) if templates else (None, None)
+    # a labels' phrasings file is checked against the manifest here, so that its one-line refusal names the file
+    alternatives = read_phrasings(phrasings, {row[label_column] for row in read_rows(manifest, (label_column,))}) if phrasings else None
+    if (alternatives or baseline_phrasings) and output.suffix.lower() != ".json":
+        raise MedfmError(f"{display_path(output)}: label phrasings need a .json prompts file (-o NAME.json); "
+                         "a templates file of one per line cannot hold them")
     encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint)
     result = optimize_prompts(manifest, label_column, encoder, path_column=path_column, split_column=split_column,
-                              **given(baseline=read_templates(templates) if templates else None, budget=budget,
-                                      max_templates=max_templates, seed=seed))
+                              phrasings=alternatives, **given(baseline=baseline, baseline_phrasings=baseline_phrasings,
+                                                              budget=budget, max_templates=max_templates, seed=seed))
     write_templates(result, output)
     if as_json:
         print_json(result)
         return
     test = result["test"]
-    typer.echo(f"{display_path(output)}: {len(result['templates'])} templates; test accuracy {test['chosen'][0]:.4f} "
+    phrased = f", phrasings for {', '.join(result['phrasings'])}" if result["phrasings"] else ""
+    typer.echo(f"{display_path(output)}: {len(result['templates'])} templates{phrased}; test accuracy {test['chosen'][0]:.4f} "
                f"against {test['baseline'][0]:.4f} (gain {test['gain'][0]:+.4f} [{test['gain'][1]:+.4f}, {test['gain'][2]:+.4f}], "
                f"{test['n']} images)")
 

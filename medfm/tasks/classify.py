@@ -6,8 +6,9 @@ index the ``k`` most similar indexed cases. Probes are fitted by :mod:`medfm.tra
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -72,12 +73,58 @@ def read_labels(labels: str | None = None, labels_file: str | os.PathLike | None
     return check_labels(names)
 
 
-def read_templates(path: str | os.PathLike) -> list[str]:
-    """Prompt templates, one per line with ``{}`` for the label; blank and ``#`` lines ignored."""
+def read_templates(path: str | os.PathLike) -> tuple[list[str], dict[str, list[str]]]:
+    """The zero-shot prompts of a file, ``(templates, phrasings)``: a ``.json`` file (``medfm optimize-prompts -o
+    NAME.json``) is an object ``{"templates": [...], "phrasings": {label: [texts]}}`` (``phrasings`` optional: see
+    :func:`read_phrasings`); any other holds one template per line and no phrasings. Templates have ``{}`` for the
+    label; blank and ``#`` lines are ignored."""
+    if Path(path).suffix.lower() == ".json":
+        saved = _json_object(path, "templates")
+        templates = saved.get("templates")
+        if not isinstance(templates, list) or not all(isinstance(t, str) and t.strip() for t in templates) or not templates:
+            raise MedfmError(f"{display_path(path)}: 'templates' must be a non-empty list of texts")
+        return [t.strip() for t in templates], _phrasings(saved.get("phrasings", {}), path)
     templates = _entries(path, "templates")
     if not templates:
         raise MedfmError(f"{display_path(path)}: no templates in the file")
-    return templates
+    return templates, {}
+
+
+def read_phrasings(path: str | os.PathLike, labels: Collection[str] | None = None) -> dict[str, list[str]]:
+    """Label phrasings from a JSON file ``{label: [texts]}``: for some labels, the texts that may stand for
+    them in the templates ("CT": ["computed tomography", "CT scan"]); with ``labels``, each must be one of them."""
+    phrasings = _phrasings(_json_object(path, "phrasings"), path)
+    if labels is not None and (unknown := sorted(set(phrasings) - set(labels))):
+        shown = sorted(labels) if len(labels) <= 10 else [*sorted(labels)[:10], "..."]
+        raise MedfmError(f"{display_path(path)}: phrasings for labels {unknown} that are not among the labels {shown}")
+    return phrasings
+
+
+def _json_object(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    try:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MedfmError(f"{display_path(path)}: {what} file not found") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise MedfmError(f"{display_path(path)}: cannot read the {what} file ({' '.join(str(exc).split())})") from None
+    if not isinstance(saved, dict):
+        raise MedfmError(f"{display_path(path)}: the {what} file must hold a JSON object")
+    return saved
+
+
+def _phrasings(value: Any, path: str | os.PathLike) -> dict[str, list[str]]:
+    """``value`` checked as phrasings (an object of non-empty lists of non-blank texts), stripped."""
+    def bad(label: str) -> bool:
+        texts = value[label]
+        return (not label.strip() or not isinstance(texts, list) or not texts
+                or not all(isinstance(t, str) and t.strip() and len(t) <= MAX_LABEL_CHARS for t in texts))
+
+    if not isinstance(value, dict):
+        raise MedfmError(f"{display_path(path)}: phrasings must be a JSON object {{label: [texts]}}")
+    if wrong := [label for label in value if bad(label)]:
+        raise MedfmError(f"{display_path(path)}: the phrasings of {wrong[0]!r} must be a non-empty list of non-empty texts "
+                         f"(at most {MAX_LABEL_CHARS} characters each)")
+    return {label: list(dict.fromkeys(t.strip() for t in texts)) for label, texts in value.items()}
 
 
 def classify(
@@ -86,6 +133,7 @@ def classify(
     *,
     labels: Sequence[str] | None = None,
     templates: Sequence[str] | None = None,
+    phrasings: Mapping[str, Sequence[str]] | None = None,
     probe: Probe | None = None,
     index: Index | None = None,
     k: int = 5,
@@ -103,8 +151,11 @@ def classify(
     probe head and operating point, and the index that gave the evidence).
 
     Zero-shot with ``labels`` (checked by :func:`check_labels`; with prompt ``templates``,
-    ensembled), or with a fitted ``probe``. Zero-shot results also hold ``"similarity"``, the
-    best label's cosine similarity, and ``"ood_score"`` (1 minus it): softmax probabilities
+    ensembled, and with ``phrasings``, the texts that stand for some labels in the templates:
+    :func:`~medfm.tasks.zeroshot.label_embeddings`), or with a fitted ``probe``. Results and
+    provenance name the phrasings used (``"phrasings"``, when any label has them). Zero-shot results
+    also hold ``"similarity"``, the best label's cosine similarity, and ``"ood_score"`` (1 minus
+    it): softmax probabilities
     always name a label, however unlike the image every label is. With ``abstain_below`` (a
     similarity; :func:`medfm.models.registry.abstention_threshold` gives the calibrated
     one), an image whose best similarity is below it gets the prediction ``"other"`` and
@@ -122,6 +173,8 @@ def classify(
         raise MedfmError("abstaining is calibrated for zero-shot classification; a probe has its own operating point")
     if labels is not None:
         labels = check_labels(labels)
+        # a prompt set chosen for more labels than these may be reused: its other labels' phrasings go unused
+        phrasings = {label: list(phrasings[label]) for label in labels if label in (phrasings or {})}
     if probe is not None:
         probe.check_model(encoder.info)
     if index is not None:
@@ -138,11 +191,11 @@ def classify(
         # the same prompt ensembling and logit scale as medfm.tasks.zeroshot.zero_shot, on
         # the aggregated embedding of each whole image (zero_shot itself takes one plane)
         scale = getattr(encoder, "logit_scale", DEFAULT_SCALE)
-        texts = label_embeddings(classes, encoder, templates)
+        texts = label_embeddings(classes, encoder, templates, phrasings)
         proba = probabilities(embeddings, texts, scale)
         predicted = [classes[i] for i in proba.argmax(axis=1)]
         similarity = (embeddings @ texts.T).max(axis=1)
-    base = _provenance(encoder, classes, templates, probe, index, k, abstain_below)
+    base = _provenance(encoder, classes, templates, phrasings, probe, index, k, abstain_below)
     results = []
     for row, path in enumerate(paths):
         named = {"image_id": path.id} if isinstance(path, ImageRecord) else {"path": display_path(path)}
@@ -153,6 +206,8 @@ def classify(
             result["operating_point"] = probe.operating_point
         if probe is None:
             result["templates"] = list(templates or DEFAULT_TEMPLATES)
+            if phrasings:
+                result["phrasings"] = phrasings
             result["similarity"] = round(float(similarity[row]), 6)
             result["ood_score"] = round(1.0 - float(similarity[row]), 6)
             if abstain_below is not None:
@@ -195,12 +250,15 @@ def _holds(source: Path, path: Path) -> bool:
     return path == source or source in path.parents
 
 
-def _provenance(encoder: Encoder, classes: Sequence[str], templates: Sequence[str] | None, probe: Probe | None,
-                index: Index | None, k: int, abstain_below: float | None) -> Provenance:
+def _provenance(encoder: Encoder, classes: Sequence[str], templates: Sequence[str] | None,
+                phrasings: Mapping[str, list[str]] | None, probe: Probe | None, index: Index | None, k: int,
+                abstain_below: float | None) -> Provenance:
     """What every result of one :func:`classify` call shares (all but the input)."""
     if probe is None:
         parameters: dict[str, Any] = {"method": "zero-shot", "classes": list(classes),
                                       "templates": list(templates or DEFAULT_TEMPLATES), "abstain_below": abstain_below}
+        if phrasings:
+            parameters["phrasings"] = dict(phrasings)
     else:
         parameters = {"method": "probe", "head": type(probe.head).__name__, "classes": list(classes),
                       "operating_point": probe.operating_point}

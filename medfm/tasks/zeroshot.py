@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -16,15 +16,23 @@ DEFAULT_TEMPLATES = ("{}", "a medical image of {}", "an image showing {}", "a ph
 DEFAULT_SCALE = 100.0
 
 
-def label_embeddings(labels: Sequence[str], encoder: Encoder, templates: Sequence[str] | None = None) -> np.ndarray:
-    """``(L, D)`` unit rows: the renormalised mean of each label's unit prompt embeddings."""
+def label_embeddings(labels: Sequence[str], encoder: Encoder, templates: Sequence[str] | None = None,
+                     phrasings: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
+    """``(L, D)`` unit rows: the renormalised mean of each label's unit prompt embeddings, one prompt per
+    template and phrasing of the label (``phrasings[label]``, the texts that stand for it in the templates;
+    the label itself when it has none): CLIP's prompt ensembling over both."""
     templates = tuple(templates or DEFAULT_TEMPLATES)
     if not labels:
         raise MedfmError("zero-shot classification needs at least one label")
     if any("{}" not in t for t in templates):
         raise MedfmError(f"every template must contain '{{}}' for the label; got {list(templates)}")
-    prompts = [template.format(label) for label in labels for template in templates]
-    mean = encoder.encode_text(prompts).reshape(len(labels), len(templates), -1).mean(axis=1)
+    texts = [tuple((phrasings or {}).get(label, (label,))) for label in labels]
+    if any(not text or not all(p.strip() for p in text) for text in texts):
+        raise MedfmError("a label's phrasings are empty or blank; give each at least one text")
+    prompts = [template.format(phrasing) for text in texts for phrasing in text for template in templates]
+    embedded = encoder.encode_text(prompts)
+    ends = np.cumsum([len(text) * len(templates) for text in texts])
+    mean = np.stack([embedded[end - len(text) * len(templates):end].mean(axis=0) for text, end in zip(texts, ends)])
     return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
 
 
