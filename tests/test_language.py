@@ -217,6 +217,27 @@ def test_evaluate_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("fake_models")
+def test_ask_with_a_prompt_set_of_templates_and_phrasings(captioned: dict, capsys: pytest.CaptureFixture) -> None:
+    # the fake text tower knows "bright" and "dark": "pale" says nothing of brightness until phrased as "bright"
+    prompts = captioned["root"] / "prompts.json"
+    prompts.write_text(json.dumps({"templates": ["a {} picture"], "phrasings": {"pale": ["bright"], "grey": ["dim"]}}))
+    (captioned["root"] / "plain.txt").write_text("a {} picture\n")
+    answers = {}
+    for path in (prompts, captioned["root"] / "plain.txt"):
+        code, out, err = run_cli(["ask", str(captioned["bright"]), "Is it pale or dark?", "--model", "fake-clip",
+                                  "--abstain-threshold", "0.1", "--templates", str(path), "--json"], capsys)
+        assert code == 0, err
+        answers[path.suffix] = json.loads(out)
+    phrased, plain = answers[".json"], answers[".txt"]
+    assert phrased["answer"] == "pale" and phrased["probabilities"]["pale"] > plain["probabilities"]["pale"]
+    assert phrased["provenance"]["parameters"]["phrasings"] == {"pale": ["bright"]}
+    assert phrased["provenance"]["parameters"]["templates"] == ["a {} picture"]
+    code, _, err = run_cli(["ask", str(captioned["bright"]), "Is it pale or dark?", "--model", str(captioned["root"]),
+                            "--templates", str(prompts)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--templates" in err
+
+
+@pytest.mark.usefixtures("fake_models")
 def test_cli(captioned: dict, capsys: pytest.CaptureFixture) -> None:
     code, out, err = run_cli(["report", str(captioned["dark"]), "--index", str(captioned["index"]), "--abstain-threshold", "0.1",
                               "--ratio", "0.5", "--json"], capsys)

@@ -109,6 +109,9 @@ def report(
 def ask(
     arguments: Annotated[list[str], typer.Argument(metavar="IMAGE... QUESTION", help="One or more images, then the question.")],
     choices: Annotated[str | None, typer.Option("--choices", help="Comma-separated possible answers.")] = None,
+    templates: Annotated[Path | None, typer.Option("--templates", help="Zero-shot prompts for the answers, as classify --templates "
+                                                   "reads them (one template per line, or a .json prompt set of optimize-prompts "
+                                                   "with label phrasings).")] = None,
     index: Annotated[str | None, typer.Option("--index", help="Also return the nearest indexed cases as evidence.")] = None,
     k: Annotated[int, typer.Option("-k", help="Evidence cases.")] = 5,
     model: Annotated[str | None, typer.Option("--model", help="Image-text encoder name (default: the index's, else the default one), "
@@ -131,23 +134,26 @@ def ask(
     from medfm.models.registry import DEFAULT_ENCODER
     from medfm.tasks.ask import ask as ask_question
     from medfm.tasks.ask import routing_model
+    from medfm.tasks.classify import read_templates
 
     *images, question = arguments
     if not images:
         raise MedfmError("a question needs at least one image before it (medfm ask IMAGE... \"QUESTION\")")
     if model is not None and model not in list_encoders() and Path(model).is_dir():
         _ask_language_model(images, question, Path(model), max_new_tokens, prompts, as_json,
-                            unused={"--choices": choices, "--index": index, "--checkpoint": checkpoint, "--router": router})
+                            unused={"--choices": choices, "--templates": templates, "--index": index, "--checkpoint": checkpoint,
+                                    "--router": router})
         return
     if max_new_tokens is not None or prompts is not None:
         raise MedfmError(f"{'--max-new-tokens' if max_new_tokens is not None else '--prompts'} applies to a language model; "
                          "give --model FOLDER (a checkpoint folder) too")
+    prompts, phrasings = read_templates(templates) if templates else (None, None)
     store = open_index(index) if index else None
     try:
         encoder = create_encoder(model or (store.model["name"] if store else DEFAULT_ENCODER), checkpoint)
         result = ask_question(images, question, encoder, index=store, k=k, abstain_below=_threshold(encoder, abstain_threshold),
                               choices=[c for c in choices.split(",") if c.strip()] if choices else None,
-                              router=routing_model(encoder, router))
+                              router=routing_model(encoder, router), templates=prompts, phrasings=phrasings)
     finally:
         if store is not None:
             store.close()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,7 +111,8 @@ def parse_question(question: str, choices: Sequence[str] | None = None) -> Quest
 
 def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encoder: Encoder, *,
         choices: Sequence[str] | None = None, index: Index | None = None, k: int = 5,
-        abstain_below: AbstainBelow = None, exclude: Collection[int] = (), router: DomainRouter | None = None) -> dict[str, Any]:
+        abstain_below: AbstainBelow = None, exclude: Collection[int] = (), router: DomainRouter | None = None,
+        templates: Sequence[str] | None = None, phrasings: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """Answer a closed ``question`` about ``images`` (files, DICOM folders or catalog records; several
     are one question's frames or slices): ``{"answer", "confidence", "probabilities", "similarity",
     "abstained", "question_kind", "method", "per_image": [{"prediction", "confidence"}], "evidence"
@@ -122,6 +123,8 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
     ``confidence`` is the probability of the chosen label (also for "yes"/"no"); ``similarity`` the
     images' cosine to the label prompts they are most like, which the question's threshold
     (:func:`~medfm.tasks.domains.threshold_for` its kind in ``abstain_below``) reads.
+    ``templates`` and ``phrasings`` (a prompt set :func:`~medfm.tasks.classify.read_templates` reads) replace the
+    question's own templates, and phrase its labels, wherever the labels are read zero-shot.
     """
     if not images:
         raise MedfmError("a question needs at least one image")
@@ -134,7 +137,10 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
     embeddings = np.stack([aggregate(encoder.encode_planes(image)) for image in planes])
     mean = embeddings.mean(axis=0)
     mean = (mean / np.linalg.norm(mean)).astype(np.float32)
-    texts = label_embeddings(list(parsed.labels), encoder, parsed.templates)
+    templates = tuple(templates or parsed.templates)
+    # a prompt set chosen for more labels than the question's may be reused: its other labels' phrasings go unused
+    phrasings = {label: list(phrasings[label]) for label in parsed.labels if label in (phrasings or {})}
+    texts = label_embeddings(list(parsed.labels), encoder, templates, phrasings)
     similarity = float((mean @ texts.T).max())
     if router is not None and parsed.kind in router.axes:
         labels, per_image = _routed(planes, router, parsed.kind)
@@ -142,7 +148,8 @@ def ask(images: Sequence[str | os.PathLike | ImageRecord], question: str, encode
     else:
         labels = parsed.labels
         per_image = probabilities(np.vstack([mean[None], embeddings]), texts, getattr(encoder, "logit_scale", DEFAULT_SCALE))
-        method = {"method": "zero-shot closed question", "labels": list(parsed.labels), "templates": list(parsed.templates)}
+        method = {"method": "zero-shot closed question", "labels": list(parsed.labels), "templates": list(templates),
+                  **({"phrasings": phrasings} if phrasings else {})}
     proba = per_image[0]
     best = int(proba.argmax())
     threshold = threshold_for(abstain_below, parsed.kind)
