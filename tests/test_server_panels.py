@@ -141,7 +141,8 @@ def test_sr_export_references_a_dicom_source_and_invents_no_patient(client, tmp_
     ids = _ids(client)
     ct = next(image["id"] for image in client.get("/api/images").json()["images"] if image["format"] == "dicom")
     bright, case0 = _id(ids, "bright"), _id(ids, "case0")
-    sentences = [{"text": "Large mass in the liver.", "source": case0}, {"text": "Written by the reader.", "source": None}]
+    # a reader's bullet, dash and accent survive as written (UTF-8), not as Latin-1's "?"
+    sentences = [{"text": "Large mass in the liver.", "source": case0}, {"text": "• Écho – written by the reader.", "source": None}]
     answer = client.post("/api/report/sr", json={"image_id": ct, "sentences": sentences, "edited": True})
     assert answer.status_code == 200 and answer.headers["content-type"] == "application/dicom"
     (tmp_path / "ct.dcm").write_bytes(answer.content)

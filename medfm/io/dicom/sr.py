@@ -64,6 +64,8 @@ def write_report_sr(sentences: Sequence[str], provenance: Provenance, path: str 
         )
         if series is None:  # the stand-in study is no instance to reference
             del sr.CurrentRequestedProcedureEvidenceSequence
+        # UTF-8: retrieved captions hold bullets, dashes and accents that Latin-1 would turn into "?"
+        sr.SpecificCharacterSet = "ISO_IR 192"
         add_provenance(sr, provenance)
         with atomic_path(path) as tmp:
             sr.save_as(tmp)
