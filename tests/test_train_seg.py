@@ -66,6 +66,8 @@ def test_model_dir_is_complete_and_verified(trained):
     assert fingerprint_record["shape"]["median"] == [32, 32] and 0 < fingerprint_record["class_frequency"]["1"] < 0.5
     card = (out / "card.md").read_text()
     assert f"{summary['validation']['1']['dice']['value']:.3f}" in card and "HD95" in card
+    # PNGs have no physical scale: their HD95 is in pixels, and the card says so
+    assert fingerprint_record["spacing_known"] is False and "HD95 pixels" in card and "HD95 mm" not in card
 
 
 def test_damaged_weights_are_refused(trained, tmp_path):

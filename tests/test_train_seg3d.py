@@ -69,6 +69,7 @@ def test_3d_training_learns_the_spheres(trained_3d):
     # calling every voxel foreground scores about 0.2 on these spheres
     assert summary["validation"]["1"]["dice"]["value"] > 0.6
     assert json.loads((out / "fingerprint.json").read_text())["kind"] == "volume"
+    assert "HD95 mm" in (out / "card.md").read_text()  # volumes carry their spacing
 
 
 def test_auto_segment_of_a_volume_keeps_its_affine_and_matches_monai(trained_3d, tmp_path, capsys):

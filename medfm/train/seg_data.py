@@ -71,6 +71,8 @@ class Pair:
     kind: str
     spacing: tuple[float, float, float]
     modality: str
+    #: False for pictures whose spacing is a nominal 1 (no physical scale): their distances are in pixels
+    spacing_known: bool = True
 
 
 def parse_labels(text: str | None) -> dict[int, str] | None:
@@ -195,14 +197,14 @@ def load_pair(case: Case, labels: Mapping[int, str] | None, fusion: str = "stapl
         mask = fuse_masks([m.astype(np.int64) for m in masks], fusion)[0]
     else:
         mask = masks[0]
-    spacing = image.spacing
+    spacing, known = image.spacing, bool(image.metadata.get("spacing_known", True))
     values = set(np.unique(mask).tolist()) - {0}
-    pair = Pair(case, pixels, mask, kind, spacing, image.modality)
+    pair = Pair(case, pixels, mask, kind, spacing, image.modality, known)
     if labels is None:
         return pair
     # black-and-white 8-bit masks store their one structure as 255
     if values <= {255} and len(labels) == 1 and 255 not in labels:
-        return Pair(case, pixels, np.where(mask > 0, next(iter(labels)), 0), kind, spacing, image.modality)
+        return Pair(case, pixels, np.where(mask > 0, next(iter(labels)), 0), kind, spacing, image.modality, known)
     undeclared = sorted(values - set(labels))
     if undeclared:
         raise MedfmError(f"{display_path(case.masks[0])}: holds label value {undeclared[0]}, not declared in --labels "
@@ -268,6 +270,7 @@ def fingerprint(cases: list[Case], labels: Mapping[int, str] | None,
     """
     rng = np.random.default_rng(0)
     shapes, spacings, channels, modalities, kinds, samples, foreground, counts = [], [], set(), set(), set(), [], [], {}
+    spacing_known = True
     total = 0
     for pair in iterate_pairs(cases, labels, fusion):
         kinds.add(pair.kind)
@@ -276,6 +279,7 @@ def fingerprint(cases: list[Case], labels: Mapping[int, str] | None,
         spacings.append(pair.spacing[:2] if planar else pair.spacing)
         channels.add(pair.pixels.shape[0])
         modalities.add(pair.modality)
+        spacing_known = spacing_known and pair.spacing_known
         flat = pair.pixels.reshape(pair.pixels.shape[0], -1)
         samples.append(flat[:, rng.integers(0, flat.shape[1], _SAMPLES_PER_IMAGE)].astype(np.float32))
         inside = flat[:, pair.mask.reshape(-1) > 0]
@@ -308,6 +312,7 @@ def fingerprint(cases: list[Case], labels: Mapping[int, str] | None,
                   "max": shape_array.max(axis=0).tolist()},
         "spacing_mm": {"median": np.median(spacing_array, axis=0).tolist(), "min": spacing_array.min(axis=0).tolist(),
                        "max": spacing_array.max(axis=0).tolist()},
+        "spacing_known": spacing_known,
         "intensity": {"mean": float(everything.mean()), "std": float(everything.std()),
                       "foreground_percentile_0_5": float(np.percentile(inside, 0.5)),
                       "foreground_percentile_99_5": float(np.percentile(inside, 99.5)),

@@ -63,9 +63,11 @@ def score(predicted: Iterable[tuple[Pair, np.ndarray]], labels: Mapping[int, str
 
 def model_card(name: str, plan: Plan, fingerprint: dict[str, Any], summary: dict[str, Any]) -> str:
     """The markdown card: data fingerprint, plan, validation Dice/HD95 per label with intervals, training time."""
+    # pictures without a physical scale have a nominal 1 mm spacing: their distances are pixels, and say so
+    known = fingerprint.get("spacing_known", True)
     lines = [f"# {name}", "", "Automatic segmentation net trained by `medfm train seg` on the user's own labels.", "",
              "## Validation (held-out images, never trained on)", "",
-             "| label | name | images | Dice (95% CI) | HD95 mm (95% CI) |", "|---|---|---|---|---|"]
+             f"| label | name | images | Dice (95% CI) | HD95 {'mm' if known else 'pixels'} (95% CI) |", "|---|---|---|---|---|"]
     for value, entry in summary["validation"].items():
         dice, hd95 = entry["dice"], entry["hd95"]
         lines.append(f"| {value} | {entry['name']} | {entry['images']} | {_interval(dice)} | {_interval(hd95)} |")
@@ -82,7 +84,8 @@ def model_card(name: str, plan: Plan, fingerprint: dict[str, Any], summary: dict
               f"- {fingerprint['cases']} images ({fingerprint['kind']}), {fingerprint['channels']} channel(s), "
               f"modality {', '.join(fingerprint['modality'])}, {fingerprint['masks_per_image']['max']} mask(s) per image at most",
               f"- shape median {fingerprint['shape']['median']}, min {fingerprint['shape']['min']}, max {fingerprint['shape']['max']}",
-              f"- spacing (mm) median {fingerprint['spacing_mm']['median']}",
+              f"- spacing (mm) median {fingerprint['spacing_mm']['median']}" if known else
+              "- spacing unknown (pictures without a physical scale): distances in pixels",
               f"- class frequencies {fingerprint['class_frequency']}", ""]
     return "\n".join(lines)
 
