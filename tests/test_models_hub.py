@@ -51,3 +51,12 @@ def test_cli_list_json_and_show(capsys: pytest.CaptureFixture) -> None:
     assert code == 0 and out.startswith("# medfm-clip-small")
     code, _, err = run_cli(["models", "list", "--kind", "painter"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_modalities_are_found_by_code_or_word():
+    """The configs name modalities by DICOM-style code (US, MR); a user types what `ask` answers (ultrasound, MRI)."""
+    for code, word in (("US", "ultrasound"), ("MR", "MRI"), ("XR", "X-ray")):
+        assert [e.name for e in list_models(modality=code)] == [e.name for e in list_models(modality=word)]
+    shipped = {e.name for e in list_models(modality="ultrasound") if e.ships_weights}
+    assert {"medfm-grounding-small", "medfm-interactive", "medfm-gen-fetal-us-64", "medfm-clip-small"} <= shipped
+    assert "medfm-grounding-small" in {e.name for e in list_models(organ="fetal head")}

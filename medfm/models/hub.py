@@ -34,8 +34,15 @@ class ModelEntry:
         return _covers(self.modalities, modality) and _covers(self.organs, organ)
 
 
+#: Words a user may search by → the DICOM-style codes the configs name modalities with (ask answers "MRI").
+_MODALITY_ALIASES = {"mri": "mr", "ultrasound": "us", "x-ray": "xr", "xray": "xr", "radiograph": "xr"}
+
+
 def _covers(values: tuple[str, ...], wanted: str | None) -> bool:
-    return wanted is None or ANY in values or wanted.casefold() in {value.casefold() for value in values}
+    if wanted is None or ANY in values:
+        return True
+    key = wanted.casefold()
+    return _MODALITY_ALIASES.get(key, key) in {value.casefold() for value in values}
 
 
 def list_models(kind: str | None = None, modality: str | None = None, organ: str | None = None) -> list[ModelEntry]:
