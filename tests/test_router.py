@@ -108,8 +108,10 @@ def test_bad_manifests_and_folders_are_refused_in_one_line(tmp_path: Path, capsy
     (tmp_path / "one-class.csv").write_text(rows)
     (tmp_path / "broken.png").write_bytes(b"not a picture")
     (tmp_path / "broken.csv").write_text(rows.replace("p2.png,ct,head", "broken.png,mri,chest"))
+    (tmp_path / "cased.csv").write_text(rows.replace("p2.png,ct,head", "p2.png,MRI,chest"))
     for manifest, message in (("columns.csv", "no column 'region'"), ("one-class.csv", "labels are all 'ct'"),
-                              ("broken.csv", "broken.png"), ("absent.csv", "cannot read the manifest")):
+                              ("broken.csv", "broken.png"), ("absent.csv", "cannot read the manifest"),
+                              ("cased.csv", "cased.csv: modality label 'MRI' is written 'mri' in medfm's keys")):
         code, _, err = run_cli(["train", "router", str(tmp_path / manifest), "-o", str(tmp_path / "out")], capsys)
         assert code == 2 and message in err and err.count("\n") == 1, err
         assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()

@@ -187,8 +187,10 @@ def train_grounding_command(
 @train_app.command("router")
 def train_router_command(
     manifest: Annotated[Path, typer.Argument(help="CSV with image, modality, region and split (train or val) columns; "
-                                                  "labels as medfm's keys (ct, mri, xray, …; head, chest, msk, …); an "
-                                                  "empty cell leaves the plane out of that axis.")],
+                                                  "labels as medfm's keys (ct, mri, xray, …; head, chest, msk, …), in "
+                                                  "which ask answers (a key in other letter case is refused; labels of "
+                                                  "your own are kept as written); an empty cell leaves the plane out of "
+                                                  "that axis.")],
     out: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write (must not exist).")],
     encoder: Annotated[str, typer.Option("--encoder", help="The medfm_clip encoder whose frozen tower the router reads: a "
                                                            "name or a folder `train clip` wrote.")] = "medfm-clip-small",

@@ -40,8 +40,15 @@ def read_manifest(path: Path) -> dict[str, list[tuple[Path, dict[str, str]]]]:
     """``{split: [(image, {axis: label})]}`` (empty labels left out); one-line errors."""
     from medfm.io.manifest import read_rows
 
+    from medfm.tasks.domains import AXES as KEYS
+
     splits: dict[str, list[tuple[Path, dict[str, str]]]] = {"train": [], "val": []}
     for row in read_rows(path, ("image", *AXES, "split")):
+        for axis in AXES:
+            # "MRI" for "mri" would train a class that ask's words never match: a slip, not a new label
+            near = next((key for key in KEYS[axis][0] if key.casefold() == row[axis].casefold() and row[axis] != key), None)
+            if near is not None:
+                raise MedfmError(f"{display_path(path)}: {axis} label {row[axis]!r} is written {near!r} in medfm's keys")
         if row["split"] in splits:
             splits[row["split"]].append((path.parent / row["image"], {axis: row[axis] for axis in AXES if row[axis]}))
     return splits
