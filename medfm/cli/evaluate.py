@@ -389,8 +389,9 @@ def synthetic(
                                        "path,label for cls; image,mask for seg.")],
     task: Annotated[str, typer.Option("--task", help="cls (a probe on frozen embeddings) or seg (`medfm train seg`, "
                                       "with an image–mask pair generator).")] = "cls",
-    per_class: Annotated[int | None, typer.Option("--per-class", help="Synthetic images added per class "
-                                                  "(an unconditional generator counts as one class).")] = None,
+    per_class: Annotated[int | None, typer.Option("--per-class", help="Synthetic images added per class: cls needs a "
+                                                  "class-conditional generator; for seg an unconditional pair generator "
+                                                  "counts as one class.")] = None,
     synthetic_class: Annotated[list[str] | None, typer.Option("--synthetic-class", help="cls: add synthetic images of "
                                                               "this class only (repeat for several; default every "
                                                               "class): a rare class.")] = None,

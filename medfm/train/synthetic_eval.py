@@ -90,7 +90,8 @@ def evaluate_synthetic(generator: str | os.PathLike, data: str | os.PathLike, en
         return _evaluate_segmentation(model, data, encoder, per_class, train_split, test_split, steps, guidance, seed,
                                       n_boot, k, near_copy_quantile, workers, budget_minutes, max_steps, log)
     if model.condition == "none":
-        raise MedfmError(f"generator {model.name!r} is unconditional; a classification evaluation needs synthetic images of each class")
+        raise MedfmError(f"generator {model.name!r} is unconditional; a classification evaluation needs synthetic images of "
+                         "each class (a class-conditional generator), even with --synthetic-class")
     train_paths, train_labels, train_lines = _split_rows(data, label_column, path_column, train_split)
     test_paths, test_labels, _ = _split_rows(data, label_column, path_column, test_split)
     classes = sorted(set(train_labels))
