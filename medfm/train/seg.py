@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from functools import partial
@@ -309,7 +310,10 @@ def _batch(samples: list[dict[str, np.ndarray]], holding: list[int], batch_size:
     patches = []
     for place, index in group.share(list(enumerate(chosen))):
         augment.set_random_state(seed=int(np.random.SeedSequence([seed, step, place]).generate_state(1)[0]))
-        patches.append(augment(samples[index])[0])
+        with warnings.catch_warnings():
+            # a background slice drawn on purpose has no foreground to centre on: MONAI says so on every such draw
+            warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
+            patches.append(augment(samples[index])[0])
     images = torch.stack([torch.as_tensor(np.asarray(p["image"]), dtype=torch.float32) for p in patches])
     targets = torch.stack([torch.as_tensor(np.asarray(p["label"]), dtype=torch.float32) for p in patches])
     return images, targets
