@@ -193,3 +193,65 @@ def test_segment_batch_whose_every_input_fails_leaves_no_output_folder(folder: P
                             "-o", str(tmp_path / "newdir"), *FAKE], capsys)
     assert code == 2 and "2 of 2 inputs failed" in err
     assert not (tmp_path / "newdir").exists()
+
+
+def _dicom_copies(folder: Path, count: int) -> list[Path]:
+    """``count`` copies of pydicom's CT_small.dcm in ``folder``, each its own series."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for number in range(1, count + 1):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.SeriesNumber = generate_uid(), generate_uid(), number
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(folder / f"ct{number}.dcm")
+        written.append(folder / f"ct{number}.dcm")
+    return written
+
+
+@pytest.mark.usefixtures("fake_segmenter")
+def test_dicom_files_beside_pictures_are_inputs_too(folder: Path, tmp_path: Path, capsys) -> None:
+    _dicom_copies(folder, 1)
+    (folder / "junk.dcm").write_bytes(b"not DICOM")
+    assert [i.path.name for i in expand_paths([folder])] == ["a.png", "b.png", "c.png", "ct1.dcm", "junk.dcm"]
+    code, _, err = run_cli(["segment", str(folder), "--box", "0,0,79,59", "-o", str(tmp_path / "out"), *FAKE], capsys)
+    assert code == 2 and "2 of 5 inputs failed" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png", "ct1.nii.gz"]
+
+
+def test_a_dicom_series_beside_pictures_is_one_input(folder: Path) -> None:
+    from medfm.io import load
+    from medfm.io.synthetic import write_dicom_series
+
+    write_dicom_series(np.zeros((24, 20, 4), np.int16), folder, series_number=1)
+    inputs = expand_paths([folder])
+    assert [i.path.name for i in inputs] == ["images", "a.png", "b.png", "c.png"]
+    assert load(inputs[0].path).shape[:3] == (24, 20, 4)
+
+
+def test_each_series_of_a_folder_is_an_input(tmp_path: Path, capsys) -> None:
+    from medfm.io.synthetic import write_dicom_series
+    from medfm.train.pretrain_data import pretraining_inputs
+
+    files = _dicom_copies(tmp_path / "flat", 3)
+    assert [i.path for i in expand_paths([tmp_path / "flat"])] == files
+    assert len(pretraining_inputs(tmp_path / "flat")) == 3
+    for number in (1, 2):
+        write_dicom_series(np.zeros((24, 20, 4), np.int16), tmp_path / "study" / f"s{number}", series_number=number)
+    assert [i.path for i in expand_paths([tmp_path / "study"])] == [tmp_path / "study" / "s1", tmp_path / "study" / "s2"]
+    code, _, err = run_cli(["segment", str(tmp_path / "flat"), "--point", "5,5", "-o", str(tmp_path / "seg.nii.gz")], capsys)
+    assert code == 2 and err.strip().splitlines()[-1] == (f"medfm: error: {tmp_path / 'flat'}: holds 3 images (pictures or "
+                                                          "DICOM series); give one, or -o a folder to segment each")
+
+
+def test_series_sharing_one_folder_are_refused_in_one_line(tmp_path: Path) -> None:
+    from medfm.io.synthetic import write_dicom_series
+
+    for number in (1, 2):
+        for path in write_dicom_series(np.zeros((24, 20, 4), np.int16), tmp_path / f"s{number}", series_number=number):
+            path.rename((tmp_path / "study").mkdir(exist_ok=True) or tmp_path / "study" / f"s{number}-{path.name}")
+    with pytest.raises(MedfmError, match=r"^\S*study: series [12] \(synthetic phantom\) shares the folder with other DICOM series; .*medfm convert"):
+        expand_paths([tmp_path / "study"])

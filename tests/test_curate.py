@@ -73,6 +73,26 @@ def test_cli_curates_a_manifest_keeping_its_columns(tmp_path, capsys):
 
 
 @pytest.mark.usefixtures("fake_models")
+def test_cli_curate_keeps_every_file_column_findable_from_the_new_manifest(tmp_path, capsys):
+    folder = _folder(tmp_path, 6)
+    (tmp_path / "masks").mkdir()
+    for i in range(6):
+        (tmp_path / "masks" / f"m{i}.png").write_bytes((folder / f"im{i}.png").read_bytes())
+    manifest = tmp_path / "data.csv"
+    manifest.write_text("image,mask,mask_rater2,label\n" + "".join(
+        f"images/im{i}.png,masks/m{i}.png,{f'masks/m{i}.png' if i % 2 else ''},lesion\n" for i in range(6)))
+    (tmp_path / "elsewhere").mkdir()
+    out = tmp_path / "elsewhere" / "subset.csv"
+    code, _, err = run_cli(["curate", str(manifest), "--embeddings", "fake-clip", "--fraction", "1", "-o", str(out)], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 6 and {row["label"] for row in rows} == {"lesion"}
+    for row in rows:
+        assert all((out.parent / row[c]).is_file() for c in ("image", "mask", "mask_rater2") if row[c])
+    assert sum(1 for row in rows if row["mask_rater2"]) == 3
+
+
+@pytest.mark.usefixtures("fake_models")
 def test_cli_curates_from_an_index(tmp_path, capsys):
     folder = _folder(tmp_path, 6)
     code, _, err = run_cli(["index", "build", *map(str, sorted(folder.iterdir())), "--index", str(tmp_path / "index"), "--model", "fake-clip"], capsys)

@@ -120,6 +120,21 @@ def test_training_resumes_after_sigkill(videos, tmp_path):
     assert not build.exists()
 
 
+def test_a_run_killed_before_its_first_checkpoint_says_to_remove_it(videos, tmp_path):
+    from medfm.train.forecast import STATE_FILE
+
+    out, build = tmp_path / "model", tmp_path / ".model.partial"
+    recipe = ", ".join(f"{k}={v!r}" for k, v in TINY_RECIPE.items())
+    script = ("from medfm.train.forecast import train_forecaster; "
+              f"train_forecaster([{str(videos)!r}], {str(out)!r}, budget_minutes=30, checkpoint_seconds=3600, {recipe})")
+    kill_after_checkpoint(["-c", script], build / STATE_FILE)
+    assert not (build / "checkpoint.pt").exists()
+    for resume in (False, True):
+        with pytest.raises(MedfmError, match=r"before its first checkpoint, so there is nothing to resume; remove it") as refused:
+            train_forecaster([videos], out, resume=resume, max_steps=2)
+        assert "--resume" not in str(refused.value)
+
+
 def test_an_unknown_training_setting_is_refused_before_anything_is_written(videos, tmp_path):
     with pytest.raises(MedfmError, match="unknown training setting 'learning_rat'"):
         train_forecaster([videos], tmp_path / "model", learning_rat=1e-3)

@@ -88,6 +88,7 @@ def segment_command(
                       others={"--point": point, "--box": box, "--scribble": scribble, "--prompts": prompts, "--manifest": manifest,
                               "--catalog": catalog, "--where": where, "--propagate": propagate or None})
         return
+    from medfm.io.formats import image_suffix
     from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
     from medfm.pairs import parse_pairs
     from medfm.tasks.batch import catalog_inputs, expand_paths, read_batch_manifest
@@ -98,6 +99,9 @@ def segment_command(
         raise MedfmError("--rule sets how --propagate stops; give --propagate too")
     propagation = PropagationRule.from_dict(parse_numbers(rule or [], "--rule")) if propagate else None
     inputs = expand_paths(images or [])
+    if len(inputs) > 1 and len(images or []) == 1 and image_suffix(output) is not None and not output.is_dir():
+        raise MedfmError(f"{display_path(images[0])}: holds {len(inputs)} images (pictures or DICOM series); "
+                         "give one, or -o a folder to segment each")
     if manifest is not None:
         inputs += read_batch_manifest(manifest)
     if catalog is not None or where:

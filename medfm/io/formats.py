@@ -154,7 +154,8 @@ def load(path: str | os.PathLike) -> Image:
     images = load_all(path)
     if len(images) > 1:
         raise UnreadableFileError(
-            path, f"holds {len(images)} series; load them with load_all() or convert to a folder"
+            path, f"holds {len(images)} DICOM series; give one series' own folder or file (medfm convert splits "
+                  "them into files; in Python, load_all reads each)"
         )
     return images[0]
 

@@ -1,6 +1,6 @@
 """Many inputs in one process: which inputs, where their outputs go, and a run that survives bad ones.
 
-Inputs come from paths (files; a folder of images gives its image files, a DICOM series folder
+Inputs come from paths (files; a folder gives its pictures and each of its DICOM series, a DICOM series folder
 stays one input), a manifest of images with optional per-image prompts (:func:`read_batch_manifest`)
 or a catalog query (:func:`catalog_inputs`). :func:`run_batch` applies one function to each input:
 an input that raises :class:`MedfmError` is recorded as a failure (its path and the reason) and
@@ -77,23 +77,61 @@ def failure(path: Path, exc: MedfmError) -> dict[str, str]:
     return {"input": display_path(path), "reason": exc.reason if same_file else str(exc)}
 
 
+def _dicom_suffixes() -> tuple[str, ...]:
+    return registered_formats()["dicom"].suffixes if "dicom" in registered_formats() else ()
+
+
 def _image_files(folder: Path) -> list[Path]:
-    """The image files directly in ``folder`` whose suffix names a format other than DICOM (a DICOM
-    folder is one series, or several, and is read whole)."""
-    dicom = registered_formats()["dicom"].suffixes if "dicom" in registered_formats() else ()
+    """The image files directly in ``folder`` whose suffix names a format other than DICOM (DICOM
+    files are grouped into series by :func:`_folder_inputs`)."""
+    dicom = _dicom_suffixes()
     return [entry for entry in sorted(folder.iterdir())
             if entry.is_file() and not entry.name.startswith(".")
             and (suffix := image_suffix(entry)) is not None and suffix not in dicom]
 
 
+def _folder_inputs(folder: Path) -> list[Path]:
+    """The inputs a folder gives: its pictures, and its DICOM series, each as a path that reads exactly that
+    series (its one file, its own folder, or ``folder`` when it is the folder's only series); empty when
+    the folder holds neither, so the folder itself is the input and fails when read.
+
+    With pictures beside them, only the files directly in ``folder`` are looked at, as for the pictures;
+    a DICOM-only folder is scanned whole, as reading it does."""
+    from medfm.io.dicom import scan_dicom, series_folder, series_name
+
+    pictures = _image_files(folder)
+    others = [entry for entry in sorted(folder.iterdir()) if entry.is_file() and not entry.name.startswith(".")
+              and entry not in pictures] if pictures else sorted(p for p in folder.rglob("*") if p.is_file())
+    series, bad = scan_dicom(others)
+    # a DICOM-named file that is no DICOM image stays an input so that its reason is reported, not lost;
+    # a DICOM-only folder skips the ones its reader skips
+    broken = [path for path, reason in bad if image_suffix(path) in _dicom_suffixes()
+              and (pictures or not reason.startswith(("not a DICOM file", "DICOM object without pixel data")))]
+    if len(series) == 1 and not pictures and not broken:
+        return [folder]  # one series folder: read whole, exactly as a single-image command reads it
+    found = []
+    for one in series:
+        own = Path(series_folder(one))
+        if len(one.files) == 1:
+            found.append(Path(one.files[0]))
+        elif own != folder and not any(Path(f).is_relative_to(own) for s in series if s is not one for f in s.files):
+            found.append(own)
+        elif len(series) == 1 and not broken:  # beside pictures, the folder reads as its one series
+            found.append(folder)
+        else:
+            raise MedfmError(f"{display_path(folder)}: {series_name(one)} shares the folder with other DICOM series; move "
+                             f"each into its own folder, or write one file each (medfm convert {display_path(folder)} FOLDER/)")
+    return sorted([*pictures, *found, *map(Path, broken)])
+
+
 def expand_paths(paths: Iterable[str | os.PathLike]) -> list[BatchInput]:
-    """One input per file; a folder holding image files gives each of them (not recursively), any
-    other folder is one input (a DICOM series folder). A missing path is an input too: it fails
-    when read, with the others going on."""
+    """One input per file; a folder gives each of its pictures (not recursively) and each of its DICOM
+    series (a DICOM series folder stays one input; see :func:`_folder_inputs`). A missing path is
+    an input too: it fails when read, with the others going on."""
     inputs = []
     for given in paths:
         path = Path(os.fsdecode(given))
-        found = _image_files(path) if path.is_dir() else []
+        found = _folder_inputs(path) if path.is_dir() else []
         inputs.extend(BatchInput(p) for p in found or [path])
     return inputs
 

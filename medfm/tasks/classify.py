@@ -235,7 +235,9 @@ def classify_files(inputs: Sequence[BatchInput], encoder: Encoder, **options: An
         try:
             report.results = classify([item.path for item in remaining], encoder, **options)
         except FileError as exc:
-            bad = next((item for item in remaining if _holds(item.path, Path(exc.path))), None)
+            # the file itself before a folder holding it: a folder's DICOM series is an input beside its pictures
+            bad = next((item for item in remaining if item.path == Path(exc.path)),
+                       next((item for item in remaining if _holds(item.path, Path(exc.path))), None))
             if bad is None:
                 raise
             report.failures.append(failure(bad.path, exc))

@@ -12,8 +12,9 @@ Three ways to choose ``m = round(fraction · N)`` of N images from their ``(N, D
   cluster k-center greedy from the member nearest the prototype keeps diverse members and drops
   redundant ones.
 
-The chosen rows are written in the data's order, with the data manifest's own columns (image
-paths made relative to the new manifest) and the ``cluster`` of each for ``prototypes``.
+The chosen rows are written in the data's order, with the data manifest's own columns (image paths,
+and every column whose cells name files, such as masks, made relative to the new manifest) and
+the ``cluster`` of each for ``prototypes``.
 """
 
 from __future__ import annotations
@@ -104,6 +105,25 @@ def select(embeddings: np.ndarray, fraction: float, method: str, seed: int = 0) 
     return sorted(chosen), clusters
 
 
+def path_columns(rows: Sequence[dict[str, str]], folder: Path) -> list[str]:
+    """The columns whose filled cells all name existing files (relative to ``folder``, the manifest's):
+    masks and other per-image files, which must still be found from wherever the subset is written."""
+    columns = []
+    for column in rows[0]:
+        cells = [row[column] for row in rows if row.get(column)]
+        if cells and all((folder / cell).is_file() for cell in cells):
+            columns.append(column)
+    return columns
+
+
+def _relative(path: Path, base: Path) -> str:
+    """``path`` relative to ``base``; absolute where no relative path leads there (another drive)."""
+    try:
+        return os.path.relpath(path.resolve(), base)
+    except ValueError:
+        return str(path.resolve())
+
+
 def curate(inputs: Sequence[BatchInput], embeddings: np.ndarray, out: str | os.PathLike, *, fraction: float, method: str,
            seed: int = 0, source_manifest: str | os.PathLike | None = None) -> dict:
     """Choose among ``inputs`` (with their ``(N, D)`` embeddings) and write manifest ``out``; returns a summary.
@@ -118,8 +138,9 @@ def curate(inputs: Sequence[BatchInput], embeddings: np.ndarray, out: str | os.P
         rows = read_rows(source_manifest)
         column = next(c for c in IMAGE_COLUMNS if c in rows[0])
         columns = list(rows[0])
+        paths = [c for c in path_columns(rows, Path(source_manifest).parent) if c != column]
     else:
-        column, columns = "image", ["image"]
+        column, columns, paths = "image", ["image"], []
         rows = [{"image": ""} for _ in inputs]
     if clusters is not None:
         columns.append("cluster")
@@ -128,7 +149,10 @@ def curate(inputs: Sequence[BatchInput], embeddings: np.ndarray, out: str | os.P
         writer.writeheader()
         for index in chosen:
             row = dict(rows[index])
-            row[column] = os.path.relpath(Path(inputs[index].path).resolve(), base)
+            row[column] = _relative(Path(inputs[index].path), base)
+            for other in paths:
+                if row[other]:
+                    row[other] = _relative(Path(source_manifest).parent / row[other], base)
             if clusters is not None:
                 row["cluster"] = int(clusters[index])
             writer.writerow(row)

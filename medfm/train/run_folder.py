@@ -13,12 +13,17 @@ from medfm.errors import MedfmError, display_path
 def partial_folder(out: Path, resume: bool, checkpoint_file: str, output: str = "model folder",
                    activity: str = "training") -> Path:
     """The folder in which a run builds ``out``, after refusing in one line: an ``out`` that exists
-    (never overwritten), a ``resume`` with no checkpoint to resume, and a fresh start over an
-    interrupted run (which ``--resume`` continues or the user removes). ``output`` names what ``out``
+    (never overwritten), a ``resume`` with no checkpoint to resume, an interrupted run killed before
+    its first checkpoint (which only removing it clears), and a fresh start over an interrupted run
+    (which ``--resume`` continues or the user removes). ``output`` names what ``out``
     is ("model folder", "adapter file"), ``activity`` the run ("training", "pretraining")."""
     build = out.parent / f".{out.name}.partial"
     if out.exists():
         raise MedfmError(f"{display_path(out)}: already exists; choose a new {output}")
+    if build.exists() and not (build / checkpoint_file).is_file():
+        # the trainers resume only from a checkpoint: one killed before its first has nothing to continue
+        raise MedfmError(f"{display_path(build)}: an interrupted {activity} stopped before its first checkpoint, so "
+                         "there is nothing to resume; remove it to start again")
     if resume and not (build / checkpoint_file).is_file():
         raise MedfmError(f"{display_path(out)}: no interrupted {activity} to resume (no {display_path(build / checkpoint_file)})")
     if build.exists() and not resume:
