@@ -15,6 +15,7 @@ from medfm.cli.output import (
     RayOption,
     ResultsOption,
     WorkersOption,
+    check_output_folders,
     given,
     print_json,
     write_json,
@@ -51,6 +52,8 @@ def seg(
     """Dice, IoU, HD95, ASSD, NSD and volume difference per case, in mm, with a summary over cases."""
     from medfm.errors import MedfmError
     from medfm.eval.evaluate_seg import evaluate_segmentation
+
+    check_output_folders(report)
 
     try:
         label_values = [int(v) for v in labels.split(",")] if labels else None
@@ -153,6 +156,8 @@ def robustness(
     from medfm.eval.corruptions import CORRUPTIONS
     from medfm.eval.protocols.robustness import evaluate_robustness
 
+    check_output_folders(report)
+
     try:
         levels = tuple(int(v) for v in severities.split(","))
     except ValueError:
@@ -187,11 +192,13 @@ def interactive(
     progress: ProgressOption = True,
     results: ResultsOption = None,
     as_json: JsonOption = False,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Simulated interaction protocol: box only, 1 click, up to 10 corrective clicks; Dice per step and NoC@80/90."""
     from medfm.eval.protocols.interactive import evaluate_interactive, format_table
     from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
 
+    check_output_folders(results)
     report = evaluate_interactive(create_segmenter(model or DEFAULT_SEGMENTER, checkpoint, adapter), manifest, limit, max_clicks,
                                   progress=progress)
     if results is not None:
@@ -211,6 +218,7 @@ def clip(
     model: Annotated[str | None, typer.Option("--model", help="A registered image-text encoder (default: the shipped one).")] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
     results: ResultsOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Held-out measures of an image-text model: zero-shot modality and body region, caption→image recall@1/10,
     and encode_planes throughput on one thread; prints JSON."""
@@ -219,6 +227,7 @@ def clip(
     from medfm.threads import set_threads
     from medfm.train.clip_eval import evaluate_manifest
 
+    check_output_folders(results)
     set_threads(1)  # the card's throughput is for one thread
     report = evaluate_manifest(data or shared_data_dir(), manifest, create_encoder(model or DEFAULT_ENCODER, checkpoint), split)
     if results is not None:
@@ -243,6 +252,8 @@ def cls(
 ) -> None:
     """AUC-ROC and AUPRC with bootstrap intervals; operating point, calibration and subgroups for binary tasks."""
     from medfm.eval.evaluate_cls import evaluate_classification
+
+    check_output_folders(report)
 
     evaluation = evaluate_classification(
         scores, labels, id_column=id_column, label_column=label_column,
@@ -324,6 +335,8 @@ def retrieval(
     from medfm.errors import MedfmError
     from medfm.train.encoder_eval import evaluate_retrieval
 
+    check_output_folders(results, report)
+
     try:
         cutoffs = tuple(int(v) for v in ks.split(","))
     except ValueError:
@@ -368,6 +381,8 @@ def zeroshot(
 ) -> None:
     """Zero-shot accuracy and macro one-vs-rest AUC over the label column's classes, with CIs, and per class."""
     from medfm.train.encoder_eval import evaluate_zeroshot
+
+    check_output_folders(results, report)
 
     encoder, dataset = _evaluation_set(data, model, checkpoint, label_column=label_column, group_column=group_column,
                                        path_column=path_column, split=split, data_root=data_root)
@@ -419,6 +434,8 @@ def synthetic(
     from medfm.eval.synthetic import DOWNSTREAM_ROWS
     from medfm.models.registry import DEFAULT_ENCODER, create_encoder
     from medfm.train.synthetic_eval import evaluate_synthetic
+
+    check_output_folders(results, report)
 
     encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint) if model or checkpoint else None
     result = evaluate_synthetic(generator, data, encoder, task=task,
