@@ -323,7 +323,8 @@ def retrieval(
     path_column: PathColumnOption = "path",
     split: SplitOption = None,
     data_root: DataRootOption = None,
-    ks: Annotated[str, typer.Option("--ks", help="Cut-offs k, separated by commas.")] = "1,5,10",
+    ks: Annotated[str | None, typer.Option("--ks", help="Cut-offs k, separated by commas, each at most the candidates a "
+                                           "query has (default 1,5,10, those within them).")] = None,
     n_boot: BootOption = 1000,
     seed: SeedOption = 0,
     results: ResultsOption = None,
@@ -338,10 +339,10 @@ def retrieval(
     check_output_folders(results, report)
 
     try:
-        cutoffs = tuple(int(v) for v in ks.split(","))
+        cutoffs = None if ks is None else tuple(int(v) for v in ks.split(","))
     except ValueError:
         raise MedfmError(f"--ks must be integers separated by commas, got {ks!r}") from None
-    if min(cutoffs) < 1:
+    if cutoffs is not None and min(cutoffs) < 1:
         raise MedfmError(f"--ks must be at least 1, got {ks!r}")
     encoder, dataset = _evaluation_set(data, model, checkpoint, label_column=label_column, caption_column=caption_column,
                                        group_column=group_column, path_column=path_column, split=split, data_root=data_root)
@@ -354,7 +355,12 @@ def retrieval(
     for name, estimate in result["image_to_image"]["overall"].items():
         typer.echo(f"  {name:<16} {_interval(estimate)}")
     for name, by_class in result["image_to_image"]["by_class"].items():
-        typer.echo(f"  {name[:28]:<28} n={by_class['n']:<5} mAP {_interval(by_class['mAP'])}")
+        if by_class["queries_without_relevant"] == by_class["n"]:
+            typer.echo(f"  {name[:28]:<28} n={by_class['n']:<5} mAP -  (no other image of this class to find)")
+        else:
+            typer.echo(f"  {name[:28]:<28} n={by_class['n']:<5} mAP {_interval(by_class['mAP'])}")
+    if alone := result["image_to_image"]["queries_without_relevant"]:
+        typer.echo(f"  mAP leaves out {alone} image(s) with no other image of their class to find")
     if "text_to_image" in result:
         text = result["text_to_image"]
         typer.echo(f"text→image ({text['queries']} captions, {text['images']} images): "
