@@ -188,13 +188,15 @@ def interactive(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
     adapter: AdapterOption = None,
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many images per dataset.")] = None,
-    max_clicks: Annotated[int, typer.Option("--max-clicks", help="Corrective clicks after the first.")] = 10,
+    max_clicks: Annotated[int, typer.Option("--max-clicks", help="Clicks in all, the first included: one positive click, "
+                                            "then up to this many less one corrective clicks.")] = 10,
     progress: ProgressOption = True,
     results: ResultsOption = None,
     as_json: JsonOption = False,
     mkdir: MkdirOption = False,
 ) -> None:
-    """Simulated interaction protocol: box only, 1 click, up to 10 corrective clicks; Dice per step and NoC@80/90."""
+    """Simulated interaction protocol: box only, then 1 click and corrective ones up to --max-clicks in all; Dice per
+    click and NoC@80/90."""
     from medfm.eval.protocols.interactive import evaluate_interactive, format_table
     from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
 
