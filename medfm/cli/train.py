@@ -67,6 +67,7 @@ def train_clip_command(
         from medfm.train.clip_data import collect, write_split_manifest
 
         path = (out or RUN_FOLDER) / "split_manifest.csv"
+        path.parent.mkdir(parents=out is None, exist_ok=True)  # the run folder, as training makes it
         rows = write_split_manifest(collect(data or shared_data_dir()), path)
         typer.echo(f"{display_path(path)}: {rows} images")
         return
@@ -97,6 +98,7 @@ def train_interactive_command(
     check_output_folders(out, cache)
 
     if manifest_only:
+        out.mkdir(exist_ok=True)  # the run folder itself, as training makes it: only its parent must exist
         rows = write_val_manifest(data or shared_data_dir(), out / "val_manifest.csv")
         typer.echo(f"{display_path(out / 'val_manifest.csv')}: {rows} validation images")
         return
