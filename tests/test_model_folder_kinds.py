@@ -46,4 +46,4 @@ def test_the_wrong_kind_of_model_folder_is_named_with_its_article(tmp_path: Path
     folder = _folder(tmp_path, "router", ROUTER)
     with pytest.raises(MedfmError) as caught:
         read_model_folder_config(folder, "encoder")
-    assert str(caught.value) == f"{folder}: not an image encoder folder; its config.json is for a domain router (`medfm train router`)"
+    assert str(caught.value) == f"{folder}: holds a domain router (`medfm train router`), not an image encoder"

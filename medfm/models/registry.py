@@ -370,7 +370,7 @@ def read_model_folder_config(folder: Path, kind: str) -> dict[str, Any]:
         raise MedfmError(f"{display_path(folder)}: not a model folder (config.json: {exc})") from None
     if not isinstance(config, dict) or config.get("kind") != kind or not isinstance(config.get("weights"), dict):
         wanted = FOLDER_KINDS.get(kind, f"a {kind!r} model")
-        raise MedfmError(f"{display_path(folder)}: not {wanted} folder; its config.json is for {describe_model_config(config)}")
+        raise MedfmError(f"{display_path(folder)}: holds {describe_model_config(config)}, not {wanted}")
     return config
 
 
