@@ -170,3 +170,37 @@ def test_medfm_clip_adapts_and_starts_equal(method):
     encoder.model.eval()
     assert np.allclose(encoder.encode_planes(planes), before, atol=1e-6)
     assert 0 < sum(p.numel() for p in encoder.model.parameters() if p.requires_grad) < 300_000
+
+
+@pytest.mark.parametrize(("arch", "method", "blocks"), [
+    ("vit-tiny", "vpt", 6), ("vit-tiny", "dd-adapter", 6), ("kan-vit-tiny", "vpt", 6), ("dct-vit-tiny", "dd-adapter", 6),
+    ("cnn-small", "dd-adapter", 6),
+])
+def test_medfm_pretrain_encoders_adapt_in_their_blocks_and_start_equal(arch, method, blocks):
+    from medfm.models.adapters.dd_adapter import DDAdaptedBlock
+    from medfm.models.adapters.vpt import PromptedBlock
+    from medfm.models.encoders.backbone import build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone({"arch": arch}).eval()
+    pixels = torch.rand(2, 3, 112, 112)
+    with torch.no_grad():
+        before = backbone(pixels)
+    add_adapter(backbone, method, rank=2, model_name=arch)
+    wrapped = DDAdaptedBlock if method == "dd-adapter" else PromptedBlock
+    assert sum(isinstance(module, wrapped) for module in backbone.modules()) == blocks
+    with torch.no_grad():
+        after = backbone(pixels)
+    assert after.shape == before.shape
+    if method == "dd-adapter":  # a zero-initialised adapter leaves the encoder as it was; prompts change the tokens
+        assert torch.allclose(after, before, atol=1e-5)
+
+
+def test_vpt_refuses_medfm_encoders_that_cannot_take_prompt_tokens():
+    from medfm.models.encoders.backbone import build_backbone
+
+    with pytest.raises(MedfmError, match=r"^--method vpt adds prompt tokens, but dct's DCT attention needs exactly the "
+                                         r"image's token grid \(use dd-adapter, lora or full\)$"):
+        add_adapter(build_backbone({"arch": "dct-vit-tiny"}), "vpt", model_name="dct")
+    with pytest.raises(MedfmError, match="vpt needs transformer blocks on tokens"):
+        add_adapter(build_backbone({"arch": "cnn-small"}), "vpt", model_name="cnn")

@@ -170,6 +170,28 @@ def test_knn_probe_from_an_index(tmp_path, capsys):
     assert code == 2 and "no column 'grade'" in err
 
 
+@pytest.mark.parametrize("k", ["0", "-1"])
+def test_fit_probe_refuses_a_knn_k_below_one_rather_than_fitting_logistic_regression(k, tmp_path, capsys):
+    train = write_set(tmp_path / "train", 8, 0)
+    code, _, err = run_cli(["fit-probe", str(train), "--model", "fake-clip", "--label-column", "diagnosis",
+                            "--knn", k, "-o", str(tmp_path / "p.json")], capsys)
+    assert code == 2 and err == f"medfm: error: k must be at least 1; got {k}\n"
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_classify_with_a_probe_refuses_zero_shot_templates(tmp_path, capsys):
+    train = write_set(tmp_path / "train", 20, 0)
+    probe = tmp_path / "probe.json"
+    assert run_cli(["fit-probe", str(train), "--model", "fake-clip", "--label-column", "diagnosis", "-o", str(probe)],
+                   capsys)[0] == 0
+    templates = tmp_path / "templates.txt"
+    templates.write_text("a photo of {}\n")
+    code, out, err = run_cli(["classify", str(tmp_path / "train" / "000.png"), "--probe", str(probe),
+                              "--templates", str(templates)], capsys)
+    assert code == 2 and out == ""
+    assert err == "medfm: error: prompt templates are for zero-shot classification; a probe classifies the embeddings without prompts\n"
+
+
 def test_zero_shot_with_templates_and_evidence(tmp_path, capsys):
     write_set(tmp_path / "set", 10, 0)
     bright = save(Image(np.full((24, 24), 230, np.uint8)), tmp_path / "bright.png")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -96,3 +97,38 @@ def test_cli_refuses_a_single_image(tmp_path, capsys):
     code, _, err = run_cli(["evaluate", "retrieval", str(manifest), "--model", "fake-clip"], capsys)
     assert code == 2
     assert "m.csv: 1 image(s); an evaluation needs at least 2" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.usefixtures("fake_models")
+def test_cli_zeroshot_refuses_a_single_label(tmp_path, capsys):
+    manifest = _manifest(tmp_path, [(230, "bright"), (220, "bright"), (240, "bright")])
+    code, out, err = run_cli(["evaluate", "zeroshot", str(manifest), "--model", "fake-clip", "--n-boot", "10"], capsys)
+    assert code == 2 and out == ""
+    assert err == (f"medfm: error: {manifest}: zero-shot evaluation needs at least two distinct labels in column "
+                   "'label'; got ['bright']\n")
+
+
+@pytest.mark.usefixtures("fake_models")
+def test_cli_retrieval_refuses_a_cutoff_past_the_candidates_and_keeps_the_defaults_within_them(tmp_path, capsys):
+    manifest = _manifest(tmp_path, [(230, "bright"), (220, "bright"), (240, "bright"), (20, "dark"), (30, "dark"), (10, "dark")])
+    code, out, err = run_cli(["evaluate", "retrieval", str(manifest), "--model", "fake-clip", "--ks", "1,5,100"], capsys)
+    assert code == 2 and out == ""
+    assert err == ("medfm: error: cut-off k=100 (--ks) is more than the 5 candidates a query has (6 images, less its "
+                   "own group); give cut-offs up to 5\n")
+    code, out, err = run_cli(["evaluate", "retrieval", str(manifest), "--model", "fake-clip", "--n-boot", "10", "--json"], capsys)
+    assert code == 0, err
+    assert list(json.loads(out)["image_to_image"]["overall"]) == ["precision@1", "precision@5", "mAP"]
+
+
+@pytest.mark.usefixtures("fake_models")
+def test_cli_retrieval_says_why_a_class_of_one_image_has_no_map(tmp_path, capsys):
+    manifest = _manifest(tmp_path, [(230, "bright"), (220, "bright"), (20, "dark"), (30, "dark"), (128, "grey")])
+    code, out, err = run_cli(["evaluate", "retrieval", str(manifest), "--model", "fake-clip", "--n-boot", "10", "--ks", "1"],
+                             capsys)
+    assert code == 0, err
+    assert re.search(r"^  grey\s+n=1\s+mAP -  \(no other image of this class to find\)$", out, re.M)
+    assert "mAP leaves out 1 image(s) with no other image of their class to find" in out and "nan" not in out
+    code, out, _ = run_cli(["evaluate", "retrieval", str(manifest), "--model", "fake-clip", "--n-boot", "10", "--ks", "1",
+                            "--json"], capsys)
+    result = json.loads(out)["image_to_image"]
+    assert result["queries_without_relevant"] == 1 and result["by_class"]["grey"]["queries_without_relevant"] == 1

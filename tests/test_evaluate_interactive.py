@@ -69,6 +69,24 @@ def test_protocol_reports_dice_and_noc_per_dataset(tmp_path):
     assert evaluate_interactive(ThresholdSegmenter(), tmp_path / "manifest.csv", limit=1)["all"]["images"] == 2
 
 
+@pytest.mark.parametrize(("max_clicks", "header", "last_click"), [(2, "2 clicks", 1), (1, None, 0), (10, "5 clicks", 4)])
+def test_table_names_the_clicks_its_dice_is_after(max_clicks, header, last_click, tmp_path):
+    yy, xx = np.mgrid[0:64, 0:96]
+    mask = (xx - 48) ** 2 + (yy - 32) ** 2 <= 12**2
+    PILImage.fromarray(np.where(mask, 200, 20).astype(np.uint8)).save(tmp_path / "i.png")
+    PILImage.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "m.png")
+    (tmp_path / "manifest.csv").write_text("image,mask,dataset\ni.png,m.png,a\n")
+    report = evaluate_interactive(ThresholdSegmenter(), tmp_path / "manifest.csv", max_clicks=max_clicks)
+    assert len(report["all"]["click_dice"]) == max_clicks  # --max-clicks counts the first click too
+    head, row = format_table(report).splitlines()[:2]
+    assert head.split()[3:5] == ["1", "click"]
+    if header is None:
+        assert "clicks" not in head and len(row.split()) == 6
+    else:
+        assert header in head and "5 clicks" not in head.replace(header, "")
+        assert float(row.split()[4]) == pytest.approx(report["datasets"]["a"]["click_dice"][last_click], abs=1e-3)
+
+
 def test_manifest_without_mask_column_is_refused(tmp_path):
     (tmp_path / "bad.csv").write_text("image,label\na.png,1\n")
     with pytest.raises(MedfmError, match="needs columns image and mask"):
@@ -87,7 +105,7 @@ def test_cli_writes_the_results_it_prints(tmp_path, capsys):
     PILImage.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "m.png")
     (tmp_path / "manifest.csv").write_text("image,mask,dataset\ni.png,m.png,discs\n")
     code, out, err = run_cli(["evaluate", "interactive", str(tmp_path / "manifest.csv"), "--model", "fake-threshold",
-                              "--results", str(tmp_path / "out" / "results.json"), "--json"], capsys)
+                              "--results", str(tmp_path / "out" / "results.json"), "--json", "--mkdir"], capsys)
     assert code == 0, err
     written = json.loads((tmp_path / "out" / "results.json").read_text())
     assert written == json.loads(out) and written["datasets"]["discs"]["box_dice"] == pytest.approx(1.0)

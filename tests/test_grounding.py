@@ -112,7 +112,7 @@ def test_a_head_over_other_weights_or_a_damaged_folder_is_refused(tmp_path: Path
     (damaged / "weights.safetensors").write_bytes(b"x" * 10)
     with pytest.raises(MedfmError, match="does not match the sha256 in its config.json"):
         create_grounder(damaged)
-    with pytest.raises(MedfmError, match="not a grounder model folder"):
+    with pytest.raises(MedfmError, match=r"upscaler: holds a super-resolution model, not a text grounding head \(`medfm train grounding`\)$"):
         create_grounder(_other_kind(tmp_path))
 
 

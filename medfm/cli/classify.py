@@ -31,7 +31,7 @@ def classify(
     manifest: Annotated[Path | None, typer.Option("--manifest", help="CSV or JSON-lines of images to classify, in an 'image' (or 'path') column.")] = None,
     labels: Annotated[str | None, typer.Option("--labels", help="Comma-separated labels for zero-shot classification.")] = None,
     labels_file: Annotated[Path | None, typer.Option("--labels-file", help="Labels, one per line.")] = None,
-    templates: Annotated[Path | None, typer.Option("--templates", help="Prompt templates, one per line, {} for the label; or a "
+    templates: Annotated[Path | None, typer.Option("--templates", help="Zero-shot: prompt templates, one per line, {} for the label; or a "
                                                    ".json prompt set from optimize-prompts (templates and label phrasings).")] = None,
     probe: Annotated[Path | None, typer.Option("--probe", help="Probe file from `medfm fit-probe`.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model name (default: the probe's, else the default image-text model).")] = None,
@@ -126,7 +126,7 @@ def fit_probe(
         # embeddings from the index need no model; otherwise the named one, else the shipped default
         encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint) if model or index is None else None
         probe = fit(manifest, label_column, encoder=encoder, index=store,
-                    method="knn" if knn else "logistic", k=knn or 10, calibration=calibration,
+                    method="logistic" if knn is None else "knn", k=10 if knn is None else knn, calibration=calibration,
                     target_sensitivity=target_sensitivity, target_specificity=target_specificity, positive=positive,
                     path_column=path_column, balanced=balanced)
     finally:

@@ -15,6 +15,7 @@ from medfm.cli.output import (
     RayOption,
     ResultsOption,
     WorkersOption,
+    check_output_folders,
     given,
     print_json,
     write_json,
@@ -51,6 +52,8 @@ def seg(
     """Dice, IoU, HD95, ASSD, NSD and volume difference per case, in mm, with a summary over cases."""
     from medfm.errors import MedfmError
     from medfm.eval.evaluate_seg import evaluate_segmentation
+
+    check_output_folders(report)
 
     try:
         label_values = [int(v) for v in labels.split(",")] if labels else None
@@ -153,6 +156,8 @@ def robustness(
     from medfm.eval.corruptions import CORRUPTIONS
     from medfm.eval.protocols.robustness import evaluate_robustness
 
+    check_output_folders(report)
+
     try:
         levels = tuple(int(v) for v in severities.split(","))
     except ValueError:
@@ -183,15 +188,19 @@ def interactive(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
     adapter: AdapterOption = None,
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many images per dataset.")] = None,
-    max_clicks: Annotated[int, typer.Option("--max-clicks", help="Corrective clicks after the first.")] = 10,
+    max_clicks: Annotated[int, typer.Option("--max-clicks", help="Clicks in all, the first included: one positive click, "
+                                            "then up to this many less one corrective clicks.")] = 10,
     progress: ProgressOption = True,
     results: ResultsOption = None,
     as_json: JsonOption = False,
+    mkdir: MkdirOption = False,
 ) -> None:
-    """Simulated interaction protocol: box only, 1 click, up to 10 corrective clicks; Dice per step and NoC@80/90."""
+    """Simulated interaction protocol: box only, then 1 click and corrective ones up to --max-clicks in all; Dice per
+    click and NoC@80/90."""
     from medfm.eval.protocols.interactive import evaluate_interactive, format_table
     from medfm.models.registry import DEFAULT_SEGMENTER, create_segmenter
 
+    check_output_folders(results)
     report = evaluate_interactive(create_segmenter(model or DEFAULT_SEGMENTER, checkpoint, adapter), manifest, limit, max_clicks,
                                   progress=progress)
     if results is not None:
@@ -211,6 +220,7 @@ def clip(
     model: Annotated[str | None, typer.Option("--model", help="A registered image-text encoder (default: the shipped one).")] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Weights instead of the shipped ones.")] = None,
     results: ResultsOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Held-out measures of an image-text model: zero-shot modality and body region, caption→image recall@1/10,
     and encode_planes throughput on one thread; prints JSON."""
@@ -219,6 +229,7 @@ def clip(
     from medfm.threads import set_threads
     from medfm.train.clip_eval import evaluate_manifest
 
+    check_output_folders(results)
     set_threads(1)  # the card's throughput is for one thread
     report = evaluate_manifest(data or shared_data_dir(), manifest, create_encoder(model or DEFAULT_ENCODER, checkpoint), split)
     if results is not None:
@@ -243,6 +254,8 @@ def cls(
 ) -> None:
     """AUC-ROC and AUPRC with bootstrap intervals; operating point, calibration and subgroups for binary tasks."""
     from medfm.eval.evaluate_cls import evaluate_classification
+
+    check_output_folders(report)
 
     evaluation = evaluate_classification(
         scores, labels, id_column=id_column, label_column=label_column,
@@ -312,7 +325,8 @@ def retrieval(
     path_column: PathColumnOption = "path",
     split: SplitOption = None,
     data_root: DataRootOption = None,
-    ks: Annotated[str, typer.Option("--ks", help="Cut-offs k, separated by commas.")] = "1,5,10",
+    ks: Annotated[str | None, typer.Option("--ks", help="Cut-offs k, separated by commas, each at most the candidates a "
+                                           "query has (default 1,5,10, those within them).")] = None,
     n_boot: BootOption = 1000,
     seed: SeedOption = 0,
     results: ResultsOption = None,
@@ -324,11 +338,13 @@ def retrieval(
     from medfm.errors import MedfmError
     from medfm.train.encoder_eval import evaluate_retrieval
 
+    check_output_folders(results, report)
+
     try:
-        cutoffs = tuple(int(v) for v in ks.split(","))
+        cutoffs = None if ks is None else tuple(int(v) for v in ks.split(","))
     except ValueError:
         raise MedfmError(f"--ks must be integers separated by commas, got {ks!r}") from None
-    if min(cutoffs) < 1:
+    if cutoffs is not None and min(cutoffs) < 1:
         raise MedfmError(f"--ks must be at least 1, got {ks!r}")
     encoder, dataset = _evaluation_set(data, model, checkpoint, label_column=label_column, caption_column=caption_column,
                                        group_column=group_column, path_column=path_column, split=split, data_root=data_root)
@@ -341,7 +357,12 @@ def retrieval(
     for name, estimate in result["image_to_image"]["overall"].items():
         typer.echo(f"  {name:<16} {_interval(estimate)}")
     for name, by_class in result["image_to_image"]["by_class"].items():
-        typer.echo(f"  {name[:28]:<28} n={by_class['n']:<5} mAP {_interval(by_class['mAP'])}")
+        if by_class["queries_without_relevant"] == by_class["n"]:
+            typer.echo(f"  {name[:28]:<28} n={by_class['n']:<5} mAP -  (no other image of this class to find)")
+        else:
+            typer.echo(f"  {name[:28]:<28} n={by_class['n']:<5} mAP {_interval(by_class['mAP'])}")
+    if alone := result["image_to_image"]["queries_without_relevant"]:
+        typer.echo(f"  mAP leaves out {alone} image(s) with no other image of their class to find")
     if "text_to_image" in result:
         text = result["text_to_image"]
         typer.echo(f"text→image ({text['queries']} captions, {text['images']} images): "
@@ -368,6 +389,8 @@ def zeroshot(
 ) -> None:
     """Zero-shot accuracy and macro one-vs-rest AUC over the label column's classes, with CIs, and per class."""
     from medfm.train.encoder_eval import evaluate_zeroshot
+
+    check_output_folders(results, report)
 
     encoder, dataset = _evaluation_set(data, model, checkpoint, label_column=label_column, group_column=group_column,
                                        path_column=path_column, split=split, data_root=data_root)
@@ -420,6 +443,8 @@ def synthetic(
     from medfm.eval.synthetic import DOWNSTREAM_ROWS
     from medfm.models.registry import DEFAULT_ENCODER, create_encoder
     from medfm.train.synthetic_eval import evaluate_synthetic
+
+    check_output_folders(results, report)
 
     encoder = create_encoder(model or DEFAULT_ENCODER, checkpoint) if model or checkpoint else None
     result = evaluate_synthetic(generator, data, encoder, task=task,

@@ -90,10 +90,17 @@ SummaryOption = Annotated[Path | None, typer.Option("--summary", help="Write the
 
 def check_summary_folder(summary_file: Path | None) -> None:
     """Refuse a ``--summary`` into a missing folder (unless ``--mkdir``) before the batch runs, not after it."""
+    check_output_folders(summary_file)
+
+
+def check_output_folders(*outputs: Path | None) -> None:
+    """Refuse outputs (files or folders to write; None: not asked for) whose folder is missing, unless ``--mkdir``,
+    before the command trains or scores anything rather than when it writes at the end."""
     from medfm.io.formats import check_output_folder
 
-    if summary_file is not None:
-        check_output_folder(summary_file.parent)
+    for output in outputs:
+        if output is not None:
+            check_output_folder(output.parent)
 
 
 def finish_batch(report: Any, summary_file: Path | None, as_json: bool, describe: Callable[[dict[str, Any]], str],

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from medfm.cli.output import JsonOption, RayOption, TrainWorkersOption, print_json
+from medfm.cli.output import JsonOption, MkdirOption, RayOption, TrainWorkersOption, check_output_folders, print_json
 
 representation_app = typer.Typer()
 
@@ -84,11 +84,13 @@ def curate_command(
     catalog: CatalogOption = None,
     where: WhereOption = None,
     as_json: JsonOption = False,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Keep a fraction of the data chosen in embedding space (prototypes, k-center or random); writes the subset manifest."""
     from medfm.train.curate import curate, subset_size
     from medfm.train.curate_embeddings import embeddings_of
 
+    check_output_folders(out)
     inputs = _inputs(data, catalog, where)
     subset_size(len(inputs), fraction)  # a bad fraction or a one-image data set fails before any embedding
     vectors = embeddings_of([str(Path(item.path).resolve()) for item in inputs], embeddings, model)

@@ -9,9 +9,11 @@ import typer
 
 from medfm.cli.output import (
     TRAIN_WORKERS_HELP,
+    MkdirOption,
     RayOption,
     ResultsOption,
     TrainWorkersOption,
+    check_output_folders,
     given,
     print_json,
     write_json,
@@ -53,15 +55,19 @@ def train_clip_command(
                                           "training stays float32; with --resume of a finished run, only rewrites them).")] = False,
     workers: Annotated[int | None, typer.Option("--workers", help=TRAIN_WORKERS_HELP)] = None,
     ray: RayOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Train medfm-clip-small (image tower + projections against the frozen MiniLM); prints the weights path."""
     from medfm.paths import shared_data_dir
     from medfm.train.clip import RUN_FOLDER, train_clip
 
+    check_output_folders(out, cache)  # the default run folder is medfm's own choice: made as needed
+
     if manifest_only:
         from medfm.train.clip_data import collect, write_split_manifest
 
         path = (out or RUN_FOLDER) / "split_manifest.csv"
+        path.parent.mkdir(parents=out is None, exist_ok=True)  # the run folder, as training makes it
         rows = write_split_manifest(collect(data or shared_data_dir()), path)
         typer.echo(f"{display_path(path)}: {rows} images")
         return
@@ -83,12 +89,16 @@ def train_interactive_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step (default: the shipped model's).")] = None,
     manifest_only: Annotated[bool, typer.Option("--manifest-only", help="Only write OUT/val_manifest.csv, the held-out "
                                                 "split for `medfm evaluate interactive`, and stop.")] = False,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Train medfm-interactive with simulated clicks, boxes, scribbles and correction loops; prints validation Dice."""
     from medfm.paths import shared_data_dir
     from medfm.train.interactive import train, write_val_manifest
 
+    check_output_folders(out, cache)
+
     if manifest_only:
+        out.mkdir(exist_ok=True)  # the run folder itself, as training makes it: only its parent must exist
         rows = write_val_manifest(data or shared_data_dir(), out / "val_manifest.csv")
         typer.echo(f"{display_path(out / 'val_manifest.csv')}: {rows} validation images")
         return
@@ -124,11 +134,14 @@ def train_seg_command(
     final_only: Annotated[bool, typer.Option("--final-only", help="With a folder of annotations, only versions marked final "
                                                                   "(as the workbench's Train uses), never drafts.")] = False,
     ray: RayOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Train an automatic segmentation net on your labels (nnU-Net-style plan); prints validation Dice/HD95 as JSON."""
     from medfm.pairs import parse_pairs
     from medfm.train.seg import train_segmenter
     from medfm.train.seg_data import parse_labels
+
+    check_output_folders(out)
 
     filters = parse_pairs(only or [], "--only", "split=dev")
     summary = train_segmenter(data, out, labels=parse_labels(labels), architecture=arch, budget_minutes=budget_min,
@@ -149,6 +162,7 @@ def train_captioner_command(
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training images.")] = 40,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per step.")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation, the order and the templates.")] = 0,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Train medfm-captioner: a small text decoder over medfm-clip-small's image embeddings (MedPix-2.0 captions,
     template captions elsewhere); prints the training summary as JSON."""
@@ -173,6 +187,7 @@ def train_grounding_command(
     steps_per_epoch: Annotated[int, typer.Option("--steps-per-epoch", min=1, help="Steps per epoch.")] = 100,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Items per step.")] = 32,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation, the draws and the augmentation.")] = 0,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Train a text grounding head (where the words are, for `segment --text`) over a promptable segmenter's frozen
     image encoder and an image-text encoder's text embeddings, from masks named by words; prints the training summary
@@ -194,6 +209,7 @@ def train_router_command(
     out: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write (must not exist).")],
     encoder: Annotated[str, typer.Option("--encoder", help="The medfm_clip encoder whose frozen tower the router reads: a "
                                                            "name or a folder `train clip` wrote.")] = "medfm-clip-small",
+    mkdir: MkdirOption = False,
 ) -> None:
     """Train a domain router (which modality, which body region: `ask` answers with it) over an image-text encoder's
     frozen tower; prints the training summary as JSON."""
@@ -225,10 +241,13 @@ def train_generator_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step (default 16 at 64², 8 above).")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps even within the budget.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of initialisation, batches and noise (default 0).")] = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Train a class-, text- or un-conditional image generator (rectified flow or DDPM on MONAI's
     DiffusionModelUNet, classifier-free guidance, EMA); prints the training summary as JSON."""
     from medfm.train.generator import parse_network, train_generator
+
+    check_output_folders(out)
 
     print_json(train_generator(data, out, column=column, masks=masks, latent=latent, resume=resume, network=parse_network(network),
                                log=lambda line: typer.echo(line, err=True),
@@ -243,12 +262,15 @@ def train_abstention_command(
     data: Annotated[Path | None, typer.Option("--data", help="Folder of the project datasets (default ../shared/data).")] = None,
     keep: Annotated[float | None, typer.Option("--keep", min=0.5, max=1.0, help="Fraction of in-set validation cases kept.")] = None,
     results: ResultsOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Calibrate the similarity thresholds under which zero-shot answers and search hits abstain; prints
     them (from the val split) with their held-out AUROC and rates (test split) as JSON."""
     from medfm.models import create_encoder
     from medfm.models.registry import DEFAULT_ENCODER
     from medfm.train.abstention import calibrate_abstention
+
+    check_output_folders(results)
 
     report = calibrate_abstention(create_encoder(model or DEFAULT_ENCODER, checkpoint), **given(data=data, keep=keep))
     if results is not None:
@@ -279,9 +301,12 @@ def finetune_command(
                                                                   "in the workbench.")] = False,
     workers: TrainWorkersOption = 1,
     ray: RayOption = None,
+    mkdir: MkdirOption = False,
 ) -> None:
     """Adapt a model to your labels (LoRA, DD-Adapter, VPT or full fine-tuning); writes a small adapter file, prints the summary as JSON."""
     from medfm.train.finetune import finetune
+
+    check_output_folders(out)
 
     summary = finetune(base, data, out, method=method, budget_minutes=budget_min, resume=resume, checkpoint=checkpoint,
                        label_column=label_column, group_column=group_column, max_steps=max_steps, catalog=catalog,

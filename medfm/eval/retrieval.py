@@ -34,10 +34,25 @@ def recall_at_k(text_embeddings: np.ndarray, image_embeddings: np.ndarray, relev
     return float(recall_hits(text_embeddings, image_embeddings, relevant, k).mean())
 
 
-def leave_one_out_retrieval(embeddings: np.ndarray, labels: Sequence[Hashable], ks: Sequence[int] = DEFAULT_KS,
+def retrieval_cutoffs(ks: Sequence[int] | None, n: int, groups: Sequence[Hashable] | None = None) -> tuple[int, ...]:
+    """The cut-offs ``ks`` of ``n`` images, refused past the candidates a query has (the others outside its group),
+    where precision@k would count missing candidates as misses; no ``ks``: those of :data:`DEFAULT_KS` within them."""
+    group_of = np.arange(n) if groups is None else np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)[1]
+    candidates = n - int(np.bincount(group_of).min()) if n else 0
+    if ks is None:
+        return tuple(k for k in DEFAULT_KS if k <= candidates) or (1,)
+    if too_many := [k for k in ks if k > candidates]:
+        left_out = "itself" if groups is None else "its own group"
+        raise MedfmError(f"cut-off k={max(too_many)} (--ks) is more than the {candidates} candidates a query has "
+                         f"({n} images, less {left_out}); give cut-offs up to {candidates}")
+    return tuple(ks)
+
+
+def leave_one_out_retrieval(embeddings: np.ndarray, labels: Sequence[Hashable], ks: Sequence[int] | None = None,
                             groups: Sequence[Hashable] | None = None) -> dict[str, np.ndarray]:
     """Per-query image→image measures: ``precision@k`` ``(N,)`` for each ``k`` and ``average_precision``
-    ``(N,)`` (NaN for a query with no relevant image in its gallery). ``embeddings`` ``(N, D)``
+    ``(N,)`` (NaN for a query with no relevant image in its gallery), ``ks`` as :func:`retrieval_cutoffs` takes
+    them. ``embeddings`` ``(N, D)``
     unit rows; ``labels`` and ``groups`` one per row; a query's gallery is every other row
     outside its group."""
     embeddings = np.asarray(embeddings, np.float64)
@@ -47,6 +62,7 @@ def leave_one_out_retrieval(embeddings: np.ndarray, labels: Sequence[Hashable], 
         raise MedfmError(f"embeddings must be (N, D) with one row per label ({n}); got {embeddings.shape}")
     if n < 2:
         raise MedfmError(f"retrieval needs at least 2 images; got {n}")
+    ks = retrieval_cutoffs(ks, n, groups)
     group_of = np.arange(n) if groups is None else np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)[1]
     similarity = embeddings @ embeddings.T
     out = {f"precision@{k}": np.full(n, np.nan) for k in ks} | {"average_precision": np.full(n, np.nan)}
@@ -66,7 +82,9 @@ def summarise_by_class(per_query: dict[str, np.ndarray], labels: Sequence[Hashab
                        n_boot: int = 1000, seed: int = 0) -> dict:
     """Mean of each per-query measure over all queries (``overall``; the mean average precision
     is ``mAP``) and over each class's queries (``by_class``), each with its bootstrap interval;
-    queries with an undefined value (NaN) are left out of that value."""
+    queries with an undefined value (NaN) are left out of that value: a query whose class has no other image
+    (outside its group) has no average precision, so such queries are out of ``mAP``, counted as
+    ``queries_without_relevant`` overall and by class (a class of such queries only has no ``mAP``)."""
     labels = np.asarray([str(v) for v in labels])
     classes = sorted(set(labels.tolist()))
 
@@ -81,8 +99,10 @@ def summarise_by_class(per_query: dict[str, np.ndarray], labels: Sequence[Hashab
 
     estimates = bootstrap(statistic, len(labels), clusters=groups, n_boot=n_boot, seed=seed)
     named = {name: ("mAP" if name == "average_precision" else name) for name in per_query}
+    alone = np.isnan(per_query["average_precision"]) if "average_precision" in per_query else np.zeros(len(labels), bool)
     return {"overall": {named[name]: estimates[("overall", name)].as_dict() for name in per_query},
-            "by_class": {cls: {"n": int(np.sum(labels == cls)),
+            "queries_without_relevant": int(alone.sum()),
+            "by_class": {cls: {"n": int(np.sum(labels == cls)), "queries_without_relevant": int(alone[labels == cls].sum()),
                                **{named[name]: estimates[(cls, name)].as_dict() for name in per_query}} for cls in classes}}
 
 

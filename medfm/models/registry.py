@@ -329,6 +329,39 @@ def _create_named_or_folder(name: str | os.PathLike, kind: str, configs: dict[st
     return _create(config["name"], weights, {config["name"]: config})
 
 
+#: Each kind of model folder in words, for refusals that say what a folder is.
+FOLDER_KINDS = {
+    "encoder": "an image encoder",
+    "segmenter": "an interactive segmenter",
+    "auto-segmenter": "an automatic segmenter (`medfm train seg`)",
+    "router": "a domain router (`medfm train router`)",
+    "grounder": "a text grounding head (`medfm train grounding`)",
+    "generator": "an image generator (`medfm train generator`)",
+    "forecaster": "a forecaster",
+    "upscaler": "a super-resolution model",
+    "language": "a language model",
+}
+
+
+def describe_model_config(config: Any) -> str:
+    """What a model folder's parsed config.json says the folder holds, in words (``an image-only encoder
+    (`medfm pretrain` vit-tiny)``, ``a domain router (`medfm train router`)``, ``a 'bert' checkpoint``)."""
+    if not isinstance(config, dict):
+        return "nothing medfm knows"
+    kind = config.get("kind")
+    if kind == "encoder" and config.get("family") == "medfm_backbone":  # no text tower: image-only
+        return f"an image-only encoder (`medfm pretrain` {config['arch']})" if config.get("arch") else "an image-only encoder"
+    if kind == "encoder":
+        return f"an image encoder ({config['family']})" if config.get("family") else "an image encoder"
+    if kind in FOLDER_KINDS:
+        return FOLDER_KINDS[kind]
+    if kind:
+        return f"a {kind!r} model"
+    if config.get("model_type"):
+        return f"a {config['model_type']!r} checkpoint"
+    return "nothing medfm knows"
+
+
 def read_model_folder_config(folder: Path, kind: str) -> dict[str, Any]:
     """``folder/config.json`` of a trained model of ``kind``, or a one-line error naming the folder."""
     try:
@@ -336,7 +369,8 @@ def read_model_folder_config(folder: Path, kind: str) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise MedfmError(f"{display_path(folder)}: not a model folder (config.json: {exc})") from None
     if not isinstance(config, dict) or config.get("kind") != kind or not isinstance(config.get("weights"), dict):
-        raise MedfmError(f"{display_path(folder)}: not a {kind} model folder (its config.json is for {config.get('kind') if isinstance(config, dict) else 'nothing'})")
+        wanted = FOLDER_KINDS.get(kind, f"a {kind!r} model")
+        raise MedfmError(f"{display_path(folder)}: holds {describe_model_config(config)}, not {wanted}")
     return config
 
 

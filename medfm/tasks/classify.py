@@ -171,6 +171,8 @@ def classify(
         raise MedfmError("give labels for zero-shot classification or a probe, not both")
     if abstain_below is not None and probe is not None:
         raise MedfmError("abstaining is calibrated for zero-shot classification; a probe has its own operating point")
+    if probe is not None and (templates is not None or phrasings is not None):
+        raise MedfmError("prompt templates are for zero-shot classification; a probe classifies the embeddings without prompts")
     if labels is not None:
         labels = check_labels(labels)
         # a prompt set chosen for more labels than these may be reused: its other labels' phrasings go unused

@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from medfm.errors import MedfmError, display_path
-from medfm.eval.retrieval import DEFAULT_KS, leave_one_out_retrieval, summarise_by_class, text_to_image_recall, zero_shot_summary
+from medfm.eval.retrieval import (
+    leave_one_out_retrieval,
+    retrieval_cutoffs,
+    summarise_by_class,
+    text_to_image_recall,
+    zero_shot_summary,
+)
 from medfm.io.manifest import read_rows
 from medfm.models.encoders.base import Encoder
 from medfm.tasks.domains import AXES
@@ -85,10 +91,12 @@ def _model(encoder: Encoder) -> dict:
     return {"name": encoder.info.name, "weights_sha256": encoder.info.weights_sha256}
 
 
-def evaluate_retrieval(dataset: EvaluationSet, encoder: Encoder, *, ks: Sequence[int] = DEFAULT_KS,
+def evaluate_retrieval(dataset: EvaluationSet, encoder: Encoder, *, ks: Sequence[int] | None = None,
                        n_boot: int = 1000, seed: int = 0) -> dict:
     """Image→image precision@k and mAP, overall and by class (leave-one-out, own group excluded),
-    and, when rows have captions and the encoder a text tower, text→image recall@k."""
+    and, when rows have captions and the encoder a text tower, text→image recall@k (``ks``: see
+    :func:`~medfm.eval.retrieval.retrieval_cutoffs`)."""
+    ks = retrieval_cutoffs(ks, len(dataset.labels), dataset.groups)
     per_query = leave_one_out_retrieval(dataset.embeddings, dataset.labels, ks, dataset.groups)
     result = {"model": _model(encoder), "data": dataset.source, "n": len(dataset.labels),
               "groups": len(set(dataset.groups)), "image_to_image": summarise_by_class(
@@ -120,6 +128,9 @@ def evaluate_zeroshot(dataset: EvaluationSet, encoder: Encoder, *, label_column:
         keys, texts, templates = list(axis[0]), list(axis[0].values()), axis[1]
     else:
         keys = texts = sorted(set(dataset.labels))
+        if len(keys) < 2:  # one label is always right: accuracy 1 and an undefined AUC would say nothing
+            raise MedfmError(f"{dataset.source}: zero-shot evaluation needs at least two distinct labels in column "
+                             f"{label_column!r}; got {keys}")
         templates = tuple(templates or DEFAULT_TEMPLATES)
     proba = probabilities(dataset.embeddings, label_embeddings(texts, encoder, templates),
                           getattr(encoder, "logit_scale", DEFAULT_SCALE))

@@ -132,12 +132,13 @@ def evaluate_interactive(
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The report as a short fixed-width table, one line per dataset and one for all."""
-    lines = [f"{'dataset':<12} {'images':>6} {'box':>6} {'1 click':>7} {'5 clicks':>8} {'NoC@80':>6} {'NoC@90':>6}"]
+    """The report as a short fixed-width table, one line per dataset and one for all: Dice after the first
+    click and after the fifth (or the last, with fewer ``max_clicks``)."""
+    counts = sorted({1, min(5, report["max_clicks"])})
+    headers = [f"{count} click{'s' if count > 1 else ''}" for count in counts]
+    lines = [f"{'dataset':<12} {'images':>6} {'box':>6} " + " ".join(f"{h:>8}" for h in headers) + f" {'NoC@80':>6} {'NoC@90':>6}"]
     for name, summary in [*report["datasets"].items(), ("all", report["all"])]:
-        clicks = summary["click_dice"]
-        lines.append(
-            f"{name:<12} {summary['images']:>6} {summary['box_dice']:>6.3f} {clicks[0]:>7.3f} "
-            f"{clicks[min(4, len(clicks) - 1)]:>8.3f} {summary['noc@80']:>6.2f} {summary['noc@90']:>6.2f}"
-        )
+        dice_after = " ".join(f"{summary['click_dice'][count - 1]:>8.3f}" for count in counts)
+        lines.append(f"{name:<12} {summary['images']:>6} {summary['box_dice']:>6.3f} {dice_after} "
+                     f"{summary['noc@80']:>6.2f} {summary['noc@90']:>6.2f}")
     return "\n".join(lines)

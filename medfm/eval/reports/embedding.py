@@ -10,6 +10,10 @@ from typing import Any
 from medfm.eval.reports.html import Raw, format_interval, html_page, html_table, write_html
 
 
+#: The by-class entries that are counts beside the measures' intervals.
+COUNTS = ("n", "queries_without_relevant")
+
+
 def _intervals(measures: dict[str, Any]) -> list[Raw]:
     return [Raw(format_interval(value)) for value in measures.values()]
 
@@ -25,7 +29,7 @@ def write_embedding_report(result: dict[str, Any], kind: str, path: str | os.Pat
         overall = result["image_to_image"]["overall"]
         sections.append("<h2>Image → image (leave-one-out, own group excluded)</h2>"
                         + html_table(["", *overall], [["all classes", *_intervals(overall)]]
-                                     + [[name, *_intervals({k: v for k, v in row.items() if k != "n"})]
+                                     + [[name, *_intervals({k: v for k, v in row.items() if k not in COUNTS})]
                                         for name, row in result["image_to_image"]["by_class"].items()]))
         if "text_to_image" in result:
             text = result["text_to_image"]

@@ -41,6 +41,9 @@ def add_adapter(network: nn.Module, method: str, rank: int = DEFAULT_RANK, model
     sites = block_sites(network)
     if method == "vpt":
         sites = [site for site in sites if site.layout == "tokens"]
+        if sites and all(site.grid_only for site in sites):
+            raise MedfmError(f"--method vpt adds prompt tokens, but {model_name}'s DCT attention needs exactly the image's "
+                             "token grid (use dd-adapter, lora or full)")
     if not sites:
         needs = "transformer blocks on tokens (a ViT-like encoder)" if method == "vpt" else "encoder blocks medfm knows"
         raise MedfmError(f"--method {method} needs {needs}; {model_name} has none (use lora or full)")

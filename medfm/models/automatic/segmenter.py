@@ -179,11 +179,17 @@ def load_auto_segmenter(model_dir: str | os.PathLike) -> AutoSegmenter:
         raise MedfmError(f"{name}: not a model folder written by `medfm train seg` (no {CONFIG_FILE})")
     try:
         config = json.loads((folder / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise MedfmError(f"{name}: cannot read its config ({exc})") from None
+    if not isinstance(config, dict) or config.get("kind") != "auto-segmenter":  # before the plan: other kinds have none
+        from medfm.models.registry import describe_model_config
+
+        raise MedfmError(f"{name}: not a model folder written by `medfm train seg`; its {CONFIG_FILE} is for "
+                         f"{describe_model_config(config)}")
+    try:
         plan = Plan.from_dict(json.loads((folder / PLAN_FILE).read_text()))
     except (OSError, ValueError) as exc:
-        raise MedfmError(f"{name}: cannot read its config or plan ({exc})") from None
-    if config.get("kind") != "auto-segmenter":
-        raise MedfmError(f"{name}: {CONFIG_FILE} is not an automatic segmenter's (kind {config.get('kind')!r})")
+        raise MedfmError(f"{name}: cannot read its plan ({exc})") from None
     weights = folder / config["weights"]["file"]
     if not weights.is_file():
         raise MedfmError(f"{display_path(weights)}: the model's weights are missing")

@@ -62,13 +62,16 @@ def checkpoint_family(folder: Path) -> str:
     if not folder.is_dir():
         raise MedfmError(f"{display_path(folder)}: not a model folder (a folder holding config.json and safetensors weights)")
     try:
-        model_type = json.loads(config_path.read_text()).get("model_type")
+        config = json.loads(config_path.read_text())
+        model_type = config.get("model_type")
     except FileNotFoundError:
         raise MedfmError(f"{display_path(folder)}: no config.json; not a transformers checkpoint folder") from None
     except (OSError, ValueError, AttributeError) as exc:
         raise MedfmError(f"{display_path(config_path)}: cannot read as a model config ({exc})") from None
     if model_type not in FAMILIES:
-        raise MedfmError(f"{display_path(folder)}: a {model_type!r} checkpoint, not an image-text model medfm can run; "
+        from medfm.models.registry import describe_model_config
+
+        raise MedfmError(f"{display_path(folder)}: {describe_model_config(config)}, not an image-text model medfm can run; "
                          f"families: {', '.join(FAMILIES)}")
     return model_type
 
