@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -98,6 +99,8 @@ def check_output_folders(*outputs: Path | None) -> None:
     before the command trains or scores anything rather than when it writes at the end."""
     from medfm.io.formats import check_output_folder
 
+    if int(os.environ.get("RANK", "0") or 0) > 0:  # under torchrun, rank 0 alone writes, on its own machine's folders
+        return
     for output in outputs:
         if output is not None:
             check_output_folder(output.parent)

@@ -245,6 +245,7 @@ def train_clip(data: Path | None = None, out: Path = RUN_FOLDER, epochs: int = 4
     encoder = MedfmClipEncoder(model, EncoderInfo(model_name, config["embed_dim"], has_text=True), text_features=known_texts)
     generator, rng = torch.Generator().manual_seed(seed + start_epoch), np.random.default_rng(seed + start_epoch)
     if group.main:
+        out.mkdir(parents=True, exist_ok=True)  # the run folder itself (the command checked that its parent exists)
         write_split_manifest(samples, out / "split_manifest.csv")
     for epoch in range(start_epoch, epochs if stop_after is None else min(epochs, stop_after)):
         model.train()
