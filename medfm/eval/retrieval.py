@@ -34,10 +34,15 @@ def recall_at_k(text_embeddings: np.ndarray, image_embeddings: np.ndarray, relev
     return float(recall_hits(text_embeddings, image_embeddings, relevant, k).mean())
 
 
+def _group_indices(n: int, groups: Sequence[Hashable] | None) -> np.ndarray:
+    """``(n,)`` group index of each row (each row its own group without ``groups``): a query never finds its own group."""
+    return np.arange(n) if groups is None else np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)[1]
+
+
 def retrieval_cutoffs(ks: Sequence[int] | None, n: int, groups: Sequence[Hashable] | None = None) -> tuple[int, ...]:
     """The cut-offs ``ks`` of ``n`` images, refused past the candidates a query has (the others outside its group),
     where precision@k would count missing candidates as misses; no ``ks``: those of :data:`DEFAULT_KS` within them."""
-    group_of = np.arange(n) if groups is None else np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)[1]
+    group_of = _group_indices(n, groups)
     candidates = n - int(np.bincount(group_of).min()) if n else 0
     if ks is None:
         return tuple(k for k in DEFAULT_KS if k <= candidates) or (1,)
@@ -63,7 +68,7 @@ def leave_one_out_retrieval(embeddings: np.ndarray, labels: Sequence[Hashable], 
     if n < 2:
         raise MedfmError(f"retrieval needs at least 2 images; got {n}")
     ks = retrieval_cutoffs(ks, n, groups)
-    group_of = np.arange(n) if groups is None else np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)[1]
+    group_of = _group_indices(n, groups)
     similarity = embeddings @ embeddings.T
     out = {f"precision@{k}": np.full(n, np.nan) for k in ks} | {"average_precision": np.full(n, np.nan)}
     for query in range(n):

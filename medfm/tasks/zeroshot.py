@@ -30,9 +30,8 @@ def label_embeddings(labels: Sequence[str], encoder: Encoder, templates: Sequenc
     if any(not text or not all(p.strip() for p in text) for text in texts):
         raise MedfmError("a label's phrasings are empty or blank; give each at least one text")
     prompts = [template.format(phrasing) for text in texts for phrasing in text for template in templates]
-    embedded = encoder.encode_text(prompts)
-    ends = np.cumsum([len(text) * len(templates) for text in texts])
-    mean = np.stack([embedded[end - len(text) * len(templates):end].mean(axis=0) for text, end in zip(texts, ends)])
+    per_label = np.split(encoder.encode_text(prompts), np.cumsum([len(text) * len(templates) for text in texts])[:-1])
+    mean = np.stack([prompts_of_label.mean(axis=0) for prompts_of_label in per_label])
     return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
 
 
